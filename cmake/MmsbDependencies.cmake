@@ -1,0 +1,53 @@
+find_package(Threads REQUIRED)
+
+# oneTBB (Debian libtbb-dev) drives the partitioned parallel apply; without it a std::thread
+# fallback gives the same (deterministic) result.
+set(MMSB_HAVE_TBB OFF)
+if(NOT MMSB_WITH_TBB STREQUAL "OFF")
+  find_package(TBB CONFIG QUIET)
+  mmsb_resolve_feature(MMSB_WITH_TBB TBB_FOUND "oneTBB (apt-get install libtbb-dev)")
+endif()
+
+# CUDA: compiled in when the toolkit is present; the static runtime loads the driver lazily, so
+# `import mmsb` still works on machines without a driver or GPU.
+set(MMSB_HAVE_CUDA OFF)
+if(NOT MMSB_WITH_CUDA STREQUAL "OFF")
+  include(CheckLanguage)
+  check_language(CUDA)
+  set(_cuda_found FALSE)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      # 90 = sm_90 SASS + compute_90 PTX (H100/H200, and JIT for newer parts). Never 'native':
+      # build machines have no GPU.
+      set(CMAKE_CUDA_ARCHITECTURES 90)
+    endif()
+    enable_language(CUDA)
+    # CMake 3.25 does not know nvcc 13's C++20 flag; teach it, so CUDA sources build as C++20
+    # like the rest of the engine.
+    if(NOT CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+      set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+      set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+      list(APPEND CMAKE_CUDA_COMPILE_FEATURES cuda_std_20)
+    endif()
+    set(CMAKE_CUDA_STANDARD 20)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    find_package(CUDAToolkit)
+    if(CUDAToolkit_FOUND)
+      set(_cuda_found TRUE)
+    endif()
+  endif()
+  mmsb_resolve_feature(MMSB_WITH_CUDA _cuda_found "the CUDA toolkit (nvcc)")
+endif()
+
+# NCCL is only ever dlopen'ed at run time; the build needs its header to know the ABI.
+set(MMSB_HAVE_NCCL OFF)
+if(NOT MMSB_WITH_NCCL STREQUAL "OFF")
+  set(_nccl_found FALSE)
+  if(MMSB_HAVE_CUDA)
+    find_path(MMSB_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/include)
+    if(MMSB_NCCL_INCLUDE_DIR)
+      set(_nccl_found TRUE)
+    endif()
+  endif()
+  mmsb_resolve_feature(MMSB_WITH_NCCL _nccl_found "nccl.h (with CUDA)")
+endif()

@@ -1,0 +1,26 @@
+# Tri-state feature options: AUTO (use it when found), ON (required: fail loudly), OFF.
+function(mmsb_feature_option name doc)
+  set(${name} AUTO CACHE STRING "${doc}: AUTO, ON or OFF")
+  set_property(CACHE ${name} PROPERTY STRINGS AUTO ON OFF)
+  string(TOUPPER "${${name}}" value)
+  if(NOT value MATCHES "^(AUTO|ON|OFF)$")
+    message(FATAL_ERROR "${name}=${${name}}: expected AUTO, ON or OFF")
+  endif()
+  set(${name} ${value} PARENT_SCOPE)
+endfunction()
+
+# Resolve a feature after its probe: sets MMSB_HAVE_<feature> to ON/OFF, failing when the user
+# asked for ON and the probe did not find it.
+function(mmsb_resolve_feature option found what)
+  string(REPLACE "MMSB_WITH_" "MMSB_HAVE_" have ${option})
+  if(${option} STREQUAL "OFF")
+    set(${have} OFF PARENT_SCOPE)
+  elseif(${found})
+    set(${have} ON PARENT_SCOPE)
+  elseif(${option} STREQUAL "ON")
+    message(FATAL_ERROR "${option}=ON but ${what} was not found")
+  else()
+    message(STATUS "${option}=AUTO: ${what} not found, building without it")
+    set(${have} OFF PARENT_SCOPE)
+  endif()
+endfunction()

@@ -1,0 +1,13 @@
+# MMSB_SANITIZE applies to every target so that the engine, the tests and GoogleTest agree on
+# instrumentation (mixing instrumented and plain code hides races and overflows).
+if(MMSB_SANITIZE)
+  string(REPLACE "," ";" _mmsb_sans "${MMSB_SANITIZE}")
+  foreach(_san IN LISTS _mmsb_sans)
+    if(NOT _san MATCHES "^(address|undefined|thread|leak)$")
+      message(FATAL_ERROR "MMSB_SANITIZE: unknown sanitizer '${_san}'")
+    endif()
+  endforeach()
+  set(_flags -fsanitize=${MMSB_SANITIZE} -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  add_compile_options(${_flags} -g)
+  add_link_options(${_flags})
+endif()

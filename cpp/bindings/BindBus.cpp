@@ -1,0 +1,245 @@
+// mmsb.Bus: page creation and lookup, explicit deltas and batches, bus lifetime.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include "BindDelta.hpp"
+#include "Bindings.hpp"
+#include "Convert.hpp"
+#include "mmsb/core/Error.hpp"
+
+namespace mmsb::py_bind {
+namespace py = pybind11;
+using namespace pybind11::literals;
+
+namespace {
+
+std::vector<std::uint64_t> parse_shape(py::handle shape) {
+  std::vector<std::uint64_t> out;
+  if (PyLong_Check(shape.ptr()) || PyIndex_Check(shape.ptr())) {
+    out.push_back(to_u64(shape, "shape"));
+    return out;
+  }
+  if (!PySequence_Check(shape.ptr())) {
+    fail(ErrorCode::InvalidArgument, "shape must be an int or a sequence of ints; got ",
+         Py_TYPE(shape.ptr())->tp_name);
+  }
+  for (py::handle d : py::reinterpret_borrow<py::sequence>(shape)) out.push_back(to_u64(d, "shape entry"));
+  return out;
+}
+
+std::uint64_t shape_bytes(const std::vector<std::uint64_t>& shape, DType t) {
+  std::uint64_t n = dtype_itemsize(t);
+  for (std::uint64_t d : shape) {
+    if (d != 0 && n > PageTable::kMaxPageSize / d) {
+      fail(ErrorCode::InvalidArgument, "shape describes more than ", PageTable::kMaxPageSize,
+           " bytes, the page size limit");
+    }
+    n *= d;
+  }
+  return n;
+}
+
+Metadata parse_metadata(py::handle md) {
+  Metadata out;
+  if (md.is_none()) return out;
+  if (!PyDict_Check(md.ptr())) {
+    fail(ErrorCode::InvalidArgument, "metadata must be a dict of str -> str/bytes; got ",
+         Py_TYPE(md.ptr())->tp_name);
+  }
+  for (auto [k, v] : py::reinterpret_borrow<py::dict>(md)) {
+    if (!PyUnicode_Check(k.ptr())) {
+      fail(ErrorCode::InvalidArgument, "metadata keys must be str; got ", Py_TYPE(k.ptr())->tp_name);
+    }
+    const std::string key = k.cast<std::string>();
+    if (PyUnicode_Check(v.ptr())) {
+      out.insert_or_assign(key, MetaValue{v.cast<std::string>(), false});
+    } else if (PyBytes_Check(v.ptr())) {
+      out.insert_or_assign(key, MetaValue{std::string(v.cast<py::bytes>()), true});
+    } else {
+      fail(ErrorCode::InvalidArgument, "metadata value for '", key, "' must be str or bytes; got ",
+           Py_TYPE(v.ptr())->tp_name);
+    }
+  }
+  return out;
+}
+
+py::object create_page(const std::shared_ptr<Bus>& bus, py::handle size, py::handle shape,
+                       py::handle dtype, py::handle data, py::handle name, py::handle metadata,
+                       const std::string& location) {
+  PageSpec spec;
+  spec.location = location;
+  if (!name.is_none()) {
+    if (!PyUnicode_Check(name.ptr())) {
+      fail(ErrorCode::InvalidArgument, "name must be a str; got ", Py_TYPE(name.ptr())->tp_name);
+    }
+    spec.name = name.cast<std::string>();
+    if (spec.name.empty()) fail(ErrorCode::InvalidArgument, "name must not be empty (use None for no name)");
+  }
+  spec.metadata = parse_metadata(metadata);
+  const std::optional<DType> asked =
+      dtype.is_none() ? std::nullopt : std::optional<DType>(dtype_from_python(dtype));
+  std::optional<std::vector<std::uint64_t>> asked_shape;
+  if (!shape.is_none()) asked_shape = parse_shape(shape);
+
+  std::optional<ByteBuffer> initial;
+  py::object converted;
+  if (!data.is_none()) {
+    py::handle src = data;
+    if (!PyObject_CheckBuffer(data.ptr())) {
+      converted = py::module_::import("numpy").attr("asarray")(data);
+      src = converted;
+    }
+    const bool raw_bytes = PyBytes_Check(src.ptr()) || PyByteArray_Check(src.ptr());
+    initial.emplace(src, "data", !raw_bytes);
+    spec.size = initial->bytes().size();
+    if (raw_bytes) {
+      spec.dtype = asked.value_or(DType::Raw);
+    } else {
+      spec.dtype = initial->dtype();
+      if (asked && *asked != spec.dtype) {
+        fail(ErrorCode::InvalidArgument, "data has dtype ", dtype_name(spec.dtype), " but dtype=",
+             dtype_name(*asked), " was asked; convert the data with .astype() first");
+      }
+      spec.shape = initial->shape();
+    }
+    if (asked_shape) {
+      if (spec.dtype == DType::Raw) fail(ErrorCode::InvalidArgument, "a shape needs a dtype");
+      if (shape_bytes(*asked_shape, spec.dtype) != spec.size) {
+        fail(ErrorCode::InvalidArgument, "shape ", std::string(py::str(shape)), " of ",
+             dtype_name(spec.dtype), " does not match the ", spec.size, " bytes of data");
+      }
+      spec.shape = *asked_shape;
+    }
+    if (!size.is_none() && to_u64(size, "size") != spec.size) {
+      fail(ErrorCode::InvalidArgument, "size=", to_u64(size, "size"), " but data has ", spec.size, " bytes");
+    }
+  } else {
+    spec.dtype = asked.value_or(DType::Raw);
+    if (asked_shape) {
+      if (!asked) fail(ErrorCode::InvalidArgument, "a shape needs a dtype (e.g. dtype='float32')");
+      spec.size = shape_bytes(*asked_shape, spec.dtype);
+      spec.shape = *asked_shape;
+      if (!size.is_none() && to_u64(size, "size") != spec.size) {
+        fail(ErrorCode::InvalidArgument, "size=", to_u64(size, "size"), " but shape ",
+             std::string(py::str(shape)), " of ", dtype_name(spec.dtype), " is ", spec.size, " bytes");
+      }
+    } else if (!size.is_none()) {
+      spec.size = to_u64(size, "size");
+    } else {
+      fail(ErrorCode::InvalidArgument,
+           "create_page needs a size in bytes, a shape and dtype, or data");
+    }
+  }
+  const PageRecord& r = bus->create_page(
+      spec, initial ? initial->bytes() : std::span<const std::byte>{});
+  return make_page(bus, r.id);
+}
+
+py::dict stats_dict(const BusStats& s) {
+  py::dict d;
+  d["deltas_applied"] = s.deltas_applied;
+  d["bytes_applied"] = s.bytes_applied;
+  d["commits"] = s.commits;
+  d["pages_created"] = s.pages_created;
+  d["pages_deleted"] = s.pages_deleted;
+  return d;
+}
+
+py::dict memory_dict(const MemoryReport& r) {
+  py::dict d;
+  d["pages"] = r.pages;
+  d["data_bytes"] = r.data_bytes;
+  d["arena_slack_bytes"] = r.arena_slack_bytes;
+  d["metadata_bytes"] = r.metadata_bytes;
+  d["page_metadata_bytes"] = r.record_bytes_per_page;
+  d["total_bytes"] = r.total_bytes();
+  return d;
+}
+
+bool contains(const std::shared_ptr<Bus>& bus, py::handle key) {
+  if (py::isinstance<PageHandle>(key)) {
+    const PageHandle& h = key.cast<const PageHandle&>();
+    return h.bus == bus && !h.rec->deleted();
+  }
+  if (PyUnicode_Check(key.ptr())) return bus->find_page(key.cast<std::string>()) != 0;
+  if (PyLong_Check(key.ptr()) && !PyBool_Check(key.ptr())) {
+    try {
+      bus->page(key.cast<PageId>());
+      return true;
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::PageNotFound) throw;
+      return false;
+    } catch (const py::cast_error&) {
+      return false;  // negative or too large: no such id
+    }
+  }
+  return false;
+}
+
+py::list all_pages(const std::shared_ptr<Bus>& bus) {
+  py::list out;
+  for (PageId id : bus->page_ids()) out.append(make_page(bus, id));
+  return out;
+}
+
+}  // namespace
+
+void bind_bus(py::module_& m) {
+  py::class_<Bus, std::shared_ptr<Bus>>(m, "Bus",
+                                        "A versioned store of byte pages; every change is a delta.")
+      .def(py::init([](py::handle threads) {
+             BusOptions o;
+             if (!threads.is_none()) {
+               o.threads = static_cast<unsigned>(to_u64(threads, "threads"));
+               if (o.threads == 0 || o.threads > 1024) {
+                 fail(ErrorCode::InvalidArgument, "threads must be between 1 and 1024; got ", o.threads);
+               }
+             }
+             return std::make_shared<Bus>(o);
+           }),
+           py::kw_only(), "threads"_a = py::none(),
+           "In-memory bus. threads: threads for batch apply (default: all hardware threads).")
+      .def("create_page", &create_page, "size"_a = py::none(), py::kw_only(), "shape"_a = py::none(),
+           "dtype"_a = py::none(), "data"_a = py::none(), "name"_a = py::none(),
+           "metadata"_a = py::none(), "location"_a = "cpu",
+           "Create a page: raw (size), typed (shape + dtype) or from data (content = delta 1).")
+      .def("page", [](const std::shared_ptr<Bus>& bus, py::handle key) {
+        return make_page(bus, resolve_page(bus, key));
+      }, "key"_a, "The page with this id or name; PageNotFoundError otherwise.")
+      .def("pages", &all_pages, "All live pages in id order.")
+      .def("delete_page", [](const std::shared_ptr<Bus>& bus, py::handle key) {
+        bus->delete_page(resolve_page(bus, key));
+      }, "page"_a, "Delete a page (lsn + 1); existing views keep its memory until dropped.")
+      .def("apply", [](const std::shared_ptr<Bus>& bus, Delta& d) {
+        bus->apply(d);
+        return d.lsn;
+      }, "delta"_a, "Commit one explicit delta; sets delta.lsn / .epoch and returns the lsn.")
+      .def("apply_batch", [](const std::shared_ptr<Bus>& bus, const PyDeltaBatch& batch) {
+        const DeltaBatchView view = batch.view();
+        py::gil_scoped_release release;
+        return bus->apply_batch(view);
+      }, "batch"_a, "Validate then apply every row (one delta each), in parallel by page; "
+                    "returns the lsn of the last row. Releases the GIL.")
+      .def_property_readonly("lsn", &Bus::lsn)
+      .def_property_readonly("closed", &Bus::closed)
+      .def_property_readonly("threads", &Bus::threads)
+      .def("close", &Bus::close, "End the bus; later calls raise ClosedError. Views stay valid.")
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__", [](Bus& bus, py::handle, py::handle, py::handle) {
+        bus.close();
+        return false;
+      })
+      .def("__len__", [](Bus& bus) { return bus.page_count(); })
+      .def("__contains__", &contains)
+      .def("__iter__", [](const std::shared_ptr<Bus>& bus) { return py::iter(all_pages(bus)); })
+      .def("_stats", [](const Bus& bus) { return stats_dict(bus.stats()); })
+      .def("reset_stats", &Bus::reset_stats)
+      .def("_memory", [](Bus& bus) { return memory_dict(bus.memory()); })
+      .def("__repr__", [](Bus& bus) {
+        if (bus.closed()) return std::string("<mmsb.Bus (closed)>");
+        return "<mmsb.Bus in-memory pages=" + std::to_string(bus.page_count()) +
+               " lsn=" + std::to_string(bus.lsn()) + ">";
+      });
+}
+
+}  // namespace mmsb::py_bind

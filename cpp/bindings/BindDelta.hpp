@@ -1,0 +1,28 @@
+#pragma once
+#include <pybind11/numpy.h>
+
+#include <memory>
+
+#include "Convert.hpp"
+#include "mmsb/delta/DeltaBatch.hpp"
+
+namespace mmsb::py_bind {
+
+/// mmsb.DeltaBatch: columnar rows kept as NumPy arrays (no copy when they already are uint64 and
+/// contiguous) plus the payload's buffer export, held for the batch's lifetime.
+struct PyDeltaBatch {
+  pybind11::array_t<std::uint64_t> page_ids;
+  pybind11::array_t<std::uint64_t> offsets;
+  pybind11::array_t<std::uint64_t> lengths;
+  pybind11::object payload_owner;
+  std::unique_ptr<ByteBuffer> payload;
+
+  DeltaBatchView view() const {
+    return {{page_ids.data(), static_cast<std::size_t>(page_ids.size())},
+            {offsets.data(), static_cast<std::size_t>(offsets.size())},
+            {lengths.data(), static_cast<std::size_t>(lengths.size())},
+            payload->bytes()};
+  }
+};
+
+}  // namespace mmsb::py_bind

@@ -1,0 +1,266 @@
+// mmsb.Page: zero-copy views, buffer protocol, DLPack, reads and single-delta writes.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+
+#include "Bindings.hpp"
+#include "Convert.hpp"
+#include "DLPack.hpp"
+#include "mmsb/core/Error.hpp"
+
+namespace mmsb::py_bind {
+namespace py = pybind11;
+using namespace pybind11::literals;
+
+namespace {
+
+const char* buffer_format(DType t) {
+  switch (t) {
+    case DType::Bool: return "?";
+    case DType::Int8: return "b";
+    case DType::Int16: return "h";
+    case DType::Int32: return "i";
+    case DType::Int64: return "q";
+    case DType::UInt16: return "H";
+    case DType::UInt32: return "I";
+    case DType::UInt64: return "Q";
+    case DType::Float16: return "e";
+    case DType::Float32: return "f";
+    case DType::Float64: return "d";
+    case DType::Complex64: return "Zf";
+    case DType::Complex128: return "Zd";
+    case DType::Raw:
+    case DType::UInt8: return "B";
+  }
+  return "B";
+}
+
+std::vector<py::ssize_t> ssize_shape(const PageHandle& h) {
+  const auto& s = h.shape();
+  return {s.begin(), s.end()};
+}
+
+// A new array shaped like the page (typed pages) or of bytes (raw pages). With `base`, the array
+// aliases page memory and is made read-only; without, it is a fresh writable array.
+py::array page_array(const PageHandle& h, const PageRecord& r, py::handle base) {
+  if (!base) return py::array(numpy_dtype(r.dtype), ssize_shape(h));
+  py::array a(numpy_dtype(r.dtype), ssize_shape(h), r.data, base);
+  py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+  return a;
+}
+
+std::span<std::byte> mutable_bytes(py::array& a) {
+  return {static_cast<std::byte*>(a.mutable_data()), static_cast<std::size_t>(a.nbytes())};
+}
+
+MetaValue to_meta_value(const std::string& key, py::handle value) {
+  if (PyUnicode_Check(value.ptr())) return MetaValue{value.cast<std::string>(), false};
+  if (PyBytes_Check(value.ptr())) return MetaValue{std::string(value.cast<py::bytes>()), true};
+  fail(ErrorCode::InvalidArgument, "metadata value for '", key, "' must be str or bytes; got ",
+       Py_TYPE(value.ptr())->tp_name);
+}
+
+py::dict metadata_dict(const Metadata& md) {
+  py::dict d;
+  for (const auto& [k, v] : md) {
+    d[py::str(k)] = v.is_bytes ? py::object(py::bytes(v.value)) : py::object(py::str(v.value));
+  }
+  return d;
+}
+
+// `with page.edit() as a:` — a writable staging copy; on a clean exit the difference becomes one
+// delta, committed only if the page is still at the epoch the copy was taken at.
+struct PageEdit {
+  py::object page;
+  py::object staged;
+  Epoch epoch = 0;
+  bool entered = false;
+
+  py::object enter() {
+    if (entered) fail(ErrorCode::InvalidArgument, "this edit() context is already in use");
+    PageHandle& h = page.cast<PageHandle&>();
+    const PageRecord& r = h.live();
+    py::array a = page_array(h, r, py::handle());
+    epoch = h.bus->snapshot(h.id, mutable_bytes(a));
+    staged = a;
+    entered = true;
+    return staged;
+  }
+  bool exit(py::handle exc_type) {
+    if (!entered) return false;
+    entered = false;
+    if (!exc_type.is_none()) return false;  // an exception inside the block commits nothing
+    PageHandle& h = page.cast<PageHandle&>();
+    const py::array a = py::reinterpret_borrow<py::array>(staged);
+    h.bus->update(h.id, {static_cast<const std::byte*>(a.data()), static_cast<std::size_t>(a.nbytes())},
+                  epoch);
+    return false;
+  }
+};
+
+}  // namespace
+
+py::object make_page(const std::shared_ptr<Bus>& bus, PageId id) {
+  return py::cast(std::make_unique<PageHandle>(bus, id));
+}
+
+PageId page_id_of(py::handle key) {
+  if (py::isinstance<PageHandle>(key)) return key.cast<const PageHandle&>().id;
+  return to_u64(key, "page id");
+}
+
+PageId resolve_page(const std::shared_ptr<Bus>& bus, py::handle key) {
+  if (py::isinstance<PageHandle>(key)) {
+    const PageHandle& h = key.cast<const PageHandle&>();
+    if (h.bus != bus) fail(ErrorCode::PageNotFound, "page ", h.id, " belongs to another bus");
+    return h.id;
+  }
+  if (PyUnicode_Check(key.ptr())) {
+    const std::string name = key.cast<std::string>();
+    if (PageId id = bus->find_page(name)) return id;
+    fail(ErrorCode::PageNotFound, "no page named '", name, "'");
+  }
+  if (PyLong_Check(key.ptr()) || (PyIndex_Check(key.ptr()) && !PyFloat_Check(key.ptr()))) {
+    return bus->page(to_u64(key, "page id")).id;
+  }
+  fail(ErrorCode::InvalidArgument, "a page key must be a Page, an int id or a str name; got ",
+       Py_TYPE(key.ptr())->tp_name);
+}
+
+void bind_page(py::module_& m) {
+  py::class_<PageEdit>(m, "PageEdit", "Context manager returned by Page.edit().")
+      .def("__enter__", &PageEdit::enter)
+      .def("__exit__", [](PageEdit& e, py::handle t, py::handle, py::handle) { return e.exit(t); });
+
+  py::class_<PageHandle>(m, "Page", py::buffer_protocol(),
+                         "A page of a Bus: fixed-size, 64-byte aligned, versioned by epoch.")
+      .def_property_readonly("id", [](const PageHandle& h) { return h.id; })
+      .def_property_readonly("name", [](const PageHandle& h) -> py::object {
+        h.live();
+        PageInfo info = h.bus->page_info(h.id);
+        return info.name.empty() ? py::object(py::none()) : py::object(py::str(info.name));
+      })
+      .def_property_readonly("size", [](const PageHandle& h) { return h.live().size; })
+      .def_property_readonly("nbytes", [](const PageHandle& h) { return h.live().size; })
+      .def_property_readonly("epoch", [](const PageHandle& h) {
+        return h.live().epoch.load(std::memory_order_acquire);
+      })
+      .def_property_readonly("last_lsn", [](const PageHandle& h) {
+        return h.live().last_lsn.load(std::memory_order_acquire);
+      })
+      .def_property_readonly("dtype", [](const PageHandle& h) -> py::object {
+        const DType t = h.live().dtype;
+        return t == DType::Raw ? py::object(py::none()) : py::object(numpy_dtype(t));
+      })
+      .def_property_readonly("shape", [](const PageHandle& h) -> py::object {
+        if (h.live().dtype == DType::Raw) return py::none();
+        return py::tuple(py::cast(h.shape()));
+      })
+      .def_property_readonly("location", [](const PageHandle& h) {
+        h.live();
+        return h.bus->page_info(h.id).location;
+      })
+      .def_property_readonly("metadata", [](const PageHandle& h) {
+        h.live();
+        return metadata_dict(h.bus->page_info(h.id).metadata);
+      }, "A copy of the page's metadata (str -> str/bytes); change it with set_metadata().")
+      .def("set_metadata", [](const PageHandle& h, const std::string& key, py::handle value) {
+        h.live();
+        std::optional<MetaValue> v;
+        if (!value.is_none()) v = to_meta_value(key, value);
+        h.bus->set_metadata(h.id, key, v);
+      }, "key"_a, "value"_a, "Set one metadata entry (a committed change, lsn + 1); None removes it.")
+      .def("view", [](py::object self) {
+        const PageHandle& h = self.cast<const PageHandle&>();
+        return page_array(h, h.live(), self);
+      }, "Read-only NumPy array sharing the page's memory (live: shows later commits).")
+      .def("read", [](const PageHandle& h, py::handle offset, py::handle length) {
+        const PageRecord& r = h.live();
+        const std::uint64_t off = to_u64(offset, "offset");
+        const std::uint64_t len = to_u64(length, "length");
+        if (off > r.size || len > r.size - off) {
+          fail(ErrorCode::InvalidArgument, "read of ", len, " bytes at offset ", off,
+               " is outside page ", h.id, " (", r.size, " bytes)");
+        }
+        py::bytes out(nullptr, static_cast<py::ssize_t>(len));
+        h.bus->read(h.id, off, {reinterpret_cast<std::byte*>(PyBytes_AS_STRING(out.ptr())), len});
+        return out;
+      }, "offset"_a, "length"_a, "Copy of bytes [offset, offset + length).")
+      .def("snapshot", [](const PageHandle& h) {
+        py::array a = page_array(h, h.live(), py::handle());
+        const Epoch e = h.bus->snapshot(h.id, mutable_bytes(a));
+        return py::make_tuple(a, e);
+      }, "(copy of the content, its epoch), taken atomically.")
+      .def("write", [](const PageHandle& h, py::handle offset, py::handle data, py::handle expect) {
+        h.live();
+        const std::uint64_t off = to_u64(offset, "offset");
+        const std::optional<Epoch> want = to_epoch(expect);
+        ByteBuffer buf(data, "data");
+        return h.bus->write(h.id, off, buf.bytes(), want);
+      }, "offset"_a, "data"_a, "expect_epoch"_a = py::none(),
+         "Commit one delta writing `data` at byte `offset`; returns the new epoch.")
+      .def("update", [](const PageHandle& h, py::handle array, py::handle expect) {
+        const PageRecord& r = h.live();
+        const std::optional<Epoch> want = to_epoch(expect);
+        ByteBuffer buf(array, "new content", r.dtype != DType::Raw);
+        if (r.dtype != DType::Raw) {
+          const DType got = buf.dtype();
+          if (got != r.dtype) {
+            fail(ErrorCode::InvalidArgument, "page ", h.id, " holds ", dtype_name(r.dtype),
+                 " but the new content is ", dtype_name(got), "; convert with .astype()");
+          }
+          if (buf.shape() != h.shape()) {
+            fail(ErrorCode::InvalidArgument, "new content has shape ",
+                 std::string(py::str(py::tuple(py::cast(buf.shape())))), " but page ", h.id,
+                 " has shape ", std::string(py::str(py::tuple(py::cast(h.shape())))));
+          }
+        }
+        return h.bus->update(h.id, buf.bytes(), want);
+      }, "new"_a, "expect_epoch"_a = py::none(),
+         "Replace the whole content, committing only the changed bytes; False if nothing changed.")
+      .def("edit", [](py::object self) {
+        self.cast<const PageHandle&>().live();
+        return PageEdit{self, py::none(), 0, false};
+      }, "Context manager yielding a writable copy; its changes commit as one delta on exit.")
+      .def("__dlpack__", [](const PageHandle& h, py::handle stream, py::handle max_version,
+                            py::handle dl_device, py::handle copy) {
+        return dlpack_export(h, stream, max_version, dl_device, copy);
+      }, py::kw_only(), "stream"_a = py::none(), "max_version"_a = py::none(),
+         "dl_device"_a = py::none(), "copy"_a = py::none())
+      .def("__dlpack_device__", &dlpack_device)
+      .def_buffer([](const PageHandle& h) {
+        const PageRecord& r = h.live();
+        const auto item = static_cast<py::ssize_t>(dtype_itemsize(r.dtype));
+        std::vector<py::ssize_t> shape = ssize_shape(h);
+        std::vector<py::ssize_t> strides(shape.size(), item);
+        for (std::size_t i = shape.size(); i-- > 1;) strides[i - 1] = strides[i] * shape[i];
+        return py::buffer_info(r.data, item, buffer_format(r.dtype),
+                               static_cast<py::ssize_t>(shape.size()), shape, strides, true);
+      })
+      .def("__eq__", [](const PageHandle& a, py::handle b) {
+        if (!py::isinstance<PageHandle>(b)) return false;
+        const PageHandle& o = b.cast<const PageHandle&>();
+        return a.bus == o.bus && a.id == o.id;
+      })
+      .def("__hash__", [](const PageHandle& h) {
+        return static_cast<py::ssize_t>(std::hash<const void*>{}(h.bus.get()) ^ (h.id * 0x9E3779B97F4A7C15ull));
+      })
+      .def("__repr__", [](const PageHandle& h) {
+        if (h.rec->deleted()) return "<mmsb.Page " + std::to_string(h.id) + " (deleted)>";
+        if (h.bus->closed()) return "<mmsb.Page " + std::to_string(h.id) + " (bus closed)>";
+        const PageRecord& r = *h.rec;
+        PageInfo info = h.bus->page_info(h.id);
+        std::string s = "<mmsb.Page " + std::to_string(h.id);
+        if (!info.name.empty()) s += " '" + info.name + "'";
+        if (r.dtype == DType::Raw) {
+          s += " raw " + std::to_string(r.size) + " B";
+        } else {
+          s += " " + std::string(dtype_name(r.dtype)) + std::string(py::str(py::tuple(py::cast(h.shape()))));
+        }
+        s += " epoch=" + std::to_string(r.epoch.load()) + ">";
+        return s;
+      });
+}
+
+}  // namespace mmsb::py_bind

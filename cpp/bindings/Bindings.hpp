@@ -1,0 +1,23 @@
+#pragma once
+// Entry points of each binding file, and the page-key helpers they share.
+#include <pybind11/pybind11.h>
+
+#include <memory>
+
+#include "PageHandle.hpp"
+
+namespace mmsb::py_bind {
+
+void bind_page(pybind11::module_& m);
+void bind_bus(pybind11::module_& m);
+void bind_delta(pybind11::module_& m);
+
+/// A new pinned Python Page for a live page.
+pybind11::object make_page(const std::shared_ptr<Bus>& bus, PageId id);
+/// Page id for a key: a Page of this bus, an int id or a str name. Raises PageNotFound (also for
+/// a Page of another bus) or InvalidArgument for other types.
+PageId resolve_page(const std::shared_ptr<Bus>& bus, pybind11::handle key);
+/// Page id for a Delta constructor: a Page or an int id (no bus to resolve names against).
+PageId page_id_of(pybind11::handle key);
+
+}  // namespace mmsb::py_bind

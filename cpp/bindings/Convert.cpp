@@ -1,0 +1,130 @@
+#include "Convert.hpp"
+
+#include <array>
+#include <string>
+#include <string_view>
+
+#include "mmsb/core/Error.hpp"
+
+namespace mmsb::py_bind {
+
+ByteBuffer::ByteBuffer(py::handle obj, const char* what, bool want_format) {
+  const int flags = PyBUF_C_CONTIGUOUS | (want_format ? PyBUF_FORMAT : 0);
+  if (PyObject_GetBuffer(obj.ptr(), &view_, flags) != 0) {
+    const bool is_buffer = PyObject_CheckBuffer(obj.ptr()) != 0;
+    PyErr_Clear();
+    view_ = Py_buffer{};
+    if (is_buffer) {
+      fail(ErrorCode::InvalidArgument, what,
+           " must be C-contiguous; pass numpy.ascontiguousarray(x) (mmsb never copies silently)");
+    }
+    fail(ErrorCode::InvalidArgument, what, " must support the buffer protocol (bytes, bytearray, "
+         "memoryview or a NumPy array); got ", Py_TYPE(obj.ptr())->tp_name);
+  }
+}
+
+DType ByteBuffer::dtype() const {
+  std::string_view f = view_.format != nullptr ? view_.format : "B";
+  if (!f.empty() && (f.front() == '@' || f.front() == '=' || f.front() == '<')) f.remove_prefix(1);
+  if (!f.empty() && (f.front() == '>' || f.front() == '!')) {
+    fail(ErrorCode::InvalidArgument, "big-endian data (format '", view_.format,
+         "') is not supported; convert with x.astype(x.dtype.newbyteorder('='))");
+  }
+  char kind = 0;
+  if (f == "?") kind = 'b';
+  else if (f == "b" || f == "h" || f == "i" || f == "l" || f == "q") kind = 'i';
+  else if (f == "B" || f == "H" || f == "I" || f == "L" || f == "Q") kind = 'u';
+  else if (f == "e" || f == "f" || f == "d") kind = 'f';
+  else if (f == "Zf" || f == "Zd") kind = 'c';
+  else fail(ErrorCode::InvalidArgument, "unsupported element format '", view_.format, "'");
+  return dtype_from_kind(kind, static_cast<std::size_t>(view_.itemsize));
+}
+
+std::vector<std::uint64_t> ByteBuffer::shape() const {
+  std::vector<std::uint64_t> s;
+  if (view_.shape == nullptr) {
+    s.push_back(static_cast<std::uint64_t>(view_.len / (view_.itemsize > 0 ? view_.itemsize : 1)));
+    return s;
+  }
+  for (int i = 0; i < view_.ndim; ++i) s.push_back(static_cast<std::uint64_t>(view_.shape[i]));
+  return s;
+}
+
+std::uint64_t to_u64(py::handle value, const char* what) {
+  if (!PyLong_Check(value.ptr()) || PyBool_Check(value.ptr())) {
+    // NumPy integers are not PyLong but implement __index__.
+    if (PyBool_Check(value.ptr()) || !PyIndex_Check(value.ptr())) {
+      fail(ErrorCode::InvalidArgument, what, " must be an integer; got ", Py_TYPE(value.ptr())->tp_name);
+    }
+  }
+  py::object as_int = py::reinterpret_steal<py::object>(PyNumber_Index(value.ptr()));
+  if (!as_int) throw py::error_already_set();
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(as_int.ptr(), &overflow);
+  if (overflow == 0 && v >= 0) return static_cast<std::uint64_t>(v);
+  if (overflow == 0 && v == -1 && PyErr_Occurred()) throw py::error_already_set();
+  if (overflow < 0 || v < 0) {
+    fail(ErrorCode::InvalidArgument, what, " must not be negative; got ",
+         std::string(py::str(value)));
+  }
+  const unsigned long long u = PyLong_AsUnsignedLongLong(as_int.ptr());
+  if (u == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
+    PyErr_Clear();
+    fail(ErrorCode::InvalidArgument, what, " ", std::string(py::str(value)),
+         " does not fit in 64 bits");
+  }
+  return u;
+}
+
+std::optional<Epoch> to_epoch(py::handle value) {
+  if (value.is_none()) return std::nullopt;
+  return to_u64(value, "expect_epoch");
+}
+
+py::dtype numpy_dtype(DType t) {
+  // Built once per type and kept for the process: dtype construction from a name is slow, and
+  // these handles must outlive the interpreter's module teardown order.
+  static std::array<PyObject*, 15> cache{};
+  auto& slot = cache[static_cast<std::size_t>(t)];
+  if (slot == nullptr) {
+    const std::string_view name = t == DType::Raw ? "uint8" : dtype_name(t);
+    slot = py::dtype(std::string(name)).release().ptr();
+  }
+  return py::reinterpret_borrow<py::dtype>(slot);
+}
+
+DType dtype_from_python(py::handle dtype) {
+  py::dtype d;
+  try {
+    d = py::dtype::from_args(py::reinterpret_borrow<py::object>(dtype));
+  } catch (py::error_already_set&) {
+    fail(ErrorCode::InvalidArgument, "dtype ", std::string(py::repr(dtype)), " is not a NumPy dtype");
+  }
+  if (d.byteorder() == '>') {
+    fail(ErrorCode::InvalidArgument, "big-endian dtype ", std::string(py::str(d)), " is not supported");
+  }
+  return dtype_from_kind(d.kind(), static_cast<std::size_t>(d.itemsize()));
+}
+
+py::array_t<std::uint64_t> u64_column(py::handle values, const char* what) {
+  py::module_ np = py::module_::import("numpy");
+  py::array arr = np.attr("asarray")(values);
+  if (arr.ndim() != 1) {
+    fail(ErrorCode::InvalidDelta, what, " must be one-dimensional; got ", arr.ndim(), " dimensions");
+  }
+  const char kind = arr.dtype().kind();
+  if (arr.size() > 0 && kind != 'i' && kind != 'u') {
+    fail(ErrorCode::InvalidDelta, what, " must hold integers; got dtype ", std::string(py::str(arr.dtype())));
+  }
+  if (kind == 'i' && arr.size() > 0) {
+    py::array negative = np.attr("flatnonzero")(np.attr("less")(arr, 0));
+    if (negative.size() > 0) {
+      const auto row = negative.attr("__getitem__")(0).cast<std::int64_t>();
+      fail(ErrorCode::InvalidDelta, what, "[", row, "] is negative (",
+           std::string(py::str(arr.attr("__getitem__")(row))), ")");
+    }
+  }
+  return py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>::ensure(arr);
+}
+
+}  // namespace mmsb::py_bind

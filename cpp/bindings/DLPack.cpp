@@ -1,0 +1,165 @@
+#include "DLPack.hpp"
+
+#include <cstring>
+#include <vector>
+
+namespace mmsb::py_bind {
+namespace py = pybind11;
+namespace {
+
+// DLPack ABI (dlpack.h v1.0), declared here so the bindings need no extra dependency.
+struct DLDevice {
+  std::int32_t device_type;
+  std::int32_t device_id;
+};
+struct DLDataType {
+  std::uint8_t code;
+  std::uint8_t bits;
+  std::uint16_t lanes;
+};
+struct DLTensor {
+  void* data;
+  DLDevice device;
+  std::int32_t ndim;
+  DLDataType dtype;
+  std::int64_t* shape;
+  std::int64_t* strides;
+  std::uint64_t byte_offset;
+};
+struct DLManagedTensor {
+  DLTensor dl_tensor;
+  void* manager_ctx;
+  void (*deleter)(DLManagedTensor*);
+};
+struct DLPackVersion {
+  std::uint32_t major;
+  std::uint32_t minor;
+};
+struct DLManagedTensorVersioned {
+  DLPackVersion version;
+  void* manager_ctx;
+  void (*deleter)(DLManagedTensorVersioned*);
+  std::uint64_t flags;
+  DLTensor dl_tensor;
+};
+constexpr std::int32_t kDLCPU = 1;
+constexpr std::uint8_t kDLInt = 0, kDLUInt = 1, kDLFloat = 2, kDLComplex = 5, kDLBool = 6;
+constexpr std::uint64_t kFlagReadOnly = 1ull << 0;
+constexpr std::uint64_t kFlagIsCopied = 1ull << 1;
+constexpr const char* kVersionedName = "dltensor_versioned";
+constexpr const char* kLegacyName = "dltensor";
+
+// Owns everything a capsule points to. Destroyed by the DLPack deleter, possibly on a thread
+// without the GIL: it touches no Python object.
+struct Export {
+  std::shared_ptr<Bus> bus;
+  PageRecord* pinned = nullptr;
+  std::vector<std::int64_t> shape;
+  std::vector<std::int64_t> strides;
+  std::vector<std::byte> copy;
+  DLManagedTensor legacy{};
+  DLManagedTensorVersioned versioned{};
+  ~Export() {
+    if (pinned != nullptr) bus->unpin(*pinned);
+  }
+};
+
+void delete_legacy(DLManagedTensor* m) { delete static_cast<Export*>(m->manager_ctx); }
+void delete_versioned(DLManagedTensorVersioned* m) { delete static_cast<Export*>(m->manager_ctx); }
+
+// Runs when the capsule dies. A consumer renames a capsule it takes ("used_..."), and then owns
+// the deleter call; otherwise the capsule still owns the tensor and must free it here.
+template <class Managed>
+void capsule_destructor(PyObject* capsule, const char* name) {
+  if (!PyCapsule_IsValid(capsule, name)) return;
+  PyObject *type, *value, *traceback;
+  PyErr_Fetch(&type, &value, &traceback);
+  auto* managed = static_cast<Managed*>(PyCapsule_GetPointer(capsule, name));
+  if (managed != nullptr && managed->deleter != nullptr) managed->deleter(managed);
+  PyErr_Restore(type, value, traceback);
+}
+void versioned_capsule_destructor(PyObject* c) { capsule_destructor<DLManagedTensorVersioned>(c, kVersionedName); }
+void legacy_capsule_destructor(PyObject* c) { capsule_destructor<DLManagedTensor>(c, kLegacyName); }
+
+DLDataType dl_dtype(DType t) {
+  const auto bits = static_cast<std::uint8_t>(dtype_itemsize(t) * 8);
+  switch (dtype_kind(t)) {
+    case 'b': return {kDLBool, 8, 1};
+    case 'i': return {kDLInt, bits, 1};
+    case 'u': return {kDLUInt, bits, 1};
+    case 'f': return {kDLFloat, bits, 1};
+    case 'c': return {kDLComplex, bits, 1};
+    default: return {kDLUInt, 8, 1};  // raw pages are bytes
+  }
+}
+
+bool wants_versioned(py::handle max_version) {
+  if (max_version.is_none()) return false;
+  py::tuple v = py::reinterpret_borrow<py::object>(max_version).cast<py::tuple>();
+  if (v.size() < 1) throw py::buffer_error("max_version must be a (major, minor) tuple");
+  return v[0].cast<int>() >= 1;
+}
+
+}  // namespace
+
+py::tuple dlpack_device(const PageHandle& page) {
+  page.live();
+  return py::make_tuple(kDLCPU, 0);
+}
+
+py::capsule dlpack_export(const PageHandle& page, py::handle stream, py::handle max_version,
+                          py::handle dl_device, py::handle copy) {
+  PageRecord& r = page.live();
+  if (!stream.is_none()) {
+    throw py::buffer_error("stream must be None for a CPU page (DLPack: no stream on kDLCPU)");
+  }
+  if (!dl_device.is_none()) {
+    py::tuple dev = py::reinterpret_borrow<py::object>(dl_device).cast<py::tuple>();
+    if (dev.size() != 2 || dev[0].cast<int>() != kDLCPU) {
+      throw py::buffer_error("page " + std::to_string(page.id) +
+                             " lives on the CPU and cannot be exported to device " +
+                             std::string(py::str(dl_device)));
+    }
+  }
+  const bool make_copy = !copy.is_none() && copy.cast<bool>();
+  const bool versioned = wants_versioned(max_version);
+
+  auto ex = std::make_unique<Export>();
+  ex->bus = page.bus;
+  const DType dtype = r.dtype;
+  for (std::uint64_t d : page.shape()) ex->shape.push_back(static_cast<std::int64_t>(d));
+  ex->strides.assign(ex->shape.size(), 1);
+  for (std::size_t i = ex->shape.size(); i-- > 1;) ex->strides[i - 1] = ex->strides[i] * ex->shape[i];
+
+  void* data = nullptr;
+  if (make_copy) {
+    ex->copy.resize(r.size);
+    page.bus->snapshot(page.id, ex->copy);
+    data = ex->copy.data();
+  } else {
+    ex->pinned = &page.bus->pin(page.id);
+    data = r.data;
+  }
+  DLTensor t{data,
+             DLDevice{kDLCPU, 0},
+             static_cast<std::int32_t>(ex->shape.size()),
+             dl_dtype(dtype),
+             ex->shape.data(),
+             ex->strides.data(),
+             0};
+  Export* raw = ex.get();
+  PyObject* capsule = nullptr;
+  if (versioned) {
+    raw->versioned = DLManagedTensorVersioned{DLPackVersion{1, 0}, raw, &delete_versioned,
+                                              make_copy ? kFlagIsCopied : kFlagReadOnly, t};
+    capsule = PyCapsule_New(&raw->versioned, kVersionedName, &versioned_capsule_destructor);
+  } else {
+    raw->legacy = DLManagedTensor{t, raw, &delete_legacy};
+    capsule = PyCapsule_New(&raw->legacy, kLegacyName, &legacy_capsule_destructor);
+  }
+  if (capsule == nullptr) throw py::error_already_set();
+  ex.release();  // the capsule (or its consumer) now owns the export
+  return py::reinterpret_steal<py::capsule>(capsule);
+}
+
+}  // namespace mmsb::py_bind

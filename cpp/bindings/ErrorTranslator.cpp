@@ -1,0 +1,32 @@
+#include "ErrorTranslator.hpp"
+
+#include <array>
+
+#include "mmsb/core/Error.hpp"
+
+namespace mmsb::py_bind {
+namespace {
+constexpr std::size_t kCodes = static_cast<std::size_t>(ErrorCode::Internal) + 1;
+// Borrowed for the process lifetime from mmsb.errors (kept alive by the module itself, which
+// stays in sys.modules while _core is loaded).
+std::array<PyObject*, kCodes> g_classes{};
+}  // namespace
+
+void register_error_translator(pybind11::module_& m) {
+  namespace py = pybind11;
+  py::module_ errors = py::module_::import("mmsb.errors");
+  for (std::size_t i = 0; i < kCodes; ++i) {
+    py::object cls = errors.attr(error_class_name(static_cast<ErrorCode>(i)));
+    g_classes[i] = cls.inc_ref().ptr();
+  }
+  m.attr("_errors") = errors;
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const Error& e) {
+      PyErr_SetString(g_classes[static_cast<std::size_t>(e.code())], e.what());
+    }
+  });
+}
+
+}  // namespace mmsb::py_bind

@@ -1,0 +1,20 @@
+#pragma once
+/// Validation and partitioned parallel application of DeltaBatch rows to a PageTable.
+#include "mmsb/core/Types.hpp"
+#include "mmsb/delta/DeltaBatch.hpp"
+#include "mmsb/page/PageTable.hpp"
+#include "mmsb/parallel/ThreadPool.hpp"
+
+namespace mmsb {
+
+/// Checks the batch's shape and every row against `table` (page live, run inside the page).
+/// Throws Error(InvalidDelta / PageNotFound) naming the first bad row; changes nothing.
+void validate_batch(const DeltaBatchView& batch, PageTable& table);
+
+/// Applies a batch that passed validate_batch. Row i is the delta with lsn first_lsn + i: each row
+/// bumps its page's epoch by one and sets its last_lsn. Rows are split into lanes by page, each
+/// lane applies its rows in row order, so bytes and epochs equal sequential application for any
+/// thread count. The caller serializes writers (the bus commit lock).
+void apply_batch(const DeltaBatchView& batch, PageTable& table, Lsn first_lsn, ThreadPool& pool);
+
+}  // namespace mmsb

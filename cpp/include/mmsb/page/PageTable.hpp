@@ -1,0 +1,91 @@
+#pragma once
+/// PageTable: ids → records, names → ids, cold info, and the arena that holds page data.
+///
+/// Invariants: ids are assigned from 1 upward and never reused; records live in fixed chunks and
+/// never move, so a PageRecord* stays valid for the table's lifetime; names are unique among live
+/// pages. Thread safety: create/erase/rename/lookup must be serialized by the owner (the bus
+/// commit lock); pin/unpin and record atomics may be used from any thread.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "mmsb/page/Arena.hpp"
+#include "mmsb/page/Page.hpp"
+
+namespace mmsb {
+
+struct PageTableStats {
+  std::uint64_t live_pages = 0;
+  std::uint64_t record_bytes = 0;  ///< hot records, including never-reused slots
+  std::uint64_t info_bytes = 0;    ///< cold info of typed/named pages (estimated from capacities)
+  std::uint64_t name_index_bytes = 0;
+  ArenaStats arena;
+};
+
+class PageTable {
+ public:
+  static constexpr std::size_t kChunkRecords = 4096;
+  /// Largest page accepted (1 TiB): beyond this a size is a mistake, not a request.
+  static constexpr std::uint64_t kMaxPageSize = std::uint64_t{1} << 40;
+
+  PageTable() = default;
+  PageTable(const PageTable&) = delete;
+  PageTable& operator=(const PageTable&) = delete;
+
+  /// Checks a spec without changing anything; throws Error(InvalidArgument) naming the bad field
+  /// (size 0 or too large, shape/dtype inconsistent with size, duplicate or empty name).
+  void validate(const PageSpec& spec) const;
+  /// Creates a zero-filled page with the next id. Validates first; throws as validate() or
+  /// Error(OutOfMemory), leaving the table unchanged.
+  PageRecord& create(const PageSpec& spec);
+  /// Marks the page deleted, drops its name and info, and frees its data once unpinned.
+  /// Throws Error(PageNotFound) if it is not live.
+  void erase(PageId id);
+
+  /// Live record or nullptr.
+  PageRecord* find(PageId id) noexcept {
+    if (id == 0 || id >= next_id_) return nullptr;
+    PageRecord& r = chunks_[(id - 1) / kChunkRecords][(id - 1) % kChunkRecords];
+    return r.live() ? &r : nullptr;
+  }
+  /// Live record or Error(PageNotFound) naming the id.
+  PageRecord& get(PageId id);
+  /// Id of the live page with this name, or 0.
+  PageId find_name(std::string_view name) const noexcept;
+  /// Cold info, or nullptr for an anonymous raw page.
+  const PageInfo* info(PageId id) const noexcept;
+  PageInfo& info_for_update(PageId id);
+
+  /// Pins keep page memory alive past deletion (views, DLPack exports, handles).
+  static void pin(PageRecord& r) noexcept { r.refs.fetch_add(1, std::memory_order_relaxed); }
+  void unpin(PageRecord& r) noexcept;
+
+  PageId next_id() const noexcept { return next_id_; }
+  std::uint64_t live_count() const noexcept { return live_; }
+  /// Calls f(PageRecord&) for every live page in id order.
+  template <class F>
+  void for_each_live(F&& f) {
+    for (PageId id = 1; id < next_id_; ++id) {
+      if (PageRecord* r = find(id)) f(*r);
+    }
+  }
+  PageTableStats stats() const;
+
+ private:
+  PageRecord& slot(PageId id) noexcept {
+    return chunks_[(id - 1) / kChunkRecords][(id - 1) % kChunkRecords];
+  }
+  void free_data(PageRecord& r) noexcept;
+
+  std::vector<std::unique_ptr<PageRecord[]>> chunks_;
+  PageId next_id_ = 1;
+  std::uint64_t live_ = 0;
+  std::unordered_map<std::string, PageId> names_;
+  std::unordered_map<PageId, PageInfo> infos_;
+  Arena arena_;
+};
+
+}  // namespace mmsb

@@ -1,0 +1,206 @@
+#include "mmsb/delta/Delta.hpp"
+
+#include <cstring>
+#include <map>
+
+#include "mmsb/core/Error.hpp"
+#include "mmsb/delta/Diff.hpp"
+
+namespace mmsb {
+namespace {
+
+// Appends [offset, offset+length) with bytes `src`, merging with the previous run when touching.
+void push_run(std::vector<Run>& runs, std::vector<std::byte>& payload, std::uint64_t offset,
+              std::uint64_t length, const std::byte* src) {
+  if (length == 0) return;
+  if (!runs.empty() && runs.back().end() == offset) {
+    runs.back().length += length;
+  } else {
+    runs.push_back(Run{offset, length});
+  }
+  payload.insert(payload.end(), src, src + length);
+}
+
+// General canonicalisation for unsorted or overlapping runs: an ordered map of disjoint pieces,
+// each pointing into the input payload; a later run overwrites (and splits) earlier pieces.
+// O(n log n) and bounded by the input size, whatever the page size.
+struct Piece {
+  std::uint64_t end;
+  const std::byte* src;
+};
+void paint(std::map<std::uint64_t, Piece>& pieces, std::uint64_t a, std::uint64_t b, const std::byte* src) {
+  auto it = pieces.lower_bound(a);
+  if (it != pieces.begin()) {
+    auto prev = std::prev(it);
+    if (prev->second.end > a) {  // prev straddles a: keep its left part, maybe its right part
+      const std::uint64_t pstart = prev->first;
+      const Piece p = prev->second;
+      prev->second.end = a;
+      if (p.end > b) pieces.emplace(b, Piece{p.end, p.src + (b - pstart)});
+    }
+  }
+  it = pieces.lower_bound(a);
+  while (it != pieces.end() && it->first < b) {
+    if (it->second.end > b) {  // keep the right part of the last overlapped piece
+      const Piece p = it->second;
+      const std::uint64_t pstart = it->first;
+      pieces.erase(it);
+      pieces.emplace(b, Piece{p.end, p.src + (b - pstart)});
+      break;
+    }
+    it = pieces.erase(it);
+  }
+  pieces.emplace(a, Piece{b, src});
+}
+
+}  // namespace
+
+Delta Delta::at(PageId page, std::uint64_t offset, std::span<const std::byte> data) {
+  if (offset + data.size() < offset) {
+    fail(ErrorCode::InvalidDelta, "run at offset ", offset, " with ", data.size(),
+         " bytes overflows a 64-bit offset");
+  }
+  std::vector<Run> runs;
+  std::vector<std::byte> payload;
+  push_run(runs, payload, offset, data.size(), data.data());
+  return Delta(page, std::move(runs), std::move(payload));
+}
+
+Delta Delta::runs(PageId page, std::span<const std::uint64_t> offsets,
+                  std::span<const std::uint64_t> lengths, std::span<const std::byte> payload) {
+  if (offsets.size() != lengths.size()) {
+    fail(ErrorCode::InvalidDelta, "got ", offsets.size(), " offsets but ", lengths.size(),
+         " lengths; each run needs one of each");
+  }
+  std::uint64_t total = 0;
+  bool sorted = true;
+  for (std::size_t i = 0; i < offsets.size(); ++i) {
+    if (offsets[i] + lengths[i] < offsets[i]) {
+      fail(ErrorCode::InvalidDelta, "run ", i, " (offset ", offsets[i], ", length ", lengths[i],
+           ") overflows a 64-bit offset");
+    }
+    if (total + lengths[i] < total) fail(ErrorCode::InvalidDelta, "run lengths overflow");
+    total += lengths[i];
+    if (i > 0 && offsets[i] < offsets[i - 1] + lengths[i - 1]) sorted = false;
+  }
+  if (total != payload.size()) {
+    fail(ErrorCode::InvalidDelta, "run lengths sum to ", total, " bytes but the payload has ",
+         payload.size(), " bytes");
+  }
+  std::vector<Run> out_runs;
+  std::vector<std::byte> out_payload;
+  out_payload.reserve(total);
+  if (sorted) {
+    const std::byte* src = payload.data();
+    for (std::size_t i = 0; i < offsets.size(); ++i) {
+      push_run(out_runs, out_payload, offsets[i], lengths[i], src);
+      src += lengths[i];
+    }
+  } else {
+    std::map<std::uint64_t, Piece> pieces;
+    const std::byte* src = payload.data();
+    for (std::size_t i = 0; i < offsets.size(); ++i) {
+      if (lengths[i] != 0) paint(pieces, offsets[i], offsets[i] + lengths[i], src);
+      src += lengths[i];
+    }
+    for (const auto& [start, piece] : pieces) {
+      push_run(out_runs, out_payload, start, piece.end - start, piece.src);
+    }
+  }
+  return Delta(page, std::move(out_runs), std::move(out_payload));
+}
+
+Delta Delta::masked(PageId page, std::span<const std::uint8_t> mask, std::span<const std::byte> data) {
+  std::uint64_t set = 0;
+  for (std::uint8_t m : mask) set += (m != 0);
+  const bool dense = data.size() == mask.size();
+  if (!dense && data.size() != set) {
+    fail(ErrorCode::InvalidDelta, "masked delta payload has ", data.size(),
+         " bytes; a dense payload needs ", mask.size(), " (the mask length) and a sparse one ", set,
+         " (the marked bytes)");
+  }
+  std::vector<Run> runs;
+  std::vector<std::byte> payload;
+  payload.reserve(set);
+  std::uint64_t sparse_pos = 0;
+  std::uint64_t i = 0;
+  while (i < mask.size()) {
+    if (mask[i] == 0) {
+      ++i;
+      continue;
+    }
+    std::uint64_t j = i;
+    while (j < mask.size() && mask[j] != 0) ++j;
+    const std::byte* src = dense ? data.data() + i : data.data() + sparse_pos;
+    push_run(runs, payload, i, j - i, src);
+    sparse_pos += j - i;
+    i = j;
+  }
+  return Delta(page, std::move(runs), std::move(payload));
+}
+
+Delta Delta::masked_packed(PageId page, std::span<const std::uint8_t> bits, std::uint64_t extent,
+                           std::span<const std::byte> data) {
+  if (extent > bits.size() * 8) {
+    fail(ErrorCode::InvalidDelta, "packed mask of ", bits.size(), " bytes covers ", bits.size() * 8,
+         " positions, fewer than the extent ", extent);
+  }
+  std::vector<std::uint8_t> mask(extent);
+  for (std::uint64_t i = 0; i < bits.size() * 8; ++i) {
+    const bool on = (bits[i / 8] >> (i % 8)) & 1u;
+    if (!on) continue;
+    if (i >= extent) {
+      fail(ErrorCode::InvalidDelta, "packed mask marks position ", i, " at or past the extent ", extent);
+    }
+    mask[i] = 1;
+  }
+  return masked(page, mask, data);
+}
+
+Delta Delta::diff(PageId page, std::span<const std::byte> old, std::span<const std::byte> now) {
+  if (old.size() != now.size()) {
+    fail(ErrorCode::InvalidDelta, "cannot diff buffers of ", old.size(), " and ", now.size(), " bytes");
+  }
+  std::vector<Run> runs;
+  diff_runs(old.data(), now.data(), now.size(), runs);
+  std::uint64_t total = 0;
+  for (const Run& r : runs) total += r.length;
+  std::vector<std::byte> payload(total);
+  std::byte* dst = payload.data();
+  for (const Run& r : runs) {
+    std::memcpy(dst, now.data() + r.offset, r.length);
+    dst += r.length;
+  }
+  return Delta(page, std::move(runs), std::move(payload));
+}
+
+void Delta::apply_to(std::byte* page) const noexcept {
+  const std::byte* src = payload_.data();
+  for (const Run& r : runs_) {
+    std::memcpy(page + r.offset, src, r.length);
+    src += r.length;
+  }
+}
+
+Delta merge(const Delta& first, const Delta& second) {
+  if (first.page_id() != second.page_id()) {
+    fail(ErrorCode::InvalidDelta, "cannot merge deltas of pages ", first.page_id(), " and ",
+         second.page_id(), "; merge composes changes to one page");
+  }
+  std::vector<std::uint64_t> offsets;
+  std::vector<std::uint64_t> lengths;
+  for (const Delta* d : {&first, &second}) {
+    for (const Run& r : d->run_list()) {
+      offsets.push_back(r.offset);
+      lengths.push_back(r.length);
+    }
+  }
+  std::vector<std::byte> payload(first.payload().begin(), first.payload().end());
+  payload.insert(payload.end(), second.payload().begin(), second.payload().end());
+  Delta out = Delta::runs(first.page_id(), offsets, lengths, payload);
+  out.expect_epoch = first.expect_epoch;
+  out.source = first.source;
+  return out;
+}
+
+}  // namespace mmsb

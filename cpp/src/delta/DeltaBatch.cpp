@@ -1,0 +1,48 @@
+#include "mmsb/delta/DeltaBatch.hpp"
+
+#include "mmsb/core/Error.hpp"
+
+namespace mmsb {
+
+void DeltaBatchView::check_shape() const {
+  if (offsets.size() != page_ids.size() || lengths.size() != page_ids.size()) {
+    fail(ErrorCode::InvalidDelta, "batch columns disagree: ", page_ids.size(), " page ids, ",
+         offsets.size(), " offsets, ", lengths.size(), " lengths; each row needs one of each");
+  }
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i < lengths.size(); ++i) {
+    if (offsets[i] + lengths[i] < offsets[i]) {
+      fail(ErrorCode::InvalidDelta, "batch row ", i, " (offset ", offsets[i], ", length ",
+           lengths[i], ") overflows a 64-bit offset");
+    }
+    if (total + lengths[i] < total) fail(ErrorCode::InvalidDelta, "batch lengths overflow");
+    total += lengths[i];
+  }
+  if (total != payload.size()) {
+    fail(ErrorCode::InvalidDelta, "batch lengths sum to ", total, " bytes but the payload has ",
+         payload.size(), " bytes");
+  }
+}
+
+void DeltaBatch::add(PageId page, std::uint64_t offset, std::span<const std::byte> data) {
+  page_ids_.push_back(page);
+  offsets_.push_back(offset);
+  lengths_.push_back(data.size());
+  payload_.insert(payload_.end(), data.begin(), data.end());
+}
+
+void DeltaBatch::reserve(std::size_t rows, std::size_t payload_bytes) {
+  page_ids_.reserve(rows);
+  offsets_.reserve(rows);
+  lengths_.reserve(rows);
+  payload_.reserve(payload_bytes);
+}
+
+void DeltaBatch::clear() noexcept {
+  page_ids_.clear();
+  offsets_.clear();
+  lengths_.clear();
+  payload_.clear();
+}
+
+}  // namespace mmsb

@@ -1,0 +1,133 @@
+#include "mmsb/delta/Diff.hpp"
+
+#include <bit>
+#include <cstring>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace mmsb {
+namespace {
+
+// Collects raw runs of differing bytes and merges those separated by <= gap equal bytes.
+class RunSink {
+ public:
+  RunSink(std::vector<Run>& out, std::uint64_t gap) : out_(out), gap_(gap) {}
+  void emit(std::uint64_t start, std::uint64_t end) {
+    if (!out_.empty() && start - out_.back().end() <= gap_ && start >= out_.back().end()) {
+      out_.back().length = end - out_.back().offset;
+    } else {
+      out_.push_back(Run{start, end - start});
+    }
+  }
+
+ private:
+  std::vector<Run>& out_;
+  std::uint64_t gap_;
+};
+
+std::uint64_t load64(const std::byte* p) {
+  std::uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+// True when no byte of x is zero, i.e. all 8 compared bytes differ.
+bool no_zero_byte(std::uint64_t x) {
+  return ((x - 0x0101010101010101ull) & ~x & 0x8080808080808080ull) == 0;
+}
+
+// Byte-at-a-time state machine shared by both paths for the ragged tail.
+void diff_tail(const std::byte* old, const std::byte* now, std::uint64_t i, std::uint64_t n,
+               bool& in_run, std::uint64_t& start, RunSink& sink) {
+  for (; i < n; ++i) {
+    const bool differs = old[i] != now[i];
+    if (differs && !in_run) {
+      in_run = true;
+      start = i;
+    } else if (!differs && in_run) {
+      in_run = false;
+      sink.emit(start, i);
+    }
+  }
+}
+
+void diff_scalar(const std::byte* old, const std::byte* now, std::uint64_t n, RunSink& sink) {
+  std::uint64_t i = 0;
+  bool in_run = false;
+  std::uint64_t start = 0;
+  while (i + 8 <= n) {
+    const std::uint64_t x = load64(old + i) ^ load64(now + i);
+    if (!in_run && x == 0) {
+      i += 8;
+      continue;
+    }
+    if (in_run && no_zero_byte(x)) {
+      i += 8;
+      continue;
+    }
+    diff_tail(old, now, i, i + 8, in_run, start, sink);
+    i += 8;
+  }
+  diff_tail(old, now, i, n, in_run, start, sink);
+  if (in_run) sink.emit(start, n);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) void diff_avx2(const std::byte* old, const std::byte* now,
+                                               std::uint64_t n, RunSink& sink) {
+  std::uint64_t i = 0;
+  bool in_run = false;
+  std::uint64_t start = 0;
+  while (i + 32 <= n) {
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(old + i));
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(now + i));
+    // Bit k set: byte i+k differs.
+    const std::uint64_t d =
+        ~static_cast<std::uint64_t>(static_cast<std::uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(a, b)))) &
+        0xFFFFFFFFull;
+    if ((!in_run && d == 0) || (in_run && d == 0xFFFFFFFFull)) {
+      i += 32;
+      continue;
+    }
+    unsigned pos = 0;
+    while (pos < 32) {
+      // Next transition: first differing bit when outside a run, first equal bit inside one.
+      const std::uint64_t rem = (in_run ? (~d & 0xFFFFFFFFull) : d) >> pos;
+      if (rem == 0) break;
+      pos += static_cast<unsigned>(std::countr_zero(rem));
+      if (in_run) {
+        sink.emit(start, i + pos);
+      } else {
+        start = i + pos;
+      }
+      in_run = !in_run;
+    }
+    i += 32;
+  }
+  diff_tail(old, now, i, n, in_run, start, sink);
+  if (in_run) sink.emit(start, n);
+}
+#endif
+
+}  // namespace
+
+void diff_runs(SimdLevel level, const std::byte* old, const std::byte* now, std::uint64_t n,
+               std::vector<Run>& out, std::uint64_t gap) {
+  RunSink sink(out, gap);
+#if defined(__x86_64__)
+  if (level == SimdLevel::Avx2) {
+    diff_avx2(old, now, n, sink);
+    return;
+  }
+#endif
+  (void)level;
+  diff_scalar(old, now, n, sink);
+}
+
+void diff_runs(const std::byte* old, const std::byte* now, std::uint64_t n, std::vector<Run>& out,
+               std::uint64_t gap) {
+  diff_runs(simd_level(), old, now, n, out, gap);
+}
+
+}  // namespace mmsb

@@ -1,0 +1,244 @@
+#include "mmsb/engine/Bus.hpp"
+
+#include <cstring>
+
+#include "mmsb/core/Clock.hpp"
+#include "mmsb/core/Error.hpp"
+#include "mmsb/delta/BatchApply.hpp"
+
+namespace mmsb {
+
+Bus::Bus(BusOptions options) : pool_(options.threads) {}
+
+void Bus::check_open() const {
+  if (closed()) fail(ErrorCode::Closed, "the bus is closed; open a new one to continue");
+}
+
+void Bus::check_location(const std::string& location) const {
+  if (location == "cpu") return;
+  if (location == "unified" || location.rfind("cuda:", 0) == 0) {
+    fail(ErrorCode::DeviceUnavailable, "location '", location,
+         "' needs device pages, which this bus cannot place (no usable CUDA device pages); "
+         "use location='cpu'");
+  }
+  fail(ErrorCode::InvalidArgument, "unknown location '", location,
+       "'; expected 'cpu', 'cuda:N' or 'unified'");
+}
+
+PageRecord& Bus::live_locked(PageId id) { return table_.get(id); }
+
+void Bus::count(std::uint64_t deltas, std::uint64_t bytes) noexcept {
+  counters_.deltas_applied.fetch_add(deltas, std::memory_order_relaxed);
+  counters_.bytes_applied.fetch_add(bytes, std::memory_order_relaxed);
+  counters_.commits.fetch_add(1, std::memory_order_relaxed);
+}
+
+PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> initial) {
+  std::lock_guard lock(mutex_);
+  check_open();
+  check_location(spec.location);
+  if (!initial.empty() && initial.size() != spec.size) {
+    fail(ErrorCode::InvalidArgument, "initial data has ", initial.size(), " bytes but the page has ",
+         spec.size);
+  }
+  PageRecord& r = table_.create(spec);
+  r.last_lsn.store(lsn_.fetch_add(1, std::memory_order_acq_rel) + 1, std::memory_order_relaxed);
+  counters_.pages_created.fetch_add(1, std::memory_order_relaxed);
+  if (!initial.empty()) {
+    Delta d = Delta::at(r.id, 0, initial);
+    commit_delta_locked(r, d);
+  }
+  return r;
+}
+
+void Bus::delete_page(PageId id) {
+  std::lock_guard lock(mutex_);
+  check_open();
+  table_.erase(id);
+  lsn_.fetch_add(1, std::memory_order_acq_rel);
+  counters_.pages_deleted.fetch_add(1, std::memory_order_relaxed);
+}
+
+PageRecord& Bus::page(PageId id) {
+  std::lock_guard lock(mutex_);
+  check_open();
+  return live_locked(id);
+}
+
+PageId Bus::find_page(std::string_view name) {
+  std::lock_guard lock(mutex_);
+  check_open();
+  return table_.find_name(name);
+}
+
+PageInfo Bus::page_info(PageId id) {
+  std::lock_guard lock(mutex_);
+  live_locked(id);
+  const PageInfo* info = table_.info(id);
+  return info != nullptr ? *info : PageInfo{};
+}
+
+std::vector<PageId> Bus::page_ids() {
+  std::lock_guard lock(mutex_);
+  check_open();
+  std::vector<PageId> ids;
+  ids.reserve(table_.live_count());
+  table_.for_each_live([&](PageRecord& r) { ids.push_back(r.id); });
+  return ids;
+}
+
+std::uint64_t Bus::page_count() {
+  std::lock_guard lock(mutex_);
+  check_open();
+  return table_.live_count();
+}
+
+void Bus::set_metadata(PageId id, const std::string& key, const std::optional<MetaValue>& value) {
+  std::lock_guard lock(mutex_);
+  check_open();
+  live_locked(id);
+  if (!value) {
+    const PageInfo* info = table_.info(id);
+    if (info == nullptr || info->metadata.find(key) == info->metadata.end()) return;
+    table_.info_for_update(id).metadata.erase(key);
+  } else {
+    table_.info_for_update(id).metadata.insert_or_assign(key, *value);
+  }
+  lsn_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+void Bus::check_delta_locked(const PageRecord& r, const Delta& d) const {
+  if (d.extent() > r.size) {
+    fail(ErrorCode::InvalidDelta, "delta writes bytes [", d.run_list().back().offset, ", ",
+         d.extent(), ") of page ", r.id, ", which has ", r.size, " bytes");
+  }
+  const Epoch now = r.epoch.load(std::memory_order_relaxed);
+  if (d.expect_epoch && *d.expect_epoch != now) {
+    fail(ErrorCode::EpochConflict, "page ", r.id, " is at epoch ", now, " but the delta expects epoch ",
+         *d.expect_epoch, "; re-read the page and retry");
+  }
+}
+
+// The single place where a delta becomes state: every single-delta commit goes through here.
+void Bus::commit_delta_locked(PageRecord& r, Delta& d) {
+  check_delta_locked(r, d);
+  d.timestamp_ns = wall_clock_ns();
+  d.lsn = lsn_.load(std::memory_order_relaxed) + 1;
+  d.apply_to(r.data);
+  d.epoch = r.epoch.load(std::memory_order_relaxed) + 1;
+  r.epoch.store(d.epoch, std::memory_order_release);
+  r.last_lsn.store(d.lsn, std::memory_order_relaxed);
+  lsn_.store(d.lsn, std::memory_order_release);
+  count(1, d.payload().size());
+}
+
+void Bus::apply(Delta& d) {
+  std::lock_guard lock(mutex_);
+  check_open();
+  commit_delta_locked(live_locked(d.page_id()), d);
+}
+
+Epoch Bus::write(PageId id, std::uint64_t offset, std::span<const std::byte> data,
+                 std::optional<Epoch> expect_epoch) {
+  std::lock_guard lock(mutex_);
+  check_open();
+  PageRecord& r = live_locked(id);
+  Delta d = Delta::at(id, offset, data);
+  d.expect_epoch = expect_epoch;
+  commit_delta_locked(r, d);
+  return d.epoch;
+}
+
+bool Bus::update(PageId id, std::span<const std::byte> content, std::optional<Epoch> expect_epoch) {
+  std::lock_guard lock(mutex_);
+  check_open();
+  PageRecord& r = live_locked(id);
+  if (content.size() != r.size) {
+    fail(ErrorCode::InvalidArgument, "new content has ", content.size(), " bytes but page ", id,
+         " has ", r.size);
+  }
+  Delta d = Delta::diff(id, {r.data, r.size}, content);
+  d.expect_epoch = expect_epoch;
+  check_delta_locked(r, d);  // an unchanged page still honours expect_epoch
+  if (d.empty()) return false;
+  commit_delta_locked(r, d);
+  return true;
+}
+
+Lsn Bus::apply_batch(const DeltaBatchView& batch) {
+  std::lock_guard lock(mutex_);
+  check_open();
+  validate_batch(batch, table_);
+  const Lsn first = lsn_.load(std::memory_order_relaxed) + 1;
+  if (batch.rows() == 0) return first - 1;
+  mmsb::apply_batch(batch, table_, first, pool_);
+  const Lsn last = first + batch.rows() - 1;
+  lsn_.store(last, std::memory_order_release);
+  count(batch.rows(), batch.payload.size());
+  return last;
+}
+
+Epoch Bus::snapshot(PageId id, std::span<std::byte> out) {
+  std::lock_guard lock(mutex_);
+  check_open();
+  PageRecord& r = live_locked(id);
+  if (out.size() != r.size) {
+    fail(ErrorCode::InvalidArgument, "snapshot buffer has ", out.size(), " bytes, page ", id, " has ",
+         r.size);
+  }
+  std::memcpy(out.data(), r.data, r.size);
+  return r.epoch.load(std::memory_order_relaxed);
+}
+
+void Bus::read(PageId id, std::uint64_t offset, std::span<std::byte> out) {
+  std::lock_guard lock(mutex_);
+  check_open();
+  PageRecord& r = live_locked(id);
+  if (offset > r.size || out.size() > r.size - offset) {
+    fail(ErrorCode::InvalidArgument, "read of ", out.size(), " bytes at offset ", offset,
+         " is outside page ", id, " (", r.size, " bytes)");
+  }
+  std::memcpy(out.data(), r.data + offset, out.size());
+}
+
+PageRecord& Bus::pin(PageId id) {
+  std::lock_guard lock(mutex_);
+  PageRecord& r = live_locked(id);
+  PageTable::pin(r);
+  return r;
+}
+
+void Bus::close() {
+  std::lock_guard lock(mutex_);
+  closed_.store(true, std::memory_order_release);
+}
+
+BusStats Bus::stats() const noexcept {
+  BusStats s;
+  s.deltas_applied = counters_.deltas_applied.load(std::memory_order_relaxed);
+  s.bytes_applied = counters_.bytes_applied.load(std::memory_order_relaxed);
+  s.commits = counters_.commits.load(std::memory_order_relaxed);
+  s.pages_created = counters_.pages_created.load(std::memory_order_relaxed);
+  s.pages_deleted = counters_.pages_deleted.load(std::memory_order_relaxed);
+  return s;
+}
+
+void Bus::reset_stats() noexcept {
+  for (auto* c : {&counters_.deltas_applied, &counters_.bytes_applied, &counters_.commits,
+                  &counters_.pages_created, &counters_.pages_deleted}) {
+    c->store(0, std::memory_order_relaxed);
+  }
+}
+
+MemoryReport Bus::memory() {
+  std::lock_guard lock(mutex_);
+  const PageTableStats t = table_.stats();
+  MemoryReport m;
+  m.pages = t.live_pages;
+  m.data_bytes = t.arena.requested_bytes;
+  m.arena_slack_bytes = t.arena.slack_bytes();
+  m.metadata_bytes = t.record_bytes + t.info_bytes + t.name_index_bytes;
+  return m;
+}
+
+}  // namespace mmsb

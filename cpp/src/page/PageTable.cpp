@@ -1,0 +1,160 @@
+#include "mmsb/page/PageTable.hpp"
+
+#include "mmsb/core/Error.hpp"
+
+namespace mmsb {
+namespace {
+constexpr std::size_t kMaxNameBytes = 1024;
+constexpr std::size_t kMaxDims = 32;
+}  // namespace
+
+void PageTable::validate(const PageSpec& spec) const {
+  if (spec.size == 0) {
+    fail(ErrorCode::InvalidArgument, "page size must be at least 1 byte; got 0");
+  }
+  if (spec.size > kMaxPageSize) {
+    fail(ErrorCode::InvalidArgument, "page size ", spec.size, " bytes exceeds the limit of ",
+         kMaxPageSize, " bytes (1 TiB); split the state into several pages");
+  }
+  if (spec.dtype == DType::Raw) {
+    if (!spec.shape.empty()) {
+      fail(ErrorCode::InvalidArgument, "a shape needs a dtype; raw pages are flat bytes");
+    }
+  } else {
+    const std::size_t item = dtype_itemsize(spec.dtype);
+    if (spec.shape.size() > kMaxDims) {
+      fail(ErrorCode::InvalidArgument, "shape has ", spec.shape.size(), " dimensions; at most ",
+           kMaxDims, " are supported");
+    }
+    if (spec.size % item != 0) {
+      fail(ErrorCode::InvalidArgument, "page size ", spec.size, " is not a multiple of the ",
+           dtype_name(spec.dtype), " item size ", item);
+    }
+    std::uint64_t elems = 1;
+    for (std::uint64_t d : spec.shape) {
+      if (d != 0 && elems > kMaxPageSize / d) {
+        fail(ErrorCode::InvalidArgument, "shape is too large (more than 1 TiB of data)");
+      }
+      elems *= d;
+    }
+    if (!spec.shape.empty() && elems * item != spec.size) {
+      fail(ErrorCode::InvalidArgument, "shape holds ", elems, " ", dtype_name(spec.dtype),
+           " items (", elems * item, " bytes) but the page size is ", spec.size, " bytes");
+    }
+  }
+  if (spec.name.size() > kMaxNameBytes) {
+    fail(ErrorCode::InvalidArgument, "page name is ", spec.name.size(), " bytes; at most ",
+         kMaxNameBytes, " are allowed");
+  }
+  if (!spec.name.empty()) {
+    if (PageId other = find_name(spec.name)) {
+      fail(ErrorCode::InvalidArgument, "page name '", spec.name, "' is already used by page ",
+           other, "; names are unique within a bus");
+    }
+  }
+}
+
+PageRecord& PageTable::create(const PageSpec& spec) {
+  validate(spec);
+  if ((next_id_ - 1) / kChunkRecords >= chunks_.size()) {
+    chunks_.push_back(std::make_unique<PageRecord[]>(kChunkRecords));
+  }
+  const bool needs_info = spec.dtype != DType::Raw || !spec.name.empty() ||
+                          !spec.metadata.empty() || spec.location != "cpu";
+  Arena::Block block = arena_.allocate(spec.size);
+  const PageId id = next_id_;
+  try {
+    if (needs_info) {
+      PageInfo info{spec.name, spec.shape, spec.metadata, spec.location};
+      if (spec.dtype != DType::Raw && info.shape.empty()) {
+        info.shape.push_back(spec.size / dtype_itemsize(spec.dtype));
+      }
+      infos_.emplace(id, std::move(info));
+    }
+    if (!spec.name.empty()) names_.emplace(spec.name, id);
+  } catch (...) {
+    infos_.erase(id);
+    arena_.release(block);
+    throw;
+  }
+  PageRecord& r = slot(id);
+  r.data = block.data;
+  r.size = spec.size;
+  r.requested = block.requested;
+  r.size_class = block.size_class;
+  r.dtype = spec.dtype;
+  r.has_info = needs_info ? 1 : 0;
+  r.epoch.store(0, std::memory_order_relaxed);
+  r.last_lsn.store(0, std::memory_order_relaxed);
+  r.refs.store(0, std::memory_order_relaxed);
+  r.id = id;  // last: find() treats id 0 as an empty slot
+  ++next_id_;
+  ++live_;
+  return r;
+}
+
+PageRecord& PageTable::get(PageId id) {
+  if (PageRecord* r = find(id)) return *r;
+  if (id != 0 && id < next_id_) {
+    fail(ErrorCode::PageNotFound, "page ", id, " was deleted; page ids are never reused");
+  }
+  fail(ErrorCode::PageNotFound, "no page with id ", id, " (ids run from 1 to ", next_id_ - 1, ")");
+}
+
+PageId PageTable::find_name(std::string_view name) const noexcept {
+  auto it = names_.find(std::string(name));
+  return it == names_.end() ? 0 : it->second;
+}
+
+const PageInfo* PageTable::info(PageId id) const noexcept {
+  auto it = infos_.find(id);
+  return it == infos_.end() ? nullptr : &it->second;
+}
+
+PageInfo& PageTable::info_for_update(PageId id) {
+  PageRecord& r = get(id);
+  r.has_info = 1;
+  return infos_[id];
+}
+
+void PageTable::erase(PageId id) {
+  PageRecord& r = get(id);
+  if (const PageInfo* i = info(id); i != nullptr && !i->name.empty()) names_.erase(i->name);
+  infos_.erase(id);
+  r.has_info = 0;
+  --live_;
+  const std::uint32_t before = r.refs.fetch_or(PageRecord::kDeletedBit, std::memory_order_acq_rel);
+  if ((before & ~PageRecord::kDeletedBit) == 0) free_data(r);
+}
+
+void PageTable::unpin(PageRecord& r) noexcept {
+  const std::uint32_t before = r.refs.fetch_sub(1, std::memory_order_acq_rel);
+  if (before == (PageRecord::kDeletedBit | 1u)) free_data(r);
+}
+
+void PageTable::free_data(PageRecord& r) noexcept {
+  arena_.release(Arena::Block{r.data, r.requested, r.size_class});
+  r.data = nullptr;
+}
+
+PageTableStats PageTable::stats() const {
+  PageTableStats s;
+  s.live_pages = live_;
+  s.record_bytes = chunks_.size() * kChunkRecords * sizeof(PageRecord);
+  for (const auto& [id, info] : infos_) {
+    s.info_bytes += sizeof(std::pair<const PageId, PageInfo>) + 2 * sizeof(void*) +
+                    info.name.capacity() + info.shape.capacity() * sizeof(std::uint64_t);
+    for (const auto& [k, v] : info.metadata) {
+      s.info_bytes += 4 * sizeof(void*) + sizeof(std::pair<const std::string, MetaValue>) +
+                      k.capacity() + v.value.capacity();
+    }
+  }
+  s.name_index_bytes = names_.bucket_count() * sizeof(void*);
+  for (const auto& [name, id] : names_) {
+    s.name_index_bytes += sizeof(std::pair<const std::string, PageId>) + sizeof(void*) + name.capacity();
+  }
+  s.arena = arena_.stats();
+  return s;
+}
+
+}  // namespace mmsb

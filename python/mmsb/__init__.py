@@ -1,0 +1,56 @@
+"""mmsb — Memory-Mapped State Bus.
+
+Versioned byte pages where every change is a delta: zero-copy NumPy/DLPack views, explicit and
+diffed deltas, columnar batches applied in parallel, per-page epochs and a global lsn.
+"""
+
+from __future__ import annotations
+
+from . import errors
+from .errors import *  # noqa: F403  (the public error classes)
+from . import _core
+from ._core import Bus, Delta, DeltaBatch, Page
+from ._reports import MemoryReport, Stats
+from . import cuda
+
+__version__: str = _core.__version__
+
+
+def build_info() -> dict:
+    """What this build contains: version, compiler, CUDA/NCCL/TBB on or off, SIMD level, page
+    metadata bytes."""
+    return dict(_core.build_info())
+
+
+def _stats(self: Bus) -> Stats:
+    """Counters since creation or reset_stats(): deltas_applied, bytes_applied, commits, ..."""
+    return Stats(self._stats())
+
+
+def _memory(self: Bus) -> MemoryReport:
+    """Real bytes held: pages, data_bytes, arena_slack_bytes, metadata_bytes, total_bytes."""
+    return MemoryReport(self._memory())
+
+
+def _print_stats(self: Bus) -> None:
+    """Print stats() one counter per line."""
+    for key, value in self.stats().items():
+        print(f"{key:>16}: {value}")
+
+
+Bus.stats = _stats
+Bus.memory = _memory
+Bus.print_stats = _print_stats
+
+__all__ = [
+    "Bus",
+    "Delta",
+    "DeltaBatch",
+    "MemoryReport",
+    "Page",
+    "Stats",
+    "build_info",
+    "cuda",
+    "errors",
+    *errors.__all__,
+]

@@ -1,0 +1,27 @@
+"""Dict-like reports with attribute access (bus.stats(), bus.memory())."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Report(dict):
+    """A dict whose keys are also attributes: ``r["commits"] == r.commits``."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no field {key!r}; fields: {sorted(self)}") from None
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.items())
+        return f"{type(self).__name__}({fields})"
+
+
+class Stats(Report):
+    """Counters of a bus since creation or reset_stats()."""
+
+
+class MemoryReport(Report):
+    """Real bytes held by a bus: page data, arena slack, metadata (records, info, names)."""
