@@ -159,21 +159,18 @@ py::dict memory_dict(const MemoryReport& r) {
 bool contains(const std::shared_ptr<Bus>& bus, py::handle key) {
   if (py::isinstance<PageHandle>(key)) {
     const PageHandle& h = key.cast<const PageHandle&>();
-    return h.bus == bus && !h.rec->deleted();
+    if (h.bus != bus) return false;
+  } else if (!PyUnicode_Check(key.ptr()) &&
+             (PyBool_Check(key.ptr()) || PyFloat_Check(key.ptr()) || !PyIndex_Check(key.ptr()))) {
+    return false;
   }
-  if (PyUnicode_Check(key.ptr())) return bus->find_page(key.cast<std::string>()) != 0;
-  if (PyLong_Check(key.ptr()) && !PyBool_Check(key.ptr())) {
-    try {
-      bus->page(key.cast<PageId>());
-      return true;
-    } catch (const Error& e) {
-      if (e.code() != ErrorCode::PageNotFound) throw;
-      return false;
-    } catch (const py::cast_error&) {
-      return false;  // negative or too large: no such id
-    }
+  try {
+    resolve_page(bus, key);
+    return true;
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::PageNotFound || e.code() == ErrorCode::InvalidArgument) return false;
+    throw;  // a closed bus answers ClosedError, not False
   }
-  return false;
 }
 
 py::list all_pages(const std::shared_ptr<Bus>& bus) {
@@ -199,10 +196,9 @@ void bind_bus(py::module_& m) {
            }),
            py::kw_only(), "threads"_a = py::none(),
            "In-memory bus. threads: threads for batch apply (default: all hardware threads).")
-      .def("create_page", &create_page, "size"_a = py::none(), py::kw_only(), "shape"_a = py::none(),
-           "dtype"_a = py::none(), "data"_a = py::none(), "name"_a = py::none(),
-           "metadata"_a = py::none(), "location"_a = "cpu",
-           "Create a page: raw (size), typed (shape + dtype) or from data (content = delta 1).")
+      // Positional only: pybind11's keyword matching costs about a microsecond per call, so the
+      // keyword signature lives in Python (mmsb/__init__.py) and forwards here.
+      .def("_create_page", &create_page)
       .def("page", [](const std::shared_ptr<Bus>& bus, py::handle key) {
         return make_page(bus, resolve_page(bus, key));
       }, "key"_a, "The page with this id or name; PageNotFoundError otherwise.")
@@ -210,7 +206,11 @@ void bind_bus(py::module_& m) {
       .def("delete_page", [](const std::shared_ptr<Bus>& bus, py::handle key) {
         bus->delete_page(resolve_page(bus, key));
       }, "page"_a, "Delete a page (lsn + 1); existing views keep its memory until dropped.")
-      .def("apply", [](const std::shared_ptr<Bus>& bus, Delta& d) {
+      .def("apply", [](const std::shared_ptr<Bus>& bus, PyDelta& d) {
+        if (d.origin != 0 && d.origin != bus->instance_id()) {
+          fail(ErrorCode::PageNotFound, "the delta was built from page ", d.page_id(),
+               " of another bus; build it from this bus's page (or from a bare page id)");
+        }
         bus->apply(d);
         return d.lsn;
       }, "delta"_a, "Commit one explicit delta; sets delta.lsn / .epoch and returns the lsn.")

@@ -12,9 +12,14 @@ using namespace pybind11::literals;
 
 namespace {
 
-void set_options(Delta& d, py::handle expect_epoch, const std::string& source) {
-  d.expect_epoch = to_epoch(expect_epoch);
-  d.source = parse_source(source);
+// Wraps a freshly built delta with its origin bus and the caller's options.
+PyDelta finish(Delta d, py::handle page, py::handle expect_epoch, const std::string& source) {
+  const std::uint64_t origin =
+      py::isinstance<PageHandle>(page) ? page.cast<const PageHandle&>().bus->instance_id() : 0;
+  PyDelta out(std::move(d), origin);
+  out.expect_epoch = to_epoch(expect_epoch);
+  out.source = parse_source(source);
+  return out;
 }
 
 // Mask as bytes over the page: element masks of typed pages are widened to their item size.
@@ -51,13 +56,12 @@ py::array_t<std::uint64_t> run_column(const Delta& d, bool offsets) {
 }  // namespace
 
 void bind_delta(py::module_& m) {
-  py::class_<Delta>(m, "Delta", "A change to one page: canonical byte runs and their payload.")
+  py::class_<PyDelta>(m, "Delta", "A change to one page: canonical byte runs and their payload.")
       .def_static("at", [](py::handle page, py::handle offset, py::handle data, py::handle expect_epoch,
                            const std::string& source) {
         ByteBuffer buf(data, "data");
-        Delta d = Delta::at(page_id_of(page), to_u64(offset, "offset"), buf.bytes());
-        set_options(d, expect_epoch, source);
-        return d;
+        return finish(Delta::at(page_id_of(page), to_u64(offset, "offset"), buf.bytes()), page,
+                      expect_epoch, source);
       }, "page"_a, "offset"_a, "data"_a, py::kw_only(), "expect_epoch"_a = py::none(),
          "source"_a = "user", "One run of `data` at byte `offset`.")
       .def_static("runs", [](py::handle page, py::sequence offsets, py::sequence datas,
@@ -74,9 +78,7 @@ void bind_delta(py::module_& m) {
           lens.push_back(buf.bytes().size());
           payload.insert(payload.end(), buf.bytes().begin(), buf.bytes().end());
         }
-        Delta d = Delta::runs(page_id_of(page), offs, lens, payload);
-        set_options(d, expect_epoch, source);
-        return d;
+        return finish(Delta::runs(page_id_of(page), offs, lens, payload), page, expect_epoch, source);
       }, "page"_a, "offsets"_a, "datas"_a, py::kw_only(), "expect_epoch"_a = py::none(),
          "source"_a = "user", "Many runs; overlapping runs resolve to the last one given.")
       .def_static("masked", [](py::handle page, py::handle mask, py::handle data, bool packed,
@@ -93,8 +95,7 @@ void bind_delta(py::module_& m) {
         } else {
           d = Delta::masked(page_id_of(page), byte_mask(page, m), buf.bytes());
         }
-        set_options(d, expect_epoch, source);
-        return d;
+        return finish(std::move(d), page, expect_epoch, source);
       }, "page"_a, "mask"_a, "data"_a, py::kw_only(), "packed"_a = false, "extent"_a = py::none(),
          "expect_epoch"_a = py::none(), "source"_a = "user",
          "Bytes (or elements of a typed page) where mask is true; data dense (whole extent) or "
@@ -102,40 +103,45 @@ void bind_delta(py::module_& m) {
       .def_static("diff", [](py::handle page, py::handle old, py::handle now) {
         ByteBuffer a(old, "old");
         ByteBuffer b(now, "new");
-        return Delta::diff(page_id_of(page), a.bytes(), b.bytes());
+        return finish(Delta::diff(page_id_of(page), a.bytes(), b.bytes()), page, py::none(), "user");
       }, "page"_a, "old"_a, "new"_a, "The minimal runs turning `old` into `new` (same byte length).")
-      .def_static("merge", [](const Delta& a, const Delta& b) { return merge(a, b); }, "first"_a,
+      .def_static("merge", [](const PyDelta& a, const PyDelta& b) {
+        if (a.origin != 0 && b.origin != 0 && a.origin != b.origin) {
+          fail(ErrorCode::InvalidDelta, "cannot merge deltas built for pages of different buses");
+        }
+        return PyDelta(merge(a, b), a.origin != 0 ? a.origin : b.origin);
+      }, "first"_a,
                   "second"_a, "One delta equal to applying `first` then `second`.")
       .def_property_readonly("page_id", &Delta::page_id)
-      .def_property_readonly("offsets", [](const Delta& d) { return run_column(d, true); })
-      .def_property_readonly("lengths", [](const Delta& d) { return run_column(d, false); })
-      .def_property_readonly("runs", [](const Delta& d) {
+      .def_property_readonly("offsets", [](const PyDelta& d) { return run_column(d, true); })
+      .def_property_readonly("lengths", [](const PyDelta& d) { return run_column(d, false); })
+      .def_property_readonly("run_list", [](const PyDelta& d) {
         py::list out;
         for (const Run& r : d.run_list()) out.append(py::make_tuple(r.offset, r.length));
         return out;
       })
-      .def_property_readonly("payload", [](const Delta& d) {
+      .def_property_readonly("payload", [](const PyDelta& d) {
         return py::bytes(reinterpret_cast<const char*>(d.payload().data()), d.payload().size());
       })
-      .def_property_readonly("nbytes", [](const Delta& d) { return d.payload().size(); })
+      .def_property_readonly("nbytes", [](const PyDelta& d) { return d.payload().size(); })
       .def_property("expect_epoch",
-                    [](const Delta& d) -> py::object {
+                    [](const PyDelta& d) -> py::object {
                       return d.expect_epoch ? py::object(py::int_(*d.expect_epoch)) : py::object(py::none());
                     },
-                    [](Delta& d, py::handle v) { d.expect_epoch = to_epoch(v); })
-      .def_property("source", [](const Delta& d) { return std::string(source_name(d.source)); },
-                    [](Delta& d, const std::string& s) { d.source = parse_source(s); })
-      .def_property_readonly("timestamp_ns", [](const Delta& d) { return d.timestamp_ns; })
-      .def_property_readonly("lsn", [](const Delta& d) { return d.lsn; })
-      .def_property_readonly("epoch", [](const Delta& d) { return d.epoch; })
-      .def("__len__", [](const Delta& d) { return d.run_list().size(); })
-      .def("__eq__", [](const Delta& a, py::handle b) {
-        if (!py::isinstance<Delta>(b)) return false;
-        const Delta& o = b.cast<const Delta&>();
+                    [](PyDelta& d, py::handle v) { d.expect_epoch = to_epoch(v); })
+      .def_property("source", [](const PyDelta& d) { return std::string(source_name(d.source)); },
+                    [](PyDelta& d, const std::string& s) { d.source = parse_source(s); })
+      .def_property_readonly("timestamp_ns", [](const PyDelta& d) { return d.timestamp_ns; })
+      .def_property_readonly("lsn", [](const PyDelta& d) { return d.lsn; })
+      .def_property_readonly("epoch", [](const PyDelta& d) { return d.epoch; })
+      .def("__len__", [](const PyDelta& d) { return d.run_list().size(); })
+      .def("__eq__", [](const PyDelta& a, py::handle b) {
+        if (!py::isinstance<PyDelta>(b)) return false;
+        const PyDelta& o = b.cast<const PyDelta&>();
         return a.page_id() == o.page_id() && a.run_list() == o.run_list() &&
                std::equal(a.payload().begin(), a.payload().end(), o.payload().begin(), o.payload().end());
       })
-      .def("__repr__", [](const Delta& d) {
+      .def("__repr__", [](const PyDelta& d) {
         std::string s = "<mmsb.Delta page=" + std::to_string(d.page_id()) + " runs=" +
                         std::to_string(d.run_list().size()) + " bytes=" + std::to_string(d.payload().size());
         if (d.lsn != 0) s += " lsn=" + std::to_string(d.lsn) + " epoch=" + std::to_string(d.epoch);

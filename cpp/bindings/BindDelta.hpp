@@ -8,6 +8,15 @@
 
 namespace mmsb::py_bind {
 
+/// mmsb.Delta: an engine Delta that remembers which bus its Page came from (0 when it was built
+/// from a bare id), so applying it to another bus is refused instead of hitting a page there
+/// that merely shares the id.
+struct PyDelta : Delta {
+  PyDelta() = default;
+  PyDelta(Delta d, std::uint64_t from) : Delta(std::move(d)), origin(from) {}
+  std::uint64_t origin = 0;
+};
+
 /// mmsb.DeltaBatch: columnar rows kept as NumPy arrays (no copy when they already are uint64 and
 /// contiguous) plus the payload's buffer export, held for the batch's lifetime.
 struct PyDeltaBatch {

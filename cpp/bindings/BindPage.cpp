@@ -114,7 +114,7 @@ PageId resolve_page(const std::shared_ptr<Bus>& bus, py::handle key) {
   if (py::isinstance<PageHandle>(key)) {
     const PageHandle& h = key.cast<const PageHandle&>();
     if (h.bus != bus) fail(ErrorCode::PageNotFound, "page ", h.id, " belongs to another bus");
-    return h.id;
+    return bus->page(h.id).id;  // open bus, live page
   }
   if (PyUnicode_Check(key.ptr())) {
     const std::string name = key.cast<std::string>();
@@ -165,8 +165,12 @@ void bind_page(py::module_& m) {
         h.live();
         return metadata_dict(h.bus->page_info(h.id).metadata);
       }, "A copy of the page's metadata (str -> str/bytes); change it with set_metadata().")
-      .def("set_metadata", [](const PageHandle& h, const std::string& key, py::handle value) {
+      .def("set_metadata", [](const PageHandle& h, py::handle key_obj, py::handle value) {
         h.live();
+        if (!PyUnicode_Check(key_obj.ptr())) {
+          fail(ErrorCode::InvalidArgument, "metadata keys must be str; got ", Py_TYPE(key_obj.ptr())->tp_name);
+        }
+        const std::string key = key_obj.cast<std::string>();
         std::optional<MetaValue> v;
         if (!value.is_none()) v = to_meta_value(key, value);
         h.bus->set_metadata(h.id, key, v);
@@ -175,6 +179,21 @@ void bind_page(py::module_& m) {
         const PageHandle& h = self.cast<const PageHandle&>();
         return page_array(h, h.live(), self);
       }, "Read-only NumPy array sharing the page's memory (live: shows later commits).")
+      .def("__array__", [](py::object self, py::handle dtype, py::handle copy) {
+        // Without __array__, NumPy swallows the buffer error of a deleted page or closed bus and
+        // silently builds a 0-d object array.
+        const PageHandle& h = self.cast<const PageHandle&>();
+        py::array v = page_array(h, h.live(), self);
+        if (!dtype.is_none() && !v.dtype().equal(py::dtype::from_args(py::reinterpret_borrow<py::object>(dtype)))) {
+          if (!copy.is_none() && !copy.cast<bool>()) {
+            fail(ErrorCode::InvalidArgument, "converting page ", h.id, " to ", std::string(py::str(dtype)),
+                 " needs a copy, but copy=False was asked");
+          }
+          return py::array(v.attr("astype")(dtype));
+        }
+        if (!copy.is_none() && copy.cast<bool>()) return py::array(v.attr("copy")());
+        return v;
+      }, "dtype"_a = py::none(), py::kw_only(), "copy"_a = py::none())
       .def("read", [](const PageHandle& h, py::handle offset, py::handle length) {
         const PageRecord& r = h.live();
         const std::uint64_t off = to_u64(offset, "offset");

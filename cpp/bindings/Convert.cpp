@@ -63,7 +63,7 @@ std::uint64_t to_u64(py::handle value, const char* what) {
   const long long v = PyLong_AsLongLongAndOverflow(as_int.ptr(), &overflow);
   if (overflow == 0 && v >= 0) return static_cast<std::uint64_t>(v);
   if (overflow == 0 && v == -1 && PyErr_Occurred()) throw py::error_already_set();
-  if (overflow < 0 || v < 0) {
+  if (overflow < 0 || (overflow == 0 && v < 0)) {
     fail(ErrorCode::InvalidArgument, what, " must not be negative; got ",
          std::string(py::str(value)));
   }
@@ -94,6 +94,15 @@ py::dtype numpy_dtype(DType t) {
 }
 
 DType dtype_from_python(py::handle dtype) {
+  // Canonical names ("float32") skip NumPy's dtype parser, which dominates create_page otherwise.
+  if (PyUnicode_Check(dtype.ptr())) {
+    Py_ssize_t n = 0;
+    const char* s = PyUnicode_AsUTF8AndSize(dtype.ptr(), &n);
+    if (s != nullptr) {
+      if (std::optional<DType> t = find_dtype({s, static_cast<std::size_t>(n)})) return *t;
+    }
+    PyErr_Clear();
+  }
   py::dtype d;
   try {
     d = py::dtype::from_args(py::reinterpret_borrow<py::object>(dtype));

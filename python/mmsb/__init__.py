@@ -6,6 +6,8 @@ diffed deltas, columnar batches applied in parallel, per-page epochs and a globa
 
 from __future__ import annotations
 
+from typing import Any, Mapping, Optional, Sequence, Union
+
 from . import errors
 from .errors import *  # noqa: F403  (the public error classes)
 from . import _core
@@ -20,6 +22,24 @@ def build_info() -> dict:
     """What this build contains: version, compiler, CUDA/NCCL/TBB on or off, SIMD level, page
     metadata bytes."""
     return dict(_core.build_info())
+
+
+def _create_page(
+    self: Bus,
+    size: Optional[int] = None,
+    *,
+    shape: Union[int, Sequence[int], None] = None,
+    dtype: Any = None,
+    data: Any = None,
+    name: Optional[str] = None,
+    metadata: Optional[Mapping[str, Union[str, bytes]]] = None,
+    location: str = "cpu",
+) -> Page:
+    """Create a page: raw (`size` bytes), typed (`shape` + `dtype`) or from `data` (dtype and
+    shape inferred; the content becomes delta 1). Pages are zero-filled, 64-byte aligned and
+    never move. Raises InvalidArgumentError (bad size/shape/dtype/name), DeviceUnavailableError
+    (device location without a device), OutOfMemoryError; nothing is created then."""
+    return self._create_page(size, shape, dtype, data, name, metadata, location)
 
 
 def _stats(self: Bus) -> Stats:
@@ -38,6 +58,7 @@ def _print_stats(self: Bus) -> None:
         print(f"{key:>16}: {value}")
 
 
+Bus.create_page = _create_page
 Bus.stats = _stats
 Bus.memory = _memory
 Bus.print_stats = _print_stats

@@ -43,7 +43,7 @@ def run_demo(rows: int = 1_000_000, out: TextIO | None = None) -> int:
     bus.apply(d)
     out.write(f"   view (no copy) now reads {view.tolist()}\n")
     out.write(f"   pos.epoch = {pos.epoch} after write, edit and a masked delta; bus.lsn = {bus.lsn}\n")
-    out.write(f"   the masked delta stored runs {d.runs} ({d.nbytes} bytes), lsn {d.lsn}\n")
+    out.write(f"   the masked delta stored runs {d.run_list} ({d.nbytes} bytes), lsn {d.lsn}\n")
     changed = w.update(np.arange(4.0))
     out.write(f"   update() with identical content committed a delta: {changed} (epoch {w.epoch})\n")
 

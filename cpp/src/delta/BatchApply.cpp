@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "mmsb/core/Error.hpp"
 
@@ -31,32 +32,78 @@ inline void copy_run(std::byte* dst, const std::byte* src, std::uint64_t len) no
     std::memcpy(&tail, src + len - 8, 8);
     std::memcpy(dst, &head, 8);
     std::memcpy(dst + len - 8, &tail, 8);
-  } else {
+  } else if (len != 0) {  // an empty batch payload has no address at all
     std::memcpy(dst, src, len);
   }
 }
 
-template <bool kAllLanes>
-void apply_lane(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, unsigned lane,
-                unsigned lanes) {
-  const std::size_t n = b.rows();
+struct RowRef {
+  std::size_t row;
+  std::uint64_t pos;  // offset of the row's bytes in the payload
+};
+
+// Applies rows in the order `next` yields them. The ring keeps kPrefetchAhead resolved rows in
+// flight: each row's page is looked up once and its target bytes are prefetched well before the
+// copy, which hides DRAM latency on random pages.
+template <class Next>
+void apply_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, Next next) {
+  struct Pending {
+    RowRef ref;
+    PageRecord* rec;
+  };
+  static_assert((kPrefetchAhead & (kPrefetchAhead - 1)) == 0, "ring size must be a power of two");
+  Pending ring[kPrefetchAhead];
+  std::size_t head = 0, tail = 0;
+  auto refill = [&] {
+    RowRef ref;
+    if (!next(ref)) return;
+    PageRecord* r = table.find(b.page_ids[ref.row]);
+    __builtin_prefetch(r->data + b.offsets[ref.row], 1);
+    ring[tail++ % kPrefetchAhead] = Pending{ref, r};
+  };
+  for (std::size_t k = 0; k < kPrefetchAhead; ++k) refill();
   const std::byte* payload = b.payload.data();
+  while (head != tail) {
+    const Pending p = ring[head++ % kPrefetchAhead];
+    refill();
+    copy_run(p.rec->data + b.offsets[p.ref.row], payload + p.ref.pos, b.lengths[p.ref.row]);
+    p.rec->epoch.store(p.rec->epoch.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    p.rec->last_lsn.store(first_lsn + p.ref.row, std::memory_order_relaxed);
+  }
+}
+
+void apply_all_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn) {
+  std::size_t i = 0;
   std::uint64_t pos = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::uint64_t len = b.lengths[i];
-    const PageId id = b.page_ids[i];
-    if (kAllLanes || lane_of(id, lanes) == lane) {
-      if (i + kPrefetchAhead < n) {
-        if (const PageRecord* ahead = table.find(b.page_ids[i + kPrefetchAhead])) {
-          __builtin_prefetch(ahead->data + b.offsets[i + kPrefetchAhead], 1);
-        }
-      }
-      PageRecord* r = table.find(id);
-      copy_run(r->data + b.offsets[i], payload + pos, len);
-      r->epoch.store(r->epoch.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-      r->last_lsn.store(first_lsn + i, std::memory_order_relaxed);
+  apply_rows(b, table, first_lsn, [&](RowRef& out) {
+    if (i == b.rows()) return false;
+    out = RowRef{i, pos};
+    pos += b.lengths[i++];
+    return true;
+  });
+}
+
+// One lane of a parallel apply: walks the batch in blocks, first selecting the block's rows of
+// this lane without branches (a data-dependent branch here mispredicts on every other row and
+// cost more than the copies), then applying them. Scratch is bounded by the block size.
+constexpr std::size_t kBlockRows = 1 << 16;
+void apply_lane(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, unsigned lane, unsigned lanes) {
+  std::vector<RowRef> mine(kBlockRows + 1);
+  std::uint64_t pos = 0;
+  for (std::size_t start = 0; start < b.rows(); start += kBlockRows) {
+    const std::size_t end = std::min(b.rows(), start + kBlockRows);
+    std::size_t count = 0;
+    for (std::size_t i = start; i < end; ++i) {
+      mine[count] = RowRef{i, pos};
+      pos += b.lengths[i];
+      count += lane_of(b.page_ids[i], lanes) == lane;
     }
-    pos += len;
+    std::size_t k = 0;
+    apply_rows(b, table, first_lsn, [&](RowRef& out) {
+      if (k == count) return false;
+      out = mine[k++];
+      return true;
+    });
   }
 }
 
@@ -85,10 +132,10 @@ void apply_batch(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, Threa
   const unsigned lanes = static_cast<unsigned>(
       std::clamp<std::size_t>(b.rows() / kRowsPerLane, 1, pool.threads()));
   if (lanes == 1) {
-    apply_lane<true>(b, table, first_lsn, 0, 1);
+    apply_all_rows(b, table, first_lsn);
     return;
   }
-  pool.run_lanes(lanes, [&](unsigned lane) { apply_lane<false>(b, table, first_lsn, lane, lanes); });
+  pool.run_lanes(lanes, [&](unsigned lane) { apply_lane(b, table, first_lsn, lane, lanes); });
 }
 
 }  // namespace mmsb

@@ -13,9 +13,11 @@ namespace {
 // Collects raw runs of differing bytes and merges those separated by <= gap equal bytes.
 class RunSink {
  public:
-  RunSink(std::vector<Run>& out, std::uint64_t gap) : out_(out), gap_(gap) {}
+  RunSink(std::vector<Run>& out, std::uint64_t gap) : out_(out), first_(out.size()), gap_(gap) {}
   void emit(std::uint64_t start, std::uint64_t end) {
-    if (!out_.empty() && start - out_.back().end() <= gap_ && start >= out_.back().end()) {
+    // Only runs found by this diff may absorb the new one; earlier contents of `out` are the
+    // caller's.
+    if (out_.size() > first_ && start - out_.back().end() <= gap_) {
       out_.back().length = end - out_.back().offset;
     } else {
       out_.push_back(Run{start, end - start});
@@ -24,6 +26,7 @@ class RunSink {
 
  private:
   std::vector<Run>& out_;
+  std::size_t first_;
   std::uint64_t gap_;
 };
 

@@ -8,7 +8,12 @@
 
 namespace mmsb {
 
-Bus::Bus(BusOptions options) : pool_(options.threads) {}
+namespace {
+std::atomic<std::uint64_t> g_next_instance{1};
+}  // namespace
+
+Bus::Bus(BusOptions options)
+    : instance_id_(g_next_instance.fetch_add(1, std::memory_order_relaxed)), pool_(options.threads) {}
 
 void Bus::check_open() const {
   if (closed()) fail(ErrorCode::Closed, "the bus is closed; open a new one to continue");
@@ -73,6 +78,7 @@ PageId Bus::find_page(std::string_view name) {
 
 PageInfo Bus::page_info(PageId id) {
   std::lock_guard lock(mutex_);
+  check_open();
   live_locked(id);
   const PageInfo* info = table_.info(id);
   return info != nullptr ? *info : PageInfo{};
@@ -143,6 +149,10 @@ Epoch Bus::write(PageId id, std::uint64_t offset, std::span<const std::byte> dat
   std::lock_guard lock(mutex_);
   check_open();
   PageRecord& r = live_locked(id);
+  if (offset > r.size) {  // an empty write has no run to check, but its offset must still be valid
+    fail(ErrorCode::InvalidDelta, "write at offset ", offset, " is past the end of page ", id, " (",
+         r.size, " bytes)");
+  }
   Delta d = Delta::at(id, offset, data);
   d.expect_epoch = expect_epoch;
   commit_delta_locked(r, d);
@@ -198,7 +208,7 @@ void Bus::read(PageId id, std::uint64_t offset, std::span<std::byte> out) {
     fail(ErrorCode::InvalidArgument, "read of ", out.size(), " bytes at offset ", offset,
          " is outside page ", id, " (", r.size, " bytes)");
   }
-  std::memcpy(out.data(), r.data + offset, out.size());
+  if (!out.empty()) std::memcpy(out.data(), r.data + offset, out.size());
 }
 
 PageRecord& Bus::pin(PageId id) {

@@ -51,6 +51,20 @@ std::byte* Arena::map_bytes(std::uint64_t bytes) {
   return static_cast<std::byte*>(p);
 }
 
+// A slab aligned to its size, so a kernel with transparent huge pages (madvise mode) can back it
+// with one huge page: random deltas over many small pages then miss the TLB far less. A bare C++
+// scatter over 64 MiB measured ~15% faster with it; where THP is off this is a no-op.
+std::byte* Arena::map_slab() {
+  std::byte* raw = map_bytes(2 * kSlabBytes);
+  const auto addr = reinterpret_cast<std::uintptr_t>(raw);
+  const std::uintptr_t aligned = (addr + kSlabBytes - 1) & ~(std::uintptr_t{kSlabBytes} - 1);
+  const std::size_t head = aligned - addr;
+  if (head > 0) ::munmap(raw, head);
+  ::munmap(reinterpret_cast<std::byte*>(aligned) + kSlabBytes, kSlabBytes - head);
+  ::madvise(reinterpret_cast<void*>(aligned), kSlabBytes, MADV_HUGEPAGE);  // a hint; may be ignored
+  return reinterpret_cast<std::byte*>(aligned);
+}
+
 Arena::~Arena() {
   for (auto [p, n] : slabs_) ::munmap(p, n);
 }
@@ -79,7 +93,7 @@ Arena::Block Arena::allocate(std::uint64_t bytes) {
     std::memset(p, 0, bytes);  // fresh slab memory is already zero; reused blocks are not
   } else {
     if (c.bump == c.bump_end) {
-      std::byte* slab = map_bytes(kSlabBytes);
+      std::byte* slab = map_slab();
       slabs_.emplace_back(slab, kSlabBytes);
       stats_.reserved_bytes += kSlabBytes;
       c.bump = slab;

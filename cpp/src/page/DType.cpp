@@ -46,10 +46,16 @@ DType dtype_from_kind(char kind, std::size_t itemsize) {
        " bytes); supported: ", kSupported);
 }
 
-DType parse_dtype(std::string_view name) {
+std::optional<DType> find_dtype(std::string_view name) noexcept {
   for (const DTypeInfo& t : kTypes) {
-    if (t.name == name) return t.type;
+    if (t.type != DType::Raw && t.name == name) return t.type;
   }
+  return std::nullopt;
+}
+
+DType parse_dtype(std::string_view name) {
+  if (name == "raw") return DType::Raw;
+  if (std::optional<DType> t = find_dtype(name)) return *t;
   fail(ErrorCode::InvalidArgument, "unsupported dtype '", name, "'; supported: ", kSupported);
 }
 

@@ -1,5 +1,7 @@
 #include "mmsb/parallel/ThreadPool.hpp"
 
+#include <algorithm>
+#include <atomic>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -42,10 +44,6 @@ ThreadPool::~ThreadPool() = default;
 
 void ThreadPool::run_lanes(unsigned lanes, const std::function<void(unsigned)>& fn) {
   if (lanes == 0) return;
-  if (lanes == 1 || threads_ == 1) {
-    for (unsigned lane = 0; lane < lanes; ++lane) fn(lane);
-    return;
-  }
   std::exception_ptr first;
   std::mutex error_mutex;
   auto guarded = [&](unsigned lane) {
@@ -56,16 +54,27 @@ void ThreadPool::run_lanes(unsigned lanes, const std::function<void(unsigned)>& 
       if (!first) first = std::current_exception();
     }
   };
+  if (lanes == 1 || threads_ == 1) {
+    for (unsigned lane = 0; lane < lanes; ++lane) guarded(lane);
+    if (first) std::rethrow_exception(first);
+    return;
+  }
 #if MMSB_HAVE_TBB
   impl_->arena.execute([&] {
     oneapi::tbb::parallel_for(0u, lanes, [&](unsigned lane) { guarded(lane); },
                               oneapi::tbb::static_partitioner());
   });
 #else
+  // At most threads_ run at once: each worker takes the next lane until none is left.
+  std::atomic<unsigned> next{0};
+  auto worker = [&] {
+    for (unsigned lane = next.fetch_add(1); lane < lanes; lane = next.fetch_add(1)) guarded(lane);
+  };
   std::vector<std::thread> workers;
-  workers.reserve(lanes - 1);
-  for (unsigned lane = 1; lane < lanes; ++lane) workers.emplace_back(guarded, lane);
-  guarded(0);
+  const unsigned extra = std::min(threads_, lanes) - 1;
+  workers.reserve(extra);
+  for (unsigned t = 0; t < extra; ++t) workers.emplace_back(worker);
+  worker();
   for (std::thread& t : workers) t.join();
 #endif
   if (first) std::rethrow_exception(first);

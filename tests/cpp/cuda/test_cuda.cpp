@@ -13,7 +13,9 @@ namespace {
 TEST(Cuda, AvailabilityIsConsistent) {
   EXPECT_GE(mmsb::cuda::device_count(), 0);
   EXPECT_EQ(mmsb::cuda::is_available(), mmsb::cuda::compiled() && mmsb::cuda::device_count() > 0);
-  if (mmsb::cuda::compiled()) EXPECT_FALSE(mmsb::cuda::runtime_version().empty());
+  if (mmsb::cuda::compiled()) {
+    EXPECT_FALSE(mmsb::cuda::runtime_version().empty());
+  }
 }
 
 TEST(Cuda, DeviceCallWithoutDeviceRaisesDeviceUnavailable) {

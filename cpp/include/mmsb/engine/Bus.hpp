@@ -105,6 +105,9 @@ class Bus {
   void close();
   bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
   unsigned threads() const noexcept { return pool_.threads(); }
+  /// Process-unique id of this bus (never reused), so callers can tell buses apart even after
+  /// one is destroyed and another is allocated at the same address.
+  std::uint64_t instance_id() const noexcept { return instance_id_; }
   BusStats stats() const noexcept;
   void reset_stats() noexcept;
   MemoryReport memory();
@@ -118,6 +121,7 @@ class Bus {
   void count(std::uint64_t deltas, std::uint64_t bytes) noexcept;
 
   mutable std::mutex mutex_;
+  const std::uint64_t instance_id_;
   PageTable table_;
   ThreadPool pool_;
   std::atomic<Lsn> lsn_{0};

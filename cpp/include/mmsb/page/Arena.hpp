@@ -62,6 +62,7 @@ class Arena {
   static std::uint16_t class_index(std::uint64_t bytes) noexcept;
   static std::uint64_t class_block_size(std::uint16_t index) noexcept;
   std::byte* map_bytes(std::uint64_t bytes);
+  std::byte* map_slab();
 
   mutable std::mutex mutex_;
   std::vector<SizeClass> classes_;

@@ -2,6 +2,7 @@
 /// Element types of typed pages. A raw page has DType::Raw and is viewed as bytes.
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 namespace mmsb {
@@ -34,5 +35,7 @@ char dtype_kind(DType t) noexcept;
 DType dtype_from_kind(char kind, std::size_t itemsize);
 /// Inverse of dtype_name; throws Error(InvalidArgument) listing the supported names.
 DType parse_dtype(std::string_view name);
+/// Inverse of dtype_name for typed names; nullopt for "raw" or unknown names.
+std::optional<DType> find_dtype(std::string_view name) noexcept;
 
 }  // namespace mmsb

@@ -1,0 +1,168 @@
+// The batch apply path against its hardware floor, and the two diff kernels.
+//
+// Workload: as benchmarks/workloads.py (64-byte deltas to uniformly random pages and 64-aligned
+// slots of 16,384 x 4 KiB pages, random payload); the C++ generator differs from NumPy's, the
+// layout and distribution are the same. Apply benchmarks report wall-clock items_per_second
+// (UseRealTime): CPU time of the calling thread would hide the pool threads' work.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <new>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "mmsb/core/CpuFeatures.hpp"
+#include "mmsb/delta/DeltaBatch.hpp"
+#include "mmsb/delta/Diff.hpp"
+#include "mmsb/engine/Bus.hpp"
+
+namespace {
+
+constexpr std::size_t kPages = 16'384;
+constexpr std::size_t kPageSize = 4096;
+constexpr std::size_t kDeltaBytes = 64;
+constexpr std::uint64_t kSeed = 20'240'611;
+
+// One batch per row count, built on first use and shared by every benchmark that applies it.
+const mmsb::DeltaBatch& workload(std::size_t rows) {
+  static std::map<std::size_t, std::unique_ptr<mmsb::DeltaBatch>> cache;
+  auto& slot = cache[rows];
+  if (!slot) {
+    std::mt19937_64 rng(kSeed);
+    std::uniform_int_distribution<std::uint64_t> page(1, kPages);  // ids of a fresh bus
+    std::uniform_int_distribution<std::uint64_t> offset(0, kPageSize / kDeltaBytes - 1);
+    slot = std::make_unique<mmsb::DeltaBatch>();
+    slot->reserve(rows, rows * kDeltaBytes);
+    std::byte payload[kDeltaBytes];
+    for (std::size_t i = 0; i < rows; ++i) {
+      for (std::size_t j = 0; j < kDeltaBytes; j += 8) {
+        const std::uint64_t r = rng();
+        std::memcpy(payload + j, &r, 8);
+      }
+      const std::uint64_t p = page(rng);
+      slot->add(p, offset(rng) * kDeltaBytes, payload);
+    }
+  }
+  return *slot;
+}
+
+// The floor: what any store must do per delta — find the page, copy the bytes, count the epoch —
+// over the same layout (one 64-byte record per page, 4 KiB blocks in one 64-aligned region) and
+// the same columnar input, with nothing else: no validation, lsn, lanes or locking.
+struct alignas(64) FloorPage {
+  std::byte* data = nullptr;
+  std::uint64_t epoch = 0;
+};
+
+struct Floor {
+  struct Free {
+    void operator()(std::byte* p) const noexcept { std::free(p); }
+  };
+  std::unique_ptr<std::byte, Free> memory{
+      static_cast<std::byte*>(std::aligned_alloc(64, kPages * kPageSize))};
+  std::vector<FloorPage> pages = std::vector<FloorPage>(kPages);
+
+  Floor() {
+    if (!memory) throw std::bad_alloc();
+    std::memset(memory.get(), 0, kPages * kPageSize);  // fault the pages in up front, as the arena does
+    for (std::size_t i = 0; i < kPages; ++i) pages[i].data = memory.get() + i * kPageSize;
+  }
+  void apply(const mmsb::DeltaBatchView& b) {
+    const std::byte* payload = b.payload.data();
+    std::uint64_t pos = 0;
+    for (std::size_t i = 0; i < b.rows(); ++i) {
+      FloorPage& p = pages[b.page_ids[i] - 1];
+      std::memcpy(p.data + b.offsets[i], payload + pos, b.lengths[i]);
+      ++p.epoch;
+      pos += b.lengths[i];
+    }
+  }
+};
+
+void set_counters(benchmark::State& state, const mmsb::DeltaBatchView& b) {
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(b.rows()));
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(b.payload.size()));
+}
+
+void BM_FloorMemcpyEpoch(benchmark::State& state) {
+  const mmsb::DeltaBatchView batch = workload(static_cast<std::size_t>(state.range(0))).view();
+  Floor floor;
+  for (auto _ : state) {
+    floor.apply(batch);
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, batch);
+}
+BENCHMARK(BM_FloorMemcpyEpoch)->ArgName("rows")->Arg(1 << 16)->Arg(1 << 20)->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+void BM_BusApplyBatch(benchmark::State& state) {
+  const auto threads = static_cast<unsigned>(state.range(0));
+  const mmsb::DeltaBatchView batch = workload(static_cast<std::size_t>(state.range(1))).view();
+  mmsb::Bus bus(mmsb::BusOptions{threads});
+  mmsb::PageSpec spec;
+  spec.size = kPageSize;
+  for (std::size_t i = 0; i < kPages; ++i) bus.create_page(spec);
+
+  for (auto _ : state) bus.apply_batch(batch);
+  set_counters(state, batch);
+
+  // Re-applying a batch leaves the same bytes, so after any number of iterations the pages must
+  // equal one application on the floor: a wrong apply must not report a fast number.
+  Floor expected;
+  expected.apply(batch);
+  std::vector<std::byte> got(kPageSize);
+  for (std::size_t i = 0; i < kPages; ++i) {
+    bus.read(i + 1, 0, got);
+    if (std::memcmp(got.data(), expected.pages[i].data, kPageSize) != 0) {
+      state.SkipWithError("Bus::apply_batch result differs from the floor's bytes");
+      return;
+    }
+  }
+}
+BENCHMARK(BM_BusApplyBatch)->ArgNames({"threads", "rows"})
+    ->ArgsProduct({{1, 2}, {1 << 16, 1 << 20}})->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// diff_runs on two 4 KiB buffers differing in `changes` scattered 4-byte runs (0: identical,
+// the pure compare cost; 8: a typical small edit; 256: a quarter of the bytes changed).
+void BM_DiffRuns(benchmark::State& state, mmsb::SimdLevel level) {
+  if (level == mmsb::SimdLevel::Avx2 && mmsb::simd_level() != mmsb::SimdLevel::Avx2) {
+    state.SkipWithError("this CPU has no AVX2");
+    return;
+  }
+  const auto changes = static_cast<std::size_t>(state.range(0));
+  std::mt19937_64 rng(kSeed);
+  std::vector<std::byte> old(kPageSize), now;
+  for (auto& b : old) b = static_cast<std::byte>(rng());
+  now = old;
+  std::vector<std::size_t> words(kPageSize / 4);
+  for (std::size_t i = 0; i < words.size(); ++i) words[i] = i;
+  std::shuffle(words.begin(), words.end(), rng);
+  for (std::size_t i = 0; i < changes; ++i) {
+    for (std::size_t j = 0; j < 4; ++j) now[words[i] * 4 + j] ^= std::byte{0xFF};
+  }
+
+  std::vector<mmsb::Run> out, reference;
+  out.reserve(kPageSize);
+  mmsb::diff_runs(mmsb::SimdLevel::Scalar, old.data(), now.data(), kPageSize, reference);
+  for (auto _ : state) {
+    out.clear();
+    mmsb::diff_runs(level, old.data(), now.data(), kPageSize, out);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kPageSize));
+  state.counters["runs"] = static_cast<double>(out.size());
+  if (out != reference) state.SkipWithError("diff_runs differs from the scalar path");
+}
+BENCHMARK_CAPTURE(BM_DiffRuns, scalar, mmsb::SimdLevel::Scalar)->ArgName("changes")->Arg(0)->Arg(8)->Arg(256);
+BENCHMARK_CAPTURE(BM_DiffRuns, avx2, mmsb::SimdLevel::Avx2)->ArgName("changes")->Arg(0)->Arg(8)->Arg(256);
+
+}  // namespace

@@ -1,0 +1,279 @@
+// Bus semantics on the success paths: lsn and epoch accounting per kind of change, explicit vs
+// diffed writes, lookups, pins, counters and build info.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "TestUtil.hpp"
+#include "engine/BusState.hpp"
+#include "mmsb/core/Clock.hpp"
+#include "mmsb/core/CpuFeatures.hpp"
+#include "mmsb/engine/BuildInfo.hpp"
+#include "mmsb/engine/Bus.hpp"
+
+namespace mmsb {
+namespace {
+
+using test::Bytes;
+using test::bytes_of;
+
+PageSpec spec_of(std::uint64_t size, std::string name = {}) {
+  PageSpec s;
+  s.size = size;
+  s.name = std::move(name);
+  return s;
+}
+
+Bytes contents(Bus& bus, PageId id) {
+  Bytes out(bus.page(id).size);
+  bus.snapshot(id, out);
+  return out;
+}
+
+TEST(BusTest, EmptyBus) {
+  Bus bus;
+  EXPECT_EQ(bus.lsn(), 0u);
+  EXPECT_EQ(bus.page_count(), 0u);
+  EXPECT_TRUE(bus.page_ids().empty());
+  EXPECT_FALSE(bus.closed());
+  EXPECT_EQ(bus.threads(), ThreadPool::hardware_threads());
+  EXPECT_EQ(Bus(BusOptions{3}).threads(), 3u);
+}
+
+TEST(BusTest, LsnCountsEveryKindOfChange) {
+  Bus bus(BusOptions{2});
+  const PageId a = bus.create_page(spec_of(32)).id;
+  EXPECT_EQ(bus.lsn(), 1u);
+  const PageId b = bus.create_page(spec_of(8), bytes_of("initial!")).id;
+  EXPECT_EQ(bus.lsn(), 3u) << "creation plus the initial-data delta";
+  bus.write(a, 0, bytes_of("x"));
+  EXPECT_EQ(bus.lsn(), 4u);
+  Delta d = Delta::at(a, 4, bytes_of("yz"));
+  bus.apply(d);
+  EXPECT_EQ(bus.lsn(), 5u);
+  EXPECT_TRUE(bus.update(b, bytes_of("initia??")));
+  EXPECT_EQ(bus.lsn(), 6u);
+  EXPECT_FALSE(bus.update(b, bytes_of("initia??")));
+  EXPECT_EQ(bus.lsn(), 6u) << "an unchanged update commits nothing";
+  DeltaBatch batch;
+  for (int i = 0; i < 5; ++i) batch.add(i % 2 == 0 ? a : b, 1, bytes_of("q"));
+  EXPECT_EQ(bus.apply_batch(batch.view()), 11u) << "returns the lsn of the last row";
+  EXPECT_EQ(bus.lsn(), 11u);
+  EXPECT_EQ(bus.apply_batch(DeltaBatch{}.view()), 11u) << "an empty batch takes no lsn";
+  bus.set_metadata(a, "k", MetaValue{"v", false});
+  EXPECT_EQ(bus.lsn(), 12u);
+  bus.set_metadata(a, "k", std::nullopt);
+  EXPECT_EQ(bus.lsn(), 13u);
+  bus.set_metadata(a, "k", std::nullopt);
+  EXPECT_EQ(bus.lsn(), 13u) << "removing a missing key is a no-op";
+  bus.delete_page(b);
+  EXPECT_EQ(bus.lsn(), 14u);
+}
+
+TEST(BusTest, CreateWithInitialDataIsDeltaOne) {
+  Bus bus;
+  const Bytes data = bytes_of("0123456789abcdef");
+  const PageRecord& r = bus.create_page(spec_of(16), data);
+  EXPECT_EQ(r.epoch.load(), 1u);
+  EXPECT_EQ(r.last_lsn.load(), bus.lsn());
+  EXPECT_EQ(contents(bus, r.id), data);
+  const PageRecord& empty = bus.create_page(spec_of(16));
+  EXPECT_EQ(empty.epoch.load(), 0u);
+  EXPECT_EQ(empty.last_lsn.load(), bus.lsn()) << "creation is the page's last record";
+  EXPECT_EQ(contents(bus, empty.id), Bytes(16));
+}
+
+TEST(BusTest, ApplyAssignsLsnEpochAndTimestamp) {
+  Bus bus;
+  const PageId id = bus.create_page(spec_of(64)).id;
+  const std::uint64_t before = wall_clock_ns();
+  Delta d = Delta::at(id, 10, bytes_of("abc"));
+  bus.apply(d);
+  EXPECT_EQ(d.lsn, bus.lsn());
+  EXPECT_EQ(d.epoch, 1u);
+  EXPECT_GE(d.timestamp_ns, before);
+  EXPECT_LE(d.timestamp_ns, wall_clock_ns());
+  EXPECT_EQ(bus.page(id).last_lsn.load(), d.lsn);
+  EXPECT_EQ(bus.write(id, 0, bytes_of("z")), 2u) << "write returns the new epoch";
+}
+
+TEST(BusTest, ExplicitWritesBumpEpochEvenWhenBytesEqual) {
+  Bus bus;
+  const PageId id = bus.create_page(spec_of(8), bytes_of("abcdefgh")).id;
+  EXPECT_EQ(bus.write(id, 0, bytes_of("abcd")), 2u);
+  Delta same = Delta::at(id, 4, bytes_of("efgh"));
+  bus.apply(same);
+  EXPECT_EQ(same.epoch, 3u);
+  DeltaBatch batch;
+  batch.add(id, 0, bytes_of("ab"));
+  bus.apply_batch(batch.view());
+  EXPECT_EQ(bus.page(id).epoch.load(), 4u);
+  EXPECT_EQ(contents(bus, id), bytes_of("abcdefgh"));
+}
+
+TEST(BusTest, UpdateCommitsOnlyWhenContentChanges) {
+  Bus bus;
+  const PageId id = bus.create_page(spec_of(100)).id;
+  Bytes content(100);
+  EXPECT_FALSE(bus.update(id, content));
+  EXPECT_EQ(bus.page(id).epoch.load(), 0u);
+  const BusStats before = bus.stats();
+  content[3] = std::byte{1};
+  content[90] = std::byte{2};
+  EXPECT_TRUE(bus.update(id, content));
+  EXPECT_EQ(bus.page(id).epoch.load(), 1u);
+  EXPECT_EQ(contents(bus, id), content);
+  // Only the diff is committed: two single-byte runs, not the 100-byte page.
+  EXPECT_EQ(bus.stats().bytes_applied - before.bytes_applied, 2u);
+  EXPECT_EQ(bus.stats().deltas_applied - before.deltas_applied, 1u);
+  EXPECT_FALSE(bus.update(id, content));
+  EXPECT_EQ(bus.page(id).epoch.load(), 1u);
+  EXPECT_TRUE(bus.update(id, Bytes(100), Epoch{1}));
+  EXPECT_EQ(bus.page(id).epoch.load(), 2u);
+}
+
+TEST(BusTest, MatchingExpectEpochCommits) {
+  Bus bus;
+  const PageId id = bus.create_page(spec_of(4)).id;
+  EXPECT_EQ(bus.write(id, 0, bytes_of("a"), Epoch{0}), 1u);
+  Delta d = Delta::at(id, 1, bytes_of("b"));
+  d.expect_epoch = 1;
+  bus.apply(d);
+  EXPECT_EQ(d.epoch, 2u);
+}
+
+TEST(BusTest, BatchRowsAreDeltasInRowOrder) {
+  Bus bus(BusOptions{3});
+  const PageId a = bus.create_page(spec_of(4)).id;
+  const PageId b = bus.create_page(spec_of(4)).id;
+  DeltaBatch batch;
+  batch.add(a, 0, bytes_of("1111"));
+  batch.add(b, 0, bytes_of("22"));
+  batch.add(a, 1, bytes_of("33"));
+  batch.add(a, 3, {});
+  const Lsn last = bus.apply_batch(batch.view());
+  EXPECT_EQ(last, 6u);
+  EXPECT_EQ(contents(bus, a), bytes_of("1331"));
+  EXPECT_EQ(bus.page(a).epoch.load(), 3u);
+  EXPECT_EQ(bus.page(a).last_lsn.load(), 6u);
+  EXPECT_EQ(bus.page(b).epoch.load(), 1u);
+  EXPECT_EQ(bus.page(b).last_lsn.load(), 4u);
+}
+
+TEST(BusTest, LookupsAndInfo) {
+  Bus bus;
+  PageSpec typed = spec_of(24, "grid");
+  typed.dtype = DType::Float32;
+  typed.shape = {2, 3};
+  typed.metadata["unit"] = MetaValue{"m", false};
+  const PageId g = bus.create_page(typed).id;
+  const PageId anon = bus.create_page(spec_of(8)).id;
+  const PageId gone = bus.create_page(spec_of(8, "gone")).id;
+  bus.delete_page(gone);
+  EXPECT_EQ(bus.page_ids(), (std::vector<PageId>{g, anon}));
+  EXPECT_EQ(bus.page_count(), 2u);
+  EXPECT_EQ(bus.find_page("grid"), g);
+  EXPECT_EQ(bus.find_page("gone"), 0u);
+  EXPECT_EQ(bus.find_page("nope"), 0u);
+  const PageInfo info = bus.page_info(g);
+  EXPECT_EQ(info.name, "grid");
+  EXPECT_EQ(info.shape, (std::vector<std::uint64_t>{2, 3}));
+  EXPECT_EQ(info.metadata.at("unit").value, "m");
+  EXPECT_EQ(info.location, "cpu");
+  EXPECT_EQ(bus.page(g).dtype, DType::Float32);
+  EXPECT_TRUE(bus.page_info(anon).name.empty());
+  // Names are unique among live pages only.
+  const PageId again = bus.create_page(spec_of(8, "gone")).id;
+  EXPECT_GT(again, gone);
+  EXPECT_EQ(bus.find_page("gone"), again);
+}
+
+TEST(BusTest, MetadataSetReplaceRemove) {
+  Bus bus;
+  const PageId id = bus.create_page(spec_of(8)).id;
+  bus.set_metadata(id, "k", MetaValue{"v1", false});
+  bus.set_metadata(id, "k", MetaValue{std::string("\0\1", 2), true});
+  Metadata m = bus.page_info(id).metadata;
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m.at("k"), (MetaValue{std::string("\0\1", 2), true}));
+  bus.set_metadata(id, "k", std::nullopt);
+  EXPECT_TRUE(bus.page_info(id).metadata.empty());
+  EXPECT_EQ(bus.lsn(), 4u);
+}
+
+TEST(BusTest, ReadAndSnapshotCopy) {
+  Bus bus;
+  const PageId id = bus.create_page(spec_of(10), bytes_of("0123456789")).id;
+  Bytes part(3);
+  bus.read(id, 7, part);
+  EXPECT_EQ(part, bytes_of("789"));
+  Bytes all(10);
+  EXPECT_EQ(bus.snapshot(id, all), 1u);
+  EXPECT_EQ(all, bytes_of("0123456789"));
+  Bytes none;
+  bus.read(id, 10, none);  // an empty read at the end is in range
+}
+
+TEST(BusTest, PinnedPageMemoryOutlivesDeletion) {
+  Bus bus;
+  const PageId id = bus.create_page(spec_of(5000), Bytes(5000, std::byte{7})).id;
+  PageRecord& pinned = bus.pin(id);
+  const std::uint64_t data_before = bus.memory().data_bytes;
+  bus.delete_page(id);
+  test::expect_error(ErrorCode::PageNotFound, [&] { bus.page(id); });
+  EXPECT_EQ(bus.memory().pages, 0u);
+  EXPECT_EQ(bus.memory().data_bytes, data_before) << "pinned data must not be freed yet";
+  EXPECT_TRUE(std::all_of(pinned.data, pinned.data + 5000, [](std::byte b) { return b == std::byte{7}; }));
+  bus.unpin(pinned);
+  EXPECT_EQ(bus.memory().data_bytes, 0u);
+}
+
+TEST(BusTest, StatsCountCommittedWork) {
+  Bus bus;
+  const PageId id = bus.create_page(spec_of(16), Bytes(16, std::byte{1})).id;
+  bus.write(id, 0, bytes_of("abc"));
+  DeltaBatch batch;
+  batch.add(id, 0, bytes_of("de"));
+  batch.add(id, 4, bytes_of("f"));
+  bus.apply_batch(batch.view());
+  bus.delete_page(id);
+  BusStats s = bus.stats();
+  EXPECT_EQ(s.pages_created, 1u);
+  EXPECT_EQ(s.pages_deleted, 1u);
+  EXPECT_EQ(s.deltas_applied, 4u);
+  EXPECT_EQ(s.bytes_applied, 16u + 3u + 3u);
+  EXPECT_EQ(s.commits, 3u) << "initial data, write, batch";
+  bus.reset_stats();
+  s = bus.stats();
+  EXPECT_EQ(s.deltas_applied + s.bytes_applied + s.commits + s.pages_created + s.pages_deleted, 0u);
+}
+
+TEST(BusTest, MemoryReportCountsLiveData) {
+  Bus bus;
+  for (int i = 0; i < 10; ++i) bus.create_page(spec_of(1000));
+  const MemoryReport m = bus.memory();
+  EXPECT_EQ(m.pages, 10u);
+  EXPECT_EQ(m.data_bytes, 10'000u);
+  EXPECT_EQ(m.record_bytes_per_page, 64u);
+  EXPECT_GT(m.metadata_bytes, 0u);
+  EXPECT_EQ(m.total_bytes(), m.data_bytes + m.arena_slack_bytes + m.metadata_bytes);
+}
+
+TEST(BusTest, BuildInfoDescribesThisBuild) {
+  const BuildInfo b = build_info();
+  EXPECT_FALSE(b.version.empty());
+  EXPECT_EQ(b.simd, simd_level_name(simd_level()));
+  EXPECT_EQ(b.page_record_bytes, 64u);
+  EXPECT_EQ(b.parallel_backend, ThreadPool::backend());
+  EXPECT_EQ(b.tbb, std::string(ThreadPool::backend()) == "tbb");
+  EXPECT_EQ(b.hardware_threads, ThreadPool::hardware_threads());
+  if (!b.cuda) {
+    EXPECT_EQ(b.cuda_devices, 0);
+  }
+}
+
+}  // namespace
+}  // namespace mmsb

@@ -1,0 +1,233 @@
+// Arena invariants: aligned, zero-filled (fresh and reused), class rounding bounds, exact stats,
+// and no two live blocks ever overlapping.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "TestUtil.hpp"
+#include "mmsb/page/Arena.hpp"
+
+namespace mmsb {
+namespace {
+
+using test::Rng;
+using test::uniform;
+
+bool all_zero(const std::byte* p, std::uint64_t n) {
+  return std::all_of(p, p + n, [](std::byte b) { return b == std::byte{0}; });
+}
+
+// Sizes around every interesting boundary: tiny, class steps, the 4 KiB switch, the large
+// threshold, and past it.
+std::vector<std::uint64_t> boundary_sizes() {
+  std::vector<std::uint64_t> out = {1, 2, 63, 64, 65, 127, 128, 129, 1000, 4095, 4096, 4097,
+                                    5119, 5120, 5121, 8191, 8192, 8193, 65537,
+                                    Arena::kLargeThreshold - 1, Arena::kLargeThreshold,
+                                    Arena::kLargeThreshold + 1, Arena::kLargeThreshold + 4096,
+                                    std::uint64_t{3} << 20};
+  return out;
+}
+
+TEST(ArenaTest, BlocksAre64ByteAlignedAndLargeEnough) {
+  Arena arena;
+  std::vector<Arena::Block> blocks;
+  for (std::uint64_t n : boundary_sizes()) {
+    for (int rep = 0; rep < 3; ++rep) {
+      Arena::Block b = arena.allocate(n);
+      EXPECT_EQ(reinterpret_cast<std::uintptr_t>(b.data) % Arena::kAlignment, 0u) << n;
+      EXPECT_EQ(b.requested, n);
+      blocks.push_back(b);
+    }
+  }
+  for (const Arena::Block& b : blocks) arena.release(b);
+}
+
+TEST(ArenaTest, ZeroFilledOnFirstUse) {
+  Arena arena;
+  for (std::uint64_t n : boundary_sizes()) {
+    Arena::Block b = arena.allocate(n);
+    EXPECT_TRUE(all_zero(b.data, n)) << n;
+    arena.release(b);
+  }
+}
+
+TEST(ArenaTest, ZeroFilledOnReuseAfterGarbage) {
+  Arena arena;
+  for (std::uint64_t n : boundary_sizes()) {
+    // Dirty the whole class block, so a reuse at a smaller size in the same class is covered too.
+    const std::uint64_t cls = Arena::class_size_for(n);
+    Arena::Block dirty = arena.allocate(n);
+    std::memset(dirty.data, 0xAB, n);
+    arena.release(dirty);
+    Arena::Block again = arena.allocate(n);
+    EXPECT_TRUE(all_zero(again.data, n)) << "size " << n;
+    arena.release(again);
+    if (n > 64 && n <= Arena::kLargeThreshold) {
+      Arena::Block full = arena.allocate(cls);
+      std::memset(full.data, 0xCD, cls);
+      arena.release(full);
+      Arena::Block smaller = arena.allocate(n - 1);
+      EXPECT_EQ(Arena::class_size_for(n - 1) == cls, smaller.data == full.data)
+          << "reuse is LIFO within a class";
+      EXPECT_TRUE(all_zero(smaller.data, n - 1)) << "size " << n - 1 << " after " << cls;
+      arena.release(smaller);
+    }
+  }
+}
+
+TEST(ArenaTest, ZeroSizeIsRejected) {
+  Arena arena;
+  test::expect_error(ErrorCode::InvalidArgument, [&] { arena.allocate(0); });
+  EXPECT_EQ(arena.stats().live_blocks, 0u);
+}
+
+TEST(ArenaTest, RefusedMappingIsOutOfMemoryAndChangesNothing) {
+  if (!test::kernel_refuses_huge_mappings()) GTEST_SKIP() << "the kernel overcommits any mapping";
+  Arena arena;
+  Arena::Block keep = arena.allocate(100);
+  const ArenaStats before = arena.stats();
+  const std::string msg =
+      test::expect_error(ErrorCode::OutOfMemory, [&] { arena.allocate(std::uint64_t{1} << 40); });
+  EXPECT_NE(msg.find("1099511627776"), std::string::npos) << msg;
+  const ArenaStats after = arena.stats();
+  EXPECT_EQ(after.reserved_bytes, before.reserved_bytes);
+  EXPECT_EQ(after.allocated_bytes, before.allocated_bytes);
+  EXPECT_EQ(after.requested_bytes, before.requested_bytes);
+  EXPECT_EQ(after.live_blocks, before.live_blocks);
+  arena.release(keep);
+}
+
+TEST(ArenaTest, ClassSizesAreExactMultiplesOf64UpTo4KiB) {
+  for (std::uint64_t n = 1; n <= 4096; ++n) {
+    ASSERT_EQ(Arena::class_size_for(n), (n + 63) / 64 * 64) << n;
+  }
+}
+
+TEST(ArenaTest, ClassSlackBelowQuarterAbove4KiB) {
+  std::uint64_t prev = Arena::class_size_for(4096);
+  for (std::uint64_t n = 4097; n <= Arena::kLargeThreshold; ++n) {
+    const std::uint64_t c = Arena::class_size_for(n);
+    ASSERT_GE(c, n);
+    ASSERT_LT(4 * (c - n), n) << n;  // (c - n) / n < 25%
+    ASSERT_EQ(c % 64, 0u) << "keeps blocks 64-byte aligned inside a slab: " << n;
+    ASSERT_GE(c, prev) << "classes are monotone in the request";
+    prev = c;
+  }
+}
+
+TEST(ArenaTest, LargeSizesRoundToOsPages) {
+  for (std::uint64_t n : {Arena::kLargeThreshold + 1, Arena::kLargeThreshold + 4096,
+                          std::uint64_t{1} << 20, (std::uint64_t{1} << 30) + 1}) {
+    const std::uint64_t c = Arena::class_size_for(n);
+    EXPECT_GE(c, n);
+    EXPECT_EQ(c % 4096, 0u) << n;
+    EXPECT_LT(c - n, 4096u) << n;
+  }
+}
+
+TEST(ArenaTest, LargeBlocksAreUsableAndReturned) {
+  Arena arena;
+  const std::uint64_t n = (std::uint64_t{1} << 20) + 123;
+  Arena::Block b = arena.allocate(n);
+  EXPECT_EQ(b.size_class, Arena::kLargeClass);
+  EXPECT_TRUE(all_zero(b.data, n));
+  b.data[0] = std::byte{1};
+  b.data[n - 1] = std::byte{2};  // last byte is writable
+  ArenaStats s = arena.stats();
+  EXPECT_EQ(s.requested_bytes, n);
+  EXPECT_EQ(s.allocated_bytes, Arena::class_size_for(n));
+  EXPECT_EQ(s.live_blocks, 1u);
+  arena.release(b);
+  s = arena.stats();
+  // Large blocks go back to the OS, so nothing stays reserved for them.
+  EXPECT_EQ(s.reserved_bytes, 0u);
+  EXPECT_EQ(s.allocated_bytes, 0u);
+  EXPECT_EQ(s.live_blocks, 0u);
+}
+
+TEST(ArenaTest, StatsAccountForEveryBlockAndReturnToZero) {
+  Arena arena;
+  Rng rng(11);
+  std::vector<Arena::Block> blocks;
+  std::uint64_t requested = 0;
+  std::uint64_t allocated = 0;
+  for (int i = 0; i < 500; ++i) {
+    const std::uint64_t n = uniform(rng, 0, 9) == 0 ? uniform(rng, 4097, 600'000) : uniform(rng, 1, 4096);
+    blocks.push_back(arena.allocate(n));
+    requested += n;
+    allocated += Arena::class_size_for(n);
+    const ArenaStats s = arena.stats();
+    ASSERT_EQ(s.requested_bytes, requested);
+    ASSERT_EQ(s.allocated_bytes, allocated);
+    ASSERT_EQ(s.live_blocks, blocks.size());
+    ASSERT_GE(s.reserved_bytes, s.allocated_bytes);
+    ASSERT_EQ(s.slack_bytes(), s.reserved_bytes - s.requested_bytes);
+  }
+  for (const Arena::Block& b : blocks) arena.release(b);
+  const ArenaStats s = arena.stats();
+  EXPECT_EQ(s.requested_bytes, 0u);
+  EXPECT_EQ(s.allocated_bytes, 0u);
+  EXPECT_EQ(s.live_blocks, 0u);
+}
+
+// Random allocate/release with a shadow of what every live block must contain: each block is
+// filled with its own pattern, and any overlap or stray write shows up as a changed byte.
+TEST(ArenaTest, RandomBlocksNeverOverlap) {
+  Arena arena;
+  Rng rng(12);
+  struct Live {
+    Arena::Block block;
+    std::uint8_t pattern;
+  };
+  std::vector<Live> live;
+  auto check = [](const Live& l) {
+    const std::byte want{l.pattern};
+    return std::all_of(l.block.data, l.block.data + l.block.requested,
+                       [&](std::byte b) { return b == want; });
+  };
+  for (int step = 0; step < 4000; ++step) {
+    if (live.empty() || uniform(rng, 0, 99) < 55) {
+      const std::uint64_t pick = uniform(rng, 0, 99);
+      const std::uint64_t n = pick < 70 ? uniform(rng, 1, 512)
+                              : pick < 97 ? uniform(rng, 513, 40'000)
+                                          : uniform(rng, 200'000, 400'000);
+      Live l{arena.allocate(n), static_cast<std::uint8_t>(uniform(rng, 1, 255))};
+      ASSERT_TRUE(std::all_of(l.block.data, l.block.data + n, [](std::byte b) { return b == std::byte{0}; }))
+          << "step " << step << ": block of " << n << " not zero-filled";
+      std::memset(l.block.data, l.pattern, n);
+      live.push_back(l);
+    } else {
+      const std::size_t i = uniform(rng, 0, live.size() - 1);
+      ASSERT_TRUE(check(live[i])) << "step " << step << ": block overwritten by another";
+      arena.release(live[i].block);
+      live[i] = live.back();
+      live.pop_back();
+    }
+    if (step % 500 == 0) {
+      // Class extents (not just requested bytes) of live blocks must be disjoint.
+      std::map<const std::byte*, const std::byte*> extents;
+      for (const Live& l : live) {
+        extents[l.block.data] = l.block.data + Arena::class_size_for(l.block.requested);
+      }
+      const std::byte* prev_end = nullptr;
+      for (const auto& [begin, end] : extents) {
+        ASSERT_TRUE(prev_end == nullptr || begin >= prev_end) << "step " << step;
+        prev_end = end;
+      }
+      ASSERT_EQ(extents.size(), live.size()) << "two live blocks share an address";
+    }
+  }
+  for (const Live& l : live) {
+    EXPECT_TRUE(check(l));
+    arena.release(l.block);
+  }
+  EXPECT_EQ(arena.stats().live_blocks, 0u);
+}
+
+}  // namespace
+}  // namespace mmsb

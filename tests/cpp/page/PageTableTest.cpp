@@ -1,0 +1,264 @@
+// PageTable: id assignment, name uniqueness, spec validation, deletion with pins, and record /
+// data stability (views hold raw pointers into both).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "TestUtil.hpp"
+#include "mmsb/page/PageTable.hpp"
+
+namespace mmsb {
+namespace {
+
+PageSpec raw(std::uint64_t size, std::string name = {}) {
+  PageSpec s;
+  s.size = size;
+  s.name = std::move(name);
+  return s;
+}
+
+PageSpec typed(std::uint64_t size, DType dtype, std::vector<std::uint64_t> shape = {}) {
+  PageSpec s;
+  s.size = size;
+  s.dtype = dtype;
+  s.shape = std::move(shape);
+  return s;
+}
+
+// What a failed call must leave untouched.
+struct TableState {
+  PageId next_id;
+  std::uint64_t live;
+  std::uint64_t live_blocks;
+  std::uint64_t requested;
+  bool operator==(const TableState&) const = default;
+};
+TableState state_of(const PageTable& t) {
+  const PageTableStats s = t.stats();
+  return {t.next_id(), t.live_count(), s.arena.live_blocks, s.arena.requested_bytes};
+}
+
+TEST(PageTableTest, IdsStartAtOneAndIncrease) {
+  PageTable t;
+  EXPECT_EQ(t.next_id(), 1u);
+  for (PageId want = 1; want <= 10; ++want) {
+    PageRecord& r = t.create(raw(want * 10));
+    EXPECT_EQ(r.id, want);
+    EXPECT_EQ(r.size, want * 10);
+    EXPECT_EQ(r.epoch.load(), 0u);
+    EXPECT_EQ(r.dtype, DType::Raw);
+  }
+  EXPECT_EQ(t.live_count(), 10u);
+  EXPECT_EQ(t.find(0), nullptr);
+  EXPECT_EQ(t.find(11), nullptr);
+}
+
+TEST(PageTableTest, IdsNeverReusedAfterErase) {
+  PageTable t;
+  std::vector<PageId> seen;
+  for (int round = 0; round < 50; ++round) {
+    const PageId id = t.create(raw(64)).id;
+    EXPECT_TRUE(std::find(seen.begin(), seen.end(), id) == seen.end()) << id;
+    seen.push_back(id);
+    if (round % 2 == 0) t.erase(id);
+  }
+  EXPECT_EQ(seen.back(), 50u);
+  EXPECT_EQ(t.live_count(), 25u);
+}
+
+TEST(PageTableTest, NewPagesAreZeroFilledAndAligned) {
+  PageTable t;
+  for (std::uint64_t n : {1u, 63u, 4097u, 300'000u}) {
+    const PageRecord& r = t.create(raw(n));
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(r.data) % 64, 0u);
+    EXPECT_TRUE(std::all_of(r.data, r.data + n, [](std::byte b) { return b == std::byte{0}; }));
+  }
+}
+
+TEST(PageTableTest, DuplicateNameRejectedAndTableUnchanged) {
+  PageTable t;
+  const PageId a = t.create(raw(16, "a")).id;
+  const TableState before = state_of(t);
+  const std::string msg = test::expect_error(ErrorCode::InvalidArgument, [&] { t.create(raw(32, "a")); });
+  EXPECT_NE(msg.find("'a'"), std::string::npos) << msg;
+  EXPECT_EQ(state_of(t), before);
+  EXPECT_EQ(t.find_name("a"), a);
+  EXPECT_EQ(t.get(a).size, 16u);
+  // The failed create did not consume an id.
+  EXPECT_EQ(t.create(raw(8, "b")).id, a + 1);
+}
+
+TEST(PageTableTest, NameFreedByEraseCanBeReused) {
+  PageTable t;
+  const PageId a = t.create(raw(16, "x")).id;
+  t.erase(a);
+  EXPECT_EQ(t.find_name("x"), 0u);
+  const PageId b = t.create(raw(16, "x")).id;
+  EXPECT_NE(a, b);
+  EXPECT_EQ(t.find_name("x"), b);
+}
+
+TEST(PageTableTest, ValidateRejectsBadSpecs) {
+  PageTable t;
+  t.create(raw(8, "taken"));
+  PageSpec too_many_dims = typed(1, DType::UInt8, std::vector<std::uint64_t>(33, 1));
+  const std::pair<PageSpec, const char*> bad[] = {
+      {raw(0), "at least 1 byte"},
+      {raw(PageTable::kMaxPageSize + 1), "exceeds the limit"},
+      {typed(10, DType::Float32), "not a multiple"},
+      {typed(16, DType::Float32, {3}), "shape holds 3"},
+      {typed(16, DType::Float32, {2, 3}), "shape holds 6"},
+      {typed(16, DType::Int16, {0}), "shape holds 0"},
+      {typed(64, DType::Float64, {std::uint64_t{1} << 40, std::uint64_t{1} << 40}), "too large"},
+      {too_many_dims, "dimensions"},
+      {[] { PageSpec s = raw(16); s.shape = {16}; return s; }(), "needs a dtype"},
+      {raw(8, std::string(1025, 'n')), "1025 bytes"},
+      {raw(8, "taken"), "already used"},
+  };
+  const TableState before = state_of(t);
+  for (const auto& [spec, needle] : bad) {
+    const std::string msg = test::expect_error(ErrorCode::InvalidArgument, [&] { t.validate(spec); });
+    EXPECT_NE(msg.find(needle), std::string::npos) << "want '" << needle << "' in: " << msg;
+    test::expect_error(ErrorCode::InvalidArgument, [&] { t.create(spec); });
+    EXPECT_EQ(state_of(t), before) << needle;
+  }
+}
+
+TEST(PageTableTest, ValidateAcceptsGoodSpecs) {
+  PageTable t;
+  t.validate(raw(PageTable::kMaxPageSize));
+  t.validate(typed(24, DType::Float64, {3}));
+  t.validate(typed(24, DType::Float32, {2, 3}));
+  t.validate(typed(16, DType::Complex128));
+  t.validate(raw(1, std::string(1024, 'n')));
+  EXPECT_EQ(t.next_id(), 1u);
+}
+
+TEST(PageTableTest, TypedPageGetsOneDimensionalDefaultShape) {
+  PageTable t;
+  const PageId id = t.create(typed(40, DType::Int32)).id;
+  ASSERT_NE(t.info(id), nullptr);
+  EXPECT_EQ(t.info(id)->shape, std::vector<std::uint64_t>{10});
+  EXPECT_EQ(t.get(id).dtype, DType::Int32);
+  const PageId anon = t.create(raw(40)).id;
+  EXPECT_EQ(t.info(anon), nullptr) << "anonymous raw pages carry no cold info";
+}
+
+TEST(PageTableTest, EraseMakesPageUnreachable) {
+  PageTable t;
+  const PageId id = t.create(raw(64, "gone")).id;
+  t.erase(id);
+  EXPECT_EQ(t.find(id), nullptr);
+  EXPECT_EQ(t.info(id), nullptr);
+  EXPECT_EQ(t.live_count(), 0u);
+  const std::string msg = test::expect_error(ErrorCode::PageNotFound, [&] { t.get(id); });
+  EXPECT_NE(msg.find("deleted"), std::string::npos) << msg;
+  test::expect_error(ErrorCode::PageNotFound, [&] { t.erase(id); });
+  const std::string unknown = test::expect_error(ErrorCode::PageNotFound, [&] { t.get(99); });
+  EXPECT_NE(unknown.find("99"), std::string::npos) << unknown;
+  EXPECT_EQ(unknown.find("deleted"), std::string::npos) << "never-created ids are not 'deleted'";
+  test::expect_error(ErrorCode::PageNotFound, [&] { t.get(0); });
+}
+
+TEST(PageTableTest, EraseWithoutPinsFreesData) {
+  PageTable t;
+  const PageId id = t.create(raw(1000)).id;
+  EXPECT_EQ(t.stats().arena.live_blocks, 1u);
+  t.erase(id);
+  EXPECT_EQ(t.stats().arena.live_blocks, 0u);
+  EXPECT_EQ(t.stats().arena.requested_bytes, 0u);
+}
+
+TEST(PageTableTest, PinKeepsDataAliveUntilLastUnpin) {
+  PageTable t;
+  PageRecord& r = t.create(raw(1000));
+  const PageId id = r.id;
+  std::memset(r.data, 0x5A, r.size);
+  std::byte* data = r.data;
+  PageTable::pin(r);
+  PageTable::pin(r);
+  t.erase(id);
+  EXPECT_EQ(t.find(id), nullptr);
+  EXPECT_EQ(t.stats().arena.live_blocks, 1u) << "pinned data freed at erase";
+  // A new page of the same class must not be handed the pinned block.
+  PageRecord& other = t.create(raw(1000));
+  EXPECT_NE(other.data, data);
+  std::memset(other.data, 0x11, other.size);
+  EXPECT_TRUE(std::all_of(data, data + 1000, [](std::byte b) { return b == std::byte{0x5A}; }));
+  t.unpin(r);
+  EXPECT_EQ(t.stats().arena.live_blocks, 2u) << "freed while still pinned once";
+  EXPECT_TRUE(std::all_of(data, data + 1000, [](std::byte b) { return b == std::byte{0x5A}; }));
+  t.unpin(r);
+  EXPECT_EQ(t.stats().arena.live_blocks, 1u) << "last unpin must free the data";
+}
+
+TEST(PageTableTest, UnpinOfLivePageFreesNothing) {
+  PageTable t;
+  PageRecord& r = t.create(raw(64));
+  PageTable::pin(r);
+  t.unpin(r);
+  EXPECT_EQ(t.stats().arena.live_blocks, 1u);
+  EXPECT_NE(t.find(r.id), nullptr);
+}
+
+TEST(PageTableTest, ForEachLiveVisitsInIdOrderSkippingErased) {
+  PageTable t;
+  for (int i = 0; i < 20; ++i) t.create(raw(8));
+  for (PageId id : {1u, 5u, 6u, 20u}) t.erase(id);
+  std::vector<PageId> seen;
+  t.for_each_live([&](PageRecord& r) { seen.push_back(r.id); });
+  std::vector<PageId> want;
+  for (PageId id = 1; id <= 20; ++id) {
+    if (id != 1 && id != 5 && id != 6 && id != 20) want.push_back(id);
+  }
+  EXPECT_EQ(seen, want);
+}
+
+std::string page_name(std::size_t i) {
+  std::string name = "p";
+  name += std::to_string(i);
+  return name;
+}
+
+TEST(PageTableTest, RecordsAndDataNeverMove) {
+  // More pages than one record chunk, so chunk growth is covered.
+  constexpr std::size_t kPages = 10'000;
+  PageTable t;
+  std::vector<PageRecord*> records;
+  std::vector<std::byte*> datas;
+  for (std::size_t i = 0; i < kPages; ++i) {
+    PageRecord& r = t.create(raw(1 + i % 200, i % 3 == 0 ? page_name(i) : ""));
+    std::memset(r.data, static_cast<int>(i & 0xFF), r.size);
+    records.push_back(&r);
+    datas.push_back(r.data);
+  }
+  for (std::size_t i = 0; i < kPages; ++i) {
+    const PageId id = i + 1;
+    ASSERT_EQ(t.find(id), records[i]) << id;
+    ASSERT_EQ(records[i]->data, datas[i]) << id;
+    const std::byte want{static_cast<std::uint8_t>(i & 0xFF)};
+    ASSERT_TRUE(std::all_of(datas[i], datas[i] + records[i]->size, [&](std::byte b) { return b == want; }))
+        << "page " << id << " was overwritten";
+    if (i % 3 == 0) {
+      ASSERT_EQ(t.find_name(page_name(i)), id);
+    }
+  }
+  EXPECT_EQ(t.stats().live_pages, kPages);
+}
+
+TEST(PageTableTest, InfoForUpdateCreatesInfo) {
+  PageTable t;
+  const PageId id = t.create(raw(8)).id;
+  t.info_for_update(id).metadata["k"] = MetaValue{"v", false};
+  ASSERT_NE(t.info(id), nullptr);
+  EXPECT_EQ(t.info(id)->metadata.at("k").value, "v");
+  EXPECT_EQ(t.get(id).has_info, 1);
+  t.erase(id);
+  test::expect_error(ErrorCode::PageNotFound, [&] { t.info_for_update(id); });
+}
+
+}  // namespace
+}  // namespace mmsb

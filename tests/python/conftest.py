@@ -1,0 +1,42 @@
+"""Shared fixtures for the mmsb Python API tests."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import mmsb  # noqa: E402
+from reference_model import RefBus, capture_state  # noqa: E402
+
+SEED = 20240611
+
+
+@pytest.fixture
+def bus():
+    """A fresh in-memory bus, closed after the test."""
+    b = mmsb.Bus()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def rng():
+    """A NumPy generator with a fixed seed: every randomized test is reproducible."""
+    return np.random.default_rng(SEED)
+
+
+@pytest.fixture
+def ref():
+    """An empty reference model (the oracle)."""
+    return RefBus()
+
+
+@pytest.fixture
+def state():
+    """capture_state(bus): bytes and epoch of every live page, names and lsn."""
+    return capture_state
