@@ -173,6 +173,27 @@ bool contains(const std::shared_ptr<Bus>& bus, py::handle key) {
   }
 }
 
+std::shared_ptr<Bus> open_bus(py::handle path, const std::string& durability, py::handle threads,
+                              bool must_exist) {
+  BusOptions o;
+  if (!threads.is_none()) {
+    o.threads = static_cast<unsigned>(to_u64(threads, "threads"));
+    if (o.threads == 0 || o.threads > 1024) {
+      fail(ErrorCode::InvalidArgument, "threads must be between 1 and 1024; got ", o.threads);
+    }
+  }
+  o.durability = parse_durability(durability);
+  if (!path.is_none()) {
+    o.path = py::str(py::module_::import("os").attr("fspath")(path));
+    if (o.path.empty()) fail(ErrorCode::InvalidArgument, "path must not be empty");
+  } else if (must_exist) {
+    fail(ErrorCode::InvalidArgument, "open() needs a path");
+  }
+  o.must_exist = must_exist;
+  py::gil_scoped_release release;  // recovery of a big log takes a while
+  return std::make_shared<Bus>(std::move(o));
+}
+
 py::list all_pages(const std::shared_ptr<Bus>& bus) {
   py::list out;
   for (PageId id : bus->page_ids()) out.append(make_page(bus, id));
@@ -184,18 +205,37 @@ py::list all_pages(const std::shared_ptr<Bus>& bus) {
 void bind_bus(py::module_& m) {
   py::class_<Bus, std::shared_ptr<Bus>>(m, "Bus",
                                         "A versioned store of byte pages; every change is a delta.")
-      .def(py::init([](py::handle threads) {
-             BusOptions o;
-             if (!threads.is_none()) {
-               o.threads = static_cast<unsigned>(to_u64(threads, "threads"));
-               if (o.threads == 0 || o.threads > 1024) {
-                 fail(ErrorCode::InvalidArgument, "threads must be between 1 and 1024; got ", o.threads);
-               }
-             }
-             return std::make_shared<Bus>(o);
+      .def(py::init([](py::handle path, const std::string& durability, py::handle threads) {
+             return open_bus(path, durability, threads, false);
            }),
-           py::kw_only(), "threads"_a = py::none(),
-           "In-memory bus. threads: threads for batch apply (default: all hardware threads).")
+           "path"_a = py::none(), py::kw_only(), "durability"_a = "flush", "threads"_a = py::none(),
+           "Bus(): in memory. Bus(path): a bus directory, created or recovered (newest valid "
+           "checkpoint + log tail). durability: 'none' | 'flush' (default) | 'fsync'. threads: "
+           "threads for batch apply (default: all hardware threads).")
+      .def_static("_open", [](py::handle path, const std::string& durability, py::handle threads) {
+        return open_bus(path, durability, threads, true);
+      })
+      .def("checkpoint", [](Bus& bus) {
+        py::gil_scoped_release release;
+        return bus.checkpoint();
+      }, "Write a checkpoint of the current state; returns the lsn it covers.")
+      .def_property_readonly("path", [](const Bus& bus) -> py::object {
+        if (bus.path().empty()) return py::none();
+        return py::str(bus.path());
+      })
+      .def_property_readonly("durability", [](const Bus& bus) -> py::object {
+        if (bus.path().empty()) return py::none();
+        return py::str(std::string(durability_name(bus.durability())));
+      })
+      .def_property_readonly("recovery", [](const Bus& bus) {
+        const Bus::RecoveryReport& r = bus.recovery();
+        py::dict d;
+        d["checkpoint_lsn"] = r.checkpoint_lsn;
+        d["records_replayed"] = r.records_replayed;
+        d["truncated_tail"] = r.truncated_tail;
+        d["tail_reason"] = r.tail_reason;
+        return d;
+      }, "What opening the directory found: checkpoint used, records replayed, torn tail cut.")
       // Positional only: pybind11's keyword matching costs about a microsecond per call, so the
       // keyword signature lives in Python (mmsb/__init__.py) and forwards here.
       .def("_create_page", &create_page)
@@ -223,9 +263,14 @@ void bind_bus(py::module_& m) {
       .def_property_readonly("lsn", &Bus::lsn)
       .def_property_readonly("closed", &Bus::closed)
       .def_property_readonly("threads", &Bus::threads)
-      .def("close", &Bus::close, "End the bus; later calls raise ClosedError. Views stay valid.")
+      .def("close", [](Bus& bus) {
+        py::gil_scoped_release release;
+        bus.close();
+      }, "End the bus (a directory bus syncs and releases its lock); later calls raise "
+         "ClosedError. Views stay valid.")
       .def("__enter__", [](py::object self) { return self; })
       .def("__exit__", [](Bus& bus, py::handle, py::handle, py::handle) {
+        py::gil_scoped_release release;
         bus.close();
         return false;
       })
@@ -237,7 +282,10 @@ void bind_bus(py::module_& m) {
       .def("_memory", [](Bus& bus) { return memory_dict(bus.memory()); })
       .def("__repr__", [](Bus& bus) {
         if (bus.closed()) return std::string("<mmsb.Bus (closed)>");
-        return "<mmsb.Bus in-memory pages=" + std::to_string(bus.page_count()) +
+        const std::string where =
+            bus.path().empty() ? std::string("in-memory")
+                               : "'" + bus.path() + "' durability=" + std::string(durability_name(bus.durability()));
+        return "<mmsb.Bus " + where + " pages=" + std::to_string(bus.page_count()) +
                " lsn=" + std::to_string(bus.lsn()) + ">";
       });
 }

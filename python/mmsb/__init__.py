@@ -6,6 +6,7 @@ diffed deltas, columnar batches applied in parallel, per-page epochs and a globa
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from . import errors
@@ -42,6 +43,18 @@ def _create_page(
     return self._create_page(size, shape, dtype, data, name, metadata, location)
 
 
+def open(  # noqa: A001  (mmsb.open is the documented name)
+    path: Union[str, "os.PathLike[str]"],
+    *,
+    durability: str = "flush",
+    threads: Optional[int] = None,
+) -> Bus:
+    """Open an existing bus directory for writing: newest valid checkpoint, then the log after
+    it (a torn tail is cut off). Raises BusLockedError if another Bus has it open,
+    LogCorruptError for damage inside the log, InvalidArgumentError if no bus is there."""
+    return Bus._open(path, durability, threads)
+
+
 def _stats(self: Bus) -> Stats:
     """Counters since creation or reset_stats(): deltas_applied, bytes_applied, commits, ..."""
     return Stats(self._stats())
@@ -71,6 +84,7 @@ __all__ = [
     "Page",
     "Stats",
     "build_info",
+    "open",
     "cuda",
     "errors",
     *errors.__all__,

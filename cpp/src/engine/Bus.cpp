@@ -6,6 +6,8 @@
 #include "mmsb/core/Error.hpp"
 #include "mmsb/delta/BatchApply.hpp"
 
+#include <algorithm>
+
 namespace mmsb {
 
 namespace {
@@ -13,7 +15,93 @@ std::atomic<std::uint64_t> g_next_instance{1};
 }  // namespace
 
 Bus::Bus(BusOptions options)
-    : instance_id_(g_next_instance.fetch_add(1, std::memory_order_relaxed)), pool_(options.threads) {}
+    : instance_id_(g_next_instance.fetch_add(1, std::memory_order_relaxed)),
+      pool_(options.threads),
+      path_(std::move(options.path)),
+      durability_(options.durability) {
+  if (path_.empty()) return;
+  log_ = std::make_unique<Log>(path_, durability_, !options.must_exist);
+  std::lock_guard lock(mutex_);
+  recover_locked();
+  log_->start_writing();
+}
+
+Bus::~Bus() = default;
+
+void Bus::log_locked(Lsn last) {
+  if (log_) log_->append(record_buf_, last);
+}
+
+void Bus::recover_locked() {
+  RecoveredLog& rec = log_->recovered();
+  Lsn base = 0;
+  if (rec.checkpoint) {
+    const CheckpointData& cp = *rec.checkpoint;
+    for (const PageImage& img : cp.pages) {
+      table_.restore(img.create.id, img.create.spec, img.data, img.epoch, img.last_lsn);
+    }
+    table_.reserve_ids_below(cp.next_page_id);
+    base = cp.lsn;
+  }
+  lsn_.store(base, std::memory_order_relaxed);
+  recovery_.checkpoint_lsn = base;
+  for (const SegmentScan& seg : rec.segments) {
+    for (const ScannedRecord& r : seg.records) {
+      const Lsn first = r.header.first_lsn;
+      const Lsn last = first + r.header.lsn_count - 1;
+      if (r.header.lsn_count == 0 || last <= base) continue;  // covered by the checkpoint
+      const std::string where = "segment '" + seg.path + "' record at byte " + std::to_string(r.offset);
+      if (first <= base) {
+        fail(ErrorCode::LogCorrupt, where, " spans lsns ", first, "..", last,
+             " across the checkpoint at lsn ", base);
+      }
+      const LogRecord decoded = decode_record(r.header, r.body, where);
+      Lsn lsn = first;
+      try {
+        for (const LogOp& op : decoded.ops) {
+          replay_op_locked(op, lsn);
+          lsn += op_lsn_count(op);
+        }
+      } catch (const Error& e) {
+        if (e.code() == ErrorCode::LogCorrupt) throw;
+        fail(ErrorCode::LogCorrupt, where, " (lsn ", lsn, ") cannot be replayed: ", e.what());
+      }
+      lsn_.store(last, std::memory_order_relaxed);
+      ++recovery_.records_replayed;
+    }
+  }
+  recovery_.truncated_tail = rec.truncated_tail;
+  recovery_.tail_reason = rec.tail_reason;
+}
+
+// Replay applies exactly what the commit path applied, without validating against the user's
+// expectations (expect_epoch) or logging again; anything inconsistent is corruption.
+void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
+  if (const auto* c = std::get_if<PageCreateOp>(&op)) {
+    if (c->id != table_.next_id()) {
+      fail(ErrorCode::LogCorrupt, "page creation with id ", c->id, " where id ", table_.next_id(),
+           " comes next");
+    }
+    table_.create(c->spec).last_lsn.store(lsn, std::memory_order_relaxed);
+  } else if (const auto* d = std::get_if<PageDeleteOp>(&op)) {
+    table_.erase(d->id);
+  } else if (const auto* m = std::get_if<MetadataOp>(&op)) {
+    table_.get(m->id);
+    if (m->value) {
+      table_.info_for_update(m->id).metadata.insert_or_assign(m->key, *m->value);
+    } else {
+      table_.info_for_update(m->id).metadata.erase(m->key);
+    }
+  } else if (const auto* dl = std::get_if<DeltaOp>(&op)) {
+    Delta delta = dl->delta;
+    PageRecord& r = table_.get(delta.page_id());
+    if (delta.extent() > r.size) fail(ErrorCode::LogCorrupt, "delta past the end of page ", r.id);
+    apply_delta_locked(r, delta, lsn);
+  } else if (const auto* b = std::get_if<BatchOp>(&op)) {
+    validate_batch(b->view(), table_);
+    mmsb::apply_batch(b->view(), table_, lsn, pool_);
+  }
+}
 
 void Bus::check_open() const {
   if (closed()) fail(ErrorCode::Closed, "the bus is closed; open a new one to continue");
@@ -46,12 +134,38 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
     fail(ErrorCode::InvalidArgument, "initial data has ", initial.size(), " bytes but the page has ",
          spec.size);
   }
+  // The page is created first (its memory may be refused), then logged: a failed append undoes
+  // the creation, so memory and log agree either way. Creation and initial content are one
+  // record, so neither survives a crash without the other.
   PageRecord& r = table_.create(spec);
-  r.last_lsn.store(lsn_.fetch_add(1, std::memory_order_acq_rel) + 1, std::memory_order_relaxed);
-  counters_.pages_created.fetch_add(1, std::memory_order_relaxed);
+  const Lsn create_lsn = lsn_.load(std::memory_order_relaxed) + 1;
+  std::optional<Delta> content;
   if (!initial.empty()) {
-    Delta d = Delta::at(r.id, 0, initial);
-    commit_delta_locked(r, d);
+    content = Delta::at(r.id, 0, initial);
+    content->timestamp_ns = wall_clock_ns();
+  }
+  if (log_) {
+    try {
+      record_buf_.clear();
+      PageCreateOp op{r.id, spec};
+      if (content) {
+        const LogOp ops[] = {std::move(op), DeltaOp{*content}};
+        encode_transaction_record(record_buf_, create_lsn, ops);
+      } else {
+        encode_op_record(record_buf_, create_lsn, op);
+      }
+      log_locked(create_lsn + (content ? 1 : 0));
+    } catch (...) {
+      table_.discard_newest(r.id);
+      throw;
+    }
+  }
+  r.last_lsn.store(create_lsn, std::memory_order_relaxed);
+  lsn_.store(create_lsn, std::memory_order_release);
+  counters_.pages_created.fetch_add(1, std::memory_order_relaxed);
+  if (content) {
+    apply_delta_locked(r, *content, create_lsn + 1);
+    count(1, content->payload().size());
   }
   return r;
 }
@@ -59,8 +173,15 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
 void Bus::delete_page(PageId id) {
   std::lock_guard lock(mutex_);
   check_open();
+  live_locked(id);
+  const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
+  if (log_) {
+    record_buf_.clear();
+    encode_op_record(record_buf_, lsn, PageDeleteOp{id});
+    log_locked(lsn);
+  }
   table_.erase(id);
-  lsn_.fetch_add(1, std::memory_order_acq_rel);
+  lsn_.store(lsn, std::memory_order_release);
   counters_.pages_deleted.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -106,11 +227,19 @@ void Bus::set_metadata(PageId id, const std::string& key, const std::optional<Me
   if (!value) {
     const PageInfo* info = table_.info(id);
     if (info == nullptr || info->metadata.find(key) == info->metadata.end()) return;
+  }
+  const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
+  if (log_) {
+    record_buf_.clear();
+    encode_op_record(record_buf_, lsn, MetadataOp{id, key, value});
+    log_locked(lsn);
+  }
+  if (!value) {
     table_.info_for_update(id).metadata.erase(key);
   } else {
     table_.info_for_update(id).metadata.insert_or_assign(key, *value);
   }
-  lsn_.fetch_add(1, std::memory_order_acq_rel);
+  lsn_.store(lsn, std::memory_order_release);
 }
 
 void Bus::check_delta_locked(const PageRecord& r, const Delta& d) const {
@@ -125,17 +254,28 @@ void Bus::check_delta_locked(const PageRecord& r, const Delta& d) const {
   }
 }
 
-// The single place where a delta becomes state: every single-delta commit goes through here.
+// Every single-delta commit goes through here: validate, log, apply.
 void Bus::commit_delta_locked(PageRecord& r, Delta& d) {
   check_delta_locked(r, d);
   d.timestamp_ns = wall_clock_ns();
-  d.lsn = lsn_.load(std::memory_order_relaxed) + 1;
+  const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
+  if (log_) {
+    record_buf_.clear();
+    encode_op_record(record_buf_, lsn, d);
+    log_locked(lsn);
+  }
+  apply_delta_locked(r, d, lsn);
+  count(1, d.payload().size());
+}
+
+// The single place where a delta becomes state (commits and replay).
+void Bus::apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn) {
+  d.lsn = lsn;
   d.apply_to(r.data);
   d.epoch = r.epoch.load(std::memory_order_relaxed) + 1;
   r.epoch.store(d.epoch, std::memory_order_release);
-  r.last_lsn.store(d.lsn, std::memory_order_relaxed);
-  lsn_.store(d.lsn, std::memory_order_release);
-  count(1, d.payload().size());
+  r.last_lsn.store(lsn, std::memory_order_relaxed);
+  lsn_.store(std::max(lsn, lsn_.load(std::memory_order_relaxed)), std::memory_order_release);
 }
 
 void Bus::apply(Delta& d) {
@@ -181,6 +321,11 @@ Lsn Bus::apply_batch(const DeltaBatchView& batch) {
   validate_batch(batch, table_);
   const Lsn first = lsn_.load(std::memory_order_relaxed) + 1;
   if (batch.rows() == 0) return first - 1;
+  if (log_) {
+    record_buf_.clear();
+    encode_op_record(record_buf_, first, batch, wall_clock_ns());
+    log_locked(first + batch.rows() - 1);
+  }
   mmsb::apply_batch(batch, table_, first, pool_);
   const Lsn last = first + batch.rows() - 1;
   lsn_.store(last, std::memory_order_release);
@@ -220,7 +365,24 @@ PageRecord& Bus::pin(PageId id) {
 
 void Bus::close() {
   std::lock_guard lock(mutex_);
+  if (closed()) return;
   closed_.store(true, std::memory_order_release);
+  if (log_) {
+    std::unique_ptr<Log> log = std::move(log_);
+    log->sync();  // throws after the bus is already closed; the destructor releases the lock
+  }
+}
+
+Lsn Bus::checkpoint() {
+  std::lock_guard lock(mutex_);
+  check_open();
+  if (!log_) {
+    fail(ErrorCode::InvalidArgument,
+         "checkpoint() needs a bus directory; create the bus with mmsb.Bus(path)");
+  }
+  const Lsn lsn = lsn_.load(std::memory_order_relaxed);
+  log_->checkpoint(lsn, table_);
+  return lsn;
 }
 
 BusStats Bus::stats() const noexcept {

@@ -1,5 +1,7 @@
 #include "mmsb/page/PageTable.hpp"
 
+#include <cstring>
+
 #include "mmsb/core/Error.hpp"
 
 namespace mmsb {
@@ -91,6 +93,47 @@ PageRecord& PageTable::create(const PageSpec& spec) {
   ++next_id_;
   ++live_;
   return r;
+}
+
+PageRecord& PageTable::restore(PageId id, const PageSpec& spec, std::span<const std::byte> data,
+                               Epoch epoch, Lsn last_lsn) {
+  if (id < next_id_ || data.size() != spec.size) {
+    fail(ErrorCode::InvalidArgument, "cannot restore page ", id, " (next id ", next_id_, ", ",
+         data.size(), " bytes for a ", spec.size, "-byte page)");
+  }
+  reserve_ids_below(id);
+  PageRecord& r = create(spec);
+  std::memcpy(r.data, data.data(), data.size());
+  r.epoch.store(epoch, std::memory_order_relaxed);
+  r.last_lsn.store(last_lsn, std::memory_order_relaxed);
+  return r;
+}
+
+void PageTable::reserve_ids_below(PageId id) noexcept {
+  while (next_id_ < id) {
+    if ((next_id_ - 1) / kChunkRecords >= chunks_.size()) {
+      chunks_.push_back(std::make_unique<PageRecord[]>(kChunkRecords));
+    }
+    // A used-and-deleted id: a slot that find() treats as deleted, never as empty.
+    PageRecord& r = slot(next_id_);
+    r.id = next_id_;
+    r.refs.store(PageRecord::kDeletedBit, std::memory_order_relaxed);
+    ++next_id_;
+  }
+}
+
+void PageTable::discard_newest(PageId id) noexcept {
+  PageRecord& r = slot(id);
+  if (const PageInfo* i = info(id); i != nullptr && !i->name.empty()) names_.erase(i->name);
+  infos_.erase(id);
+  free_data(r);
+  r.id = 0;  // a never-used slot again
+  r.size = 0;
+  r.epoch.store(0, std::memory_order_relaxed);
+  r.last_lsn.store(0, std::memory_order_relaxed);
+  r.refs.store(0, std::memory_order_relaxed);
+  --next_id_;
+  --live_;
 }
 
 PageRecord& PageTable::get(PageId id) {

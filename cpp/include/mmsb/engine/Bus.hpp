@@ -2,13 +2,16 @@
 /// Bus: the commit path over a PageTable. Every change is a validated delta that bumps the lsn
 /// and the target page's epoch; failed calls change nothing.
 ///
-/// Commit order: validate -> (log append: the log layer hooks in here) -> apply bytes -> epochs.
+/// Commit order: validate -> append the record to the log (directory buses; durability per mode)
+/// -> apply bytes -> epochs. A bus with a directory recovers it at construction: newest valid
+/// checkpoint, then the log after it, a torn tail cut off.
 /// Thread safety: every member may be called from any thread. Writers and structural changes are
 /// serialized by one commit mutex; lsn(), stats() and record atomics are readable without it.
 /// Page memory read through views is not synchronized with writers (as with NumPy arrays shared
 /// between threads); snapshot() and read() give consistent copies.
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -19,6 +22,8 @@
 #include "mmsb/core/Types.hpp"
 #include "mmsb/delta/Delta.hpp"
 #include "mmsb/delta/DeltaBatch.hpp"
+#include "mmsb/log/Log.hpp"
+#include "mmsb/log/RecordCodec.hpp"
 #include "mmsb/page/PageTable.hpp"
 #include "mmsb/parallel/ThreadPool.hpp"
 
@@ -26,6 +31,9 @@ namespace mmsb {
 
 struct BusOptions {
   unsigned threads = 0;  ///< threads for batch apply; 0 = one per hardware thread
+  std::string path;      ///< bus directory; empty for an in-memory bus
+  Durability durability = Durability::Flush;
+  bool must_exist = false;  ///< open an existing directory only (mmsb.open)
 };
 
 /// Monotonic counters since creation or the last reset_stats().
@@ -49,7 +57,10 @@ struct MemoryReport {
 
 class Bus {
  public:
+  /// In-memory bus, or (options.path) open/create and recover a bus directory. Throws
+  /// Error(BusLocked / LogCorrupt / Durability / InvalidArgument).
   explicit Bus(BusOptions options = {});
+  ~Bus();
   Bus(const Bus&) = delete;
   Bus& operator=(const Bus&) = delete;
 
@@ -101,8 +112,24 @@ class Bus {
 
   // ---- bus ---------------------------------------------------------------------------------
   Lsn lsn() const noexcept { return lsn_.load(std::memory_order_acquire); }
-  /// Ends writing and lookups (later calls throw Error(Closed)); pinned memory stays valid.
+  /// Ends writing and lookups (later calls throw Error(Closed)); pinned memory stays valid. A
+  /// directory bus writes what is pending, syncs and releases the directory lock; a sync failure
+  /// is thrown as Error(Durability) after the bus is closed.
   void close();
+  /// Writes a checkpoint of the current state (directory buses) and returns the lsn it covers.
+  /// Throws Error(InvalidArgument) for an in-memory bus, Error(Durability) on I/O failure.
+  Lsn checkpoint();
+  /// Directory ("" for in-memory) and durability mode.
+  const std::string& path() const noexcept { return path_; }
+  Durability durability() const noexcept { return durability_; }
+  /// What recovery found at open (records replayed, torn tail cut).
+  struct RecoveryReport {
+    Lsn checkpoint_lsn = 0;
+    std::uint64_t records_replayed = 0;
+    bool truncated_tail = false;
+    std::string tail_reason;
+  };
+  const RecoveryReport& recovery() const noexcept { return recovery_; }
   bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
   unsigned threads() const noexcept { return pool_.threads(); }
   /// Process-unique id of this bus (never reused), so callers can tell buses apart even after
@@ -118,6 +145,11 @@ class Bus {
   PageRecord& live_locked(PageId id);
   void check_delta_locked(const PageRecord& r, const Delta& d) const;
   void commit_delta_locked(PageRecord& r, Delta& d);
+  void apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn);
+  /// Appends the record(s) in record_buf_ (lsns up to `last`) to the log, if there is one.
+  void log_locked(Lsn last);
+  void recover_locked();
+  void replay_op_locked(const LogOp& op, Lsn lsn);
   void count(std::uint64_t deltas, std::uint64_t bytes) noexcept;
 
   mutable std::mutex mutex_;
@@ -126,6 +158,11 @@ class Bus {
   ThreadPool pool_;
   std::atomic<Lsn> lsn_{0};
   std::atomic<bool> closed_{false};
+  std::string path_;
+  Durability durability_ = Durability::Flush;
+  std::unique_ptr<Log> log_;
+  std::vector<std::byte> record_buf_;  // reused encoding buffer for log records
+  RecoveryReport recovery_;
   struct Counters {
     std::atomic<std::uint64_t> deltas_applied{0}, bytes_applied{0}, commits{0}, pages_created{0},
         pages_deleted{0};

@@ -7,6 +7,7 @@
 /// commit lock); pin/unpin and record atomics may be used from any thread.
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -41,6 +42,15 @@ class PageTable {
   /// Creates a zero-filled page with the next id. Validates first; throws as validate() or
   /// Error(OutOfMemory), leaving the table unchanged.
   PageRecord& create(const PageSpec& spec);
+  /// Recreates a page from a checkpoint: id `id` (>= next_id(); ids in between stay unused),
+  /// content `data` (spec.size bytes), `epoch` and `last_lsn`. Throws as create().
+  PageRecord& restore(PageId id, const PageSpec& spec, std::span<const std::byte> data, Epoch epoch,
+                      Lsn last_lsn);
+  /// Raises next_id() to `id` (ids below were used by pages deleted before a checkpoint).
+  void reserve_ids_below(PageId id) noexcept;
+  /// Undoes the create() that returned page `id`, as if it never happened (id reusable). Only for
+  /// a commit that failed after creating its page; `id` must be the newest and unpinned.
+  void discard_newest(PageId id) noexcept;
   /// Marks the page deleted, drops its name and info, and frees its data once unpinned.
   /// Throws Error(PageNotFound) if it is not live.
   void erase(PageId id);

@@ -1,0 +1,89 @@
+#pragma once
+/// Log: one bus directory. Holds the writer lock, scans what is there at open (newest valid
+/// checkpoint + the segments after it), appends framed records with the chosen durability, writes
+/// checkpoints and rotates segments.
+///
+/// Thread safety: not thread safe; the bus calls it under its commit lock.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mmsb/log/Checkpoint.hpp"
+#include "mmsb/log/PosixFile.hpp"
+#include "mmsb/log/SegmentReader.hpp"
+
+namespace mmsb {
+
+/// none: records kept in memory, written at checkpoint/close (or past a size bound);
+/// flush: each commit written to the OS (survives the process being killed);
+/// fsync: each commit fdatasync'ed (survives power loss).
+enum class Durability { None, Flush, Fsync };
+Durability parse_durability(std::string_view name);
+std::string_view durability_name(Durability d) noexcept;
+
+/// What a directory held at open: the checkpoint to start from and the segments to replay.
+struct RecoveredLog {
+  std::optional<CheckpointData> checkpoint;
+  std::vector<SegmentScan> segments;  ///< in lsn order
+  Lsn last_lsn = 0;                   ///< lsn of the last intact record (or the checkpoint's)
+  bool truncated_tail = false;        ///< a torn tail was found (and cut off for a writer)
+  std::string tail_reason;
+};
+
+class Log {
+ public:
+  /// Largest segment before a new one is started.
+  static constexpr std::uint64_t kSegmentBytes = std::uint64_t{64} << 20;
+  /// durability=none keeps at most this much unwritten before writing anyway.
+  static constexpr std::size_t kNoneBufferBytes = std::size_t{64} << 20;
+
+  /// Opens `dir` for writing (created with mode 0700 when `create`), taking the writer lock
+  /// (Error(BusLocked) if held), then scans it. Throws Error(LogCorrupt) for corruption,
+  /// Error(Durability) for I/O failures, Error(InvalidArgument) when !create and no bus is there.
+  Log(std::string dir, Durability durability, bool create);
+  ~Log();
+  Log(const Log&) = delete;
+  Log& operator=(const Log&) = delete;
+
+  /// The scan result; the bus replays it once, then calls start_writing().
+  RecoveredLog& recovered() noexcept { return recovered_; }
+  /// Cuts a torn tail off, drops the scan buffers and positions the writer after `last_lsn`.
+  void start_writing();
+
+  /// Appends framed records holding lsns up to `last_lsn`, durable per the mode on return.
+  /// On failure the file is cut back to where it was and Error(Durability) is thrown: the caller
+  /// must not apply the change. After a failure that cannot be undone every append throws.
+  void append(std::span<const std::byte> records, Lsn last_lsn);
+  /// Writes everything pending and fdatasyncs it (close, checkpoint, durability=none).
+  void sync();
+  /// Writes a checkpoint of `table` at `lsn` (after sync()) and starts a new segment after it.
+  std::string checkpoint(Lsn lsn, PageTable& table);
+
+  const std::string& dir() const noexcept { return dir_; }
+  Durability durability() const noexcept { return durability_; }
+  std::uint64_t bytes_written() const noexcept { return bytes_written_; }
+  std::uint64_t pending_bytes() const noexcept { return pending_.size(); }
+
+ private:
+  void scan();
+  void open_segment(Lsn first_lsn);
+  void write_out(std::span<const std::byte> bytes, bool sync);
+  void check_usable() const;
+
+  std::string dir_;
+  Durability durability_;
+  PosixFile lock_;
+  PosixFile segment_;
+  std::uint64_t segment_size_ = 0;
+  RecoveredLog recovered_;
+  std::vector<std::byte> pending_;  // durability=none: not yet written
+  Lsn last_lsn_ = 0;
+  std::uint64_t bytes_written_ = 0;
+  bool broken_ = false;
+};
+
+}  // namespace mmsb

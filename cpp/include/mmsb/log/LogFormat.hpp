@@ -1,0 +1,161 @@
+#pragma once
+/// The on-disk format of a bus directory: segment files of framed records, and checkpoint files.
+/// Byte-by-byte description: docs/format.md. All integers are little-endian; every record starts
+/// at a multiple of 8 bytes and is padded with zeros to the next one.
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mmsb/core/Error.hpp"
+
+namespace mmsb::logfmt {
+
+inline constexpr std::uint32_t kFormatVersion = 1;
+inline constexpr char kSegmentMagic[8] = {'M', 'M', 'S', 'B', 'S', 'E', 'G', '\0'};
+inline constexpr char kCheckpointMagic[8] = {'M', 'M', 'S', 'B', 'C', 'K', 'P', '\0'};
+inline constexpr char kCheckpointEndMagic[8] = {'M', 'M', 'S', 'B', 'C', 'E', 'N', 'D'};
+inline constexpr std::size_t kSegmentHeaderBytes = 32;
+inline constexpr std::size_t kRecordHeaderBytes = 24;
+inline constexpr std::size_t kCheckpointHeaderBytes = 48;
+inline constexpr std::size_t kCheckpointTrailerBytes = 16;
+inline constexpr std::size_t kAlign = 8;
+/// Largest record body: the length field is 32 bits. Bigger batches must be split by the caller.
+inline constexpr std::uint64_t kMaxRecordBody = 0xFFFF'FFF0ull;
+
+enum class RecordType : std::uint8_t {
+  PageCreate = 1,
+  PageDelete = 2,
+  Metadata = 3,
+  Delta = 4,
+  Batch = 5,
+  Transaction = 6,
+};
+bool is_record_type(std::uint8_t t) noexcept;
+
+inline constexpr std::uint64_t padded(std::uint64_t n) noexcept { return (n + kAlign - 1) / kAlign * kAlign; }
+
+/// Appends little-endian fields to a byte vector.
+class ByteWriter {
+ public:
+  explicit ByteWriter(std::vector<std::byte>& out) : out_(out) {}
+  void u8(std::uint8_t v) { out_.push_back(static_cast<std::byte>(v)); }
+  void u16(std::uint16_t v) { put(v); }
+  void u32(std::uint32_t v) { put(v); }
+  void u64(std::uint64_t v) { put(v); }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+// GCC 12 reports a bogus overflow for vector::insert into an empty vector (GCC bug 107852).
+#pragma GCC diagnostic ignored "-Wstringop-overflow"
+#endif
+  void bytes(std::span<const std::byte> b) { out_.insert(out_.end(), b.begin(), b.end()); }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+  void bytes(const void* p, std::size_t n) { bytes({static_cast<const std::byte*>(p), n}); }
+  /// u32 length + bytes.
+  void str(std::string_view s) {
+    u32(static_cast<std::uint32_t>(s.size()));
+    bytes(s.data(), s.size());
+  }
+  void pad_to_align() {
+    while (out_.size() % kAlign != 0) out_.push_back(std::byte{0});
+  }
+  std::size_t size() const noexcept { return out_.size(); }
+
+ private:
+  template <class T>
+  void put(T v) {  // engine targets are little-endian (checked in LogFormat.cpp)
+    std::byte b[sizeof(T)];
+    std::memcpy(b, &v, sizeof(T));
+    out_.insert(out_.end(), b, b + sizeof(T));
+  }
+  std::vector<std::byte>& out_;
+};
+
+/// Reads little-endian fields from untrusted bytes. Every read is bounds-checked first and
+/// throws Error(LogCorrupt) naming `what_` and the offset when the input is too short.
+class ByteReader {
+ public:
+  ByteReader(std::span<const std::byte> in, std::string what) : in_(in), what_(std::move(what)) {}
+  std::uint8_t u8() { return static_cast<std::uint8_t>(take(1)[0]); }
+  std::uint16_t u16() { return get<std::uint16_t>(); }
+  std::uint32_t u32() { return get<std::uint32_t>(); }
+  std::uint64_t u64() { return get<std::uint64_t>(); }
+  std::span<const std::byte> bytes(std::uint64_t n) { return take(n); }
+  std::string str() {
+    const std::uint32_t n = u32();
+    const auto b = take(n);
+    return {reinterpret_cast<const char*>(b.data()), b.size()};
+  }
+  void skip_to_align() { take((kAlign - pos_ % kAlign) % kAlign); }
+  std::size_t pos() const noexcept { return pos_; }
+  std::size_t remaining() const noexcept { return in_.size() - pos_; }
+  [[noreturn]] void corrupt(std::string_view why) const {
+    fail(ErrorCode::LogCorrupt, what_, " at byte ", pos_, ": ", why);
+  }
+
+ private:
+  template <class T>
+  T get() {
+    T v;
+    std::memcpy(&v, take(sizeof(T)).data(), sizeof(T));
+    return v;
+  }
+  std::span<const std::byte> take(std::uint64_t n) {
+    if (n > remaining()) corrupt("needs " + std::to_string(n) + " more bytes, has " + std::to_string(remaining()));
+    auto s = in_.subspan(pos_, n);
+    pos_ += n;
+    return s;
+  }
+  std::span<const std::byte> in_;
+  std::string what_;
+  std::size_t pos_ = 0;
+};
+
+/// Fixed part of every record.
+struct RecordHeader {
+  std::uint32_t body_bytes = 0;
+  std::uint32_t crc = 0;
+  RecordType type = RecordType::Delta;
+  std::uint32_t lsn_count = 0;
+  std::uint64_t first_lsn = 0;
+};
+
+/// Builds one framed record in place at the end of `out`: begin() writes the header, the caller
+/// appends the body through writer(), finish() fills in the length and the CRC32C (over header
+/// and body) and pads with zeros. The body is never copied twice.
+class RecordBuilder {
+ public:
+  RecordBuilder(std::vector<std::byte>& out, RecordType type, std::uint32_t lsn_count,
+                std::uint64_t first_lsn);
+  ByteWriter& writer() noexcept { return w_; }
+  void finish();
+
+ private:
+  std::vector<std::byte>& out_;
+  std::size_t start_;
+  ByteWriter w_;
+};
+/// CRC a framed record must carry: over bytes [0,4) and [8, 24 + body) of the record.
+std::uint32_t record_crc(std::span<const std::byte> record_without_padding) noexcept;
+
+/// Segment file header.
+struct SegmentHeader {
+  std::uint64_t first_lsn = 0;
+};
+std::vector<std::byte> encode_segment_header(const SegmentHeader& h);
+/// Throws Error(LogCorrupt) naming `file` for a bad magic, version or CRC.
+SegmentHeader decode_segment_header(std::span<const std::byte> bytes, const std::string& file);
+
+/// File names: seg-<first lsn, 20 digits>.log and ckpt-<lsn, 20 digits>.ckpt sort by lsn.
+std::string segment_file_name(std::uint64_t first_lsn);
+std::string checkpoint_file_name(std::uint64_t lsn);
+/// Parses a name made by the functions above; false for any other file.
+bool parse_segment_file_name(std::string_view name, std::uint64_t& first_lsn);
+bool parse_checkpoint_file_name(std::string_view name, std::uint64_t& lsn);
+
+}  // namespace mmsb::logfmt

@@ -1,0 +1,72 @@
+#pragma once
+/// Log operations and their record bodies. Encoding appends framed records; decoding reads a
+/// record body from untrusted bytes (every length bounds-checked, Error(LogCorrupt) otherwise).
+/// Decoded batch columns and payloads are spans into the input, valid while it is.
+#include <optional>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "mmsb/delta/Delta.hpp"
+#include "mmsb/delta/DeltaBatch.hpp"
+#include "mmsb/log/LogFormat.hpp"
+#include "mmsb/page/Page.hpp"
+
+namespace mmsb {
+
+struct PageCreateOp {
+  PageId id = 0;
+  PageSpec spec;
+};
+struct PageDeleteOp {
+  PageId id = 0;
+};
+struct MetadataOp {
+  PageId id = 0;
+  std::string key;
+  std::optional<MetaValue> value;  ///< nullopt removes the key
+};
+struct DeltaOp {
+  Delta delta;  ///< page, runs, payload, source, timestamp_ns
+};
+/// Batch rows as read from the log: columns are copied out (8-byte values may be unaligned in
+/// the input), the payload is a span into it.
+struct BatchOp {
+  std::uint64_t timestamp_ns = 0;
+  std::vector<PageId> page_ids;
+  std::vector<std::uint64_t> offsets;
+  std::vector<std::uint64_t> lengths;
+  std::span<const std::byte> payload;
+  DeltaBatchView view() const noexcept { return {page_ids, offsets, lengths, payload}; }
+};
+using LogOp = std::variant<PageCreateOp, PageDeleteOp, MetadataOp, DeltaOp, BatchOp>;
+
+/// Number of lsns an op consumes (rows for a batch, 1 otherwise).
+std::uint64_t op_lsn_count(const LogOp& op) noexcept;
+
+/// One decoded record: its ops (several for a transaction) and the lsns they take.
+struct LogRecord {
+  logfmt::RecordType type = logfmt::RecordType::Delta;
+  Lsn first_lsn = 0;
+  std::uint32_t lsn_count = 0;
+  std::vector<LogOp> ops;
+};
+
+/// Appends one framed record holding `op` (first lsn `first_lsn`) to `out`.
+void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const PageCreateOp& op);
+void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const PageDeleteOp& op);
+void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const MetadataOp& op);
+void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const Delta& delta);
+void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const DeltaBatchView& batch,
+                      std::uint64_t timestamp_ns);
+/// Appends one Transaction record holding all `ops` (atomic: one CRC covers them all).
+void encode_transaction_record(std::vector<std::byte>& out, Lsn first_lsn, std::span<const LogOp> ops);
+
+/// Decodes the body of a record whose header was already validated. `where` names the file and
+/// offset for error messages. Throws Error(LogCorrupt) for any inconsistency, including an
+/// lsn_count that does not match the ops.
+LogRecord decode_record(const logfmt::RecordHeader& header, std::span<const std::byte> body,
+                        const std::string& where);
+
+}  // namespace mmsb

@@ -1,0 +1,139 @@
+#include "mmsb/log/Checkpoint.hpp"
+
+#include <fcntl.h>
+
+#include "mmsb/core/Crc32c.hpp"
+#include "mmsb/core/Error.hpp"
+#include "mmsb/log/PosixFile.hpp"
+
+namespace mmsb {
+namespace {
+using logfmt::ByteReader;
+using logfmt::ByteWriter;
+
+// Pages are written in groups so a checkpoint of many pages never holds a second copy of all
+// page data in memory.
+constexpr std::size_t kFlushBytes = std::size_t{8} << 20;
+}  // namespace
+
+std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table) {
+  const std::string final_path = dir + "/" + logfmt::checkpoint_file_name(lsn);
+  const std::string tmp_path = final_path + ".tmp";
+  try {
+    PosixFile f(tmp_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    std::vector<std::byte> buf;
+    ByteWriter w(buf);
+    w.bytes(logfmt::kCheckpointMagic, 8);
+    w.u32(logfmt::kFormatVersion);
+    w.u32(static_cast<std::uint32_t>(logfmt::kCheckpointHeaderBytes));
+    w.u64(lsn);
+    w.u64(table.next_id());
+    w.u64(table.live_count());
+    w.u32(0);
+    w.u32(crc32c(buf.data(), buf.size()));
+    std::uint32_t running = 0;  // CRC of everything before the trailer
+    auto flush = [&] {
+      running = crc32c(buf.data(), buf.size(), running);
+      f.write_all(buf);
+      buf.clear();
+    };
+    flush();
+    table.for_each_live([&](PageRecord& r) {
+      const PageInfo* info = table.info(r.id);
+      PageCreateOp create{r.id, PageSpec{r.size, r.dtype, {}, {}, {}, "cpu"}};
+      if (info != nullptr) {
+        create.spec.shape = info->shape;
+        create.spec.name = info->name;
+        create.spec.metadata = info->metadata;
+        create.spec.location = info->location;
+      }
+      std::vector<std::byte> body;
+      ByteWriter bw(body);
+      bw.u64(r.epoch.load(std::memory_order_relaxed));
+      bw.u64(r.last_lsn.load(std::memory_order_relaxed));
+      std::vector<std::byte> create_rec;
+      encode_op_record(create_rec, 0, create);  // framed, so the page's layout has its own CRC
+      bw.bytes(create_rec);
+      bw.bytes(r.data, r.size);
+      w.u64(body.size());
+      w.u32(crc32c(body.data(), body.size()));
+      w.u32(0);
+      w.bytes(body);
+      w.pad_to_align();
+      if (buf.size() >= kFlushBytes) flush();
+    });
+    w.bytes(logfmt::kCheckpointEndMagic, 8);
+    flush();
+    std::vector<std::byte> trailer;
+    ByteWriter tw(trailer);
+    tw.u32(running);
+    tw.u32(0);
+    f.write_all(trailer);
+    f.datasync();
+  } catch (...) {
+    remove_file(tmp_path);
+    throw;
+  }
+  rename_file(tmp_path, final_path);
+  sync_directory(dir);
+  return final_path;
+}
+
+CheckpointData read_checkpoint(const std::string& path) {
+  CheckpointData cp;
+  cp.bytes = PosixFile(path, O_RDONLY).read_all();
+  const std::span<const std::byte> all = cp.bytes;
+  ByteReader r(all, "checkpoint " + path);
+  if (all.size() < logfmt::kCheckpointHeaderBytes + logfmt::kCheckpointTrailerBytes) {
+    r.corrupt("file too short for a checkpoint");
+  }
+  if (std::memcmp(r.bytes(8).data(), logfmt::kCheckpointMagic, 8) != 0) r.corrupt("bad magic");
+  const std::uint32_t version = r.u32();
+  if (version != logfmt::kFormatVersion) r.corrupt("unsupported format version " + std::to_string(version));
+  if (r.u32() != logfmt::kCheckpointHeaderBytes) r.corrupt("unexpected header size");
+  cp.lsn = r.u64();
+  cp.next_page_id = r.u64();
+  const std::uint64_t count = r.u64();
+  r.u32();
+  if (r.u32() != crc32c(all.data(), logfmt::kCheckpointHeaderBytes - 4)) r.corrupt("header checksum mismatch");
+  std::uint32_t trailer_crc = 0;
+  std::memcpy(&trailer_crc, all.data() + all.size() - 8, 4);
+  if (trailer_crc != crc32c(all.data(), all.size() - 8)) r.corrupt("file checksum mismatch");
+  if (count > all.size() / 32) r.corrupt("page count exceeds the file");
+  for (std::uint64_t i = 0; i < count; ++i) {
+    const std::uint64_t len = r.u64();
+    const std::uint32_t crc = r.u32();
+    r.u32();
+    const auto body = r.bytes(len);
+    if (crc32c(body.data(), body.size()) != crc) r.corrupt("page entry checksum mismatch");
+    ByteReader b(body, "checkpoint " + path + " page entry " + std::to_string(i));
+    PageImage img;
+    img.epoch = b.u64();
+    img.last_lsn = b.u64();
+    // The layout is a framed PageCreate record: reuse the record checks and decoder.
+    logfmt::RecordHeader h;
+    h.body_bytes = b.u32();
+    h.crc = b.u32();
+    const std::uint8_t type = b.u8();
+    b.u8();
+    b.u16();
+    h.lsn_count = b.u32();
+    h.first_lsn = b.u64();
+    if (type != static_cast<std::uint8_t>(logfmt::RecordType::PageCreate)) b.corrupt("page layout missing");
+    h.type = logfmt::RecordType::PageCreate;
+    LogRecord rec = decode_record(h, b.bytes(h.body_bytes), path);
+    b.skip_to_align();
+    img.create = std::get<PageCreateOp>(rec.ops.front());
+    img.data = b.bytes(img.create.spec.size);
+    if (b.remaining() != 0) b.corrupt("trailing bytes in page entry");
+    if (img.create.id == 0 || img.create.id >= cp.next_page_id) b.corrupt("page id out of range");
+    if (!cp.pages.empty() && img.create.id <= cp.pages.back().create.id) b.corrupt("page ids not increasing");
+    cp.pages.push_back(std::move(img));
+    r.skip_to_align();
+  }
+  if (std::memcmp(r.bytes(8).data(), logfmt::kCheckpointEndMagic, 8) != 0) r.corrupt("bad end marker");
+  if (r.remaining() != 8) r.corrupt("trailing bytes after the end marker");
+  return cp;
+}
+
+}  // namespace mmsb

@@ -1,0 +1,198 @@
+#include "mmsb/log/Log.hpp"
+
+#include <fcntl.h>
+
+#include <algorithm>
+#include <map>
+
+#include "mmsb/core/Error.hpp"
+
+namespace mmsb {
+
+Durability parse_durability(std::string_view name) {
+  if (name == "none") return Durability::None;
+  if (name == "flush") return Durability::Flush;
+  if (name == "fsync") return Durability::Fsync;
+  fail(ErrorCode::InvalidArgument, "unknown durability '", name, "'; expected 'none', 'flush' or 'fsync'");
+}
+
+std::string_view durability_name(Durability d) noexcept {
+  switch (d) {
+    case Durability::None: return "none";
+    case Durability::Flush: return "flush";
+    case Durability::Fsync: return "fsync";
+  }
+  return "flush";
+}
+
+Log::Log(std::string dir, Durability durability, bool create)
+    : dir_(std::move(dir)), durability_(durability) {
+  if (create) {
+    ensure_directory(dir_);
+  } else if (!path_exists(dir_)) {
+    fail(ErrorCode::InvalidArgument, "no bus directory at '", dir_, "'; create one with mmsb.Bus(path)");
+  }
+  lock_ = PosixFile(dir_ + "/LOCK", O_RDWR | O_CREAT, 0600);
+  if (!lock_.try_lock()) {
+    fail(ErrorCode::BusLocked, "bus directory '", dir_,
+         "' is open for writing in another Bus (or process); close that one first");
+  }
+  scan();
+  if (!create && !recovered_.checkpoint && recovered_.segments.empty()) {
+    fail(ErrorCode::InvalidArgument, "'", dir_, "' holds no mmsb log or checkpoint");
+  }
+}
+
+Log::~Log() {
+  try {
+    if (!broken_) sync();
+  } catch (const Error&) {
+    // Destruction cannot report; close() is where callers see durability errors.
+  }
+}
+
+void Log::scan() {
+  std::map<Lsn, std::string> segments, checkpoints;
+  for (const std::string& name : list_directory(dir_)) {
+    std::uint64_t n = 0;
+    if (logfmt::parse_segment_file_name(name, n)) segments.emplace(n, name);
+    if (logfmt::parse_checkpoint_file_name(name, n)) checkpoints.emplace(n, name);
+  }
+  // Newest checkpoint that reads back whole; older ones are the fallback for a damaged newest.
+  for (auto it = checkpoints.rbegin(); it != checkpoints.rend() && !recovered_.checkpoint; ++it) {
+    try {
+      recovered_.checkpoint = read_checkpoint(dir_ + "/" + it->second);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::LogCorrupt) throw;
+    }
+  }
+  const Lsn base = recovered_.checkpoint ? recovered_.checkpoint->lsn : 0;
+  recovered_.last_lsn = base;
+  Lsn expected = 0;  // first lsn the next segment must start at (0: not known yet)
+  for (auto it = segments.begin(); it != segments.end(); ++it) {
+    const bool last = std::next(it) == segments.end();
+    auto next = std::next(it);
+    // Segments wholly covered by the checkpoint are not needed for replay.
+    if (!last && next->first <= base + 1) continue;
+    SegmentScan s = scan_segment(dir_ + "/" + it->second);
+    const Lsn first = s.header.first_lsn;
+    if (s.bytes.size() >= logfmt::kSegmentHeaderBytes && first != it->first) {
+      fail(ErrorCode::LogCorrupt, "segment '", s.path, "' header says first lsn ", first,
+           " but its name says ", it->first);
+    }
+    if (expected != 0 && first != expected) {
+      fail(ErrorCode::LogCorrupt, "segment '", s.path, "' starts at lsn ", first, " but the log before it ends at lsn ",
+           expected - 1, "; a segment is missing");
+    }
+    if (expected == 0 && first > base + 1) {
+      fail(ErrorCode::LogCorrupt, "the log starts at lsn ", first, " but the checkpoint covers only up to lsn ",
+           base, "; records in between are missing");
+    }
+    if (s.torn && !last) {
+      fail(ErrorCode::LogCorrupt, "segment '", s.path, "' is damaged (", s.torn_reason,
+           ") and later segments exist; this is corruption, not a torn tail");
+    }
+    Lsn end = first;
+    for (const ScannedRecord& r : s.records) end = r.header.first_lsn + r.header.lsn_count;
+    expected = end;
+    if (end > 0) recovered_.last_lsn = std::max(recovered_.last_lsn, end - 1);
+    if (s.torn) {
+      recovered_.truncated_tail = true;
+      recovered_.tail_reason = s.torn_reason + " in " + s.path;
+    }
+    recovered_.segments.push_back(std::move(s));
+  }
+}
+
+void Log::start_writing() {
+  last_lsn_ = recovered_.last_lsn;
+  if (!recovered_.segments.empty()) {
+    SegmentScan& last = recovered_.segments.back();
+    if (last.bytes.size() < logfmt::kSegmentHeaderBytes) {
+      remove_file(last.path);  // never got a whole header: nothing in it
+    } else if (last.records.empty() && last.header.first_lsn != last_lsn_ + 1) {
+      // A segment whose first lsn no longer fits (the checkpoint covers it): start afresh.
+    } else {
+      segment_ = PosixFile(last.path, O_WRONLY);
+      segment_size_ = logfmt::padded(last.valid_end);
+      if (last.torn || last.valid_end != last.bytes.size()) segment_.truncate(segment_size_);
+      segment_.seek_end();
+      if (last.torn) segment_.datasync();
+    }
+  }
+  recovered_.segments.clear();
+  recovered_.checkpoint.reset();
+  if (!segment_.is_open()) open_segment(last_lsn_ + 1);
+}
+
+void Log::open_segment(Lsn first_lsn) {
+  const std::string path = dir_ + "/" + logfmt::segment_file_name(first_lsn);
+  PosixFile f(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  const auto header = logfmt::encode_segment_header({first_lsn});
+  f.write_all(header);
+  f.datasync();
+  sync_directory(dir_);
+  segment_ = std::move(f);
+  segment_size_ = header.size();
+}
+
+void Log::check_usable() const {
+  if (broken_) {
+    fail(ErrorCode::Durability, "the log of '", dir_,
+         "' could not be restored after a failed write; reopen the bus to recover");
+  }
+}
+
+// Writes (and with `sync`, fdatasyncs) bytes at the end of the active segment. On any failure
+// the segment is cut back to its previous end, so it ends at the last whole record and nothing
+// the caller was told failed can come back at recovery.
+void Log::write_out(std::span<const std::byte> bytes, bool sync) {
+  try {
+    segment_.write_all(bytes);
+    if (sync) segment_.datasync();
+  } catch (const Error&) {
+    try {
+      segment_.truncate(segment_size_);
+      segment_.seek_end();
+      segment_.datasync();
+    } catch (const Error&) {
+      broken_ = true;
+    }
+    throw;
+  }
+  segment_size_ += bytes.size();
+  bytes_written_ += bytes.size();
+}
+
+void Log::append(std::span<const std::byte> records, Lsn last_lsn) {
+  check_usable();
+  // Rotate before writing: a failure to start a segment must happen before this commit's record
+  // exists anywhere.
+  if (segment_size_ >= kSegmentBytes && pending_.empty()) open_segment(last_lsn_ + 1);
+  if (durability_ == Durability::None) {
+    if (pending_.size() + records.size() > kNoneBufferBytes) sync();
+    pending_.insert(pending_.end(), records.begin(), records.end());
+  } else {
+    write_out(records, durability_ == Durability::Fsync);
+  }
+  last_lsn_ = last_lsn;
+}
+
+void Log::sync() {
+  check_usable();
+  if (!pending_.empty()) {
+    write_out(pending_, true);
+    pending_.clear();
+  } else {
+    segment_.datasync();
+  }
+}
+
+std::string Log::checkpoint(Lsn lsn, PageTable& table) {
+  sync();
+  std::string path = write_checkpoint(dir_, lsn, table);
+  open_segment(lsn + 1);
+  return path;
+}
+
+}  // namespace mmsb

@@ -1,0 +1,107 @@
+#include "mmsb/log/LogFormat.hpp"
+
+#include <bit>
+#include <cstdio>
+
+#include "mmsb/core/Crc32c.hpp"
+
+namespace mmsb::logfmt {
+
+static_assert(std::endian::native == std::endian::little,
+              "the log format is little-endian; big-endian hosts need byte swapping here");
+
+bool is_record_type(std::uint8_t t) noexcept {
+  return t >= static_cast<std::uint8_t>(RecordType::PageCreate) &&
+         t <= static_cast<std::uint8_t>(RecordType::Transaction);
+}
+
+std::uint32_t record_crc(std::span<const std::byte> rec) noexcept {
+  const std::uint32_t c = crc32c(rec.data(), 4);
+  return crc32c(rec.data() + 8, rec.size() - 8, c);
+}
+
+RecordBuilder::RecordBuilder(std::vector<std::byte>& out, RecordType type, std::uint32_t lsn_count,
+                             std::uint64_t first_lsn)
+    : out_(out), start_(out.size()), w_(out) {
+  w_.u32(0);  // body length, filled by finish()
+  w_.u32(0);  // crc, filled by finish()
+  w_.u8(static_cast<std::uint8_t>(type));
+  w_.u8(0);
+  w_.u16(0);
+  w_.u32(lsn_count);
+  w_.u64(first_lsn);
+}
+
+void RecordBuilder::finish() {
+  const std::size_t body = out_.size() - start_ - kRecordHeaderBytes;
+  if (body > kMaxRecordBody) {
+    fail(ErrorCode::InvalidArgument, "a log record of ", body, " bytes exceeds the format limit of ",
+         kMaxRecordBody, " bytes; split the batch");
+  }
+  const auto len = static_cast<std::uint32_t>(body);
+  std::memcpy(out_.data() + start_, &len, 4);
+  const std::uint32_t crc = record_crc({out_.data() + start_, out_.size() - start_});
+  std::memcpy(out_.data() + start_ + 4, &crc, 4);
+  w_.pad_to_align();
+}
+
+std::vector<std::byte> encode_segment_header(const SegmentHeader& h) {
+  std::vector<std::byte> out;
+  ByteWriter w(out);
+  w.bytes(kSegmentMagic, 8);
+  w.u32(kFormatVersion);
+  w.u32(static_cast<std::uint32_t>(kSegmentHeaderBytes));
+  w.u64(h.first_lsn);
+  w.u32(0);
+  w.u32(crc32c(out.data(), out.size()));
+  return out;
+}
+
+SegmentHeader decode_segment_header(std::span<const std::byte> bytes, const std::string& file) {
+  ByteReader r(bytes, "segment " + file);
+  const auto magic = r.bytes(8);
+  if (std::memcmp(magic.data(), kSegmentMagic, 8) != 0) r.corrupt("not an mmsb segment (bad magic)");
+  const std::uint32_t version = r.u32();
+  if (version != kFormatVersion) {
+    r.corrupt("format version " + std::to_string(version) + " is not supported (this build reads " +
+              std::to_string(kFormatVersion) + ")");
+  }
+  if (r.u32() != kSegmentHeaderBytes) r.corrupt("unexpected header size");
+  SegmentHeader h;
+  h.first_lsn = r.u64();
+  r.u32();
+  const std::uint32_t crc = r.u32();
+  if (crc != crc32c(bytes.data(), kSegmentHeaderBytes - 4)) r.corrupt("header checksum mismatch");
+  return h;
+}
+
+namespace {
+std::string numbered(const char* prefix, std::uint64_t n, const char* suffix) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%s%020llu%s", prefix, static_cast<unsigned long long>(n), suffix);
+  return buf;
+}
+bool parse_numbered(std::string_view name, std::string_view prefix, std::string_view suffix,
+                    std::uint64_t& n) {
+  if (name.size() != prefix.size() + 20 + suffix.size()) return false;
+  if (name.substr(0, prefix.size()) != prefix || name.substr(name.size() - suffix.size()) != suffix) return false;
+  n = 0;
+  for (char c : name.substr(prefix.size(), 20)) {
+    if (c < '0' || c > '9') return false;
+    if (n > (UINT64_MAX - 9) / 10) return false;
+    n = n * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return true;
+}
+}  // namespace
+
+std::string segment_file_name(std::uint64_t first_lsn) { return numbered("seg-", first_lsn, ".log"); }
+std::string checkpoint_file_name(std::uint64_t lsn) { return numbered("ckpt-", lsn, ".ckpt"); }
+bool parse_segment_file_name(std::string_view name, std::uint64_t& first_lsn) {
+  return parse_numbered(name, "seg-", ".log", first_lsn);
+}
+bool parse_checkpoint_file_name(std::string_view name, std::uint64_t& lsn) {
+  return parse_numbered(name, "ckpt-", ".ckpt", lsn);
+}
+
+}  // namespace mmsb::logfmt

@@ -1,0 +1,133 @@
+#include "mmsb/log/PosixFile.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "mmsb/core/Error.hpp"
+
+namespace mmsb {
+namespace {
+[[noreturn]] void io_fail(const char* what, const std::string& path, int err) {
+  fail(ErrorCode::Durability, what, " '", path, "' failed: ", std::strerror(err));
+}
+}  // namespace
+
+PosixFile::PosixFile(const std::string& path, int flags, unsigned mode) : path_(path) {
+  do {
+    fd_ = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  } while (fd_ < 0 && errno == EINTR);
+  if (fd_ < 0) io_fail("open", path, errno);
+}
+
+PosixFile& PosixFile::operator=(PosixFile&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.fd_;
+    path_ = std::move(o.path_);
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+PosixFile::~PosixFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void PosixFile::write_all(std::span<const std::byte> bytes) {
+  const std::byte* p = bytes.data();
+  std::size_t left = bytes.size();
+  while (left > 0) {
+    const ssize_t n = ::write(fd_, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      io_fail("write to", path_, errno);
+    }
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+}
+
+void PosixFile::datasync() {
+  if (::fdatasync(fd_) != 0) io_fail("fdatasync of", path_, errno);
+}
+
+void PosixFile::truncate(std::uint64_t size) {
+  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) io_fail("ftruncate of", path_, errno);
+}
+
+std::uint64_t PosixFile::size() const {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) io_fail("fstat of", path_, errno);
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+void PosixFile::seek_end() {
+  if (::lseek(fd_, 0, SEEK_END) < 0) io_fail("lseek in", path_, errno);
+}
+
+std::vector<std::byte> PosixFile::read_all() const {
+  std::vector<std::byte> out(size());
+  std::size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n = ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      io_fail("read of", path_, errno);
+    }
+    if (n == 0) break;  // shrank meanwhile: keep what exists
+    done += static_cast<std::size_t>(n);
+  }
+  out.resize(done);
+  return out;
+}
+
+bool PosixFile::try_lock() {
+  if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) return true;
+  if (errno == EWOULDBLOCK) return false;
+  io_fail("flock of", path_, errno);
+}
+
+void sync_directory(const std::string& dir) {
+  PosixFile d(dir, O_RDONLY | O_DIRECTORY);
+  d.datasync();
+}
+
+void ensure_directory(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) == 0) return;
+  if (errno != EEXIST) io_fail("mkdir", dir, errno);
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) io_fail("stat", dir, errno);
+  if (!S_ISDIR(st.st_mode)) fail(ErrorCode::Durability, "'", dir, "' exists and is not a directory");
+}
+
+std::vector<std::string> list_directory(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) io_fail("opendir", dir, errno);
+  std::vector<std::string> names;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_type == DT_REG || e->d_type == DT_UNKNOWN) names.emplace_back(e->d_name);
+  }
+  ::closedir(d);
+  return names;
+}
+
+bool path_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+void rename_file(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) io_fail("rename of", from, errno);
+}
+
+void remove_file(const std::string& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) io_fail("unlink", path, errno);
+}
+
+}  // namespace mmsb

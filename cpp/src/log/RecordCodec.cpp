@@ -1,0 +1,273 @@
+#include "mmsb/log/RecordCodec.hpp"
+
+#include "mmsb/core/Error.hpp"
+
+namespace mmsb {
+namespace {
+using logfmt::ByteReader;
+using logfmt::ByteWriter;
+using logfmt::RecordType;
+
+constexpr std::size_t kMaxDims = 32;
+
+// ---- bodies (shared by single-op records and transactions) ---------------------------------
+
+void write_metadata(ByteWriter& w, const Metadata& md) {
+  w.u32(static_cast<std::uint32_t>(md.size()));
+  for (const auto& [k, v] : md) {
+    w.str(k);
+    w.u8(v.is_bytes ? 1 : 0);
+    w.str(v.value);
+  }
+}
+
+void write_body(ByteWriter& w, const PageCreateOp& op) {
+  w.u64(op.id);
+  w.u64(op.spec.size);
+  w.u8(static_cast<std::uint8_t>(op.spec.dtype));
+  w.u8(static_cast<std::uint8_t>(op.spec.shape.size()));
+  w.u16(0);
+  w.u32(0);
+  for (std::uint64_t d : op.spec.shape) w.u64(d);
+  w.str(op.spec.name);
+  w.str(op.spec.location);
+  write_metadata(w, op.spec.metadata);
+}
+void write_body(ByteWriter& w, const PageDeleteOp& op) { w.u64(op.id); }
+void write_body(ByteWriter& w, const MetadataOp& op) {
+  w.u64(op.id);
+  w.str(op.key);
+  w.u8(op.value ? 1 : 0);
+  w.u8(op.value && op.value->is_bytes ? 1 : 0);
+  w.str(op.value ? std::string_view(op.value->value) : std::string_view());
+}
+void write_body(ByteWriter& w, const Delta& d) {
+  w.u64(d.page_id());
+  w.u64(d.timestamp_ns);
+  w.u8(static_cast<std::uint8_t>(d.source));
+  for (int i = 0; i < 7; ++i) w.u8(0);
+  w.u64(d.run_list().size());
+  for (const Run& r : d.run_list()) {
+    w.u64(r.offset);
+    w.u64(r.length);
+  }
+  w.bytes(d.payload());
+}
+void write_body(ByteWriter& w, const DeltaBatchView& b, std::uint64_t timestamp_ns) {
+  w.u64(timestamp_ns);
+  w.u64(b.rows());
+  w.bytes(b.page_ids.data(), b.rows() * 8);
+  w.bytes(b.offsets.data(), b.rows() * 8);
+  w.bytes(b.lengths.data(), b.rows() * 8);
+  w.bytes(b.payload);
+}
+void write_body(ByteWriter& w, const DeltaOp& op) { write_body(w, op.delta); }
+void write_body(ByteWriter& w, const BatchOp& op) { write_body(w, op.view(), op.timestamp_ns); }
+
+RecordType type_of(const LogOp& op) {
+  switch (op.index()) {
+    case 0: return RecordType::PageCreate;
+    case 1: return RecordType::PageDelete;
+    case 2: return RecordType::Metadata;
+    case 3: return RecordType::Delta;
+    default: return RecordType::Batch;
+  }
+}
+
+template <class Op>
+void single(std::vector<std::byte>& out, RecordType type, Lsn first, std::uint32_t count, const Op& op) {
+  logfmt::RecordBuilder rb(out, type, count, first);
+  write_body(rb.writer(), op);
+  rb.finish();
+}
+
+// ---- decoding ---------------------------------------------------------------------------------
+
+Metadata read_metadata(ByteReader& r) {
+  Metadata md;
+  const std::uint32_t n = r.u32();
+  for (std::uint32_t i = 0; i < n; ++i) {
+    std::string key = r.str();
+    const std::uint8_t is_bytes = r.u8();
+    if (is_bytes > 1) r.corrupt("metadata flag must be 0 or 1");
+    md.insert_or_assign(std::move(key), MetaValue{r.str(), is_bytes == 1});
+  }
+  return md;
+}
+
+std::vector<std::uint64_t> read_u64s(ByteReader& r, std::uint64_t n) {
+  if (n > r.remaining() / 8) r.corrupt("column of " + std::to_string(n) + " values exceeds the record");
+  const auto raw = r.bytes(n * 8);
+  std::vector<std::uint64_t> out(n);
+  if (n != 0) std::memcpy(out.data(), raw.data(), n * 8);
+  return out;
+}
+
+LogOp read_op(RecordType type, ByteReader& r) {
+  switch (type) {
+    case RecordType::PageCreate: {
+      PageCreateOp op;
+      op.id = r.u64();
+      op.spec.size = r.u64();
+      const std::uint8_t dtype = r.u8();
+      if (dtype > static_cast<std::uint8_t>(DType::Complex128)) r.corrupt("unknown dtype code");
+      op.spec.dtype = static_cast<DType>(dtype);
+      const std::uint8_t ndim = r.u8();
+      if (ndim > kMaxDims) r.corrupt("too many dimensions");
+      r.u16();
+      r.u32();
+      for (std::uint8_t i = 0; i < ndim; ++i) op.spec.shape.push_back(r.u64());
+      op.spec.name = r.str();
+      op.spec.location = r.str();
+      op.spec.metadata = read_metadata(r);
+      return op;
+    }
+    case RecordType::PageDelete:
+      return PageDeleteOp{r.u64()};
+    case RecordType::Metadata: {
+      MetadataOp op;
+      op.id = r.u64();
+      op.key = r.str();
+      const std::uint8_t has = r.u8();
+      const std::uint8_t is_bytes = r.u8();
+      std::string value = r.str();
+      if (has > 1 || is_bytes > 1) r.corrupt("metadata flags must be 0 or 1");
+      if (has == 1) op.value = MetaValue{std::move(value), is_bytes == 1};
+      return op;
+    }
+    case RecordType::Delta: {
+      const PageId page = r.u64();
+      const std::uint64_t ts = r.u64();
+      const std::uint8_t source = r.u8();
+      if (source > static_cast<std::uint8_t>(Source::Remote)) r.corrupt("unknown delta source");
+      r.bytes(7);
+      const std::uint64_t nruns = r.u64();
+      if (nruns > r.remaining() / 16) r.corrupt("run count exceeds the record");
+      std::vector<std::uint64_t> offsets(nruns), lengths(nruns);
+      for (std::uint64_t i = 0; i < nruns; ++i) {
+        offsets[i] = r.u64();
+        lengths[i] = r.u64();
+      }
+      std::uint64_t total = 0;
+      for (std::uint64_t len : lengths) {
+        if (total + len < total) r.corrupt("run lengths overflow");
+        total += len;
+      }
+      const auto payload = r.bytes(total);
+      DeltaOp op;
+      try {
+        op.delta = Delta::runs(page, offsets, lengths, payload);
+      } catch (const Error& e) {
+        r.corrupt(e.what());
+      }
+      op.delta.timestamp_ns = ts;
+      op.delta.source = static_cast<Source>(source);
+      return op;
+    }
+    case RecordType::Batch: {
+      BatchOp op;
+      op.timestamp_ns = r.u64();
+      const std::uint64_t rows = r.u64();
+      if (rows > r.remaining() / 24) r.corrupt("row count exceeds the record");
+      op.page_ids = read_u64s(r, rows);
+      op.offsets = read_u64s(r, rows);
+      op.lengths = read_u64s(r, rows);
+      std::uint64_t total = 0;
+      for (std::uint64_t len : op.lengths) {
+        if (total + len < total) r.corrupt("row lengths overflow");
+        total += len;
+      }
+      op.payload = r.bytes(total);
+      return op;
+    }
+    case RecordType::Transaction:
+      break;
+  }
+  r.corrupt("unexpected record type inside a transaction");
+}
+
+}  // namespace
+
+std::uint64_t op_lsn_count(const LogOp& op) noexcept {
+  if (const auto* b = std::get_if<BatchOp>(&op)) return b->page_ids.size();
+  return 1;
+}
+
+void encode_op_record(std::vector<std::byte>& out, Lsn first, const PageCreateOp& op) {
+  single(out, RecordType::PageCreate, first, 1, op);
+}
+void encode_op_record(std::vector<std::byte>& out, Lsn first, const PageDeleteOp& op) {
+  single(out, RecordType::PageDelete, first, 1, op);
+}
+void encode_op_record(std::vector<std::byte>& out, Lsn first, const MetadataOp& op) {
+  single(out, RecordType::Metadata, first, 1, op);
+}
+void encode_op_record(std::vector<std::byte>& out, Lsn first, const Delta& delta) {
+  single(out, RecordType::Delta, first, 1, delta);
+}
+void encode_op_record(std::vector<std::byte>& out, Lsn first, const DeltaBatchView& batch,
+                      std::uint64_t timestamp_ns) {
+  logfmt::RecordBuilder rb(out, RecordType::Batch, static_cast<std::uint32_t>(batch.rows()), first);
+  write_body(rb.writer(), batch, timestamp_ns);
+  rb.finish();
+}
+
+void encode_transaction_record(std::vector<std::byte>& out, Lsn first, std::span<const LogOp> ops) {
+  std::uint64_t count = 0;
+  for (const LogOp& op : ops) count += op_lsn_count(op);
+  logfmt::RecordBuilder rb(out, RecordType::Transaction, static_cast<std::uint32_t>(count), first);
+  ByteWriter& w = rb.writer();
+  w.u32(static_cast<std::uint32_t>(ops.size()));
+  w.u32(0);
+  for (const LogOp& op : ops) {
+    w.u8(static_cast<std::uint8_t>(type_of(op)));
+    w.u8(0);
+    w.u16(0);
+    const std::size_t len_at = out.size();
+    w.u32(0);
+    const std::size_t body_at = out.size();
+    std::visit([&](const auto& o) { write_body(w, o); }, op);
+    const auto len = static_cast<std::uint32_t>(out.size() - body_at);
+    std::memcpy(out.data() + len_at, &len, 4);
+    w.pad_to_align();
+  }
+  rb.finish();
+}
+
+LogRecord decode_record(const logfmt::RecordHeader& h, std::span<const std::byte> body,
+                        const std::string& where) {
+  ByteReader r(body, where);
+  LogRecord rec;
+  rec.type = h.type;
+  rec.first_lsn = h.first_lsn;
+  rec.lsn_count = h.lsn_count;
+  if (h.type == RecordType::Transaction) {
+    const std::uint32_t n = r.u32();
+    r.u32();
+    if (n > r.remaining() / 8) r.corrupt("transaction op count exceeds the record");
+    for (std::uint32_t i = 0; i < n; ++i) {
+      const std::uint8_t type = r.u8();
+      r.u8();
+      r.u16();
+      const std::uint32_t len = r.u32();
+      if (!logfmt::is_record_type(type) || type == static_cast<std::uint8_t>(RecordType::Transaction)) {
+        r.corrupt("bad op type " + std::to_string(type) + " inside a transaction");
+      }
+      ByteReader inner(r.bytes(len), where + " (transaction op " + std::to_string(i) + ")");
+      rec.ops.push_back(read_op(static_cast<RecordType>(type), inner));
+      if (inner.remaining() != 0) inner.corrupt("trailing bytes after the op");
+      r.skip_to_align();
+    }
+  } else {
+    rec.ops.push_back(read_op(h.type, r));
+  }
+  if (r.remaining() != 0) r.corrupt("trailing bytes after the record body");
+  std::uint64_t count = 0;
+  for (const LogOp& op : rec.ops) count += op_lsn_count(op);
+  if (count != h.lsn_count) {
+    r.corrupt("record claims " + std::to_string(h.lsn_count) + " lsns but holds " + std::to_string(count));
+  }
+  return rec;
+}
+
+}  // namespace mmsb
