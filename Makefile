@@ -11,7 +11,7 @@ CMAKE_GEN := -G Ninja
 TEST_BUILD := build/cpp-tests
 ASAN_BUILD := build/cpp-asan
 
-.PHONY: setup run test test-cpp test-asan test-python test-bench-smoke test-slow bench clean
+.PHONY: setup run test test-cpp test-asan test-python test-fuzz test-bench-smoke test-slow fuzz bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -19,7 +19,7 @@ setup:
 run: setup
 	$(VENV)/bin/mmsb demo
 
-test: setup test-cpp test-asan test-python test-bench-smoke
+test: setup test-cpp test-asan test-python test-fuzz test-bench-smoke
 	@echo "make test: all suites passed"
 
 # Release build with every feature found here (CUDA compiled when nvcc exists: proves that path).
@@ -37,6 +37,13 @@ test-asan:
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
+
+# A short bounded libFuzzer run over the log and checkpoint parsers (longer: make fuzz).
+test-fuzz:
+	bash scripts/fuzz.sh 20
+
+fuzz:
+	bash scripts/fuzz.sh 600
 
 test-python:
 	$(PY) -m pytest tests/python -q -m "not slow"

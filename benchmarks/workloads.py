@@ -41,6 +41,10 @@ class DeltaRows:
         """Index of the 64-byte slot each row overwrites in a (PAGES * SLOTS_PER_PAGE, 64) view."""
         return self.page * SLOTS_PER_PAGE + self.offset // DELTA_BYTES
 
+    def head(self, rows: int) -> DeltaRows:
+        """The first `rows` deltas, as views (no copy)."""
+        return DeltaRows(self.page[:rows], self.offset[:rows], self.payload[:rows])
+
     def mmsb_columns(self, first_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(page_ids, offsets, lengths, payload) for mmsb.DeltaBatch. uint64 columns are taken
         without a copy by the binding, so building them here keeps conversions out of timings."""

@@ -11,3 +11,12 @@ if(MMSB_SANITIZE)
   add_compile_options(${_flags} -g)
   add_link_options(${_flags})
 endif()
+
+# Fuzzers: coverage instrumentation in every object (the engine included); the libFuzzer runtime
+# is linked into the fuzz targets only (tests/fuzz).
+if(MMSB_BUILD_FUZZERS)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "MMSB_BUILD_FUZZERS needs clang (CXX=clang++)")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link)
+endif()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import TracebackType
 from typing import Any, Iterator, Literal, Mapping, Optional, Sequence, Union
 
@@ -128,7 +129,25 @@ class DeltaBatch:
     def __len__(self) -> int: ...
 
 class Bus:
-    def __init__(self, *, threads: Optional[int] = None) -> None: ...
+    def __init__(
+        self,
+        path: Union[str, "os.PathLike[str]", None] = None,
+        *,
+        durability: Literal["none", "flush", "fsync"] = "flush",
+        threads: Optional[int] = None,
+    ) -> None: ...
+    @staticmethod
+    def _open(path: Any, durability: str, threads: Optional[int]) -> Bus: ...
+    def checkpoint(self) -> int: ...
+    @property
+    def path(self) -> Optional[str]: ...
+    @property
+    def durability(self) -> Optional[str]: ...
+    @property
+    def recovery(self) -> dict[str, Any]: ...
+    def _create_page(
+        self, size: Any, shape: Any, dtype: Any, data: Any, name: Any, metadata: Any, location: str
+    ) -> Page: ...
     def create_page(
         self,
         size: Optional[int] = None,

@@ -40,3 +40,13 @@ def ref():
 def state():
     """capture_state(bus): bytes and epoch of every live page, names and lsn."""
     return capture_state
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` (long soaks) run only when asked for: `-m slow` (make test-slow)."""
+    if "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow soak: run with -m slow (make test-slow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -10,6 +10,8 @@ Rules modelled:
 - epoch 0 at creation, +1 per committed delta on the page; initial `data=` content is delta 1;
 - explicit deltas (write, apply, batch rows) always commit, even with identical bytes;
 - derived deltas (update / edit) commit only when the content changed;
+- metadata (str -> str/bytes) given at creation is part of the creation record (no extra lsn);
+  set_metadata takes one lsn, except removing a key that is not there (no record, no lsn);
 - overlapping runs resolve per byte to the last run given (last writer wins);
 - a rejected call changes nothing.
 """
@@ -84,7 +86,8 @@ class RefBus:
         self.next_id = 1
 
     # ---- pages ------------------------------------------------------------------------------
-    def create_page(self, size=None, *, shape=None, dtype=None, data=None, name=None):
+    def create_page(self, size=None, *, shape=None, dtype=None, data=None, name=None,
+                    metadata=None):
         """Returns the new id. Exactly like Bus.create_page for the forms the tests use."""
         if name is not None and name in self.names:
             raise RefError(f"duplicate name {name!r}")
@@ -119,7 +122,7 @@ class RefBus:
         self.epochs[pid] = 0
         self.dtypes[pid] = dt
         self.shapes[pid] = shp
-        self.metadata[pid] = {}
+        self.metadata[pid] = dict(metadata or {})
         if name is not None:
             self.names[name] = pid
         self.lsn += 1
@@ -170,6 +173,19 @@ class RefBus:
     def write(self, pid, offset, data, expect_epoch=None):
         return self.apply(pid, [(offset, bytes(data))], expect_epoch)
 
+    def write_block(self, pid, offset, data):
+        """write() of one large run by slice assignment (the per-byte paint is too slow for MiBs);
+        same rules: bounds checked first, epoch +1, lsn +1, identical bytes still commit."""
+        self._check(pid)
+        data = bytes(data)
+        page = self.pages[pid]
+        if offset < 0 or offset + len(data) > len(page):
+            raise RefError(f"bytes [{offset}, {offset + len(data)}) outside page of {len(page)}")
+        page[offset:offset + len(data)] = data
+        self.epochs[pid] += 1
+        self.lsn += 1
+        return self.epochs[pid]
+
     def masked(self, pid, byte_mask, data):
         """Byte mask over the page start; dense (len(mask)) or sparse (popcount) payload."""
         return self.apply(pid, mask_runs(byte_mask, data))
@@ -209,6 +225,19 @@ class RefBus:
         }
 
 
+    def full_state(self):
+        """state() plus every page's layout (size, dtype string, shape) and metadata: the same
+        shape as capture_full_state(bus)."""
+        st = self.state()
+        st["layout"] = {
+            pid: (len(b), None if self.dtypes[pid] is None else np.dtype(self.dtypes[pid]).str,
+                  None if self.shapes[pid] is None else tuple(self.shapes[pid]))
+            for pid, b in self.pages.items()
+        }
+        st["metadata"] = {pid: dict(md) for pid, md in self.metadata.items()}
+        return st
+
+
 def capture_state(bus):
     """Every live page's bytes and epoch, the names and the bus lsn (for before/after checks)."""
     pages = {}
@@ -219,3 +248,15 @@ def capture_state(bus):
         if p.name is not None:
             names[p.name] = p.id
     return {"lsn": bus.lsn, "pages": pages, "names": names}
+
+
+def capture_full_state(bus):
+    """capture_state(bus) plus each page's layout (size, dtype string, shape) and metadata."""
+    st = capture_state(bus)
+    st["layout"] = {}
+    st["metadata"] = {}
+    for p in bus.pages():
+        st["layout"][p.id] = (p.size, None if p.dtype is None else p.dtype.str,
+                              None if p.shape is None else tuple(p.shape))
+        st["metadata"][p.id] = dict(p.metadata)
+    return st

@@ -38,7 +38,12 @@ void Bus::recover_locked() {
   if (rec.checkpoint) {
     const CheckpointData& cp = *rec.checkpoint;
     for (const PageImage& img : cp.pages) {
-      table_.restore(img.create.id, img.create.spec, img.data, img.epoch, img.last_lsn);
+      try {
+        table_.restore(img.create.id, img.create.spec, img.data, img.epoch, img.last_lsn);
+      } catch (const Error& e) {
+        fail(ErrorCode::LogCorrupt, "checkpoint at lsn ", cp.lsn, " of '", path_, "': page ",
+             img.create.id, " cannot be restored: ", e.what());
+      }
     }
     table_.reserve_ids_below(cp.next_page_id);
     base = cp.lsn;
@@ -63,7 +68,6 @@ void Bus::recover_locked() {
           lsn += op_lsn_count(op);
         }
       } catch (const Error& e) {
-        if (e.code() == ErrorCode::LogCorrupt) throw;
         fail(ErrorCode::LogCorrupt, where, " (lsn ", lsn, ") cannot be replayed: ", e.what());
       }
       lsn_.store(last, std::memory_order_relaxed);

@@ -124,6 +124,11 @@ CheckpointData read_checkpoint(const std::string& path) {
     LogRecord rec = decode_record(h, b.bytes(h.body_bytes), path);
     b.skip_to_align();
     img.create = std::get<PageCreateOp>(rec.ops.front());
+    try {
+      PageTable::validate_layout(img.create.spec);
+    } catch (const Error& e) {
+      b.corrupt(std::string("impossible page layout: ") + e.what());
+    }
     img.data = b.bytes(img.create.spec.size);
     if (b.remaining() != 0) b.corrupt("trailing bytes in page entry");
     if (img.create.id == 0 || img.create.id >= cp.next_page_id) b.corrupt("page id out of range");

@@ -55,7 +55,10 @@ void Log::scan() {
   std::map<Lsn, std::string> segments, checkpoints;
   for (const std::string& name : list_directory(dir_)) {
     std::uint64_t n = 0;
-    if (logfmt::parse_segment_file_name(name, n)) segments.emplace(n, name);
+    if (logfmt::parse_segment_file_name(name, n)) {
+      if (n == 0) fail(ErrorCode::LogCorrupt, "'", dir_, "/", name, "' is not an mmsb segment (lsns start at 1)");
+      segments.emplace(n, name);
+    }
     if (logfmt::parse_checkpoint_file_name(name, n)) checkpoints.emplace(n, name);
   }
   // Newest checkpoint that reads back whole; older ones are the fallback for a damaged newest.
@@ -85,8 +88,9 @@ void Log::scan() {
            expected - 1, "; a segment is missing");
     }
     if (expected == 0 && first > base + 1) {
-      fail(ErrorCode::LogCorrupt, "the log starts at lsn ", first, " but the checkpoint covers only up to lsn ",
-           base, "; records in between are missing");
+      fail(ErrorCode::LogCorrupt, "the log of '", dir_, "' starts at lsn ", first, " (segment '", s.path,
+           "') but ", recovered_.checkpoint ? "the newest valid checkpoint ends" : "without a checkpoint the log must start",
+           " at lsn ", base + 1, "; records in between are missing");
     }
     if (s.torn && !last) {
       fail(ErrorCode::LogCorrupt, "segment '", s.path, "' is damaged (", s.torn_reason,
@@ -115,7 +119,9 @@ void Log::start_writing() {
     } else {
       segment_ = PosixFile(last.path, O_WRONLY);
       segment_size_ = logfmt::padded(last.valid_end);
-      if (last.torn || last.valid_end != last.bytes.size()) segment_.truncate(segment_size_);
+      // Cut a torn tail, and restore the zero padding of a file cut inside it, so the next
+      // record starts where a reader looks for it.
+      if (last.torn || segment_size_ != last.bytes.size()) segment_.truncate(segment_size_);
       segment_.seek_end();
       if (last.torn) segment_.datasync();
     }
@@ -129,9 +135,15 @@ void Log::open_segment(Lsn first_lsn) {
   const std::string path = dir_ + "/" + logfmt::segment_file_name(first_lsn);
   PosixFile f(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   const auto header = logfmt::encode_segment_header({first_lsn});
-  f.write_all(header);
-  f.datasync();
-  sync_directory(dir_);
+  try {
+    f.write_all(header);
+    f.datasync();
+    sync_directory(dir_);
+  } catch (const Error&) {
+    // A half-made segment would make recovery skip the segment still in use as "covered".
+    remove_file(path);
+    throw;
+  }
   segment_ = std::move(f);
   segment_size_ = header.size();
 }
@@ -164,14 +176,18 @@ void Log::write_out(std::span<const std::byte> bytes, bool sync) {
   bytes_written_ += bytes.size();
 }
 
-void Log::append(std::span<const std::byte> records, Lsn last_lsn) {
+void Log::append(std::vector<std::byte>& records, Lsn last_lsn) {
   check_usable();
   // Rotate before writing: a failure to start a segment must happen before this commit's record
   // exists anywhere.
   if (segment_size_ >= kSegmentBytes && pending_.empty()) open_segment(last_lsn_ + 1);
   if (durability_ == Durability::None) {
     if (pending_.size() + records.size() > kNoneBufferBytes) sync();
-    pending_.insert(pending_.end(), records.begin(), records.end());
+    if (pending_.empty()) {
+      pending_.swap(records);  // a big batch record is not copied a second time
+    } else {
+      pending_.insert(pending_.end(), records.begin(), records.end());
+    }
   } else {
     write_out(records, durability_ == Durability::Fsync);
   }

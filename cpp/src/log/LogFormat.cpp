@@ -88,8 +88,9 @@ bool parse_numbered(std::string_view name, std::string_view prefix, std::string_
   n = 0;
   for (char c : name.substr(prefix.size(), 20)) {
     if (c < '0' || c > '9') return false;
-    if (n > (UINT64_MAX - 9) / 10) return false;
-    n = n * 10 + static_cast<std::uint64_t>(c - '0');
+    const auto digit = static_cast<std::uint64_t>(c - '0');
+    if (n > (UINT64_MAX - digit) / 10) return false;
+    n = n * 10 + digit;
   }
   return true;
 }

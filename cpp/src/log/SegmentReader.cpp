@@ -36,8 +36,8 @@ bool valid_record_after(std::span<const std::byte> bytes, std::uint64_t from, st
 
 bool check_record_at(std::span<const std::byte> bytes, std::uint64_t pos, std::uint64_t expected_lsn,
                      ScannedRecord& out, std::string& why) {
-  if (bytes.size() - pos < logfmt::kRecordHeaderBytes) {
-    why = "incomplete record header (" + std::to_string(bytes.size() - pos) + " bytes)";
+  if (pos > bytes.size() || bytes.size() - pos < logfmt::kRecordHeaderBytes) {
+    why = "incomplete record header at byte " + std::to_string(pos);
     return false;
   }
   logfmt::RecordHeader h;

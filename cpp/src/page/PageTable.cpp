@@ -11,6 +11,16 @@ constexpr std::size_t kMaxDims = 32;
 }  // namespace
 
 void PageTable::validate(const PageSpec& spec) const {
+  validate_layout(spec);
+  if (!spec.name.empty()) {
+    if (PageId other = find_name(spec.name)) {
+      fail(ErrorCode::InvalidArgument, "page name '", spec.name, "' is already used by page ",
+           other, "; names are unique within a bus");
+    }
+  }
+}
+
+void PageTable::validate_layout(const PageSpec& spec) {
   if (spec.size == 0) {
     fail(ErrorCode::InvalidArgument, "page size must be at least 1 byte; got 0");
   }
@@ -47,12 +57,6 @@ void PageTable::validate(const PageSpec& spec) const {
   if (spec.name.size() > kMaxNameBytes) {
     fail(ErrorCode::InvalidArgument, "page name is ", spec.name.size(), " bytes; at most ",
          kMaxNameBytes, " are allowed");
-  }
-  if (!spec.name.empty()) {
-    if (PageId other = find_name(spec.name)) {
-      fail(ErrorCode::InvalidArgument, "page name '", spec.name, "' is already used by page ",
-           other, "; names are unique within a bus");
-    }
   }
 }
 

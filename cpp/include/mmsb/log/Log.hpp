@@ -57,7 +57,8 @@ class Log {
   /// Appends framed records holding lsns up to `last_lsn`, durable per the mode on return.
   /// On failure the file is cut back to where it was and Error(Durability) is thrown: the caller
   /// must not apply the change. After a failure that cannot be undone every append throws.
-  void append(std::span<const std::byte> records, Lsn last_lsn);
+  /// With durability=none the bytes may be moved out of `records` (left empty) instead of copied.
+  void append(std::vector<std::byte>& records, Lsn last_lsn);
   /// Writes everything pending and fdatasyncs it (close, checkpoint, durability=none).
   void sync();
   /// Writes a checkpoint of `table` at `lsn` (after sync()) and starts a new segment after it.

@@ -39,6 +39,8 @@ class PageTable {
   /// Checks a spec without changing anything; throws Error(InvalidArgument) naming the bad field
   /// (size 0 or too large, shape/dtype inconsistent with size, duplicate or empty name).
   void validate(const PageSpec& spec) const;
+  /// The part of validate() that needs no table: size, dtype, shape, name length.
+  static void validate_layout(const PageSpec& spec);
   /// Creates a zero-filled page with the next id. Validates first; throws as validate() or
   /// Error(OutOfMemory), leaving the table unchanged.
   PageRecord& create(const PageSpec& spec);

@@ -1,0 +1,272 @@
+// Segment scanning as recovery uses it: a segment cut at any byte yields exactly the records that
+// lie wholly before the cut (a torn tail, never an error); a damaged record followed by a good
+// one is corruption (LogCorrupt naming the file and offset), while a damaged last record is a
+// torn tail. The segment is written by mmsb::Log itself, so the framing under test is the real one.
+#include <gtest/gtest.h>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "TestUtil.hpp"
+#include "log/LogTestUtil.hpp"
+#include "mmsb/log/Log.hpp"
+#include "mmsb/log/SegmentReader.hpp"
+
+namespace mmsb {
+namespace {
+
+using test::Bytes;
+
+struct Expected {
+  std::uint64_t offset = 0;
+  std::uint64_t end = 0;         // one past the body: what the CRC covers
+  std::uint64_t padded_end = 0;  // where the next record starts
+  Lsn first_lsn = 0;
+  LogOp op;
+};
+
+class SegmentScanTest : public ::testing::Test {
+ protected:
+  static constexpr int kRecords = 30;
+
+  void SetUp() override {
+    bus_dir_ = dir_ / "bus";
+    payloads_.reserve(kRecords);  // batch ops hold spans into these: no reallocation
+    Log log(bus_dir_, Durability::Flush, /*create=*/true);
+    log.start_writing();
+    std::uint64_t at = logfmt::kSegmentHeaderBytes;
+    Lsn lsn = 1;
+    for (int i = 0; i < kRecords; ++i) {
+      Bytes rec;
+      const LogOp op = make_op(i);
+      // Every fifth record is a one-op transaction, so both framings are covered.
+      if (i % 5 == 4) {
+        encode_transaction_record(rec, lsn, std::span(&op, 1));
+      } else {
+        test::encode_single(rec, lsn, op);
+      }
+      const std::uint64_t body = test::header_at(rec, 0).body_bytes;
+      expected_.push_back({at, at + logfmt::kRecordHeaderBytes + body, at + rec.size(), lsn, op});
+      at += rec.size();
+      lsn += op_lsn_count(op);
+      log.append(rec, lsn - 1);
+    }
+    segment_ = test::segment_files(bus_dir_).at(0);
+    image_ = test::read_file(segment_);
+    ASSERT_EQ(image_.size(), at);
+  }
+
+  // Mixed kinds with bodies of every length mod 8, so every padding size occurs.
+  LogOp make_op(int i) {
+    const auto id = static_cast<PageId>(i + 1);
+    switch (i % 6) {
+      case 0: {
+        PageSpec spec{static_cast<std::uint64_t>(64 + i), DType::Raw, {}, "p" + std::string(i % 8, 'x'), {}, "cpu"};
+        spec.metadata["m"] = MetaValue{std::string(i % 3, '\0'), true};
+        return PageCreateOp{id, spec};
+      }
+      case 1:
+        return PageDeleteOp{id};
+      case 2:
+        return MetadataOp{id, std::string(1 + i % 7, 'k'), MetaValue{"v", false}};
+      case 3: {
+        Delta d = Delta::at(id, static_cast<std::uint64_t>(i), test::random_bytes(rng_, 1 + i % 9));
+        d.timestamp_ns = static_cast<std::uint64_t>(i);
+        return DeltaOp{d};
+      }
+      case 4: {
+        const std::vector<std::uint64_t> offsets = {0, 20, 9};
+        const std::vector<std::uint64_t> lengths = {3, static_cast<std::uint64_t>(i % 5), 2};
+        return DeltaOp{Delta::runs(id, offsets, lengths, test::random_bytes(rng_, 5 + i % 5))};
+      }
+      default: {
+        payloads_.push_back(test::random_bytes(rng_, 3 + i % 4));
+        BatchOp b;
+        b.page_ids = {id, id + 1};
+        b.offsets = {0, 8};
+        b.lengths = {1, 2 + static_cast<std::uint64_t>(i % 4)};
+        b.payload = payloads_.back();
+        return b;
+      }
+    }
+  }
+
+  // Checks that `scan` holds exactly expected_[0, n) and decodes them to the ops written.
+  void expect_records(const SegmentScan& scan, std::size_t n, bool decode) {
+    ASSERT_EQ(scan.records.size(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      EXPECT_EQ(scan.records[i].offset, expected_[i].offset);
+      EXPECT_EQ(scan.records[i].header.first_lsn, expected_[i].first_lsn);
+      if (decode) {
+        const LogRecord rec = decode_record(scan.records[i].header, scan.records[i].body, "t");
+        ASSERT_EQ(rec.ops.size(), 1u);
+        EXPECT_TRUE(test::same_op(expected_[i].op, rec.ops[0])) << "record " << i;
+      }
+    }
+  }
+
+  test::TempDir dir_;
+  test::Rng rng_{11};
+  std::string bus_dir_;
+  std::string segment_;
+  Bytes image_;
+  std::vector<Expected> expected_;
+  std::vector<Bytes> payloads_;  // batch payloads are spans
+};
+
+TEST_F(SegmentScanTest, WholeSegmentScansClean) {
+  const SegmentScan scan = scan_segment(segment_);
+  EXPECT_FALSE(scan.torn) << scan.torn_reason;
+  EXPECT_EQ(scan.header.first_lsn, 1u);
+  EXPECT_EQ(scan.valid_end, image_.size());
+  expect_records(scan, kRecords, /*decode=*/true);
+}
+
+TEST_F(SegmentScanTest, CutAtEveryByteKeepsTheWholeRecordsBeforeIt) {
+  const std::string cut_path = dir_ / "cut.log";
+  for (std::uint64_t cut = 0; cut <= image_.size(); ++cut) {
+    SCOPED_TRACE("cut at byte " + std::to_string(cut));
+    test::write_file(cut_path, std::span(image_).first(cut));
+    SegmentScan scan;
+    try {
+      scan = scan_segment(cut_path);
+    } catch (const Error& e) {
+      FAIL() << "a cut segment must read as a torn tail, got: " << e.what();
+    }
+    if (cut < logfmt::kSegmentHeaderBytes) {
+      EXPECT_TRUE(scan.torn);
+      EXPECT_TRUE(scan.records.empty());
+      continue;
+    }
+    // A record counts once its CRC-covered bytes are all there (its padding may be cut off).
+    std::size_t whole = 0;
+    while (whole < expected_.size() && expected_[whole].end <= cut) ++whole;
+    const std::uint64_t last_end = whole == 0 ? logfmt::kSegmentHeaderBytes : expected_[whole - 1].padded_end;
+    const bool at_boundary = cut <= last_end;
+    expect_records(scan, whole, /*decode=*/at_boundary);
+    EXPECT_EQ(scan.valid_end, std::min(cut, last_end));
+    EXPECT_EQ(scan.torn, !at_boundary) << scan.torn_reason;
+    if (scan.torn) {
+      EXPECT_NE(scan.torn_reason.find("at byte " + std::to_string(last_end)), std::string::npos)
+          << scan.torn_reason;
+    }
+  }
+}
+
+TEST_F(SegmentScanTest, DamagedRecordIsCorruptionUnlessItIsTheLast) {
+  const std::string bad_path = dir_ / "bad.log";
+  for (std::size_t i = 0; i < expected_.size(); ++i) {
+    const Expected& e = expected_[i];
+    // One bit in the header, one in the body (each record has a body).
+    for (const std::uint64_t byte : {e.offset + test::uniform(rng_, 0, logfmt::kRecordHeaderBytes - 1),
+                                     test::uniform(rng_, e.offset + logfmt::kRecordHeaderBytes, e.end - 1)}) {
+      SCOPED_TRACE("record " + std::to_string(i) + ", byte " + std::to_string(byte));
+      Bytes bad = image_;
+      test::flip_bit(bad, byte * 8 + test::uniform(rng_, 0, 7));
+      test::write_file(bad_path, bad);
+      if (i + 1 == expected_.size()) {
+        SegmentScan scan;
+        ASSERT_NO_THROW(scan = scan_segment(bad_path));
+        EXPECT_TRUE(scan.torn);
+        expect_records(scan, i, /*decode=*/false);
+        EXPECT_EQ(scan.valid_end, e.offset);
+      } else {
+        const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { scan_segment(bad_path); });
+        EXPECT_NE(msg.find(bad_path), std::string::npos) << msg;
+        EXPECT_NE(msg.find("at byte " + std::to_string(e.offset)), std::string::npos) << msg;
+      }
+    }
+  }
+}
+
+TEST_F(SegmentScanTest, ZeroOrGarbageTailIsTorn) {
+  // File systems may leave a crashed append as zeros or stale blocks after the last record.
+  for (const Bytes& tail : {Bytes(4096), test::random_bytes(rng_, 333)}) {
+    Bytes grown = image_;
+    grown.insert(grown.end(), tail.begin(), tail.end());
+    test::write_file(segment_, grown);
+    const SegmentScan scan = scan_segment(segment_);
+    EXPECT_TRUE(scan.torn);
+    EXPECT_EQ(scan.valid_end, image_.size());
+    expect_records(scan, kRecords, /*decode=*/true);
+  }
+}
+
+TEST_F(SegmentScanTest, ReaderResumesAtAnyRecordOffset) {
+  for (const Expected& e : expected_) {
+    ScannedRecord rec;
+    std::string why;
+    ASSERT_TRUE(check_record_at(image_, e.offset, e.first_lsn, rec, why)) << why;
+    EXPECT_EQ(rec.offset, e.offset);
+    EXPECT_FALSE(check_record_at(image_, e.offset, e.first_lsn + 1, rec, why)) << "lsn not checked";
+    // Not at a record start: never accepted, never read out of bounds.
+    EXPECT_FALSE(check_record_at(image_, e.offset + 8 < image_.size() ? e.offset + 8 : e.offset + 1,
+                                 e.first_lsn, rec, why));
+  }
+  ScannedRecord rec;
+  std::string why;
+  EXPECT_FALSE(check_record_at(image_, image_.size(), 1, rec, why));
+  EXPECT_FALSE(check_record_at(image_, image_.size() - 3, 1, rec, why));
+}
+
+// check_record_at promises never to read out of bounds, for any position it is given. The bytes
+// end exactly at an inaccessible page, so any read past them faults in every build, not only
+// under ASan. (No fixture: a fault here must not leave a temp directory behind.)
+TEST(SegmentScanBoundsTest, CheckRecordAtPastTheEndIsRejected) {
+  Bytes record;
+  encode_op_record(record, 1, Delta::at(1, 0, test::bytes_of("0123456789abcdef")));
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  void* map = ::mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  ASSERT_EQ(::mprotect(static_cast<std::byte*>(map) + page, page, PROT_NONE), 0);
+  const std::span<std::byte> bytes(static_cast<std::byte*>(map) + page - record.size(), record.size());
+  std::memcpy(bytes.data(), record.data(), record.size());
+  ScannedRecord rec;
+  std::string why;
+  EXPECT_TRUE(check_record_at(bytes, 0, 1, rec, why)) << why;
+  EXPECT_FALSE(check_record_at(bytes, bytes.size(), 1, rec, why));
+  EXPECT_FALSE(check_record_at(bytes, bytes.size() + 1, 1, rec, why));
+  EXPECT_FALSE(check_record_at(bytes, bytes.size() + 8, 1, rec, why));
+  ::munmap(map, 2 * page);
+}
+
+TEST_F(SegmentScanTest, DamagedHeaderIsCorruptionNamingTheFile) {
+  Bytes bad = image_;
+  bad[0] = std::byte{'X'};
+  test::write_file(segment_, bad);
+  const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { scan_segment(segment_); });
+  EXPECT_NE(msg.find(segment_), std::string::npos) << msg;
+}
+
+// The writer resumes a segment that crashed inside a record's zero padding: the record is whole
+// (its CRC bytes are all there), and whatever is appended after the reopen must be found by the
+// next scan at the 8-aligned offset where readers look for it.
+TEST_F(SegmentScanTest, AppendAfterReopenOfSegmentCutInsidePadding) {
+  std::size_t k = 0;
+  while (expected_[k].padded_end - expected_[k].end < 2) ++k;  // a record with >= 2 pad bytes
+  const std::uint64_t cut = expected_[k].end + 1;
+  test::write_file(segment_, std::span(image_).first(cut));
+  Lsn next = expected_[k].first_lsn + op_lsn_count(expected_[k].op);
+  {
+    Log log(bus_dir_, Durability::Flush, /*create=*/false);
+    ASSERT_EQ(log.recovered().segments.size(), 1u);
+    EXPECT_EQ(log.recovered().segments[0].records.size(), k + 1);
+    EXPECT_EQ(log.recovered().last_lsn, next - 1);
+    log.start_writing();
+    Bytes rec;
+    encode_op_record(rec, next, PageDeleteOp{77});
+    log.append(rec, next);
+  }
+  const SegmentScan scan = scan_segment(segment_);
+  EXPECT_FALSE(scan.torn) << scan.torn_reason;
+  ASSERT_EQ(scan.records.size(), k + 2) << "the record appended after the reopen is lost";
+  EXPECT_EQ(scan.records.back().header.first_lsn, next);
+  EXPECT_EQ(scan.records.back().offset, expected_[k].padded_end);
+}
+
+}  // namespace
+}  // namespace mmsb

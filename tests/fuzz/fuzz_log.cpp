@@ -1,0 +1,269 @@
+// libFuzzer target for the log parsers (DESIGN.md §6: every parser treats its input as hostile).
+// Build and run with scripts/fuzz.sh [seconds]. Only mmsb::Error is an accepted outcome: a crash,
+// a sanitizer report, a hang or any other exception (std::bad_alloc from an unchecked length, ...)
+// is a finding.
+//
+// Byte 0 of an input picks what the rest (the payload) is fed to:
+//   0  a segment body after a valid header (first lsn taken from the body's first record)
+//                                            -> scan_segment, decode_record on every record
+//   1  a whole segment file (its own header) -> same
+//   2  records as chunks [u8 type][u8 lsn_count][u16 length][body], framed with correct CRCs and
+//      consecutive lsns, so decode_record sees hostile bodies that pass the checksum (a crafted
+//      file, not bit rot; random mutations of framed records rarely get past the CRC)
+//   3  a checkpoint file                     -> read_checkpoint
+//   4  a checkpoint file whose header, page-entry and file checksums are fixed up first, so the
+//      page-entry parser is reached
+//
+// With MMSB_FUZZ_SEEDS=<dir> set, the binary instead writes seed inputs for every mode, made from
+// real segments and checkpoints of a small bus, into <dir> and exits.
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "mmsb/core/Crc32c.hpp"
+#include "mmsb/core/Error.hpp"
+#include "mmsb/engine/Bus.hpp"
+#include "mmsb/log/Checkpoint.hpp"
+#include "mmsb/log/LogFormat.hpp"
+#include "mmsb/log/RecordCodec.hpp"
+#include "mmsb/log/SegmentReader.hpp"
+
+namespace {
+
+using Bytes = std::vector<std::byte>;
+namespace fs = std::filesystem;
+namespace logfmt = mmsb::logfmt;
+
+enum Mode : std::uint8_t { kSegmentBody, kSegmentFile, kFramedRecords, kCheckpoint, kCheckpointFixed, kModes };
+
+std::string g_dir;  // private scratch directory, one per fuzzer process
+
+void write_file(const std::string& path, const std::byte* data, std::size_t n) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) std::abort();
+  if (n != 0 && std::fwrite(data, 1, n, f) != n) std::abort();
+  std::fclose(f);
+}
+
+Bytes read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  const std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  Bytes out(s.size());
+  if (!s.empty()) std::memcpy(out.data(), s.data(), s.size());
+  return out;
+}
+
+template <class T>
+T load(const Bytes& b, std::size_t at) {
+  T v;
+  std::memcpy(&v, b.data() + at, sizeof(T));
+  return v;
+}
+void store_u32(Bytes& b, std::size_t at, std::uint32_t v) { std::memcpy(b.data() + at, &v, 4); }
+
+// What recovery does with a segment: scan it, then decode every record it accepted.
+void check_segment(const Bytes& file) {
+  const std::string path = g_dir + "/seg";
+  write_file(path, file.data(), file.size());
+  try {
+    const mmsb::SegmentScan scan = mmsb::scan_segment(path);
+    for (const mmsb::ScannedRecord& r : scan.records) {
+      try {
+        mmsb::decode_record(r.header, r.body, "fuzz");
+      } catch (const mmsb::Error&) {
+      }
+    }
+  } catch (const mmsb::Error&) {
+  }
+}
+
+Bytes framed_records(const std::byte* p, std::size_t n) {
+  Bytes out = logfmt::encode_segment_header({1});
+  std::uint64_t lsn = 1;
+  std::size_t pos = 0;
+  while (pos + 4 <= n) {
+    const auto type = static_cast<std::uint8_t>(p[pos]);
+    const auto count = static_cast<std::uint8_t>(p[pos + 1]);
+    std::uint16_t len = 0;
+    std::memcpy(&len, p + pos + 2, 2);
+    pos += 4;
+    len = static_cast<std::uint16_t>(std::min<std::size_t>(len, n - pos));
+    logfmt::RecordBuilder rb(out, static_cast<logfmt::RecordType>(type), count, lsn);
+    rb.writer().bytes(p + pos, len);
+    rb.finish();
+    pos += len;
+    lsn += count;
+  }
+  return out;
+}
+
+// Recomputes every checksum read_checkpoint verifies, walking the page entries as it does.
+void fix_checkpoint_checksums(Bytes& b) {
+  if (b.size() < logfmt::kCheckpointHeaderBytes + logfmt::kCheckpointTrailerBytes) return;
+  store_u32(b, logfmt::kCheckpointHeaderBytes - 4, mmsb::crc32c(b.data(), logfmt::kCheckpointHeaderBytes - 4));
+  const std::uint64_t count = load<std::uint64_t>(b, 32);
+  std::size_t pos = logfmt::kCheckpointHeaderBytes;
+  for (std::uint64_t i = 0; i < count && pos + 16 <= b.size() - 8; ++i) {
+    const std::uint64_t len = load<std::uint64_t>(b, pos);
+    if (len > b.size() - 8 - pos - 16) break;
+    store_u32(b, pos + 8, mmsb::crc32c(b.data() + pos + 16, len));
+    pos = logfmt::padded(pos + 16 + len);
+  }
+  store_u32(b, b.size() - 8, mmsb::crc32c(b.data(), b.size() - 8));
+}
+
+void check_checkpoint(const Bytes& file) {
+  const std::string path = g_dir + "/ckpt";
+  write_file(path, file.data(), file.size());
+  try {
+    mmsb::read_checkpoint(path);
+  } catch (const mmsb::Error&) {
+  }
+}
+
+// ---- seeds ------------------------------------------------------------------------------------
+
+Bytes with_mode(Mode mode, const std::byte* p, std::size_t n) {
+  Bytes out{static_cast<std::byte>(mode)};
+  out.insert(out.end(), p, p + n);
+  return out;
+}
+
+// The records of a real segment as mode-2 chunks.
+Bytes as_chunks(const mmsb::SegmentScan& scan) {
+  Bytes out;
+  for (const mmsb::ScannedRecord& r : scan.records) {
+    if (r.body.size() > 0xFFFF || r.header.lsn_count > 0xFF) continue;
+    out.push_back(static_cast<std::byte>(r.header.type));
+    out.push_back(static_cast<std::byte>(r.header.lsn_count));
+    const auto len = static_cast<std::uint16_t>(r.body.size());
+    out.push_back(static_cast<std::byte>(len & 0xFF));
+    out.push_back(static_cast<std::byte>(len >> 8));
+    out.insert(out.end(), r.body.begin(), r.body.end());
+  }
+  return out;
+}
+
+// A small bus exercising every record kind, checkpointed midway, so both file kinds exist.
+void make_bus(const std::string& dir) {
+  mmsb::BusOptions o;
+  o.threads = 1;
+  o.path = dir;
+  mmsb::Bus bus(o);
+  mmsb::PageSpec raw;
+  raw.size = 40;
+  const mmsb::PageId a = bus.create_page(raw).id;
+  mmsb::PageSpec typed;
+  typed.size = 24;
+  typed.dtype = mmsb::DType::Float32;
+  typed.shape = {2, 3};
+  typed.name = "pos";
+  typed.metadata["unit"] = mmsb::MetaValue{"m", false};
+  typed.metadata["raw"] = mmsb::MetaValue{std::string("\0\xff", 2), true};
+  const Bytes init(24, std::byte{7});
+  const mmsb::PageId b = bus.create_page(typed, init).id;
+  const Bytes hello = {std::byte{'h'}, std::byte{'i'}, std::byte{'!'}};
+  bus.write(a, 3, hello);
+  bus.checkpoint();
+  const std::vector<std::uint64_t> offsets = {0, 10, 30};
+  const std::vector<std::uint64_t> lengths = {2, 3, 1};
+  const Bytes six(6, std::byte{9});
+  mmsb::Delta d = mmsb::Delta::runs(a, offsets, lengths, six);
+  bus.apply(d);
+  mmsb::DeltaBatch batch;
+  batch.add(a, 0, hello);
+  batch.add(b, 4, hello);
+  bus.apply_batch(batch.view());
+  bus.set_metadata(a, "k", mmsb::MetaValue{"v", false});
+  bus.set_metadata(b, "unit", std::nullopt);
+  const mmsb::PageId c = bus.create_page(raw).id;
+  bus.delete_page(c);
+  bus.close();
+}
+
+void make_seeds(const std::string& out_dir) {
+  fs::create_directories(out_dir);
+  const std::string bus_dir = g_dir + "/bus";
+  make_bus(bus_dir);
+  int n = 0;
+  auto emit = [&](const Bytes& seed) {
+    const std::string path = out_dir + "/seed-" + std::to_string(n++);
+    write_file(path, seed.data(), seed.size());
+  };
+  for (const auto& entry : fs::directory_iterator(bus_dir)) {
+    const std::string name = entry.path().filename().string();
+    const Bytes file = read_file(entry.path().string());
+    std::uint64_t lsn = 0;
+    if (logfmt::parse_segment_file_name(name, lsn) && file.size() >= logfmt::kSegmentHeaderBytes) {
+      emit(with_mode(kSegmentBody, file.data() + logfmt::kSegmentHeaderBytes,
+                     file.size() - logfmt::kSegmentHeaderBytes));
+      emit(with_mode(kSegmentFile, file.data(), file.size()));
+      const Bytes chunks = as_chunks(mmsb::scan_segment(entry.path().string()));
+      emit(with_mode(kFramedRecords, chunks.data(), chunks.size()));
+    } else if (logfmt::parse_checkpoint_file_name(name, lsn)) {
+      emit(with_mode(kCheckpoint, file.data(), file.size()));
+      emit(with_mode(kCheckpointFixed, file.data(), file.size()));
+    }
+  }
+  fs::remove_all(bus_dir);
+  std::printf("fuzz_log: wrote %d seeds to %s\n", n, out_dir.c_str());
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  std::string pattern = (fs::is_directory("/dev/shm") ? "/dev/shm" : "/tmp") + std::string("/mmsb-fuzz-XXXXXX");
+  if (::mkdtemp(pattern.data()) == nullptr) std::abort();
+  g_dir = pattern;
+  // The scratch directory goes when the process ends normally (libFuzzer calls exit()).
+  std::atexit([] {
+    std::error_code ec;
+    fs::remove_all(g_dir, ec);
+  });
+  if (const char* seeds = std::getenv("MMSB_FUZZ_SEEDS")) {
+    make_seeds(seeds);
+    std::exit(0);
+  }
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size == 0) return 0;
+  const auto* p = reinterpret_cast<const std::byte*>(data + 1);
+  const std::size_t n = size - 1;
+  switch (data[0] % kModes) {
+    case kSegmentBody: {
+      // The header's first lsn is taken from the first record, so real bodies scan as valid.
+      std::uint64_t first_lsn = 1;
+      if (n >= logfmt::kRecordHeaderBytes) std::memcpy(&first_lsn, p + 16, 8);
+      Bytes file = logfmt::encode_segment_header({first_lsn});
+      file.insert(file.end(), p, p + n);
+      check_segment(file);
+      break;
+    }
+    case kSegmentFile:
+      check_segment(Bytes(p, p + n));
+      break;
+    case kFramedRecords:
+      check_segment(framed_records(p, n));
+      break;
+    case kCheckpoint:
+      check_checkpoint(Bytes(p, p + n));
+      break;
+    default: {
+      Bytes file(p, p + n);
+      fix_checkpoint_checksums(file);
+      check_checkpoint(file);
+      break;
+    }
+  }
+  return 0;
+}
