@@ -18,7 +18,8 @@
 
 namespace mmsb {
 
-/// none: records kept in memory, written at checkpoint/close (or past a size bound);
+/// none: records kept in memory, written at checkpoint/close (handed to the OS unsynced past a
+/// 64 MiB bound);
 /// flush: each commit written to the OS (survives the process being killed);
 /// fsync: each commit fdatasync'ed (survives power loss).
 enum class Durability { None, Flush, Fsync };
