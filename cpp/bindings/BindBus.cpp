@@ -174,8 +174,10 @@ bool contains(const std::shared_ptr<Bus>& bus, py::handle key) {
 }
 
 std::shared_ptr<Bus> open_bus(py::handle path, const std::string& durability, py::handle threads,
-                              bool must_exist) {
+                              bool must_exist, bool read_only = false, py::handle at = py::none()) {
   BusOptions o;
+  o.read_only = read_only;
+  if (!at.is_none()) o.at_lsn = to_u64(at, "lsn");
   if (!threads.is_none()) {
     o.threads = static_cast<unsigned>(to_u64(threads, "threads"));
     if (o.threads == 0 || o.threads > 1024) {
@@ -215,6 +217,33 @@ void bind_bus(py::module_& m) {
       .def_static("_open", [](py::handle path, const std::string& durability, py::handle threads) {
         return open_bus(path, durability, threads, true);
       })
+      .def_static("_replay", [](py::handle path, py::handle to, py::handle threads) {
+        return open_bus(path, "flush", threads, true, true, to);
+      })
+      .def("at", [](Bus& bus, py::handle lsn) {
+        const Lsn at = to_u64(lsn, "lsn");
+        py::gil_scoped_release release;
+        return bus.at(at);
+      }, "lsn"_a, "A read-only Bus holding the state as of `lsn` (from the nearest checkpoint at or "
+                  "before it, then the log).")
+      .def("_history", [](const std::shared_ptr<Bus>& bus, py::handle page) {
+        // A Page or an int id may name a deleted page (its history stays in the log); a name
+        // only resolves among live pages.
+        const PageId id = PyUnicode_Check(page.ptr()) ? resolve_page(bus, page) : page_id_of(page);
+        std::vector<HistoryEntry> entries;
+        {
+          py::gil_scoped_release release;
+          entries = bus->history(id);
+        }
+        py::list out;
+        for (const HistoryEntry& e : entries) {
+          py::list runs;
+          for (const Run& r : e.runs) runs.append(py::make_tuple(r.offset, r.length));
+          out.append(py::make_tuple(e.lsn, e.epoch, std::string(source_name(e.source)), e.timestamp_ns, runs));
+        }
+        return out;
+      })
+      .def_property_readonly("read_only", &Bus::read_only)
       .def("checkpoint", [](Bus& bus) {
         py::gil_scoped_release release;
         return bus.checkpoint();
@@ -284,6 +313,7 @@ void bind_bus(py::module_& m) {
         if (bus.closed()) return std::string("<mmsb.Bus (closed)>");
         const std::string where =
             bus.path().empty() ? std::string("in-memory")
+            : bus.read_only()  ? "'" + bus.path() + "' read-only"
                                : "'" + bus.path() + "' durability=" + std::string(durability_name(bus.durability()));
         return "<mmsb.Bus " + where + " pages=" + std::to_string(bus.page_count()) +
                " lsn=" + std::to_string(bus.lsn()) + ">";

@@ -136,6 +136,7 @@ void bind_page(py::module_& m) {
   py::class_<PageHandle>(m, "Page", py::buffer_protocol(),
                          "A page of a Bus: fixed-size, 64-byte aligned, versioned by epoch.")
       .def_property_readonly("id", [](const PageHandle& h) { return h.id; })
+      .def_property_readonly("bus", [](const PageHandle& h) { return h.bus; }, "The Bus this page belongs to.")
       .def_property_readonly("name", [](const PageHandle& h) -> py::object {
         h.live();
         PageInfo info = h.bus->page_info(h.id);

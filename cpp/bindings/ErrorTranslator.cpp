@@ -6,7 +6,7 @@
 
 namespace mmsb::py_bind {
 namespace {
-constexpr std::size_t kCodes = static_cast<std::size_t>(ErrorCode::Internal) + 1;
+constexpr std::size_t kCodes = kErrorCodeCount;
 // Borrowed for the process lifetime from mmsb.errors (kept alive by the module itself, which
 // stays in sys.modules while _core is loaded).
 std::array<PyObject*, kCodes> g_classes{};

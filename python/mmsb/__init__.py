@@ -13,7 +13,7 @@ from . import errors
 from .errors import *  # noqa: F403  (the public error classes)
 from . import _core
 from ._core import Bus, Delta, DeltaBatch, Page
-from ._reports import MemoryReport, Stats
+from ._reports import DeltaRecord, MemoryReport, Stats
 from . import cuda
 
 __version__: str = _core.__version__
@@ -55,6 +55,36 @@ def open(  # noqa: A001  (mmsb.open is the documented name)
     return Bus._open(path, durability, threads)
 
 
+def replay(
+    path: Union[str, "os.PathLike[str]"], to: Optional[int] = None, *, threads: Optional[int] = None
+) -> Bus:
+    """A read-only Bus rebuilt from the directory's log as of lsn `to` (default: the end), from
+    the newest checkpoint at or before it. Needs no lock: it may run beside the writing bus and
+    sees what that bus has handed to the OS. Raises HistoryUnavailableError past the end."""
+    return Bus._replay(path, to, threads)
+
+
+def _history(self: Bus, page: Union[Page, int, str]) -> list[DeltaRecord]:
+    """Every committed delta of `page` in lsn order (lsn, epoch, source, timestamp_ns, runs),
+    read from the log of a directory bus. In-memory buses raise HistoryUnavailableError."""
+    return [DeltaRecord(*entry) for entry in self._history(page)]
+
+
+def _page_at(self: Page, epoch: int) -> Any:
+    """A copy of the page's content after its first `epoch` deltas (`p.at(0)` is all zeros)."""
+    import numpy as np
+
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise InvalidArgumentError(f"epoch must be a non-negative int; got {epoch!r}")
+    if epoch > self.epoch:
+        raise HistoryUnavailableError(f"page {self.id} is at epoch {self.epoch}; epoch {epoch} has not happened")
+    if epoch == 0:
+        return np.zeros_like(self.view())
+    entries = self.bus.history(self)
+    with self.bus.at(entries[epoch - 1].lsn) as old:
+        return old.page(self.id).snapshot()[0]
+
+
 def _stats(self: Bus) -> Stats:
     """Counters since creation or reset_stats(): deltas_applied, bytes_applied, commits, ..."""
     return Stats(self._stats())
@@ -72,6 +102,8 @@ def _print_stats(self: Bus) -> None:
 
 
 Bus.create_page = _create_page
+Bus.history = _history
+Page.at = _page_at
 Bus.stats = _stats
 Bus.memory = _memory
 Bus.print_stats = _print_stats
@@ -85,6 +117,8 @@ __all__ = [
     "Stats",
     "build_info",
     "open",
+    "replay",
+    "DeltaRecord",
     "cuda",
     "errors",
     *errors.__all__,

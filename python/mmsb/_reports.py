@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Report(dict):
@@ -25,3 +25,13 @@ class Stats(Report):
 
 class MemoryReport(Report):
     """Real bytes held by a bus: page data, arena slack, metadata (records, info, names)."""
+
+
+class DeltaRecord(NamedTuple):
+    """One committed delta of a page (bus.history(page))."""
+
+    lsn: int
+    epoch: int  # the page's epoch after this delta
+    source: str
+    timestamp_ns: int
+    runs: list  # [(offset, length), ...]

@@ -24,6 +24,7 @@ __all__ = [
     "ClosedError",
     "DeviceUnavailableError",
     "OutOfMemoryError",
+    "ReadOnlyError",
 ]
 
 
@@ -92,3 +93,7 @@ class DeviceUnavailableError(MmsbError, RuntimeError):
 
 class OutOfMemoryError(MmsbError, MemoryError):
     """The operating system refused memory for page data."""
+
+
+class ReadOnlyError(MmsbError, PermissionError):
+    """A change was asked of a read-only bus (bus.at(lsn), mmsb.replay)."""

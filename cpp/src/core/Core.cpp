@@ -45,6 +45,7 @@ const char* error_class_name(ErrorCode code) noexcept {
     case ErrorCode::DeviceUnavailable: return "DeviceUnavailableError";
     case ErrorCode::OutOfMemory: return "OutOfMemoryError";
     case ErrorCode::Internal: return "MmsbError";
+    case ErrorCode::ReadOnly: return "ReadOnlyError";
   }
   return "MmsbError";
 }

@@ -7,6 +7,7 @@
 #include "mmsb/delta/BatchApply.hpp"
 
 #include <algorithm>
+#include <limits>
 
 namespace mmsb {
 
@@ -20,10 +21,19 @@ Bus::Bus(BusOptions options)
       path_(std::move(options.path)),
       durability_(options.durability) {
   if (path_.empty()) return;
-  log_ = std::make_unique<Log>(path_, durability_, !options.must_exist);
+  const Log::Access access = options.read_only    ? Log::Access::ReadOnly
+                             : options.must_exist ? Log::Access::Open
+                                                  : Log::Access::Create;
+  log_ = std::make_unique<Log>(path_, durability_, access,
+                               options.at_lsn.value_or(std::numeric_limits<Lsn>::max()));
   std::lock_guard lock(mutex_);
-  recover_locked();
-  log_->start_writing();
+  recover_locked(options.at_lsn);
+  if (options.read_only) {
+    log_.reset();
+    read_only_ = true;
+  } else {
+    log_->start_writing();
+  }
 }
 
 Bus::~Bus() = default;
@@ -32,7 +42,7 @@ void Bus::log_locked(Lsn last) {
   if (log_) log_->append(record_buf_, last);
 }
 
-void Bus::recover_locked() {
+void Bus::recover_locked(std::optional<Lsn> until) {
   RecoveredLog& rec = log_->recovered();
   Lsn base = 0;
   if (rec.checkpoint) {
@@ -50,17 +60,32 @@ void Bus::recover_locked() {
   }
   lsn_.store(base, std::memory_order_relaxed);
   recovery_.checkpoint_lsn = base;
+  const Lsn stop = until.value_or(std::numeric_limits<Lsn>::max());
   for (const SegmentScan& seg : rec.segments) {
     for (const ScannedRecord& r : seg.records) {
       const Lsn first = r.header.first_lsn;
       const Lsn last = first + r.header.lsn_count - 1;
       if (r.header.lsn_count == 0 || last <= base) continue;  // covered by the checkpoint
+      if (first > stop) break;
       const std::string where = "segment '" + seg.path + "' record at byte " + std::to_string(r.offset);
       if (first <= base) {
         fail(ErrorCode::LogCorrupt, where, " spans lsns ", first, "..", last,
              " across the checkpoint at lsn ", base);
       }
-      const LogRecord decoded = decode_record(r.header, r.body, where);
+      LogRecord decoded = decode_record(r.header, r.body, where);
+      if (last > stop) {
+        // Time travel into the middle of a record: a batch's rows are separate deltas, so its
+        // first rows apply; a transaction is all or nothing, so it stays out.
+        auto* batch = decoded.ops.size() == 1 ? std::get_if<BatchOp>(&decoded.ops.front()) : nullptr;
+        if (batch == nullptr || r.header.type == logfmt::RecordType::Transaction) break;
+        const std::size_t keep = stop - first + 1;
+        std::uint64_t bytes = 0;
+        for (std::size_t i = 0; i < keep; ++i) bytes += batch->lengths[i];
+        batch->page_ids.resize(keep);
+        batch->offsets.resize(keep);
+        batch->lengths.resize(keep);
+        batch->payload = batch->payload.first(bytes);
+      }
       Lsn lsn = first;
       try {
         for (const LogOp& op : decoded.ops) {
@@ -70,9 +95,13 @@ void Bus::recover_locked() {
       } catch (const Error& e) {
         fail(ErrorCode::LogCorrupt, where, " (lsn ", lsn, ") cannot be replayed: ", e.what());
       }
-      lsn_.store(last, std::memory_order_relaxed);
+      lsn_.store(lsn - 1, std::memory_order_relaxed);
       ++recovery_.records_replayed;
     }
+  }
+  if (until && *until > rec.last_lsn) {
+    fail(ErrorCode::HistoryUnavailable, "lsn ", *until, " is past the end of the log of '", path_,
+         "' (last lsn ", rec.last_lsn, ")");
   }
   recovery_.truncated_tail = rec.truncated_tail;
   recovery_.tail_reason = rec.tail_reason;
@@ -111,6 +140,14 @@ void Bus::check_open() const {
   if (closed()) fail(ErrorCode::Closed, "the bus is closed; open a new one to continue");
 }
 
+void Bus::check_writable() const {
+  check_open();
+  if (read_only_) {
+    fail(ErrorCode::ReadOnly, "this bus is a read-only view of '", path_, "' at lsn ", lsn(),
+         "; write through the bus that owns the directory");
+  }
+}
+
 void Bus::check_location(const std::string& location) const {
   if (location == "cpu") return;
   if (location == "unified" || location.rfind("cuda:", 0) == 0) {
@@ -132,7 +169,7 @@ void Bus::count(std::uint64_t deltas, std::uint64_t bytes) noexcept {
 
 PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> initial) {
   std::lock_guard lock(mutex_);
-  check_open();
+  check_writable();
   check_location(spec.location);
   if (!initial.empty() && initial.size() != spec.size) {
     fail(ErrorCode::InvalidArgument, "initial data has ", initial.size(), " bytes but the page has ",
@@ -176,7 +213,7 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
 
 void Bus::delete_page(PageId id) {
   std::lock_guard lock(mutex_);
-  check_open();
+  check_writable();
   live_locked(id);
   const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
   if (log_) {
@@ -226,7 +263,7 @@ std::uint64_t Bus::page_count() {
 
 void Bus::set_metadata(PageId id, const std::string& key, const std::optional<MetaValue>& value) {
   std::lock_guard lock(mutex_);
-  check_open();
+  check_writable();
   live_locked(id);
   if (!value) {
     const PageInfo* info = table_.info(id);
@@ -284,14 +321,14 @@ void Bus::apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn) {
 
 void Bus::apply(Delta& d) {
   std::lock_guard lock(mutex_);
-  check_open();
+  check_writable();
   commit_delta_locked(live_locked(d.page_id()), d);
 }
 
 Epoch Bus::write(PageId id, std::uint64_t offset, std::span<const std::byte> data,
                  std::optional<Epoch> expect_epoch) {
   std::lock_guard lock(mutex_);
-  check_open();
+  check_writable();
   PageRecord& r = live_locked(id);
   if (offset > r.size) {  // an empty write has no run to check, but its offset must still be valid
     fail(ErrorCode::InvalidDelta, "write at offset ", offset, " is past the end of page ", id, " (",
@@ -305,7 +342,7 @@ Epoch Bus::write(PageId id, std::uint64_t offset, std::span<const std::byte> dat
 
 bool Bus::update(PageId id, std::span<const std::byte> content, std::optional<Epoch> expect_epoch) {
   std::lock_guard lock(mutex_);
-  check_open();
+  check_writable();
   PageRecord& r = live_locked(id);
   if (content.size() != r.size) {
     fail(ErrorCode::InvalidArgument, "new content has ", content.size(), " bytes but page ", id,
@@ -321,7 +358,7 @@ bool Bus::update(PageId id, std::span<const std::byte> content, std::optional<Ep
 
 Lsn Bus::apply_batch(const DeltaBatchView& batch) {
   std::lock_guard lock(mutex_);
-  check_open();
+  check_writable();
   validate_batch(batch, table_);
   const Lsn first = lsn_.load(std::memory_order_relaxed) + 1;
   if (batch.rows() == 0) return first - 1;
@@ -379,7 +416,7 @@ void Bus::close() {
 
 Lsn Bus::checkpoint() {
   std::lock_guard lock(mutex_);
-  check_open();
+  check_writable();
   if (!log_) {
     fail(ErrorCode::InvalidArgument,
          "checkpoint() needs a bus directory; create the bus with mmsb.Bus(path)");
@@ -415,6 +452,69 @@ MemoryReport Bus::memory() {
   m.arena_slack_bytes = t.arena.slack_bytes();
   m.metadata_bytes = t.record_bytes + t.info_bytes + t.name_index_bytes;
   return m;
+}
+
+}  // namespace mmsb
+
+namespace mmsb {
+
+std::shared_ptr<Bus> Bus::at(Lsn lsn) {
+  std::lock_guard lock(mutex_);
+  check_open();
+  if (path_.empty()) {
+    fail(ErrorCode::HistoryUnavailable,
+         "an in-memory bus keeps no history yet; time travel needs a bus directory (mmsb.Bus(path))");
+  }
+  if (lsn > this->lsn()) {
+    fail(ErrorCode::HistoryUnavailable, "lsn ", lsn, " is in the future; the bus is at lsn ", this->lsn());
+  }
+  if (log_) log_->flush();  // durability=none: the files must hold what is asked for
+  BusOptions o;
+  o.threads = pool_.threads();
+  o.path = path_;
+  o.read_only = true;
+  o.at_lsn = lsn;
+  return std::make_shared<Bus>(std::move(o));
+}
+
+std::vector<HistoryEntry> Bus::history(PageId id) {
+  std::lock_guard lock(mutex_);
+  check_open();
+  if (path_.empty()) {
+    fail(ErrorCode::HistoryUnavailable,
+         "an in-memory bus keeps no history yet; history needs a bus directory (mmsb.Bus(path))");
+  }
+  if (id == 0 || id >= table_.next_id()) {
+    fail(ErrorCode::PageNotFound, "no page with id ", id, " ever existed on this bus");
+  }
+  if (log_) log_->flush();
+  Log scan(path_, durability_, Log::Access::ReadOnly, 0);  // every segment, no checkpoint
+  const auto& segments = scan.recovered().segments;
+  if (segments.empty() || segments.front().header.first_lsn != 1) {
+    fail(ErrorCode::HistoryUnavailable, "the log of '", path_, "' no longer starts at lsn 1");
+  }
+  std::vector<HistoryEntry> out;
+  const Lsn end = lsn();
+  for (const SegmentScan& seg : segments) {
+    for (const ScannedRecord& r : seg.records) {
+      if (r.header.first_lsn > end) return out;
+      const LogRecord rec = decode_record(r.header, r.body, seg.path);
+      Lsn lsn = r.header.first_lsn;
+      for (const LogOp& op : rec.ops) {
+        if (const auto* d = std::get_if<DeltaOp>(&op); d != nullptr && d->delta.page_id() == id) {
+          out.push_back({lsn, out.size() + 1, d->delta.source, d->delta.timestamp_ns, d->delta.run_list()});
+        } else if (const auto* b = std::get_if<BatchOp>(&op)) {
+          for (std::size_t i = 0; i < b->page_ids.size(); ++i) {
+            if (b->page_ids[i] != id) continue;
+            out.push_back({lsn + i, out.size() + 1, Source::User, b->timestamp_ns,
+                           {Run{b->offsets[i], b->lengths[i]}}});
+          }
+        }
+        lsn += op_lsn_count(op);
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace mmsb

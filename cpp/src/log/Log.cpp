@@ -25,33 +25,35 @@ std::string_view durability_name(Durability d) noexcept {
   return "flush";
 }
 
-Log::Log(std::string dir, Durability durability, bool create)
-    : dir_(std::move(dir)), durability_(durability) {
-  if (create) {
+Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_limit)
+    : dir_(std::move(dir)), durability_(durability), read_only_(access == Access::ReadOnly) {
+  if (access == Access::Create) {
     ensure_directory(dir_);
   } else if (!path_exists(dir_)) {
     fail(ErrorCode::InvalidArgument, "no bus directory at '", dir_, "'; create one with mmsb.Bus(path)");
   }
-  lock_ = PosixFile(dir_ + "/LOCK", O_RDWR | O_CREAT, 0600);
-  if (!lock_.try_lock()) {
-    fail(ErrorCode::BusLocked, "bus directory '", dir_,
-         "' is open for writing in another Bus (or process); close that one first");
+  if (!read_only_) {
+    lock_ = PosixFile(dir_ + "/LOCK", O_RDWR | O_CREAT, 0600);
+    if (!lock_.try_lock()) {
+      fail(ErrorCode::BusLocked, "bus directory '", dir_,
+           "' is open for writing in another Bus (or process); close that one first");
+    }
   }
-  scan();
-  if (!create && !recovered_.checkpoint && recovered_.segments.empty()) {
+  scan(checkpoint_limit);
+  if (access != Access::Create && !recovered_.checkpoint && recovered_.segments.empty()) {
     fail(ErrorCode::InvalidArgument, "'", dir_, "' holds no mmsb log or checkpoint");
   }
 }
 
 Log::~Log() {
   try {
-    if (!broken_) sync();
+    if (!broken_ && segment_.is_open()) sync();
   } catch (const Error&) {
     // Destruction cannot report; close() is where callers see durability errors.
   }
 }
 
-void Log::scan() {
+void Log::scan(Lsn checkpoint_limit) {
   std::map<Lsn, std::string> segments, checkpoints;
   for (const std::string& name : list_directory(dir_)) {
     std::uint64_t n = 0;
@@ -63,6 +65,7 @@ void Log::scan() {
   }
   // Newest checkpoint that reads back whole; older ones are the fallback for a damaged newest.
   for (auto it = checkpoints.rbegin(); it != checkpoints.rend() && !recovered_.checkpoint; ++it) {
+    if (it->first > checkpoint_limit || checkpoint_limit == 0) continue;
     try {
       recovered_.checkpoint = read_checkpoint(dir_ + "/" + it->second);
     } catch (const Error& e) {
@@ -197,6 +200,14 @@ void Log::append(std::vector<std::byte>& records, Lsn last_lsn) {
     write_out(records, durability_ == Durability::Fsync);
   }
   last_lsn_ = last_lsn;
+}
+
+void Log::flush() {
+  check_usable();
+  if (!pending_.empty()) {
+    write_out(pending_, false);
+    pending_.clear();
+  }
 }
 
 void Log::sync() {

@@ -32,6 +32,7 @@ const std::pair<ErrorCode, std::pair<int, std::string_view>> kCodes[] = {
     {ErrorCode::DeviceUnavailable, {13, "DeviceUnavailableError"}},
     {ErrorCode::OutOfMemory, {14, "OutOfMemoryError"}},
     {ErrorCode::Internal, {15, "MmsbError"}},
+    {ErrorCode::ReadOnly, {16, "ReadOnlyError"}},
 };
 
 TEST(ErrorCodeTest, NumberingIsStable) {

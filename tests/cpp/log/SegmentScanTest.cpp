@@ -36,7 +36,7 @@ class SegmentScanTest : public ::testing::Test {
   void SetUp() override {
     bus_dir_ = dir_ / "bus";
     payloads_.reserve(kRecords);  // batch ops hold spans into these: no reallocation
-    Log log(bus_dir_, Durability::Flush, /*create=*/true);
+    Log log(bus_dir_, Durability::Flush, Log::Access::Create);
     log.start_writing();
     std::uint64_t at = logfmt::kSegmentHeaderBytes;
     Lsn lsn = 1;
@@ -252,7 +252,7 @@ TEST_F(SegmentScanTest, AppendAfterReopenOfSegmentCutInsidePadding) {
   test::write_file(segment_, std::span(image_).first(cut));
   Lsn next = expected_[k].first_lsn + op_lsn_count(expected_[k].op);
   {
-    Log log(bus_dir_, Durability::Flush, /*create=*/false);
+    Log log(bus_dir_, Durability::Flush, Log::Access::Open);
     ASSERT_EQ(log.recovered().segments.size(), 1u);
     EXPECT_EQ(log.recovered().segments[0].records.size(), k + 1);
     EXPECT_EQ(log.recovered().last_lsn, next - 1);

@@ -26,7 +26,9 @@ enum class ErrorCode : int {
   DeviceUnavailable = 13,
   OutOfMemory = 14,
   Internal = 15,
+  ReadOnly = 16,
 };
+inline constexpr int kErrorCodeCount = 17;
 
 /// Name of the Python exception class for a code ("PageNotFoundError", ...).
 const char* error_class_name(ErrorCode code) noexcept;

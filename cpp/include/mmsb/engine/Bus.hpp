@@ -34,6 +34,17 @@ struct BusOptions {
   std::string path;      ///< bus directory; empty for an in-memory bus
   Durability durability = Durability::Flush;
   bool must_exist = false;  ///< open an existing directory only (mmsb.open)
+  bool read_only = false;   ///< replay only: no lock, no writes (bus.at, mmsb.replay)
+  std::optional<Lsn> at_lsn;  ///< read-only: stop replay at this lsn
+};
+
+/// One committed delta of a page, as history() reports it.
+struct HistoryEntry {
+  Lsn lsn = 0;
+  Epoch epoch = 0;  ///< the page's epoch after this delta
+  Source source = Source::User;
+  std::uint64_t timestamp_ns = 0;
+  std::vector<Run> runs;
 };
 
 /// Monotonic counters since creation or the last reset_stats().
@@ -119,6 +130,13 @@ class Bus {
   /// Writes a checkpoint of the current state (directory buses) and returns the lsn it covers.
   /// Throws Error(InvalidArgument) for an in-memory bus, Error(Durability) on I/O failure.
   Lsn checkpoint();
+  /// A read-only bus holding the state as of `lsn` (replayed from the newest checkpoint at or
+  /// before it). Throws Error(HistoryUnavailable) for an in-memory bus or an lsn beyond lsn().
+  std::shared_ptr<Bus> at(Lsn lsn);
+  /// Every committed delta of page `id` (also a deleted one) in lsn order, read from the log.
+  /// Throws Error(HistoryUnavailable) for an in-memory bus, Error(PageNotFound) for an id never used.
+  std::vector<HistoryEntry> history(PageId id);
+  bool read_only() const noexcept { return read_only_; }
   /// Directory ("" for in-memory) and durability mode.
   const std::string& path() const noexcept { return path_; }
   Durability durability() const noexcept { return durability_; }
@@ -141,6 +159,7 @@ class Bus {
 
  private:
   void check_open() const;
+  void check_writable() const;
   void check_location(const std::string& location) const;
   PageRecord& live_locked(PageId id);
   void check_delta_locked(const PageRecord& r, const Delta& d) const;
@@ -148,7 +167,7 @@ class Bus {
   void apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn);
   /// Appends the record(s) in record_buf_ (lsns up to `last`) to the log, if there is one.
   void log_locked(Lsn last);
-  void recover_locked();
+  void recover_locked(std::optional<Lsn> until);
   void replay_op_locked(const LogOp& op, Lsn lsn);
   void count(std::uint64_t deltas, std::uint64_t bytes) noexcept;
 
@@ -163,6 +182,7 @@ class Bus {
   std::unique_ptr<Log> log_;
   std::vector<std::byte> record_buf_;  // reused encoding buffer for log records
   RecoveryReport recovery_;
+  bool read_only_ = false;
   struct Counters {
     std::atomic<std::uint64_t> deltas_applied{0}, bytes_applied{0}, commits{0}, pages_created{0},
         pages_deleted{0};

@@ -5,6 +5,7 @@
 ///
 /// Thread safety: not thread safe; the bus calls it under its commit lock.
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -42,10 +43,18 @@ class Log {
   /// durability=none keeps at most this much unwritten before writing anyway.
   static constexpr std::size_t kNoneBufferBytes = std::size_t{64} << 20;
 
-  /// Opens `dir` for writing (created with mode 0700 when `create`), taking the writer lock
-  /// (Error(BusLocked) if held), then scans it. Throws Error(LogCorrupt) for corruption,
-  /// Error(Durability) for I/O failures, Error(InvalidArgument) when !create and no bus is there.
-  Log(std::string dir, Durability durability, bool create);
+  enum class Access {
+    Create,    ///< open for writing, creating the directory if needed
+    Open,      ///< open an existing bus for writing
+    ReadOnly,  ///< scan only: no lock, no writer, nothing on disk changes
+  };
+  /// Opens `dir` (created with mode 0700 for Access::Create), taking the writer lock unless
+  /// read-only (Error(BusLocked) if held), then scans it, starting from the newest valid
+  /// checkpoint whose lsn is at most `checkpoint_limit` (no checkpoint at all when it is 0).
+  /// Throws Error(LogCorrupt) for corruption, Error(Durability) for I/O failures,
+  /// Error(InvalidArgument) when no bus is there and the access does not create one.
+  Log(std::string dir, Durability durability, Access access,
+      Lsn checkpoint_limit = std::numeric_limits<Lsn>::max());
   ~Log();
   Log(const Log&) = delete;
   Log& operator=(const Log&) = delete;
@@ -62,6 +71,8 @@ class Log {
   void append(std::vector<std::byte>& records, Lsn last_lsn);
   /// Writes everything pending and fdatasyncs it (close, checkpoint, durability=none).
   void sync();
+  /// Hands everything pending to the OS without syncing (so readers of the files see it).
+  void flush();
   /// Writes a checkpoint of `table` at `lsn` (after sync()) and starts a new segment after it.
   std::string checkpoint(Lsn lsn, PageTable& table);
 
@@ -71,7 +82,7 @@ class Log {
   std::uint64_t pending_bytes() const noexcept { return pending_.size(); }
 
  private:
-  void scan();
+  void scan(Lsn checkpoint_limit);
   void open_segment(Lsn first_lsn);
   void write_out(std::span<const std::byte> bytes, bool sync);
   void check_usable() const;
@@ -86,6 +97,7 @@ class Log {
   Lsn last_lsn_ = 0;
   std::uint64_t bytes_written_ = 0;
   bool broken_ = false;
+  bool read_only_ = false;
 };
 
 }  // namespace mmsb

@@ -1,0 +1,199 @@
+"""Time travel on a bus directory: bus.at(lsn), mmsb.replay(path, to=), bus.history(page),
+page.at(epoch), and read-only buses. The oracle is the state captured right after each commit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mmsb
+from reference_model import capture_state
+from test_differential import Driver
+
+
+class RecordingDriver(Driver):
+    """test_differential's random workload on a directory bus, recording the state at every lsn
+    a commit ends on, with occasional checkpoints."""
+
+    def __init__(self, path, durability, rng):
+        super().__init__(2, rng)
+        self.bus.close()
+        self.path = str(path)
+        self.bus = mmsb.Bus(self.path, durability=durability, threads=2)
+        self.states = {0: capture_state(self.bus)}
+        self.OPS = list(Driver.OPS) + [("checkpoint", 2)]
+
+    def op_checkpoint(self):
+        self.bus.checkpoint()
+        return []
+
+    def check_cheap(self, touched):
+        super().check_cheap(touched)
+        self.states[self.bus.lsn] = capture_state(self.bus)
+
+
+@pytest.mark.parametrize("durability", ["none", "flush"])
+def test_at_and_replay_equal_the_state_recorded_at_that_lsn(tmp_path, durability, rng):
+    drv = RecordingDriver(tmp_path / "bus", durability, rng)
+    drv.run(400)
+    assert drv.counts.get("checkpoint", 0) > 0
+    lsns = sorted(drv.states)
+    picks = sorted(set(int(x) for x in rng.choice(lsns, 25)) | {0, lsns[-1]})
+    for lsn in picks:
+        with drv.bus.at(lsn) as old:
+            assert old.read_only and old.lsn == lsn
+            assert capture_state(old) == drv.states[lsn], lsn
+        with mmsb.replay(drv.path, to=lsn) as old:
+            assert capture_state(old) == drv.states[lsn], lsn
+    # the writing bus is untouched by all that reading
+    assert capture_state(drv.bus) == drv.states[lsns[-1]]
+    drv.bus.close()
+
+
+def test_at_inside_a_batch_applies_its_first_rows(tmp_path):
+    with mmsb.Bus(tmp_path / "b") as bus:
+        p = bus.create_page(shape=(4,), dtype="float64")  # lsn 1
+        p.write(0, np.float64(1).tobytes())  # lsn 2
+        bus.checkpoint()
+        vals = np.float64([10, 20, 30, 40])
+        last = bus.apply_batch(mmsb.DeltaBatch([p.id] * 4, [0, 8, 16, 24], [8] * 4, vals.view(np.uint8)))
+        assert last == 6
+        for lsn, want in [(2, [1, 0, 0, 0]), (3, [10, 0, 0, 0]), (4, [10, 20, 0, 0]), (5, [10, 20, 30, 0])]:
+            with bus.at(lsn) as old:
+                assert old.lsn == lsn
+                assert old.page(p.id).view().tolist() == want
+                assert old.page(p.id).epoch == lsn - 1
+
+
+def test_at_never_splits_a_transaction_record(tmp_path):
+    # create_page(data=) is one record (creation + content): lsn 1 alone does not exist on disk
+    with mmsb.Bus(tmp_path / "b") as bus:
+        bus.create_page(data=np.arange(3.0), name="x")
+        with bus.at(1) as old:
+            assert old.lsn == 0 and len(old) == 0
+        with bus.at(2) as old:
+            assert old.page("x").view().tolist() == [0.0, 1.0, 2.0]
+
+
+def test_history_lists_every_delta_with_its_epoch_and_lsn(tmp_path, rng):
+    drv = RecordingDriver(tmp_path / "bus", "flush", rng)
+    drv.run(300)
+    for p in drv.bus.pages():
+        hist = drv.bus.history(p)
+        assert [h.epoch for h in hist] == list(range(1, p.epoch + 1)), p.id
+        assert [h.lsn for h in hist] == sorted(h.lsn for h in hist)
+        assert len({h.lsn for h in hist}) == len(hist)
+        if hist:
+            assert hist[-1].lsn == p.last_lsn
+        for h in hist:
+            assert h.source == "user" and h.timestamp_ns > 0
+            assert all(off + length <= p.size for off, length in h.runs)
+            if h.lsn in drv.states:  # a commit ended there: the page is at exactly that epoch
+                assert drv.states[h.lsn]["pages"][p.id][1] == h.epoch
+    drv.bus.close()
+
+
+def test_page_at_every_epoch_equals_the_content_after_that_delta(tmp_path, rng):
+    with mmsb.Bus(tmp_path / "b") as bus:
+        p = bus.create_page(shape=(16,), dtype="int32", name="p")
+        q = bus.create_page(64)
+        seen = [p.view().copy()]
+        for step in range(40):
+            kind = step % 4
+            if kind == 0:
+                p.write(4 * int(rng.integers(16)), np.int32(step).tobytes())
+            elif kind == 1:
+                with p.edit() as a:
+                    a[int(rng.integers(16))] = -step
+            elif kind == 2:
+                bus.apply(mmsb.Delta.runs(p, [0, 32], [np.int32(step).tobytes(), b"\x01\x02"]))
+            else:  # a batch touching both pages, p twice
+                bus.apply_batch(mmsb.DeltaBatch([p.id, q.id, p.id], [8, 0, 12], [4, 1, 4], bytes(range(9))))
+                seen.append(None)  # the first of p's two rows: content checked only via the second
+            if step % 10 == 5:
+                bus.checkpoint()
+            seen.append(p.view().copy())
+        assert p.epoch == len(seen) - 1
+        for epoch, want in enumerate(seen):
+            if want is not None:
+                assert np.array_equal(p.at(epoch), want), epoch
+        assert p.at(0).dtype == np.int32 and not p.at(0).any()
+
+
+def test_read_only_bus_refuses_every_change_and_stays_unchanged(tmp_path):
+    with mmsb.Bus(tmp_path / "b") as bus:
+        p = bus.create_page(data=np.arange(4, dtype=np.int64), name="p")
+        with bus.at(bus.lsn) as old:
+            before = capture_state(old)
+            op = old.page("p")
+            attempts = [
+                lambda: old.create_page(8),
+                lambda: old.delete_page(op),
+                lambda: op.write(0, b"x"),
+                lambda: op.update(np.zeros(4, np.int64)),
+                lambda: op.set_metadata("k", "v"),
+                lambda: old.apply(mmsb.Delta.at(op, 0, b"x")),
+                lambda: old.apply_batch(mmsb.DeltaBatch([op.id], [0], [1], b"x")),
+                lambda: old.checkpoint(),
+            ]
+            for attempt in attempts:
+                with pytest.raises(mmsb.ReadOnlyError):
+                    attempt()
+            with pytest.raises(mmsb.ReadOnlyError):
+                with op.edit() as a:
+                    a[0] = 7
+            assert capture_state(old) == before
+            assert isinstance(mmsb.ReadOnlyError("x"), PermissionError)
+        p.write(0, b"\x09")  # the owner still writes
+
+
+def test_time_travel_errors(tmp_path):
+    mem = mmsb.Bus()
+    mp = mem.create_page(8)
+    with pytest.raises(mmsb.HistoryUnavailableError):
+        mem.at(0)
+    with pytest.raises(mmsb.HistoryUnavailableError):
+        mem.history(mp)
+    with mmsb.Bus(tmp_path / "b") as bus:
+        p = bus.create_page(8)
+        p.write(0, b"a")
+        with pytest.raises(mmsb.HistoryUnavailableError):
+            bus.at(bus.lsn + 1)
+        with pytest.raises(mmsb.PageNotFoundError):
+            bus.history(99)
+        with pytest.raises(mmsb.HistoryUnavailableError):
+            p.at(p.epoch + 1)
+        for bad in (-1, 1.5, True):
+            with pytest.raises(mmsb.InvalidArgumentError):
+                p.at(bad)
+        path = bus.path
+    with pytest.raises(mmsb.HistoryUnavailableError):
+        mmsb.replay(path, to=100)
+    with pytest.raises(mmsb.InvalidArgumentError):
+        mmsb.replay(tmp_path / "missing")
+
+
+def test_replay_runs_beside_the_writer_without_the_lock(tmp_path):
+    bus = mmsb.Bus(tmp_path / "b", durability="none")
+    p = bus.create_page(16, name="p")
+    p.write(0, b"hello")
+    with bus.at(bus.lsn) as old:  # at() hands pending records of durability=none to the OS
+        assert old.page("p").read(0, 5) == b"hello"
+    with mmsb.replay(bus.path) as old:
+        assert old.lsn == bus.lsn and old.page("p").read(0, 5) == b"hello"
+    with pytest.raises(mmsb.BusLockedError):
+        mmsb.open(bus.path)
+    bus.close()
+
+
+def test_history_survives_reopen_and_deleted_pages(tmp_path):
+    with mmsb.Bus(tmp_path / "b") as bus:
+        p = bus.create_page(8)
+        p.write(0, b"a")
+        p.write(1, b"b")
+        pid = p.id
+        bus.checkpoint()
+        bus.delete_page(p)
+    with mmsb.open(tmp_path / "b") as bus:
+        hist = bus.history(pid)
+        assert [(h.lsn, h.epoch, h.runs) for h in hist] == [(2, 1, [(0, 1)]), (3, 2, [(1, 1)])]
