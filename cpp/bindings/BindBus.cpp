@@ -244,6 +244,20 @@ void bind_bus(py::module_& m) {
         return out;
       })
       .def_property_readonly("read_only", &Bus::read_only)
+      .def("_verify", [](Bus& bus) {
+        IntegrityReport r;
+        {
+          py::gil_scoped_release release;
+          r = bus.verify();
+        }
+        py::dict d;
+        d["ok"] = r.ok;
+        d["pages_checked"] = r.pages_checked;
+        d["records_checked"] = r.records_checked;
+        d["log_checked"] = r.log_checked;
+        d["problems"] = r.problems;
+        return d;
+      })
       .def("checkpoint", [](Bus& bus) {
         py::gil_scoped_release release;
         return bus.checkpoint();

@@ -11,6 +11,7 @@ namespace mmsb::py_bind {
 void bind_page(pybind11::module_& m);
 void bind_bus(pybind11::module_& m);
 void bind_delta(pybind11::module_& m);
+void bind_inspect(pybind11::module_& m);
 
 /// A new pinned Python Page for a live page.
 pybind11::object make_page(const std::shared_ptr<Bus>& bus, PageId id);

@@ -16,6 +16,7 @@ PYBIND11_MODULE(_core, m) {
   py_bind::bind_page(m);
   py_bind::bind_bus(m);
   py_bind::bind_delta(m);
+  py_bind::bind_inspect(m);
 
   m.def("build_info", [] {
     const BuildInfo b = build_info();

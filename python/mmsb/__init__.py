@@ -13,7 +13,7 @@ from . import errors
 from .errors import *  # noqa: F403  (the public error classes)
 from . import _core
 from ._core import Bus, Delta, DeltaBatch, Page
-from ._reports import DeltaRecord, MemoryReport, Stats
+from ._reports import DeltaRecord, IntegrityReport, MemoryReport, Stats
 from . import cuda
 
 __version__: str = _core.__version__
@@ -85,6 +85,14 @@ def _page_at(self: Page, epoch: int) -> Any:
         return old.page(self.id).snapshot()[0]
 
 
+def _verify(self: Bus) -> IntegrityReport:
+    """Check the bus: internal invariants (no orphan names or metadata, live pages have data,
+    last lsns <= the bus lsn), and for a directory bus every log checksum plus log = memory
+    (replay from lsn 1 and from the newest checkpoint both equal the pages in memory). Problems
+    are listed in .problems; .ok (and bool(report)) is True when there are none."""
+    return IntegrityReport(self._verify())
+
+
 def _stats(self: Bus) -> Stats:
     """Counters since creation or reset_stats(): deltas_applied, bytes_applied, commits, ..."""
     return Stats(self._stats())
@@ -103,6 +111,7 @@ def _print_stats(self: Bus) -> None:
 
 Bus.create_page = _create_page
 Bus.history = _history
+Bus.verify = _verify
 Page.at = _page_at
 Bus.stats = _stats
 Bus.memory = _memory
@@ -119,6 +128,7 @@ __all__ = [
     "open",
     "replay",
     "DeltaRecord",
+    "IntegrityReport",
     "cuda",
     "errors",
     *errors.__all__,

@@ -9,7 +9,7 @@ from typing import Any, Iterator, Literal, Mapping, Optional, Sequence, Union
 import numpy as np
 import numpy.typing as npt
 
-from ._reports import DeltaRecord, MemoryReport, Stats
+from ._reports import DeltaRecord, IntegrityReport, MemoryReport, Stats
 
 _Buffer = Any  # any object with the buffer protocol (bytes, bytearray, memoryview, ndarray)
 _PageKey = Union["Page", int, str]
@@ -149,6 +149,8 @@ class Bus:
     def _history(self, page: _PageKey) -> list[tuple[int, int, str, int, list[tuple[int, int]]]]: ...
     @property
     def read_only(self) -> bool: ...
+    def verify(self) -> IntegrityReport: ...
+    def _verify(self) -> dict[str, Any]: ...
     @property
     def path(self) -> Optional[str]: ...
     @property

@@ -27,6 +27,13 @@ class MemoryReport(Report):
     """Real bytes held by a bus: page data, arena slack, metadata (records, info, names)."""
 
 
+class IntegrityReport(Report):
+    """bus.verify(): ok, pages_checked, records_checked, log_checked, problems (list of str)."""
+
+    def __bool__(self) -> bool:
+        return bool(self["ok"])
+
+
 class DeltaRecord(NamedTuple):
     """One committed delta of a page (bus.history(page))."""
 

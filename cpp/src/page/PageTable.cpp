@@ -184,6 +184,36 @@ void PageTable::free_data(PageRecord& r) noexcept {
   r.data = nullptr;
 }
 
+void PageTable::check_consistency(std::vector<std::string>& problems) {
+  std::uint64_t live = 0;
+  for (PageId id = 1; id < next_id_; ++id) {
+    const PageRecord& r = slot(id);
+    if (r.id != id) {
+      problems.push_back("page slot " + std::to_string(id) + " holds id " + std::to_string(r.id));
+      continue;
+    }
+    if (!r.live()) continue;
+    ++live;
+    if (r.data == nullptr || r.size == 0) problems.push_back("live page " + std::to_string(id) + " has no data");
+    if ((r.has_info != 0) != (infos_.count(id) != 0)) {
+      problems.push_back("page " + std::to_string(id) + " info flag disagrees with the info table");
+    }
+  }
+  if (live != live_) {
+    problems.push_back("live page count " + std::to_string(live_) + " but " + std::to_string(live) + " live records");
+  }
+  for (const auto& [id, info] : infos_) {
+    const PageRecord* r = find(id);
+    if (r == nullptr) problems.push_back("orphan info for deleted or unknown page " + std::to_string(id));
+  }
+  for (const auto& [name, id] : names_) {
+    const PageInfo* i = info(id);
+    if (find(id) == nullptr || i == nullptr || i->name != name) {
+      problems.push_back("orphan name '" + name + "' -> page " + std::to_string(id));
+    }
+  }
+}
+
 PageTableStats PageTable::stats() const {
   PageTableStats s;
   s.live_pages = live_;

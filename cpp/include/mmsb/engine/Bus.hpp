@@ -36,6 +36,16 @@ struct BusOptions {
   bool must_exist = false;  ///< open an existing directory only (mmsb.open)
   bool read_only = false;   ///< replay only: no lock, no writes (bus.at, mmsb.replay)
   std::optional<Lsn> at_lsn;  ///< read-only: stop replay at this lsn
+  bool use_checkpoints = true;  ///< false: replay the whole log from lsn 1 (verify)
+};
+
+/// What verify() found. ok is true when problems is empty.
+struct IntegrityReport {
+  bool ok = true;
+  std::uint64_t pages_checked = 0;
+  std::uint64_t records_checked = 0;  ///< log records read back and checksummed
+  bool log_checked = false;           ///< a directory bus: log replayed and compared with memory
+  std::vector<std::string> problems;
 };
 
 /// One committed delta of a page, as history() reports it.
@@ -137,6 +147,12 @@ class Bus {
   /// Throws Error(HistoryUnavailable) for an in-memory bus, Error(PageNotFound) for an id never used.
   std::vector<HistoryEntry> history(PageId id);
   bool read_only() const noexcept { return read_only_; }
+  /// Checks the bus: internal invariants (no orphan names or info, live pages have data, each
+  /// page's last lsn <= the bus lsn); for a directory bus also that every log record checksums,
+  /// and that replaying the whole log from lsn 1, and the newest checkpoint plus its tail, both
+  /// give exactly the pages in memory (bytes, epochs, last lsns, layout, names, metadata).
+  /// Problems are reported, not thrown. Blocks writers while it runs.
+  IntegrityReport verify();
   /// Directory ("" for in-memory) and durability mode.
   const std::string& path() const noexcept { return path_; }
   Durability durability() const noexcept { return durability_; }
@@ -169,6 +185,8 @@ class Bus {
   void log_locked(Lsn last);
   void recover_locked(std::optional<Lsn> until);
   void replay_op_locked(const LogOp& op, Lsn lsn);
+  /// Lines describing every difference between this bus's pages and `other`'s.
+  void compare_pages_locked(Bus& other, const std::string& what, std::vector<std::string>& problems);
   void count(std::uint64_t deltas, std::uint64_t bytes) noexcept;
 
   mutable std::mutex mutex_;

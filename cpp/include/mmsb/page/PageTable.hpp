@@ -85,6 +85,9 @@ class PageTable {
     }
   }
   PageTableStats stats() const;
+  /// Appends a line to `problems` for every broken internal invariant (live pages without data,
+  /// names or info left behind by deleted pages, counts that disagree). Read-only.
+  void check_consistency(std::vector<std::string>& problems);
 
  private:
   PageRecord& slot(PageId id) noexcept {

@@ -1,0 +1,106 @@
+// mmsb._core._inspect(path): what a bus directory holds, for `mmsb inspect` (read-only, no lock).
+#include <pybind11/stl.h>
+
+#include <map>
+#include <string>
+
+#include "Bindings.hpp"
+#include "mmsb/core/Error.hpp"
+#include "mmsb/log/Checkpoint.hpp"
+#include "mmsb/log/PosixFile.hpp"
+#include "mmsb/log/RecordCodec.hpp"
+#include "mmsb/log/SegmentReader.hpp"
+
+namespace mmsb::py_bind {
+namespace py = pybind11;
+
+namespace {
+
+std::string describe(const LogOp& op) {
+  if (const auto* c = std::get_if<PageCreateOp>(&op)) {
+    std::string s = "create page " + std::to_string(c->id) + " (" + std::to_string(c->spec.size) + " B " +
+                    std::string(dtype_name(c->spec.dtype));
+    if (!c->spec.name.empty()) s += " '" + c->spec.name + "'";
+    return s + ")";
+  }
+  if (const auto* d = std::get_if<PageDeleteOp>(&op)) return "delete page " + std::to_string(d->id);
+  if (const auto* m = std::get_if<MetadataOp>(&op)) {
+    return std::string(m->value ? "set" : "remove") + " metadata '" + m->key + "' of page " + std::to_string(m->id);
+  }
+  if (const auto* d = std::get_if<DeltaOp>(&op)) {
+    return "delta to page " + std::to_string(d->delta.page_id()) + ": " + std::to_string(d->delta.run_list().size()) +
+           " runs, " + std::to_string(d->delta.payload().size()) + " B (" + std::string(source_name(d->delta.source)) + ")";
+  }
+  const auto& b = std::get<BatchOp>(op);
+  return "batch of " + std::to_string(b.page_ids.size()) + " rows, " + std::to_string(b.payload.size()) + " B";
+}
+
+py::dict inspect_segment(const std::string& path, bool records) {
+  py::dict seg;
+  seg["file"] = path;
+  try {
+    const SegmentScan s = scan_segment(path);
+    seg["bytes"] = s.bytes.size();
+    seg["first_lsn"] = s.header.first_lsn;
+    seg["records"] = s.records.size();
+    Lsn last = s.header.first_lsn == 0 ? 0 : s.header.first_lsn - 1;
+    py::list dump;
+    for (const ScannedRecord& r : s.records) {
+      last = r.header.first_lsn + r.header.lsn_count - 1;
+      if (!records) continue;
+      const LogRecord rec = decode_record(r.header, r.body, path);
+      py::list ops;
+      for (const LogOp& op : rec.ops) ops.append(describe(op));
+      dump.append(py::dict(py::arg("offset") = r.offset, py::arg("first_lsn") = r.header.first_lsn,
+                           py::arg("lsn_count") = r.header.lsn_count, py::arg("body_bytes") = r.header.body_bytes,
+                           py::arg("ops") = ops));
+    }
+    seg["last_lsn"] = last;
+    seg["torn_tail"] = s.torn ? py::object(py::str(s.torn_reason)) : py::object(py::none());
+    if (records) seg["dump"] = dump;
+  } catch (const Error& e) {
+    seg["error"] = std::string(e.what());
+  }
+  return seg;
+}
+
+}  // namespace
+
+void bind_inspect(py::module_& m) {
+  m.def("_inspect", [](const std::string& dir, bool records) {
+    if (!path_exists(dir)) fail(ErrorCode::InvalidArgument, "no bus directory at '", dir, "'");
+    std::map<Lsn, std::string> segments, checkpoints;
+    py::list others;
+    for (const std::string& name : list_directory(dir)) {
+      std::uint64_t n = 0;
+      if (logfmt::parse_segment_file_name(name, n)) segments.emplace(n, name);
+      else if (logfmt::parse_checkpoint_file_name(name, n)) checkpoints.emplace(n, name);
+      else if (name != "LOCK") others.append(name);
+    }
+    py::list cps;
+    for (const auto& [lsn, name] : checkpoints) {
+      py::dict cp;
+      cp["file"] = dir + "/" + name;
+      try {
+        const CheckpointData data = read_checkpoint(dir + "/" + name);
+        cp["lsn"] = data.lsn;
+        cp["pages"] = data.pages.size();
+        cp["bytes"] = data.bytes.size();
+      } catch (const Error& e) {
+        cp["error"] = std::string(e.what());
+      }
+      cps.append(cp);
+    }
+    py::list segs;
+    for (const auto& [first, name] : segments) segs.append(inspect_segment(dir + "/" + name, records));
+    py::dict out;
+    out["path"] = dir;
+    out["checkpoints"] = cps;
+    out["segments"] = segs;
+    out["other_files"] = others;
+    return out;
+  }, py::arg("path"), py::arg("records") = false,
+     "Summary of a bus directory (checkpoints, segments, records when asked); never takes the lock.");
+}
+
+}  // namespace mmsb::py_bind
