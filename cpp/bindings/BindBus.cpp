@@ -243,6 +243,24 @@ void bind_bus(py::module_& m) {
         }
         return out;
       })
+      .def("diff", [](Bus& bus, py::handle a, py::handle b) {
+        const Lsn from = to_u64(a, "lsn_a");
+        const Lsn to = to_u64(b, "lsn_b");
+        std::map<PageId, std::vector<Run>> d;
+        {
+          py::gil_scoped_release release;
+          d = bus.diff(from, to);
+        }
+        py::dict out;
+        for (const auto& [page, runs] : d) {
+          py::list l;
+          for (const Run& r : runs) l.append(py::make_tuple(r.offset, r.length));
+          out[py::int_(page)] = l;
+        }
+        return out;
+      }, "lsn_a"_a, "lsn_b"_a,
+         "{page_id: [(offset, length), ...]}: the bytes written by deltas with lsn in (lsn_a, lsn_b], "
+         "merged per page.")
       .def_property_readonly("read_only", &Bus::read_only)
       .def("_verify", [](Bus& bus) {
         IntegrityReport r;

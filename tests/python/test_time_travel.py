@@ -197,3 +197,47 @@ def test_history_survives_reopen_and_deleted_pages(tmp_path):
     with mmsb.open(tmp_path / "b") as bus:
         hist = bus.history(pid)
         assert [(h.lsn, h.epoch, h.runs) for h in hist] == [(2, 1, [(0, 1)]), (3, 2, [(1, 1)])]
+
+
+def covered(runs, offset):
+    return any(o <= offset < o + n for o, n in runs)
+
+
+def test_diff_covers_every_changed_byte_and_matches_history(tmp_path, rng):
+    drv = RecordingDriver(tmp_path / "bus", "flush", rng)
+    drv.run(250)
+    lsns = sorted(drv.states)
+    for _ in range(12):
+        a, b = sorted(int(x) for x in rng.choice(lsns, 2))
+        d = drv.bus.diff(a, b)
+        sa, sb = drv.states[a]["pages"], drv.states[b]["pages"]
+        for pid, (data_b, _) in sb.items():
+            if pid not in sa:
+                continue
+            old = np.frombuffer(sa[pid][0], np.uint8)
+            new = np.frombuffer(data_b, np.uint8)
+            for off in np.flatnonzero(old != new):
+                assert covered(d.get(pid, []), int(off)), (a, b, pid, int(off))
+        for pid, runs in d.items():  # canonical: sorted, disjoint, non-touching, non-empty
+            assert all(n > 0 for _, n in runs)
+            assert all(x[0] + x[1] < y[0] for x, y in zip(runs, runs[1:]))
+            hist = [h for h in drv.bus.history(pid) if a < h.lsn <= b]
+            assert hist, (pid, a, b)
+            for h in hist:
+                for off, n in h.runs:
+                    if n:
+                        assert covered(runs, off) and covered(runs, off + n - 1)
+    assert drv.bus.diff(lsns[-1], lsns[-1]) == {}
+    drv.bus.close()
+
+
+def test_diff_errors(tmp_path):
+    with mmsb.Bus(tmp_path / "b") as bus:
+        bus.create_page(8).write(0, b"a")
+        with pytest.raises(mmsb.InvalidArgumentError):
+            bus.diff(2, 1)
+        with pytest.raises(mmsb.InvalidArgumentError):
+            bus.diff(0, bus.lsn + 1)
+        assert bus.diff(0, bus.lsn) == {1: [(0, 1)]}
+    with pytest.raises(mmsb.HistoryUnavailableError):
+        mmsb.Bus().diff(0, 0)

@@ -11,6 +11,7 @@
 /// between threads); snapshot() and read() give consistent copies.
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -146,6 +147,10 @@ class Bus {
   /// Every committed delta of page `id` (also a deleted one) in lsn order, read from the log.
   /// Throws Error(HistoryUnavailable) for an in-memory bus, Error(PageNotFound) for an id never used.
   std::vector<HistoryEntry> history(PageId id);
+  /// Byte ranges written by the deltas with lsn in (a, b], per page, merged (sorted, overlaps and
+  /// touching runs joined). Throws Error(InvalidArgument) unless a <= b <= lsn(),
+  /// Error(HistoryUnavailable) for an in-memory bus.
+  std::map<PageId, std::vector<Run>> diff(Lsn a, Lsn b);
   bool read_only() const noexcept { return read_only_; }
   /// Checks the bus: internal invariants (no orphan names or info, live pages have data, each
   /// page's last lsn <= the bus lsn); for a directory bus also that every log record checksums,
@@ -186,6 +191,8 @@ class Bus {
   void recover_locked(std::optional<Lsn> until);
   void replay_op_locked(const LogOp& op, Lsn lsn);
   /// Lines describing every difference between this bus's pages and `other`'s.
+  template <class Fn>
+  void for_each_logged_delta_locked(Lsn first, Lsn last, Fn&& fn);
   void compare_pages_locked(Bus& other, const std::string& what, std::vector<std::string>& problems);
   void count(std::uint64_t deltas, std::uint64_t bytes) noexcept;
 

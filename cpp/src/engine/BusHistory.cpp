@@ -1,0 +1,182 @@
+// Bus: reading the past. Time travel (at), history, diff and verify all read the log files of a
+// directory bus; they never change the bus.
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "mmsb/core/Error.hpp"
+#include "mmsb/engine/Bus.hpp"
+
+namespace mmsb {
+
+std::shared_ptr<Bus> Bus::at(Lsn lsn) {
+  std::lock_guard lock(mutex_);
+  check_open();
+  if (path_.empty()) {
+    fail(ErrorCode::HistoryUnavailable,
+         "an in-memory bus keeps no history yet; time travel needs a bus directory (mmsb.Bus(path))");
+  }
+  if (lsn > this->lsn()) {
+    fail(ErrorCode::HistoryUnavailable, "lsn ", lsn, " is in the future; the bus is at lsn ", this->lsn());
+  }
+  if (log_) log_->flush();  // durability=none: the files must hold what is asked for
+  BusOptions o;
+  o.threads = pool_.threads();
+  o.path = path_;
+  o.read_only = true;
+  o.at_lsn = lsn;
+  return std::make_shared<Bus>(std::move(o));
+}
+
+// Calls fn(page, lsn, source, timestamp_ns, runs) for every delta with lsn in [first, last], in
+// lsn order, reading the whole log from lsn 1 (history has no index yet).
+template <class Fn>
+void Bus::for_each_logged_delta_locked(Lsn first, Lsn last, Fn&& fn) {
+  if (path_.empty()) {
+    fail(ErrorCode::HistoryUnavailable,
+         "an in-memory bus keeps no history yet; history needs a bus directory (mmsb.Bus(path))");
+  }
+  if (log_) log_->flush();
+  Log scan(path_, durability_, Log::Access::ReadOnly, 0);  // every segment, no checkpoint
+  const auto& segments = scan.recovered().segments;
+  if (segments.empty() || segments.front().header.first_lsn != 1) {
+    fail(ErrorCode::HistoryUnavailable, "the log of '", path_, "' no longer starts at lsn 1");
+  }
+  for (const SegmentScan& seg : segments) {
+    for (const ScannedRecord& r : seg.records) {
+      if (r.header.first_lsn > last) return;
+      if (r.header.first_lsn + r.header.lsn_count <= first) continue;
+      const LogRecord rec = decode_record(r.header, r.body, seg.path);
+      Lsn lsn = r.header.first_lsn;
+      for (const LogOp& op : rec.ops) {
+        if (const auto* d = std::get_if<DeltaOp>(&op)) {
+          if (lsn >= first && lsn <= last) {
+            fn(d->delta.page_id(), lsn, d->delta.source, d->delta.timestamp_ns, d->delta.run_list());
+          }
+        } else if (const auto* b = std::get_if<BatchOp>(&op)) {
+          for (std::size_t i = 0; i < b->page_ids.size(); ++i) {
+            if (lsn + i < first || lsn + i > last) continue;
+            fn(b->page_ids[i], lsn + i, Source::User, b->timestamp_ns,
+               std::vector<Run>{Run{b->offsets[i], b->lengths[i]}});
+          }
+        }
+        lsn += op_lsn_count(op);
+      }
+    }
+  }
+}
+
+std::vector<HistoryEntry> Bus::history(PageId id) {
+  std::lock_guard lock(mutex_);
+  check_open();
+  if (id == 0 || id >= table_.next_id()) {
+    fail(ErrorCode::PageNotFound, "no page with id ", id, " ever existed on this bus");
+  }
+  std::vector<HistoryEntry> out;
+  for_each_logged_delta_locked(1, lsn(), [&](PageId page, Lsn lsn, Source source, std::uint64_t ts,
+                                             const std::vector<Run>& runs) {
+    if (page == id) out.push_back({lsn, out.size() + 1, source, ts, runs});
+  });
+  return out;
+}
+
+std::map<PageId, std::vector<Run>> Bus::diff(Lsn a, Lsn b) {
+  std::lock_guard lock(mutex_);
+  check_open();
+  if (a > b || b > lsn()) {
+    fail(ErrorCode::InvalidArgument, "diff needs lsn_a <= lsn_b <= the bus lsn ", lsn(), "; got ", a, " and ", b);
+  }
+  std::map<PageId, std::vector<Run>> written;
+  for_each_logged_delta_locked(a + 1, b, [&](PageId page, Lsn, Source, std::uint64_t, const std::vector<Run>& runs) {
+    auto& v = written[page];
+    v.insert(v.end(), runs.begin(), runs.end());
+  });
+  for (auto& [page, runs] : written) {  // union: sorted, overlapping and touching runs merged
+    std::sort(runs.begin(), runs.end(), [](const Run& x, const Run& y) { return x.offset < y.offset; });
+    std::vector<Run> merged;
+    for (const Run& r : runs) {
+      if (r.length == 0) continue;
+      if (!merged.empty() && r.offset <= merged.back().end()) {
+        merged.back().length = std::max(merged.back().end(), r.end()) - merged.back().offset;
+      } else {
+        merged.push_back(r);
+      }
+    }
+    runs = std::move(merged);
+  }
+  return written;
+}
+
+void Bus::compare_pages_locked(Bus& other, const std::string& what, std::vector<std::string>& problems) {
+  const std::size_t before = problems.size();
+  auto note = [&](PageId id, const std::string& field) {
+    if (problems.size() - before < 20) problems.push_back(what + ": page " + std::to_string(id) + " " + field);
+  };
+  if (other.lsn() != lsn()) {
+    problems.push_back(what + " ends at lsn " + std::to_string(other.lsn()) + ", memory at " + std::to_string(lsn()));
+  }
+  const PageId end = std::max(table_.next_id(), other.table_.next_id());
+  for (PageId id = 1; id < end; ++id) {
+    PageRecord* a = table_.find(id);
+    PageRecord* b = other.table_.find(id);
+    if ((a == nullptr) != (b == nullptr)) {
+      note(id, a == nullptr ? "exists only in the log" : "exists only in memory");
+      continue;
+    }
+    if (a == nullptr) continue;
+    if (a->size != b->size || a->dtype != b->dtype) note(id, "layout differs");
+    else if (std::memcmp(a->data, b->data, a->size) != 0) note(id, "bytes differ");
+    if (a->epoch.load() != b->epoch.load()) {
+      note(id, "epoch " + std::to_string(a->epoch.load()) + " in memory, " + std::to_string(b->epoch.load()) + " in the log");
+    }
+    if (a->last_lsn.load() != b->last_lsn.load()) note(id, "last lsn differs");
+    const PageInfo* ia = table_.info(id);
+    const PageInfo* ib = other.table_.info(id);
+    const PageInfo none;
+    const PageInfo& x = ia != nullptr ? *ia : none;
+    const PageInfo& y = ib != nullptr ? *ib : none;
+    if (x.name != y.name || x.shape != y.shape || x.metadata != y.metadata || x.location != y.location) {
+      note(id, "name, shape or metadata differ");
+    }
+  }
+}
+
+IntegrityReport Bus::verify() {
+  std::lock_guard lock(mutex_);
+  check_open();
+  IntegrityReport rep;
+  table_.check_consistency(rep.problems);
+  const Lsn now = lsn();
+  table_.for_each_live([&](PageRecord& r) {
+    ++rep.pages_checked;
+    if (r.last_lsn.load() > now) {
+      rep.problems.push_back("page " + std::to_string(r.id) + " was last written at lsn " +
+                             std::to_string(r.last_lsn.load()) + ", after the bus lsn " + std::to_string(now));
+    }
+  });
+  if (!path_.empty()) {
+    rep.log_checked = true;
+    try {
+      if (log_) log_->flush();
+      for (bool from_checkpoint : {false, true}) {
+        BusOptions o;
+        o.threads = pool_.threads();
+        o.path = path_;
+        o.read_only = true;
+        o.at_lsn = now;
+        o.use_checkpoints = from_checkpoint;
+        Bus replayed(std::move(o));
+        if (!from_checkpoint) rep.records_checked = replayed.recovery().records_replayed;
+        if (from_checkpoint && replayed.recovery().checkpoint_lsn == 0) break;  // nothing more to check
+        compare_pages_locked(replayed, from_checkpoint ? "checkpoint + log" : "log replayed from lsn 1",
+                             rep.problems);
+      }
+    } catch (const Error& e) {
+      rep.problems.push_back(e.what());
+    }
+  }
+  rep.ok = rep.problems.empty();
+  return rep;
+}
+
+}  // namespace mmsb
