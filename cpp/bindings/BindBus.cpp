@@ -66,6 +66,7 @@ Metadata parse_metadata(py::handle md) {
 py::object create_page(const std::shared_ptr<Bus>& bus, py::handle size, py::handle shape,
                        py::handle dtype, py::handle data, py::handle name, py::handle metadata,
                        const std::string& location) {
+  wait_turn(*bus);
   PageSpec spec;
   spec.location = location;
   if (!name.is_none()) {
@@ -157,6 +158,7 @@ py::dict memory_dict(const MemoryReport& r) {
 }
 
 bool contains(const std::shared_ptr<Bus>& bus, py::handle key) {
+  wait_turn(*bus);
   if (py::isinstance<PageHandle>(key)) {
     const PageHandle& h = key.cast<const PageHandle&>();
     if (h.bus != bus) return false;
@@ -197,14 +199,43 @@ std::shared_ptr<Bus> open_bus(py::handle path, const std::string& durability, py
 }
 
 py::list all_pages(const std::shared_ptr<Bus>& bus) {
+  wait_turn(*bus);
   py::list out;
   for (PageId id : bus->page_ids()) out.append(make_page(bus, id));
   return out;
 }
 
+// `with bus.transaction():` — commit on a clean exit, rollback when the block raises.
+struct TransactionGuard {
+  std::shared_ptr<Bus> bus;
+  bool active = false;
+};
+
 }  // namespace
 
 void bind_bus(py::module_& m) {
+  py::class_<TransactionGuard>(m, "Transaction",
+                               "Context manager from Bus.transaction(): all or nothing, also across crashes.")
+      .def("__enter__", [](py::object self) {
+        TransactionGuard& t = self.cast<TransactionGuard&>();
+        if (t.active) fail(ErrorCode::InvalidArgument, "this transaction() context is already in use");
+        wait_turn(*t.bus);
+        t.bus->begin_transaction();
+        t.active = true;
+        return self;
+      })
+      .def("__exit__", [](TransactionGuard& t, py::handle type, py::handle, py::handle) {
+        if (!t.active) return false;
+        t.active = false;
+        py::gil_scoped_release release;
+        if (type.is_none()) {
+          t.bus->commit_transaction();
+        } else {
+          t.bus->rollback_transaction();
+        }
+        return false;
+      });
+
   py::class_<Bus, std::shared_ptr<Bus>>(m, "Bus",
                                         "A versioned store of byte pages; every change is a delta.")
       .def(py::init([](py::handle path, const std::string& durability, py::handle threads) {
@@ -221,12 +252,14 @@ void bind_bus(py::module_& m) {
         return open_bus(path, "flush", threads, true, true, to);
       })
       .def("at", [](Bus& bus, py::handle lsn) {
+        wait_turn(bus);
         const Lsn at = to_u64(lsn, "lsn");
         py::gil_scoped_release release;
         return bus.at(at);
       }, "lsn"_a, "A read-only Bus holding the state as of `lsn` (from the nearest checkpoint at or "
                   "before it, then the log).")
       .def("_history", [](const std::shared_ptr<Bus>& bus, py::handle page) {
+        wait_turn(*bus);
         // A Page or an int id may name a deleted page (its history stays in the log); a name
         // only resolves among live pages.
         const PageId id = PyUnicode_Check(page.ptr()) ? resolve_page(bus, page) : page_id_of(page);
@@ -244,6 +277,7 @@ void bind_bus(py::module_& m) {
         return out;
       })
       .def("diff", [](Bus& bus, py::handle a, py::handle b) {
+        wait_turn(bus);
         const Lsn from = to_u64(a, "lsn_a");
         const Lsn to = to_u64(b, "lsn_b");
         std::map<PageId, std::vector<Run>> d;
@@ -261,8 +295,15 @@ void bind_bus(py::module_& m) {
       }, "lsn_a"_a, "lsn_b"_a,
          "{page_id: [(offset, length), ...]}: the bytes written by deltas with lsn in (lsn_a, lsn_b], "
          "merged per page.")
+      .def("transaction", [](const std::shared_ptr<Bus>& bus) { return TransactionGuard{bus, false}; },
+           "`with bus.transaction():` applies the block's changes at once (this thread sees them; "
+           "other threads wait) and commits them as one log record: all survive a crash or none "
+           "do. An exception in the block rolls every change back (bytes, epochs, lsn, pages, "
+           "names, metadata). Transactions do not nest.")
+      .def_property_readonly("in_transaction", &Bus::in_transaction)
       .def_property_readonly("read_only", &Bus::read_only)
       .def("_verify", [](Bus& bus) {
+        wait_turn(bus);
         IntegrityReport r;
         {
           py::gil_scoped_release release;
@@ -277,6 +318,7 @@ void bind_bus(py::module_& m) {
         return d;
       })
       .def("checkpoint", [](Bus& bus) {
+        wait_turn(bus);
         py::gil_scoped_release release;
         return bus.checkpoint();
       }, "Write a checkpoint of the current state; returns the lsn it covers.")
@@ -301,13 +343,16 @@ void bind_bus(py::module_& m) {
       // keyword signature lives in Python (mmsb/__init__.py) and forwards here.
       .def("_create_page", &create_page)
       .def("page", [](const std::shared_ptr<Bus>& bus, py::handle key) {
+        wait_turn(*bus);
         return make_page(bus, resolve_page(bus, key));
       }, "key"_a, "The page with this id or name; PageNotFoundError otherwise.")
       .def("pages", &all_pages, "All live pages in id order.")
       .def("delete_page", [](const std::shared_ptr<Bus>& bus, py::handle key) {
+        wait_turn(*bus);
         bus->delete_page(resolve_page(bus, key));
       }, "page"_a, "Delete a page (lsn + 1); existing views keep its memory until dropped.")
       .def("apply", [](const std::shared_ptr<Bus>& bus, PyDelta& d) {
+        wait_turn(*bus);
         if (d.origin != 0 && d.origin != bus->instance_id()) {
           fail(ErrorCode::PageNotFound, "the delta was built from page ", d.page_id(),
                " of another bus; build it from this bus's page (or from a bare page id)");
@@ -316,6 +361,7 @@ void bind_bus(py::module_& m) {
         return d.lsn;
       }, "delta"_a, "Commit one explicit delta; sets delta.lsn / .epoch and returns the lsn.")
       .def("apply_batch", [](const std::shared_ptr<Bus>& bus, const PyDeltaBatch& batch) {
+        wait_turn(*bus);
         const DeltaBatchView view = batch.view();
         py::gil_scoped_release release;
         return bus->apply_batch(view);
@@ -335,13 +381,20 @@ void bind_bus(py::module_& m) {
         bus.close();
         return false;
       })
-      .def("__len__", [](Bus& bus) { return bus.page_count(); })
+      .def("__len__", [](Bus& bus) {
+        wait_turn(bus);
+        return bus.page_count();
+      })
       .def("__contains__", &contains)
       .def("__iter__", [](const std::shared_ptr<Bus>& bus) { return py::iter(all_pages(bus)); })
       .def("_stats", [](const Bus& bus) { return stats_dict(bus.stats()); })
       .def("reset_stats", &Bus::reset_stats)
-      .def("_memory", [](Bus& bus) { return memory_dict(bus.memory()); })
+      .def("_memory", [](Bus& bus) {
+        wait_turn(bus);
+        return memory_dict(bus.memory());
+      })
       .def("__repr__", [](Bus& bus) {
+        wait_turn(bus);
         if (bus.closed()) return std::string("<mmsb.Bus (closed)>");
         const std::string where =
             bus.path().empty() ? std::string("in-memory")

@@ -92,6 +92,7 @@ struct PageEdit {
     entered = false;
     if (!exc_type.is_none()) return false;  // an exception inside the block commits nothing
     PageHandle& h = page.cast<PageHandle&>();
+    wait_turn(*h.bus);
     const py::array a = py::reinterpret_borrow<py::array>(staged);
     h.bus->update(h.id, {static_cast<const std::byte*>(a.data()), static_cast<std::size_t>(a.nbytes())},
                   epoch);
@@ -267,6 +268,7 @@ void bind_page(py::module_& m) {
         return static_cast<py::ssize_t>(std::hash<const void*>{}(h.bus.get()) ^ (h.id * 0x9E3779B97F4A7C15ull));
       })
       .def("__repr__", [](const PageHandle& h) {
+        wait_turn(*h.bus);
         if (h.rec->deleted()) return "<mmsb.Page " + std::to_string(h.id) + " (deleted)>";
         if (h.bus->closed()) return "<mmsb.Page " + std::to_string(h.id) + " (bus closed)>";
         const PageRecord& r = *h.rec;

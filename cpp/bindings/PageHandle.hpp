@@ -11,6 +11,15 @@
 
 namespace mmsb::py_bind {
 
+/// Waits, with the GIL released, while another thread's transaction holds the bus: that thread
+/// needs the GIL to finish it. Every binding calls this before an engine call that may wait.
+inline void wait_turn(Bus& bus) {
+  if (bus.must_wait()) {
+    pybind11::gil_scoped_release release;
+    bus.wait_for_turn();
+  }
+}
+
 /// Holds the bus alive and the page's memory pinned for as long as the handle (or any view or
 /// export whose base it is) lives, so views stay valid after the Page and Bus objects are dropped
 /// and even after the page is deleted. Thread safety: immutable; record reads are atomic.
@@ -23,6 +32,7 @@ struct PageHandle {
 
   /// The record if the bus is open and the page not deleted; throws Closed / PageNotFound.
   PageRecord& live() const {
+    wait_turn(*bus);
     if (bus->closed()) fail(ErrorCode::Closed, "the bus of page ", id, " is closed");
     if (rec->deleted()) fail(ErrorCode::PageNotFound, "page ", id, " was deleted");
     return *rec;

@@ -1,5 +1,7 @@
 #include "mmsb/engine/Bus.hpp"
 
+#include "Transaction.hpp"
+
 #include <cstring>
 
 #include "mmsb/core/Clock.hpp"
@@ -112,10 +114,12 @@ void Bus::recover_locked(std::optional<Lsn> until) {
 // expectations (expect_epoch) or logging again; anything inconsistent is corruption.
 void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
   if (const auto* c = std::get_if<PageCreateOp>(&op)) {
-    if (c->id != table_.next_id()) {
-      fail(ErrorCode::LogCorrupt, "page creation with id ", c->id, " where id ", table_.next_id(),
-           " comes next");
+    // Ids only grow; a gap is an id used by a page of a rolled-back transaction.
+    if (c->id < table_.next_id()) {
+      fail(ErrorCode::LogCorrupt, "page creation with id ", c->id, " but ids up to ", table_.next_id() - 1,
+           " are already used");
     }
+    table_.reserve_ids_below(c->id);
     table_.create(c->spec).last_lsn.store(lsn, std::memory_order_relaxed);
   } else if (const auto* d = std::get_if<PageDeleteOp>(&op)) {
     table_.erase(d->id);
@@ -169,7 +173,7 @@ void Bus::count(std::uint64_t deltas, std::uint64_t bytes) noexcept {
 }
 
 PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> initial) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_writable();
   check_location(spec.location);
   if (!initial.empty() && initial.size() != spec.size) {
@@ -186,7 +190,11 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
     content = Delta::at(r.id, 0, initial);
     content->timestamp_ns = wall_clock_ns();
   }
-  if (log_) {
+  if (txn_) {
+    txn_->undo.emplace_back(UndoCreate{r.id});
+    txn_->ops.add(PageCreateOp{r.id, spec});
+    if (content) txn_->ops.add(*content);
+  } else if (log_) {
     try {
       record_buf_.clear();
       PageCreateOp op{r.id, spec};
@@ -213,11 +221,16 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
 }
 
 void Bus::delete_page(PageId id) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_writable();
-  live_locked(id);
+  PageRecord& r = live_locked(id);
   const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
-  if (log_) {
+  if (txn_) {
+    PageTable::pin(r);  // rollback brings the page back, bytes included
+    const PageInfo* info = table_.info(id);
+    txn_->undo.emplace_back(UndoDelete{id, info != nullptr ? std::optional<PageInfo>(*info) : std::nullopt});
+    txn_->ops.add(PageDeleteOp{id});
+  } else if (log_) {
     record_buf_.clear();
     encode_op_record(record_buf_, lsn, PageDeleteOp{id});
     log_locked(lsn);
@@ -228,19 +241,19 @@ void Bus::delete_page(PageId id) {
 }
 
 PageRecord& Bus::page(PageId id) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_open();
   return live_locked(id);
 }
 
 PageId Bus::find_page(std::string_view name) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_open();
   return table_.find_name(name);
 }
 
 PageInfo Bus::page_info(PageId id) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_open();
   live_locked(id);
   const PageInfo* info = table_.info(id);
@@ -248,7 +261,7 @@ PageInfo Bus::page_info(PageId id) {
 }
 
 std::vector<PageId> Bus::page_ids() {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_open();
   std::vector<PageId> ids;
   ids.reserve(table_.live_count());
@@ -257,13 +270,13 @@ std::vector<PageId> Bus::page_ids() {
 }
 
 std::uint64_t Bus::page_count() {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_open();
   return table_.live_count();
 }
 
 void Bus::set_metadata(PageId id, const std::string& key, const std::optional<MetaValue>& value) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_writable();
   live_locked(id);
   if (!value) {
@@ -271,7 +284,14 @@ void Bus::set_metadata(PageId id, const std::string& key, const std::optional<Me
     if (info == nullptr || info->metadata.find(key) == info->metadata.end()) return;
   }
   const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
-  if (log_) {
+  if (txn_) {
+    std::optional<MetaValue> old;
+    if (const PageInfo* info = table_.info(id)) {
+      if (auto it = info->metadata.find(key); it != info->metadata.end()) old = it->second;
+    }
+    txn_->undo.emplace_back(UndoMetadata{id, key, std::move(old)});
+    txn_->ops.add(MetadataOp{id, key, value});
+  } else if (log_) {
     record_buf_.clear();
     encode_op_record(record_buf_, lsn, MetadataOp{id, key, value});
     log_locked(lsn);
@@ -301,7 +321,9 @@ void Bus::commit_delta_locked(PageRecord& r, Delta& d) {
   check_delta_locked(r, d);
   d.timestamp_ns = wall_clock_ns();
   const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
-  if (log_) {
+  if (txn_) {
+    txn_note_delta_locked(r, d);
+  } else if (log_) {
     record_buf_.clear();
     encode_op_record(record_buf_, lsn, d);
     log_locked(lsn);
@@ -321,14 +343,14 @@ void Bus::apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn) {
 }
 
 void Bus::apply(Delta& d) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_writable();
   commit_delta_locked(live_locked(d.page_id()), d);
 }
 
 Epoch Bus::write(PageId id, std::uint64_t offset, std::span<const std::byte> data,
                  std::optional<Epoch> expect_epoch) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_writable();
   PageRecord& r = live_locked(id);
   if (offset > r.size) {  // an empty write has no run to check, but its offset must still be valid
@@ -342,7 +364,7 @@ Epoch Bus::write(PageId id, std::uint64_t offset, std::span<const std::byte> dat
 }
 
 bool Bus::update(PageId id, std::span<const std::byte> content, std::optional<Epoch> expect_epoch) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_writable();
   PageRecord& r = live_locked(id);
   if (content.size() != r.size) {
@@ -358,12 +380,14 @@ bool Bus::update(PageId id, std::span<const std::byte> content, std::optional<Ep
 }
 
 Lsn Bus::apply_batch(const DeltaBatchView& batch) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_writable();
   validate_batch(batch, table_);
   const Lsn first = lsn_.load(std::memory_order_relaxed) + 1;
   if (batch.rows() == 0) return first - 1;
-  if (log_) {
+  if (txn_) {
+    txn_note_batch_locked(batch, wall_clock_ns());
+  } else if (log_) {
     record_buf_.clear();
     encode_op_record(record_buf_, first, batch, wall_clock_ns());
     log_locked(first + batch.rows() - 1);
@@ -376,7 +400,7 @@ Lsn Bus::apply_batch(const DeltaBatchView& batch) {
 }
 
 Epoch Bus::snapshot(PageId id, std::span<std::byte> out) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_open();
   PageRecord& r = live_locked(id);
   if (out.size() != r.size) {
@@ -388,7 +412,7 @@ Epoch Bus::snapshot(PageId id, std::span<std::byte> out) {
 }
 
 void Bus::read(PageId id, std::uint64_t offset, std::span<std::byte> out) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_open();
   PageRecord& r = live_locked(id);
   if (offset > r.size || out.size() > r.size - offset) {
@@ -406,8 +430,12 @@ PageRecord& Bus::pin(PageId id) {
 }
 
 void Bus::close() {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   if (closed()) return;
+  if (txn_) {  // closing inside a transaction abandons it
+    undo_locked(*txn_);
+    end_transaction_locked();
+  }
   closed_.store(true, std::memory_order_release);
   if (log_) {
     std::unique_ptr<Log> log = std::move(log_);
@@ -416,8 +444,9 @@ void Bus::close() {
 }
 
 Lsn Bus::checkpoint() {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_writable();
+  check_no_transaction("checkpoint()");
   if (!log_) {
     fail(ErrorCode::InvalidArgument,
          "checkpoint() needs a bus directory; create the bus with mmsb.Bus(path)");
@@ -445,7 +474,7 @@ void Bus::reset_stats() noexcept {
 }
 
 MemoryReport Bus::memory() {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   const PageTableStats t = table_.stats();
   MemoryReport m;
   m.pages = t.live_pages;

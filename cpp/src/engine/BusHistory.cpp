@@ -10,8 +10,9 @@
 namespace mmsb {
 
 std::shared_ptr<Bus> Bus::at(Lsn lsn) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_open();
+  check_no_transaction("at()");
   if (path_.empty()) {
     fail(ErrorCode::HistoryUnavailable,
          "an in-memory bus keeps no history yet; time travel needs a bus directory (mmsb.Bus(path))");
@@ -67,8 +68,9 @@ void Bus::for_each_logged_delta_locked(Lsn first, Lsn last, Fn&& fn) {
 }
 
 std::vector<HistoryEntry> Bus::history(PageId id) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_open();
+  check_no_transaction("history()");
   if (id == 0 || id >= table_.next_id()) {
     fail(ErrorCode::PageNotFound, "no page with id ", id, " ever existed on this bus");
   }
@@ -81,8 +83,9 @@ std::vector<HistoryEntry> Bus::history(PageId id) {
 }
 
 std::map<PageId, std::vector<Run>> Bus::diff(Lsn a, Lsn b) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_open();
+  check_no_transaction("diff()");
   if (a > b || b > lsn()) {
     fail(ErrorCode::InvalidArgument, "diff needs lsn_a <= lsn_b <= the bus lsn ", lsn(), "; got ", a, " and ", b);
   }
@@ -142,8 +145,9 @@ void Bus::compare_pages_locked(Bus& other, const std::string& what, std::vector<
 }
 
 IntegrityReport Bus::verify() {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_turn();
   check_open();
+  check_no_transaction("verify()");
   IntegrityReport rep;
   table_.check_consistency(rep.problems);
   const Lsn now = lsn();

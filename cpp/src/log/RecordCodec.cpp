@@ -61,18 +61,6 @@ void write_body(ByteWriter& w, const DeltaBatchView& b, std::uint64_t timestamp_
   w.bytes(b.lengths.data(), b.rows() * 8);
   w.bytes(b.payload);
 }
-void write_body(ByteWriter& w, const DeltaOp& op) { write_body(w, op.delta); }
-void write_body(ByteWriter& w, const BatchOp& op) { write_body(w, op.view(), op.timestamp_ns); }
-
-RecordType type_of(const LogOp& op) {
-  switch (op.index()) {
-    case 0: return RecordType::PageCreate;
-    case 1: return RecordType::PageDelete;
-    case 2: return RecordType::Metadata;
-    case 3: return RecordType::Delta;
-    default: return RecordType::Batch;
-  }
-}
 
 template <class Op>
 void single(std::vector<std::byte>& out, RecordType type, Lsn first, std::uint32_t count, const Op& op) {
@@ -212,26 +200,68 @@ void encode_op_record(std::vector<std::byte>& out, Lsn first, const DeltaBatchVi
   rb.finish();
 }
 
-void encode_transaction_record(std::vector<std::byte>& out, Lsn first, std::span<const LogOp> ops) {
-  std::uint64_t count = 0;
-  for (const LogOp& op : ops) count += op_lsn_count(op);
-  logfmt::RecordBuilder rb(out, RecordType::Transaction, static_cast<std::uint32_t>(count), first);
-  ByteWriter& w = rb.writer();
-  w.u32(static_cast<std::uint32_t>(ops.size()));
+template <class Write>
+void TransactionBuilder::add_op(RecordType type, std::uint64_t lsns, Write&& write) {
+  ByteWriter w(body_);
+  w.u8(static_cast<std::uint8_t>(type));
+  w.u8(0);
+  w.u16(0);
+  const std::size_t len_at = body_.size();
   w.u32(0);
-  for (const LogOp& op : ops) {
-    w.u8(static_cast<std::uint8_t>(type_of(op)));
-    w.u8(0);
-    w.u16(0);
-    const std::size_t len_at = out.size();
-    w.u32(0);
-    const std::size_t body_at = out.size();
-    std::visit([&](const auto& o) { write_body(w, o); }, op);
-    const auto len = static_cast<std::uint32_t>(out.size() - body_at);
-    std::memcpy(out.data() + len_at, &len, 4);
-    w.pad_to_align();
+  const std::size_t body_at = body_.size();
+  write(w);
+  const auto len = static_cast<std::uint32_t>(body_.size() - body_at);
+  std::memcpy(body_.data() + len_at, &len, 4);
+  w.pad_to_align();
+  ++ops_;
+  lsns_ += lsns;
+}
+
+void TransactionBuilder::add(const PageCreateOp& op) {
+  add_op(RecordType::PageCreate, 1, [&](ByteWriter& w) { write_body(w, op); });
+}
+void TransactionBuilder::add(const PageDeleteOp& op) {
+  add_op(RecordType::PageDelete, 1, [&](ByteWriter& w) { write_body(w, op); });
+}
+void TransactionBuilder::add(const MetadataOp& op) {
+  add_op(RecordType::Metadata, 1, [&](ByteWriter& w) { write_body(w, op); });
+}
+void TransactionBuilder::add(const Delta& delta) {
+  add_op(RecordType::Delta, 1, [&](ByteWriter& w) { write_body(w, delta); });
+}
+void TransactionBuilder::add(const DeltaBatchView& batch, std::uint64_t timestamp_ns) {
+  add_op(RecordType::Batch, batch.rows(), [&](ByteWriter& w) { write_body(w, batch, timestamp_ns); });
+}
+
+void TransactionBuilder::frame(std::vector<std::byte>& out, Lsn first_lsn) const {
+  if (lsns_ > 0xFFFF'FFFFull) {
+    fail(ErrorCode::InvalidArgument, "a transaction of ", lsns_, " changes exceeds the format limit of 2^32 - 1");
   }
+  logfmt::RecordBuilder rb(out, RecordType::Transaction, static_cast<std::uint32_t>(lsns_), first_lsn);
+  ByteWriter& w = rb.writer();
+  w.u32(ops_);
+  w.u32(0);
+  w.bytes(body_);
   rb.finish();
+}
+
+void encode_transaction_record(std::vector<std::byte>& out, Lsn first, std::span<const LogOp> ops) {
+  TransactionBuilder tb;
+  for (const LogOp& op : ops) {
+    std::visit(
+        [&](const auto& o) {
+          using T = std::decay_t<decltype(o)>;
+          if constexpr (std::is_same_v<T, DeltaOp>) {
+            tb.add(o.delta);
+          } else if constexpr (std::is_same_v<T, BatchOp>) {
+            tb.add(o.view(), o.timestamp_ns);
+          } else {
+            tb.add(o);
+          }
+        },
+        op);
+  }
+  tb.frame(out, first);
 }
 
 LogRecord decode_record(const logfmt::RecordHeader& h, std::span<const std::byte> body,

@@ -174,6 +174,17 @@ void PageTable::erase(PageId id) {
   if ((before & ~PageRecord::kDeletedBit) == 0) free_data(r);
 }
 
+void PageTable::undelete(PageId id, std::optional<PageInfo> info) {
+  PageRecord& r = slot(id);
+  r.refs.fetch_and(~PageRecord::kDeletedBit, std::memory_order_acq_rel);
+  if (info) {
+    if (!info->name.empty()) names_.emplace(info->name, id);
+    infos_.emplace(id, std::move(*info));
+    r.has_info = 1;
+  }
+  ++live_;
+}
+
 void PageTable::unpin(PageRecord& r) noexcept {
   const std::uint32_t before = r.refs.fetch_sub(1, std::memory_order_acq_rel);
   if (before == (PageRecord::kDeletedBit | 1u)) free_data(r);

@@ -13,7 +13,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <condition_variable>
 #include <mutex>
+#include <thread>
 #include <optional>
 #include <span>
 #include <string>
@@ -127,6 +129,26 @@ class Bus {
   /// Consistent copy of bytes [offset, offset + out.size()).
   void read(PageId id, std::uint64_t offset, std::span<std::byte> out);
 
+  // ---- transactions ------------------------------------------------------------------------
+  /// Opens a transaction owned by the calling thread. Its changes apply at once (the owner reads
+  /// them) and are logged as one record at commit, so they survive a crash all together or not
+  /// at all. Until it ends, other threads' calls wait (call wait_for_turn() first from threads
+  /// that must not block while holding a lock such as Python's GIL). Throws
+  /// Error(InvalidArgument) if this thread already has one open (no nesting).
+  void begin_transaction();
+  /// Logs the transaction as one record (durable per mode) and ends it. If logging fails, every
+  /// change is rolled back and Error(Durability) is thrown.
+  void commit_transaction();
+  /// Undoes every change since begin_transaction(): bytes, epochs, lsn, stats, names, metadata
+  /// and the page set are as they were (pages created inside are deleted; their ids stay used).
+  void rollback_transaction();
+  /// True when the calling thread has a transaction open.
+  bool in_transaction() const noexcept;
+  /// True when another thread's transaction is open, so a call from this thread would wait.
+  bool must_wait() const noexcept;
+  /// Blocks until no other thread's transaction is open.
+  void wait_for_turn();
+
   // ---- handles -----------------------------------------------------------------------------
   /// Pins a live page so its memory outlives deletion until unpin(); works on a closed bus too.
   PageRecord& pin(PageId id);
@@ -181,6 +203,14 @@ class Bus {
  private:
   void check_open() const;
   void check_writable() const;
+  /// The commit lock, taken once no other thread's transaction is open.
+  std::unique_lock<std::mutex> lock_turn();
+  void check_no_transaction(const char* what) const;
+  struct Transaction;
+  void undo_locked(Transaction& t) noexcept;
+  void txn_note_delta_locked(PageRecord& r, const Delta& d);
+  void txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t timestamp_ns);
+  void end_transaction_locked() noexcept;
   void check_location(const std::string& location) const;
   PageRecord& live_locked(PageId id);
   void check_delta_locked(const PageRecord& r, const Delta& d) const;
@@ -208,6 +238,10 @@ class Bus {
   std::vector<std::byte> record_buf_;  // reused encoding buffer for log records
   RecoveryReport recovery_;
   bool read_only_ = false;
+  std::unique_ptr<Transaction> txn_;  // the open transaction, if any (guarded by mutex_)
+  std::atomic<bool> txn_open_{false};
+  std::atomic<std::thread::id> txn_owner_{};
+  std::condition_variable txn_done_;
   struct Counters {
     std::atomic<std::uint64_t> deltas_applied{0}, bytes_applied{0}, commits{0}, pages_created{0},
         pages_deleted{0};

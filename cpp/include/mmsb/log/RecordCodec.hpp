@@ -63,6 +63,28 @@ void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const DeltaBat
 /// Appends one Transaction record holding all `ops` (atomic: one CRC covers them all).
 void encode_transaction_record(std::vector<std::byte>& out, Lsn first_lsn, std::span<const LogOp> ops);
 
+/// Builds a transaction body op by op (bus.transaction(): ops are encoded as they are made, so
+/// nothing refers to caller memory later), then frames it as one Transaction record.
+class TransactionBuilder {
+ public:
+  void add(const PageCreateOp& op);
+  void add(const PageDeleteOp& op);
+  void add(const MetadataOp& op);
+  void add(const Delta& delta);
+  void add(const DeltaBatchView& batch, std::uint64_t timestamp_ns);
+  std::uint32_t op_count() const noexcept { return ops_; }
+  std::uint64_t lsn_count() const noexcept { return lsns_; }
+  /// Appends the framed Transaction record (first lsn `first_lsn`) to `out`.
+  void frame(std::vector<std::byte>& out, Lsn first_lsn) const;
+
+ private:
+  template <class Write>
+  void add_op(logfmt::RecordType type, std::uint64_t lsns, Write&& write);
+  std::vector<std::byte> body_;
+  std::uint32_t ops_ = 0;
+  std::uint64_t lsns_ = 0;
+};
+
 /// Decodes the body of a record whose header was already validated. `where` names the file and
 /// offset for error messages. Throws Error(LogCorrupt) for any inconsistency, including an
 /// lsn_count that does not match the ops.

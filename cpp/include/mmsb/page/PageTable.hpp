@@ -7,6 +7,7 @@
 /// commit lock); pin/unpin and record atomics may be used from any thread.
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -53,6 +54,11 @@ class PageTable {
   /// Undoes the create() that returned page `id`, as if it never happened (id reusable). Only for
   /// a commit that failed after creating its page; `id` must be the newest and unpinned.
   void discard_newest(PageId id) noexcept;
+  /// Reverses erase() of a page that was pinned across it (a rolled-back transaction): live
+  /// again with `info` (its name back in the index).
+  void undelete(PageId id, std::optional<PageInfo> info);
+  /// The record of any id below next_id(), live or not.
+  PageRecord& record(PageId id) noexcept { return slot(id); }
   /// Marks the page deleted, drops its name and info, and frees its data once unpinned.
   /// Throws Error(PageNotFound) if it is not live.
   void erase(PageId id);
