@@ -176,8 +176,16 @@ bool contains(const std::shared_ptr<Bus>& bus, py::handle key) {
 }
 
 std::shared_ptr<Bus> open_bus(py::handle path, const std::string& durability, py::handle threads,
-                              bool must_exist, bool read_only = false, py::handle at = py::none()) {
+                              bool must_exist, bool read_only = false, py::handle at = py::none(),
+                              py::handle retention = py::none()) {
   BusOptions o;
+  if (!retention.is_none()) {
+    const std::uint64_t n = to_u64(retention, "retention");
+    if (n == 0 || n > 1'000'000) {
+      fail(ErrorCode::InvalidArgument, "retention must be None (keep all) or a number of checkpoints >= 1; got ", n);
+    }
+    o.retention = static_cast<unsigned>(n);
+  }
   o.read_only = read_only;
   if (!at.is_none()) o.at_lsn = to_u64(at, "lsn");
   if (!threads.is_none()) {
@@ -238,15 +246,18 @@ void bind_bus(py::module_& m) {
 
   py::class_<Bus, std::shared_ptr<Bus>>(m, "Bus",
                                         "A versioned store of byte pages; every change is a delta.")
-      .def(py::init([](py::handle path, const std::string& durability, py::handle threads) {
-             return open_bus(path, durability, threads, false);
+      .def(py::init([](py::handle path, const std::string& durability, py::handle threads, py::handle retention) {
+             return open_bus(path, durability, threads, false, false, py::none(), retention);
            }),
            "path"_a = py::none(), py::kw_only(), "durability"_a = "flush", "threads"_a = py::none(),
+           "retention"_a = py::none(),
            "Bus(): in memory. Bus(path): a bus directory, created or recovered (newest valid "
            "checkpoint + log tail). durability: 'none' | 'flush' (default) | 'fsync'. threads: "
-           "threads for batch apply (default: all hardware threads).")
-      .def_static("_open", [](py::handle path, const std::string& durability, py::handle threads) {
-        return open_bus(path, durability, threads, true);
+           "threads for batch apply (default: all hardware threads). retention: keep the newest N "
+           "checkpoints and the log after the oldest (default None: keep all history).")
+      .def_static("_open", [](py::handle path, const std::string& durability, py::handle threads,
+                              py::handle retention) {
+        return open_bus(path, durability, threads, true, false, py::none(), retention);
       })
       .def_static("_replay", [](py::handle path, py::handle to, py::handle threads) {
         return open_bus(path, "flush", threads, true, true, to);

@@ -48,11 +48,12 @@ def open(  # noqa: A001  (mmsb.open is the documented name)
     *,
     durability: str = "flush",
     threads: Optional[int] = None,
+    retention: Optional[int] = None,
 ) -> Bus:
     """Open an existing bus directory for writing: newest valid checkpoint, then the log after
     it (a torn tail is cut off). Raises BusLockedError if another Bus has it open,
     LogCorruptError for damage inside the log, InvalidArgumentError if no bus is there."""
-    return Bus._open(path, durability, threads)
+    return Bus._open(path, durability, threads, retention)
 
 
 def replay(

@@ -36,6 +36,10 @@ Bus::Bus(BusOptions options)
     read_only_ = true;
   } else {
     log_->start_writing();
+    if (options.retention) {
+      if (*options.retention == 0) fail(ErrorCode::InvalidArgument, "retention must keep at least 1 checkpoint");
+      log_->set_retention(options.retention);
+    }
   }
 }
 

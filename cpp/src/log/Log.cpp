@@ -91,6 +91,12 @@ void Log::scan(Lsn checkpoint_limit) {
            expected - 1, "; a segment is missing");
     }
     if (expected == 0 && first > base + 1) {
+      if (checkpoints.upper_bound(checkpoint_limit) != checkpoints.end()) {
+        // Time travel before the oldest retained checkpoint: that history was dropped on purpose.
+        fail(ErrorCode::HistoryUnavailable, "lsn ", checkpoint_limit, " is older than the history '", dir_,
+             "' retains (its log starts at lsn ", first, ", its oldest checkpoint is at lsn ",
+             checkpoints.begin()->first, ")");
+      }
       fail(ErrorCode::LogCorrupt, "the log of '", dir_, "' starts at lsn ", first, " (segment '", s.path,
            "') but ", recovered_.checkpoint ? "the newest valid checkpoint ends" : "without a checkpoint the log must start",
            " at lsn ", base + 1, "; records in between are missing");
@@ -224,7 +230,29 @@ std::string Log::checkpoint(Lsn lsn, PageTable& table) {
   sync();
   std::string path = write_checkpoint(dir_, lsn, table);
   open_segment(lsn + 1);
+  if (retention_) apply_retention();
   return path;
+}
+
+// Keeps the newest `retention_` checkpoints and the segments needed after the oldest of them.
+// Files go oldest first, so a crash in between leaves a directory that still recovers.
+void Log::apply_retention() {
+  std::map<Lsn, std::string> segments, checkpoints;
+  for (const std::string& name : list_directory(dir_)) {
+    std::uint64_t n = 0;
+    if (logfmt::parse_segment_file_name(name, n)) segments.emplace(n, name);
+    if (logfmt::parse_checkpoint_file_name(name, n)) checkpoints.emplace(n, name);
+  }
+  while (checkpoints.size() > *retention_) {
+    remove_file(dir_ + "/" + checkpoints.begin()->second);
+    checkpoints.erase(checkpoints.begin());
+  }
+  const Lsn oldest = checkpoints.begin()->first;
+  for (auto it = segments.begin(); it != segments.end() && std::next(it) != segments.end(); ++it) {
+    if (std::next(it)->first > oldest + 1) break;  // this segment still holds lsns after `oldest`
+    remove_file(dir_ + "/" + it->second);
+  }
+  sync_directory(dir_);
 }
 
 }  // namespace mmsb

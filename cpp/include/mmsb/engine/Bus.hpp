@@ -40,6 +40,9 @@ struct BusOptions {
   bool read_only = false;   ///< replay only: no lock, no writes (bus.at, mmsb.replay)
   std::optional<Lsn> at_lsn;  ///< read-only: stop replay at this lsn
   bool use_checkpoints = true;  ///< false: replay the whole log from lsn 1 (verify)
+  /// Keep the newest N checkpoints and the log after the oldest (time travel before it raises
+  /// HistoryUnavailable); nullopt keeps all history.
+  std::optional<unsigned> retention;
 };
 
 /// What verify() found. ok is true when problems is empty.

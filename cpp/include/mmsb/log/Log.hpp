@@ -73,8 +73,12 @@ class Log {
   void sync();
   /// Hands everything pending to the OS without syncing (so readers of the files see it).
   void flush();
-  /// Writes a checkpoint of `table` at `lsn` (after sync()) and starts a new segment after it.
+  /// Writes a checkpoint of `table` at `lsn` (after sync()) and starts a new segment after it;
+  /// with a retention, then drops checkpoints and segments older than it keeps.
   std::string checkpoint(Lsn lsn, PageTable& table);
+  /// Keep only the newest `checkpoints` checkpoints (>= 1) and the log after the oldest of them;
+  /// nullopt keeps everything (the default). Applied at each checkpoint.
+  void set_retention(std::optional<unsigned> checkpoints) noexcept { retention_ = checkpoints; }
 
   const std::string& dir() const noexcept { return dir_; }
   Durability durability() const noexcept { return durability_; }
@@ -86,6 +90,7 @@ class Log {
   void open_segment(Lsn first_lsn);
   void write_out(std::span<const std::byte> bytes, bool sync);
   void check_usable() const;
+  void apply_retention();
 
   std::string dir_;
   Durability durability_;
@@ -98,6 +103,7 @@ class Log {
   std::uint64_t bytes_written_ = 0;
   bool broken_ = false;
   bool read_only_ = false;
+  std::optional<unsigned> retention_;
 };
 
 }  // namespace mmsb
