@@ -81,7 +81,7 @@ std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table) 
 
 CheckpointData read_checkpoint(const std::string& path) {
   CheckpointData cp;
-  cp.bytes = PosixFile(path, O_RDONLY).read_all();
+  cp.bytes = FileBytes(path, FileBytes::How::Map);
   const std::span<const std::byte> all = cp.bytes;
   ByteReader r(all, "checkpoint " + path);
   if (all.size() < logfmt::kCheckpointHeaderBytes + logfmt::kCheckpointTrailerBytes) {

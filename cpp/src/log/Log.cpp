@@ -80,7 +80,7 @@ void Log::scan(Lsn checkpoint_limit) {
     auto next = std::next(it);
     // Segments wholly covered by the checkpoint are not needed for replay.
     if (!last && next->first <= base + 1) continue;
-    SegmentScan s = scan_segment(dir_ + "/" + it->second);
+    SegmentScan s = scan_segment(dir_ + "/" + it->second, /*sealed=*/!last);
     const Lsn first = s.header.first_lsn;
     if (s.bytes.size() >= logfmt::kSegmentHeaderBytes && first != it->first) {
       fail(ErrorCode::LogCorrupt, "segment '", s.path, "' header says first lsn ", first,

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -91,6 +92,40 @@ bool PosixFile::try_lock() {
   if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) return true;
   if (errno == EWOULDBLOCK) return false;
   io_fail("flock of", path_, errno);
+}
+
+FileBytes::FileBytes(const std::string& path, How how) {
+  PosixFile f(path, O_RDONLY);
+  if (how == How::Read) {
+    copy_ = f.read_all();
+    data_ = copy_.data();
+    size_ = copy_.size();
+    return;
+  }
+  size_ = f.size();
+  if (size_ == 0) return;
+  void* m = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE | MAP_POPULATE, f.fd(), 0);
+  if (m == MAP_FAILED) io_fail("mmap of", path, errno);
+  mapping_ = m;
+  data_ = static_cast<const std::byte*>(m);
+}
+
+FileBytes& FileBytes::operator=(FileBytes&& o) noexcept {
+  if (this != &o) {
+    if (mapping_ != nullptr) ::munmap(mapping_, size_);
+    mapping_ = o.mapping_;
+    size_ = o.size_;
+    copy_ = std::move(o.copy_);
+    data_ = mapping_ != nullptr ? static_cast<const std::byte*>(mapping_) : copy_.data();
+    o.mapping_ = nullptr;
+    o.data_ = nullptr;
+    o.size_ = 0;
+  }
+  return *this;
+}
+
+FileBytes::~FileBytes() {
+  if (mapping_ != nullptr) ::munmap(mapping_, size_);
 }
 
 void sync_directory(const std::string& dir) {

@@ -74,10 +74,10 @@ bool check_record_at(std::span<const std::byte> bytes, std::uint64_t pos, std::u
   return true;
 }
 
-SegmentScan scan_segment(const std::string& path) {
+SegmentScan scan_segment(const std::string& path, bool sealed) {
   SegmentScan scan;
   scan.path = path;
-  scan.bytes = PosixFile(path, O_RDONLY).read_all();
+  scan.bytes = FileBytes(path, sealed ? FileBytes::How::Map : FileBytes::How::Read);
   if (scan.bytes.size() < logfmt::kSegmentHeaderBytes) {
     // A crash while creating the segment leaves a short header: nothing was ever committed here.
     scan.torn = true;

@@ -98,7 +98,7 @@ TEST_F(LogCodecTest, EveryOpRoundTripsThroughASegment) {
 
 TEST_F(LogCodecTest, CrcCoversEveryBitOfHeaderAndBody) {
   const SegmentScan scan = scan_segment(write_segment());
-  Bytes bytes = scan.bytes;
+  Bytes bytes(scan.bytes.begin(), scan.bytes.end());
   for (const ScannedRecord& r : scan.records) {
     ScannedRecord out;
     std::string why;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "mmsb/log/PosixFile.hpp"
 #include "mmsb/log/RecordCodec.hpp"
 #include "mmsb/page/PageTable.hpp"
 
@@ -24,7 +25,7 @@ struct CheckpointData {
   Lsn lsn = 0;             ///< the state is that after all records with lsn <= this
   PageId next_page_id = 1; ///< ids below this were used (deleted ones are never reused)
   std::vector<PageImage> pages;
-  std::vector<std::byte> bytes;  ///< file contents backing the page data spans
+  FileBytes bytes;  ///< file contents backing the page data spans (mapped: checkpoints never change)
 };
 
 /// Writes the live pages of `table` as the checkpoint at `lsn` into `dir`; returns its path.

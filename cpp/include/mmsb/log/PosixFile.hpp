@@ -31,10 +31,37 @@ class PosixFile {
   std::vector<std::byte> read_all() const;
   /// Takes an exclusive advisory lock without waiting; false if another holder has it.
   bool try_lock();
+  int fd() const noexcept { return fd_; }
 
  private:
   int fd_ = -1;
   std::string path_;
+};
+
+/// The contents of a file, read-only: mapped (MAP_POPULATE) for files that never shrink
+/// (sealed segments, checkpoints), or read into memory for a file a writer may still cut back
+/// (the newest segment), so a reader never touches a page that disappears under it.
+class FileBytes {
+ public:
+  enum class How { Map, Read };
+  FileBytes() = default;
+  FileBytes(const std::string& path, How how);
+  FileBytes(FileBytes&& o) noexcept { *this = std::move(o); }
+  FileBytes& operator=(FileBytes&& o) noexcept;
+  FileBytes(const FileBytes&) = delete;
+  FileBytes& operator=(const FileBytes&) = delete;
+  ~FileBytes();
+
+  const std::byte* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+  const std::byte* begin() const noexcept { return data_; }
+  const std::byte* end() const noexcept { return data_ + size_; }
+
+ private:
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+  void* mapping_ = nullptr;  // non-null when mapped
+  std::vector<std::byte> copy_;
 };
 
 /// fsync of a directory, so renames and new files in it survive power loss.

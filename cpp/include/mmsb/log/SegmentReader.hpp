@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "mmsb/log/LogFormat.hpp"
+#include "mmsb/log/PosixFile.hpp"
 
 namespace mmsb {
 
@@ -20,7 +21,7 @@ struct ScannedRecord {
 struct SegmentScan {
   std::string path;
   logfmt::SegmentHeader header;
-  std::vector<std::byte> bytes;  ///< the whole file as read
+  FileBytes bytes;  ///< the whole file as read (records' bodies point into it)
   std::vector<ScannedRecord> records;
   std::uint64_t valid_end = 0;   ///< end (padded) of the last good record
   bool torn = false;             ///< bytes after valid_end that are not a good record
@@ -28,9 +29,10 @@ struct SegmentScan {
 };
 
 /// Reads and checks `path`. Records must carry consecutive lsns starting at the header's
-/// first_lsn. Throws Error(LogCorrupt) for a bad header or mid-segment corruption,
+/// first_lsn. `sealed`: no writer will cut this file back (not the newest segment), so it may be
+/// mapped instead of read. Throws Error(LogCorrupt) for a bad header or mid-segment corruption,
 /// Error(Durability) if the file cannot be read.
-SegmentScan scan_segment(const std::string& path);
+SegmentScan scan_segment(const std::string& path, bool sealed = false);
 
 /// Checks one record header and its CRC at `pos` of `bytes`, expecting `expected_lsn`. On success
 /// fills `out` and returns true; else returns false with `why` set. Never reads out of bounds.
