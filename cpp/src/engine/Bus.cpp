@@ -386,7 +386,7 @@ bool Bus::update(PageId id, std::span<const std::byte> content, std::optional<Ep
 Lsn Bus::apply_batch(const DeltaBatchView& batch) {
   auto lock = lock_turn();
   check_writable();
-  validate_batch(batch, table_);
+  validate_batch(batch, table_, &pool_);
   const Lsn first = lsn_.load(std::memory_order_relaxed) + 1;
   if (batch.rows() == 0) return first - 1;
   if (txn_) {

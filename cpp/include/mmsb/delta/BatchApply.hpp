@@ -8,8 +8,9 @@
 namespace mmsb {
 
 /// Checks the batch's shape and every row against `table` (page live, run inside the page).
-/// Throws Error(InvalidDelta / PageNotFound) naming the first bad row; changes nothing.
-void validate_batch(const DeltaBatchView& batch, PageTable& table);
+/// Throws Error(InvalidDelta / PageNotFound) naming the first bad row; changes nothing. With a
+/// pool, rows are checked in parallel chunks; the error is still the first bad row's.
+void validate_batch(const DeltaBatchView& batch, PageTable& table, ThreadPool* pool = nullptr);
 
 /// Applies a batch that passed validate_batch. Row i is the delta with lsn first_lsn + i: each row
 /// bumps its page's epoch by one and sets its last_lsn. Rows are split into lanes by page, each
