@@ -88,7 +88,8 @@ def test_history_lists_every_delta_with_its_epoch_and_lsn(tmp_path, rng):
         if hist:
             assert hist[-1].lsn == p.last_lsn
         for h in hist:
-            assert h.source == "user" and h.timestamp_ns > 0
+            stamp = h.timestamp_ns
+            assert h.source == "user" and stamp > 0
             assert all(off + length <= p.size for off, length in h.runs)
             if h.lsn in drv.states:  # a commit ended there: the page is at exactly that epoch
                 assert drv.states[h.lsn]["pages"][p.id][1] == h.epoch

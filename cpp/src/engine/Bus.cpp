@@ -194,12 +194,20 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
     content = Delta::at(r.id, 0, initial);
     content->timestamp_ns = wall_clock_ns();
   }
-  if (txn_) {
-    txn_->undo.emplace_back(UndoCreate{r.id});
-    txn_->ops.add(PageCreateOp{r.id, spec});
-    if (content) txn_->ops.add(*content);
-  } else if (log_) {
-    try {
+  try {
+    if (txn_) {
+      // Allocate first, record last: a failure here leaves the transaction as it was.
+      txn_->undo.reserve(txn_->undo.size() + 1);
+      TransactionBuilder::Mark mark = txn_->ops.mark();
+      txn_->ops.add(PageCreateOp{r.id, spec});
+      try {
+        if (content) txn_->ops.add(*content);
+      } catch (...) {
+        txn_->ops.reset(mark);
+        throw;
+      }
+      txn_->undo.emplace_back(UndoCreate{r.id});
+    } else if (log_) {
       record_buf_.clear();
       PageCreateOp op{r.id, spec};
       if (content) {
@@ -209,10 +217,10 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
         encode_op_record(record_buf_, create_lsn, op);
       }
       log_locked(create_lsn + (content ? 1 : 0));
-    } catch (...) {
-      table_.discard_newest(r.id);
-      throw;
     }
+  } catch (...) {
+    table_.discard_newest(r.id);
+    throw;
   }
   r.last_lsn.store(create_lsn, std::memory_order_relaxed);
   lsn_.store(create_lsn, std::memory_order_release);
@@ -230,10 +238,12 @@ void Bus::delete_page(PageId id) {
   PageRecord& r = live_locked(id);
   const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
   if (txn_) {
-    PageTable::pin(r);  // rollback brings the page back, bytes included
     const PageInfo* info = table_.info(id);
-    txn_->undo.emplace_back(UndoDelete{id, info != nullptr ? std::optional<PageInfo>(*info) : std::nullopt});
+    UndoDelete undo{id, info != nullptr ? std::optional<PageInfo>(*info) : std::nullopt};
+    txn_->undo.reserve(txn_->undo.size() + 1);
     txn_->ops.add(PageDeleteOp{id});
+    PageTable::pin(r);  // rollback brings the page back, bytes included
+    txn_->undo.emplace_back(std::move(undo));
   } else if (log_) {
     record_buf_.clear();
     encode_op_record(record_buf_, lsn, PageDeleteOp{id});
@@ -293,8 +303,10 @@ void Bus::set_metadata(PageId id, const std::string& key, const std::optional<Me
     if (const PageInfo* info = table_.info(id)) {
       if (auto it = info->metadata.find(key); it != info->metadata.end()) old = it->second;
     }
-    txn_->undo.emplace_back(UndoMetadata{id, key, std::move(old)});
+    UndoMetadata undo{id, key, std::move(old)};
+    txn_->undo.reserve(txn_->undo.size() + 1);
     txn_->ops.add(MetadataOp{id, key, value});
+    txn_->undo.emplace_back(std::move(undo));
   } else if (log_) {
     record_buf_.clear();
     encode_op_record(record_buf_, lsn, MetadataOp{id, key, value});

@@ -131,8 +131,9 @@ void Bus::txn_note_delta_locked(PageRecord& r, const Delta& d) {
               r.last_lsn.load(std::memory_order_relaxed)};
   u.old.reserve(d.payload().size());
   for (const Run& run : d.run_list()) u.old.insert(u.old.end(), r.data + run.offset, r.data + run.end());
-  txn_->undo.emplace_back(std::move(u));
+  txn_->undo.reserve(txn_->undo.size() + 1);
   txn_->ops.add(d);
+  txn_->undo.emplace_back(std::move(u));  // cannot fail after the reserve
 }
 
 void Bus::txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t timestamp_ns) {
@@ -149,8 +150,9 @@ void Bus::txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t times
                                  rec->last_lsn.load(std::memory_order_relaxed));
     }
   }
-  txn_->undo.emplace_back(std::move(u));
+  txn_->undo.reserve(txn_->undo.size() + 1);
   txn_->ops.add(batch, timestamp_ns);
+  txn_->undo.emplace_back(std::move(u));
 }
 
 }  // namespace mmsb

@@ -121,11 +121,13 @@ void Log::start_writing() {
   last_lsn_ = recovered_.last_lsn;
   if (!recovered_.segments.empty()) {
     SegmentScan& last = recovered_.segments.back();
-    if (last.bytes.size() < logfmt::kSegmentHeaderBytes) {
+    const bool headerless = last.bytes.size() < logfmt::kSegmentHeaderBytes;
+    // An empty segment whose first lsn a checkpoint has overtaken is left as it is; writing
+    // continues in a new segment after the checkpoint.
+    const bool overtaken = !headerless && last.records.empty() && last.header.first_lsn != last_lsn_ + 1;
+    if (headerless) {
       remove_file(last.path);  // never got a whole header: nothing in it
-    } else if (last.records.empty() && last.header.first_lsn != last_lsn_ + 1) {
-      // A segment whose first lsn no longer fits (the checkpoint covers it): start afresh.
-    } else {
+    } else if (!overtaken) {
       segment_ = PosixFile(last.path, O_WRONLY);
       segment_size_ = logfmt::padded(last.valid_end);
       // Cut a torn tail, and restore the zero padding of a file cut inside it, so the next

@@ -202,6 +202,19 @@ void encode_op_record(std::vector<std::byte>& out, Lsn first, const DeltaBatchVi
 
 template <class Write>
 void TransactionBuilder::add_op(RecordType type, std::uint64_t lsns, Write&& write) {
+  const std::size_t start = body_.size();
+  try {
+    append_op(type, write);
+  } catch (...) {
+    body_.resize(start);  // a half-written op must not reach the record
+    throw;
+  }
+  ++ops_;
+  lsns_ += lsns;
+}
+
+template <class Write>
+void TransactionBuilder::append_op(RecordType type, Write& write) {
   ByteWriter w(body_);
   w.u8(static_cast<std::uint8_t>(type));
   w.u8(0);
@@ -213,8 +226,6 @@ void TransactionBuilder::add_op(RecordType type, std::uint64_t lsns, Write&& wri
   const auto len = static_cast<std::uint32_t>(body_.size() - body_at);
   std::memcpy(body_.data() + len_at, &len, 4);
   w.pad_to_align();
-  ++ops_;
-  lsns_ += lsns;
 }
 
 void TransactionBuilder::add(const PageCreateOp& op) {

@@ -72,14 +72,29 @@ class TransactionBuilder {
   void add(const MetadataOp& op);
   void add(const Delta& delta);
   void add(const DeltaBatchView& batch, std::uint64_t timestamp_ns);
+  /// A point to return to (reset) when a group of adds must be all or nothing.
+  struct Mark {
+    std::size_t bytes;
+    std::uint32_t ops;
+    std::uint64_t lsns;
+  };
+  Mark mark() const noexcept { return {body_.size(), ops_, lsns_}; }
+  void reset(const Mark& m) noexcept {
+    body_.resize(m.bytes);
+    ops_ = m.ops;
+    lsns_ = m.lsns;
+  }
   std::uint32_t op_count() const noexcept { return ops_; }
   std::uint64_t lsn_count() const noexcept { return lsns_; }
   /// Appends the framed Transaction record (first lsn `first_lsn`) to `out`.
   void frame(std::vector<std::byte>& out, Lsn first_lsn) const;
 
  private:
+  /// Each add() is all or nothing: a failure (out of memory) leaves the body as it was.
   template <class Write>
   void add_op(logfmt::RecordType type, std::uint64_t lsns, Write&& write);
+  template <class Write>
+  void append_op(logfmt::RecordType type, Write& write);
   std::vector<std::byte> body_;
   std::uint32_t ops_ = 0;
   std::uint64_t lsns_ = 0;
