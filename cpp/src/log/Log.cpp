@@ -48,7 +48,7 @@ Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_l
 Log::~Log() {
   try {
     if (!broken_ && segment_.is_open()) sync();
-  } catch (const Error&) {
+  } catch (...) {
     // Destruction cannot report; close() is where callers see durability errors.
   }
 }

@@ -14,10 +14,13 @@
 
 namespace mmsb {
 namespace {
+FileObserver* g_observer = nullptr;
 [[noreturn]] void io_fail(const char* what, const std::string& path, int err) {
   fail(ErrorCode::Durability, what, " '", path, "' failed: ", std::strerror(err));
 }
 }  // namespace
+
+void set_file_observer(FileObserver* observer) noexcept { g_observer = observer; }
 
 PosixFile::PosixFile(const std::string& path, int flags, unsigned mode) : path_(path) {
   do {
@@ -41,6 +44,10 @@ PosixFile::~PosixFile() {
 }
 
 void PosixFile::write_all(std::span<const std::byte> bytes) {
+  if (g_observer != nullptr) {
+    const off_t at = ::lseek(fd_, 0, SEEK_CUR);
+    g_observer->before_write(path_, static_cast<std::uint64_t>(at < 0 ? 0 : at), bytes);
+  }
   const std::byte* p = bytes.data();
   std::size_t left = bytes.size();
   while (left > 0) {
@@ -55,10 +62,12 @@ void PosixFile::write_all(std::span<const std::byte> bytes) {
 }
 
 void PosixFile::datasync() {
+  if (g_observer != nullptr) g_observer->before_sync(path_);
   if (::fdatasync(fd_) != 0) io_fail("fdatasync of", path_, errno);
 }
 
 void PosixFile::truncate(std::uint64_t size) {
+  if (g_observer != nullptr) g_observer->before_truncate(path_, size);
   if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) io_fail("ftruncate of", path_, errno);
 }
 
@@ -130,7 +139,7 @@ FileBytes::~FileBytes() {
 
 void sync_directory(const std::string& dir) {
   PosixFile d(dir, O_RDONLY | O_DIRECTORY);
-  d.datasync();
+  d.datasync();  // the observer sees the directory's path
 }
 
 void ensure_directory(const std::string& dir) {
@@ -158,6 +167,7 @@ bool path_exists(const std::string& path) {
 }
 
 void rename_file(const std::string& from, const std::string& to) {
+  if (g_observer != nullptr) g_observer->before_rename(from, to);
   if (::rename(from.c_str(), to.c_str()) != 0) io_fail("rename of", from, errno);
 }
 

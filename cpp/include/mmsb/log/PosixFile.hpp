@@ -9,6 +9,22 @@
 
 namespace mmsb {
 
+/// Reliability-test hook, in the spirit of SQLite's test VFS: when installed, it sees every write,
+/// fdatasync, truncate and rename the log layer makes, before it happens, and may throw to
+/// simulate a crash or an I/O error at exactly that point. Never installed in normal use.
+class FileObserver {
+ public:
+  virtual ~FileObserver() = default;
+  virtual void before_write(const std::string& path, std::uint64_t offset, std::span<const std::byte> bytes) = 0;
+  /// `path` is a file, or a directory whose entries (new files, renames) become durable.
+  virtual void before_sync(const std::string& path) = 0;
+  virtual void before_truncate(const std::string& path, std::uint64_t size) = 0;
+  virtual void before_rename(const std::string& from, const std::string& to) = 0;
+};
+/// Installs (or with nullptr removes) the observer for the whole process. Not thread safe: tests
+/// install it while no bus is writing.
+void set_file_observer(FileObserver* observer) noexcept;
+
 /// An open file descriptor, closed on destruction. Not thread safe.
 class PosixFile {
  public:
