@@ -455,7 +455,7 @@ void Bus::close() {
   closed_.store(true, std::memory_order_release);
   if (log_) {
     std::unique_ptr<Log> log = std::move(log_);
-    log->sync();  // throws after the bus is already closed; the destructor releases the lock
+    log->close();  // throws after the bus is already closed; the destructor releases the lock
   }
 }
 

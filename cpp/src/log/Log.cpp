@@ -210,6 +210,11 @@ void Log::append(std::vector<std::byte>& records, Lsn last_lsn) {
   last_lsn_ = last_lsn;
 }
 
+void Log::close() {
+  sync();
+  segment_ = PosixFile();  // nothing left for the destructor to sync
+}
+
 void Log::flush() {
   check_usable();
   if (!pending_.empty()) {

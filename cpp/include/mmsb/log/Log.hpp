@@ -73,6 +73,8 @@ class Log {
   void sync();
   /// Hands everything pending to the OS without syncing (so readers of the files see it).
   void flush();
+  /// Final sync, then no more writing (the lock is released with the object).
+  void close();
   /// Writes a checkpoint of `table` at `lsn` (after sync()) and starts a new segment after it;
   /// with a retention, then drops checkpoints and segments older than it keeps.
   std::string checkpoint(Lsn lsn, PageTable& table);
