@@ -1,7 +1,9 @@
 """mmsb — Memory-Mapped State Bus.
 
 Versioned byte pages where every change is a delta: zero-copy NumPy/DLPack views, explicit and
-diffed deltas, columnar batches applied in parallel, per-page epochs and a global lsn.
+diffed deltas, columnar batches applied in parallel, per-page epochs and a global lsn. With a
+directory (mmsb.Bus(path)), every change is written to a checksummed log before it is applied:
+crash recovery (mmsb.open), transactions, history and time travel (bus.at, mmsb.replay).
 """
 
 from __future__ import annotations
