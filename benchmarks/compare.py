@@ -654,7 +654,39 @@ def bench_recovery(stream: DurableStream, root: str, cfg) -> list[Result]:
         bus.close()
     results.append(measure("recover", "mmsb.open from that checkpoint", lsn, open_bus, repeats,
                            warmup=0, check=opened("open from the checkpoint", 0)))
+    results.append(bench_time_travel(stream, os.path.join(root, "time-travel"), cfg))
     return results
+
+
+AT_CHECKPOINT_EVERY = 65_536  # deltas between checkpoints, as in the issue's at(lsn) target
+AT_PROBES = 12
+
+
+def bench_time_travel(stream: DurableStream, path: str, cfg) -> Result:
+    """bus.at(lsn) latency: the stream logged with a checkpoint every 65,536 deltas, then
+    read-only buses at seeded random lsns (each rebuilt from the nearest checkpoint at or before
+    its lsn plus the log after it), checked to sit at the asked lsn."""
+    os.mkdir(path)
+    log = MmsbLog(path, "flush", stream)
+    for start in range(0, stream.n, AT_CHECKPOINT_EVERY):
+        end = min(stream.n, start + AT_CHECKPOINT_EVERY)
+        for a in range(start, end, DURABLE_BATCHES[-1]):
+            log.commit(a, min(end, a + DURABLE_BATCHES[-1]))
+        log.bus.checkpoint()
+    bus = log.bus
+    targets = iter(np.random.default_rng(wl.SEED).integers(wl.PAGES, bus.lsn + 1, AT_PROBES * 2))
+
+    def at_some_lsn():
+        lsn = int(next(targets))
+        old = bus.at(lsn)
+        verify(old.lsn == lsn and old.read_only, f"bus.at({lsn}) gave a bus at lsn {old.lsn}")
+        return old
+
+    try:
+        return measure("recover", f"bus.at(lsn), checkpoint every {AT_CHECKPOINT_EVERY:,} deltas", 1,
+                       at_some_lsn, AT_PROBES, warmup=1, check=lambda old: old.close())
+    finally:
+        log.close()
 
 
 def run_durable(cfg, base: str) -> tuple[list[DurableResult], dict, list[Result]]:
@@ -804,14 +836,16 @@ def main(argv: list[str] | None = None) -> int:
                ratio(create_results[0], create_results[1]), ratio(create_results[2], create_results[3])]
     print(f"\nfastest NumPy scatter: {numpy_best.variant}")
     print_ratios("ratios mmsb/NumPy (rate over rate; > 1 means mmsb is faster):", ratios)
-    replay, checkpoint, from_checkpoint = recovery_results
+    replay, checkpoint, from_checkpoint, time_travel = recovery_results
     n = cfg["durable_rows"]
     print(f"recovery, medians (the files were just written, so this is replay cost, not disk reads):\n"
           f"  mmsb.open of the log: lsn {replay.ops:,} in {replay.median:.3f} s = "
           f"{replay.ops / replay.median:.4g} records/s (lsn / open time), {n / replay.median:.4g} deltas/s\n"
           f"  bus.checkpoint() of {wl.PAGES:,} x {wl.PAGE_SIZE} B pages: {checkpoint.median:.3f} s "
           f"({wl.PAGES * wl.PAGE_SIZE / checkpoint.median / 2**20:.0f} MiB/s of page data, fsync'ed)\n"
-          f"  mmsb.open from that checkpoint: {from_checkpoint.median:.3f} s")
+          f"  mmsb.open from that checkpoint: {from_checkpoint.median:.3f} s\n"
+          f"  bus.at(lsn) over lsn {replay.ops:,}, checkpoint every {AT_CHECKPOINT_EVERY:,} deltas: "
+          f"median {time_travel.median * 1e3:.1f} ms, best {time_travel.best * 1e3:.1f} ms")
 
     print("\ndurable log: records/s and commits/s per system, durability and batch size")
     print(f"disk floor, pwrite(64 B) + fdatasync in {durable_dir}, median us (append / overwrite): "
