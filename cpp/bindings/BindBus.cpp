@@ -143,6 +143,12 @@ py::dict stats_dict(const BusStats& s) {
   d["commits"] = s.commits;
   d["pages_created"] = s.pages_created;
   d["pages_deleted"] = s.pages_deleted;
+  d["waves"] = s.waves;
+  d["recomputes"] = s.recomputes;
+  d["memo_skips"] = s.memo_skips;
+  d["cutoffs"] = s.cutoffs;
+  d["derived_deltas"] = s.derived_deltas;
+  d["events"] = s.events;
   return d;
 }
 
@@ -152,6 +158,8 @@ py::dict memory_dict(const MemoryReport& r) {
   d["data_bytes"] = r.data_bytes;
   d["arena_slack_bytes"] = r.arena_slack_bytes;
   d["metadata_bytes"] = r.metadata_bytes;
+  d["graph_bytes"] = r.graph_bytes;
+  d["index_bytes"] = r.index_bytes;
   d["page_metadata_bytes"] = r.record_bytes_per_page;
   d["total_bytes"] = r.total_bytes();
   return d;
@@ -202,8 +210,12 @@ std::shared_ptr<Bus> open_bus(py::handle path, const std::string& durability, py
     fail(ErrorCode::InvalidArgument, "open() needs a path");
   }
   o.must_exist = must_exist;
-  py::gil_scoped_release release;  // recovery of a big log takes a while
-  return std::make_shared<Bus>(std::move(o));
+  std::shared_ptr<Bus> bus;
+  {
+    py::gil_scoped_release release;  // recovery of a big log takes a while
+    bus = std::make_shared<Bus>(std::move(o));
+  }
+  return adopt_bus(std::move(bus));
 }
 
 py::list all_pages(const std::shared_ptr<Bus>& bus) {
@@ -265,8 +277,12 @@ void bind_bus(py::module_& m) {
       .def("at", [](Bus& bus, py::handle lsn) {
         wait_turn(bus);
         const Lsn at = to_u64(lsn, "lsn");
-        py::gil_scoped_release release;
-        return bus.at(at);
+        std::shared_ptr<Bus> old;
+        {
+          py::gil_scoped_release release;
+          old = bus.at(at);
+        }
+        return adopt_bus(std::move(old));
       }, "lsn"_a, "A read-only Bus holding the state as of `lsn` (from the nearest checkpoint at or "
                   "before it, then the log).")
       .def("_history", [](const std::shared_ptr<Bus>& bus, py::handle page) {
@@ -399,7 +415,8 @@ void bind_bus(py::module_& m) {
       .def("__contains__", &contains)
       .def("__iter__", [](const std::shared_ptr<Bus>& bus) { return py::iter(all_pages(bus)); })
       .def("_stats", [](const Bus& bus) { return stats_dict(bus.stats()); })
-      .def("reset_stats", &Bus::reset_stats)
+      .def("_reset_stats", &Bus::reset_stats)
+      .def_property_readonly("_instance_id", &Bus::instance_id)
       .def("_memory", [](Bus& bus) {
         wait_turn(bus);
         return memory_dict(bus.memory());

@@ -102,6 +102,11 @@ struct PageEdit {
 
 }  // namespace
 
+py::array page_view(py::handle page) {
+  const PageHandle& h = page.cast<const PageHandle&>();
+  return page_array(h, *h.rec, page);
+}
+
 py::object make_page(const std::shared_ptr<Bus>& bus, PageId id) {
   return py::cast(std::make_unique<PageHandle>(bus, id));
 }

@@ -1,5 +1,6 @@
 #pragma once
 // Entry points of each binding file, and the page-key helpers they share.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <memory>
@@ -12,6 +13,12 @@ void bind_page(pybind11::module_& m);
 void bind_bus(pybind11::module_& m);
 void bind_delta(pybind11::module_& m);
 void bind_inspect(pybind11::module_& m);
+void bind_graph(pybind11::module_& m);
+
+/// Installs the GIL-releasing blocking hooks on a new bus and returns it.
+std::shared_ptr<Bus> adopt_bus(std::shared_ptr<Bus> bus);
+/// Read-only array over the page's memory that keeps `base` (a Page) alive.
+pybind11::array page_view(pybind11::handle page);
 
 /// A new pinned Python Page for a live page.
 pybind11::object make_page(const std::shared_ptr<Bus>& bus, PageId id);

@@ -26,6 +26,12 @@ inline void wait_turn(Bus& bus) {
 struct PageHandle {
   PageHandle(std::shared_ptr<Bus> owner, PageId page)
       : bus(std::move(owner)), rec(&bus->pin(page)), id(page) {}
+  /// For a record the caller already holds under the bus lock (a recompute's parents): pins it
+  /// without taking the lock again.
+  PageHandle(std::shared_ptr<Bus> owner, PageRecord& record)
+      : bus(std::move(owner)), rec(&record), id(record.id) {
+    PageTable::pin(record);
+  }
   ~PageHandle() { bus->unpin(*rec); }
   PageHandle(const PageHandle&) = delete;
   PageHandle& operator=(const PageHandle&) = delete;

@@ -17,6 +17,12 @@ from . import _core
 from ._core import Bus, Delta, DeltaBatch, Page
 from ._reports import DeltaRecord, IntegrityReport, MemoryReport, Stats
 from . import cuda
+from . import ops
+from .semiring import Semiring
+from .provenance import Provenance, ProvenanceNode
+from .purity import PurityReport, validate_purity
+from . import _graph
+from ._graph import Edge, Event, Graph, GraphReport, Subscription
 
 __version__: str = _core.__version__
 
@@ -97,8 +103,17 @@ def _verify(self: Bus) -> IntegrityReport:
 
 
 def _stats(self: Bus) -> Stats:
-    """Counters since creation or reset_stats(): deltas_applied, bytes_applied, commits, ..."""
-    return Stats(self._stats())
+    """Counters since creation or reset_stats(): deltas_applied, bytes_applied, commits, waves,
+    recomputes, memo_skips, cutoffs, derived_deltas, events, handler_errors, ..."""
+    s = Stats(self._stats())
+    s["handler_errors"] = _graph.handler_errors(self)
+    return s
+
+
+def _reset_stats(self: Bus) -> None:
+    """Zero every counter of stats()."""
+    self._reset_stats()
+    _graph.reset_handler_errors(self)
 
 
 def _memory(self: Bus) -> MemoryReport:
@@ -119,6 +134,12 @@ Page.at = _page_at
 Bus.stats = _stats
 Bus.memory = _memory
 Bus.print_stats = _print_stats
+Bus.reset_stats = _reset_stats
+Bus.depend = _graph.depend
+Bus.subscribe = _graph.subscribe
+Bus.provenance = _graph.provenance
+Bus.graph = property(_graph.Graph, doc="The dependency graph (children, parents, topological_order, validate).")
+Page.stale = property(_graph.page_stale)
 
 __all__ = [
     "Bus",
@@ -134,5 +155,16 @@ __all__ = [
     "IntegrityReport",
     "cuda",
     "errors",
+    "ops",
+    "Semiring",
+    "Provenance",
+    "ProvenanceNode",
+    "PurityReport",
+    "validate_purity",
+    "Edge",
+    "Event",
+    "Graph",
+    "GraphReport",
+    "Subscription",
     *errors.__all__,
 ]

@@ -63,6 +63,12 @@ void Bus::recover_locked(std::optional<Lsn> until) {
       }
     }
     table_.reserve_ids_below(cp.next_page_id);
+    try {
+      restore_graph_locked(cp.graph);
+    } catch (const Error& e) {
+      fail(ErrorCode::LogCorrupt, "checkpoint at lsn ", cp.lsn, " of '", path_, "': its graph cannot be restored: ",
+           e.what());
+    }
     base = cp.lsn;
   }
   lsn_.store(base, std::memory_order_relaxed);
@@ -112,6 +118,7 @@ void Bus::recover_locked(std::optional<Lsn> until) {
   }
   recovery_.truncated_tail = rec.truncated_tail;
   recovery_.tail_reason = rec.tail_reason;
+  mark_unsettled_stale_locked();
 }
 
 // Replay applies exactly what the commit path applied, without validating against the user's
@@ -126,7 +133,9 @@ void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
     table_.reserve_ids_below(c->id);
     table_.create(c->spec).last_lsn.store(lsn, std::memory_order_relaxed);
   } else if (const auto* d = std::get_if<PageDeleteOp>(&op)) {
+    if (graph_.has_children(d->id)) fail(ErrorCode::LogCorrupt, "page ", d->id, " deleted while it has dependents");
     table_.erase(d->id);
+    drop_from_graph_locked(d->id);
   } else if (const auto* m = std::get_if<MetadataOp>(&op)) {
     table_.get(m->id);
     if (m->value) {
@@ -141,7 +150,20 @@ void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
     apply_delta_locked(r, delta, lsn);
   } else if (const auto* b = std::get_if<BatchOp>(&op)) {
     validate_batch(b->view(), table_);
-    mmsb::apply_batch(b->view(), table_, lsn, pool_);
+    apply_batch_locked(b->view(), lsn, b->timestamp_ns);
+    changed_.clear();  // replay reproduces derived pages from their logged deltas, never recomputes
+  } else if (const auto* dv = std::get_if<DerivedOp>(&op)) {
+    Delta delta = dv->delta;
+    PageRecord& r = table_.get(delta.page_id());
+    if (delta.extent() > r.size) fail(ErrorCode::LogCorrupt, "derived delta past the end of page ", r.id);
+    apply_delta_locked(r, delta, lsn);
+    derived_inputs_.emplace(lsn, dv->inputs);
+    if (auto it = derivations_.find(r.id); it != derivations_.end()) {
+      it->second.memo.clear();
+      for (const auto& in : dv->inputs) it->second.memo.push_back(in.second);
+    }
+  } else {
+    replay_graph_op_locked(op);
   }
 }
 
@@ -225,10 +247,14 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
   r.last_lsn.store(create_lsn, std::memory_order_relaxed);
   lsn_.store(create_lsn, std::memory_order_release);
   counters_.pages_created.fetch_add(1, std::memory_order_relaxed);
+  emit_locked(EventKind::PageCreated, r.id, create_lsn, 0);
   if (content) {
     apply_delta_locked(r, *content, create_lsn + 1);
     count(1, content->payload().size());
+    emit_locked(EventKind::DeltaApplied, r.id, create_lsn + 1, 1);
   }
+  lock.unlock();
+  deliver_events();
   return r;
 }
 
@@ -236,7 +262,16 @@ void Bus::delete_page(PageId id) {
   auto lock = lock_turn();
   check_writable();
   PageRecord& r = live_locked(id);
+  if (graph_.has_children(id)) {
+    fail(ErrorCode::Graph, "page ", id, " still has dependents (", graph_.children(id).size(),
+         " children); remove their edges (bus.remove_edge) first");
+  }
   const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
+  if (txn_ && graph_.contains(id)) {
+    auto it = derivations_.find(id);
+    txn_->undo.emplace_back(UndoChild{id, graph_.in_edges(id),
+                                      it != derivations_.end() ? std::optional<Derivation>(it->second) : std::nullopt});
+  }
   if (txn_) {
     const PageInfo* info = table_.info(id);
     UndoDelete undo{id, info != nullptr ? std::optional<PageInfo>(*info) : std::nullopt};
@@ -250,8 +285,12 @@ void Bus::delete_page(PageId id) {
     log_locked(lsn);
   }
   table_.erase(id);
+  drop_from_graph_locked(id);
   lsn_.store(lsn, std::memory_order_release);
   counters_.pages_deleted.fetch_add(1, std::memory_order_relaxed);
+  emit_locked(EventKind::PageDeleted, id, lsn, r.epoch.load(std::memory_order_relaxed));
+  lock.unlock();
+  deliver_events();
 }
 
 PageRecord& Bus::page(PageId id) {
@@ -336,16 +375,26 @@ void Bus::check_delta_locked(const PageRecord& r, const Delta& d) const {
 void Bus::commit_delta_locked(PageRecord& r, Delta& d) {
   check_delta_locked(r, d);
   d.timestamp_ns = wall_clock_ns();
-  const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
-  if (txn_) {
-    txn_note_delta_locked(r, d);
-  } else if (log_) {
-    record_buf_.clear();
-    encode_op_record(record_buf_, lsn, d);
-    log_locked(lsn);
-  }
-  apply_delta_locked(r, d, lsn);
-  count(1, d.payload().size());
+  auto commit = [&] {
+    const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
+    if (txn_) {
+      txn_note_delta_locked(r, d);
+    } else if (log_) {
+      record_buf_.clear();
+      encode_op_record(record_buf_, lsn, d);
+      log_locked(lsn);
+    }
+    apply_delta_locked(r, d, lsn);
+    count(1, d.payload().size());
+    emit_locked(EventKind::DeltaApplied, r.id, lsn, d.epoch);
+    if (r.has_dependents != 0) note_changed_locked(r.id);
+  };
+  if (r.has_dependents == 0 || propagation_ != PropagationMode::Eager) return commit();
+  // The wave's recomputes may fail (a callable raising): delta and wave commit as one record.
+  atomically_locked([&] {
+    commit();
+    run_wave_locked();
+  });
 }
 
 // The single place where a delta becomes state (commits and replay).
@@ -356,12 +405,37 @@ void Bus::apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn) {
   r.epoch.store(d.epoch, std::memory_order_release);
   r.last_lsn.store(lsn, std::memory_order_relaxed);
   lsn_.store(std::max(lsn, lsn_.load(std::memory_order_relaxed)), std::memory_order_release);
+  pending_.push_back({r.id, {lsn, d.timestamp_ns, d.source}});
+}
+
+// The single place where a batch becomes state (commits and replay).
+void Bus::apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns) {
+  mmsb::apply_batch(batch, table_, first, pool_);
+  pending_batches_.push_back({first, timestamp_ns, {batch.page_ids.begin(), batch.page_ids.end()}});
+  if (graph_.edge_count() == 0 && (event_mask_ & (1u << static_cast<unsigned>(EventKind::DeltaApplied))) == 0) {
+    return;
+  }
+  // Each row's epoch: the page's final epoch minus the rows of that page after it.
+  std::vector<Epoch> epochs(batch.rows());
+  std::unordered_map<PageId, Epoch> next;
+  for (std::size_t i = batch.rows(); i-- > 0;) {
+    const PageId id = batch.page_ids[i];
+    auto [it, fresh] = next.try_emplace(id, table_.record(id).epoch.load(std::memory_order_relaxed));
+    epochs[i] = it->second--;
+  }
+  for (std::size_t i = 0; i < batch.rows(); ++i) {
+    PageRecord& r = table_.record(batch.page_ids[i]);
+    emit_locked(EventKind::DeltaApplied, r.id, first + i, epochs[i]);
+    if (r.has_dependents != 0) note_changed_locked(r.id);
+  }
 }
 
 void Bus::apply(Delta& d) {
   auto lock = lock_turn();
   check_writable();
   commit_delta_locked(live_locked(d.page_id()), d);
+  lock.unlock();
+  deliver_events();
 }
 
 Epoch Bus::write(PageId id, std::uint64_t offset, std::span<const std::byte> data,
@@ -376,6 +450,8 @@ Epoch Bus::write(PageId id, std::uint64_t offset, std::span<const std::byte> dat
   Delta d = Delta::at(id, offset, data);
   d.expect_epoch = expect_epoch;
   commit_delta_locked(r, d);
+  lock.unlock();
+  deliver_events();
   return d.epoch;
 }
 
@@ -392,6 +468,8 @@ bool Bus::update(PageId id, std::span<const std::byte> content, std::optional<Ep
   check_delta_locked(r, d);  // an unchanged page still honours expect_epoch
   if (d.empty()) return false;
   commit_delta_locked(r, d);
+  lock.unlock();
+  deliver_events();
   return true;
 }
 
@@ -401,17 +479,34 @@ Lsn Bus::apply_batch(const DeltaBatchView& batch) {
   validate_batch(batch, table_, &pool_);
   const Lsn first = lsn_.load(std::memory_order_relaxed) + 1;
   if (batch.rows() == 0) return first - 1;
-  if (txn_) {
-    txn_note_batch_locked(batch, wall_clock_ns());
-  } else if (log_) {
-    record_buf_.clear();
-    encode_op_record(record_buf_, first, batch, wall_clock_ns());
-    log_locked(first + batch.rows() - 1);
-  }
-  mmsb::apply_batch(batch, table_, first, pool_);
   const Lsn last = first + batch.rows() - 1;
-  lsn_.store(last, std::memory_order_release);
-  count(batch.rows(), batch.payload.size());
+  const std::uint64_t ts = wall_clock_ns();
+  auto commit = [&] {
+    if (txn_) {
+      txn_note_batch_locked(batch, ts);
+    } else if (log_) {
+      record_buf_.clear();
+      encode_op_record(record_buf_, first, batch, ts);
+      log_locked(last);
+    }
+    lsn_.store(last, std::memory_order_release);  // before the stale marks, which carry it
+    apply_batch_locked(batch, first, ts);
+    count(batch.rows(), batch.payload.size());
+  };
+  bool wave = false;
+  if (propagation_ == PropagationMode::Eager && graph_.edge_count() != 0) {
+    for (std::size_t i = 0; i < batch.rows() && !wave; ++i) wave = table_.record(batch.page_ids[i]).has_dependents != 0;
+  }
+  if (wave) {
+    atomically_locked([&] {
+      commit();
+      run_wave_locked();
+    });
+  } else {
+    commit();
+  }
+  lock.unlock();
+  deliver_events();
   return last;
 }
 
@@ -439,7 +534,7 @@ void Bus::read(PageId id, std::uint64_t offset, std::span<std::byte> out) {
 }
 
 PageRecord& Bus::pin(PageId id) {
-  std::lock_guard lock(mutex_);
+  auto lock = lock_mutex();
   PageRecord& r = live_locked(id);
   PageTable::pin(r);
   return r;
@@ -449,7 +544,7 @@ void Bus::close() {
   auto lock = lock_turn();
   if (closed()) return;
   if (txn_) {  // closing inside a transaction abandons it
-    undo_locked(*txn_);
+    undo_locked(*txn_, txn_->start);
     end_transaction_locked();
   }
   closed_.store(true, std::memory_order_release);
@@ -468,7 +563,10 @@ Lsn Bus::checkpoint() {
          "checkpoint() needs a bus directory; create the bus with mmsb.Bus(path)");
   }
   const Lsn lsn = lsn_.load(std::memory_order_relaxed);
-  log_->checkpoint(lsn, table_);
+  log_->checkpoint(lsn, table_, graph_image_locked());
+  emit_locked(EventKind::Checkpoint, 0, lsn, 0);
+  lock.unlock();
+  deliver_events();
   return lsn;
 }
 
@@ -479,12 +577,19 @@ BusStats Bus::stats() const noexcept {
   s.commits = counters_.commits.load(std::memory_order_relaxed);
   s.pages_created = counters_.pages_created.load(std::memory_order_relaxed);
   s.pages_deleted = counters_.pages_deleted.load(std::memory_order_relaxed);
+  s.waves = counters_.waves.load(std::memory_order_relaxed);
+  s.recomputes = counters_.recomputes.load(std::memory_order_relaxed);
+  s.memo_skips = counters_.memo_skips.load(std::memory_order_relaxed);
+  s.cutoffs = counters_.cutoffs.load(std::memory_order_relaxed);
+  s.derived_deltas = counters_.derived_deltas.load(std::memory_order_relaxed);
+  s.events = counters_.events.load(std::memory_order_relaxed);
   return s;
 }
 
 void Bus::reset_stats() noexcept {
   for (auto* c : {&counters_.deltas_applied, &counters_.bytes_applied, &counters_.commits,
-                  &counters_.pages_created, &counters_.pages_deleted}) {
+                  &counters_.pages_created, &counters_.pages_deleted, &counters_.waves, &counters_.recomputes,
+                  &counters_.memo_skips, &counters_.cutoffs, &counters_.derived_deltas, &counters_.events}) {
     c->store(0, std::memory_order_relaxed);
   }
 }
@@ -497,6 +602,13 @@ MemoryReport Bus::memory() {
   m.data_bytes = t.arena.requested_bytes;
   m.arena_slack_bytes = t.arena.slack_bytes();
   m.metadata_bytes = t.record_bytes + t.info_bytes + t.name_index_bytes;
+  m.graph_bytes = graph_.memory_bytes() + derivations_.size() * (sizeof(Derivation) + 64);
+  for (const auto& [id, d] : derivations_) m.graph_bytes += (d.parents.capacity() + d.memo.capacity() + d.weights.capacity()) * 8;
+  // The per-page lsn index (provenance): entries, queued rows and propagated deltas' inputs.
+  m.index_bytes = pending_.capacity() * sizeof(PendingDelta) + index_.size() * (sizeof(PageHistory) + 32);
+  for (const auto& [id, h] : index_) m.index_bytes += h.entries.capacity() * sizeof(IndexEntry);
+  for (const PendingBatch& b : pending_batches_) m.index_bytes += b.pages.capacity() * sizeof(PageId) + sizeof(b);
+  for (const auto& [lsn, in] : derived_inputs_) m.index_bytes += 48 + in.capacity() * sizeof(in[0]);
   return m;
 }
 

@@ -50,10 +50,11 @@ void Bus::for_each_logged_delta_locked(Lsn first, Lsn last, Fn&& fn) {
       const LogRecord rec = decode_record(r.header, r.body, seg.path);
       Lsn lsn = r.header.first_lsn;
       for (const LogOp& op : rec.ops) {
-        if (const auto* d = std::get_if<DeltaOp>(&op)) {
-          if (lsn >= first && lsn <= last) {
-            fn(d->delta.page_id(), lsn, d->delta.source, d->delta.timestamp_ns, d->delta.run_list());
-          }
+        const Delta* single = nullptr;
+        if (const auto* d = std::get_if<DeltaOp>(&op)) single = &d->delta;
+        if (const auto* dv = std::get_if<DerivedOp>(&op)) single = &dv->delta;
+        if (single != nullptr) {
+          if (lsn >= first && lsn <= last) fn(single->page_id(), lsn, single->source, single->timestamp_ns, single->run_list());
         } else if (const auto* b = std::get_if<BatchOp>(&op)) {
           for (std::size_t i = 0; i < b->page_ids.size(); ++i) {
             if (lsn + i < first || lsn + i > last) continue;
@@ -142,6 +143,17 @@ void Bus::compare_pages_locked(Bus& other, const std::string& what, std::vector<
       note(id, "name, shape or metadata differ");
     }
   }
+  // The graph: edges, and how each derived page is recomputed (memos may differ: a cutoff
+  // updates the memo without logging anything).
+  if (graph_.edges() != other.graph_.edges()) problems.push_back(what + ": the dependency graph differs");
+  for (const auto& [id, d] : derivations_) {
+    auto it = other.derivations_.find(id);
+    if (it == other.derivations_.end() || it->second.fn != d.fn || it->second.parents != d.parents ||
+        it->second.weights != d.weights) {
+      note(id, "recompute (depend) differs");
+    }
+  }
+  if (other.derivations_.size() != derivations_.size()) problems.push_back(what + ": derived page counts differ");
 }
 
 IntegrityReport Bus::verify() {

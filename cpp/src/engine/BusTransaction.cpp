@@ -7,10 +7,43 @@
 
 namespace mmsb {
 
+namespace {
+// Runs the bus's blocking hooks around a wait (the bindings release the GIL there).
+class Blocking {
+ public:
+  explicit Blocking(const Bus::BlockingHooks& h) : h_(h), state_(h.enter != nullptr ? h.enter() : nullptr) {}
+  ~Blocking() {
+    if (h_.leave != nullptr) h_.leave(state_);
+  }
+  Blocking(const Blocking&) = delete;
+  Blocking& operator=(const Blocking&) = delete;
+
+ private:
+  const Bus::BlockingHooks& h_;
+  void* state_;
+};
+}  // namespace
+
+std::unique_lock<std::mutex> Bus::lock_mutex() {
+  if (wave_owner_.load(std::memory_order_acquire) == std::this_thread::get_id()) {
+    fail(ErrorCode::Propagation, "a recompute function called into the bus; recomputes get their parents ",
+         "as arguments and must not read or write the bus themselves");
+  }
+  std::unique_lock lock(mutex_, std::try_to_lock);
+  if (!lock.owns_lock()) {
+    Blocking b(blocking_);
+    lock.lock();
+  }
+  return lock;
+}
+
 std::unique_lock<std::mutex> Bus::lock_turn() {
-  std::unique_lock lock(mutex_);
+  std::unique_lock lock = lock_mutex();
   const auto me = std::this_thread::get_id();
-  txn_done_.wait(lock, [&] { return !txn_ || txn_->owner == me; });
+  if (txn_ && txn_->owner != me) {
+    Blocking b(blocking_);
+    txn_done_.wait(lock, [&] { return !txn_ || txn_->owner == me; });
+  }
   return lock;
 }
 
@@ -38,11 +71,7 @@ void Bus::begin_transaction() {
   auto lock = lock_turn();
   check_writable();
   if (txn_) fail(ErrorCode::InvalidArgument, "a transaction is already open on this thread; transactions do not nest");
-  auto t = std::make_unique<Transaction>();
-  t->owner = std::this_thread::get_id();
-  t->start_lsn = lsn();
-  t->stats = stats();
-  txn_ = std::move(t);
+  txn_ = new_transaction_locked();
   txn_owner_.store(txn_->owner, std::memory_order_release);
   txn_open_.store(true, std::memory_order_release);
 }
@@ -57,15 +86,48 @@ void Bus::end_transaction_locked() noexcept {
 void Bus::commit_transaction() {
   auto lock = lock_turn();
   if (!txn_) fail(ErrorCode::InvalidArgument, "no transaction is open on this thread");
+  try {
+    finish_transaction_locked();
+  } catch (...) {
+    end_transaction_locked();
+    throw;
+  }
+  end_transaction_locked();
+  lock.unlock();
+  deliver_events();
+}
+
+std::unique_ptr<Bus::Transaction> Bus::new_transaction_locked() {
+  auto t = std::make_unique<Transaction>();
+  t->owner = std::this_thread::get_id();
+  t->start = mark_locked();
+  t->ops.set_counting_only(log_ == nullptr);  // in memory: undo is all a transaction needs
+  return t;
+}
+
+TxnMark Bus::mark_locked() const {
+  TxnMark m;
+  m.undo = txn_ ? txn_->undo.size() : 0;
+  if (txn_) m.ops = txn_->ops.mark();
+  m.lsn = lsn();
+  m.stats = stats();
+  m.pending = pending_.size();
+  m.pending_batches = pending_batches_.size();
+  m.events = events_.size();
+  return m;
+}
+
+// Logs the open transaction as one record and releases what rollback would have needed; on a
+// logging failure everything is undone and the error rethrown. The transaction stays set.
+void Bus::finish_transaction_locked() {
   Transaction& t = *txn_;
   if (log_ && t.ops.op_count() > 0) {
     try {
       record_buf_.clear();
-      t.ops.frame(record_buf_, t.start_lsn + 1);
+      t.ops.frame(record_buf_, t.start.lsn + 1);
       log_->append(record_buf_, lsn());
     } catch (...) {
-      undo_locked(t);
-      end_transaction_locked();
+      undo_locked(t, t.start);
       throw;
     }
   }
@@ -73,19 +135,19 @@ void Bus::commit_transaction() {
   for (const Undo& u : t.undo) {
     if (const auto* d = std::get_if<UndoDelete>(&u)) table_.unpin(table_.record(d->id));
   }
-  end_transaction_locked();
 }
+
 
 void Bus::rollback_transaction() {
   auto lock = lock_turn();
   if (!txn_) fail(ErrorCode::InvalidArgument, "no transaction is open on this thread");
-  undo_locked(*txn_);
+  undo_locked(*txn_, txn_->start);
   end_transaction_locked();
 }
 
-// Newest change first, so every byte, epoch and name returns to its value at begin.
-void Bus::undo_locked(Transaction& t) noexcept {
-  for (auto it = t.undo.rbegin(); it != t.undo.rend(); ++it) {
+// Newest change first, so every byte, epoch, name, edge and memo returns to its value at `m`.
+void Bus::undo_locked(Transaction& t, const TxnMark& m) noexcept {
+  for (auto it = t.undo.rbegin(); it != t.undo.rend() - static_cast<std::ptrdiff_t>(m.undo); ++it) {
     if (auto* d = std::get_if<UndoDelta>(&*it)) {
       const std::byte* src = d->old.data();
       for (const Run& r : d->runs) {
@@ -109,30 +171,68 @@ void Bus::undo_locked(Transaction& t) noexcept {
     } else if (auto* del = std::get_if<UndoDelete>(&*it)) {
       table_.undelete(del->id, del->info);
       table_.unpin(table_.record(del->id));
-    } else if (auto* m = std::get_if<UndoMetadata>(&*it)) {
-      PageInfo& info = table_.info_for_update(m->id);
-      if (m->old) {
-        info.metadata.insert_or_assign(m->key, *m->old);
+    } else if (auto* md = std::get_if<UndoMetadata>(&*it)) {
+      PageInfo& info = table_.info_for_update(md->id);
+      if (md->old) {
+        info.metadata.insert_or_assign(md->key, *md->old);
       } else {
-        info.metadata.erase(m->key);
+        info.metadata.erase(md->key);
+      }
+    } else if (auto* ch = std::get_if<UndoChild>(&*it)) {
+      // Restoring one child's in-edges to an earlier (acyclic) state cannot close a cycle.
+      const std::vector<Edge> now = graph_.in_edges(ch->child);
+      for (const Edge& e : now) graph_.remove_edge(e.parent, e.child);
+      for (const Edge& e : ch->in_edges) graph_.add_edge(e.parent, e.child, e.kind);
+      for (const Edge& e : now) refresh_dependents_locked(e.parent);
+      for (const Edge& e : ch->in_edges) refresh_dependents_locked(e.parent);
+      if (ch->derivation) {
+        derivations_.insert_or_assign(ch->child, std::move(*ch->derivation));
+      } else {
+        derivations_.erase(ch->child);
+      }
+    } else if (auto* mm = std::get_if<UndoMemo>(&*it)) {
+      if (auto found = derivations_.find(mm->child); found != derivations_.end()) found->second.memo = std::move(mm->memo);
+      if (mm->was_stale) stale_.insert(mm->child);
+    } else if (auto* st = std::get_if<UndoStale>(&*it)) {
+      if (st->was_stale) {
+        stale_.insert(st->page);
+      } else {
+        stale_.erase(st->page);
       }
     }
   }
-  lsn_.store(t.start_lsn, std::memory_order_release);
-  counters_.deltas_applied.store(t.stats.deltas_applied, std::memory_order_relaxed);
-  counters_.bytes_applied.store(t.stats.bytes_applied, std::memory_order_relaxed);
-  counters_.commits.store(t.stats.commits, std::memory_order_relaxed);
-  counters_.pages_created.store(t.stats.pages_created, std::memory_order_relaxed);
-  counters_.pages_deleted.store(t.stats.pages_deleted, std::memory_order_relaxed);
+  t.undo.erase(t.undo.begin() + static_cast<std::ptrdiff_t>(m.undo), t.undo.end());
+  t.ops.reset(m.ops);
+  for (auto it = derived_inputs_.begin(); it != derived_inputs_.end();) {
+    it = it->first > m.lsn ? derived_inputs_.erase(it) : std::next(it);
+  }
+  pending_.resize(m.pending);
+  pending_batches_.resize(m.pending_batches);
+  events_.resize(m.events);
+  lsn_.store(m.lsn, std::memory_order_release);
+  counters_.deltas_applied.store(m.stats.deltas_applied, std::memory_order_relaxed);
+  counters_.bytes_applied.store(m.stats.bytes_applied, std::memory_order_relaxed);
+  counters_.commits.store(m.stats.commits, std::memory_order_relaxed);
+  counters_.pages_created.store(m.stats.pages_created, std::memory_order_relaxed);
+  counters_.pages_deleted.store(m.stats.pages_deleted, std::memory_order_relaxed);
+  counters_.waves.store(m.stats.waves, std::memory_order_relaxed);
+  counters_.recomputes.store(m.stats.recomputes, std::memory_order_relaxed);
+  counters_.memo_skips.store(m.stats.memo_skips, std::memory_order_relaxed);
+  counters_.cutoffs.store(m.stats.cutoffs, std::memory_order_relaxed);
+  counters_.derived_deltas.store(m.stats.derived_deltas, std::memory_order_relaxed);
 }
 
-void Bus::txn_note_delta_locked(PageRecord& r, const Delta& d) {
+void Bus::txn_note_delta_locked(PageRecord& r, const Delta& d, const std::vector<std::pair<PageId, Epoch>>* inputs) {
   UndoDelta u{&r, d.run_list(), {}, r.epoch.load(std::memory_order_relaxed),
               r.last_lsn.load(std::memory_order_relaxed)};
   u.old.reserve(d.payload().size());
   for (const Run& run : d.run_list()) u.old.insert(u.old.end(), r.data + run.offset, r.data + run.end());
   txn_->undo.reserve(txn_->undo.size() + 1);
-  txn_->ops.add(d);
+  if (inputs != nullptr) {
+    txn_->ops.add_derived(d, *inputs);
+  } else {
+    txn_->ops.add(d);
+  }
   txn_->undo.emplace_back(std::move(u));  // cannot fail after the reserve
 }
 

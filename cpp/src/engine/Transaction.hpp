@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mmsb/engine/Bus.hpp"
+#include "mmsb/engine/Derivation.hpp"
 
 namespace mmsb {
 
@@ -42,14 +43,70 @@ struct UndoMetadata {
   std::string key;
   std::optional<MetaValue> old;
 };
-using Undo = std::variant<UndoDelta, UndoBatch, UndoCreate, UndoDelete, UndoMetadata>;
+/// A child's in-edges and derivation before a graph change (depend, add/remove_edge, delete).
+struct UndoChild {
+  PageId child;
+  std::vector<Edge> in_edges;
+  std::optional<Derivation> derivation;
+};
+/// A recompute's memo and stale flag before it ran.
+struct UndoMemo {
+  PageId child;
+  std::vector<Epoch> memo;
+  bool was_stale;
+};
+/// A page's membership of the stale set before it changed.
+struct UndoStale {
+  PageId page;
+  bool was_stale;
+};
+using Undo = std::variant<UndoDelta, UndoBatch, UndoCreate, UndoDelete, UndoMetadata, UndoChild, UndoMemo, UndoStale>;
+
+/// Where a transaction (or one all-or-nothing step inside it) started: undo returns here.
+struct TxnMark {
+  std::size_t undo = 0;
+  TransactionBuilder::Mark ops{};
+  Lsn lsn = 0;
+  BusStats stats;
+  std::size_t pending = 0;          // index entries queued
+  std::size_t pending_batches = 0;
+  std::size_t events = 0;
+};
 
 struct Bus::Transaction {
   std::thread::id owner;
-  Lsn start_lsn = 0;
-  BusStats stats;  // counters at begin, restored by rollback
+  TxnMark start;  // restored by rollback
   TransactionBuilder ops;
   std::vector<Undo> undo;
 };
+
+// Defined here because Bus.cpp and BusGraph.cpp both commit through it.
+template <class Body>
+void Bus::atomically_locked(Body&& body) {
+  if (txn_) {
+    const TxnMark m = mark_locked();
+    try {
+      body();
+    } catch (...) {
+      undo_locked(*txn_, m);
+      changed_.clear();
+      forced_.clear();
+      throw;
+    }
+    return;
+  }
+  txn_ = new_transaction_locked();
+  try {
+    body();
+    finish_transaction_locked();
+  } catch (...) {
+    if (txn_) undo_locked(*txn_, txn_->start);  // no-op when finish already undid it
+    txn_.reset();
+    changed_.clear();
+    forced_.clear();
+    throw;
+  }
+  txn_.reset();
+}
 
 }  // namespace mmsb

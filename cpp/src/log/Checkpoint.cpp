@@ -14,9 +14,74 @@ using logfmt::ByteWriter;
 // Pages are written in groups so a checkpoint of many pages never holds a second copy of all
 // page data in memory.
 constexpr std::size_t kFlushBytes = std::size_t{8} << 20;
+
+// The graph section: one checksummed entry of framed Edge and Depend records (each Depend
+// followed by its memo), so the graph is parsed by the same record decoder as the log.
+void write_graph(ByteWriter& w, const GraphImage& g) {
+  std::vector<std::byte> body;
+  ByteWriter bw(body);
+  bw.u64(g.edges.size());
+  for (const EdgeOp& e : g.edges) encode_op_record(body, 0, e);
+  bw.u64(g.derivations.size());
+  for (const auto& d : g.derivations) {
+    encode_op_record(body, 0, d.depend);
+    bw.u64(d.memo.size());
+    for (Epoch e : d.memo) bw.u64(e);
+  }
+  w.u64(body.size());
+  w.u32(crc32c(body.data(), body.size()));
+  w.u32(0);
+  w.bytes(body);
+  w.pad_to_align();
+}
+
+// Reads one framed record (first lsn 0) of the expected type from a checkpoint entry.
+LogOp read_framed(ByteReader& b, logfmt::RecordType expected, const std::string& path) {
+  logfmt::RecordHeader h;
+  h.body_bytes = b.u32();
+  h.crc = b.u32();
+  const std::uint8_t type = b.u8();
+  b.u8();
+  b.u16();
+  h.lsn_count = b.u32();
+  h.first_lsn = b.u64();
+  if (type != static_cast<std::uint8_t>(expected)) b.corrupt("unexpected record type " + std::to_string(type));
+  h.type = expected;
+  LogRecord rec = decode_record(h, b.bytes(h.body_bytes), path);
+  b.skip_to_align();
+  return std::move(rec.ops.front());
+}
+
+GraphImage read_graph(ByteReader& r, const std::string& path) {
+  const std::uint64_t len = r.u64();
+  const std::uint32_t crc = r.u32();
+  r.u32();
+  const auto body = r.bytes(len);
+  if (crc32c(body.data(), body.size()) != crc) r.corrupt("graph section checksum mismatch");
+  r.skip_to_align();
+  ByteReader b(body, "checkpoint " + path + " graph section");
+  GraphImage g;
+  const std::uint64_t edges = b.u64();
+  if (edges > b.remaining() / 48) b.corrupt("edge count exceeds the section");
+  for (std::uint64_t i = 0; i < edges; ++i) {
+    g.edges.push_back(std::get<EdgeOp>(read_framed(b, logfmt::RecordType::Edge, path)));
+  }
+  const std::uint64_t derived = b.u64();
+  if (derived > b.remaining() / 48) b.corrupt("derivation count exceeds the section");
+  for (std::uint64_t i = 0; i < derived; ++i) {
+    GraphImage::Derivation d;
+    d.depend = std::get<DependOp>(read_framed(b, logfmt::RecordType::Depend, path));
+    const std::uint64_t n = b.u64();
+    if (n > b.remaining() / 8) b.corrupt("memo length exceeds the section");
+    for (std::uint64_t k = 0; k < n; ++k) d.memo.push_back(b.u64());
+    g.derivations.push_back(std::move(d));
+  }
+  if (b.remaining() != 0) b.corrupt("trailing bytes in the graph section");
+  return g;
+}
 }  // namespace
 
-std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table) {
+std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table, const GraphImage& graph) {
   const std::string final_path = dir + "/" + logfmt::checkpoint_file_name(lsn);
   const std::string tmp_path = final_path + ".tmp";
   try {
@@ -62,6 +127,7 @@ std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table) 
       w.pad_to_align();
       if (buf.size() >= kFlushBytes) flush();
     });
+    write_graph(w, graph);
     w.bytes(logfmt::kCheckpointEndMagic, 8);
     flush();
     std::vector<std::byte> trailer;
@@ -89,7 +155,9 @@ CheckpointData read_checkpoint(const std::string& path) {
   }
   if (std::memcmp(r.bytes(8).data(), logfmt::kCheckpointMagic, 8) != 0) r.corrupt("bad magic");
   const std::uint32_t version = r.u32();
-  if (version != logfmt::kFormatVersion) r.corrupt("unsupported format version " + std::to_string(version));
+  if (version < logfmt::kOldestFormatVersion || version > logfmt::kFormatVersion) {
+    r.corrupt("unsupported format version " + std::to_string(version));
+  }
   if (r.u32() != logfmt::kCheckpointHeaderBytes) r.corrupt("unexpected header size");
   cp.lsn = r.u64();
   cp.next_page_id = r.u64();
@@ -111,19 +179,7 @@ CheckpointData read_checkpoint(const std::string& path) {
     img.epoch = b.u64();
     img.last_lsn = b.u64();
     // The layout is a framed PageCreate record: reuse the record checks and decoder.
-    logfmt::RecordHeader h;
-    h.body_bytes = b.u32();
-    h.crc = b.u32();
-    const std::uint8_t type = b.u8();
-    b.u8();
-    b.u16();
-    h.lsn_count = b.u32();
-    h.first_lsn = b.u64();
-    if (type != static_cast<std::uint8_t>(logfmt::RecordType::PageCreate)) b.corrupt("page layout missing");
-    h.type = logfmt::RecordType::PageCreate;
-    LogRecord rec = decode_record(h, b.bytes(h.body_bytes), path);
-    b.skip_to_align();
-    img.create = std::get<PageCreateOp>(rec.ops.front());
+    img.create = std::get<PageCreateOp>(read_framed(b, logfmt::RecordType::PageCreate, path));
     try {
       PageTable::validate_layout(img.create.spec);
     } catch (const Error& e) {
@@ -136,6 +192,7 @@ CheckpointData read_checkpoint(const std::string& path) {
     cp.pages.push_back(std::move(img));
     r.skip_to_align();
   }
+  if (version >= 2) cp.graph = read_graph(r, path);
   if (std::memcmp(r.bytes(8).data(), logfmt::kCheckpointEndMagic, 8) != 0) r.corrupt("bad end marker");
   if (r.remaining() != 8) r.corrupt("trailing bytes after the end marker");
   return cp;

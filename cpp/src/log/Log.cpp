@@ -233,9 +233,9 @@ void Log::sync() {
   }
 }
 
-std::string Log::checkpoint(Lsn lsn, PageTable& table) {
+std::string Log::checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph) {
   sync();
-  std::string path = write_checkpoint(dir_, lsn, table);
+  std::string path = write_checkpoint(dir_, lsn, table, graph);
   open_segment(lsn + 1);
   if (retention_) apply_retention();
   return path;

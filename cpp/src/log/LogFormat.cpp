@@ -12,7 +12,7 @@ static_assert(std::endian::native == std::endian::little,
 
 bool is_record_type(std::uint8_t t) noexcept {
   return t >= static_cast<std::uint8_t>(RecordType::PageCreate) &&
-         t <= static_cast<std::uint8_t>(RecordType::Transaction);
+         t <= static_cast<std::uint8_t>(RecordType::Derived);
 }
 
 std::uint32_t record_crc(std::span<const std::byte> rec) noexcept {
@@ -62,9 +62,9 @@ SegmentHeader decode_segment_header(std::span<const std::byte> bytes, const std:
   const auto magic = r.bytes(8);
   if (std::memcmp(magic.data(), kSegmentMagic, 8) != 0) r.corrupt("not an mmsb segment (bad magic)");
   const std::uint32_t version = r.u32();
-  if (version != kFormatVersion) {
+  if (version < kOldestFormatVersion || version > kFormatVersion) {
     r.corrupt("format version " + std::to_string(version) + " is not supported (this build reads " +
-              std::to_string(kFormatVersion) + ")");
+              std::to_string(kOldestFormatVersion) + " to " + std::to_string(kFormatVersion) + ")");
   }
   if (r.u32() != kSegmentHeaderBytes) r.corrupt("unexpected header size");
   SegmentHeader h;

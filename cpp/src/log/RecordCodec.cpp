@@ -62,6 +62,42 @@ void write_body(ByteWriter& w, const DeltaBatchView& b, std::uint64_t timestamp_
   w.bytes(b.payload);
 }
 
+void write_body(ByteWriter& w, const EdgeOp& op) {
+  w.u64(op.parent);
+  w.u64(op.child);
+  w.u8(op.add ? 1 : 0);
+  w.u8(static_cast<std::uint8_t>(op.kind));
+  w.u16(0);
+  w.u32(0);
+}
+void write_body(ByteWriter& w, const DependOp& op) {
+  w.u64(op.child);
+  w.u8(static_cast<std::uint8_t>(op.fn.kind));
+  w.u8(static_cast<std::uint8_t>(op.fn.semiring));
+  w.u8(op.weights.empty() ? 0 : 1);
+  w.u8(0);
+  w.u32(static_cast<std::uint32_t>(op.parents.size()));
+  w.str(op.fn.name);
+  w.pad_to_align();
+  for (PageId p : op.parents) w.u64(p);
+  for (double x : op.weights) {
+    std::uint64_t bits;
+    std::memcpy(&bits, &x, 8);
+    w.u64(bits);
+  }
+}
+void write_derived(ByteWriter& w, const Delta& delta, std::span<const std::pair<PageId, Epoch>> inputs) {
+  write_body(w, delta);
+  w.pad_to_align();
+  w.u64(inputs.size());
+  for (const auto& [page, epoch] : inputs) {
+    w.u64(page);
+    w.u64(epoch);
+  }
+}
+
+void write_body(ByteWriter& w, const DerivedOp& op) { write_derived(w, op.delta, op.inputs); }
+
 template <class Op>
 void single(std::vector<std::byte>& out, RecordType type, Lsn first, std::uint32_t count, const Op& op) {
   logfmt::RecordBuilder rb(out, type, count, first);
@@ -89,6 +125,98 @@ std::vector<std::uint64_t> read_u64s(ByteReader& r, std::uint64_t n) {
   std::vector<std::uint64_t> out(n);
   if (n != 0) std::memcpy(out.data(), raw.data(), n * 8);
   return out;
+}
+
+Delta read_delta(ByteReader& r) {
+  const PageId page = r.u64();
+  const std::uint64_t ts = r.u64();
+  const std::uint8_t source = r.u8();
+  if (source > static_cast<std::uint8_t>(Source::Remote)) r.corrupt("unknown delta source");
+  r.bytes(7);
+  const std::uint64_t nruns = r.u64();
+  if (nruns > r.remaining() / 16) r.corrupt("run count exceeds the record");
+  std::vector<std::uint64_t> offsets(nruns), lengths(nruns);
+  for (std::uint64_t i = 0; i < nruns; ++i) {
+    offsets[i] = r.u64();
+    lengths[i] = r.u64();
+  }
+  std::uint64_t total = 0;
+  for (std::uint64_t len : lengths) {
+    if (total + len < total) r.corrupt("run lengths overflow");
+    total += len;
+  }
+  const auto payload = r.bytes(total);
+  Delta d;
+  try {
+    d = Delta::runs(page, offsets, lengths, payload);
+  } catch (const Error& e) {
+    r.corrupt(e.what());
+  }
+  d.timestamp_ns = ts;
+  d.source = static_cast<Source>(source);
+  return d;
+}
+
+EdgeOp read_edge(ByteReader& r) {
+  EdgeOp op;
+  op.parent = r.u64();
+  op.child = r.u64();
+  const std::uint8_t add = r.u8();
+  const std::uint8_t kind = r.u8();
+  r.u16();
+  r.u32();
+  if (add > 1) r.corrupt("edge op must be 0 (remove) or 1 (add)");
+  if (kind < static_cast<std::uint8_t>(EdgeKind::Data) || kind > static_cast<std::uint8_t>(EdgeKind::DeviceSync)) {
+    r.corrupt("unknown edge kind " + std::to_string(kind));
+  }
+  op.add = add == 1;
+  op.kind = static_cast<EdgeKind>(kind);
+  return op;
+}
+
+DependOp read_depend(ByteReader& r) {
+  DependOp op;
+  op.child = r.u64();
+  const std::uint8_t fn = r.u8();
+  const std::uint8_t semiring = r.u8();
+  const std::uint8_t has_weights = r.u8();
+  r.u8();
+  const std::uint32_t n = r.u32();
+  op.fn.name = r.str();
+  r.skip_to_align();
+  if (fn < static_cast<std::uint8_t>(RecomputeKind::Copy) || fn > static_cast<std::uint8_t>(RecomputeKind::Callable)) {
+    r.corrupt("unknown recompute kind " + std::to_string(fn));
+  }
+  if (semiring < static_cast<std::uint8_t>(SemiringKind::SumProduct) ||
+      semiring > static_cast<std::uint8_t>(SemiringKind::Boolean)) {
+    r.corrupt("unknown semiring " + std::to_string(semiring));
+  }
+  if (has_weights > 1) r.corrupt("weights flag must be 0 or 1");
+  op.fn.kind = static_cast<RecomputeKind>(fn);
+  op.fn.semiring = static_cast<SemiringKind>(semiring);
+  op.parents = read_u64s(r, n);
+  if (has_weights == 1) {
+    for (std::uint64_t bits : read_u64s(r, n)) {
+      double x;
+      std::memcpy(&x, &bits, 8);
+      op.weights.push_back(x);
+    }
+  }
+  return op;
+}
+
+DerivedOp read_derived(ByteReader& r) {
+  DerivedOp op;
+  op.delta = read_delta(r);
+  r.skip_to_align();
+  const std::uint64_t n = r.u64();
+  if (n > r.remaining() / 16) r.corrupt("input count exceeds the record");
+  op.inputs.reserve(n);
+  for (std::uint64_t i = 0; i < n; ++i) {
+    const PageId page = r.u64();
+    op.inputs.emplace_back(page, r.u64());
+  }
+  return op;
 }
 
 LogOp read_op(RecordType type, ByteReader& r) {
@@ -123,35 +251,8 @@ LogOp read_op(RecordType type, ByteReader& r) {
       if (has == 1) op.value = MetaValue{std::move(value), is_bytes == 1};
       return op;
     }
-    case RecordType::Delta: {
-      const PageId page = r.u64();
-      const std::uint64_t ts = r.u64();
-      const std::uint8_t source = r.u8();
-      if (source > static_cast<std::uint8_t>(Source::Remote)) r.corrupt("unknown delta source");
-      r.bytes(7);
-      const std::uint64_t nruns = r.u64();
-      if (nruns > r.remaining() / 16) r.corrupt("run count exceeds the record");
-      std::vector<std::uint64_t> offsets(nruns), lengths(nruns);
-      for (std::uint64_t i = 0; i < nruns; ++i) {
-        offsets[i] = r.u64();
-        lengths[i] = r.u64();
-      }
-      std::uint64_t total = 0;
-      for (std::uint64_t len : lengths) {
-        if (total + len < total) r.corrupt("run lengths overflow");
-        total += len;
-      }
-      const auto payload = r.bytes(total);
-      DeltaOp op;
-      try {
-        op.delta = Delta::runs(page, offsets, lengths, payload);
-      } catch (const Error& e) {
-        r.corrupt(e.what());
-      }
-      op.delta.timestamp_ns = ts;
-      op.delta.source = static_cast<Source>(source);
-      return op;
-    }
+    case RecordType::Delta:
+      return DeltaOp{read_delta(r)};
     case RecordType::Batch: {
       BatchOp op;
       op.timestamp_ns = r.u64();
@@ -168,6 +269,12 @@ LogOp read_op(RecordType type, ByteReader& r) {
       op.payload = r.bytes(total);
       return op;
     }
+    case RecordType::Edge:
+      return read_edge(r);
+    case RecordType::Depend:
+      return read_depend(r);
+    case RecordType::Derived:
+      return read_derived(r);
     case RecordType::Transaction:
       break;
   }
@@ -193,6 +300,15 @@ void encode_op_record(std::vector<std::byte>& out, Lsn first, const MetadataOp& 
 void encode_op_record(std::vector<std::byte>& out, Lsn first, const Delta& delta) {
   single(out, RecordType::Delta, first, 1, delta);
 }
+void encode_op_record(std::vector<std::byte>& out, Lsn first, const EdgeOp& op) {
+  single(out, RecordType::Edge, first, 1, op);
+}
+void encode_op_record(std::vector<std::byte>& out, Lsn first, const DependOp& op) {
+  single(out, RecordType::Depend, first, 1, op);
+}
+void encode_op_record(std::vector<std::byte>& out, Lsn first, const DerivedOp& op) {
+  single(out, RecordType::Derived, first, 1, op);
+}
 void encode_op_record(std::vector<std::byte>& out, Lsn first, const DeltaBatchView& batch,
                       std::uint64_t timestamp_ns) {
   logfmt::RecordBuilder rb(out, RecordType::Batch, static_cast<std::uint32_t>(batch.rows()), first);
@@ -202,6 +318,11 @@ void encode_op_record(std::vector<std::byte>& out, Lsn first, const DeltaBatchVi
 
 template <class Write>
 void TransactionBuilder::add_op(RecordType type, std::uint64_t lsns, Write&& write) {
+  if (counting_only_) {
+    ++ops_;
+    lsns_ += lsns;
+    return;
+  }
   const std::size_t start = body_.size();
   try {
     append_op(type, write);
@@ -242,6 +363,17 @@ void TransactionBuilder::add(const Delta& delta) {
 }
 void TransactionBuilder::add(const DeltaBatchView& batch, std::uint64_t timestamp_ns) {
   add_op(RecordType::Batch, batch.rows(), [&](ByteWriter& w) { write_body(w, batch, timestamp_ns); });
+}
+
+void TransactionBuilder::add(const EdgeOp& op) {
+  add_op(RecordType::Edge, 1, [&](ByteWriter& w) { write_body(w, op); });
+}
+void TransactionBuilder::add(const DependOp& op) {
+  add_op(RecordType::Depend, 1, [&](ByteWriter& w) { write_body(w, op); });
+}
+void TransactionBuilder::add(const DerivedOp& op) { add_derived(op.delta, op.inputs); }
+void TransactionBuilder::add_derived(const Delta& delta, std::span<const std::pair<PageId, Epoch>> inputs) {
+  add_op(RecordType::Derived, 1, [&](ByteWriter& w) { write_derived(w, delta, inputs); });
 }
 
 void TransactionBuilder::frame(std::vector<std::byte>& out, Lsn first_lsn) const {

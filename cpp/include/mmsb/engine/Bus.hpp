@@ -16,6 +16,9 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -25,12 +28,18 @@
 #include "mmsb/core/Types.hpp"
 #include "mmsb/delta/Delta.hpp"
 #include "mmsb/delta/DeltaBatch.hpp"
+#include "mmsb/engine/Derivation.hpp"
+#include "mmsb/engine/Events.hpp"
+#include "mmsb/graph/DepGraph.hpp"
+#include "mmsb/log/Checkpoint.hpp"
 #include "mmsb/log/Log.hpp"
 #include "mmsb/log/RecordCodec.hpp"
 #include "mmsb/page/PageTable.hpp"
 #include "mmsb/parallel/ThreadPool.hpp"
 
 namespace mmsb {
+
+struct TxnMark;
 
 struct BusOptions {
   unsigned threads = 0;  ///< threads for batch apply; 0 = one per hardware thread
@@ -65,11 +74,31 @@ struct HistoryEntry {
 
 /// Monotonic counters since creation or the last reset_stats().
 struct BusStats {
-  std::uint64_t deltas_applied = 0;
+  std::uint64_t deltas_applied = 0;  ///< user deltas (batch rows count one each)
   std::uint64_t bytes_applied = 0;
   std::uint64_t commits = 0;
   std::uint64_t pages_created = 0;
   std::uint64_t pages_deleted = 0;
+  std::uint64_t waves = 0;           ///< propagation waves that ran
+  std::uint64_t recomputes = 0;      ///< recomputes run (with or without a resulting delta)
+  std::uint64_t memo_skips = 0;      ///< recomputes skipped: parents' epochs equal the memo
+  std::uint64_t cutoffs = 0;         ///< recomputes whose output was unchanged (no delta)
+  std::uint64_t derived_deltas = 0;  ///< deltas committed by propagation
+  std::uint64_t events = 0;          ///< events handed to the sink
+};
+
+/// eager: a commit runs its wave before it returns; deferred: commits mark descendants stale and
+/// propagate() runs the wave.
+enum class PropagationMode : std::uint8_t { Eager, Deferred };
+
+/// One step of a page's provenance: the delta that produced (page, epoch).
+struct ProvenanceStep {
+  PageId page = 0;
+  Epoch epoch = 0;
+  Lsn lsn = 0;
+  Source source = Source::User;
+  std::uint64_t timestamp_ns = 0;
+  std::vector<std::pair<PageId, Epoch>> inputs;  ///< parents and their epochs (propagation)
 };
 
 /// Real bytes held by the bus, by kind.
@@ -78,8 +107,12 @@ struct MemoryReport {
   std::uint64_t data_bytes = 0;          ///< bytes of live page data (as requested)
   std::uint64_t arena_slack_bytes = 0;   ///< reserved by the arena beyond data_bytes
   std::uint64_t metadata_bytes = 0;      ///< hot records + cold info + name index
+  std::uint64_t graph_bytes = 0;         ///< dependency graph and derivations
+  std::uint64_t index_bytes = 0;         ///< per-page lsn index kept for provenance
   std::uint64_t record_bytes_per_page = sizeof(PageRecord);
-  std::uint64_t total_bytes() const noexcept { return data_bytes + arena_slack_bytes + metadata_bytes; }
+  std::uint64_t total_bytes() const noexcept {
+    return data_bytes + arena_slack_bytes + metadata_bytes + graph_bytes + index_bytes;
+  }
 };
 
 class Bus {
@@ -195,6 +228,61 @@ class Bus {
   };
   const RecoveryReport& recovery() const noexcept { return recovery_; }
   bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
+
+  // ---- graph and propagation (BusGraph.cpp) ----------------------------------------------------
+  /// Makes `child` derived: its data parents become `parents` (in order; replacing earlier data
+  /// parents), recomputed by `fn` (with `weights`, empty or one per parent). Logged (lsn +1). In
+  /// eager mode the child is recomputed at once (and its descendants in the same wave); in
+  /// deferred mode it is marked stale. Re-registering the same parents, weights and spec for a
+  /// callable whose function is missing (after a reopen) only attaches `callable`, logging
+  /// nothing. Throws Error(PageNotFound / InvalidArgument: empty parents, size or dtype mismatch,
+  /// bad weight / GraphCycle / Propagation), changing nothing.
+  void depend(PageId child, std::span<const PageId> parents, const RecomputeSpec& fn,
+              std::span<const double> weights, RecomputeCallable callable = {});
+  /// Adds a `control` or `device_sync` edge (lsn +1); `data` edges come from depend(). A
+  /// device_sync child is kept an exact copy of its parent (same size, one such parent).
+  /// Throws Error(GraphCycle / Graph / PageNotFound / InvalidArgument), changing nothing.
+  void add_edge(PageId parent, PageId child, EdgeKind kind);
+  /// Removes the edge parent -> child of any kind (lsn +1); a removed data parent leaves the
+  /// child's recompute with the remaining ones (none: the recompute is dropped). Throws
+  /// Error(Graph) if there is no such edge.
+  void remove_edge(PageId parent, PageId child);
+  std::vector<Edge> in_edges(PageId id);
+  std::vector<Edge> out_edges(PageId id);
+  std::vector<PageId> topological_order();
+  /// Whole-graph check (cycles, dangling edges, order); problems are reported, not thrown.
+  GraphReport validate_graph();
+  /// A copy of the child's recompute, parents, weights and memo; nullopt if not derived.
+  std::optional<Derivation> derivation(PageId id);
+  void set_propagation(PropagationMode mode);
+  PropagationMode propagation() const noexcept { return propagation_; }
+  /// Runs one wave over every stale page (deferred mode, or after a reopen) as one atomic commit.
+  /// Returns the number of pages whose bytes changed. Throws Error(Propagation) naming the page
+  /// whose recompute failed, with nothing changed.
+  std::uint64_t propagate();
+  /// Runs the recompute of a derived page into `out` (page size) without committing anything:
+  /// the purity validator's probe. Throws Error(Graph) if the page is not derived,
+  /// Error(Propagation) if the recompute fails or its callable is missing.
+  void preview_recompute(PageId child, std::span<std::byte> out);
+  /// Pages whose content may not match their parents: marked stale by a deferred commit or a
+  /// control edge, whose callable is missing, or below such a page. Sorted by id.
+  std::vector<PageId> stale_pages();
+  /// Copies of the page's producing deltas' provenance, newest first, back to user deltas, to
+  /// `max_depth` hops; epoch nullopt = current. Throws Error(PageNotFound / HistoryUnavailable).
+  std::vector<ProvenanceStep> provenance(PageId id, std::optional<Epoch> epoch, unsigned max_depth);
+
+  // ---- events ----------------------------------------------------------------------------------
+  using EventSink = std::function<void(std::span<const BusEvent>)>;
+  /// Where events go (called after commits, outside the commit lock, in commit order, on the
+  /// committing thread). `mask` bit k enables EventKind k; 0 disables queuing entirely.
+  void set_event_sink(EventSink sink, std::uint32_t mask);
+  /// Hooks run around any wait for the commit lock (the bindings release Python's GIL there, so
+  /// a wave running a Python callable on another thread can take it). Both or neither.
+  struct BlockingHooks {
+    void* (*enter)() = nullptr;
+    void (*leave)(void*) = nullptr;
+  };
+  void set_blocking_hooks(BlockingHooks hooks) noexcept { blocking_ = hooks; }
   unsigned threads() const noexcept { return pool_.threads(); }
   /// Process-unique id of this bus (never reused), so callers can tell buses apart even after
   /// one is destroyed and another is allocated at the same address.
@@ -206,12 +294,43 @@ class Bus {
  private:
   void check_open() const;
   void check_writable() const;
+  /// mutex_, taken with the blocking hooks around any wait.
+  std::unique_lock<std::mutex> lock_mutex();
+  /// Runs `body` all or nothing: inside an open transaction (undone back to where it started on
+  /// failure) or as an implicit transaction logged as one record when it succeeds.
+  template <class Body>
+  void atomically_locked(Body&& body);
+  /// True when a change to `page` starts a wave now (eager mode, page has dependents).
+  bool wave_follows_locked(PageId page) const;
+  void note_changed_locked(PageId page);
+  void run_wave_locked();
+  bool recompute_locked(PageId child, Derivation& d, bool forced);
+  void compute_locked(PageId child, const Derivation& d, std::span<const PageRecord* const> parents,
+                      std::span<std::byte> dst);
+  void replay_graph_op_locked(const LogOp& op);
+  void refresh_dependents_locked(PageId page);
+  void drop_from_graph_locked(PageId id);
+  void mark_unsettled_stale_locked();
+  void apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns);
+  void restore_graph_locked(const GraphImage& g);
+  GraphImage graph_image_locked() const;
+  void check_derivation_locked(PageId child, std::span<const PageId> parents, const RecomputeSpec& fn,
+                               std::span<const double> weights);
+  void mark_stale_locked(PageId page);
+  void emit_locked(EventKind kind, PageId page, Lsn lsn, Epoch epoch);
+  /// Hands queued events to the sink; called by public methods after they release the lock.
+  void deliver_events();
   /// The commit lock, taken once no other thread's transaction is open.
   std::unique_lock<std::mutex> lock_turn();
   void check_no_transaction(const char* what) const;
   struct Transaction;
-  void undo_locked(Transaction& t) noexcept;
-  void txn_note_delta_locked(PageRecord& r, const Delta& d);
+  std::unique_ptr<Transaction> new_transaction_locked();
+  TxnMark mark_locked() const;
+  void finish_transaction_locked();
+  void undo_locked(Transaction& t, const TxnMark& m) noexcept;
+  /// Records a delta in the open transaction; `inputs` marks it derived (logged with them).
+  void txn_note_delta_locked(PageRecord& r, const Delta& d,
+                             const std::vector<std::pair<PageId, Epoch>>* inputs = nullptr);
   void txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t timestamp_ns);
   void end_transaction_locked() noexcept;
   void check_location(const std::string& location) const;
@@ -245,9 +364,48 @@ class Bus {
   std::atomic<bool> txn_open_{false};
   std::atomic<std::thread::id> txn_owner_{};
   std::condition_variable txn_done_;
+  BlockingHooks blocking_;
+  DepGraph graph_;
+  std::unordered_map<PageId, Derivation> derivations_;
+  PropagationMode propagation_ = PropagationMode::Eager;
+  std::vector<PageId> changed_;              // pages changed since the last wave (this commit)
+  std::unordered_set<PageId> stale_;         // marked stale, waiting for a wave
+  std::unordered_set<PageId> forced_;        // recompute regardless of the memo (depend)
+  std::atomic<std::thread::id> wave_owner_{};  // thread running a wave (callables may not re-enter)
+  std::vector<std::byte> scratch_;           // staging buffer of recomputes
+  EventSink sink_;
+  std::uint32_t event_mask_ = 0;
+  std::vector<BusEvent> events_;             // queued under mutex_, delivered in order
+  std::mutex deliver_mutex_;
+  // Per-page lsn index (provenance). Commits only append to pending_ / pending_batches_ (a
+  // copy of the batch's page ids); queries fold them into index_ first, so a batch pays a
+  // memcpy, not a hash lookup per row.
+  struct IndexEntry {
+    Lsn lsn;
+    std::uint64_t timestamp_ns;
+    Source source;
+  };
+  struct PageHistory {
+    Epoch first_epoch = 1;  // epoch produced by entries.front()
+    std::vector<IndexEntry> entries;
+  };
+  struct PendingDelta {
+    PageId page;
+    IndexEntry entry;
+  };
+  struct PendingBatch {
+    Lsn first_lsn;
+    std::uint64_t timestamp_ns;
+    std::vector<PageId> pages;
+  };
+  void catch_up_index_locked();
+  std::unordered_map<PageId, PageHistory> index_;
+  std::vector<PendingDelta> pending_;
+  std::vector<PendingBatch> pending_batches_;
+  std::unordered_map<Lsn, std::vector<std::pair<PageId, Epoch>>> derived_inputs_;
   struct Counters {
     std::atomic<std::uint64_t> deltas_applied{0}, bytes_applied{0}, commits{0}, pages_created{0},
-        pages_deleted{0};
+        pages_deleted{0}, waves{0}, recomputes{0}, memo_skips{0}, cutoffs{0}, derived_deltas{0}, events{0};
   } counters_;
 };
 

@@ -21,16 +21,28 @@ struct PageImage {
   std::span<const std::byte> data;  ///< into CheckpointData::bytes when read back
 };
 
+/// The dependency graph as stored in a checkpoint: replaying `edges` (non-data edges) and
+/// `derivations` (each child's data parents and recompute) through the graph rebuilds it.
+struct GraphImage {
+  std::vector<EdgeOp> edges;
+  struct Derivation {
+    DependOp depend;
+    std::vector<Epoch> memo;  ///< parents' epochs at the child's last recompute (empty: never)
+  };
+  std::vector<Derivation> derivations;
+};
+
 struct CheckpointData {
   Lsn lsn = 0;             ///< the state is that after all records with lsn <= this
   PageId next_page_id = 1; ///< ids below this were used (deleted ones are never reused)
   std::vector<PageImage> pages;
+  GraphImage graph;
   FileBytes bytes;  ///< file contents backing the page data spans (mapped: checkpoints never change)
 };
 
-/// Writes the live pages of `table` as the checkpoint at `lsn` into `dir`; returns its path.
+/// Writes the live pages of `table` and the graph as the checkpoint at `lsn` into `dir`; returns its path.
 /// Throws Error(Durability) (the temporary file is removed; no checkpoint appears).
-std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table);
+std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table, const GraphImage& graph);
 /// Reads and fully verifies a checkpoint; throws Error(LogCorrupt) naming the file and offset.
 CheckpointData read_checkpoint(const std::string& path);
 

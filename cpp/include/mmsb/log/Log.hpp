@@ -77,7 +77,7 @@ class Log {
   void close();
   /// Writes a checkpoint of `table` at `lsn` (after sync()) and starts a new segment after it;
   /// with a retention, then drops checkpoints and segments older than it keeps.
-  std::string checkpoint(Lsn lsn, PageTable& table);
+  std::string checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph);
   /// Keep only the newest `checkpoints` checkpoints (>= 1) and the log after the oldest of them;
   /// nullopt keeps everything (the default). Applied at each checkpoint.
   void set_retention(std::optional<unsigned> checkpoints) noexcept { retention_ = checkpoints; }

@@ -14,7 +14,9 @@
 
 namespace mmsb::logfmt {
 
-inline constexpr std::uint32_t kFormatVersion = 1;
+inline constexpr std::uint32_t kFormatVersion = 2;
+/// Oldest version still read: version 1 lacks the graph records and the checkpoint graph section.
+inline constexpr std::uint32_t kOldestFormatVersion = 1;
 inline constexpr char kSegmentMagic[8] = {'M', 'M', 'S', 'B', 'S', 'E', 'G', '\0'};
 inline constexpr char kCheckpointMagic[8] = {'M', 'M', 'S', 'B', 'C', 'K', 'P', '\0'};
 inline constexpr char kCheckpointEndMagic[8] = {'M', 'M', 'S', 'B', 'C', 'E', 'N', 'D'};
@@ -33,6 +35,9 @@ enum class RecordType : std::uint8_t {
   Delta = 4,
   Batch = 5,
   Transaction = 6,
+  Edge = 7,
+  Depend = 8,
+  Derived = 9,
 };
 bool is_record_type(std::uint8_t t) noexcept;
 
@@ -71,7 +76,7 @@ class ByteWriter {
   void put(T v) {  // engine targets are little-endian (checked in LogFormat.cpp)
     std::byte b[sizeof(T)];
     std::memcpy(b, &v, sizeof(T));
-    out_.insert(out_.end(), b, b + sizeof(T));
+    bytes(b, sizeof(T));  // through bytes(): it carries the GCC 107852 workaround
   }
   std::vector<std::byte>& out_;
 };

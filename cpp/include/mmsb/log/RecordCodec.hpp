@@ -10,6 +10,8 @@
 
 #include "mmsb/delta/Delta.hpp"
 #include "mmsb/delta/DeltaBatch.hpp"
+#include "mmsb/graph/DepGraph.hpp"
+#include "mmsb/graph/Recompute.hpp"
 #include "mmsb/log/LogFormat.hpp"
 #include "mmsb/page/Page.hpp"
 
@@ -40,7 +42,27 @@ struct BatchOp {
   std::span<const std::byte> payload;
   DeltaBatchView view() const noexcept { return {page_ids, offsets, lengths, payload}; }
 };
-using LogOp = std::variant<PageCreateOp, PageDeleteOp, MetadataOp, DeltaOp, BatchOp>;
+/// One edge added or removed (add_edge / remove_edge).
+struct EdgeOp {
+  PageId parent = 0;
+  PageId child = 0;
+  EdgeKind kind = EdgeKind::Control;
+  bool add = true;
+};
+/// bus.depend: the child's data parents (in order), optional weights, and its recompute.
+struct DependOp {
+  PageId child = 0;
+  RecomputeSpec fn;
+  std::vector<PageId> parents;
+  std::vector<double> weights;  ///< empty, or one per parent
+};
+/// A delta made by propagation, with the epochs its parents had when it was computed: replay
+/// applies it without running the recompute, and the epochs restore the memo signature.
+struct DerivedOp {
+  Delta delta;
+  std::vector<std::pair<PageId, Epoch>> inputs;
+};
+using LogOp = std::variant<PageCreateOp, PageDeleteOp, MetadataOp, DeltaOp, BatchOp, EdgeOp, DependOp, DerivedOp>;
 
 /// Number of lsns an op consumes (rows for a batch, 1 otherwise).
 std::uint64_t op_lsn_count(const LogOp& op) noexcept;
@@ -60,6 +82,9 @@ void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const Metadata
 void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const Delta& delta);
 void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const DeltaBatchView& batch,
                       std::uint64_t timestamp_ns);
+void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const EdgeOp& op);
+void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const DependOp& op);
+void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const DerivedOp& op);
 /// Appends one Transaction record holding all `ops` (atomic: one CRC covers them all).
 void encode_transaction_record(std::vector<std::byte>& out, Lsn first_lsn, std::span<const LogOp> ops);
 
@@ -72,6 +97,11 @@ class TransactionBuilder {
   void add(const MetadataOp& op);
   void add(const Delta& delta);
   void add(const DeltaBatchView& batch, std::uint64_t timestamp_ns);
+  void add(const EdgeOp& op);
+  void add(const DependOp& op);
+  void add(const DerivedOp& op);
+  /// add(DerivedOp) without copying the delta.
+  void add_derived(const Delta& delta, std::span<const std::pair<PageId, Epoch>> inputs);
   /// A point to return to (reset) when a group of adds must be all or nothing.
   struct Mark {
     std::size_t bytes;
@@ -85,6 +115,9 @@ class TransactionBuilder {
     lsns_ = m.lsns;
   }
   std::uint32_t op_count() const noexcept { return ops_; }
+  /// A builder that only counts (a bus without a log has nothing to write): add() skips the
+  /// encoding, frame() must not be called.
+  void set_counting_only(bool on) noexcept { counting_only_ = on; }
   std::uint64_t lsn_count() const noexcept { return lsns_; }
   /// Appends the framed Transaction record (first lsn `first_lsn`) to `out`.
   void frame(std::vector<std::byte>& out, Lsn first_lsn) const;
@@ -98,6 +131,7 @@ class TransactionBuilder {
   std::vector<std::byte> body_;
   std::uint32_t ops_ = 0;
   std::uint64_t lsns_ = 0;
+  bool counting_only_ = false;
 };
 
 /// Decodes the body of a record whose header was already validated. `where` names the file and

@@ -59,6 +59,7 @@ struct alignas(64) PageRecord {
   std::uint16_t size_class = 0;
   DType dtype = DType::Raw;
   std::uint8_t has_info = 0;       // 1 when a PageInfo exists for this id
+  std::uint8_t has_dependents = 0; // 1 while the page has children in the bus's graph (set by the bus)
 
   bool deleted() const noexcept { return (refs.load(std::memory_order_acquire) & kDeletedBit) != 0; }
   bool live() const noexcept { return id != 0 && !deleted(); }

@@ -1,0 +1,258 @@
+// The graph side of mmsb.Bus: depend / edges / propagation / provenance, Python recomputes, and
+// the probes the purity validator uses.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <unordered_map>
+
+#include "Bindings.hpp"
+#include "Convert.hpp"
+#include "mmsb/graph/Semiring.hpp"
+
+namespace mmsb::py_bind {
+namespace py = pybind11;
+using namespace pybind11::literals;
+
+void bind_events(py::class_<Bus, std::shared_ptr<Bus>>& cls);
+
+namespace {
+
+// Set while the purity validator probes a callable: parents are then handed over as writable
+// copies and compared afterwards, so a callable that writes its inputs is caught, not refused.
+thread_local bool g_purity_probe = false;
+
+py::tuple edge_tuple(const Edge& e) { return py::make_tuple(e.parent, e.child, std::string(edge_kind_name(e.kind))); }
+
+py::list edge_list(const std::vector<Edge>& edges) {
+  py::list out;
+  for (const Edge& e : edges) out.append(edge_tuple(e));
+  return out;
+}
+
+// A Python function fn(out, *parents) as an engine recompute. It holds the bus weakly (the bus
+// owns it) and builds each parent's view from a Page handle pinned without the bus lock.
+RecomputeCallable wrap_callable(const std::shared_ptr<Bus>& bus, py::function fn, PageId child,
+                                std::span<const PageId> parents) {
+  // Layouts are read now: inside a wave the bus lock is held and page_info() may not be called.
+  auto shape_of = [&](PageId id) {
+    PageInfo info = bus->page_info(id);
+    return info.shape.empty() ? std::vector<std::uint64_t>{bus->page(id).size} : info.shape;
+  };
+  struct State {
+    std::weak_ptr<Bus> bus;
+    py::function fn;
+    PageId child;
+    py::dtype dtype;
+    std::vector<py::ssize_t> shape;
+    std::unordered_map<PageId, std::vector<std::uint64_t>> parent_shapes;
+    ~State() {
+      py::gil_scoped_acquire gil;
+      fn = py::function();
+      dtype = py::dtype();
+    }
+  };
+  auto st = std::make_shared<State>();
+  st->bus = bus;
+  st->fn = std::move(fn);
+  st->child = child;
+  st->dtype = numpy_dtype(bus->page(child).dtype);
+  for (std::uint64_t d : shape_of(child)) st->shape.push_back(static_cast<py::ssize_t>(d));
+  for (PageId p : parents) st->parent_shapes.emplace(p, shape_of(p));
+  return [st](std::span<std::byte> out, std::span<const PageRecord* const> parents) {
+    py::gil_scoped_acquire gil;
+    std::shared_ptr<Bus> b = st->bus.lock();
+    if (!b) fail(ErrorCode::Closed, "the bus of page ", st->child, " is gone");
+    try {
+      py::array staged(st->dtype, st->shape);
+      if (static_cast<std::size_t>(staged.nbytes()) != out.size()) {
+        fail(ErrorCode::Propagation, "page ", st->child, " no longer has the layout its recompute was registered with");
+      }
+      std::memcpy(staged.mutable_data(), out.data(), out.size());
+      py::list args;
+      args.append(staged);
+      std::vector<py::array> copies;
+      for (const PageRecord* p : parents) {
+        auto handle = std::make_unique<PageHandle>(b, const_cast<PageRecord&>(*p));
+        auto shape = st->parent_shapes.find(p->id);
+        handle->shape_cache = shape != st->parent_shapes.end() ? shape->second : std::vector<std::uint64_t>{p->size};
+        py::object page = py::cast(std::move(handle));
+        py::array view = page_view(page);
+        if (g_purity_probe) {
+          copies.push_back(py::array(view.attr("copy")()));
+          args.append(copies.back());
+        } else {
+          args.append(view);
+        }
+      }
+      py::object result = st->fn(*args);
+      if (!result.is_none()) staged.attr("__setitem__")(py::ellipsis(), result);
+      for (std::size_t k = 0; k < copies.size(); ++k) {
+        if (std::memcmp(copies[k].data(), parents[k]->data, parents[k]->size) != 0) {
+          fail(ErrorCode::Propagation, "the recompute of page ", st->child, " modified its input ", k,
+               " (page ", parents[k]->id, "); recomputes must not write their parents");
+        }
+      }
+      if (static_cast<std::size_t>(staged.nbytes()) != out.size()) {
+        fail(ErrorCode::Propagation, "the recompute of page ", st->child, " changed the shape of `out`");
+      }
+      std::memcpy(out.data(), staged.data(), out.size());
+    } catch (py::error_already_set& e) {
+      // Keep the message (without pybind11's traceback lines), drop the Python objects.
+      std::string msg = e.what();
+      if (const auto at = msg.find("\n\nAt:"); at != std::string::npos) msg.resize(at);
+      throw std::runtime_error(msg);
+    }
+  };
+}
+
+std::vector<PageId> page_list(const std::shared_ptr<Bus>& bus, py::handle seq, const char* what) {
+  std::vector<PageId> out;
+  if (py::isinstance<py::str>(seq) || !PySequence_Check(seq.ptr())) {
+    out.push_back(resolve_page(bus, seq));
+    return out;
+  }
+  for (py::handle h : py::reinterpret_borrow<py::sequence>(seq)) out.push_back(resolve_page(bus, h));
+  if (out.empty()) fail(ErrorCode::InvalidArgument, what, " must name at least one page");
+  return out;
+}
+
+}  // namespace
+
+void bind_graph(py::module_& m) {
+  auto cls = py::reinterpret_borrow<py::class_<Bus, std::shared_ptr<Bus>>>(m.attr("Bus"));
+  cls.def("_depend", [](const std::shared_ptr<Bus>& bus, py::handle child_key, py::handle on, const std::string& kind,
+                        const std::string& semiring, py::handle weights, py::handle fn, const std::string& name) {
+       wait_turn(*bus);
+       const PageId child = resolve_page(bus, child_key);
+       const std::vector<PageId> parents = page_list(bus, on, "on");
+       RecomputeSpec spec;
+       RecomputeCallable callable;
+       if (kind == "copy") {
+         spec.kind = RecomputeKind::Copy;
+       } else if (kind == "reduce") {
+         spec.kind = RecomputeKind::Reduce;
+         spec.semiring = parse_semiring(semiring);
+       } else {
+         spec.kind = RecomputeKind::Callable;
+         spec.name = name;
+         callable = wrap_callable(bus, fn.cast<py::function>(), child, parents);
+       }
+       std::vector<double> w;
+       if (!weights.is_none()) {
+         for (py::handle x : py::reinterpret_borrow<py::iterable>(weights)) w.push_back(x.cast<double>());
+       }
+       bus->depend(child, parents, spec, w, std::move(callable));
+     })
+      .def("add_edge", [](const std::shared_ptr<Bus>& bus, py::handle parent, py::handle child, const std::string& kind) {
+        wait_turn(*bus);
+        bus->add_edge(resolve_page(bus, parent), resolve_page(bus, child), parse_edge_kind(kind));
+      }, "parent"_a, "child"_a, "kind"_a = "control",
+         "Adds a 'control' (child only invalidated) or 'device_sync' (child kept a copy) edge; "
+         "data edges come from depend(). GraphCycleError if it would close a cycle.")
+      .def("remove_edge", [](const std::shared_ptr<Bus>& bus, py::handle parent, py::handle child) {
+        wait_turn(*bus);
+        bus->remove_edge(resolve_page(bus, parent), resolve_page(bus, child));
+      }, "parent"_a, "child"_a, "Removes the edge parent -> child (GraphError if none).")
+      .def("_in_edges", [](const std::shared_ptr<Bus>& bus, py::handle p) {
+        wait_turn(*bus);
+        return edge_list(bus->in_edges(resolve_page(bus, p)));
+      })
+      .def("_out_edges", [](const std::shared_ptr<Bus>& bus, py::handle p) {
+        wait_turn(*bus);
+        return edge_list(bus->out_edges(resolve_page(bus, p)));
+      })
+      .def("_topological_order", [](Bus& bus) {
+        wait_turn(bus);
+        return bus.topological_order();
+      })
+      .def("_validate_graph", [](Bus& bus) {
+        wait_turn(bus);
+        const GraphReport r = bus.validate_graph();
+        py::dict d;
+        d["ok"] = r.ok;
+        d["nodes"] = r.nodes;
+        d["edges"] = r.edges;
+        d["cycles"] = r.cycles;
+        d["dangling"] = edge_list(r.dangling);
+        d["order"] = r.order;
+        return d;
+      })
+      .def("_derivation", [](const std::shared_ptr<Bus>& bus, py::handle p) -> py::object {
+        wait_turn(*bus);
+        const auto d = bus->derivation(resolve_page(bus, p));
+        if (!d) return py::none();
+        py::dict out;
+        out["fn"] = describe(d->fn);
+        out["parents"] = d->parents;
+        out["weights"] = d->weights.empty() ? py::object(py::none()) : py::cast(d->weights);
+        out["memo"] = d->memo;
+        out["missing_callable"] = d->missing_callable();
+        return out;
+      })
+      .def_property("propagation",
+                    [](const Bus& bus) { return bus.propagation() == PropagationMode::Eager ? "eager" : "deferred"; },
+                    [](Bus& bus, const std::string& mode) {
+                      if (mode != "eager" && mode != "deferred") {
+                        fail(ErrorCode::InvalidArgument, "propagation must be 'eager' or 'deferred'; got '", mode, "'");
+                      }
+                      wait_turn(bus);
+                      bus.set_propagation(mode == "eager" ? PropagationMode::Eager : PropagationMode::Deferred);
+                    },
+                    "'eager': each commit runs its wave; 'deferred': commits mark pages stale and "
+                    "propagate() (or tick()) runs the wave.")
+      .def("propagate", [](Bus& bus) {
+        wait_turn(bus);
+        return bus.propagate();
+      }, "Runs one wave over every stale page; returns how many pages changed.")
+      .def("stale_pages", [](const std::shared_ptr<Bus>& bus) {
+        wait_turn(*bus);
+        py::list out;
+        for (PageId id : bus->stale_pages()) out.append(make_page(bus, id));
+        return out;
+      }, "Pages that may not match their parents (deferred commits, control edges, missing callables).")
+      .def("_stale_ids", [](Bus& bus) {
+        wait_turn(bus);
+        return bus.stale_pages();
+      })
+      .def("_provenance", [](const std::shared_ptr<Bus>& bus, py::handle p, py::handle epoch, unsigned max_depth) {
+        wait_turn(*bus);
+        // An int id also reaches deleted pages: their history stays.
+        const PageId id = PyLong_Check(p.ptr()) ? to_u64(p, "page id") : resolve_page(bus, p);
+        std::optional<Epoch> e;
+        if (!epoch.is_none()) e = to_u64(epoch, "epoch");
+        py::list out;
+        for (const ProvenanceStep& s : bus->provenance(id, e, max_depth)) {
+          out.append(py::make_tuple(s.page, s.epoch, s.lsn, std::string(source_name(s.source)), s.timestamp_ns, s.inputs));
+        }
+        return out;
+      })
+      .def("_preview_recompute", [](const std::shared_ptr<Bus>& bus, py::handle p, bool probe) {
+        wait_turn(*bus);
+        const PageId id = resolve_page(bus, p);
+        const std::uint64_t size = bus->page(id).size;
+        py::bytearray out(nullptr, 0);
+        std::vector<std::byte> buf(size);
+        g_purity_probe = probe;
+        try {
+          bus->preview_recompute(id, buf);
+        } catch (...) {
+          g_purity_probe = false;
+          throw;
+        }
+        g_purity_probe = false;
+        return py::bytes(reinterpret_cast<const char*>(buf.data()), buf.size());
+      });
+  bind_events(cls);
+
+  m.def("_semiring_laws", [](const std::string& semiring, const std::string& dtype, std::uint64_t samples,
+                             std::uint64_t seed) {
+    const SemiringLawReport r = check_semiring_laws(parse_semiring(semiring), parse_dtype(dtype), samples, seed);
+    return py::make_tuple(r.checks, r.violations);
+  });
+  m.def("_semiring_supports", [](const std::string& semiring, const std::string& dtype) {
+    return semiring_supports(parse_semiring(semiring), parse_dtype(dtype));
+  });
+}
+
+}  // namespace mmsb::py_bind

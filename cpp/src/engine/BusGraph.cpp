@@ -1,0 +1,486 @@
+// Bus: the dependency graph, propagation waves and recomputes. A wave visits the dependents of
+// the pages changed by one commit in canonical topological order, each at most once; a
+// recompute is skipped when its parents' epochs equal its memo, and a recompute that changes
+// nothing stops the wave on that branch (its children's memos still match).
+#include <algorithm>
+#include <cstring>
+
+#include "Transaction.hpp"
+#include "mmsb/core/Clock.hpp"
+#include "mmsb/core/Error.hpp"
+#include "mmsb/engine/Bus.hpp"
+#include "mmsb/graph/Semiring.hpp"
+
+namespace mmsb {
+
+namespace {
+// Clears the wave owner however the wave ends.
+struct WaveOwner {
+  std::atomic<std::thread::id>& owner;
+  explicit WaveOwner(std::atomic<std::thread::id>& o) : owner(o) {
+    owner.store(std::this_thread::get_id(), std::memory_order_release);
+  }
+  ~WaveOwner() { owner.store(std::thread::id{}, std::memory_order_release); }
+};
+}  // namespace
+
+bool Bus::wave_follows_locked(PageId page) const {
+  return propagation_ == PropagationMode::Eager && graph_.has_children(page);
+}
+
+// Called once per changed page of a commit; the wave (or the stale marking) follows.
+void Bus::note_changed_locked(PageId page) {
+  if (!graph_.has_children(page)) return;
+  if (propagation_ == PropagationMode::Eager) {
+    changed_.push_back(page);
+    return;
+  }
+  graph_.for_each_child(page, [&](PageId child, EdgeKind) { mark_stale_locked(child); });
+}
+
+void Bus::mark_stale_locked(PageId page) {
+  if (!stale_.insert(page).second) return;
+  if (txn_) txn_->undo.emplace_back(UndoStale{page, false});
+  emit_locked(EventKind::PageStale, page, lsn(), table_.record(page).epoch.load(std::memory_order_relaxed));
+}
+
+void Bus::check_derivation_locked(PageId child, std::span<const PageId> parents, const RecomputeSpec& fn,
+                                  std::span<const double> weights) {
+  const PageRecord& out = live_locked(child);
+  if (parents.empty()) fail(ErrorCode::InvalidArgument, "page ", child, " needs at least one parent (on=[...])");
+  if (!weights.empty() && weights.size() != parents.size()) {
+    fail(ErrorCode::InvalidArgument, weights.size(), " weights for ", parents.size(), " parents of page ", child);
+  }
+  if (!weights.empty() && fn.kind != RecomputeKind::Reduce) {
+    fail(ErrorCode::InvalidArgument, "weights apply to mmsb.ops.reduce only, not to ", describe(fn));
+  }
+  if (fn.kind == RecomputeKind::Copy && parents.size() != 1) {
+    fail(ErrorCode::InvalidArgument, "mmsb.ops.copy takes exactly one parent; page ", child, " was given ",
+         parents.size());
+  }
+  if (fn.kind == RecomputeKind::Reduce) check_semiring_dtype(fn.semiring, out.dtype);
+  for (double w : weights) check_semiring_weight(fn.semiring, out.dtype, w);
+  for (PageId p : parents) {
+    const PageRecord& in = live_locked(p);
+    if (fn.kind == RecomputeKind::Callable) continue;  // a callable reads whatever it is given
+    if (in.size != out.size || in.dtype != out.dtype) {
+      fail(ErrorCode::InvalidArgument, describe(fn), " needs parents laid out like page ", child, " (",
+           out.size, " bytes of ", dtype_name(out.dtype), "); parent ", p, " has ", in.size, " bytes of ",
+           dtype_name(in.dtype));
+    }
+  }
+}
+
+void Bus::depend(PageId child, std::span<const PageId> parents, const RecomputeSpec& fn,
+                 std::span<const double> weights, RecomputeCallable callable) {
+  {
+    auto lock = lock_turn();
+    check_writable();
+    check_derivation_locked(child, parents, fn, weights);
+    if (fn.kind == RecomputeKind::Callable && !callable) {
+      fail(ErrorCode::InvalidArgument, "a callable recompute needs its function");
+    }
+    auto it = derivations_.find(child);
+    const bool same = it != derivations_.end() && !it->second.implicit && it->second.fn == fn &&
+                      std::equal(parents.begin(), parents.end(), it->second.parents.begin(), it->second.parents.end()) &&
+                      std::equal(weights.begin(), weights.end(), it->second.weights.begin(), it->second.weights.end());
+    if (same && it->second.missing_callable()) {
+      // Re-registration after a reopen: the log already says this; only the function was missing.
+      it->second.callable = std::move(callable);
+      stale_.insert(child);
+      if (propagation_ == PropagationMode::Eager) {
+        atomically_locked([&] {
+          forced_.insert(child);
+          run_wave_locked();
+        });
+      }
+    } else {
+      std::vector<PageId> cycle;
+      for (PageId p : parents) {
+        const auto kind = graph_.edge_kind(p, child);
+        if (kind && *kind != EdgeKind::Data) {
+          fail(ErrorCode::Graph, "page ", p, " is already a ", edge_kind_name(*kind), " parent of page ", child,
+               "; remove that edge first");
+        }
+      }
+      atomically_locked([&] {
+        const Lsn lsn = this->lsn() + 1;
+        DependOp op{child, fn, {parents.begin(), parents.end()}, {weights.begin(), weights.end()}};
+        txn_->undo.emplace_back(UndoChild{child, graph_.in_edges(child),
+                                          it != derivations_.end() ? std::optional<Derivation>(it->second) : std::nullopt});
+        replay_graph_op_locked(op);
+        derivations_.at(child).callable = std::move(callable);
+        txn_->ops.add(op);
+        lsn_.store(lsn, std::memory_order_release);
+        if (propagation_ == PropagationMode::Eager) {
+          forced_.insert(child);
+          run_wave_locked();
+        } else {
+          mark_stale_locked(child);
+        }
+      });
+    }
+  }
+  deliver_events();
+}
+
+void Bus::add_edge(PageId parent, PageId child, EdgeKind kind) {
+  {
+    auto lock = lock_turn();
+    check_writable();
+    live_locked(parent);
+    PageRecord& c = live_locked(child);
+    if (kind == EdgeKind::Data) {
+      fail(ErrorCode::InvalidArgument, "data edges are declared with bus.depend(child, on=[...], fn=...), which ",
+           "also says how the child is recomputed");
+    }
+    if (kind == EdgeKind::DeviceSync) {
+      const PageRecord& p = live_locked(parent);
+      if (p.size != c.size) {
+        fail(ErrorCode::InvalidArgument, "a device_sync child is a copy of its parent: page ", child, " has ",
+             c.size, " bytes, page ", parent, " has ", p.size);
+      }
+      if (derivations_.count(child) != 0) {
+        fail(ErrorCode::Graph, "page ", child, " is already derived; a device_sync child has exactly one parent");
+      }
+    }
+    atomically_locked([&] {
+      auto it = derivations_.find(child);
+      txn_->undo.emplace_back(UndoChild{child, graph_.in_edges(child),
+                                        it != derivations_.end() ? std::optional<Derivation>(it->second) : std::nullopt});
+      const EdgeOp op{parent, child, kind, true};
+      replay_graph_op_locked(op);  // throws GraphCycle / Graph before anything changed
+      txn_->ops.add(op);
+      lsn_.store(lsn() + 1, std::memory_order_release);
+      if (kind == EdgeKind::DeviceSync) {
+        if (propagation_ == PropagationMode::Eager) {
+          forced_.insert(child);
+          run_wave_locked();
+        } else {
+          mark_stale_locked(child);
+        }
+      }
+    });
+  }
+  deliver_events();
+}
+
+void Bus::remove_edge(PageId parent, PageId child) {
+  auto lock = lock_turn();
+  check_writable();
+  const auto kind = graph_.edge_kind(parent, child);
+  if (!kind) fail(ErrorCode::Graph, "there is no edge ", parent, " -> ", child);
+  atomically_locked([&] {
+    auto it = derivations_.find(child);
+    txn_->undo.emplace_back(UndoChild{child, graph_.in_edges(child),
+                                      it != derivations_.end() ? std::optional<Derivation>(it->second) : std::nullopt});
+    replay_graph_op_locked(EdgeOp{parent, child, *kind, false});
+    if (!graph_.contains(child) && stale_.erase(child) != 0) txn_->undo.emplace_back(UndoStale{child, true});
+    txn_->ops.add(EdgeOp{parent, child, *kind, false});
+    lsn_.store(lsn() + 1, std::memory_order_release);
+  });
+}
+
+void Bus::refresh_dependents_locked(PageId page) {
+  if (PageRecord* r = table_.find(page)) r->has_dependents = graph_.has_children(page) ? 1 : 0;
+}
+
+void Bus::drop_from_graph_locked(PageId id) {
+  if (!graph_.contains(id)) return;
+  const std::vector<PageId> parents = graph_.parents(id);
+  graph_.remove_node(id);
+  derivations_.erase(id);
+  stale_.erase(id);
+  for (PageId p : parents) refresh_dependents_locked(p);
+}
+
+// After recovery: a derived page whose memo disagrees with its parents' epochs was not
+// recomputed since they changed (deferred mode or a crash), or its last recompute was a cutoff,
+// which logs nothing. A built-in kernel tells the two apart exactly by recomputing into scratch;
+// a callable cannot run here (it is not registered yet), so its page stays stale.
+void Bus::mark_unsettled_stale_locked() {
+  for (auto& [id, d] : derivations_) {
+    std::vector<Epoch> sig;
+    std::vector<const PageRecord*> parents;
+    for (PageId p : d.parents) {
+      parents.push_back(&table_.record(p));
+      sig.push_back(parents.back()->epoch.load(std::memory_order_relaxed));
+    }
+    if (sig == d.memo) continue;
+    const PageRecord& out = table_.record(id);
+    if (d.fn.kind != RecomputeKind::Callable) {
+      scratch_.assign(out.data, out.data + out.size);
+      compute_locked(id, d, parents, scratch_);
+      if (std::memcmp(scratch_.data(), out.data, out.size) == 0) {
+        d.memo = std::move(sig);
+        continue;
+      }
+    }
+    stale_.insert(id);
+  }
+}
+
+// Applies a logged graph change (replay, and remove_edge's bookkeeping of derivations).
+void Bus::replay_graph_op_locked(const LogOp& op) {
+  if (const auto* e = std::get_if<EdgeOp>(&op)) {
+    table_.get(e->parent);
+    table_.get(e->child);
+    struct Refresh {
+      Bus& bus;
+      PageId page;
+      ~Refresh() { bus.refresh_dependents_locked(page); }
+    } refresh{*this, e->parent};
+    if (e->add) {
+      graph_.add_edge(e->parent, e->child, e->kind);
+      if (e->kind == EdgeKind::DeviceSync) {
+        derivations_.insert_or_assign(e->child, Derivation{RecomputeSpec{}, {e->parent}, {}, {}, {}, true});
+      }
+      return;
+    }
+    if (!graph_.remove_edge(e->parent, e->child)) fail(ErrorCode::Graph, "no edge ", e->parent, " -> ", e->child);
+    auto it = derivations_.find(e->child);
+    if (it == derivations_.end()) return;
+    auto& ps = it->second.parents;
+    const auto pos = std::find(ps.begin(), ps.end(), e->parent);
+    if (pos == ps.end()) return;
+    if (!it->second.weights.empty()) it->second.weights.erase(it->second.weights.begin() + (pos - ps.begin()));
+    ps.erase(pos);
+    it->second.memo.clear();
+    if (ps.empty()) derivations_.erase(it);
+  } else if (const auto* d = std::get_if<DependOp>(&op)) {
+    table_.get(d->child);
+    for (PageId p : d->parents) table_.get(p);
+    const std::vector<PageId> old = graph_.parents(d->child);
+    graph_.set_data_parents(d->child, d->parents);
+    derivations_.insert_or_assign(d->child, Derivation{d->fn, d->parents, d->weights, {}, {}, false});
+    for (PageId p : old) refresh_dependents_locked(p);
+    for (PageId p : d->parents) refresh_dependents_locked(p);
+  }
+}
+
+GraphImage Bus::graph_image_locked() const {
+  GraphImage g;
+  for (const Edge& e : graph_.edges()) {
+    if (e.kind != EdgeKind::Data) g.edges.push_back(EdgeOp{e.parent, e.child, e.kind, true});
+  }
+  std::vector<PageId> derived;
+  for (const auto& [id, d] : derivations_) {
+    if (!d.implicit) derived.push_back(id);
+  }
+  std::sort(derived.begin(), derived.end());
+  for (PageId id : derived) {
+    const Derivation& d = derivations_.at(id);
+    g.derivations.push_back({DependOp{id, d.fn, d.parents, d.weights}, d.memo});
+  }
+  return g;
+}
+
+void Bus::restore_graph_locked(const GraphImage& g) {
+  for (const auto& d : g.derivations) {
+    replay_graph_op_locked(d.depend);
+    derivations_.at(d.depend.child).memo = d.memo;
+  }
+  for (const EdgeOp& e : g.edges) replay_graph_op_locked(e);
+}
+
+// Runs the wave for changed_ (and forced_) in canonical order. Caller: atomically_locked, so a
+// throwing recompute rolls back everything the commit did.
+void Bus::run_wave_locked() {
+  if (changed_.empty() && forced_.empty() && stale_.empty()) return;
+  WaveOwner owner(wave_owner_);
+  Wave wave(graph_);
+  auto push_children = [&](PageId page) {
+    graph_.for_each_child(page, [&](PageId child, EdgeKind kind) {
+      if (kind == EdgeKind::Control) {
+        mark_stale_locked(child);
+      } else {
+        wave.push(child);
+      }
+    });
+  };
+  for (PageId p : changed_) push_children(p);
+  changed_.clear();
+  for (PageId p : forced_) wave.push(p);
+  for (PageId p : stale_) {
+    if (derivations_.count(p) != 0) wave.push(p);
+  }
+  counters_.waves.fetch_add(1, std::memory_order_relaxed);
+  while (const PageId id = wave.pop()) {
+    auto it = derivations_.find(id);
+    if (it == derivations_.end()) continue;
+    const bool forced = forced_.count(id) != 0 || stale_.count(id) != 0;
+    if (recompute_locked(id, it->second, forced)) push_children(id);
+  }
+  forced_.clear();
+}
+
+bool Bus::recompute_locked(PageId child, Derivation& d, bool forced) {
+  PageRecord& out = table_.get(child);
+  std::vector<const PageRecord*> parents;
+  std::vector<Epoch> sig;
+  parents.reserve(d.parents.size());
+  sig.reserve(d.parents.size());
+  for (PageId p : d.parents) {
+    const PageRecord& r = table_.get(p);
+    parents.push_back(&r);
+    sig.push_back(r.epoch.load(std::memory_order_relaxed));
+  }
+  if (!forced && sig == d.memo) {
+    counters_.memo_skips.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  if (d.missing_callable()) {
+    mark_stale_locked(child);
+    return false;
+  }
+  scratch_.assign(out.data, out.data + out.size);
+  compute_locked(child, d, parents, scratch_);
+  counters_.recomputes.fetch_add(1, std::memory_order_relaxed);
+  if (txn_) txn_->undo.emplace_back(UndoMemo{child, d.memo, stale_.count(child) != 0});
+  d.memo = sig;
+  stale_.erase(child);
+  Delta delta = Delta::diff(child, {out.data, out.size}, scratch_);
+  if (delta.empty()) {
+    counters_.cutoffs.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  delta.source = Source::Propagation;
+  delta.timestamp_ns = wall_clock_ns();
+  std::vector<std::pair<PageId, Epoch>> inputs;
+  inputs.reserve(sig.size());
+  for (std::size_t i = 0; i < sig.size(); ++i) inputs.emplace_back(d.parents[i], sig[i]);
+  txn_note_delta_locked(out, delta, &inputs);
+  const Lsn lsn = this->lsn() + 1;
+  derived_inputs_.emplace(lsn, std::move(inputs));
+  apply_delta_locked(out, delta, lsn);
+  counters_.derived_deltas.fetch_add(1, std::memory_order_relaxed);
+  emit_locked(EventKind::PageChanged, child, lsn, delta.epoch);
+  return true;
+}
+
+// Runs the recompute of `child` into `dst` (staged with the child's bytes), committing nothing.
+void Bus::compute_locked(PageId child, const Derivation& d, std::span<const PageRecord* const> parents,
+                         std::span<std::byte> dst) {
+  if (d.fn.kind == RecomputeKind::Callable) {
+    try {
+      d.callable(dst, parents);
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::Propagation) throw;
+      fail(ErrorCode::Propagation, "recompute of page ", child, " (", describe(d.fn), ") failed: ", e.what());
+    } catch (const std::exception& e) {
+      fail(ErrorCode::Propagation, "recompute of page ", child, " (", describe(d.fn), ") raised: ", e.what());
+    }
+  } else if (d.fn.kind == RecomputeKind::Copy) {
+    std::memcpy(dst.data(), parents.front()->data, dst.size());
+  } else {
+    std::vector<const std::byte*> ins;
+    ins.reserve(parents.size());
+    for (const PageRecord* r : parents) ins.push_back(r->data);
+    const PageRecord& out = table_.record(child);
+    semiring_reduce(d.fn.semiring, out.dtype, ins, d.weights, dst.data(), out.size / dtype_itemsize(out.dtype));
+  }
+}
+
+void Bus::preview_recompute(PageId child, std::span<std::byte> out) {
+  auto lock = lock_turn();
+  check_open();
+  const PageRecord& r = live_locked(child);
+  auto it = derivations_.find(child);
+  if (it == derivations_.end()) fail(ErrorCode::Graph, "page ", child, " is not derived (no bus.depend)");
+  if (out.size() != r.size) fail(ErrorCode::InvalidArgument, "preview buffer has ", out.size(), " bytes, page has ", r.size);
+  if (it->second.missing_callable()) {
+    fail(ErrorCode::Propagation, "page ", child, " needs its function ", it->second.fn.name,
+         " registered again (bus.depend with the same parents)");
+  }
+  std::vector<const PageRecord*> parents;
+  for (PageId p : it->second.parents) parents.push_back(&table_.get(p));
+  std::memcpy(out.data(), r.data, r.size);
+  WaveOwner owner(wave_owner_);
+  compute_locked(child, it->second, parents, out);
+}
+
+std::uint64_t Bus::propagate() {
+  std::uint64_t changed = 0;
+  {
+    auto lock = lock_turn();
+    check_writable();
+    const std::uint64_t before = counters_.derived_deltas.load(std::memory_order_relaxed);
+    if (stale_.empty() && changed_.empty()) return 0;
+    atomically_locked([&] {
+      // Stale pages without a recompute (control children) count as notified once propagated.
+      std::vector<PageId> notified;
+      for (PageId p : stale_) {
+        if (derivations_.count(p) == 0) notified.push_back(p);
+      }
+      for (PageId p : notified) {
+        stale_.erase(p);
+        txn_->undo.emplace_back(UndoStale{p, true});
+      }
+      run_wave_locked();
+    });
+    changed = counters_.derived_deltas.load(std::memory_order_relaxed) - before;
+  }
+  deliver_events();
+  return changed;
+}
+
+void Bus::set_propagation(PropagationMode mode) {
+  auto lock = lock_turn();
+  check_open();
+  propagation_ = mode;
+}
+
+std::vector<PageId> Bus::stale_pages() {
+  auto lock = lock_turn();
+  check_open();
+  // Everything below a stale page (or a page whose callable is missing) is stale too.
+  std::vector<PageId> seeds(stale_.begin(), stale_.end());
+  for (const auto& [id, d] : derivations_) {
+    if (d.missing_callable()) seeds.push_back(id);
+  }
+  std::unordered_set<PageId> out(seeds.begin(), seeds.end());
+  while (!seeds.empty()) {
+    const PageId p = seeds.back();
+    seeds.pop_back();
+    graph_.for_each_child(p, [&](PageId c, EdgeKind) {
+      if (out.insert(c).second) seeds.push_back(c);
+    });
+  }
+  std::vector<PageId> ids(out.begin(), out.end());
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+std::vector<Edge> Bus::in_edges(PageId id) {
+  auto lock = lock_turn();
+  check_open();
+  return graph_.in_edges(id);
+}
+
+std::vector<Edge> Bus::out_edges(PageId id) {
+  auto lock = lock_turn();
+  check_open();
+  return graph_.out_edges(id);
+}
+
+std::vector<PageId> Bus::topological_order() {
+  auto lock = lock_turn();
+  check_open();
+  return graph_.topological_order();
+}
+
+GraphReport Bus::validate_graph() {
+  auto lock = lock_turn();
+  check_open();
+  return graph_.validate([&](PageId id) { return table_.find(id) != nullptr; });
+}
+
+std::optional<Derivation> Bus::derivation(PageId id) {
+  auto lock = lock_turn();
+  check_open();
+  auto it = derivations_.find(id);
+  if (it == derivations_.end()) return std::nullopt;
+  return it->second;
+}
+
+}  // namespace mmsb

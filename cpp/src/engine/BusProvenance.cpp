@@ -1,0 +1,144 @@
+// Bus: events and provenance. Events are queued under the commit lock and delivered after it;
+// provenance reads a per-page lsn index that commits feed cheaply (see Bus::pending_).
+#include <algorithm>
+#include <array>
+#include <set>
+
+#include "Transaction.hpp"
+#include "mmsb/core/Error.hpp"
+#include "mmsb/engine/Bus.hpp"
+
+namespace mmsb {
+
+namespace {
+constexpr std::array<std::string_view, kEventKindCount> kEventNames = {
+    "page_created", "page_deleted", "delta_applied", "page_changed", "page_stale", "checkpoint", "tick"};
+}  // namespace
+
+std::string_view event_kind_name(EventKind k) noexcept { return kEventNames[static_cast<std::size_t>(k)]; }
+
+EventKind parse_event_kind(std::string_view name) {
+  for (std::size_t i = 0; i < kEventNames.size(); ++i) {
+    if (kEventNames[i] == name) return static_cast<EventKind>(i);
+  }
+  fail(ErrorCode::InvalidArgument, "unknown event kind '", name,
+       "'; expected page_created, page_deleted, delta_applied, page_changed, page_stale, checkpoint or tick");
+}
+
+void Bus::emit_locked(EventKind kind, PageId page, Lsn lsn, Epoch epoch) {
+  if ((event_mask_ & (1u << static_cast<unsigned>(kind))) == 0) return;
+  events_.push_back({kind, page, lsn, epoch});
+}
+
+void Bus::set_event_sink(EventSink sink, std::uint32_t mask) {
+  std::unique_lock d(deliver_mutex_);
+  auto lock = lock_mutex();
+  sink_ = std::move(sink);
+  event_mask_ = sink_ ? mask : 0;
+  if (event_mask_ == 0) events_.clear();
+}
+
+namespace {
+// Buses this thread is delivering events of: a handler that commits to the same bus must not
+// wait for the delivery it runs inside; the outer delivery loop picks its events up.
+thread_local std::vector<const Bus*> t_delivering;
+}  // namespace
+
+void Bus::deliver_events() {
+  if (std::find(t_delivering.begin(), t_delivering.end(), this) != t_delivering.end()) return;
+  // One deliverer at a time, so events reach the sink in the order they were queued.
+  std::unique_lock d(deliver_mutex_, std::try_to_lock);
+  if (!d.owns_lock()) {
+    void* state = blocking_.enter != nullptr ? blocking_.enter() : nullptr;
+    d.lock();
+    if (blocking_.leave != nullptr) blocking_.leave(state);
+  }
+  t_delivering.push_back(this);
+  struct Pop {
+    ~Pop() { t_delivering.pop_back(); }
+  } pop;
+  for (;;) {
+    std::vector<BusEvent> batch;
+    EventSink sink;
+    {
+      auto lock = lock_mutex();
+      if (txn_ || events_.empty() || !sink_) return;  // a transaction delivers at commit
+      batch.swap(events_);
+      sink = sink_;
+    }
+    counters_.events.fetch_add(batch.size(), std::memory_order_relaxed);
+    sink(batch);
+  }
+}
+
+// Folds queued index entries into index_, in lsn order. A page first seen here started at the
+// epoch its record has now minus the entries it gets (pages restored from a checkpoint start
+// past epoch 0).
+void Bus::catch_up_index_locked() {
+  if (pending_.empty() && pending_batches_.empty()) return;
+  std::vector<PageId> fresh;
+  auto add = [&](PageId page, const IndexEntry& e) {
+    auto [it, inserted] = index_.try_emplace(page);
+    if (inserted) fresh.push_back(page);
+    it->second.entries.push_back(e);
+  };
+  std::size_t d = 0;
+  for (const PendingBatch& b : pending_batches_) {
+    for (; d < pending_.size() && pending_[d].entry.lsn < b.first_lsn; ++d) add(pending_[d].page, pending_[d].entry);
+    for (std::size_t i = 0; i < b.pages.size(); ++i) add(b.pages[i], {b.first_lsn + i, b.timestamp_ns, Source::User});
+  }
+  for (; d < pending_.size(); ++d) add(pending_[d].page, pending_[d].entry);
+  for (PageId page : fresh) {
+    PageHistory& h = index_[page];
+    h.first_epoch = table_.record(page).epoch.load(std::memory_order_relaxed) + 1 - h.entries.size();
+  }
+  pending_.clear();
+  pending_batches_.clear();
+}
+
+std::vector<ProvenanceStep> Bus::provenance(PageId id, std::optional<Epoch> epoch, unsigned max_depth) {
+  auto lock = lock_turn();
+  check_open();
+  check_no_transaction("provenance()");
+  if (id == 0 || id >= table_.next_id()) fail(ErrorCode::PageNotFound, "no page with id ", id, " ever existed on this bus");
+  catch_up_index_locked();
+  std::vector<ProvenanceStep> out;
+  // Breadth-first over (page, epoch, depth); a DAG may reach one node by several paths.
+  struct Item {
+    PageId page;
+    Epoch epoch;
+    unsigned depth;
+  };
+  std::vector<Item> queue{{id, epoch.value_or(table_.record(id).epoch.load(std::memory_order_relaxed)), 0}};
+  std::set<std::pair<PageId, Epoch>> seen;
+  for (std::size_t q = 0; q < queue.size(); ++q) {
+    const Item it = queue[q];
+    if (it.epoch == 0) continue;  // all zeros at creation: nothing produced it
+    const auto h = index_.find(it.page);
+    const Epoch first = h == index_.end() ? 1 : h->second.first_epoch;
+    const Epoch last = h == index_.end() ? 0 : first + h->second.entries.size() - 1;
+    if (it.epoch > table_.record(it.page).epoch.load(std::memory_order_relaxed)) {
+      fail(ErrorCode::InvalidArgument, "page ", it.page, " has not reached epoch ", it.epoch, " (it is at epoch ",
+           table_.record(it.page).epoch.load(std::memory_order_relaxed), ")");
+    }
+    if (h == index_.end() || it.epoch < first || it.epoch > last) {
+      fail(ErrorCode::HistoryUnavailable, "epoch ", it.epoch, " of page ", it.page,
+           " is older than the history this bus holds (it starts at epoch ", first,
+           ", the checkpoint it was opened from)");
+    }
+    const IndexEntry& e = h->second.entries[it.epoch - first];
+    ProvenanceStep step{it.page, it.epoch, e.lsn, e.source, e.timestamp_ns, {}};
+    if (auto in = derived_inputs_.find(e.lsn); in != derived_inputs_.end()) step.inputs = in->second;
+    if (it.depth < max_depth) {
+      for (const auto& [parent, parent_epoch] : step.inputs) {
+        if (seen.insert({parent, parent_epoch}).second) {
+          queue.push_back({parent, parent_epoch, it.depth + 1});
+        }
+      }
+    }
+    out.push_back(std::move(step));
+  }
+  return out;
+}
+
+}  // namespace mmsb

@@ -1,0 +1,203 @@
+"""The graph side of a Bus in Python: depend, the Graph view, events and provenance wrappers."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Union
+
+from . import _core
+from ._reports import Report
+from .errors import InvalidArgumentError
+from .ops import Op
+from .provenance import Provenance
+
+logger = logging.getLogger("mmsb")
+
+EVENT_KINDS = ("page_created", "page_deleted", "delta_applied", "page_changed", "page_stale", "checkpoint", "tick")
+
+
+class GraphReport(Report):
+    """bus.graph.validate(): ok, nodes, edges, cycles, dangling, order."""
+
+    def __bool__(self) -> bool:
+        return bool(self["ok"])
+
+
+class Edge(NamedTuple):
+    parent: int
+    child: int
+    kind: str
+
+
+class Graph:
+    """The dependency graph of a bus (``bus.graph``). Pages may be given as Page, id or name."""
+
+    def __init__(self, bus: "_core.Bus") -> None:
+        self._bus = bus
+
+    def parents(self, page: Any) -> List["_core.Page"]:
+        return [self._bus.page(e[0]) for e in self._bus._in_edges(page)]
+
+    def children(self, page: Any) -> List["_core.Page"]:
+        return [self._bus.page(e[1]) for e in self._bus._out_edges(page)]
+
+    def in_edges(self, page: Any) -> List[Edge]:
+        return [Edge(*e) for e in self._bus._in_edges(page)]
+
+    def out_edges(self, page: Any) -> List[Edge]:
+        return [Edge(*e) for e in self._bus._out_edges(page)]
+
+    def topological_order(self) -> List[int]:
+        """Ids of every page with edges, parents before children, ties by smaller id."""
+        return list(self._bus._topological_order())
+
+    def validate(self) -> GraphReport:
+        """Whole-graph check (Tarjan): cycles, dangling edges, and the canonical order."""
+        return GraphReport(self._bus._validate_graph())
+
+    def derivation(self, page: Any) -> Optional[Report]:
+        """How a derived page is recomputed: fn, parents, weights, memo, missing_callable."""
+        d = self._bus._derivation(page)
+        return None if d is None else Report(d)
+
+    def __repr__(self) -> str:
+        r = self._bus._validate_graph()
+        return f"<mmsb.Graph nodes={r['nodes']} edges={r['edges']}>"
+
+
+def depend(
+    self: "_core.Bus",
+    child: Any,
+    on: Union[Any, Sequence[Any]],
+    fn: Union[Op, Callable[..., Any]],
+    weights: Optional[Iterable[float]] = None,
+) -> None:
+    """Make ``child`` derived from ``on`` (data edges, in order) through ``fn``: ``mmsb.ops.copy``,
+    ``mmsb.ops.reduce(semiring)`` (with optional per-parent ``weights``) or a callable
+    ``fn(out, *parents)``. Logged; in eager mode the child is computed at once. Re-registering the
+    same parents and callable after ``mmsb.open`` only re-attaches the function. Raises
+    GraphCycleError, InvalidArgumentError (layouts, weights), PageNotFoundError,
+    PropagationError (the first recompute failed); nothing changes then."""
+    if isinstance(fn, Op):
+        self._depend(child, on, fn.kind, fn.semiring, weights, None, "")
+        return
+    if not callable(fn):
+        raise InvalidArgumentError(f"fn must be mmsb.ops.copy, mmsb.ops.reduce(...) or a callable; got {fn!r}")
+    name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    self._depend(child, on, "callable", "", weights, fn, name)
+
+
+class Event(NamedTuple):
+    """What a subscriber receives."""
+
+    kind: str
+    page: int  # 0 for checkpoint and tick
+    lsn: int
+    epoch: int
+
+
+class Subscription:
+    """Returned by ``bus.subscribe``; ``cancel()`` stops delivery."""
+
+    def __init__(self, hub: "_EventHub", kind: str, fn: Callable[[Event], Any], pages: Optional[frozenset]) -> None:
+        self._hub, self.kind, self.fn, self.pages = hub, kind, fn, pages
+        self.active = True
+
+    def cancel(self) -> None:
+        if self.active:
+            self.active = False
+            self._hub.remove(self)
+
+    def __repr__(self) -> str:
+        return f"<mmsb.Subscription {self.kind} active={self.active}>"
+
+
+class _EventHub:
+    """Per-bus subscriptions. Owned by the engine's event sink (so it lives exactly as long as the
+    bus); found again through a weak map keyed by the bus's instance id."""
+
+    def __init__(self, bus: "_core.Bus") -> None:
+        self._bus_ref = weakref.ref(bus)
+        self.subs: List[Subscription] = []
+        self.handler_errors = 0
+
+    def kinds(self) -> List[str]:
+        return sorted({s.kind for s in self.subs})
+
+    def remove(self, sub: Subscription) -> None:
+        self.subs.remove(sub)
+        self._rewire()
+
+    def _rewire(self) -> None:
+        bus = self._bus_ref()
+        if bus is not None and not bus.closed:
+            bus._set_event_sink(self.dispatch if self.subs else None, self.kinds())
+
+    def dispatch(self, batch: list) -> None:
+        for kind, page, lsn, epoch in batch:
+            event = Event(kind, page, lsn, epoch)
+            for sub in list(self.subs):
+                if sub.kind != kind or (sub.pages is not None and page not in sub.pages):
+                    continue
+                try:
+                    sub.fn(event)
+                except Exception:  # a failing handler never breaks a commit
+                    self.handler_errors += 1
+                    logger.exception("mmsb event handler %r failed on %s", sub.fn, event)
+
+
+_hubs: "weakref.WeakValueDictionary[int, _EventHub]" = weakref.WeakValueDictionary()
+
+
+def _hub(bus: "_core.Bus", create: bool) -> Optional[_EventHub]:
+    hub = _hubs.get(bus._instance_id)
+    if hub is None and create:
+        hub = _EventHub(bus)
+        _hubs[bus._instance_id] = hub
+    return hub
+
+
+def subscribe(self: "_core.Bus", kind: str, fn: Callable[[Event], Any], pages: Optional[Iterable[Any]] = None) -> Subscription:
+    """Call ``fn(event)`` after each commit for events of ``kind`` (page_created, page_deleted,
+    delta_applied, page_changed, page_stale, checkpoint, tick), optionally only for ``pages``.
+    Delivered in commit order on the committing thread, after the commit; a handler that raises
+    is logged (logger "mmsb") and counted in stats()["handler_errors"], never breaking a commit."""
+    if kind not in EVENT_KINDS:
+        raise InvalidArgumentError(f"unknown event kind {kind!r}; expected one of {', '.join(EVENT_KINDS)}")
+    if not callable(fn):
+        raise InvalidArgumentError(f"fn must be callable; got {fn!r}")
+    ids = None if pages is None else frozenset(p if isinstance(p, int) else self.page(p).id for p in pages)
+    hub = _hub(self, create=True)
+    assert hub is not None
+    sub = Subscription(hub, kind, fn, ids)
+    hub.subs.append(sub)
+    hub._rewire()
+    return sub
+
+
+def handler_errors(bus: "_core.Bus") -> int:
+    hub = _hub(bus, create=False)
+    return 0 if hub is None else hub.handler_errors
+
+
+def reset_handler_errors(bus: "_core.Bus") -> None:
+    hub = _hub(bus, create=False)
+    if hub is not None:
+        hub.handler_errors = 0
+
+
+def provenance(self: "_core.Bus", page: Any, epoch: Optional[int] = None, max_depth: int = 32) -> Provenance:
+    """The DAG of deltas behind ``(page, epoch)`` (default: its current epoch): each node is
+    (page, epoch, lsn, source, timestamp_ns) and a propagated one links to its parents at the
+    epochs they had, recursively to ``max_depth`` hops. A lookup in the per-page lsn index."""
+    if not isinstance(max_depth, int) or isinstance(max_depth, bool) or max_depth < 0:
+        raise InvalidArgumentError(f"max_depth must be a non-negative int; got {max_depth!r}")
+    steps = self._provenance(page, epoch, max_depth)
+    pid = page if isinstance(page, int) else self.page(page).id
+    return Provenance(steps, max_depth, (pid, 0 if epoch is None else epoch))
+
+
+def page_stale(self: "_core.Page") -> bool:
+    """True when the page may not match its parents (see Bus.stale_pages)."""
+    return self.id in self.bus._stale_ids()

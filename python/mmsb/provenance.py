@@ -1,0 +1,89 @@
+"""Provenance DAGs (``bus.provenance(page)``): which deltas produced a page, back to user deltas."""
+
+from __future__ import annotations
+
+import html
+from typing import Dict, Iterator, List, NamedTuple, Tuple
+
+Key = Tuple[int, int]  # (page, epoch)
+
+
+class ProvenanceNode(NamedTuple):
+    page: int
+    epoch: int
+    lsn: int
+    source: str  # "user", "propagation", ...
+    timestamp_ns: int
+    inputs: Tuple[Key, ...]  # the parents and their epochs (propagated deltas)
+
+
+class Provenance:
+    """The DAG behind one (page, epoch). ``root`` is that key; ``nodes`` maps (page, epoch) to
+    ProvenanceNode; ``edges`` lists (child key, parent key); ``depth`` is the longest path found
+    (≤ ``max_depth``; nodes at the limit keep their inputs but are not expanded)."""
+
+    def __init__(self, steps: list, max_depth: int, root: Key = (0, 0)) -> None:
+        self.max_depth = max_depth
+        self.nodes: Dict[Key, ProvenanceNode] = {}
+        for page, epoch, lsn, source, ts, inputs in steps:
+            node = ProvenanceNode(page, epoch, lsn, source, ts, tuple((p, e) for p, e in inputs))
+            self.nodes.setdefault((page, epoch), node)
+        self.root: Key = (steps[0][0], steps[0][1]) if steps else root
+        self.edges: List[Tuple[Key, Key]] = [(k, i) for k, n in self.nodes.items() for i in n.inputs if i in self.nodes]
+        self.levels: Dict[Key, int] = {self.root: 0} if steps else {}
+        for k, n in self.nodes.items():  # BFS order: parents of a node come after it
+            for i in n.inputs:
+                if i in self.nodes and i not in self.levels:
+                    self.levels[i] = self.levels.get(k, 0) + 1
+        self.depth = max(self.levels.values(), default=0)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self) -> Iterator[ProvenanceNode]:
+        return iter(self.nodes.values())
+
+    def __getitem__(self, key: Key) -> ProvenanceNode:
+        return self.nodes[key]
+
+    def sources(self) -> List[ProvenanceNode]:
+        """The leaves: deltas that no recompute produced (user, replay or remote)."""
+        return [n for n in self.nodes.values() if not n.inputs]
+
+    def to_dot(self) -> str:
+        """Graphviz source: one node per (page, epoch), an edge from each input to what it produced."""
+        lines = ["digraph provenance {", "  rankdir=RL;", '  node [shape=box, fontname="monospace"];']
+        for (p, e), n in self.nodes.items():
+            lines.append(f'  "p{p}e{e}" [label="page {p} @ epoch {e}\\nlsn {n.lsn} ({n.source})"];')
+        for (cp, ce), (pp, pe) in self.edges:
+            lines.append(f'  "p{pp}e{pe}" -> "p{cp}e{ce}";')
+        lines.append("}")
+        return "\n".join(lines)
+
+    def to_svg(self) -> str:
+        """A layered SVG drawing (no external tools): the root on the left, inputs to its right."""
+        by_level: Dict[int, List[Key]] = {}
+        for k in self.nodes:
+            by_level.setdefault(self.levels.get(k, 0), []).append(k)
+        w, h, gx, gy = 150, 38, 50, 14
+        pos = {k: (10 + lvl * (w + gx), 10 + i * (h + gy)) for lvl, ks in by_level.items() for i, k in enumerate(ks)}
+        width = 20 + (max(by_level, default=0) + 1) * (w + gx)
+        height = 20 + max((len(v) for v in by_level.values()), default=1) * (h + gy)
+        parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="monospace" font-size="11">']
+        for child, parent in self.edges:
+            (x1, y1), (x2, y2) = pos[child], pos[parent]
+            parts.append(f'<line x1="{x1 + w}" y1="{y1 + h / 2}" x2="{x2}" y2="{y2 + h / 2}" stroke="#888"/>')
+        for k, (x, y) in pos.items():
+            n = self.nodes[k]
+            fill = "#dbeafe" if n.source == "propagation" else "#dcfce7"
+            parts.append(f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="4" fill="{fill}" stroke="#555"/>')
+            parts.append(f'<text x="{x + 6}" y="{y + 15}">page {n.page} @ {n.epoch}</text>')
+            parts.append(f'<text x="{x + 6}" y="{y + 30}">lsn {n.lsn} {html.escape(n.source)}</text>')
+        parts.append("</svg>")
+        return "".join(parts)
+
+    def _repr_html_(self) -> str:
+        return f"<div><b>provenance of page {self.root[0]} @ epoch {self.root[1]}</b> ({len(self)} deltas, depth {self.depth})<br>{self.to_svg()}</div>"
+
+    def __repr__(self) -> str:
+        return f"<mmsb.Provenance page={self.root[0]} epoch={self.root[1]} nodes={len(self)} depth={self.depth}>"

@@ -1,0 +1,185 @@
+// Wave scheduling over random DAGs with diamonds and fan-in (each affected node exactly once, in
+// canonical order), and Tarjan on hand-built and random cyclic graphs that DepGraph never holds.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <numeric>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "GraphReference.hpp"
+#include "TestUtil.hpp"
+#include "mmsb/core/Error.hpp"
+#include "mmsb/graph/DepGraph.hpp"
+#include "mmsb/graph/Tarjan.hpp"
+
+namespace mmsb {
+namespace {
+
+using test::uniform;
+using Adjacency = std::vector<std::vector<std::uint32_t>>;
+
+// A random DAG on `n` nodes with scrambled ids: node k takes 2..4 parents among lower ranks.
+void build_fan_in_dag(DepGraph& g, test::RefGraph& ref, test::Rng& rng, std::uint32_t n) {
+  std::vector<PageId> id(n);
+  std::iota(id.begin(), id.end(), PageId{1});
+  std::shuffle(id.begin(), id.end(), rng);
+  for (std::uint32_t k = 1; k < n; ++k) {
+    std::set<std::uint32_t> ps;
+    const auto fan_in = std::min<std::uint64_t>(k, uniform(rng, 2, 4));
+    while (ps.size() < fan_in) ps.insert(static_cast<std::uint32_t>(uniform(rng, 0, k - 1)));
+    for (std::uint32_t p : ps) {
+      g.add_edge(id[p], id[k], EdgeKind::Data);
+      ref.add(id[p], id[k], EdgeKind::Data);
+    }
+  }
+}
+
+TEST(WaveTest, PopsEachAffectedNodeOnceInCanonicalOrder) {
+  for (std::uint64_t seed = 1; seed <= 12; ++seed) {
+    test::Rng rng(seed);
+    DepGraph g;
+    test::RefGraph ref;
+    const auto n = static_cast<std::uint32_t>(uniform(rng, 20, 700));
+    build_fan_in_dag(g, ref, rng, n);
+    std::vector<PageId> seeds;
+    for (std::uint64_t i = 0, k = uniform(rng, 1, 5); i < k; ++i) seeds.push_back(uniform(rng, 1, n));
+    // Expected: seeds and their descendants, each once, by canonical position.
+    std::vector<PageId> expected;
+    for (PageId v = 1; v <= n; ++v) {
+      if (std::any_of(seeds.begin(), seeds.end(), [&](PageId s) { return ref.reaches(s, v); })) expected.push_back(v);
+    }
+    std::sort(expected.begin(), expected.end(), [&](PageId a, PageId b) { return *g.position(a) < *g.position(b); });
+
+    Wave wave(g);
+    EXPECT_TRUE(wave.empty());
+    for (PageId s : seeds) wave.push(s);
+    std::vector<PageId> popped;
+    for (PageId v = wave.pop(); v != 0; v = wave.pop()) {
+      popped.push_back(v);
+      g.for_each_child(v, [&](PageId c, EdgeKind) { wave.push(c); });  // fan-in pushes repeat
+    }
+    EXPECT_TRUE(wave.empty());
+    EXPECT_EQ(wave.pop(), 0u);
+    ASSERT_EQ(popped, expected) << "seed " << seed;
+  }
+}
+
+TEST(WaveTest, DiamondAndMisuse) {
+  DepGraph g;
+  g.add_edge(10, 20, EdgeKind::Data);
+  g.add_edge(10, 30, EdgeKind::Data);
+  g.add_edge(20, 40, EdgeKind::Data);
+  g.add_edge(30, 40, EdgeKind::Data);
+  Wave wave(g);
+  wave.push(40);
+  wave.push(10);
+  wave.push(40);  // ignored
+  EXPECT_EQ(wave.pop(), 10u);
+  wave.push(30);
+  wave.push(20);
+  EXPECT_EQ(wave.pop(), 20u);
+  EXPECT_EQ(wave.pop(), 30u);
+  test::expect_error(ErrorCode::Internal, [&] { wave.push(20); });  // already behind the wave
+  EXPECT_EQ(wave.pop(), 40u);
+  EXPECT_EQ(wave.pop(), 0u);
+  test::expect_error(ErrorCode::Graph, [&] { wave.push(99); });
+}
+
+// Tarjan's contract, checked on any graph: components partition the nodes, two nodes share a
+// component exactly when each reaches the other, and every edge between components points to
+// an earlier-listed one.
+void check_components(const Adjacency& adj, const Adjacency& comps) {
+  const std::size_t n = adj.size();
+  std::vector<std::set<std::uint32_t>> reach(n);
+  for (std::uint32_t s = 0; s < n; ++s) {
+    std::vector<std::uint32_t> todo{s};
+    reach[s].insert(s);
+    while (!todo.empty()) {
+      const auto v = todo.back();
+      todo.pop_back();
+      for (auto w : adj[v]) if (reach[s].insert(w).second) todo.push_back(w);
+    }
+  }
+  std::vector<std::size_t> comp_of(n, SIZE_MAX);
+  for (std::size_t i = 0; i < comps.size(); ++i) {
+    ASSERT_TRUE(std::is_sorted(comps[i].begin(), comps[i].end()));
+    for (auto v : comps[i]) {
+      ASSERT_EQ(comp_of[v], SIZE_MAX) << "node " << v << " in two components";
+      comp_of[v] = i;
+    }
+  }
+  for (std::uint32_t a = 0; a < n; ++a) {
+    ASSERT_NE(comp_of[a], SIZE_MAX) << "node " << a << " in no component";
+    for (std::uint32_t b = 0; b < n; ++b) {
+      const bool mutual = reach[a].contains(b) && reach[b].contains(a);
+      ASSERT_EQ(comp_of[a] == comp_of[b], mutual) << a << " vs " << b;
+    }
+    for (auto w : adj[a]) ASSERT_LE(comp_of[w], comp_of[a]) << "edge " << a << " -> " << w;
+  }
+}
+
+std::vector<std::uint32_t> csr_offsets(const Adjacency& adj, std::vector<std::uint32_t>& targets) {
+  std::vector<std::uint32_t> offsets{0};
+  for (const auto& out : adj) {
+    targets.insert(targets.end(), out.begin(), out.end());
+    offsets.push_back(static_cast<std::uint32_t>(targets.size()));
+  }
+  return offsets;
+}
+
+TEST(TarjanTest, FindsHandBuiltCycles) {
+  // 0 -> 1 -> 2 -> 0 feeds 3 <-> 4; 5 loops on itself; 6 stands alone; 7 -> 0.
+  const Adjacency adj = {{1}, {2}, {0, 3}, {4}, {3}, {5}, {}, {0}};
+  const Adjacency comps = strongly_connected_components(adj);
+  check_components(adj, comps);
+  const std::set<std::vector<std::uint32_t>> got(comps.begin(), comps.end());
+  EXPECT_EQ(got, (std::set<std::vector<std::uint32_t>>{{0, 1, 2}, {3, 4}, {5}, {6}, {7}}));
+  std::vector<std::uint32_t> targets;
+  const auto offsets = csr_offsets(adj, targets);
+  const Adjacency cyclic = cyclic_components(offsets, targets);
+  EXPECT_EQ(cyclic, (Adjacency{{3, 4}, {0, 1, 2}, {5}}));  // sinks first
+  EXPECT_TRUE(strongly_connected_components({}).empty());
+  test::expect_error(ErrorCode::InvalidArgument, [] { strongly_connected_components({{1}}); });
+}
+
+TEST(TarjanTest, RandomGraphsMatchMutualReachability) {
+  for (std::uint64_t seed = 1; seed <= 30; ++seed) {
+    test::Rng rng(seed);
+    const auto n = static_cast<std::uint32_t>(uniform(rng, 1, 60));
+    Adjacency adj(n);
+    for (std::uint64_t e = 0, m = uniform(rng, 0, 2 * n); e < m; ++e) {
+      adj[uniform(rng, 0, n - 1)].push_back(static_cast<std::uint32_t>(uniform(rng, 0, n - 1)));
+    }
+    const Adjacency comps = strongly_connected_components(adj);
+    check_components(adj, comps);
+    std::vector<std::uint32_t> targets;
+    const auto offsets = csr_offsets(adj, targets);
+    Adjacency expected;
+    for (const auto& c : comps) {
+      const bool loop = std::find(adj[c[0]].begin(), adj[c[0]].end(), c[0]) != adj[c[0]].end();
+      if (c.size() > 1 || loop) expected.push_back(c);
+    }
+    EXPECT_EQ(cyclic_components(offsets, targets), expected) << "seed " << seed;
+  }
+}
+
+TEST(TarjanTest, HundredThousandNodeCycleNeedsNoRecursion) {
+  constexpr std::uint32_t kNodes = 100'000;
+  Adjacency adj(kNodes);
+  for (std::uint32_t v = 0; v < kNodes; ++v) adj[v].push_back((v + 1) % kNodes);
+  const Adjacency comps = strongly_connected_components(adj);
+  ASSERT_EQ(comps.size(), 1u);
+  EXPECT_EQ(comps[0].size(), kNodes);
+  adj[kNodes - 1].clear();  // now a chain: 100k singleton components, sink first
+  const Adjacency chain = strongly_connected_components(adj);
+  ASSERT_EQ(chain.size(), kNodes);
+  EXPECT_EQ(chain.front(), (std::vector<std::uint32_t>{kNodes - 1}));
+  EXPECT_EQ(chain.back(), (std::vector<std::uint32_t>{0}));
+}
+
+}  // namespace
+}  // namespace mmsb
