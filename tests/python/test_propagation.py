@@ -1046,3 +1046,34 @@ def test_builtin_ops_refuse_mismatched_layouts(bus):
     i.write(0, np.int64(5).tobytes())
     short.write(0, np.float64(2.5).tobytes())
     assert c.view()[-1] == 5.0 and c.view()[0] == 2.5
+
+
+def test_python_recomputes_on_a_worker_thread_do_not_deadlock_with_python_writers():
+    # The worker commits batches with the GIL released; their waves need the GIL for the
+    # callable while the main thread keeps writing to the same bus (and so waits for its lock).
+    import threading
+
+    bus = mmsb.Bus()
+    src = bus.create_page(shape=(16,), dtype="float64")
+    out = bus.create_page(shape=(16,), dtype="float64")
+    other = bus.create_page(16)
+    bus.depend(out, on=[src], fn=lambda o, x: np.multiply(x, 2.0, out=o))
+    errors = []
+
+    def worker():
+        try:
+            for i in range(300):
+                row = np.array([float(i)]).tobytes()
+                bus.apply_batch(mmsb.DeltaBatch([src.id], [8 * (i % 16)], [8], row))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    for i in range(300):
+        other.write(i % 16, b"x")
+    t.join(timeout=60)
+    assert not t.is_alive(), "worker thread deadlocked"
+    assert not errors
+    np.testing.assert_array_equal(out.view(), src.view() * 2.0)
+    bus.close()

@@ -143,25 +143,24 @@ void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
     } else {
       table_.info_for_update(m->id).metadata.erase(m->key);
     }
-  } else if (const auto* dl = std::get_if<DeltaOp>(&op)) {
-    Delta delta = dl->delta;
+  } else if (std::holds_alternative<DeltaOp>(op) || std::holds_alternative<DerivedOp>(op)) {
+    const auto* derived = std::get_if<DerivedOp>(&op);
+    Delta delta = derived != nullptr ? derived->delta : std::get<DeltaOp>(op).delta;
     PageRecord& r = table_.get(delta.page_id());
     if (delta.extent() > r.size) fail(ErrorCode::LogCorrupt, "delta past the end of page ", r.id);
     apply_delta_locked(r, delta, lsn);
+    if (derived != nullptr) {
+      // The parents' epochs it was computed from: the child's memo, and its provenance.
+      derived_inputs_.emplace(lsn, derived->inputs);
+      if (auto it = derivations_.find(r.id); it != derivations_.end()) {
+        it->second.memo.clear();
+        for (const auto& in : derived->inputs) it->second.memo.push_back(in.second);
+      }
+    }
   } else if (const auto* b = std::get_if<BatchOp>(&op)) {
     validate_batch(b->view(), table_);
     apply_batch_locked(b->view(), lsn, b->timestamp_ns);
     changed_.clear();  // replay reproduces derived pages from their logged deltas, never recomputes
-  } else if (const auto* dv = std::get_if<DerivedOp>(&op)) {
-    Delta delta = dv->delta;
-    PageRecord& r = table_.get(delta.page_id());
-    if (delta.extent() > r.size) fail(ErrorCode::LogCorrupt, "derived delta past the end of page ", r.id);
-    apply_delta_locked(r, delta, lsn);
-    derived_inputs_.emplace(lsn, dv->inputs);
-    if (auto it = derivations_.find(r.id); it != derivations_.end()) {
-      it->second.memo.clear();
-      for (const auto& in : dv->inputs) it->second.memo.push_back(in.second);
-    }
   } else {
     replay_graph_op_locked(op);
   }
@@ -412,21 +411,20 @@ void Bus::apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn) {
 void Bus::apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns) {
   mmsb::apply_batch(batch, table_, first, pool_);
   pending_batches_.push_back({first, timestamp_ns, {batch.page_ids.begin(), batch.page_ids.end()}});
-  if (graph_.edge_count() == 0 && (event_mask_ & (1u << static_cast<unsigned>(EventKind::DeltaApplied))) == 0) {
-    return;
+  if ((event_mask_ & (1u << static_cast<unsigned>(EventKind::DeltaApplied))) != 0) {
+    // Each row's epoch: the page's final epoch minus the rows of that page after it.
+    std::vector<Epoch> epochs(batch.rows());
+    std::unordered_map<PageId, Epoch> next;
+    for (std::size_t i = batch.rows(); i-- > 0;) {
+      const PageId id = batch.page_ids[i];
+      auto it = next.try_emplace(id, table_.record(id).epoch.load(std::memory_order_relaxed)).first;
+      epochs[i] = it->second--;
+    }
+    for (std::size_t i = 0; i < batch.rows(); ++i) emit_locked(EventKind::DeltaApplied, batch.page_ids[i], first + i, epochs[i]);
   }
-  // Each row's epoch: the page's final epoch minus the rows of that page after it.
-  std::vector<Epoch> epochs(batch.rows());
-  std::unordered_map<PageId, Epoch> next;
-  for (std::size_t i = batch.rows(); i-- > 0;) {
-    const PageId id = batch.page_ids[i];
-    auto [it, fresh] = next.try_emplace(id, table_.record(id).epoch.load(std::memory_order_relaxed));
-    epochs[i] = it->second--;
-  }
+  if (graph_.edge_count() == 0) return;
   for (std::size_t i = 0; i < batch.rows(); ++i) {
-    PageRecord& r = table_.record(batch.page_ids[i]);
-    emit_locked(EventKind::DeltaApplied, r.id, first + i, epochs[i]);
-    if (r.has_dependents != 0) note_changed_locked(r.id);
+    if (table_.record(batch.page_ids[i]).has_dependents != 0) note_changed_locked(batch.page_ids[i]);
   }
 }
 

@@ -24,10 +24,6 @@ struct WaveOwner {
 };
 }  // namespace
 
-bool Bus::wave_follows_locked(PageId page) const {
-  return propagation_ == PropagationMode::Eager && graph_.has_children(page);
-}
-
 // Called once per changed page of a commit; the wave (or the stale marking) follows.
 void Bus::note_changed_locked(PageId page) {
   if (!graph_.has_children(page)) return;
@@ -42,6 +38,17 @@ void Bus::mark_stale_locked(PageId page) {
   if (!stale_.insert(page).second) return;
   if (txn_) txn_->undo.emplace_back(UndoStale{page, false});
   emit_locked(EventKind::PageStale, page, lsn(), table_.record(page).epoch.load(std::memory_order_relaxed));
+}
+
+// A child whose definition changed is recomputed now (eager, with its descendants in the same
+// wave) or marked stale (deferred).
+void Bus::redefined_locked(PageId child) {
+  if (propagation_ == PropagationMode::Eager) {
+    forced_.insert(child);
+    run_wave_locked();
+  } else {
+    mark_stale_locked(child);
+  }
 }
 
 void Bus::check_derivation_locked(PageId child, std::span<const PageId> parents, const RecomputeSpec& fn,
@@ -86,16 +93,21 @@ void Bus::depend(PageId child, std::span<const PageId> parents, const RecomputeS
                       std::equal(weights.begin(), weights.end(), it->second.weights.begin(), it->second.weights.end());
     if (same && it->second.missing_callable()) {
       // Re-registration after a reopen: the log already says this; only the function was missing.
-      it->second.callable = std::move(callable);
+      Derivation& d = it->second;
+      d.callable = std::move(callable);
       stale_.insert(child);
       if (propagation_ == PropagationMode::Eager) {
-        atomically_locked([&] {
-          forced_.insert(child);
-          run_wave_locked();
-        });
+        try {
+          atomically_locked([&] {
+            forced_.insert(child);
+            run_wave_locked();
+          });
+        } catch (...) {
+          d.callable = nullptr;  // as before the call: still waiting for a working function
+          throw;
+        }
       }
     } else {
-      std::vector<PageId> cycle;
       for (PageId p : parents) {
         const auto kind = graph_.edge_kind(p, child);
         if (kind && *kind != EdgeKind::Data) {
@@ -112,12 +124,7 @@ void Bus::depend(PageId child, std::span<const PageId> parents, const RecomputeS
         derivations_.at(child).callable = std::move(callable);
         txn_->ops.add(op);
         lsn_.store(lsn, std::memory_order_release);
-        if (propagation_ == PropagationMode::Eager) {
-          forced_.insert(child);
-          run_wave_locked();
-        } else {
-          mark_stale_locked(child);
-        }
+        redefined_locked(child);
       });
     }
   }
@@ -152,14 +159,7 @@ void Bus::add_edge(PageId parent, PageId child, EdgeKind kind) {
       replay_graph_op_locked(op);  // throws GraphCycle / Graph before anything changed
       txn_->ops.add(op);
       lsn_.store(lsn() + 1, std::memory_order_release);
-      if (kind == EdgeKind::DeviceSync) {
-        if (propagation_ == PropagationMode::Eager) {
-          forced_.insert(child);
-          run_wave_locked();
-        } else {
-          mark_stale_locked(child);
-        }
-      }
+      if (kind == EdgeKind::DeviceSync) redefined_locked(child);
     });
   }
   deliver_events();
@@ -178,7 +178,11 @@ void Bus::remove_edge(PageId parent, PageId child) {
     if (!graph_.contains(child) && stale_.erase(child) != 0) txn_->undo.emplace_back(UndoStale{child, true});
     txn_->ops.add(EdgeOp{parent, child, *kind, false});
     lsn_.store(lsn() + 1, std::memory_order_release);
+    // A child still derived from its remaining parents no longer matches its definition.
+    if (derivations_.count(child) != 0) redefined_locked(child);
   });
+  lock.unlock();
+  deliver_events();
 }
 
 void Bus::refresh_dependents_locked(PageId page) {
@@ -190,7 +194,7 @@ void Bus::drop_from_graph_locked(PageId id) {
   const std::vector<PageId> parents = graph_.parents(id);
   graph_.remove_node(id);
   derivations_.erase(id);
-  stale_.erase(id);
+  if (stale_.erase(id) != 0 && txn_) txn_->undo.emplace_back(UndoStale{id, true});
   for (PageId p : parents) refresh_dependents_locked(p);
 }
 
@@ -298,6 +302,9 @@ void Bus::run_wave_locked() {
       }
     });
   };
+  // A batch notes a page once per row: each page's children are scheduled once.
+  std::sort(changed_.begin(), changed_.end());
+  changed_.erase(std::unique(changed_.begin(), changed_.end()), changed_.end());
   for (PageId p : changed_) push_children(p);
   changed_.clear();
   for (PageId p : forced_) wave.push(p);

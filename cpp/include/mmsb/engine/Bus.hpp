@@ -244,8 +244,9 @@ class Bus {
   /// Throws Error(GraphCycle / Graph / PageNotFound / InvalidArgument), changing nothing.
   void add_edge(PageId parent, PageId child, EdgeKind kind);
   /// Removes the edge parent -> child of any kind (lsn +1); a removed data parent leaves the
-  /// child's recompute with the remaining ones (none: the recompute is dropped). Throws
-  /// Error(Graph) if there is no such edge.
+  /// child's recompute with the remaining ones, recomputed at once (eager) or marked stale
+  /// (deferred); with none left the recompute is dropped. Throws Error(Graph) if there is no
+  /// such edge, Error(Propagation) if the recompute fails (nothing changed then).
   void remove_edge(PageId parent, PageId child);
   std::vector<Edge> in_edges(PageId id);
   std::vector<Edge> out_edges(PageId id);
@@ -300,8 +301,6 @@ class Bus {
   /// failure) or as an implicit transaction logged as one record when it succeeds.
   template <class Body>
   void atomically_locked(Body&& body);
-  /// True when a change to `page` starts a wave now (eager mode, page has dependents).
-  bool wave_follows_locked(PageId page) const;
   void note_changed_locked(PageId page);
   void run_wave_locked();
   bool recompute_locked(PageId child, Derivation& d, bool forced);
@@ -317,6 +316,7 @@ class Bus {
   void check_derivation_locked(PageId child, std::span<const PageId> parents, const RecomputeSpec& fn,
                                std::span<const double> weights);
   void mark_stale_locked(PageId page);
+  void redefined_locked(PageId child);
   void emit_locked(EventKind kind, PageId page, Lsn lsn, Epoch epoch);
   /// Hands queued events to the sink; called by public methods after they release the lock.
   void deliver_events();
