@@ -1077,3 +1077,19 @@ def test_python_recomputes_on_a_worker_thread_do_not_deadlock_with_python_writer
     assert not errors
     np.testing.assert_array_equal(out.view(), src.view() * 2.0)
     bus.close()
+
+
+def test_a_recompute_that_calls_into_the_bus_fails_cleanly():
+    bus = mmsb.Bus()
+    a = bus.create_page(data=np.arange(4.0))
+    c = bus.create_page(shape=(4,), dtype="float64")
+
+    def reentrant(out, x):
+        bus.page(a.id)  # would wait for the lock its own wave holds
+        out[:] = x
+
+    lsn = bus.lsn
+    with pytest.raises(mmsb.PropagationError, match="must not read or write the bus"):
+        bus.depend(c, on=[a], fn=reentrant)
+    assert bus.lsn == lsn and bus.graph.derivation(c) is None and c.epoch == 0
+    bus.close()
