@@ -151,7 +151,7 @@ void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
     apply_delta_locked(r, delta, lsn);
     if (derived != nullptr) {
       // The parents' epochs it was computed from: the child's memo, and its provenance.
-      derived_inputs_.emplace(lsn, derived->inputs);
+      note_derived_locked(lsn, derived->inputs);
       if (auto it = derivations_.find(r.id); it != derivations_.end()) {
         it->second.memo.clear();
         for (const auto& in : derived->inputs) it->second.memo.push_back(in.second);
@@ -218,7 +218,7 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
   try {
     if (txn_) {
       // Allocate first, record last: a failure here leaves the transaction as it was.
-      txn_->undo.reserve(txn_->undo.size() + 1);
+      reserve_one(txn_->undo);
       TransactionBuilder::Mark mark = txn_->ops.mark();
       txn_->ops.add(PageCreateOp{r.id, spec});
       try {
@@ -274,7 +274,7 @@ void Bus::delete_page(PageId id) {
   if (txn_) {
     const PageInfo* info = table_.info(id);
     UndoDelete undo{id, info != nullptr ? std::optional<PageInfo>(*info) : std::nullopt};
-    txn_->undo.reserve(txn_->undo.size() + 1);
+    reserve_one(txn_->undo);
     txn_->ops.add(PageDeleteOp{id});
     PageTable::pin(r);  // rollback brings the page back, bytes included
     txn_->undo.emplace_back(std::move(undo));
@@ -342,7 +342,7 @@ void Bus::set_metadata(PageId id, const std::string& key, const std::optional<Me
       if (auto it = info->metadata.find(key); it != info->metadata.end()) old = it->second;
     }
     UndoMetadata undo{id, key, std::move(old)};
-    txn_->undo.reserve(txn_->undo.size() + 1);
+    reserve_one(txn_->undo);
     txn_->ops.add(MetadataOp{id, key, value});
     txn_->undo.emplace_back(std::move(undo));
   } else if (log_) {
@@ -606,7 +606,7 @@ MemoryReport Bus::memory() {
   m.index_bytes = pending_.capacity() * sizeof(PendingDelta) + index_.size() * (sizeof(PageHistory) + 32);
   for (const auto& [id, h] : index_) m.index_bytes += h.entries.capacity() * sizeof(IndexEntry);
   for (const PendingBatch& b : pending_batches_) m.index_bytes += b.pages.capacity() * sizeof(PageId) + sizeof(b);
-  for (const auto& [lsn, in] : derived_inputs_) m.index_bytes += 48 + in.capacity() * sizeof(in[0]);
+  m.index_bytes += derived_.capacity() * sizeof(DerivedEntry) + derived_items_.capacity() * sizeof(derived_items_[0]);
   return m;
 }
 

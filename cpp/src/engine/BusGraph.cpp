@@ -293,15 +293,8 @@ void Bus::run_wave_locked() {
   if (changed_.empty() && forced_.empty() && stale_.empty()) return;
   WaveOwner owner(wave_owner_);
   Wave wave(graph_);
-  auto push_children = [&](PageId page) {
-    graph_.for_each_child(page, [&](PageId child, EdgeKind kind) {
-      if (kind == EdgeKind::Control) {
-        mark_stale_locked(child);
-      } else {
-        wave.push(child);
-      }
-    });
-  };
+  const std::function<void(PageId)> notify = [&](PageId child) { mark_stale_locked(child); };
+  auto push_children = [&](PageId page) { wave.push_children(page, notify); };
   // A batch notes a page once per row: each page's children are scheduled once.
   std::sort(changed_.begin(), changed_.end());
   changed_.erase(std::unique(changed_.begin(), changed_.end()), changed_.end());
@@ -312,6 +305,7 @@ void Bus::run_wave_locked() {
     if (derivations_.count(p) != 0) wave.push(p);
   }
   counters_.waves.fetch_add(1, std::memory_order_relaxed);
+  wave_timestamp_ns_ = wall_clock_ns();  // the wave's deltas share their commit's time
   while (const PageId id = wave.pop()) {
     auto it = derivations_.find(id);
     if (it == derivations_.end()) continue;
@@ -323,16 +317,14 @@ void Bus::run_wave_locked() {
 
 bool Bus::recompute_locked(PageId child, Derivation& d, bool forced) {
   PageRecord& out = table_.get(child);
-  std::vector<const PageRecord*> parents;
-  std::vector<Epoch> sig;
-  parents.reserve(d.parents.size());
-  sig.reserve(d.parents.size());
+  wave_parents_.clear();
+  wave_sig_.clear();
   for (PageId p : d.parents) {
     const PageRecord& r = table_.get(p);
-    parents.push_back(&r);
-    sig.push_back(r.epoch.load(std::memory_order_relaxed));
+    wave_parents_.push_back(&r);
+    wave_sig_.push_back(r.epoch.load(std::memory_order_relaxed));
   }
-  if (!forced && sig == d.memo) {
+  if (!forced && wave_sig_ == d.memo) {
     counters_.memo_skips.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
@@ -341,24 +333,27 @@ bool Bus::recompute_locked(PageId child, Derivation& d, bool forced) {
     return false;
   }
   scratch_.assign(out.data, out.data + out.size);
-  compute_locked(child, d, parents, scratch_);
+  compute_locked(child, d, wave_parents_, scratch_);
   counters_.recomputes.fetch_add(1, std::memory_order_relaxed);
-  if (txn_) txn_->undo.emplace_back(UndoMemo{child, d.memo, stale_.count(child) != 0});
-  d.memo = sig;
-  stale_.erase(child);
+  const bool was_stale = !stale_.empty() && stale_.erase(child) != 0;
+  if (txn_) {
+    txn_->undo.emplace_back(UndoMemo{child, std::move(d.memo), was_stale});
+    d.memo.clear();
+  }
+  d.memo.assign(wave_sig_.begin(), wave_sig_.end());
   Delta delta = Delta::diff(child, {out.data, out.size}, scratch_);
   if (delta.empty()) {
     counters_.cutoffs.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
   delta.source = Source::Propagation;
-  delta.timestamp_ns = wall_clock_ns();
-  std::vector<std::pair<PageId, Epoch>> inputs;
-  inputs.reserve(sig.size());
-  for (std::size_t i = 0; i < sig.size(); ++i) inputs.emplace_back(d.parents[i], sig[i]);
+  delta.timestamp_ns = wave_timestamp_ns_;
+  wave_inputs_.clear();
+  for (std::size_t i = 0; i < wave_sig_.size(); ++i) wave_inputs_.emplace_back(d.parents[i], wave_sig_[i]);
+  const std::span<const std::pair<PageId, Epoch>> inputs(wave_inputs_);
   txn_note_delta_locked(out, delta, &inputs);
   const Lsn lsn = this->lsn() + 1;
-  derived_inputs_.emplace(lsn, std::move(inputs));
+  note_derived_locked(lsn, inputs);
   apply_delta_locked(out, delta, lsn);
   counters_.derived_deltas.fetch_add(1, std::memory_order_relaxed);
   emit_locked(EventKind::PageChanged, child, lsn, delta.epoch);

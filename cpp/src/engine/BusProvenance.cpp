@@ -71,6 +71,11 @@ void Bus::deliver_events() {
   }
 }
 
+void Bus::note_derived_locked(Lsn lsn, std::span<const std::pair<PageId, Epoch>> inputs) {
+  derived_.push_back({lsn, derived_items_.size(), inputs.size()});
+  derived_items_.insert(derived_items_.end(), inputs.begin(), inputs.end());
+}
+
 // Folds queued index entries into index_, in lsn order. A page first seen here started at the
 // epoch its record has now minus the entries it gets (pages restored from a checkpoint start
 // past epoch 0).
@@ -128,7 +133,12 @@ std::vector<ProvenanceStep> Bus::provenance(PageId id, std::optional<Epoch> epoc
     }
     const IndexEntry& e = h->second.entries[it.epoch - first];
     ProvenanceStep step{it.page, it.epoch, e.lsn, e.source, e.timestamp_ns, {}};
-    if (auto in = derived_inputs_.find(e.lsn); in != derived_inputs_.end()) step.inputs = in->second;
+    const auto in = std::lower_bound(derived_.begin(), derived_.end(), e.lsn,
+                                     [](const DerivedEntry& x, Lsn l) { return x.lsn < l; });
+    if (in != derived_.end() && in->lsn == e.lsn) {
+      step.inputs.assign(derived_items_.begin() + static_cast<std::ptrdiff_t>(in->begin),
+                         derived_items_.begin() + static_cast<std::ptrdiff_t>(in->begin + in->count));
+    }
     if (it.depth < max_depth) {
       for (const auto& [parent, parent_epoch] : step.inputs) {
         if (seen.insert({parent, parent_epoch}).second) {

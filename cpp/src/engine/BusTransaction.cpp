@@ -203,8 +203,9 @@ void Bus::undo_locked(Transaction& t, const TxnMark& m) noexcept {
   }
   t.undo.erase(t.undo.begin() + static_cast<std::ptrdiff_t>(m.undo), t.undo.end());
   t.ops.reset(m.ops);
-  for (auto it = derived_inputs_.begin(); it != derived_inputs_.end();) {
-    it = it->first > m.lsn ? derived_inputs_.erase(it) : std::next(it);
+  while (!derived_.empty() && derived_.back().lsn > m.lsn) {
+    derived_items_.resize(derived_.back().begin);
+    derived_.pop_back();
   }
   pending_.resize(m.pending);
   pending_batches_.resize(m.pending_batches);
@@ -222,12 +223,12 @@ void Bus::undo_locked(Transaction& t, const TxnMark& m) noexcept {
   counters_.derived_deltas.store(m.stats.derived_deltas, std::memory_order_relaxed);
 }
 
-void Bus::txn_note_delta_locked(PageRecord& r, const Delta& d, const std::vector<std::pair<PageId, Epoch>>* inputs) {
+void Bus::txn_note_delta_locked(PageRecord& r, const Delta& d, const std::span<const std::pair<PageId, Epoch>>* inputs) {
   UndoDelta u{&r, d.run_list(), {}, r.epoch.load(std::memory_order_relaxed),
               r.last_lsn.load(std::memory_order_relaxed)};
   u.old.reserve(d.payload().size());
   for (const Run& run : d.run_list()) u.old.insert(u.old.end(), r.data + run.offset, r.data + run.end());
-  txn_->undo.reserve(txn_->undo.size() + 1);
+  reserve_one(txn_->undo);
   if (inputs != nullptr) {
     txn_->ops.add_derived(d, *inputs);
   } else {
@@ -250,7 +251,7 @@ void Bus::txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t times
                                  rec->last_lsn.load(std::memory_order_relaxed));
     }
   }
-  txn_->undo.reserve(txn_->undo.size() + 1);
+  reserve_one(txn_->undo);
   txn_->ops.add(batch, timestamp_ns);
   txn_->undo.emplace_back(std::move(u));
 }

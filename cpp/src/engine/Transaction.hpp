@@ -73,6 +73,12 @@ struct TxnMark {
   std::size_t events = 0;
 };
 
+/// Room for one more undo entry, growing geometrically (reserve(size() + 1) would reallocate on
+/// every change of a big wave). Called before a change so recording it afterwards cannot throw.
+inline void reserve_one(std::vector<Undo>& undo) {
+  if (undo.size() == undo.capacity()) undo.reserve(undo.empty() ? 16 : 2 * undo.capacity());
+}
+
 struct Bus::Transaction {
   std::thread::id owner;
   TxnMark start;  // restored by rollback

@@ -354,15 +354,33 @@ void Wave::push(PageId id) {
     fail(ErrorCode::Graph, "page ", id, " is not a node of the dependency graph (it has no edges), so it has ",
          "no place in a propagation wave");
   }
-  const std::uint32_t word = *pos >> 6;
-  if (*pos < floor_) {
-    fail(ErrorCode::Internal, "page ", id, " (canonical position ", *pos, ") pushed into a wave that already ",
+  push_position(*pos, id);
+}
+
+void Wave::push_children(PageId parent, const std::function<void(PageId)>& on_control) {
+  const DepGraph::Impl& g = *graph_.impl_;
+  const Index p = g.find(parent);
+  if (p == kNone) return;
+  g.ensure_canonical();
+  for (const Adj& a : g.nodes[p].out) {
+    if (a.kind == EdgeKind::Control) {
+      on_control(g.nodes[a.node].id);
+    } else {
+      push_position(g.pos[a.node], g.nodes[a.node].id);
+    }
+  }
+}
+
+void Wave::push_position(std::uint32_t pos, PageId id) {
+  const std::uint32_t word = pos >> 6;
+  if (pos < floor_) {
+    fail(ErrorCode::Internal, "page ", id, " (canonical position ", pos, ") pushed into a wave that already ",
          "popped position ", floor_ - 1, ": it would be visited out of topological order");
   }
   if (word >= bits_.size()) {
     fail(ErrorCode::Internal, "page ", id, " pushed into a wave built before the graph grew");
   }
-  const std::uint64_t bit = std::uint64_t{1} << (*pos & 63);
+  const std::uint64_t bit = std::uint64_t{1} << (pos & 63);
   if ((bits_[word] & bit) != 0) return;
   bits_[word] |= bit;
   ++pending_;

@@ -330,7 +330,7 @@ class Bus {
   void undo_locked(Transaction& t, const TxnMark& m) noexcept;
   /// Records a delta in the open transaction; `inputs` marks it derived (logged with them).
   void txn_note_delta_locked(PageRecord& r, const Delta& d,
-                             const std::vector<std::pair<PageId, Epoch>>* inputs = nullptr);
+                             const std::span<const std::pair<PageId, Epoch>>* inputs = nullptr);
   void txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t timestamp_ns);
   void end_transaction_locked() noexcept;
   void check_location(const std::string& location) const;
@@ -402,7 +402,21 @@ class Bus {
   std::unordered_map<PageId, PageHistory> index_;
   std::vector<PendingDelta> pending_;
   std::vector<PendingBatch> pending_batches_;
-  std::unordered_map<Lsn, std::vector<std::pair<PageId, Epoch>>> derived_inputs_;
+  // Inputs of propagated deltas, appended in lsn order (commits and replay both run in lsn
+  // order): a lookup is a binary search, a rollback truncates.
+  struct DerivedEntry {
+    Lsn lsn;
+    std::uint64_t begin;  // into derived_items_
+    std::uint64_t count;
+  };
+  void note_derived_locked(Lsn lsn, std::span<const std::pair<PageId, Epoch>> inputs);
+  std::vector<DerivedEntry> derived_;
+  std::vector<std::pair<PageId, Epoch>> derived_items_;
+  // Reused by every recompute of a wave (the wave runs under the commit lock).
+  std::vector<const PageRecord*> wave_parents_;
+  std::vector<Epoch> wave_sig_;
+  std::vector<std::pair<PageId, Epoch>> wave_inputs_;
+  std::uint64_t wave_timestamp_ns_ = 0;
   struct Counters {
     std::atomic<std::uint64_t> deltas_applied{0}, bytes_applied{0}, commits{0}, pages_created{0},
         pages_deleted{0}, waves{0}, recomputes{0}, memo_skips{0}, cutoffs{0}, derived_deltas{0}, events{0};

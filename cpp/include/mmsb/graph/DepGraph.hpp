@@ -107,6 +107,7 @@ class DepGraph {
   void clear() noexcept;
 
  private:
+  friend class Wave;  // schedules children by their cached positions, without a lookup each
   struct Impl;
   Impl* impl_;
 };
@@ -122,6 +123,10 @@ class Wave {
   /// Schedules `id`; a second push of the same node is ignored. Throws Error(Graph) if `id` is
   /// not a node of the graph, Error(Internal) on the logic error above or a changed graph.
   void push(PageId id);
+  /// Schedules every data and device_sync child of `parent` and calls on_control(child) for each
+  /// control child, in out-edge order. Nothing for a page without edges. One lookup for
+  /// `parent`; the children are reached by their cached positions.
+  void push_children(PageId parent, const std::function<void(PageId)>& on_control);
   /// The next scheduled node, or 0 when the wave is done.
   PageId pop();
   bool empty() const noexcept;
@@ -132,6 +137,7 @@ class Wave {
   std::uint32_t cursor_ = 0;         // first word that may still hold a set bit
   std::uint64_t pending_ = 0;
   std::uint32_t floor_ = 0;          // one past the last popped position: pushes must not go below
+  void push_position(std::uint32_t pos, PageId id);
 };
 
 }  // namespace mmsb
