@@ -160,6 +160,7 @@ py::dict memory_dict(const MemoryReport& r) {
   d["metadata_bytes"] = r.metadata_bytes;
   d["graph_bytes"] = r.graph_bytes;
   d["index_bytes"] = r.index_bytes;
+  d["cache_bytes"] = r.cache_bytes;
   d["page_metadata_bytes"] = r.record_bytes_per_page;
   d["total_bytes"] = r.total_bytes();
   return d;
@@ -218,6 +219,17 @@ std::shared_ptr<Bus> open_bus(py::handle path, const std::string& durability, py
   return adopt_bus(std::move(bus));
 }
 
+std::shared_ptr<Bus> time_travel(Bus& bus, py::handle lsn, bool split_transactions) {
+  wait_turn(bus);
+  const Lsn at = to_u64(lsn, "lsn");
+  std::shared_ptr<Bus> old;
+  {
+    py::gil_scoped_release release;
+    old = bus.at(at, split_transactions);
+  }
+  return adopt_bus(std::move(old));
+}
+
 py::list all_pages(const std::shared_ptr<Bus>& bus) {
   wait_turn(*bus);
   py::list out;
@@ -274,17 +286,10 @@ void bind_bus(py::module_& m) {
       .def_static("_replay", [](py::handle path, py::handle to, py::handle threads) {
         return open_bus(path, "flush", threads, true, true, to);
       })
-      .def("at", [](Bus& bus, py::handle lsn) {
-        wait_turn(bus);
-        const Lsn at = to_u64(lsn, "lsn");
-        std::shared_ptr<Bus> old;
-        {
-          py::gil_scoped_release release;
-          old = bus.at(at);
-        }
-        return adopt_bus(std::move(old));
-      }, "lsn"_a, "A read-only Bus holding the state as of `lsn` (from the nearest checkpoint at or "
-                  "before it, then the log).")
+      .def("at", [](Bus& bus, py::handle lsn) { return time_travel(bus, lsn, false); },
+           "lsn"_a, "A read-only Bus holding the state as of `lsn` (from the nearest checkpoint at or "
+                    "before it, then the log); a transaction record is all or nothing.")
+      .def("_at_exact", [](Bus& bus, py::handle lsn) { return time_travel(bus, lsn, true); })
       .def("_history", [](const std::shared_ptr<Bus>& bus, py::handle page) {
         wait_turn(*bus);
         // A Page or an int id may name a deleted page (its history stays in the log); a name

@@ -90,7 +90,9 @@ def _page_at(self: Page, epoch: int) -> Any:
     if epoch == 0:
         return np.zeros_like(self.view())
     entries = self.bus.history(self)
-    with self.bus.at(entries[epoch - 1].lsn) as old:
+    # Exactly after that delta, also when it sits inside a transaction record (a write and its
+    # propagation wave are one record).
+    with self.bus._at_exact(entries[epoch - 1].lsn) as old:
         return old.page(self.id).snapshot()[0]
 
 

@@ -944,11 +944,6 @@ def test_history_lists_propagated_deltas(tmp_path):
         assert set(bus.diff(lsn0, bus.lsn)) == {a.id, b.id, c.id, d.id}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "p.at(e) (python/mmsb/__init__.py _page_at) opens bus.at(lsn of the e-th delta), but bus.at(L) "
-    "for an L inside a multi-lsn log record (a write plus its wave, or a transaction) returns the "
-    "state before that whole record (old.lsn < L): p.at(e) gives the previous content for a source "
-    "whose write propagated and for a derived page that is not the last one of its wave"))
 def test_page_at_epoch_after_propagation(tmp_path):
     with mmsb.Bus(tmp_path / "bus") as bus:
         calls, a, b, c, d = deferred_chain(bus)

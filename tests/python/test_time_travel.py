@@ -276,3 +276,21 @@ def test_retention_keeps_the_newest_checkpoints_and_refuses_older_history(tmp_pa
         assert bus.page("p").read(0, 64) == states[max(states)]
     with pytest.raises(mmsb.InvalidArgumentError):
         mmsb.Bus(tmp_path / "c", retention=0)
+
+
+def test_page_at_gives_each_epoch_inside_a_transaction(tmp_path):
+    # bus.at(lsn) keeps a transaction whole, but Page.at(e) is the page right after its e-th
+    # delta, wherever that delta sits inside a transaction record.
+    with mmsb.Bus(tmp_path / "bus") as bus:
+        p = bus.create_page(shape=(2,), dtype="float64")
+        q = bus.create_page(4)
+        with bus.transaction():
+            p.write(0, np.float64(1).tobytes())
+            q.write(0, b"abcd")
+            p.write(8, np.float64(2).tobytes())
+            p.write(0, np.float64(3).tobytes())
+        assert [list(p.at(e)) for e in range(4)] == [[0, 0], [1, 0], [1, 2], [3, 2]]
+        assert bytes(q.at(1)) == b"abcd"
+        inside = bus.history(p)[0].lsn  # the first change of the transaction record
+        with bus.at(inside) as old:
+            assert old.lsn < inside and old.page(p.id).epoch == 0  # whole record or nothing

@@ -158,20 +158,31 @@ Delta Delta::masked_packed(PageId page, std::span<const std::uint8_t> bits, std:
 }
 
 Delta Delta::diff(PageId page, std::span<const std::byte> old, std::span<const std::byte> now) {
+  Delta d;
+  diff_into(d, page, old, now);
+  return d;
+}
+
+void Delta::diff_into(Delta& out, PageId page, std::span<const std::byte> old, std::span<const std::byte> now) {
   if (old.size() != now.size()) {
     fail(ErrorCode::InvalidDelta, "cannot diff buffers of ", old.size(), " and ", now.size(), " bytes");
   }
-  std::vector<Run> runs;
-  diff_runs(old.data(), now.data(), now.size(), runs);
+  out.page_ = page;
+  out.runs_.clear();
+  diff_runs(old.data(), now.data(), now.size(), out.runs_);
   std::uint64_t total = 0;
-  for (const Run& r : runs) total += r.length;
-  std::vector<std::byte> payload(total);
-  std::byte* dst = payload.data();
-  for (const Run& r : runs) {
+  for (const Run& r : out.runs_) total += r.length;
+  out.payload_.resize(total);
+  std::byte* dst = out.payload_.data();
+  for (const Run& r : out.runs_) {
     std::memcpy(dst, now.data() + r.offset, r.length);
     dst += r.length;
   }
-  return Delta(page, std::move(runs), std::move(payload));
+  out.expect_epoch.reset();
+  out.source = Source::User;
+  out.timestamp_ns = 0;
+  out.lsn = 0;
+  out.epoch = 0;
 }
 
 void Delta::apply_to(std::byte* page) const noexcept {

@@ -30,7 +30,7 @@ Bus::Bus(BusOptions options)
       options.use_checkpoints ? options.at_lsn.value_or(std::numeric_limits<Lsn>::max()) : 0;
   log_ = std::make_unique<Log>(path_, durability_, access, checkpoint_limit);
   std::lock_guard lock(mutex_);
-  recover_locked(options.at_lsn);
+  recover_locked(options.at_lsn, options.split_transactions);
   if (options.read_only) {
     log_.reset();
     read_only_ = true;
@@ -49,7 +49,7 @@ void Bus::log_locked(Lsn last) {
   if (log_) log_->append(record_buf_, last);
 }
 
-void Bus::recover_locked(std::optional<Lsn> until) {
+void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions) {
   RecoveredLog& rec = log_->recovered();
   Lsn base = 0;
   if (rec.checkpoint) {
@@ -86,22 +86,23 @@ void Bus::recover_locked(std::optional<Lsn> until) {
              " across the checkpoint at lsn ", base);
       }
       LogRecord decoded = decode_record(r.header, r.body, where);
-      if (last > stop) {
-        // Time travel into the middle of a record: a batch's rows are separate deltas, so its
-        // first rows apply; a transaction is all or nothing, so it stays out.
-        auto* batch = decoded.ops.size() == 1 ? std::get_if<BatchOp>(&decoded.ops.front()) : nullptr;
-        if (batch == nullptr || r.header.type == logfmt::RecordType::Transaction) break;
-        const std::size_t keep = stop - first + 1;
-        std::uint64_t bytes = 0;
-        for (std::size_t i = 0; i < keep; ++i) bytes += batch->lengths[i];
-        batch->page_ids.resize(keep);
-        batch->offsets.resize(keep);
-        batch->lengths.resize(keep);
-        batch->payload = batch->payload.first(bytes);
-      }
+      // Time travel into the middle of a record: a batch's rows are separate deltas, so its first
+      // rows apply; a transaction is all or nothing, unless the caller asked for the exact
+      // prefix of its changes (the state after a given delta: Page.at).
+      if (last > stop && r.header.type == logfmt::RecordType::Transaction && !split_transactions) break;
       Lsn lsn = first;
       try {
-        for (const LogOp& op : decoded.ops) {
+        for (LogOp& op : decoded.ops) {
+          if (lsn > stop) break;
+          if (auto* batch = std::get_if<BatchOp>(&op); batch != nullptr && lsn + batch->page_ids.size() - 1 > stop) {
+            const std::size_t keep = stop - lsn + 1;
+            std::uint64_t bytes = 0;
+            for (std::size_t i = 0; i < keep; ++i) bytes += batch->lengths[i];
+            batch->page_ids.resize(keep);
+            batch->offsets.resize(keep);
+            batch->lengths.resize(keep);
+            batch->payload = batch->payload.first(bytes);
+          }
           replay_op_locked(op, lsn);
           lsn += op_lsn_count(op);
         }
@@ -192,9 +193,9 @@ void Bus::check_location(const std::string& location) const {
 PageRecord& Bus::live_locked(PageId id) { return table_.get(id); }
 
 void Bus::count(std::uint64_t deltas, std::uint64_t bytes) noexcept {
-  counters_.deltas_applied.fetch_add(deltas, std::memory_order_relaxed);
-  counters_.bytes_applied.fetch_add(bytes, std::memory_order_relaxed);
-  counters_.commits.fetch_add(1, std::memory_order_relaxed);
+  bump(counters_.deltas_applied, deltas);
+  bump(counters_.bytes_applied, bytes);
+  bump(counters_.commits, 1);
 }
 
 PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> initial) {
@@ -245,7 +246,7 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
   }
   r.last_lsn.store(create_lsn, std::memory_order_relaxed);
   lsn_.store(create_lsn, std::memory_order_release);
-  counters_.pages_created.fetch_add(1, std::memory_order_relaxed);
+  bump(counters_.pages_created, 1);
   emit_locked(EventKind::PageCreated, r.id, create_lsn, 0);
   if (content) {
     apply_delta_locked(r, *content, create_lsn + 1);
@@ -286,7 +287,7 @@ void Bus::delete_page(PageId id) {
   table_.erase(id);
   drop_from_graph_locked(id);
   lsn_.store(lsn, std::memory_order_release);
-  counters_.pages_deleted.fetch_add(1, std::memory_order_relaxed);
+  bump(counters_.pages_deleted, 1);
   emit_locked(EventKind::PageDeleted, id, lsn, r.epoch.load(std::memory_order_relaxed));
   lock.unlock();
   deliver_events();
@@ -584,7 +585,8 @@ BusStats Bus::stats() const noexcept {
   return s;
 }
 
-void Bus::reset_stats() noexcept {
+void Bus::reset_stats() {
+  auto lock = lock_mutex();
   for (auto* c : {&counters_.deltas_applied, &counters_.bytes_applied, &counters_.commits,
                   &counters_.pages_created, &counters_.pages_deleted, &counters_.waves, &counters_.recomputes,
                   &counters_.memo_skips, &counters_.cutoffs, &counters_.derived_deltas, &counters_.events}) {
@@ -607,6 +609,13 @@ MemoryReport Bus::memory() {
   for (const auto& [id, h] : index_) m.index_bytes += h.entries.capacity() * sizeof(IndexEntry);
   for (const PendingBatch& b : pending_batches_) m.index_bytes += b.pages.capacity() * sizeof(PageId) + sizeof(b);
   m.index_bytes += derived_.capacity() * sizeof(DerivedEntry) + derived_items_.capacity() * sizeof(derived_items_[0]);
+  m.cache_bytes = record_buf_.capacity() + scratch_.capacity() + wave_delta_.payload().size() +
+                  (wave_parents_.capacity() + wave_sig_.capacity() + 2 * wave_inputs_.capacity()) * 8;
+  if (spare_txn_) {
+    const Transaction& spare = *spare_txn_;
+    m.cache_bytes += sizeof(Transaction) + spare.undo.capacity() * sizeof(Undo) + spare.undo_bytes.capacity() +
+                     spare.undo_runs.capacity() * sizeof(Run) + spare.undo_epochs.capacity() * sizeof(Epoch);
+  }
   return m;
 }
 

@@ -304,7 +304,7 @@ void Bus::run_wave_locked() {
   for (PageId p : stale_) {
     if (derivations_.count(p) != 0) wave.push(p);
   }
-  counters_.waves.fetch_add(1, std::memory_order_relaxed);
+  bump(counters_.waves, 1);
   wave_timestamp_ns_ = wall_clock_ns();  // the wave's deltas share their commit's time
   while (const PageId id = wave.pop()) {
     auto it = derivations_.find(id);
@@ -325,7 +325,7 @@ bool Bus::recompute_locked(PageId child, Derivation& d, bool forced) {
     wave_sig_.push_back(r.epoch.load(std::memory_order_relaxed));
   }
   if (!forced && wave_sig_ == d.memo) {
-    counters_.memo_skips.fetch_add(1, std::memory_order_relaxed);
+    bump(counters_.memo_skips, 1);
     return false;
   }
   if (d.missing_callable()) {
@@ -334,16 +334,20 @@ bool Bus::recompute_locked(PageId child, Derivation& d, bool forced) {
   }
   scratch_.assign(out.data, out.data + out.size);
   compute_locked(child, d, wave_parents_, scratch_);
-  counters_.recomputes.fetch_add(1, std::memory_order_relaxed);
+  bump(counters_.recomputes, 1);
   const bool was_stale = !stale_.empty() && stale_.erase(child) != 0;
   if (txn_) {
-    txn_->undo.emplace_back(UndoMemo{child, std::move(d.memo), was_stale});
-    d.memo.clear();
+    Transaction& t = *txn_;
+    reserve_one(t.undo);
+    const UndoMemo u{child, t.undo_epochs.size(), d.memo.size(), was_stale};
+    t.undo_epochs.insert(t.undo_epochs.end(), d.memo.begin(), d.memo.end());
+    t.undo.emplace_back(u);
   }
   d.memo.assign(wave_sig_.begin(), wave_sig_.end());
-  Delta delta = Delta::diff(child, {out.data, out.size}, scratch_);
+  Delta& delta = wave_delta_;
+  Delta::diff_into(delta, child, {out.data, out.size}, scratch_);
   if (delta.empty()) {
-    counters_.cutoffs.fetch_add(1, std::memory_order_relaxed);
+    bump(counters_.cutoffs, 1);
     return false;
   }
   delta.source = Source::Propagation;
@@ -355,7 +359,7 @@ bool Bus::recompute_locked(PageId child, Derivation& d, bool forced) {
   const Lsn lsn = this->lsn() + 1;
   note_derived_locked(lsn, inputs);
   apply_delta_locked(out, delta, lsn);
-  counters_.derived_deltas.fetch_add(1, std::memory_order_relaxed);
+  bump(counters_.derived_deltas, 1);
   emit_locked(EventKind::PageChanged, child, lsn, delta.epoch);
   return true;
 }

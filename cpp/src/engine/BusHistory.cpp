@@ -9,7 +9,7 @@
 
 namespace mmsb {
 
-std::shared_ptr<Bus> Bus::at(Lsn lsn) {
+std::shared_ptr<Bus> Bus::at(Lsn lsn, bool split_transactions) {
   auto lock = lock_turn();
   check_open();
   check_no_transaction("at()");
@@ -26,6 +26,7 @@ std::shared_ptr<Bus> Bus::at(Lsn lsn) {
   o.path = path_;
   o.read_only = true;
   o.at_lsn = lsn;
+  o.split_transactions = split_transactions;
   return std::make_shared<Bus>(std::move(o));
 }
 

@@ -77,7 +77,7 @@ void Bus::begin_transaction() {
 }
 
 void Bus::end_transaction_locked() noexcept {
-  txn_.reset();
+  recycle_transaction_locked();
   txn_open_.store(false, std::memory_order_release);
   txn_owner_.store(std::thread::id{}, std::memory_order_release);
   txn_done_.notify_all();
@@ -98,11 +98,30 @@ void Bus::commit_transaction() {
 }
 
 std::unique_ptr<Bus::Transaction> Bus::new_transaction_locked() {
-  auto t = std::make_unique<Transaction>();
+  // The last transaction's arenas are reused: a wave's undo entries and bytes then need no
+  // fresh (page-faulting) memory each commit.
+  std::unique_ptr<Transaction> t = spare_txn_ ? std::move(spare_txn_) : std::make_unique<Transaction>();
   t->owner = std::this_thread::get_id();
   t->start = mark_locked();
   t->ops.set_counting_only(log_ == nullptr);  // in memory: undo is all a transaction needs
   return t;
+}
+
+void Bus::recycle_transaction_locked() noexcept {
+  if (!txn_) return;
+  Transaction& t = *txn_;
+  // Keep at most a few MiB of arenas: one huge transaction must not pin its memory forever.
+  const std::size_t bytes = t.undo.capacity() * sizeof(Undo) + t.undo_bytes.capacity() +
+                            t.undo_runs.capacity() * sizeof(Run) + t.undo_epochs.capacity() * sizeof(Epoch);
+  if (bytes <= kSpareTransactionBytes) {
+    t.undo.clear();
+    t.undo_runs.clear();
+    t.undo_bytes.clear();
+    t.undo_epochs.clear();
+    t.ops.reset({});
+    spare_txn_ = std::move(txn_);
+  }
+  txn_.reset();
 }
 
 TxnMark Bus::mark_locked() const {
@@ -149,8 +168,9 @@ void Bus::rollback_transaction() {
 void Bus::undo_locked(Transaction& t, const TxnMark& m) noexcept {
   for (auto it = t.undo.rbegin(); it != t.undo.rend() - static_cast<std::ptrdiff_t>(m.undo); ++it) {
     if (auto* d = std::get_if<UndoDelta>(&*it)) {
-      const std::byte* src = d->old.data();
-      for (const Run& r : d->runs) {
+      const std::byte* src = t.undo_bytes.data() + d->byte_begin;
+      for (std::size_t k = d->run_begin; k < d->run_begin + d->run_count; ++k) {
+        const Run& r = t.undo_runs[k];
         if (r.length != 0) std::memcpy(d->rec->data + r.offset, src, r.length);
         src += r.length;
       }
@@ -191,7 +211,10 @@ void Bus::undo_locked(Transaction& t, const TxnMark& m) noexcept {
         derivations_.erase(ch->child);
       }
     } else if (auto* mm = std::get_if<UndoMemo>(&*it)) {
-      if (auto found = derivations_.find(mm->child); found != derivations_.end()) found->second.memo = std::move(mm->memo);
+      if (auto found = derivations_.find(mm->child); found != derivations_.end()) {
+        const auto memo = t.undo_epochs.begin() + static_cast<std::ptrdiff_t>(mm->memo_begin);
+        found->second.memo.assign(memo, memo + static_cast<std::ptrdiff_t>(mm->memo_count));
+      }
       if (mm->was_stale) stale_.insert(mm->child);
     } else if (auto* st = std::get_if<UndoStale>(&*it)) {
       if (st->was_stale) {
@@ -224,17 +247,19 @@ void Bus::undo_locked(Transaction& t, const TxnMark& m) noexcept {
 }
 
 void Bus::txn_note_delta_locked(PageRecord& r, const Delta& d, const std::span<const std::pair<PageId, Epoch>>* inputs) {
-  UndoDelta u{&r, d.run_list(), {}, r.epoch.load(std::memory_order_relaxed),
-              r.last_lsn.load(std::memory_order_relaxed)};
-  u.old.reserve(d.payload().size());
-  for (const Run& run : d.run_list()) u.old.insert(u.old.end(), r.data + run.offset, r.data + run.end());
-  reserve_one(txn_->undo);
+  Transaction& t = *txn_;
+  // Arena bytes past what an entry records are never read, so a failure part-way is harmless.
+  const UndoDelta u{&r, t.undo_runs.size(), d.run_list().size(), t.undo_bytes.size(),
+                    r.epoch.load(std::memory_order_relaxed), r.last_lsn.load(std::memory_order_relaxed)};
+  t.undo_runs.insert(t.undo_runs.end(), d.run_list().begin(), d.run_list().end());
+  for (const Run& run : d.run_list()) t.undo_bytes.insert(t.undo_bytes.end(), r.data + run.offset, r.data + run.end());
+  reserve_one(t.undo);
   if (inputs != nullptr) {
     txn_->ops.add_derived(d, *inputs);
   } else {
     txn_->ops.add(d);
   }
-  txn_->undo.emplace_back(std::move(u));  // cannot fail after the reserve
+  t.undo.emplace_back(u);  // cannot fail after the reserve
 }
 
 void Bus::txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t timestamp_ns) {

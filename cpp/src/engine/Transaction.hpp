@@ -14,10 +14,13 @@
 
 namespace mmsb {
 
+/// A delta's runs and their previous bytes live in the transaction's arenas (Transaction::
+/// undo_runs / undo_bytes), so recording one allocates nothing once the arenas have grown.
 struct UndoDelta {
   PageRecord* rec;
-  std::vector<Run> runs;
-  std::vector<std::byte> old;  // the runs' previous bytes, back to back
+  std::size_t run_begin;
+  std::size_t run_count;
+  std::size_t byte_begin;  // the runs' previous bytes, back to back
   Epoch epoch;
   Lsn last_lsn;
 };
@@ -52,7 +55,8 @@ struct UndoChild {
 /// A recompute's memo and stale flag before it ran.
 struct UndoMemo {
   PageId child;
-  std::vector<Epoch> memo;
+  std::size_t memo_begin;  // in Transaction::undo_epochs
+  std::size_t memo_count;
   bool was_stale;
 };
 /// A page's membership of the stale set before it changed.
@@ -73,17 +77,31 @@ struct TxnMark {
   std::size_t events = 0;
 };
 
+/// Adds to a counter of Bus::counters_. Only commits (under the commit lock, so one writer)
+/// change them; a plain load + store avoids a locked instruction, which would wait for the
+/// commit's page stores to drain on every delta.
+inline void bump(std::atomic<std::uint64_t>& counter, std::uint64_t n) noexcept {
+  counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
 /// Room for one more undo entry, growing geometrically (reserve(size() + 1) would reallocate on
 /// every change of a big wave). Called before a change so recording it afterwards cannot throw.
 inline void reserve_one(std::vector<Undo>& undo) {
   if (undo.size() == undo.capacity()) undo.reserve(undo.empty() ? 16 : 2 * undo.capacity());
 }
 
+/// Arena bytes a finished transaction may keep for the next one (Bus::spare_txn_).
+inline constexpr std::size_t kSpareTransactionBytes = std::size_t{16} << 20;
+
 struct Bus::Transaction {
   std::thread::id owner;
   TxnMark start;  // restored by rollback
   TransactionBuilder ops;
   std::vector<Undo> undo;
+  // Arenas of the undo entries (append-only while the transaction lives).
+  std::vector<Run> undo_runs;
+  std::vector<std::byte> undo_bytes;
+  std::vector<Epoch> undo_epochs;
 };
 
 // Defined here because Bus.cpp and BusGraph.cpp both commit through it.
@@ -107,12 +125,12 @@ void Bus::atomically_locked(Body&& body) {
     finish_transaction_locked();
   } catch (...) {
     if (txn_) undo_locked(*txn_, txn_->start);  // no-op when finish already undid it
-    txn_.reset();
+    recycle_transaction_locked();
     changed_.clear();
     forced_.clear();
     throw;
   }
-  txn_.reset();
+  recycle_transaction_locked();
 }
 
 }  // namespace mmsb

@@ -354,7 +354,7 @@ void Wave::push(PageId id) {
     fail(ErrorCode::Graph, "page ", id, " is not a node of the dependency graph (it has no edges), so it has ",
          "no place in a propagation wave");
   }
-  push_position(*pos, id);
+  push_position(*pos, graph_.impl_->find(id));
 }
 
 void Wave::push_children(PageId parent, const std::function<void(PageId)>& on_control) {
@@ -366,19 +366,21 @@ void Wave::push_children(PageId parent, const std::function<void(PageId)>& on_co
     if (a.kind == EdgeKind::Control) {
       on_control(g.nodes[a.node].id);
     } else {
-      push_position(g.pos[a.node], g.nodes[a.node].id);
+      push_position(g.pos[a.node], a.node);
     }
   }
 }
 
-void Wave::push_position(std::uint32_t pos, PageId id) {
+// `node` only names the page in errors: the hot path never touches the node record.
+void Wave::push_position(std::uint32_t pos, std::uint32_t node) {
   const std::uint32_t word = pos >> 6;
+  const auto id = [&] { return graph_.impl_->nodes[node].id; };
   if (pos < floor_) {
-    fail(ErrorCode::Internal, "page ", id, " (canonical position ", pos, ") pushed into a wave that already ",
+    fail(ErrorCode::Internal, "page ", id(), " (canonical position ", pos, ") pushed into a wave that already ",
          "popped position ", floor_ - 1, ": it would be visited out of topological order");
   }
   if (word >= bits_.size()) {
-    fail(ErrorCode::Internal, "page ", id, " pushed into a wave built before the graph grew");
+    fail(ErrorCode::Internal, "page ", id(), " pushed into a wave built before the graph grew");
   }
   const std::uint64_t bit = std::uint64_t{1} << (pos & 63);
   if ((bits_[word] & bit) != 0) return;

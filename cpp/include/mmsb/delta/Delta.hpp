@@ -44,6 +44,9 @@ class Delta {
   /// The bytes of `now` that differ from `old` (same length), as runs (nearby runs coalesced when
   /// that stores fewer bytes; see diff_runs). Equal inputs give an empty delta.
   static Delta diff(PageId page, std::span<const std::byte> old, std::span<const std::byte> now);
+  /// diff() into `out`, reusing its buffers (a propagation wave diffs every recompute); the
+  /// commit fields (source, timestamp, lsn, epoch, expect_epoch) are reset.
+  static void diff_into(Delta& out, PageId page, std::span<const std::byte> old, std::span<const std::byte> now);
 
   PageId page_id() const noexcept { return page_; }
   const std::vector<Run>& run_list() const noexcept { return runs_; }

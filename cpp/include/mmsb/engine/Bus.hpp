@@ -48,6 +48,9 @@ struct BusOptions {
   bool must_exist = false;  ///< open an existing directory only (mmsb.open)
   bool read_only = false;   ///< replay only: no lock, no writes (bus.at, mmsb.replay)
   std::optional<Lsn> at_lsn;  ///< read-only: stop replay at this lsn
+  /// With at_lsn inside a transaction record: apply its changes up to at_lsn (the state right
+  /// after that change) instead of stopping before the whole record.
+  bool split_transactions = false;
   bool use_checkpoints = true;  ///< false: replay the whole log from lsn 1 (verify)
   /// Keep the newest N checkpoints and the log after the oldest (time travel before it raises
   /// HistoryUnavailable); nullopt keeps all history.
@@ -109,9 +112,10 @@ struct MemoryReport {
   std::uint64_t metadata_bytes = 0;      ///< hot records + cold info + name index
   std::uint64_t graph_bytes = 0;         ///< dependency graph and derivations
   std::uint64_t index_bytes = 0;         ///< per-page lsn index kept for provenance
+  std::uint64_t cache_bytes = 0;         ///< reusable buffers: commit staging, a spare transaction
   std::uint64_t record_bytes_per_page = sizeof(PageRecord);
   std::uint64_t total_bytes() const noexcept {
-    return data_bytes + arena_slack_bytes + metadata_bytes + graph_bytes + index_bytes;
+    return data_bytes + arena_slack_bytes + metadata_bytes + graph_bytes + index_bytes + cache_bytes;
   }
 };
 
@@ -200,8 +204,10 @@ class Bus {
   /// Throws Error(InvalidArgument) for an in-memory bus, Error(Durability) on I/O failure.
   Lsn checkpoint();
   /// A read-only bus holding the state as of `lsn` (replayed from the newest checkpoint at or
-  /// before it). Throws Error(HistoryUnavailable) for an in-memory bus or an lsn beyond lsn().
-  std::shared_ptr<Bus> at(Lsn lsn);
+  /// before it). A transaction record (a bus.transaction block, or a write and its wave) is
+  /// all or nothing unless `split_transactions`. Throws Error(HistoryUnavailable) for an
+  /// in-memory bus or an lsn beyond lsn().
+  std::shared_ptr<Bus> at(Lsn lsn, bool split_transactions = false);
   /// Every committed delta of page `id` (also a deleted one) in lsn order, read from the log.
   /// Throws Error(HistoryUnavailable) for an in-memory bus, Error(PageNotFound) for an id never used.
   std::vector<HistoryEntry> history(PageId id);
@@ -289,7 +295,8 @@ class Bus {
   /// one is destroyed and another is allocated at the same address.
   std::uint64_t instance_id() const noexcept { return instance_id_; }
   BusStats stats() const noexcept;
-  void reset_stats() noexcept;
+  /// Zeroes the counters (waits for the commit lock: commits update them without atomics RMW).
+  void reset_stats();
   MemoryReport memory();
 
  private:
@@ -325,6 +332,8 @@ class Bus {
   void check_no_transaction(const char* what) const;
   struct Transaction;
   std::unique_ptr<Transaction> new_transaction_locked();
+  /// Ends txn_, keeping its emptied arenas in spare_txn_ for the next transaction.
+  void recycle_transaction_locked() noexcept;
   TxnMark mark_locked() const;
   void finish_transaction_locked();
   void undo_locked(Transaction& t, const TxnMark& m) noexcept;
@@ -340,7 +349,7 @@ class Bus {
   void apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn);
   /// Appends the record(s) in record_buf_ (lsns up to `last`) to the log, if there is one.
   void log_locked(Lsn last);
-  void recover_locked(std::optional<Lsn> until);
+  void recover_locked(std::optional<Lsn> until, bool split_transactions);
   void replay_op_locked(const LogOp& op, Lsn lsn);
   /// Lines describing every difference between this bus's pages and `other`'s.
   template <class Fn>
@@ -361,6 +370,7 @@ class Bus {
   RecoveryReport recovery_;
   bool read_only_ = false;
   std::unique_ptr<Transaction> txn_;  // the open transaction, if any (guarded by mutex_)
+  std::unique_ptr<Transaction> spare_txn_;  // a finished one whose arenas the next reuses
   std::atomic<bool> txn_open_{false};
   std::atomic<std::thread::id> txn_owner_{};
   std::condition_variable txn_done_;
@@ -416,6 +426,7 @@ class Bus {
   std::vector<const PageRecord*> wave_parents_;
   std::vector<Epoch> wave_sig_;
   std::vector<std::pair<PageId, Epoch>> wave_inputs_;
+  Delta wave_delta_;
   std::uint64_t wave_timestamp_ns_ = 0;
   struct Counters {
     std::atomic<std::uint64_t> deltas_applied{0}, bytes_applied{0}, commits{0}, pages_created{0},

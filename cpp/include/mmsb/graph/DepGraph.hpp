@@ -137,7 +137,7 @@ class Wave {
   std::uint32_t cursor_ = 0;         // first word that may still hold a set bit
   std::uint64_t pending_ = 0;
   std::uint32_t floor_ = 0;          // one past the last popped position: pushes must not go below
-  void push_position(std::uint32_t pos, PageId id);
+  void push_position(std::uint32_t pos, std::uint32_t node);
 };
 
 }  // namespace mmsb
