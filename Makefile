@@ -60,8 +60,11 @@ bench: setup
 	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-columns=min,median,ops
 	$(PY) benchmarks/compare.py
 	cmake -S . -B build/bench $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release -DMMSB_BUILD_BENCHMARKS=ON >/dev/null
-	cmake --build build/bench -j $(JOBS) --target bench_apply
+	cmake --build build/bench -j $(JOBS) --target bench_apply bench_graph bench_semiring bench_propagation
 	build/bench/benchmarks/cpp/bench_apply
+	build/bench/benchmarks/cpp/bench_graph
+	build/bench/benchmarks/cpp/bench_semiring
+	build/bench/benchmarks/cpp/bench_propagation
 
 clean:
 	rm -rf build $(VENV)/.mmsb-built

@@ -19,7 +19,8 @@ class ProvenanceNode(NamedTuple):
 
 class Provenance:
     """The DAG behind one (page, epoch). ``root`` is that key; ``nodes`` maps (page, epoch) to
-    ProvenanceNode; ``edges`` lists (child key, parent key); ``depth`` is the longest path found
+    ProvenanceNode; ``edges`` lists (child key, parent key); ``depth`` is the largest number of hops
+    from the root to a node, counted along the shortest path to it, as the engine expands them
     (≤ ``max_depth``; nodes at the limit keep their inputs but are not expanded)."""
 
     def __init__(self, steps: list, max_depth: int, root: Key = (0, 0)) -> None:
