@@ -15,7 +15,11 @@ from . import _core
 
 class Semiring:
     """One semiring: ``name``, NumPy ``add`` (⊕) and ``mul`` (⊗) ufuncs, and ``zero``/``one``
-    for a dtype. Compare by name."""
+    for a dtype. Compare by name.
+
+    The ufuncs match the engine's kernel on floats and bools. On integers the engine treats the
+    type's max/min as the tropical infinities and saturates ⊗ = + there (inf + x = inf), where
+    ``np.add`` wraps around; ``check_laws`` tests the engine's own operations."""
 
     NAMES: ClassVar[Tuple[str, ...]] = ("sum_product", "min_plus", "max_plus", "max_min", "boolean")
     sum_product: ClassVar["Semiring"]
