@@ -129,8 +129,10 @@ def measure(section: str, variant: str, ops: int, fn: Callable[[], object], repe
 
 # ---- (a) mmsb batch apply ----------------------------------------------------------------------
 
-def bench_mmsb_batches(batches, expected, counts, threads: int, cfg) -> tuple[Result, mmsb.Bus, list]:
-    bus = mmsb.Bus(threads=threads)
+def bench_mmsb_batches(batches, expected, counts, threads: int, cfg, history: bool = True) -> tuple[Result, mmsb.Bus, list]:
+    # history=True (the default) keeps the log in memory (time travel, diff); history=False is
+    # the same bus without it, the like-for-like comparison with a NumPy array.
+    bus = mmsb.Bus(threads=threads, history=history)
     pages = wl.create_pages(bus)
     columns = [b.mmsb_columns(pages[0].id) for b in batches]
 
@@ -138,7 +140,8 @@ def bench_mmsb_batches(batches, expected, counts, threads: int, cfg) -> tuple[Re
         for c in columns:
             bus.apply_batch(mmsb.DeltaBatch(*c))
 
-    res = measure("batch", f"mmsb apply_batch, {threads} thread{'s' if threads > 1 else ''}",
+    res = measure("batch", f"mmsb apply_batch, {threads} thread{'s' if threads > 1 else ''}"
+                  + ("" if history else ", history=False"),
                   sum(map(len, batches)), apply_all, cfg["repeats"])
     runs = 1 + cfg["repeats"]
     verify_equal(wl.page_bytes(pages), expected,
@@ -813,9 +816,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         mmsb_results = []
-        for threads in sorted({1, all_threads}):
-            res, bus, pages = bench_mmsb_batches(batches, expected, counts, threads, cfg)
-            mmsb_results.append(res)
+        for history in (True, False):
+            for threads in sorted({1, all_threads}):
+                res, bus, pages = bench_mmsb_batches(batches, expected, counts, threads, cfg, history)
+                mmsb_results.append(res)
         numpy_results, state = bench_numpy_batches(batches, expected, counts, cfg)
         # `bus`/`pages` (last thread count) and `state` (last NumPy variant) both hold `expected`.
         loop_results = bench_loops(batches[0], pages, state, cfg)

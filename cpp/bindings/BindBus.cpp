@@ -161,6 +161,7 @@ py::dict memory_dict(const MemoryReport& r) {
   d["graph_bytes"] = r.graph_bytes;
   d["index_bytes"] = r.index_bytes;
   d["cache_bytes"] = r.cache_bytes;
+  d["log_bytes"] = r.log_bytes;
   d["page_metadata_bytes"] = r.record_bytes_per_page;
   d["total_bytes"] = r.total_bytes();
   return d;
@@ -186,8 +187,9 @@ bool contains(const std::shared_ptr<Bus>& bus, py::handle key) {
 
 std::shared_ptr<Bus> open_bus(py::handle path, const std::string& durability, py::handle threads,
                               bool must_exist, bool read_only = false, py::handle at = py::none(),
-                              py::handle retention = py::none()) {
+                              py::handle retention = py::none(), bool history = true) {
   BusOptions o;
+  o.keep_history = history;
   if (!retention.is_none()) {
     const std::uint64_t n = to_u64(retention, "retention");
     if (n == 0 || n > 1'000'000) {
@@ -270,15 +272,21 @@ void bind_bus(py::module_& m) {
 
   py::class_<Bus, std::shared_ptr<Bus>>(m, "Bus",
                                         "A versioned store of byte pages; every change is a delta.")
-      .def(py::init([](py::handle path, const std::string& durability, py::handle threads, py::handle retention) {
-             return open_bus(path, durability, threads, false, false, py::none(), retention);
+      .def(py::init([](py::handle path, const std::string& durability, py::handle threads, py::handle retention,
+                       bool history) {
+             if (!history && !path.is_none()) {
+               fail(ErrorCode::InvalidArgument, "history=False is for in-memory buses; a bus directory is its log");
+             }
+             return open_bus(path, durability, threads, false, false, py::none(), retention, history);
            }),
            "path"_a = py::none(), py::kw_only(), "durability"_a = "flush", "threads"_a = py::none(),
-           "retention"_a = py::none(),
+           "retention"_a = py::none(), "history"_a = true,
            "Bus(): in memory. Bus(path): a bus directory, created or recovered (newest valid "
            "checkpoint + log tail). durability: 'none' | 'flush' (default) | 'fsync'. threads: "
            "threads for batch apply (default: all hardware threads). retention: keep the newest N "
-           "checkpoints and the log after the oldest (default None: keep all history).")
+           "checkpoints and the log after the oldest (default None: keep all history). history=False "
+           "(in-memory only): keep no log in memory, for speed; history, at and diff then raise "
+           "HistoryUnavailableError.")
       .def_static("_open", [](py::handle path, const std::string& durability, py::handle threads,
                               py::handle retention) {
         return open_bus(path, durability, threads, true, false, py::none(), retention);

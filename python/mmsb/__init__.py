@@ -3,7 +3,8 @@
 Versioned byte pages where every change is a delta: zero-copy NumPy/DLPack views, explicit and
 diffed deltas, columnar batches applied in parallel, per-page epochs and a global lsn. With a
 directory (mmsb.Bus(path)), every change is written to a checksummed log before it is applied:
-crash recovery (mmsb.open), transactions, history and time travel (bus.at, mmsb.replay).
+crash recovery (mmsb.open), transactions, history and time travel (bus.at, mmsb.replay); an
+in-memory bus keeps the same log in memory, so history, time travel and diff work there too.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def replay(
 
 def _history(self: Bus, page: Union[Page, int, str]) -> list[DeltaRecord]:
     """Every committed delta of `page` in lsn order (lsn, epoch, source, timestamp_ns, runs),
-    read from the log of a directory bus. In-memory buses raise HistoryUnavailableError."""
+    read from the log (the files of a directory bus, or an in-memory bus's log in memory)."""
     return [DeltaRecord(*entry) for entry in self._history(page)]
 
 
@@ -98,8 +99,9 @@ def _page_at(self: Page, epoch: int) -> Any:
 
 def _verify(self: Bus) -> IntegrityReport:
     """Check the bus: internal invariants (no orphan names or metadata, live pages have data,
-    last lsns <= the bus lsn), and for a directory bus every log checksum plus log = memory
-    (replay from lsn 1 and from the newest checkpoint both equal the pages in memory). Problems
+    last lsns <= the bus lsn), and log = memory: for a directory bus every log checksum, and
+    replay from lsn 1 and from the newest checkpoint both equal the pages in memory; for an
+    in-memory bus, replay of its in-memory log equals them. Problems
     are listed in .problems; .ok (and bool(report)) is True when there are none."""
     return IntegrityReport(self._verify())
 

@@ -153,6 +153,7 @@ class Bus:
         durability: Literal["none", "flush", "fsync"] = "flush",
         threads: Optional[int] = None,
         retention: Optional[int] = None,
+        history: bool = True,
     ) -> None: ...
     @staticmethod
     def _open(path: Any, durability: str, threads: Optional[int], retention: Optional[int]) -> Bus: ...

@@ -154,9 +154,9 @@ def test_time_travel_errors(tmp_path):
     mem = mmsb.Bus()
     mp = mem.create_page(8)
     with pytest.raises(mmsb.HistoryUnavailableError):
-        mem.at(0)
-    with pytest.raises(mmsb.HistoryUnavailableError):
-        mem.history(mp)
+        mem.at(mem.lsn + 1)  # in memory too: the future does not exist
+    with mem.at(mem.lsn) as view, pytest.raises(mmsb.HistoryUnavailableError):
+        view.history(mp.id)  # a view of the past keeps no log of its own
     with mmsb.Bus(tmp_path / "b") as bus:
         p = bus.create_page(8)
         p.write(0, b"a")
@@ -242,8 +242,10 @@ def test_diff_errors(tmp_path):
         with pytest.raises(mmsb.InvalidArgumentError):
             bus.diff(0, bus.lsn + 1)
         assert bus.diff(0, bus.lsn) == {1: [(0, 1)]}
-    with pytest.raises(mmsb.HistoryUnavailableError):
-        mmsb.Bus().diff(0, 0)
+    with mmsb.Bus() as mem:
+        assert mem.diff(0, 0) == {}  # in memory the log is kept too
+        with mem.at(0) as view, pytest.raises(mmsb.HistoryUnavailableError):
+            view.diff(0, 0)  # a view of the past keeps no log of its own
 
 
 def test_retention_keeps_the_newest_checkpoints_and_refuses_older_history(tmp_path):
@@ -294,3 +296,52 @@ def test_page_at_gives_each_epoch_inside_a_transaction(tmp_path):
         inside = bus.history(p)[0].lsn  # the first change of the transaction record
         with bus.at(inside) as old:
             assert old.lsn < inside and old.page(p.id).epoch == 0  # whole record or nothing
+
+
+def test_in_memory_bus_keeps_its_history(rng):
+    # DESIGN §1: an in-memory bus keeps its log in memory, so history, time travel and diff work
+    # as on a directory bus: compare every lsn with the states recorded while committing.
+    bus = mmsb.Bus()
+    states = {0: capture_state(bus)}
+    pages = [bus.create_page(16) for _ in range(3)]
+    states[bus.lsn] = capture_state(bus)
+    for step in range(40):
+        p = pages[int(rng.integers(3))]
+        if step % 7 == 3:
+            with bus.transaction():
+                p.write(int(rng.integers(16)), b"t")
+                pages[0].write(0, bytes([step]))
+        elif step % 5 == 4:
+            ids = [pages[int(rng.integers(3))].id for _ in range(3)]
+            bus.apply_batch(mmsb.DeltaBatch(ids, [1, 2, 3], [1, 1, 1], bytes([step] * 3)))
+        else:
+            p.write(int(rng.integers(16)), bytes([step]))
+        states[bus.lsn] = capture_state(bus)
+    for lsn, want in states.items():
+        with bus.at(lsn) as old:
+            assert old.read_only and old.lsn == lsn
+            assert capture_state(old) == want, lsn
+    for p in pages:
+        hist = bus.history(p)
+        assert [h.epoch for h in hist] == list(range(1, p.epoch + 1))
+        assert np.array_equal(p.at(p.epoch), p.view())
+        assert not p.at(0).any()
+    assert set(bus.diff(0, bus.lsn)) == {p.id for p in pages}
+    assert bus.verify().log_checked and bus.verify().ok
+    assert bus.memory().log_bytes > 0
+    bus.close()
+
+
+def test_history_false_keeps_no_log(tmp_path):
+    bus = mmsb.Bus(history=False)
+    p = bus.create_page(8)
+    p.write(0, b"x")
+    for call in (lambda: bus.at(0), lambda: bus.history(p), lambda: bus.diff(0, bus.lsn), lambda: p.at(1)):
+        with pytest.raises(mmsb.HistoryUnavailableError, match="history=False"):
+            call()
+    assert bus.memory().log_bytes == 0 and bus.verify().ok and not bus.verify().log_checked
+    assert bus.provenance(p).root == (p.id, 1)  # provenance has its own index
+    with pytest.raises(mmsb.InvalidArgumentError, match="in-memory"):
+        mmsb.Bus(tmp_path / "b", history=False)
+    assert not (tmp_path / "b").exists()
+    bus.close()

@@ -22,7 +22,13 @@ Bus::Bus(BusOptions options)
       pool_(options.threads),
       path_(std::move(options.path)),
       durability_(options.durability) {
-  if (path_.empty()) return;
+  if (path_.empty()) {
+    // An in-memory bus keeps its log in memory (history, time travel, diff); the read-only buses
+    // that time travel builds are filled by replay and keep none.
+    if (!options.read_only && options.keep_history) mem_log_ = std::make_unique<MemoryLog>();
+    read_only_ = options.read_only;
+    return;
+  }
   const Log::Access access = options.read_only    ? Log::Access::ReadOnly
                              : options.must_exist ? Log::Access::Open
                                                   : Log::Access::Create;
@@ -46,7 +52,11 @@ Bus::Bus(BusOptions options)
 Bus::~Bus() = default;
 
 void Bus::log_locked(Lsn last) {
-  if (log_) log_->append(record_buf_, last);
+  if (log_) {
+    log_->append(record_buf_, last);
+  } else if (mem_log_) {
+    mem_log_->append(record_buf_, last);
+  }
 }
 
 void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions) {
@@ -76,41 +86,10 @@ void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions) {
   const Lsn stop = until.value_or(std::numeric_limits<Lsn>::max());
   for (const SegmentScan& seg : rec.segments) {
     for (const ScannedRecord& r : seg.records) {
-      const Lsn first = r.header.first_lsn;
-      const Lsn last = first + r.header.lsn_count - 1;
-      if (r.header.lsn_count == 0 || last <= base) continue;  // covered by the checkpoint
-      if (first > stop) break;
-      const std::string where = "segment '" + seg.path + "' record at byte " + std::to_string(r.offset);
-      if (first <= base) {
-        fail(ErrorCode::LogCorrupt, where, " spans lsns ", first, "..", last,
-             " across the checkpoint at lsn ", base);
+      if (!replay_record_locked(r, "segment '" + seg.path + "' record at byte " + std::to_string(r.offset), base,
+                                stop, split_transactions)) {
+        break;
       }
-      LogRecord decoded = decode_record(r.header, r.body, where);
-      // Time travel into the middle of a record: a batch's rows are separate deltas, so its first
-      // rows apply; a transaction is all or nothing, unless the caller asked for the exact
-      // prefix of its changes (the state after a given delta: Page.at).
-      if (last > stop && r.header.type == logfmt::RecordType::Transaction && !split_transactions) break;
-      Lsn lsn = first;
-      try {
-        for (LogOp& op : decoded.ops) {
-          if (lsn > stop) break;
-          if (auto* batch = std::get_if<BatchOp>(&op); batch != nullptr && lsn + batch->page_ids.size() - 1 > stop) {
-            const std::size_t keep = stop - lsn + 1;
-            std::uint64_t bytes = 0;
-            for (std::size_t i = 0; i < keep; ++i) bytes += batch->lengths[i];
-            batch->page_ids.resize(keep);
-            batch->offsets.resize(keep);
-            batch->lengths.resize(keep);
-            batch->payload = batch->payload.first(bytes);
-          }
-          replay_op_locked(op, lsn);
-          lsn += op_lsn_count(op);
-        }
-      } catch (const Error& e) {
-        fail(ErrorCode::LogCorrupt, where, " (lsn ", lsn, ") cannot be replayed: ", e.what());
-      }
-      lsn_.store(lsn - 1, std::memory_order_relaxed);
-      ++recovery_.records_replayed;
     }
   }
   if (until && *until > rec.last_lsn) {
@@ -120,6 +99,44 @@ void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions) {
   recovery_.truncated_tail = rec.truncated_tail;
   recovery_.tail_reason = rec.tail_reason;
   mark_unsettled_stale_locked();
+}
+
+// One logged record during recovery or time travel: skipped if the checkpoint at `base` covers
+// it; false (stop) once it starts past `stop`. Time travel into the middle of a record: a
+// batch's rows are separate deltas, so its first rows apply; a transaction is all or nothing,
+// unless `split` asks for the exact prefix of its changes (the state after one delta: Page.at).
+bool Bus::replay_record_locked(const ScannedRecord& r, const std::string& where, Lsn base, Lsn stop, bool split) {
+  const Lsn first = r.header.first_lsn;
+  const Lsn last = first + r.header.lsn_count - 1;
+  if (r.header.lsn_count == 0 || last <= base) return true;  // covered by the checkpoint
+  if (first > stop) return false;
+  if (first <= base) {
+    fail(ErrorCode::LogCorrupt, where, " spans lsns ", first, "..", last, " across the checkpoint at lsn ", base);
+  }
+  LogRecord decoded = decode_record(r.header, r.body, where);
+  if (last > stop && r.header.type == logfmt::RecordType::Transaction && !split) return false;
+  Lsn lsn = first;
+  try {
+    for (LogOp& op : decoded.ops) {
+      if (lsn > stop) break;
+      if (auto* batch = std::get_if<BatchOp>(&op); batch != nullptr && lsn + batch->page_ids.size() - 1 > stop) {
+        const std::size_t keep = stop - lsn + 1;
+        std::uint64_t bytes = 0;
+        for (std::size_t i = 0; i < keep; ++i) bytes += batch->lengths[i];
+        batch->page_ids.resize(keep);
+        batch->offsets.resize(keep);
+        batch->lengths.resize(keep);
+        batch->payload = batch->payload.first(bytes);
+      }
+      replay_op_locked(op, lsn);
+      lsn += op_lsn_count(op);
+    }
+  } catch (const Error& e) {
+    fail(ErrorCode::LogCorrupt, where, " (lsn ", lsn, ") cannot be replayed: ", e.what());
+  }
+  lsn_.store(lsn - 1, std::memory_order_relaxed);
+  ++recovery_.records_replayed;
+  return true;
 }
 
 // Replay applies exactly what the commit path applied, without validating against the user's
@@ -229,7 +246,7 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
         throw;
       }
       txn_->undo.emplace_back(UndoCreate{r.id});
-    } else if (log_) {
+    } else if (logging()) {
       record_buf_.clear();
       PageCreateOp op{r.id, spec};
       if (content) {
@@ -279,7 +296,7 @@ void Bus::delete_page(PageId id) {
     txn_->ops.add(PageDeleteOp{id});
     PageTable::pin(r);  // rollback brings the page back, bytes included
     txn_->undo.emplace_back(std::move(undo));
-  } else if (log_) {
+  } else if (logging()) {
     record_buf_.clear();
     encode_op_record(record_buf_, lsn, PageDeleteOp{id});
     log_locked(lsn);
@@ -346,7 +363,7 @@ void Bus::set_metadata(PageId id, const std::string& key, const std::optional<Me
     reserve_one(txn_->undo);
     txn_->ops.add(MetadataOp{id, key, value});
     txn_->undo.emplace_back(std::move(undo));
-  } else if (log_) {
+  } else if (logging()) {
     record_buf_.clear();
     encode_op_record(record_buf_, lsn, MetadataOp{id, key, value});
     log_locked(lsn);
@@ -379,7 +396,7 @@ void Bus::commit_delta_locked(PageRecord& r, Delta& d) {
     const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
     if (txn_) {
       txn_note_delta_locked(r, d);
-    } else if (log_) {
+    } else if (logging()) {
       record_buf_.clear();
       encode_op_record(record_buf_, lsn, d);
       log_locked(lsn);
@@ -483,8 +500,10 @@ Lsn Bus::apply_batch(const DeltaBatchView& batch) {
   auto commit = [&] {
     if (txn_) {
       txn_note_batch_locked(batch, ts);
-    } else if (log_) {
+    } else if (logging()) {
       record_buf_.clear();
+      // Exact size: an in-memory log keeps this buffer as it is.
+      record_buf_.reserve(logfmt::kRecordHeaderBytes + logfmt::padded(16 + 24 * batch.rows() + batch.payload.size()));
       encode_op_record(record_buf_, first, batch, ts);
       log_locked(last);
     }
@@ -547,6 +566,7 @@ void Bus::close() {
     end_transaction_locked();
   }
   closed_.store(true, std::memory_order_release);
+  mem_log_.reset();  // nothing reads it once closed
   if (log_) {
     std::unique_ptr<Log> log = std::move(log_);
     log->close();  // throws after the bus is already closed; the destructor releases the lock
@@ -609,6 +629,7 @@ MemoryReport Bus::memory() {
   for (const auto& [id, h] : index_) m.index_bytes += h.entries.capacity() * sizeof(IndexEntry);
   for (const PendingBatch& b : pending_batches_) m.index_bytes += b.pages.capacity() * sizeof(PageId) + sizeof(b);
   m.index_bytes += derived_.capacity() * sizeof(DerivedEntry) + derived_items_.capacity() * sizeof(derived_items_[0]);
+  m.log_bytes = mem_log_ ? mem_log_->bytes() : 0;
   m.cache_bytes = record_buf_.capacity() + scratch_.capacity() + wave_delta_.payload().size() +
                   (wave_parents_.capacity() + wave_sig_.capacity() + 2 * wave_inputs_.capacity()) * 8;
   if (spare_txn_) {

@@ -1,5 +1,5 @@
-// Bus: reading the past. Time travel (at), history, diff and verify all read the log files of a
-// directory bus; they never change the bus.
+// Bus: reading the past. Time travel (at), history, diff and verify read the log: the files of a
+// directory bus, or the in-memory log of an in-memory one. They never change the bus.
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -13,32 +13,44 @@ std::shared_ptr<Bus> Bus::at(Lsn lsn, bool split_transactions) {
   auto lock = lock_turn();
   check_open();
   check_no_transaction("at()");
-  if (path_.empty()) {
-    fail(ErrorCode::HistoryUnavailable,
-         "an in-memory bus keeps no history yet; time travel needs a bus directory (mmsb.Bus(path))");
+  if (!logging()) {
+    fail(ErrorCode::HistoryUnavailable, read_only_ ? "this bus is itself a read-only view of the past; call at() on the bus it came from"
+                                                   : "this bus was made with history=False and keeps no log");
   }
   if (lsn > this->lsn()) {
     fail(ErrorCode::HistoryUnavailable, "lsn ", lsn, " is in the future; the bus is at lsn ", this->lsn());
   }
-  if (log_) log_->flush();  // durability=none: the files must hold what is asked for
   BusOptions o;
   o.threads = pool_.threads();
-  o.path = path_;
   o.read_only = true;
   o.at_lsn = lsn;
   o.split_transactions = split_transactions;
+  if (mem_log_) {
+    // In memory there are no checkpoints: replay the log from lsn 1.
+    auto old = std::make_shared<Bus>(std::move(o));
+    std::lock_guard old_lock(old->mutex_);
+    for_each_record_locked([&](const ScannedRecord& r, const std::string& where) {
+      return old->replay_record_locked(r, where, 0, lsn, split_transactions);
+    });
+    old->mark_unsettled_stale_locked();
+    return old;
+  }
+  log_->flush();  // durability=none: the files must hold what is asked for
+  o.path = path_;
   return std::make_shared<Bus>(std::move(o));
 }
 
-// Calls fn(page, lsn, source, timestamp_ns, runs) for every delta with lsn in [first, last], in
-// lsn order, reading the whole log from lsn 1 (history has no index yet).
 template <class Fn>
-void Bus::for_each_logged_delta_locked(Lsn first, Lsn last, Fn&& fn) {
-  if (path_.empty()) {
-    fail(ErrorCode::HistoryUnavailable,
-         "an in-memory bus keeps no history yet; history needs a bus directory (mmsb.Bus(path))");
+void Bus::for_each_record_locked(Fn&& fn) {
+  if (mem_log_) {
+    mem_log_->for_each(fn);
+    return;
   }
-  if (log_) log_->flush();
+  if (!log_) {
+    fail(ErrorCode::HistoryUnavailable, read_only_ ? "this bus is a read-only view of the past and keeps no log of its own"
+                                                   : "this bus was made with history=False and keeps no log");
+  }
+  log_->flush();
   Log scan(path_, durability_, Log::Access::ReadOnly, 0);  // every segment, no checkpoint
   const auto& segments = scan.recovered().segments;
   if (segments.empty() || segments.front().header.first_lsn != 1) {
@@ -46,9 +58,19 @@ void Bus::for_each_logged_delta_locked(Lsn first, Lsn last, Fn&& fn) {
   }
   for (const SegmentScan& seg : segments) {
     for (const ScannedRecord& r : seg.records) {
-      if (r.header.first_lsn > last) return;
-      if (r.header.first_lsn + r.header.lsn_count <= first) continue;
-      const LogRecord rec = decode_record(r.header, r.body, seg.path);
+      if (!fn(r, "segment '" + seg.path + "' record at byte " + std::to_string(r.offset))) return;
+    }
+  }
+}
+
+// Calls fn(page, lsn, source, timestamp_ns, runs) for every delta with lsn in [first, last], in
+// lsn order, reading the whole log from lsn 1.
+template <class Fn>
+void Bus::for_each_logged_delta_locked(Lsn first, Lsn last, Fn&& fn) {
+  for_each_record_locked([&](const ScannedRecord& r, const std::string& where) {
+      if (r.header.first_lsn > last) return false;
+      if (r.header.first_lsn + r.header.lsn_count <= first) return true;
+      const LogRecord rec = decode_record(r.header, r.body, where);
       Lsn lsn = r.header.first_lsn;
       for (const LogOp& op : rec.ops) {
         const Delta* single = nullptr;
@@ -65,8 +87,8 @@ void Bus::for_each_logged_delta_locked(Lsn first, Lsn last, Fn&& fn) {
         }
         lsn += op_lsn_count(op);
       }
-    }
-  }
+      return true;
+  });
 }
 
 std::vector<HistoryEntry> Bus::history(PageId id) {
@@ -171,7 +193,23 @@ IntegrityReport Bus::verify() {
                              std::to_string(r.last_lsn.load()) + ", after the bus lsn " + std::to_string(now));
     }
   });
-  if (!path_.empty()) {
+  if (mem_log_) {
+    rep.log_checked = true;
+    try {
+      BusOptions o;
+      o.threads = pool_.threads();
+      o.read_only = true;
+      Bus replayed(std::move(o));
+      std::lock_guard replayed_lock(replayed.mutex_);
+      for_each_record_locked([&](const ScannedRecord& r, const std::string& where) {
+        return replayed.replay_record_locked(r, where, 0, now, false);
+      });
+      rep.records_checked = replayed.recovery_.records_replayed;
+      compare_pages_locked(replayed, "in-memory log replayed", rep.problems);
+    } catch (const Error& e) {
+      rep.problems.push_back(e.what());
+    }
+  } else if (!path_.empty()) {
     rep.log_checked = true;
     if (log_) log_->flush();
     for (bool from_checkpoint : {false, true}) {

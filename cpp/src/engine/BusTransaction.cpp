@@ -103,7 +103,7 @@ std::unique_ptr<Bus::Transaction> Bus::new_transaction_locked() {
   std::unique_ptr<Transaction> t = spare_txn_ ? std::move(spare_txn_) : std::make_unique<Transaction>();
   t->owner = std::this_thread::get_id();
   t->start = mark_locked();
-  t->ops.set_counting_only(log_ == nullptr);  // in memory: undo is all a transaction needs
+  t->ops.set_counting_only(!logging());  // no log (a time-travel copy): undo is all it needs
   return t;
 }
 
@@ -140,11 +140,11 @@ TxnMark Bus::mark_locked() const {
 // logging failure everything is undone and the error rethrown. The transaction stays set.
 void Bus::finish_transaction_locked() {
   Transaction& t = *txn_;
-  if (log_ && t.ops.op_count() > 0) {
+  if (logging() && t.ops.op_count() > 0) {
     try {
       record_buf_.clear();
       t.ops.frame(record_buf_, t.start.lsn + 1);
-      log_->append(record_buf_, lsn());
+      log_locked(lsn());
     } catch (...) {
       undo_locked(t, t.start);
       throw;

@@ -33,6 +33,7 @@
 #include "mmsb/graph/DepGraph.hpp"
 #include "mmsb/log/Checkpoint.hpp"
 #include "mmsb/log/Log.hpp"
+#include "mmsb/log/MemoryLog.hpp"
 #include "mmsb/log/RecordCodec.hpp"
 #include "mmsb/page/PageTable.hpp"
 #include "mmsb/parallel/ThreadPool.hpp"
@@ -51,6 +52,9 @@ struct BusOptions {
   /// With at_lsn inside a transaction record: apply its changes up to at_lsn (the state right
   /// after that change) instead of stopping before the whole record.
   bool split_transactions = false;
+  /// In-memory bus only: keep the log in memory (history, time travel, diff, verify of the log).
+  /// false trades them for speed: commits are not encoded at all (HistoryUnavailable then).
+  bool keep_history = true;
   bool use_checkpoints = true;  ///< false: replay the whole log from lsn 1 (verify)
   /// Keep the newest N checkpoints and the log after the oldest (time travel before it raises
   /// HistoryUnavailable); nullopt keeps all history.
@@ -113,9 +117,10 @@ struct MemoryReport {
   std::uint64_t graph_bytes = 0;         ///< dependency graph and derivations
   std::uint64_t index_bytes = 0;         ///< per-page lsn index kept for provenance
   std::uint64_t cache_bytes = 0;         ///< reusable buffers: commit staging, a spare transaction
+  std::uint64_t log_bytes = 0;           ///< the in-memory log of an in-memory bus
   std::uint64_t record_bytes_per_page = sizeof(PageRecord);
   std::uint64_t total_bytes() const noexcept {
-    return data_bytes + arena_slack_bytes + metadata_bytes + graph_bytes + index_bytes + cache_bytes;
+    return data_bytes + arena_slack_bytes + metadata_bytes + graph_bytes + index_bytes + cache_bytes + log_bytes;
   }
 };
 
@@ -204,16 +209,18 @@ class Bus {
   /// Throws Error(InvalidArgument) for an in-memory bus, Error(Durability) on I/O failure.
   Lsn checkpoint();
   /// A read-only bus holding the state as of `lsn` (replayed from the newest checkpoint at or
-  /// before it). A transaction record (a bus.transaction block, or a write and its wave) is
-  /// all or nothing unless `split_transactions`. Throws Error(HistoryUnavailable) for an
-  /// in-memory bus or an lsn beyond lsn().
+  /// before it; an in-memory bus replays its in-memory log from lsn 1). A transaction record (a
+  /// bus.transaction block, or a write and its wave) is all or nothing unless
+  /// `split_transactions`. Throws Error(HistoryUnavailable) for an lsn beyond lsn() or a bus
+  /// that is itself a view of the past.
   std::shared_ptr<Bus> at(Lsn lsn, bool split_transactions = false);
-  /// Every committed delta of page `id` (also a deleted one) in lsn order, read from the log.
-  /// Throws Error(HistoryUnavailable) for an in-memory bus, Error(PageNotFound) for an id never used.
+  /// Every committed delta of page `id` (also a deleted one) in lsn order, read from the log
+  /// (files or memory). Throws Error(PageNotFound) for an id never used, Error(HistoryUnavailable)
+  /// when the log no longer starts at lsn 1 (retention) or the bus is a view of the past.
   std::vector<HistoryEntry> history(PageId id);
   /// Byte ranges written by the deltas with lsn in (a, b], per page, merged (sorted, overlaps and
   /// touching runs joined). Throws Error(InvalidArgument) unless a <= b <= lsn(),
-  /// Error(HistoryUnavailable) for an in-memory bus.
+  /// Error(HistoryUnavailable) as history().
   std::map<PageId, std::vector<Run>> diff(Lsn a, Lsn b);
   bool read_only() const noexcept { return read_only_; }
   /// Checks the bus: internal invariants (no orphan names or info, live pages have data, each
@@ -350,6 +357,13 @@ class Bus {
   /// Appends the record(s) in record_buf_ (lsns up to `last`) to the log, if there is one.
   void log_locked(Lsn last);
   void recover_locked(std::optional<Lsn> until, bool split_transactions);
+  bool replay_record_locked(const ScannedRecord& r, const std::string& where, Lsn base, Lsn stop, bool split);
+  /// Whether commits are encoded and kept: a directory log, or the in-memory one.
+  bool logging() const noexcept { return log_ != nullptr || mem_log_ != nullptr; }
+  /// Calls fn(record, where) for each logged record in lsn order (files or memory) until fn
+  /// returns false. Throws Error(HistoryUnavailable) when the log does not start at lsn 1.
+  template <class Fn>
+  void for_each_record_locked(Fn&& fn);
   void replay_op_locked(const LogOp& op, Lsn lsn);
   /// Lines describing every difference between this bus's pages and `other`'s.
   template <class Fn>
@@ -366,6 +380,7 @@ class Bus {
   std::string path_;
   Durability durability_ = Durability::Flush;
   std::unique_ptr<Log> log_;
+  std::unique_ptr<MemoryLog> mem_log_;  // the log of an in-memory (writable) bus
   std::vector<std::byte> record_buf_;  // reused encoding buffer for log records
   RecoveryReport recovery_;
   bool read_only_ = false;

@@ -1,0 +1,46 @@
+#include "mmsb/log/MemoryLog.hpp"
+
+#include "mmsb/core/Error.hpp"
+
+namespace mmsb {
+namespace {
+// Large enough that single-delta commits share blocks; a bigger record gets a block of its own.
+constexpr std::size_t kBlockBytes = std::size_t{4} << 20;
+}  // namespace
+
+void MemoryLog::append(std::vector<std::byte>& records, Lsn last_lsn) {
+  if (records.empty()) return;
+  if (records.size() >= kBlockBytes / 4) {
+    // Copying would touch the bytes twice; the caller's buffer becomes the block.
+    blocks_.push_back(std::move(records));
+    records = {};
+  } else {
+    if (blocks_.empty() || blocks_.back().capacity() - blocks_.back().size() < records.size()) {
+      std::vector<std::byte> block;
+      block.reserve(kBlockBytes);
+      blocks_.push_back(std::move(block));
+    }
+    std::vector<std::byte>& b = blocks_.back();
+    b.insert(b.end(), records.begin(), records.end());
+  }
+  last_lsn_ = last_lsn;
+}
+
+std::uint64_t MemoryLog::bytes() const noexcept {
+  std::uint64_t n = blocks_.capacity() * sizeof(blocks_[0]);
+  for (const auto& b : blocks_) n += b.capacity();
+  return n;
+}
+
+void MemoryLog::check(std::size_t block, std::uint64_t pos, Lsn expected, ScannedRecord& out) const {
+  std::string why;
+  if (!check_record_at(blocks_[block], pos, expected, out, why)) {
+    fail(ErrorCode::Internal, "the in-memory log is damaged at ", where(block, pos), ": ", why);
+  }
+}
+
+std::string MemoryLog::where(std::size_t block, std::uint64_t offset) {
+  return "in-memory log block " + std::to_string(block) + " byte " + std::to_string(offset);
+}
+
+}  // namespace mmsb
