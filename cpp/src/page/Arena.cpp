@@ -2,9 +2,12 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <bit>
+#include <cassert>
 #include <cerrno>
 #include <cstring>
+#include <new>
 
 #include "mmsb/core/Error.hpp"
 
@@ -66,7 +69,38 @@ std::byte* Arena::map_slab() {
 }
 
 Arena::~Arena() {
-  for (auto [p, n] : slabs_) ::munmap(p, n);
+  for (const Slab& s : slabs_) {
+    if (s.base != nullptr) ::munmap(s.base, kSlabBytes);
+  }
+}
+
+// Bookkeeping grows before the mapping, so a refusal (OutOfMemory or bad_alloc) leaves the arena
+// as it was.
+void Arena::add_slab(SizeClass& c, std::uint16_t index) {
+  if (free_slot_ == kNoSlab && slabs_.size() == slabs_.capacity()) {
+    slabs_.reserve(std::max<std::size_t>(16, 2 * slabs_.size()));
+  }
+  std::byte* base = map_slab();
+  std::uint32_t slot = free_slot_;
+  if (slot != kNoSlab) {
+    free_slot_ = slabs_[slot].live;
+  } else {
+    slot = static_cast<std::uint32_t>(slabs_.size());
+    slabs_.emplace_back();
+  }
+  slabs_[slot] = Slab{base, 0, index};
+  ++empty_slabs_;  // until the caller takes its first block
+  stats_.reserved_bytes += kSlabBytes;
+  c.bump = base;
+  c.bump_end = base + (kSlabBytes / c.block_size) * c.block_size;
+  c.bump_slab = slot;
+}
+
+void Arena::drop_slab(std::uint32_t slot) noexcept {
+  slabs_[slot] = Slab{nullptr, free_slot_, 0};
+  free_slot_ = slot;
+  --empty_slabs_;
+  stats_.reserved_bytes -= kSlabBytes;
 }
 
 Arena::Block Arena::allocate(std::uint64_t bytes) {
@@ -87,25 +121,24 @@ Arena::Block Arena::allocate(std::uint64_t bytes) {
   SizeClass& c = classes_[index];
   c.block_size = class_block_size(index);
   std::byte* p = nullptr;
+  std::uint32_t slot = 0;
   if (!c.free.empty()) {
-    p = c.free.back();
+    const FreeBlock f = c.free.back();
     c.free.pop_back();
+    slot = f.slab;
+    p = slabs_[slot].base + f.offset;
     std::memset(p, 0, bytes);  // fresh slab memory is already zero; reused blocks are not
   } else {
-    if (c.bump == c.bump_end) {
-      std::byte* slab = map_slab();
-      slabs_.emplace_back(slab, kSlabBytes);
-      stats_.reserved_bytes += kSlabBytes;
-      c.bump = slab;
-      c.bump_end = slab + (kSlabBytes / c.block_size) * c.block_size;
-    }
+    if (c.bump == c.bump_end) add_slab(c, index);
+    slot = c.bump_slab;
     p = c.bump;
     c.bump += c.block_size;
   }
+  if (slabs_[slot].live++ == 0) --empty_slabs_;
   stats_.allocated_bytes += c.block_size;
   stats_.requested_bytes += bytes;
   ++stats_.live_blocks;
-  return Block{p, bytes, index};
+  return Block{p, bytes, index, slot};
 }
 
 void Arena::release(const Block& block) noexcept {
@@ -120,12 +153,70 @@ void Arena::release(const Block& block) noexcept {
     --stats_.live_blocks;
     return;
   }
+  const auto addr = reinterpret_cast<std::uintptr_t>(block.data);
   std::lock_guard lock(mutex_);
-  SizeClass& c = classes_[block.size_class];
-  c.free.push_back(block.data);
+  const bool ours = block.slab < slabs_.size() && slabs_[block.slab].base != nullptr &&
+                    addr - reinterpret_cast<std::uintptr_t>(slabs_[block.slab].base) < kSlabBytes;
+  assert(ours && "block was not allocated by this arena");
+  if (!ours) return;  // leaking a foreign block beats corrupting a free list
+  Slab& s = slabs_[block.slab];
+  SizeClass& c = classes_[s.size_class];
+  const auto offset = static_cast<std::uint32_t>(addr - reinterpret_cast<std::uintptr_t>(s.base));
+  c.free.push_back(FreeBlock{block.slab, offset});
+  if (--s.live == 0) ++empty_slabs_;
   stats_.allocated_bytes -= c.block_size;
   stats_.requested_bytes -= block.requested;
   --stats_.live_blocks;
+}
+
+ArenaTrim Arena::trim() noexcept {
+  ArenaTrim out;
+  std::vector<std::byte*> to_unmap;  // unmapped after the mutex is dropped
+  {
+    std::lock_guard lock(mutex_);
+    if (empty_slabs_ == 0) return out;
+    bool unmap_now = false;
+    try {
+      to_unmap.reserve(empty_slabs_);
+    } catch (const std::bad_alloc&) {
+      unmap_now = true;  // still trim, only holding the mutex through the munmap calls
+    }
+    for (const Slab& s : slabs_) {
+      if (s.base != nullptr && s.live == 0) ++classes_[s.size_class].trimming;
+    }
+    // Only classes that lose a slab scan their free lists: a wholly free slab's used blocks are
+    // all on its class's list, and nowhere else.
+    for (SizeClass& c : classes_) {
+      if (c.trimming == 0) continue;
+      c.trimming = 0;
+      std::erase_if(c.free, [&](FreeBlock f) { return slabs_[f.slab].live == 0; });
+      if (c.bump_slab != kNoSlab && slabs_[c.bump_slab].live == 0) {
+        c.bump = c.bump_end = nullptr;  // the next allocate maps a fresh slab
+        c.bump_slab = kNoSlab;
+      }
+      // A mass deletion leaves a long list behind; its spare capacity is real memory too.
+      // (A non-binding request: if the copy cannot be allocated, the capacity simply stays.)
+      if (c.free.capacity() > 2 * c.free.size() + 1024) {
+        try {
+          c.free.shrink_to_fit();
+        } catch (const std::bad_alloc&) {
+        }
+      }
+    }
+    for (std::uint32_t slot = 0; slot < slabs_.size(); ++slot) {
+      std::byte* base = slabs_[slot].base;
+      if (base == nullptr || slabs_[slot].live != 0) continue;
+      if (unmap_now) ::munmap(base, kSlabBytes);
+      else to_unmap.push_back(base);
+      drop_slab(slot);
+      ++out.slabs_released;
+    }
+    out.bytes_released = out.slabs_released * kSlabBytes;
+  }
+  // Nothing can reach these slabs any more (no live, free or bump block in them), so the slow
+  // munmap calls need not block allocate/release on other threads.
+  for (std::byte* base : to_unmap) ::munmap(base, kSlabBytes);
+  return out;
 }
 
 ArenaStats Arena::stats() const {

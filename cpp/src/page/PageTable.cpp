@@ -1,6 +1,7 @@
 #include "mmsb/page/PageTable.hpp"
 
 #include <cstring>
+#include <new>
 
 #include "mmsb/core/Error.hpp"
 
@@ -8,6 +9,20 @@ namespace mmsb {
 namespace {
 constexpr std::size_t kMaxNameBytes = 1024;
 constexpr std::size_t kMaxDims = 32;
+
+// Erase never shrinks an unordered_map's bucket array, so after a mass deletion it keeps one
+// pointer per bucket of the peak size. Shrinking only past 4x what the live entries need (and
+// past a small floor) makes the O(size) rehash rare enough to be amortized over the deletions.
+template <class Map>
+void shrink_if_sparse(Map& map) noexcept {
+  const double needed = static_cast<double>(map.size()) / double{map.max_load_factor()};
+  if (map.bucket_count() <= 1024 || static_cast<double>(map.bucket_count()) <= 4 * needed) return;
+  try {
+    map.rehash(0);  // the smallest bucket count for the current size
+  } catch (const std::bad_alloc&) {
+    // Keeping the larger array is correct, only less frugal.
+  }
+}
 }  // namespace
 
 void PageTable::validate(const PageSpec& spec) const {
@@ -71,6 +86,7 @@ PageRecord& PageTable::create(const PageSpec& spec) {
   const PageId id = next_id_;
   try {
     if (needs_info) {
+      cold_dirty_ = true;
       PageInfo info{spec.name, spec.shape, spec.metadata, spec.location};
       if (spec.dtype != DType::Raw && info.shape.empty()) {
         info.shape.push_back(spec.size / dtype_itemsize(spec.dtype));
@@ -88,6 +104,7 @@ PageRecord& PageTable::create(const PageSpec& spec) {
   r.size = spec.size;
   r.requested = block.requested;
   r.size_class = block.size_class;
+  r.slab = block.slab;
   r.dtype = spec.dtype;
   r.has_info = needs_info ? 1 : 0;
   r.epoch.store(0, std::memory_order_relaxed);
@@ -127,6 +144,7 @@ void PageTable::reserve_ids_below(PageId id) noexcept {
 }
 
 void PageTable::discard_newest(PageId id) noexcept {
+  cold_dirty_ = true;  // cold-info bytes are recounted by the next stats()
   PageRecord& r = slot(id);
   if (const PageInfo* i = info(id); i != nullptr && !i->name.empty()) names_.erase(i->name);
   infos_.erase(id);
@@ -159,12 +177,14 @@ const PageInfo* PageTable::info(PageId id) const noexcept {
 }
 
 PageInfo& PageTable::info_for_update(PageId id) {
+  cold_dirty_ = true;  // cold-info bytes are recounted by the next stats()
   PageRecord& r = get(id);
   r.has_info = 1;
   return infos_[id];
 }
 
 void PageTable::erase(PageId id) {
+  cold_dirty_ = true;  // cold-info bytes are recounted by the next stats()
   PageRecord& r = get(id);
   if (const PageInfo* i = info(id); i != nullptr && !i->name.empty()) names_.erase(i->name);
   infos_.erase(id);
@@ -175,6 +195,7 @@ void PageTable::erase(PageId id) {
 }
 
 void PageTable::undelete(PageId id, std::optional<PageInfo> info) {
+  cold_dirty_ = true;  // cold-info bytes are recounted by the next stats()
   PageRecord& r = slot(id);
   r.refs.fetch_and(~PageRecord::kDeletedBit, std::memory_order_acq_rel);
   if (info) {
@@ -191,8 +212,15 @@ void PageTable::unpin(PageRecord& r) noexcept {
 }
 
 void PageTable::free_data(PageRecord& r) noexcept {
-  arena_.release(Arena::Block{r.data, r.requested, r.size_class});
+  arena_.release(Arena::Block{r.data, r.requested, r.size_class, r.slab});
   r.data = nullptr;
+}
+
+ArenaTrim PageTable::trim() noexcept {
+  cold_dirty_ = true;  // cold-info bytes are recounted by the next stats()
+  shrink_if_sparse(names_);
+  shrink_if_sparse(infos_);
+  return arena_.trim();
 }
 
 void PageTable::check_consistency(std::vector<std::string>& problems) {
@@ -229,6 +257,12 @@ PageTableStats PageTable::stats() const {
   PageTableStats s;
   s.live_pages = live_;
   s.record_bytes = chunks_.size() * kChunkRecords * sizeof(PageRecord);
+  s.arena = arena_.stats();
+  if (!cold_dirty_) {  // a walk over every named or typed page is too slow for each memory()
+    s.info_bytes = cold_info_bytes_;
+    s.name_index_bytes = cold_name_bytes_;
+    return s;
+  }
   for (const auto& [id, info] : infos_) {
     s.info_bytes += sizeof(std::pair<const PageId, PageInfo>) + 2 * sizeof(void*) +
                     info.name.capacity() + info.shape.capacity() * sizeof(std::uint64_t);
@@ -241,7 +275,9 @@ PageTableStats PageTable::stats() const {
   for (const auto& [name, id] : names_) {
     s.name_index_bytes += sizeof(std::pair<const std::string, PageId>) + sizeof(void*) + name.capacity();
   }
-  s.arena = arena_.stats();
+  cold_info_bytes_ = s.info_bytes;
+  cold_name_bytes_ = s.name_index_bytes;
+  cold_dirty_ = false;
   return s;
 }
 

@@ -1,5 +1,5 @@
 // Arena invariants: aligned, zero-filled (fresh and reused), class rounding bounds, exact stats,
-// and no two live blocks ever overlapping.
+// and no two live blocks ever overlapping. trim() is covered in ArenaTrimTest.cpp.
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -258,6 +259,103 @@ TEST(PageTableTest, InfoForUpdateCreatesInfo) {
   EXPECT_EQ(t.get(id).has_info, 1);
   t.erase(id);
   test::expect_error(ErrorCode::PageNotFound, [&] { t.info_for_update(id); });
+}
+
+std::uintptr_t slab_of(const std::byte* p) {
+  return reinterpret_cast<std::uintptr_t>(p) & ~(std::uintptr_t{Arena::kSlabBytes} - 1);
+}
+
+bool filled_with(const PageRecord& r, std::uint8_t value) {
+  return std::all_of(r.data, r.data + r.size, [&](std::byte b) { return b == std::byte{value}; });
+}
+
+// The GC path: deleting most named pages, then trim(), gives their slabs back (but not the slab
+// of a deleted page still pinned by a view), shrinks the name index, and leaves every surviving
+// page, name and info exactly as it was.
+TEST(PageTableTest, TrimReleasesSlabsOfDeletedPagesOnly) {
+  constexpr std::size_t kPages = 8192;  // 2 KiB pages: 1024 per slab, 8 slabs
+  constexpr PageId kKeepFrom = 8001;    // pages 1..8000 are deleted
+  constexpr PageId kPinned = 100;
+  PageTable t;
+  std::vector<PageRecord*> records;
+  for (std::size_t i = 0; i < kPages; ++i) {
+    PageSpec spec = typed(2048, DType::UInt8);
+    spec.name = page_name(i + 1);
+    PageRecord& r = t.create(spec);
+    std::memset(r.data, static_cast<int>((i + 1) & 0xFF), r.size);
+    records.push_back(&r);
+  }
+  PageRecord& pinned = *records[kPinned - 1];
+  std::byte* pinned_data = pinned.data;
+  PageTable::pin(pinned);
+  std::map<std::uintptr_t, bool> slab_in_use;  // every slab -> holds a live or pinned page
+  for (PageRecord* r : records) {
+    const bool keep = r->id >= kKeepFrom || r->id == kPinned;
+    slab_in_use[slab_of(r->data)] |= keep;
+  }
+  ASSERT_EQ(slab_in_use.size(), 8u);
+  const std::uint64_t expect_released = static_cast<std::uint64_t>(
+      std::count_if(slab_in_use.begin(), slab_in_use.end(), [](const auto& kv) { return !kv.second; }));
+  ASSERT_EQ(expect_released, 6u);
+  for (PageId id = 1; id < kKeepFrom; ++id) t.erase(id);
+  const PageInfo* kept_info = t.info(kKeepFrom);
+  ASSERT_NE(kept_info, nullptr);
+
+  const PageTableStats before = t.stats();
+  const ArenaTrim trimmed = t.trim();
+  const PageTableStats after = t.stats();
+  EXPECT_EQ(trimmed.slabs_released, expect_released);
+  EXPECT_EQ(trimmed.bytes_released, expect_released * Arena::kSlabBytes);
+  EXPECT_EQ(after.arena.reserved_bytes, before.arena.reserved_bytes - trimmed.bytes_released);
+  EXPECT_EQ(after.arena.live_blocks, before.arena.live_blocks);
+  EXPECT_EQ(after.arena.live_blocks, kPages - kKeepFrom + 2) << "live pages plus the pinned one";
+  EXPECT_LT(after.name_index_bytes, before.name_index_bytes / 4) << "name buckets not shrunk";
+
+  EXPECT_EQ(t.info(kKeepFrom), kept_info) << "info moved by the index shrink";
+  for (PageId id = kKeepFrom; id <= kPages; ++id) {
+    ASSERT_EQ(t.find_name(page_name(id)), id);
+    ASSERT_NE(t.info(id), nullptr);
+    ASSERT_EQ(t.info(id)->shape, std::vector<std::uint64_t>{2048});
+    ASSERT_TRUE(filled_with(t.get(id), static_cast<std::uint8_t>(id & 0xFF))) << "page " << id;
+  }
+  EXPECT_EQ(t.find_name(page_name(1)), 0u);
+  EXPECT_EQ(pinned.data, pinned_data);
+  EXPECT_TRUE(filled_with(pinned, kPinned & 0xFF)) << "pinned page data lost by trim";
+  std::vector<std::string> problems;
+  t.check_consistency(problems);
+  EXPECT_TRUE(problems.empty()) << (problems.empty() ? "" : problems.front());
+
+  // Nothing more to give back until the pin goes; then its slab goes too.
+  EXPECT_EQ(t.trim().slabs_released, 0u);
+  t.unpin(pinned);
+  EXPECT_EQ(t.trim().slabs_released, 1u);
+  EXPECT_EQ(t.stats().arena.reserved_bytes, after.arena.reserved_bytes - Arena::kSlabBytes);
+
+  // The table still creates zero-filled pages, into fresh slabs and into freed blocks alike.
+  for (int i = 0; i < 3000; ++i) {
+    PageRecord& r = t.create(raw(2048, page_name(kPages + 1 + i)));
+    ASSERT_TRUE(filled_with(r, 0)) << "new page " << r.id;
+    std::memset(r.data, 0xEE, r.size);
+  }
+  for (PageId id = kKeepFrom; id <= kPages; ++id) {
+    ASSERT_TRUE(filled_with(t.get(id), static_cast<std::uint8_t>(id & 0xFF))) << "page " << id;
+  }
+  problems.clear();
+  t.check_consistency(problems);
+  EXPECT_TRUE(problems.empty()) << (problems.empty() ? "" : problems.front());
+}
+
+TEST(PageTableTest, TrimOfAFullTableReleasesNothing) {
+  PageTable t;
+  EXPECT_EQ(t.trim().bytes_released, 0u);
+  for (int i = 0; i < 100; ++i) t.create(raw(100, page_name(i)));
+  const PageTableStats before = t.stats();
+  const ArenaTrim trimmed = t.trim();
+  EXPECT_EQ(trimmed.slabs_released, 0u);
+  EXPECT_EQ(trimmed.bytes_released, 0u);
+  EXPECT_EQ(t.stats().arena.reserved_bytes, before.arena.reserved_bytes);
+  EXPECT_EQ(t.stats().name_index_bytes, before.name_index_bytes) << "a small index is left alone";
+  EXPECT_EQ(t.find_name(page_name(42)), 43u);
 }
 
 }  // namespace

@@ -90,6 +90,22 @@ class PageTable {
       if (PageRecord* r = find(id)) f(*r);
     }
   }
+  /// Gives memory of freed pages back to the OS (for the bus's GC): unmaps the arena's wholly
+  /// free slabs (Arena::trim; a deleted page still pinned keeps its block and so its slab) and,
+  /// when deletions left the name or info index using under a quarter of its hash buckets,
+  /// shrinks that bucket array (shown by stats().name_index_bytes; the result counts only the
+  /// arena's bytes). Records are never released: a PageRecord* stays valid for the table's
+  /// lifetime and ids are never reused.
+  /// Invariant: no page data moves or changes, no live page loses its name or info, and PageInfo
+  /// pointers stay valid (a rehash moves no element). Cost: O(1) when nothing is to be released;
+  /// a shrink is O(live named pages) and happens only after at least three times as many
+  /// deletions, so it is amortized O(1) per deletion.
+  /// Thread safety: serialized with create/erase by the owner (it rehashes the indexes); unpin
+  /// may run concurrently. Never throws: a shrink is skipped if its new bucket array cannot be
+  /// allocated.
+  ArenaTrim trim() noexcept;
+  /// O(1) unless the cold info changed since the last call (then one walk over it). Not
+  /// thread-safe against itself (the bus calls it under its commit lock).
   PageTableStats stats() const;
   /// Appends a line to `problems` for every broken internal invariant (live pages without data,
   /// names or info left behind by deleted pages, counts that disagree). Read-only.
@@ -106,6 +122,11 @@ class PageTable {
   std::uint64_t live_ = 0;
   std::unordered_map<std::string, PageId> names_;
   std::unordered_map<PageId, PageInfo> infos_;
+  // stats()'s count of the cold containers, valid until a change to them (set_metadata, names,
+  // typed pages): memory() and gc() then cost O(1) instead of a walk over every such page.
+  mutable bool cold_dirty_ = true;
+  mutable std::uint64_t cold_info_bytes_ = 0;
+  mutable std::uint64_t cold_name_bytes_ = 0;
   Arena arena_;
 };
 
