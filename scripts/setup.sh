@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(g++ cmake ninja-build libtbb-dev libgtest-dev libgmock-dev libbenchmark-dev python3-venv
-              clang libclang-rt-14-dev)
+              clang libclang-rt-14-dev libconcurrentqueue-dev)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -149,6 +149,16 @@ py::dict stats_dict(const BusStats& s) {
   d["cutoffs"] = s.cutoffs;
   d["derived_deltas"] = s.derived_deltas;
   d["events"] = s.events;
+  d["submits"] = s.submits;
+  d["submits_rejected"] = s.submits_rejected;
+  d["submits_discarded"] = s.submits_discarded;
+  d["ticks"] = s.ticks;
+  d["tick_overruns"] = s.tick_overruns;
+  d["validation_failures"] = s.validation_failures;
+  d["gc_runs"] = s.gc_runs;
+  d["gc_bytes_freed"] = s.gc_bytes_freed;
+  d["queue_depth"] = s.queue_depth;
+  d["queue_high_water"] = s.queue_high_water;
   return d;
 }
 
@@ -162,6 +172,7 @@ py::dict memory_dict(const MemoryReport& r) {
   d["index_bytes"] = r.index_bytes;
   d["cache_bytes"] = r.cache_bytes;
   d["log_bytes"] = r.log_bytes;
+  d["queue_bytes"] = r.queue_bytes;
   d["page_metadata_bytes"] = r.record_bytes_per_page;
   d["total_bytes"] = r.total_bytes();
   return d;
@@ -187,9 +198,17 @@ bool contains(const std::shared_ptr<Bus>& bus, py::handle key) {
 
 std::shared_ptr<Bus> open_bus(py::handle path, const std::string& durability, py::handle threads,
                               bool must_exist, bool read_only = false, py::handle at = py::none(),
-                              py::handle retention = py::none(), bool history = true) {
+                              py::handle retention = py::none(), bool history = true,
+                              py::handle queue_capacity = py::none()) {
   BusOptions o;
   o.keep_history = history;
+  if (!queue_capacity.is_none()) {
+    const std::uint64_t n = to_u64(queue_capacity, "queue_capacity");
+    if (n == 0 || n > (std::uint64_t{1} << 30)) {
+      fail(ErrorCode::InvalidArgument, "queue_capacity must be between 1 and 2**30 submissions; got ", n);
+    }
+    o.queue_capacity = n;
+  }
   if (!retention.is_none()) {
     const std::uint64_t n = to_u64(retention, "retention");
     if (n == 0 || n > 1'000'000) {
@@ -273,23 +292,24 @@ void bind_bus(py::module_& m) {
   py::class_<Bus, std::shared_ptr<Bus>>(m, "Bus",
                                         "A versioned store of byte pages; every change is a delta.")
       .def(py::init([](py::handle path, const std::string& durability, py::handle threads, py::handle retention,
-                       bool history) {
+                       bool history, py::handle queue_capacity) {
              if (!history && !path.is_none()) {
                fail(ErrorCode::InvalidArgument, "history=False is for in-memory buses; a bus directory is its log");
              }
-             return open_bus(path, durability, threads, false, false, py::none(), retention, history);
+             return open_bus(path, durability, threads, false, false, py::none(), retention, history, queue_capacity);
            }),
            "path"_a = py::none(), py::kw_only(), "durability"_a = "flush", "threads"_a = py::none(),
-           "retention"_a = py::none(), "history"_a = true,
+           "retention"_a = py::none(), "history"_a = true, "queue_capacity"_a = py::none(),
            "Bus(): in memory. Bus(path): a bus directory, created or recovered (newest valid "
            "checkpoint + log tail). durability: 'none' | 'flush' (default) | 'fsync'. threads: "
            "threads for batch apply (default: all hardware threads). retention: keep the newest N "
            "checkpoints and the log after the oldest (default None: keep all history). history=False "
            "(in-memory only): keep no log in memory, for speed; history, at and diff then raise "
-           "HistoryUnavailableError.")
+           "HistoryUnavailableError. queue_capacity: submissions the ingest ring holds before "
+           "submit() blocks (default 65536, rounded up to a power of two).")
       .def_static("_open", [](py::handle path, const std::string& durability, py::handle threads,
-                              py::handle retention) {
-        return open_bus(path, durability, threads, true, false, py::none(), retention);
+                              py::handle retention, py::handle queue_capacity) {
+        return open_bus(path, durability, threads, true, false, py::none(), retention, true, queue_capacity);
       })
       .def_static("_replay", [](py::handle path, py::handle to, py::handle threads) {
         return open_bus(path, "flush", threads, true, true, to);

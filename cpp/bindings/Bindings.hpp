@@ -14,6 +14,7 @@ void bind_bus(pybind11::module_& m);
 void bind_delta(pybind11::module_& m);
 void bind_inspect(pybind11::module_& m);
 void bind_graph(pybind11::module_& m);
+void bind_tick(pybind11::module_& m);
 
 /// Installs the GIL-releasing blocking hooks on a new bus and returns it.
 std::shared_ptr<Bus> adopt_bus(std::shared_ptr<Bus> bus);

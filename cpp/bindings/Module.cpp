@@ -18,6 +18,7 @@ PYBIND11_MODULE(_core, m) {
   py_bind::bind_delta(m);
   py_bind::bind_inspect(m);
   py_bind::bind_graph(m);
+  py_bind::bind_tick(m);
 
   m.def("build_info", [] {
     const BuildInfo b = build_info();

@@ -16,7 +16,16 @@ from . import errors
 from .errors import *  # noqa: F403  (the public error classes)
 from . import _core
 from ._core import Bus, Delta, DeltaBatch, Page
-from ._reports import DeltaRecord, IntegrityReport, MemoryReport, Stats
+from ._reports import (
+    DeltaRecord,
+    GcReport,
+    IntegrityReport,
+    LatencyReport,
+    MemoryReport,
+    PageAges,
+    Stats,
+    TickReport,
+)
 from . import cuda
 from . import ops
 from .semiring import Semiring
@@ -58,11 +67,12 @@ def open(  # noqa: A001  (mmsb.open is the documented name)
     durability: str = "flush",
     threads: Optional[int] = None,
     retention: Optional[int] = None,
+    queue_capacity: Optional[int] = None,
 ) -> Bus:
     """Open an existing bus directory for writing: newest valid checkpoint, then the log after
     it (a torn tail is cut off). Raises BusLockedError if another Bus has it open,
     LogCorruptError for damage inside the log, InvalidArgumentError if no bus is there."""
-    return Bus._open(path, durability, threads, retention)
+    return Bus._open(path, durability, threads, retention, queue_capacity)
 
 
 def replay(
@@ -108,10 +118,49 @@ def _verify(self: Bus) -> IntegrityReport:
 
 def _stats(self: Bus) -> Stats:
     """Counters since creation or reset_stats(): deltas_applied, bytes_applied, commits, waves,
-    recomputes, memo_skips, cutoffs, derived_deltas, events, handler_errors, ..."""
+    recomputes, memo_skips, cutoffs, derived_deltas, events, handler_errors, submits, ticks,
+    tick_overruns, gc_runs, queue_depth, queue_high_water, commit and tick latency quantiles
+    (commit_p50_ns, commit_p99_ns, commit_max_ns, tick_p50_ns, tick_p99_ns, tick_max_ns; the
+    whole histograms: bus.latency("commit" | "tick")), ..."""
     s = Stats(self._stats())
     s["handler_errors"] = _graph.handler_errors(self)
+    for kind in ("commit", "tick"):
+        h = self._latency(kind)
+        s[f"{kind}_count"] = h["count"]
+        for q in ("p50", "p99", "max"):
+            s[f"{kind}_{q}_ns"] = h[f"{q}_ns"]
     return s
+
+
+def _latency(self: Bus, kind: str = "commit") -> LatencyReport:
+    """Latency histogram of data commits ("commit": apply, write, update, apply_batch,
+    transactions, ticks) or of ticks ("tick"), since creation or reset_stats()."""
+    return LatencyReport(self._latency(kind))
+
+
+def _tick(self: Bus) -> TickReport:
+    """Drain the ingest queue and commit what it held as one atomic record (in submission order;
+    runs of single-run deltas and batches applied as one parallel batch), run the propagation
+    wave (eager and deferred modes), the sampled validation (configure_tick(validate_sample=)),
+    and gc() when memory is over configure_tick(memory_budget=). Invalid submissions are
+    reported in .rejected / .rejections, not applied. If a recompute raises (PropagationError)
+    nothing is applied and the submissions wait for the next tick."""
+    report = TickReport(self._tick())
+    if report["gc"] is not None:
+        report["gc"] = GcReport(report["gc"])
+    return report
+
+
+def _gc(self: Bus) -> GcReport:
+    """Reclaim memory without changing committed state or retained history: wholly free page
+    slabs (deleted pages), caches, and log files / provenance entries beyond the retention."""
+    return GcReport(self._gc())
+
+
+def _page_ages(self: Bus) -> PageAges:
+    """Last-write lsn of every live page (for cold-page policies): .ids, .last_lsn, .age,
+    .cold(min_age)."""
+    return PageAges(*self._page_ages())
 
 
 def _reset_stats(self: Bus) -> None:
@@ -121,7 +170,8 @@ def _reset_stats(self: Bus) -> None:
 
 
 def _memory(self: Bus) -> MemoryReport:
-    """Real bytes held: pages, data_bytes, arena_slack_bytes, metadata_bytes, total_bytes."""
+    """Real bytes held: pages, data_bytes, arena_slack_bytes, metadata_bytes, graph_bytes,
+    index_bytes (provenance), cache_bytes, log_bytes, queue_bytes, total_bytes."""
     return MemoryReport(self._memory())
 
 
@@ -139,6 +189,10 @@ Bus.stats = _stats
 Bus.memory = _memory
 Bus.print_stats = _print_stats
 Bus.reset_stats = _reset_stats
+Bus.latency = _latency
+Bus.tick = _tick
+Bus.gc = _gc
+Bus.page_ages = _page_ages
 Bus.depend = _graph.depend
 Bus.subscribe = _graph.subscribe
 Bus.provenance = _graph.provenance
@@ -152,6 +206,10 @@ __all__ = [
     "MemoryReport",
     "Page",
     "Stats",
+    "TickReport",
+    "GcReport",
+    "LatencyReport",
+    "PageAges",
     "build_info",
     "open",
     "replay",

@@ -31,6 +31,13 @@ void DeltaBatch::add(PageId page, std::uint64_t offset, std::span<const std::byt
   payload_.insert(payload_.end(), data.begin(), data.end());
 }
 
+void DeltaBatch::append(const DeltaBatchView& rows) {
+  page_ids_.insert(page_ids_.end(), rows.page_ids.begin(), rows.page_ids.end());
+  offsets_.insert(offsets_.end(), rows.offsets.begin(), rows.offsets.end());
+  lengths_.insert(lengths_.end(), rows.lengths.begin(), rows.lengths.end());
+  payload_.insert(payload_.end(), rows.payload.begin(), rows.payload.end());
+}
+
 void DeltaBatch::reserve(std::size_t rows, std::size_t payload_bytes) {
   page_ids_.reserve(rows);
   offsets_.reserve(rows);

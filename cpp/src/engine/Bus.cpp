@@ -9,6 +9,7 @@
 #include "mmsb/delta/BatchApply.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <limits>
 
 namespace mmsb {
@@ -21,7 +22,13 @@ Bus::Bus(BusOptions options)
     : instance_id_(g_next_instance.fetch_add(1, std::memory_order_relaxed)),
       pool_(options.threads),
       path_(std::move(options.path)),
-      durability_(options.durability) {
+      durability_(options.durability),
+      queue_capacity_(options.queue_capacity == 0 || options.queue_capacity > (std::size_t{1} << 30)
+                          ? options.queue_capacity
+                          : std::bit_ceil(options.queue_capacity)) {
+  if (queue_capacity_ == 0 || queue_capacity_ > (std::size_t{1} << 30)) {
+    fail(ErrorCode::InvalidArgument, "queue_capacity must be between 1 and 2^30 submissions; got ", queue_capacity_);
+  }
   if (path_.empty()) {
     // An in-memory bus keeps its log in memory (history, time travel, diff); the read-only buses
     // that time travel builds are filled by replay and keep none.
@@ -49,7 +56,28 @@ Bus::Bus(BusOptions options)
   }
 }
 
-Bus::~Bus() = default;
+Bus::~Bus() {
+  drop_queued();
+  delete ring_if_any();
+}
+
+// Deletes what is still queued (closing, or destroying, the bus); returns how many there were.
+std::uint64_t Bus::drop_queued() noexcept {
+  std::vector<Submission*> left;
+  if (Ring* r = ring_if_any()) {
+    r->close();  // blocked submitters wake up and get Error(Closed)
+    try {
+      r->drain_all(left);
+    } catch (...) {  // cannot grow `left`: leak rather than throw from close or the destructor
+    }
+  }
+  for (Submission* s : left) delete s;
+  const std::uint64_t n = left.size() + carry_.size();
+  carry_.clear();
+  carry_count_.store(0, std::memory_order_relaxed);
+  queued_bytes_.store(0, std::memory_order_relaxed);
+  return n;
+}
 
 void Bus::log_locked(Lsn last) {
   if (log_) {
@@ -178,7 +206,7 @@ void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
   } else if (const auto* b = std::get_if<BatchOp>(&op)) {
     validate_batch(b->view(), table_);
     apply_batch_locked(b->view(), lsn, b->timestamp_ns);
-    changed_.clear();  // replay reproduces derived pages from their logged deltas, never recomputes
+    clear_changed_locked();  // replay reproduces derived pages from their logged deltas, never recomputes
   } else {
     replay_graph_op_locked(op);
   }
@@ -388,30 +416,32 @@ void Bus::check_delta_locked(const PageRecord& r, const Delta& d) const {
   }
 }
 
-// Every single-delta commit goes through here: validate, log, apply.
+// Every single-delta commit goes through here: validate, log, apply, and its wave (eager mode).
 void Bus::commit_delta_locked(PageRecord& r, Delta& d) {
   check_delta_locked(r, d);
   d.timestamp_ns = wall_clock_ns();
-  auto commit = [&] {
-    const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
-    if (txn_) {
-      txn_note_delta_locked(r, d);
-    } else if (logging()) {
-      record_buf_.clear();
-      encode_op_record(record_buf_, lsn, d);
-      log_locked(lsn);
-    }
-    apply_delta_locked(r, d, lsn);
-    count(1, d.payload().size());
-    emit_locked(EventKind::DeltaApplied, r.id, lsn, d.epoch);
-    if (r.has_dependents != 0) note_changed_locked(r.id);
-  };
-  if (r.has_dependents == 0 || propagation_ != PropagationMode::Eager) return commit();
+  if (r.has_dependents == 0 || propagation_ != PropagationMode::Eager) return record_delta_locked(r, d);
   // The wave's recomputes may fail (a callable raising): delta and wave commit as one record.
   atomically_locked([&] {
-    commit();
+    record_delta_locked(r, d);
     run_wave_locked();
   });
+}
+
+// A checked delta: logged (or noted in the open transaction), applied, counted; no wave.
+void Bus::record_delta_locked(PageRecord& r, Delta& d) {
+  const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
+  if (txn_) {
+    txn_note_delta_locked(r, d);
+  } else if (logging()) {
+    record_buf_.clear();
+    encode_op_record(record_buf_, lsn, d);
+    log_locked(lsn);
+  }
+  apply_delta_locked(r, d, lsn);
+  count(1, d.payload().size());
+  emit_locked(EventKind::DeltaApplied, r.id, lsn, d.epoch);
+  if (r.has_dependents != 0) note_changed_locked(r.id);
 }
 
 // The single place where a delta becomes state (commits and replay).
@@ -447,15 +477,18 @@ void Bus::apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64
 }
 
 void Bus::apply(Delta& d) {
+  const std::uint64_t t0 = monotonic_ns();
   auto lock = lock_turn();
   check_writable();
   commit_delta_locked(live_locked(d.page_id()), d);
+  note_commit_latency_locked(t0);
   lock.unlock();
   deliver_events();
 }
 
 Epoch Bus::write(PageId id, std::uint64_t offset, std::span<const std::byte> data,
                  std::optional<Epoch> expect_epoch) {
+  const std::uint64_t t0 = monotonic_ns();
   auto lock = lock_turn();
   check_writable();
   PageRecord& r = live_locked(id);
@@ -466,12 +499,14 @@ Epoch Bus::write(PageId id, std::uint64_t offset, std::span<const std::byte> dat
   Delta d = Delta::at(id, offset, data);
   d.expect_epoch = expect_epoch;
   commit_delta_locked(r, d);
+  note_commit_latency_locked(t0);
   lock.unlock();
   deliver_events();
   return d.epoch;
 }
 
 bool Bus::update(PageId id, std::span<const std::byte> content, std::optional<Epoch> expect_epoch) {
+  const std::uint64_t t0 = monotonic_ns();
   auto lock = lock_turn();
   check_writable();
   PageRecord& r = live_locked(id);
@@ -484,47 +519,54 @@ bool Bus::update(PageId id, std::span<const std::byte> content, std::optional<Ep
   check_delta_locked(r, d);  // an unchanged page still honours expect_epoch
   if (d.empty()) return false;
   commit_delta_locked(r, d);
+  note_commit_latency_locked(t0);
   lock.unlock();
   deliver_events();
   return true;
 }
 
 Lsn Bus::apply_batch(const DeltaBatchView& batch) {
+  const std::uint64_t t0 = monotonic_ns();
   auto lock = lock_turn();
   check_writable();
   validate_batch(batch, table_, &pool_);
-  const Lsn first = lsn_.load(std::memory_order_relaxed) + 1;
-  if (batch.rows() == 0) return first - 1;
-  const Lsn last = first + batch.rows() - 1;
-  const std::uint64_t ts = wall_clock_ns();
-  auto commit = [&] {
-    if (txn_) {
-      txn_note_batch_locked(batch, ts);
-    } else if (logging()) {
-      record_buf_.clear();
-      // Exact size: an in-memory log keeps this buffer as it is.
-      record_buf_.reserve(logfmt::kRecordHeaderBytes + logfmt::padded(16 + 24 * batch.rows() + batch.payload.size()));
-      encode_op_record(record_buf_, first, batch, ts);
-      log_locked(last);
-    }
-    lsn_.store(last, std::memory_order_release);  // before the stale marks, which carry it
-    apply_batch_locked(batch, first, ts);
-    count(batch.rows(), batch.payload.size());
-  };
+  if (batch.rows() == 0) return lsn_.load(std::memory_order_relaxed);
   bool wave = false;
   if (propagation_ == PropagationMode::Eager && graph_.edge_count() != 0) {
     for (std::size_t i = 0; i < batch.rows() && !wave; ++i) wave = table_.record(batch.page_ids[i]).has_dependents != 0;
   }
+  Lsn last = 0;
   if (wave) {
     atomically_locked([&] {
-      commit();
+      last = record_batch_locked(batch);
       run_wave_locked();
     });
   } else {
-    commit();
+    last = record_batch_locked(batch);
   }
+  note_commit_latency_locked(t0);
   lock.unlock();
   deliver_events();
+  return last;
+}
+
+// A validated batch: logged (or noted in the open transaction), applied, counted; no wave.
+Lsn Bus::record_batch_locked(const DeltaBatchView& batch) {
+  const Lsn first = lsn_.load(std::memory_order_relaxed) + 1;
+  const Lsn last = first + batch.rows() - 1;
+  const std::uint64_t ts = wall_clock_ns();
+  if (txn_) {
+    txn_note_batch_locked(batch, ts);
+  } else if (logging()) {
+    record_buf_.clear();
+    // Exact size: an in-memory log keeps this buffer as it is.
+    record_buf_.reserve(logfmt::kRecordHeaderBytes + logfmt::padded(16 + 24 * batch.rows() + batch.payload.size()));
+    encode_op_record(record_buf_, first, batch, ts);
+    log_locked(last);
+  }
+  lsn_.store(last, std::memory_order_release);  // before the stale marks, which carry it
+  apply_batch_locked(batch, first, ts);
+  count(batch.rows(), batch.payload.size());
   return last;
 }
 
@@ -566,6 +608,10 @@ void Bus::close() {
     end_transaction_locked();
   }
   closed_.store(true, std::memory_order_release);
+  {
+    std::lock_guard g(ring_create_);  // a ring created from now on starts closed
+    bump(counters_.submits_discarded, drop_queued());
+  }
   mem_log_.reset();  // nothing reads it once closed
   if (log_) {
     std::unique_ptr<Log> log = std::move(log_);
@@ -590,32 +636,53 @@ Lsn Bus::checkpoint() {
 }
 
 BusStats Bus::stats() const noexcept {
+  auto get = [](const std::atomic<std::uint64_t>& c) { return c.load(std::memory_order_relaxed); };
+  const Counters& c = counters_;
   BusStats s;
-  s.deltas_applied = counters_.deltas_applied.load(std::memory_order_relaxed);
-  s.bytes_applied = counters_.bytes_applied.load(std::memory_order_relaxed);
-  s.commits = counters_.commits.load(std::memory_order_relaxed);
-  s.pages_created = counters_.pages_created.load(std::memory_order_relaxed);
-  s.pages_deleted = counters_.pages_deleted.load(std::memory_order_relaxed);
-  s.waves = counters_.waves.load(std::memory_order_relaxed);
-  s.recomputes = counters_.recomputes.load(std::memory_order_relaxed);
-  s.memo_skips = counters_.memo_skips.load(std::memory_order_relaxed);
-  s.cutoffs = counters_.cutoffs.load(std::memory_order_relaxed);
-  s.derived_deltas = counters_.derived_deltas.load(std::memory_order_relaxed);
-  s.events = counters_.events.load(std::memory_order_relaxed);
+  s.deltas_applied = get(c.deltas_applied);
+  s.bytes_applied = get(c.bytes_applied);
+  s.commits = get(c.commits);
+  s.pages_created = get(c.pages_created);
+  s.pages_deleted = get(c.pages_deleted);
+  s.waves = get(c.waves);
+  s.recomputes = get(c.recomputes);
+  s.memo_skips = get(c.memo_skips);
+  s.cutoffs = get(c.cutoffs);
+  s.derived_deltas = get(c.derived_deltas);
+  s.events = get(c.events);
+  s.submits = get(c.submits);
+  s.submits_rejected = get(c.submits_rejected);
+  s.submits_discarded = get(c.submits_discarded);
+  s.ticks = get(c.ticks);
+  s.tick_overruns = get(c.tick_overruns);
+  s.validation_failures = get(c.validation_failures);
+  s.gc_runs = get(c.gc_runs);
+  s.gc_bytes_freed = get(c.gc_bytes_freed);
+  s.queue_depth = queue_depth();
+  s.queue_high_water = ring_if_any() ? ring_if_any()->high_water() : 0;
   return s;
 }
 
 void Bus::reset_stats() {
   auto lock = lock_mutex();
-  for (auto* c : {&counters_.deltas_applied, &counters_.bytes_applied, &counters_.commits,
-                  &counters_.pages_created, &counters_.pages_deleted, &counters_.waves, &counters_.recomputes,
-                  &counters_.memo_skips, &counters_.cutoffs, &counters_.derived_deltas, &counters_.events}) {
-    c->store(0, std::memory_order_relaxed);
+  Counters& c = counters_;
+  for (auto* x : {&c.deltas_applied, &c.bytes_applied, &c.commits, &c.pages_created, &c.pages_deleted, &c.waves,
+                  &c.recomputes, &c.memo_skips, &c.cutoffs, &c.derived_deltas, &c.events, &c.submits,
+                  &c.submits_rejected, &c.submits_discarded, &c.ticks, &c.tick_overruns, &c.validation_failures,
+                  &c.gc_runs, &c.gc_bytes_freed}) {
+    x->store(0, std::memory_order_relaxed);
   }
+  if (Ring* r = ring_if_any()) r->reset_high_water();
+  commit_latency_.reset();
+  tick_latency_.reset();
 }
 
 MemoryReport Bus::memory() {
   auto lock = lock_turn();
+  return memory_locked();
+}
+
+MemoryReport Bus::memory_locked() {
   const PageTableStats t = table_.stats();
   MemoryReport m;
   m.pages = t.live_pages;
@@ -624,21 +691,36 @@ MemoryReport Bus::memory() {
   m.metadata_bytes = t.record_bytes + t.info_bytes + t.name_index_bytes;
   m.graph_bytes = graph_.memory_bytes() + derivations_.size() * (sizeof(Derivation) + 64);
   for (const auto& [id, d] : derivations_) m.graph_bytes += (d.parents.capacity() + d.memo.capacity() + d.weights.capacity()) * 8;
-  // The per-page lsn index (provenance): entries, queued rows and propagated deltas' inputs.
-  m.index_bytes = pending_.capacity() * sizeof(PendingDelta) + index_.size() * (sizeof(PageHistory) + 32);
-  for (const auto& [id, h] : index_) m.index_bytes += h.entries.capacity() * sizeof(IndexEntry);
-  for (const PendingBatch& b : pending_batches_) m.index_bytes += b.pages.capacity() * sizeof(PageId) + sizeof(b);
-  m.index_bytes += derived_.capacity() * sizeof(DerivedEntry) + derived_items_.capacity() * sizeof(derived_items_[0]);
-  m.log_bytes = mem_log_ ? mem_log_->bytes() : 0;
-  m.cache_bytes = record_buf_.capacity() + scratch_.capacity() + wave_delta_.payload().size() +
-                  (wave_parents_.capacity() + wave_sig_.capacity() + 2 * wave_inputs_.capacity()) * 8;
-  if (spare_txn_) {
-    const Transaction& spare = *spare_txn_;
-    m.cache_bytes += sizeof(Transaction) + spare.undo.capacity() * sizeof(Undo) + spare.undo_bytes.capacity() +
-                     spare.undo_runs.capacity() * sizeof(Run) + spare.undo_epochs.capacity() * sizeof(Epoch);
-  }
+  m.index_bytes = index_bytes_locked();
+  m.log_bytes = mem_log_ ? mem_log_->bytes() : log_ ? log_->pending_bytes() : 0;
+  m.cache_bytes = cache_bytes_locked();
+  if (ring_if_any()) m.queue_bytes = queue_capacity_ * (sizeof(Submission*) + sizeof(std::uint64_t));
+  m.queue_bytes += queued_bytes_.load(std::memory_order_relaxed);
   return m;
 }
 
-}  // namespace mmsb
+// The per-page lsn index (provenance): entries, queued rows and propagated deltas' inputs.
+std::uint64_t Bus::index_bytes_locked() const {
+  std::uint64_t b = pending_.capacity() * sizeof(PendingDelta) + index_.bucket_count() * sizeof(void*) +
+                    index_.size() * (sizeof(PageHistory) + sizeof(PageId) + 16) + index_capacity_bytes_;
+  for (const PendingBatch& pb : pending_batches_) b += pb.pages.capacity() * sizeof(PageId) + sizeof(pb);
+  b += derived_.capacity() * sizeof(DerivedEntry) + derived_items_.capacity() * sizeof(derived_items_[0]);
+  return b;
+}
 
+// Reusable buffers: commit staging, recompute scratch, the spare transaction, tick buffers.
+std::uint64_t Bus::cache_bytes_locked() const {
+  std::uint64_t b = record_buf_.capacity() + scratch_.capacity() + wave_delta_.payload().size() +
+                    (wave_parents_.capacity() + wave_ins_.capacity() + wave_sig_.capacity() + 2 * wave_inputs_.capacity() +
+                     changed_bits_.capacity() + seen_bits_.capacity()) * 8 +
+                    tick_batch_.capacity_bytes() + (drained_.capacity() + carry_.capacity()) * sizeof(void*) +
+                    events_.capacity() * sizeof(BusEvent);
+  if (spare_txn_) {
+    const Transaction& spare = *spare_txn_;
+    b += sizeof(Transaction) + spare.undo.capacity() * sizeof(Undo) + spare.undo_bytes.capacity() +
+         spare.undo_runs.capacity() * sizeof(Run) + spare.undo_epochs.capacity() * sizeof(Epoch);
+  }
+  return b;
+}
+
+}  // namespace mmsb

@@ -24,14 +24,24 @@ struct WaveOwner {
 };
 }  // namespace
 
-// Called once per changed page of a commit; the wave (or the stale marking) follows.
+// Called for each change to a page with children (has_dependents); the wave (or the stale
+// marking) follows. A batch touches a page many times: changed_ holds it once (changed_bits_).
 void Bus::note_changed_locked(PageId page) {
-  if (!graph_.has_children(page)) return;
   if (propagation_ == PropagationMode::Eager) {
+    const std::size_t word = page / 64;
+    if (word >= changed_bits_.size()) changed_bits_.resize(std::max<std::size_t>(word + 1, 2 * changed_bits_.size()));
+    const std::uint64_t bit = std::uint64_t{1} << (page % 64);
+    if ((changed_bits_[word] & bit) != 0) return;
+    changed_bits_[word] |= bit;
     changed_.push_back(page);
     return;
   }
   graph_.for_each_child(page, [&](PageId child, EdgeKind) { mark_stale_locked(child); });
+}
+
+void Bus::clear_changed_locked() noexcept {
+  for (PageId p : changed_) changed_bits_[p / 64] &= ~(std::uint64_t{1} << (p % 64));
+  changed_.clear();
 }
 
 void Bus::mark_stale_locked(PageId page) {
@@ -295,11 +305,8 @@ void Bus::run_wave_locked() {
   Wave wave(graph_);
   const std::function<void(PageId)> notify = [&](PageId child) { mark_stale_locked(child); };
   auto push_children = [&](PageId page) { wave.push_children(page, notify); };
-  // A batch notes a page once per row: each page's children are scheduled once.
-  std::sort(changed_.begin(), changed_.end());
-  changed_.erase(std::unique(changed_.begin(), changed_.end()), changed_.end());
   for (PageId p : changed_) push_children(p);
-  changed_.clear();
+  clear_changed_locked();
   for (PageId p : forced_) wave.push(p);
   for (PageId p : stale_) {
     if (derivations_.count(p) != 0) wave.push(p);
@@ -379,8 +386,8 @@ void Bus::compute_locked(PageId child, const Derivation& d, std::span<const Page
   } else if (d.fn.kind == RecomputeKind::Copy) {
     std::memcpy(dst.data(), parents.front()->data, dst.size());
   } else {
-    std::vector<const std::byte*> ins;
-    ins.reserve(parents.size());
+    std::vector<const std::byte*>& ins = wave_ins_;
+    ins.clear();
     for (const PageRecord* r : parents) ins.push_back(r->data);
     const PageRecord& out = table_.record(child);
     semiring_reduce(d.fn.semiring, out.dtype, ins, d.weights, dst.data(), out.size / dtype_itemsize(out.dtype));
@@ -390,6 +397,10 @@ void Bus::compute_locked(PageId child, const Derivation& d, std::span<const Page
 void Bus::preview_recompute(PageId child, std::span<std::byte> out) {
   auto lock = lock_turn();
   check_open();
+  preview_locked(child, out);
+}
+
+void Bus::preview_locked(PageId child, std::span<std::byte> out) {
   const PageRecord& r = live_locked(child);
   auto it = derivations_.find(child);
   if (it == derivations_.end()) fail(ErrorCode::Graph, "page ", child, " is not derived (no bus.depend)");
@@ -412,22 +423,25 @@ std::uint64_t Bus::propagate() {
     check_writable();
     const std::uint64_t before = counters_.derived_deltas.load(std::memory_order_relaxed);
     if (stale_.empty() && changed_.empty()) return 0;
-    atomically_locked([&] {
-      // Stale pages without a recompute (control children) count as notified once propagated.
-      std::vector<PageId> notified;
-      for (PageId p : stale_) {
-        if (derivations_.count(p) == 0) notified.push_back(p);
-      }
-      for (PageId p : notified) {
-        stale_.erase(p);
-        txn_->undo.emplace_back(UndoStale{p, true});
-      }
-      run_wave_locked();
-    });
+    atomically_locked([&] { propagate_locked(); });
     changed = counters_.derived_deltas.load(std::memory_order_relaxed) - before;
   }
   deliver_events();
   return changed;
+}
+
+void Bus::propagate_locked() {
+  if (stale_.empty() && changed_.empty()) return;
+  // Stale pages without a recompute (control children) count as notified once propagated.
+  std::vector<PageId> notified;
+  for (PageId p : stale_) {
+    if (derivations_.count(p) == 0) notified.push_back(p);
+  }
+  for (PageId p : notified) {
+    stale_.erase(p);
+    txn_->undo.emplace_back(UndoStale{p, true});
+  }
+  run_wave_locked();
 }
 
 void Bus::set_propagation(PropagationMode mode) {

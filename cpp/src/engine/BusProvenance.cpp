@@ -85,7 +85,10 @@ void Bus::catch_up_index_locked() {
   auto add = [&](PageId page, const IndexEntry& e) {
     auto [it, inserted] = index_.try_emplace(page);
     if (inserted) fresh.push_back(page);
-    it->second.entries.push_back(e);
+    std::vector<IndexEntry>& v = it->second.entries;
+    const std::size_t cap = v.capacity();
+    v.push_back(e);
+    index_capacity_bytes_ += (v.capacity() - cap) * sizeof(IndexEntry);
   };
   std::size_t d = 0;
   for (const PendingBatch& b : pending_batches_) {
@@ -99,6 +102,40 @@ void Bus::catch_up_index_locked() {
   }
   pending_.clear();
   pending_batches_.clear();
+}
+
+// Each page keeps its newest entry at or below the floor: it produced the page's bytes in the
+// oldest retained checkpoint, which time travel can still reach.
+void Bus::trim_index_locked(Lsn floor) {
+  if (floor <= index_floor_) return;  // nothing new fell out of the retention since last time
+  index_floor_ = floor;
+  catch_up_index_locked();
+  std::vector<Lsn> kept_derived;  // propagated deltas at or below the floor still indexed
+  for (auto& [page, h] : index_) {
+    std::vector<IndexEntry>& v = h.entries;
+    const auto above = std::find_if(v.begin(), v.end(), [&](const IndexEntry& e) { return e.lsn > floor; });
+    if (above == v.begin()) continue;
+    const auto keep = std::prev(above);
+    if (keep->source == Source::Propagation) kept_derived.push_back(keep->lsn);
+    if (keep == v.begin()) continue;
+    index_capacity_bytes_ -= v.capacity() * sizeof(IndexEntry);
+    h.first_epoch += static_cast<Epoch>(keep - v.begin());
+    std::vector<IndexEntry> rest(keep, v.end());
+    v.swap(rest);
+    index_capacity_bytes_ += v.capacity() * sizeof(IndexEntry);
+  }
+  // Propagated deltas' inputs: those above the floor, and those of the entries kept above.
+  std::sort(kept_derived.begin(), kept_derived.end());
+  std::vector<DerivedEntry> entries;
+  std::vector<std::pair<PageId, Epoch>> items;
+  for (const DerivedEntry& e : derived_) {
+    if (e.lsn <= floor && !std::binary_search(kept_derived.begin(), kept_derived.end(), e.lsn)) continue;
+    entries.push_back({e.lsn, items.size(), e.count});
+    items.insert(items.end(), derived_items_.begin() + static_cast<std::ptrdiff_t>(e.begin),
+                 derived_items_.begin() + static_cast<std::ptrdiff_t>(e.begin + e.count));
+  }
+  derived_.swap(entries);
+  derived_items_.swap(items);
 }
 
 std::vector<ProvenanceStep> Bus::provenance(PageId id, std::optional<Epoch> epoch, unsigned max_depth) {

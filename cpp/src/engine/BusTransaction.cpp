@@ -1,28 +1,11 @@
 // Bus transactions: one owner thread, changes applied at once with undo, one log record at commit.
 #include <cstring>
-#include <unordered_set>
+#include <algorithm>
 
 #include "Transaction.hpp"
 #include "mmsb/core/Error.hpp"
 
 namespace mmsb {
-
-namespace {
-// Runs the bus's blocking hooks around a wait (the bindings release the GIL there).
-class Blocking {
- public:
-  explicit Blocking(const Bus::BlockingHooks& h) : h_(h), state_(h.enter != nullptr ? h.enter() : nullptr) {}
-  ~Blocking() {
-    if (h_.leave != nullptr) h_.leave(state_);
-  }
-  Blocking(const Blocking&) = delete;
-  Blocking& operator=(const Blocking&) = delete;
-
- private:
-  const Bus::BlockingHooks& h_;
-  void* state_;
-};
-}  // namespace
 
 std::unique_lock<std::mutex> Bus::lock_mutex() {
   if (wave_owner_.load(std::memory_order_acquire) == std::this_thread::get_id()) {
@@ -84,6 +67,7 @@ void Bus::end_transaction_locked() noexcept {
 }
 
 void Bus::commit_transaction() {
+  const std::uint64_t t0 = monotonic_ns();
   auto lock = lock_turn();
   if (!txn_) fail(ErrorCode::InvalidArgument, "no transaction is open on this thread");
   try {
@@ -93,6 +77,7 @@ void Bus::commit_transaction() {
     throw;
   }
   end_transaction_locked();
+  note_commit_latency_locked(t0);
   lock.unlock();
   deliver_events();
 }
@@ -264,18 +249,31 @@ void Bus::txn_note_delta_locked(PageRecord& r, const Delta& d, const std::span<c
 
 void Bus::txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t timestamp_ns) {
   UndoBatch u;
-  u.rows.reserve(batch.rows());
-  u.old.reserve(batch.payload.size());
-  std::unordered_set<PageRecord*> seen;
-  for (std::size_t i = 0; i < batch.rows(); ++i) {
-    PageRecord* rec = table_.find(batch.page_ids[i]);
-    u.rows.push_back({rec, batch.offsets[i], batch.lengths[i]});
-    u.old.insert(u.old.end(), rec->data + batch.offsets[i], rec->data + batch.offsets[i] + batch.lengths[i]);
-    if (seen.insert(rec).second) {
-      u.first_touch.emplace_back(rec, rec->epoch.load(std::memory_order_relaxed),
-                                 rec->last_lsn.load(std::memory_order_relaxed));
-    }
+  const std::size_t n = batch.rows();
+  u.rows.resize(n);
+  u.old.resize(batch.payload.size());
+  for (std::size_t i = 0; i < n; ++i) u.rows[i] = {table_.find(batch.page_ids[i]), batch.offsets[i], batch.lengths[i]};
+  // Copying each row's old bytes misses the cache once per row: fetch a few rows ahead.
+  constexpr std::size_t kAhead = 8;
+  for (std::size_t i = 0; i < std::min(n, kAhead); ++i) __builtin_prefetch(u.rows[i].rec->data + u.rows[i].offset);
+  std::byte* old = u.old.data();
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i + kAhead < n) __builtin_prefetch(u.rows[i + kAhead].rec->data + u.rows[i + kAhead].offset);
+    const UndoBatch::Row& row = u.rows[i];
+    std::memcpy(old, row.rec->data + row.offset, row.length);
+    old += row.length;
   }
+  // Each page's epoch and last lsn before the batch, once per page (seen_bits_ by id).
+  for (const UndoBatch::Row& row : u.rows) {
+    const PageId id = row.rec->id;
+    if (id / 64 >= seen_bits_.size()) seen_bits_.resize(std::max<std::size_t>(id / 64 + 1, 2 * seen_bits_.size()));
+    const std::uint64_t bit = std::uint64_t{1} << (id % 64);
+    if ((seen_bits_[id / 64] & bit) != 0) continue;
+    seen_bits_[id / 64] |= bit;
+    u.first_touch.emplace_back(row.rec, row.rec->epoch.load(std::memory_order_relaxed),
+                               row.rec->last_lsn.load(std::memory_order_relaxed));
+  }
+  for (const auto& [rec, epoch, last] : u.first_touch) seen_bits_[rec->id / 64] = 0;
   reserve_one(txn_->undo);
   txn_->ops.add(batch, timestamp_ns);
   txn_->undo.emplace_back(std::move(u));

@@ -90,6 +90,28 @@ inline void reserve_one(std::vector<Undo>& undo) {
   if (undo.size() == undo.capacity()) undo.reserve(undo.empty() ? 16 : 2 * undo.capacity());
 }
 
+/// A queued delta or batch; owns its bytes (the caller's buffers may change after submit()).
+struct Bus::Submission {
+  bool is_batch = false;
+  Delta delta;
+  DeltaBatch batch;
+};
+
+/// Runs the bus's blocking hooks around a wait (the bindings release the GIL there).
+class Blocking {
+ public:
+  explicit Blocking(const Bus::BlockingHooks& h) : h_(h), state_(h.enter != nullptr ? h.enter() : nullptr) {}
+  ~Blocking() {
+    if (h_.leave != nullptr) h_.leave(state_);
+  }
+  Blocking(const Blocking&) = delete;
+  Blocking& operator=(const Blocking&) = delete;
+
+ private:
+  const Bus::BlockingHooks& h_;
+  void* state_;
+};
+
 /// Arena bytes a finished transaction may keep for the next one (Bus::spare_txn_).
 inline constexpr std::size_t kSpareTransactionBytes = std::size_t{16} << 20;
 
@@ -113,7 +135,7 @@ void Bus::atomically_locked(Body&& body) {
       body();
     } catch (...) {
       undo_locked(*txn_, m);
-      changed_.clear();
+      clear_changed_locked();
       forced_.clear();
       throw;
     }
@@ -126,7 +148,7 @@ void Bus::atomically_locked(Body&& body) {
   } catch (...) {
     if (txn_) undo_locked(*txn_, txn_->start);  // no-op when finish already undid it
     recycle_transaction_locked();
-    changed_.clear();
+    clear_changed_locked();
     forced_.clear();
     throw;
   }

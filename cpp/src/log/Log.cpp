@@ -241,25 +241,36 @@ std::string Log::checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph) 
   return path;
 }
 
+std::uint64_t Log::enforce_retention() {
+  check_usable();
+  return retention_ ? apply_retention() : 0;
+}
+
 // Keeps the newest `retention_` checkpoints and the segments needed after the oldest of them.
 // Files go oldest first, so a crash in between leaves a directory that still recovers.
-void Log::apply_retention() {
+std::uint64_t Log::apply_retention() {
   std::map<Lsn, std::string> segments, checkpoints;
   for (const std::string& name : list_directory(dir_)) {
     std::uint64_t n = 0;
     if (logfmt::parse_segment_file_name(name, n)) segments.emplace(n, name);
     if (logfmt::parse_checkpoint_file_name(name, n)) checkpoints.emplace(n, name);
   }
+  if (checkpoints.empty()) return 0;  // nothing to measure the retention against yet
+  std::uint64_t removed = 0;
   while (checkpoints.size() > *retention_) {
     remove_file(dir_ + "/" + checkpoints.begin()->second);
     checkpoints.erase(checkpoints.begin());
+    ++removed;
   }
   const Lsn oldest = checkpoints.begin()->first;
   for (auto it = segments.begin(); it != segments.end() && std::next(it) != segments.end(); ++it) {
     if (std::next(it)->first > oldest + 1) break;  // this segment still holds lsns after `oldest`
     remove_file(dir_ + "/" + it->second);
+    ++removed;
   }
-  sync_directory(dir_);
+  if (removed != 0) sync_directory(dir_);
+  if (removed != 0 || retained_from_ != 0) retained_from_ = oldest;
+  return removed;
 }
 
 }  // namespace mmsb

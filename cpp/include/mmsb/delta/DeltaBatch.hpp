@@ -29,7 +29,15 @@ struct DeltaBatchView {
 class DeltaBatch {
  public:
   void add(PageId page, std::uint64_t offset, std::span<const std::byte> data);
+  /// Appends the rows of another batch (checked by the caller; the columns are copied).
+  void append(const DeltaBatchView& rows);
   void reserve(std::size_t rows, std::size_t payload_bytes);
+  /// Bytes held by the columns (capacity).
+  std::size_t capacity_bytes() const noexcept {
+    return page_ids_.capacity() * sizeof(PageId) + (offsets_.capacity() + lengths_.capacity()) * 8 + payload_.capacity();
+  }
+  /// Gives the columns' memory back.
+  void release() noexcept { *this = DeltaBatch(); }
   void clear() noexcept;
   std::size_t rows() const noexcept { return page_ids_.size(); }
   DeltaBatchView view() const noexcept { return {page_ids_, offsets_, lengths_, payload_}; }

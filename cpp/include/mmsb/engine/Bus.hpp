@@ -25,11 +25,14 @@
 #include <string_view>
 #include <vector>
 
+#include "mmsb/core/Clock.hpp"
+#include "mmsb/core/LatencyHistogram.hpp"
 #include "mmsb/core/Types.hpp"
 #include "mmsb/delta/Delta.hpp"
 #include "mmsb/delta/DeltaBatch.hpp"
 #include "mmsb/engine/Derivation.hpp"
 #include "mmsb/engine/Events.hpp"
+#include "mmsb/engine/IngestRing.hpp"
 #include "mmsb/graph/DepGraph.hpp"
 #include "mmsb/log/Checkpoint.hpp"
 #include "mmsb/log/Log.hpp"
@@ -59,6 +62,8 @@ struct BusOptions {
   /// Keep the newest N checkpoints and the log after the oldest (time travel before it raises
   /// HistoryUnavailable); nullopt keeps all history.
   std::optional<unsigned> retention;
+  /// Submissions the ingest ring holds before submit() blocks (rounded up to a power of two).
+  std::size_t queue_capacity = std::size_t{1} << 16;
 };
 
 /// What verify() found. ok is true when problems is empty.
@@ -92,6 +97,75 @@ struct BusStats {
   std::uint64_t cutoffs = 0;         ///< recomputes whose output was unchanged (no delta)
   std::uint64_t derived_deltas = 0;  ///< deltas committed by propagation
   std::uint64_t events = 0;          ///< events handed to the sink
+  std::uint64_t submits = 0;         ///< submissions accepted by submit()
+  std::uint64_t submits_rejected = 0;   ///< submissions a tick found invalid (not applied)
+  std::uint64_t submits_discarded = 0;  ///< submissions still queued when the bus closed
+  std::uint64_t ticks = 0;
+  std::uint64_t tick_overruns = 0;   ///< ticks with at least one phase over its budget
+  std::uint64_t validation_failures = 0;  ///< sampled derived pages that did not match a recompute
+  std::uint64_t gc_runs = 0;
+  std::uint64_t gc_bytes_freed = 0;
+  std::uint64_t queue_depth = 0;       ///< submissions waiting now (a gauge, not reset)
+  std::uint64_t queue_high_water = 0;  ///< most submissions waiting at once
+};
+
+/// tick() settings. Budgets are in nanoseconds, 0 = none; a phase over its budget is reported
+/// (TickReport::overruns, stats tick_overruns), never cut short.
+struct TickOptions {
+  std::uint64_t drain_budget_ns = 0;
+  std::uint64_t apply_budget_ns = 0;
+  std::uint64_t propagate_budget_ns = 0;
+  std::uint64_t validate_budget_ns = 0;
+  std::uint64_t gc_budget_ns = 0;
+  std::uint64_t total_budget_ns = 0;
+  /// Derived pages re-derived and compared with their bytes per tick (round robin by id).
+  unsigned validate_sample = 0;
+  /// gc() runs at the end of a tick when memory().total_bytes() exceeds this (0 = never).
+  std::uint64_t memory_budget_bytes = 0;
+};
+
+/// What gc() reclaimed. GC never changes committed state or retained history.
+struct GcReport {
+  std::uint64_t bytes_freed = 0;         ///< drop of memory().total_bytes()
+  std::uint64_t pause_ns = 0;            ///< time the commit lock was held
+  std::uint64_t arena_bytes_released = 0;  ///< page memory (wholly free slabs) unmapped
+  std::uint64_t cache_bytes_freed = 0;   ///< staging buffers, spare transaction, tick buffers
+  std::uint64_t index_bytes_freed = 0;   ///< provenance index entries older than the retained history
+  std::uint64_t log_files_removed = 0;   ///< checkpoints and segments beyond the retention policy
+};
+
+/// tick() phases, in the order they run.
+enum class TickPhase : std::uint8_t { Drain, Apply, Propagate, Validate, Gc };
+inline constexpr int kTickPhaseCount = 5;
+/// "drain", "apply", "propagate", "validate", "gc".
+std::string_view tick_phase_name(TickPhase p) noexcept;
+
+/// What one tick() did.
+struct TickReport {
+  std::uint64_t tick = 0;         ///< 1 for the bus's first tick
+  Lsn first_lsn = 0;              ///< lsns this tick committed: (first_lsn, last_lsn], empty when equal
+  Lsn last_lsn = 0;
+  std::uint64_t submissions = 0;  ///< drained from the ring (rejected ones included)
+  std::uint64_t deltas_applied = 0;
+  std::uint64_t bytes_applied = 0;
+  std::uint64_t rejected = 0;     ///< submissions not applied: page gone, out of bounds, epoch conflict
+  std::vector<std::string> rejections;  ///< why, for the first 16 rejected
+  std::uint64_t recomputes = 0;
+  std::uint64_t derived_deltas = 0;
+  std::uint64_t validated = 0;    ///< derived pages re-derived by the sampled validation
+  std::vector<PageId> validation_failures;
+  bool gc_ran = false;
+  GcReport gc;
+  std::uint64_t phase_ns[kTickPhaseCount] = {};
+  std::uint64_t total_ns = 0;
+  std::vector<std::string> overruns;  ///< phases (or "total") over their budget
+  std::uint64_t queue_depth = 0;      ///< submissions left waiting after the drain
+};
+
+/// When each live page was last written (cold-page policies): parallel arrays in id order.
+struct PageAges {
+  std::vector<PageId> ids;
+  std::vector<Lsn> last_lsn;
 };
 
 /// eager: a commit runs its wave before it returns; deferred: commits mark descendants stale and
@@ -117,15 +191,18 @@ struct MemoryReport {
   std::uint64_t graph_bytes = 0;         ///< dependency graph and derivations
   std::uint64_t index_bytes = 0;         ///< per-page lsn index kept for provenance
   std::uint64_t cache_bytes = 0;         ///< reusable buffers: commit staging, a spare transaction
-  std::uint64_t log_bytes = 0;           ///< the in-memory log of an in-memory bus
+  std::uint64_t log_bytes = 0;           ///< the in-memory log, or log bytes not yet written out
+  std::uint64_t queue_bytes = 0;         ///< the ingest ring and the submissions waiting in it
   std::uint64_t record_bytes_per_page = sizeof(PageRecord);
   std::uint64_t total_bytes() const noexcept {
-    return data_bytes + arena_slack_bytes + metadata_bytes + graph_bytes + index_bytes + cache_bytes + log_bytes;
+    return data_bytes + arena_slack_bytes + metadata_bytes + graph_bytes + index_bytes + cache_bytes + log_bytes +
+           queue_bytes;
   }
 };
 
 class Bus {
  public:
+  struct Submission;  ///< a queued delta or batch (internal)
   /// In-memory bus, or (options.path) open/create and recover a bus directory. Throws
   /// Error(BusLocked / LogCorrupt / Durability / InvalidArgument).
   explicit Bus(BusOptions options = {});
@@ -167,6 +244,37 @@ class Bus {
   /// Validates every row, then applies all of them (lsn +rows) in parallel by page. Returns the
   /// lsn of the last row (the current lsn for an empty batch).
   Lsn apply_batch(const DeltaBatchView& batch);
+
+  // ---- ingest queue and tick (BusTick.cpp) -------------------------------------------------
+  /// Queues a delta for the next tick() from any thread, lock-free (the commit lock is not
+  /// taken). Only its shape is checked here; the page and bounds are checked by the tick, which
+  /// rejects (and reports) an invalid submission without applying it. A full ring blocks (with
+  /// the blocking hooks around the wait) or, with block=false, throws Error(QueueFull) with
+  /// nothing queued. Throws Error(Closed) (also when the bus closes while this waits) and
+  /// Error(InvalidArgument) for a read-only bus.
+  void submit(Delta d, bool block = true);
+  /// Queues a copy of a batch (all of it is applied by one tick, or all of it rejected).
+  void submit(const DeltaBatchView& batch, bool block = true);
+  /// Submissions waiting for a tick.
+  std::size_t queue_depth() const noexcept;
+  std::size_t queue_capacity() const noexcept { return queue_capacity_; }
+  /// Drains the ring and commits what it held as one atomic record (the submissions in ring
+  /// order, consecutive single-run deltas and batches merged into one parallel batch), runs the
+  /// propagation wave (both modes), the sampled validation and, over the memory budget, gc().
+  /// If the commit fails (a recompute raising: Error(Propagation); the log: Error(Durability))
+  /// nothing is applied and the drained submissions wait for the next tick, so none is lost.
+  TickReport tick();
+  void set_tick_options(const TickOptions& options);
+  TickOptions tick_options();
+  /// Reclaims memory without changing committed state or retained history: wholly free arena
+  /// slabs, caches, log files and index entries beyond the retention policy.
+  GcReport gc();
+  /// Last-write lsn of every live page.
+  PageAges page_ages();
+  /// Durations of data commits (apply, write, update, apply_batch, commit_transaction, tick) and
+  /// of ticks; read concurrently with writers.
+  const LatencyHistogram& commit_latency() const noexcept { return commit_latency_; }
+  const LatencyHistogram& tick_latency() const noexcept { return tick_latency_; }
 
   // ---- reads -------------------------------------------------------------------------------
   /// Consistent copy of the page into `out` (exactly page size bytes); returns its epoch.
@@ -309,6 +417,24 @@ class Bus {
  private:
   void check_open() const;
   void check_writable() const;
+  void note_commit_latency_locked(std::uint64_t t0) noexcept {
+    if (!txn_) commit_latency_.record(monotonic_ns() - t0);
+  }
+  void record_delta_locked(PageRecord& r, Delta& d);
+  Lsn record_batch_locked(const DeltaBatchView& batch);
+  void preview_locked(PageId child, std::span<std::byte> out);
+  void propagate_locked();
+  void enqueue(std::unique_ptr<Submission> s, bool block);
+  void tick_apply_locked(TickReport& report);
+  void tick_validate_locked(TickReport& report);
+  GcReport gc_locked();
+  MemoryReport memory_locked();
+  std::uint64_t drop_queued() noexcept;
+  /// Drops provenance index entries (and propagated inputs) of lsns <= floor: history the
+  /// retention no longer keeps.
+  void trim_index_locked(Lsn floor);
+  std::uint64_t cache_bytes_locked() const;
+  std::uint64_t index_bytes_locked() const;
   /// mutex_, taken with the blocking hooks around any wait.
   std::unique_lock<std::mutex> lock_mutex();
   /// Runs `body` all or nothing: inside an open transaction (undone back to where it started on
@@ -393,7 +519,10 @@ class Bus {
   DepGraph graph_;
   std::unordered_map<PageId, Derivation> derivations_;
   PropagationMode propagation_ = PropagationMode::Eager;
-  std::vector<PageId> changed_;              // pages changed since the last wave (this commit)
+  std::vector<PageId> changed_;              // pages changed since the last wave (this commit), once each
+  std::vector<std::uint64_t> changed_bits_;  // membership of changed_, by page id
+  std::vector<std::uint64_t> seen_bits_;     // scratch of txn_note_batch_locked, all zero between calls
+  void clear_changed_locked() noexcept;
   std::unordered_set<PageId> stale_;         // marked stale, waiting for a wave
   std::unordered_set<PageId> forced_;        // recompute regardless of the memo (depend)
   std::atomic<std::thread::id> wave_owner_{};  // thread running a wave (callables may not re-enter)
@@ -439,14 +568,38 @@ class Bus {
   std::vector<std::pair<PageId, Epoch>> derived_items_;
   // Reused by every recompute of a wave (the wave runs under the commit lock).
   std::vector<const PageRecord*> wave_parents_;
+  std::vector<const std::byte*> wave_ins_;
   std::vector<Epoch> wave_sig_;
   std::vector<std::pair<PageId, Epoch>> wave_inputs_;
   Delta wave_delta_;
   std::uint64_t wave_timestamp_ns_ = 0;
   struct Counters {
     std::atomic<std::uint64_t> deltas_applied{0}, bytes_applied{0}, commits{0}, pages_created{0},
-        pages_deleted{0}, waves{0}, recomputes{0}, memo_skips{0}, cutoffs{0}, derived_deltas{0}, events{0};
+        pages_deleted{0}, waves{0}, recomputes{0}, memo_skips{0}, cutoffs{0}, derived_deltas{0}, events{0},
+        submits_rejected{0}, submits_discarded{0}, ticks{0}, tick_overruns{0}, validation_failures{0},
+        gc_runs{0}, gc_bytes_freed{0};
+    std::atomic<std::uint64_t> submits{0};  // the only one bumped outside the lock (fetch_add)
   } counters_;
+  LatencyHistogram commit_latency_;
+  LatencyHistogram tick_latency_;
+  // Ingest: submissions own their bytes; the ring holds pointers (released by tick or close).
+  // It is created by the first submit(), so a bus that never submits holds no ring.
+  using Ring = IngestRing<Submission*>;
+  Ring& ring();
+  Ring* ring_if_any() const noexcept { return ring_.load(std::memory_order_acquire); }
+  std::size_t queue_capacity_;
+  std::mutex ring_create_;  // creation, and closing against it
+  std::atomic<Ring*> ring_{nullptr};
+  std::vector<std::unique_ptr<Submission>> carry_;  // drained by a failed tick: first next time
+  std::atomic<std::size_t> carry_count_{0};
+  std::atomic<std::uint64_t> queued_bytes_{0};      // payload bytes of waiting submissions
+  std::vector<Submission*> drained_;                // reused by tick
+  DeltaBatch tick_batch_;                           // consecutive mergeable submissions
+  TickOptions tick_options_;
+  std::uint64_t tick_count_ = 0;
+  PageId validate_cursor_ = 0;  // sampled validation resumes after this derived page
+  std::uint64_t index_capacity_bytes_ = 0;  // entries' capacity in index_ (kept, not summed)
+  Lsn index_floor_ = 0;                     // entries of lsns <= this were dropped (retention)
 };
 
 }  // namespace mmsb

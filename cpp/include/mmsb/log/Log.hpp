@@ -81,6 +81,12 @@ class Log {
   /// Keep only the newest `checkpoints` checkpoints (>= 1) and the log after the oldest of them;
   /// nullopt keeps everything (the default). Applied at each checkpoint.
   void set_retention(std::optional<unsigned> checkpoints) noexcept { retention_ = checkpoints; }
+  /// Applies the retention now (as a checkpoint does); returns the files removed. Throws
+  /// Error(Durability) if the directory cannot be listed or synced.
+  std::uint64_t enforce_retention();
+  /// Lsn of the oldest checkpoint the retention keeps (history before it is gone); 0 when all
+  /// history is kept or no retention has been applied yet.
+  Lsn retained_from() const noexcept { return retained_from_; }
 
   const std::string& dir() const noexcept { return dir_; }
   Durability durability() const noexcept { return durability_; }
@@ -92,7 +98,7 @@ class Log {
   void open_segment(Lsn first_lsn);
   void write_out(std::span<const std::byte> bytes, bool sync);
   void check_usable() const;
-  void apply_retention();
+  std::uint64_t apply_retention();
 
   std::string dir_;
   Durability durability_;
@@ -106,6 +112,7 @@ class Log {
   bool broken_ = false;
   bool read_only_ = false;
   std::optional<unsigned> retention_;
+  Lsn retained_from_ = 0;
 };
 
 }  // namespace mmsb
