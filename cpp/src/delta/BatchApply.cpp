@@ -50,7 +50,7 @@ struct RowRef {
 // flight: each row's page is looked up once and its target bytes are prefetched well before the
 // copy, which hides DRAM latency on random pages.
 template <class Next>
-void apply_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, Next next) {
+void apply_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::byte* save_old, Next next) {
   struct Pending {
     RowRef ref;
     PageRecord* rec;
@@ -70,16 +70,19 @@ void apply_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, Next n
   while (head != tail) {
     const Pending p = ring[head++ % kPrefetchAhead];
     refill();
-    copy_run(p.rec->data + b.offsets[p.ref.row], payload + p.ref.pos, b.lengths[p.ref.row]);
+    std::byte* dst = p.rec->data + b.offsets[p.ref.row];
+    // The bytes the row overwrites, for undo, while the line is in cache (same layout as payload).
+    if (save_old != nullptr) copy_run(save_old + p.ref.pos, dst, b.lengths[p.ref.row]);
+    copy_run(dst, payload + p.ref.pos, b.lengths[p.ref.row]);
     p.rec->epoch.store(p.rec->epoch.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     p.rec->last_lsn.store(first_lsn + p.ref.row, std::memory_order_relaxed);
   }
 }
 
-void apply_all_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn) {
+void apply_all_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::byte* save_old) {
   std::size_t i = 0;
   std::uint64_t pos = 0;
-  apply_rows(b, table, first_lsn, [&](RowRef& out) {
+  apply_rows(b, table, first_lsn, save_old, [&](RowRef& out) {
     if (i == b.rows()) return false;
     out = RowRef{i, pos};
     pos += b.lengths[i++];
@@ -91,7 +94,8 @@ void apply_all_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn) {
 // this lane without branches (a data-dependent branch here mispredicts on every other row and
 // cost more than the copies), then applying them. Scratch is bounded by the block size.
 constexpr std::size_t kBlockRows = 1 << 16;
-void apply_lane(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, unsigned lane, unsigned lanes) {
+void apply_lane(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::byte* save_old, unsigned lane,
+                unsigned lanes) {
   std::vector<RowRef> mine(kBlockRows + 1);
   std::uint64_t pos = 0;
   for (std::size_t start = 0; start < b.rows(); start += kBlockRows) {
@@ -103,7 +107,7 @@ void apply_lane(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, unsign
       count += lane_of(b.page_ids[i], lanes) == lane;
     }
     std::size_t k = 0;
-    apply_rows(b, table, first_lsn, [&](RowRef& out) {
+    apply_rows(b, table, first_lsn, save_old, [&](RowRef& out) {
       if (k == count) return false;
       out = mine[k++];
       return true;
@@ -163,13 +167,13 @@ void validate_batch(const DeltaBatchView& b, PageTable& table, ThreadPool* pool)
   if (bad != n) check_row(b, table, bad);  // throws the error of the first bad row
 }
 
-void apply_batch(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, ThreadPool& pool) {
+void apply_batch(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, ThreadPool& pool, std::byte* save_old) {
   const unsigned lanes = lanes_for(b.rows(), pool.threads());
   if (lanes == 1) {
-    apply_all_rows(b, table, first_lsn);
+    apply_all_rows(b, table, first_lsn, save_old);
     return;
   }
-  pool.run_lanes(lanes, [&](unsigned lane) { apply_lane(b, table, first_lsn, lane, lanes); });
+  pool.run_lanes(lanes, [&](unsigned lane) { apply_lane(b, table, first_lsn, save_old, lane, lanes); });
 }
 
 }  // namespace mmsb

@@ -456,8 +456,8 @@ void Bus::apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn) {
 }
 
 // The single place where a batch becomes state (commits and replay).
-void Bus::apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns) {
-  mmsb::apply_batch(batch, table_, first, pool_);
+void Bus::apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns, std::byte* save_old) {
+  mmsb::apply_batch(batch, table_, first, pool_, save_old);
   pending_batches_.push_back({first, timestamp_ns, {batch.page_ids.begin(), batch.page_ids.end()}});
   if ((event_mask_ & (1u << static_cast<unsigned>(EventKind::DeltaApplied))) != 0) {
     // Each row's epoch: the page's final epoch minus the rows of that page after it.
@@ -555,8 +555,9 @@ Lsn Bus::record_batch_locked(const DeltaBatchView& batch) {
   const Lsn first = lsn_.load(std::memory_order_relaxed) + 1;
   const Lsn last = first + batch.rows() - 1;
   const std::uint64_t ts = wall_clock_ns();
+  std::byte* undo = nullptr;
   if (txn_) {
-    txn_note_batch_locked(batch, ts);
+    undo = txn_note_batch_locked(batch, ts);
   } else if (logging()) {
     record_buf_.clear();
     // Exact size: an in-memory log keeps this buffer as it is.
@@ -565,7 +566,7 @@ Lsn Bus::record_batch_locked(const DeltaBatchView& batch) {
     log_locked(last);
   }
   lsn_.store(last, std::memory_order_release);  // before the stale marks, which carry it
-  apply_batch_locked(batch, first, ts);
+  apply_batch_locked(batch, first, ts, undo);
   count(batch.rows(), batch.payload.size());
   return last;
 }

@@ -15,7 +15,10 @@ void validate_batch(const DeltaBatchView& batch, PageTable& table, ThreadPool* p
 /// Applies a batch that passed validate_batch. Row i is the delta with lsn first_lsn + i: each row
 /// bumps its page's epoch by one and sets its last_lsn. Rows are split into lanes by page, each
 /// lane applies its rows in row order, so bytes and epochs equal sequential application for any
-/// thread count. The caller serializes writers (the bus commit lock).
-void apply_batch(const DeltaBatchView& batch, PageTable& table, Lsn first_lsn, ThreadPool& pool);
+/// thread count. The caller serializes writers (the bus commit lock). With `save_old` (payload
+/// size), each row first copies the bytes it overwrites to the row's payload position there (a
+/// transaction's undo, taken while the line is in cache).
+void apply_batch(const DeltaBatchView& batch, PageTable& table, Lsn first_lsn, ThreadPool& pool,
+                 std::byte* save_old = nullptr);
 
 }  // namespace mmsb

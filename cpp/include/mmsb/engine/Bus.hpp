@@ -450,7 +450,9 @@ class Bus {
   void refresh_dependents_locked(PageId page);
   void drop_from_graph_locked(PageId id);
   void mark_unsettled_stale_locked();
-  void apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns);
+  /// `save_old`: where the rows' overwritten bytes go (the transaction's undo), or nullptr.
+  void apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns,
+                          std::byte* save_old = nullptr);
   void restore_graph_locked(const GraphImage& g);
   GraphImage graph_image_locked() const;
   void check_derivation_locked(PageId child, std::span<const PageId> parents, const RecomputeSpec& fn,
@@ -473,7 +475,9 @@ class Bus {
   /// Records a delta in the open transaction; `inputs` marks it derived (logged with them).
   void txn_note_delta_locked(PageRecord& r, const Delta& d,
                              const std::span<const std::pair<PageId, Epoch>>* inputs = nullptr);
-  void txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t timestamp_ns);
+  /// Records a batch about to be applied; returns the buffer apply_batch_locked fills with the
+  /// bytes each row overwrites (its undo).
+  std::byte* txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t timestamp_ns);
   void end_transaction_locked() noexcept;
   void check_location(const std::string& location) const;
   PageRecord& live_locked(PageId id);
