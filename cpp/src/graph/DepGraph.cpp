@@ -77,7 +77,9 @@ void DepGraph::add_edge(PageId parent, PageId child, EdgeKind kind) {
   g.nodes[p].out.push_back({c, kind});
   g.nodes[c].in.push_back({p, kind});
   ++g.edge_count;
-  g.canonical_valid = false;
+  // An edge the canonical order already agrees with keeps it: the smallest order of a set of
+  // orders is still the smallest of any subset containing it. New nodes need a rebuild.
+  if (made_p || made_c || !g.canonical_valid || g.pos[p] > g.pos[c]) g.canonical_valid = false;
 }
 
 std::vector<PageId> DepGraph::find_cycle(PageId parent, PageId child) const {
@@ -213,6 +215,9 @@ std::vector<Edge> DepGraph::in_edges(PageId child) const {
   if (const Index c = impl_->find(child); c != kNone) {
     for (const Adj& a : impl_->nodes[c].in) out.push_back({impl_->nodes[a.node].id, child, a.kind});
   }
+  // By parent id: adjacency order depends on history (a checkpoint restores edges in another
+  // order), the edge set does not.
+  std::sort(out.begin(), out.end(), [](const Edge& x, const Edge& y) { return x.parent < y.parent; });
   return out;
 }
 
@@ -221,6 +226,7 @@ std::vector<Edge> DepGraph::out_edges(PageId parent) const {
   if (const Index p = impl_->find(parent); p != kNone) {
     for (const Adj& a : impl_->nodes[p].out) out.push_back({parent, impl_->nodes[a.node].id, a.kind});
   }
+  std::sort(out.begin(), out.end(), [](const Edge& x, const Edge& y) { return x.child < y.child; });
   return out;
 }
 
@@ -259,7 +265,10 @@ std::vector<Edge> DepGraph::edges() const {
   std::vector<Edge> out;
   out.reserve(g.edge_count);
   for (const auto& [id, n] : kids) {
+    const std::size_t first = out.size();
     for (const Adj& a : g.nodes[n].in) out.push_back({g.nodes[a.node].id, id, a.kind});
+    std::sort(out.begin() + static_cast<std::ptrdiff_t>(first), out.end(),
+              [](const Edge& x, const Edge& y) { return x.parent < y.parent; });
   }
   return out;
 }

@@ -109,7 +109,8 @@ TEST(DepGraphTest, SetDataParentsReplacesOnlyDataEdges) {
   g.add_edge(4, 2, kData);
   g.add_edge(2, 5, kData);
   g.set_data_parents(2, std::vector<PageId>{6, 4});
-  EXPECT_EQ(g.in_edges(2), (std::vector<Edge>{{1, 2, kControl}, {6, 2, kData}, {4, 2, kData}}));
+  EXPECT_EQ(g.parents(2), (std::vector<PageId>{1, 6, 4}));  // data parents in the order given
+  EXPECT_EQ(g.in_edges(2), (std::vector<Edge>{{1, 2, kControl}, {4, 2, kData}, {6, 2, kData}}));  // by id
   EXPECT_FALSE(g.contains(3));                          // its only edge went
   EXPECT_EQ(g.children(4), (std::vector<PageId>{9, 2}));  // a kept edge keeps its place
   EXPECT_EQ(g.edge_count(), 5u);

@@ -95,18 +95,23 @@ class RefGraph {
     return n;
   }
 
-  /// DepGraph::edges() order: children increasing, in-edges in insertion order.
+  /// DepGraph::edges() order: children increasing, each child's in-edges by parent id.
   std::vector<Edge> edges() const {
     std::vector<Edge> out;
     for (const auto& [c, l] : in_) {
+      const std::size_t first = out.size();
       for (const auto& [p, k] : l) out.push_back({p, c, k});
+      std::sort(out.begin() + static_cast<std::ptrdiff_t>(first), out.end(),
+                [](const Edge& x, const Edge& y) { return x.parent < y.parent; });
     }
     return out;
   }
 
+  /// DepGraph::out_edges() order: by child id.
   std::vector<Edge> out_edges(PageId p) const {
     std::vector<Edge> out;
     for (const auto& [c, k] : list(out_, p)) out.push_back({p, c, k});
+    std::sort(out.begin(), out.end(), [](const Edge& x, const Edge& y) { return x.child < y.child; });
     return out;
   }
 

@@ -76,17 +76,19 @@ class DepGraph {
 
   bool contains(PageId id) const noexcept;
   std::optional<EdgeKind> edge_kind(PageId parent, PageId child) const noexcept;
-  /// In-edges of `child` in insertion order (set_data_parents order for data edges).
+  /// In-edges of `child` by parent id: a function of the edge set alone, so the same after a
+  /// checkpoint or reopen restored the edges in another order.
   std::vector<Edge> in_edges(PageId child) const;
-  /// Out-edges of `parent` in insertion order.
+  /// Out-edges of `parent` by child id.
   std::vector<Edge> out_edges(PageId parent) const;
+  /// Parents in insertion order (set_data_parents order for data edges).
   std::vector<PageId> parents(PageId child) const;
   std::vector<PageId> children(PageId parent) const;
   bool has_children(PageId id) const noexcept;
   /// Calls fn(child, kind) for each out-edge of `parent` without allocating.
   void for_each_child(PageId parent, const std::function<void(PageId, EdgeKind)>& fn) const;
-  /// Every edge: children in increasing id, each child's in-edges in insertion order. Replaying
-  /// these through add_edge rebuilds the same graph (checkpoints store it this way).
+  /// Every edge: children in increasing id, each child's in-edges by parent id (a function of
+  /// the edge set, so two buses with the same edges compare equal whatever their history).
   std::vector<Edge> edges() const;
 
   /// Canonical topological order of every node (Kahn; ready nodes taken smallest id first).
