@@ -688,7 +688,9 @@ MemoryReport Bus::memory_locked() {
   MemoryReport m;
   m.pages = t.live_pages;
   m.data_bytes = t.arena.requested_bytes;
-  m.arena_slack_bytes = t.arena.slack_bytes();
+  // Slack: class rounding, free blocks and slab tails of the arena, and the record table's
+  // slots allocated ahead in chunks of 4096.
+  m.arena_slack_bytes = t.arena.slack_bytes() + t.record_slack_bytes;
   m.metadata_bytes = t.record_bytes + t.info_bytes + t.name_index_bytes;
   m.graph_bytes = graph_.memory_bytes() + derivations_.size() * (sizeof(Derivation) + 64);
   for (const auto& [id, d] : derivations_) m.graph_bytes += (d.parents.capacity() + d.memo.capacity() + d.weights.capacity()) * 8;

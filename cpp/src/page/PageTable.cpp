@@ -256,7 +256,8 @@ void PageTable::check_consistency(std::vector<std::string>& problems) {
 PageTableStats PageTable::stats() const {
   PageTableStats s;
   s.live_pages = live_;
-  s.record_bytes = chunks_.size() * kChunkRecords * sizeof(PageRecord);
+  s.record_bytes = (next_id_ - 1) * sizeof(PageRecord);
+  s.record_slack_bytes = chunks_.size() * kChunkRecords * sizeof(PageRecord) - s.record_bytes;
   s.arena = arena_.stats();
   if (!cold_dirty_) {  // a walk over every named or typed page is too slow for each memory()
     s.info_bytes = cold_info_bytes_;
@@ -271,7 +272,8 @@ PageTableStats PageTable::stats() const {
                       k.capacity() + v.value.capacity();
     }
   }
-  s.name_index_bytes = names_.bucket_count() * sizeof(void*);
+  // An empty map's single bucket lives inside the map object (libstdc++): no heap bytes.
+  s.name_index_bytes = names_.bucket_count() > 1 ? names_.bucket_count() * sizeof(void*) : 0;
   for (const auto& [name, id] : names_) {
     s.name_index_bytes += sizeof(std::pair<const std::string, PageId>) + sizeof(void*) + name.capacity();
   }

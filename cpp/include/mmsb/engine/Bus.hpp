@@ -186,8 +186,8 @@ struct ProvenanceStep {
 struct MemoryReport {
   std::uint64_t pages = 0;
   std::uint64_t data_bytes = 0;          ///< bytes of live page data (as requested)
-  std::uint64_t arena_slack_bytes = 0;   ///< reserved by the arena beyond data_bytes
-  std::uint64_t metadata_bytes = 0;      ///< hot records + cold info + name index
+  std::uint64_t arena_slack_bytes = 0;   ///< reserved beyond data_bytes: arena, record slots ahead
+  std::uint64_t metadata_bytes = 0;      ///< hot records (of every id used) + cold info + name index
   std::uint64_t graph_bytes = 0;         ///< dependency graph and derivations
   std::uint64_t index_bytes = 0;         ///< per-page lsn index kept for provenance
   std::uint64_t cache_bytes = 0;         ///< reusable buffers: commit staging, a spare transaction

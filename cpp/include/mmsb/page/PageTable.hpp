@@ -21,7 +21,8 @@ namespace mmsb {
 
 struct PageTableStats {
   std::uint64_t live_pages = 0;
-  std::uint64_t record_bytes = 0;  ///< hot records, including never-reused slots
+  std::uint64_t record_bytes = 0;  ///< hot records of every id used so far (ids are never reused)
+  std::uint64_t record_slack_bytes = 0;  ///< record slots allocated (in chunks) but not used yet
   std::uint64_t info_bytes = 0;    ///< cold info of typed/named pages (estimated from capacities)
   std::uint64_t name_index_bytes = 0;
   ArenaStats arena;
