@@ -18,7 +18,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(VENV)/bin/mmsb demo
+	$(VENV)/bin/mmsb validate --json build/validate.json
 
 test: setup test-cpp test-asan test-tsan test-python test-fuzz test-bench-smoke
 	@echo "make test: all suites passed"
@@ -78,11 +78,14 @@ bench: setup
 	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-columns=min,median,ops
 	$(PY) benchmarks/compare.py
 	cmake -S . -B build/bench $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release -DMMSB_BUILD_BENCHMARKS=ON >/dev/null
-	cmake --build build/bench -j $(JOBS) --target bench_apply bench_graph bench_semiring bench_propagation
+	cmake --build build/bench -j $(JOBS) --target bench_apply bench_graph bench_semiring bench_propagation \
+	  bench_ring bench_tick
 	build/bench/benchmarks/cpp/bench_apply
 	build/bench/benchmarks/cpp/bench_graph
 	build/bench/benchmarks/cpp/bench_semiring
 	build/bench/benchmarks/cpp/bench_propagation
+	build/bench/benchmarks/cpp/bench_ring --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+	build/bench/benchmarks/cpp/bench_tick --benchmark_counters_tabular=true
 
 clean:
 	rm -rf build $(VENV)/.mmsb-built

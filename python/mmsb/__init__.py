@@ -61,6 +61,19 @@ def _create_page(
     return self._create_page(size, shape, dtype, data, name, metadata, location)
 
 
+def validate(
+    targets: Optional[Union[str, "os.PathLike[str]"]] = None, quick: bool = False, *,
+    progress: Optional[bool] = None, only: Optional[Sequence[str]] = None,
+) -> Any:
+    """Run the ten validators of DESIGN §5 against their targets (default: the packaged
+    benchmarks_targets.json) and return a ValidationReport (✓/✗ per validator, measured figures,
+    machine info; bool() is True only if all pass). `quick=True` shrinks the workloads; `only`
+    names a subset. Same as `mmsb validate` on the command line."""
+    from .validation import validate as _run
+
+    return _run(targets, quick=quick, progress=progress, only=only)
+
+
 def open(  # noqa: A001  (mmsb.open is the documented name)
     path: Union[str, "os.PathLike[str]"],
     *,
@@ -211,6 +224,7 @@ __all__ = [
     "LatencyReport",
     "PageAges",
     "build_info",
+    "validate",
     "open",
     "replay",
     "DeltaRecord",

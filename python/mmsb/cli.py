@@ -1,4 +1,5 @@
-"""Command line: `mmsb demo`, `mmsb inspect PATH`, `mmsb info` (also `python -m mmsb ...`)."""
+"""Command line: `mmsb validate`, `mmsb demo`, `mmsb inspect PATH`, `mmsb info` (also
+`python -m mmsb ...`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     demo = sub.add_parser("demo", help="a short narrated run of the main ideas")
     demo.add_argument("--rows", type=int, default=1_000_000, help="deltas in the batch step")
     sub.add_parser("info", help="print build_info() as JSON")
+    val = sub.add_parser("validate", help="run the ten validators against their targets (DESIGN §5)")
+    val.add_argument("--quick", action="store_true", help="shrunk workloads (CI)")
+    val.add_argument("--targets", help="targets JSON (default: the packaged benchmarks_targets.json)")
+    val.add_argument("--json", metavar="OUT", help="write the full report (machine info included) here")
+    val.add_argument("--only", nargs="+", metavar="NAME", help="run only these validators")
+    val.add_argument("--no-progress", action="store_true", help="no progress bars")
     insp = sub.add_parser("inspect", help="summary (and record dump) of a bus directory")
     insp.add_argument("path")
     insp.add_argument("--records", action="store_true", help="dump every record")
@@ -28,8 +35,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .inspect_cmd import inspect_dir, print_inspection
 
         return print_inspection(inspect_dir(args.path, args.records), sys.stdout, args.json)
+    if args.command == "validate":
+        return _validate(args)
     if args.command == "info":
         print(json.dumps(build_info(), indent=2))
         return 0
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _validate(args: argparse.Namespace) -> int:
+    """One ✓/✗ line per validator as it finishes, the N/10 PASS summary, exit 0 only if all pass."""
+    from .errors import MmsbError
+    from .validation import ValidationReport, validate
+
+    def show(result: dict) -> None:
+        print(ValidationReport(results=[result], summary="").lines()[0], flush=True)
+
+    try:
+        report = validate(args.targets, quick=args.quick, progress=False if args.no_progress else None,
+                          only=args.only, on_result=show)
+    except MmsbError as e:
+        print(f"mmsb validate: {e}", file=sys.stderr)
+        return 2
+    print(report["summary"])
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(report.to_json())
+    return 0 if report else 1

@@ -1,0 +1,206 @@
+"""The validator framework: a registry of the ten validators, their targets (read from
+benchmarks_targets.json), the context each one runs in, and the report they produce."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from .._reports import Report
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "==": lambda v, t: v == t,
+    "<": lambda v, t: v < t,
+    "<=": lambda v, t: v <= t,
+    ">": lambda v, t: v > t,
+    ">=": lambda v, t: v >= t,
+}
+
+Validator = Callable[["Context"], dict]
+_REGISTRY: dict[str, tuple[int, Validator]] = {}
+
+
+def validator(number: int, name: str) -> Callable[[Validator], Validator]:
+    """Registers `fn(ctx) -> {metric: value}` as validator `number` called `name`."""
+
+    def register(fn: Validator) -> Validator:
+        _REGISTRY[name] = (number, fn)
+        return fn
+
+    return register
+
+
+def registered() -> list[str]:
+    """Validator names in their numbered order."""
+    return [name for name, _ in sorted(_REGISTRY.items(), key=lambda kv: kv[1][0])]
+
+
+@dataclass
+class Context:
+    """What a validator gets: the size to run at, a seed, a fresh scratch directory (removed
+    afterwards), a progress wrapper and a place for details that are reported but not checked."""
+
+    quick: bool
+    seed: int
+    tmpdir: Path
+    show_progress: bool
+    details: dict = field(default_factory=dict)
+
+    def size(self, full: Any, quick: Any) -> Any:
+        """The full-workload value, or the quick one under --quick."""
+        return quick if self.quick else full
+
+    def progress(self, iterable: Iterable, total: Optional[int] = None, desc: Optional[str] = None) -> Iterable:
+        """`iterable` with a tqdm bar (terminal or notebook) when progress is on."""
+        if not self.show_progress:
+            return iterable
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, leave=False, mininterval=0.5)
+
+    def note(self, key: str, value: Any) -> None:
+        """A figure worth reporting that no target checks (sizes, rates of the parts)."""
+        self.details[key] = value
+
+
+def load_targets(path: Optional[os.PathLike] = None) -> dict:
+    """The validators' targets: the packaged benchmarks_targets.json, or `path`. Raises
+    InvalidArgumentError naming what is wrong with a malformed file."""
+    from ..errors import InvalidArgumentError
+
+    try:
+        if path is None:
+            text = resources.files("mmsb").joinpath("benchmarks_targets.json").read_text()
+        else:
+            text = Path(path).read_text()
+        data = json.loads(text)
+    except (OSError, ValueError) as e:
+        raise InvalidArgumentError(f"cannot read targets from {path or 'the mmsb package'}: {e}") from None
+    validators = data.get("validators") if isinstance(data, dict) else None
+    if not isinstance(validators, dict):
+        raise InvalidArgumentError(f"targets file {path}: no 'validators' object")
+    for name, spec in validators.items():
+        checks = spec.get("checks") if isinstance(spec, dict) else None
+        if not isinstance(checks, list) or not checks:
+            raise InvalidArgumentError(f"targets file {path}: validator {name!r} has no checks")
+        for c in checks:
+            if not isinstance(c, dict) or c.get("op") not in _OPS or not isinstance(c.get("threshold"), (int, float)):
+                raise InvalidArgumentError(
+                    f"targets file {path}: a check of {name!r} needs metric, op (one of {sorted(_OPS)}) and a "
+                    f"numeric threshold; got {c!r}")
+    return validators
+
+
+def machine_info() -> dict:
+    """CPU, cores, memory and the build, for the JSON report."""
+    from .. import build_info
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    mem = None
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_bytes": mem, "platform": platform.platform(),
+            "python": sys.version.split()[0], "build_info": build_info()}
+
+
+class ValidationReport(Report):
+    """mmsb.validate(): `results` (one dict per validator: number, name, passed, metrics,
+    checks, seconds, error, details), `passed`, `summary` ("N/10 PASS"), `machine`, `quick`."""
+
+    def __bool__(self) -> bool:
+        return bool(self["passed"])
+
+    def lines(self) -> list[str]:
+        """One ✓/✗ line per validator with each measured figure next to its target."""
+        out = []
+        for r in self["results"]:
+            mark = "✓" if r["passed"] else "✗"
+            if r["error"]:
+                figures = f"error: {r['error']}"
+            else:
+                figures = "; ".join(
+                    f"{c['metric']} = {_fmt(c['value'])} (target {c['op']} {_fmt(c['threshold'])}{' ' + c['unit'] if c['unit'] else ''})"
+                    for c in r["checks"])
+            out.append(f"{mark} {r['number']:>2} {r['name']:<11} {figures}  [{r['seconds']:.1f} s]")
+        out.append(self["summary"])
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def to_json(self) -> str:
+        return json.dumps(dict(self), indent=2, default=str)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def run_validators(targets: Optional[os.PathLike] = None, quick: bool = False, progress: Optional[bool] = None,
+                   only: Optional[Sequence[str]] = None, seed: int = 20261128,
+                   on_result: Optional[Callable[[dict], None]] = None) -> ValidationReport:
+    """Runs the validators (all, or those named in `only`) and checks each against its targets."""
+    from ..errors import InvalidArgumentError
+
+    spec = load_targets(targets)
+    names = registered()
+    if only:
+        unknown = [n for n in only if n not in _REGISTRY]
+        if unknown:
+            raise InvalidArgumentError(f"unknown validator(s) {unknown}; known: {names}")
+        names = [n for n in names if n in only]
+    missing = [n for n in names if n not in spec]
+    if missing:
+        raise InvalidArgumentError(f"the targets have no entry for validator(s) {missing}")
+    show = sys.stderr.isatty() if progress is None else progress
+    results = []
+    for name in names:
+        number, fn = _REGISTRY[name]
+        tmp = Path(tempfile.mkdtemp(prefix=f"mmsb-validate-{name}-"))
+        ctx = Context(quick=quick, seed=seed, tmpdir=tmp, show_progress=show)
+        start = time.perf_counter()
+        error = None
+        metrics: dict = {}
+        try:
+            metrics = dict(fn(ctx))
+        except Exception as e:  # a validator that crashes fails, and says why
+            error = f"{type(e).__name__}: {e}"
+            ctx.note("traceback", traceback.format_exc())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        checks = []
+        for c in spec[name]["checks"]:
+            value = metrics.get(c["metric"])
+            ok = error is None and value is not None and _OPS[c["op"]](value, c["threshold"])
+            if value is None and error is None:
+                error = f"the validator did not measure {c['metric']!r}"
+            checks.append({**c, "value": value, "passed": bool(ok)})
+        result = {"number": number, "name": name, "description": spec[name].get("description", ""),
+                  "passed": error is None and all(c["passed"] for c in checks), "metrics": metrics,
+                  "checks": checks, "seconds": time.perf_counter() - start, "error": error,
+                  "details": ctx.details}
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    passed = sum(r["passed"] for r in results)
+    return ValidationReport(results=results, passed=passed == len(results) and bool(results),
+                            summary=f"{passed}/{len(results)} PASS", quick=quick, machine=machine_info())
