@@ -188,8 +188,9 @@ void Bus::remove_edge(PageId parent, PageId child) {
     if (!graph_.contains(child) && stale_.erase(child) != 0) txn_->undo.emplace_back(UndoStale{child, true});
     txn_->ops.add(EdgeOp{parent, child, *kind, false});
     lsn_.store(lsn() + 1, std::memory_order_release);
-    // A child still derived from its remaining parents no longer matches its definition.
-    if (derivations_.count(child) != 0) redefined_locked(child);
+    // A child still derived from its remaining data parents no longer matches its definition;
+    // a control or device_sync edge is not part of it.
+    if (*kind == EdgeKind::Data && derivations_.count(child) != 0) redefined_locked(child);
   });
   lock.unlock();
   deliver_events();

@@ -78,8 +78,16 @@ void DepGraph::add_edge(PageId parent, PageId child, EdgeKind kind) {
   g.nodes[c].in.push_back({p, kind});
   ++g.edge_count;
   // An edge the canonical order already agrees with keeps it: the smallest order of a set of
-  // orders is still the smallest of any subset containing it. New nodes need a rebuild.
-  if (made_p || made_c || !g.canonical_valid || g.pos[p] > g.pos[c]) g.canonical_valid = false;
+  // orders is still the smallest of any subset containing it. A sink child just moves.
+  if (!g.canonical_valid || made_p) {
+    g.canonical_valid = false;
+  } else if (made_c || g.pos[p] > g.pos[c]) {
+    if (g.nodes[c].out.empty()) {
+      g.place_sink(c, !made_c);
+    } else {
+      g.canonical_valid = false;
+    }
+  }
 }
 
 std::vector<PageId> DepGraph::find_cycle(PageId parent, PageId child) const {
@@ -96,7 +104,12 @@ bool DepGraph::remove_edge(PageId parent, PageId child) {
   erase_link(g.nodes[p].out, c);
   erase_link(g.nodes[c].in, p);
   --g.edge_count;
-  g.canonical_valid = false;
+  const bool both_stay = !g.nodes[c].in.empty() && (!g.nodes[p].in.empty() || !g.nodes[p].out.empty());
+  if (g.canonical_valid && both_stay && g.nodes[c].out.empty()) {
+    g.place_sink(c, true);
+  } else {
+    g.canonical_valid = false;
+  }
   g.release_if_isolated(p);
   g.release_if_isolated(c);
   return true;
@@ -127,6 +140,8 @@ void DepGraph::set_data_parents(PageId child, std::span<const PageId> parents) {
     if (auto path = g.closing_path(p, c); !path.empty()) g.fail_cycle(what, parent, child, path);
   }
   if (c == kNone && parents.empty()) return;
+  const bool was_valid = g.canonical_valid;
+  const std::size_t nodes_before = g.index.size();
 
   // Phase 1, may throw: create nodes, reserve every list, fix the order. Reordering keeps all
   // existing edges ordered, so only the fresh nodes need undoing.
@@ -178,8 +193,16 @@ void DepGraph::set_data_parents(PageId child, std::span<const PageId> parents) {
   cn.in.resize(w);
   for (Index p : pidx) cn.in.push_back({p, EdgeKind::Data});
   g.edge_count = g.edge_count - old_data + pidx.size();
-  g.canonical_valid = false;
   g.release_if_isolated(c);
+  // Only the sink's own in-edges changed (no parent came or went): it just moves.
+  const bool c_made = !made.empty() && made.front() == c;
+  const bool only_c = made.size() == (c_made ? 1u : 0u) && g.index.size() == nodes_before + made.size() &&
+                      g.find(child) == c && g.nodes[c].out.empty();
+  if (was_valid && only_c) {
+    g.place_sink(c, !c_made);
+  } else {
+    g.canonical_valid = false;
+  }
 }
 
 void DepGraph::remove_node(PageId id) {
@@ -187,8 +210,14 @@ void DepGraph::remove_node(PageId id) {
   const Index n = g.find(id);
   if (n == kNone) return;
   Node& node = g.nodes[n];
+  // A sink, and parents it leaves isolated, pop without releasing anything: the others keep
+  // their canonical order without them.
+  const bool sink = g.canonical_valid && node.out.empty();
+  std::vector<Index> gone;
+  if (sink) gone.push_back(n);
   for (const Adj& a : node.in) {
     erase_link(g.nodes[a.node].out, n);
+    if (sink && g.nodes[a.node].in.empty() && g.nodes[a.node].out.empty()) gone.push_back(a.node);
     g.release_if_isolated(a.node);
   }
   for (const Adj& a : node.out) {
@@ -199,7 +228,11 @@ void DepGraph::remove_node(PageId id) {
   node.in.clear();
   node.out.clear();
   g.release_if_isolated(n);
-  g.canonical_valid = false;
+  if (sink) {
+    g.erase_from_canonical(gone);
+  } else {
+    g.canonical_valid = false;
+  }
 }
 
 bool DepGraph::contains(PageId id) const noexcept { return impl_->index.contains(id); }
@@ -342,7 +375,8 @@ std::uint64_t DepGraph::memory_bytes() const noexcept {
   bytes += (g.free_slots.capacity() + g.forward.capacity() + g.backward.capacity()) * sizeof(Index);
   bytes += g.mark.capacity() * sizeof(std::uint32_t) + g.stack.capacity() * sizeof(g.stack[0]);
   bytes += g.ords.capacity() * sizeof(std::int64_t);
-  bytes += g.canonical.capacity() * sizeof(PageId) + g.pos.capacity() * sizeof(std::uint32_t);
+  bytes += g.canonical.capacity() * sizeof(PageId) + g.pos.capacity() * sizeof(std::uint32_t) +
+           g.canonical_slots.capacity() * sizeof(Index);
   // unordered_map (libstdc++): one pointer per bucket, and per element a heap node holding the
   // next pointer and the pair, plus the allocator's header (about one more pointer).
   using Entry = std::unordered_map<PageId, Index>::value_type;

@@ -151,6 +151,8 @@ void DepGraph::Impl::ensure_canonical() const {
   std::make_heap(heap.begin(), heap.end(), later);
   canonical.clear();
   canonical.reserve(index.size());
+  canonical_slots.clear();
+  canonical_slots.reserve(index.size());
   std::fill(pos.begin(), pos.end(), kNone);
   while (!heap.empty()) {
     std::pop_heap(heap.begin(), heap.end(), later);
@@ -158,6 +160,7 @@ void DepGraph::Impl::ensure_canonical() const {
     heap.pop_back();
     pos[n] = static_cast<std::uint32_t>(canonical.size());
     canonical.push_back(nodes[n].id);
+    canonical_slots.push_back(n);
     for (const Adj& a : nodes[n].out) {
       if (--indegree[a.node] == 0) {
         heap.emplace_back(nodes[a.node].id, a.node);
@@ -166,6 +169,46 @@ void DepGraph::Impl::ensure_canonical() const {
     }
   }
   canonical_valid = true;
+}
+
+void DepGraph::Impl::erase_from_canonical(const std::vector<Index>& slots) const {
+  std::size_t first = canonical.size();
+  for (Index n : slots) {
+    first = std::min<std::size_t>(first, pos[n]);
+    canonical[pos[n]] = 0;  // ids are never 0
+  }
+  std::size_t w = first;
+  for (std::size_t r = first; r < canonical.size(); ++r) {
+    if (canonical[r] == 0) continue;
+    canonical[w] = canonical[r];
+    canonical_slots[w] = canonical_slots[r];
+    pos[canonical_slots[w]] = static_cast<std::uint32_t>(w);
+    ++w;
+  }
+  canonical.resize(w);
+  canonical_slots.resize(w);
+  for (Index n : slots) pos[n] = kNone;
+}
+
+// A sink releases nothing when Kahn pops it, so every other node pops in the same order with or
+// without it; it pops at the first step after its last parent where it is the smallest ready id.
+void DepGraph::Impl::place_sink(Index c, bool placed) const {
+  auto renumber = [&](std::size_t from) {
+    for (std::size_t k = from; k < canonical.size(); ++k) pos[canonical_slots[k]] = static_cast<std::uint32_t>(k);
+  };
+  if (placed) {
+    const std::size_t at = pos[c];
+    canonical.erase(canonical.begin() + static_cast<std::ptrdiff_t>(at));
+    canonical_slots.erase(canonical_slots.begin() + static_cast<std::ptrdiff_t>(at));
+    renumber(at);
+  }
+  std::size_t k = 0;
+  for (const Adj& a : nodes[c].in) k = std::max<std::size_t>(k, std::size_t{pos[a.node]} + 1);
+  const PageId id = nodes[c].id;
+  while (k < canonical.size() && canonical[k] < id) ++k;
+  canonical.insert(canonical.begin() + static_cast<std::ptrdiff_t>(k), id);
+  canonical_slots.insert(canonical_slots.begin() + static_cast<std::ptrdiff_t>(k), c);
+  renumber(k);
 }
 
 void DepGraph::Impl::fail_cycle(std::string_view what, PageId parent, PageId child,

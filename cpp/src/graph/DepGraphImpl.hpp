@@ -75,6 +75,7 @@ struct DepGraph::Impl {
   mutable bool canonical_valid = false;
   mutable std::vector<PageId> canonical;   // ids in canonical order
   mutable std::vector<std::uint32_t> pos;  // per slot: position in `canonical`
+  mutable std::vector<Index> canonical_slots;  // slots in canonical order
 
   Index find(PageId id) const noexcept {
     auto it = index.find(id);
@@ -121,6 +122,11 @@ struct DepGraph::Impl {
   void order_edge(Index p, Index c, bool searched);
   // Kahn over the slots, ready nodes taken smallest id first: a pure function of the edge set.
   void ensure_canonical() const;
+  /// Keeps a valid canonical order valid when only the in-edges of `c`, a sink, changed (c new,
+  /// or `placed` at its old position): c moves to its place, the rest keep their order.
+  void place_sink(Index c, bool placed) const;
+  /// Drops these slots (sinks or isolated nodes, still at their positions) from the canonical order.
+  void erase_from_canonical(const std::vector<Index>& slots) const;
   // Error(GraphCycle): "<what>edge p -> c would close the cycle c -> ... -> p -> c; ...".
   [[noreturn]] void fail_cycle(std::string_view what, PageId parent, PageId child,
                                const std::vector<PageId>& path) const;

@@ -166,7 +166,7 @@ TEST_P(DepGraphRandomTest, MatchesReference) {
 INSTANTIATE_TEST_SUITE_P(Sizes, DepGraphRandomTest,
                          ::testing::Values(RandomCase{1, 8, 4000, 1}, RandomCase{2, 50, 6000, 5},
                                            RandomCase{3, 50, 6000, 5}, RandomCase{4, 120, 5000, 10},
-                                           RandomCase{5, 200, 5000, 25}),
+                                           RandomCase{5, 200, 5000, 25}, RandomCase{6, 40, 6000, 1}),
                          [](const ::testing::TestParamInfo<RandomCase>& param_info) {
                            return "seed" + std::to_string(param_info.param.seed) + "_nodes" +
                                   std::to_string(param_info.param.nodes);
