@@ -312,6 +312,7 @@ TEST(BusTickTest, GcKeepsStateAndHistoryAndReleasesFreedPages) {
   ASSERT_EQ(history_before.size(), history_after.size());
   for (std::size_t i = 0; i < history_before.size(); ++i) EXPECT_EQ(history_before[i].lsn, history_after[i].lsn);
   EXPECT_GE(g.arena_bytes_released, std::uint64_t{2} << 20);
+  EXPECT_EQ(g.bytes_freed, g.arena_bytes_released + g.cache_bytes_freed + g.index_bytes_freed);
   EXPECT_EQ(m0.total_bytes() - m1.total_bytes(), g.bytes_freed);
   EXPECT_TRUE(bus.verify().ok);
   EXPECT_EQ(bus.stats().gc_runs, 1u);
