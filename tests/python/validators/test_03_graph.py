@@ -4,6 +4,8 @@ Speed figures are reported, never asserted here."""
 
 from __future__ import annotations
 
+import math
+
 import mmsb
 from mmsb.validation import validate
 
@@ -24,7 +26,7 @@ def test_every_cycle_is_rejected_and_the_graph_is_as_built():
     assert d["pages"] == 1_000 and 3_000 <= d["edges"] <= 5_000  # ~4 edges a page
     assert d["cycle_attempts"] == 300
     assert d["cycle_path_length_max"] >= 5  # not only self-loops and single edges
-    assert m["validate_ms_per_10k_pages"] > 0 and m["page_op_ms_p99"] > 0
+    assert math.isfinite(m["validate_ms_per_10k_pages"]) and math.isfinite(m["page_op_ms_p99"])  # measured, not judged
 
 
 def test_an_add_edge_that_accepts_cycles_is_counted(monkeypatch):

@@ -5,6 +5,8 @@ and GC pauses are reported, never asserted here."""
 
 from __future__ import annotations
 
+import math
+
 import mmsb
 from mmsb.validation import validate
 
@@ -26,7 +28,7 @@ def test_memory_is_accounted_and_matches_rss():
     assert d["data_bytes"] == 50_000 * 960
     assert m["total_bytes"] >= 50_000 * (960 + 64)
     assert m["metadata_bytes_per_page"] >= 64  # PageRecord is 64 bytes: at least that is accounted
-    assert m["gc_pause_p99_ms"] > 0
+    assert math.isfinite(m["gc_pause_p99_ms"])  # measured, not judged
     assert 0.9 <= d["history_on_50k_total_bytes"] / d["history_on_50k_rss_growth"] <= 1.1
     assert d["history_on_50k_log_bytes"] >= 50_000 * 960
 

@@ -4,6 +4,8 @@ Resolve time is reported, never asserted here."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 import mmsb
@@ -25,7 +27,7 @@ def test_answers_are_right_and_within_the_depth_limit():
     assert d["first_failures"] == [] and d["log_disagreements"] == []
     assert d["queries_checked"] > 100
     assert d["nodes_in_deepest_fan_in_answer"] > 32  # a real fan-in DAG, not a chain
-    assert m["resolve_ms_p99"] > 0
+    assert math.isfinite(m["resolve_ms_p99"])  # measured; speed is not asserted in tests
 
 
 @pytest.mark.parametrize("shift", [1, -1])
