@@ -560,8 +560,6 @@ Lsn Bus::record_batch_locked(const DeltaBatchView& batch) {
     undo = txn_note_batch_locked(batch, ts);
   } else if (logging()) {
     record_buf_.clear();
-    // Exact size: an in-memory log keeps this buffer as it is.
-    record_buf_.reserve(logfmt::kRecordHeaderBytes + logfmt::padded(16 + 24 * batch.rows() + batch.payload.size()));
     encode_op_record(record_buf_, first, batch, ts);
     log_locked(last);
   }

@@ -50,6 +50,10 @@ class LogCodecTest : public ::testing::Test {
     batch.lengths = {3, 8, 0};
     batch.payload = payload_;
     ops_.push_back(batch);
+    // The packed encodings: narrow columns with one length, and wide ids and offsets (past 2^32).
+    uniform_payload_ = test::random_bytes(rng_, 3 * 64);
+    ops_.push_back(BatchOp{43, {8, 7, 8}, {64, 0, 128}, {64, 64, 64}, uniform_payload_});
+    ops_.push_back(BatchOp{44, {1ull << 33, 7}, {(1ull << 32) + 5, 1}, {2, 9}, payload_});
   }
 
   // Every op as its own record, then one transaction holding all of them, framed as a segment
@@ -71,6 +75,7 @@ class LogCodecTest : public ::testing::Test {
   test::TempDir dir_;
   std::vector<LogOp> ops_;
   Bytes payload_;
+  Bytes uniform_payload_;
 };
 
 TEST_F(LogCodecTest, EveryOpRoundTripsThroughASegment) {
@@ -92,8 +97,61 @@ TEST_F(LogCodecTest, EveryOpRoundTripsThroughASegment) {
     }
     lsn += r.header.lsn_count;
   }
-  // The transaction takes one lsn per op, a batch one per row (the batch above has 3 rows).
-  EXPECT_EQ(scan.records.back().header.lsn_count, ops_.size() - 1 + 3);
+  // The transaction takes one lsn per op, a batch one per row (rows 3 + 3 + 2 in 3 batches).
+  EXPECT_EQ(scan.records.back().header.lsn_count, ops_.size() - 3 + 8);
+}
+
+// 64-byte rows to small pages and offsets take 8 bytes of framing each (u32 id, u32 offset, one
+// shared length), not 24: the log's size bounds durable batch throughput.
+TEST_F(LogCodecTest, UniformNarrowBatchesTakeEightBytesPerRow) {
+  std::vector<PageId> ids(1000);
+  std::vector<std::uint64_t> offsets(1000), lengths(1000, 64);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = 1 + i % 97;
+    offsets[i] = 64 * (i % 50);
+  }
+  const Bytes payload = test::random_bytes(rng_, 64 * 1000);
+  Bytes out;
+  encode_op_record(out, 1, DeltaBatchView{ids, offsets, lengths, payload}, 7);
+  EXPECT_EQ(out.size(), logfmt::kRecordHeaderBytes + 24 + 8 + 1000 * 8 + payload.size());
+}
+
+// Format versions 1 and 2 wrote batches as type 5 with three u64 columns; they still decode.
+TEST_F(LogCodecTest, VersionTwoBatchRecordsStillDecode) {
+  Bytes body;
+  logfmt::ByteWriter w(body);
+  w.u64(99);  // timestamp
+  w.u64(2);   // rows
+  for (std::uint64_t v : {8ull, 7ull, 1ull, 4ull, 3ull, 2ull}) w.u64(v);  // ids, offsets, lengths
+  w.bytes(payload_.data(), 5);
+  logfmt::RecordHeader h;
+  h.type = logfmt::RecordType::Batch;
+  h.lsn_count = 2;
+  h.first_lsn = 10;
+  const LogRecord rec = decode_record(h, body, "v2");
+  ASSERT_EQ(rec.ops.size(), 1u);
+  const BatchOp want{99, {8, 7}, {1, 4}, {3, 2}, std::span<const std::byte>(payload_).first(5)};
+  EXPECT_TRUE(test::same_op(LogOp{want}, rec.ops[0]));
+}
+
+TEST_F(LogCodecTest, PackedBatchFlagsAndReservedBytesAreChecked) {
+  const Bytes payload = test::random_bytes(rng_, 8);
+  const std::vector<PageId> ids = {3};
+  const std::vector<std::uint64_t> offsets = {0}, lengths = {8};
+  Bytes rec;
+  encode_op_record(rec, 1, DeltaBatchView{ids, offsets, lengths, payload}, 7);
+  logfmt::RecordHeader h;
+  h.type = logfmt::RecordType::PackedBatch;
+  h.lsn_count = 1;
+  h.first_lsn = 1;
+  const std::span<const std::byte> good(rec.data() + logfmt::kRecordHeaderBytes, rec.size() - logfmt::kRecordHeaderBytes);
+  EXPECT_NO_THROW(decode_record(h, good, "packed"));
+  for (std::size_t at : {16u, 17u, 23u}) {  // the flags byte, then reserved bytes
+    Bytes body(good.begin(), good.end());
+    body[at] = std::byte{0x80};
+    const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { decode_record(h, body, "packed"); });
+    EXPECT_NE(msg.find(at == 16 ? "flags" : "reserved"), std::string::npos) << msg;
+  }
 }
 
 TEST_F(LogCodecTest, CrcCoversEveryBitOfHeaderAndBody) {

@@ -14,8 +14,10 @@
 
 namespace mmsb::logfmt {
 
-inline constexpr std::uint32_t kFormatVersion = 2;
-/// Oldest version still read: version 1 lacks the graph records and the checkpoint graph section.
+/// Version 3 writes batches as PackedBatch records (type 10); versions 1 and 2 wrote Batch (5),
+/// which is still read. Version 1 lacks the graph records and the checkpoint graph section.
+inline constexpr std::uint32_t kFormatVersion = 3;
+/// Oldest version still read.
 inline constexpr std::uint32_t kOldestFormatVersion = 1;
 inline constexpr char kSegmentMagic[8] = {'M', 'M', 'S', 'B', 'S', 'E', 'G', '\0'};
 inline constexpr char kCheckpointMagic[8] = {'M', 'M', 'S', 'B', 'C', 'K', 'P', '\0'};
@@ -38,6 +40,7 @@ enum class RecordType : std::uint8_t {
   Edge = 7,
   Depend = 8,
   Derived = 9,
+  PackedBatch = 10,  ///< a batch with narrowed columns (format version 3)
 };
 bool is_record_type(std::uint8_t t) noexcept;
 
