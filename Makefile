@@ -12,7 +12,7 @@ TEST_BUILD := build/cpp-tests
 ASAN_BUILD := build/cpp-asan
 TSAN_BUILD := build/cpp-tsan
 
-.PHONY: setup run test test-cpp test-asan test-tsan test-python test-fuzz test-bench-smoke test-slow fuzz bench clean
+.PHONY: setup run test test-cpp test-asan test-tsan test-python test-fuzz test-bench-smoke test-install test-slow fuzz bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,7 +20,7 @@ setup:
 run: setup
 	$(VENV)/bin/mmsb validate --json build/validate.json
 
-test: setup test-cpp test-asan test-tsan test-python test-fuzz test-bench-smoke
+test: setup test-cpp test-asan test-tsan test-python test-fuzz test-bench-smoke test-install
 	@echo "make test: all suites passed"
 
 # Release build with every feature found here (CUDA compiled when nvcc exists: proves that path).
@@ -55,6 +55,11 @@ test-tsan:
 	cmake --build $(TSAN_BUILD) -j $(JOBS) --target test_parallel test_delta test_engine
 	TSAN_OPTIONS=halt_on_error=1 ctest --test-dir $(TSAN_BUILD) --output-on-failure -j $(JOBS) \
 	  -R 'IngestRing|ThreadPool|BatchApplyTest|ParallelValidate|BusRandomTest|BusTickTest' -E '^simd_scalar\.'
+
+# C++ package: cmake --install the engine into build/install-test/prefix, then build and run
+# examples/cpp against that prefix only (find_package(mmsb)).
+test-install:
+	bash scripts/test-install.sh
 
 # A short bounded libFuzzer run over the log and checkpoint parsers (longer: make fuzz).
 test-fuzz:
