@@ -196,10 +196,36 @@ bool contains(const std::shared_ptr<Bus>& bus, py::handle key) {
   }
 }
 
+// progress=: None shows bars only where someone watches (mmsb._progress decides), False shows
+// none, True always, a callable(phase, done, total) is called instead. The returned object keeps
+// the Python callable alive for the call; the ProgressFn only borrows it, so the engine may copy
+// the function without the GIL.
+struct Progress {
+  py::object callable;  // None: no progress
+  ProgressFn fn() const {
+    if (callable.is_none()) return {};
+    return [f = callable.ptr()](std::string_view phase, std::uint64_t done, std::uint64_t total) {
+      py::gil_scoped_acquire gil;
+      py::handle{f}(py::str(phase.data(), phase.size()), done, total);  // raising abandons the work
+    };
+  }
+};
+
+Progress progress_for(py::handle progress, const char* what) {
+  if (progress.is_none() || py::isinstance<py::bool_>(progress)) {
+    return {py::module_::import("mmsb._progress").attr("reporter")(progress, what)};
+  }
+  if (!PyCallable_Check(progress.ptr())) {
+    fail(ErrorCode::InvalidArgument, "progress must be None, True, False or a callable(phase, done, total); got ",
+         std::string(py::str(py::type::of(progress).attr("__name__"))));
+  }
+  return {py::reinterpret_borrow<py::object>(progress)};
+}
+
 std::shared_ptr<Bus> open_bus(py::handle path, const std::string& durability, py::handle threads,
                               bool must_exist, bool read_only = false, py::handle at = py::none(),
                               py::handle retention = py::none(), bool history = true,
-                              py::handle queue_capacity = py::none()) {
+                              py::handle queue_capacity = py::none(), py::handle progress = py::none()) {
   BusOptions o;
   o.keep_history = history;
   if (!queue_capacity.is_none()) {
@@ -232,6 +258,8 @@ std::shared_ptr<Bus> open_bus(py::handle path, const std::string& durability, py
     fail(ErrorCode::InvalidArgument, "open() needs a path");
   }
   o.must_exist = must_exist;
+  const Progress watch = o.path.empty() ? Progress{py::none()} : progress_for(progress, read_only ? "replay" : "open");
+  o.progress = watch.fn();
   std::shared_ptr<Bus> bus;
   {
     py::gil_scoped_release release;  // recovery of a big log takes a while
@@ -240,13 +268,14 @@ std::shared_ptr<Bus> open_bus(py::handle path, const std::string& durability, py
   return adopt_bus(std::move(bus));
 }
 
-std::shared_ptr<Bus> time_travel(Bus& bus, py::handle lsn, bool split_transactions) {
-  wait_turn(bus);
+std::shared_ptr<Bus> time_travel(Bus& bus, py::handle lsn, bool split_transactions, py::handle progress) {
   const Lsn at = to_u64(lsn, "lsn");
+  const Progress watch = progress_for(progress, "at");
+  wait_turn(bus);
   std::shared_ptr<Bus> old;
   {
     py::gil_scoped_release release;
-    old = bus.at(at, split_transactions);
+    old = bus.at(at, split_transactions, watch.fn());
   }
   return adopt_bus(std::move(old));
 }
@@ -292,32 +321,36 @@ void bind_bus(py::module_& m) {
   py::class_<Bus, std::shared_ptr<Bus>>(m, "Bus",
                                         "A versioned store of byte pages; every change is a delta.")
       .def(py::init([](py::handle path, const std::string& durability, py::handle threads, py::handle retention,
-                       bool history, py::handle queue_capacity) {
+                       bool history, py::handle queue_capacity, py::handle progress) {
              if (!history && !path.is_none()) {
                fail(ErrorCode::InvalidArgument, "history=False is for in-memory buses; a bus directory is its log");
              }
-             return open_bus(path, durability, threads, false, false, py::none(), retention, history, queue_capacity);
+             return open_bus(path, durability, threads, false, false, py::none(), retention, history, queue_capacity,
+                             progress);
            }),
            "path"_a = py::none(), py::kw_only(), "durability"_a = "flush", "threads"_a = py::none(),
-           "retention"_a = py::none(), "history"_a = true, "queue_capacity"_a = py::none(),
+           "retention"_a = py::none(), "history"_a = true, "queue_capacity"_a = py::none(), "progress"_a = py::none(),
            "Bus(): in memory. Bus(path): a bus directory, created or recovered (newest valid "
            "checkpoint + log tail). durability: 'none' | 'flush' (default) | 'fsync'. threads: "
            "threads for batch apply (default: all hardware threads). retention: keep the newest N "
            "checkpoints and the log after the oldest (default None: keep all history). history=False "
            "(in-memory only): keep no log in memory, for speed; history, at and diff then raise "
            "HistoryUnavailableError. queue_capacity: submissions the ingest ring holds before "
-           "submit() blocks (default 65536, rounded up to a power of two).")
+           "submit() blocks (default 65536, rounded up to a power of two). progress: None (a bar "
+           "while recovering a big log, where someone is watching), True, False or a "
+           "callable(phase, done, total).")
       .def_static("_open", [](py::handle path, const std::string& durability, py::handle threads,
-                              py::handle retention, py::handle queue_capacity) {
-        return open_bus(path, durability, threads, true, false, py::none(), retention, true, queue_capacity);
+                              py::handle retention, py::handle queue_capacity, py::handle progress) {
+        return open_bus(path, durability, threads, true, false, py::none(), retention, true, queue_capacity, progress);
       })
-      .def_static("_replay", [](py::handle path, py::handle to, py::handle threads) {
-        return open_bus(path, "flush", threads, true, true, to);
+      .def_static("_replay", [](py::handle path, py::handle to, py::handle threads, py::handle progress) {
+        return open_bus(path, "flush", threads, true, true, to, py::none(), true, py::none(), progress);
       })
-      .def("at", [](Bus& bus, py::handle lsn) { return time_travel(bus, lsn, false); },
-           "lsn"_a, "A read-only Bus holding the state as of `lsn` (from the nearest checkpoint at or "
-                    "before it, then the log); a transaction record is all or nothing.")
-      .def("_at_exact", [](Bus& bus, py::handle lsn) { return time_travel(bus, lsn, true); })
+      .def("at", [](Bus& bus, py::handle lsn, py::handle progress) { return time_travel(bus, lsn, false, progress); },
+           "lsn"_a, py::kw_only(), "progress"_a = py::none(),
+           "A read-only Bus holding the state as of `lsn` (from the nearest checkpoint at or "
+           "before it, then the log); a transaction record is all or nothing. progress: as for Bus().")
+      .def("_at_exact", [](Bus& bus, py::handle lsn) { return time_travel(bus, lsn, true, py::bool_(false)); })
       .def("_history", [](const std::shared_ptr<Bus>& bus, py::handle page) {
         wait_turn(*bus);
         // A Page or an int id may name a deleted page (its history stays in the log); a name
@@ -377,11 +410,15 @@ void bind_bus(py::module_& m) {
         d["problems"] = r.problems;
         return d;
       })
-      .def("checkpoint", [](Bus& bus) {
+      .def("checkpoint", [](Bus& bus, py::handle progress) {
+        const Progress watch = progress_for(progress, "checkpoint");
         wait_turn(bus);
         py::gil_scoped_release release;
-        return bus.checkpoint();
-      }, "Write a checkpoint of the current state; returns the lsn it covers.")
+        return bus.checkpoint(watch.fn());
+      }, py::kw_only(), "progress"_a = py::none(),
+      "Write a checkpoint of the current state; returns the lsn it covers. progress: None (a bar for "
+      "a long checkpoint where someone is watching), True, False or a callable(phase, done, total); "
+      "if it raises, no checkpoint is left.")
       .def_property_readonly("path", [](const Bus& bus) -> py::object {
         if (bus.path().empty()) return py::none();
         return py::str(bus.path());

@@ -9,8 +9,10 @@ in-memory bus keeps the same log in memory, so history, time travel and diff wor
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from . import errors
 from .errors import *  # noqa: F403  (the public error classes)
@@ -32,9 +34,60 @@ from .semiring import Semiring
 from .provenance import Provenance, ProvenanceNode
 from .purity import PurityReport, validate_purity
 from . import _graph
+from . import _html
 from ._graph import Edge, Event, Graph, GraphReport, Subscription
 
 __version__: str = _core.__version__
+
+_log = logging.getLogger("mmsb")
+# A library leaves handlers to the application; the NullHandler keeps Python's last-resort handler
+# from printing mmsb's warnings to stderr in a program that configured no logging.
+_log.addHandler(logging.NullHandler())
+
+# Callbacks handed every TickReport and GcReport of a bus, keyed by bus._instance_id: mmsb.metrics
+# builds its tick-phase and GC-pause histograms from them, since the engine keeps no per-phase
+# histogram and the "tick" event carries no phase times.
+_report_hooks: dict[int, list[Callable[[str, Any], None]]] = {}
+
+
+def _notify(bus: Bus, kind: str, report: Any) -> None:
+    for hook in tuple(_report_hooks.get(bus._instance_id, ())):
+        try:
+            hook(kind, report)
+        except Exception:  # the tick or gc has happened; an observer must not turn it into an error
+            _log.exception("mmsb %s report hook %r failed", kind, hook)
+
+
+def _where(bus: Bus) -> str:
+    return bus.path or "in-memory bus"
+
+
+def _log_opened(bus: Bus) -> None:
+    r = bus.recovery
+    if r["truncated_tail"]:
+        _log.warning("cut a torn tail off the log of %s: %s", bus.path, r["tail_reason"])
+    _log.info("opened bus %s at lsn %d (checkpoint lsn %d, %d log records replayed)",
+              bus.path, bus.lsn, r["checkpoint_lsn"], r["records_replayed"])
+
+
+def _log_gc(bus: Bus, g: Any, trigger: str) -> None:
+    # A gc that found nothing to free is routine (a tick over its memory budget runs one each time).
+    level = logging.INFO if g["bytes_freed"] or g["log_files_removed"] else logging.DEBUG
+    _log.log(level, "gc of %s (%s) freed %d bytes and %d log files in a %.3f ms pause",
+             _where(bus), trigger, g["bytes_freed"], g["log_files_removed"], g["pause_ns"] / 1e6)
+
+
+def _log_tick(bus: Bus, r: Any) -> None:
+    if r["overruns"]:
+        phases = ", ".join(f"{k} {v / 1e6:.3f} ms" for k, v in r["phase_ns"].items())
+        _log.warning("tick %d of %s over budget in %s (%s; total %.3f ms)",
+                     r["tick"], _where(bus), ", ".join(r["overruns"]), phases, r["total_ns"] / 1e6)
+    if r["rejected"]:
+        _log.warning("tick %d of %s rejected %d submissions (not applied); first: %s",
+                     r["tick"], _where(bus), r["rejected"], r["rejections"][0] if r["rejections"] else "?")
+    if r["validation_failures"]:
+        _log.error("tick %d of %s: sampled validation found derived pages %s differing from a recompute",
+                   r["tick"], _where(bus), r["validation_failures"])
 
 
 def build_info() -> dict:
@@ -81,20 +134,27 @@ def open(  # noqa: A001  (mmsb.open is the documented name)
     threads: Optional[int] = None,
     retention: Optional[int] = None,
     queue_capacity: Optional[int] = None,
+    progress: Optional[bool] = None,
 ) -> Bus:
     """Open an existing bus directory for writing: newest valid checkpoint, then the log after
     it (a torn tail is cut off). Raises BusLockedError if another Bus has it open,
-    LogCorruptError for damage inside the log, InvalidArgumentError if no bus is there."""
-    return Bus._open(path, durability, threads, retention, queue_capacity)
+    LogCorruptError for damage inside the log, InvalidArgumentError if no bus is there.
+    progress: None shows a bar for a recovery that takes a while where someone is watching (a
+    terminal or Jupyter), True always, False never; or a callable(phase, done, total)."""
+    bus = Bus._open(path, durability, threads, retention, queue_capacity, progress)
+    _log_opened(bus)
+    return bus
 
 
 def replay(
-    path: Union[str, "os.PathLike[str]"], to: Optional[int] = None, *, threads: Optional[int] = None
+    path: Union[str, "os.PathLike[str]"], to: Optional[int] = None, *, threads: Optional[int] = None,
+    progress: Optional[bool] = None,
 ) -> Bus:
     """A read-only Bus rebuilt from the directory's log as of lsn `to` (default: the end), from
     the newest checkpoint at or before it. Needs no lock: it may run beside the writing bus and
-    sees what that bus has handed to the OS. Raises HistoryUnavailableError past the end."""
-    return Bus._replay(path, to, threads)
+    sees what that bus has handed to the OS. Raises HistoryUnavailableError past the end.
+    progress: as for mmsb.open."""
+    return Bus._replay(path, to, threads, progress)
 
 
 def _history(self: Bus, page: Union[Page, int, str]) -> list[DeltaRecord]:
@@ -161,13 +221,21 @@ def _tick(self: Bus) -> TickReport:
     report = TickReport(self._tick())
     if report["gc"] is not None:
         report["gc"] = GcReport(report["gc"])
+        _log_gc(self, report["gc"], f"tick {report['tick']} over its memory budget")
+    _log_tick(self, report)
+    if _report_hooks:
+        _notify(self, "tick", report)
     return report
 
 
 def _gc(self: Bus) -> GcReport:
     """Reclaim memory without changing committed state or retained history: wholly free page
     slabs (deleted pages), caches, and log files / provenance entries beyond the retention."""
-    return GcReport(self._gc())
+    report = GcReport(self._gc())
+    _log_gc(self, report, "gc()")
+    if _report_hooks:
+        _notify(self, "gc", report)
+    return report
 
 
 def _page_ages(self: Bus) -> PageAges:
@@ -194,6 +262,43 @@ def _print_stats(self: Bus) -> None:
         print(f"{key:>16}: {value}")
 
 
+_bus_init, _bus_close, _bus_checkpoint = Bus.__init__, Bus.close, Bus.checkpoint
+
+
+@functools.wraps(_bus_init)
+def _init(self: Bus, *args: Any, **kwargs: Any) -> None:
+    _bus_init(self, *args, **kwargs)
+    if self.path is not None:
+        _log_opened(self)
+
+
+@functools.wraps(_bus_close)
+def _close(self: Bus) -> None:
+    before = self._stats()["submits_discarded"]
+    try:
+        _bus_close(self)
+    finally:  # a DurabilityError from the final sync still leaves the bus closed
+        discarded = self._stats()["submits_discarded"] - before
+        if discarded > 0:
+            _log.warning("closed %s with %d queued submissions discarded (never ticked)", _where(self), discarded)
+
+
+def _exit(self: Bus, *exc_info: Any) -> bool:
+    self.close()
+    return False
+
+
+@functools.wraps(_bus_checkpoint)
+def _checkpoint(self: Bus, *, progress: Optional[bool] = None) -> int:
+    lsn = _bus_checkpoint(self, progress=progress)
+    _log.info("checkpoint of %s written at lsn %d", self.path, lsn)
+    return lsn
+
+
+Bus.__init__ = _init
+Bus.close = _close
+Bus.__exit__ = _exit
+Bus.checkpoint = _checkpoint
 Bus.create_page = _create_page
 Bus.history = _history
 Bus.verify = _verify
@@ -211,6 +316,8 @@ Bus.subscribe = _graph.subscribe
 Bus.provenance = _graph.provenance
 Bus.graph = property(_graph.Graph, doc="The dependency graph (children, parents, topological_order, validate).")
 Page.stale = property(_graph.page_stale)
+Bus._repr_html_ = _html.bus_html
+Page._repr_html_ = _html.page_html
 
 __all__ = [
     "Bus",

@@ -61,30 +61,53 @@ class Provenance:
         lines.append("}")
         return "\n".join(lines)
 
-    def to_svg(self) -> str:
-        """A layered SVG drawing (no external tools): the root on the left, inputs to its right."""
+    def to_svg(self, max_nodes: int = 120, max_per_level: int = 16, max_levels: int = 10) -> str:
+        """A layered SVG drawing (no external tools): the root on the left, inputs to its right.
+        A big DAG is cut so the drawing stays readable and cheap: at most `max_levels` columns
+        (nearest first), `max_per_level` nodes per column and `max_nodes` in all; a "… N more"
+        line under a column, and one after the last drawn column, count what was left out."""
         by_level: Dict[int, List[Key]] = {}
         for k in self.nodes:
             by_level.setdefault(self.levels.get(k, 0), []).append(k)
+        shown: Dict[int, List[Key]] = {}
+        budget = max_nodes
+        for lvl in sorted(by_level):
+            if budget <= 0 or len(shown) == max_levels:
+                break
+            shown[lvl] = by_level[lvl][:min(max_per_level, budget)]
+            budget -= len(shown[lvl])
+        cut = {lvl: len(by_level[lvl]) - len(ks) for lvl, ks in shown.items() if len(by_level[lvl]) > len(ks)}
+        hidden = len(self.nodes) - sum(len(ks) for ks in shown.values()) - sum(cut.values())
         w, h, gx, gy = 150, 38, 50, 14
-        pos = {k: (10 + lvl * (w + gx), 10 + i * (h + gy)) for lvl, ks in by_level.items() for i, k in enumerate(ks)}
-        width = 20 + (max(by_level, default=0) + 1) * (w + gx)
-        height = 20 + max((len(v) for v in by_level.values()), default=1) * (h + gy)
+        pos = {k: (10 + col * (w + gx), 10 + i * (h + gy))
+               for col, ks in enumerate(shown.values()) for i, k in enumerate(ks)}
+        columns = len(shown) + (1 if hidden else 0)
+        width = 20 + max(columns, 1) * (w + gx)
+        height = 20 + (max((len(v) for v in shown.values()), default=1) + (1 if cut else 0)) * (h + gy)
         parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="monospace" font-size="11">']
         for child, parent in self.edges:
-            (x1, y1), (x2, y2) = pos[child], pos[parent]
-            parts.append(f'<line x1="{x1 + w}" y1="{y1 + h / 2}" x2="{x2}" y2="{y2 + h / 2}" stroke="#888"/>')
+            if child in pos and parent in pos:
+                (x1, y1), (x2, y2) = pos[child], pos[parent]
+                parts.append(f'<line x1="{x1 + w}" y1="{y1 + h / 2}" x2="{x2}" y2="{y2 + h / 2}" stroke="#888"/>')
         for k, (x, y) in pos.items():
             n = self.nodes[k]
             fill = "#dbeafe" if n.source == "propagation" else "#dcfce7"
             parts.append(f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="4" fill="{fill}" stroke="#555"/>')
             parts.append(f'<text x="{x + 6}" y="{y + 15}">page {n.page} @ {n.epoch}</text>')
             parts.append(f'<text x="{x + 6}" y="{y + 30}">lsn {n.lsn} {html.escape(n.source)}</text>')
+        for col, (lvl, ks) in enumerate(shown.items()):
+            if lvl in cut:
+                parts.append(f'<text x="{10 + col * (w + gx) + 6}" y="{10 + len(ks) * (h + gy) + 15}" fill="#666">'
+                             f'… {cut[lvl]} more</text>')
+        if hidden:
+            parts.append(f'<text x="{10 + len(shown) * (w + gx) + 6}" y="{10 + h / 2}" fill="#666">… {hidden} more deeper</text>')
         parts.append("</svg>")
         return "".join(parts)
 
     def _repr_html_(self) -> str:
-        return f"<div><b>provenance of page {self.root[0]} @ epoch {self.root[1]}</b> ({len(self)} deltas, depth {self.depth})<br>{self.to_svg()}</div>"
+        from ._html import provenance_html
+
+        return provenance_html(self)
 
     def __repr__(self) -> str:
         return f"<mmsb.Provenance page={self.root[0]} epoch={self.root[1]} nodes={len(self)} depth={self.depth}>"

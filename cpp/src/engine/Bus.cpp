@@ -41,9 +41,9 @@ Bus::Bus(BusOptions options)
                                                   : Log::Access::Create;
   const Lsn checkpoint_limit =
       options.use_checkpoints ? options.at_lsn.value_or(std::numeric_limits<Lsn>::max()) : 0;
-  log_ = std::make_unique<Log>(path_, durability_, access, checkpoint_limit);
+  log_ = std::make_unique<Log>(path_, durability_, access, checkpoint_limit, options.progress);
   std::lock_guard lock(mutex_);
-  recover_locked(options.at_lsn, options.split_transactions);
+  recover_locked(options.at_lsn, options.split_transactions, options.progress);
   if (options.read_only) {
     log_.reset();
     read_only_ = true;
@@ -87,7 +87,7 @@ void Bus::log_locked(Lsn last) {
   }
 }
 
-void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions) {
+void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions, const ProgressFn& progress) {
   RecoveredLog& rec = log_->recovered();
   Lsn base = 0;
   if (rec.checkpoint) {
@@ -112,14 +112,17 @@ void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions) {
   lsn_.store(base, std::memory_order_relaxed);
   recovery_.checkpoint_lsn = base;
   const Lsn stop = until.value_or(std::numeric_limits<Lsn>::max());
+  ReplayMeter meter(progress, base, std::min(stop, rec.last_lsn));
   for (const SegmentScan& seg : rec.segments) {
     for (const ScannedRecord& r : seg.records) {
       if (!replay_record_locked(r, "segment '" + seg.path + "' record at byte " + std::to_string(r.offset), base,
                                 stop, split_transactions)) {
         break;
       }
+      meter.reached(r.header.first_lsn + r.header.lsn_count - 1);
     }
   }
+  meter.finish();
   if (until && *until > rec.last_lsn) {
     fail(ErrorCode::HistoryUnavailable, "lsn ", *until, " is past the end of the log of '", path_,
          "' (last lsn ", rec.last_lsn, ")");
@@ -618,7 +621,7 @@ void Bus::close() {
   }
 }
 
-Lsn Bus::checkpoint() {
+Lsn Bus::checkpoint(const ProgressFn& progress) {
   auto lock = lock_turn();
   check_writable();
   check_no_transaction("checkpoint()");
@@ -627,7 +630,7 @@ Lsn Bus::checkpoint() {
          "checkpoint() needs a bus directory; create the bus with mmsb.Bus(path)");
   }
   const Lsn lsn = lsn_.load(std::memory_order_relaxed);
-  log_->checkpoint(lsn, table_, graph_image_locked());
+  log_->checkpoint(lsn, table_, graph_image_locked(), progress);
   emit_locked(EventKind::Checkpoint, 0, lsn, 0);
   lock.unlock();
   deliver_events();

@@ -9,7 +9,7 @@
 
 namespace mmsb {
 
-std::shared_ptr<Bus> Bus::at(Lsn lsn, bool split_transactions) {
+std::shared_ptr<Bus> Bus::at(Lsn lsn, bool split_transactions, const ProgressFn& progress) {
   auto lock = lock_turn();
   check_open();
   check_no_transaction("at()");
@@ -29,14 +29,19 @@ std::shared_ptr<Bus> Bus::at(Lsn lsn, bool split_transactions) {
     // In memory there are no checkpoints: replay the log from lsn 1.
     auto old = std::make_shared<Bus>(std::move(o));
     std::lock_guard old_lock(old->mutex_);
+    ReplayMeter meter(progress, 0, lsn);
     for_each_record_locked([&](const ScannedRecord& r, const std::string& where) {
-      return old->replay_record_locked(r, where, 0, lsn, split_transactions);
+      const bool more = old->replay_record_locked(r, where, 0, lsn, split_transactions);
+      meter.reached(r.header.first_lsn + r.header.lsn_count - 1);
+      return more;
     });
+    meter.finish();
     old->mark_unsettled_stale_locked();
     return old;
   }
   log_->flush();  // durability=none: the files must hold what is asked for
   o.path = path_;
+  o.progress = progress;
   return std::make_shared<Bus>(std::move(o));
 }
 

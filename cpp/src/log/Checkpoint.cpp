@@ -81,7 +81,8 @@ GraphImage read_graph(ByteReader& r, const std::string& path) {
 }
 }  // namespace
 
-std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table, const GraphImage& graph) {
+std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table, const GraphImage& graph,
+                             const ProgressFn& progress) {
   const std::string final_path = dir + "/" + logfmt::checkpoint_file_name(lsn);
   const std::string tmp_path = final_path + ".tmp";
   try {
@@ -103,6 +104,7 @@ std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table, 
       buf.clear();
     };
     flush();
+    ProgressMeter meter(progress, "checkpoint", table.live_count());
     table.for_each_live([&](PageRecord& r) {
       const PageInfo* info = table.info(r.id);
       PageCreateOp create{r.id, PageSpec{r.size, r.dtype, {}, {}, {}, "cpu"}};
@@ -126,7 +128,9 @@ std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table, 
       w.bytes(body);
       w.pad_to_align();
       if (buf.size() >= kFlushBytes) flush();
+      meter.advance();
     });
+    meter.finish();
     write_graph(w, graph);
     w.bytes(logfmt::kCheckpointEndMagic, 8);
     flush();

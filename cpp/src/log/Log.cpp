@@ -25,7 +25,7 @@ std::string_view durability_name(Durability d) noexcept {
   return "flush";
 }
 
-Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_limit)
+Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_limit, const ProgressFn& progress)
     : dir_(std::move(dir)), durability_(durability), read_only_(access == Access::ReadOnly) {
   if (access == Access::Create) {
     ensure_directory(dir_);
@@ -39,7 +39,7 @@ Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_l
            "' is open for writing in another Bus (or process); close that one first");
     }
   }
-  scan(checkpoint_limit);
+  scan(checkpoint_limit, progress);
   if (access != Access::Create && !recovered_.checkpoint && recovered_.segments.empty()) {
     fail(ErrorCode::InvalidArgument, "'", dir_, "' holds no mmsb log or checkpoint");
   }
@@ -53,7 +53,7 @@ Log::~Log() {
   }
 }
 
-void Log::scan(Lsn checkpoint_limit) {
+void Log::scan(Lsn checkpoint_limit, const ProgressFn& progress) {
   std::map<Lsn, std::string> segments, checkpoints;
   for (const std::string& name : list_directory(dir_)) {
     std::uint64_t n = 0;
@@ -75,9 +75,11 @@ void Log::scan(Lsn checkpoint_limit) {
   const Lsn base = recovered_.checkpoint ? recovered_.checkpoint->lsn : 0;
   recovered_.last_lsn = base;
   Lsn expected = 0;  // first lsn the next segment must start at (0: not known yet)
+  ProgressMeter meter(progress, "scan", segments.size());
   for (auto it = segments.begin(); it != segments.end(); ++it) {
     const bool last = std::next(it) == segments.end();
     auto next = std::next(it);
+    meter.advance();
     // Segments wholly covered by the checkpoint are not needed for replay.
     if (!last && next->first <= base + 1) continue;
     SegmentScan s = scan_segment(dir_ + "/" + it->second, /*sealed=*/!last);
@@ -233,9 +235,9 @@ void Log::sync() {
   }
 }
 
-std::string Log::checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph) {
+std::string Log::checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph, const ProgressFn& progress) {
   sync();
-  std::string path = write_checkpoint(dir_, lsn, table, graph);
+  std::string path = write_checkpoint(dir_, lsn, table, graph, progress);
   open_segment(lsn + 1);
   if (retention_) apply_retention();
   return path;

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from .. import _progress
 from .._reports import Report
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -62,11 +63,7 @@ class Context:
 
     def progress(self, iterable: Iterable, total: Optional[int] = None, desc: Optional[str] = None) -> Iterable:
         """`iterable` with a tqdm bar (terminal or notebook) when progress is on."""
-        if not self.show_progress:
-            return iterable
-        from tqdm.auto import tqdm
-
-        return tqdm(iterable, total=total, desc=desc, leave=False, mininterval=0.5)
+        return _progress.iterate(iterable, self.show_progress, total=total, desc=desc)
 
     def note(self, key: str, value: Any) -> None:
         """A figure worth reporting that no target checks (sizes, rates of the parts)."""
@@ -145,6 +142,16 @@ class ValidationReport(Report):
     def __str__(self) -> str:
         return "\n".join(self.lines())
 
+    def __repr__(self) -> str:
+        failed = [r["name"] for r in self["results"] if not r["passed"]]
+        return f"ValidationReport({self['summary']}{', quick' if self['quick'] else ''}" + (
+            f", failed={failed})" if failed else ")")
+
+    def _repr_html_(self) -> str:
+        from .._html import validation_html
+
+        return validation_html(self)
+
     def to_json(self) -> str:
         return json.dumps(dict(self), indent=2, default=str)
 
@@ -171,7 +178,7 @@ def run_validators(targets: Optional[os.PathLike] = None, quick: bool = False, p
     missing = [n for n in names if n not in spec]
     if missing:
         raise InvalidArgumentError(f"the targets have no entry for validator(s) {missing}")
-    show = sys.stderr.isatty() if progress is None else progress
+    show = _progress.wanted(progress)
     results = []
     for name in names:
         number, fn = _REGISTRY[name]

@@ -25,6 +25,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mmsb/core/Progress.hpp"
 #include "mmsb/core/Clock.hpp"
 #include "mmsb/core/LatencyHistogram.hpp"
 #include "mmsb/core/Types.hpp"
@@ -64,6 +65,8 @@ struct BusOptions {
   std::optional<unsigned> retention;
   /// Submissions the ingest ring holds before submit() blocks (rounded up to a power of two).
   std::size_t queue_capacity = std::size_t{1} << 16;
+  /// Hears the recovery of a bus directory (phases "scan" and "replay"); see ProgressFn.
+  ProgressFn progress;
 };
 
 /// What verify() found. ok is true when problems is empty.
@@ -315,13 +318,15 @@ class Bus {
   void close();
   /// Writes a checkpoint of the current state (directory buses) and returns the lsn it covers.
   /// Throws Error(InvalidArgument) for an in-memory bus, Error(Durability) on I/O failure.
-  Lsn checkpoint();
+  /// `progress` hears phase "checkpoint" (pages written); if it throws, no checkpoint is left.
+  Lsn checkpoint(const ProgressFn& progress = {});
   /// A read-only bus holding the state as of `lsn` (replayed from the newest checkpoint at or
   /// before it; an in-memory bus replays its in-memory log from lsn 1). A transaction record (a
   /// bus.transaction block, or a write and its wave) is all or nothing unless
   /// `split_transactions`. Throws Error(HistoryUnavailable) for an lsn beyond lsn() or a bus
   /// that is itself a view of the past.
-  std::shared_ptr<Bus> at(Lsn lsn, bool split_transactions = false);
+  /// `progress` hears the replay as BusOptions::progress does.
+  std::shared_ptr<Bus> at(Lsn lsn, bool split_transactions = false, const ProgressFn& progress = {});
   /// Every committed delta of page `id` (also a deleted one) in lsn order, read from the log
   /// (files or memory). Throws Error(PageNotFound) for an id never used, Error(HistoryUnavailable)
   /// when the log no longer starts at lsn 1 (retention) or the bus is a view of the past.
@@ -486,7 +491,7 @@ class Bus {
   void apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn);
   /// Appends the record(s) in record_buf_ (lsns up to `last`) to the log, if there is one.
   void log_locked(Lsn last);
-  void recover_locked(std::optional<Lsn> until, bool split_transactions);
+  void recover_locked(std::optional<Lsn> until, bool split_transactions, const ProgressFn& progress);
   bool replay_record_locked(const ScannedRecord& r, const std::string& where, Lsn base, Lsn stop, bool split);
   /// Whether commits are encoded and kept: a directory log, or the in-memory one.
   bool logging() const noexcept { return log_ != nullptr || mem_log_ != nullptr; }

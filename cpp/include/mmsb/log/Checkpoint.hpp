@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "mmsb/core/Progress.hpp"
 #include "mmsb/log/PosixFile.hpp"
 #include "mmsb/log/RecordCodec.hpp"
 #include "mmsb/page/PageTable.hpp"
@@ -42,7 +43,8 @@ struct CheckpointData {
 
 /// Writes the live pages of `table` and the graph as the checkpoint at `lsn` into `dir`; returns its path.
 /// Throws Error(Durability) (the temporary file is removed; no checkpoint appears).
-std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table, const GraphImage& graph);
+std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table, const GraphImage& graph,
+                             const ProgressFn& progress = {});
 /// Reads and fully verifies a checkpoint; throws Error(LogCorrupt) naming the file and offset.
 CheckpointData read_checkpoint(const std::string& path);
 

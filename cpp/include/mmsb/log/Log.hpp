@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mmsb/core/Progress.hpp"
 #include "mmsb/log/Checkpoint.hpp"
 #include "mmsb/log/PosixFile.hpp"
 #include "mmsb/log/SegmentReader.hpp"
@@ -53,8 +54,9 @@ class Log {
   /// checkpoint whose lsn is at most `checkpoint_limit` (no checkpoint at all when it is 0).
   /// Throws Error(LogCorrupt) for corruption, Error(Durability) for I/O failures,
   /// Error(InvalidArgument) when no bus is there and the access does not create one.
+  /// `progress` hears phase "scan" (segments checked of those to read).
   Log(std::string dir, Durability durability, Access access,
-      Lsn checkpoint_limit = std::numeric_limits<Lsn>::max());
+      Lsn checkpoint_limit = std::numeric_limits<Lsn>::max(), const ProgressFn& progress = {});
   ~Log();
   Log(const Log&) = delete;
   Log& operator=(const Log&) = delete;
@@ -77,7 +79,8 @@ class Log {
   void close();
   /// Writes a checkpoint of `table` at `lsn` (after sync()) and starts a new segment after it;
   /// with a retention, then drops checkpoints and segments older than it keeps.
-  std::string checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph);
+  /// `progress` hears phase "checkpoint" (pages written).
+  std::string checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph, const ProgressFn& progress = {});
   /// Keep only the newest `checkpoints` checkpoints (>= 1) and the log after the oldest of them;
   /// nullopt keeps everything (the default). Applied at each checkpoint.
   void set_retention(std::optional<unsigned> checkpoints) noexcept { retention_ = checkpoints; }
@@ -94,7 +97,7 @@ class Log {
   std::uint64_t pending_bytes() const noexcept { return pending_.size(); }
 
  private:
-  void scan(Lsn checkpoint_limit);
+  void scan(Lsn checkpoint_limit, const ProgressFn& progress);
   void open_segment(Lsn first_lsn);
   void write_out(std::span<const std::byte> bytes, bool sync);
   void check_usable() const;
