@@ -74,17 +74,17 @@ test-python:
 # Every benchmark runs once, untimed, so the suites cannot rot; numbers come from `make bench`.
 test-bench-smoke:
 	$(PY) -m pytest benchmarks -q --benchmark-disable
-	$(PY) benchmarks/compare.py --quick
+	$(VENV)/bin/mmsb bench --quick --no-progress --json build/bench-quick.json
 
 test-slow: setup
 	$(PY) -m pytest tests/python -q -m slow
 
 bench: setup
 	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-columns=min,median,ops
-	$(PY) benchmarks/compare.py
 	cmake -S . -B build/bench $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release -DMMSB_BUILD_BENCHMARKS=ON >/dev/null
 	cmake --build build/bench -j $(JOBS) --target bench_apply bench_graph bench_semiring bench_propagation \
 	  bench_ring bench_tick
+	$(VENV)/bin/mmsb bench --compare benchmarks/results/baseline.json
 	build/bench/benchmarks/cpp/bench_apply
 	build/bench/benchmarks/cpp/bench_graph
 	build/bench/benchmarks/cpp/bench_semiring

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import mmsb
-import workloads as wl
+from mmsb.bench import workloads as wl
 
 # Operations per round for calls that take well under a microsecond to a few microseconds: enough
 # to drown the timer's resolution, few enough that the untimed smoke run stays instant.

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import mmsb
-import workloads as wl
+from mmsb.bench import workloads as wl
 
 PAGE_SHAPE = (8,)  # 64 bytes of float64
 HOP_OPS = 1000     # writes per round (each runs one wave)

@@ -1,5 +1,5 @@
-"""Command line: `mmsb validate`, `mmsb demo`, `mmsb inspect PATH`, `mmsb info` (also
-`python -m mmsb ...`)."""
+"""Command line: `mmsb validate`, `mmsb bench`, `mmsb demo`, `mmsb inspect PATH`, `mmsb info`
+(also `python -m mmsb ...`)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ import sys
 from typing import Optional, Sequence
 
 from . import build_info
-from .demo import run_demo
+from .demo import positive_int, run_demo
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="mmsb", description="Memory-Mapped State Bus")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="a short narrated run of the main ideas")
-    demo.add_argument("--rows", type=int, default=1_000_000, help="deltas in the batch step")
+    demo.add_argument("--rows", type=positive_int, default=None,
+                      help="deltas in the batch step (default 1,000,000; 50,000 with --quick)")
+    demo.add_argument("--quick", action="store_true", help="smaller sizes for every step (CI, tests)")
     sub.add_parser("info", help="print build_info() as JSON")
     val = sub.add_parser("validate", help="run the ten validators against their targets (DESIGN §5)")
     val.add_argument("--quick", action="store_true", help="shrunk workloads (CI)")
@@ -24,19 +26,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     val.add_argument("--json", metavar="OUT", help="write the full report (machine info included) here")
     val.add_argument("--only", nargs="+", metavar="NAME", help="run only these validators")
     val.add_argument("--no-progress", action="store_true", help="no progress bars")
+    bench = sub.add_parser("bench", help="the side-by-side comparison (DESIGN §5): mmsb vs NumPy, memcpy floors, "
+                                         "SQLite, LMDB, oneTBB; JSON, plots, regressions")
+    from .bench._command import add_arguments as bench_arguments
+
+    bench_arguments(bench)
     insp = sub.add_parser("inspect", help="summary (and record dump) of a bus directory")
     insp.add_argument("path")
     insp.add_argument("--records", action="store_true", help="dump every record")
     insp.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return run_demo(rows=args.rows, out=sys.stdout)
+        return run_demo(rows=args.rows, out=sys.stdout, quick=args.quick)
     if args.command == "inspect":
         from .inspect_cmd import inspect_dir, print_inspection
 
         return print_inspection(inspect_dir(args.path, args.records), sys.stdout, args.json)
     if args.command == "validate":
         return _validate(args)
+    if args.command == "bench":
+        from .bench._command import bench_command
+
+        return bench_command(args)
     if args.command == "info":
         print(json.dumps(build_info(), indent=2))
         return 0

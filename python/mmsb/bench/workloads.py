@@ -1,7 +1,7 @@
-"""Workloads shared by the pytest-benchmark suites and compare.py.
+"""Workloads shared by `mmsb bench`, the pytest-benchmark suites (benchmarks/) and validator 5.
 
-One generator, one oracle: both front ends measure and verify exactly the same deltas, and a
-change of layout or seed here changes both.
+One generator, one oracle: every front end measures and verifies exactly the same deltas, and a
+change of layout or seed here changes all of them.
 
 The batch workload is the throughput target of DESIGN.md §5: 64-byte deltas into 16,384 pages of
 4 KiB. Offsets are multiples of 64, so every delta overwrites one whole 64-byte slot of a page.

@@ -31,33 +31,28 @@ import numpy as np
 
 import mmsb
 
+from ..bench import workloads as wl
 from ._framework import Context, validator
 
-PAGES = 16_384
-PAGE_SIZE = 4096
-DELTA = 64
-SLOTS = PAGE_SIZE // DELTA
+PAGES = wl.PAGES
+PAGE_SIZE = wl.PAGE_SIZE
+DELTA = wl.DELTA_BYTES
 BATCH = 65_536
 
 
 def _stream(rows: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(page index, slot, payload rows) of the whole stream, in commit order."""
-    page = rng.integers(0, PAGES, size=rows, dtype=np.int64)
-    slot = rng.integers(0, SLOTS, size=rows, dtype=np.int64)
-    payload = rng.integers(0, 256, size=(rows, DELTA), dtype=np.uint8)
-    return page, slot, payload
+    """(page index, slot, payload rows) of the whole stream, in commit order: the generator of
+    `mmsb bench` (mmsb.bench.workloads), so both measure the same kind of stream."""
+    d = wl.random_rows(rows, rng, PAGES)
+    return d.page, d.offset // DELTA, d.payload
 
 
 def _oracle(page: np.ndarray, slot: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(expected bytes (PAGES, PAGE_SIZE), rows per page). Each 64-byte slot holds the payload of
-    the last row that wrote it: the first occurrence in the reversed stream (np.unique's
-    return_index is documented to give the first occurrence)."""
-    flat = page * SLOTS + slot
-    rev_slots, rev_first = np.unique(flat[::-1], return_index=True)
-    last_row = len(flat) - 1 - rev_first
-    state = np.zeros((PAGES * SLOTS, DELTA), dtype=np.uint8)
-    state[rev_slots] = payload[last_row]
-    return state.reshape(PAGES, PAGE_SIZE), np.bincount(page, minlength=PAGES)
+    """(expected bytes (PAGES, PAGE_SIZE), rows per page): each 64-byte slot holds the payload of
+    the last row that wrote it, found without replaying the stream in order
+    (workloads.expected_state)."""
+    rows = [wl.DeltaRows(page, slot * DELTA, payload)]
+    return wl.expected_state(rows, PAGES), wl.epoch_counts(rows, PAGES)
 
 
 def _dir_bytes(path: Path) -> int:

@@ -22,6 +22,7 @@ p50, max, the mean of each TickReport phase, and the bus's own bus.latency("tick
 from __future__ import annotations
 
 import time
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -44,9 +45,15 @@ def _matches_reduce(got: np.ndarray, sname: str, parents: np.ndarray) -> bool:
     return np.array_equal(got, fn.reduce(parents, axis=0))
 
 
-def _one_bus(ctx: Context, history: bool, sources: int, derived: int, per_tick: int, warmup: int,
-             ticks: int) -> dict:
-    rng = np.random.default_rng(ctx.seed)
+def run_ticks(seed: int, history: bool, sources: int, derived: int, per_tick: int, warmup: int, ticks: int,
+              progress: Optional[Callable[..., Iterable]] = None) -> dict:
+    """The tick workload on one bus (in memory, `history` on or off), checked as the module
+    docstring says (RuntimeError otherwise). Returns own_ns (each timed tick's wall time, ns),
+    phase_ms (mean of each TickReport phase), latency_p99_ms and latency_count (the bus's own
+    tick histogram). `progress(iterable, total=, desc=)` may wrap the tick loop. Also the
+    workload of `mmsb bench`'s stress category."""
+    progress = progress or (lambda it, **_: it)
+    rng = np.random.default_rng(seed)
     bus = mmsb.Bus(history=history)
     try:
         src = [bus.create_page(shape=(ELEMS,), dtype="float64") for _ in range(sources)]
@@ -63,7 +70,7 @@ def _one_bus(ctx: Context, history: bool, sources: int, derived: int, per_tick: 
         counts = np.zeros(sources, dtype=np.int64)
         lengths = np.full(SUBMISSION, 8, dtype=np.uint64)
         own, phases = [], {}
-        for t in ctx.progress(range(warmup + ticks), total=warmup + ticks, desc=f"tick (history={history})"):
+        for t in progress(range(warmup + ticks), total=warmup + ticks, desc=f"tick (history={history})"):
             if t == warmup:
                 bus.reset_stats()
             page = rng.integers(0, sources, size=per_tick)
@@ -112,14 +119,14 @@ def run(ctx: Context) -> dict:
                 warmup=ctx.size(5, 3), ticks=ctx.size(50, 20))
     for k, v in args.items():
         ctx.note(k, v)
-    primary = _one_bus(ctx, True, **args)
+    primary = run_ticks(ctx.seed, True, progress=ctx.progress, **args)
     ms = primary["own_ns"] / 1e6
     ctx.note("tick_p50_ms", float(np.percentile(ms, 50)))
     ctx.note("tick_max_ms", float(ms.max()))
     ctx.note("phase_mean_ms", primary["phase_ms"])
     ctx.note("bus_latency_tick_p99_ms", primary["latency_p99_ms"])
     ctx.note("bus_latency_tick_count", primary["latency_count"])
-    nohist = _one_bus(ctx, False, **args)
+    nohist = run_ticks(ctx.seed, False, progress=ctx.progress, **args)
     nms = nohist["own_ns"] / 1e6
     ctx.note("history_off_tick_p99_ms", float(np.percentile(nms, 99)))
     ctx.note("history_off_tick_p50_ms", float(np.percentile(nms, 50)))

@@ -1,0 +1,102 @@
+"""`mmsb bench`: run, print the table, write the JSON and the plots, compare with an old run.
+
+Exit status: 0 when every result verified (and, with --fail-on-regression, nothing regressed);
+1 when a variant produced a wrong result (or a category crashed); 2 on bad usage (an unknown
+category, an unreadable or malformed --compare file); 3 with --fail-on-regression when a figure
+regressed beyond its noise band.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+from typing import Optional
+
+from ..errors import InvalidArgumentError, MmsbError
+
+EXIT_FAILED, EXIT_USAGE, EXIT_REGRESSION = 1, 2, 3
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `mmsb bench` (the parser lives in mmsb.cli)."""
+    from ._runner import CATEGORIES
+
+    p.add_argument("--quick", action="store_true", help="small workloads (seconds; as in make test)")
+    p.add_argument("--only", action="append", metavar="CATS",
+                   help=f"comma-separated categories to run ({', '.join(CATEGORIES)}); repeatable")
+    p.add_argument("--json", metavar="OUT",
+                   help="results file (default: benchmarks/results/<YYYY-MM-DD>-<host>.json under the working directory)")
+    p.add_argument("--compare", metavar="OLD.json", help="compare with an earlier run and flag regressions")
+    p.add_argument("--noise-floor", type=float, default=None, metavar="FRACTION",
+                   help="smallest change flagged by --compare (default 0.10 = 10%%)")
+    p.add_argument("--fail-on-regression", action="store_true", help=f"exit {EXIT_REGRESSION} when --compare flags one")
+    p.add_argument("--plots", metavar="DIR", help="where the PNG plots go (default: next to the JSON)")
+    p.add_argument("--no-plots", action="store_true", help="write no plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+
+
+def default_json_path(now: Optional[datetime.date] = None) -> str:
+    """benchmarks/results/<YYYY-MM-DD>-<host>.json, relative to the working directory."""
+    day = (now or datetime.date.today()).isoformat()
+    host = "".join(c if c.isalnum() or c in "-_." else "_" for c in platform.node() or "host")
+    return os.path.join("benchmarks", "results", f"{day}-{host}.json")
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    """Runs `mmsb bench` with parsed arguments; returns the exit status."""
+    from . import regress
+    from ._runner import parse_only, run
+
+    try:
+        only = parse_only(args.only)
+        old = regress.load_results(args.compare) if args.compare else None
+        floor = regress.NOISE_FLOOR if args.noise_floor is None else args.noise_floor
+        if not 0 <= floor < 10:
+            raise InvalidArgumentError(f"--noise-floor {floor} is not a fraction in [0, 10) (0.10 means 10%)")
+    except MmsbError as e:
+        print(f"mmsb bench: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+    results = run(quick=args.quick, only=only if args.only else None,
+                  progress=False if args.no_progress else None)
+    print(results.table(), flush=True)
+    out = args.json or default_json_path()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    if not args.no_plots:
+        _plots(results, args.plots or os.path.dirname(os.path.abspath(out)), out)
+    with open(out, "w") as f:
+        json.dump(results, f, indent=1, default=_plain)
+    print(f"wrote {out} (wall time {results['wall_seconds']:.1f} s)")
+
+    status = 0
+    if old is not None:
+        cmp = regress.compare(old, results, floor)
+        print(f"\ncompared with {args.compare}:\n{regress.format_comparison(cmp)}")
+        if args.fail_on_regression and not cmp:
+            status = EXIT_REGRESSION
+    for cat, error in results.failures():
+        print(f"mmsb bench: {cat}: {error}", file=sys.stderr)
+    return EXIT_FAILED if results.failures() else status
+
+
+def _plain(o: object) -> object:
+    """NumPy scalars and arrays as their plain values; anything else as its string."""
+    return o.tolist() if hasattr(o, "tolist") else str(o)
+
+
+def _plots(results: dict, out_dir: str, json_path: str) -> None:
+    from .plots import write_plots
+
+    prefix = os.path.splitext(os.path.basename(json_path))[0] + "-"
+    try:
+        paths = write_plots(results, out_dir, prefix)
+    except ImportError as e:
+        print(f"mmsb bench: no plots: {e} (pip install 'mmsb[bench]')", file=sys.stderr)
+        return
+    results["plots"] = [os.path.relpath(p, os.path.dirname(os.path.abspath(json_path))) for p in paths]
+    for p in paths:
+        print(f"wrote {p}")

@@ -1,0 +1,261 @@
+"""`mmsb bench` and mmsb.bench: the JSON holds exactly the selected categories, bad input is
+refused with exit 2, --compare flags a regression and not a same-run comparison, the Markdown
+table lists every figure, plots are PNG files, the C++ binaries are used or skipped (never
+invented), and a wrong result anywhere makes the run exit 1. Sizes are the quick ones or smaller;
+speed is never asserted here."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import io
+import json
+import os
+import platform
+import stat
+import sys
+
+import pytest
+
+import mmsb
+from mmsb.bench import _runner, compare, propagation, regress, report, workloads
+from mmsb.bench._measure import BenchContext, Section, VerificationError
+from mmsb.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+FIGURE_KEYS = {"name", "unit", "value", "median", "repeats", "samples", "higher_is_better", "ratio_to", "ratio"}
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        rc = main(["bench", *args])
+    finally:
+        sys.stdout, sys.stderr = old
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def delta_stress(tmp_path_factory):
+    """One quick CLI run of delta and stress, with plots: (exit status, stdout, JSON, its path)."""
+    d = tmp_path_factory.mktemp("bench")
+    path = d / "run.json"
+    rc, out, err = run_cli("--quick", "--only", "delta,stress", "--json", str(path), "--plots", str(d / "plots"),
+                           "--no-progress")
+    assert rc == 0, err
+    return rc, out, json.loads(path.read_text()), path
+
+
+def test_json_holds_exactly_the_selected_categories(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default path is relative to the working directory
+    rc, out, err = run_cli("--quick", "--only", "allocation", "--no-plots", "--no-progress")
+    assert rc == 0, err
+    host = "".join(c if c.isalnum() or c in "-_." else "_" for c in platform.node())
+    (path,) = (tmp_path / "benchmarks" / "results").iterdir()
+    assert path.name in {f"{day}-{host}.json" for day in (datetime.date.today(), datetime.date.today()
+                                                           - datetime.timedelta(days=1))}  # run across midnight
+    data = json.loads(path.read_text())
+    assert data["schema"] == mmsb.bench.SCHEMA
+    assert list(data["categories"]) == ["allocation"] and data["settings"]["categories"] == ["allocation"]
+    assert data["settings"]["quick"] is True and data["settings"]["threads"] == _runner.thread_sweep()
+    assert data["machine"]["cores"] == os.cpu_count() and data["build_info"]["version"] == mmsb.__version__
+    figs = data["categories"]["allocation"]["figures"]
+    assert {f["name"] for f in figs} == {"mmsb create_page(4096)", "numpy np.zeros(4096, uint8)",
+                                         "mmsb create_page(shape=(1024,), float32)", "numpy np.zeros(1024, float32)"}
+    for f in figs:
+        assert FIGURE_KEYS <= set(f) and f["repeats"] == len(f["samples"]) == 3
+        assert f["value"] == max(f["samples"])  # rates: the best repeat is the highest
+    raw = next(f for f in figs if f["name"] == "mmsb create_page(4096)")
+    anchor = next(f for f in figs if f["name"] == raw["ratio_to"])
+    assert raw["ratio"] == pytest.approx(raw["value"] / anchor["value"])
+    assert "mmsb create_page(4096)" in out and path.name in out
+
+
+def test_only_takes_lists_and_repeats():
+    assert _runner.parse_only(["replay,delta", "stress"]) == ["delta", "replay", "stress"]
+    assert _runner.parse_only(None) == list(mmsb.bench.CATEGORIES)
+
+
+@pytest.mark.parametrize("only", ["delta,nonsense", "Delta", ","])
+def test_unknown_category_exits_2_naming_it(only):
+    rc, out, err = run_cli("--quick", "--only", only, "--no-plots")
+    assert rc == 2 and not out
+    assert "unknown bench categor" in err and (only.split(",")[-1] or "(none given)") in err
+    with pytest.raises(mmsb.InvalidArgumentError, match="nonsense"):
+        mmsb.bench.run(quick=True, only=["nonsense"])
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"schema": "other/1", "categories": {}}',
+                                     '{"schema": "mmsb-bench/1", "categories": {"delta": {"figures": [{"name": 3}]}}}'])
+def test_malformed_compare_file_exits_2_before_running(tmp_path, content):
+    old = tmp_path / "old.json"
+    old.write_text(content)
+    rc, out, err = run_cli("--quick", "--only", "allocation", "--compare", str(old), "--json", str(tmp_path / "n.json"))
+    assert rc == 2 and str(old) in err
+    assert not (tmp_path / "n.json").exists()  # refused before any benchmark ran
+
+
+def test_compare_flags_a_made_up_regression(tmp_path, delta_stress):
+    new = copy.deepcopy(delta_stress[2])
+    rate = new["categories"]["delta"]["figures"][0]
+    tick = next(f for f in new["categories"]["stress"]["figures"] if f["name"] == "tick p99, history on")
+    for f in (rate, tick):
+        f["samples"] = [f["value"]]  # no spread: the band is the 10% floor, whatever this machine's noise
+    old = copy.deepcopy(new)
+    old_rate, old_tick = old["categories"]["delta"]["figures"][0], old["categories"]["stress"]["figures"][4]
+    assert old_tick["name"] == tick["name"]
+    old_rate["value"] = old_rate["samples"][0] = 2 * rate["value"]   # higher is better: old twice as fast
+    old_tick["value"] = old_tick["samples"][0] = tick["value"] / 2   # lower is better: old twice as quick
+    (tmp_path / "OLD.json").write_text(json.dumps(old))
+    cmp = compare(regress.load_results(tmp_path / "OLD.json"), new)
+    assert {(r["category"], r["name"]) for r in cmp["regressions"]} == {("delta", rate["name"]), ("stress", tick["name"])}
+    assert not cmp and all(r["verdict"] == "same" for r in cmp["rows"] if r not in cmp["regressions"])
+    text = regress.format_comparison(cmp)
+    assert "2 regression(s)" in text and f"delta: {rate['name']}" in text and "REGRESSION" in text
+
+
+def test_same_run_comparison_flags_nothing(delta_stress):
+    _, _, new, _ = delta_stress
+    cmp = compare(new, new)
+    assert cmp and len(cmp["rows"]) == sum(len(c["figures"]) for c in new["categories"].values())
+    assert all(r["verdict"] == "same" and r["change_pct"] == 0 for r in cmp["rows"])
+
+
+def test_noise_band_is_the_wider_of_floor_and_spread():
+    def results(value, samples):
+        fig = {"name": "f", "unit": "x/s", "value": value, "samples": samples, "higher_is_better": True}
+        return {"categories": {"c": {"figures": [fig]}}}
+
+    # 30% worse, but the old repeats spread over 50%: inside the band.
+    (row,) = compare(results(100, [100, 50, 75]), results(70, [70]))["rows"]
+    assert row["band_pct"] == pytest.approx(50) and row["verdict"] == "same"
+    (row,) = compare(results(100, [100]), results(70, [70]))["rows"]
+    assert row["band_pct"] == pytest.approx(10) and row["verdict"] == "regression"
+    (row,) = compare(results(100, [100]), results(95, [95]), noise_floor=0.01)["rows"]
+    assert row["verdict"] == "regression"
+
+
+def test_cli_compare_reports_and_fails_on_regression(tmp_path):
+    def fig(name, value):
+        return {"name": name, "unit": "pages/s", "value": value, "samples": [value], "higher_is_better": True}
+
+    old = {"schema": "mmsb-bench/1", "host": "elsewhere", "settings": {"quick": True},
+           "categories": {"allocation": {"figures": [fig("mmsb create_page(4096)", 1e15), fig("retired", 1.0)]},
+                          "stress": {"figures": []}}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    args = ("--quick", "--only", "allocation", "--compare", str(tmp_path / "old.json"),
+            "--json", str(tmp_path / "n.json"), "--no-plots", "--no-progress")
+    rc, out, err = run_cli(*args)
+    assert rc == 0, err                                          # flagged, but not fatal by default
+    assert "allocation: mmsb create_page(4096)" in out and "REGRESSION" in out
+    assert "only in the old run: allocation: retired" in out
+    assert "new in this run: allocation: numpy np.zeros(4096, uint8)" in out
+    assert "not compared (not run this time): stress" in out and "different hosts" in out
+    rc, out, err = run_cli(*args, "--fail-on-regression")
+    assert rc == 3
+
+
+def test_markdown_table_lists_every_figure(delta_stress, capsys):
+    _, _, data, path = delta_stress
+    assert report.main(["--markdown", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "| category | figure | value | unit | vs anchor |" in text and data["host"] in text
+    names = [f["name"] for c in data["categories"].values() for f in c["figures"]]
+    assert names and all(f"| {n} |" in text for n in names)
+    assert report.main([str(path)]) == 0
+    text = capsys.readouterr().out
+    assert all(n in text for n in names)
+
+
+def test_plots_are_png_files(delta_stress):
+    _, out, data, path = delta_stress
+    plots = sorted(os.listdir(path.parent / "plots"))
+    assert plots == ["run-throughput-vs-threads.png", "run-tick-latency.png"]
+    for name in plots:
+        assert (path.parent / "plots" / name).read_bytes()[:8] == PNG
+    assert len(data["plots"]) == 2
+
+
+def test_wrong_oracle_fails_the_run(tmp_path, monkeypatch):
+    real = workloads.expected_state
+
+    def one_byte_off(batches, pages=workloads.PAGES):
+        state = real(batches, pages)
+        state[123, 456] ^= 1
+        return state
+
+    monkeypatch.setattr(workloads, "expected_state", one_byte_off)
+    rc, out, err = run_cli("--quick", "--only", "delta", "--json", str(tmp_path / "r.json"), "--no-plots",
+                           "--no-progress")
+    assert rc == 1
+    assert "delta: verification failed" in err and "page index 123, byte 456" in err
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["verified"] is False and data["categories"]["delta"]["status"] == "failed"
+
+
+def _fake_binary(directory, name: str, runs: list) -> None:
+    path = directory / name
+    path.write_text("#!/bin/sh\ncat <<'EOF'\n" + json.dumps({"context": {}, "benchmarks": runs}) + "\nEOF\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+def _wave(name: str, label: str, ns: float, **extra) -> dict:
+    return {"name": f"{name}/real_time", "run_name": f"{name}/real_time", "run_type": "iteration",
+            "real_time": ns, "time_unit": "ns", "label": label, "iterations": 1000, **extra}
+
+
+def test_propagation_uses_the_binary_it_finds_and_skips_without_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMSB_BENCH_BIN_DIR", str(tmp_path))
+    r = mmsb.bench.run(quick=True, only="propagation", progress=False)
+    cat = r["categories"]["propagation"]
+    assert r["verified"] and cat["status"] == "ok"
+    (skip,) = cat["skipped"]
+    assert "bench_propagation not found" in skip["reason"] and str(tmp_path) in skip["reason"]
+    assert not [f for f in cat["figures"] if "(C++)" in f["name"] or "oneTBB" in f["name"]]
+    assert any(f["name"] == "python hop: mmsb ops.copy" for f in cat["figures"])
+
+
+def test_propagation_reads_the_binarys_json_and_fails_on_its_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMSB_BENCH_BIN_DIR", str(tmp_path))
+    ctx = BenchContext(quick=True, threads=[1], workdir=str(tmp_path), section=Section("propagation"))
+    _fake_binary(tmp_path, "bench_propagation", [
+        _wave("Mmsb/wave/workload:0", "hop", 1000.0), _wave("Tbb/wave/workload:0/threads:1", "hop", 250.0),
+        _wave("PlainDiff/wave/workload:0", "hop", 10.0)])
+    propagation._cpp_part(ctx)
+    figs = {f["name"]: f for f in ctx.section.to_dict(0.0)["figures"]}
+    assert set(figs) == {"hop: mmsb wave (C++)", "hop: oneTBB flow graph, 1 thread", "hop: plain loop + change detection"}
+    mmsb_wave = figs["hop: mmsb wave (C++)"]
+    assert mmsb_wave["value"] == pytest.approx(1e6) and mmsb_wave["ratio_to"] == "hop: oneTBB flow graph, 1 thread"
+    assert mmsb_wave["ratio"] == pytest.approx(0.25) and mmsb_wave["also"][0]["ratio"] == pytest.approx(0.01)
+
+    _fake_binary(tmp_path, "bench_propagation", [
+        _wave("Mmsb/wave/workload:0", "hop", 1000.0, error_occurred=True, error_message="pages differ")])
+    with pytest.raises(VerificationError, match="pages differ"):
+        propagation._cpp_part(BenchContext(quick=True, threads=[1], workdir=str(tmp_path),
+                                           section=Section("propagation")))
+
+
+def test_growth_runs_in_full_mode_only_unless_named(monkeypatch):
+    ran = []
+    monkeypatch.setattr(_runner, "_run_category", lambda name, ctx: ran.append(name))  # the rest is too slow here
+    r = mmsb.bench.run(quick=True, progress=False)
+    assert ran == [c for c in mmsb.bench.CATEGORIES if c != "growth"]
+    (skip,) = r["categories"]["growth"]["skipped"]
+    assert "full mode only" in skip["reason"] and "growth" not in r
+
+
+def test_growth_skipped_with_the_reason_when_its_module_is_missing(monkeypatch):
+    real = _runner.importlib.import_module
+
+    def no_growth(name, *a):
+        if name.endswith(".growth"):
+            raise ImportError("No module named 'mmsb.bench.growth'")
+        return real(name, *a)
+
+    monkeypatch.setattr(_runner.importlib, "import_module", no_growth)
+    r = mmsb.bench.run(quick=True, only=["growth"])
+    (skip,) = r["categories"]["growth"]["skipped"]
+    assert r["categories"]["growth"]["status"] == "skipped" and "mmsb.bench.growth" in skip["reason"]
+    assert "growth" not in r
