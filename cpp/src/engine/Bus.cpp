@@ -1,6 +1,7 @@
 #include "mmsb/engine/Bus.hpp"
 
 #include "Transaction.hpp"
+#include "WaveBatch.hpp"
 
 #include <cstring>
 
@@ -29,6 +30,7 @@ Bus::Bus(BusOptions options)
   if (queue_capacity_ == 0 || queue_capacity_ > (std::size_t{1} << 30)) {
     fail(ErrorCode::InvalidArgument, "queue_capacity must be between 1 and 2^30 submissions; got ", queue_capacity_);
   }
+  wave_batch_ = std::make_unique<WaveBatch>();
   if (path_.empty()) {
     // An in-memory bus keeps its log in memory (history, time travel, diff); the read-only buses
     // that time travel builds are filled by replay and keep none.
@@ -714,9 +716,9 @@ std::uint64_t Bus::index_bytes_locked() const {
 
 // Reusable buffers: commit staging, recompute scratch, the spare transaction, tick buffers.
 std::uint64_t Bus::cache_bytes_locked() const {
-  std::uint64_t b = record_buf_.capacity() + scratch_.capacity() + wave_delta_.payload().size() +
-                    (wave_parents_.capacity() + wave_ins_.capacity() + wave_sig_.capacity() + 2 * wave_inputs_.capacity() +
-                     changed_bits_.capacity() + seen_bits_.capacity()) * 8 +
+  std::uint64_t b = record_buf_.capacity() + scratch_.capacity() + wave_batch_->capacity_bytes() +
+                    (wave_ids_.capacity() + 2 * wave_inputs_.capacity() + changed_bits_.capacity() +
+                     seen_bits_.capacity()) * 8 +
                     tick_batch_.capacity_bytes() + (drained_.capacity() + carry_.capacity()) * sizeof(void*) +
                     events_.capacity() * sizeof(BusEvent);
   if (spare_txn_) {

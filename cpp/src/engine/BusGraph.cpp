@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "Transaction.hpp"
+#include "WaveBatch.hpp"
 #include "mmsb/core/Clock.hpp"
 #include "mmsb/core/Error.hpp"
 #include "mmsb/engine/Bus.hpp"
@@ -225,7 +226,8 @@ void Bus::mark_unsettled_stale_locked() {
     const PageRecord& out = table_.record(id);
     if (d.fn.kind != RecomputeKind::Callable) {
       scratch_.assign(out.data, out.data + out.size);
-      compute_locked(id, d, parents, scratch_);
+      std::vector<const std::byte*> ins;
+      compute_locked(id, d, out, parents, ins, scratch_);
       if (std::memcmp(scratch_.data(), out.data, out.size) == 0) {
         d.memo = std::move(sig);
         continue;
@@ -314,34 +316,83 @@ void Bus::run_wave_locked() {
   }
   bump(counters_.waves, 1);
   wave_timestamp_ns_ = wall_clock_ns();  // the wave's deltas share their commit's time
-  while (const PageId id = wave.pop()) {
-    auto it = derivations_.find(id);
-    if (it == derivations_.end()) continue;
-    const bool forced = forced_.count(id) != 0 || stale_.count(id) != 0;
-    if (recompute_locked(id, it->second, forced)) push_children(id);
+  // Batches bounded in count and staging bytes; the same bounds whatever the thread count, so
+  // the order of everything committed does not depend on it either (it is canonical anyway).
+  std::uint64_t staged = 0;
+  const std::function<bool(PageId)> admit = [&](PageId id) {
+    const PageRecord* r = table_.find(id);
+    staged += r == nullptr ? 0 : r->size;
+    return wave_ids_.size() < kWaveBatchPages && staged <= kWaveBatchBytes;
+  };
+  for (;;) {
+    staged = 0;
+    wave.pop_batch(wave_ids_, admit);
+    if (wave_ids_.empty()) break;
+    recompute_batch_locked(wave_ids_);
+    for (const WaveItem& it : wave_batch_->items()) {
+      if (it.computed && !it.delta.empty()) push_children(it.id);
+    }
   }
   forced_.clear();
 }
 
-bool Bus::recompute_locked(PageId child, Derivation& d, bool forced) {
-  PageRecord& out = table_.get(child);
-  wave_parents_.clear();
-  wave_sig_.clear();
-  for (PageId p : d.parents) {
-    const PageRecord& r = table_.get(p);
-    wave_parents_.push_back(&r);
-    wave_sig_.push_back(r.epoch.load(std::memory_order_relaxed));
+// Three steps: in canonical order, the memo check of each page; then the built-in recomputes of
+// the batch, in parallel lanes (each writes only its own item); then, in canonical order again,
+// Python recomputes and every commit. A page committed nothing when its item is not computed or
+// its delta is empty (cutoff).
+void Bus::recompute_batch_locked(std::span<const PageId> ids) {
+  WaveBatch& batch = *wave_batch_;
+  batch.clear();
+  std::size_t parallel = 0;
+  for (PageId id : ids) {
+    auto found = derivations_.find(id);
+    if (found == derivations_.end()) continue;
+    WaveItem& it = batch.add(id);
+    it.d = &found->second;
+    it.out = &table_.get(id);
+    it.forced = forced_.count(id) != 0 || stale_.count(id) != 0;
+    for (PageId p : it.d->parents) {
+      const PageRecord& r = table_.get(p);
+      it.parents.push_back(&r);
+      it.sig.push_back(r.epoch.load(std::memory_order_relaxed));
+    }
+    if (!it.forced && it.sig == it.d->memo) {
+      bump(counters_.memo_skips, 1);
+      it.d = nullptr;  // nothing to do
+    } else if (it.d->missing_callable()) {
+      mark_stale_locked(id);
+      it.d = nullptr;
+    } else if (it.d->fn.kind != RecomputeKind::Callable) {
+      ++parallel;
+    }
   }
-  if (!forced && wave_sig_ == d.memo) {
-    bump(counters_.memo_skips, 1);
-    return false;
+  const auto items = batch.items();
+  auto compute = [&](WaveItem& it) {
+    it.scratch.assign(it.out->data, it.out->data + it.out->size);
+    compute_locked(it.id, *it.d, *it.out, it.parents, it.ins, it.scratch);
+    Delta::diff_into(it.delta, it.id, {it.out->data, it.out->size}, it.scratch);
+    it.computed = true;
+  };
+  const auto built_in = [](const WaveItem& it) { return it.d != nullptr && it.d->fn.kind != RecomputeKind::Callable; };
+  const unsigned lanes = static_cast<unsigned>(std::min<std::size_t>(pool_.threads(), parallel / 2));
+  if (lanes > 1) {
+    pool_.run_lanes(lanes, [&](unsigned lane) {
+      for (std::size_t i = lane; i < items.size(); i += lanes) {
+        if (built_in(items[i])) compute(items[i]);
+      }
+    });
   }
-  if (d.missing_callable()) {
-    mark_stale_locked(child);
-    return false;
+  for (WaveItem& it : items) {
+    if (it.d == nullptr) continue;
+    if (!it.computed) compute(it);  // Python recomputes, and everything when not in lanes
+    commit_recompute_locked(it);
   }
-  scratch_.assign(out.data, out.data + out.size);
-  compute_locked(child, d, wave_parents_, scratch_);
+}
+
+void Bus::commit_recompute_locked(WaveItem& it) {
+  Derivation& d = *it.d;
+  const PageId child = it.id;
+  PageRecord& out = *it.out;
   bump(counters_.recomputes, 1);
   const bool was_stale = !stale_.empty() && stale_.erase(child) != 0;
   if (txn_) {
@@ -351,17 +402,16 @@ bool Bus::recompute_locked(PageId child, Derivation& d, bool forced) {
     t.undo_epochs.insert(t.undo_epochs.end(), d.memo.begin(), d.memo.end());
     t.undo.emplace_back(u);
   }
-  d.memo.assign(wave_sig_.begin(), wave_sig_.end());
-  Delta& delta = wave_delta_;
-  Delta::diff_into(delta, child, {out.data, out.size}, scratch_);
+  d.memo.assign(it.sig.begin(), it.sig.end());
+  Delta& delta = it.delta;
   if (delta.empty()) {
     bump(counters_.cutoffs, 1);
-    return false;
+    return;
   }
   delta.source = Source::Propagation;
   delta.timestamp_ns = wave_timestamp_ns_;
   wave_inputs_.clear();
-  for (std::size_t i = 0; i < wave_sig_.size(); ++i) wave_inputs_.emplace_back(d.parents[i], wave_sig_[i]);
+  for (std::size_t i = 0; i < it.sig.size(); ++i) wave_inputs_.emplace_back(d.parents[i], it.sig[i]);
   const std::span<const std::pair<PageId, Epoch>> inputs(wave_inputs_);
   txn_note_delta_locked(out, delta, &inputs);
   const Lsn lsn = this->lsn() + 1;
@@ -369,12 +419,13 @@ bool Bus::recompute_locked(PageId child, Derivation& d, bool forced) {
   apply_delta_locked(out, delta, lsn);
   bump(counters_.derived_deltas, 1);
   emit_locked(EventKind::PageChanged, child, lsn, delta.epoch);
-  return true;
 }
 
-// Runs the recompute of `child` into `dst` (staged with the child's bytes), committing nothing.
-void Bus::compute_locked(PageId child, const Derivation& d, std::span<const PageRecord* const> parents,
-                         std::span<std::byte> dst) {
+// Runs the recompute of `child` (record `out`) into `dst` (staged with the child's bytes),
+// committing nothing. Built-in kernels touch only their arguments, so lanes may run them at once.
+void Bus::compute_locked(PageId child, const Derivation& d, const PageRecord& out,
+                         std::span<const PageRecord* const> parents, std::vector<const std::byte*>& ins,
+                         std::span<std::byte> dst) const {
   if (d.fn.kind == RecomputeKind::Callable) {
     try {
       d.callable(dst, parents);
@@ -387,10 +438,8 @@ void Bus::compute_locked(PageId child, const Derivation& d, std::span<const Page
   } else if (d.fn.kind == RecomputeKind::Copy) {
     std::memcpy(dst.data(), parents.front()->data, dst.size());
   } else {
-    std::vector<const std::byte*>& ins = wave_ins_;
     ins.clear();
     for (const PageRecord* r : parents) ins.push_back(r->data);
-    const PageRecord& out = table_.record(child);
     semiring_reduce(d.fn.semiring, out.dtype, ins, d.weights, dst.data(), out.size / dtype_itemsize(out.dtype));
   }
 }
@@ -414,7 +463,8 @@ void Bus::preview_locked(PageId child, std::span<std::byte> out) {
   for (PageId p : it->second.parents) parents.push_back(&table_.get(p));
   std::memcpy(out.data(), r.data, r.size);
   WaveOwner owner(wave_owner_);
-  compute_locked(child, it->second, parents, out);
+  std::vector<const std::byte*> ins;
+  compute_locked(child, it->second, r, parents, ins, out);
 }
 
 std::uint64_t Bus::propagate() {

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "Transaction.hpp"
+#include "WaveBatch.hpp"
 #include "mmsb/core/Error.hpp"
 #include "mmsb/delta/BatchApply.hpp"
 
@@ -261,11 +262,9 @@ GcReport Bus::gc_locked() {
   // Caches: each regrows on demand at the next commit that needs it.
   record_buf_ = {};
   scratch_ = {};
-  wave_parents_ = {};
-  wave_ins_ = {};
-  wave_sig_ = {};
+  *wave_batch_ = WaveBatch();
+  wave_ids_ = {};
   wave_inputs_ = {};
-  wave_delta_ = Delta();
   spare_txn_.reset();
   tick_batch_.release();
   drained_ = {};

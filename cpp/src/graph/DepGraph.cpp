@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <limits>
 #include <string>
 
 #include "DepGraphImpl.hpp"
@@ -429,17 +430,34 @@ void Wave::push_position(std::uint32_t pos, std::uint32_t node) {
   if ((bits_[word] & bit) != 0) return;
   bits_[word] |= bit;
   ++pending_;
+  cursor_ = std::min(cursor_, word);  // pop_batch may have looked past it
+}
+
+std::uint32_t Wave::next_position() {
+  // Words below cursor_ are empty: pushes only land at or after the last popped position.
+  while (bits_[cursor_] == 0) ++cursor_;
+  return cursor_ * 64 + static_cast<std::uint32_t>(std::countr_zero(bits_[cursor_]));
 }
 
 PageId Wave::pop() {
   if (pending_ == 0) return 0;
-  // Words below cursor_ are empty: pushes only land at or after the last popped position.
-  while (bits_[cursor_] == 0) ++cursor_;
-  const std::uint32_t pos = cursor_ * 64 + static_cast<std::uint32_t>(std::countr_zero(bits_[cursor_]));
+  const std::uint32_t pos = next_position();
   bits_[cursor_] &= bits_[cursor_] - 1;
   --pending_;
   floor_ = pos + 1;
   return graph_.at_position(pos);
+}
+
+void Wave::pop_batch(std::vector<PageId>& out, const std::function<bool(PageId)>& admit) {
+  out.clear();
+  const DepGraph::Impl& g = *graph_.impl_;
+  std::uint32_t limit = std::numeric_limits<std::uint32_t>::max();  // first child of the batch
+  while (pending_ != 0) {
+    const std::uint32_t pos = next_position();
+    if (pos >= limit || (!out.empty() && !admit(graph_.at_position(pos)))) break;
+    out.push_back(pop());
+    for (const Adj& a : g.nodes[g.canonical_slots[pos]].out) limit = std::min(limit, g.pos[a.node]);
+  }
 }
 
 bool Wave::empty() const noexcept { return pending_ == 0; }

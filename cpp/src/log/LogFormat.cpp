@@ -22,27 +22,29 @@ std::uint32_t record_crc(std::span<const std::byte> rec) noexcept {
 
 RecordBuilder::RecordBuilder(std::vector<std::byte>& out, RecordType type, std::uint32_t lsn_count,
                              std::uint64_t first_lsn)
-    : out_(out), start_(out.size()), w_(out) {
-  w_.u32(0);  // body length, filled by finish()
-  w_.u32(0);  // crc, filled by finish()
-  w_.u8(static_cast<std::uint8_t>(type));
-  w_.u8(0);
-  w_.u16(0);
-  w_.u32(lsn_count);
-  w_.u64(first_lsn);
+    : out_(out), start_(out.size()), w_(out), type_(type), lsn_count_(lsn_count), first_lsn_(first_lsn) {
+  out_.resize(start_ + kRecordHeaderBytes);  // the header, written by finish()
 }
 
-void RecordBuilder::finish() {
-  const std::size_t body = out_.size() - start_ - kRecordHeaderBytes;
+void RecordBuilder::finish() { seal_record(out_, start_, type_, lsn_count_, first_lsn_); }
+
+void seal_record(std::vector<std::byte>& buf, std::size_t start, RecordType type, std::uint32_t lsn_count,
+                 std::uint64_t first_lsn) {
+  const std::size_t body = buf.size() - start - kRecordHeaderBytes;
   if (body > kMaxRecordBody) {
     fail(ErrorCode::InvalidArgument, "a log record of ", body, " bytes exceeds the format limit of ",
          kMaxRecordBody, " bytes; split the batch");
   }
+  std::byte* h = buf.data() + start;
   const auto len = static_cast<std::uint32_t>(body);
-  std::memcpy(out_.data() + start_, &len, 4);
-  const std::uint32_t crc = record_crc({out_.data() + start_, out_.size() - start_});
-  std::memcpy(out_.data() + start_ + 4, &crc, 4);
-  w_.pad_to_align();
+  const std::uint8_t head[4] = {static_cast<std::uint8_t>(type), 0, 0, 0};  // type, flags, reserved
+  std::memcpy(h, &len, 4);
+  std::memcpy(h + 8, head, 4);
+  std::memcpy(h + 12, &lsn_count, 4);
+  std::memcpy(h + 16, &first_lsn, 8);
+  const std::uint32_t crc = record_crc({h, kRecordHeaderBytes + body});
+  std::memcpy(h + 4, &crc, 4);
+  ByteWriter(buf).pad_to_align();
 }
 
 std::vector<std::byte> encode_segment_header(const SegmentHeader& h) {

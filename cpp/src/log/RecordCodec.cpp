@@ -475,16 +475,22 @@ void TransactionBuilder::add_derived(const Delta& delta, std::span<const std::pa
   add_op(RecordType::Derived, 1, [&](ByteWriter& w) { write_derived(w, delta, inputs); });
 }
 
-void TransactionBuilder::frame(std::vector<std::byte>& out, Lsn first_lsn) const {
+TransactionBuilder::TransactionBuilder() : body_(kPrefix) {}
+
+void TransactionBuilder::frame(std::vector<std::byte>& out, Lsn first_lsn) {
   if (lsns_ > 0xFFFF'FFFFull) {
     fail(ErrorCode::InvalidArgument, "a transaction of ", lsns_, " changes exceeds the format limit of 2^32 - 1");
   }
-  logfmt::RecordBuilder rb(out, RecordType::Transaction, static_cast<std::uint32_t>(lsns_), first_lsn);
-  ByteWriter& w = rb.writer();
-  w.u32(ops_);
-  w.u32(0);
-  w.bytes(body_);
-  rb.finish();
+  std::memcpy(body_.data() + logfmt::kRecordHeaderBytes, &ops_, 4);  // then u32 0, already zero
+  logfmt::seal_record(body_, 0, RecordType::Transaction, static_cast<std::uint32_t>(lsns_), first_lsn);
+  if (out.empty()) {
+    out.swap(body_);
+  } else {
+    out.insert(out.end(), body_.begin(), body_.end());
+  }
+  body_.assign(kPrefix, std::byte{0});
+  ops_ = 0;
+  lsns_ = 0;
 }
 
 void encode_transaction_record(std::vector<std::byte>& out, Lsn first, std::span<const LogOp> ops) {

@@ -68,6 +68,56 @@ TEST(WaveTest, PopsEachAffectedNodeOnceInCanonicalOrder) {
   }
 }
 
+// pop_batch is pop() in groups: with the same cutoff decisions (a node pushes its children or
+// not), the batches concatenate to exactly the one-at-a-time sequence, no node of a batch
+// reaches another, and a refused admit ends the batch without losing the node.
+TEST(WaveTest, BatchesConcatenateToThePopSequenceAndAreIndependent) {
+  for (std::uint64_t seed = 1; seed <= 12; ++seed) {
+    test::Rng rng(seed);
+    DepGraph g;
+    test::RefGraph ref;
+    const auto n = static_cast<std::uint32_t>(uniform(rng, 20, 500));
+    build_fan_in_dag(g, ref, rng, n);
+    std::vector<PageId> seeds;
+    for (std::uint64_t i = 0, k = uniform(rng, 1, 40); i < k; ++i) seeds.push_back(uniform(rng, 1, n));
+    std::vector<bool> changes(n + 1);
+    for (auto&& c : changes) c = uniform(rng, 0, 3) != 0;  // a quarter cut off
+    const std::uint64_t cap = uniform(rng, 1, 50);
+
+    std::vector<PageId> serial;
+    Wave one(g);
+    for (PageId s : seeds) one.push(s);
+    for (PageId v = one.pop(); v != 0; v = one.pop()) {
+      serial.push_back(v);
+      if (changes[v]) g.for_each_child(v, [&](PageId c, EdgeKind) { one.push(c); });
+    }
+
+    std::vector<PageId> batched, batch;
+    Wave many(g);
+    for (PageId s : seeds) many.push(s);
+    std::size_t batches = 0, widest = 0;
+    for (;;) {
+      many.pop_batch(batch, [&](PageId) { return batch.size() < cap; });
+      if (batch.empty()) break;
+      ++batches;
+      widest = std::max(widest, batch.size());
+      ASSERT_LE(batch.size(), cap);
+      for (PageId a : batch) {
+        for (PageId b : batch) {
+          ASSERT_TRUE(a == b || !ref.reaches(a, b)) << a << " reaches " << b << " in one batch, seed " << seed;
+        }
+      }
+      for (PageId v : batch) {
+        batched.push_back(v);
+        if (changes[v]) g.for_each_child(v, [&](PageId c, EdgeKind) { many.push(c); });
+      }
+    }
+    ASSERT_EQ(batched, serial) << "seed " << seed;
+    EXPECT_TRUE(cap == 1 || serial.size() < 2 || widest > 1) << "never batched anything, seed " << seed;
+    EXPECT_LE(batches, serial.size());
+  }
+}
+
 TEST(WaveTest, DiamondAndMisuse) {
   DepGraph g;
   g.add_edge(10, 20, EdgeKind::Data);

@@ -45,6 +45,8 @@
 namespace mmsb {
 
 struct TxnMark;
+struct WaveItem;
+class WaveBatch;
 
 struct BusOptions {
   unsigned threads = 0;  ///< threads for batch apply; 0 = one per hardware thread
@@ -448,9 +450,11 @@ class Bus {
   void atomically_locked(Body&& body);
   void note_changed_locked(PageId page);
   void run_wave_locked();
-  bool recompute_locked(PageId child, Derivation& d, bool forced);
-  void compute_locked(PageId child, const Derivation& d, std::span<const PageRecord* const> parents,
-                      std::span<std::byte> dst);
+  void recompute_batch_locked(std::span<const PageId> ids);
+  void commit_recompute_locked(WaveItem& item);
+  void compute_locked(PageId child, const Derivation& d, const PageRecord& out,
+                      std::span<const PageRecord* const> parents, std::vector<const std::byte*>& ins,
+                      std::span<std::byte> dst) const;
   void replay_graph_op_locked(const LogOp& op);
   void refresh_dependents_locked(PageId page);
   void drop_from_graph_locked(PageId id);
@@ -575,12 +579,13 @@ class Bus {
   void note_derived_locked(Lsn lsn, std::span<const std::pair<PageId, Epoch>> inputs);
   std::vector<DerivedEntry> derived_;
   std::vector<std::pair<PageId, Epoch>> derived_items_;
-  // Reused by every recompute of a wave (the wave runs under the commit lock).
-  std::vector<const PageRecord*> wave_parents_;
-  std::vector<const std::byte*> wave_ins_;
-  std::vector<Epoch> wave_sig_;
+  // Reused by every wave (the wave runs under the commit lock). A batch is at most this many
+  // pages and staging bytes: enough to keep the lanes busy, bounded for huge derived pages.
+  static constexpr std::size_t kWaveBatchPages = 4096;
+  static constexpr std::uint64_t kWaveBatchBytes = std::uint64_t{32} << 20;
+  std::unique_ptr<WaveBatch> wave_batch_;
+  std::vector<PageId> wave_ids_;
   std::vector<std::pair<PageId, Epoch>> wave_inputs_;
-  Delta wave_delta_;
   std::uint64_t wave_timestamp_ns_ = 0;
   struct Counters {
     std::atomic<std::uint64_t> deltas_applied{0}, bytes_applied{0}, commits{0}, pages_created{0},

@@ -131,15 +131,23 @@ class Wave {
   void push_children(PageId parent, const std::function<void(PageId)>& on_control);
   /// The next scheduled node, or 0 when the wave is done.
   PageId pop();
+  /// Pops the next scheduled node and, after it, every scheduled node (in canonical order) that
+  /// comes before the first child of any node popped with it, while `admit(node)` agrees (asked
+  /// for every node after the first; a refused node stays scheduled). No node of such a batch
+  /// reaches another, and every child pushed later lies after all of them, so visiting a
+  /// batch's nodes in any order and then pushing their children gives the same sequence as
+  /// pop() one at a time. Empty `out` when the wave is done.
+  void pop_batch(std::vector<PageId>& out, const std::function<bool(PageId)>& admit);
   bool empty() const noexcept;
 
  private:
   const DepGraph& graph_;
   std::vector<std::uint64_t> bits_;  // one bit per canonical position
-  std::uint32_t cursor_ = 0;         // first word that may still hold a set bit
+  std::uint32_t cursor_ = 0;         // no set bit in the words before it
   std::uint64_t pending_ = 0;
   std::uint32_t floor_ = 0;          // one past the last popped position: pushes must not go below
   void push_position(std::uint32_t pos, std::uint32_t node);
+  std::uint32_t next_position();     // the first scheduled position (pending_ > 0)
 };
 
 }  // namespace mmsb

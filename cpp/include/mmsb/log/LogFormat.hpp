@@ -147,7 +147,16 @@ class RecordBuilder {
   std::vector<std::byte>& out_;
   std::size_t start_;
   ByteWriter w_;
+  RecordType type_;
+  std::uint32_t lsn_count_;
+  std::uint64_t first_lsn_;
 };
+
+/// Frames a record whose header space buf[start, start + 24) was reserved before its body was
+/// appended up to the end of `buf`: writes the header (length, CRC, type, lsn count, first lsn)
+/// and pads with zeros. Throws Error(InvalidArgument) for a body over kMaxRecordBody.
+void seal_record(std::vector<std::byte>& buf, std::size_t start, RecordType type, std::uint32_t lsn_count,
+                 std::uint64_t first_lsn);
 /// CRC a framed record must carry: over bytes [0,4) and [8, 24 + body) of the record.
 std::uint32_t record_crc(std::span<const std::byte> record_without_padding) noexcept;
 

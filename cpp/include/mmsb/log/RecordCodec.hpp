@@ -108,9 +108,9 @@ class TransactionBuilder {
     std::uint32_t ops;
     std::uint64_t lsns;
   };
-  Mark mark() const noexcept { return {body_.size(), ops_, lsns_}; }
+  Mark mark() const noexcept { return {body_.size() - kPrefix, ops_, lsns_}; }
   void reset(const Mark& m) noexcept {
-    body_.resize(m.bytes);
+    body_.resize(kPrefix + m.bytes);
     ops_ = m.ops;
     lsns_ = m.lsns;
   }
@@ -119,10 +119,16 @@ class TransactionBuilder {
   /// encoding, frame() must not be called.
   void set_counting_only(bool on) noexcept { counting_only_ = on; }
   std::uint64_t lsn_count() const noexcept { return lsns_; }
-  /// Appends the framed Transaction record (first lsn `first_lsn`) to `out`.
-  void frame(std::vector<std::byte>& out, Lsn first_lsn) const;
+  TransactionBuilder();
+  /// Frames the Transaction record (first lsn `first_lsn`) in place and hands it over: swapped
+  /// into `out` when that is empty (a tick's record of megabytes is never copied), appended
+  /// otherwise. The builder is empty afterwards. Throws Error(InvalidArgument) past 2^32 - 1
+  /// lsns, leaving the builder as it was.
+  void frame(std::vector<std::byte>& out, Lsn first_lsn);
 
  private:
+  // The body follows room for the record header and the op count, so frame() needs no copy.
+  static constexpr std::size_t kPrefix = logfmt::kRecordHeaderBytes + 8;
   /// Each add() is all or nothing: a failure (out of memory) leaves the body as it was.
   template <class Write>
   void add_op(logfmt::RecordType type, std::uint64_t lsns, Write&& write);

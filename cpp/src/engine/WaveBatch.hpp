@@ -1,0 +1,59 @@
+#pragma once
+/// The pages of one wave batch (Wave::pop_batch: none reaches another), each staged on its own so
+/// that built-in recomputes run in parallel lanes while everything that commits (memo, lsn,
+/// log, apply, events) stays in canonical order on the committing thread. Reused from wave to
+/// wave under the commit lock; the lanes write only their own items.
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "mmsb/delta/Delta.hpp"
+#include "mmsb/engine/Derivation.hpp"
+
+namespace mmsb {
+
+struct WaveItem {
+  PageId id = 0;
+  Derivation* d = nullptr;
+  PageRecord* out = nullptr;
+  bool forced = false;      ///< recompute even when the memo matches (stale or forced)
+  bool computed = false;    ///< scratch holds the new bytes and delta their diff
+  std::vector<const PageRecord*> parents;
+  std::vector<Epoch> sig;   ///< the parents' epochs: the memo signature
+  std::vector<const std::byte*> ins;  ///< kernel inputs
+  std::vector<std::byte> scratch;
+  Delta delta;
+};
+
+class WaveBatch {
+ public:
+  /// A cleared item for page `id` (buffers keep their capacity).
+  WaveItem& add(PageId id) {
+    if (size_ == items_.size()) items_.emplace_back();
+    WaveItem& it = items_[size_++];
+    it.id = id;
+    it.d = nullptr;
+    it.out = nullptr;
+    it.forced = it.computed = false;
+    it.parents.clear();
+    it.sig.clear();
+    return it;
+  }
+  void clear() noexcept { size_ = 0; }
+  std::span<WaveItem> items() noexcept { return {items_.data(), size_}; }
+  /// Heap bytes the staging buffers hold (bus.memory() counts them as caches).
+  std::uint64_t capacity_bytes() const noexcept {
+    std::uint64_t b = items_.capacity() * sizeof(WaveItem);
+    for (const WaveItem& it : items_) {
+      b += (it.parents.capacity() + it.sig.capacity() + it.ins.capacity()) * 8 + it.scratch.capacity() +
+           it.delta.payload().size();
+    }
+    return b;
+  }
+
+ private:
+  std::vector<WaveItem> items_;
+  std::size_t size_ = 0;
+};
+
+}  // namespace mmsb
