@@ -425,7 +425,7 @@ void Bus::check_delta_locked(const PageRecord& r, const Delta& d) const {
 void Bus::commit_delta_locked(PageRecord& r, Delta& d) {
   check_delta_locked(r, d);
   d.timestamp_ns = wall_clock_ns();
-  if (r.has_dependents == 0 || propagation_ != PropagationMode::Eager) return record_delta_locked(r, d);
+  if (!has_dependents_locked(r.id) || propagation_ != PropagationMode::Eager) return record_delta_locked(r, d);
   // The wave's recomputes may fail (a callable raising): delta and wave commit as one record.
   atomically_locked([&] {
     record_delta_locked(r, d);
@@ -446,7 +446,7 @@ void Bus::record_delta_locked(PageRecord& r, Delta& d) {
   apply_delta_locked(r, d, lsn);
   count(1, d.payload().size());
   emit_locked(EventKind::DeltaApplied, r.id, lsn, d.epoch);
-  if (r.has_dependents != 0) note_changed_locked(r.id);
+  if (has_dependents_locked(r.id)) note_changed_locked(r.id);
 }
 
 // The single place where a delta becomes state (commits and replay).
@@ -477,7 +477,7 @@ void Bus::apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64
   }
   if (graph_.edge_count() == 0) return;
   for (std::size_t i = 0; i < batch.rows(); ++i) {
-    if (table_.record(batch.page_ids[i]).has_dependents != 0) note_changed_locked(batch.page_ids[i]);
+    if (has_dependents_locked(batch.page_ids[i])) note_changed_locked(batch.page_ids[i]);
   }
 }
 
@@ -538,7 +538,7 @@ Lsn Bus::apply_batch(const DeltaBatchView& batch) {
   if (batch.rows() == 0) return lsn_.load(std::memory_order_relaxed);
   bool wave = false;
   if (propagation_ == PropagationMode::Eager && graph_.edge_count() != 0) {
-    for (std::size_t i = 0; i < batch.rows() && !wave; ++i) wave = table_.record(batch.page_ids[i]).has_dependents != 0;
+    for (std::size_t i = 0; i < batch.rows() && !wave; ++i) wave = has_dependents_locked(batch.page_ids[i]);
   }
   Lsn last = 0;
   if (wave) {
@@ -725,6 +725,7 @@ std::uint64_t Bus::cache_bytes_locked() const {
     const Transaction& spare = *spare_txn_;
     b += sizeof(Transaction) + spare.undo.capacity() * sizeof(Undo) + spare.undo_bytes.capacity() +
          spare.undo_runs.capacity() * sizeof(Run) + spare.undo_epochs.capacity() * sizeof(Epoch);
+    for (const UndoBatch& u : spare.spare_batches) b += u.capacity_bytes();
   }
   return b;
 }

@@ -198,7 +198,14 @@ void Bus::remove_edge(PageId parent, PageId child) {
 }
 
 void Bus::refresh_dependents_locked(PageId page) {
-  if (PageRecord* r = table_.find(page)) r->has_dependents = graph_.has_children(page) ? 1 : 0;
+  const std::size_t word = page / 64;
+  const std::uint64_t bit = std::uint64_t{1} << (page % 64);
+  if (graph_.has_children(page) && table_.find(page) != nullptr) {
+    if (word >= dependents_bits_.size()) dependents_bits_.resize(std::max<std::size_t>(word + 1, 2 * dependents_bits_.size()));
+    dependents_bits_[word] |= bit;
+  } else if (word < dependents_bits_.size()) {
+    dependents_bits_[word] &= ~bit;
+  }
 }
 
 void Bus::drop_from_graph_locked(PageId id) {

@@ -96,8 +96,18 @@ void Bus::recycle_transaction_locked() noexcept {
   if (!txn_) return;
   Transaction& t = *txn_;
   // Keep at most a few MiB of arenas: one huge transaction must not pin its memory forever.
-  const std::size_t bytes = t.undo.capacity() * sizeof(Undo) + t.undo_bytes.capacity() +
-                            t.undo_runs.capacity() * sizeof(Run) + t.undo_epochs.capacity() * sizeof(Epoch);
+  std::size_t bytes = t.undo.capacity() * sizeof(Undo) + t.undo_bytes.capacity() +
+                      t.undo_runs.capacity() * sizeof(Run) + t.undo_epochs.capacity() * sizeof(Epoch);
+  for (const UndoBatch& b : t.spare_batches) bytes += b.capacity_bytes();
+  for (Undo& u : t.undo) {
+    auto* b = std::get_if<UndoBatch>(&u);
+    if (b == nullptr || bytes + b->capacity_bytes() > kSpareTransactionBytes) continue;
+    bytes += b->capacity_bytes();
+    b->rows.clear();
+    b->old.clear();
+    b->first_touch.clear();
+    t.spare_batches.push_back(std::move(*b));
+  }
   if (bytes <= kSpareTransactionBytes) {
     t.undo.clear();
     t.undo_runs.clear();
@@ -249,6 +259,10 @@ void Bus::txn_note_delta_locked(PageRecord& r, const Delta& d, const std::span<c
 
 std::byte* Bus::txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t timestamp_ns) {
   UndoBatch u;
+  if (!txn_->spare_batches.empty()) {
+    u = std::move(txn_->spare_batches.back());
+    txn_->spare_batches.pop_back();
+  }
   const std::size_t n = batch.rows();
   u.rows.resize(n);
   // Filled by the (parallel) apply right before each row writes: a cache miss per row saved.

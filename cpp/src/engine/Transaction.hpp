@@ -33,6 +33,10 @@ struct UndoBatch {
   std::vector<Row> rows;
   std::vector<std::byte> old;  // each row's previous bytes, in row order
   std::vector<std::tuple<PageRecord*, Epoch, Lsn>> first_touch;  // each page as before the batch
+
+  std::size_t capacity_bytes() const noexcept {
+    return rows.capacity() * sizeof(Row) + old.capacity() + first_touch.capacity() * sizeof(first_touch[0]);
+  }
 };
 struct UndoCreate {
   PageId id;
@@ -124,6 +128,9 @@ struct Bus::Transaction {
   std::vector<Run> undo_runs;
   std::vector<std::byte> undo_bytes;
   std::vector<Epoch> undo_epochs;
+  // Emptied UndoBatch buffers of earlier transactions: a tick's batch (megabytes of rows and old
+  // bytes) then reuses warm memory instead of page-faulting fresh allocations every tick.
+  std::vector<UndoBatch> spare_batches;
 };
 
 // Defined here because Bus.cpp and BusGraph.cpp both commit through it.

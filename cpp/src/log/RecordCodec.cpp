@@ -483,11 +483,15 @@ void TransactionBuilder::frame(std::vector<std::byte>& out, Lsn first_lsn) {
   }
   std::memcpy(body_.data() + logfmt::kRecordHeaderBytes, &ops_, 4);  // then u32 0, already zero
   logfmt::seal_record(body_, 0, RecordType::Transaction, static_cast<std::uint32_t>(lsns_), first_lsn);
+  const std::size_t framed = body_.size();
   if (out.empty()) {
     out.swap(body_);
   } else {
     out.insert(out.end(), body_.begin(), body_.end());
   }
+  // An in-memory log keeps the swapped-out buffer, leaving this one empty: room for a record like
+  // this one (ticks repeat) spares the next one the copies of growing from nothing.
+  if (body_.capacity() < framed) body_.reserve(std::min(framed, kReserveCap));
   body_.assign(kPrefix, std::byte{0});
   ops_ = 0;
   lsns_ = 0;

@@ -457,6 +457,11 @@ class Bus {
                       std::span<std::byte> dst) const;
   void replay_graph_op_locked(const LogOp& op);
   void refresh_dependents_locked(PageId page);
+  /// The page is live and has children in the graph: its changes start a wave (eager) or mark
+  /// them stale. A bit per id, so a batch tests its rows without touching their records.
+  bool has_dependents_locked(PageId page) const noexcept {
+    return page / 64 < dependents_bits_.size() && (dependents_bits_[page / 64] >> (page % 64) & 1) != 0;
+  }
   void drop_from_graph_locked(PageId id);
   void mark_unsettled_stale_locked();
   /// `save_old`: where the rows' overwritten bytes go (the transaction's undo), or nullptr.
@@ -585,6 +590,7 @@ class Bus {
   static constexpr std::uint64_t kWaveBatchBytes = std::uint64_t{32} << 20;
   std::unique_ptr<WaveBatch> wave_batch_;
   std::vector<PageId> wave_ids_;
+  std::vector<std::uint64_t> dependents_bits_;  // by page id: has_dependents_locked
   std::vector<std::pair<PageId, Epoch>> wave_inputs_;
   std::uint64_t wave_timestamp_ns_ = 0;
   struct Counters {

@@ -129,6 +129,7 @@ class TransactionBuilder {
  private:
   // The body follows room for the record header and the op count, so frame() needs no copy.
   static constexpr std::size_t kPrefix = logfmt::kRecordHeaderBytes + 8;
+  static constexpr std::size_t kReserveCap = std::size_t{16} << 20;
   /// Each add() is all or nothing: a failure (out of memory) leaves the body as it was.
   template <class Write>
   void add_op(logfmt::RecordType type, std::uint64_t lsns, Write&& write);

@@ -59,7 +59,6 @@ struct alignas(64) PageRecord {
   std::uint16_t size_class = 0;
   DType dtype = DType::Raw;
   std::uint8_t has_info = 0;       // 1 when a PageInfo exists for this id
-  std::uint8_t has_dependents = 0; // 1 while the page has children in the bus's graph (set by the bus)
   std::uint32_t slab = 0;          // arena bookkeeping for release (Arena::Block::slab)
 
   bool deleted() const noexcept { return (refs.load(std::memory_order_acquire) & kDeletedBit) != 0; }
