@@ -55,6 +55,15 @@ def iterate(iterable: Iterable, progress: Optional[bool], total: Optional[int] =
     return tqdm(iterable, total=total, desc=desc, leave=False, mininterval=0.5)
 
 
+def bar(total: int, desc: str, show: bool) -> Any:
+    """A tqdm bar of `total` steps when `show`, else None (callers test for None)."""
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, mininterval=0.5)
+
+
 class _Bars:
     """The callable the engine reports phases to (phase, done, total): one bar per phase, opened
     once the phase has lasted QUIET_SECONDS unless forced, closed when it completes."""

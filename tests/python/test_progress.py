@@ -160,3 +160,13 @@ def test_a_progress_that_is_neither_a_flag_nor_callable_is_refused(tmp_path, bad
         with pytest.raises(mmsb.InvalidArgumentError, match="progress must be"):
             bus.at(1, progress=bad)
         assert bus.lsn == lsn and not [f for f in os.listdir(tmp_path / "b") if f.startswith("ckpt")]
+
+
+def test_bench_and_validate_follow_the_same_rule(capsys):
+    import mmsb.bench
+
+    mmsb.bench.run(quick=True, only="allocation", progress=True)
+    assert "mmsb bench: allocation" in capsys.readouterr().err
+    mmsb.bench.run(quick=True, only="allocation")  # None: nobody watches under pytest
+    mmsb.validate(quick=True, only=["purity"])
+    assert capsys.readouterr().err == ""

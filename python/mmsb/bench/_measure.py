@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
@@ -168,13 +167,17 @@ class BenchContext:
     threads: list[int]
     workdir: str
     section: Section
-    show_progress: bool = False
+    bar: Any = None  # the run's tqdm bar when progress is shown
 
     def size(self, full: Any, quick: Any) -> Any:
         """The full-size value, or the quick one under --quick."""
         return quick if self.quick else full
 
+    @property
+    def show_progress(self) -> bool:
+        return self.bar is not None
+
     def progress(self, message: str) -> None:
-        """One line on stderr per step, when progress is on (it never goes into the results)."""
-        if self.show_progress:
-            print(f"  [{self.section.category}] {message}", file=sys.stderr, flush=True)
+        """Names the current step on the progress bar, when there is one (never in the results)."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(message[:60], refresh=True)

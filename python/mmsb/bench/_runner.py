@@ -7,12 +7,12 @@ import importlib
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 import traceback
 from typing import Callable, Iterable, Optional, Union
 
+from .. import _progress
 from .._reports import Report
 from ..errors import InvalidArgumentError
 from . import workloads as wl
@@ -103,10 +103,12 @@ def run(quick: bool = False, only: Union[None, str, Iterable[str]] = None, *, pl
     produces a wrong result is recorded as failed (results.failures(), results["verified"] is
     False) and the others still run. `growth` runs in full mode, or when named in `only`.
     `plots=True` writes the PNG plots into `plots_dir` (default: the working directory).
-    Progress lines go to stderr when it is a terminal, unless `progress=False`."""
+    A progress bar (terminal or notebook) follows the categories and names the current step
+    where someone is watching, as everywhere in mmsb (see mmsb._progress); `progress=False`
+    turns it off, True forces it."""
     selected = parse_only(only)
     explicit = only is not None
-    show = sys.stderr.isatty() if progress is None else bool(progress)
+    show = _progress.wanted(progress)
     machine, build = _machine()
     sweep = list(threads) if threads else thread_sweep()
     if not all(isinstance(t, int) and t >= 1 for t in sweep):
@@ -119,12 +121,13 @@ def run(quick: bool = False, only: Union[None, str, Iterable[str]] = None, *, pl
                   "scratch_dir": base, "scratch_filesystem": fs},
         categories={}, verified=True)
     start = time.perf_counter()
+    bar = _progress.bar(len(selected), "mmsb bench", show)
     for name in selected:
         section = Section(name)
         workdir = tempfile.mkdtemp(prefix=f"mmsb-bench-{name}-", dir=base)
-        ctx = BenchContext(quick=quick, threads=sweep, workdir=workdir, section=section, show_progress=show)
-        if show:
-            print(f"mmsb bench: {name} ...", file=sys.stderr, flush=True)
+        ctx = BenchContext(quick=quick, threads=sweep, workdir=workdir, section=section, bar=bar)
+        if bar is not None:
+            bar.set_description(f"mmsb bench: {name}")
         t0, error = time.perf_counter(), None
         try:
             if name != "growth":
@@ -148,6 +151,8 @@ def run(quick: bool = False, only: Union[None, str, Iterable[str]] = None, *, pl
             entry["status"], entry["error"] = "failed", error
             results["verified"] = False
         results["categories"][name] = entry
+        if bar is not None:
+            bar.update(1)
         if on_category is not None:
             on_category(name, entry)
     results["wall_seconds"] = time.perf_counter() - start
