@@ -46,11 +46,14 @@ struct RowRef {
   std::uint64_t pos;  // offset of the row's bytes in the payload
 };
 
-// Applies rows in the order `next` yields them. The ring keeps kPrefetchAhead resolved rows in
-// flight: each row's page is looked up once and its target bytes are prefetched well before the
-// copy, which hides DRAM latency on random pages.
-template <class Next>
-void apply_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::byte* save_old, Next next) {
+// Applies rows in the order `next` yields them. Two stages hide the latency of random pages: the
+// record of the row 2 x kPrefetchAhead ahead (`row_at(k)`: the k-th row to come, or npos) is
+// prefetched; at kPrefetchAhead ahead the record, now cached, is read and the row's target bytes
+// prefetched; the ring keeps those resolved rows until their copy.
+constexpr std::size_t kNoRow = ~std::size_t{0};
+template <class Next, class RowAt>
+void apply_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::byte* save_old, Next next,
+                RowAt row_at) {
   struct Pending {
     RowRef ref;
     PageRecord* rec;
@@ -58,9 +61,15 @@ void apply_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::b
   static_assert((kPrefetchAhead & (kPrefetchAhead - 1)) == 0, "ring size must be a power of two");
   Pending ring[kPrefetchAhead];
   std::size_t head = 0, tail = 0;
+  for (std::size_t k = kPrefetchAhead; k < 2 * kPrefetchAhead; ++k) {
+    if (const std::size_t row = row_at(k); row != kNoRow) __builtin_prefetch(&table.record(b.page_ids[row]), 1);
+  }
   auto refill = [&] {
     RowRef ref;
     if (!next(ref)) return;
+    if (const std::size_t row = row_at(tail + 2 * kPrefetchAhead); row != kNoRow) {
+      __builtin_prefetch(&table.record(b.page_ids[row]), 1);
+    }
     PageRecord* r = table.find(b.page_ids[ref.row]);
     __builtin_prefetch(r->data + b.offsets[ref.row], 1);
     ring[tail++ % kPrefetchAhead] = Pending{ref, r};
@@ -82,12 +91,15 @@ void apply_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::b
 void apply_all_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::byte* save_old) {
   std::size_t i = 0;
   std::uint64_t pos = 0;
-  apply_rows(b, table, first_lsn, save_old, [&](RowRef& out) {
-    if (i == b.rows()) return false;
-    out = RowRef{i, pos};
-    pos += b.lengths[i++];
-    return true;
-  });
+  apply_rows(
+      b, table, first_lsn, save_old,
+      [&](RowRef& out) {
+        if (i == b.rows()) return false;
+        out = RowRef{i, pos};
+        pos += b.lengths[i++];
+        return true;
+      },
+      [&](std::size_t k) { return k < b.rows() ? k : kNoRow; });
 }
 
 // One lane of a parallel apply: walks the batch in blocks, first selecting the block's rows of
@@ -107,11 +119,14 @@ void apply_lane(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::b
       count += lane_of(b.page_ids[i], lanes) == lane;
     }
     std::size_t k = 0;
-    apply_rows(b, table, first_lsn, save_old, [&](RowRef& out) {
-      if (k == count) return false;
-      out = mine[k++];
-      return true;
-    });
+    apply_rows(
+        b, table, first_lsn, save_old,
+        [&](RowRef& out) {
+          if (k == count) return false;
+          out = mine[k++];
+          return true;
+        },
+        [&](std::size_t ahead) { return ahead < count ? mine[ahead].row : kNoRow; });
   }
 }
 
