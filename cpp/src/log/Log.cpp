@@ -79,9 +79,11 @@ void Log::scan(Lsn checkpoint_limit, const ProgressFn& progress) {
   for (auto it = segments.begin(); it != segments.end(); ++it) {
     const bool last = std::next(it) == segments.end();
     auto next = std::next(it);
-    meter.advance();
     // Segments wholly covered by the checkpoint are not needed for replay.
-    if (!last && next->first <= base + 1) continue;
+    if (!last && next->first <= base + 1) {
+      meter.advance();
+      continue;
+    }
     SegmentScan s = scan_segment(dir_ + "/" + it->second, /*sealed=*/!last);
     const Lsn first = s.header.first_lsn;
     if (s.bytes.size() >= logfmt::kSegmentHeaderBytes && first != it->first) {
@@ -116,7 +118,9 @@ void Log::scan(Lsn checkpoint_limit, const ProgressFn& progress) {
       recovered_.tail_reason = s.torn_reason + " in " + s.path;
     }
     recovered_.segments.push_back(std::move(s));
+    meter.advance();
   }
+  meter.finish();
 }
 
 void Log::start_writing() {

@@ -11,6 +11,7 @@ sync=False survive the process being killed.
 
 from __future__ import annotations
 
+import abc
 import functools
 import gc
 import os
@@ -137,7 +138,7 @@ def check_state(state: np.ndarray, epochs: Optional[np.ndarray], stream: Durable
         verify(np.array_equal(epochs, want_epochs), f"{what}: page epochs differ from the deltas per page")
 
 
-class DurableStore:
+class DurableStore(abc.ABC):
     """A fresh store in the empty directory `path`. commit(a, b) makes rows [a, b) of the stream
     durable as one transaction, as its mode promises; after close(), verify(rows) reopens the
     store and checks that it holds exactly the first `rows` rows."""
@@ -150,14 +151,17 @@ class DurableStore:
         self.path, self.mode, self.stream = path, mode, stream
         self.label = f"{self.system} " + next(k for k, v in self.MODES.items() if v == mode)
 
+    @abc.abstractmethod
     def commit(self, a: int, b: int) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def verify(self, rows: int) -> None:
-        raise NotImplementedError
+        ...
 
     def verify_rows(self, count: int, last: Any, rows: int, want_last: Any) -> None:
         verify(count == rows, f"{self.label}: {count:,} rows after reopening, expected {rows:,}")
