@@ -350,6 +350,7 @@ void Bus::run_wave_locked() {
 void Bus::recompute_batch_locked(std::span<const PageId> ids) {
   WaveBatch& batch = *wave_batch_;
   batch.clear();
+  std::uint64_t parallel_bytes = 0;  // output bytes of the built-in recomputes
   std::size_t parallel = 0;
   for (PageId id : ids) {
     auto found = derivations_.find(id);
@@ -371,6 +372,7 @@ void Bus::recompute_batch_locked(std::span<const PageId> ids) {
       it.d = nullptr;
     } else if (it.d->fn.kind != RecomputeKind::Callable) {
       ++parallel;
+      parallel_bytes += it.out->size;
     }
   }
   const auto items = batch.items();
@@ -381,7 +383,10 @@ void Bus::recompute_batch_locked(std::span<const PageId> ids) {
     it.computed = true;
   };
   const auto built_in = [](const WaveItem& it) { return it.d != nullptr && it.d->fn.kind != RecomputeKind::Callable; };
-  const unsigned lanes = static_cast<unsigned>(std::min<std::size_t>(pool_.threads(), parallel / 2));
+  // Handing lanes to the pool costs microseconds: worth it only for enough bytes to compute.
+  const unsigned lanes = parallel_bytes < kWaveLaneBytes
+                             ? 1u
+                             : static_cast<unsigned>(std::min<std::size_t>(pool_.threads(), parallel / 2));
   if (lanes > 1) {
     pool_.run_lanes(lanes, [&](unsigned lane) {
       for (std::size_t i = lane; i < items.size(); i += lanes) {

@@ -156,21 +156,24 @@ TEST(BusGraphTest, CycleAndDeleteErrorsChangeNothing) {
 // Waves split into batches whose built-in recomputes run in parallel lanes; everything committed
 // must be what one thread commits: bytes, epochs, the lsn of every derived delta, the counters.
 // A multi-level graph mixes kernels, copies and (serial) callables, and cutoffs stop branches.
+// Pages of 16 KiB, so that batches pass Bus::kWaveLaneBytes and really run in lanes.
 TEST(BusGraphTest, ParallelWavesCommitExactlyWhatOneThreadCommits) {
+  constexpr std::uint64_t kBig = 2048;
+  const PageSpec big{kBig * 8, DType::Float64, {kBig}};
   struct Run {
     test::BusState state;
     std::vector<std::vector<Lsn>> derived_lsns;
   };
-  auto run = [](unsigned threads) {
+  auto run = [&big](unsigned threads) {
     Bus bus(BusOptions{threads});
     test::Rng rng(29);
     std::vector<PageId> ids;
-    for (int i = 0; i < 48; ++i) ids.push_back(bus.create_page(f64_page()).id);
+    for (int i = 0; i < 48; ++i) ids.push_back(bus.create_page(big).id);
     std::vector<PageId> derived;
     const SemiringKind kinds[] = {SemiringKind::SumProduct, SemiringKind::MinPlus, SemiringKind::MaxPlus,
                                   SemiringKind::MaxMin};
     for (int i = 0; i < 300; ++i) {
-      const PageId child = bus.create_page(f64_page()).id;
+      const PageId child = bus.create_page(big).id;
       std::vector<PageId> parents;
       const auto n = test::uniform(rng, 1, 4);
       while (parents.size() < n) {
@@ -184,7 +187,7 @@ TEST(BusGraphTest, ParallelWavesCommitExactlyWhatOneThreadCommits) {
         bus.depend(child, parents, {RecomputeKind::Callable, SemiringKind::SumProduct, "test.clamp"}, {},
                    [](std::span<std::byte> out, std::span<const PageRecord* const> ps) {
                      auto* o = reinterpret_cast<double*>(out.data());
-                     for (std::uint64_t k = 0; k < kElems; ++k) {
+                     for (std::uint64_t k = 0; k < out.size() / 8; ++k) {
                        o[k] = std::min(100.0, reinterpret_cast<const double*>(ps[0]->data)[k]);
                      }
                    });
@@ -198,7 +201,7 @@ TEST(BusGraphTest, ParallelWavesCommitExactlyWhatOneThreadCommits) {
       DeltaBatch batch;
       for (int k = 0, rows = static_cast<int>(test::uniform(rng, 1, 40)); k < rows; ++k) {
         const double x = static_cast<double>(test::uniform(rng, 0, 200));
-        batch.add(ids[test::uniform(rng, 0, 47)], 8 * test::uniform(rng, 0, kElems - 1),
+        batch.add(ids[test::uniform(rng, 0, 47)], 8 * test::uniform(rng, 0, kBig - 1),
                   {reinterpret_cast<const std::byte*>(&x), 8});
       }
       bus.apply_batch(batch.view());

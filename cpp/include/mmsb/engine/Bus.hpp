@@ -588,6 +588,8 @@ class Bus {
   // pages and staging bytes: enough to keep the lanes busy, bounded for huge derived pages.
   static constexpr std::size_t kWaveBatchPages = 4096;
   static constexpr std::uint64_t kWaveBatchBytes = std::uint64_t{32} << 20;
+  // Below this many output bytes a batch's built-in recomputes run on the committing thread.
+  static constexpr std::uint64_t kWaveLaneBytes = std::uint64_t{64} << 10;
   std::unique_ptr<WaveBatch> wave_batch_;
   std::vector<PageId> wave_ids_;
   std::vector<std::uint64_t> dependents_bits_;  // by page id: has_dependents_locked
