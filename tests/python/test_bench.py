@@ -259,3 +259,19 @@ def test_growth_skipped_with_the_reason_when_its_module_is_missing(monkeypatch):
     (skip,) = r["categories"]["growth"]["skipped"]
     assert r["categories"]["growth"]["status"] == "skipped" and "mmsb.bench.growth" in skip["reason"]
     assert "growth" not in r
+
+
+def test_a_cpp_binary_older_than_the_extension_is_flagged(tmp_path):
+    import os
+
+    from mmsb import _core
+    from mmsb.bench import _cpp
+
+    binary = tmp_path / "bench_propagation"
+    binary.write_text("")
+    engine = os.stat(_core.__file__).st_mtime
+    os.utime(binary, (engine - 60, engine - 60))
+    assert _cpp.describe(binary)["predates_extension"] is True
+    os.utime(binary, (engine + 60, engine + 60))
+    assert _cpp.describe(binary)["predates_extension"] is False
+    assert _cpp.describe(None) == {}

@@ -100,7 +100,13 @@ def group_runs(runs: list[dict]) -> dict[str, list[dict]]:
 
 
 def describe(path: Optional[Path]) -> dict:
-    """Where a binary came from, for the JSON details."""
+    """Where a binary came from, for the JSON details; `predates_extension` when it was built
+    before the mmsb extension in use (its engine may then be older than the one measured in
+    Python: rebuild it with `make bench`)."""
     if path is None:
         return {}
-    return {"binary": str(path), "binary_mtime": path.stat().st_mtime}
+    from .. import _core
+
+    built = path.stat().st_mtime
+    return {"binary": str(path), "binary_mtime": built,
+            "predates_extension": built < Path(_core.__file__).stat().st_mtime}

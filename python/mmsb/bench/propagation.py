@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 
@@ -66,6 +67,9 @@ def _cpp_part(ctx: BenchContext) -> None:
         ctx.section.add(Figure(name, "writes/s" if "without dependents" in name else UNIT, samples,
                                ratio_to=ratio_to, also=also))
     ctx.section.details["cpp"] = _cpp.describe(path)
+    if ctx.section.details["cpp"]["predates_extension"]:
+        warnings.warn(f"{path} was built before the mmsb extension in use: its mmsb figures may measure an "
+                      "older engine (make bench rebuilds it)", RuntimeWarning, stacklevel=2)
 
 
 # ---- Python: callables vs a plain Python topological recompute ----------------------------------
