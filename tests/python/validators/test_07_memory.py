@@ -52,10 +52,13 @@ def test_unaccounted_metadata_fails(monkeypatch):
     real = mmsb.Bus.memory
 
     def drops_metadata(self):
+        # Half the metadata counted as cache instead: the total (and so the RSS cross-check, which
+        # is tested above and can sit close to its 10% edge on a fragmented heap) stays right, so
+        # only the per-page metadata check can catch it.
         report = real(self)
-        hidden = report["metadata_bytes"] // 2  # small next to the data: RSS alone would not see it
+        hidden = report["metadata_bytes"] // 2
         report["metadata_bytes"] -= hidden
-        report["total_bytes"] -= hidden
+        report["cache_bytes"] += hidden
         return report
 
     monkeypatch.setattr(mmsb.Bus, "memory", drops_metadata)
