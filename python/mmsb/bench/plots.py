@@ -31,10 +31,7 @@ def throughput_figure(results: Mapping) -> Any:
     s = _series(results, "delta", "throughput_vs_threads")
     if not s:
         return None
-    import matplotlib.figure
-
-    fig = matplotlib.figure.Figure(figsize=(7, 4.2), dpi=DPI)
-    ax = fig.add_subplot()
+    fig, ax = _axes()
     for label, marker in (("history on", "o"), ("history off", "s")):
         if s.get(label):
             ax.plot(s["threads"], s[label], marker=marker, label=f"mmsb apply_batch, {label}")
@@ -47,11 +44,8 @@ def throughput_figure(results: Mapping) -> Any:
     ax.set_ylabel("deltas/s (64-byte deltas)")
     ax.set_yscale("log")
     ax.set_xticks(s["threads"])
-    ax.set_title(f"Batch apply throughput vs threads ({_when(results)})", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, f"Batch apply throughput vs threads ({_when(results)})", "best")
 
 
 def tick_latency_figure(results: Mapping) -> Any:
@@ -59,10 +53,7 @@ def tick_latency_figure(results: Mapping) -> Any:
     s = _series(results, "stress", "tick_latency_ms")
     if not s:
         return None
-    import matplotlib.figure
-
-    fig = matplotlib.figure.Figure(figsize=(7, 4.2), dpi=DPI)
-    ax = fig.add_subplot()
+    fig, ax = _axes()
     for label, color in (("history on", "tab:blue"), ("history off", "tab:orange")):
         ms = np.sort(np.asarray(s.get(label, []), dtype=float))
         if not ms.size:
@@ -78,9 +69,21 @@ def tick_latency_figure(results: Mapping) -> Any:
     ax.set_xlabel("bus.tick() wall time (ms)")
     ax.set_ylabel("fraction of ticks ≤ x")
     ax.set_ylim(0, 1.02)
-    ax.set_title(f"Tick latency distribution ({_when(results)})", fontsize=9)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    return _finish(fig, ax, f"Tick latency distribution ({_when(results)})", "lower right")
+
+
+def _axes() -> tuple[Any, Any]:
+    """A figure of the plots' common size and its one axes (no pyplot: no global state)."""
+    import matplotlib.figure
+
+    fig = matplotlib.figure.Figure(figsize=(7, 4.2), dpi=DPI)
+    return fig, fig.add_subplot()
+
+
+def _finish(fig: Any, ax: Any, title: str, legend_at: str) -> Any:
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc=legend_at)
     fig.tight_layout()
     return fig
 
