@@ -7,6 +7,9 @@
 //   BM_RejectCycle       add_edge of cycle-closing edges (check + exception), graph unchanged
 //   BM_FindCycle         the same check without the exception
 //   BM_WavePushPop       one propagation wave over a 10k-node DAG with fan-in 2..4
+//   BM_DependSinks       "depend 100k sinks": set_data_parents of a new sink into a 100k-node
+//                        graph plus the position query its eager wave makes, per call
+//   BM_BusDependEager    the same through Bus::depend in eager mode (copy kernel, in memory)
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -18,6 +21,7 @@
 #include <vector>
 
 #include "mmsb/core/Error.hpp"
+#include "mmsb/engine/Bus.hpp"
 #include "mmsb/graph/DepGraph.hpp"
 
 namespace {
@@ -94,7 +98,7 @@ void BM_CanonicalOrder(benchmark::State& state) {
   for (auto _ : state) {
     g.remove_edge(p, c);
     g.add_edge(p, c, EdgeKind::Data);
-    benchmark::DoNotOptimize(g.position(p));
+    benchmark::DoNotOptimize(g.order_key(p));
   }
 }
 BENCHMARK(BM_CanonicalOrder)->Unit(benchmark::kMillisecond);
@@ -171,5 +175,93 @@ void BM_WavePushPop(benchmark::State& state) {
   state.counters["edges"] = static_cast<double>(g.edge_count());
 }
 BENCHMARK(BM_WavePushPop)->Unit(benchmark::kMicrosecond);
+
+// ---- depend of new sinks at 100k nodes ------------------------------------------------------
+
+constexpr std::uint32_t kDependNodes = 100'000;
+
+// How the new sink relates to the graph: `append` takes an id above every node (a page created
+// after its parents: its canonical place is the end); `middle` an unused id between existing
+// ones (the graph uses even ids, the new sinks odd ones), so it lands inside the order; `fresh`
+// is `append` with one parent that is not in the graph yet (a raw page becoming a parent).
+enum class SinkCase { Append = 0, Middle = 1, Fresh = 2 };
+const char* sink_case_name(std::int64_t c) {
+  return c == 0 ? "append" : c == 1 ? "middle" : "fresh parent";
+}
+
+// 100k nodes with ids 2, 4, ..., each (after the first 16) with two data parents among the
+// earlier ones, linked without a query in between (the canonical order is built once, after).
+void build_depend_graph(DepGraph& g, std::mt19937_64& rng) {
+  for (std::uint32_t i = 16; i < kDependNodes; ++i) {
+    const PageId a = 2 * (1 + rng() % i), b = 2 * (1 + rng() % i);
+    const PageId parents[] = {a, b == a ? 2 * (1 + (a / 2) % i) : b};
+    if (parents[0] == parents[1]) continue;
+    g.set_data_parents(2 * (i + 1), parents);
+  }
+  (void)g.topological_order();
+}
+
+void BM_DependSinks(benchmark::State& state) {
+  const auto how = static_cast<SinkCase>(state.range(0));
+  std::mt19937_64 rng(kSeed + 2);
+  DepGraph g;
+  build_depend_graph(g, rng);
+  const PageId top = 2 * (kDependNodes + 1);
+  std::vector<PageId> odd(kDependNodes / 2);  // middle: unused odd ids in random order
+  for (std::size_t i = 0; i < odd.size(); ++i) odd[i] = 2 * i + 1;
+  std::shuffle(odd.begin(), odd.end(), rng);
+  std::uint64_t k = 0;
+  for (auto _ : state) {
+    ++k;
+    const PageId child = how == SinkCase::Middle ? odd[k % odd.size()] : top + 2 * k;
+    const PageId a = 2 * (1 + rng() % kDependNodes);
+    const PageId parents[] = {a, how == SinkCase::Fresh ? top + 2 * k + 1 : 2 * (1 + (a / 2) % kDependNodes)};
+    g.set_data_parents(child, parents);
+    benchmark::DoNotOptimize(g.order_key(child));
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.counters["nodes"] = static_cast<double>(g.node_count());
+  state.SetLabel(sink_case_name(state.range(0)));
+}
+BENCHMARK(BM_DependSinks)->Arg(0)->Arg(1)->Arg(2)->Iterations(2000)->Unit(benchmark::kMicrosecond);
+
+// Bus::depend(child, on=[parent]) with mmsb.ops.copy in eager mode on a bus whose graph has 100k
+// derived pages: the graph change, the wave that computes the child, the logged records.
+void BM_BusDependEager(benchmark::State& state) {
+  const bool fresh = state.range(0) == 2;
+  constexpr std::uint32_t kSpare = 4096;
+  mmsb::BusOptions o;
+  o.threads = 1;
+  mmsb::Bus bus(o);
+  mmsb::PageSpec spec;
+  spec.size = 8;
+  spec.dtype = mmsb::DType::Float64;
+  spec.shape = {1};
+  std::vector<PageId> ids;
+  for (std::uint32_t i = 0; i < kDependNodes + 2 * kSpare; ++i) ids.push_back(bus.create_page(spec).id);
+  mmsb::RecomputeSpec copy;
+  copy.kind = mmsb::RecomputeKind::Copy;
+  std::mt19937_64 rng(kSeed + 3);
+  bus.set_propagation(mmsb::PropagationMode::Deferred);  // built without a wave per depend
+  for (std::uint32_t i = 16; i < kDependNodes; ++i) {
+    const PageId parent[] = {ids[rng() % i]};
+    bus.depend(ids[i], parent, copy, {});
+  }
+  bus.set_propagation(mmsb::PropagationMode::Eager);
+  bus.propagate();
+  std::uint32_t next = kDependNodes;
+  for (auto _ : state) {
+    if (next + 1 >= ids.size()) {
+      state.SkipWithError("ran out of spare pages");
+      break;
+    }
+    const PageId parent[] = {fresh ? ids[next + 1] : ids[rng() % kDependNodes]};
+    bus.depend(ids[next], parent, copy, {});
+    next += fresh ? 2 : 1;
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetLabel(sink_case_name(state.range(0)));
+}
+BENCHMARK(BM_BusDependEager)->Arg(0)->Arg(2)->Iterations(2000)->Unit(benchmark::kMicrosecond);
 
 }  // namespace

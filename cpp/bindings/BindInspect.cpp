@@ -31,15 +31,32 @@ std::string describe(const LogOp& op) {
     return "delta to page " + std::to_string(d->delta.page_id()) + ": " + std::to_string(d->delta.run_list().size()) +
            " runs, " + std::to_string(d->delta.payload().size()) + " B (" + std::string(source_name(d->delta.source)) + ")";
   }
-  const auto& b = std::get<BatchOp>(op);
-  return "batch of " + std::to_string(b.page_ids.size()) + " rows, " + std::to_string(b.payload.size()) + " B";
+  if (const auto* b = std::get_if<BatchOp>(&op)) {
+    return "batch of " + std::to_string(b->page_ids.size()) + " rows, " + std::to_string(b->payload.size()) + " B";
+  }
+  if (const auto* e = std::get_if<EdgeOp>(&op)) {
+    return std::string(e->add ? "add " : "remove ") + std::string(edge_kind_name(e->kind)) + " edge " +
+           std::to_string(e->parent) + " -> " + std::to_string(e->child);
+  }
+  if (const auto* d = std::get_if<DependOp>(&op)) {
+    return "depend page " + std::to_string(d->child) + " on " + std::to_string(d->parents.size()) + " parents";
+  }
+  if (const auto* d = std::get_if<DerivedOp>(&op)) {
+    return "derived delta to page " + std::to_string(d->delta.page_id()) + ": " +
+           std::to_string(d->delta.run_list().size()) + " runs, " + std::to_string(d->delta.payload().size()) + " B";
+  }
+  const auto& w = std::get<WaveOp>(op);
+  if (!w.wave) return std::string("propagation mode changes (after ") + (w.deferred ? "deferred" : "eager") + " changes)";
+  return std::string(w.propagate ? "propagate" : "wave") + " (" + (w.deferred ? "deferred" : "eager") + ")";
 }
 
-py::dict inspect_segment(const std::string& path, bool records) {
+// `sealed`: newer segments follow it, so a torn tail in it is corruption (as recovery says).
+py::dict inspect_segment(const std::string& path, bool records, bool sealed) {
   py::dict seg;
   seg["file"] = path;
   try {
     const SegmentScan s = scan_segment(path);
+    if (sealed) check_sealed_segment(s);
     seg["bytes"] = s.bytes.size();
     seg["first_lsn"] = s.header.first_lsn;
     seg["records"] = s.records.size();
@@ -92,7 +109,9 @@ void bind_inspect(py::module_& m) {
       cps.append(cp);
     }
     py::list segs;
-    for (const auto& [first, name] : segments) segs.append(inspect_segment(dir + "/" + name, records));
+    for (auto it = segments.begin(); it != segments.end(); ++it) {
+      segs.append(inspect_segment(dir + "/" + it->second, records, std::next(it) != segments.end()));
+    }
     py::dict out;
     out["path"] = dir;
     out["checkpoints"] = cps;

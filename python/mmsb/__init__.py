@@ -159,7 +159,10 @@ def replay(
 
 def _history(self: Bus, page: Union[Page, int, str]) -> list[DeltaRecord]:
     """Every committed delta of `page` in lsn order (lsn, epoch, source, timestamp_ns, runs),
-    read from the log (the files of a directory bus, or an in-memory bus's log in memory)."""
+    read from the log (the files of a directory bus, or an in-memory bus's log in memory): the
+    bus's indexes name the records holding them, and only those are read. On a bus reopened from
+    a checkpoint the first call reads the older log once. Raises HistoryUnavailableError once the
+    retention has removed the log's start."""
     return [DeltaRecord(*entry) for entry in self._history(page)]
 
 
@@ -252,7 +255,7 @@ def _reset_stats(self: Bus) -> None:
 
 def _memory(self: Bus) -> MemoryReport:
     """Real bytes held: pages, data_bytes, arena_slack_bytes, metadata_bytes, graph_bytes,
-    index_bytes (provenance), cache_bytes, log_bytes, queue_bytes, total_bytes."""
+    index_bytes (provenance and history lookups), cache_bytes, log_bytes, queue_bytes, total_bytes."""
     return MemoryReport(self._memory())
 
 

@@ -16,6 +16,9 @@ import numpy as np
 
 from . import Bus, Delta, DeltaBatch, GraphCycleError, InvalidDeltaError, build_info, ops
 from . import _demo_steps as steps
+from .inspect_cmd import inspect_dir
+
+RECORD_HEADER_BYTES = 24  # docs/format.md, "Record framing"
 from . import open as open_bus
 from ._demo_steps import Sizes, Tour
 from .errors import InvalidArgumentError
@@ -259,9 +262,10 @@ def _crash(tour: Tour, size: Sizes) -> None:
                       f"({int(covered.sum())} of {counter.size} bytes)")
             tour.check(f"the diff covers every one of the {int(changed.sum())} bytes that differ between the two",
                        bool(np.all(covered[changed])))
-        tour.say("   A crash can also cut the last write short: cut 5 bytes off the log and reopen.")
-        seg = sorted(f for f in os.listdir(path) if f.startswith("seg-"))[-1]
-        os.truncate(os.path.join(path, seg), os.path.getsize(os.path.join(path, seg)) - 5)
+        tour.say("   A crash can also cut the last write short: cut 5 bytes off the last record and reopen.")
+        newest = inspect_dir(path, records=True)["segments"][-1]
+        last_record = newest["dump"][-1]  # the record, not the sync mark closing the bus added
+        os.truncate(newest["file"], last_record["offset"] + RECORD_HEADER_BYTES + last_record["body_bytes"] - 5)
         with open_bus(path) as torn:
             rec = dict(torn.recovery, tail_reason=torn.recovery["tail_reason"].replace(tmp, "$TMP"))
             tour.show(f"recovery: {rec}")

@@ -1,12 +1,15 @@
-"""Damaged bus directories (DESIGN §4, §6): recovery cuts a torn tail and keeps the prefix, but a
-bad record followed by valid ones is corruption (LogCorruptError naming the file and the offset);
-a damaged newest checkpoint falls back to an older one or to the log.
+"""Damaged bus directories (DESIGN §4, §6): recovery cuts a torn tail and keeps the prefix, but
+damage in bytes a sync mark vouches for is corruption (LogCorruptError naming the file and the
+offset); damage in bytes never synced is a torn tail even with valid records after it (a power
+loss may keep later writes and lose earlier ones); a damaged newest checkpoint falls back to an
+older one or to the log.
 
 The log under test is small (~20 commits, one segment, no checkpoint) so every byte offset can
 be tried. Record boundaries are read from the file with the format of
 cpp/include/mmsb/log/LogFormat.hpp (docs/format.md): a 32-byte segment header, then records of a
 24-byte header (u32 body length, u32 CRC32C, u8 type, u8 flags, u16 reserved, u32 lsn count,
-u64 first lsn) and the body, each padded with zeros to a multiple of 8 bytes.
+u64 first lsn) and the body, each padded with zeros to a multiple of 8 bytes. Closing the bus
+appends a SyncMark record (type 12, no lsn) saying every byte before it was synced.
 """
 
 from __future__ import annotations
@@ -27,20 +30,28 @@ from reference_model import RefBus, capture_full_state
 SEGMENT_HEADER = 32
 RECORD_HEADER = 24
 SEGMENT = "seg-00000000000000000001.log"
+SYNC_MARK = 12
 
 
 def parse_records(data):
-    """[(offset, end_without_padding, first_lsn, lsn_count)] of a well-formed segment."""
+    """[(offset, end_without_padding, first_lsn, lsn_count)] of a well-formed segment's records
+    (its sync marks left out)."""
     out = []
     pos = SEGMENT_HEADER
     while pos < len(data):
-        body, _crc, _type, _flags, _res, count, first = struct.unpack_from("<IIBBHIQ", data, pos)
+        body, _crc, rtype, _flags, _res, count, first = struct.unpack_from("<IIBBHIQ", data, pos)
         end = pos + RECORD_HEADER + body
         assert end <= len(data)
-        out.append((pos, end, first, count))
+        if rtype != SYNC_MARK:
+            out.append((pos, end, first, count))
         pos = (end + 7) // 8 * 8
     assert pos == len(data)
     return out
+
+
+def unsynced(data, records):
+    """The segment without the sync mark its close appended: as if the writer lost power."""
+    return data[:(records[-1][1] + 7) // 8 * 8]
 
 
 def build_log(path):
@@ -210,8 +221,9 @@ def flip_positions(off, end):
     return sorted({off + p for p in HEADER_POSITIONS + body if off + p < end})
 
 
-def test_bit_flip_in_the_last_record_is_a_torn_tail(small_log, tmp_path):
+def test_bit_flip_in_the_last_unsynced_record_is_a_torn_tail(small_log, tmp_path):
     _, data, records, states = small_log
+    data = unsynced(data, records)
     off, end, first, _ = records[-1]
     for i, pos in enumerate(flip_positions(off, end)):
         for bit in (0, 7):
@@ -230,10 +242,11 @@ def test_bit_flip_in_the_last_record_is_a_torn_tail(small_log, tmp_path):
                 assert bus.recovery["truncated_tail"] is False
 
 
-def test_bit_flip_in_any_earlier_record_is_log_corruption(small_log, tmp_path):
+def test_bit_flip_in_any_record_a_sync_mark_vouches_for_is_log_corruption(small_log, tmp_path):
     _, data, records, _ = small_log
+    assert data != unsynced(data, records)  # the close's mark follows the last record
     cases = 0
-    for r, (off, end, first, _) in enumerate(records[:-1]):
+    for r, (off, end, first, _) in enumerate(records):
         for pos in flip_positions(off, end):
             bit = (pos + r) % 8
             bad = bytearray(data)
@@ -253,7 +266,25 @@ def test_bit_flip_in_any_earlier_record_is_log_corruption(small_log, tmp_path):
                 mmsb.open(d)
             cases += 1
             shutil.rmtree(d)
-    assert cases >= 19 * len(HEADER_POSITIONS)
+    assert cases >= 20 * len(HEADER_POSITIONS)
+
+
+def test_bit_flip_in_an_unsynced_record_cuts_the_log_there(small_log, tmp_path):
+    # Without a sync mark after it, damage may be a write a power loss dropped while keeping
+    # later ones: recovery keeps the prefix before it and drops the rest, never raises.
+    _, data, records, states = small_log
+    data = unsynced(data, records)
+    for r, (off, end, first, _) in enumerate(records[:-1]):
+        pos = flip_positions(off, end)[r % 3]
+        bad = bytearray(data)
+        bad[pos] ^= 1 << (r % 8)
+        d = make_dir(tmp_path, f"u{r}", bytes(bad))
+        with mmsb.open(d) as bus:
+            assert bus.lsn == first - 1, (r, pos)
+            assert capture_full_state(bus) == states[first - 1], (r, pos)
+            assert bus.recovery["truncated_tail"] is True
+            assert "never synced" in bus.recovery["tail_reason"], bus.recovery["tail_reason"]
+        shutil.rmtree(d)
 
 
 def test_bit_flip_in_the_segment_header_is_log_corruption(small_log, tmp_path):

@@ -297,6 +297,10 @@ def test_add_edge_rules(bus):
         bus.add_edge(a, b, kind="device_sync")  # already there with another kind
     with pytest.raises(mmsb.GraphError):
         bus.depend(b, on=[a], fn=mmsb.ops.copy)  # a is a control parent of b
+    bus.add_edge(a, c, kind="device_sync")
+    before, lsn = graph_state(bus), bus.lsn
+    with pytest.raises(mmsb.GraphError, match="device_sync child"):
+        bus.depend(c, on=[b], fn=mmsb.ops.copy)  # c is kept a copy of a
     with pytest.raises(mmsb.PageNotFoundError):
         bus.add_edge(a, 999)
     with pytest.raises(mmsb.PageNotFoundError):

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 import mmsb  # noqa: E402
 import mmsb.metrics  # noqa: E402
+from log_files import last_record  # noqa: E402
 
 MEMORY_KINDS = {"data", "arena_slack", "metadata", "graph", "index", "cache", "log", "queue"}
 # metric (with _total) -> bus.stats() key: every counter an operator watches
@@ -381,9 +382,8 @@ def test_open_recovery_and_a_torn_tail_are_logged(tmp_path, caplog):
         with mmsb.open(path) as bus:
             assert bus.lsn == 2
         assert f"opened bus {path} at lsn 2 (checkpoint lsn 0, 2 log records replayed)" in caplog.text
-        seg = max(n for n in os.listdir(path) if n.startswith("seg-"))
-        with open(path / seg, "r+b") as f:  # cut the last record short, like a crash mid-write
-            f.truncate(os.path.getsize(path / seg) - 16)
+        seg, _, end = last_record(path)
+        os.truncate(seg, end - 16)  # cut the last record short, like a crash mid-write
         caplog.clear()
         with mmsb.open(path) as bus:
             assert bus.recovery["truncated_tail"] and bus.lsn == 1

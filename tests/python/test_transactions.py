@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import mmsb
+from log_files import last_record
 from reference_model import capture_full_state
 from test_differential import Driver
 
@@ -145,14 +146,16 @@ def test_torn_transaction_record_is_dropped_whole(tmp_path):
         with bus.transaction():
             for i in range(8):
                 p.write(8 * i, bytes([i + 1]) * 8)
-    seg = os.path.join(path, sorted(f for f in os.listdir(path) if f.startswith("seg-"))[-1])
-    size = os.path.getsize(seg)
-    for cut in (size - 1, size - 100, size - 150):
-        os.truncate(seg, cut)
+    seg, start, end = last_record(path)  # the transaction's record
+    with open(seg, "rb") as f:
+        whole = f.read()
+    for cut in (end - 1, end - 100, start + 30):
+        assert start < cut < end
+        with open(seg, "wb") as f:
+            f.write(whole[:cut])
         with mmsb.open(path) as bus:  # the writer cuts the torn tail back to the first record
             assert bus.lsn == 1 and bus.page(1).read(0, 64) == bytes(64)
             assert bus.recovery["truncated_tail"] is True
-        size = os.path.getsize(seg)
 
 
 def test_other_threads_wait_for_the_transaction_and_never_interleave(tmp_path):

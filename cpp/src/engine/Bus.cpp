@@ -83,7 +83,21 @@ std::uint64_t Bus::drop_queued() noexcept {
 
 void Bus::log_locked(Lsn last) {
   if (log_) {
-    log_->append(record_buf_, last);
+    const std::uint64_t ticket = log_->append(record_buf_, last);
+    if (ticket == 0) return;
+    if (txn_) {
+      txn_->ticket = ticket;  // parked once recycled; its committer waits in await_durable()
+      return;
+    }
+    // A commit without undo (create, delete, metadata) applies only once durable: it syncs in
+    // place, covering every parked commit before it.
+    try {
+      log_->sync();
+    } catch (const Error&) {
+      abandon_unsynced_locked();
+      throw;
+    }
+    release_durable_locked();
   } else if (mem_log_) {
     mem_log_->append(record_buf_, last);
   }
@@ -113,9 +127,11 @@ void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions, cons
   }
   lsn_.store(base, std::memory_order_relaxed);
   recovery_.checkpoint_lsn = base;
+  unindexed_through_ = base;  // the provenance index gets only the lsns replayed below
   const Lsn stop = until.value_or(std::numeric_limits<Lsn>::max());
   ReplayMeter meter(progress, base, std::min(stop, rec.last_lsn));
   for (const SegmentScan& seg : rec.segments) {
+    replay_.legacy = seg.header.version < logfmt::kStaleMarksVersion;
     for (const ScannedRecord& r : seg.records) {
       if (!replay_record_locked(r, "segment '" + seg.path + "' record at byte " + std::to_string(r.offset), base,
                                 stop, split_transactions)) {
@@ -148,10 +164,35 @@ bool Bus::replay_record_locked(const ScannedRecord& r, const std::string& where,
   }
   LogRecord decoded = decode_record(r.header, r.body, where);
   if (last > stop && r.header.type == logfmt::RecordType::Transaction && !split) return false;
+  replay_.legacy_seen |= replay_.legacy;
+  // Each change replays in the propagation mode it was committed in, so that it marks or seeds
+  // what the commit did: the mode the next Wave op of its record names (an eager change always
+  // has its wave after it), else deferred. Before format 4 the log holds no waves.
+  std::vector<PropagationMode> modes(decoded.ops.size(), PropagationMode::Eager);
+  if (!replay_.legacy) {
+    PropagationMode mode = PropagationMode::Deferred;
+    for (std::size_t i = decoded.ops.size(); i-- > 0;) {
+      if (const auto* w = std::get_if<WaveOp>(&decoded.ops[i])) {
+        mode = w->deferred ? PropagationMode::Deferred : PropagationMode::Eager;
+      }
+      modes[i] = mode;
+    }
+  }
+  struct Replaying {
+    Bus& bus;
+    PropagationMode mode;
+    ~Replaying() {
+      bus.propagation_ = mode;
+      bus.replay_.active = false;
+      bus.replay_.derived.clear();
+    }
+  } replaying{*this, propagation_};
+  replay_.active = true;
   Lsn lsn = first;
   try {
-    for (LogOp& op : decoded.ops) {
-      if (lsn > stop) break;
+    for (std::size_t k = 0; k < decoded.ops.size(); ++k) {
+      LogOp& op = decoded.ops[k];
+      if (lsn > stop && op_lsn_count(op) != 0) break;  // a Wave op without an lsn goes with the change before it
       if (auto* batch = std::get_if<BatchOp>(&op); batch != nullptr && lsn + batch->page_ids.size() - 1 > stop) {
         const std::size_t keep = stop - lsn + 1;
         std::uint64_t bytes = 0;
@@ -161,9 +202,11 @@ bool Bus::replay_record_locked(const ScannedRecord& r, const std::string& where,
         batch->lengths.resize(keep);
         batch->payload = batch->payload.first(bytes);
       }
+      propagation_ = modes[k];
       replay_op_locked(op, lsn);
       lsn += op_lsn_count(op);
     }
+    settle_cut_locked();
   } catch (const Error& e) {
     fail(ErrorCode::LogCorrupt, where, " (lsn ", lsn, ") cannot be replayed: ", e.what());
   }
@@ -207,13 +250,19 @@ void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
         it->second.memo.clear();
         for (const auto& in : derived->inputs) it->second.memo.push_back(in.second);
       }
+      if (!replay_.legacy) replay_.derived.insert(r.id);  // for the wave its Wave op repeats
+    } else if (!replay_.legacy && has_dependents_locked(r.id)) {
+      note_changed_locked(r.id);  // as record_delta_locked: seeds its wave or marks stale
     }
   } else if (const auto* b = std::get_if<BatchOp>(&op)) {
     validate_batch(b->view(), table_);
-    apply_batch_locked(b->view(), lsn, b->timestamp_ns);
-    clear_changed_locked();  // replay reproduces derived pages from their logged deltas, never recomputes
-  } else {
-    replay_graph_op_locked(op);
+    apply_batch_locked(b->view(), lsn, b->timestamp_ns);  // notes the changed pages as a commit does
+    if (replay_.legacy) clear_changed_locked();  // derived pages come from their logged deltas
+  } else if (const auto* w = std::get_if<WaveOp>(&op)) {
+    if (w->wave && !replay_.legacy) run_wave_locked(w->propagate);  // marks and memos, no recompute
+    replay_.derived.clear();
+  } else if (const PageId redefined = replay_graph_op_locked(op); redefined != 0 && !replay_.legacy) {
+    redefined_locked(redefined);
   }
 }
 
@@ -425,11 +474,13 @@ void Bus::check_delta_locked(const PageRecord& r, const Delta& d) const {
 void Bus::commit_delta_locked(PageRecord& r, Delta& d) {
   check_delta_locked(r, d);
   d.timestamp_ns = wall_clock_ns();
-  if (!has_dependents_locked(r.id) || propagation_ != PropagationMode::Eager) return record_delta_locked(r, d);
+  const bool wave = has_dependents_locked(r.id) && propagation_ == PropagationMode::Eager;
+  if (!wave && !grouping_locked()) return record_delta_locked(r, d);
   // The wave's recomputes may fail (a callable raising): delta and wave commit as one record.
+  // Group commit needs the undo of a transaction even without a wave.
   atomically_locked([&] {
     record_delta_locked(r, d);
-    run_wave_locked();
+    if (wave) run_wave_locked();
   });
 }
 
@@ -541,10 +592,10 @@ Lsn Bus::apply_batch(const DeltaBatchView& batch) {
     for (std::size_t i = 0; i < batch.rows() && !wave; ++i) wave = has_dependents_locked(batch.page_ids[i]);
   }
   Lsn last = 0;
-  if (wave) {
+  if (wave || grouping_locked()) {
     atomically_locked([&] {
       last = record_batch_locked(batch);
-      run_wave_locked();
+      if (wave) run_wave_locked();
     });
   } else {
     last = record_batch_locked(batch);
@@ -611,6 +662,12 @@ void Bus::close() {
     undo_locked(*txn_, txn_->start);
     end_transaction_locked();
   }
+  std::exception_ptr unsynced;  // reported after closing, like the final sync's failure
+  try {
+    settle_locked();
+  } catch (...) {
+    unsynced = std::current_exception();
+  }
   closed_.store(true, std::memory_order_release);
   {
     std::lock_guard g(ring_create_);  // a ring created from now on starts closed
@@ -621,6 +678,7 @@ void Bus::close() {
     std::unique_ptr<Log> log = std::move(log_);
     log->close();  // throws after the bus is already closed; the destructor releases the lock
   }
+  if (unsynced) std::rethrow_exception(unsynced);
 }
 
 Lsn Bus::checkpoint(const ProgressFn& progress) {
@@ -631,6 +689,7 @@ Lsn Bus::checkpoint(const ProgressFn& progress) {
     fail(ErrorCode::InvalidArgument,
          "checkpoint() needs a bus directory; create the bus with mmsb.Bus(path)");
   }
+  settle_locked();
   const Lsn lsn = lsn_.load(std::memory_order_relaxed);
   log_->checkpoint(lsn, table_, graph_image_locked(), progress);
   emit_locked(EventKind::Checkpoint, 0, lsn, 0);
@@ -711,6 +770,7 @@ std::uint64_t Bus::index_bytes_locked() const {
                     index_.size() * (sizeof(PageHistory) + sizeof(PageId) + 16) + index_capacity_bytes_;
   for (const PendingBatch& pb : pending_batches_) b += pb.pages.capacity() * sizeof(PageId) + sizeof(pb);
   b += derived_.capacity() * sizeof(DerivedEntry) + derived_items_.capacity() * sizeof(derived_items_[0]);
+  b += log_ ? log_->index_bytes() : mem_log_ ? mem_log_->index_bytes() : 0;  // where records are (history)
   return b;
 }
 

@@ -52,14 +52,27 @@ void Bus::mark_stale_locked(PageId page) {
 }
 
 // A child whose definition changed is recomputed now (eager, with its descendants in the same
-// wave) or marked stale (deferred).
+// wave; replay runs that wave at its Wave op) or marked stale (deferred).
 void Bus::redefined_locked(PageId child) {
   if (propagation_ == PropagationMode::Eager) {
     forced_.insert(child);
-    run_wave_locked();
+    if (!replay_.active) run_wave_locked();
   } else {
     mark_stale_locked(child);
   }
+}
+
+void Bus::settle_cut_locked() {
+  if (changed_.empty() && forced_.empty()) return;
+  const PropagationMode mode = propagation_;
+  propagation_ = PropagationMode::Deferred;
+  const std::vector<PageId> changed = changed_;
+  clear_changed_locked();
+  for (PageId p : changed) note_changed_locked(p);
+  const std::unordered_set<PageId> forced = std::move(forced_);
+  forced_.clear();
+  for (PageId c : forced) redefined_locked(c);
+  propagation_ = mode;
 }
 
 void Bus::check_derivation_locked(PageId child, std::span<const PageId> parents, const RecomputeSpec& fn,
@@ -126,16 +139,20 @@ void Bus::depend(PageId child, std::span<const PageId> parents, const RecomputeS
                "; remove that edge first");
         }
       }
+      if (it != derivations_.end() && it->second.implicit) {
+        fail(ErrorCode::Graph, "page ", child, " is a device_sync child (a copy of page ", it->second.parents.front(),
+             "); remove that edge before deriving it otherwise");
+      }
       atomically_locked([&] {
         const Lsn lsn = this->lsn() + 1;
         DependOp op{child, fn, {parents.begin(), parents.end()}, {weights.begin(), weights.end()}};
         txn_->undo.emplace_back(UndoChild{child, graph_.in_edges(child),
                                           it != derivations_.end() ? std::optional<Derivation>(it->second) : std::nullopt});
-        replay_graph_op_locked(op);
+        const PageId redefined = replay_graph_op_locked(op);
         derivations_.at(child).callable = std::move(callable);
         txn_->ops.add(op);
         lsn_.store(lsn, std::memory_order_release);
-        redefined_locked(child);
+        redefined_locked(redefined);
       });
     }
   }
@@ -167,10 +184,10 @@ void Bus::add_edge(PageId parent, PageId child, EdgeKind kind) {
       txn_->undo.emplace_back(UndoChild{child, graph_.in_edges(child),
                                         it != derivations_.end() ? std::optional<Derivation>(it->second) : std::nullopt});
       const EdgeOp op{parent, child, kind, true};
-      replay_graph_op_locked(op);  // throws GraphCycle / Graph before anything changed
+      const PageId redefined = replay_graph_op_locked(op);  // throws GraphCycle / Graph before anything changed
       txn_->ops.add(op);
       lsn_.store(lsn() + 1, std::memory_order_release);
-      if (kind == EdgeKind::DeviceSync) redefined_locked(child);
+      if (redefined != 0) redefined_locked(redefined);
     });
   }
   deliver_events();
@@ -185,13 +202,10 @@ void Bus::remove_edge(PageId parent, PageId child) {
     auto it = derivations_.find(child);
     txn_->undo.emplace_back(UndoChild{child, graph_.in_edges(child),
                                       it != derivations_.end() ? std::optional<Derivation>(it->second) : std::nullopt});
-    replay_graph_op_locked(EdgeOp{parent, child, *kind, false});
-    if (!graph_.contains(child) && stale_.erase(child) != 0) txn_->undo.emplace_back(UndoStale{child, true});
+    const PageId redefined = replay_graph_op_locked(EdgeOp{parent, child, *kind, false});
     txn_->ops.add(EdgeOp{parent, child, *kind, false});
     lsn_.store(lsn() + 1, std::memory_order_release);
-    // A child still derived from its remaining data parents no longer matches its definition;
-    // a control or device_sync edge is not part of it.
-    if (*kind == EdgeKind::Data && derivations_.count(child) != 0) redefined_locked(child);
+    if (redefined != 0) redefined_locked(redefined);
   });
   lock.unlock();
   deliver_events();
@@ -217,11 +231,14 @@ void Bus::drop_from_graph_locked(PageId id) {
   for (PageId p : parents) refresh_dependents_locked(p);
 }
 
-// After recovery: a derived page whose memo disagrees with its parents' epochs was not
-// recomputed since they changed (deferred mode or a crash), or its last recompute was a cutoff,
-// which logs nothing. A built-in kernel tells the two apart exactly by recomputing into scratch;
-// a callable cannot run here (it is not registered yet), so its page stays stale.
+// After recovery from a checkpoint or log older than format 4, which hold no stale marks, they
+// are estimated: a derived page whose memo disagrees with its parents' epochs was not recomputed
+// since they changed (deferred mode or a crash), or its last recompute was a cutoff, which logs
+// nothing. A built-in kernel tells the two apart exactly by recomputing into scratch; a callable
+// cannot run here (it is not registered yet), so its page stays stale. (Control children's marks
+// are lost.) Format 4 replay reproduces the stale set itself, and this does nothing.
 void Bus::mark_unsettled_stale_locked() {
+  if (!replay_.legacy_seen) return;
   for (auto& [id, d] : derivations_) {
     std::vector<Epoch> sig;
     std::vector<const PageRecord*> parents;
@@ -244,8 +261,8 @@ void Bus::mark_unsettled_stale_locked() {
   }
 }
 
-// Applies a logged graph change (replay, and remove_edge's bookkeeping of derivations).
-void Bus::replay_graph_op_locked(const LogOp& op) {
+// Applies a graph change (commits and replay alike, so both redefine and unmark the same pages).
+PageId Bus::replay_graph_op_locked(const LogOp& op) {
   if (const auto* e = std::get_if<EdgeOp>(&op)) {
     table_.get(e->parent);
     table_.get(e->child);
@@ -256,22 +273,31 @@ void Bus::replay_graph_op_locked(const LogOp& op) {
     } refresh{*this, e->parent};
     if (e->add) {
       graph_.add_edge(e->parent, e->child, e->kind);
-      if (e->kind == EdgeKind::DeviceSync) {
-        derivations_.insert_or_assign(e->child, Derivation{RecomputeSpec{}, {e->parent}, {}, {}, {}, true});
-      }
-      return;
+      if (e->kind != EdgeKind::DeviceSync) return 0;
+      derivations_.insert_or_assign(e->child, Derivation{RecomputeSpec{}, {e->parent}, {}, {}, {}, true});
+      return e->child;
     }
+    if (txn_) reserve_one(txn_->undo);
     if (!graph_.remove_edge(e->parent, e->child)) fail(ErrorCode::Graph, "no edge ", e->parent, " -> ", e->child);
+    if (!graph_.contains(e->child) && stale_.erase(e->child) != 0 && txn_) {
+      txn_->undo.emplace_back(UndoStale{e->child, true});
+    }
     auto it = derivations_.find(e->child);
-    if (it == derivations_.end()) return;
+    if (it == derivations_.end()) return 0;
     auto& ps = it->second.parents;
     const auto pos = std::find(ps.begin(), ps.end(), e->parent);
-    if (pos == ps.end()) return;
+    if (pos == ps.end()) return 0;
     if (!it->second.weights.empty()) it->second.weights.erase(it->second.weights.begin() + (pos - ps.begin()));
     ps.erase(pos);
     it->second.memo.clear();
-    if (ps.empty()) derivations_.erase(it);
-  } else if (const auto* d = std::get_if<DependOp>(&op)) {
+    if (ps.empty()) {
+      derivations_.erase(it);
+      return 0;
+    }
+    // Still derived from its remaining data parents: it no longer matches its definition.
+    return e->kind == EdgeKind::Data ? e->child : 0;
+  }
+  if (const auto* d = std::get_if<DependOp>(&op)) {
     table_.get(d->child);
     for (PageId p : d->parents) table_.get(p);
     const std::vector<PageId> old = graph_.parents(d->child);
@@ -279,7 +305,9 @@ void Bus::replay_graph_op_locked(const LogOp& op) {
     derivations_.insert_or_assign(d->child, Derivation{d->fn, d->parents, d->weights, {}, {}, false});
     for (PageId p : old) refresh_dependents_locked(p);
     for (PageId p : d->parents) refresh_dependents_locked(p);
+    return d->child;
   }
+  return 0;
 }
 
 GraphImage Bus::graph_image_locked() const {
@@ -289,13 +317,20 @@ GraphImage Bus::graph_image_locked() const {
   }
   std::vector<PageId> derived;
   for (const auto& [id, d] : derivations_) {
-    if (!d.implicit) derived.push_back(id);
+    if (d.implicit) {
+      g.sync_memos.emplace_back(id, d.memo);
+    } else {
+      derived.push_back(id);
+    }
   }
   std::sort(derived.begin(), derived.end());
+  std::sort(g.sync_memos.begin(), g.sync_memos.end());
   for (PageId id : derived) {
     const Derivation& d = derivations_.at(id);
     g.derivations.push_back({DependOp{id, d.fn, d.parents, d.weights}, d.memo});
   }
+  g.stale.assign(stale_.begin(), stale_.end());
+  std::sort(g.stale.begin(), g.stale.end());
   return g;
 }
 
@@ -305,12 +340,49 @@ void Bus::restore_graph_locked(const GraphImage& g) {
     derivations_.at(d.depend.child).memo = d.memo;
   }
   for (const EdgeOp& e : g.edges) replay_graph_op_locked(e);
+  for (const auto& [child, memo] : g.sync_memos) {
+    auto it = derivations_.find(child);
+    if (it == derivations_.end() || !it->second.implicit) fail(ErrorCode::Graph, "page ", child, " has no device_sync parent");
+    it->second.memo = memo;
+  }
+  for (PageId id : g.stale) {
+    if (!graph_.contains(id)) fail(ErrorCode::Graph, "stale page ", id, " has no edges");
+    stale_.insert(id);
+  }
+  if (!g.stale_known) replay_.legacy_seen = true;
 }
 
-// Runs the wave for changed_ (and forced_) in canonical order. Caller: atomically_locked, so a
-// throwing recompute rolls back everything the commit did.
-void Bus::run_wave_locked() {
-  if (changed_.empty() && forced_.empty() && stale_.empty()) return;
+// Runs the wave for changed_ (and forced_, and stale derived pages) in canonical order. Caller:
+// atomically_locked, so a throwing recompute rolls back everything the commit did. In replay no
+// recompute runs: a page changed when the log holds its Derived op (replay_.derived), and every
+// other visit ends as a cutoff, so the memos, stale marks and notified children come out as the
+// commit left them.
+void Bus::run_wave_locked(bool propagating) {
+  const std::size_t stale_before = stale_.size();
+  if (propagating) {
+    // Stale pages without a recompute (control children) count as notified once propagated.
+    std::vector<PageId> notified;
+    for (PageId p : stale_) {
+      if (derivations_.count(p) == 0) notified.push_back(p);
+    }
+    for (PageId p : notified) {
+      if (txn_) reserve_one(txn_->undo);
+      stale_.erase(p);
+      if (txn_) txn_->undo.emplace_back(UndoStale{p, true});
+    }
+  }
+  if (!changed_.empty() || !forced_.empty() || !stale_.empty() || !replay_.derived.empty()) visit_wave_locked();
+  if (replay_.active) return;
+  // The Wave op: takes no lsn in a record with other changes; a propagate() that only cleared
+  // stale marks takes one, so that the marks are a function of the lsn; nothing else to replay
+  // (a callable re-attached after a reopen logs nothing) is not logged.
+  const bool alone = txn_->ops.lsn_count() == 0;
+  if (alone && !(propagating && stale_.size() != stale_before)) return;
+  txn_->ops.add(WaveOp{propagation_ == PropagationMode::Deferred, true, propagating, alone});
+  if (alone) lsn_.store(lsn() + 1, std::memory_order_release);
+}
+
+void Bus::visit_wave_locked() {
   WaveOwner owner(wave_owner_);
   Wave wave(graph_);
   const std::function<void(PageId)> notify = [&](PageId child) { mark_stale_locked(child); };
@@ -321,8 +393,11 @@ void Bus::run_wave_locked() {
   for (PageId p : stale_) {
     if (derivations_.count(p) != 0) wave.push(p);
   }
-  bump(counters_.waves, 1);
-  wave_timestamp_ns_ = wall_clock_ns();  // the wave's deltas share their commit's time
+  for (PageId p : replay_.derived) wave.push(p);
+  if (!replay_.active) {
+    bump(counters_.waves, 1);
+    wave_timestamp_ns_ = wall_clock_ns();  // the wave's deltas share their commit's time
+  }
   // Batches bounded in count and staging bytes; the same bounds whatever the thread count, so
   // the order of everything committed does not depend on it either (it is canonical anyway).
   std::uint64_t staged = 0;
@@ -337,7 +412,7 @@ void Bus::run_wave_locked() {
     if (wave_ids_.empty()) break;
     recompute_batch_locked(wave_ids_);
     for (const WaveItem& it : wave_batch_->items()) {
-      if (it.computed && !it.delta.empty()) push_children(it.id);
+      if (it.changed) push_children(it.id);
     }
   }
   forced_.clear();
@@ -358,15 +433,19 @@ void Bus::recompute_batch_locked(std::span<const PageId> ids) {
     WaveItem& it = batch.add(id);
     it.d = &found->second;
     it.out = &table_.get(id);
-    it.forced = forced_.count(id) != 0 || stale_.count(id) != 0;
+    const bool logged = replay_.active && replay_.derived.count(id) != 0;
+    it.forced = forced_.count(id) != 0 || stale_.count(id) != 0 || logged;
     for (PageId p : it.d->parents) {
       const PageRecord& r = table_.get(p);
       it.parents.push_back(&r);
       it.sig.push_back(r.epoch.load(std::memory_order_relaxed));
     }
     if (!it.forced && it.sig == it.d->memo) {
-      bump(counters_.memo_skips, 1);
+      if (!replay_.active) bump(counters_.memo_skips, 1);
       it.d = nullptr;  // nothing to do
+    } else if (replay_.active) {
+      it.computed = true;  // its delta, if the commit made one, was replayed already
+      it.changed = logged;
     } else if (it.d->missing_callable()) {
       mark_stale_locked(id);
       it.d = nullptr;
@@ -381,6 +460,7 @@ void Bus::recompute_batch_locked(std::span<const PageId> ids) {
     compute_locked(it.id, *it.d, *it.out, it.parents, it.ins, it.scratch);
     Delta::diff_into(it.delta, it.id, {it.out->data, it.out->size}, it.scratch);
     it.computed = true;
+    it.changed = !it.delta.empty();
   };
   const auto built_in = [](const WaveItem& it) { return it.d != nullptr && it.d->fn.kind != RecomputeKind::Callable; };
   // Handing lanes to the pool costs microseconds: worth it only for enough bytes to compute.
@@ -405,7 +485,6 @@ void Bus::commit_recompute_locked(WaveItem& it) {
   Derivation& d = *it.d;
   const PageId child = it.id;
   PageRecord& out = *it.out;
-  bump(counters_.recomputes, 1);
   const bool was_stale = !stale_.empty() && stale_.erase(child) != 0;
   if (txn_) {
     Transaction& t = *txn_;
@@ -415,6 +494,8 @@ void Bus::commit_recompute_locked(WaveItem& it) {
     t.undo.emplace_back(u);
   }
   d.memo.assign(it.sig.begin(), it.sig.end());
+  if (replay_.active) return;
+  bump(counters_.recomputes, 1);
   Delta& delta = it.delta;
   if (delta.empty()) {
     bump(counters_.cutoffs, 1);
@@ -495,21 +576,16 @@ std::uint64_t Bus::propagate() {
 
 void Bus::propagate_locked() {
   if (stale_.empty() && changed_.empty()) return;
-  // Stale pages without a recompute (control children) count as notified once propagated.
-  std::vector<PageId> notified;
-  for (PageId p : stale_) {
-    if (derivations_.count(p) == 0) notified.push_back(p);
-  }
-  for (PageId p : notified) {
-    stale_.erase(p);
-    txn_->undo.emplace_back(UndoStale{p, true});
-  }
-  run_wave_locked();
+  run_wave_locked(true);
 }
 
 void Bus::set_propagation(PropagationMode mode) {
   auto lock = lock_turn();
   check_open();
+  // Replay must know the mode each change of a transaction was made in (its Wave ops say).
+  if (txn_ && mode != propagation_ && txn_->ops.lsn_count() > 0) {
+    txn_->ops.add(WaveOp{propagation_ == PropagationMode::Deferred, false, false, false});
+  }
   propagation_ = mode;
 }
 

@@ -8,6 +8,82 @@
 #include "mmsb/engine/Bus.hpp"
 
 namespace mmsb {
+namespace {
+
+[[noreturn]] void fail_no_log(bool read_only) {
+  fail(ErrorCode::HistoryUnavailable, read_only ? "this bus is a read-only view of the past and keeps no log of its own"
+                                                : "this bus was made with history=False and keeps no log");
+}
+
+// Calls fn(lsn, page, source, timestamp_ns, runs, inputs) for each delta of a decoded record with
+// lsn in [first, last], in lsn order; `inputs` is null except for a propagated delta. A batch row
+// is one run.
+template <class Fn>
+void for_each_delta(const LogRecord& rec, Lsn first, Lsn last, Fn&& fn) {
+  Lsn lsn = rec.first_lsn;
+  for (const LogOp& op : rec.ops) {
+    if (lsn > last) return;
+    if (const auto* b = std::get_if<BatchOp>(&op)) {
+      for (std::size_t i = 0; i < b->page_ids.size(); ++i) {
+        if (lsn + i < first || lsn + i > last) continue;
+        const Run run{b->offsets[i], b->lengths[i]};
+        fn(lsn + i, b->page_ids[i], Source::User, b->timestamp_ns, std::span<const Run>(&run, 1), nullptr);
+      }
+    } else if (lsn >= first) {
+      const auto* derived = std::get_if<DerivedOp>(&op);
+      const Delta* d = derived != nullptr ? &derived->delta : nullptr;
+      if (const auto* user = std::get_if<DeltaOp>(&op)) d = &user->delta;
+      if (d != nullptr) {
+        fn(lsn, d->page_id(), d->source, d->timestamp_ns, std::span<const Run>(d->run_list()),
+           derived != nullptr ? &derived->inputs : nullptr);
+      }
+    }
+    lsn += op_lsn_count(op);
+  }
+}
+
+[[noreturn]] void index_mismatch(const std::string& where, Lsn lsn, PageId id) {
+  fail(ErrorCode::LogCorrupt, where, ": lsn ", lsn, " is not a delta of page ", id, " as the history index says");
+}
+
+// Appends page `id`'s deltas at `held` (ascending lsns of record r) to `out`, decoding only them:
+// a batch's rows are read from its columns in place, a transaction's other ops are skipped by
+// their framing. Epochs count entries, as the page's history starts at lsn 1.
+void pick_deltas(const ScannedRecord& r, std::span<const Lsn> held, PageId id, const std::string& where,
+                 std::vector<HistoryEntry>& out) {
+  Lsn lsn = r.header.first_lsn;
+  if (held.back() >= lsn + r.header.lsn_count) index_mismatch(where, held.back(), id);
+  std::size_t k = 0;
+  for (const OpFrame& op : split_ops(r.header, r.body, where)) {
+    if (k == held.size()) return;
+    if (op.type == logfmt::RecordType::Batch || op.type == logfmt::RecordType::PackedBatch) {
+      logfmt::ByteReader reader(op.body, where);
+      const BatchRows rows(op.type, reader);
+      for (; k < held.size() && held[k] < lsn + rows.rows(); ++k) {
+        const std::uint64_t i = held[k] - lsn;
+        if (rows.page(i) != id) index_mismatch(where, held[k], id);
+        out.push_back(
+            {held[k], out.size() + 1, Source::User, rows.timestamp_ns(), {Run{rows.offset(i), rows.length(i)}}});
+      }
+      lsn += rows.rows();
+      continue;
+    }
+    const std::uint64_t count = op_lsn_count(op, where);
+    if (count != 0 && held[k] == lsn) {
+      const LogOp decoded = decode_op(op, where);
+      const Delta* d = nullptr;
+      if (const auto* user = std::get_if<DeltaOp>(&decoded)) d = &user->delta;
+      if (const auto* derived = std::get_if<DerivedOp>(&decoded)) d = &derived->delta;
+      if (d == nullptr || d->page_id() != id) index_mismatch(where, lsn, id);
+      out.push_back({lsn, out.size() + 1, d->source, d->timestamp_ns, d->run_list()});
+      ++k;
+    }
+    lsn += count;
+  }
+  if (k != held.size()) index_mismatch(where, held[k], id);
+}
+
+}  // namespace
 
 std::shared_ptr<Bus> Bus::at(Lsn lsn, bool split_transactions, const ProgressFn& progress) {
   auto lock = lock_turn();
@@ -51,10 +127,7 @@ void Bus::for_each_record_locked(Fn&& fn) {
     mem_log_->for_each(fn);
     return;
   }
-  if (!log_) {
-    fail(ErrorCode::HistoryUnavailable, read_only_ ? "this bus is a read-only view of the past and keeps no log of its own"
-                                                   : "this bus was made with history=False and keeps no log");
-  }
+  if (!log_) fail_no_log(read_only_);
   log_->flush();
   Log scan(path_, durability_, Log::Access::ReadOnly, 0);  // every segment, no checkpoint
   const auto& segments = scan.recovered().segments;
@@ -68,32 +141,59 @@ void Bus::for_each_record_locked(Fn&& fn) {
   }
 }
 
-// Calls fn(page, lsn, source, timestamp_ns, runs) for every delta with lsn in [first, last], in
-// lsn order, reading the whole log from lsn 1.
+// Calls fn(lsn, page, source, timestamp_ns, runs, inputs) for every delta with lsn in [first,
+// last], in lsn order, reading the whole log from lsn 1.
 template <class Fn>
 void Bus::for_each_logged_delta_locked(Lsn first, Lsn last, Fn&& fn) {
   for_each_record_locked([&](const ScannedRecord& r, const std::string& where) {
-      if (r.header.first_lsn > last) return false;
-      if (r.header.first_lsn + r.header.lsn_count <= first) return true;
-      const LogRecord rec = decode_record(r.header, r.body, where);
-      Lsn lsn = r.header.first_lsn;
-      for (const LogOp& op : rec.ops) {
-        const Delta* single = nullptr;
-        if (const auto* d = std::get_if<DeltaOp>(&op)) single = &d->delta;
-        if (const auto* dv = std::get_if<DerivedOp>(&op)) single = &dv->delta;
-        if (single != nullptr) {
-          if (lsn >= first && lsn <= last) fn(single->page_id(), lsn, single->source, single->timestamp_ns, single->run_list());
-        } else if (const auto* b = std::get_if<BatchOp>(&op)) {
-          for (std::size_t i = 0; i < b->page_ids.size(); ++i) {
-            if (lsn + i < first || lsn + i > last) continue;
-            fn(b->page_ids[i], lsn + i, Source::User, b->timestamp_ns,
-               std::vector<Run>{Run{b->offsets[i], b->lengths[i]}});
-          }
-        }
-        lsn += op_lsn_count(op);
-      }
-      return true;
+    if (r.header.first_lsn > last) return false;
+    if (r.header.first_lsn + r.header.lsn_count <= first) return true;
+    for_each_delta(decode_record(r.header, r.body, where), first, last, fn);
+    return true;
   });
+}
+
+// Needs catch_up_index_locked() first. Reads the whole log once: the record index then covers it
+// from lsn 1, and the provenance index gets the entries (and propagated inputs) of lsns up to
+// unindexed_through_ from it, replacing what it kept of them. Nothing changes if this throws.
+void Bus::index_whole_log_locked() {
+  const Lsn through = unindexed_through_;
+  std::unordered_map<PageId, std::vector<IndexEntry>> older;
+  std::vector<DerivedEntry> derived;
+  std::vector<std::pair<PageId, Epoch>> items;
+  log_->index_whole_log([&](const ScannedRecord& r, const std::string& where) {
+    if (r.header.first_lsn > through || r.header.lsn_count == 0) return;
+    for_each_delta(decode_record(r.header, r.body, where), 1, through,
+                   [&](Lsn lsn, PageId page, Source source, std::uint64_t ts, std::span<const Run>,
+                       const std::vector<std::pair<PageId, Epoch>>* inputs) {
+                     older[page].push_back({lsn, ts, source});
+                     if (inputs == nullptr) return;
+                     derived.push_back({lsn, items.size(), inputs->size()});
+                     items.insert(items.end(), inputs->begin(), inputs->end());
+                   });
+  });
+  if (through == 0) return;  // only the record index lacked segments
+  for (auto& [page, entries] : older) {
+    PageHistory& h = index_[page];
+    const auto after = std::find_if(h.entries.begin(), h.entries.end(),
+                                    [&](const IndexEntry& e) { return e.lsn > through; });
+    entries.insert(entries.end(), after, h.entries.end());
+    index_capacity_bytes_ += entries.capacity() * sizeof(IndexEntry);
+    index_capacity_bytes_ -= h.entries.capacity() * sizeof(IndexEntry);
+    h.entries.swap(entries);
+    h.first_epoch = 1;
+  }
+  const auto after = std::upper_bound(derived_.begin(), derived_.end(), through,
+                                      [](Lsn l, const DerivedEntry& e) { return l < e.lsn; });
+  for (auto it = after; it != derived_.end(); ++it) {
+    derived.push_back({it->lsn, items.size(), it->count});
+    items.insert(items.end(), derived_items_.begin() + static_cast<std::ptrdiff_t>(it->begin),
+                 derived_items_.begin() + static_cast<std::ptrdiff_t>(it->begin + it->count));
+  }
+  derived_.swap(derived);
+  derived_items_.swap(items);
+  unindexed_through_ = 0;
+  index_floor_ = 0;  // the next gc trims again what the retention no longer keeps
 }
 
 std::vector<HistoryEntry> Bus::history(PageId id) {
@@ -103,11 +203,24 @@ std::vector<HistoryEntry> Bus::history(PageId id) {
   if (id == 0 || id >= table_.next_id()) {
     fail(ErrorCode::PageNotFound, "no page with id ", id, " ever existed on this bus");
   }
+  if (!logging()) fail_no_log(read_only_);
+  catch_up_index_locked();
+  if (log_ && (unindexed_through_ != 0 || !log_->indexed_from_start())) index_whole_log_locked();
   std::vector<HistoryEntry> out;
-  for_each_logged_delta_locked(1, lsn(), [&](PageId page, Lsn lsn, Source source, std::uint64_t ts,
-                                             const std::vector<Run>& runs) {
-    if (page == id) out.push_back({lsn, out.size() + 1, source, ts, runs});
-  });
+  const auto h = index_.find(id);
+  if (h == index_.end()) return out;
+  std::vector<Lsn> lsns;
+  lsns.reserve(h->second.entries.size());
+  for (const IndexEntry& e : h->second.entries) lsns.push_back(e.lsn);
+  out.reserve(lsns.size());
+  const RecordIndex::Visit pick = [&](const ScannedRecord& r, std::span<const Lsn> held, const std::string& where) {
+    pick_deltas(r, held, id, where, out);
+  };
+  if (mem_log_) {
+    mem_log_->read_records(lsns, pick);
+  } else {
+    log_->read_records(lsns, pick);
+  }
   return out;
 }
 
@@ -119,7 +232,8 @@ std::map<PageId, std::vector<Run>> Bus::diff(Lsn a, Lsn b) {
     fail(ErrorCode::InvalidArgument, "diff needs lsn_a <= lsn_b <= the bus lsn ", lsn(), "; got ", a, " and ", b);
   }
   std::map<PageId, std::vector<Run>> written;
-  for_each_logged_delta_locked(a + 1, b, [&](PageId page, Lsn, Source, std::uint64_t, const std::vector<Run>& runs) {
+  for_each_logged_delta_locked(a + 1, b, [&](Lsn, PageId page, Source, std::uint64_t, std::span<const Run> runs,
+                                             const std::vector<std::pair<PageId, Epoch>>*) {
     auto& v = written[page];
     v.insert(v.end(), runs.begin(), runs.end());
   });

@@ -35,7 +35,10 @@ void Bus::set_event_sink(EventSink sink, std::uint32_t mask) {
   auto lock = lock_mutex();
   sink_ = std::move(sink);
   event_mask_ = sink_ ? mask : 0;
-  if (event_mask_ == 0) events_.clear();
+  if (event_mask_ == 0) {
+    events_.clear();
+    for (auto& t : parked_) t->start.events = 0;  // their undo must not grow the queue back
+  }
 }
 
 namespace {
@@ -45,6 +48,7 @@ thread_local std::vector<const Bus*> t_delivering;
 }  // namespace
 
 void Bus::deliver_events() {
+  await_durable();  // acknowledge (return, deliver) only what is durable
   if (std::find(t_delivering.begin(), t_delivering.end(), this) != t_delivering.end()) return;
   // One deliverer at a time, so events reach the sink in the order they were queued.
   std::unique_lock d(deliver_mutex_, std::try_to_lock);
@@ -62,8 +66,18 @@ void Bus::deliver_events() {
     EventSink sink;
     {
       auto lock = lock_mutex();
+      release_durable_locked();
       if (txn_ || events_.empty() || !sink_) return;  // a transaction delivers at commit
-      batch.swap(events_);
+      // Events of parked commits wait for their sync (a failed one takes them back).
+      const std::size_t n = parked_.empty() ? events_.size() : parked_.front()->start.events;
+      if (n == 0) return;
+      if (n == events_.size()) {
+        batch.swap(events_);
+      } else {
+        batch.assign(events_.begin(), events_.begin() + static_cast<std::ptrdiff_t>(n));
+        events_.erase(events_.begin(), events_.begin() + static_cast<std::ptrdiff_t>(n));
+        for (auto& t : parked_) t->start.events -= n;
+      }
       sink = sink_;
     }
     counters_.events.fetch_add(batch.size(), std::memory_order_relaxed);
@@ -81,6 +95,7 @@ void Bus::note_derived_locked(Lsn lsn, std::span<const std::pair<PageId, Epoch>>
 // past epoch 0).
 void Bus::catch_up_index_locked() {
   if (pending_.empty() && pending_batches_.empty()) return;
+  settle_locked();  // parked commits' undo marks point into the queues emptied here
   std::vector<PageId> fresh;
   auto add = [&](PageId page, const IndexEntry& e) {
     auto [it, inserted] = index_.try_emplace(page);
@@ -109,6 +124,7 @@ void Bus::catch_up_index_locked() {
 void Bus::trim_index_locked(Lsn floor) {
   if (floor <= index_floor_) return;  // nothing new fell out of the retention since last time
   index_floor_ = floor;
+  unindexed_through_ = std::max(unindexed_through_, floor);
   catch_up_index_locked();
   std::vector<Lsn> kept_derived;  // propagated deltas at or below the floor still indexed
   for (auto& [page, h] : index_) {

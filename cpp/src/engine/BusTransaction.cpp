@@ -27,6 +27,9 @@ std::unique_lock<std::mutex> Bus::lock_turn() {
     Blocking b(blocking_);
     txn_done_.wait(lock, [&] { return !txn_ || txn_->owner == me; });
   }
+  // A failed group sync is undone before anyone validates against (or reads) what it lost; an
+  // open transaction on top (this thread's) is undone with it once it commits.
+  if (!txn_ && log_ && log_->group() && log_->group()->failed()) abandon_unsynced_locked();
   return lock;
 }
 
@@ -83,6 +86,7 @@ void Bus::commit_transaction() {
 }
 
 std::unique_ptr<Bus::Transaction> Bus::new_transaction_locked() {
+  release_durable_locked();
   // The last transaction's arenas are reused: a wave's undo entries and bytes then need no
   // fresh (page-faulting) memory each commit.
   std::unique_ptr<Transaction> t = spare_txn_ ? std::move(spare_txn_) : std::make_unique<Transaction>();
@@ -92,9 +96,47 @@ std::unique_ptr<Bus::Transaction> Bus::new_transaction_locked() {
   return t;
 }
 
+namespace {
+// Each thread's last commit per bus still to be acknowledged (group commit): the bus's
+// await_durable() waits for it. Holding the GroupSync keeps it alive past a close.
+struct PendingAck {
+  const Bus* bus;
+  std::shared_ptr<GroupSync> sync;
+  std::uint64_t ticket;
+};
+thread_local std::vector<PendingAck> t_acks;
+}  // namespace
+
 void Bus::recycle_transaction_locked() noexcept {
   if (!txn_) return;
-  Transaction& t = *txn_;
+  if (txn_->ticket == 0) return retire_transaction_locked(std::move(txn_));
+  try {
+    auto ack = std::find_if(t_acks.begin(), t_acks.end(), [&](const PendingAck& a) { return a.bus == this; });
+    if (ack == t_acks.end()) ack = t_acks.insert(t_acks.end(), PendingAck{this, nullptr, 0});
+    ack->sync = log_->group();
+    ack->ticket = txn_->ticket;  // a newer ticket covers the older: durability is a prefix
+    parked_.push_back(std::move(txn_));
+  } catch (...) {
+    // No memory to keep its undo: make it durable now instead (with what is parked before it).
+    try {
+      log_->sync();
+    } catch (...) {  // nothing left to undo it with; the failed sync aborts the log's later writes
+    }
+    retire_transaction_locked(std::move(txn_));
+    release_durable_locked();
+  }
+}
+
+void Bus::retire_transaction_locked(std::unique_ptr<Transaction> txn) noexcept {
+  Transaction& t = *txn;
+  if (t.committed) {
+    // Pages deleted inside were pinned so rollback could bring them back; now they may go.
+    for (const Undo& u : t.undo) {
+      if (const auto* d = std::get_if<UndoDelete>(&u)) table_.unpin(table_.record(d->id));
+    }
+  }
+  t.ticket = 0;
+  t.committed = false;
   // Keep at most a few MiB of arenas: one huge transaction must not pin its memory forever.
   std::size_t bytes = t.undo.capacity() * sizeof(Undo) + t.undo_bytes.capacity() +
                       t.undo_runs.capacity() * sizeof(Run) + t.undo_epochs.capacity() * sizeof(Epoch);
@@ -114,9 +156,69 @@ void Bus::recycle_transaction_locked() noexcept {
     t.undo_bytes.clear();
     t.undo_epochs.clear();
     t.ops.reset({});
-    spare_txn_ = std::move(txn_);
+    spare_txn_ = std::move(txn);
   }
-  txn_.reset();
+}
+
+void Bus::release_durable_locked() noexcept {
+  if (parked_.empty()) return;
+  const std::uint64_t durable = log_->group()->durable_ticket();
+  while (!parked_.empty() && parked_.front()->ticket <= durable) {
+    std::unique_ptr<Transaction> t = std::move(parked_.front());
+    parked_.pop_front();
+    retire_transaction_locked(std::move(t));
+  }
+}
+
+void Bus::abandon_unsynced_locked() noexcept {
+  if (!log_ || !log_->group()) return;
+  log_->abandon_unsynced();
+  release_durable_locked();
+  for (auto it = parked_.rbegin(); it != parked_.rend(); ++it) {
+    undo_locked(**it, (*it)->start);
+    (*it)->committed = false;  // undo brought its deleted pages back (and unpinned them)
+  }
+  while (!parked_.empty()) {
+    std::unique_ptr<Transaction> t = std::move(parked_.back());
+    parked_.pop_back();
+    retire_transaction_locked(std::move(t));
+  }
+  clear_changed_locked();
+  forced_.clear();
+}
+
+void Bus::settle_locked() {
+  if (txn_ || !log_ || !log_->group()) return;  // an open transaction's callers settle after it
+  if (log_->group()->failed()) abandon_unsynced_locked();
+  if (parked_.empty()) return;
+  try {
+    log_->sync();
+  } catch (const Error&) {
+    abandon_unsynced_locked();
+    throw;
+  }
+  release_durable_locked();
+}
+
+void Bus::await_durable() {
+  auto ack = std::find_if(t_acks.begin(), t_acks.end(), [&](const PendingAck& a) { return a.bus == this; });
+  if (ack == t_acks.end()) return;
+  const std::shared_ptr<GroupSync> sync = std::move(ack->sync);
+  const std::uint64_t ticket = ack->ticket;
+  t_acks.erase(ack);
+  for (;;) {
+    GroupSync::Outcome outcome;
+    {
+      Blocking b(blocking_);
+      outcome = sync->wait(ticket);
+    }
+    if (outcome == GroupSync::Outcome::Durable) return;
+    if (outcome == GroupSync::Outcome::Failed) {
+      fail(ErrorCode::Durability, "the log could not be synced (", sync->failure(),
+           "); this commit and every commit not yet durable were rolled back");
+    }
+    lock_turn();  // Unhandled: undo what the failed sync covered (no transaction open), wait again
+  }
 }
 
 TxnMark Bus::mark_locked() const {
@@ -131,8 +233,8 @@ TxnMark Bus::mark_locked() const {
   return m;
 }
 
-// Logs the open transaction as one record and releases what rollback would have needed; on a
-// logging failure everything is undone and the error rethrown. The transaction stays set.
+// Logs the open transaction as one record; on a logging failure everything is undone and the
+// error rethrown. The transaction stays set; recycling it parks or retires it.
 void Bus::finish_transaction_locked() {
   Transaction& t = *txn_;
   if (logging() && t.ops.op_count() > 0) {
@@ -145,10 +247,7 @@ void Bus::finish_transaction_locked() {
       throw;
     }
   }
-  // Pages deleted inside were pinned so rollback could bring them back; now they may go.
-  for (const Undo& u : t.undo) {
-    if (const auto* d = std::get_if<UndoDelete>(&u)) table_.unpin(table_.record(d->id));
-  }
+  t.committed = true;  // retiring it (now, or once durable) releases the pages it deleted
 }
 
 

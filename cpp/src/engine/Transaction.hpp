@@ -121,6 +121,8 @@ inline constexpr std::size_t kSpareTransactionBytes = std::size_t{16} << 20;
 
 struct Bus::Transaction {
   std::thread::id owner;
+  std::uint64_t ticket = 0;  // group commit: its record's GroupSync ticket (0: durable or unlogged)
+  bool committed = false;    // its record was logged (deleted pages stay pinned until retired)
   TxnMark start;  // restored by rollback
   TransactionBuilder ops;
   std::vector<Undo> undo;

@@ -18,6 +18,7 @@ struct WaveItem {
   PageRecord* out = nullptr;
   bool forced = false;      ///< recompute even when the memo matches (stale or forced)
   bool computed = false;    ///< scratch holds the new bytes and delta their diff
+  bool changed = false;     ///< the recompute changed the page (replay: the log holds its delta)
   std::vector<const PageRecord*> parents;
   std::vector<Epoch> sig;   ///< the parents' epochs: the memo signature
   std::vector<const std::byte*> ins;  ///< kernel inputs
@@ -34,7 +35,7 @@ class WaveBatch {
     it.id = id;
     it.d = nullptr;
     it.out = nullptr;
-    it.forced = it.computed = false;
+    it.forced = it.computed = it.changed = false;
     it.parents.clear();
     it.sig.clear();
     return it;

@@ -78,13 +78,17 @@ void DepGraph::add_edge(PageId parent, PageId child, EdgeKind kind) {
   g.nodes[p].out.push_back({c, kind});
   g.nodes[c].in.push_back({p, kind});
   ++g.edge_count;
-  // An edge the canonical order already agrees with keeps it: the smallest order of a set of
-  // orders is still the smallest of any subset containing it. A sink child just moves.
-  if (!g.canonical_valid || made_p) {
-    g.canonical_valid = false;
-  } else if (made_c || g.pos[p] > g.pos[c]) {
+  // A fresh parent is placed as a node without edges first. Then an edge the canonical order
+  // already agrees with keeps it (the smallest order of a set of orders is still the smallest of
+  // any subset containing it), and a sink child just moves.
+  if (made_p) g.place(p);
+  if (made_c) {
+    g.place(c);
+  } else if (g.canonical_valid && g.order.key(p) > g.order.key(c)) {
     if (g.nodes[c].out.empty()) {
-      g.place_sink(c, !made_c);
+      const Index moved[] = {c};
+      g.unplace(moved);
+      g.place(c);
     } else {
       g.canonical_valid = false;
     }
@@ -105,9 +109,12 @@ bool DepGraph::remove_edge(PageId parent, PageId child) {
   erase_link(g.nodes[p].out, c);
   erase_link(g.nodes[c].in, p);
   --g.edge_count;
-  const bool both_stay = !g.nodes[c].in.empty() && (!g.nodes[p].in.empty() || !g.nodes[p].out.empty());
-  if (g.canonical_valid && both_stay && g.nodes[c].out.empty()) {
-    g.place_sink(c, true);
+  // A sink child moves (or goes, left without edges), and so may a parent left without edges:
+  // neither releases anything when Kahn pops it, so the others keep their order.
+  if (g.nodes[c].out.empty()) {
+    Index moved[] = {c, p};
+    g.unplace(std::span(moved, g.nodes[p].in.empty() && g.nodes[p].out.empty() ? 2 : 1));
+    if (!g.nodes[c].in.empty()) g.place(c);
   } else {
     g.canonical_valid = false;
   }
@@ -141,12 +148,10 @@ void DepGraph::set_data_parents(PageId child, std::span<const PageId> parents) {
     if (auto path = g.closing_path(p, c); !path.empty()) g.fail_cycle(what, parent, child, path);
   }
   if (c == kNone && parents.empty()) return;
-  const bool was_valid = g.canonical_valid;
-  const std::size_t nodes_before = g.index.size();
 
   // Phase 1, may throw: create nodes, reserve every list, fix the order. Reordering keeps all
   // existing edges ordered, so only the fresh nodes need undoing.
-  std::vector<Index> made, pidx;
+  std::vector<Index> made, pidx, gone;
   made.reserve(parents.size() + 1);
   pidx.reserve(parents.size());
   try {
@@ -159,6 +164,7 @@ void DepGraph::set_data_parents(PageId child, std::span<const PageId> parents) {
       room_for(g.nodes[pidx.back()].out, 1);
     }
     room_for(g.nodes[c].in, parents.size());
+    gone.reserve(g.nodes[c].in.size() + 1);
     for (Index p : pidx) g.order_edge(p, c, false);
   } catch (...) {
     for (auto it = made.rbegin(); it != made.rend(); ++it) g.release_if_isolated(*it);
@@ -188,22 +194,27 @@ void DepGraph::set_data_parents(PageId child, std::span<const PageId> parents) {
     ++old_data;
     if (g.mark[a.node] == old_parent) {
       erase_link(g.nodes[a.node].out, c);
+      if (g.nodes[a.node].in.empty() && g.nodes[a.node].out.empty()) gone.push_back(a.node);
       g.release_if_isolated(a.node);
     }
   }
   cn.in.resize(w);
   for (Index p : pidx) cn.in.push_back({p, EdgeKind::Data});
   g.edge_count = g.edge_count - old_data + pidx.size();
-  g.release_if_isolated(c);
-  // Only the sink's own in-edges changed (no parent came or went): it just moves.
-  const bool c_made = !made.empty() && made.front() == c;
-  const bool only_c = made.size() == (c_made ? 1u : 0u) && g.index.size() == nodes_before + made.size() &&
-                      g.find(child) == c && g.nodes[c].out.empty();
-  if (was_valid && only_c) {
-    g.place_sink(c, !c_made);
+  // A sink child moves (or goes); parents it no longer has and nothing else leave, fresh ones
+  // come as nodes without edges: none of them releases anything when Kahn pops it.
+  if (cn.out.empty()) {
+    const bool c_made = !made.empty() && made.front() == c;
+    if (!c_made) gone.push_back(c);
+    g.unplace(gone);
+    for (Index n : made) {
+      if (n != c) g.place(n);
+    }
+    if (!cn.in.empty()) g.place(c);
   } else {
     g.canonical_valid = false;
   }
+  g.release_if_isolated(c);
 }
 
 void DepGraph::remove_node(PageId id) {
@@ -215,7 +226,10 @@ void DepGraph::remove_node(PageId id) {
   // their canonical order without them.
   const bool sink = g.canonical_valid && node.out.empty();
   std::vector<Index> gone;
-  if (sink) gone.push_back(n);
+  if (sink) {
+    gone.reserve(node.in.size() + 1);  // before anything changes
+    gone.push_back(n);
+  }
   for (const Adj& a : node.in) {
     erase_link(g.nodes[a.node].out, n);
     if (sink && g.nodes[a.node].in.empty() && g.nodes[a.node].out.empty()) gone.push_back(a.node);
@@ -230,7 +244,7 @@ void DepGraph::remove_node(PageId id) {
   node.out.clear();
   g.release_if_isolated(n);
   if (sink) {
-    g.erase_from_canonical(gone);
+    g.unplace(gone);
   } else {
     g.canonical_valid = false;
   }
@@ -309,24 +323,28 @@ std::vector<Edge> DepGraph::edges() const {
 
 std::vector<PageId> DepGraph::topological_order() const {
   impl_->ensure_canonical();
-  return impl_->canonical;
+  return impl_->order.ids();
 }
 
-std::optional<std::uint32_t> DepGraph::position(PageId id) const {
+std::optional<std::uint32_t> DepGraph::order_key(PageId id) const {
   const Index n = impl_->find(id);
   if (n == kNone) return std::nullopt;
   impl_->ensure_canonical();
-  if (impl_->pos[n] == kNone) return std::nullopt;  // only on a cyclic graph, which add_edge prevents
-  return impl_->pos[n];
+  if (!impl_->order.placed(n)) return std::nullopt;  // only on a cyclic graph, which add_edge prevents
+  return impl_->order.key(n);
 }
 
-PageId DepGraph::at_position(std::uint32_t pos) const {
+PageId DepGraph::at_key(std::uint32_t key) const {
   impl_->ensure_canonical();
-  if (pos >= impl_->canonical.size()) {
-    fail(ErrorCode::InvalidArgument, "canonical position ", pos, " is past the last of ", impl_->canonical.size(),
-         " graph nodes");
+  if (key >= impl_->order.bound()) {
+    fail(ErrorCode::InvalidArgument, "order key ", key, " is not below the key bound ", impl_->order.bound());
   }
-  return impl_->canonical[pos];
+  return impl_->order.id_at(key);
+}
+
+std::uint32_t DepGraph::key_bound() const {
+  impl_->ensure_canonical();
+  return impl_->order.bound();
 }
 
 GraphReport DepGraph::validate(const std::function<bool(PageId)>& is_live) const {
@@ -375,9 +393,7 @@ std::uint64_t DepGraph::memory_bytes() const noexcept {
   for (const Node& n : g.nodes) bytes += (n.in.capacity() + n.out.capacity()) * sizeof(Adj);
   bytes += (g.free_slots.capacity() + g.forward.capacity() + g.backward.capacity()) * sizeof(Index);
   bytes += g.mark.capacity() * sizeof(std::uint32_t) + g.stack.capacity() * sizeof(g.stack[0]);
-  bytes += g.ords.capacity() * sizeof(std::int64_t);
-  bytes += g.canonical.capacity() * sizeof(PageId) + g.pos.capacity() * sizeof(std::uint32_t) +
-           g.canonical_slots.capacity() * sizeof(Index);
+  bytes += g.ords.capacity() * sizeof(std::int64_t) + g.order.memory_bytes();
   // unordered_map (libstdc++): one pointer per bucket, and per element a heap node holding the
   // next pointer and the pair, plus the allocator's header (about one more pointer).
   using Entry = std::unordered_map<PageId, Index>::value_type;
@@ -390,10 +406,10 @@ void DepGraph::clear() noexcept {
   std::swap(*impl_, fresh);
 }
 
-Wave::Wave(const DepGraph& graph) : graph_(graph), bits_((graph.node_count() + 63) / 64, 0) {}
+Wave::Wave(const DepGraph& graph) : graph_(graph), bits_((graph.key_bound() + 63) / 64, 0) {}
 
 void Wave::push(PageId id) {
-  const std::optional<std::uint32_t> pos = graph_.position(id);
+  const std::optional<std::uint32_t> pos = graph_.order_key(id);
   if (!pos) {
     fail(ErrorCode::Graph, "page ", id, " is not a node of the dependency graph (it has no edges), so it has ",
          "no place in a propagation wave");
@@ -410,7 +426,7 @@ void Wave::push_children(PageId parent, const std::function<void(PageId)>& on_co
     if (a.kind == EdgeKind::Control) {
       on_control(g.nodes[a.node].id);
     } else {
-      push_position(g.pos[a.node], a.node);
+      push_position(g.order.key(a.node), a.node);
     }
   }
 }
@@ -420,8 +436,8 @@ void Wave::push_position(std::uint32_t pos, std::uint32_t node) {
   const std::uint32_t word = pos >> 6;
   const auto id = [&] { return graph_.impl_->nodes[node].id; };
   if (pos < floor_) {
-    fail(ErrorCode::Internal, "page ", id(), " (canonical position ", pos, ") pushed into a wave that already ",
-         "popped position ", floor_ - 1, ": it would be visited out of topological order");
+    fail(ErrorCode::Internal, "page ", id(), " (order key ", pos, ") pushed into a wave that already ",
+         "popped key ", floor_ - 1, ": it would be visited out of topological order");
   }
   if (word >= bits_.size()) {
     fail(ErrorCode::Internal, "page ", id(), " pushed into a wave built before the graph grew");
@@ -445,7 +461,7 @@ PageId Wave::pop() {
   bits_[cursor_] &= bits_[cursor_] - 1;
   --pending_;
   floor_ = pos + 1;
-  return graph_.at_position(pos);
+  return graph_.impl_->order.id_at(pos);
 }
 
 void Wave::pop_batch(std::vector<PageId>& out, const std::function<bool(PageId)>& admit) {
@@ -454,9 +470,9 @@ void Wave::pop_batch(std::vector<PageId>& out, const std::function<bool(PageId)>
   std::uint32_t limit = std::numeric_limits<std::uint32_t>::max();  // first child of the batch
   while (pending_ != 0) {
     const std::uint32_t pos = next_position();
-    if (pos >= limit || (!out.empty() && !admit(graph_.at_position(pos)))) break;
+    if (pos >= limit || (!out.empty() && !admit(g.order.id_at(pos)))) break;
     out.push_back(pop());
-    for (const Adj& a : g.nodes[g.canonical_slots[pos]].out) limit = std::min(limit, g.pos[a.node]);
+    for (const Adj& a : g.nodes[g.order.slot_at(pos)].out) limit = std::min(limit, g.order.key(a.node));
   }
 }
 

@@ -42,12 +42,13 @@ Index DepGraph::Impl::acquire(PageId id, bool as_parent, bool& created) {
     if (nodes.size() >= kNone - 1) fail(ErrorCode::Graph, "the dependency graph is full (", nodes.size(), " nodes)");
     const std::size_t want = nodes.size() + 1;
     room_for(nodes, 1), room_for(mark, 1), room_for(forward, want), room_for(backward, want);
-    room_for(stack, want), room_for(ords, want), room_for(free_slots, want), room_for(pos, 1);
+    room_for(stack, want), room_for(ords, want), room_for(free_slots, want);
+    order.reserve_slot();
     index.emplace(id, static_cast<Index>(nodes.size()));
     n = static_cast<Index>(nodes.size());
     nodes.emplace_back();
     mark.push_back(0);
-    pos.push_back(kNone);
+    order.add_slot();
   }
   nodes[n].id = id;
   nodes[n].ord = as_parent ? next_low-- : next_high++;
@@ -149,18 +150,16 @@ void DepGraph::Impl::ensure_canonical() const {
     if (nodes[n].id != 0 && indegree[n] == 0) heap.emplace_back(nodes[n].id, n);
   }
   std::make_heap(heap.begin(), heap.end(), later);
-  canonical.clear();
-  canonical.reserve(index.size());
-  canonical_slots.clear();
-  canonical_slots.reserve(index.size());
-  std::fill(pos.begin(), pos.end(), kNone);
+  std::vector<Index> slots;
+  std::vector<PageId> ids;
+  slots.reserve(index.size());
+  ids.reserve(index.size());
   while (!heap.empty()) {
     std::pop_heap(heap.begin(), heap.end(), later);
     const Index n = heap.back().second;
     heap.pop_back();
-    pos[n] = static_cast<std::uint32_t>(canonical.size());
-    canonical.push_back(nodes[n].id);
-    canonical_slots.push_back(n);
+    slots.push_back(n);
+    ids.push_back(nodes[n].id);
     for (const Adj& a : nodes[n].out) {
       if (--indegree[a.node] == 0) {
         heap.emplace_back(nodes[a.node].id, a.node);
@@ -168,47 +167,26 @@ void DepGraph::Impl::ensure_canonical() const {
       }
     }
   }
+  order.assign(slots, ids);
   canonical_valid = true;
 }
 
-void DepGraph::Impl::erase_from_canonical(const std::vector<Index>& slots) const {
-  std::size_t first = canonical.size();
-  for (Index n : slots) {
-    first = std::min<std::size_t>(first, pos[n]);
-    canonical[pos[n]] = 0;  // ids are never 0
-  }
-  std::size_t w = first;
-  for (std::size_t r = first; r < canonical.size(); ++r) {
-    if (canonical[r] == 0) continue;
-    canonical[w] = canonical[r];
-    canonical_slots[w] = canonical_slots[r];
-    pos[canonical_slots[w]] = static_cast<std::uint32_t>(w);
-    ++w;
-  }
-  canonical.resize(w);
-  canonical_slots.resize(w);
-  for (Index n : slots) pos[n] = kNone;
+void DepGraph::Impl::unplace(std::span<const Index> slots) const noexcept {
+  if (!canonical_valid) return;
+  for (Index n : slots) order.erase(n);
 }
 
-// A sink releases nothing when Kahn pops it, so every other node pops in the same order with or
-// without it; it pops at the first step after its last parent where it is the smallest ready id.
-void DepGraph::Impl::place_sink(Index c, bool placed) const {
-  auto renumber = [&](std::size_t from) {
-    for (std::size_t k = from; k < canonical.size(); ++k) pos[canonical_slots[k]] = static_cast<std::uint32_t>(k);
-  };
-  if (placed) {
-    const std::size_t at = pos[c];
-    canonical.erase(canonical.begin() + static_cast<std::ptrdiff_t>(at));
-    canonical_slots.erase(canonical_slots.begin() + static_cast<std::ptrdiff_t>(at));
-    renumber(at);
+// Kahn pops c at the first step after its last parent where c is the smallest ready id, and the
+// node that pops at a step without c is the smallest ready one among the others.
+void DepGraph::Impl::place(Index c) const noexcept {
+  if (!canonical_valid) return;
+  graph_detail::CanonicalOrder::Key from = 0;
+  for (const Adj& a : nodes[c].in) from = std::max(from, order.key(a.node) + 1);
+  try {
+    order.insert_before(order.first_above(from, nodes[c].id), c, nodes[c].id);
+  } catch (...) {  // out of memory: the next query runs Kahn again
+    canonical_valid = false;
   }
-  std::size_t k = 0;
-  for (const Adj& a : nodes[c].in) k = std::max<std::size_t>(k, std::size_t{pos[a.node]} + 1);
-  const PageId id = nodes[c].id;
-  while (k < canonical.size() && canonical[k] < id) ++k;
-  canonical.insert(canonical.begin() + static_cast<std::ptrdiff_t>(k), id);
-  canonical_slots.insert(canonical_slots.begin() + static_cast<std::ptrdiff_t>(k), c);
-  renumber(k);
 }
 
 void DepGraph::Impl::fail_cycle(std::string_view what, PageId parent, PageId child,

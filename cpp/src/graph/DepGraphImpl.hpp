@@ -5,17 +5,21 @@
 //
 // Nodes live in dense slots (uint32 indices, recycled through a free list); a page id maps to its
 // slot through an unordered_map. Each slot keeps its in- and out-edges in insertion order and a
-// Pearce–Kelly order value `ord` with ord[parent] < ord[child] on every edge.
+// Pearce–Kelly order value `ord` with ord[parent] < ord[child] on every edge. The canonical order
+// is cached as keys with gaps (CanonicalOrder); edge changes that keep it valid place or drop
+// single nodes in it, others invalidate it until the next query runs Kahn again.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "CanonicalOrder.hpp"
 #include "mmsb/graph/DepGraph.hpp"
 
 namespace mmsb {
@@ -73,9 +77,7 @@ struct DepGraph::Impl {
   mutable std::vector<std::int64_t> ords;
 
   mutable bool canonical_valid = false;
-  mutable std::vector<PageId> canonical;   // ids in canonical order
-  mutable std::vector<std::uint32_t> pos;  // per slot: position in `canonical`
-  mutable std::vector<Index> canonical_slots;  // slots in canonical order
+  mutable graph_detail::CanonicalOrder order;  // valid while canonical_valid
 
   Index find(PageId id) const noexcept {
     auto it = index.find(id);
@@ -122,11 +124,15 @@ struct DepGraph::Impl {
   void order_edge(Index p, Index c, bool searched);
   // Kahn over the slots, ready nodes taken smallest id first: a pure function of the edge set.
   void ensure_canonical() const;
-  /// Keeps a valid canonical order valid when only the in-edges of `c`, a sink, changed (c new,
-  /// or `placed` at its old position): c moves to its place, the rest keep their order.
-  void place_sink(Index c, bool placed) const;
-  /// Drops these slots (sinks or isolated nodes, still at their positions) from the canonical order.
-  void erase_from_canonical(const std::vector<Index>& slots) const;
+  // Places `c` (not placed) in a valid canonical order of the other placed nodes, when c's
+  // parents are all placed and its children are not: Kahn pops such a node without releasing a
+  // placed one, so the others keep their order, and c goes after its last parent, before the
+  // first later node with a larger id. A sink moves by unplace + place; a fresh parent is placed
+  // (as a node without edges) before its child. Out of memory, the order is just invalidated.
+  void place(Index c) const noexcept;
+  // Drops these slots (sinks or isolated nodes, placed) from the canonical order: Kahn pops them
+  // without releasing anything, so the others keep their order.
+  void unplace(std::span<const Index> slots) const noexcept;
   // Error(GraphCycle): "<what>edge p -> c would close the cycle c -> ... -> p -> c; ...".
   [[noreturn]] void fail_cycle(std::string_view what, PageId parent, PageId child,
                                const std::vector<PageId>& path) const;

@@ -16,7 +16,8 @@ using logfmt::ByteWriter;
 constexpr std::size_t kFlushBytes = std::size_t{8} << 20;
 
 // The graph section: one checksummed entry of framed Edge and Depend records (each Depend
-// followed by its memo), so the graph is parsed by the same record decoder as the log.
+// followed by its memo), so the graph is parsed by the same record decoder as the log, then the
+// stale pages (version 4).
 void write_graph(ByteWriter& w, const GraphImage& g) {
   std::vector<std::byte> body;
   ByteWriter bw(body);
@@ -27,6 +28,14 @@ void write_graph(ByteWriter& w, const GraphImage& g) {
     encode_op_record(body, 0, d.depend);
     bw.u64(d.memo.size());
     for (Epoch e : d.memo) bw.u64(e);
+  }
+  bw.u64(g.stale.size());
+  for (PageId id : g.stale) bw.u64(id);
+  bw.u64(g.sync_memos.size());
+  for (const auto& [child, memo] : g.sync_memos) {
+    bw.u64(child);
+    bw.u64(memo.size());
+    for (Epoch e : memo) bw.u64(e);
   }
   w.u64(body.size());
   w.u32(crc32c(body.data(), body.size()));
@@ -52,7 +61,7 @@ LogOp read_framed(ByteReader& b, logfmt::RecordType expected, const std::string&
   return std::move(rec.ops.front());
 }
 
-GraphImage read_graph(ByteReader& r, const std::string& path) {
+GraphImage read_graph(ByteReader& r, const std::string& path, std::uint32_t version) {
   const std::uint64_t len = r.u64();
   const std::uint32_t crc = r.u32();
   r.u32();
@@ -75,6 +84,29 @@ GraphImage read_graph(ByteReader& r, const std::string& path) {
     if (n > b.remaining() / 8) b.corrupt("memo length exceeds the section");
     for (std::uint64_t k = 0; k < n; ++k) d.memo.push_back(b.u64());
     g.derivations.push_back(std::move(d));
+  }
+  g.stale_known = version >= 4;
+  if (g.stale_known) {
+    const std::uint64_t stale = b.u64();
+    if (stale > b.remaining() / 8) b.corrupt("stale page count exceeds the section");
+    for (std::uint64_t i = 0; i < stale; ++i) {
+      const PageId id = b.u64();
+      if (id == 0 || (!g.stale.empty() && id <= g.stale.back())) b.corrupt("stale page ids not increasing");
+      g.stale.push_back(id);
+    }
+    const std::uint64_t synced = b.u64();
+    if (synced > b.remaining() / 16) b.corrupt("device_sync memo count exceeds the section");
+    for (std::uint64_t i = 0; i < synced; ++i) {
+      const PageId child = b.u64();
+      if (child == 0 || (!g.sync_memos.empty() && child <= g.sync_memos.back().first)) {
+        b.corrupt("device_sync children not increasing");
+      }
+      const std::uint64_t n = b.u64();
+      if (n > b.remaining() / 8) b.corrupt("memo length exceeds the section");
+      std::vector<Epoch> memo;
+      for (std::uint64_t k = 0; k < n; ++k) memo.push_back(b.u64());
+      g.sync_memos.emplace_back(child, std::move(memo));
+    }
   }
   if (b.remaining() != 0) b.corrupt("trailing bytes in the graph section");
   return g;
@@ -196,7 +228,7 @@ CheckpointData read_checkpoint(const std::string& path) {
     cp.pages.push_back(std::move(img));
     r.skip_to_align();
   }
-  if (version >= 2) cp.graph = read_graph(r, path);
+  if (version >= 2) cp.graph = read_graph(r, path, version);  // version 1: no graph, so nothing stale
   if (std::memcmp(r.bytes(8).data(), logfmt::kCheckpointEndMagic, 8) != 0) r.corrupt("bad end marker");
   if (r.remaining() != 8) r.corrupt("trailing bytes after the end marker");
   return cp;

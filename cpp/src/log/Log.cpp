@@ -16,6 +16,15 @@ Durability parse_durability(std::string_view name) {
   fail(ErrorCode::InvalidArgument, "unknown durability '", name, "'; expected 'none', 'flush' or 'fsync'");
 }
 
+namespace {
+// Notes the intact records of a scanned segment (those before its valid end) in `index`.
+void index_segment(RecordIndex& index, const SegmentScan& s) {
+  if (s.valid_end <= logfmt::kSegmentHeaderBytes) return;
+  const std::span<const std::byte> bytes(s.bytes.data(), s.valid_end);
+  index.add(s.header.first_lsn, logfmt::kSegmentHeaderBytes, bytes.subspan(logfmt::kSegmentHeaderBytes));
+}
+}  // namespace
+
 std::string_view durability_name(Durability d) noexcept {
   switch (d) {
     case Durability::None: return "none";
@@ -39,6 +48,9 @@ Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_l
            "' is open for writing in another Bus (or process); close that one first");
     }
   }
+  if (durability_ == Durability::Fsync && !read_only_) {
+    group_ = std::make_shared<GroupSync>([this] { segment_.datasync(); });
+  }
   scan(checkpoint_limit, progress);
   if (access != Access::Create && !recovered_.checkpoint && recovered_.segments.empty()) {
     fail(ErrorCode::InvalidArgument, "'", dir_, "' holds no mmsb log or checkpoint");
@@ -51,6 +63,7 @@ Log::~Log() {
   } catch (...) {
     // Destruction cannot report; close() is where callers see durability errors.
   }
+  if (group_) group_->close();  // nobody may lead a sync of a segment that is gone
 }
 
 void Log::scan(Lsn checkpoint_limit, const ProgressFn& progress) {
@@ -105,22 +118,22 @@ void Log::scan(Lsn checkpoint_limit, const ProgressFn& progress) {
            "') but ", recovered_.checkpoint ? "the newest valid checkpoint ends" : "without a checkpoint the log must start",
            " at lsn ", base + 1, "; records in between are missing");
     }
-    if (s.torn && !last) {
-      fail(ErrorCode::LogCorrupt, "segment '", s.path, "' is damaged (", s.torn_reason,
-           ") and later segments exist; this is corruption, not a torn tail");
-    }
+    if (!last) check_sealed_segment(s);
     Lsn end = first;
     for (const ScannedRecord& r : s.records) end = r.header.first_lsn + r.header.lsn_count;
     expected = end;
     if (end > 0) recovered_.last_lsn = std::max(recovered_.last_lsn, end - 1);
     if (s.torn) {
       recovered_.truncated_tail = true;
-      recovered_.tail_reason = s.torn_reason + " in " + s.path;
+      recovered_.tail_reason = tail_reason(s);
     }
+    if (recovered_.segments.empty()) indexed_from_ = it->first;
+    if (!read_only_) index_segment(records_, s);  // a read-only scan is replayed once, never looked up
     recovered_.segments.push_back(std::move(s));
     meter.advance();
   }
   meter.finish();
+  if (recovered_.segments.empty()) indexed_from_ = base + 1;
 }
 
 void Log::start_writing() {
@@ -135,17 +148,25 @@ void Log::start_writing() {
       remove_file(last.path);  // never got a whole header: nothing in it
     } else if (!overtaken) {
       segment_ = PosixFile(last.path, O_WRONLY);
+      segment_first_lsn_ = last.header.first_lsn;
       segment_size_ = logfmt::padded(last.valid_end);
+      marked_to_ = last.synced_to;
       // Cut a torn tail, and restore the zero padding of a file cut inside it, so the next
       // record starts where a reader looks for it.
       if (last.torn || segment_size_ != last.bytes.size()) segment_.truncate(segment_size_);
       segment_.seek_end();
       if (last.torn) segment_.datasync();
+      if (last.header.version < logfmt::kSyncMarksVersion) {
+        // Its reader would not trust sync marks: go on in a new segment (this one is synced).
+        segment_.datasync();
+        segment_ = PosixFile();
+      }
     }
   }
   recovered_.segments.clear();
   recovered_.checkpoint.reset();
   if (!segment_.is_open()) open_segment(last_lsn_ + 1);
+  if (group_) group_->reset(segment_size_, last_lsn_);
 }
 
 void Log::open_segment(Lsn first_lsn) {
@@ -162,7 +183,10 @@ void Log::open_segment(Lsn first_lsn) {
     throw;
   }
   segment_ = std::move(f);
+  segment_first_lsn_ = first_lsn;
   segment_size_ = header.size();
+  marked_to_ = 0;
+  if (group_) group_->reset(segment_size_, first_lsn - 1);
 }
 
 void Log::check_usable() const {
@@ -193,11 +217,26 @@ void Log::write_out(std::span<const std::byte> bytes, bool sync) {
   bytes_written_ += bytes.size();
 }
 
-void Log::append(std::vector<std::byte>& records, Lsn last_lsn) {
+std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn) {
   check_usable();
   // Rotate before writing: a failure to start a segment must happen before this commit's record
-  // exists anywhere.
-  if (segment_size_ >= kSegmentBytes && pending_.empty()) open_segment(last_lsn_ + 1);
+  // exists anywhere. The old segment is synced first, so the durable prefix never has a hole.
+  if (segment_size_ >= kSegmentBytes && pending_.empty()) {
+    if (group_) {
+      group_->sync_all();
+    } else if (durability_ == Durability::Flush) {
+      segment_.datasync();  // a newer segment on disk then proves this one whole
+    }
+    open_segment(last_lsn_ + 1);
+  }
+  // Group commit: say what the last sync covered, so recovery can tell damage there (corruption)
+  // from this group's unsynced records arriving out of order (a torn tail).
+  std::uint64_t mark = 0;
+  if (group_) {
+    mark = group_->durable_offset();
+    if (mark > marked_to_) logfmt::append_sync_mark(records, last_lsn + 1, mark);
+  }
+  records_.add(segment_first_lsn_, segment_size_ + pending_.size(), records);  // where they land
   if (durability_ == Durability::None) {
     // Past the bound the buffer is handed to the OS, but not synced: "none" promises nothing
     // before close or checkpoint, and a sync per 64 MiB made bulk loads 3x slower than "flush".
@@ -211,13 +250,40 @@ void Log::append(std::vector<std::byte>& records, Lsn last_lsn) {
       pending_.insert(pending_.end(), records.begin(), records.end());
     }
   } else {
-    write_out(records, durability_ == Durability::Fsync);
+    // fsync: written now, synced by group commit (GroupSync::wait) for every writer at once.
+    write_out(records, false);
   }
+  marked_to_ = std::max(marked_to_, mark);
   last_lsn_ = last_lsn;
+  return group_ ? group_->written(segment_size_, last_lsn) : 0;
+}
+
+Lsn Log::abandon_unsynced() {
+  const GroupSync::Point kept = group_->abandon([&](const GroupSync::Point& durable) {
+    try {
+      segment_.truncate(durable.offset);
+      segment_.seek_end();
+      segment_.datasync();
+    } catch (const Error&) {
+      broken_ = true;
+    }
+    bytes_written_ -= segment_size_ - durable.offset;
+    segment_size_ = durable.offset;
+    marked_to_ = std::min(marked_to_, durable.offset);
+    last_lsn_ = durable.lsn;
+  });
+  return kept.lsn;
 }
 
 void Log::close() {
   sync();
+  if (segment_.is_open() && segment_size_ > marked_to_) {
+    // Everything is synced now: a last mark lets recovery call any later damage corruption.
+    std::vector<std::byte> mark;
+    logfmt::append_sync_mark(mark, last_lsn_ + 1, segment_size_);
+    write_out(mark, true);
+    marked_to_ = segment_size_ - mark.size();
+  }
   segment_ = PosixFile();  // nothing left for the destructor to sync
 }
 
@@ -231,7 +297,9 @@ void Log::flush() {
 
 void Log::sync() {
   check_usable();
-  if (!pending_.empty()) {
+  if (group_) {
+    group_->sync_all();
+  } else if (!pending_.empty()) {
     write_out(pending_, true);
     pending_.clear();
   } else {
@@ -269,14 +337,64 @@ std::uint64_t Log::apply_retention() {
     ++removed;
   }
   const Lsn oldest = checkpoints.begin()->first;
+  Lsn kept_from = 0;  // first lsn of the oldest segment kept, when any was removed
   for (auto it = segments.begin(); it != segments.end() && std::next(it) != segments.end(); ++it) {
     if (std::next(it)->first > oldest + 1) break;  // this segment still holds lsns after `oldest`
     remove_file(dir_ + "/" + it->second);
     ++removed;
+    kept_from = std::next(it)->first;
+  }
+  if (kept_from != 0) {
+    records_.drop_before(kept_from);
+    indexed_from_ = std::max(indexed_from_, kept_from);
   }
   if (removed != 0) sync_directory(dir_);
   if (removed != 0 || retained_from_ != 0) retained_from_ = oldest;
   return removed;
+}
+
+void Log::index_whole_log(const std::function<void(const ScannedRecord&, const std::string&)>& fn) {
+  flush();
+  std::uint64_t oldest = 0, n = 0;
+  for (const std::string& name : list_directory(dir_)) {
+    if (logfmt::parse_segment_file_name(name, n) && (oldest == 0 || n < oldest)) oldest = n;
+  }
+  if (oldest != 1) {
+    fail(ErrorCode::HistoryUnavailable, "the log of '", dir_,
+         "' no longer starts at lsn 1 (its oldest segment starts at lsn ", oldest,
+         "; the retention removed the ones before), and history needs all of it");
+  }
+  Log all(dir_, durability_, Access::ReadOnly, 0);  // every segment, no checkpoint
+  RecordIndex index;
+  for (const SegmentScan& seg : all.recovered().segments) {
+    index_segment(index, seg);
+    for (const ScannedRecord& r : seg.records) {
+      fn(r, "segment '" + seg.path + "' record at byte " + std::to_string(r.offset));
+    }
+  }
+  records_ = std::move(index);
+  indexed_from_ = 1;
+}
+
+void Log::read_records(std::span<const Lsn> lsns, const RecordIndex::Visit& visit) {
+  flush();  // durability=none: the records may still be pending
+  FileBytes file;
+  std::uint64_t mapped = 0;  // the segment `file` holds (its first lsn; 0: none yet)
+  std::string path;
+  records_.for_each_record(lsns, [&](const RecordIndex::Location& at, std::span<const Lsn> held) {
+    if (mapped != at.chunk) {
+      path = dir_ + "/" + logfmt::segment_file_name(at.chunk);
+      file = FileBytes(path, FileBytes::How::Lazy);  // under the commit lock nothing cuts it
+      mapped = at.chunk;
+    }
+    const std::string where = "segment '" + path + "' record at byte " + std::to_string(at.offset);
+    ScannedRecord r;
+    std::string why;
+    if (!check_record_at({file.data(), file.size()}, at.offset, at.first_lsn, r, why, Checksum::Skip)) {
+      fail(ErrorCode::LogCorrupt, where, " is not the record the log's index expects there: ", why);
+    }
+    visit(r, held, where);
+  });
 }
 
 }  // namespace mmsb

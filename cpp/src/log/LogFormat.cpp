@@ -12,7 +12,7 @@ static_assert(std::endian::native == std::endian::little,
 
 bool is_record_type(std::uint8_t t) noexcept {
   return t >= static_cast<std::uint8_t>(RecordType::PageCreate) &&
-         t <= static_cast<std::uint8_t>(RecordType::PackedBatch);
+         t <= static_cast<std::uint8_t>(RecordType::SyncMark);
 }
 
 std::uint32_t record_crc(std::span<const std::byte> rec) noexcept {
@@ -47,11 +47,18 @@ void seal_record(std::vector<std::byte>& buf, std::size_t start, RecordType type
   ByteWriter(buf).pad_to_align();
 }
 
+void append_sync_mark(std::vector<std::byte>& out, std::uint64_t next_lsn, std::uint64_t synced_offset) {
+  const std::size_t start = out.size();
+  out.resize(start + kRecordHeaderBytes);
+  ByteWriter(out).u64(synced_offset);
+  seal_record(out, start, RecordType::SyncMark, 0, next_lsn);
+}
+
 std::vector<std::byte> encode_segment_header(const SegmentHeader& h) {
   std::vector<std::byte> out;
   ByteWriter w(out);
   w.bytes(kSegmentMagic, 8);
-  w.u32(kFormatVersion);
+  w.u32(h.version);
   w.u32(static_cast<std::uint32_t>(kSegmentHeaderBytes));
   w.u64(h.first_lsn);
   w.u32(0);
@@ -70,6 +77,7 @@ SegmentHeader decode_segment_header(std::span<const std::byte> bytes, const std:
   }
   if (r.u32() != kSegmentHeaderBytes) r.corrupt("unexpected header size");
   SegmentHeader h;
+  h.version = version;
   h.first_lsn = r.u64();
   r.u32();
   const std::uint32_t crc = r.u32();

@@ -12,6 +12,7 @@ void MemoryLog::append(std::vector<std::byte>& records, Lsn last_lsn) {
   if (records.empty()) return;
   if (records.size() >= kBlockBytes / 4) {
     // Copying would touch the bytes twice; the caller's buffer becomes the block.
+    records_.add(blocks_.size(), 0, records);
     blocks_.push_back(std::move(records));
     records = {};
   } else {
@@ -21,6 +22,7 @@ void MemoryLog::append(std::vector<std::byte>& records, Lsn last_lsn) {
       blocks_.push_back(std::move(block));
     }
     std::vector<std::byte>& b = blocks_.back();
+    records_.add(blocks_.size() - 1, b.size(), records);
     b.insert(b.end(), records.begin(), records.end());
   }
   last_lsn_ = last_lsn;
@@ -32,9 +34,18 @@ std::uint64_t MemoryLog::bytes() const noexcept {
   return n;
 }
 
-void MemoryLog::check(std::size_t block, std::uint64_t pos, Lsn expected, ScannedRecord& out) const {
+void MemoryLog::read_records(std::span<const Lsn> lsns, const RecordIndex::Visit& visit) const {
+  records_.for_each_record(lsns, [&](const RecordIndex::Location& at, std::span<const Lsn> held) {
+    ScannedRecord r;
+    check(at.chunk, at.offset, at.first_lsn, r, Checksum::Skip);
+    visit(r, held, where(at.chunk, at.offset));
+  });
+}
+
+void MemoryLog::check(std::size_t block, std::uint64_t pos, Lsn expected, ScannedRecord& out,
+                      Checksum checksum) const {
   std::string why;
-  if (!check_record_at(blocks_[block], pos, expected, out, why)) {
+  if (!check_record_at(blocks_[block], pos, expected, out, why, checksum)) {
     fail(ErrorCode::Internal, "the in-memory log is damaged at ", where(block, pos), ": ", why);
   }
 }

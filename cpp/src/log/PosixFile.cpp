@@ -113,7 +113,7 @@ FileBytes::FileBytes(const std::string& path, How how) {
   }
   size_ = f.size();
   if (size_ == 0) return;
-  void* m = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE | MAP_POPULATE, f.fd(), 0);
+  void* m = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE | (how == How::Map ? MAP_POPULATE : 0), f.fd(), 0);
   if (m == MAP_FAILED) io_fail("mmap of", path, errno);
   mapping_ = m;
   data_ = static_cast<const std::byte*>(m);

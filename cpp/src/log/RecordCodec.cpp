@@ -152,6 +152,14 @@ void write_derived(ByteWriter& w, const Delta& delta, std::span<const std::pair<
 
 void write_body(ByteWriter& w, const DerivedOp& op) { write_derived(w, op.delta, op.inputs); }
 
+constexpr std::uint8_t kWaveDeferred = 1, kWaveRan = 2, kWavePropagate = 4, kWaveLsn = 8;
+
+void write_body(ByteWriter& w, const WaveOp& op) {
+  w.u8(static_cast<std::uint8_t>((op.deferred ? kWaveDeferred : 0) | (op.wave ? kWaveRan : 0) |
+                                 (op.propagate ? kWavePropagate : 0) | (op.takes_lsn ? kWaveLsn : 0)));
+  for (int i = 0; i < 7; ++i) w.u8(0);
+}
+
 template <class Op>
 void single(std::vector<std::byte>& out, RecordType type, Lsn first, std::uint32_t count, const Op& op) {
   logfmt::RecordBuilder rb(out, type, count, first);
@@ -181,13 +189,21 @@ std::vector<std::uint64_t> read_u64s(ByteReader& r, std::uint64_t n) {
   return out;
 }
 
-std::vector<std::uint64_t> read_u32s(ByteReader& r, std::uint64_t n) {
-  if (n > r.remaining() / 4) r.corrupt("column of " + std::to_string(n) + " values exceeds the record");
-  const auto raw = r.bytes(n * 4);
+// A column of n values of `width` bytes, located in place.
+const std::byte* locate_column(ByteReader& r, std::uint64_t n, unsigned width) {
+  if (n > r.remaining() / width) r.corrupt("column of " + std::to_string(n) + " values exceeds the record");
+  return r.bytes(n * width).data();
+}
+
+std::vector<std::uint64_t> widen(const std::byte* column, unsigned width, std::uint64_t n) {
   std::vector<std::uint64_t> out(n);
+  if (width == 8) {
+    if (n != 0) std::memcpy(out.data(), column, n * 8);
+    return out;
+  }
   for (std::uint64_t i = 0; i < n; ++i) {
     std::uint32_t v;
-    std::memcpy(&v, raw.data() + i * 4, 4);
+    std::memcpy(&v, column + i * 4, 4);
     out[i] = v;
   }
   return out;
@@ -203,24 +219,11 @@ std::span<const std::byte> read_batch_payload(ByteReader& r, const std::vector<s
   return r.bytes(total);
 }
 
-BatchOp read_packed_batch(ByteReader& r) {
+BatchOp read_batch(RecordType type, ByteReader& r) {
+  const BatchRows rows(type, r);
   BatchOp op;
-  op.timestamp_ns = r.u64();
-  const std::uint64_t rows = r.u64();
-  const std::uint8_t flags = r.u8();
-  if ((flags & ~(kIds32 | kOffsets32 | kUniformLength)) != 0) r.corrupt("unknown batch flags");
-  for (int i = 0; i < 7; ++i) {
-    if (r.u8() != 0) r.corrupt("reserved batch bytes must be zero");
-  }
-  // Every row takes at least 8 column bytes whatever the flags: bounds the allocations below.
-  if (rows > r.remaining() / 8) r.corrupt("row count exceeds the record");
-  if (flags & kUniformLength) {
-    op.lengths.assign(rows, r.u64());
-  }
-  op.page_ids = (flags & kIds32) ? read_u32s(r, rows) : read_u64s(r, rows);
-  op.offsets = (flags & kOffsets32) ? read_u32s(r, rows) : read_u64s(r, rows);
-  if (!(flags & kUniformLength)) op.lengths = read_u64s(r, rows);
-  r.skip_to_align();
+  op.timestamp_ns = rows.timestamp_ns();
+  rows.copy_columns(op);
   op.payload = read_batch_payload(r, op.lengths);
   return op;
 }
@@ -303,6 +306,20 @@ DependOp read_depend(ByteReader& r) {
   return op;
 }
 
+WaveOp read_wave(ByteReader& r) {
+  const std::uint8_t flags = r.u8();
+  for (int i = 0; i < 7; ++i) {
+    if (r.u8() != 0) r.corrupt("reserved bytes of a wave op must be 0");
+  }
+  if ((flags & ~(kWaveDeferred | kWaveRan | kWavePropagate | kWaveLsn)) != 0) {
+    r.corrupt("unknown wave flags " + std::to_string(flags));
+  }
+  WaveOp op{(flags & kWaveDeferred) != 0, (flags & kWaveRan) != 0, (flags & kWavePropagate) != 0,
+            (flags & kWaveLsn) != 0};
+  if (!op.wave && (op.propagate || op.takes_lsn)) r.corrupt("a mode change is not a wave");
+  return op;
+}
+
 DerivedOp read_derived(ByteReader& r) {
   DerivedOp op;
   op.delta = read_delta(r);
@@ -351,26 +368,19 @@ LogOp read_op(RecordType type, ByteReader& r) {
     }
     case RecordType::Delta:
       return DeltaOp{read_delta(r)};
-    case RecordType::Batch: {
-      BatchOp op;
-      op.timestamp_ns = r.u64();
-      const std::uint64_t rows = r.u64();
-      if (rows > r.remaining() / 24) r.corrupt("row count exceeds the record");
-      op.page_ids = read_u64s(r, rows);
-      op.offsets = read_u64s(r, rows);
-      op.lengths = read_u64s(r, rows);
-      op.payload = read_batch_payload(r, op.lengths);
-      return op;
-    }
+    case RecordType::Batch:
     case RecordType::PackedBatch:
-      return read_packed_batch(r);
+      return read_batch(type, r);
     case RecordType::Edge:
       return read_edge(r);
     case RecordType::Depend:
       return read_depend(r);
     case RecordType::Derived:
       return read_derived(r);
+    case RecordType::Wave:
+      return read_wave(r);
     case RecordType::Transaction:
+    case RecordType::SyncMark:  // read by the segment scan, never handed on as an op
       break;
   }
   r.corrupt("unexpected record type inside a transaction");
@@ -380,7 +390,112 @@ LogOp read_op(RecordType type, ByteReader& r) {
 
 std::uint64_t op_lsn_count(const LogOp& op) noexcept {
   if (const auto* b = std::get_if<BatchOp>(&op)) return b->page_ids.size();
+  if (const auto* w = std::get_if<WaveOp>(&op)) return w->takes_lsn ? 1 : 0;
   return 1;
+}
+
+BatchRows::BatchRows(RecordType type, ByteReader& r) {
+  timestamp_ns_ = r.u64();
+  rows_ = r.u64();
+  std::uint8_t flags = 0;  // a Batch (type 5): three u64 columns
+  if (type == RecordType::PackedBatch) {
+    flags = r.u8();
+    if ((flags & ~(kIds32 | kOffsets32 | kUniformLength)) != 0) r.corrupt("unknown batch flags");
+    for (int i = 0; i < 7; ++i) {
+      if (r.u8() != 0) r.corrupt("reserved batch bytes must be zero");
+    }
+    // Every row takes at least 8 column bytes whatever the flags: bounds what readers allocate.
+    if (rows_ > r.remaining() / 8) r.corrupt("row count exceeds the record");
+    if (flags & kUniformLength) uniform_length_ = r.u64();
+  } else if (rows_ > r.remaining() / 24) {
+    r.corrupt("row count exceeds the record");
+  }
+  id_width_ = (flags & kIds32) ? 4 : 8;
+  offset_width_ = (flags & kOffsets32) ? 4 : 8;
+  ids_ = locate_column(r, rows_, id_width_);
+  offsets_ = locate_column(r, rows_, offset_width_);
+  if (!(flags & kUniformLength)) lengths_ = locate_column(r, rows_, 8);
+  if (type == RecordType::PackedBatch) r.skip_to_align();
+}
+
+std::uint64_t BatchRows::load(const std::byte* column, unsigned width, std::uint64_t i) noexcept {
+  if (width == 8) {
+    std::uint64_t v;
+    std::memcpy(&v, column + i * 8, 8);
+    return v;
+  }
+  std::uint32_t v;
+  std::memcpy(&v, column + i * 4, 4);
+  return v;
+}
+
+void BatchRows::copy_columns(BatchOp& op) const {
+  op.page_ids = widen(ids_, id_width_, rows_);
+  op.offsets = widen(offsets_, offset_width_, rows_);
+  if (lengths_ != nullptr) {
+    op.lengths = widen(lengths_, 8, rows_);
+  } else {
+    op.lengths.assign(rows_, uniform_length_);
+  }
+}
+
+std::vector<OpFrame> split_ops(const logfmt::RecordHeader& h, std::span<const std::byte> body,
+                               const std::string& where) {
+  if (h.type != RecordType::Transaction) return {OpFrame{h.type, body, 0, false}};
+  ByteReader r(body, where);
+  const std::uint32_t n = r.u32();
+  r.u32();
+  if (n > r.remaining() / 8) r.corrupt("transaction op count exceeds the record");
+  std::vector<OpFrame> ops;
+  ops.reserve(n);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const std::uint8_t type = r.u8();
+    r.u8();
+    r.u16();
+    const std::uint32_t len = r.u32();
+    if (!logfmt::is_record_type(type) || type == static_cast<std::uint8_t>(RecordType::Transaction)) {
+      r.corrupt("bad op type " + std::to_string(type) + " inside a transaction");
+    }
+    ops.push_back({static_cast<RecordType>(type), r.bytes(len), i, true});
+    r.skip_to_align();
+  }
+  if (r.remaining() != 0) r.corrupt("trailing bytes after the record body");
+  return ops;
+}
+
+namespace {
+std::string op_where(const OpFrame& op, const std::string& where) {
+  return op.in_transaction ? where + " (transaction op " + std::to_string(op.index) + ")" : where;
+}
+}  // namespace
+
+std::uint64_t op_lsn_count(const OpFrame& op, const std::string& where) {
+  switch (op.type) {
+    case RecordType::Batch:
+    case RecordType::PackedBatch: {
+      ByteReader r(op.body, where);
+      return BatchRows(op.type, r).rows();
+    }
+    case RecordType::PageCreate:
+    case RecordType::PageDelete:
+    case RecordType::Metadata:
+    case RecordType::Delta:
+    case RecordType::Edge:
+    case RecordType::Depend:
+    case RecordType::Derived:
+      return 1;
+    default:  // an op whose body says whether it takes an lsn: small, decoded
+      return op_lsn_count(decode_op(op, where));
+  }
+}
+
+LogOp decode_op(const OpFrame& op, const std::string& where) {
+  ByteReader r(op.body, op_where(op, where));
+  LogOp out = read_op(op.type, r);
+  if (r.remaining() != 0) {
+    r.corrupt(op.in_transaction ? "trailing bytes after the op" : "trailing bytes after the record body");
+  }
+  return out;
 }
 
 void encode_op_record(std::vector<std::byte>& out, Lsn first, const PageCreateOp& op) {
@@ -471,6 +586,9 @@ void TransactionBuilder::add(const DependOp& op) {
   add_op(RecordType::Depend, 1, [&](ByteWriter& w) { write_body(w, op); });
 }
 void TransactionBuilder::add(const DerivedOp& op) { add_derived(op.delta, op.inputs); }
+void TransactionBuilder::add(const WaveOp& op) {
+  add_op(RecordType::Wave, op.takes_lsn ? 1 : 0, [&](ByteWriter& w) { write_body(w, op); });
+}
 void TransactionBuilder::add_derived(const Delta& delta, std::span<const std::pair<PageId, Epoch>> inputs) {
   add_op(RecordType::Derived, 1, [&](ByteWriter& w) { write_derived(w, delta, inputs); });
 }
@@ -518,36 +636,20 @@ void encode_transaction_record(std::vector<std::byte>& out, Lsn first, std::span
 
 LogRecord decode_record(const logfmt::RecordHeader& h, std::span<const std::byte> body,
                         const std::string& where) {
-  ByteReader r(body, where);
   LogRecord rec;
   rec.type = h.type;
   rec.first_lsn = h.first_lsn;
   rec.lsn_count = h.lsn_count;
   if (h.type == RecordType::Transaction) {
-    const std::uint32_t n = r.u32();
-    r.u32();
-    if (n > r.remaining() / 8) r.corrupt("transaction op count exceeds the record");
-    for (std::uint32_t i = 0; i < n; ++i) {
-      const std::uint8_t type = r.u8();
-      r.u8();
-      r.u16();
-      const std::uint32_t len = r.u32();
-      if (!logfmt::is_record_type(type) || type == static_cast<std::uint8_t>(RecordType::Transaction)) {
-        r.corrupt("bad op type " + std::to_string(type) + " inside a transaction");
-      }
-      ByteReader inner(r.bytes(len), where + " (transaction op " + std::to_string(i) + ")");
-      rec.ops.push_back(read_op(static_cast<RecordType>(type), inner));
-      if (inner.remaining() != 0) inner.corrupt("trailing bytes after the op");
-      r.skip_to_align();
-    }
+    for (const OpFrame& op : split_ops(h, body, where)) rec.ops.push_back(decode_op(op, where));
   } else {
-    rec.ops.push_back(read_op(h.type, r));
+    if (h.type == RecordType::Wave) fail(ErrorCode::LogCorrupt, where, ": a wave op outside a transaction");
+    rec.ops.push_back(decode_op({h.type, body, 0, false}, where));  // no frame list per record in replay
   }
-  if (r.remaining() != 0) r.corrupt("trailing bytes after the record body");
   std::uint64_t count = 0;
   for (const LogOp& op : rec.ops) count += op_lsn_count(op);
   if (count != h.lsn_count) {
-    r.corrupt("record claims " + std::to_string(h.lsn_count) + " lsns but holds " + std::to_string(count));
+    fail(ErrorCode::LogCorrupt, where, ": record claims ", h.lsn_count, " lsns but holds ", count);
   }
   return rec;
 }

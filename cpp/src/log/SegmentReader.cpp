@@ -2,6 +2,9 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
+#include <optional>
+
 #include "mmsb/core/Error.hpp"
 #include "mmsb/log/PosixFile.hpp"
 
@@ -16,18 +19,22 @@ T load(std::span<const std::byte> b, std::uint64_t at) {
 }
 
 // Is there any record after a damaged one? Later records have larger lsns; scan 8-aligned
-// offsets for a header that checks out with any lsn beyond `after_lsn`.
+// offsets for a header that checks out with any lsn beyond `after_lsn`. With `synced_past`, only
+// a SyncMark vouching for bytes past that offset counts.
 bool valid_record_after(std::span<const std::byte> bytes, std::uint64_t from, std::uint64_t after_lsn,
-                        std::uint64_t& found_at) {
+                        std::uint64_t& found_at, std::optional<std::uint64_t> synced_past = std::nullopt) {
   for (std::uint64_t q = logfmt::padded(from); q + logfmt::kRecordHeaderBytes <= bytes.size(); q += logfmt::kAlign) {
     const std::uint64_t lsn = load<std::uint64_t>(bytes, q + 16);
     if (lsn <= after_lsn) continue;
     ScannedRecord rec;
     std::string why;
-    if (check_record_at(bytes, q, lsn, rec, why)) {
-      found_at = q;
-      return true;
+    if (!check_record_at(bytes, q, lsn, rec, why)) continue;
+    if (synced_past && (rec.header.type != logfmt::RecordType::SyncMark ||
+                        load<std::uint64_t>(rec.body, 0) <= *synced_past)) {
+      continue;
     }
+    found_at = q;
+    return true;
   }
   return false;
 }
@@ -35,7 +42,7 @@ bool valid_record_after(std::span<const std::byte> bytes, std::uint64_t from, st
 }  // namespace
 
 bool check_record_at(std::span<const std::byte> bytes, std::uint64_t pos, std::uint64_t expected_lsn,
-                     ScannedRecord& out, std::string& why) {
+                     ScannedRecord& out, std::string& why, Checksum checksum) {
   if (pos > bytes.size() || bytes.size() - pos < logfmt::kRecordHeaderBytes) {
     why = "incomplete record header at byte " + std::to_string(pos);
     return false;
@@ -53,7 +60,7 @@ bool check_record_at(std::span<const std::byte> bytes, std::uint64_t pos, std::u
     return false;
   }
   const std::span<const std::byte> framed = bytes.subspan(pos, logfmt::kRecordHeaderBytes + h.body_bytes);
-  if (logfmt::record_crc(framed) != h.crc) {
+  if (checksum == Checksum::Verify && logfmt::record_crc(framed) != h.crc) {
     why = "checksum mismatch";
     return false;
   }
@@ -65,8 +72,14 @@ bool check_record_at(std::span<const std::byte> bytes, std::uint64_t pos, std::u
     why = "lsn " + std::to_string(h.first_lsn) + " where " + std::to_string(expected_lsn) + " was expected";
     return false;
   }
-  if (h.lsn_count == 0 && type != static_cast<std::uint8_t>(logfmt::RecordType::Transaction)) {
+  if (h.lsn_count == 0 && type != static_cast<std::uint8_t>(logfmt::RecordType::Transaction) &&
+      type != static_cast<std::uint8_t>(logfmt::RecordType::SyncMark)) {
     why = "record takes no lsn";
+    return false;
+  }
+  if (type == static_cast<std::uint8_t>(logfmt::RecordType::SyncMark) &&
+      (h.lsn_count != 0 || h.body_bytes != 8 || load<std::uint64_t>(bytes, pos + logfmt::kRecordHeaderBytes) > pos)) {
+    why = "bad sync mark";  // it takes no lsn and can only vouch for bytes before itself
     return false;
   }
   h.type = static_cast<logfmt::RecordType>(type);
@@ -93,15 +106,26 @@ SegmentScan scan_segment(const std::string& path, bool sealed) {
     ScannedRecord rec;
     std::string why;
     if (!check_record_at(bytes, pos, next_lsn, rec, why)) {
+      const std::uint64_t before = next_lsn == 0 ? 0 : next_lsn - 1;
       std::uint64_t later = 0;
-      if (valid_record_after(bytes, pos + logfmt::kAlign, next_lsn == 0 ? 0 : next_lsn - 1, later)) {
-        fail(ErrorCode::LogCorrupt, "segment '", path, "' is corrupt at byte ", pos, ": ", why,
-             ", but a valid record follows at byte ", later,
+      const bool marked = scan.header.version >= logfmt::kSyncMarksVersion;
+      if (valid_record_after(bytes, pos + logfmt::kAlign, before, later,
+                             marked ? std::optional<std::uint64_t>(pos) : std::nullopt)) {
+        fail(ErrorCode::LogCorrupt, "segment '", path, "' is corrupt at byte ", pos, ": ", why, ", but ",
+             marked ? "a sync mark" : "a valid record", " follows at byte ", later,
+             marked ? " saying these bytes were synced" : "",
              "; this is damage inside the log, not a torn tail (restore from a copy or a checkpoint)");
       }
       scan.torn = true;
       scan.torn_reason = why + " at byte " + std::to_string(pos);
+      scan.unsynced_records_after = valid_record_after(bytes, pos + logfmt::kAlign, before, later);
       break;
+    }
+    if (rec.header.type == logfmt::RecordType::SyncMark) {
+      scan.synced_to = std::max(scan.synced_to, load<std::uint64_t>(rec.body, 0));
+      pos = logfmt::padded(pos + logfmt::kRecordHeaderBytes + rec.header.body_bytes);
+      scan.valid_end = std::min<std::uint64_t>(pos, bytes.size());
+      continue;
     }
     scan.records.push_back(rec);
     next_lsn += rec.header.lsn_count;
@@ -109,6 +133,22 @@ SegmentScan scan_segment(const std::string& path, bool sealed) {
     scan.valid_end = std::min<std::uint64_t>(pos, bytes.size());
   }
   return scan;
+}
+
+void check_sealed_segment(const SegmentScan& scan) {
+  if (!scan.torn) return;
+  fail(ErrorCode::LogCorrupt, "segment '", scan.path, "' is corrupt at byte ", scan.valid_end, " (",
+       scan.torn_reason, ") and later segments exist, which were started only after it was synced; this is "
+       "damage inside the log, not a torn tail (restore from a copy or a checkpoint)");
+}
+
+std::string tail_reason(const SegmentScan& scan) {
+  std::string why = scan.torn_reason + " in " + scan.path;
+  if (scan.unsynced_records_after) {
+    why += "; the records after it were never synced (a power loss may keep later writes and lose earlier "
+           "ones), so they were dropped with it";
+  }
+  return why;
 }
 
 }  // namespace mmsb

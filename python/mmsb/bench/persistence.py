@@ -14,7 +14,8 @@ Every variant runs once per round, rounds repeated: a drift of the disk's speed 
 rate limiter empties and refills) then spreads over all variants instead of hitting whichever
 ran last. The pwrite + fdatasync floor of the disk is taken before each round and after the last
 (figures "disk floor: ...": syncs/s of one 64-byte write, appended or overwritten in place; the
-bound on any fsync'ed commit rate, and the anchor of mmsb fsync with batches of 1).
+bound on any fsync'ed commit rate of one writer, and the anchor of mmsb fsync with batches of 1).
+Then concurrent writers (bench/concurrent.py): group commit against LMDB's one sync per commit.
 Every store is closed and reopened after its run: an mmsb bus must hold the oracle's bytes and
 epochs for the rows it committed, SQLite and LMDB exactly that many rows, ending with the last.
 """
@@ -27,6 +28,7 @@ import sqlite3
 from typing import Iterator
 
 from . import _stores as st
+from . import concurrent
 from ._measure import BenchContext, Figure
 
 BATCHES = (1, 64, 4096)
@@ -111,3 +113,4 @@ def run(ctx: BenchContext) -> None:
     for kind in ("append", "overwrite"):
         # The disk's own limit on synced commits: one sample per probe (before each round, after).
         ctx.section.add(Figure(DISK_FLOOR.format(kind), UNIT, [1 / f[kind] for f in floors.values()]))
+    concurrent.run(ctx, stream, cap_s, rounds)

@@ -183,11 +183,11 @@ class Invariants:
             d.pop(pid, None)
 
     def op_reopen(self):
-        before = self.snapshot()
+        before, stale = self.snapshot(), [p.id for p in self.bus.stale_pages()]  # control children, in eager mode
         self.bus.close()
         self.bus, self.reopens = mmsb.open(self.path), self.reopens + 1
-        if self.snapshot() != before or self.bus.stale_pages():
-            self.fail(f"mmsb.open: not the state at close, or stale pages {self.bus.stale_pages()}")
+        if self.snapshot() != before or [p.id for p in self.bus.stale_pages()] != stale:
+            self.fail(f"mmsb.open: not the state at close, or stale pages {self.bus.stale_pages()} (at close: {stale})")
         self.verify("after reopen")
 
     def verify(self, when):

@@ -153,6 +153,21 @@ TEST(BusGraphTest, CycleAndDeleteErrorsChangeNothing) {
   EXPECT_EQ(bus.topological_order(), (std::vector<PageId>{g.a, g.b, g.c, g.d, g.e}));
 }
 
+// A device_sync child is a copy of its one parent: depend() cannot give it other parents (its
+// recompute would silently replace the copy, and a checkpoint could not say which one won).
+TEST(BusGraphTest, DependRefusesADeviceSyncChild) {
+  Bus bus;
+  Diamond g(bus);
+  const PageId f = bus.create_page(f64_page()).id;
+  bus.add_edge(g.a, f, EdgeKind::DeviceSync);
+  const test::BusState before = test::capture(bus);
+  const std::string msg =
+      test::expect_error(ErrorCode::Graph, [&] { bus.depend(f, std::vector<PageId>{g.b}, {RecomputeKind::Copy}, {}); });
+  EXPECT_NE(msg.find("device_sync child"), std::string::npos) << msg;
+  EXPECT_TRUE(test::same_state(before, test::capture(bus)));
+  EXPECT_TRUE(bus.derivation(f)->implicit);
+}
+
 // Waves split into batches whose built-in recomputes run in parallel lanes; everything committed
 // must be what one thread commits: bytes, epochs, the lsn of every derived delta, the counters.
 // A multi-level graph mixes kernels, copies and (serial) callables, and cutoffs stop branches.

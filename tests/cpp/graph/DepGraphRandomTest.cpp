@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -31,16 +32,26 @@ EdgeKind random_kind(test::Rng& rng) {
   return r < 6 ? EdgeKind::Data : r < 9 ? EdgeKind::Control : EdgeKind::DeviceSync;
 }
 
-// Full comparison of the orders: canonical == brute-force smallest, every edge forward,
-// position/at_position inverse to each other.
+// Full comparison of the orders: canonical == brute-force smallest, order keys increasing along
+// it with at_key their inverse and 0 in every gap, every edge forward, the key range compact.
 void check_order(const DepGraph& g, const RefGraph& ref) {
   const std::vector<PageId> order = g.topological_order();
   ASSERT_EQ(order, ref.smallest_topological_order());
-  for (std::uint32_t i = 0; i < order.size(); ++i) {
-    ASSERT_EQ(g.position(order[i]), i);
-    ASSERT_EQ(g.at_position(i), order[i]);
+  std::optional<std::uint32_t> prev;
+  for (PageId id : order) {
+    const auto key = g.order_key(id);
+    ASSERT_TRUE(key.has_value());
+    if (prev) {
+      ASSERT_GT(*key, *prev);
+    }
+    ASSERT_EQ(g.at_key(*key), id);
+    prev = key;
   }
-  for (const Edge& e : g.edges()) ASSERT_LT(*g.position(e.parent), *g.position(e.child));
+  std::size_t held = 0;
+  for (std::uint32_t k = 0; k < g.key_bound(); ++k) held += g.at_key(k) != 0;
+  ASSERT_EQ(held, order.size());
+  ASSERT_LE(g.key_bound(), 4 * order.size() + 64);
+  for (const Edge& e : g.edges()) ASSERT_LT(*g.order_key(e.parent), *g.order_key(e.child));
   const GraphReport r = g.validate([](PageId) { return true; });
   ASSERT_TRUE(r.ok);
   ASSERT_EQ(r.order, order);
@@ -139,6 +150,98 @@ Counts run_random(std::uint64_t seed, PageId nodes, int ops, int order_every) {
   }
   check_order(g, ref);
   return n;
+}
+
+// The depend() pattern at a larger size: mostly new sinks (ids spread over the whole range, so
+// they land inside the order as well as after it, some with a fresh parent), sinks re-parented,
+// their edges removed, sinks deleted, and now and then an edge anywhere (which may invalidate the
+// cached order). Every op is followed by a query, as an eager wave makes one, so the next op
+// starts from a valid cached order and keeps it by placing nodes; the full comparison with the
+// reference runs every `check_every` ops.
+Counts run_sink_heavy(std::uint64_t seed, PageId ids, int ops, int check_every) {
+  test::Rng rng(seed);
+  DepGraph g;
+  RefGraph ref;
+  Counts n;
+  std::vector<PageId> nodes;  // ref.nodes() as of the start of the op
+  auto random_node = [&] { return nodes[uniform(rng, 0, nodes.size() - 1)]; };
+  auto random_sink = [&]() -> PageId {
+    for (int tries = 0; tries < 20; ++tries) {
+      const PageId v = random_node();
+      if (ref.out_edges(v).empty()) return v;
+    }
+    return 0;
+  };
+  for (PageId i = 2; i <= 64; ++i) {
+    g.add_edge(i / 2, i, EdgeKind::Data);
+    ref.add(i / 2, i, EdgeKind::Data);
+  }
+  for (int op = 0; op < ops; ++op) {
+    const std::set<PageId> node_set = ref.nodes();
+    nodes.assign(node_set.begin(), node_set.end());
+    const auto what = uniform(rng, 0, 99);
+    PageId touched = random_node();
+    if (what < 45) {  // a new sink: one to three parents, sometimes one of them fresh
+      const PageId child = uniform(rng, 1, ids);
+      if (!node_set.contains(child)) {
+        std::vector<PageId> parents;
+        for (std::uint64_t k = uniform(rng, 1, 3); k > 0; --k) {
+          const PageId p = uniform(rng, 0, 4) == 0 ? uniform(rng, 1, ids) : random_node();
+          if (p != child && std::find(parents.begin(), parents.end(), p) == parents.end()) parents.push_back(p);
+        }
+        g.set_data_parents(child, parents);
+        ref.set_data_parents(child, parents);
+        ++n.set_ok;
+        touched = child;
+      }
+    } else if (what < 60) {  // a sink re-parented (or left without data parents)
+      if (const PageId child = random_sink()) {
+        try_set_parents(g, ref, rng, child, ids, n);
+        touched = child;
+      }
+    } else if (what < 75) {  // an edge into a sink removed
+      if (const PageId child = random_sink()) {
+        const auto in = ref.edges();
+        for (const Edge& e : in) {
+          if (e.child != child) continue;
+          EXPECT_TRUE(g.remove_edge(e.parent, e.child));
+          ref.remove(e.parent, e.child);
+          ++n.removed;
+          break;
+        }
+      }
+    } else if (what < 85) {  // a sink deleted
+      if (const PageId v = random_sink()) {
+        g.remove_node(v);
+        ref.remove_node(v);
+      }
+    } else {  // an edge anywhere, from a node or a fresh page
+      const PageId p = uniform(rng, 0, 1) == 0 ? random_node() : uniform(rng, 1, ids);
+      try_add(g, ref, rng, p, random_node(), n);
+    }
+    if (::testing::Test::HasFatalFailure()) return n;
+    for (const Edge& e : g.in_edges(touched)) {
+      EXPECT_LT(*g.order_key(e.parent), *g.order_key(e.child)) << "after op " << op;
+    }
+    if (::testing::Test::HasFailure()) return n;
+    if (op % check_every == 0) {
+      EXPECT_EQ(g.edges(), ref.edges()) << "after op " << op;
+      check_order(g, ref);
+      if (::testing::Test::HasFatalFailure()) return n;
+    }
+  }
+  check_order(g, ref);
+  return n;
+}
+
+TEST(DepGraphRandomTest, SinkHeavyMatchesReference) {
+  for (std::uint64_t seed : {21, 22, 23}) {
+    SCOPED_TRACE(seed);
+    const Counts n = run_sink_heavy(seed, 3000, 3000, 100);
+    EXPECT_GT(n.set_ok, 800);
+    EXPECT_GT(n.removed, 150);
+    if (::testing::Test::HasFailure()) return;
+  }
 }
 
 struct RandomCase {

@@ -47,12 +47,12 @@ TEST(WaveTest, PopsEachAffectedNodeOnceInCanonicalOrder) {
     build_fan_in_dag(g, ref, rng, n);
     std::vector<PageId> seeds;
     for (std::uint64_t i = 0, k = uniform(rng, 1, 5); i < k; ++i) seeds.push_back(uniform(rng, 1, n));
-    // Expected: seeds and their descendants, each once, by canonical position.
+    // Expected: seeds and their descendants, each once, by canonical order key.
     std::vector<PageId> expected;
     for (PageId v = 1; v <= n; ++v) {
       if (std::any_of(seeds.begin(), seeds.end(), [&](PageId s) { return ref.reaches(s, v); })) expected.push_back(v);
     }
-    std::sort(expected.begin(), expected.end(), [&](PageId a, PageId b) { return *g.position(a) < *g.position(b); });
+    std::sort(expected.begin(), expected.end(), [&](PageId a, PageId b) { return *g.order_key(a) < *g.order_key(b); });
 
     Wave wave(g);
     EXPECT_TRUE(wave.empty());

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "TestUtil.hpp"
@@ -101,6 +102,36 @@ TEST_F(LogCodecTest, EveryOpRoundTripsThroughASegment) {
   EXPECT_EQ(scan.records.back().header.lsn_count, ops_.size() - 3 + 8);
 }
 
+// What history reads without decoding whole records: the ops of a record through its framing,
+// and a batch's rows in place, are exactly what decode_record gives.
+TEST_F(LogCodecTest, SplitOpsAndBatchRowsReadWhatDecodeReads) {
+  const SegmentScan scan = scan_segment(write_segment());
+  for (const ScannedRecord& r : scan.records) {
+    const LogRecord rec = decode_record(r.header, r.body, "rec");
+    const std::vector<OpFrame> frames = split_ops(r.header, r.body, "rec");
+    ASSERT_EQ(frames.size(), rec.ops.size());
+    for (std::size_t k = 0; k < frames.size(); ++k) {
+      EXPECT_EQ(frames[k].in_transaction, r.header.type == logfmt::RecordType::Transaction);
+      EXPECT_EQ(frames[k].index, frames[k].in_transaction ? k : 0u);
+      EXPECT_TRUE(test::same_op(rec.ops[k], decode_op(frames[k], "rec"))) << "op " << k;
+      EXPECT_EQ(op_lsn_count(frames[k], "rec"), op_lsn_count(rec.ops[k])) << "op " << k;
+      const auto* batch = std::get_if<BatchOp>(&rec.ops[k]);
+      if (batch == nullptr) continue;
+      logfmt::ByteReader reader(frames[k].body, "rec");
+      const BatchRows rows(frames[k].type, reader);
+      EXPECT_EQ(rows.timestamp_ns(), batch->timestamp_ns);
+      ASSERT_EQ(rows.rows(), batch->page_ids.size());
+      for (std::uint64_t i = 0; i < rows.rows(); ++i) {
+        EXPECT_EQ(rows.page(i), batch->page_ids[i]) << "op " << k << " row " << i;
+        EXPECT_EQ(rows.offset(i), batch->offsets[i]) << "op " << k << " row " << i;
+        EXPECT_EQ(rows.length(i), batch->lengths[i]) << "op " << k << " row " << i;
+      }
+      // The reader is left at the payload, which is the rest of the body.
+      EXPECT_EQ(reader.remaining(), batch->payload.size());
+    }
+  }
+}
+
 // 64-byte rows to small pages and offsets take 8 bytes of framing each (u32 id, u32 offset, one
 // shared length), not 24: the log's size bounds durable batch throughput.
 TEST_F(LogCodecTest, UniformNarrowBatchesTakeEightBytesPerRow) {
@@ -132,6 +163,12 @@ TEST_F(LogCodecTest, VersionTwoBatchRecordsStillDecode) {
   ASSERT_EQ(rec.ops.size(), 1u);
   const BatchOp want{99, {8, 7}, {1, 4}, {3, 2}, std::span<const std::byte>(payload_).first(5)};
   EXPECT_TRUE(test::same_op(LogOp{want}, rec.ops[0]));
+  logfmt::ByteReader reader(body, "v2");
+  const BatchRows rows(logfmt::RecordType::Batch, reader);
+  ASSERT_EQ(rows.rows(), 2u);
+  EXPECT_EQ(rows.page(1), 7u);
+  EXPECT_EQ(rows.offset(1), 4u);
+  EXPECT_EQ(rows.length(1), 2u);
 }
 
 TEST_F(LogCodecTest, PackedBatchFlagsAndReservedBytesAreChecked) {
@@ -152,6 +189,56 @@ TEST_F(LogCodecTest, PackedBatchFlagsAndReservedBytesAreChecked) {
     const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { decode_record(h, body, "packed"); });
     EXPECT_NE(msg.find(at == 16 ? "flags" : "reserved"), std::string::npos) << msg;
   }
+}
+
+// Wave ops (format 4) live inside transactions and take 0 or 1 lsn as their flag says; their
+// flags, reserved bytes and place are checked.
+TEST_F(LogCodecTest, WaveOpsRoundTripAndAreChecked) {
+  const auto decode_one = [](const Bytes& rec, const std::string& where) {
+    const logfmt::RecordHeader h = test::header_at(rec, 0);
+    return decode_record(h, std::span(rec).subspan(logfmt::kRecordHeaderBytes, h.body_bytes), where);
+  };
+  const WaveOp waves[] = {{false, true, false, false}, {true, false, false, false}, {true, true, true, false}};
+  TransactionBuilder tb;
+  tb.add(Delta::at(3, 0, test::random_bytes(rng_, 4)));
+  for (const WaveOp& w : waves) tb.add(w);
+  EXPECT_EQ(tb.lsn_count(), 1u);
+  Bytes rec;
+  tb.frame(rec, 5);
+  const LogRecord got = decode_one(rec, "waves");
+  ASSERT_EQ(got.ops.size(), 4u);
+  EXPECT_EQ(got.lsn_count, 1u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    const auto* w = std::get_if<WaveOp>(&got.ops[i + 1]);
+    ASSERT_NE(w, nullptr);
+    EXPECT_EQ(w->deferred, waves[i].deferred);
+    EXPECT_EQ(w->wave, waves[i].wave);
+    EXPECT_EQ(w->propagate, waves[i].propagate);
+    EXPECT_FALSE(w->takes_lsn);
+    EXPECT_EQ(op_lsn_count(got.ops[i + 1]), 0u);
+  }
+  // A propagate() that only cleared stale marks: the record's one lsn.
+  tb.add(WaveOp{false, true, true, true});
+  Bytes alone;
+  tb.frame(alone, 6);
+  EXPECT_EQ(test::header_at(alone, 0).lsn_count, 1u);
+  EXPECT_TRUE(std::get<WaveOp>(decode_one(alone, "alone").ops.at(0)).takes_lsn);
+  // The op's body starts after the record header, the op count and the op's own header.
+  const std::size_t flags_at = logfmt::kRecordHeaderBytes + 8 + 8;
+  for (const auto& [at, value, what] : {std::tuple{flags_at, 0x10, "flags"}, std::tuple{flags_at, 0x0d, "mode change"},
+                                        std::tuple{flags_at + 3, 0x01, "reserved"}}) {
+    Bytes bad = alone;
+    bad[at] = std::byte(value);
+    const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { decode_one(bad, "bad wave"); });
+    EXPECT_NE(msg.find(what), std::string::npos) << msg;
+  }
+  logfmt::RecordHeader h;
+  h.type = logfmt::RecordType::Wave;
+  h.lsn_count = 1;
+  h.first_lsn = 6;
+  const Bytes body(8, std::byte{0x0a});
+  const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { decode_record(h, body, "lone"); });
+  EXPECT_NE(msg.find("outside a transaction"), std::string::npos) << msg;
 }
 
 TEST_F(LogCodecTest, CrcCoversEveryBitOfHeaderAndBody) {

@@ -1,7 +1,10 @@
 // Segment scanning as recovery uses it: a segment cut at any byte yields exactly the records that
-// lie wholly before the cut (a torn tail, never an error); a damaged record followed by a good
-// one is corruption (LogCorrupt naming the file and offset), while a damaged last record is a
-// torn tail. The segment is written by mmsb::Log itself, so the framing under test is the real one.
+// lie wholly before the cut (a torn tail, never an error); a damaged record that a later sync
+// mark vouches for is corruption (LogCorrupt naming the file and offset), while damage in bytes
+// never synced is a torn tail even with valid records after it (a power loss may keep later
+// writes and lose earlier ones). Version-3 segments, which have no marks, keep the old rule: any
+// valid record after the damage makes it corruption. The segment is written by mmsb::Log itself,
+// so the framing under test is the real one.
 #include <gtest/gtest.h>
 
 #include <sys/mman.h>
@@ -58,6 +61,10 @@ class SegmentScanTest : public ::testing::Test {
     segment_ = test::segment_files(bus_dir_).at(0);
     image_ = test::read_file(segment_);
     ASSERT_EQ(image_.size(), at);
+    log.close();  // syncs and appends a sync mark vouching for every record
+    synced_image_ = test::read_file(segment_);
+    ASSERT_GT(synced_image_.size(), at);
+    test::write_file(segment_, image_);  // the tests start from the unsynced image
   }
 
   // Mixed kinds with bodies of every length mod 8, so every padding size occurs.
@@ -113,7 +120,8 @@ class SegmentScanTest : public ::testing::Test {
   test::Rng rng_{11};
   std::string bus_dir_;
   std::string segment_;
-  Bytes image_;
+  Bytes image_;         // the records, never synced (no sync mark)
+  Bytes synced_image_;  // the same after close(): a sync mark follows the records
   std::vector<Expected> expected_;
   std::vector<Bytes> payloads_;  // batch payloads are spans
 };
@@ -157,30 +165,74 @@ TEST_F(SegmentScanTest, CutAtEveryByteKeepsTheWholeRecordsBeforeIt) {
   }
 }
 
-TEST_F(SegmentScanTest, DamagedRecordIsCorruptionUnlessItIsTheLast) {
-  const std::string bad_path = dir_ / "bad.log";
-  for (std::size_t i = 0; i < expected_.size(); ++i) {
-    const Expected& e = expected_[i];
-    // One bit in the header, one in the body (each record has a body).
-    for (const std::uint64_t byte : {e.offset + test::uniform(rng_, 0, logfmt::kRecordHeaderBytes - 1),
-                                     test::uniform(rng_, e.offset + logfmt::kRecordHeaderBytes, e.end - 1)}) {
+// One bit in the header and one in the body of each record; calls check(record, damaged image).
+template <class Check>
+void damage_each_record(const Bytes& image, const std::vector<Expected>& expected, test::Rng& rng, Check&& check) {
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const Expected& e = expected[i];
+    for (const std::uint64_t byte : {e.offset + test::uniform(rng, 0, logfmt::kRecordHeaderBytes - 1),
+                                     test::uniform(rng, e.offset + logfmt::kRecordHeaderBytes, e.end - 1)}) {
       SCOPED_TRACE("record " + std::to_string(i) + ", byte " + std::to_string(byte));
-      Bytes bad = image_;
-      test::flip_bit(bad, byte * 8 + test::uniform(rng_, 0, 7));
-      test::write_file(bad_path, bad);
-      if (i + 1 == expected_.size()) {
-        SegmentScan scan;
-        ASSERT_NO_THROW(scan = scan_segment(bad_path));
-        EXPECT_TRUE(scan.torn);
-        expect_records(scan, i, /*decode=*/false);
-        EXPECT_EQ(scan.valid_end, e.offset);
-      } else {
-        const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { scan_segment(bad_path); });
-        EXPECT_NE(msg.find(bad_path), std::string::npos) << msg;
-        EXPECT_NE(msg.find("at byte " + std::to_string(e.offset)), std::string::npos) << msg;
-      }
+      Bytes bad = image;
+      test::flip_bit(bad, byte * 8 + test::uniform(rng, 0, 7));
+      check(i, bad);
     }
   }
+}
+
+TEST_F(SegmentScanTest, DamageASyncMarkVouchesForIsCorruption) {
+  const std::string bad_path = dir_ / "bad.log";
+  damage_each_record(synced_image_, expected_, rng_, [&](std::size_t i, const Bytes& bad) {
+    test::write_file(bad_path, bad);
+    const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { scan_segment(bad_path); });
+    EXPECT_NE(msg.find(bad_path), std::string::npos) << msg;
+    EXPECT_NE(msg.find("at byte " + std::to_string(expected_[i].offset)), std::string::npos) << msg;
+  });
+  // The mark itself damaged: it vouched for nothing after it, so it is a torn tail.
+  Bytes bad = synced_image_;
+  test::flip_bit(bad, (image_.size() + 30) * 8);
+  test::write_file(bad_path, bad);
+  const SegmentScan scan = scan_segment(bad_path);
+  EXPECT_TRUE(scan.torn);
+  expect_records(scan, expected_.size(), /*decode=*/true);
+  EXPECT_EQ(scan.valid_end, image_.size());
+}
+
+TEST_F(SegmentScanTest, UnsyncedDamageIsATornTailEvenBeforeValidRecords) {
+  const std::string bad_path = dir_ / "bad.log";
+  damage_each_record(image_, expected_, rng_, [&](std::size_t i, const Bytes& bad) {
+    test::write_file(bad_path, bad);
+    SegmentScan scan;
+    ASSERT_NO_THROW(scan = scan_segment(bad_path));
+    EXPECT_TRUE(scan.torn);
+    expect_records(scan, i, /*decode=*/false);
+    EXPECT_EQ(scan.valid_end, expected_[i].offset);
+    EXPECT_EQ(scan.unsynced_records_after, i + 1 < expected_.size());
+    if (scan.unsynced_records_after) {
+      EXPECT_NE(tail_reason(scan).find("never synced"), std::string::npos) << tail_reason(scan);
+    }
+  });
+}
+
+TEST_F(SegmentScanTest, VersionThreeSegmentsKeepTheStrictRule) {
+  const std::string bad_path = dir_ / "bad.log";
+  Bytes old = image_;
+  logfmt::SegmentHeader h{expected_[0].first_lsn, 3};
+  const Bytes header = logfmt::encode_segment_header(h);
+  std::copy(header.begin(), header.end(), old.begin());
+  ASSERT_EQ(logfmt::decode_segment_header(old, "old").version, 3u);
+  damage_each_record(old, expected_, rng_, [&](std::size_t i, const Bytes& bad) {
+    test::write_file(bad_path, bad);
+    if (i + 1 == expected_.size()) {
+      SegmentScan scan;
+      ASSERT_NO_THROW(scan = scan_segment(bad_path));
+      EXPECT_TRUE(scan.torn);
+      expect_records(scan, i, /*decode=*/false);
+    } else {
+      const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { scan_segment(bad_path); });
+      EXPECT_NE(msg.find("at byte " + std::to_string(expected_[i].offset)), std::string::npos) << msg;
+    }
+  });
 }
 
 TEST_F(SegmentScanTest, ZeroOrGarbageTailIsTorn) {

@@ -11,6 +11,7 @@
 /// between threads); snapshot() and read() give consistent copies.
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <condition_variable>
@@ -194,7 +195,7 @@ struct MemoryReport {
   std::uint64_t arena_slack_bytes = 0;   ///< reserved beyond data_bytes: arena, record slots ahead
   std::uint64_t metadata_bytes = 0;      ///< hot records (of every id used) + cold info + name index
   std::uint64_t graph_bytes = 0;         ///< dependency graph and derivations
-  std::uint64_t index_bytes = 0;         ///< per-page lsn index kept for provenance
+  std::uint64_t index_bytes = 0;         ///< per-page lsn index (provenance) and the log's record index (history)
   std::uint64_t cache_bytes = 0;         ///< reusable buffers: commit staging, a spare transaction
   std::uint64_t log_bytes = 0;           ///< the in-memory log, or log bytes not yet written out
   std::uint64_t queue_bytes = 0;         ///< the ingest ring and the submissions waiting in it
@@ -330,8 +331,11 @@ class Bus {
   /// `progress` hears the replay as BusOptions::progress does.
   std::shared_ptr<Bus> at(Lsn lsn, bool split_transactions = false, const ProgressFn& progress = {});
   /// Every committed delta of page `id` (also a deleted one) in lsn order, read from the log
-  /// (files or memory). Throws Error(PageNotFound) for an id never used, Error(HistoryUnavailable)
-  /// when the log no longer starts at lsn 1 (retention) or the bus is a view of the past.
+  /// (files or memory): the provenance index names the page's lsns, the log's record index the
+  /// records holding them, and only those are read. After a reopen from a checkpoint the first
+  /// call reads the older log once to index it. Throws Error(PageNotFound) for an id never used,
+  /// Error(HistoryUnavailable) when the log no longer starts at lsn 1 (retention) or the bus is a
+  /// view of the past.
   std::vector<HistoryEntry> history(PageId id);
   /// Byte ranges written by the deltas with lsn in (a, b], per page, merged (sorted, overlaps and
   /// touching runs joined). Throws Error(InvalidArgument) unless a <= b <= lsn(),
@@ -364,7 +368,8 @@ class Bus {
   /// deferred mode it is marked stale. Re-registering the same parents, weights and spec for a
   /// callable whose function is missing (after a reopen) only attaches `callable`, logging
   /// nothing. Throws Error(PageNotFound / InvalidArgument: empty parents, size or dtype mismatch,
-  /// bad weight / GraphCycle / Propagation), changing nothing.
+  /// bad weight / GraphCycle / Graph: a parent linked by another kind, or a device_sync child /
+  /// Propagation), changing nothing.
   void depend(PageId child, std::span<const PageId> parents, const RecomputeSpec& fn,
               std::span<const double> weights, RecomputeCallable callable = {});
   /// Adds a `control` or `device_sync` edge (lsn +1); `data` edges come from depend(). A
@@ -449,13 +454,19 @@ class Bus {
   template <class Body>
   void atomically_locked(Body&& body);
   void note_changed_locked(PageId page);
-  void run_wave_locked();
+  /// `propagating`: propagate() or a tick, which first count stale pages without a recompute as
+  /// notified. Logs a Wave op after the wave's deltas (replay repeats it without recomputes).
+  void run_wave_locked(bool propagating = false);
+  /// The wave itself: visits and recomputes (in replay: settles) the affected pages in order.
+  void visit_wave_locked();
   void recompute_batch_locked(std::span<const PageId> ids);
   void commit_recompute_locked(WaveItem& item);
   void compute_locked(PageId child, const Derivation& d, const PageRecord& out,
                       std::span<const PageRecord* const> parents, std::vector<const std::byte*>& ins,
                       std::span<std::byte> dst) const;
-  void replay_graph_op_locked(const LogOp& op);
+  /// Applies a graph op (commit and replay); returns the child whose definition it changed
+  /// (recomputed or marked stale next), or 0.
+  PageId replay_graph_op_locked(const LogOp& op);
   void refresh_dependents_locked(PageId page);
   /// The page is live and has children in the graph: its changes start a wave (eager) or mark
   /// them stale. A bit per id, so a batch tests its rows without touching their records.
@@ -473,6 +484,8 @@ class Bus {
                                std::span<const double> weights);
   void mark_stale_locked(PageId page);
   void redefined_locked(PageId child);
+  /// Replay cut inside a record between changes and their wave: their dependents are left stale.
+  void settle_cut_locked();
   void emit_locked(EventKind kind, PageId page, Lsn lsn, Epoch epoch);
   /// Hands queued events to the sink; called by public methods after they release the lock.
   void deliver_events();
@@ -481,8 +494,24 @@ class Bus {
   void check_no_transaction(const char* what) const;
   struct Transaction;
   std::unique_ptr<Transaction> new_transaction_locked();
-  /// Ends txn_, keeping its emptied arenas in spare_txn_ for the next transaction.
+  /// Ends txn_, keeping its emptied arenas in spare_txn_ for the next transaction; a logged
+  /// transaction not yet durable (group commit) is parked instead.
   void recycle_transaction_locked() noexcept;
+  /// Group commit (durability=fsync): a logged transaction waits in parked_ until an fdatasync
+  /// covers its ticket, keeping its undo in case that sync fails. Durable ones are retired here.
+  void release_durable_locked() noexcept;
+  void retire_transaction_locked(std::unique_ptr<Transaction> t) noexcept;
+  /// After a failed sync: cuts the log back to its durable end and undoes every parked commit,
+  /// newest first, so memory equals the durable state again.
+  void abandon_unsynced_locked() noexcept;
+  /// Makes every parked commit durable now (checkpoint, begin_transaction, and whatever reads
+  /// structures that parked commits' undo marks point into). Throws Error(Durability), after
+  /// abandoning them, when the sync fails.
+  void settle_locked();
+  /// Waits (outside the commit lock, the GIL released) until this thread's last commit on this
+  /// bus is durable; throws Error(Durability) if it was abandoned. deliver_events() calls it
+  /// first, so every commit path acknowledges only durable commits.
+  void await_durable();
   TxnMark mark_locked() const;
   void finish_transaction_locked();
   void undo_locked(Transaction& t, const TxnMark& m) noexcept;
@@ -498,8 +527,12 @@ class Bus {
   void check_delta_locked(const PageRecord& r, const Delta& d) const;
   void commit_delta_locked(PageRecord& r, Delta& d);
   void apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn);
-  /// Appends the record(s) in record_buf_ (lsns up to `last`) to the log, if there is one.
+  /// Appends the record(s) in record_buf_ (lsns up to `last`) to the log, if there is one. With
+  /// group commit a transaction's record is left to sync later; any other is synced here.
   void log_locked(Lsn last);
+  /// Whether a commit should run as a transaction so it can park for group commit (fsync log,
+  /// no transaction open): its undo lets it apply before its sync.
+  bool grouping_locked() const noexcept { return !txn_ && log_ && log_->group(); }
   void recover_locked(std::optional<Lsn> until, bool split_transactions, const ProgressFn& progress);
   bool replay_record_locked(const ScannedRecord& r, const std::string& where, Lsn base, Lsn stop, bool split);
   /// Whether commits are encoded and kept: a directory log, or the in-memory one.
@@ -530,6 +563,7 @@ class Bus {
   bool read_only_ = false;
   std::unique_ptr<Transaction> txn_;  // the open transaction, if any (guarded by mutex_)
   std::unique_ptr<Transaction> spare_txn_;  // a finished one whose arenas the next reuses
+  std::deque<std::unique_ptr<Transaction>> parked_;  // logged, not yet durable (oldest first)
   std::atomic<bool> txn_open_{false};
   std::atomic<std::thread::id> txn_owner_{};
   std::condition_variable txn_done_;
@@ -543,6 +577,16 @@ class Bus {
   void clear_changed_locked() noexcept;
   std::unordered_set<PageId> stale_;         // marked stale, waiting for a wave
   std::unordered_set<PageId> forced_;        // recompute regardless of the memo (depend)
+  // Replay (recovery, time travel) of format 4 logs repeats each wave at its Wave op without
+  // recomputes: `derived` holds the pages the wave logged Derived ops for. Older logs and
+  // checkpoints hold no stale marks (`legacy`: the segment being replayed; `legacy_seen`: such
+  // data was replayed, so mark_unsettled_stale_locked estimates them).
+  struct ReplayState {
+    bool active = false;
+    bool legacy = false;
+    bool legacy_seen = false;
+    std::unordered_set<PageId> derived;
+  } replay_;
   std::atomic<std::thread::id> wave_owner_{};  // thread running a wave (callables may not re-enter)
   std::vector<std::byte> scratch_;           // staging buffer of recomputes
   EventSink sink_;
@@ -622,6 +666,11 @@ class Bus {
   PageId validate_cursor_ = 0;  // sampled validation resumes after this derived page
   std::uint64_t index_capacity_bytes_ = 0;  // entries' capacity in index_ (kept, not summed)
   Lsn index_floor_ = 0;                     // entries of lsns <= this were dropped (retention)
+  // History (BusHistory.cpp) reads the records the index names, located by the log's record index.
+  // Reopened from a checkpoint, or trimmed, the index lacks lsns up to unindexed_through_ (0:
+  // none): the first history() reads them from the whole log (index_whole_log_locked).
+  void index_whole_log_locked();
+  Lsn unindexed_through_ = 0;
 };
 
 }  // namespace mmsb

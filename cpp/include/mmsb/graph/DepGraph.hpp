@@ -5,8 +5,11 @@
 /// self-loops. Insertion keeps an online topological order (Pearce–Kelly), so a cycle check
 /// touches only the nodes between the two endpoints in that order, never the whole graph. The
 /// canonical order (topological, ties broken by the smaller page id) is a pure function of the
-/// edge set; it is computed lazily after edge changes and drives propagation waves, so the order
-/// of derived deltas does not depend on the order in which edges were inserted (or restored).
+/// edge set and drives propagation waves, so the order of derived deltas does not depend on the
+/// order in which edges were inserted (or restored). It is cached as order keys with gaps:
+/// changes that only add, move or drop a sink (the usual depend()) or a node without other edges
+/// update it in O(in-degree + log n) amortized, without shifting the nodes after it; other
+/// changes invalidate it, and the next query recomputes it (Kahn, O(n log n)).
 /// A node exists while it has at least one edge.
 ///
 /// Thread safety: none; the Bus calls it under its commit lock. Every mutating call is all or
@@ -93,11 +96,13 @@ class DepGraph {
 
   /// Canonical topological order of every node (Kahn; ready nodes taken smallest id first).
   std::vector<PageId> topological_order() const;
-  /// Position of `id` in topological_order() (computed lazily, cached until the next change);
-  /// nullopt if `id` has no edges.
-  std::optional<std::uint32_t> position(PageId id) const;
-  /// The node at canonical position `pos` (< node_count()).
-  PageId at_position(std::uint32_t pos) const;
+  /// The order key of `id`: keys increase along topological_order() but leave gaps, and change
+  /// when the graph does. nullopt if `id` has no edges.
+  std::optional<std::uint32_t> order_key(PageId id) const;
+  /// The node at order key `key`, or 0 for a gap; Error(InvalidArgument) unless key < key_bound().
+  PageId at_key(std::uint32_t key) const;
+  /// Every order key is below it; at most a small multiple of node_count() (plus 64).
+  std::uint32_t key_bound() const;
   /// Whole-graph check (Tarjan's strongly connected components, iterative): cycles, edges whose
   /// endpoints `is_live` rejects, and the canonical order. Never throws for a bad graph.
   GraphReport validate(const std::function<bool(PageId)>& is_live) const;
@@ -109,15 +114,15 @@ class DepGraph {
   void clear() noexcept;
 
  private:
-  friend class Wave;  // schedules children by their cached positions, without a lookup each
+  friend class Wave;  // schedules children by their cached order keys, without a lookup each
   struct Impl;
   Impl* impl_;
 };
 
 /// Schedules one propagation wave: nodes pushed in any order come out in canonical topological
-/// order, each at most once. Pushing a node whose position is not after the last popped one is
+/// order, each at most once. Pushing a node whose order key is not after the last popped one is
 /// a logic error (the Bus only pushes children of the node being processed, or seeds before
-/// the first pop). Cost per push/pop is O(1) plus a scan of one bit per graph node per wave.
+/// the first pop). Cost per push/pop is O(1) plus a scan of one bit per order key per wave.
 /// Invalid once the graph changes.
 class Wave {
  public:
@@ -127,7 +132,7 @@ class Wave {
   void push(PageId id);
   /// Schedules every data and device_sync child of `parent` and calls on_control(child) for each
   /// control child, in out-edge order. Nothing for a page without edges. One lookup for
-  /// `parent`; the children are reached by their cached positions.
+  /// `parent`; the children are reached by their cached order keys.
   void push_children(PageId parent, const std::function<void(PageId)>& on_control);
   /// The next scheduled node, or 0 when the wave is done.
   PageId pop();
@@ -142,12 +147,12 @@ class Wave {
 
  private:
   const DepGraph& graph_;
-  std::vector<std::uint64_t> bits_;  // one bit per canonical position
+  std::vector<std::uint64_t> bits_;  // one bit per order key
   std::uint32_t cursor_ = 0;         // no set bit in the words before it
   std::uint64_t pending_ = 0;
-  std::uint32_t floor_ = 0;          // one past the last popped position: pushes must not go below
+  std::uint32_t floor_ = 0;          // one past the last popped key: pushes must not go below
   void push_position(std::uint32_t pos, std::uint32_t node);
-  std::uint32_t next_position();     // the first scheduled position (pending_ > 0)
+  std::uint32_t next_position();     // the first scheduled order key (pending_ > 0)
 };
 
 }  // namespace mmsb

@@ -23,7 +23,8 @@ struct PageImage {
 };
 
 /// The dependency graph as stored in a checkpoint: replaying `edges` (non-data edges) and
-/// `derivations` (each child's data parents and recompute) through the graph rebuilds it.
+/// `derivations` (each child's data parents and recompute) through the graph rebuilds it, and
+/// `stale` are the pages marked stale (waiting for a wave or notified by a control edge).
 struct GraphImage {
   std::vector<EdgeOp> edges;
   struct Derivation {
@@ -31,6 +32,10 @@ struct GraphImage {
     std::vector<Epoch> memo;  ///< parents' epochs at the child's last recompute (empty: never)
   };
   std::vector<Derivation> derivations;
+  std::vector<PageId> stale;  ///< increasing ids
+  /// Memos of device_sync children (whose copy is implied by the edge), by increasing child id.
+  std::vector<std::pair<PageId, std::vector<Epoch>>> sync_memos;
+  bool stale_known = true;  ///< false: read from a version 2 or 3 checkpoint (neither list)
 };
 
 struct CheckpointData {

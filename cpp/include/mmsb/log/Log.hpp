@@ -3,7 +3,8 @@
 /// checkpoint + the segments after it), appends framed records with the chosen durability, writes
 /// checkpoints and rotates segments.
 ///
-/// Thread safety: not thread safe; the bus calls it under its commit lock.
+/// Thread safety: not thread safe; the bus calls it under its commit lock. The exception is the
+/// GroupSync of durability=fsync (group()), which committers wait on outside that lock.
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -15,7 +16,9 @@
 
 #include "mmsb/core/Progress.hpp"
 #include "mmsb/log/Checkpoint.hpp"
+#include "mmsb/log/GroupSync.hpp"
 #include "mmsb/log/PosixFile.hpp"
+#include "mmsb/log/RecordIndex.hpp"
 #include "mmsb/log/SegmentReader.hpp"
 
 namespace mmsb {
@@ -66,13 +69,23 @@ class Log {
   /// Cuts a torn tail off, drops the scan buffers and positions the writer after `last_lsn`.
   void start_writing();
 
-  /// Appends framed records holding lsns up to `last_lsn`, durable per the mode on return.
+  /// Appends framed records holding lsns up to `last_lsn`, durable per the mode on return —
+  /// except with durability=fsync, where they are written but not yet synced: the returned
+  /// ticket (0 in the other modes) is durable once group()->wait(ticket) says so.
   /// On failure the file is cut back to where it was and Error(Durability) is thrown: the caller
   /// must not apply the change. After a failure that cannot be undone every append throws.
   /// With durability=none the bytes may be moved out of `records` (left empty) instead of copied.
-  void append(std::vector<std::byte>& records, Lsn last_lsn);
-  /// Writes everything pending and fdatasyncs it (close, checkpoint, durability=none).
+  std::uint64_t append(std::vector<std::byte>& records, Lsn last_lsn);
+  /// Writes everything pending and fdatasyncs it (close, checkpoint, durability=none). With
+  /// durability=fsync a failure leaves group()->failed() set until abandon_unsynced().
   void sync();
+  /// durability=fsync: where committers wait for their tickets (shared, so a waiter may outlive
+  /// the log: once the log closes, what was not durable fails).
+  const std::shared_ptr<GroupSync>& group() const noexcept { return group_; }
+  /// After a failed sync: cuts the segment back to the last durable record and returns its lsn;
+  /// every ticket not yet durable is then failed. A cut that fails breaks the log (every later
+  /// append throws).
+  Lsn abandon_unsynced();
   /// Hands everything pending to the OS without syncing (so readers of the files see it).
   void flush();
   /// Final sync, then no more writing (the lock is released with the object).
@@ -90,6 +103,24 @@ class Log {
   /// Lsn of the oldest checkpoint the retention keeps (history before it is gone); 0 when all
   /// history is kept or no retention has been applied yet.
   Lsn retained_from() const noexcept { return retained_from_; }
+
+  // ---- record index: where each record is, for lookups by lsn (history) ---------------------
+  /// Whether the record index covers the log from lsn 1. Recovery indexes the segments it reads,
+  /// not those a checkpoint let it skip; the retention drops the entries of segments it removes.
+  bool indexed_from_start() const noexcept { return indexed_from_ == 1; }
+  /// Reads the whole log once (after flush()), so the record index covers it from lsn 1, and
+  /// calls fn(record, where) for each record in lsn order. Throws Error(HistoryUnavailable) when
+  /// the log no longer starts at lsn 1 (the retention removed its start), Error(LogCorrupt) for
+  /// damage, Error(Durability) for I/O failures.
+  void index_whole_log(const std::function<void(const ScannedRecord&, const std::string&)>& fn);
+  /// Calls visit(record, held, where) for each record holding one of `lsns` (ascending, all
+  /// appended), in lsn order, after flush(). Only those records' bytes are read: their headers
+  /// are checked, not their checksums (checked when they were written or recovered). Throws
+  /// Error(HistoryUnavailable) for an lsn whose segment the retention removed, Error(LogCorrupt)
+  /// if a record is not where the index says, Error(Durability) if a segment cannot be read.
+  void read_records(std::span<const Lsn> lsns, const RecordIndex::Visit& visit);
+  /// Bytes of the record index.
+  std::uint64_t index_bytes() const noexcept { return records_.bytes(); }
 
   const std::string& dir() const noexcept { return dir_; }
   Durability durability() const noexcept { return durability_; }
@@ -116,6 +147,11 @@ class Log {
   bool read_only_ = false;
   std::optional<unsigned> retention_;
   Lsn retained_from_ = 0;
+  std::shared_ptr<GroupSync> group_;  // durability=fsync only
+  std::uint64_t marked_to_ = 0;       // what the active segment's SyncMarks vouch for
+  RecordIndex records_;            // chunk = the first lsn of the record's segment (its file name)
+  Lsn segment_first_lsn_ = 0;      // of the active segment
+  Lsn indexed_from_ = 1;           // records_ holds every record from this lsn on
 };
 
 }  // namespace mmsb

@@ -14,9 +14,13 @@
 
 namespace mmsb::logfmt {
 
-/// Version 3 writes batches as PackedBatch records (type 10); versions 1 and 2 wrote Batch (5),
-/// which is still read. Version 1 lacks the graph records and the checkpoint graph section.
-inline constexpr std::uint32_t kFormatVersion = 3;
+/// Version 4 adds Wave ops (type 11, inside transactions) and the checkpoint's stale list, so
+/// replay reproduces stale marks; version 3 writes batches as PackedBatch records (type 10);
+/// versions 1 and 2 wrote Batch (5), which is still read. Version 1 lacks the graph records and
+/// the checkpoint graph section.
+inline constexpr std::uint32_t kFormatVersion = 4;
+/// First version whose logs and checkpoints record stale marks.
+inline constexpr std::uint32_t kStaleMarksVersion = 4;
 /// Oldest version still read.
 inline constexpr std::uint32_t kOldestFormatVersion = 1;
 inline constexpr char kSegmentMagic[8] = {'M', 'M', 'S', 'B', 'S', 'E', 'G', '\0'};
@@ -41,6 +45,8 @@ enum class RecordType : std::uint8_t {
   Depend = 8,
   Derived = 9,
   PackedBatch = 10,  ///< a batch with narrowed columns (format version 3)
+  Wave = 11,         ///< where a propagation wave ran, inside a transaction (format version 4)
+  SyncMark = 12,     ///< takes no lsn: the segment's bytes before it say were durable (version 4)
 };
 bool is_record_type(std::uint8_t t) noexcept;
 
@@ -157,12 +163,20 @@ class RecordBuilder {
 /// and pads with zeros. Throws Error(InvalidArgument) for a body over kMaxRecordBody.
 void seal_record(std::vector<std::byte>& buf, std::size_t start, RecordType type, std::uint32_t lsn_count,
                  std::uint64_t first_lsn);
+/// Appends a SyncMark record: it takes no lsn (`next_lsn` is the lsn the record after it
+/// carries) and says that bytes [0, synced_offset) of its segment had been fdatasync'ed when it
+/// was written, which is what tells damage in synced bytes (corruption) from unsynced writes that
+/// a power loss kept out of order (a torn tail). Body: u64 synced_offset.
+void append_sync_mark(std::vector<std::byte>& out, std::uint64_t next_lsn, std::uint64_t synced_offset);
+/// First version whose segments carry SyncMark records.
+inline constexpr std::uint32_t kSyncMarksVersion = 4;
 /// CRC a framed record must carry: over bytes [0,4) and [8, 24 + body) of the record.
 std::uint32_t record_crc(std::span<const std::byte> record_without_padding) noexcept;
 
 /// Segment file header.
 struct SegmentHeader {
   std::uint64_t first_lsn = 0;
+  std::uint32_t version = kFormatVersion;  ///< of the writer that started the segment
 };
 std::vector<std::byte> encode_segment_header(const SegmentHeader& h);
 /// Throws Error(LogCorrupt) naming `file` for a bad magic, version or CRC.

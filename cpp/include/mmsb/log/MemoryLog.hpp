@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mmsb/core/Types.hpp"
+#include "mmsb/log/RecordIndex.hpp"
 #include "mmsb/log/SegmentReader.hpp"
 
 namespace mmsb {
@@ -37,14 +38,22 @@ class MemoryLog {
       }
     }
   }
+  /// Calls visit(record, held, where) for each record holding one of `lsns` (ascending, all
+  /// logged), in lsn order, found through the record index: nothing else is read. Throws
+  /// Error(Internal) if a record is not where the index says.
+  void read_records(std::span<const Lsn> lsns, const RecordIndex::Visit& visit) const;
   Lsn last_lsn() const noexcept { return last_lsn_; }
   /// Bytes held (block capacities).
   std::uint64_t bytes() const noexcept;
+  /// Bytes of the record index (counted with the bus's index, not its log).
+  std::uint64_t index_bytes() const noexcept { return records_.bytes(); }
 
  private:
-  void check(std::size_t block, std::uint64_t pos, Lsn expected, ScannedRecord& out) const;
+  void check(std::size_t block, std::uint64_t pos, Lsn expected, ScannedRecord& out,
+             Checksum checksum = Checksum::Verify) const;
   static std::string where(std::size_t block, std::uint64_t offset);
   std::vector<std::vector<std::byte>> blocks_;
+  RecordIndex records_;  // chunk = block number
   Lsn last_lsn_ = 0;
 };
 

@@ -56,10 +56,12 @@ class PosixFile {
 
 /// The contents of a file, read-only: mapped (MAP_POPULATE) for files that never shrink
 /// (sealed segments, checkpoints), or read into memory for a file a writer may still cut back
-/// (the newest segment), so a reader never touches a page that disappears under it.
+/// (the newest segment), so a reader never touches a page that disappears under it. Lazy maps
+/// without reading ahead, for a reader that touches a few records of a big file while no writer
+/// can cut it (the log's own lookups, under the bus's commit lock).
 class FileBytes {
  public:
-  enum class How { Map, Read };
+  enum class How { Map, Read, Lazy };
   FileBytes() = default;
   FileBytes(const std::string& path, How how);
   FileBytes(FileBytes&& o) noexcept { *this = std::move(o); }

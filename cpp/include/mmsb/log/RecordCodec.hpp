@@ -62,9 +62,20 @@ struct DerivedOp {
   Delta delta;
   std::vector<std::pair<PageId, Epoch>> inputs;
 };
-using LogOp = std::variant<PageCreateOp, PageDeleteOp, MetadataOp, DeltaOp, BatchOp, EdgeOp, DependOp, DerivedOp>;
+/// Where a propagation wave ran inside a transaction record, or where the propagation mode
+/// changed inside one, so replay marks and clears stale pages as the commit did without running
+/// a recompute: the changes before it in the record (back to the previous one) were committed in
+/// the mode it names. Written after the wave's Derived ops.
+struct WaveOp {
+  bool deferred = false;   ///< those changes were committed in deferred mode
+  bool wave = true;        ///< a wave ran here; false: only the mode changed
+  bool propagate = false;  ///< bus.propagate() or a tick: stale pages without a recompute were cleared first
+  bool takes_lsn = false;  ///< the wave only cleared stale marks, in a record that takes no other lsn
+};
+using LogOp =
+    std::variant<PageCreateOp, PageDeleteOp, MetadataOp, DeltaOp, BatchOp, EdgeOp, DependOp, DerivedOp, WaveOp>;
 
-/// Number of lsns an op consumes (rows for a batch, 1 otherwise).
+/// Number of lsns an op consumes (rows for a batch, 0 or 1 for a wave, 1 otherwise).
 std::uint64_t op_lsn_count(const LogOp& op) noexcept;
 
 /// One decoded record: its ops (several for a transaction) and the lsns they take.
@@ -102,6 +113,7 @@ class TransactionBuilder {
   void add(const DerivedOp& op);
   /// add(DerivedOp) without copying the delta.
   void add_derived(const Delta& delta, std::span<const std::pair<PageId, Epoch>> inputs);
+  void add(const WaveOp& op);
   /// A point to return to (reset) when a group of adds must be all or nothing.
   struct Mark {
     std::size_t bytes;
@@ -146,5 +158,52 @@ class TransactionBuilder {
 /// lsn_count that does not match the ops.
 LogRecord decode_record(const logfmt::RecordHeader& header, std::span<const std::byte> body,
                         const std::string& where);
+
+/// One op of a record, not decoded yet: what a lookup that needs a few ops of a big transaction
+/// (a tick) skips the others by.
+struct OpFrame {
+  logfmt::RecordType type = logfmt::RecordType::Delta;
+  std::span<const std::byte> body;
+  std::uint32_t index = 0;      ///< its position in the transaction
+  bool in_transaction = false;  ///< false: the op is the whole record
+};
+/// The ops of a record body (validated header) in order, found through the transaction framing
+/// without decoding them; a single-op record gives one. Throws Error(LogCorrupt) for a bad framing.
+std::vector<OpFrame> split_ops(const logfmt::RecordHeader& header, std::span<const std::byte> body,
+                               const std::string& where);
+/// Decodes one op of the record `where` names. Throws Error(LogCorrupt).
+LogOp decode_op(const OpFrame& op, const std::string& where);
+/// op_lsn_count of an op not decoded: a batch's row count read from its header, no copy.
+std::uint64_t op_lsn_count(const OpFrame& op, const std::string& where);
+
+/// The rows of a batch op (a Batch or PackedBatch body) read in place: header decoded, columns
+/// located and bounds-checked, nothing copied, so a few rows of a big batch cost a few reads.
+class BatchRows {
+ public:
+  /// Reads the header of a `type` body from `r` and locates its columns, leaving `r` at the
+  /// payload (not checked). Throws Error(LogCorrupt) naming what does not fit.
+  BatchRows(logfmt::RecordType type, logfmt::ByteReader& r);
+  std::uint64_t timestamp_ns() const noexcept { return timestamp_ns_; }
+  std::uint64_t rows() const noexcept { return rows_; }
+  /// Row i's fields; i must be below rows().
+  PageId page(std::uint64_t i) const noexcept { return load(ids_, id_width_, i); }
+  std::uint64_t offset(std::uint64_t i) const noexcept { return load(offsets_, offset_width_, i); }
+  std::uint64_t length(std::uint64_t i) const noexcept {
+    return lengths_ != nullptr ? load(lengths_, 8, i) : uniform_length_;
+  }
+  /// Copies the columns, widened to 64 bits, into `op` (replay applies whole batches).
+  void copy_columns(BatchOp& op) const;
+
+ private:
+  static std::uint64_t load(const std::byte* column, unsigned width, std::uint64_t i) noexcept;
+  std::uint64_t timestamp_ns_ = 0;
+  std::uint64_t rows_ = 0;
+  std::uint64_t uniform_length_ = 0;
+  const std::byte* ids_ = nullptr;
+  const std::byte* offsets_ = nullptr;
+  const std::byte* lengths_ = nullptr;  // null: every row is uniform_length_ long
+  unsigned id_width_ = 8;
+  unsigned offset_width_ = 8;
+};
 
 }  // namespace mmsb

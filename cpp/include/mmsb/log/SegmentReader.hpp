@@ -1,7 +1,10 @@
 #pragma once
-/// Reads a segment file as untrusted input and classifies damage: a bad record with no valid
-/// record after it is a torn tail (recovery truncates it); a bad record followed by a valid one is
-/// corruption (Error(LogCorrupt) naming the file, the offset and what failed).
+/// Reads a segment file as untrusted input and classifies damage. A bad record with no valid
+/// record after it is a torn tail (recovery truncates it). A bad record followed by a valid one
+/// is corruption (Error(LogCorrupt) naming the file, the offset and what failed) when the bytes
+/// were synced: in a version-4 segment, when a later SyncMark says so; in older segments always.
+/// Unsynced bytes followed by valid ones are a torn tail too: a power loss may keep later writes
+/// and lose earlier ones (flush mode, or one group commit's records).
 #include <cstdint>
 #include <span>
 #include <string>
@@ -22,10 +25,13 @@ struct SegmentScan {
   std::string path;
   logfmt::SegmentHeader header;
   FileBytes bytes;  ///< the whole file as read (records' bodies point into it)
-  std::vector<ScannedRecord> records;
-  std::uint64_t valid_end = 0;   ///< end (padded) of the last good record
+  std::vector<ScannedRecord> records;  ///< records that take lsns or carry ops (no SyncMarks)
+  std::uint64_t valid_end = 0;   ///< end (padded) of the last good record (or SyncMark)
+  std::uint64_t synced_to = 0;   ///< bytes before this were durable, as the SyncMarks read say
   bool torn = false;             ///< bytes after valid_end that are not a good record
-  std::string torn_reason;       ///< why the first bad byte range was rejected
+  std::string torn_reason;       ///< why the first bad byte range was rejected, and where
+  /// Valid records follow the torn tail: never synced, so cut with it (see the file comment).
+  bool unsynced_records_after = false;
 };
 
 /// Reads and checks `path`. Records must carry consecutive lsns starting at the header's
@@ -34,9 +40,20 @@ struct SegmentScan {
 /// Error(Durability) if the file cannot be read.
 SegmentScan scan_segment(const std::string& path, bool sealed = false);
 
+/// Recovery's rule for a segment that newer segments follow: it was synced whole before they
+/// were started, so a torn tail in it is damage. Throws Error(LogCorrupt) naming the file and the
+/// offset if `scan` is torn.
+void check_sealed_segment(const SegmentScan& scan);
+/// Why recovery cut the torn tail of the newest segment, for RecoveredLog::tail_reason.
+std::string tail_reason(const SegmentScan& scan);
+
+/// Skip: the header is checked but the CRC is not recomputed, for a lookup of a few rows of a
+/// record that was checksummed when it was written or recovered (recomputing it reads it all).
+enum class Checksum : bool { Verify, Skip };
+
 /// Checks one record header and its CRC at `pos` of `bytes`, expecting `expected_lsn`. On success
 /// fills `out` and returns true; else returns false with `why` set. Never reads out of bounds.
 bool check_record_at(std::span<const std::byte> bytes, std::uint64_t pos, std::uint64_t expected_lsn,
-                     ScannedRecord& out, std::string& why);
+                     ScannedRecord& out, std::string& why, Checksum checksum = Checksum::Verify);
 
 }  // namespace mmsb
