@@ -21,6 +21,7 @@ py::dict gc_dict(const GcReport& g) {
   d["cache_bytes_freed"] = g.cache_bytes_freed;
   d["index_bytes_freed"] = g.index_bytes_freed;
   d["log_files_removed"] = g.log_files_removed;
+  d["log_bytes_freed"] = g.log_bytes_freed;
   return d;
 }
 

@@ -36,6 +36,11 @@ Bus::Bus(BusOptions options)
     // that time travel builds are filled by replay and keep none.
     if (!options.read_only && options.keep_history) mem_log_ = std::make_unique<MemoryLog>();
     read_only_ = options.read_only;
+    if (options.retention && !options.read_only) {
+      if (!mem_log_) fail(ErrorCode::InvalidArgument, "retention bounds the history; a bus with history=False keeps none");
+      if (*options.retention == 0) fail(ErrorCode::InvalidArgument, "retention must keep at least 1 checkpoint");
+      mem_retention_ = options.retention;
+    }
     return;
   }
   const Log::Access access = options.read_only    ? Log::Access::ReadOnly
@@ -105,26 +110,8 @@ void Bus::log_locked(Lsn last) {
 
 void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions, const ProgressFn& progress) {
   RecoveredLog& rec = log_->recovered();
-  Lsn base = 0;
-  if (rec.checkpoint) {
-    const CheckpointData& cp = *rec.checkpoint;
-    for (const PageImage& img : cp.pages) {
-      try {
-        table_.restore(img.create.id, img.create.spec, img.data, img.epoch, img.last_lsn);
-      } catch (const Error& e) {
-        fail(ErrorCode::LogCorrupt, "checkpoint at lsn ", cp.lsn, " of '", path_, "': page ",
-             img.create.id, " cannot be restored: ", e.what());
-      }
-    }
-    table_.reserve_ids_below(cp.next_page_id);
-    try {
-      restore_graph_locked(cp.graph);
-    } catch (const Error& e) {
-      fail(ErrorCode::LogCorrupt, "checkpoint at lsn ", cp.lsn, " of '", path_, "': its graph cannot be restored: ",
-           e.what());
-    }
-    base = cp.lsn;
-  }
+  const Lsn base = rec.checkpoint ? rec.checkpoint->lsn : 0;
+  if (rec.checkpoint) restore_checkpoint_locked(*rec.checkpoint, "'" + path_ + "'");
   lsn_.store(base, std::memory_order_relaxed);
   recovery_.checkpoint_lsn = base;
   unindexed_through_ = base;  // the provenance index gets only the lsns replayed below
@@ -148,6 +135,23 @@ void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions, cons
   recovery_.truncated_tail = rec.truncated_tail;
   recovery_.tail_reason = rec.tail_reason;
   mark_unsettled_stale_locked();
+}
+
+void Bus::restore_checkpoint_locked(const CheckpointData& cp, const std::string& of) {
+  for (const PageImage& img : cp.pages) {
+    try {
+      table_.restore(img.create.id, img.create.spec, img.data, img.epoch, img.last_lsn);
+    } catch (const Error& e) {
+      fail(ErrorCode::LogCorrupt, "checkpoint at lsn ", cp.lsn, " of ", of, ": page ", img.create.id,
+           " cannot be restored: ", e.what());
+    }
+  }
+  table_.reserve_ids_below(cp.next_page_id);
+  try {
+    restore_graph_locked(cp.graph);
+  } catch (const Error& e) {
+    fail(ErrorCode::LogCorrupt, "checkpoint at lsn ", cp.lsn, " of ", of, ": its graph cannot be restored: ", e.what());
+  }
 }
 
 // One logged record during recovery or time travel: skipped if the checkpoint at `base` covers
@@ -685,13 +689,24 @@ Lsn Bus::checkpoint(const ProgressFn& progress) {
   auto lock = lock_turn();
   check_writable();
   check_no_transaction("checkpoint()");
-  if (!log_) {
-    fail(ErrorCode::InvalidArgument,
-         "checkpoint() needs a bus directory; create the bus with mmsb.Bus(path)");
+  if (!log_ && !mem_log_) {
+    fail(ErrorCode::HistoryUnavailable, "checkpoint() needs a log: this bus was made with history=False");
   }
   settle_locked();
   const Lsn lsn = lsn_.load(std::memory_order_relaxed);
-  log_->checkpoint(lsn, table_, graph_image_locked(), progress);
+  if (log_) {
+    log_->checkpoint(lsn, table_, graph_image_locked(), progress);
+  } else {
+    // In memory: the bytes a checkpoint file would hold, kept beside the log.
+    std::vector<std::byte> image;
+    encode_checkpoint(lsn, table_, graph_image_locked(),
+                      [&](std::span<const std::byte> b) { image.insert(image.end(), b.begin(), b.end()); }, progress);
+    mem_log_->add_checkpoint(lsn, std::move(image));
+    if (mem_retention_) {
+      mem_log_->apply_retention(*mem_retention_);
+      trim_index_locked(mem_log_->retained_from());
+    }
+  }
   emit_locked(EventKind::Checkpoint, 0, lsn, 0);
   lock.unlock();
   deliver_events();

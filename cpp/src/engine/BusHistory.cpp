@@ -102,17 +102,9 @@ std::shared_ptr<Bus> Bus::at(Lsn lsn, bool split_transactions, const ProgressFn&
   o.at_lsn = lsn;
   o.split_transactions = split_transactions;
   if (mem_log_) {
-    // In memory there are no checkpoints: replay the log from lsn 1.
     auto old = std::make_shared<Bus>(std::move(o));
     std::lock_guard old_lock(old->mutex_);
-    ReplayMeter meter(progress, 0, lsn);
-    for_each_record_locked([&](const ScannedRecord& r, const std::string& where) {
-      const bool more = old->replay_record_locked(r, where, 0, lsn, split_transactions);
-      meter.reached(r.header.first_lsn + r.header.lsn_count - 1);
-      return more;
-    });
-    meter.finish();
-    old->mark_unsettled_stale_locked();
+    replay_memory_log_locked(*old, lsn, split_transactions, /*newest=*/true, progress);
     return old;
   }
   log_->flush();  // durability=none: the files must hold what is asked for
@@ -121,9 +113,36 @@ std::shared_ptr<Bus> Bus::at(Lsn lsn, bool split_transactions, const ProgressFn&
   return std::make_shared<Bus>(std::move(o));
 }
 
+void Bus::replay_memory_log_locked(Bus& into, Lsn stop, bool split, bool newest, const ProgressFn& progress) {
+  const MemoryLog::Checkpoint* cp = mem_log_->checkpoint_at(newest ? stop : mem_log_->first_lsn() - 1);
+  if (cp == nullptr && mem_log_->first_lsn() > 1) {
+    fail(ErrorCode::HistoryUnavailable, "lsn ", stop, " is older than the history this bus retains (its oldest ",
+         "checkpoint is at lsn ", mem_log_->retained_from(), "; retention keeps ", mem_retention_.value_or(0), ")");
+  }
+  const Lsn base = cp != nullptr ? cp->lsn : 0;
+  if (cp != nullptr) {
+    into.restore_checkpoint_locked(decode_checkpoint(FileBytes::borrow(cp->image), "in-memory checkpoint"),
+                                   "the in-memory log");
+  }
+  into.lsn_.store(base, std::memory_order_relaxed);
+  into.recovery_.checkpoint_lsn = base;
+  ReplayMeter meter(progress, base, stop);
+  mem_log_->for_each([&](const ScannedRecord& r, const std::string& where) {
+    const bool more = into.replay_record_locked(r, where, base, stop, split);
+    meter.reached(r.header.first_lsn + r.header.lsn_count - 1);
+    return more;
+  }, cp);
+  meter.finish();
+  into.mark_unsettled_stale_locked();
+}
+
 template <class Fn>
 void Bus::for_each_record_locked(Fn&& fn) {
   if (mem_log_) {
+    if (mem_log_->first_lsn() > 1) {
+      fail(ErrorCode::HistoryUnavailable, "the in-memory log no longer starts at lsn 1: the retention dropped ",
+           "the records before the checkpoint at lsn ", mem_log_->retained_from());
+    }
     mem_log_->for_each(fn);
     return;
   }
@@ -320,9 +339,8 @@ IntegrityReport Bus::verify() {
       o.read_only = true;
       Bus replayed(std::move(o));
       std::lock_guard replayed_lock(replayed.mutex_);
-      for_each_record_locked([&](const ScannedRecord& r, const std::string& where) {
-        return replayed.replay_record_locked(r, where, 0, now, false);
-      });
+      // From lsn 1, or from the oldest checkpoint the retention kept: as much log as there is.
+      replay_memory_log_locked(replayed, now, false, /*newest=*/false, {});
       rep.records_checked = replayed.recovery_.records_replayed;
       compare_pages_locked(replayed, "in-memory log replayed", rep.problems);
     } catch (const Error& e) {

@@ -274,6 +274,9 @@ GcReport Bus::gc_locked() {
   if (log_) {
     g.log_files_removed = log_->enforce_retention();
     trim_index_locked(log_->retained_from());
+  } else if (mem_log_ && mem_retention_) {
+    g.log_bytes_freed = mem_log_->apply_retention(*mem_retention_);
+    trim_index_locked(mem_log_->retained_from());
   }
   // The index's queue: shrunk, not folded (folding into per-page lists would grow memory).
   pending_.shrink_to_fit();
@@ -282,7 +285,7 @@ GcReport Bus::gc_locked() {
   g.index_bytes_freed = index0 - std::min(index0, index_bytes_locked());
   // What gc changes, counted part by part: a memory() walk over a million typed pages' cold
   // info would be most of the pause.
-  g.bytes_freed = g.arena_bytes_released + g.cache_bytes_freed + g.index_bytes_freed;
+  g.bytes_freed = g.arena_bytes_released + g.cache_bytes_freed + g.index_bytes_freed + g.log_bytes_freed;
   g.pause_ns = monotonic_ns() - t0;
   bump(counters_.gc_runs, 1);
   bump(counters_.gc_bytes_freed, g.bytes_freed);

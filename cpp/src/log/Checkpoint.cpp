@@ -113,64 +113,69 @@ GraphImage read_graph(ByteReader& r, const std::string& path, std::uint32_t vers
 }
 }  // namespace
 
+void encode_checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph,
+                       const std::function<void(std::span<const std::byte>)>& out, const ProgressFn& progress) {
+  std::vector<std::byte> buf;
+  ByteWriter w(buf);
+  w.bytes(logfmt::kCheckpointMagic, 8);
+  w.u32(logfmt::kFormatVersion);
+  w.u32(static_cast<std::uint32_t>(logfmt::kCheckpointHeaderBytes));
+  w.u64(lsn);
+  w.u64(table.next_id());
+  w.u64(table.live_count());
+  w.u32(0);
+  w.u32(crc32c(buf.data(), buf.size()));
+  std::uint32_t running = 0;  // CRC of everything before the trailer
+  auto flush = [&] {
+    running = crc32c(buf.data(), buf.size(), running);
+    out(buf);
+    buf.clear();
+  };
+  flush();
+  ProgressMeter meter(progress, "checkpoint", table.live_count());
+  table.for_each_live([&](PageRecord& r) {
+    const PageInfo* info = table.info(r.id);
+    PageCreateOp create{r.id, PageSpec{r.size, r.dtype, {}, {}, {}, "cpu"}};
+    if (info != nullptr) {
+      create.spec.shape = info->shape;
+      create.spec.name = info->name;
+      create.spec.metadata = info->metadata;
+      create.spec.location = info->location;
+    }
+    std::vector<std::byte> body;
+    ByteWriter bw(body);
+    bw.u64(r.epoch.load(std::memory_order_relaxed));
+    bw.u64(r.last_lsn.load(std::memory_order_relaxed));
+    std::vector<std::byte> create_rec;
+    encode_op_record(create_rec, 0, create);  // framed, so the page's layout has its own CRC
+    bw.bytes(create_rec);
+    bw.bytes(r.data, r.size);
+    w.u64(body.size());
+    w.u32(crc32c(body.data(), body.size()));
+    w.u32(0);
+    w.bytes(body);
+    w.pad_to_align();
+    if (buf.size() >= kFlushBytes) flush();
+    meter.advance();
+  });
+  meter.finish();
+  write_graph(w, graph);
+  w.bytes(logfmt::kCheckpointEndMagic, 8);
+  flush();
+  std::vector<std::byte> trailer;
+  ByteWriter tw(trailer);
+  tw.u32(running);
+  tw.u32(0);
+  out(trailer);
+}
+
 std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table, const GraphImage& graph,
                              const ProgressFn& progress) {
   const std::string final_path = dir + "/" + logfmt::checkpoint_file_name(lsn);
   const std::string tmp_path = final_path + ".tmp";
   try {
     PosixFile f(tmp_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    std::vector<std::byte> buf;
-    ByteWriter w(buf);
-    w.bytes(logfmt::kCheckpointMagic, 8);
-    w.u32(logfmt::kFormatVersion);
-    w.u32(static_cast<std::uint32_t>(logfmt::kCheckpointHeaderBytes));
-    w.u64(lsn);
-    w.u64(table.next_id());
-    w.u64(table.live_count());
-    w.u32(0);
-    w.u32(crc32c(buf.data(), buf.size()));
-    std::uint32_t running = 0;  // CRC of everything before the trailer
-    auto flush = [&] {
-      running = crc32c(buf.data(), buf.size(), running);
-      f.write_all(buf);
-      buf.clear();
-    };
-    flush();
-    ProgressMeter meter(progress, "checkpoint", table.live_count());
-    table.for_each_live([&](PageRecord& r) {
-      const PageInfo* info = table.info(r.id);
-      PageCreateOp create{r.id, PageSpec{r.size, r.dtype, {}, {}, {}, "cpu"}};
-      if (info != nullptr) {
-        create.spec.shape = info->shape;
-        create.spec.name = info->name;
-        create.spec.metadata = info->metadata;
-        create.spec.location = info->location;
-      }
-      std::vector<std::byte> body;
-      ByteWriter bw(body);
-      bw.u64(r.epoch.load(std::memory_order_relaxed));
-      bw.u64(r.last_lsn.load(std::memory_order_relaxed));
-      std::vector<std::byte> create_rec;
-      encode_op_record(create_rec, 0, create);  // framed, so the page's layout has its own CRC
-      bw.bytes(create_rec);
-      bw.bytes(r.data, r.size);
-      w.u64(body.size());
-      w.u32(crc32c(body.data(), body.size()));
-      w.u32(0);
-      w.bytes(body);
-      w.pad_to_align();
-      if (buf.size() >= kFlushBytes) flush();
-      meter.advance();
-    });
-    meter.finish();
-    write_graph(w, graph);
-    w.bytes(logfmt::kCheckpointEndMagic, 8);
-    flush();
-    std::vector<std::byte> trailer;
-    ByteWriter tw(trailer);
-    tw.u32(running);
-    tw.u32(0);
-    f.write_all(trailer);
+    encode_checkpoint(lsn, table, graph, [&](std::span<const std::byte> bytes) { f.write_all(bytes); }, progress);
     f.datasync();
   } catch (...) {
     remove_file(tmp_path);
@@ -182,8 +187,12 @@ std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table, 
 }
 
 CheckpointData read_checkpoint(const std::string& path) {
+  return decode_checkpoint(FileBytes(path, FileBytes::How::Map), path);
+}
+
+CheckpointData decode_checkpoint(FileBytes bytes, const std::string& path) {
   CheckpointData cp;
-  cp.bytes = FileBytes(path, FileBytes::How::Map);
+  cp.bytes = std::move(bytes);
   const std::span<const std::byte> all = cp.bytes;
   ByteReader r(all, "checkpoint " + path);
   if (all.size() < logfmt::kCheckpointHeaderBytes + logfmt::kCheckpointTrailerBytes) {

@@ -12,32 +12,61 @@ void MemoryLog::append(std::vector<std::byte>& records, Lsn last_lsn) {
   if (records.empty()) return;
   if (records.size() >= kBlockBytes / 4) {
     // Copying would touch the bytes twice; the caller's buffer becomes the block.
-    records_.add(blocks_.size(), 0, records);
+    records_.add(first_block_ + blocks_.size(), 0, records);
     blocks_.push_back(std::move(records));
     records = {};
   } else {
-    if (blocks_.empty() || blocks_.back().capacity() - blocks_.back().size() < records.size()) {
+    if (blocks_.empty() || sealed_ || blocks_.back().capacity() - blocks_.back().size() < records.size()) {
       std::vector<std::byte> block;
       block.reserve(kBlockBytes);
       blocks_.push_back(std::move(block));
     }
     std::vector<std::byte>& b = blocks_.back();
-    records_.add(blocks_.size() - 1, b.size(), records);
+    records_.add(first_block_ + blocks_.size() - 1, b.size(), records);
     b.insert(b.end(), records.begin(), records.end());
   }
+  sealed_ = false;
   last_lsn_ = last_lsn;
+}
+
+void MemoryLog::add_checkpoint(Lsn lsn, std::vector<std::byte> image) {
+  checkpoints_.push_back({lsn, first_block_ + blocks_.size(), std::move(image)});
+  sealed_ = true;
+}
+
+const MemoryLog::Checkpoint* MemoryLog::checkpoint_at(Lsn lsn) const noexcept {
+  const Checkpoint* found = nullptr;
+  for (const Checkpoint& c : checkpoints_) {
+    if (c.lsn <= lsn) found = &c;
+  }
+  return found;
+}
+
+std::uint64_t MemoryLog::apply_retention(unsigned keep) {
+  if (checkpoints_.size() <= keep) return 0;
+  const std::uint64_t before = bytes();
+  checkpoints_.erase(checkpoints_.begin(), checkpoints_.end() - keep);
+  const Checkpoint& oldest = checkpoints_.front();
+  // Blocks before the oldest kept checkpoint's hold only records it covers.
+  blocks_.erase(blocks_.begin(), blocks_.begin() + static_cast<std::ptrdiff_t>(oldest.block - first_block_));
+  first_block_ = oldest.block;
+  first_lsn_ = oldest.lsn + 1;
+  retained_from_ = oldest.lsn;
+  records_.drop_before(first_lsn_);
+  return before - bytes();
 }
 
 std::uint64_t MemoryLog::bytes() const noexcept {
   std::uint64_t n = blocks_.capacity() * sizeof(blocks_[0]);
   for (const auto& b : blocks_) n += b.capacity();
+  for (const Checkpoint& c : checkpoints_) n += c.image.capacity();
   return n;
 }
 
 void MemoryLog::read_records(std::span<const Lsn> lsns, const RecordIndex::Visit& visit) const {
   records_.for_each_record(lsns, [&](const RecordIndex::Location& at, std::span<const Lsn> held) {
     ScannedRecord r;
-    check(at.chunk, at.offset, at.first_lsn, r, Checksum::Skip);
+    check(at.chunk - first_block_, at.offset, at.first_lsn, r, Checksum::Skip);
     visit(r, held, where(at.chunk, at.offset));
   });
 }
@@ -50,8 +79,8 @@ void MemoryLog::check(std::size_t block, std::uint64_t pos, Lsn expected, Scanne
   }
 }
 
-std::string MemoryLog::where(std::size_t block, std::uint64_t offset) {
-  return "in-memory log block " + std::to_string(block) + " byte " + std::to_string(offset);
+std::string MemoryLog::where(std::size_t block, std::uint64_t offset) const {
+  return "in-memory log block " + std::to_string(first_block_ + block) + " byte " + std::to_string(offset);
 }
 
 }  // namespace mmsb

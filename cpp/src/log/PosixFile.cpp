@@ -124,8 +124,8 @@ FileBytes& FileBytes::operator=(FileBytes&& o) noexcept {
     if (mapping_ != nullptr) ::munmap(mapping_, size_);
     mapping_ = o.mapping_;
     size_ = o.size_;
-    copy_ = std::move(o.copy_);
-    data_ = mapping_ != nullptr ? static_cast<const std::byte*>(mapping_) : copy_.data();
+    copy_ = std::move(o.copy_);  // the buffer moves with it, so o.data_ stays right, borrowed or not
+    data_ = o.data_;
     o.mapping_ = nullptr;
     o.data_ = nullptr;
     o.size_ = 0;

@@ -138,6 +138,7 @@ struct GcReport {
   std::uint64_t cache_bytes_freed = 0;   ///< staging buffers, spare transaction, tick buffers
   std::uint64_t index_bytes_freed = 0;   ///< provenance index entries older than the retained history
   std::uint64_t log_files_removed = 0;   ///< checkpoints and segments beyond the retention policy
+  std::uint64_t log_bytes_freed = 0;     ///< in-memory bus: its log and checkpoints beyond the retention
 };
 
 /// tick() phases, in the order they run.
@@ -534,6 +535,13 @@ class Bus {
   /// no transaction open): its undo lets it apply before its sync.
   bool grouping_locked() const noexcept { return !txn_ && log_ && log_->group(); }
   void recover_locked(std::optional<Lsn> until, bool split_transactions, const ProgressFn& progress);
+  /// Loads a checkpoint's pages and graph into this (empty) bus; `of` names where it came from.
+  /// Throws Error(LogCorrupt) if it cannot be restored.
+  void restore_checkpoint_locked(const CheckpointData& cp, const std::string& of);
+  /// In-memory log: replays into `into` (a fresh read-only bus, locked) up to `stop`, from the
+  /// newest in-memory checkpoint at or before it (`newest`), or from the oldest start the log
+  /// still has. Throws Error(HistoryUnavailable) when the retention dropped what `stop` needs.
+  void replay_memory_log_locked(Bus& into, Lsn stop, bool split, bool newest, const ProgressFn& progress);
   bool replay_record_locked(const ScannedRecord& r, const std::string& where, Lsn base, Lsn stop, bool split);
   /// Whether commits are encoded and kept: a directory log, or the in-memory one.
   bool logging() const noexcept { return log_ != nullptr || mem_log_ != nullptr; }
@@ -564,6 +572,7 @@ class Bus {
   std::unique_ptr<Transaction> txn_;  // the open transaction, if any (guarded by mutex_)
   std::unique_ptr<Transaction> spare_txn_;  // a finished one whose arenas the next reuses
   std::deque<std::unique_ptr<Transaction>> parked_;  // logged, not yet durable (oldest first)
+  std::optional<unsigned> mem_retention_;  // in-memory bus: checkpoints (and log) kept
   std::atomic<bool> txn_open_{false};
   std::atomic<std::thread::id> txn_owner_{};
   std::condition_variable txn_done_;

@@ -3,6 +3,7 @@
 /// one lsn. Written to a temporary name, fdatasync'ed, renamed and the directory synced, so a
 /// checkpoint file either exists whole or not at all.
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -46,11 +47,20 @@ struct CheckpointData {
   FileBytes bytes;  ///< file contents backing the page data spans (mapped: checkpoints never change)
 };
 
-/// Writes the live pages of `table` and the graph as the checkpoint at `lsn` into `dir`; returns its path.
-/// Throws Error(Durability) (the temporary file is removed; no checkpoint appears).
+/// Encodes the live pages of `table` and the graph as the checkpoint at `lsn`, handing the bytes
+/// to `out` in pieces of about 8 MiB (so a big checkpoint is never held twice). Whatever `out`
+/// throws propagates.
+void encode_checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph,
+                       const std::function<void(std::span<const std::byte>)>& out, const ProgressFn& progress = {});
+/// Writes the checkpoint at `lsn` into `dir`; returns its path. Throws Error(Durability) (the
+/// temporary file is removed; no checkpoint appears).
 std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table, const GraphImage& graph,
                              const ProgressFn& progress = {});
-/// Reads and fully verifies a checkpoint; throws Error(LogCorrupt) naming the file and offset.
+/// Fully verifies and decodes checkpoint bytes (a file's, or an in-memory bus's); page data
+/// spans point into `bytes`, which the result owns. Throws Error(LogCorrupt) naming `what` and
+/// the offset.
+CheckpointData decode_checkpoint(FileBytes bytes, const std::string& what);
+/// decode_checkpoint of a file, mapped.
 CheckpointData read_checkpoint(const std::string& path);
 
 }  // namespace mmsb

@@ -64,6 +64,13 @@ class FileBytes {
   enum class How { Map, Read, Lazy };
   FileBytes() = default;
   FileBytes(const std::string& path, How how);
+  /// Bytes that live elsewhere (an in-memory checkpoint): borrowed, so they must outlive this.
+  static FileBytes borrow(std::span<const std::byte> bytes) noexcept {
+    FileBytes b;
+    b.data_ = bytes.data();
+    b.size_ = bytes.size();
+    return b;
+  }
   FileBytes(FileBytes&& o) noexcept { *this = std::move(o); }
   FileBytes& operator=(FileBytes&& o) noexcept;
   FileBytes(const FileBytes&) = delete;
