@@ -75,9 +75,7 @@ class ByteWriter {
     u32(static_cast<std::uint32_t>(s.size()));
     bytes(s.data(), s.size());
   }
-  void pad_to_align() {
-    while (out_.size() % kAlign != 0) out_.push_back(std::byte{0});
-  }
+  void pad_to_align() { out_.resize(padded(out_.size())); }  // one call, not a push per byte
   std::size_t size() const noexcept { return out_.size(); }
 
  private:
