@@ -96,13 +96,7 @@ void Bus::log_locked(Lsn last) {
     }
     // A commit without undo (create, delete, metadata) applies only once durable: it syncs in
     // place, covering every parked commit before it.
-    try {
-      log_->sync();
-    } catch (const Error&) {
-      abandon_unsynced_locked();
-      throw;
-    }
-    release_durable_locked();
+    sync_log_locked();
   } else if (mem_log_) {
     mem_log_->append(record_buf_, last);
   }

@@ -190,7 +190,10 @@ void Bus::abandon_unsynced_locked() noexcept {
 void Bus::settle_locked() {
   if (txn_ || !log_ || !log_->group()) return;  // an open transaction's callers settle after it
   if (log_->group()->failed()) abandon_unsynced_locked();
-  if (parked_.empty()) return;
+  if (!parked_.empty()) sync_log_locked();
+}
+
+void Bus::sync_log_locked() {
   try {
     log_->sync();
   } catch (const Error&) {

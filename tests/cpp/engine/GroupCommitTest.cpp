@@ -79,6 +79,13 @@ PageSpec raw_page(std::uint64_t size) {
   return s;
 }
 
+// One 64-byte page per writer of race().
+std::vector<PageId> writer_pages(Bus& bus, int others) {
+  std::vector<PageId> pages;
+  for (int i = 0; i <= others; ++i) pages.push_back(bus.create_page(raw_page(64)).id);
+  return pages;
+}
+
 // One writer commits and its sync is held until `others` more writers have written their
 // records; returns each writer's outcome (true: acknowledged).
 std::vector<bool> race(Bus& bus, HeldSync& disk, const std::vector<PageId>& pages, int others) {
@@ -118,8 +125,7 @@ TEST(GroupCommit, WritersArrivingDuringASyncShareTheNextOne) {
   test::DurableState before_close;
   {
     Bus bus(test::dir_options(tmp.path() + "/b", Durability::Fsync));
-    std::vector<PageId> pages;
-    for (int i = 0; i <= kOthers; ++i) pages.push_back(bus.create_page(raw_page(64)).id);
+    const std::vector<PageId> pages = writer_pages(bus, kOthers);
     const Lsn lsn0 = bus.lsn();
     ObserverGuard guard(&disk);
     const std::vector<bool> ok = race(bus, disk, pages, kOthers);
@@ -142,8 +148,7 @@ TEST(GroupCommit, FailedSyncRollsBackEveryCommitItWouldHaveCovered) {
   test::DurableState before;
   {
     Bus bus(test::dir_options(tmp.path() + "/b", Durability::Fsync));
-    std::vector<PageId> pages;
-    for (int i = 0; i <= kOthers; ++i) pages.push_back(bus.create_page(raw_page(64)).id);
+    const std::vector<PageId> pages = writer_pages(bus, kOthers);
     bus.write(pages[0], 0, test::Bytes(4, std::byte{1}));
     before = test::durable_state(bus);
     {
@@ -176,7 +181,7 @@ TEST(GroupCommit, GroupRecordsKeptOutOfOrderAreATornTail) {
   test::Bytes first_page;
   {
     Bus bus(test::dir_options(dir, Durability::Fsync));
-    for (int i = 0; i <= kOthers; ++i) pages.push_back(bus.create_page(raw_page(64)).id);
+    pages = writer_pages(bus, kOthers);
     ObserverGuard guard(&disk);
     for (bool ok : race(bus, disk, pages, kOthers)) ASSERT_TRUE(ok);
     after_first = bus.lsn() - kOthers;

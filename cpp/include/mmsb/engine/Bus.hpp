@@ -509,6 +509,9 @@ class Bus {
   /// structures that parked commits' undo marks point into). Throws Error(Durability), after
   /// abandoning them, when the sync fails.
   void settle_locked();
+  /// Syncs everything written and retires the parked commits; on failure abandons them all and
+  /// rethrows Error(Durability).
+  void sync_log_locked();
   /// Waits (outside the commit lock, the GIL released) until this thread's last commit on this
   /// bus is durable; throws Error(Durability) if it was abandoned. deliver_events() calls it
   /// first, so every commit path acknowledges only durable commits.
