@@ -29,6 +29,14 @@ inline void PrintTo(const Run& r, std::ostream* os) { *os << "[" << r.offset << 
 
 namespace mmsb::test {
 
+/// Sanitizer builds run the suites too, several times slower: long randomized tests divide their
+/// workload by this (same properties; the Release build runs them at full size).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr int kSanitizerScale = 4;
+#else
+inline constexpr int kSanitizerScale = 1;
+#endif
+
 using Bytes = std::vector<std::byte>;
 using Rng = std::mt19937_64;
 

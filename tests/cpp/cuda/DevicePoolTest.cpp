@@ -10,6 +10,7 @@
 #include <random>
 #include <set>
 
+#include "TestUtil.hpp"
 #include "mmsb/core/Error.hpp"
 #include "mmsb/cuda/DevicePool.hpp"
 
@@ -76,7 +77,7 @@ TEST(DevicePool, RandomAllocationsNeverOverlapAndStatsAddUp) {
   std::mt19937_64 rng(7);
   std::map<std::uintptr_t, DevicePool::Block> live;  // by address: overlap = neighbour intersects
   std::uint64_t requested = 0;
-  for (int step = 0; step < 20000; ++step) {
+  for (int step = 0; step < 20000 / test::kSanitizerScale; ++step) {
     const auto pick = rng() % 100;
     if (pick < 55 || live.empty()) {
       const std::uint64_t n = (rng() % 8 == 0) ? 1 + rng() % (6u << 20) : 1 + rng() % 20000;

@@ -137,7 +137,7 @@ TEST_P(BusHistoryTest, IndexedHistoryEqualsTheFullScan) {
   };
   for (int i = 0; i < 6; ++i) create(i % 2 == 0);
   int checks = 0;
-  for (int step = 0; step < 700; ++step) {
+  for (int step = 0; step < 700 / test::kSanitizerScale; ++step) {
     const auto what = uniform(rng, 0, 99);
     if (what < 4) {
       create(uniform(rng, 0, 1) == 1);
@@ -213,7 +213,7 @@ TEST_P(BusHistoryTest, IndexedHistoryEqualsTheFullScan) {
   ASSERT_NO_FATAL_FAILURE(check("the end"));
   reopen();
   ASSERT_NO_FATAL_FAILURE(check("reopened at the end"));
-  EXPECT_GT(checks, 10);
+  EXPECT_GT(checks, 10 / test::kSanitizerScale);
   EXPECT_GT(mem_.stats().derived_deltas, 0u);
 }
 

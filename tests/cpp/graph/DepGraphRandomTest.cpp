@@ -237,9 +237,9 @@ Counts run_sink_heavy(std::uint64_t seed, PageId ids, int ops, int check_every) 
 TEST(DepGraphRandomTest, SinkHeavyMatchesReference) {
   for (std::uint64_t seed : {21, 22, 23}) {
     SCOPED_TRACE(seed);
-    const Counts n = run_sink_heavy(seed, 3000, 3000, 100);
-    EXPECT_GT(n.set_ok, 800);
-    EXPECT_GT(n.removed, 150);
+    const Counts n = run_sink_heavy(seed, 3000, 3000 / test::kSanitizerScale, 100);
+    EXPECT_GT(n.set_ok, 800 / test::kSanitizerScale);
+    EXPECT_GT(n.removed, 150 / test::kSanitizerScale);
     if (::testing::Test::HasFailure()) return;
   }
 }
