@@ -435,12 +435,14 @@ def test_bad_durability_is_invalid_argument(tmp_path, bad):
         assert bus.durability == "flush"
 
 
-def test_in_memory_bus_has_no_path_or_durability_and_no_checkpoint():
+def test_in_memory_bus_has_no_path_or_durability_and_checkpoints_in_memory():
     bus = mmsb.Bus()
     assert bus.path is None and bus.durability is None
-    with pytest.raises(mmsb.InvalidArgumentError):
-        bus.checkpoint()
+    bus.create_page(8)
+    assert bus.checkpoint() == bus.lsn == 1  # kept beside the in-memory log: no file anywhere
     bus.close()
+    with pytest.raises(mmsb.HistoryUnavailableError):
+        mmsb.Bus(history=False).checkpoint()
 
 
 CLOSED_CALLS = {
