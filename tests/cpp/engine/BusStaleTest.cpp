@@ -231,19 +231,25 @@ class StaleRun {
   }
 };
 
+// `steps` random steps, then every recorded lsn checked after reopen and time travel.
+void run_and_check(StaleRun& run, int steps) {
+  for (int i = 0; i < steps; ++i) {
+    run.step();
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+  run.check_history();
+  if (::testing::Test::HasFatalFailure()) return;
+  // The run must have left pages stale often, or it proves little.
+  EXPECT_GT(run.stale_states(), run.states() / 5);
+}
+
 TEST(BusStaleTest, ReopenAndTimeTravelReportTheLiveStaleSet) {
   for (std::uint64_t seed : {1, 2, 3}) {
     SCOPED_TRACE(seed);
     test::TempDir dir;
     StaleRun run(seed, dir.path());
-    for (int i = 0; i < 300; ++i) {
-      run.step();
-      if (::testing::Test::HasFatalFailure()) return;
-    }
-    run.check_history();
+    run_and_check(run, 300);
     if (::testing::Test::HasFatalFailure()) return;
-    // The run must have left pages stale often, or it proves little.
-    EXPECT_GT(run.stale_states(), run.states() / 5);
   }
 }
 
@@ -251,13 +257,8 @@ TEST(BusStaleTest, InMemoryTimeTravelReportsTheLiveStaleSet) {
   for (std::uint64_t seed : {4, 5}) {
     SCOPED_TRACE(seed);
     StaleRun run(seed, "");
-    for (int i = 0; i < 250; ++i) {
-      run.step();
-      if (::testing::Test::HasFatalFailure()) return;
-    }
-    run.check_history();
+    run_and_check(run, 250);
     if (::testing::Test::HasFatalFailure()) return;
-    EXPECT_GT(run.stale_states(), run.states() / 5);
   }
 }
 
