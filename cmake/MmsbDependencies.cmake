@@ -39,15 +39,9 @@ if(NOT MMSB_WITH_CUDA STREQUAL "OFF")
   mmsb_resolve_feature(MMSB_WITH_CUDA _cuda_found "the CUDA toolkit (nvcc)")
 endif()
 
-# NCCL is only ever dlopen'ed at run time; the build needs its header to know the ABI.
+# NCCL replication needs only CUDA at build time: libnccl is dlopen'ed at run time and its few
+# types are declared in mmsb/cuda/Nccl.hpp, so neither nccl.h nor libnccl is needed to build.
 set(MMSB_HAVE_NCCL OFF)
 if(NOT MMSB_WITH_NCCL STREQUAL "OFF")
-  set(_nccl_found FALSE)
-  if(MMSB_HAVE_CUDA)
-    find_path(MMSB_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/include)
-    if(MMSB_NCCL_INCLUDE_DIR)
-      set(_nccl_found TRUE)
-    endif()
-  endif()
-  mmsb_resolve_feature(MMSB_WITH_NCCL _nccl_found "nccl.h (with CUDA)")
+  mmsb_resolve_feature(MMSB_WITH_NCCL MMSB_HAVE_CUDA "CUDA (NCCL replication runs on CUDA devices)")
 endif()

@@ -173,6 +173,8 @@ py::dict memory_dict(const MemoryReport& r) {
   d["cache_bytes"] = r.cache_bytes;
   d["log_bytes"] = r.log_bytes;
   d["queue_bytes"] = r.queue_bytes;
+  d["mirror_bytes"] = r.mirror_bytes;
+  d["device_bytes"] = r.device_bytes;
   d["page_metadata_bytes"] = r.record_bytes_per_page;
   d["total_bytes"] = r.total_bytes();
   return d;
@@ -487,6 +489,15 @@ void bind_bus(py::module_& m) {
       .def("_stats", [](const Bus& bus) { return stats_dict(bus.stats()); })
       .def("_reset_stats", &Bus::reset_stats)
       .def_property_readonly("_instance_id", &Bus::instance_id)
+      .def("_device_traffic", [](Bus& bus) {
+        const DeviceTraffic t = bus.device_traffic();
+        py::dict d;
+        d["bytes_written"] = t.bytes_written;
+        d["bytes_read"] = t.bytes_read;
+        d["mirror_syncs"] = t.mirror_syncs;
+        d["mirror_bytes_synced"] = t.mirror_bytes_synced;
+        return d;
+      })
       .def("_memory", [](Bus& bus) {
         wait_turn(bus);
         return memory_dict(bus.memory());

@@ -59,7 +59,8 @@ RecomputeCallable wrap_callable(const std::shared_ptr<Bus>& bus, py::function fn
   st->dtype = numpy_dtype(bus->page(child).dtype);
   for (std::uint64_t d : shape_of(child)) st->shape.push_back(static_cast<py::ssize_t>(d));
   for (PageId p : parents) st->parent_shapes.emplace(p, shape_of(p));
-  return [st](std::span<std::byte> out, std::span<const PageRecord* const> parents) {
+  return [st](std::span<std::byte> out, std::span<const PageRecord* const> parents,
+              std::span<const std::byte* const> inputs) {
     py::gil_scoped_acquire gil;
     std::shared_ptr<Bus> b = st->bus.lock();
     if (!b) fail(ErrorCode::Closed, "the bus of page ", st->child, " is gone");
@@ -72,12 +73,13 @@ RecomputeCallable wrap_callable(const std::shared_ptr<Bus>& bus, py::function fn
       py::list args;
       args.append(staged);
       std::vector<py::array> copies;
-      for (const PageRecord* p : parents) {
+      for (std::size_t k = 0; k < parents.size(); ++k) {
+        const PageRecord* p = parents[k];
         auto handle = std::make_unique<PageHandle>(b, const_cast<PageRecord&>(*p));
         auto shape = st->parent_shapes.find(p->id);
         handle->shape_cache = shape != st->parent_shapes.end() ? shape->second : std::vector<std::uint64_t>{p->size};
         py::object page = py::cast(std::move(handle));
-        py::array view = page_view(page);
+        py::array view = page_view(page, inputs[k]);
         if (g_purity_probe) {
           copies.push_back(py::array(view.attr("copy")()));
           args.append(copies.back());
@@ -88,7 +90,7 @@ RecomputeCallable wrap_callable(const std::shared_ptr<Bus>& bus, py::function fn
       py::object result = st->fn(*args);
       if (!result.is_none()) staged.attr("__setitem__")(py::ellipsis(), result);
       for (std::size_t k = 0; k < copies.size(); ++k) {
-        if (std::memcmp(copies[k].data(), parents[k]->data, parents[k]->size) != 0) {
+        if (std::memcmp(copies[k].data(), inputs[k], parents[k]->size) != 0) {
           fail(ErrorCode::Propagation, "the recompute of page ", st->child, " modified its input ", k,
                " (page ", parents[k]->id, "); recomputes must not write their parents");
         }

@@ -42,10 +42,11 @@ std::vector<py::ssize_t> ssize_shape(const PageHandle& h) {
 }
 
 // A new array shaped like the page (typed pages) or of bytes (raw pages). With `base`, the array
-// aliases page memory and is made read-only; without, it is a fresh writable array.
-py::array page_array(const PageHandle& h, const PageRecord& r, py::handle base) {
+// aliases the page's host bytes (`data`, or else Bus::host_bytes: a device page's mirror, refreshed)
+// and is made read-only; without, it is a fresh writable array.
+py::array page_array(const PageHandle& h, const PageRecord& r, py::handle base, const std::byte* data = nullptr) {
   if (!base) return py::array(numpy_dtype(r.dtype), ssize_shape(h));
-  py::array a(numpy_dtype(r.dtype), ssize_shape(h), r.data, base);
+  py::array a(numpy_dtype(r.dtype), ssize_shape(h), data != nullptr ? data : h.bus->host_bytes(r), base);
   py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
   return a;
 }
@@ -102,9 +103,9 @@ struct PageEdit {
 
 }  // namespace
 
-py::array page_view(py::handle page) {
+py::array page_view(py::handle page, const std::byte* data) {
   const PageHandle& h = page.cast<const PageHandle&>();
-  return page_array(h, *h.rec, page);
+  return page_array(h, *h.rec, page, data);
 }
 
 py::object make_page(const std::shared_ptr<Bus>& bus, PageId id) {
@@ -185,7 +186,8 @@ void bind_page(py::module_& m) {
       .def("view", [](py::object self) {
         const PageHandle& h = self.cast<const PageHandle&>();
         return page_array(h, h.live(), self);
-      }, "Read-only NumPy array sharing the page's memory (live: shows later commits).")
+      }, "Read-only NumPy array sharing the page's memory (live: shows later commits). A device "
+         "page's view shares its host mirror, refreshed by each view() call.")
       .def("__array__", [](py::object self, py::handle dtype, py::handle copy) {
         // Without __array__, NumPy swallows the buffer error of a deleted page or closed bus and
         // silently builds a 0-d object array.
@@ -261,7 +263,7 @@ void bind_page(py::module_& m) {
         std::vector<py::ssize_t> shape = ssize_shape(h);
         std::vector<py::ssize_t> strides(shape.size(), item);
         for (std::size_t i = shape.size(); i-- > 1;) strides[i - 1] = strides[i] * shape[i];
-        return py::buffer_info(r.data, item, buffer_format(r.dtype),
+        return py::buffer_info(const_cast<std::byte*>(h.bus->host_bytes(r)), item, buffer_format(r.dtype),
                                static_cast<py::ssize_t>(shape.size()), shape, strides, true);
       })
       .def("__eq__", [](const PageHandle& a, py::handle b) {

@@ -15,11 +15,13 @@ void bind_delta(pybind11::module_& m);
 void bind_inspect(pybind11::module_& m);
 void bind_graph(pybind11::module_& m);
 void bind_tick(pybind11::module_& m);
+void bind_cuda(pybind11::module_& m);
 
 /// Installs the GIL-releasing blocking hooks on a new bus and returns it.
 std::shared_ptr<Bus> adopt_bus(std::shared_ptr<Bus> bus);
-/// Read-only array over the page's memory that keeps `base` (a Page) alive.
-pybind11::array page_view(pybind11::handle page);
+/// Read-only array over the page's host bytes that keeps `page` (a Page) alive: `data` when given
+/// (a wave passes the bytes it resolved: the bus lock is held there), else Bus::host_bytes.
+pybind11::array page_view(pybind11::handle page, const std::byte* data = nullptr);
 
 /// A new pinned Python Page for a live page.
 pybind11::object make_page(const std::shared_ptr<Bus>& bus, PageId id);

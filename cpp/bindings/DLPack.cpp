@@ -42,7 +42,7 @@ struct DLManagedTensorVersioned {
   std::uint64_t flags;
   DLTensor dl_tensor;
 };
-constexpr std::int32_t kDLCPU = 1;
+constexpr std::int32_t kDLCPU = 1, kDLCUDA = 2, kDLCUDAManaged = 13;
 constexpr std::uint8_t kDLInt = 0, kDLUInt = 1, kDLFloat = 2, kDLComplex = 5, kDLBool = 6;
 constexpr std::uint64_t kFlagReadOnly = 1ull << 0;
 constexpr std::uint64_t kFlagIsCopied = 1ull << 1;
@@ -100,26 +100,47 @@ bool wants_versioned(py::handle max_version) {
   return v[0].cast<int>() >= 1;
 }
 
+DLDevice device_of(const DevicePlace& place) {
+  if (place.on_device) return {kDLCUDA, place.ordinal};
+  if (place.managed) return {kDLCUDAManaged, place.ordinal};
+  return {kDLCPU, 0};
+}
+
 }  // namespace
 
 py::tuple dlpack_device(const PageHandle& page) {
-  page.live();
-  return py::make_tuple(kDLCPU, 0);
+  const DLDevice d = device_of(page.bus->device_place(page.live()));
+  return py::make_tuple(d.device_type, d.device_id);
 }
 
+// A device page is exported in place: the bus's writes to device memory are complete when they
+// return (the backend synchronizes its stream), so any consumer stream already sees every
+// committed byte and `stream` needs no event. dl_device=(kDLCPU, 0) asks for a host copy.
 py::capsule dlpack_export(const PageHandle& page, py::handle stream, py::handle max_version,
                           py::handle dl_device, py::handle copy) {
   PageRecord& r = page.live();
-  if (!stream.is_none()) {
-    throw py::buffer_error("stream must be None for a CPU page (DLPack: no stream on kDLCPU)");
-  }
+  const DevicePlace place = page.bus->device_place(r);
+  const DLDevice home = device_of(place);
+  DLDevice target = home;
   if (!dl_device.is_none()) {
     py::tuple dev = py::reinterpret_borrow<py::object>(dl_device).cast<py::tuple>();
-    if (dev.size() != 2 || dev[0].cast<int>() != kDLCPU) {
-      throw py::buffer_error("page " + std::to_string(page.id) +
-                             " lives on the CPU and cannot be exported to device " +
-                             std::string(py::str(dl_device)));
+    if (dev.size() != 2) throw py::buffer_error("dl_device must be a (device_type, device_id) tuple");
+    target = {dev[0].cast<std::int32_t>(), dev[1].cast<std::int32_t>()};
+    const bool to_host = target.device_type == kDLCPU && !copy.is_none() && copy.cast<bool>();
+    if ((target.device_type != home.device_type || target.device_id != home.device_id) && !to_host) {
+      throw py::buffer_error("page " + std::to_string(page.id) + " lives on DLPack device (" +
+                             std::to_string(home.device_type) + ", " + std::to_string(home.device_id) +
+                             ") and cannot be exported to device " + std::string(py::str(dl_device)) +
+                             (home.device_type == kDLCPU ? "" : " (copy=True with dl_device=(1, 0) gives a host copy)"));
     }
+  }
+  if (target.device_type == kDLCPU && !stream.is_none()) {
+    throw py::buffer_error("stream must be None for a CPU export (DLPack: no stream on kDLCPU)");
+  }
+  if (target.device_type != kDLCPU && place.emulated) {
+    throw py::buffer_error("page " + std::to_string(page.id) +
+                           " lives on an emulated device (mmsb.cuda emulation for tests): its memory "
+                           "cannot be handed to a DLPack consumer");
   }
   const bool make_copy = !copy.is_none() && copy.cast<bool>();
   const bool versioned = wants_versioned(max_version);
@@ -132,6 +153,9 @@ py::capsule dlpack_export(const PageHandle& page, py::handle stream, py::handle 
   for (std::size_t i = ex->shape.size(); i-- > 1;) ex->strides[i - 1] = ex->strides[i] * ex->shape[i];
 
   void* data = nullptr;
+  if (make_copy && target.device_type != kDLCPU) {
+    throw py::buffer_error("copy=True of a device page is only available to the host: pass dl_device=(1, 0)");
+  }
   if (make_copy) {
     ex->copy.resize(r.size);
     page.bus->snapshot(page.id, ex->copy);
@@ -141,7 +165,7 @@ py::capsule dlpack_export(const PageHandle& page, py::handle stream, py::handle 
     data = r.data;
   }
   DLTensor t{data,
-             DLDevice{kDLCPU, 0},
+             target,
              static_cast<std::int32_t>(ex->shape.size()),
              dl_dtype(dtype),
              ex->shape.data(),

@@ -5,6 +5,7 @@
 #include "Bindings.hpp"
 #include "ErrorTranslator.hpp"
 #include "mmsb/cuda/Cuda.hpp"
+#include "mmsb/cuda/DeviceBackend.hpp"
 #include "mmsb/engine/BuildInfo.hpp"
 
 namespace py = pybind11;
@@ -19,6 +20,7 @@ PYBIND11_MODULE(_core, m) {
   py_bind::bind_inspect(m);
   py_bind::bind_graph(m);
   py_bind::bind_tick(m);
+  py_bind::bind_cuda(m);
 
   m.def("build_info", [] {
     const BuildInfo b = build_info();
@@ -40,5 +42,7 @@ PYBIND11_MODULE(_core, m) {
   }, "What this build contains: version, compiler, CUDA/NCCL/TBB on or off, SIMD level, ...");
   m.def("cuda_compiled", &cuda::compiled);
   m.def("cuda_device_count", &cuda::device_count);
+  m.def("cuda_emulate_devices", &cuda::emulate_devices, py::arg("count"));
+  m.def("cuda_emulated_devices", &cuda::emulated_devices);
   m.attr("__version__") = build_info().version;
 }

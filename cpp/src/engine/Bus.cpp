@@ -1,5 +1,6 @@
 #include "mmsb/engine/Bus.hpp"
 
+#include "DevicePages.hpp"
 #include "Transaction.hpp"
 #include "WaveBatch.hpp"
 
@@ -21,9 +22,11 @@ std::atomic<std::uint64_t> g_next_instance{1};
 
 Bus::Bus(BusOptions options)
     : instance_id_(g_next_instance.fetch_add(1, std::memory_order_relaxed)),
+      devices_(std::make_unique<DevicePages>(table_)),
       pool_(options.threads),
       path_(std::move(options.path)),
       durability_(options.durability),
+      history_view_(options.read_only),
       queue_capacity_(options.queue_capacity == 0 || options.queue_capacity > (std::size_t{1} << 30)
                           ? options.queue_capacity
                           : std::bit_ceil(options.queue_capacity)) {
@@ -133,8 +136,9 @@ void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions, cons
 
 void Bus::restore_checkpoint_locked(const CheckpointData& cp, const std::string& of) {
   for (const PageImage& img : cp.pages) {
+    const std::uint8_t place = recovered_place_locked(img.create.id, img.create.spec);
     try {
-      table_.restore(img.create.id, img.create.spec, img.data, img.epoch, img.last_lsn);
+      table_.restore(img.create.id, img.create.spec, img.data, img.epoch, img.last_lsn, place);
     } catch (const Error& e) {
       fail(ErrorCode::LogCorrupt, "checkpoint at lsn ", cp.lsn, " of ", of, ": page ", img.create.id,
            " cannot be restored: ", e.what());
@@ -206,6 +210,7 @@ bool Bus::replay_record_locked(const ScannedRecord& r, const std::string& where,
     }
     settle_cut_locked();
   } catch (const Error& e) {
+    if (e.code() == ErrorCode::DeviceUnavailable) throw;  // the log is fine; this machine lacks the device
     fail(ErrorCode::LogCorrupt, where, " (lsn ", lsn, ") cannot be replayed: ", e.what());
   }
   lsn_.store(lsn - 1, std::memory_order_relaxed);
@@ -223,7 +228,7 @@ void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
            " are already used");
     }
     table_.reserve_ids_below(c->id);
-    table_.create(c->spec).last_lsn.store(lsn, std::memory_order_relaxed);
+    table_.create(c->spec, recovered_place_locked(c->id, c->spec)).last_lsn.store(lsn, std::memory_order_relaxed);
   } else if (const auto* d = std::get_if<PageDeleteOp>(&op)) {
     if (graph_.has_children(d->id)) fail(ErrorCode::LogCorrupt, "page ", d->id, " deleted while it has dependents");
     table_.erase(d->id);
@@ -276,18 +281,19 @@ void Bus::check_writable() const {
   }
 }
 
-void Bus::check_location(const std::string& location) const {
-  if (location == "cpu") return;
-  if (location == "unified" || location.rfind("cuda:", 0) == 0) {
-    fail(ErrorCode::DeviceUnavailable, "location '", location,
-         "' needs device pages, which this bus cannot place (no usable CUDA device pages); "
-         "use location='cpu'");
-  }
-  fail(ErrorCode::InvalidArgument, "unknown location '", location,
-       "'; expected 'cpu', 'cuda:N' or 'unified'");
-}
-
 PageRecord& Bus::live_locked(PageId id) { return table_.get(id); }
+
+std::uint8_t Bus::recovered_place_locked(PageId id, const PageSpec& spec) {
+  try {
+    return devices_->place(spec.location, history_view_);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::DeviceUnavailable) throw;
+    fail(ErrorCode::DeviceUnavailable, "page ", id, spec.name.empty() ? "" : " '", spec.name, spec.name.empty() ? "" : "'",
+         " lives on ", spec.location, ", which this process cannot use (", e.what(),
+         "); open the bus where that device exists, or read its history with mmsb.replay or bus.at, "
+         "which keep every page on the host");
+  }
+}
 
 void Bus::count(std::uint64_t deltas, std::uint64_t bytes) noexcept {
   bump(counters_.deltas_applied, deltas);
@@ -298,7 +304,7 @@ void Bus::count(std::uint64_t deltas, std::uint64_t bytes) noexcept {
 PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> initial) {
   auto lock = lock_turn();
   check_writable();
-  check_location(spec.location);
+  const std::uint8_t place = devices_->place(spec.location, false);
   if (!initial.empty() && initial.size() != spec.size) {
     fail(ErrorCode::InvalidArgument, "initial data has ", initial.size(), " bytes but the page has ",
          spec.size);
@@ -306,7 +312,7 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
   // The page is created first (its memory may be refused), then logged: a failed append undoes
   // the creation, so memory and log agree either way. Creation and initial content are one
   // record, so neither survives a crash without the other.
-  PageRecord& r = table_.create(spec);
+  PageRecord& r = table_.create(spec, place);
   const Lsn create_lsn = lsn_.load(std::memory_order_relaxed) + 1;
   std::optional<Delta> content;
   if (!initial.empty()) {
@@ -498,10 +504,47 @@ void Bus::record_delta_locked(PageRecord& r, Delta& d) {
   if (has_dependents_locked(r.id)) note_changed_locked(r.id);
 }
 
+// A batch with rows on device pages: their old bytes (for the undo) are read and their new
+// bytes written in one transfer per device, before anything else changes (a device error then
+// leaves the host pages and epochs as they were); host rows are copied here, in row order. Bytes,
+// epochs and lsns equal apply_batch's. Returns false, doing nothing, for a batch with no device row.
+bool Bus::apply_device_batch_locked(const DeltaBatchView& b, Lsn first, std::byte* save_old) {
+  std::vector<DeviceRow> rows;
+  std::uint64_t pos = 0;
+  for (std::size_t i = 0; i < b.rows(); ++i) {
+    PageRecord& r = table_.record(b.page_ids[i]);
+    if (devices_->on_device(r)) rows.push_back({&r, b.offsets[i], pos, b.lengths[i]});
+    pos += b.lengths[i];
+  }
+  if (rows.empty()) return false;
+  // Every device row saves the bytes from before the whole batch, not before itself: undo writes
+  // each page's rows back newest first, so the oldest row's saved bytes land last either way.
+  if (save_old != nullptr) devices_->read(rows, {save_old, b.payload.size()});
+  devices_->write(rows, b.payload);
+  pos = 0;
+  for (std::size_t i = 0; i < b.rows(); ++i) {
+    PageRecord& r = table_.record(b.page_ids[i]);
+    const std::uint64_t len = b.lengths[i];
+    if (len != 0 && !devices_->on_device(r)) {
+      std::byte* dst = r.data + b.offsets[i];
+      if (save_old != nullptr) std::memcpy(save_old + pos, dst, len);
+      std::memcpy(dst, b.payload.data() + pos, len);
+    }
+    r.epoch.store(r.epoch.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    r.last_lsn.store(first + i, std::memory_order_relaxed);
+    pos += len;
+  }
+  return true;
+}
+
 // The single place where a delta becomes state (commits and replay).
 void Bus::apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn) {
   d.lsn = lsn;
-  d.apply_to(r.data);
+  if (devices_->on_device(r)) {
+    devices_->write(r, d);
+  } else {
+    d.apply_to(r.data);
+  }
   d.epoch = r.epoch.load(std::memory_order_relaxed) + 1;
   r.epoch.store(d.epoch, std::memory_order_release);
   r.last_lsn.store(lsn, std::memory_order_relaxed);
@@ -511,7 +554,9 @@ void Bus::apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn) {
 
 // The single place where a batch becomes state (commits and replay).
 void Bus::apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns, std::byte* save_old) {
-  mmsb::apply_batch(batch, table_, first, pool_, save_old);
+  if (!devices_->active() || !apply_device_batch_locked(batch, first, save_old)) {
+    mmsb::apply_batch(batch, table_, first, pool_, save_old);
+  }
   pending_batches_.push_back({first, timestamp_ns, {batch.page_ids.begin(), batch.page_ids.end()}});
   if ((event_mask_ & (1u << static_cast<unsigned>(EventKind::DeltaApplied))) != 0) {
     // Each row's epoch: the page's final epoch minus the rows of that page after it.
@@ -568,7 +613,7 @@ bool Bus::update(PageId id, std::span<const std::byte> content, std::optional<Ep
     fail(ErrorCode::InvalidArgument, "new content has ", content.size(), " bytes but page ", id,
          " has ", r.size);
   }
-  Delta d = Delta::diff(id, {r.data, r.size}, content);
+  Delta d = Delta::diff(id, {devices_->readable(r), r.size}, content);
   d.expect_epoch = expect_epoch;
   check_delta_locked(r, d);  // an unchanged page still honours expect_epoch
   if (d.empty()) return false;
@@ -631,7 +676,7 @@ Epoch Bus::snapshot(PageId id, std::span<std::byte> out) {
     fail(ErrorCode::InvalidArgument, "snapshot buffer has ", out.size(), " bytes, page ", id, " has ",
          r.size);
   }
-  std::memcpy(out.data(), r.data, r.size);
+  std::memcpy(out.data(), devices_->readable(r), r.size);
   return r.epoch.load(std::memory_order_relaxed);
 }
 
@@ -643,7 +688,24 @@ void Bus::read(PageId id, std::uint64_t offset, std::span<std::byte> out) {
     fail(ErrorCode::InvalidArgument, "read of ", out.size(), " bytes at offset ", offset,
          " is outside page ", id, " (", r.size, " bytes)");
   }
-  if (!out.empty()) std::memcpy(out.data(), r.data + offset, out.size());
+  if (!out.empty()) std::memcpy(out.data(), devices_->readable(r) + offset, out.size());
+}
+
+const std::byte* Bus::host_bytes(const PageRecord& r) {
+  if (r.place == 0) return r.data;  // host arena: no lock (placements are read under it)
+  auto lock = lock_mutex();
+  return devices_->readable(r);
+}
+
+DevicePlace Bus::device_place(const PageRecord& r) {
+  if (r.place == 0) return {};
+  auto lock = lock_mutex();
+  return devices_->device_place_of(r);
+}
+
+DeviceTraffic Bus::device_traffic() {
+  auto lock = lock_mutex();
+  return devices_->traffic();
 }
 
 PageRecord& Bus::pin(PageId id) {
@@ -688,12 +750,13 @@ Lsn Bus::checkpoint(const ProgressFn& progress) {
   }
   settle_locked();
   const Lsn lsn = lsn_.load(std::memory_order_relaxed);
+  const PageBytesFn page_bytes = [this](const PageRecord& r) { return devices_->readable(r); };
   if (log_) {
-    log_->checkpoint(lsn, table_, graph_image_locked(), progress);
+    log_->checkpoint(lsn, table_, graph_image_locked(), page_bytes, progress);
   } else {
     // In memory: the bytes a checkpoint file would hold, kept beside the log.
     std::vector<std::byte> image;
-    encode_checkpoint(lsn, table_, graph_image_locked(),
+    encode_checkpoint(lsn, table_, graph_image_locked(), page_bytes,
                       [&](std::span<const std::byte> b) { image.insert(image.end(), b.begin(), b.end()); }, progress);
     mem_log_->add_checkpoint(lsn, std::move(image));
     if (mem_retention_) {
@@ -770,6 +833,8 @@ MemoryReport Bus::memory_locked() {
   m.cache_bytes = cache_bytes_locked();
   if (ring_if_any()) m.queue_bytes = queue_capacity_ * (sizeof(Submission*) + sizeof(std::uint64_t));
   m.queue_bytes += queued_bytes_.load(std::memory_order_relaxed);
+  m.mirror_bytes = devices_->mirror_bytes();
+  m.device_bytes = devices_->device_bytes();
   return m;
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "DevicePages.hpp"
 #include "Transaction.hpp"
 #include "WaveBatch.hpp"
 #include "mmsb/core/Clock.hpp"
@@ -249,10 +250,10 @@ void Bus::mark_unsettled_stale_locked() {
     if (sig == d.memo) continue;
     const PageRecord& out = table_.record(id);
     if (d.fn.kind != RecomputeKind::Callable) {
-      scratch_.assign(out.data, out.data + out.size);
-      std::vector<const std::byte*> ins;
-      compute_locked(id, d, out, parents, ins, scratch_);
-      if (std::memcmp(scratch_.data(), out.data, out.size) == 0) {
+      const std::byte* now = devices_->readable(out);
+      scratch_.assign(now, now + out.size);
+      compute_locked(id, d, out, parents, host_inputs_locked(parents), scratch_);
+      if (std::memcmp(scratch_.data(), now, out.size) == 0) {
         d.memo = std::move(sig);
         continue;
       }
@@ -433,11 +434,13 @@ void Bus::recompute_batch_locked(std::span<const PageId> ids) {
     WaveItem& it = batch.add(id);
     it.d = &found->second;
     it.out = &table_.get(id);
+    it.out_bytes = devices_->readable(*it.out);
     const bool logged = replay_.active && replay_.derived.count(id) != 0;
     it.forced = forced_.count(id) != 0 || stale_.count(id) != 0 || logged;
     for (PageId p : it.d->parents) {
       const PageRecord& r = table_.get(p);
       it.parents.push_back(&r);
+      it.ins.push_back(devices_->readable(r));
       it.sig.push_back(r.epoch.load(std::memory_order_relaxed));
     }
     if (!it.forced && it.sig == it.d->memo) {
@@ -456,9 +459,9 @@ void Bus::recompute_batch_locked(std::span<const PageId> ids) {
   }
   const auto items = batch.items();
   auto compute = [&](WaveItem& it) {
-    it.scratch.assign(it.out->data, it.out->data + it.out->size);
+    it.scratch.assign(it.out_bytes, it.out_bytes + it.out->size);
     compute_locked(it.id, *it.d, *it.out, it.parents, it.ins, it.scratch);
-    Delta::diff_into(it.delta, it.id, {it.out->data, it.out->size}, it.scratch);
+    Delta::diff_into(it.delta, it.id, {it.out_bytes, it.out->size}, it.scratch);
     it.computed = true;
     it.changed = !it.delta.empty();
   };
@@ -517,11 +520,11 @@ void Bus::commit_recompute_locked(WaveItem& it) {
 // Runs the recompute of `child` (record `out`) into `dst` (staged with the child's bytes),
 // committing nothing. Built-in kernels touch only their arguments, so lanes may run them at once.
 void Bus::compute_locked(PageId child, const Derivation& d, const PageRecord& out,
-                         std::span<const PageRecord* const> parents, std::vector<const std::byte*>& ins,
+                         std::span<const PageRecord* const> parents, std::span<const std::byte* const> ins,
                          std::span<std::byte> dst) const {
   if (d.fn.kind == RecomputeKind::Callable) {
     try {
-      d.callable(dst, parents);
+      d.callable(dst, parents, ins);
     } catch (const Error& e) {
       if (e.code() == ErrorCode::Propagation) throw;
       fail(ErrorCode::Propagation, "recompute of page ", child, " (", describe(d.fn), ") failed: ", e.what());
@@ -529,10 +532,8 @@ void Bus::compute_locked(PageId child, const Derivation& d, const PageRecord& ou
       fail(ErrorCode::Propagation, "recompute of page ", child, " (", describe(d.fn), ") raised: ", e.what());
     }
   } else if (d.fn.kind == RecomputeKind::Copy) {
-    std::memcpy(dst.data(), parents.front()->data, dst.size());
+    std::memcpy(dst.data(), ins.front(), dst.size());
   } else {
-    ins.clear();
-    for (const PageRecord* r : parents) ins.push_back(r->data);
     semiring_reduce(d.fn.semiring, out.dtype, ins, d.weights, dst.data(), out.size / dtype_itemsize(out.dtype));
   }
 }
@@ -541,6 +542,13 @@ void Bus::preview_recompute(PageId child, std::span<std::byte> out) {
   auto lock = lock_turn();
   check_open();
   preview_locked(child, out);
+}
+
+std::vector<const std::byte*> Bus::host_inputs_locked(std::span<const PageRecord* const> parents) {
+  std::vector<const std::byte*> ins;
+  ins.reserve(parents.size());
+  for (const PageRecord* p : parents) ins.push_back(devices_->readable(*p));
+  return ins;
 }
 
 void Bus::preview_locked(PageId child, std::span<std::byte> out) {
@@ -554,9 +562,9 @@ void Bus::preview_locked(PageId child, std::span<std::byte> out) {
   }
   std::vector<const PageRecord*> parents;
   for (PageId p : it->second.parents) parents.push_back(&table_.get(p));
-  std::memcpy(out.data(), r.data, r.size);
+  std::memcpy(out.data(), devices_->readable(r), r.size);
+  const std::vector<const std::byte*> ins = host_inputs_locked(parents);
   WaveOwner owner(wave_owner_);
-  std::vector<const std::byte*> ins;
   compute_locked(child, it->second, r, parents, ins, out);
 }
 

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <limits>
 
+#include "DevicePages.hpp"
 #include "mmsb/core/Error.hpp"
 #include "mmsb/engine/Bus.hpp"
 
@@ -290,7 +291,7 @@ void Bus::compare_pages_locked(Bus& other, const std::string& what, std::vector<
     }
     if (a == nullptr) continue;
     if (a->size != b->size || a->dtype != b->dtype) note(id, "layout differs");
-    else if (std::memcmp(a->data, b->data, a->size) != 0) note(id, "bytes differ");
+    else if (std::memcmp(devices_->readable(*a), other.devices_->readable(*b), a->size) != 0) note(id, "bytes differ");
     if (a->epoch.load() != b->epoch.load()) {
       note(id, "epoch " + std::to_string(a->epoch.load()) + " in memory, " + std::to_string(b->epoch.load()) + " in the log");
     }

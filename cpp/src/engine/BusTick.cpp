@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "DevicePages.hpp"
 #include "Transaction.hpp"
 #include "WaveBatch.hpp"
 #include "mmsb/core/Error.hpp"
@@ -237,7 +238,7 @@ void Bus::tick_validate_locked(TickReport& rep) {
     bool same = false;
     try {
       preview_locked(id, buf);
-      same = std::memcmp(buf.data(), r.data, r.size) == 0;
+      same = std::memcmp(buf.data(), devices_->readable(r), r.size) == 0;
     } catch (const Error&) {
       same = false;  // a recompute that cannot run again is reported as not matching
     }

@@ -2,6 +2,7 @@
 #include <cstring>
 #include <algorithm>
 
+#include "DevicePages.hpp"
 #include "Transaction.hpp"
 #include "mmsb/core/Error.hpp"
 
@@ -266,19 +267,33 @@ void Bus::undo_locked(Transaction& t, const TxnMark& m) noexcept {
   for (auto it = t.undo.rbegin(); it != t.undo.rend() - static_cast<std::ptrdiff_t>(m.undo); ++it) {
     if (auto* d = std::get_if<UndoDelta>(&*it)) {
       const std::byte* src = t.undo_bytes.data() + d->byte_begin;
-      for (std::size_t k = d->run_begin; k < d->run_begin + d->run_count; ++k) {
-        const Run& r = t.undo_runs[k];
-        if (r.length != 0) std::memcpy(d->rec->data + r.offset, src, r.length);
-        src += r.length;
+      const std::span<const Run> runs(t.undo_runs.data() + d->run_begin, d->run_count);
+      if (devices_->on_device(*d->rec)) {
+        // A device error here cannot be undone in turn: the process stops (noexcept).
+        std::uint64_t bytes = 0;
+        for (const Run& r : runs) bytes += r.length;
+        devices_->write(DevicePages::rows_of(*d->rec, runs), {src, bytes});
+      } else {
+        for (const Run& r : runs) {
+          if (r.length != 0) std::memcpy(d->rec->data + r.offset, src, r.length);
+          src += r.length;
+        }
       }
       d->rec->epoch.store(d->epoch, std::memory_order_release);
       d->rec->last_lsn.store(d->last_lsn, std::memory_order_relaxed);
     } else if (auto* b = std::get_if<UndoBatch>(&*it)) {
       std::uint64_t end = b->old.size();
+      std::vector<DeviceRow> device_rows;
       for (auto row = b->rows.rbegin(); row != b->rows.rend(); ++row) {
         end -= row->length;
-        if (row->length != 0) std::memcpy(row->rec->data + row->offset, b->old.data() + end, row->length);
+        if (devices_->on_device(*row->rec)) {
+          device_rows.push_back({row->rec, row->offset, end, row->length});
+        } else if (row->length != 0) {
+          std::memcpy(row->rec->data + row->offset, b->old.data() + end, row->length);
+        }
       }
+      // Device rows saved the bytes from before the batch, so one write in any order restores them.
+      if (!device_rows.empty()) devices_->write(device_rows, b->old);
       for (const auto& [rec, epoch, last] : b->first_touch) {
         rec->epoch.store(epoch, std::memory_order_release);
         rec->last_lsn.store(last, std::memory_order_relaxed);
@@ -349,7 +364,12 @@ void Bus::txn_note_delta_locked(PageRecord& r, const Delta& d, const std::span<c
   const UndoDelta u{&r, t.undo_runs.size(), d.run_list().size(), t.undo_bytes.size(),
                     r.epoch.load(std::memory_order_relaxed), r.last_lsn.load(std::memory_order_relaxed)};
   t.undo_runs.insert(t.undo_runs.end(), d.run_list().begin(), d.run_list().end());
-  for (const Run& run : d.run_list()) t.undo_bytes.insert(t.undo_bytes.end(), r.data + run.offset, r.data + run.end());
+  if (devices_->on_device(r)) {
+    t.undo_bytes.resize(t.undo_bytes.size() + d.payload().size());
+    devices_->read(r, d.run_list(), t.undo_bytes.data() + u.byte_begin);
+  } else {
+    for (const Run& run : d.run_list()) t.undo_bytes.insert(t.undo_bytes.end(), r.data + run.offset, r.data + run.end());
+  }
   reserve_one(t.undo);
   if (inputs != nullptr) {
     txn_->ops.add_derived(d, *inputs);

@@ -16,12 +16,13 @@ struct WaveItem {
   PageId id = 0;
   Derivation* d = nullptr;
   PageRecord* out = nullptr;
+  const std::byte* out_bytes = nullptr;  ///< the child's bytes as the host reads them
   bool forced = false;      ///< recompute even when the memo matches (stale or forced)
   bool computed = false;    ///< scratch holds the new bytes and delta their diff
   bool changed = false;     ///< the recompute changed the page (replay: the log holds its delta)
   std::vector<const PageRecord*> parents;
   std::vector<Epoch> sig;   ///< the parents' epochs: the memo signature
-  std::vector<const std::byte*> ins;  ///< kernel inputs
+  std::vector<const std::byte*> ins;  ///< the parents' bytes as the host reads them
   std::vector<std::byte> scratch;
   Delta delta;
 };
@@ -38,6 +39,7 @@ class WaveBatch {
     it.forced = it.computed = it.changed = false;
     it.parents.clear();
     it.sig.clear();
+    it.ins.clear();
     return it;
   }
   void clear() noexcept { size_ = 0; }

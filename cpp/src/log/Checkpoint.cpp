@@ -113,7 +113,7 @@ GraphImage read_graph(ByteReader& r, const std::string& path, std::uint32_t vers
 }
 }  // namespace
 
-void encode_checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph,
+void encode_checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph, const PageBytesFn& bytes_of,
                        const std::function<void(std::span<const std::byte>)>& out, const ProgressFn& progress) {
   std::vector<std::byte> buf;
   ByteWriter w(buf);
@@ -149,7 +149,7 @@ void encode_checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph,
     std::vector<std::byte> create_rec;
     encode_op_record(create_rec, 0, create);  // framed, so the page's layout has its own CRC
     bw.bytes(create_rec);
-    bw.bytes(r.data, r.size);
+    bw.bytes(bytes_of ? bytes_of(r) : r.data, r.size);
     w.u64(body.size());
     w.u32(crc32c(body.data(), body.size()));
     w.u32(0);
@@ -170,12 +170,13 @@ void encode_checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph,
 }
 
 std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table, const GraphImage& graph,
+                             const PageBytesFn& bytes_of,
                              const ProgressFn& progress) {
   const std::string final_path = dir + "/" + logfmt::checkpoint_file_name(lsn);
   const std::string tmp_path = final_path + ".tmp";
   try {
     PosixFile f(tmp_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    encode_checkpoint(lsn, table, graph, [&](std::span<const std::byte> bytes) { f.write_all(bytes); }, progress);
+    encode_checkpoint(lsn, table, graph, bytes_of, [&](std::span<const std::byte> bytes) { f.write_all(bytes); }, progress);
     f.datasync();
   } catch (...) {
     remove_file(tmp_path);

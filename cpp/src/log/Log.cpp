@@ -307,9 +307,10 @@ void Log::sync() {
   }
 }
 
-std::string Log::checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph, const ProgressFn& progress) {
+std::string Log::checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph, const PageBytesFn& bytes_of,
+                            const ProgressFn& progress) {
   sync();
-  std::string path = write_checkpoint(dir_, lsn, table, graph, progress);
+  std::string path = write_checkpoint(dir_, lsn, table, graph, bytes_of, progress);
   open_segment(lsn + 1);
   if (retention_) apply_retention();
   return path;

@@ -75,14 +75,14 @@ void PageTable::validate_layout(const PageSpec& spec) {
   }
 }
 
-PageRecord& PageTable::create(const PageSpec& spec) {
+PageRecord& PageTable::create(const PageSpec& spec, std::uint8_t place) {
   validate(spec);
   if ((next_id_ - 1) / kChunkRecords >= chunks_.size()) {
     chunks_.push_back(std::make_unique<PageRecord[]>(kChunkRecords));
   }
   const bool needs_info = spec.dtype != DType::Raw || !spec.name.empty() ||
                           !spec.metadata.empty() || spec.location != "cpu";
-  Arena::Block block = arena_.allocate(spec.size);
+  Arena::Block block = place == 0 ? arena_.allocate(spec.size) : placement(place)->allocate(spec.size);
   const PageId id = next_id_;
   try {
     if (needs_info) {
@@ -96,7 +96,7 @@ PageRecord& PageTable::create(const PageSpec& spec) {
     if (!spec.name.empty()) names_.emplace(spec.name, id);
   } catch (...) {
     infos_.erase(id);
-    arena_.release(block);
+    release_block(place, block);
     throw;
   }
   PageRecord& r = slot(id);
@@ -106,6 +106,7 @@ PageRecord& PageTable::create(const PageSpec& spec) {
   r.size_class = block.size_class;
   r.slab = block.slab;
   r.dtype = spec.dtype;
+  r.place = place;
   r.has_info = needs_info ? 1 : 0;
   r.epoch.store(0, std::memory_order_relaxed);
   r.last_lsn.store(0, std::memory_order_relaxed);
@@ -117,14 +118,23 @@ PageRecord& PageTable::create(const PageSpec& spec) {
 }
 
 PageRecord& PageTable::restore(PageId id, const PageSpec& spec, std::span<const std::byte> data,
-                               Epoch epoch, Lsn last_lsn) {
+                               Epoch epoch, Lsn last_lsn, std::uint8_t place) {
   if (id < next_id_ || data.size() != spec.size) {
     fail(ErrorCode::InvalidArgument, "cannot restore page ", id, " (next id ", next_id_, ", ",
          data.size(), " bytes for a ", spec.size, "-byte page)");
   }
   reserve_ids_below(id);
-  PageRecord& r = create(spec);
-  std::memcpy(r.data, data.data(), data.size());
+  PageRecord& r = create(spec, place);
+  if (place == 0) {
+    std::memcpy(r.data, data.data(), data.size());
+  } else {
+    try {
+      placement(place)->store(r.data, data);
+    } catch (...) {
+      discard_newest(r.id);
+      throw;
+    }
+  }
   r.epoch.store(epoch, std::memory_order_relaxed);
   r.last_lsn.store(last_lsn, std::memory_order_relaxed);
   return r;
@@ -211,9 +221,35 @@ void PageTable::unpin(PageRecord& r) noexcept {
   if (before == (PageRecord::kDeletedBit | 1u)) free_data(r);
 }
 
+PageTable::~PageTable() {
+  if (placements_.empty()) return;
+  for (auto& chunk : chunks_) {
+    for (std::size_t i = 0; i < kChunkRecords; ++i) {
+      PageRecord& r = chunk[i];
+      if (r.place != 0 && r.data != nullptr) free_data(r);
+    }
+  }
+}
+
 void PageTable::free_data(PageRecord& r) noexcept {
-  arena_.release(Arena::Block{r.data, r.requested, r.size_class, r.slab});
+  release_block(r.place, Arena::Block{r.data, r.requested, r.size_class, r.slab});
   r.data = nullptr;
+}
+
+void PageTable::release_block(std::uint8_t place, const Arena::Block& block) noexcept {
+  if (place == 0) {
+    arena_.release(block);
+  } else {
+    placement(place)->release(block);
+  }
+}
+
+std::uint8_t PageTable::add_placement(std::shared_ptr<Placement> placement) {
+  if (placements_.size() >= 255) fail(ErrorCode::InvalidArgument, "a bus holds pages in at most 255 locations");
+  // Never reallocated after this: release() reads its page's slot from any thread, unlocked.
+  placements_.reserve(255);
+  placements_.push_back(std::move(placement));
+  return static_cast<std::uint8_t>(placements_.size());
 }
 
 ArenaTrim PageTable::trim() noexcept {

@@ -5,9 +5,10 @@ C++ apply floor when the Google Benchmark binaries are built), SQLite in WAL mod
 (durable logging, and state at a point of the log), and oneTBB's flow graph (propagation).
 Every timed variant's result is checked against an oracle; a wrong one fails the run.
 
-Categories (CATEGORIES, in report order): allocation, delta, propagation, replay, persistence,
-stress, growth (cost-growth curves: full mode, or when named). Each is a module here with a
-run(ctx) that fills in its figures.
+Categories (CATEGORIES, in report order): allocation, delta, gpu (device pages against CuPy;
+skipped without a CUDA device), propagation, replay, persistence, stress, growth (cost-growth
+curves: full mode, or when named). Each is a module here with a run(ctx) that fills in its
+figures.
 
     import mmsb.bench
     results = mmsb.bench.run(quick=True, only=["delta", "stress"])

@@ -21,7 +21,7 @@ from ._stores import durable_base
 
 SCHEMA = "mmsb-bench/1"
 # Report order; `growth` (cost-growth curves) runs in full mode only, unless asked for by name.
-CATEGORIES = ("allocation", "delta", "propagation", "replay", "persistence", "stress", "growth")
+CATEGORIES = ("allocation", "delta", "gpu", "propagation", "replay", "persistence", "stress", "growth")
 
 
 class BenchResults(Report):

@@ -75,9 +75,9 @@ TEST(BusGraphTest, FailingRecomputeRollsBackTheWholeCommit) {
   const PageId f = bus.create_page(f64_page()).id;
   bool fail_now = false;
   bus.depend(f, std::vector<PageId>{g.e}, {RecomputeKind::Callable, SemiringKind::SumProduct, "test.fn"}, {},
-             [&](std::span<std::byte> out, std::span<const PageRecord* const> parents) {
+             [&](std::span<std::byte> out, std::span<const PageRecord* const>, std::span<const std::byte* const> ins) {
                if (fail_now) throw std::runtime_error("refused");
-               std::memcpy(out.data(), parents[0]->data, out.size());
+               std::memcpy(out.data(), ins[0], out.size());
              });
   write_value(bus, g.a, 0, 3.0);
   const test::BusState before = test::capture(bus);
@@ -105,9 +105,9 @@ TEST(BusGraphTest, ReplayReproducesDerivedPagesWithoutRecomputing) {
     Diamond g(bus);
     const PageId f = bus.create_page(f64_page()).id;
     bus.depend(f, std::vector<PageId>{g.d}, {RecomputeKind::Callable, SemiringKind::SumProduct, "test.twice"}, {},
-               [&](std::span<std::byte> out, std::span<const PageRecord* const> parents) {
+               [&](std::span<std::byte> out, std::span<const PageRecord* const>, std::span<const std::byte* const> ins) {
                  ++calls;
-                 const auto* in = reinterpret_cast<const double*>(parents[0]->data);
+                 const auto* in = reinterpret_cast<const double*>(ins[0]);
                  auto* o = reinterpret_cast<double*>(out.data());
                  for (std::uint64_t i = 0; i < kElems; ++i) o[i] = 2 * in[i];
                });
@@ -200,10 +200,10 @@ TEST(BusGraphTest, ParallelWavesCommitExactlyWhatOneThreadCommits) {
         bus.depend(child, std::span<const PageId>(parents).first(1), {RecomputeKind::Copy}, {});
       } else if (pick == 1) {  // clamps at 100: a cutoff once its inputs are large
         bus.depend(child, parents, {RecomputeKind::Callable, SemiringKind::SumProduct, "test.clamp"}, {},
-                   [](std::span<std::byte> out, std::span<const PageRecord* const> ps) {
+                   [](std::span<std::byte> out, std::span<const PageRecord* const>, std::span<const std::byte* const> ins) {
                      auto* o = reinterpret_cast<double*>(out.data());
                      for (std::uint64_t k = 0; k < out.size() / 8; ++k) {
-                       o[k] = std::min(100.0, reinterpret_cast<const double*>(ps[0]->data)[k]);
+                       o[k] = std::min(100.0, reinterpret_cast<const double*>(ins[0])[k]);
                      }
                    });
       } else {

@@ -27,12 +27,14 @@ struct BusState {
   std::vector<PageState> pages;
 };
 
-inline PageState page_state(const PageRecord& r) {
+/// The page as the host reads it (a device page's bytes through its mirror).
+inline PageState page_state(Bus& bus, const PageRecord& r) {
   PageState p;
   p.id = r.id;
   p.epoch = r.epoch.load();
   p.last_lsn = r.last_lsn.load();
-  p.bytes.assign(r.data, r.data + r.size);
+  const std::byte* bytes = bus.host_bytes(r);
+  p.bytes.assign(bytes, bytes + r.size);
   return p;
 }
 
@@ -42,7 +44,7 @@ inline BusState capture(Bus& bus) {
   s.lsn = bus.lsn();
   s.stats = bus.stats();
   for (PageId id : bus.page_ids()) {
-    PageState p = page_state(bus.page(id));
+    PageState p = page_state(bus, bus.page(id));
     const PageInfo info = bus.page_info(id);
     p.name = info.name;
     p.metadata = info.metadata;
@@ -52,11 +54,11 @@ inline BusState capture(Bus& bus) {
 }
 
 /// For a closed bus, whose lookups throw: the records the test kept from before closing.
-inline BusState capture(const Bus& bus, const std::vector<PageRecord*>& records) {
+inline BusState capture(Bus& bus, const std::vector<PageRecord*>& records) {
   BusState s;
   s.lsn = bus.lsn();
   s.stats = bus.stats();
-  for (const PageRecord* r : records) s.pages.push_back(page_state(*r));
+  for (const PageRecord* r : records) s.pages.push_back(page_state(bus, *r));
   return s;
 }
 

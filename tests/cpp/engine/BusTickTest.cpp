@@ -110,9 +110,9 @@ TEST(BusTickTest, FailingTickChangesNothingAndKeepsItsSubmissions) {
   const PageId c = bus.create_page(PageSpec{8, DType::Float64, {1}}).id;
   bool refuse = false;
   bus.depend(c, std::vector<PageId>{a}, {RecomputeKind::Callable, SemiringKind::SumProduct, "test.fn"}, {},
-             [&](std::span<std::byte> out, std::span<const PageRecord* const> parents) {
+             [&](std::span<std::byte> out, std::span<const PageRecord* const>, std::span<const std::byte* const> ins) {
                if (refuse) throw std::runtime_error("refused");
-               std::memcpy(out.data(), parents[0]->data, out.size());
+               std::memcpy(out.data(), ins[0], out.size());
              });
   const double x = 2.5;
   bus.submit(Delta::at(a, 0, {reinterpret_cast<const std::byte*>(&x), 8}));
@@ -274,7 +274,7 @@ TEST(BusTickTest, SampledValidationCatchesAnImpureRecompute) {
   const PageId c = bus.create_page(PageSpec{8}).id;
   std::uint64_t calls = 0;
   bus.depend(c, std::vector<PageId>{a}, {RecomputeKind::Callable, SemiringKind::SumProduct, "test.counter"}, {},
-             [&](std::span<std::byte> out, std::span<const PageRecord* const>) {
+             [&](std::span<std::byte> out, std::span<const PageRecord* const>, std::span<const std::byte* const>) {
                ++calls;  // depends on how often it ran, not on its parent
                std::memcpy(out.data(), &calls, 8);
              });

@@ -48,6 +48,7 @@ namespace mmsb {
 struct TxnMark;
 struct WaveItem;
 class WaveBatch;
+class DevicePages;
 
 struct BusOptions {
   unsigned threads = 0;  ///< threads for batch apply; 0 = one per hardware thread
@@ -189,6 +190,22 @@ struct ProvenanceStep {
   std::vector<std::pair<PageId, Epoch>> inputs;  ///< parents and their epochs (propagation)
 };
 
+/// Counters of the bus's device pages since it was created.
+struct DeviceTraffic {
+  std::uint64_t bytes_written = 0;       ///< host bytes written into device pages
+  std::uint64_t bytes_read = 0;          ///< device bytes read back (mirrors, undo, reads)
+  std::uint64_t mirror_syncs = 0;        ///< mirror refreshes that moved bytes
+  std::uint64_t mirror_bytes_synced = 0; ///< bytes those refreshes moved
+};
+
+/// Where a page's bytes live (bus.device_place).
+struct DevicePlace {
+  bool on_device = false;  ///< device memory the host cannot address ("cuda:N")
+  bool managed = false;    ///< managed memory ("unified"): host-addressable
+  int ordinal = 0;         ///< CUDA device of either
+  bool emulated = false;   ///< a test emulation over host memory (emulate_devices)
+};
+
 /// Real bytes held by the bus, by kind.
 struct MemoryReport {
   std::uint64_t pages = 0;
@@ -200,10 +217,12 @@ struct MemoryReport {
   std::uint64_t cache_bytes = 0;         ///< reusable buffers: commit staging, a spare transaction
   std::uint64_t log_bytes = 0;           ///< the in-memory log, or log bytes not yet written out
   std::uint64_t queue_bytes = 0;         ///< the ingest ring and the submissions waiting in it
+  std::uint64_t mirror_bytes = 0;        ///< host mirrors of device pages
+  std::uint64_t device_bytes = 0;        ///< device memory of live device pages (as requested; not in total)
   std::uint64_t record_bytes_per_page = sizeof(PageRecord);
   std::uint64_t total_bytes() const noexcept {
     return data_bytes + arena_slack_bytes + metadata_bytes + graph_bytes + index_bytes + cache_bytes + log_bytes +
-           queue_bytes;
+           queue_bytes + mirror_bytes;
   }
 };
 
@@ -288,6 +307,17 @@ class Bus {
   Epoch snapshot(PageId id, std::span<std::byte> out);
   /// Consistent copy of bytes [offset, offset + out.size()).
   void read(PageId id, std::uint64_t offset, std::span<std::byte> out);
+
+  // ---- device pages ------------------------------------------------------------------------
+  /// The page's bytes as the host reads them: `data` itself, or for a page in device memory its
+  /// host mirror, refreshed now (only the runs written since the last refresh are read back). The
+  /// pointer is valid while the page's memory lives (pin it); a device page's later writes leave
+  /// the mirror stale until the next call. Works on a closed bus; does not wait for another
+  /// thread's transaction. Throws Error(DeviceUnavailable) if the device fails.
+  const std::byte* host_bytes(const PageRecord& r);
+  DevicePlace device_place(const PageRecord& r);
+  /// Bytes moved to and from this bus's device pages.
+  DeviceTraffic device_traffic();
 
   // ---- transactions ------------------------------------------------------------------------
   /// Opens a transaction owned by the calling thread. Its changes apply at once (the owner reads
@@ -463,8 +493,10 @@ class Bus {
   void recompute_batch_locked(std::span<const PageId> ids);
   void commit_recompute_locked(WaveItem& item);
   void compute_locked(PageId child, const Derivation& d, const PageRecord& out,
-                      std::span<const PageRecord* const> parents, std::vector<const std::byte*>& ins,
+                      std::span<const PageRecord* const> parents, std::span<const std::byte* const> ins,
                       std::span<std::byte> dst) const;
+  /// Each parent's bytes as the host reads them (device pages: their refreshed mirrors).
+  std::vector<const std::byte*> host_inputs_locked(std::span<const PageRecord* const> parents);
   /// Applies a graph op (commit and replay); returns the child whose definition it changed
   /// (recomputed or marked stale next), or 0.
   PageId replay_graph_op_locked(const LogOp& op);
@@ -479,6 +511,8 @@ class Bus {
   /// `save_old`: where the rows' overwritten bytes go (the transaction's undo), or nullptr.
   void apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns,
                           std::byte* save_old = nullptr);
+  /// apply_batch_locked for a batch with rows on device pages; false (nothing done) without any.
+  bool apply_device_batch_locked(const DeltaBatchView& batch, Lsn first, std::byte* save_old);
   void restore_graph_locked(const GraphImage& g);
   GraphImage graph_image_locked() const;
   void check_derivation_locked(PageId child, std::span<const PageId> parents, const RecomputeSpec& fn,
@@ -526,8 +560,10 @@ class Bus {
   /// bytes each row overwrites (its undo).
   std::byte* txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t timestamp_ns);
   void end_transaction_locked() noexcept;
-  void check_location(const std::string& location) const;
   PageRecord& live_locked(PageId id);
+  /// Where a page found by recovery or replay goes: its location, or the host for a read-only
+  /// view of the past. Error(DeviceUnavailable) naming the page when its device is missing.
+  std::uint8_t recovered_place_locked(PageId id, const PageSpec& spec);
   void check_delta_locked(const PageRecord& r, const Delta& d) const;
   void commit_delta_locked(PageRecord& r, Delta& d);
   void apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn);
@@ -562,6 +598,7 @@ class Bus {
   mutable std::mutex mutex_;
   const std::uint64_t instance_id_;
   PageTable table_;
+  std::unique_ptr<DevicePages> devices_;  // device pages' transfers and mirrors (over table_)
   ThreadPool pool_;
   std::atomic<Lsn> lsn_{0};
   std::atomic<bool> closed_{false};
@@ -572,6 +609,9 @@ class Bus {
   std::vector<std::byte> record_buf_;  // reused encoding buffer for log records
   RecoveryReport recovery_;
   bool read_only_ = false;
+  // A view of the past (read_only from construction, while read_only_ is set only after recovery):
+  // it keeps every page on the host, whatever its location.
+  bool history_view_ = false;
   std::unique_ptr<Transaction> txn_;  // the open transaction, if any (guarded by mutex_)
   std::unique_ptr<Transaction> spare_txn_;  // a finished one whose arenas the next reuses
   std::deque<std::unique_ptr<Transaction>> parked_;  // logged, not yet durable (oldest first)

@@ -11,10 +11,12 @@
 namespace mmsb {
 
 /// A host-language recompute: fills `out` (staged with the child's current bytes) from the
-/// parents' pages, in the order of Derivation::parents. It runs on the committing thread under
-/// the bus commit lock and must not call into the bus. Any exception aborts the wave.
-using RecomputeCallable =
-    std::function<void(std::span<std::byte> out, std::span<const PageRecord* const> parents)>;
+/// parents' pages, in the order of Derivation::parents; `inputs` holds each parent's bytes as the
+/// host reads them (a device page's refreshed mirror: never read a parent's `data` directly). It
+/// runs on the committing thread under the bus commit lock and must not call into the bus. Any
+/// exception aborts the wave.
+using RecomputeCallable = std::function<void(std::span<std::byte> out, std::span<const PageRecord* const> parents,
+                                             std::span<const std::byte* const> inputs)>;
 
 struct Derivation {
   RecomputeSpec fn;

@@ -47,15 +47,19 @@ struct CheckpointData {
   FileBytes bytes;  ///< file contents backing the page data spans (mapped: checkpoints never change)
 };
 
+/// Where a checkpoint reads a page's bytes: empty for `data` itself (host pages); the bus passes
+/// its device pages' refreshed host mirrors.
+using PageBytesFn = std::function<const std::byte*(const PageRecord&)>;
+
 /// Encodes the live pages of `table` and the graph as the checkpoint at `lsn`, handing the bytes
 /// to `out` in pieces of about 8 MiB (so a big checkpoint is never held twice). Whatever `out`
 /// throws propagates.
-void encode_checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph,
+void encode_checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph, const PageBytesFn& bytes_of,
                        const std::function<void(std::span<const std::byte>)>& out, const ProgressFn& progress = {});
 /// Writes the checkpoint at `lsn` into `dir`; returns its path. Throws Error(Durability) (the
 /// temporary file is removed; no checkpoint appears).
 std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table, const GraphImage& graph,
-                             const ProgressFn& progress = {});
+                             const PageBytesFn& bytes_of, const ProgressFn& progress = {});
 /// Fully verifies and decodes checkpoint bytes (a file's, or an in-memory bus's); page data
 /// spans point into `bytes`, which the result owns. Throws Error(LogCorrupt) naming `what` and
 /// the offset.

@@ -93,7 +93,8 @@ class Log {
   /// Writes a checkpoint of `table` at `lsn` (after sync()) and starts a new segment after it;
   /// with a retention, then drops checkpoints and segments older than it keeps.
   /// `progress` hears phase "checkpoint" (pages written).
-  std::string checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph, const ProgressFn& progress = {});
+  std::string checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph, const PageBytesFn& bytes_of,
+                         const ProgressFn& progress = {});
   /// Keep only the newest `checkpoints` checkpoints (>= 1) and the log after the oldest of them;
   /// nullopt keeps everything (the default). Applied at each checkpoint.
   void set_retention(std::optional<unsigned> checkpoints) noexcept { retention_ = checkpoints; }

@@ -41,7 +41,8 @@ struct PageSpec {
 
 /// The hot record of one page: exactly one cache line.
 ///
-/// Invariants: `data` is 64-byte aligned and never moves while the page lives or is pinned;
+/// Invariants: `data` is 64-byte aligned (a device address when `place` names a placement that is
+/// not host-accessible: then only that placement touches the bytes) and never moves while the page lives or is pinned;
 /// `size` never changes; `epoch` only grows. Writers hold the bus commit lock; `epoch` and
 /// `last_lsn` are atomics so readers on other threads (handles, views) see whole values.
 /// `refs` counts pins (Python handles, views, DLPack exports) in its low 31 bits; bit 31 marks the
@@ -60,6 +61,7 @@ struct alignas(64) PageRecord {
   DType dtype = DType::Raw;
   std::uint8_t has_info = 0;       // 1 when a PageInfo exists for this id
   std::uint32_t slab = 0;          // arena bookkeeping for release (Arena::Block::slab)
+  std::uint8_t place = 0;          // 0: host arena; k: the table's placement k (device memory)
 
   bool deleted() const noexcept { return (refs.load(std::memory_order_acquire) & kDeletedBit) != 0; }
   bool live() const noexcept { return id != 0 && !deleted(); }

@@ -16,6 +16,7 @@
 
 #include "mmsb/page/Arena.hpp"
 #include "mmsb/page/Page.hpp"
+#include "mmsb/page/Placement.hpp"
 
 namespace mmsb {
 
@@ -35,6 +36,9 @@ class PageTable {
   static constexpr std::uint64_t kMaxPageSize = std::uint64_t{1} << 40;
 
   PageTable() = default;
+  /// Gives the blocks of pages still holding memory back to their placements (device memory
+  /// outlives a table unless returned; the host arena unmaps its own).
+  ~PageTable();
   PageTable(const PageTable&) = delete;
   PageTable& operator=(const PageTable&) = delete;
 
@@ -43,13 +47,21 @@ class PageTable {
   void validate(const PageSpec& spec) const;
   /// The part of validate() that needs no table: size, dtype, shape, name length.
   static void validate_layout(const PageSpec& spec);
-  /// Creates a zero-filled page with the next id. Validates first; throws as validate() or
-  /// Error(OutOfMemory), leaving the table unchanged.
-  PageRecord& create(const PageSpec& spec);
+  /// Creates a zero-filled page with the next id, in the host arena (`place` 0) or in placement
+  /// `place` (from add_placement). Validates first; throws as validate(), or as the memory's
+  /// allocate (Error(OutOfMemory)), leaving the table unchanged.
+  PageRecord& create(const PageSpec& spec, std::uint8_t place = 0);
   /// Recreates a page from a checkpoint: id `id` (>= next_id(); ids in between stay unused),
   /// content `data` (spec.size bytes), `epoch` and `last_lsn`. Throws as create().
   PageRecord& restore(PageId id, const PageSpec& spec, std::span<const std::byte> data, Epoch epoch,
-                      Lsn last_lsn);
+                      Lsn last_lsn, std::uint8_t place = 0);
+  /// Registers memory outside the host arena; returns its `place` (1, 2, ...). The table keeps
+  /// it alive as long as itself. Throws Error(InvalidArgument) beyond 255 placements.
+  std::uint8_t add_placement(std::shared_ptr<Placement> placement);
+  /// The placement of a page's `place`, or nullptr for the host arena.
+  Placement* placement(std::uint8_t place) const noexcept {
+    return place == 0 ? nullptr : placements_[place - 1].get();
+  }
   /// Raises next_id() to `id` (ids below were used by pages deleted before a checkpoint).
   void reserve_ids_below(PageId id) noexcept;
   /// Undoes the create() that returned page `id`, as if it never happened (id reusable). Only for
@@ -117,6 +129,7 @@ class PageTable {
     return chunks_[(id - 1) / kChunkRecords][(id - 1) % kChunkRecords];
   }
   void free_data(PageRecord& r) noexcept;
+  void release_block(std::uint8_t place, const Arena::Block& block) noexcept;
 
   std::vector<std::unique_ptr<PageRecord[]>> chunks_;
   PageId next_id_ = 1;
@@ -129,6 +142,7 @@ class PageTable {
   mutable std::uint64_t cold_info_bytes_ = 0;
   mutable std::uint64_t cold_name_bytes_ = 0;
   Arena arena_;
+  std::vector<std::shared_ptr<Placement>> placements_;  // capacity 255 once used: slots never move
 };
 
 }  // namespace mmsb

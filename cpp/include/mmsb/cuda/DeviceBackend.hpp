@@ -1,0 +1,112 @@
+#pragma once
+/// DeviceBackend: what the engine needs from a device that holds page memory, behind one
+/// interface so the engine never includes CUDA headers. Implementations: the CUDA backend
+/// (CudaBackend.cu: cudaMalloc'd pool slabs, a pinned staging buffer, scatter/gather kernels on
+/// one stream), managed memory for location "unified", and an emulation over host memory that
+/// the tests install with emulate_devices() so the engine's device paths run on machines without
+/// a GPU.
+///
+/// Device addresses are opaque to the host: only the backend reads or writes them. The emulation
+/// stores every byte inverted, so engine code that touches device memory directly, instead of
+/// going through the backend, reads and writes garbage and the tests catch it.
+///
+/// Thread safety: every member may be called from any thread. Transfers of one device are
+/// serialized by the backend (one staging buffer, one stream); allocate/release take the pool's
+/// mutex. Every transfer is complete when its call returns (the stream is synchronized), so a
+/// consumer handed a device address never sees a write half done.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mmsb/cuda/DevicePool.hpp"
+
+namespace mmsb::cuda {
+
+/// One piece of a transfer: `length` bytes at device address `device` and at `host_offset` in
+/// the host buffer of the call.
+struct DeviceRun {
+  std::byte* device = nullptr;
+  std::uint64_t host_offset = 0;
+  std::uint64_t length = 0;
+};
+
+/// Monotonic counters of one device since it was first used.
+struct DeviceCounters {
+  std::uint64_t bytes_to_device = 0;  ///< payload bytes written by write()
+  std::uint64_t bytes_to_host = 0;    ///< bytes read back by read()
+  std::uint64_t bytes_copied = 0;     ///< device-to-device bytes of copy()
+  std::uint64_t transfers = 0;        ///< write/read/copy calls
+  std::uint64_t kernels = 0;          ///< kernels launched (0 for the emulation)
+
+  /// Counts one write/read/copy call.
+  void add_transfer(std::uint64_t to_device, std::uint64_t to_host, std::uint64_t copied,
+                    std::uint64_t launched) noexcept {
+    bytes_to_device += to_device;
+    bytes_to_host += to_host;
+    bytes_copied += copied;
+    kernels += launched;
+    ++transfers;
+  }
+};
+
+class DeviceBackend {
+ public:
+  virtual ~DeviceBackend() = default;
+
+  /// The location string pages use for it: "cuda:N" or "unified".
+  virtual const std::string& location() const noexcept = 0;
+  /// CUDA device ordinal (the DLPack device id).
+  virtual int ordinal() const noexcept = 0;
+  /// True when the host may read and write the memory directly (managed memory): such pages
+  /// need no host mirror and no transfers.
+  virtual bool host_accessible() const noexcept = 0;
+  /// True for the host-memory emulation (tests); DLPack refuses to export its memory.
+  virtual bool emulated() const noexcept = 0;
+
+  /// A zero-filled block of at least `bytes`. Throws Error(OutOfMemory) naming the device when it
+  /// has no room (managed memory: never more than the device reports free), nothing allocated.
+  virtual DevicePool::Block allocate(std::uint64_t bytes) = 0;
+  /// Gives back a block allocate() returned, exactly once.
+  virtual void release(const DevicePool::Block& block) noexcept = 0;
+
+  /// Host to device: for each run, host[host_offset, +length) to `device`. The runs must not
+  /// overlap on the device (resolve_overlaps() makes them so). One staging copy and one scatter
+  /// kernel per call (split only when the staging buffer is smaller than the payload).
+  /// Throws Error(DeviceUnavailable) naming the CUDA error; memory may then be partly written.
+  virtual void write(std::span<const DeviceRun> runs, std::span<const std::byte> host) = 0;
+  /// Device to host: for each run, `device` to host[host_offset, +length) (one gather kernel and
+  /// one copy per call, as write()). Throws as write().
+  virtual void read(std::span<const DeviceRun> runs, std::span<std::byte> host) = 0;
+  /// Device to device on this device; [src, +bytes) and [dst, +bytes) must not overlap.
+  virtual void copy(std::byte* dst, const std::byte* src, std::uint64_t bytes) = 0;
+
+  virtual DeviceCounters counters() const = 0;
+  virtual DevicePoolStats pool_stats() const = 0;
+};
+
+/// The backend of `location` ("cuda:N" or "unified" on device 0), created on first use and kept
+/// for the process. Throws Error(InvalidArgument) for a malformed location and
+/// Error(DeviceUnavailable) naming the reason (no CUDA in this build, no driver or GPU, ordinal
+/// out of range) when it cannot be served.
+DeviceBackend& device_backend(std::string_view location);
+
+/// Tests only: serve "cuda:0" .. "cuda:<count-1>" and "unified" from host-memory emulations (and
+/// no real device) until called again; 0 goes back to the real devices. Backends of the previous
+/// setting stay alive (pages may still hold their blocks). Not to be called while another thread
+/// creates device pages.
+void emulate_devices(int count);
+/// Number of emulated devices now served (0: real devices).
+int emulated_devices() noexcept;
+
+/// Rewrites `runs` (in the order they were issued: a later run wins where runs overlap) into runs
+/// that do not overlap and leave the same bytes on the device: each byte is written once, from the
+/// last run that covers it. Runs already sorted by address and disjoint cost one pass; disjoint
+/// runs in any order one sort; overlapping ones O(n log n) with an interval map. Zero-length runs
+/// are dropped. The result is sorted by address.
+void resolve_overlaps(std::vector<DeviceRun>& runs);
+
+}  // namespace mmsb::cuda

@@ -1,0 +1,114 @@
+#pragma once
+/// Replicator: keeps replicas of a set of device pages identical on several GPUs, one process (or
+/// thread) per rank, by broadcasting each tick's delta batch from rank 0 over NCCL and applying it
+/// in the same order on every rank.
+///
+/// Set-up: rank 0 makes an id with unique_id(); the caller hands it to every rank (a file, a
+/// socket, MPI); each rank constructs Replicator(nranks, rank, id, ordinal, page_sizes) with the
+/// same page sizes, concurrently (construction is a collective). Each tick, rank 0 calls
+/// broadcast(rows, payload) and every other rank calls receive(); all end with the batch applied.
+/// Every collective (constructor, broadcast/receive, check) must be called by all ranks in the
+/// same order, or they wait for each other forever (NCCL semantics).
+///
+/// Wire protocol per tick: a 24-byte header (row count, payload bytes, tick number), then one
+/// body: the row table (page, offset, length, payload position: 4 u64 each) and the payload, each
+/// row's bytes placed at a position congruent to its page offset modulo 16 so the copy kernel
+/// moves 16-byte words. Rows apply in order (a later row wins where rows overlap), resolved once
+/// into disjoint runs and copied by one kernel.
+///
+/// With emulate_devices() installed, a one-rank replicator runs over the emulated device without
+/// NCCL (tests of the batch logic on machines without a GPU).
+///
+/// Errors: bad arguments throw Error(InvalidArgument) before any collective, leaving every
+/// replica unchanged. A CUDA or NCCL failure during a collective throws Error(DeviceUnavailable)
+/// and leaves the replicator unusable (ranks may disagree after it): every later call throws
+/// DeviceUnavailable quoting the first failure.
+///
+/// Thread safety: every member may be called from any thread; calls on one object are serialized.
+/// Memory: the replicas come from the device's pool (device_backend("cuda:N")) and go back to it
+/// in the destructor.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "mmsb/cuda/DeviceBackend.hpp"
+#include "mmsb/cuda/Nccl.hpp"
+
+namespace mmsb::cuda {
+
+class ReplicaChannel;
+
+/// One row of a tick's batch: `length` bytes at `offset` of replica page `page`. Its payload is
+/// the next `length` bytes of the batch payload (rows take their payload in order).
+struct ReplicaRow {
+  std::uint64_t page = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+};
+
+class Replicator {
+ public:
+  /// A new bootstrap id (ncclGetUniqueId), made once on rank 0 and shared by the caller. Throws
+  /// Error(DeviceUnavailable) when NCCL cannot be loaded or refuses.
+  static NcclUniqueId unique_id();
+
+  /// Joins the replication group as `rank` of `nranks` on CUDA device `ordinal`, with replicas of
+  /// `page_sizes` (bytes each, all zero at first). Blocks until every rank has joined. Throws
+  /// Error(InvalidArgument) for nranks < 1, rank outside [0, nranks), ordinal < 0, no pages, a
+  /// page of 0 bytes, or page sizes that differ between ranks (every rank throws then);
+  /// Error(DeviceUnavailable) when the device or NCCL is unavailable (always in builds without
+  /// CUDA, unless devices are emulated); Error(OutOfMemory) when the replicas do not fit.
+  Replicator(int nranks, int rank, const NcclUniqueId& id, int ordinal, std::vector<std::uint64_t> page_sizes);
+  Replicator(const Replicator&) = delete;
+  Replicator& operator=(const Replicator&) = delete;
+  /// Leaves the group (the communicator is destroyed) and releases the replicas.
+  ~Replicator();
+
+  /// Rank 0: sends this tick's rows and `payload` (their bytes, concatenated in row order) to
+  /// every rank and applies them to its own replicas. Throws Error(InvalidArgument), nothing sent,
+  /// when called on another rank, for a page index out of range, a row past its page's end, or
+  /// payload bytes that are not the sum of the row lengths.
+  void broadcast(std::span<const ReplicaRow> rows, std::span<const std::byte> payload);
+  /// Other ranks: receives rank 0's next batch and applies it. Throws Error(InvalidArgument) on
+  /// rank 0 (nothing received); Error(Internal) when the received batch is malformed.
+  void receive();
+
+  /// 64-bit hash of all replicas: FNV-1a 64 over, for each page in order, its size (u64 little
+  /// endian) and the CRC32C of its bytes (u32 little endian). Equal replicas give equal hashes.
+  /// Local: no collective.
+  std::uint64_t hash();
+  /// Collective: true when every rank's hash() equals rank 0's.
+  bool check();
+  /// A copy of replica page `page`. Throws Error(InvalidArgument) for an index out of range.
+  std::vector<std::byte> read(std::uint64_t page);
+
+  int nranks() const noexcept { return nranks_; }
+  int rank() const noexcept { return rank_; }
+  int ordinal() const noexcept { return ordinal_; }
+  const std::vector<std::uint64_t>& page_sizes() const noexcept { return page_sizes_; }
+  /// Batches applied so far (the tick number of the last one).
+  std::uint64_t ticks() const;
+
+ private:
+  void ensure_usable() const;
+  void run_batch(std::span<const ReplicaRow> rows, std::span<const std::byte> payload);
+  std::uint64_t hash_locked();
+  void release_pages() noexcept;
+
+  int nranks_;
+  int rank_;
+  int ordinal_;
+  std::vector<std::uint64_t> page_sizes_;
+  DeviceBackend* backend_ = nullptr;
+  std::vector<DevicePool::Block> pages_;
+  std::unique_ptr<ReplicaChannel> channel_;
+  mutable std::mutex mutex_;
+  std::uint64_t ticks_ = 0;
+  std::string failure_;  // the first collective failure; non-empty: unusable
+};
+
+}  // namespace mmsb::cuda

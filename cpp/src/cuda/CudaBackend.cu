@@ -1,0 +1,384 @@
+// The real device backends: device memory of one GPU ("cuda:N") and managed memory ("unified").
+//
+// cuda:N moves every transfer through one staging buffer pair (pinned host + device, grown on
+// demand up to kStagingCap): a write packs the runs' payload and a table of copies into pinned
+// memory, sends both with ONE host-to-device copy and scatters them with ONE run-copy kernel; a
+// read gathers the runs into device staging with one kernel and brings them back with one copy.
+// So a batch of a million 64-byte deltas costs two commands on the stream, not a million.
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+
+#include "Backends.hpp"
+#include "CudaCheck.cuh"
+#include "RunCopy.cuh"
+#include "mmsb/core/Error.hpp"
+#include "mmsb/cuda/StagingPlan.hpp"
+
+namespace mmsb::cuda {
+namespace {
+
+// A transfer larger than this goes in several rounds through the staging buffers: it bounds the
+// pinned host memory a device holds (pinned pages cannot be swapped) and its twin on the device.
+constexpr std::uint64_t kStagingCap = std::uint64_t{256} << 20;
+// Staging grows in steps of at least this much, so small transfers do not reallocate often.
+constexpr std::uint64_t kStagingStep = std::uint64_t{1} << 20;
+
+using Piece = StagingPlan::Piece;
+
+constexpr std::uint64_t round_up(std::uint64_t n, std::uint64_t to) { return (n + to - 1) / to * to; }
+
+[[noreturn]] void out_of_range(const std::string& where, const char* what, const DeviceRun& r, std::size_t size) {
+  fail(ErrorCode::InvalidArgument, where, " ", what, ": run of ", r.length, " bytes at host offset ", r.host_offset,
+       " is outside the ", size, "-byte host buffer");
+}
+
+// Checks every run against the host buffer before anything moves (a refused call changes
+// nothing) and returns the payload bytes.
+std::uint64_t checked_bytes(std::span<const DeviceRun> runs, std::size_t host_size, const std::string& where,
+                            const char* what) {
+  std::uint64_t total = 0;
+  for (const DeviceRun& r : runs) {
+    if (r.host_offset > host_size || r.length > host_size - r.host_offset) out_of_range(where, what, r, host_size);
+    total += r.length;
+  }
+  return total;
+}
+
+// Throws DeviceUnavailable unless `ordinal` names a device this process can use.
+void require_device(int ordinal, const std::string& where) {
+  int count = 0;
+  if (const cudaError_t s = cudaGetDeviceCount(&count); s != cudaSuccess) {
+    cudaGetLastError();
+    fail(ErrorCode::DeviceUnavailable, where, " requested, but no CUDA device is usable: ", cudaGetErrorString(s),
+         " (", cudaGetErrorName(s), ")");
+  }
+  if (ordinal < 0 || ordinal >= count) {
+    fail(ErrorCode::DeviceUnavailable, where, " requested, but this machine has ", count, " CUDA device",
+         count == 1 ? "" : "s");
+  }
+}
+
+// cudaFree on `ordinal`, from a noexcept path (a page's last view may drop on any thread):
+// errors are dropped, as a failing free has nowhere to go and the memory is lost either way.
+void free_on(int ordinal, void* p) noexcept {
+  int previous = 0;
+  if (cudaGetDevice(&previous) != cudaSuccess || cudaSetDevice(ordinal) != cudaSuccess) {
+    cudaGetLastError();
+    return;
+  }
+  cudaFree(p);
+  cudaSetDevice(previous);
+  cudaGetLastError();
+}
+
+// A non-blocking stream of one device, destroyed with its owner.
+class Stream {
+ public:
+  Stream(int ordinal, const std::string& where) {
+    DeviceGuard g(ordinal, where);
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), where, "cudaStreamCreateWithFlags");
+  }
+  ~Stream() { cudaStreamDestroy(stream_); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const noexcept { return stream_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
+// Pool slabs: cudaMalloc'd on `ordinal` (nullptr when the device is out of memory), zeroed on
+// `stream` before they are handed out. Callable from any thread: each call selects the device.
+SlabSource device_slab_source(int ordinal, const std::string& where, cudaStream_t stream) {
+  return {where,
+          [ordinal, where](std::size_t n) -> void* {
+            DeviceGuard g(ordinal, where);
+            void* p = nullptr;
+            const cudaError_t s = cudaMalloc(&p, n);
+            if (s == cudaErrorMemoryAllocation) {
+              cudaGetLastError();
+              return nullptr;
+            }
+            check(s, where, "cudaMalloc");
+            return p;
+          },
+          [ordinal, where, stream](void* p, std::size_t n) {
+            DeviceGuard g(ordinal, where);
+            check(cudaMemsetAsync(p, 0, n, stream), where, "cudaMemsetAsync");
+            check(cudaStreamSynchronize(stream), where, "cudaStreamSynchronize");
+          },
+          [ordinal](void* p) { free_on(ordinal, p); }};
+}
+
+class CudaBackend final : public DeviceBackend {
+ public:
+  explicit CudaBackend(int ordinal)
+      : location_("cuda:" + std::to_string(ordinal)),
+        ordinal_(ordinal),
+        stream_(ordinal, location_),
+        pool_(device_slab_source(ordinal, location_, stream_.get())) {}
+
+  ~CudaBackend() override {
+    cudaFreeHost(host_staging_);
+    free_on(ordinal_, device_staging_);
+  }
+
+  const std::string& location() const noexcept override { return location_; }
+  int ordinal() const noexcept override { return ordinal_; }
+  bool host_accessible() const noexcept override { return false; }
+  bool emulated() const noexcept override { return false; }
+
+  DevicePool::Block allocate(std::uint64_t bytes) override { return pool_.allocate(bytes); }
+  void release(const DevicePool::Block& block) noexcept override { pool_.release(block); }
+
+  void write(std::span<const DeviceRun> runs, std::span<const std::byte> host) override {
+    const std::uint64_t bytes = checked_bytes(runs, host.size(), location_, "write");
+    std::lock_guard g(transfer_mutex_);
+    const std::uint64_t kernels = transfer(runs, bytes, [&](std::span<const Piece> pieces, std::uint64_t table_at) {
+      DeviceCopyRun* table = staged_table(table_at);
+      for (const Piece& p : pieces) {
+        std::memcpy(host_staging_ + p.staging, host.data() + p.host, p.length);
+        *table++ = {p.device, device_staging_ + p.staging, p.length};
+      }
+      // Payload and table in one copy, then one scatter.
+      check(cudaMemcpyAsync(device_staging_, host_staging_, table_at + pieces.size() * sizeof(DeviceCopyRun),
+                            cudaMemcpyHostToDevice, stream_.get()),
+            location_, "cudaMemcpyAsync (host to device)");
+      launch(table_at, pieces);
+      check(cudaStreamSynchronize(stream_.get()), location_, "cudaStreamSynchronize");
+    });
+    count(bytes, 0, 0, kernels);
+  }
+
+  void read(std::span<const DeviceRun> runs, std::span<std::byte> host) override {
+    const std::uint64_t bytes = checked_bytes(runs, host.size(), location_, "read");
+    std::lock_guard g(transfer_mutex_);
+    const std::uint64_t kernels = transfer(runs, bytes, [&](std::span<const Piece> pieces, std::uint64_t table_at) {
+      DeviceCopyRun* table = staged_table(table_at);
+      for (const Piece& p : pieces) *table++ = {device_staging_ + p.staging, p.device, p.length};
+      check(cudaMemcpyAsync(device_staging_ + table_at, host_staging_ + table_at,
+                            pieces.size() * sizeof(DeviceCopyRun), cudaMemcpyHostToDevice, stream_.get()),
+            location_, "cudaMemcpyAsync (copy table to device)");
+      launch(table_at, pieces);
+      check(cudaMemcpyAsync(host_staging_, device_staging_, table_at, cudaMemcpyDeviceToHost, stream_.get()),
+            location_, "cudaMemcpyAsync (device to host)");
+      check(cudaStreamSynchronize(stream_.get()), location_, "cudaStreamSynchronize");
+      for (const Piece& p : pieces) std::memcpy(host.data() + p.host, host_staging_ + p.staging, p.length);
+    });
+    count(0, bytes, 0, kernels);
+  }
+
+  void copy(std::byte* dst, const std::byte* src, std::uint64_t bytes) override {
+    std::lock_guard g(transfer_mutex_);
+    if (bytes > 0) {
+      DeviceGuard device(ordinal_, location_);
+      check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_.get()), location_,
+            "cudaMemcpyAsync (device to device)");
+      check(cudaStreamSynchronize(stream_.get()), location_, "cudaStreamSynchronize");
+    }
+    count(0, 0, bytes, 0);
+  }
+
+  DeviceCounters counters() const override {
+    std::lock_guard g(counters_mutex_);
+    return counters_;
+  }
+  DevicePoolStats pool_stats() const override { return pool_.stats(); }
+
+ private:
+  // Runs `round` for each staging round of `runs` (`bytes` in all; zero-length runs contribute
+  // nothing) and returns the kernels launched. On a CUDA error the stream is drained before the
+  // error propagates, so no copy still reads or writes the staging buffers a later call reuses.
+  template <class Round>
+  std::uint64_t transfer(std::span<const DeviceRun> runs, std::uint64_t bytes, Round&& round) {
+    std::uint64_t rounds = 0;
+    if (bytes == 0) return rounds;
+    DeviceGuard device(ordinal_, location_);
+    reserve_staging(std::min(kStagingCap, plan_.bound(runs)));
+    try {
+      plan_.plan(runs, staging_bytes_, [&](std::span<const Piece> pieces, std::uint64_t table_at) {
+        round(pieces, table_at);
+        ++rounds;
+      });
+    } catch (...) {
+      cudaStreamSynchronize(stream_.get());
+      throw;
+    }
+    return rounds;
+  }
+
+  // Grows both staging buffers to at least `bytes` (never shrinks them).
+  void reserve_staging(std::uint64_t bytes) {
+    if (bytes <= staging_bytes_) return;
+    const std::uint64_t size = std::min(kStagingCap, std::max(round_up(bytes, kStagingStep), 2 * staging_bytes_));
+    cudaFreeHost(host_staging_);
+    cudaFree(device_staging_);
+    host_staging_ = nullptr;
+    device_staging_ = nullptr;
+    staging_bytes_ = 0;
+    void* h = nullptr;
+    void* d = nullptr;
+    check(cudaMallocHost(&h, size), location_, "cudaMallocHost (pinned staging)");
+    host_staging_ = static_cast<std::byte*>(h);
+    check(cudaMalloc(&d, size), location_, "cudaMalloc (device staging)");
+    device_staging_ = static_cast<std::byte*>(d);
+    staging_bytes_ = size;
+  }
+
+  // The copy table of a round, written in place in pinned staging (StagingPlan aligns it).
+  DeviceCopyRun* staged_table(std::uint64_t table_at) const noexcept {
+    return reinterpret_cast<DeviceCopyRun*>(host_staging_ + table_at);
+  }
+
+  // The run-copy kernel over the round's table, already in device staging at `table_at`.
+  void launch(std::uint64_t table_at, std::span<const Piece> pieces) {
+    std::uint64_t bytes = 0;
+    for (const Piece& p : pieces) bytes += p.length;
+    const auto* table = reinterpret_cast<const DeviceCopyRun*>(device_staging_ + table_at);
+    check(launch_run_copy(table, pieces.size(), bytes, stream_.get()), location_, "launch_run_copy");
+  }
+
+  void count(std::uint64_t to_device, std::uint64_t to_host, std::uint64_t copied, std::uint64_t kernels) {
+    std::lock_guard g(counters_mutex_);
+    counters_.add_transfer(to_device, to_host, copied, kernels);
+  }
+
+  std::string location_;
+  int ordinal_;
+  Stream stream_;
+  DevicePool pool_;
+
+  std::mutex transfer_mutex_;  // guards the staging buffers and the plan
+  std::byte* host_staging_ = nullptr;
+  std::byte* device_staging_ = nullptr;
+  std::uint64_t staging_bytes_ = 0;
+  StagingPlan plan_{kRunCopyPieceBytes};
+
+  mutable std::mutex counters_mutex_;
+  DeviceCounters counters_;
+};
+
+// Managed memory: pages the host reads and writes in place, so the engine needs no mirror; the
+// backend's transfers are plain host copies once the device is idle.
+class UnifiedBackend final : public DeviceBackend {
+ public:
+  explicit UnifiedBackend(int ordinal)
+      : location_("unified"),
+        ordinal_(ordinal),
+        pool_(SlabSource{location_,
+                         [this](std::size_t n) -> void* { return allocate_managed(n); },
+                         [this](void* p, std::size_t n) {
+                           DeviceGuard g(ordinal_, location_);
+                           check(cudaMemset(p, 0, n), location_, "cudaMemset");
+                           check(cudaDeviceSynchronize(), location_, "cudaDeviceSynchronize");
+                         },
+                         [ordinal](void* p) { free_on(ordinal, p); }}) {}
+
+  const std::string& location() const noexcept override { return location_; }
+  int ordinal() const noexcept override { return ordinal_; }
+  bool host_accessible() const noexcept override { return true; }
+  bool emulated() const noexcept override { return false; }
+
+  DevicePool::Block allocate(std::uint64_t bytes) override {
+    if (bytes > 0) {
+      // The pool would only say a slab was refused; a block that can never fit gets the figures.
+      const auto [free_bytes, total_bytes] = memory_info();
+      if (DevicePool::block_size(bytes) > free_bytes) {
+        fail(ErrorCode::OutOfMemory, location_, ": a page of ", bytes,
+             " bytes asks for more managed memory than CUDA device ", ordinal_, " has free (", free_bytes, " of ",
+             total_bytes, " bytes); managed memory is never requested beyond the free device memory");
+      }
+    }
+    return pool_.allocate(bytes);
+  }
+  void release(const DevicePool::Block& block) noexcept override { pool_.release(block); }
+
+  void write(std::span<const DeviceRun> runs, std::span<const std::byte> host) override {
+    const std::uint64_t bytes = checked_bytes(runs, host.size(), location_, "write");
+    settle();
+    for (const DeviceRun& r : runs) std::memcpy(r.device, host.data() + r.host_offset, r.length);
+    count(bytes, 0, 0);
+  }
+
+  void read(std::span<const DeviceRun> runs, std::span<std::byte> host) override {
+    const std::uint64_t bytes = checked_bytes(runs, host.size(), location_, "read");
+    settle();
+    for (const DeviceRun& r : runs) std::memcpy(host.data() + r.host_offset, r.device, r.length);
+    count(0, bytes, 0);
+  }
+
+  void copy(std::byte* dst, const std::byte* src, std::uint64_t bytes) override {
+    settle();
+    std::memcpy(dst, src, bytes);
+    count(0, 0, bytes);
+  }
+
+  DeviceCounters counters() const override {
+    std::lock_guard g(counters_mutex_);
+    return counters_;
+  }
+  DevicePoolStats pool_stats() const override { return pool_.stats(); }
+
+ private:
+  std::pair<std::size_t, std::size_t> memory_info() const {
+    DeviceGuard g(ordinal_, location_);
+    std::size_t free_bytes = 0;
+    std::size_t total_bytes = 0;
+    check(cudaMemGetInfo(&free_bytes, &total_bytes), location_, "cudaMemGetInfo");
+    return {free_bytes, total_bytes};
+  }
+
+  // nullptr (the pool then refuses with OutOfMemory) for more than the device has free: managed
+  // memory beyond it would be oversubscribed, which can stall the whole GPU.
+  void* allocate_managed(std::size_t n) const {
+    if (n > memory_info().first) return nullptr;
+    DeviceGuard g(ordinal_, location_);
+    void* p = nullptr;
+    const cudaError_t s = cudaMallocManaged(&p, n, cudaMemAttachGlobal);
+    if (s == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    check(s, location_, "cudaMallocManaged");
+    return p;
+  }
+
+  // The host touches managed memory only while no kernel of this device may be using it.
+  void settle() const {
+    DeviceGuard g(ordinal_, location_);
+    check(cudaDeviceSynchronize(), location_, "cudaDeviceSynchronize");
+  }
+
+  void count(std::uint64_t to_device, std::uint64_t to_host, std::uint64_t copied) {
+    std::lock_guard g(counters_mutex_);
+    counters_.add_transfer(to_device, to_host, copied, 0);
+  }
+
+  std::string location_;
+  int ordinal_;
+  DevicePool pool_;
+  mutable std::mutex counters_mutex_;
+  DeviceCounters counters_;
+};
+
+}  // namespace
+
+std::unique_ptr<DeviceBackend> make_cuda_backend(int ordinal) {
+  const std::string where = "cuda:" + std::to_string(ordinal);
+  require_device(ordinal, where);
+  return std::make_unique<CudaBackend>(ordinal);
+}
+
+std::unique_ptr<DeviceBackend> make_unified_backend(int ordinal) {
+  require_device(ordinal, "unified (managed memory on CUDA device " + std::to_string(ordinal) + ")");
+  int managed = 0;
+  check(cudaDeviceGetAttribute(&managed, cudaDevAttrManagedMemory, ordinal), "unified", "cudaDeviceGetAttribute");
+  if (managed == 0) {
+    fail(ErrorCode::DeviceUnavailable, "unified requested, but CUDA device ", ordinal,
+         " does not support managed memory");
+  }
+  return std::make_unique<UnifiedBackend>(ordinal);
+}
+
+}  // namespace mmsb::cuda

@@ -1,0 +1,228 @@
+// Which backend serves a location, the host-memory emulation the tests install, and the overlap
+// rewrite every device write goes through.
+#include <algorithm>
+#include <charconv>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "Backends.hpp"
+#include "mmsb/core/Error.hpp"
+#include "mmsb/cuda/DeviceBackend.hpp"
+
+namespace mmsb::cuda {
+namespace {
+
+constexpr std::byte kInvert{0xFF};
+
+void invert_copy(std::byte* dst, const std::byte* src, std::uint64_t n) noexcept {
+  for (std::uint64_t i = 0; i < n; ++i) dst[i] = src[i] ^ kInvert;
+}
+
+// A device over host memory that stores each byte inverted: engine code reaching into device
+// memory without the backend gets wrong bytes, which the tests see. Counts what it moves like a
+// real device, so the engine's transfer accounting is tested too.
+class EmulatedBackend final : public DeviceBackend {
+ public:
+  EmulatedBackend(std::string location, int ordinal, bool host_accessible)
+      : location_(std::move(location)),
+        ordinal_(ordinal),
+        host_accessible_(host_accessible),
+        pool_(SlabSource{location_,
+                         [](std::size_t n) -> void* { return std::aligned_alloc(DevicePool::kAlignment, n); },
+                         // Managed memory is plain memory to the host; device memory holds inverted bytes.
+                         [host_accessible](void* p, std::size_t n) {
+                           std::memset(p, host_accessible ? 0 : 0xFF, n);
+                         },
+                         [](void* p) { std::free(p); }}) {}
+
+  const std::string& location() const noexcept override { return location_; }
+  int ordinal() const noexcept override { return ordinal_; }
+  bool host_accessible() const noexcept override { return host_accessible_; }
+  bool emulated() const noexcept override { return true; }
+
+  DevicePool::Block allocate(std::uint64_t bytes) override { return pool_.allocate(bytes); }
+  void release(const DevicePool::Block& block) noexcept override { pool_.release(block); }
+
+  void write(std::span<const DeviceRun> runs, std::span<const std::byte> host) override {
+    std::lock_guard g(mutex_);
+    check_runs(runs, host.size(), "write");
+    std::uint64_t bytes = 0;
+    for (const DeviceRun& r : runs) {
+      move(r.device, host.data() + r.host_offset, r.length);
+      bytes += r.length;
+    }
+    counters_.add_transfer(bytes, 0, 0, 0);
+  }
+
+  void read(std::span<const DeviceRun> runs, std::span<std::byte> host) override {
+    std::lock_guard g(mutex_);
+    check_runs(runs, host.size(), "read");
+    std::uint64_t bytes = 0;
+    for (const DeviceRun& r : runs) {
+      move(host.data() + r.host_offset, r.device, r.length);
+      bytes += r.length;
+    }
+    counters_.add_transfer(0, bytes, 0, 0);
+  }
+
+  void copy(std::byte* dst, const std::byte* src, std::uint64_t bytes) override {
+    std::lock_guard g(mutex_);
+    std::memcpy(dst, src, bytes);
+    counters_.add_transfer(0, 0, bytes, 0);
+  }
+
+  DeviceCounters counters() const override {
+    std::lock_guard g(mutex_);
+    return counters_;
+  }
+  DevicePoolStats pool_stats() const override { return pool_.stats(); }
+
+ private:
+  // Every run first, so a bad one leaves memory and counters as they were.
+  void check_runs(std::span<const DeviceRun> runs, std::size_t host_size, const char* what) const {
+    for (const DeviceRun& r : runs) {
+      if (r.host_offset > host_size || r.length > host_size - r.host_offset) {
+        fail(ErrorCode::InvalidArgument, location_, " ", what, ": run of ", r.length, " bytes at host offset ",
+             r.host_offset, " is outside the ", host_size, "-byte host buffer");
+      }
+    }
+  }
+  void move(std::byte* dst, const std::byte* src, std::uint64_t n) const noexcept {
+    if (host_accessible_) {
+      std::memcpy(dst, src, n);
+    } else {
+      invert_copy(dst, src, n);
+    }
+  }
+
+  std::string location_;
+  int ordinal_;
+  bool host_accessible_;
+  DevicePool pool_;
+  mutable std::mutex mutex_;
+  DeviceCounters counters_;
+};
+
+struct Registry {
+  std::mutex mutex;
+  int emulated = 0;
+  // Backends are never destroyed while the process runs: pages of any setting may hold blocks.
+  std::map<std::string, std::unique_ptr<DeviceBackend>, std::less<>> real;
+  std::map<std::string, std::unique_ptr<DeviceBackend>, std::less<>> emulation;
+  std::vector<std::unique_ptr<DeviceBackend>> retired;
+};
+
+Registry& registry() {
+  static Registry* r = new Registry;  // leaked on purpose: blocks may be released during exit
+  return *r;
+}
+
+// "cuda:N" -> N, "unified" -> -1; InvalidArgument otherwise.
+int parse_location(std::string_view location) {
+  if (location == "unified") return -1;
+  constexpr std::string_view kPrefix = "cuda:";
+  if (location.substr(0, kPrefix.size()) == kPrefix) {
+    const std::string_view digits = location.substr(kPrefix.size());
+    int n = -1;
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+    if (ec == std::errc{} && end == digits.data() + digits.size() && !digits.empty() && n >= 0) return n;
+  }
+  fail(ErrorCode::InvalidArgument, "unknown location '", location, "'; expected 'cpu', 'cuda:N' or 'unified'");
+}
+
+}  // namespace
+
+DeviceBackend& device_backend(std::string_view location) {
+  const int ordinal = parse_location(location);
+  Registry& reg = registry();
+  std::lock_guard g(reg.mutex);
+  if (reg.emulated > 0) {
+    if (ordinal >= reg.emulated) {
+      fail(ErrorCode::DeviceUnavailable, "location '", location, "': only ", reg.emulated,
+           " emulated devices are installed");
+    }
+    auto it = reg.emulation.find(location);
+    if (it == reg.emulation.end()) {
+      auto b = std::make_unique<EmulatedBackend>(std::string(location), std::max(ordinal, 0), ordinal < 0);
+      it = reg.emulation.emplace(std::string(location), std::move(b)).first;
+    }
+    return *it->second;
+  }
+  auto it = reg.real.find(location);
+  if (it == reg.real.end()) {
+    auto b = ordinal < 0 ? make_unified_backend(0) : make_cuda_backend(ordinal);
+    it = reg.real.emplace(std::string(location), std::move(b)).first;
+  }
+  return *it->second;
+}
+
+void emulate_devices(int count) {
+  Registry& reg = registry();
+  std::lock_guard g(reg.mutex);
+  for (auto& [name, b] : reg.emulation) reg.retired.push_back(std::move(b));
+  reg.emulation.clear();
+  reg.emulated = std::max(count, 0);
+}
+
+int emulated_devices() noexcept {
+  Registry& reg = registry();
+  std::lock_guard g(reg.mutex);
+  return reg.emulated;
+}
+
+void resolve_overlaps(std::vector<DeviceRun>& runs) {
+  std::erase_if(runs, [](const DeviceRun& r) { return r.length == 0; });
+  bool disjoint_sorted = true;
+  for (std::size_t i = 1; i < runs.size() && disjoint_sorted; ++i) {
+    disjoint_sorted = runs[i - 1].device + runs[i - 1].length <= runs[i].device;
+  }
+  if (disjoint_sorted) return;
+  // Rows of a batch come in any order but rarely overlap: sorted by address and still disjoint,
+  // order does not matter and the sort is all it costs.
+  std::vector<DeviceRun> sorted = runs;
+  std::sort(sorted.begin(), sorted.end(), [](const DeviceRun& a, const DeviceRun& b) { return a.device < b.device; });
+  bool disjoint = true;
+  for (std::size_t i = 1; i < sorted.size() && disjoint; ++i) {
+    disjoint = sorted[i - 1].device + sorted[i - 1].length <= sorted[i].device;
+  }
+  if (disjoint) {
+    runs = std::move(sorted);
+    return;
+  }
+  // Newest first, each run keeps only the bytes no newer run covers. `covered` holds the newer
+  // runs' extents, disjoint and keyed by start address.
+  std::map<std::byte*, std::byte*> covered;
+  std::vector<DeviceRun> out;
+  out.reserve(runs.size());
+  for (std::size_t i = runs.size(); i-- > 0;) {
+    const DeviceRun& r = runs[i];
+    std::byte* lo = r.device;
+    std::byte* const hi = r.device + r.length;
+    auto it = covered.upper_bound(lo);
+    if (it != covered.begin() && std::prev(it)->second > lo) --it;
+    std::byte* cursor = lo;
+    std::byte* merged_lo = lo;
+    std::byte* merged_hi = hi;
+    while (it != covered.end() && it->first < hi) {
+      if (it->first > cursor) {
+        out.push_back({cursor, r.host_offset + static_cast<std::uint64_t>(cursor - lo),
+                       static_cast<std::uint64_t>(it->first - cursor)});
+      }
+      cursor = std::max(cursor, it->second);
+      merged_lo = std::min(merged_lo, it->first);
+      merged_hi = std::max(merged_hi, it->second);
+      it = covered.erase(it);
+    }
+    if (cursor < hi) {
+      out.push_back({cursor, r.host_offset + static_cast<std::uint64_t>(cursor - lo),
+                     static_cast<std::uint64_t>(hi - cursor)});
+    }
+    covered.emplace(merged_lo, merged_hi);
+  }
+  std::sort(out.begin(), out.end(), [](const DeviceRun& a, const DeviceRun& b) { return a.device < b.device; });
+  runs = std::move(out);
+}
+
+}  // namespace mmsb::cuda

@@ -1,0 +1,299 @@
+// The batch logic of a Replicator: validation, the wire layout, overlap resolution and hashing.
+// Host code, built in every configuration; the ranks and the device are behind ReplicaChannel.
+#include "mmsb/cuda/Replicator.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+
+#include "ReplicaChannel.hpp"
+#include "mmsb/core/Crc32c.hpp"
+#include "mmsb/core/Error.hpp"
+
+namespace mmsb::cuda {
+namespace {
+
+// The wire layout, in host byte order (every CUDA host is little endian): the header goes in one
+// broadcast, then the body: `rows` WireRows and the payload they point into.
+struct WireHeader {
+  std::uint64_t rows = 0;
+  std::uint64_t body_bytes = 0;
+  std::uint64_t tick = 0;
+};
+struct WireRow {
+  std::uint64_t page;
+  std::uint64_t offset;
+  std::uint64_t length;
+  std::uint64_t source;  // position of the row's payload in the body
+};
+static_assert(sizeof(WireHeader) == 24 && sizeof(WireRow) == 32);
+
+// A row's payload starts at the same address modulo kLane as its destination (body and pages
+// are 256-byte aligned), so the run-copy kernel moves 16-byte words; at most 15 bytes of padding.
+constexpr std::uint64_t kLane = 16;
+// hash() reads replicas back in pieces of this size, bounding its host memory.
+constexpr std::uint64_t kHashChunk = std::uint64_t{64} << 20;
+
+constexpr std::uint64_t kFnvOffset = 14695981039346656037ull;
+constexpr std::uint64_t kFnvPrime = 1099511628211ull;
+
+// FNV-1a 64 of `value`'s little-endian bytes, continuing from `h`.
+template <class T>
+std::uint64_t fnv1a(std::uint64_t h, T value) {
+  for (std::size_t i = 0; i < sizeof(T); ++i) {
+    h ^= static_cast<std::uint8_t>(static_cast<std::uint64_t>(value) >> (8 * i));
+    h *= kFnvPrime;
+  }
+  return h;
+}
+
+std::uint64_t sizes_fingerprint(const std::vector<std::uint64_t>& sizes) {
+  std::uint64_t h = fnv1a(kFnvOffset, std::uint64_t{sizes.size()});
+  for (std::uint64_t s : sizes) h = fnv1a(h, s);
+  return h;
+}
+
+}  // namespace
+
+#if !MMSB_HAVE_NCCL
+// Without NCCL support (no CUDA, or MMSB_WITH_NCCL=OFF) NcclChannel.cu is not built: only emulated
+// devices replicate.
+std::unique_ptr<ReplicaChannel> make_nccl_channel(int, int, const NcclUniqueId&, DeviceBackend& backend) {
+  fail(ErrorCode::DeviceUnavailable, "NCCL replication on ", backend.location(),
+       " requested, but this mmsb was built without NCCL support (MMSB_WITH_NCCL=OFF or no CUDA)");
+}
+#endif
+
+NcclUniqueId Replicator::unique_id() {
+  const NcclLibrary& nccl = nccl_library();
+  NcclUniqueId id{};
+  nccl.check(nccl.get_unique_id(&id), "ncclGetUniqueId");
+  return id;
+}
+
+Replicator::Replicator(int nranks, int rank, const NcclUniqueId& id, int ordinal, std::vector<std::uint64_t> page_sizes)
+    : nranks_(nranks), rank_(rank), ordinal_(ordinal), page_sizes_(std::move(page_sizes)) {
+  if (nranks < 1) fail(ErrorCode::InvalidArgument, "Replicator: nranks must be at least 1, got ", nranks);
+  if (rank < 0 || rank >= nranks) {
+    fail(ErrorCode::InvalidArgument, "Replicator: rank ", rank, " is outside [0, ", nranks, ")");
+  }
+  if (ordinal < 0) fail(ErrorCode::InvalidArgument, "Replicator: CUDA device ordinal must be >= 0, got ", ordinal);
+  if (page_sizes_.empty()) fail(ErrorCode::InvalidArgument, "Replicator: needs at least one page size");
+  for (std::size_t i = 0; i < page_sizes_.size(); ++i) {
+    if (page_sizes_[i] == 0) fail(ErrorCode::InvalidArgument, "Replicator: page ", i, " has 0 bytes");
+  }
+  backend_ = &device_backend("cuda:" + std::to_string(ordinal));
+  if (backend_->emulated()) {
+    if (nranks != 1) {
+      fail(ErrorCode::DeviceUnavailable, "Replicator: emulated devices replicate with one rank only, got nranks=",
+           nranks);
+    }
+    channel_ = make_loopback_channel(*backend_);
+  } else {
+    channel_ = make_nccl_channel(nranks, rank, id, *backend_);
+  }
+  // Every rank sees every fingerprint, so all ranks refuse together and none waits for the others.
+  const std::vector<std::uint64_t> prints = channel_->all_gather(sizes_fingerprint(page_sizes_));
+  for (std::size_t r = 0; r < prints.size(); ++r) {
+    if (prints[r] != prints[0]) {
+      fail(ErrorCode::InvalidArgument, "Replicator: rank ", r, " has other page sizes than rank 0 (", page_sizes_.size(),
+           " pages here); every rank must pass the same page_sizes");
+    }
+  }
+  std::exception_ptr alloc_error;
+  try {
+    pages_.reserve(page_sizes_.size());
+    for (std::uint64_t size : page_sizes_) pages_.push_back(backend_->allocate(size));
+  } catch (...) {
+    alloc_error = std::current_exception();
+    release_pages();
+  }
+  // Every rank learns whether all could allocate, so a rank out of memory does not leave the others
+  // waiting in their first broadcast.
+  std::vector<std::uint64_t> failed;
+  try {
+    failed = channel_->all_gather(alloc_error ? 1 : 0);
+  } catch (...) {
+    release_pages();
+    throw;
+  }
+  if (alloc_error) std::rethrow_exception(alloc_error);
+  for (std::size_t r = 0; r < failed.size(); ++r) {
+    if (failed[r] != 0) {
+      release_pages();
+      fail(ErrorCode::OutOfMemory, "Replicator: rank ", r, " could not allocate its replicas");
+    }
+  }
+}
+
+Replicator::~Replicator() {
+  channel_.reset();  // waits for the device, so no copy still writes a page released below
+  release_pages();
+}
+
+void Replicator::release_pages() noexcept {
+  for (const DevicePool::Block& b : pages_) backend_->release(b);
+  pages_.clear();
+}
+
+void Replicator::ensure_usable() const {
+  if (!failure_.empty()) {
+    fail(ErrorCode::DeviceUnavailable, "Replicator rank ", rank_, " of ", nranks_, " on cuda:", ordinal_,
+         " is unusable after an earlier failure: ", failure_);
+  }
+}
+
+void Replicator::broadcast(std::span<const ReplicaRow> rows, std::span<const std::byte> payload) {
+  std::lock_guard g(mutex_);
+  ensure_usable();
+  if (rank_ != 0) {
+    fail(ErrorCode::InvalidArgument, "Replicator.broadcast: only rank 0 broadcasts; rank ", rank_,
+         " calls receive()");
+  }
+  std::uint64_t needed = 0;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const ReplicaRow& r = rows[i];
+    if (r.page >= page_sizes_.size()) {
+      fail(ErrorCode::InvalidArgument, "Replicator.broadcast: row ", i, " names page ", r.page, " but there are ",
+           page_sizes_.size(), " pages");
+    }
+    const std::uint64_t size = page_sizes_[r.page];
+    if (r.offset > size || r.length > size - r.offset) {
+      fail(ErrorCode::InvalidArgument, "Replicator.broadcast: row ", i, " (", r.length, " bytes at offset ", r.offset,
+           ") runs past the end of page ", r.page, " (", size, " bytes)");
+    }
+    if (r.length > payload.size() - needed) {
+      fail(ErrorCode::InvalidArgument, "Replicator.broadcast: rows 0..", i, " need more than the ", payload.size(),
+           " payload bytes given");
+    }
+    needed += r.length;
+  }
+  if (needed != payload.size()) {
+    fail(ErrorCode::InvalidArgument, "Replicator.broadcast: the rows need ", needed, " payload bytes but ",
+         payload.size(), " were given");
+  }
+  run_batch(rows, payload);
+}
+
+void Replicator::receive() {
+  std::lock_guard g(mutex_);
+  ensure_usable();
+  if (rank_ == 0) fail(ErrorCode::InvalidArgument, "Replicator.receive: rank 0 is the sender; it calls broadcast()");
+  run_batch({}, {});
+}
+
+void Replicator::run_batch(std::span<const ReplicaRow> rows, std::span<const std::byte> payload) {
+  // From the first collective on, a failure may leave the ranks out of step: the replicator is
+  // then unusable rather than silently diverging.
+  try {
+    const bool root = rank_ == 0;
+    std::vector<WireRow> wire(rows.size());
+    WireHeader header;
+    if (root) {
+      std::uint64_t at = rows.size() * sizeof(WireRow);
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        at += (rows[i].offset % kLane + kLane - at % kLane) % kLane;
+        wire[i] = {rows[i].page, rows[i].offset, rows[i].length, at};
+        at += rows[i].length;
+      }
+      header = {rows.size(), at, ticks_ + 1};
+    }
+    channel_->broadcast(std::as_writable_bytes(std::span(&header, 1)));
+    const std::uint64_t table_bytes = header.rows * sizeof(WireRow);
+    if (!root && (header.tick != ticks_ + 1 || header.rows > header.body_bytes / sizeof(WireRow))) {
+      fail(ErrorCode::Internal, "Replicator.receive: malformed batch header (tick ", header.tick, ", expected ",
+           ticks_ + 1, "; ", header.rows, " rows in ", header.body_bytes, " bytes)");
+    }
+    if (root && header.body_bytes > 0) {
+      const std::span<std::byte> body = channel_->stage(header.body_bytes);
+      std::memcpy(body.data(), wire.data(), table_bytes);
+      std::uint64_t from = 0;
+      for (const WireRow& w : wire) {
+        if (w.length > 0) std::memcpy(body.data() + w.source, payload.data() + from, w.length);
+        from += w.length;
+      }
+    }
+    channel_->load_body(header.body_bytes);
+    if (!root && table_bytes > 0) {
+      const std::span<std::byte> table = channel_->stage(table_bytes);
+      channel_->fetch_body(table_bytes);
+      wire.resize(header.rows);
+      std::memcpy(wire.data(), table.data(), table_bytes);
+    }
+    std::vector<DeviceRun> runs;
+    runs.reserve(wire.size());
+    for (std::size_t i = 0; i < wire.size(); ++i) {
+      const WireRow& w = wire[i];
+      const bool fits = w.page < page_sizes_.size() && w.offset <= page_sizes_[w.page] &&
+                        w.length <= page_sizes_[w.page] - w.offset && w.source >= table_bytes &&
+                        w.source <= header.body_bytes && w.length <= header.body_bytes - w.source;
+      if (!fits) {
+        fail(ErrorCode::Internal, "Replicator.receive: row ", i, " of tick ", header.tick, " does not fit (page ", w.page,
+             ", ", w.length, " bytes at offset ", w.offset, ", payload at ", w.source, " of ", header.body_bytes, ")");
+      }
+      runs.push_back({pages_[w.page].data + w.offset, w.source, w.length});
+    }
+    resolve_overlaps(runs);
+    channel_->apply(runs);
+    ticks_ = header.tick;
+  } catch (const std::exception& e) {
+    failure_ = e.what();
+    throw;
+  }
+}
+
+std::uint64_t Replicator::hash() {
+  std::lock_guard g(mutex_);
+  ensure_usable();
+  return hash_locked();
+}
+
+std::uint64_t Replicator::hash_locked() {
+  const std::uint64_t largest = *std::max_element(page_sizes_.begin(), page_sizes_.end());
+  std::vector<std::byte> chunk(std::min(largest, kHashChunk));
+  std::uint64_t h = kFnvOffset;
+  for (std::size_t i = 0; i < pages_.size(); ++i) {
+    std::uint32_t crc = 0;
+    for (std::uint64_t at = 0; at < page_sizes_[i]; at += chunk.size()) {
+      const std::uint64_t n = std::min<std::uint64_t>(chunk.size(), page_sizes_[i] - at);
+      const DeviceRun run{pages_[i].data + at, 0, n};
+      backend_->read(std::span(&run, 1), std::span(chunk.data(), n));
+      crc = crc32c(chunk.data(), n, crc);
+    }
+    h = fnv1a(fnv1a(h, page_sizes_[i]), crc);
+  }
+  return h;
+}
+
+bool Replicator::check() {
+  std::lock_guard g(mutex_);
+  ensure_usable();
+  const std::uint64_t mine = hash_locked();
+  std::vector<std::uint64_t> all;
+  try {
+    all = channel_->all_gather(mine);
+  } catch (const std::exception& e) {
+    failure_ = e.what();
+    throw;
+  }
+  return std::all_of(all.begin(), all.end(), [&](std::uint64_t h) { return h == all.front(); });
+}
+
+std::vector<std::byte> Replicator::read(std::uint64_t page) {
+  std::lock_guard g(mutex_);
+  ensure_usable();
+  if (page >= pages_.size()) {
+    fail(ErrorCode::InvalidArgument, "Replicator.read: page ", page, " is out of range (", pages_.size(), " pages)");
+  }
+  std::vector<std::byte> out(page_sizes_[page]);
+  const DeviceRun run{pages_[page].data, 0, out.size()};
+  backend_->read(std::span(&run, 1), out);
+  return out;
+}
+
+std::uint64_t Replicator::ticks() const {
+  std::lock_guard g(mutex_);
+  return ticks_;
+}
+
+}  // namespace mmsb::cuda

@@ -1,0 +1,247 @@
+#include "DevicePages.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <cstdlib>
+#include <mutex>
+#include <unordered_map>
+
+#include "mmsb/core/Error.hpp"
+#include "mmsb/cuda/DeviceBackend.hpp"
+
+namespace mmsb {
+namespace {
+
+// Past this many stale runs a mirror refresh reads the whole page: one large transfer beats
+// thousands of tiny ones, and the list stays bounded however many writes pile up unread.
+constexpr std::size_t kMaxStaleRuns = 4096;
+
+struct FreeBytes {
+  void operator()(std::byte* p) const noexcept { std::free(p); }
+};
+
+// The host copy of one device page and what of it is stale.
+struct Mirror {
+  std::unique_ptr<std::byte, FreeBytes> bytes;
+  std::uint64_t size = 0;
+  std::vector<Run> stale;
+  bool whole = true;  // nothing valid yet, or too many stale runs to track
+};
+
+}  // namespace
+
+// Device memory of one location, and the mirrors of the pages in it (keyed by device address, so
+// a mirror lives exactly as long as its page's block: views of it stay valid after deletion).
+class DevicePlacement final : public Placement {
+ public:
+  explicit DevicePlacement(cuda::DeviceBackend& backend) : backend_(backend) {}
+
+  const std::string& location() const noexcept override { return backend_.location(); }
+  bool host_accessible() const noexcept override { return backend_.host_accessible(); }
+  cuda::DeviceBackend& backend() const noexcept { return backend_; }
+  std::uint64_t requested() const noexcept { return requested_.load(std::memory_order_relaxed); }
+
+  Arena::Block allocate(std::uint64_t bytes) override {
+    const cuda::DevicePool::Block b = backend_.allocate(bytes);
+    requested_.fetch_add(b.requested, std::memory_order_relaxed);
+    return Arena::Block{b.data, b.requested, b.size_class, b.slab};
+  }
+  void release(const Arena::Block& block) noexcept override {
+    {
+      std::lock_guard g(mutex_);
+      mirrors_.erase(block.data);
+    }
+    requested_.fetch_sub(block.requested, std::memory_order_relaxed);
+    backend_.release(cuda::DevicePool::Block{block.data, block.requested, block.size_class, block.slab});
+  }
+  void store(std::byte* dst, std::span<const std::byte> src) override {
+    const cuda::DeviceRun run{dst, 0, src.size()};
+    backend_.write({&run, 1}, src);
+    mark_stale(dst, 0, src.size());
+  }
+
+  // Records bytes written to the page at `data`; a page never mirrored has nothing to mark.
+  void mark_stale(std::byte* data, std::uint64_t offset, std::uint64_t length) {
+    std::lock_guard g(mutex_);
+    auto it = mirrors_.find(data);
+    if (it == mirrors_.end() || it->second.whole) return;
+    Mirror& m = it->second;
+    if (m.stale.size() >= kMaxStaleRuns) {
+      m.whole = true;
+      m.stale = {};
+    } else {
+      m.stale.push_back({offset, length});
+    }
+  }
+
+  // The page's mirror, created (all stale) on first use. The reference stays valid until the
+  // block is released: unordered_map never moves its elements.
+  Mirror& mirror(std::byte* data, std::uint64_t size) {
+    std::lock_guard g(mutex_);
+    auto [it, fresh] = mirrors_.try_emplace(data);
+    if (fresh) {
+      auto* p = static_cast<std::byte*>(std::aligned_alloc(64, (size + 63) / 64 * 64));
+      if (p == nullptr) {
+        mirrors_.erase(it);
+        fail(ErrorCode::OutOfMemory, "no host memory for the ", size, "-byte mirror of a ", location(), " page");
+      }
+      it->second.bytes.reset(p);
+      it->second.size = size;
+    }
+    return it->second;
+  }
+
+  // A mirror with nothing stale, or nullptr.
+  const std::byte* clean_mirror(std::byte* data) const {
+    std::lock_guard g(mutex_);
+    auto it = mirrors_.find(data);
+    return it != mirrors_.end() && !it->second.whole && it->second.stale.empty() ? it->second.bytes.get() : nullptr;
+  }
+
+  std::uint64_t mirror_bytes() const {
+    std::lock_guard g(mutex_);
+    std::uint64_t n = 0;
+    for (const auto& [data, m] : mirrors_) n += m.size;
+    return n;
+  }
+
+ private:
+  cuda::DeviceBackend& backend_;
+  mutable std::mutex mutex_;
+  std::unordered_map<std::byte*, Mirror> mirrors_;
+  std::atomic<std::uint64_t> requested_{0};  // released on any thread
+};
+
+std::uint8_t DevicePages::place(const std::string& location, bool host_only) {
+  if (location == "cpu" || host_only) return 0;
+  cuda::DeviceBackend& backend = cuda::device_backend(location);
+  for (std::size_t i = 0; i < placements_.size(); ++i) {
+    if (&placements_[i]->backend() == &backend) return places_[i];
+  }
+  active_ = active_ || !backend.host_accessible();
+  auto p = std::make_shared<DevicePlacement>(backend);
+  const std::uint8_t slot = table_.add_placement(p);
+  placements_.push_back(std::move(p));
+  places_.push_back(slot);
+  return slot;
+}
+
+bool DevicePages::device_place(std::uint8_t place) const noexcept {
+  const Placement* p = table_.placement(place);
+  return p != nullptr && !p->host_accessible();
+}
+
+DevicePlacement& DevicePages::placement_of(const PageRecord& r) const {
+  return static_cast<DevicePlacement&>(*table_.placement(r.place));
+}
+
+std::vector<std::uint8_t> DevicePages::places_of(std::span<const DeviceRow> rows) {
+  std::vector<std::uint8_t> places;
+  for (const DeviceRow& row : rows) {
+    if (std::find(places.begin(), places.end(), row.rec->place) == places.end()) places.push_back(row.rec->place);
+  }
+  return places;
+}
+
+std::vector<DeviceRow> DevicePages::rows_of(PageRecord& r, std::span<const Run> runs) {
+  std::vector<DeviceRow> rows;
+  rows.reserve(runs.size());
+  std::uint64_t pos = 0;
+  for (const Run& run : runs) {
+    rows.push_back({&r, run.offset, pos, run.length});
+    pos += run.length;
+  }
+  return rows;
+}
+
+void DevicePages::write(std::span<const DeviceRow> rows, std::span<const std::byte> host) {
+  std::vector<cuda::DeviceRun> runs;
+  for (const std::uint8_t place : places_of(rows)) {
+    DevicePlacement& p = static_cast<DevicePlacement&>(*table_.placement(place));
+    runs.clear();
+    for (const DeviceRow& row : rows) {
+      if (row.rec->place != place) continue;
+      runs.push_back({row.rec->data + row.offset, row.host_offset, row.length});
+      p.mark_stale(row.rec->data, row.offset, row.length);
+    }
+    cuda::resolve_overlaps(runs);
+    p.backend().write(runs, host);
+    for (const cuda::DeviceRun& run : runs) traffic_.bytes_written += run.length;
+  }
+}
+
+void DevicePages::write(PageRecord& r, const Delta& d) { write(rows_of(r, d.run_list()), d.payload()); }
+
+void DevicePages::read(std::span<const DeviceRow> rows, std::span<std::byte> host) {
+  std::vector<cuda::DeviceRun> runs;
+  for (const std::uint8_t place : places_of(rows)) {
+    DevicePlacement& p = static_cast<DevicePlacement&>(*table_.placement(place));
+    runs.clear();
+    for (const DeviceRow& row : rows) {
+      if (row.rec->place != place || row.length == 0) continue;
+      if (const std::byte* m = p.clean_mirror(row.rec->data)) {
+        std::memcpy(host.data() + row.host_offset, m + row.offset, row.length);
+      } else {
+        runs.push_back({row.rec->data + row.offset, row.host_offset, row.length});
+      }
+    }
+    if (runs.empty()) continue;
+    p.backend().read(runs, host);
+    for (const cuda::DeviceRun& run : runs) traffic_.bytes_read += run.length;
+  }
+}
+
+void DevicePages::read(PageRecord& r, std::span<const Run> runs, std::byte* out) {
+  const std::vector<DeviceRow> rows = rows_of(r, runs);
+  std::uint64_t total = 0;
+  for (const Run& run : runs) total += run.length;
+  read(rows, {out, total});
+}
+
+const std::byte* DevicePages::host_bytes(const PageRecord& r) {
+  DevicePlacement& p = placement_of(r);
+  Mirror& m = p.mirror(r.data, r.size);
+  std::vector<cuda::DeviceRun> runs;
+  if (m.whole) {
+    runs.push_back({r.data, 0, r.size});
+  } else {
+    std::sort(m.stale.begin(), m.stale.end(), [](const Run& a, const Run& b) { return a.offset < b.offset; });
+    for (const Run& s : m.stale) {
+      if (s.length == 0) continue;
+      if (!runs.empty() && runs.back().host_offset + runs.back().length >= s.offset) {
+        runs.back().length = std::max(runs.back().length, s.offset + s.length - runs.back().host_offset);
+      } else {
+        runs.push_back({r.data + s.offset, s.offset, s.length});
+      }
+    }
+  }
+  if (!runs.empty()) {
+    p.backend().read(runs, {m.bytes.get(), r.size});
+    ++traffic_.mirror_syncs;
+    for (const cuda::DeviceRun& run : runs) traffic_.mirror_bytes_synced += run.length;
+  }
+  // Only now: a failed read leaves the mirror marked stale.
+  m.whole = false;
+  m.stale.clear();
+  return m.bytes.get();
+}
+
+std::uint64_t DevicePages::device_bytes() const {
+  std::uint64_t n = 0;
+  for (const auto& p : placements_) n += p->requested();
+  return n;
+}
+
+DevicePlace DevicePages::device_place_of(const PageRecord& r) const {
+  const cuda::DeviceBackend& b = placement_of(r).backend();
+  return DevicePlace{!b.host_accessible(), b.host_accessible(), b.ordinal(), b.emulated()};
+}
+
+std::uint64_t DevicePages::mirror_bytes() const {
+  std::uint64_t n = 0;
+  for (const auto& p : placements_) n += p->mirror_bytes();
+  return n;
+}
+
+}  // namespace mmsb

@@ -1,0 +1,89 @@
+#pragma once
+// DevicePages: the bus's side of pages that live in device memory. It registers one Placement per
+// location with the page table, moves bytes between host and device through the location's
+// DeviceBackend, and keeps each device page's host mirror: a host copy refreshed on demand by
+// reading back only the runs written since its last refresh, so reads (views, snapshots,
+// checkpoints, recomputes on the host) never copy the whole page again after the first time.
+//
+// "unified" pages live in managed memory the host addresses directly: they get a placement (the
+// memory comes from the backend) but no mirror and no transfers; on_device() is false for them.
+// Thread safety: called under the bus commit lock; a placement's release (and its mirror's) may
+// run on any thread (the last unpin of a deleted page).
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "mmsb/delta/Delta.hpp"
+#include "mmsb/engine/Bus.hpp"
+#include "mmsb/page/PageTable.hpp"
+
+namespace mmsb {
+
+class DevicePlacement;
+
+/// One row of a multi-page write: `length` bytes of the call's host buffer at `host_offset` go to
+/// `offset` in page `rec`.
+struct DeviceRow {
+  PageRecord* rec;
+  std::uint64_t offset;
+  std::uint64_t host_offset;
+  std::uint64_t length;
+};
+
+class DevicePages {
+ public:
+  explicit DevicePages(PageTable& table) : table_(table) {}
+
+  /// The table's place for `location`: 0 for "cpu" or for any location when `host_only` (a
+  /// read-only view of history keeps every page on the host); otherwise the location's
+  /// placement, registered on first use. Throws Error(InvalidArgument) for a malformed location,
+  /// Error(DeviceUnavailable) when no device serves it.
+  std::uint8_t place(const std::string& location, bool host_only);
+  /// True when the page's bytes are in device memory the host cannot address.
+  bool on_device(const PageRecord& r) const noexcept { return r.place != 0 && device_place(r.place); }
+  bool device_place(std::uint8_t place) const noexcept;
+
+  /// Writes rows (in order; a later row wins where rows of one page overlap) from `host`, one
+  /// transfer per device. Marks the rows' bytes stale in the mirrors.
+  void write(std::span<const DeviceRow> rows, std::span<const std::byte> host);
+  /// A delta's runs into its page.
+  void write(PageRecord& r, const Delta& d);
+  /// Reads rows from their device pages into `host` (one transfer per device); a page whose
+  /// mirror is up to date is read from the mirror instead.
+  void read(std::span<const DeviceRow> rows, std::span<std::byte> host);
+  /// Copies the runs of page `r` into `out`, one after another (a transaction's undo).
+  void read(PageRecord& r, std::span<const Run> runs, std::byte* out);
+  /// Rows writing `runs` of page `r` from a host buffer holding their bytes one after another.
+  static std::vector<DeviceRow> rows_of(PageRecord& r, std::span<const Run> runs);
+  /// Whether any page of this bus may be on a device (a device location was used): batches check
+  /// their rows only then.
+  bool active() const noexcept { return active_; }
+  /// The page's bytes on the host: the mirror, refreshed first (only the runs written since the
+  /// last refresh are read back). Valid while the page's data lives; later writes leave it stale
+  /// until the next call.
+  const std::byte* host_bytes(const PageRecord& r);
+  /// The host bytes of any page: its own data, or a device page's refreshed mirror.
+  const std::byte* readable(const PageRecord& r) { return on_device(r) ? host_bytes(r) : r.data; }
+
+  DeviceTraffic traffic() const noexcept { return traffic_; }
+  /// Host bytes held by mirrors of device pages (live, or deleted and still pinned).
+  std::uint64_t mirror_bytes() const;
+  /// Bytes asked for by the blocks of this bus's pages outside the host arena.
+  std::uint64_t device_bytes() const;
+  /// Where page `r` (place != 0) lives.
+  DevicePlace device_place_of(const PageRecord& r) const;
+
+ private:
+  DevicePlacement& placement_of(const PageRecord& r) const;
+  static std::vector<std::uint8_t> places_of(std::span<const DeviceRow> rows);
+
+  PageTable& table_;
+  std::vector<std::shared_ptr<DevicePlacement>> placements_;  // registered ones, any kind
+  std::vector<std::uint8_t> places_;                          // their places in the table
+  DeviceTraffic traffic_;
+  bool active_ = false;
+};
+
+}  // namespace mmsb

@@ -1,0 +1,110 @@
+"""Category `gpu`: batched apply into device pages (issue 7's target), on CUDA device 0.
+
+  mmsb        DeltaBatch apply of 64-byte rows into "cuda:0" pages of 4 KiB (1 GiB in all; history
+              off), end to end: validation, epochs, one pinned host-to-device staging copy and
+              one scatter kernel per batch
+  CuPy        the same rows as a fancy-index scatter into a (slots, 64) device array: with the
+              payload copied from the host inside the timed region (like for like with mmsb,
+              whose payload starts on the host) and with the payload already on the device
+  floor       a device-to-device copy of the same bytes (CuPy): the bandwidth bound
+
+Rows go to distinct 64-byte slots, so every scatter has one defined result (CuPy leaves the
+winner of repeated indices unspecified). Rates are payload GB/s (1e9 bytes). Skipped, with the
+reason, without a CUDA device; the CuPy figures are skipped when CuPy cannot be imported.
+bench_gpu_apply (benchmarks/cpp, run by scripts/gpu-check.sh) measures the kernel alone.
+Every variant's bytes must equal the NumPy oracle, or the run fails (VerificationError).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import mmsb
+
+from . import workloads as wl
+from ._measure import BenchContext, rate, timed, verify, verify_equal
+
+UNIT = "GB/s"
+MMSB = "mmsb apply_batch into cuda:0 pages"
+CUPY_HOST = "cupy fancy-index scatter, payload from host"
+CUPY_DEVICE = "cupy fancy-index scatter, payload on device"
+D2D = "cupy device-to-device copy (floor)"
+
+
+def distinct_rows(rows: int, pages: int, rng: np.random.Generator) -> wl.DeltaRows:
+    """`rows` 64-byte deltas to distinct random slots of `pages` pages, in random order."""
+    slots = rng.choice(pages * wl.SLOTS_PER_PAGE, size=rows, replace=False).astype(np.int64)
+    return wl.DeltaRows(page=slots // wl.SLOTS_PER_PAGE, offset=slots % wl.SLOTS_PER_PAGE * wl.DELTA_BYTES,
+                        payload=rng.integers(0, 256, size=(rows, wl.DELTA_BYTES), dtype=np.uint8))
+
+
+def _mmsb(ctx: BenchContext, b: wl.DeltaRows, expected: np.ndarray, pages: int, repeats: int) -> None:
+    ctx.progress(f"{MMSB} ({pages:,} pages)")
+    bus = mmsb.Bus(history=False)
+    try:
+        dev = [bus.create_page(wl.PAGE_SIZE, location="cuda:0") for _ in range(pages)]
+        verify(dev[-1].id - dev[0].id == pages - 1, "device page ids are not consecutive")
+        batch = mmsb.DeltaBatch(*b.mmsb_columns(dev[0].id))
+        seconds = timed(lambda: bus.apply_batch(batch), repeats)
+        verify_equal(wl.page_bytes(dev), expected, f"{MMSB}: page bytes differ from the expected state")
+        counts = np.bincount(b.page, minlength=pages) * (1 + repeats)
+        verify(np.array_equal(wl.page_epochs(dev), counts), f"{MMSB}: page epochs are not the deltas applied")
+    finally:
+        bus.close()
+    ctx.section.add(rate(MMSB, UNIT, b.payload.nbytes / 1e9, seconds, ratio_to=CUPY_HOST, also=(CUPY_DEVICE, D2D),
+                         note="end to end, history off; payload starts on the host"))
+
+
+def _cupy(ctx: BenchContext, cupy, b: wl.DeltaRows, expected: np.ndarray, repeats: int) -> None:
+    gb = b.payload.nbytes / 1e9
+    slots = cupy.asarray(b.slot)
+    on_device = cupy.asarray(b.payload)
+    sync = cupy.cuda.Device().synchronize
+
+    def scatter(payload_of) -> float:
+        state = cupy.zeros(expected.shape, dtype=cupy.uint8)
+        rows = state.reshape(-1, wl.DELTA_BYTES)
+
+        def once() -> None:
+            rows[slots] = payload_of()
+            sync()
+
+        seconds = timed(once, repeats)
+        verify_equal(cupy.asnumpy(state), expected, "cupy scatter: bytes differ from the expected state")
+        return seconds
+
+    ctx.progress(CUPY_HOST)
+    ctx.section.add(rate(CUPY_HOST, UNIT, gb, scatter(lambda: cupy.asarray(b.payload)), ratio_to=D2D))
+    ctx.progress(CUPY_DEVICE)
+    ctx.section.add(rate(CUPY_DEVICE, UNIT, gb, scatter(lambda: on_device), ratio_to=D2D))
+
+    ctx.progress(D2D)
+    dst = cupy.empty_like(on_device)
+
+    def copy() -> None:
+        dst.data.copy_from_device(on_device.data, on_device.nbytes)
+        sync()
+
+    seconds = timed(copy, repeats)
+    verify(bool((dst == on_device).all()), f"{D2D}: the copy differs from its source")
+    ctx.section.add(rate(D2D, UNIT, gb, seconds))
+
+
+def run(ctx: BenchContext) -> None:
+    """Fills ctx.section with the gpu figures, or records why they were skipped."""
+    if not mmsb.cuda.is_available():
+        ctx.section.skip("gpu apply", "no CUDA device (mmsb.cuda.is_available() is False)")
+        return
+    pages, rows, repeats = ctx.size(1 << 18, 1 << 14), ctx.size(1 << 21, 1 << 17), 3
+    ctx.section.details.update(pages=pages, page_size=wl.PAGE_SIZE, rows_per_batch=rows, delta_bytes=wl.DELTA_BYTES,
+                               timed_runs=repeats, seed=wl.SEED, device_bytes=pages * wl.PAGE_SIZE)
+    b = distinct_rows(rows, pages, np.random.default_rng(wl.SEED))
+    expected = np.zeros((pages, wl.PAGE_SIZE), dtype=np.uint8)
+    expected.reshape(-1, wl.DELTA_BYTES)[b.slot] = b.payload
+    _mmsb(ctx, b, expected, pages, repeats)
+    try:
+        import cupy
+    except ImportError as e:
+        ctx.section.skip("CuPy scatter and device copy", f"cupy cannot be imported ({e})")
+        return
+    _cupy(ctx, cupy, b, expected, repeats)

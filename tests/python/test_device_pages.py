@@ -1,0 +1,281 @@
+"""Device pages (location="cuda:N"), run on any machine through the host emulation of devices.
+
+`mmsb._core.cuda_emulate_devices(n)` serves "cuda:0".."cuda:n-1" from host memory that stores every
+byte inverted, so engine code that touched device memory without going through the device backend
+would read or write wrong bytes here. The oracle is the same workload on an all-CPU bus: bytes,
+epochs, lsns, history and time travel must be identical. The real CUDA backend runs the same
+checks in tests/python/test_gpu.py on a machine with a GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mmsb
+from mmsb import _core
+
+
+@pytest.fixture
+def devices():
+    _core.cuda_emulate_devices(2)
+    try:
+        yield
+    finally:
+        _core.cuda_emulate_devices(0)
+
+
+class Twin:
+    """The same operations on a bus with device pages and on an all-CPU bus."""
+
+    def __init__(self, rng, dev_bus, cpu_bus):
+        self.rng = rng
+        self.dev = dev_bus
+        self.cpu = cpu_bus
+        self.pages = []  # (device page, cpu page)
+
+    def create(self, location, dtype="float64", n=64, data=None):
+        kw = dict(shape=(n,), dtype=dtype) if data is None else dict(data=data)
+        d = self.dev.create_page(location=location, **kw)
+        c = self.cpu.create_page(**kw)
+        self.pages.append((d, c))
+        return d, c
+
+    def both(self, fn):
+        """fn(bus, page_map) on both buses; the same exception class (or none) from both."""
+        out = []
+        for k, bus in ((0, self.dev), (1, self.cpu)):
+            try:
+                out.append(("ok", fn(bus, [p[k] for p in self.pages])))
+            except mmsb.MmsbError as e:
+                out.append(("err", type(e)))
+        assert out[0] == out[1], out
+        return out[0]
+
+    def check(self):
+        assert self.dev.lsn == self.cpu.lsn
+        for d, c in self.pages:
+            if d.id not in self.dev:
+                continue
+            assert d.epoch == c.epoch, d
+            assert np.asarray(d).tobytes() == np.asarray(c).tobytes(), d  # bytes: random floats hold NaNs
+            assert d.read(0, d.size) == c.read(0, c.size)
+            snap_d, e_d = d.snapshot()
+            snap_c, e_c = c.snapshot()
+            assert e_d == e_c and snap_d.tobytes() == snap_c.tobytes()
+
+    def random_op(self):
+        rng = self.rng
+        k = int(rng.integers(len(self.pages)))
+        size = self.pages[k][0].size
+        op = int(rng.integers(7))
+        if op == 0:  # one write
+            off = int(rng.integers(size))
+            data = rng.integers(0, 256, int(rng.integers(1, size - off + 1)), dtype=np.uint8).tobytes()
+            self.both(lambda bus, ps: ps[k].write(off, data))
+        elif op == 1:  # a multi-run delta, runs overlapping
+            offs = [int(x) for x in rng.integers(0, size - 8, 4)]
+            datas = [rng.integers(0, 256, 8, dtype=np.uint8).tobytes() for _ in offs]
+            self.both(lambda bus, ps: bus.apply(mmsb.Delta.runs(ps[k], offs, datas)))
+        elif op == 2:  # a batch over several pages, rows overlapping, device and host rows mixed
+            rows = int(rng.integers(1, 40))
+            which = rng.integers(0, len(self.pages), rows)
+            lengths = rng.integers(0, 24, rows)
+            offsets = [int(rng.integers(0, self.pages[w][0].size - ln + 1)) for w, ln in zip(which, lengths)]
+            payload = rng.integers(0, 256, int(lengths.sum()), dtype=np.uint8)
+            self.both(lambda bus, ps: bus.apply_batch(
+                mmsb.DeltaBatch([ps[w].id for w in which], offsets, lengths, payload)))
+        elif op == 3:  # whole-content update (diff against the device page's bytes)
+            new = np.asarray(self.pages[k][1]).copy().view(np.uint8)
+            new[int(rng.integers(new.size))] ^= 0x5A
+            self.both(lambda bus, ps: ps[k].update(new.view(ps[k].view().dtype)))
+        elif op == 4:  # a transaction that commits
+            def txn(bus, ps):
+                with bus.transaction():
+                    ps[k].write(0, b"\x01\x02\x03\x04")
+                    bus.apply_batch(mmsb.DeltaBatch([ps[k].id, ps[k].id], [2, 8], [4, 4], b"abcdefgh"))
+            self.both(txn)
+        elif op == 5:  # a transaction rolled back by an exception: no trace on the device either
+            def rolled_back(bus, ps):
+                try:
+                    with bus.transaction():
+                        ps[k].write(0, b"\xff" * 16)
+                        bus.apply_batch(mmsb.DeltaBatch([ps[k].id] * 3, [0, 4, 1], [8, 8, 8], bytes(range(24))))
+                        raise KeyError("abort")
+                except KeyError:
+                    pass
+            self.both(rolled_back)
+        else:  # a rejected batch: the last row is out of bounds, nothing applies
+            self.both(lambda bus, ps: bus.apply_batch(
+                mmsb.DeltaBatch([ps[k].id, ps[k].id], [0, size], [4, 4], b"12345678")))
+
+
+def build_graph(t):
+    """Derived pages of every kind, on devices and on the host, fed by device and host parents."""
+    (a, a_c), (b, b_c), (h, h_c) = t.pages[0], t.pages[1], t.pages[2]
+    kinds = [("cuda:0", [0, 1], mmsb.ops.reduce("sum_product")), ("cpu", [0], mmsb.ops.copy),
+             ("cuda:1", [2], mmsb.ops.copy), ("cuda:0", [1, 2], "callable")]
+
+    def scaled(out, x, y):
+        with np.errstate(all="ignore"):  # random bytes make NaNs and infinities
+            out[:] = 0.5 * x - y
+
+    for location, parents, fn in kinds:
+        t.create(location)
+        f = scaled if fn == "callable" else fn
+        t.both(lambda bus, ps: bus.depend(ps[-1], on=[ps[i] for i in parents], fn=f))
+
+
+def test_random_workload_matches_a_cpu_bus(devices):
+    rng = np.random.default_rng(7)
+    t = Twin(rng, mmsb.Bus(threads=2), mmsb.Bus(threads=2))
+    t.create("cuda:0")
+    t.create("cuda:1")
+    t.create("cpu")
+    build_graph(t)
+    for i in range(400):
+        t.random_op()
+        if i % 25 == 0:
+            t.check()
+    t.check()
+    assert t.dev.verify().ok
+    # Time travel replays device pages onto the host, byte for byte.
+    for lsn in (5, t.dev.lsn // 2, t.dev.lsn):
+        past_d, past_c = t.dev.at(lsn), t.cpu.at(lsn)
+        assert len(past_d) == len(past_c)
+        for d, c in t.pages:
+            if d.id not in past_d:
+                continue
+            assert np.asarray(past_d.page(d.id)).tobytes() == np.asarray(past_c.page(c.id)).tobytes()
+            assert past_d.page(d.id).location == d.location
+    assert [r.lsn for r in t.dev.history(t.pages[0][0])] == [r.lsn for r in t.cpu.history(t.pages[0][1])]
+
+
+def test_directory_bus_checkpoints_and_reopens_device_pages(devices, tmp_path):
+    rng = np.random.default_rng(11)
+    dev_path, cpu_path = tmp_path / "dev", tmp_path / "cpu"
+    t = Twin(rng, mmsb.Bus(dev_path), mmsb.Bus(cpu_path))
+    t.create("cuda:1", dtype="int32", n=256)
+    t.create("cuda:0")
+    t.create("cpu")
+    build_graph(t)
+    for _ in range(150):
+        t.random_op()
+    t.dev.checkpoint()
+    t.cpu.checkpoint()
+    for _ in range(150):
+        t.random_op()
+    t.check()
+    ids = [d.id for d, _ in t.pages]
+    t.dev.close()
+    t.cpu.close()
+    with mmsb.open(dev_path) as dev, mmsb.open(cpu_path) as cpu:
+        assert dev.lsn == cpu.lsn
+        for i in ids:
+            assert dev.page(i).epoch == cpu.page(i).epoch
+            assert np.asarray(dev.page(i)).tobytes() == np.asarray(cpu.page(i)).tobytes()
+        assert dev.page(ids[0]).location == "cuda:1"
+        assert dev.page(ids[0]).__dlpack_device__() == (2, 1)
+        report = dev.verify()
+        assert report.ok, report.problems
+
+
+def test_mirror_moves_only_the_runs_written_since_its_last_refresh(devices):
+    bus = mmsb.Bus()
+    p = bus.create_page(1 << 20, location="cuda:0")
+    assert bus._device_traffic()["mirror_bytes_synced"] == 0  # nothing read yet
+    assert not np.asarray(p).any()
+    first = bus._device_traffic()
+    assert (first["mirror_syncs"], first["mirror_bytes_synced"]) == (1, 1 << 20)
+    offsets = [4096 * i + 7 for i in range(10)]
+    for off in offsets:
+        p.write(off, b"\x11" * 64)
+    p.write(offsets[0] + 32, b"\x22" * 64)  # overlaps the first run: 32 more bytes, not 64
+    view = np.asarray(p)
+    after = bus._device_traffic()
+    assert after["mirror_bytes_synced"] - first["mirror_bytes_synced"] == 10 * 64 + 32
+    assert after["bytes_written"] == 11 * 64
+    assert view[offsets[3]] == 0x11 and view[offsets[0] + 95] == 0x22
+    np.asarray(p)  # nothing written since: no transfer
+    assert bus._device_traffic()["mirror_syncs"] == after["mirror_syncs"]
+    m = bus.memory()
+    assert m["mirror_bytes"] == 1 << 20 and m["device_bytes"] == 1 << 20
+
+
+def test_views_of_a_device_page_are_refreshed_by_each_call(devices):
+    bus = mmsb.Bus()
+    p = bus.create_page(data=np.arange(8, dtype=np.int64), location="cuda:0")
+    old = p.view()
+    p.write(0, np.int64(100).tobytes())
+    assert p.view()[0] == 100 and p.view()[7] == 7
+    assert old[0] == 100  # the same mirror memory, refreshed
+    assert memoryview(p).tobytes() == p.read(0, 64)
+
+
+def test_unknown_or_missing_devices_are_refused_with_nothing_created(devices):
+    bus = mmsb.Bus()
+    before = bus.lsn
+    with pytest.raises(mmsb.DeviceUnavailableError, match="cuda:2"):
+        bus.create_page(64, location="cuda:2")
+    with pytest.raises(mmsb.InvalidArgumentError, match="gpu:0"):
+        bus.create_page(64, location="gpu:0")
+    with pytest.raises(mmsb.InvalidArgumentError):
+        bus.create_page(64, location="cuda:-1")
+    assert bus.lsn == before and len(bus) == 0
+
+
+def test_without_devices_a_device_location_raises_device_unavailable():
+    assert _core.cuda_emulated_devices() == 0
+    if mmsb.cuda.is_available():
+        pytest.skip("a real CUDA device is present")
+    bus = mmsb.Bus()
+    for location in ("cuda:0", "unified"):
+        with pytest.raises(mmsb.DeviceUnavailableError):
+            bus.create_page(64, location=location)
+    assert bus.lsn == 0
+
+
+def test_reopening_device_pages_without_the_device_is_refused(devices, tmp_path):
+    with mmsb.Bus(tmp_path / "b") as bus:
+        bus.create_page(data=np.ones(4), location="cuda:1")
+    _core.cuda_emulate_devices(1)  # cuda:1 is gone
+    with pytest.raises(mmsb.DeviceUnavailableError, match="cuda:1"):
+        mmsb.open(tmp_path / "b")
+    # A read-only view of history needs no device: pages come back on the host.
+    past = mmsb.replay(tmp_path / "b")
+    assert past.page(1).location == "cuda:1" and past.page(1).view().tolist() == [1.0] * 4
+
+
+def test_dlpack_of_a_device_page(devices):
+    bus = mmsb.Bus()
+    p = bus.create_page(data=np.arange(4.0), location="cuda:1")
+    assert p.__dlpack_device__() == (2, 1)
+    with pytest.raises(BufferError, match="emulated"):
+        p.__dlpack__()
+    with pytest.raises(BufferError, match="dl_device"):
+        p.__dlpack__(dl_device=(1, 0))  # the host needs copy=True
+    host = np.from_dlpack(_HostCopy(p))
+    assert host.tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+class _HostCopy:
+    """Asks a device page for a host copy through DLPack (dl_device=(kDLCPU, 0), copy=True)."""
+
+    def __init__(self, page):
+        self.page = page
+
+    def __dlpack_device__(self):
+        return (1, 0)
+
+    def __dlpack__(self, **kw):
+        return self.page.__dlpack__(dl_device=(1, 0), copy=True, max_version=kw.get("max_version"))
+
+
+def test_unified_pages_are_host_addressable(devices):
+    bus = mmsb.Bus()
+    u = bus.create_page(data=np.arange(6, dtype=np.int32), location="unified")
+    u.write(0, np.int32(9).tobytes())
+    assert u.view().tolist() == [9, 1, 2, 3, 4, 5]
+    assert u.__dlpack_device__() == (13, 0)  # kDLCUDAManaged
+    assert bus._device_traffic()["bytes_written"] == 0  # no transfers: the host writes it
+    assert bus.memory()["device_bytes"] == 24

@@ -1,0 +1,169 @@
+"""Device pages on a real GPU (`pytest -m gpu`; scripts/gpu-check.sh runs them on a GPU machine).
+
+The core property: the same random batches (overlapping rows included: the last row wins)
+applied to CPU pages and to device pages leave the same bytes, epochs and lsn, and both equal a
+NumPy reference applied row by row. Then the host mirror, and DLPack exports consumed in place by
+CuPy and PyTorch on a non-default stream. Skipped without a CUDA device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mmsb
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not mmsb.cuda.is_available(), reason="no CUDA device")]
+
+KDLCUDA = 2
+# Page sizes (bytes): not all multiples of 16, so runs meet every alignment the kernel handles.
+SIZES = (64, 1000, 4096, 65536, 100_003, 1 << 20)
+
+
+def make_pages(bus, location):
+    return [bus.create_page(size, dtype="uint8", location=location) for size in SIZES]
+
+
+def random_batch(rng, pages, rows):
+    """Rows over random pages: short unaligned runs, 64-byte aligned runs, long runs, and rows
+    that rewrite earlier rows' bytes (same page and offset)."""
+    idx = rng.integers(0, len(pages), rows)
+    sizes = np.array([p.size for p in pages])[idx]
+    kind = rng.integers(0, 10, rows)
+    lengths = np.where(kind < 6, rng.integers(1, 65, rows),
+                       np.where(kind < 9, 64, rng.integers(1, 40_000, rows)))
+    lengths = np.minimum(lengths, sizes)
+    offsets = (rng.random(rows) * (sizes - lengths + 1)).astype(np.int64)
+    aligned = kind == 6
+    offsets[aligned] = offsets[aligned] // 64 * 64
+    repeat = rng.random(rows) < 0.2  # copy an earlier row's target: guaranteed overlaps
+    for i in np.nonzero(repeat)[0]:
+        if i > 0:
+            j = rng.integers(0, i)
+            idx[i], offsets[i], lengths[i] = idx[j], offsets[j], lengths[j]
+    payload = rng.integers(0, 256, int(lengths.sum()), dtype=np.uint8)
+    ids = [pages[i].id for i in idx]
+    return ids, idx, offsets, lengths, payload
+
+
+def apply_reference(model, idx, offsets, lengths, payload):
+    pos = 0
+    for i, off, n in zip(idx.tolist(), offsets.tolist(), lengths.tolist()):
+        model[i][off:off + n] = payload[pos:pos + n]
+        pos += n
+
+
+@pytest.mark.parametrize("location", ["cuda:0", "unified"])
+def test_gpu_apply_equals_cpu_apply(rng, location):
+    cpu_bus, dev_bus = mmsb.Bus(), mmsb.Bus()
+    try:
+        cpu, dev = make_pages(cpu_bus, "cpu"), make_pages(dev_bus, location)
+        assert [p.id for p in cpu] == [p.id for p in dev]
+        assert all(p.location == location for p in dev)
+        model = [np.zeros(s, dtype=np.uint8) for s in SIZES]
+        for step in range(40):
+            ids, idx, offsets, lengths, payload = random_batch(rng, cpu, int(rng.integers(1, 3000)))
+            batch = mmsb.DeltaBatch(ids, offsets, lengths, payload)
+            assert cpu_bus.apply_batch(batch) == dev_bus.apply_batch(batch)
+            apply_reference(model, idx, offsets, lengths, payload)
+            if step % 5 == 4:  # single writes between batches too
+                k = int(rng.integers(0, len(SIZES)))
+                off = int(rng.integers(0, SIZES[k]))
+                data = rng.integers(0, 256, int(rng.integers(1, SIZES[k] - off + 1)), dtype=np.uint8)
+                cpu[k].write(off, data)
+                dev[k].write(off, data)
+                model[k][off:off + data.size] = data
+            for c, d, m in zip(cpu, dev, model):
+                assert d.epoch == c.epoch
+                assert d.read(0, d.size) == c.read(0, c.size) == m.tobytes(), f"page {d.id}, step {step}"
+                assert np.array_equal(np.asarray(d), m)
+        assert dev_bus.lsn == cpu_bus.lsn
+    finally:
+        cpu_bus.close()
+        dev_bus.close()
+
+
+def test_large_batch_of_64_byte_runs_equals_cpu(rng):
+    """A million 64-byte rows into 64 MiB of device pages: the staging path at scale."""
+    cpu_bus, dev_bus = mmsb.Bus(), mmsb.Bus()
+    try:
+        cpu = [cpu_bus.create_page(1 << 16) for _ in range(1024)]
+        dev = [dev_bus.create_page(1 << 16, location="cuda:0") for _ in range(1024)]
+        rows = 1 << 20
+        idx = rng.integers(0, 1024, rows)
+        offsets = rng.integers(0, 1024, rows) * 64
+        payload = rng.integers(0, 256, rows * 64, dtype=np.uint8)
+        ids = np.array([p.id for p in cpu], dtype=np.uint64)[idx]
+        batch = mmsb.DeltaBatch(ids, offsets, np.full(rows, 64), payload)
+        cpu_bus.apply_batch(batch)
+        dev_bus.apply_batch(batch)
+        for c, d in zip(cpu, dev):
+            assert d.epoch == c.epoch
+            assert np.array_equal(np.asarray(d), np.asarray(c)), f"page {d.id}"
+    finally:
+        cpu_bus.close()
+        dev_bus.close()
+
+
+def test_device_page_describes_itself(bus):
+    p = bus.create_page(4096, dtype="float32", shape=(1024,), location="cuda:0")
+    assert p.location == "cuda:0"
+    assert p.__dlpack_device__() == (KDLCUDA, 0)
+    a = np.asarray(p)
+    assert a.dtype == np.float32 and a.shape == (1024,) and not a.any()
+
+
+def test_host_mirror_follows_commits(bus):
+    p = bus.create_page(4096, dtype="float32", shape=(1024,), location="cuda:0")
+    values = np.arange(1024, dtype=np.float32)
+    p.write(0, values)
+    assert np.array_equal(np.asarray(p), values)
+    p.write(8, np.float32([-1, -2]))
+    values[2:4] = [-1, -2]
+    assert np.array_equal(np.asarray(p), values)
+    bus.apply_batch(mmsb.DeltaBatch([p.id, p.id], [0, 0], [4, 4], np.float32([5, 6]).view(np.uint8)))
+    values[0] = 6  # the later row wins
+    assert np.array_equal(np.asarray(p), values)
+    assert p.epoch == 4
+
+
+def test_cupy_consumes_a_device_page_in_place_on_a_non_default_stream(bus):
+    cupy = pytest.importorskip("cupy")
+    p = bus.create_page(4096, dtype="float32", shape=(1024,), location="cuda:0")
+    values = np.arange(1024, dtype=np.float32)
+    p.write(0, values)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        a = cupy.from_dlpack(p)
+        assert a.shape == (1024,) and a.dtype == cupy.float32
+        assert np.array_equal(cupy.asnumpy(a), values)
+        b = cupy.from_dlpack(p)
+        assert a.data.ptr == b.data.ptr, "two exports, one device buffer: no copy"
+        p.write(0, np.float32([42]))  # a later commit is visible through the same export
+        assert float(a[0]) == 42.0
+        assert float((a * 2).sum()) == float(2 * (values[1:].sum() + 42))
+    stream.synchronize()
+
+
+def test_torch_consumes_a_device_page_in_place_on_a_non_default_stream(bus):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("this PyTorch has no CUDA")
+    p = bus.create_page(4096, dtype="float32", shape=(1024,), location="cuda:0")
+    values = np.arange(1024, dtype=np.float32)
+    p.write(0, values)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        t = torch.from_dlpack(p)
+        assert t.device == torch.device("cuda", 0) and t.dtype == torch.float32
+        assert np.array_equal(t.cpu().numpy(), values)
+        assert torch.from_dlpack(p).data_ptr() == t.data_ptr(), "no copy"
+        p.write(4, np.float32([7]))
+        assert t[1].item() == 7.0
+    stream.synchronize()
+
+
+def test_unknown_device_is_unavailable(bus):
+    with pytest.raises(mmsb.DeviceUnavailableError):
+        bus.create_page(64, location=f"cuda:{mmsb.cuda.device_count() + 7}")
