@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <numeric>
+#include <queue>
 #include <mutex>
 
 #include "Backends.hpp"
@@ -17,7 +19,14 @@ namespace {
 constexpr std::byte kInvert{0xFF};
 
 void invert_copy(std::byte* dst, const std::byte* src, std::uint64_t n) noexcept {
-  for (std::uint64_t i = 0; i < n; ++i) dst[i] = src[i] ^ kInvert;
+  std::uint64_t i = 0;
+  for (; i + 8 <= n; i += 8) {  // a word at a time: the emulation should not dominate the tests
+    std::uint64_t w;
+    std::memcpy(&w, src + i, 8);
+    w = ~w;
+    std::memcpy(dst + i, &w, 8);
+  }
+  for (; i < n; ++i) dst[i] = src[i] ^ kInvert;
 }
 
 // A device over host memory that stores each byte inverted: engine code reaching into device
@@ -174,54 +183,55 @@ int emulated_devices() noexcept {
 
 void resolve_overlaps(std::vector<DeviceRun>& runs) {
   std::erase_if(runs, [](const DeviceRun& r) { return r.length == 0; });
-  bool disjoint_sorted = true;
-  for (std::size_t i = 1; i < runs.size() && disjoint_sorted; ++i) {
-    disjoint_sorted = runs[i - 1].device + runs[i - 1].length <= runs[i].device;
-  }
-  if (disjoint_sorted) return;
-  // Rows of a batch come in any order but rarely overlap: sorted by address and still disjoint,
+  auto disjoint = [](const std::vector<DeviceRun>& rs) {
+    for (std::size_t i = 1; i < rs.size(); ++i) {
+      if (rs[i - 1].device + rs[i - 1].length > rs[i].device) return false;
+    }
+    return true;
+  };
+  if (disjoint(runs)) return;
+  // Rows of a batch come in any order and rarely overlap: sorted by address and disjoint, their
   // order does not matter and the sort is all it costs.
   std::vector<DeviceRun> sorted = runs;
   std::sort(sorted.begin(), sorted.end(), [](const DeviceRun& a, const DeviceRun& b) { return a.device < b.device; });
-  bool disjoint = true;
-  for (std::size_t i = 1; i < sorted.size() && disjoint; ++i) {
-    disjoint = sorted[i - 1].device + sorted[i - 1].length <= sorted[i].device;
-  }
-  if (disjoint) {
+  if (disjoint(sorted)) {
     runs = std::move(sorted);
     return;
   }
-  // Newest first, each run keeps only the bytes no newer run covers. `covered` holds the newer
-  // runs' extents, disjoint and keyed by start address.
-  std::map<std::byte*, std::byte*> covered;
+  // A sweep over every run boundary in address order. Between two consecutive boundaries the
+  // bytes belong to the newest run covering them: the top of a max-heap of run indexes, where runs
+  // that ended are dropped only once they reach the top.
+  std::vector<std::uint32_t> by_start(runs.size());
+  std::iota(by_start.begin(), by_start.end(), 0u);
+  std::sort(by_start.begin(), by_start.end(),
+            [&](std::uint32_t a, std::uint32_t b) { return runs[a].device < runs[b].device; });
+  std::vector<std::byte*> bounds;
+  bounds.reserve(2 * runs.size());
+  for (const DeviceRun& r : runs) {
+    bounds.push_back(r.device);
+    bounds.push_back(r.device + r.length);
+  }
+  std::sort(bounds.begin(), bounds.end());
+  bounds.erase(std::unique(bounds.begin(), bounds.end()), bounds.end());
+  std::priority_queue<std::uint32_t> active;
   std::vector<DeviceRun> out;
   out.reserve(runs.size());
-  for (std::size_t i = runs.size(); i-- > 0;) {
-    const DeviceRun& r = runs[i];
-    std::byte* lo = r.device;
-    std::byte* const hi = r.device + r.length;
-    auto it = covered.upper_bound(lo);
-    if (it != covered.begin() && std::prev(it)->second > lo) --it;
-    std::byte* cursor = lo;
-    std::byte* merged_lo = lo;
-    std::byte* merged_hi = hi;
-    while (it != covered.end() && it->first < hi) {
-      if (it->first > cursor) {
-        out.push_back({cursor, r.host_offset + static_cast<std::uint64_t>(cursor - lo),
-                       static_cast<std::uint64_t>(it->first - cursor)});
-      }
-      cursor = std::max(cursor, it->second);
-      merged_lo = std::min(merged_lo, it->first);
-      merged_hi = std::max(merged_hi, it->second);
-      it = covered.erase(it);
+  std::uint32_t last_owner = 0;
+  std::size_t next = 0;
+  for (std::size_t k = 0; k + 1 < bounds.size(); ++k) {
+    std::byte* const x = bounds[k];
+    while (next < by_start.size() && runs[by_start[next]].device == x) active.push(by_start[next++]);
+    while (!active.empty() && runs[active.top()].device + runs[active.top()].length <= x) active.pop();
+    if (active.empty()) continue;
+    const std::uint32_t owner = active.top();
+    const auto length = static_cast<std::uint64_t>(bounds[k + 1] - x);
+    if (!out.empty() && last_owner == owner && out.back().device + out.back().length == x) {
+      out.back().length += length;
+    } else {
+      out.push_back({x, runs[owner].host_offset + static_cast<std::uint64_t>(x - runs[owner].device), length});
+      last_owner = owner;
     }
-    if (cursor < hi) {
-      out.push_back({cursor, r.host_offset + static_cast<std::uint64_t>(cursor - lo),
-                     static_cast<std::uint64_t>(hi - cursor)});
-    }
-    covered.emplace(merged_lo, merged_hi);
   }
-  std::sort(out.begin(), out.end(), [](const DeviceRun& a, const DeviceRun& b) { return a.device < b.device; });
   runs = std::move(out);
 }
 

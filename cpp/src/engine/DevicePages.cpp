@@ -58,20 +58,31 @@ class DevicePlacement final : public Placement {
   void store(std::byte* dst, std::span<const std::byte> src) override {
     const cuda::DeviceRun run{dst, 0, src.size()};
     backend_.write({&run, 1}, src);
-    mark_stale(dst, 0, src.size());
+    std::lock_guard g(mutex_);
+    if (auto it = mirrors_.find(dst); it != mirrors_.end()) it->second.whole = true;
   }
 
-  // Records bytes written to the page at `data`; a page never mirrored has nothing to mark.
-  void mark_stale(std::byte* data, std::uint64_t offset, std::uint64_t length) {
+  // Records the bytes the rows of pages at `place` (this placement) write: one lock per call, one
+  // lookup per run of rows on the same page; pages never mirrored have nothing to mark.
+  void mark_stale(std::uint8_t place, std::span<const DeviceRow> rows) {
     std::lock_guard g(mutex_);
-    auto it = mirrors_.find(data);
-    if (it == mirrors_.end() || it->second.whole) return;
-    Mirror& m = it->second;
-    if (m.stale.size() >= kMaxStaleRuns) {
-      m.whole = true;
-      m.stale = {};
-    } else {
-      m.stale.push_back({offset, length});
+    if (mirrors_.empty()) return;
+    const std::byte* last = nullptr;
+    Mirror* m = nullptr;
+    for (const DeviceRow& row : rows) {
+      if (row.rec->place != place) continue;
+      if (row.rec->data != last) {
+        last = row.rec->data;
+        auto it = mirrors_.find(row.rec->data);
+        m = it == mirrors_.end() ? nullptr : &it->second;
+      }
+      if (m == nullptr || m->whole) continue;
+      if (m->stale.size() >= kMaxStaleRuns) {
+        m->whole = true;
+        m->stale = {};
+      } else {
+        m->stale.push_back({row.offset, row.length});
+      }
     }
   }
 
@@ -161,10 +172,9 @@ void DevicePages::write(std::span<const DeviceRow> rows, std::span<const std::by
     DevicePlacement& p = static_cast<DevicePlacement&>(*table_.placement(place));
     runs.clear();
     for (const DeviceRow& row : rows) {
-      if (row.rec->place != place) continue;
-      runs.push_back({row.rec->data + row.offset, row.host_offset, row.length});
-      p.mark_stale(row.rec->data, row.offset, row.length);
+      if (row.rec->place == place) runs.push_back({row.rec->data + row.offset, row.host_offset, row.length});
     }
+    p.mark_stale(place, rows);
     cuda::resolve_overlaps(runs);
     p.backend().write(runs, host);
     for (const cuda::DeviceRun& run : runs) traffic_.bytes_written += run.length;

@@ -105,8 +105,8 @@ int emulated_devices() noexcept;
 /// Rewrites `runs` (in the order they were issued: a later run wins where runs overlap) into runs
 /// that do not overlap and leave the same bytes on the device: each byte is written once, from the
 /// last run that covers it. Runs already sorted by address and disjoint cost one pass; disjoint
-/// runs in any order one sort; overlapping ones O(n log n) with an interval map. Zero-length runs
-/// are dropped. The result is sorted by address.
+/// runs in any order one sort; overlapping ones a sweep over their sorted boundaries, O(n log n).
+/// Zero-length runs are dropped. The result is sorted by address.
 void resolve_overlaps(std::vector<DeviceRun>& runs);
 
 }  // namespace mmsb::cuda
