@@ -128,6 +128,20 @@ def test_host_mirror_follows_commits(bus):
     assert p.epoch == 4
 
 
+def test_host_mirror_reads_back_only_the_runs_written_since_its_last_refresh(bus, rng):
+    p = bus.create_page(1 << 24, location="cuda:0")
+    model = np.zeros(1 << 24, dtype=np.uint8)
+    assert np.array_equal(np.asarray(p), model)
+    for rows in (1, 100, 3000):
+        slots = rng.choice((1 << 24) // 64, size=rows, replace=False)
+        payload = rng.integers(0, 256, size=(rows, 64), dtype=np.uint8)
+        model.reshape(-1, 64)[slots] = payload
+        bus.apply_batch(mmsb.DeltaBatch(np.full(rows, p.id, dtype=np.uint64), slots * 64, np.full(rows, 64), payload))
+        before = bus._device_traffic()["mirror_bytes_synced"]
+        assert np.array_equal(np.asarray(p), model)
+        assert bus._device_traffic()["mirror_bytes_synced"] - before == rows * 64
+
+
 def test_cupy_consumes_a_device_page_in_place_on_a_non_default_stream(bus):
     cupy = pytest.importorskip("cupy")
     p = bus.create_page(4096, dtype="float32", shape=(1024,), location="cuda:0")

@@ -7,6 +7,10 @@
               payload copied from the host inside the timed region (like for like with mmsb,
               whose payload starts on the host) and with the payload already on the device
   floor       a device-to-device copy of the same bytes (CuPy): the bandwidth bound
+  mirror      the host mirror of one 256 MiB "cuda:0" page refreshed after a batch of 64-byte
+              rows (it reads back only the runs written since its last refresh; the bytes it
+              moved are recorded and checked), against `cupy.asnumpy` of the whole page: the
+              manual full sync a Kokkos-style deep copy does
 
 Rows go to distinct 64-byte slots, so every scatter has one defined result (CuPy leaves the
 winner of repeated indices unspecified). Rates are payload GB/s (1e9 bytes). Skipped, with the
@@ -17,18 +21,24 @@ Every variant's bytes must equal the NumPy oracle, or the run fails (Verificatio
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 import mmsb
 
 from . import workloads as wl
-from ._measure import BenchContext, rate, timed, verify, verify_equal
+from ._measure import BenchContext, latency, rate, timed, verify, verify_equal
 
 UNIT = "GB/s"
 MMSB = "mmsb apply_batch into cuda:0 pages"
 CUPY_HOST = "cupy fancy-index scatter, payload from host"
 CUPY_DEVICE = "cupy fancy-index scatter, payload on device"
 D2D = "cupy device-to-device copy (floor)"
+MIRROR = "host mirror refresh after 1024 rows of 64 B"
+FULL_SYNC = "cupy.asnumpy of the whole page (manual full sync)"
+MIRROR_PAGE = 256 << 20
+MIRROR_ROWS = 1024
 
 
 def distinct_rows(rows: int, pages: int, rng: np.random.Generator) -> wl.DeltaRows:
@@ -90,6 +100,44 @@ def _cupy(ctx: BenchContext, cupy, b: wl.DeltaRows, expected: np.ndarray, repeat
     ctx.section.add(rate(D2D, UNIT, gb, seconds))
 
 
+def _mirror(ctx: BenchContext, cupy, repeats: int) -> None:
+    ctx.progress(MIRROR)
+    rng = np.random.default_rng(wl.SEED + 1)
+    model = np.zeros(MIRROR_PAGE, dtype=np.uint8)
+    bus = mmsb.Bus(history=False)
+    try:
+        p = bus.create_page(MIRROR_PAGE, location="cuda:0")
+        np.asarray(p)  # the first read fills the whole mirror; every later one is a refresh
+        synced = []
+
+        def write_then_read() -> float:
+            slots = rng.choice(MIRROR_PAGE // wl.DELTA_BYTES, size=MIRROR_ROWS, replace=False)
+            payload = rng.integers(0, 256, size=(MIRROR_ROWS, wl.DELTA_BYTES), dtype=np.uint8)
+            model.reshape(-1, wl.DELTA_BYTES)[slots] = payload
+            bus.apply_batch(mmsb.DeltaBatch(np.full(MIRROR_ROWS, p.id, dtype=np.uint64),
+                                            slots * wl.DELTA_BYTES, np.full(MIRROR_ROWS, wl.DELTA_BYTES), payload))
+            before = bus._device_traffic()["mirror_bytes_synced"]
+            t0 = time.perf_counter()
+            view = np.asarray(p)
+            seconds = time.perf_counter() - t0
+            synced.append(bus._device_traffic()["mirror_bytes_synced"] - before)
+            verify_equal(view.reshape(1, -1), model.reshape(1, -1), f"{MIRROR}: the mirror differs from the model")
+            return seconds
+
+        seconds = [write_then_read() for _ in range(repeats + 1)][1:]
+        verify(all(n == MIRROR_ROWS * wl.DELTA_BYTES for n in synced),
+               f"{MIRROR}: refreshes moved {synced} bytes, not the {MIRROR_ROWS * wl.DELTA_BYTES} written")
+    finally:
+        bus.close()
+    ctx.section.details.update(mirror_page_bytes=MIRROR_PAGE, mirror_bytes_per_refresh=synced[-1])
+    ctx.section.add(latency(MIRROR, seconds, ratio_to=FULL_SYNC,
+                            note=f"moves {synced[-1]:,} of {MIRROR_PAGE:,} bytes per refresh"))
+
+    ctx.progress(FULL_SYNC)
+    whole = cupy.asarray(model)
+    ctx.section.add(latency(FULL_SYNC, timed(lambda: cupy.asnumpy(whole), repeats)))
+
+
 def run(ctx: BenchContext) -> None:
     """Fills ctx.section with the gpu figures, or records why they were skipped."""
     if not mmsb.cuda.is_available():
@@ -108,3 +156,4 @@ def run(ctx: BenchContext) -> None:
         ctx.section.skip("CuPy scatter and device copy", f"cupy cannot be imported ({e})")
         return
     _cupy(ctx, cupy, b, expected, repeats)
+    _mirror(ctx, cupy, repeats)
