@@ -1,5 +1,5 @@
 #pragma once
-// Factories of the real device backends: CudaBackend.cu in CUDA builds, HostOnly.cpp otherwise
+// Factories of the real device backends: CudaBackend.cpp in CUDA builds, HostOnly.cpp otherwise
 // (where both refuse with DeviceUnavailable). Only DeviceRegistry.cpp calls them.
 #include <memory>
 

@@ -1,7 +1,7 @@
 #pragma once
 // What a Replicator needs from the ranks and the device, behind one interface so that the batch
 // logic (validation, packing, overlap resolution, hashing) is host code built everywhere:
-//  - the NCCL channel (NcclChannel.cu): one communicator and one stream on the replica's device;
+//  - the NCCL channel (NcclChannel.cpp): one communicator and one stream on the replica's device;
 //  - the loopback channel (ReplicaLoopback.cpp): one rank over an emulated device
 //    (emulate_devices()), so the batch logic is tested on machines without a GPU or NCCL.
 // Builds without NCCL support get a make_nccl_channel that refuses (Replicator.cpp).

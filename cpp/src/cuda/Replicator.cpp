@@ -56,7 +56,7 @@ std::uint64_t sizes_fingerprint(const std::vector<std::uint64_t>& sizes) {
 }  // namespace
 
 #if !MMSB_HAVE_NCCL
-// Without NCCL support (no CUDA, or MMSB_WITH_NCCL=OFF) NcclChannel.cu is not built: only emulated
+// Without NCCL support (no CUDA, or MMSB_WITH_NCCL=OFF) NcclChannel.cpp is not built: only emulated
 // devices replicate.
 std::unique_ptr<ReplicaChannel> make_nccl_channel(int, int, const NcclUniqueId&, DeviceBackend& backend) {
   fail(ErrorCode::DeviceUnavailable, "NCCL replication on ", backend.location(),

@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <string>
 #include <vector>
 
 #include "mmsb/core/Error.hpp"
 #include "mmsb/cuda/Cuda.hpp"
+#include "mmsb/cuda/DeviceBackend.hpp"
 
 namespace {
 
@@ -29,6 +31,19 @@ TEST(Cuda, DeviceCallWithoutDeviceRaisesDeviceUnavailable) {
     EXPECT_EQ(e.code(), mmsb::ErrorCode::DeviceUnavailable);
   }
   EXPECT_EQ(page, std::vector<std::byte>(64));
+}
+
+// With or without devices: an ordinal past the last device is refused with a message naming it
+// (tests/python/test_gpu.py checks the same through the extension module, where it once crashed).
+TEST(Cuda, OrdinalPastTheLastDeviceRaisesDeviceUnavailable) {
+  const std::string location = "cuda:" + std::to_string(mmsb::cuda::device_count() + 7);
+  try {
+    mmsb::cuda::device_backend(location);
+    FAIL() << "expected DeviceUnavailable";
+  } catch (const mmsb::Error& e) {
+    EXPECT_EQ(e.code(), mmsb::ErrorCode::DeviceUnavailable);
+    EXPECT_NE(std::string(e.what()).find(location), std::string::npos) << e.what();
+  }
 }
 
 TEST(Cuda, ScatterKernelMatchesHostApply) {

@@ -1,6 +1,6 @@
 #pragma once
-/// The CUDA leaf, seen from the rest of the engine. Built from .cu sources when the toolkit is
-/// found (MMSB_HAVE_CUDA), otherwise from a host-only implementation that reports no devices.
+/// The CUDA leaf, seen from the rest of the engine. Built with the CUDA runtime (and the one
+/// kernel source, RunCopy.cu) when the toolkit is found (MMSB_HAVE_CUDA), otherwise from a host-only implementation that reports no devices.
 /// Nothing here needs a driver at load time: the static CUDA runtime looks for it on first use.
 #include <cstdint>
 #include <span>

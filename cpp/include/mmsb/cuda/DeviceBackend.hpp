@@ -1,7 +1,7 @@
 #pragma once
 /// DeviceBackend: what the engine needs from a device that holds page memory, behind one
 /// interface so the engine never includes CUDA headers. Implementations: the CUDA backend
-/// (CudaBackend.cu: cudaMalloc'd pool slabs, a pinned staging buffer, scatter/gather kernels on
+/// (CudaBackend.cpp: cudaMalloc'd pool slabs, a pinned staging buffer, scatter/gather kernels on
 /// one stream), managed memory for location "unified", and an emulation over host memory that
 /// the tests install with emulate_devices() so the engine's device paths run on machines without
 /// a GPU.

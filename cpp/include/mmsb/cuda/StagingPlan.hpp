@@ -1,5 +1,5 @@
 #pragma once
-/// StagingPlan: how the CUDA backend lays a transfer out in its staging buffers (CudaBackend.cu).
+/// StagingPlan: how the CUDA backend lays a transfer out in its staging buffers (CudaBackend.cpp).
 /// A write packs the runs' payload and a copy table into pinned host memory, sends both with one
 /// host-to-device copy and scatters them with one run-copy kernel; a read mirrors it. This is
 /// the host-side bookkeeping of that, kept free of CUDA so the tests check it on any machine.
@@ -25,7 +25,7 @@ namespace mmsb::cuda {
 class StagingPlan {
  public:
   static constexpr std::uint64_t kLane = 16;
-  static constexpr std::uint64_t kEntryBytes = 24;  ///< sizeof(DeviceCopyRun), checked in RunCopy.cuh
+  static constexpr std::uint64_t kEntryBytes = 24;  ///< sizeof(DeviceCopyRun), checked in RunCopy.hpp
 
   /// One piece of a run: `length` bytes at `device`, at `staging` in the staging buffers and at
   /// `host` in the caller's host buffer.

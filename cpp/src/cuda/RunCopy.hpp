@@ -2,7 +2,8 @@
 // The one kernel every device transfer uses: copy runs between device addresses. A write
 // (host -> device) stages its payload and a table of runs in device memory, then copies staging
 // -> pages; a read copies pages -> staging; a replica applies a broadcast batch the same way.
-// Only .cu files include this header.
+// Only the CUDA build's sources include this header. RunCopy.cu is the one source nvcc compiles:
+// the host code around it is plain C++, built by the same compiler and warnings as the engine.
 #include <cuda_runtime.h>
 
 #include <cstddef>

@@ -27,8 +27,8 @@
 #include <string>
 #include <vector>
 
-#include "CudaCheck.cuh"
-#include "RunCopy.cuh"
+#include "CudaCheck.hpp"
+#include "RunCopy.hpp"
 #include "mmsb/core/Error.hpp"
 #include "mmsb/cuda/Cuda.hpp"
 #include "mmsb/cuda/DeviceBackend.hpp"

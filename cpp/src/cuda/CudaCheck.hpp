@@ -1,6 +1,6 @@
 #pragma once
 // The one way CUDA errors leave the CUDA leaf: as Error(DeviceUnavailable) naming the device, the
-// call and CUDA's own description. Only .cu files include this header.
+// call and CUDA's own description. Only the CUDA build's sources include this header.
 #include <cuda_runtime.h>
 
 #include <string_view>

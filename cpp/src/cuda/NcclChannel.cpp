@@ -7,9 +7,9 @@
 #include <chrono>
 #include <thread>
 
-#include "CudaCheck.cuh"
+#include "CudaCheck.hpp"
 #include "ReplicaChannel.hpp"
-#include "RunCopy.cuh"
+#include "RunCopy.hpp"
 
 namespace mmsb::cuda {
 namespace {
@@ -132,7 +132,7 @@ class NcclChannel final : public ReplicaChannel {
   }
 
   void apply(std::span<const DeviceRun> runs) override {
-    // Long runs are cut into pieces, as the kernel expects (RunCopy.cuh).
+    // Long runs are cut into pieces, as the kernel expects (RunCopy.hpp).
     std::uint64_t pieces = 0;
     std::uint64_t total = 0;
     for (const DeviceRun& r : runs) {

@@ -10,8 +10,8 @@
 #include <mutex>
 
 #include "Backends.hpp"
-#include "CudaCheck.cuh"
-#include "RunCopy.cuh"
+#include "CudaCheck.hpp"
+#include "RunCopy.hpp"
 #include "mmsb/core/Error.hpp"
 #include "mmsb/cuda/StagingPlan.hpp"
 
