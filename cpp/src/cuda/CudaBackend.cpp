@@ -14,6 +14,7 @@
 #include "RunCopy.hpp"
 #include "mmsb/core/Error.hpp"
 #include "mmsb/cuda/StagingPlan.hpp"
+#include "mmsb/parallel/ThreadPool.hpp"
 
 namespace mmsb::cuda {
 namespace {
@@ -21,6 +22,9 @@ namespace {
 // A transfer larger than this goes in several rounds through the staging buffers: it bounds the
 // pinned host memory a device holds (pinned pages cannot be swapped) and its twin on the device.
 constexpr std::uint64_t kStagingCap = std::uint64_t{256} << 20;
+// Pieces a packer lane takes at least: fewer in all and one thread packs alone, as starting the
+// lanes would cost more than the copies.
+constexpr std::size_t kPiecesPerLane = std::size_t{1} << 16;
 // Staging grows in steps of at least this much, so small transfers do not reallocate often.
 constexpr std::uint64_t kStagingStep = std::uint64_t{1} << 20;
 
@@ -137,10 +141,11 @@ class CudaBackend final : public DeviceBackend {
     std::lock_guard g(transfer_mutex_);
     const std::uint64_t kernels = transfer(runs, bytes, [&](std::span<const Piece> pieces, std::uint64_t table_at) {
       DeviceCopyRun* table = staged_table(table_at);
-      for (const Piece& p : pieces) {
+      for_pieces(pieces, [&](std::size_t i) {
+        const Piece& p = pieces[i];
         std::memcpy(host_staging_ + p.staging, host.data() + p.host, p.length);
-        *table++ = {p.device, device_staging_ + p.staging, p.length};
-      }
+        table[i] = {p.device, device_staging_ + p.staging, p.length};
+      });
       // Payload and table in one copy, then one scatter.
       check(cudaMemcpyAsync(device_staging_, host_staging_, table_at + pieces.size() * sizeof(DeviceCopyRun),
                             cudaMemcpyHostToDevice, stream_.get()),
@@ -164,7 +169,10 @@ class CudaBackend final : public DeviceBackend {
       check(cudaMemcpyAsync(host_staging_, device_staging_, table_at, cudaMemcpyDeviceToHost, stream_.get()),
             location_, "cudaMemcpyAsync (device to host)");
       check(cudaStreamSynchronize(stream_.get()), location_, "cudaStreamSynchronize");
-      for (const Piece& p : pieces) std::memcpy(host.data() + p.host, host_staging_ + p.staging, p.length);
+      for_pieces(pieces, [&](std::size_t i) {
+        const Piece& p = pieces[i];
+        std::memcpy(host.data() + p.host, host_staging_ + p.staging, p.length);
+      });
     });
     count(0, bytes, 0, kernels);
   }
@@ -206,6 +214,23 @@ class CudaBackend final : public DeviceBackend {
       throw;
     }
     return rounds;
+  }
+
+  // Calls fn(i) for every piece index: in lanes of contiguous pieces on the packer threads when
+  // there are many (the pinned copies of a million 64-byte rows are host work the GPU waits
+  // for), else on this thread. Pieces are disjoint in staging and in the host buffer, so the
+  // bytes never depend on the lanes.
+  template <class Fn>
+  void for_pieces(std::span<const Piece> pieces, Fn&& fn) {
+    const std::size_t n = pieces.size();
+    const auto lanes = static_cast<unsigned>(std::min<std::size_t>(packers_.threads(), (n + kPiecesPerLane - 1) / kPiecesPerLane));
+    if (lanes <= 1) {
+      for (std::size_t i = 0; i < n; ++i) fn(i);
+      return;
+    }
+    packers_.run_lanes(lanes, [&](unsigned lane) {
+      for (std::size_t i = n * lane / lanes; i < n * (lane + 1) / lanes; ++i) fn(i);
+    });
   }
 
   // Grows both staging buffers to at least `bytes` (never shrinks them).
@@ -254,6 +279,7 @@ class CudaBackend final : public DeviceBackend {
   std::byte* device_staging_ = nullptr;
   std::uint64_t staging_bytes_ = 0;
   StagingPlan plan_{kRunCopyPieceBytes};
+  ThreadPool packers_;  // one thread per hardware thread, used by for_pieces
 
   mutable std::mutex counters_mutex_;
   DeviceCounters counters_;

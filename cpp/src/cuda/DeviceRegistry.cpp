@@ -1,6 +1,8 @@
 // Which backend serves a location, the host-memory emulation the tests install, and the overlap
 // rewrite every device write goes through.
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
@@ -181,7 +183,39 @@ int emulated_devices() noexcept {
   return reg.emulated;
 }
 
+namespace {
+
+// Sorts v by key(x), an offset below 2^bits, keeping equal keys in their order: a stable LSD radix
+// sort (11 bits a pass: three passes for a 1 GiB span) through `tmp`, or std::stable_sort for
+// few elements. A batch's million rows arrive in any order, and comparison sorts of them cost
+// more than all the rest of the batch's host work.
+template <class T, class Key>
+void radix_sort(std::vector<T>& v, std::vector<T>& tmp, unsigned bits, Key key) {
+  constexpr std::size_t kRadixFrom = 1024;
+  constexpr unsigned kDigitBits = 11;
+  constexpr std::uint64_t kMask = (std::uint64_t{1} << kDigitBits) - 1;
+  if (v.size() < kRadixFrom) {
+    std::stable_sort(v.begin(), v.end(), [&](const T& a, const T& b) { return key(a) < key(b); });
+    return;
+  }
+  tmp.resize(v.size());
+  for (unsigned shift = 0; shift < bits; shift += kDigitBits) {
+    std::array<std::size_t, kMask + 1> next{};
+    for (const T& x : v) ++next[(key(x) >> shift) & kMask];
+    std::exclusive_scan(next.begin(), next.end(), next.begin(), std::size_t{0});
+    for (const T& x : v) tmp[next[(key(x) >> shift) & kMask]++] = x;
+    v.swap(tmp);
+  }
+}
+
+}  // namespace
+
 void resolve_overlaps(std::vector<DeviceRun>& runs) {
+  OverlapScratch scratch;
+  resolve_overlaps(runs, scratch);
+}
+
+void resolve_overlaps(std::vector<DeviceRun>& runs, OverlapScratch& scratch) {
   std::erase_if(runs, [](const DeviceRun& r) { return r.length == 0; });
   auto disjoint = [](const std::vector<DeviceRun>& rs) {
     for (std::size_t i = 1; i < rs.size(); ++i) {
@@ -190,45 +224,62 @@ void resolve_overlaps(std::vector<DeviceRun>& runs) {
     return true;
   };
   if (disjoint(runs)) return;
+  // Addresses as offsets from the lowest one, below 2^bits.
+  std::byte* const base = std::min_element(runs.begin(), runs.end(), [](const DeviceRun& a, const DeviceRun& b) {
+                            return a.device < b.device;
+                          })->device;
+  std::uint64_t end = 0;
+  for (const DeviceRun& r : runs) end = std::max(end, static_cast<std::uint64_t>(r.device - base) + r.length);
+  const auto bits = static_cast<unsigned>(std::bit_width(end));
+  auto start_of = [base](const DeviceRun& r) { return static_cast<std::uint64_t>(r.device - base); };
   // Rows of a batch come in any order and rarely overlap: sorted by address and disjoint, their
   // order does not matter and the sort is all it costs.
-  std::vector<DeviceRun> sorted = runs;
-  std::sort(sorted.begin(), sorted.end(), [](const DeviceRun& a, const DeviceRun& b) { return a.device < b.device; });
-  if (disjoint(sorted)) {
-    runs = std::move(sorted);
+  scratch.sorted.assign(runs.begin(), runs.end());
+  radix_sort(scratch.sorted, scratch.spare, bits, start_of);
+  if (disjoint(scratch.sorted)) {
+    runs.swap(scratch.sorted);  // the old buffer becomes scratch: capacities survive the call
     return;
   }
   // A sweep over every run boundary in address order. Between two consecutive boundaries the
-  // bytes belong to the newest run covering them: the top of a max-heap of run indexes, where runs
-  // that ended are dropped only once they reach the top.
-  std::vector<std::uint32_t> by_start(runs.size());
-  std::iota(by_start.begin(), by_start.end(), 0u);
-  std::sort(by_start.begin(), by_start.end(),
-            [&](std::uint32_t a, std::uint32_t b) { return runs[a].device < runs[b].device; });
-  std::vector<std::byte*> bounds;
-  bounds.reserve(2 * runs.size());
-  for (const DeviceRun& r : runs) {
-    bounds.push_back(r.device);
-    bounds.push_back(r.device + r.length);
+  // bytes belong to the newest run covering them: the top of a max-heap of (run index, end), where
+  // runs that ended are dropped only once they reach the top.
+  struct Start {
+    std::uint64_t at;
+    std::uint64_t end;
+    std::uint32_t run;
+  };
+  std::vector<Start> by_start(runs.size()), start_tmp;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    by_start[i] = {start_of(runs[i]), start_of(runs[i]) + runs[i].length, static_cast<std::uint32_t>(i)};
   }
-  std::sort(bounds.begin(), bounds.end());
-  bounds.erase(std::unique(bounds.begin(), bounds.end()), bounds.end());
-  std::priority_queue<std::uint32_t> active;
+  radix_sort(by_start, start_tmp, bits, [](const Start& s) { return s.at; });
+  std::vector<std::uint64_t> ends(runs.size()), end_tmp;
+  for (std::size_t i = 0; i < runs.size(); ++i) ends[i] = start_of(runs[i]) + runs[i].length;
+  radix_sort(ends, end_tmp, bits, [](std::uint64_t e) { return e; });
+  std::vector<std::uint64_t> bounds;
+  bounds.reserve(2 * runs.size());
+  std::size_t si = 0, ei = 0;
+  while (si < by_start.size() || ei < ends.size()) {  // merge starts and ends, each bound once
+    const bool from_start = ei == ends.size() || (si < by_start.size() && by_start[si].at <= ends[ei]);
+    const std::uint64_t x = from_start ? by_start[si++].at : ends[ei++];
+    if (bounds.empty() || bounds.back() != x) bounds.push_back(x);
+  }
+  std::priority_queue<std::pair<std::uint32_t, std::uint64_t>> active;
   std::vector<DeviceRun> out;
   out.reserve(runs.size());
   std::uint32_t last_owner = 0;
   std::size_t next = 0;
   for (std::size_t k = 0; k + 1 < bounds.size(); ++k) {
-    std::byte* const x = bounds[k];
-    while (next < by_start.size() && runs[by_start[next]].device == x) active.push(by_start[next++]);
-    while (!active.empty() && runs[active.top()].device + runs[active.top()].length <= x) active.pop();
+    const std::uint64_t x = bounds[k];
+    for (; next < by_start.size() && by_start[next].at == x; ++next) active.emplace(by_start[next].run, by_start[next].end);
+    while (!active.empty() && active.top().second <= x) active.pop();
     if (active.empty()) continue;
-    const std::uint32_t owner = active.top();
-    const auto length = static_cast<std::uint64_t>(bounds[k + 1] - x);
-    if (!out.empty() && last_owner == owner && out.back().device + out.back().length == x) {
+    const std::uint32_t owner = active.top().first;
+    const std::uint64_t length = bounds[k + 1] - x;
+    if (!out.empty() && last_owner == owner && out.back().device + out.back().length == base + x) {
       out.back().length += length;
     } else {
-      out.push_back({x, runs[owner].host_offset + static_cast<std::uint64_t>(x - runs[owner].device), length});
+      out.push_back({base + x, runs[owner].host_offset + (x - start_of(runs[owner])), length});
       last_owner = owner;
     }
   }

@@ -509,19 +509,13 @@ void Bus::record_delta_locked(PageRecord& r, Delta& d) {
 // leaves the host pages and epochs as they were); host rows are copied here, in row order. Bytes,
 // epochs and lsns equal apply_batch's. Returns false, doing nothing, for a batch with no device row.
 bool Bus::apply_device_batch_locked(const DeltaBatchView& b, Lsn first, std::byte* save_old) {
-  std::vector<DeviceRow> rows;
-  std::uint64_t pos = 0;
-  for (std::size_t i = 0; i < b.rows(); ++i) {
-    PageRecord& r = table_.record(b.page_ids[i]);
-    if (devices_->on_device(r)) rows.push_back({&r, b.offsets[i], pos, b.lengths[i]});
-    pos += b.lengths[i];
-  }
+  const std::span<const DeviceRow> rows = devices_->device_rows(b);
   if (rows.empty()) return false;
   // Every device row saves the bytes from before the whole batch, not before itself: undo writes
   // each page's rows back newest first, so the oldest row's saved bytes land last either way.
   if (save_old != nullptr) devices_->read(rows, {save_old, b.payload.size()});
   devices_->write(rows, b.payload);
-  pos = 0;
+  std::uint64_t pos = 0;
   for (std::size_t i = 0; i < b.rows(); ++i) {
     PageRecord& r = table_.record(b.page_ids[i]);
     const std::uint64_t len = b.lengths[i];

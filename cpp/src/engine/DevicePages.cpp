@@ -133,14 +133,10 @@ std::uint8_t DevicePages::place(const std::string& location, bool host_only) {
   active_ = active_ || !backend.host_accessible();
   auto p = std::make_shared<DevicePlacement>(backend);
   const std::uint8_t slot = table_.add_placement(p);
+  device_places_[slot] = !backend.host_accessible();
   placements_.push_back(std::move(p));
   places_.push_back(slot);
   return slot;
-}
-
-bool DevicePages::device_place(std::uint8_t place) const noexcept {
-  const Placement* p = table_.placement(place);
-  return p != nullptr && !p->host_accessible();
 }
 
 DevicePlacement& DevicePages::placement_of(const PageRecord& r) const {
@@ -150,6 +146,7 @@ DevicePlacement& DevicePages::placement_of(const PageRecord& r) const {
 std::vector<std::uint8_t> DevicePages::places_of(std::span<const DeviceRow> rows) {
   std::vector<std::uint8_t> places;
   for (const DeviceRow& row : rows) {
+    if (!places.empty() && places.back() == row.rec->place) continue;  // rows of one device in a row: no search
     if (std::find(places.begin(), places.end(), row.rec->place) == places.end()) places.push_back(row.rec->place);
   }
   return places;
@@ -166,25 +163,35 @@ std::vector<DeviceRow> DevicePages::rows_of(PageRecord& r, std::span<const Run> 
   return rows;
 }
 
+std::span<const DeviceRow> DevicePages::device_rows(const DeltaBatchView& b) {
+  rows_.clear();
+  std::uint64_t pos = 0;
+  for (std::size_t i = 0; i < b.rows(); ++i) {
+    PageRecord& r = table_.record(b.page_ids[i]);
+    if (on_device(r)) rows_.push_back({&r, b.offsets[i], pos, b.lengths[i]});
+    pos += b.lengths[i];
+  }
+  return rows_;
+}
+
 void DevicePages::write(std::span<const DeviceRow> rows, std::span<const std::byte> host) {
-  std::vector<cuda::DeviceRun> runs;
   for (const std::uint8_t place : places_of(rows)) {
     DevicePlacement& p = static_cast<DevicePlacement&>(*table_.placement(place));
-    runs.clear();
+    runs_.clear();
     for (const DeviceRow& row : rows) {
-      if (row.rec->place == place) runs.push_back({row.rec->data + row.offset, row.host_offset, row.length});
+      if (row.rec->place == place) runs_.push_back({row.rec->data + row.offset, row.host_offset, row.length});
     }
     p.mark_stale(place, rows);
-    cuda::resolve_overlaps(runs);
-    p.backend().write(runs, host);
-    for (const cuda::DeviceRun& run : runs) traffic_.bytes_written += run.length;
+    cuda::resolve_overlaps(runs_, overlap_scratch_);
+    p.backend().write(runs_, host);
+    for (const cuda::DeviceRun& run : runs_) traffic_.bytes_written += run.length;
   }
 }
 
 void DevicePages::write(PageRecord& r, const Delta& d) { write(rows_of(r, d.run_list()), d.payload()); }
 
 void DevicePages::read(std::span<const DeviceRow> rows, std::span<std::byte> host) {
-  std::vector<cuda::DeviceRun> runs;
+  std::vector<cuda::DeviceRun>& runs = runs_;
   for (const std::uint8_t place : places_of(rows)) {
     DevicePlacement& p = static_cast<DevicePlacement&>(*table_.placement(place));
     runs.clear();

@@ -9,13 +9,16 @@
 // memory comes from the backend) but no mirror and no transfers; on_device() is false for them.
 // Thread safety: called under the bus commit lock; a placement's release (and its mirror's) may
 // run on any thread (the last unpin of a deleted page).
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "mmsb/cuda/DeviceBackend.hpp"
 #include "mmsb/delta/Delta.hpp"
+#include "mmsb/delta/DeltaBatch.hpp"
 #include "mmsb/engine/Bus.hpp"
 #include "mmsb/page/PageTable.hpp"
 
@@ -42,8 +45,8 @@ class DevicePages {
   /// Error(DeviceUnavailable) when no device serves it.
   std::uint8_t place(const std::string& location, bool host_only);
   /// True when the page's bytes are in device memory the host cannot address.
-  bool on_device(const PageRecord& r) const noexcept { return r.place != 0 && device_place(r.place); }
-  bool device_place(std::uint8_t place) const noexcept;
+  bool on_device(const PageRecord& r) const noexcept { return device_place(r.place); }
+  bool device_place(std::uint8_t place) const noexcept { return device_places_[place]; }
 
   /// Writes rows (in order; a later row wins where rows of one page overlap) from `host`, one
   /// transfer per device. Marks the rows' bytes stale in the mirrors.
@@ -57,6 +60,9 @@ class DevicePages {
   void read(PageRecord& r, std::span<const Run> runs, std::byte* out);
   /// Rows writing `runs` of page `r` from a host buffer holding their bytes one after another.
   static std::vector<DeviceRow> rows_of(PageRecord& r, std::span<const Run> runs);
+  /// The rows of batch `b` (checked: every page exists) that go to device pages, in row order,
+  /// with host offsets into the batch's payload. Valid until the next call.
+  std::span<const DeviceRow> device_rows(const DeltaBatchView& b);
   /// Whether any page of this bus may be on a device (a device location was used): batches check
   /// their rows only then.
   bool active() const noexcept { return active_; }
@@ -84,6 +90,12 @@ class DevicePages {
   std::vector<std::uint8_t> places_;                          // their places in the table
   DeviceTraffic traffic_;
   bool active_ = false;
+  std::array<bool, 256> device_places_{};  // by place: memory the host cannot address (asked per row)
+  // Per-call buffers kept between calls: a batch of millions of rows would otherwise fault in
+  // fresh pages for each of them on every call. They grow to the largest batch seen.
+  std::vector<DeviceRow> rows_;
+  std::vector<cuda::DeviceRun> runs_;
+  cuda::OverlapScratch overlap_scratch_;
 };
 
 }  // namespace mmsb

@@ -102,11 +102,19 @@ void emulate_devices(int count);
 /// Number of emulated devices now served (0: real devices).
 int emulated_devices() noexcept;
 
+/// Working space of resolve_overlaps (its content is lost between calls). A caller that keeps one
+/// saves allocating, and faulting in, buffers as large as `runs` on every call.
+struct OverlapScratch {
+  std::vector<DeviceRun> sorted, spare;
+};
+
 /// Rewrites `runs` (in the order they were issued: a later run wins where runs overlap) into runs
 /// that do not overlap and leave the same bytes on the device: each byte is written once, from the
 /// last run that covers it. Runs already sorted by address and disjoint cost one pass; disjoint
-/// runs in any order one sort; overlapping ones a sweep over their sorted boundaries, O(n log n).
-/// Zero-length runs are dropped. The result is sorted by address.
+/// runs in any order one radix sort (linear in the runs); overlapping ones a sweep over their
+/// sorted boundaries, O(n log n). Zero-length runs are dropped. The result is sorted by address.
+/// The one-argument form uses a fresh scratch.
+void resolve_overlaps(std::vector<DeviceRun>& runs, OverlapScratch& scratch);
 void resolve_overlaps(std::vector<DeviceRun>& runs);
 
 }  // namespace mmsb::cuda
