@@ -2,6 +2,7 @@
 // provenance reads a per-page lsn index that commits feed cheaply (see Bus::pending_).
 #include <algorithm>
 #include <array>
+#include <deque>
 #include <set>
 
 #include "Transaction.hpp"
@@ -142,8 +143,8 @@ void Bus::trim_index_locked(Lsn floor) {
   }
   // Propagated deltas' inputs: those above the floor, and those of the entries kept above.
   std::sort(kept_derived.begin(), kept_derived.end());
-  std::vector<DerivedEntry> entries;
-  std::vector<std::pair<PageId, Epoch>> items;
+  std::deque<DerivedEntry> entries;
+  std::deque<std::pair<PageId, Epoch>> items;
   for (const DerivedEntry& e : derived_) {
     if (e.lsn <= floor && !std::binary_search(kept_derived.begin(), kept_derived.end(), e.lsn)) continue;
     entries.push_back({e.lsn, items.size(), e.count});

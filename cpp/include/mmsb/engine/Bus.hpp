@@ -647,7 +647,9 @@ class Bus {
   std::mutex deliver_mutex_;
   // Per-page lsn index (provenance). Commits only append to pending_ / pending_batches_ (a
   // copy of the batch's page ids); queries fold them into index_ first, so a batch pays a
-  // memcpy, not a hash lookup per row.
+  // memcpy, not a hash lookup per row. pending_ and the derived inputs below grow by every
+  // wave's derived deltas (10k entries for a 10k-page wave): deques, which grow in chunks
+  // instead of copying everything at each doubling as a vector does.
   struct IndexEntry {
     Lsn lsn;
     std::uint64_t timestamp_ns;
@@ -668,7 +670,7 @@ class Bus {
   };
   void catch_up_index_locked();
   std::unordered_map<PageId, PageHistory> index_;
-  std::vector<PendingDelta> pending_;
+  std::deque<PendingDelta> pending_;
   std::vector<PendingBatch> pending_batches_;
   // Inputs of propagated deltas, appended in lsn order (commits and replay both run in lsn
   // order): a lookup is a binary search, a rollback truncates.
@@ -678,8 +680,8 @@ class Bus {
     std::uint64_t count;
   };
   void note_derived_locked(Lsn lsn, std::span<const std::pair<PageId, Epoch>> inputs);
-  std::vector<DerivedEntry> derived_;
-  std::vector<std::pair<PageId, Epoch>> derived_items_;
+  std::deque<DerivedEntry> derived_;
+  std::deque<std::pair<PageId, Epoch>> derived_items_;
   // Reused by every wave (the wave runs under the commit lock). A batch is at most this many
   // pages and staging bytes: enough to keep the lanes busy, bounded for huge derived pages.
   static constexpr std::size_t kWaveBatchPages = 4096;
