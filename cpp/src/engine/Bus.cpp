@@ -848,7 +848,7 @@ std::uint64_t Bus::cache_bytes_locked() const {
                     (wave_ids_.capacity() + 2 * wave_inputs_.capacity() + changed_bits_.capacity() +
                      seen_bits_.capacity()) * 8 +
                     tick_batch_.capacity_bytes() + (drained_.capacity() + carry_.capacity()) * sizeof(void*) +
-                    events_.capacity() * sizeof(BusEvent);
+                    events_.capacity() * sizeof(BusEvent) + devices_->scratch_bytes();
   if (spare_txn_) {
     const Transaction& spare = *spare_txn_;
     b += sizeof(Transaction) + spare.undo.capacity() * sizeof(Undo) + spare.undo_bytes.capacity() +

@@ -1,6 +1,7 @@
 // The ingest queue, tick, garbage collection and page aging of a Bus.
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "DevicePages.hpp"
 #include "Transaction.hpp"
@@ -260,17 +261,19 @@ GcReport Bus::gc_locked() {
   const std::uint64_t cache0 = cache_bytes_locked();
   const std::uint64_t index0 = index_bytes_locked();
   g.arena_bytes_released = table_.trim().bytes_released;
-  // Caches: each regrows on demand at the next commit that needs it.
-  record_buf_ = {};
-  scratch_ = {};
+  // Caches: each regrows on demand at the next commit that needs it. (`v = {}` would pick
+  // vector's initializer_list assignment, which keeps the capacity: std::exchange frees it.)
+  std::exchange(record_buf_, {});
+  std::exchange(scratch_, {});
   *wave_batch_ = WaveBatch();
-  wave_ids_ = {};
-  wave_inputs_ = {};
+  std::exchange(wave_ids_, {});
+  std::exchange(wave_inputs_, {});
   spare_txn_.reset();
   tick_batch_.release();
-  drained_ = {};
+  std::exchange(drained_, {});
   carry_.shrink_to_fit();
   events_.shrink_to_fit();
+  devices_->release_scratch();
   // History beyond the retention: log files, and the index entries of the lsns they held.
   if (log_) {
     g.log_files_removed = log_->enforce_retention();

@@ -2,10 +2,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 
 #include "mmsb/core/Error.hpp"
 #include "mmsb/cuda/DeviceBackend.hpp"
@@ -79,7 +80,7 @@ class DevicePlacement final : public Placement {
       if (m == nullptr || m->whole) continue;
       if (m->stale.size() >= kMaxStaleRuns) {
         m->whole = true;
-        m->stale = {};
+        std::exchange(m->stale, {});  // freed, not just emptied
       } else {
         m->stale.push_back({row.offset, row.length});
       }
@@ -242,6 +243,18 @@ const std::byte* DevicePages::host_bytes(const PageRecord& r) {
   m.whole = false;
   m.stale.clear();
   return m.bytes.get();
+}
+
+std::uint64_t DevicePages::scratch_bytes() const noexcept {
+  return rows_.capacity() * sizeof(DeviceRow) +
+         (runs_.capacity() + overlap_scratch_.sorted.capacity() + overlap_scratch_.spare.capacity()) *
+             sizeof(cuda::DeviceRun);
+}
+
+void DevicePages::release_scratch() noexcept {
+  std::exchange(rows_, {});  // not `= {}`: that keeps a vector's capacity
+  std::exchange(runs_, {});
+  std::exchange(overlap_scratch_, {});
 }
 
 std::uint64_t DevicePages::device_bytes() const {

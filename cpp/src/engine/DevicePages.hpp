@@ -80,6 +80,10 @@ class DevicePages {
   std::uint64_t device_bytes() const;
   /// Where page `r` (place != 0) lives.
   DevicePlace device_place_of(const PageRecord& r) const;
+  /// Host bytes held by the per-call buffers kept between batches (a cache: bus.memory()).
+  std::uint64_t scratch_bytes() const noexcept;
+  /// Frees those buffers (gc); the next batch with device rows grows them again.
+  void release_scratch() noexcept;
 
  private:
   DevicePlacement& placement_of(const PageRecord& r) const;

@@ -145,5 +145,27 @@ TEST(BusDeviceTest, MissingDeviceRefusesTheCreateAndChangesNothing) {
   EXPECT_EQ(bus.page_count(), 0u);
 }
 
+// The buffers a device batch keeps for the next one are a cache: counted by memory(), freed by gc().
+TEST(BusDeviceTest, DeviceBatchBuffersAreCountedAndFreedByGc) {
+  EmulatedDevices devices;
+  Bus bus(BusOptions{1});
+  PageSpec spec;
+  spec.size = 1 << 20;
+  spec.location = "cuda:0";
+  const PageId id = bus.create_page(spec).id;
+  constexpr std::size_t kRows = 20'000;
+  DeltaBatch b;
+  const Bytes row(8, std::byte{7});
+  for (std::size_t i = 0; i < kRows; ++i) b.add(id, (kRows - 1 - i) * 16, row);  // unsorted: the sort's buffers too
+  const std::uint64_t before = bus.memory().cache_bytes;
+  bus.apply_batch(b.view());
+  const std::uint64_t grown = bus.memory().cache_bytes - before;
+  // Rows (32 bytes each), runs, and the radix sort's two buffers: at least 4 run sizes a row.
+  EXPECT_GE(grown, kRows * 4 * sizeof(cuda::DeviceRun));
+  const GcReport g = bus.gc();
+  EXPECT_GE(g.cache_bytes_freed, grown);
+  EXPECT_LE(bus.memory().cache_bytes, before);
+}
+
 }  // namespace
 }  // namespace mmsb
