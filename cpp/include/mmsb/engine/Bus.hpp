@@ -214,7 +214,7 @@ struct MemoryReport {
   std::uint64_t metadata_bytes = 0;      ///< hot records (of every id used) + cold info + name index
   std::uint64_t graph_bytes = 0;         ///< dependency graph and derivations
   std::uint64_t index_bytes = 0;         ///< per-page lsn index (provenance) and the log's record index (history)
-  std::uint64_t cache_bytes = 0;         ///< reusable buffers: commit staging, a spare transaction
+  std::uint64_t cache_bytes = 0;         ///< reusable buffers: commit staging, a spare transaction, device batch buffers
   std::uint64_t log_bytes = 0;           ///< the in-memory log, or log bytes not yet written out
   std::uint64_t queue_bytes = 0;         ///< the ingest ring and the submissions waiting in it
   std::uint64_t mirror_bytes = 0;        ///< host mirrors of device pages
