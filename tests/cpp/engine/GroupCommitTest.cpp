@@ -20,22 +20,26 @@ using namespace std::chrono_literals;
 
 bool is_segment(const std::string& path) { return path.size() > 4 && path.ends_with(".log"); }
 
-// Holds the first fdatasync of a segment until `hold_for` more segment writes have happened
-// (other committers wrote their records meanwhile), then lets it succeed or fail. Counts the
-// segment syncs from arming on.
+// Holds the first fdatasync of a segment until release() (the test calls it once every other
+// committer's record is in the log), then lets it succeed or fail. Counts the segment writes and
+// syncs from arming on.
 class HeldSync final : public FileObserver {
  public:
-  HeldSync(int hold_for, bool fail_it) : hold_for_(hold_for), fail_it_(fail_it) {}
+  explicit HeldSync(bool fail_it) : fail_it_(fail_it) {}
   void arm() {
     std::lock_guard g(m_);
     armed_ = true;
     writes_ = 0;
   }
+  void release() {
+    std::lock_guard g(m_);
+    released_ = true;
+    cv_.notify_all();
+  }
   void before_write(const std::string& path, std::uint64_t, std::span<const std::byte>) override {
     if (!is_segment(path)) return;
     std::lock_guard g(m_);
     ++writes_;
-    cv_.notify_all();
   }
   void before_sync(const std::string& path) override {
     if (!is_segment(path)) return;
@@ -45,7 +49,7 @@ class HeldSync final : public FileObserver {
     if (held_) return;
     held_ = true;
     // The first sync covers the first writer only; the others write while it is held.
-    timed_out_ = !cv_.wait_for(g, 20s, [&] { return writes_ >= 1 + hold_for_; });
+    timed_out_ = !cv_.wait_for(g, 20s, [&] { return released_; });
     if (fail_it_) fail(ErrorCode::Durability, "fdatasync of '", path, "' failed: Input/output error (injected)");
   }
   void before_truncate(const std::string&, std::uint64_t) override {}
@@ -53,6 +57,10 @@ class HeldSync final : public FileObserver {
   int syncs() {
     std::lock_guard g(m_);
     return syncs_;
+  }
+  int writes() {
+    std::lock_guard g(m_);
+    return writes_;
   }
   bool timed_out() {
     std::lock_guard g(m_);
@@ -62,9 +70,8 @@ class HeldSync final : public FileObserver {
  private:
   std::mutex m_;
   std::condition_variable cv_;
-  const int hold_for_;
   const bool fail_it_;
-  bool armed_ = false, held_ = false, timed_out_ = false;
+  bool armed_ = false, held_ = false, released_ = false, timed_out_ = false;
   int writes_ = 0, syncs_ = 0;
 };
 
@@ -113,6 +120,15 @@ std::vector<bool> race(Bus& bus, HeldSync& disk, const std::vector<PageId>& page
   std::this_thread::sleep_for(50ms);  // let it reach its (held) sync first
   std::vector<std::thread> rest;
   for (int i = 1; i <= others; ++i) rest.emplace_back(commit, static_cast<std::size_t>(i));
+  // Every writer has started its segment write; each makes it, and registers it for a sync,
+  // under the commit lock, which memory() then takes once: after it, every record is in the log.
+  // (Releasing at the last write's start let a loaded machine begin the next sync without it.)
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (disk.writes() < static_cast<int>(pages.size()) && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(1ms);
+  }
+  bus.memory();
+  disk.release();
   first.join();
   for (std::thread& t : rest) t.join();
   return {ok.begin(), ok.end()};
@@ -121,7 +137,7 @@ std::vector<bool> race(Bus& bus, HeldSync& disk, const std::vector<PageId>& page
 TEST(GroupCommit, WritersArrivingDuringASyncShareTheNextOne) {
   constexpr int kOthers = 5;
   test::TempDir tmp;
-  HeldSync disk(kOthers, /*fail_it=*/false);
+  HeldSync disk(/*fail_it=*/false);
   test::DurableState before_close;
   {
     Bus bus(test::dir_options(tmp.path() + "/b", Durability::Fsync));
@@ -144,7 +160,7 @@ TEST(GroupCommit, WritersArrivingDuringASyncShareTheNextOne) {
 TEST(GroupCommit, FailedSyncRollsBackEveryCommitItWouldHaveCovered) {
   constexpr int kOthers = 4;
   test::TempDir tmp;
-  HeldSync disk(kOthers, /*fail_it=*/true);
+  HeldSync disk(/*fail_it=*/true);
   test::DurableState before;
   {
     Bus bus(test::dir_options(tmp.path() + "/b", Durability::Fsync));
@@ -175,7 +191,7 @@ TEST(GroupCommit, GroupRecordsKeptOutOfOrderAreATornTail) {
   constexpr int kOthers = 4;
   test::TempDir tmp;
   const std::string dir = tmp.path() + "/b";
-  HeldSync disk(kOthers, /*fail_it=*/false);
+  HeldSync disk(/*fail_it=*/false);
   std::vector<PageId> pages;
   Lsn after_first = 0;
   test::Bytes first_page;
