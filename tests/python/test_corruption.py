@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import mmsb
+from checksums import crc32c
 from reference_model import RefBus, capture_full_state
 
 SEGMENT_HEADER = 32
@@ -487,27 +488,6 @@ def test_garbage_file_named_like_a_checkpoint_falls_back_to_the_log(small_log, t
 
 
 # ---- crafted records: a valid checksum over an impossible operation ----------------------------
-
-def _crc32c_table():
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data, crc=0):
-    """CRC32C (Castagnoli), chainable: crc32c(b, crc32c(a)) == crc32c(a + b)."""
-    crc ^= 0xFFFFFFFF
-    for b in data:
-        crc = CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
 
 def frame(rtype, first_lsn, lsn_count, body):
     """One framed record as the engine writes it: CRC over header bytes [0, 4) and [8, end)."""

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import mmsb
+from checksums import crc32c
 from mmsb import _core
 
 Replicator = mmsb.cuda.Replicator
@@ -33,26 +34,6 @@ def _nccl_library():
         if hasattr(lib, "ncclGetVersion"):
             return lib
     return None
-
-
-def _crc32c_table():
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    c = 0xFFFFFFFF
-    for b in data:
-        c = _CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
 
 
 def reference_hash(pages) -> int:
