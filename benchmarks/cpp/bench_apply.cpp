@@ -5,16 +5,19 @@
 // layout and distribution are the same. Apply benchmarks report wall-clock items_per_second
 // (UseRealTime): CPU time of the calling thread would hide the pool threads' work.
 #include <benchmark/benchmark.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <new>
 #include <random>
+#include <string>
 #include <span>
 #include <vector>
 
@@ -103,32 +106,51 @@ void BM_FloorMemcpyEpoch(benchmark::State& state) {
 BENCHMARK(BM_FloorMemcpyEpoch)->ArgName("rows")->Arg(1 << 16)->Arg(1 << 20)->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
+// Where the log goes: the in-memory bus's history (the default), a bus directory in durability
+// flush (records handed to the OS page cache), or nowhere (history=False).
+enum LogMode : std::int64_t { kMemoryLog = 0, kDirectoryFlush = 1, kNoLog = 2 };
+
 void BM_BusApplyBatch(benchmark::State& state) {
   const auto threads = static_cast<unsigned>(state.range(0));
   const mmsb::DeltaBatchView batch = workload(static_cast<std::size_t>(state.range(1))).view();
-  mmsb::Bus bus(mmsb::BusOptions{threads});
-  mmsb::PageSpec spec;
-  spec.size = kPageSize;
-  for (std::size_t i = 0; i < kPages; ++i) bus.create_page(spec);
+  const auto mode = static_cast<LogMode>(state.range(2));
+  mmsb::BusOptions options;
+  options.threads = threads;
+  options.keep_history = mode != kNoLog;
+  std::filesystem::path dir;
+  if (mode == kDirectoryFlush) {
+    dir = std::filesystem::temp_directory_path() / ("mmsb-bench-apply-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    options.path = dir.string();
+  }
+  state.SetLabel(mode == kMemoryLog ? "memory log" : mode == kDirectoryFlush ? "directory, flush" : "no log");
+  {
+    mmsb::Bus bus(options);
+    mmsb::PageSpec spec;
+    spec.size = kPageSize;
+    for (std::size_t i = 0; i < kPages; ++i) bus.create_page(spec);
 
-  for (auto _ : state) bus.apply_batch(batch);
-  set_counters(state, batch);
+    for (auto _ : state) bus.apply_batch(batch);
+    set_counters(state, batch);
 
-  // Re-applying a batch leaves the same bytes, so after any number of iterations the pages must
-  // equal one application on the floor: a wrong apply must not report a fast number.
-  Floor expected;
-  expected.apply(batch);
-  std::vector<std::byte> got(kPageSize);
-  for (std::size_t i = 0; i < kPages; ++i) {
-    bus.read(i + 1, 0, got);
-    if (std::memcmp(got.data(), expected.pages[i].data, kPageSize) != 0) {
-      state.SkipWithError("Bus::apply_batch result differs from the floor's bytes");
-      return;
+    // Re-applying a batch leaves the same bytes, so after any number of iterations the pages must
+    // equal one application on the floor: a wrong apply must not report a fast number.
+    Floor expected;
+    expected.apply(batch);
+    std::vector<std::byte> got(kPageSize);
+    for (std::size_t i = 0; i < kPages; ++i) {
+      bus.read(i + 1, 0, got);
+      if (std::memcmp(got.data(), expected.pages[i].data, kPageSize) != 0) {
+        state.SkipWithError("Bus::apply_batch result differs from the floor's bytes");
+        break;
+      }
     }
   }
+  if (!dir.empty()) std::filesystem::remove_all(dir);
 }
-BENCHMARK(BM_BusApplyBatch)->ArgNames({"threads", "rows"})
-    ->ArgsProduct({{1, 2}, {1 << 16, 1 << 20}})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_BusApplyBatch)->ArgNames({"threads", "rows", "log"})
+    ->ArgsProduct({{1, 2}, {1 << 16, 1 << 20}, {kMemoryLog, kDirectoryFlush, kNoLog}})->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 // diff_runs on two 4 KiB buffers differing in `changes` scattered 4-byte runs (0: identical,
 // the pure compare cost; 8: a typical small edit; 256: a quarter of the bytes changed).

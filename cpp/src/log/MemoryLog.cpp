@@ -1,6 +1,7 @@
 #include "mmsb/log/MemoryLog.hpp"
 
 #include "mmsb/core/Error.hpp"
+#include "mmsb/core/HugePages.hpp"
 
 namespace mmsb {
 namespace {
@@ -18,7 +19,7 @@ void MemoryLog::append(std::vector<std::byte>& records, Lsn last_lsn) {
   } else {
     if (blocks_.empty() || sealed_ || blocks_.back().capacity() - blocks_.back().size() < records.size()) {
       std::vector<std::byte> block;
-      block.reserve(kBlockBytes);
+      reserve_huge(block, kBlockBytes);
       blocks_.push_back(std::move(block));
     }
     std::vector<std::byte>& b = blocks_.back();

@@ -10,6 +10,7 @@
 #include <new>
 
 #include "mmsb/core/Error.hpp"
+#include "mmsb/core/HugePages.hpp"
 
 namespace mmsb {
 namespace {
@@ -64,7 +65,7 @@ std::byte* Arena::map_slab() {
   const std::size_t head = aligned - addr;
   if (head > 0) ::munmap(raw, head);
   ::munmap(reinterpret_cast<std::byte*>(aligned) + kSlabBytes, kSlabBytes - head);
-  ::madvise(reinterpret_cast<void*>(aligned), kSlabBytes, MADV_HUGEPAGE);  // a hint; may be ignored
+  advise_huge_pages(reinterpret_cast<void*>(aligned), kSlabBytes);
   return reinterpret_cast<std::byte*>(aligned);
 }
 
