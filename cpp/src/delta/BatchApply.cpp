@@ -41,99 +41,6 @@ inline void copy_run(std::byte* dst, const std::byte* src, std::uint64_t len) no
   }
 }
 
-struct RowRef {
-  std::size_t row;
-  std::uint64_t pos;  // offset of the row's bytes in the payload
-};
-
-// Applies rows in the order `next` yields them. Two stages hide the latency of random pages: the
-// record of the row 2 x kPrefetchAhead ahead (`row_at(k)`: the k-th row to come, or npos) is
-// prefetched; at kPrefetchAhead ahead the record, now cached, is read and the row's target bytes
-// prefetched; the ring keeps those resolved rows until their copy.
-constexpr std::size_t kNoRow = ~std::size_t{0};
-template <class Next, class RowAt>
-void apply_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::byte* save_old, Next next,
-                RowAt row_at) {
-  struct Pending {
-    RowRef ref;
-    PageRecord* rec;
-  };
-  static_assert((kPrefetchAhead & (kPrefetchAhead - 1)) == 0, "ring size must be a power of two");
-  Pending ring[kPrefetchAhead];
-  std::size_t head = 0, tail = 0;
-  for (std::size_t k = kPrefetchAhead; k < 2 * kPrefetchAhead; ++k) {
-    if (const std::size_t row = row_at(k); row != kNoRow) __builtin_prefetch(&table.record(b.page_ids[row]), 1);
-  }
-  auto refill = [&] {
-    RowRef ref;
-    if (!next(ref)) return;
-    if (const std::size_t row = row_at(tail + 2 * kPrefetchAhead); row != kNoRow) {
-      __builtin_prefetch(&table.record(b.page_ids[row]), 1);
-    }
-    PageRecord* r = table.find(b.page_ids[ref.row]);
-    __builtin_prefetch(r->data + b.offsets[ref.row], 1);
-    ring[tail++ % kPrefetchAhead] = Pending{ref, r};
-  };
-  for (std::size_t k = 0; k < kPrefetchAhead; ++k) refill();
-  const std::byte* payload = b.payload.data();
-  while (head != tail) {
-    const Pending p = ring[head++ % kPrefetchAhead];
-    refill();
-    std::byte* dst = p.rec->data + b.offsets[p.ref.row];
-    // The bytes the row overwrites, for undo, while the line is in cache (same layout as payload).
-    if (save_old != nullptr) copy_run(save_old + p.ref.pos, dst, b.lengths[p.ref.row]);
-    copy_run(dst, payload + p.ref.pos, b.lengths[p.ref.row]);
-    p.rec->epoch.store(p.rec->epoch.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    p.rec->last_lsn.store(first_lsn + p.ref.row, std::memory_order_relaxed);
-  }
-}
-
-void apply_all_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::byte* save_old) {
-  std::size_t i = 0;
-  std::uint64_t pos = 0;
-  apply_rows(
-      b, table, first_lsn, save_old,
-      [&](RowRef& out) {
-        if (i == b.rows()) return false;
-        out = RowRef{i, pos};
-        pos += b.lengths[i++];
-        return true;
-      },
-      [&](std::size_t k) { return k < b.rows() ? k : kNoRow; });
-}
-
-// One lane of a parallel apply: walks the batch in blocks, first selecting the block's rows of
-// this lane without branches (a data-dependent branch here mispredicts on every other row and
-// cost more than the copies), then applying them. Scratch is bounded by the block size.
-constexpr std::size_t kBlockRows = 1 << 16;
-void apply_lane(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::byte* save_old, unsigned lane,
-                unsigned lanes) {
-  std::vector<RowRef> mine(kBlockRows + 1);
-  std::uint64_t pos = 0;
-  for (std::size_t start = 0; start < b.rows(); start += kBlockRows) {
-    const std::size_t end = std::min(b.rows(), start + kBlockRows);
-    std::size_t count = 0;
-    for (std::size_t i = start; i < end; ++i) {
-      mine[count] = RowRef{i, pos};
-      pos += b.lengths[i];
-      count += lane_of(b.page_ids[i], lanes) == lane;
-    }
-    std::size_t k = 0;
-    apply_rows(
-        b, table, first_lsn, save_old,
-        [&](RowRef& out) {
-          if (k == count) return false;
-          out = mine[k++];
-          return true;
-        },
-        [&](std::size_t ahead) { return ahead < count ? mine[ahead].row : kNoRow; });
-  }
-}
-
-}  // namespace
-
-namespace {
-
 // Row i is valid when its page is live and its run fits; throws the row's error otherwise.
 void check_row(const DeltaBatchView& b, PageTable& table, std::size_t i) {
   const PageRecord* r = table.find(b.page_ids[i]);
@@ -159,6 +66,102 @@ std::size_t first_bad_row(const DeltaBatchView& b, PageTable& table, std::size_t
   return end;
 }
 
+struct RowRef {
+  std::size_t row;
+  std::uint64_t pos;  // offset of the row's bytes in the payload
+};
+
+// Applies rows in the order `next` yields them. Two stages hide the latency of random pages: the
+// record of the row 2 x kPrefetchAhead ahead (`row_at(k)`: the k-th row to come, or npos) is
+// prefetched; at kPrefetchAhead ahead the record, now cached, is read and the row's target bytes
+// prefetched; the ring keeps those resolved rows until their copy.
+constexpr std::size_t kNoRow = ~std::size_t{0};
+// kCheck: each row is checked as it is resolved (replay, see apply_checked_batch); otherwise the
+// batch passed validate_batch.
+template <bool kCheck, class Next, class RowAt>
+void apply_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::byte* save_old, Next next,
+                RowAt row_at) {
+  struct Pending {
+    RowRef ref;
+    PageRecord* rec;
+  };
+  static_assert((kPrefetchAhead & (kPrefetchAhead - 1)) == 0, "ring size must be a power of two");
+  Pending ring[kPrefetchAhead];
+  std::size_t head = 0, tail = 0;
+  for (std::size_t k = kPrefetchAhead; k < 2 * kPrefetchAhead; ++k) {
+    if (const std::size_t row = row_at(k); row != kNoRow) __builtin_prefetch(&table.record(b.page_ids[row]), 1);
+  }
+  auto refill = [&] {
+    RowRef ref;
+    if (!next(ref)) return;
+    if (const std::size_t row = row_at(tail + 2 * kPrefetchAhead); row != kNoRow) {
+      __builtin_prefetch(&table.record(b.page_ids[row]), 1);
+    }
+    PageRecord* r = table.find(b.page_ids[ref.row]);
+    if constexpr (kCheck) {
+      if (r == nullptr || b.offsets[ref.row] + b.lengths[ref.row] > r->size) check_row(b, table, ref.row);
+    }
+    __builtin_prefetch(r->data + b.offsets[ref.row], 1);
+    ring[tail++ % kPrefetchAhead] = Pending{ref, r};
+  };
+  for (std::size_t k = 0; k < kPrefetchAhead; ++k) refill();
+  const std::byte* payload = b.payload.data();
+  while (head != tail) {
+    const Pending p = ring[head++ % kPrefetchAhead];
+    refill();
+    std::byte* dst = p.rec->data + b.offsets[p.ref.row];
+    // The bytes the row overwrites, for undo, while the line is in cache (same layout as payload).
+    if (save_old != nullptr) copy_run(save_old + p.ref.pos, dst, b.lengths[p.ref.row]);
+    copy_run(dst, payload + p.ref.pos, b.lengths[p.ref.row]);
+    p.rec->epoch.store(p.rec->epoch.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    p.rec->last_lsn.store(first_lsn + p.ref.row, std::memory_order_relaxed);
+  }
+}
+
+template <bool kCheck>
+void apply_all_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::byte* save_old) {
+  std::size_t i = 0;
+  std::uint64_t pos = 0;
+  apply_rows<kCheck>(
+      b, table, first_lsn, save_old,
+      [&](RowRef& out) {
+        if (i == b.rows()) return false;
+        out = RowRef{i, pos};
+        pos += b.lengths[i++];
+        return true;
+      },
+      [&](std::size_t k) { return k < b.rows() ? k : kNoRow; });
+}
+
+// One lane of a parallel apply: walks the batch in blocks, first selecting the block's rows of
+// this lane without branches (a data-dependent branch here mispredicts on every other row and
+// cost more than the copies), then applying them. Scratch is bounded by the block size.
+constexpr std::size_t kBlockRows = 1 << 16;
+template <bool kCheck>
+void apply_lane(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::byte* save_old, unsigned lane,
+                unsigned lanes) {
+  std::vector<RowRef> mine(kBlockRows + 1);
+  std::uint64_t pos = 0;
+  for (std::size_t start = 0; start < b.rows(); start += kBlockRows) {
+    const std::size_t end = std::min(b.rows(), start + kBlockRows);
+    std::size_t count = 0;
+    for (std::size_t i = start; i < end; ++i) {
+      mine[count] = RowRef{i, pos};
+      pos += b.lengths[i];
+      count += lane_of(b.page_ids[i], lanes) == lane;
+    }
+    std::size_t k = 0;
+    apply_rows<kCheck>(
+        b, table, first_lsn, save_old,
+        [&](RowRef& out) {
+          if (k == count) return false;
+          out = mine[k++];
+          return true;
+        },
+        [&](std::size_t ahead) { return ahead < count ? mine[ahead].row : kNoRow; });
+  }
+}
+
 }  // namespace
 
 void validate_batch(const DeltaBatchView& b, PageTable& table, ThreadPool* pool) {
@@ -182,13 +185,25 @@ void validate_batch(const DeltaBatchView& b, PageTable& table, ThreadPool* pool)
   if (bad != n) check_row(b, table, bad);  // throws the error of the first bad row
 }
 
-void apply_batch(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, ThreadPool& pool, std::byte* save_old) {
+namespace {
+template <bool kCheck>
+void apply_in_lanes(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, ThreadPool& pool, std::byte* save_old) {
   const unsigned lanes = lanes_for(b.rows(), pool.threads());
   if (lanes == 1) {
-    apply_all_rows(b, table, first_lsn, save_old);
+    apply_all_rows<kCheck>(b, table, first_lsn, save_old);
     return;
   }
-  pool.run_lanes(lanes, [&](unsigned lane) { apply_lane(b, table, first_lsn, save_old, lane, lanes); });
+  pool.run_lanes(lanes, [&](unsigned lane) { apply_lane<kCheck>(b, table, first_lsn, save_old, lane, lanes); });
+}
+}  // namespace
+
+void apply_batch(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, ThreadPool& pool, std::byte* save_old) {
+  apply_in_lanes<false>(b, table, first_lsn, pool, save_old);
+}
+
+void apply_checked_batch(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, ThreadPool& pool) {
+  b.check_shape();
+  apply_in_lanes<true>(b, table, first_lsn, pool, nullptr);
 }
 
 }  // namespace mmsb

@@ -258,8 +258,9 @@ void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
       note_changed_locked(r.id);  // as record_delta_locked: seeds its wave or marks stale
     }
   } else if (const auto* b = std::get_if<BatchOp>(&op)) {
-    validate_batch(b->view(), table_);
-    apply_batch_locked(b->view(), lsn, b->timestamp_ns);  // notes the changed pages as a commit does
+    // Rows checked as they are applied: a bad one fails the open (or the time travel), whose
+    // half-built bus is dropped. Notes the changed pages as a commit does.
+    apply_batch_locked(b->view(), lsn, b->timestamp_ns, nullptr, false);
     if (replay_.legacy) clear_changed_locked();  // derived pages come from their logged deltas
   } else if (const auto* w = std::get_if<WaveOp>(&op)) {
     if (w->wave && !replay_.legacy) run_wave_locked(w->propagate);  // marks and memos, no recompute
@@ -547,10 +548,16 @@ void Bus::apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn) {
 }
 
 // The single place where a batch becomes state (commits and replay).
-void Bus::apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns, std::byte* save_old) {
-  if (!devices_->active() || !apply_device_batch_locked(batch, first, save_old)) {
-    mmsb::apply_batch(batch, table_, first, pool_, save_old);
+void Bus::apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns, std::byte* save_old,
+                             bool validated) {
+  bool applied = false;
+  if (devices_->active()) {
+    if (!validated) validate_batch(batch, table_);  // device rows are resolved before any is applied
+    validated = true;
+    applied = apply_device_batch_locked(batch, first, save_old);
   }
+  if (!applied && validated) mmsb::apply_batch(batch, table_, first, pool_, save_old);
+  if (!applied && !validated) apply_checked_batch(batch, table_, first, pool_);
   pending_batches_.push_back({first, timestamp_ns, {batch.page_ids.begin(), batch.page_ids.end()}});
   if ((event_mask_ & (1u << static_cast<unsigned>(EventKind::DeltaApplied))) != 0) {
     // Each row's epoch: the page's final epoch minus the rows of that page after it.

@@ -15,6 +15,8 @@
 #include "mmsb/core/Crc32c.hpp"
 #include "mmsb/engine/Bus.hpp"
 #include "mmsb/log/Checkpoint.hpp"
+#include "mmsb/log/Log.hpp"
+#include "mmsb/log/RecordCodec.hpp"
 
 namespace mmsb {
 namespace {
@@ -254,6 +256,52 @@ TEST_F(RecoveryTest, RecoveryAcrossRotatedSegments) {
     Bus bus(test::dir_options(work, Durability::Flush, true));
   });
   EXPECT_NE(msg.find(first), std::string::npos) << msg;
+}
+
+// A checksummed batch record with a row on a missing page, or past its page's end (a buggy or
+// hostile writer): the open fails with LogCorrupt naming the record and the row, whether replay
+// applies the batch on one thread or in lanes (replay checks rows while applying them).
+TEST_F(RecoveryTest, BatchRecordWithABadRowIsCorruptAtAnyThreadCount) {
+  constexpr std::size_t kRows = 20'000;  // enough rows for two lanes
+  constexpr std::size_t kBad = 17'000;
+  for (const bool missing_page : {true, false}) {
+    for (const unsigned threads : {1u, 2u}) {
+      const std::string path = dir_ / ("bad-row-" + std::to_string(missing_page) + "-" + std::to_string(threads));
+      Lsn next = 0;
+      {
+        Bus bus(test::dir_options(path, Durability::Flush));
+        PageSpec spec;
+        spec.size = 4096;
+        bus.create_page(spec);
+        bus.create_page(spec);
+        next = bus.lsn() + 1;
+      }
+      std::vector<PageId> ids(kRows);
+      std::vector<std::uint64_t> offsets(kRows), lengths(kRows, 64);
+      for (std::size_t i = 0; i < kRows; ++i) {
+        ids[i] = 1 + i % 2;
+        offsets[i] = (i % 64) * 64;
+      }
+      const Bytes payload(kRows * 64, std::byte{7});
+      if (missing_page) {
+        ids[kBad] = 99;
+      } else {
+        offsets[kBad] = 4096 - 32;
+      }
+      {
+        Log log(path, Durability::Flush, Log::Access::Open);
+        log.start_writing();
+        Bytes record;
+        encode_op_record(record, next, DeltaBatchView{ids, offsets, lengths, payload}, 1);
+        log.append(record, next + kRows - 1);
+      }
+      BusOptions options = test::dir_options(path, Durability::Flush, true);
+      options.threads = threads;
+      const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { Bus bus(options); });
+      EXPECT_NE(msg.find("batch row " + std::to_string(kBad)), std::string::npos) << msg;
+      EXPECT_NE(msg.find(missing_page ? "99" : "[4064, 4128) of page 1, which has 4096 bytes"), std::string::npos) << msg;
+    }
+  }
 }
 
 TEST_F(RecoveryTest, DeletedIdsAreNeverReusedAfterReopen) {

@@ -21,4 +21,11 @@ void validate_batch(const DeltaBatchView& batch, PageTable& table, ThreadPool* p
 void apply_batch(const DeltaBatchView& batch, PageTable& table, Lsn first_lsn, ThreadPool& pool,
                  std::byte* save_old = nullptr);
 
+/// Replay's apply: as apply_batch, but checks the batch's shape, and each row as it resolves the
+/// row's page (one page lookup per row instead of validate_batch's extra pass). Throws the error
+/// validate_batch gives for a bad row, leaving the rows before it applied (with lanes, rows of
+/// other lanes too, and the row named need not be the first bad one): only for a caller that
+/// discards the table when this throws, as recovery and time travel do.
+void apply_checked_batch(const DeltaBatchView& batch, PageTable& table, Lsn first_lsn, ThreadPool& pool);
+
 }  // namespace mmsb

@@ -509,8 +509,10 @@ class Bus {
   void drop_from_graph_locked(PageId id);
   void mark_unsettled_stale_locked();
   /// `save_old`: where the rows' overwritten bytes go (the transaction's undo), or nullptr.
+  /// `validated` false (replay only, no save_old): rows are checked while applied, so a bad row
+  /// throws with the rows before it applied (see apply_checked_batch).
   void apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns,
-                          std::byte* save_old = nullptr);
+                          std::byte* save_old = nullptr, bool validated = true);
   /// apply_batch_locked for a batch with rows on device pages; false (nothing done) without any.
   bool apply_device_batch_locked(const DeltaBatchView& batch, Lsn first, std::byte* save_old);
   void restore_graph_locked(const GraphImage& g);
