@@ -6,12 +6,9 @@
 
 #include <cstdint>
 #include <fstream>
-#include <numeric>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include "mmsb/log/LogFormat.hpp"
 
 namespace mmsb {
 namespace {
@@ -42,22 +39,6 @@ TEST(HugePagesTest, AdviseAcceptsRangesWithoutAWholeHugePage) {
   advise_huge_pages(v.data(), 0);
   advise_huge_pages(nullptr, 0);
   EXPECT_EQ(v, want);
-}
-
-TEST(HugePagesTest, ByteWriterGrowthKeepsEveryByte) {
-  std::vector<std::byte> out;
-  logfmt::ByteWriter w(out);
-  std::vector<std::byte> want;
-  const std::vector<std::byte> chunk = counting(4093);  // odd sizes cross every capacity step
-  for (int i = 0; i < 2000; ++i) {
-    w.u8(static_cast<std::uint8_t>(i));
-    want.push_back(static_cast<std::byte>(static_cast<std::uint8_t>(i)));
-    w.bytes(chunk);
-    want.insert(want.end(), chunk.begin(), chunk.end());
-    w.pad_to_align();
-    want.resize(logfmt::padded(want.size()));
-  }
-  EXPECT_EQ(out, want);
 }
 
 // THP mode from sysfs ("always [madvise] never" -> "madvise"); empty when unknown.

@@ -2,7 +2,6 @@
 /// The on-disk format of a bus directory: segment files of framed records, and checkpoint files.
 /// Byte-by-byte description: docs/format.md. All integers are little-endian; every record starts
 /// at a multiple of 8 bytes and is padded with zeros to the next one.
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -12,7 +11,6 @@
 #include <vector>
 
 #include "mmsb/core/Error.hpp"
-#include "mmsb/core/HugePages.hpp"
 
 namespace mmsb::logfmt {
 
@@ -58,10 +56,7 @@ inline constexpr std::uint64_t padded(std::uint64_t n) noexcept { return (n + kA
 class ByteWriter {
  public:
   explicit ByteWriter(std::vector<std::byte>& out) : out_(out) {}
-  void u8(std::uint8_t v) {
-    make_room(1);
-    out_.push_back(static_cast<std::byte>(v));
-  }
+  void u8(std::uint8_t v) { out_.push_back(static_cast<std::byte>(v)); }
   void u16(std::uint16_t v) { put(v); }
   void u32(std::uint32_t v) { put(v); }
   void u64(std::uint64_t v) { put(v); }
@@ -70,10 +65,7 @@ class ByteWriter {
 // GCC 12 reports a bogus overflow for vector::insert into an empty vector (GCC bug 107852).
 #pragma GCC diagnostic ignored "-Wstringop-overflow"
 #endif
-  void bytes(std::span<const std::byte> b) {
-    make_room(b.size());
-    out_.insert(out_.end(), b.begin(), b.end());
-  }
+  void bytes(std::span<const std::byte> b) { out_.insert(out_.end(), b.begin(), b.end()); }
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -83,10 +75,7 @@ class ByteWriter {
     u32(static_cast<std::uint32_t>(s.size()));
     bytes(s.data(), s.size());
   }
-  void pad_to_align() {  // one call, not a push per byte
-    make_room(padded(out_.size()) - out_.size());
-    out_.resize(padded(out_.size()));
-  }
+  void pad_to_align() { out_.resize(padded(out_.size())); }  // one call, not a push per byte
   std::size_t size() const noexcept { return out_.size(); }
 
  private:
@@ -95,11 +84,6 @@ class ByteWriter {
     std::byte b[sizeof(T)];
     std::memcpy(b, &v, sizeof(T));
     bytes(b, sizeof(T));  // through bytes(): it carries the GCC 107852 workaround
-  }
-  // Geometric growth as the vector's own, but a large buffer gets huge pages: log buffers are
-  // fresh memory on every commit (see HugePages.hpp).
-  void make_room(std::size_t n) {
-    if (out_.capacity() - out_.size() < n) reserve_huge(out_, std::max(2 * out_.capacity(), out_.size() + n));
   }
   std::vector<std::byte>& out_;
 };
