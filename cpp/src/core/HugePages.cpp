@@ -22,14 +22,4 @@ void advise_huge_pages(void* data, std::size_t bytes) noexcept {
 #endif
 }
 
-void reserve_huge(std::vector<std::byte>& v, std::size_t bytes) {
-  if (v.capacity() >= bytes) return;
-  // Advised before the old bytes are copied in, so none of the new buffer faults small pages.
-  std::vector<std::byte> grown;
-  grown.reserve(bytes);
-  advise_huge_pages(grown.data(), grown.capacity());
-  grown.insert(grown.end(), v.begin(), v.end());
-  v.swap(grown);
-}
-
 }  // namespace mmsb

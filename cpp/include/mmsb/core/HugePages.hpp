@@ -9,6 +9,7 @@
 ///
 /// Thread safety: both functions are safe from any thread. Neither throws except as noted.
 #include <cstddef>
+#include <iterator>
 #include <vector>
 
 namespace mmsb {
@@ -22,9 +23,18 @@ inline constexpr std::size_t kHugePageBytes = std::size_t{2} << 20;
 /// must be memory this process owns (for instance a vector's capacity); contents are unchanged.
 void advise_huge_pages(void* data, std::size_t bytes) noexcept;
 
-/// Grows `v`'s capacity to at least `bytes` (as vector::reserve; throws std::bad_alloc or
+/// Grows `v`'s capacity to at least `n` elements (as vector::reserve; throws std::bad_alloc or
 /// std::length_error, leaving `v` unchanged) and advises huge pages for the new buffer when it
 /// spans one. For buffers that are about to be filled once and kept.
-void reserve_huge(std::vector<std::byte>& v, std::size_t bytes);
+template <class T>
+void reserve_huge(std::vector<T>& v, std::size_t n) {
+  if (v.capacity() >= n) return;
+  // Advised before the old elements move in, so none of the new buffer faults small pages.
+  std::vector<T> grown;
+  grown.reserve(n);
+  advise_huge_pages(grown.data(), grown.capacity() * sizeof(T));
+  grown.insert(grown.end(), std::make_move_iterator(v.begin()), std::make_move_iterator(v.end()));
+  v.swap(grown);
+}
 
 }  // namespace mmsb
