@@ -8,7 +8,6 @@
 
 #include "mmsb/core/Clock.hpp"
 #include "mmsb/core/Error.hpp"
-#include "mmsb/core/HugePages.hpp"
 #include "mmsb/delta/BatchApply.hpp"
 
 #include <algorithm>
@@ -559,10 +558,7 @@ void Bus::apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64
   }
   if (!applied && validated) mmsb::apply_batch(batch, table_, first, pool_, save_old);
   if (!applied && !validated) apply_checked_batch(batch, table_, first, pool_);
-  std::vector<PageId> pages;  // fresh memory per batch, kept until the index folds it in
-  reserve_huge(pages, batch.rows());
-  pages.assign(batch.page_ids.begin(), batch.page_ids.end());
-  pending_batches_.push_back({first, timestamp_ns, std::move(pages)});
+  pending_batches_.push_back({first, timestamp_ns, {batch.page_ids.begin(), batch.page_ids.end()}});
   if ((event_mask_ & (1u << static_cast<unsigned>(EventKind::DeltaApplied))) != 0) {
     // Each row's epoch: the page's final epoch minus the rows of that page after it.
     std::vector<Epoch> epochs(batch.rows());

@@ -1,7 +1,6 @@
 #include "mmsb/log/MemoryLog.hpp"
 
 #include "mmsb/core/Error.hpp"
-#include "mmsb/core/HugePages.hpp"
 
 namespace mmsb {
 namespace {
@@ -19,7 +18,7 @@ void MemoryLog::append(std::vector<std::byte>& records, Lsn last_lsn) {
   } else {
     if (blocks_.empty() || sealed_ || blocks_.back().capacity() - blocks_.back().size() < records.size()) {
       std::vector<std::byte> block;
-      reserve_huge(block, kBlockBytes);
+      block.reserve(kBlockBytes);
       blocks_.push_back(std::move(block));
     }
     std::vector<std::byte>& b = blocks_.back();

@@ -6,7 +6,6 @@
 
 #include "RecordBits.hpp"
 #include "mmsb/core/Error.hpp"
-#include "mmsb/core/HugePages.hpp"
 
 namespace mmsb {
 namespace {
@@ -189,7 +188,7 @@ void encode_op_record(std::vector<std::byte>& out, Lsn first, const DeltaBatchVi
                       std::uint64_t timestamp_ns) {
   const BatchLayout layout = layout_of(batch);
   // Exact size: an in-memory log keeps the buffer as it is, and a 4 MiB batch must not realloc.
-  reserve_huge(out, out.size() + logfmt::kRecordHeaderBytes + logfmt::padded(layout.body_bytes));
+  out.reserve(out.size() + logfmt::kRecordHeaderBytes + logfmt::padded(layout.body_bytes));
   logfmt::RecordBuilder rb(out, RecordType::PackedBatch, static_cast<std::uint32_t>(batch.rows()), first);
   write_body(rb.writer(), batch, timestamp_ns, layout);
   rb.finish();
@@ -275,7 +274,7 @@ void TransactionBuilder::frame(std::vector<std::byte>& out, Lsn first_lsn) {
   }
   // An in-memory log keeps the swapped-out buffer, leaving this one empty: room for a record like
   // this one (ticks repeat) spares the next one the copies of growing from nothing.
-  reserve_huge(body_, std::min(framed, kReserveCap));
+  if (body_.capacity() < framed) body_.reserve(std::min(framed, kReserveCap));
   body_.assign(kPrefix, std::byte{0});
   ops_ = 0;
   lsns_ = 0;

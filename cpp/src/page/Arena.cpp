@@ -10,7 +10,6 @@
 #include <new>
 
 #include "mmsb/core/Error.hpp"
-#include "mmsb/core/HugePages.hpp"
 
 namespace mmsb {
 namespace {
@@ -65,7 +64,7 @@ std::byte* Arena::map_slab() {
   const std::size_t head = aligned - addr;
   if (head > 0) ::munmap(raw, head);
   ::munmap(reinterpret_cast<std::byte*>(aligned) + kSlabBytes, kSlabBytes - head);
-  advise_huge_pages(reinterpret_cast<void*>(aligned), kSlabBytes);
+  ::madvise(reinterpret_cast<void*>(aligned), kSlabBytes, MADV_HUGEPAGE);  // a hint; may be ignored
   return reinterpret_cast<std::byte*>(aligned);
 }
 
