@@ -436,7 +436,8 @@ void Bus::recompute_batch_locked(std::span<const PageId> ids) {
     it.out = &table_.get(id);
     it.out_bytes = devices_->readable(*it.out);
     const bool logged = replay_.active && replay_.derived.count(id) != 0;
-    it.forced = forced_.count(id) != 0 || stale_.count(id) != 0 || logged;
+    // Usually both empty: skip their hashing then (a lookup per recomputed page).
+    it.forced = (!forced_.empty() && forced_.count(id) != 0) || (!stale_.empty() && stale_.count(id) != 0) || logged;
     for (PageId p : it.d->parents) {
       const PageRecord& r = table_.get(p);
       it.parents.push_back(&r);

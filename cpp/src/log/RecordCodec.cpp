@@ -44,17 +44,23 @@ void write_body(ByteWriter& w, const MetadataOp& op) {
   w.u8(op.value && op.value->is_bytes ? 1 : 0);
   w.str(op.value ? std::string_view(op.value->value) : std::string_view());
 }
-// Fixed fields in one append, runs in another: a wave encodes one of these per derived page, and
-// a field at a time cost it several times the instructions (the bytes are the same: little-endian
-// u64s, the source byte then 7 zero bytes).
-void write_body(ByteWriter& w, const Delta& d) {
+
+// A Delta body (docs/format.md): page, timestamp, the source byte and 7 zero bytes, run count,
+// (offset, length) runs, payload. Sized first and copied into place: a wave encodes one per
+// derived page, and an append per field cost it several times the instructions.
+std::size_t delta_body_bytes(const Delta& d) { return 32 + sizeof(Run) * d.run_list().size() + d.payload().size(); }
+
+void put_delta_body(std::byte* out, const Delta& d) {
+  static_assert(sizeof(Run) == 16 && offsetof(Run, length) == 8, "runs are written as (offset, length) u64 pairs");
   const std::uint64_t head[4] = {d.page_id(), d.timestamp_ns, static_cast<std::uint8_t>(d.source),
                                  d.run_list().size()};
-  w.bytes(head, sizeof head);
-  static_assert(sizeof(Run) == 16 && offsetof(Run, length) == 8, "runs are written as (offset, length) u64 pairs");
-  w.bytes(d.run_list().data(), d.run_list().size() * sizeof(Run));
-  w.bytes(d.payload());
+  const std::size_t runs = d.run_list().size() * sizeof(Run);
+  std::memcpy(out, head, sizeof head);
+  if (runs != 0) std::memcpy(out + sizeof head, d.run_list().data(), runs);
+  if (!d.payload().empty()) std::memcpy(out + sizeof head + runs, d.payload().data(), d.payload().size());
 }
+
+void write_body(ByteWriter& w, const Delta& d) { put_delta_body(w.extend(delta_body_bytes(d)), d); }
 
 struct BatchLayout {
   std::uint8_t flags = 0;
@@ -134,18 +140,27 @@ void write_body(ByteWriter& w, const DependOp& op) {
     w.u64(bits);
   }
 }
-void write_derived(ByteWriter& w, const Delta& delta, std::span<const std::pair<PageId, Epoch>> inputs) {
-  write_body(w, delta);
-  w.pad_to_align();
-  w.u64(inputs.size());
-  static_assert(sizeof(std::pair<PageId, Epoch>) == 16, "inputs are written as (page, epoch) u64 pairs");
-  for (const auto& [page, epoch] : inputs) {
-    const std::uint64_t pair[2] = {page, epoch};
-    w.bytes(pair, sizeof pair);
+// A Derived body: the Delta body padded to 8 bytes, then the input count and (page, epoch) pairs.
+// Its size is a multiple of 8.
+std::size_t derived_body_bytes(const Delta& delta, std::size_t inputs) {
+  return logfmt::padded(delta_body_bytes(delta)) + 8 + 16 * inputs;
+}
+
+// Into `out`, zeroed (the pad bytes stay zero).
+void put_derived_body(std::byte* out, const Delta& delta, std::span<const std::pair<PageId, Epoch>> inputs) {
+  put_delta_body(out, delta);
+  out += logfmt::padded(delta_body_bytes(delta));
+  const std::uint64_t count = inputs.size();
+  std::memcpy(out, &count, 8);
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const std::uint64_t pair[2] = {inputs[i].first, inputs[i].second};
+    std::memcpy(out + 8 + 16 * i, pair, 16);
   }
 }
 
-void write_body(ByteWriter& w, const DerivedOp& op) { write_derived(w, op.delta, op.inputs); }
+void write_body(ByteWriter& w, const DerivedOp& op) {
+  put_derived_body(w.extend(derived_body_bytes(op.delta, op.inputs.size())), op.delta, op.inputs);
+}
 
 
 void write_body(ByteWriter& w, const WaveOp& op) {
@@ -212,18 +227,23 @@ void TransactionBuilder::add_op(RecordType type, std::uint64_t lsns, Write&& wri
   lsns_ += lsns;
 }
 
+namespace {
+// An op inside a transaction starts with u8 type, 3 zero bytes, u32 body length.
+constexpr std::size_t kOpHeaderBytes = 8;
+void put_op_header(std::byte* out, RecordType type, std::uint64_t body_bytes) {
+  out[0] = static_cast<std::byte>(type);
+  const auto len = static_cast<std::uint32_t>(body_bytes);
+  std::memcpy(out + 4, &len, 4);
+}
+}  // namespace
+
 template <class Write>
 void TransactionBuilder::append_op(RecordType type, Write& write) {
   ByteWriter w(body_);
-  w.u8(static_cast<std::uint8_t>(type));
-  w.u8(0);
-  w.u16(0);
-  const std::size_t len_at = body_.size();
-  w.u32(0);
-  const std::size_t body_at = body_.size();
+  const std::size_t at = body_.size();
+  w.extend(kOpHeaderBytes);
   write(w);
-  const auto len = static_cast<std::uint32_t>(body_.size() - body_at);
-  std::memcpy(body_.data() + len_at, &len, 4);
+  put_op_header(body_.data() + at, type, body_.size() - at - kOpHeaderBytes);
   w.pad_to_align();
 }
 
@@ -254,8 +274,17 @@ void TransactionBuilder::add(const DerivedOp& op) { add_derived(op.delta, op.inp
 void TransactionBuilder::add(const WaveOp& op) {
   add_op(RecordType::Wave, op.takes_lsn ? 1 : 0, [&](ByteWriter& w) { write_body(w, op); });
 }
+// One resize for the whole op: a wave adds one per derived page (the bytes are add_op's framing
+// of write_body(DerivedOp); a failed resize leaves the body as it was).
 void TransactionBuilder::add_derived(const Delta& delta, std::span<const std::pair<PageId, Epoch>> inputs) {
-  add_op(RecordType::Derived, 1, [&](ByteWriter& w) { write_derived(w, delta, inputs); });
+  if (!counting_only_) {
+    const std::size_t body = derived_body_bytes(delta, inputs.size());
+    std::byte* out = ByteWriter(body_).extend(kOpHeaderBytes + body);
+    put_op_header(out, RecordType::Derived, body);
+    put_derived_body(out + kOpHeaderBytes, delta, inputs);
+  }
+  ++ops_;
+  ++lsns_;
 }
 
 TransactionBuilder::TransactionBuilder() : body_(kPrefix) {}

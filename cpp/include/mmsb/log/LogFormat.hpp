@@ -70,6 +70,13 @@ class ByteWriter {
 #pragma GCC diagnostic pop
 #endif
   void bytes(const void* p, std::size_t n) { bytes({static_cast<const std::byte*>(p), n}); }
+  /// Appends `n` zero bytes and returns them, to be filled in place: one resize for fields of a
+  /// known total size, where a call per field costs several times the instructions.
+  std::byte* extend(std::size_t n) {
+    const std::size_t at = out_.size();
+    out_.resize(at + n);
+    return out_.data() + at;
+  }
   /// u32 length + bytes.
   void str(std::string_view s) {
     u32(static_cast<std::uint32_t>(s.size()));
