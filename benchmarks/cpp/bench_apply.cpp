@@ -4,7 +4,10 @@
 // slots of 16,384 x 4 KiB pages, random payload); the C++ generator differs from NumPy's, the
 // layout and distribution are the same. Apply benchmarks report wall-clock items_per_second
 // (UseRealTime): CPU time of the calling thread would hide the pool threads' work.
+// BM_BusApplyBatch's `log` argument: 0 the in-memory log (history, the default bus), 1 a bus
+// directory in durability flush (a temporary directory), 2 no log (keep_history=false).
 #include <benchmark/benchmark.h>
+
 #include <unistd.h>
 
 #include <algorithm>
