@@ -153,6 +153,7 @@ void Log::start_writing() {
       marked_to_ = last.synced_to;
       // Cut a torn tail, and restore the zero padding of a file cut inside it, so the next
       // record starts where a reader looks for it.
+      // (A tail of zeros, written ahead by an fsync writer, goes too.)
       if (last.torn || segment_size_ != last.bytes.size()) segment_.truncate(segment_size_);
       segment_.seek_end();
       if (last.torn) segment_.datasync();
@@ -170,6 +171,7 @@ void Log::start_writing() {
 }
 
 void Log::open_segment(Lsn first_lsn) {
+  if (segment_.is_open()) trim_preallocation();  // a sealed segment ends at its last record
   const std::string path = dir_ + "/" + logfmt::segment_file_name(first_lsn);
   PosixFile f(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   const auto header = logfmt::encode_segment_header({first_lsn});
@@ -185,6 +187,8 @@ void Log::open_segment(Lsn first_lsn) {
   segment_ = std::move(f);
   segment_first_lsn_ = first_lsn;
   segment_size_ = header.size();
+  allocated_ = 0;
+  write_ahead_ = true;
   marked_to_ = 0;
   if (group_) group_->reset(segment_size_, first_lsn - 1);
 }
@@ -201,9 +205,13 @@ void Log::check_usable() const {
 // the caller was told failed can come back at recovery.
 void Log::write_out(std::span<const std::byte> bytes, bool sync) {
   try {
+    if (durability_ == Durability::Fsync) preallocate(bytes.size());
     segment_.write_all(bytes);
     if (sync) segment_.datasync();
   } catch (const Error&) {
+    // Out of space or over a size limit: the next commits must not fail for want of room ahead.
+    allocated_ = 0;
+    write_ahead_ = false;
     try {
       segment_.truncate(segment_size_);
       segment_.seek_end();
@@ -215,6 +223,26 @@ void Log::write_out(std::span<const std::byte> bytes, bool sync) {
   }
   segment_size_ += bytes.size();
   bytes_written_ += bytes.size();
+}
+
+// fsync mode: a commit appended to the file makes its fdatasync journal the new file size too;
+// written over zeros already in the file, it flushes only its data. Measured on this VM's disk:
+// pwrite + fdatasync of 88 bytes, 11-18k/s in place against 7-8k/s appending. So small writes
+// land in zeros written up to kPreallocBytes ahead (readers take zeros to the end of a segment
+// for its end, docs/format.md); a big write appends, its one size change spread over its bytes.
+void Log::preallocate(std::size_t incoming) {
+  const std::uint64_t end = segment_size_ + incoming;
+  if (end <= allocated_ || incoming > kPreallocBytes / 4 || !write_ahead_) return;
+  const std::uint64_t from = std::max(allocated_, segment_size_);
+  const std::vector<std::byte> zeros(end + kPreallocBytes - from);
+  segment_.write_at(from, zeros);
+  allocated_ = end + kPreallocBytes;
+}
+
+// Cuts the zeros written ahead, so a segment that is sealed or closed ends at its last record.
+void Log::trim_preallocation() {
+  if (allocated_ > segment_size_) segment_.truncate(segment_size_);
+  allocated_ = 0;
 }
 
 std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn) {
@@ -267,6 +295,7 @@ Lsn Log::abandon_unsynced() {
     } catch (const Error&) {
       broken_ = true;
     }
+    allocated_ = 0;
     bytes_written_ -= segment_size_ - durable.offset;
     segment_size_ = durable.offset;
     marked_to_ = std::min(marked_to_, durable.offset);
@@ -283,6 +312,10 @@ void Log::close() {
     logfmt::append_sync_mark(mark, last_lsn_ + 1, segment_size_);
     write_out(mark, true);
     marked_to_ = segment_size_ - mark.size();
+  }
+  if (segment_.is_open() && allocated_ > segment_size_) {
+    trim_preallocation();
+    segment_.datasync();
   }
   segment_ = PosixFile();  // nothing left for the destructor to sync
 }

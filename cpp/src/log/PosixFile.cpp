@@ -61,6 +61,19 @@ void PosixFile::write_all(std::span<const std::byte> bytes) {
   }
 }
 
+void PosixFile::write_at(std::uint64_t offset, std::span<const std::byte> bytes) {
+  if (g_observer != nullptr) g_observer->before_write(path_, offset, bytes);
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::pwrite(fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      io_fail("write to", path_, errno);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
+
 void PosixFile::datasync() {
   if (g_observer != nullptr) g_observer->before_sync(path_);
   if (::fdatasync(fd_) != 0) io_fail("fdatasync of", path_, errno);

@@ -106,6 +106,12 @@ SegmentScan scan_segment(const std::string& path, bool sealed) {
     ScannedRecord rec;
     std::string why;
     if (!check_record_at(bytes, pos, next_lsn, rec, why)) {
+      // Zeros to the end of the file: space an fsync writer wrote ahead (docs/format.md), or an
+      // append whose data never reached the disk. Either way nothing was written there.
+      if (std::all_of(bytes.begin() + static_cast<std::ptrdiff_t>(pos), bytes.end(),
+                      [](std::byte b) { return b == std::byte{0}; })) {
+        break;
+      }
       const std::uint64_t before = next_lsn == 0 ? 0 : next_lsn - 1;
       std::uint64_t later = 0;
       const bool marked = scan.header.version >= logfmt::kSyncMarksVersion;

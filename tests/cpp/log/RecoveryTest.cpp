@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <string>
@@ -17,6 +18,7 @@
 #include "mmsb/log/Checkpoint.hpp"
 #include "mmsb/log/Log.hpp"
 #include "mmsb/log/RecordCodec.hpp"
+#include "mmsb/log/SegmentReader.hpp"
 
 namespace mmsb {
 namespace {
@@ -302,6 +304,46 @@ TEST_F(RecoveryTest, BatchRecordWithABadRowIsCorruptAtAnyThreadCount) {
       EXPECT_NE(msg.find(missing_page ? "99" : "[4064, 4128) of page 1, which has 4096 bytes"), std::string::npos) << msg;
     }
   }
+}
+
+// An fsync writer keeps zeros ahead of its small commits, so that an fdatasync need not journal
+// a new file size each time: after a crash they end the segment, and recovery takes them for its
+// end, not for a torn tail; writing resumes right after the last record; close() cuts them.
+TEST_F(RecoveryTest, ZerosWrittenAheadByAnFsyncWriterEndTheSegmentCleanly) {
+  const std::string path = dir_ / "ahead";
+  constexpr int kCommits = 20;
+  const test::ChildResult child = test::run_in_child([&]() -> std::string {
+    auto* bus = new Bus(test::dir_options(path, Durability::Fsync));  // never closed: a crash
+    PageSpec spec;
+    spec.size = 64;
+    const PageId id = bus->create_page(spec).id;
+    for (int i = 0; i < kCommits; ++i) bus->write(id, 0, bytes_of("commit " + std::to_string(i) + "."));
+    const std::string seg = test::segment_files(path).back();
+    const SegmentScan scan = scan_segment(seg);
+    if (scan.torn) return "torn: " + scan.torn_reason;
+    if (test::fs::file_size(seg) < scan.valid_end + Log::kPreallocBytes / 2) return "no zeros ahead of the records";
+    return "";
+  });
+  ASSERT_TRUE(WIFEXITED(child.status) && WEXITSTATUS(child.status) == 0) << "child status " << child.status;
+  ASSERT_EQ(child.report, "");
+  Bytes got(64);
+  {
+    Bus bus(test::dir_options(path, Durability::Fsync, /*must_exist=*/true));
+    EXPECT_FALSE(bus.recovery().truncated_tail) << bus.recovery().tail_reason;
+    EXPECT_EQ(bus.lsn(), Lsn{kCommits + 1});
+    bus.read(1, 0, got);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(got.data()), 10), "commit 19.");
+    bus.write(1, 0, bytes_of("after the crash"));
+    bus.close();
+  }
+  const std::string seg = test::segment_files(path).back();
+  const SegmentScan scan = scan_segment(seg);
+  EXPECT_FALSE(scan.torn) << scan.torn_reason;
+  EXPECT_EQ(test::fs::file_size(seg), scan.valid_end) << "close() left zeros after the last record";
+  Bus again(test::dir_options(path, Durability::Fsync, /*must_exist=*/true));
+  EXPECT_EQ(again.lsn(), Lsn{kCommits + 2});
+  again.read(1, 0, got);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(got.data()), 15), "after the crash");
 }
 
 TEST_F(RecoveryTest, DeletedIdsAreNeverReusedAfterReopen) {

@@ -235,17 +235,26 @@ TEST_F(SegmentScanTest, VersionThreeSegmentsKeepTheStrictRule) {
   });
 }
 
-TEST_F(SegmentScanTest, ZeroOrGarbageTailIsTorn) {
-  // File systems may leave a crashed append as zeros or stale blocks after the last record.
-  for (const Bytes& tail : {Bytes(4096), test::random_bytes(rng_, 333)}) {
+TEST_F(SegmentScanTest, GarbageTailIsTornAndZeroTailIsTheEnd) {
+  // File systems may leave a crashed append as stale blocks after the last record: torn. Zeros to
+  // the end of the file (an fsync writer's preallocation, or a lost append) are no record at all.
+  for (const bool zeros : {false, true}) {
+    Bytes tail = zeros ? Bytes(4096) : test::random_bytes(rng_, 333);
+    if (!zeros) tail[0] = std::byte{1};  // not all zero
     Bytes grown = image_;
     grown.insert(grown.end(), tail.begin(), tail.end());
     test::write_file(segment_, grown);
     const SegmentScan scan = scan_segment(segment_);
-    EXPECT_TRUE(scan.torn);
+    EXPECT_EQ(scan.torn, !zeros) << scan.torn_reason;
     EXPECT_EQ(scan.valid_end, image_.size());
     expect_records(scan, kRecords, /*decode=*/true);
   }
+  // Zeros with one stray byte near the end: a torn tail, not an end.
+  Bytes grown = image_;
+  grown.resize(image_.size() + 4096);
+  grown.back() = std::byte{9};
+  test::write_file(segment_, grown);
+  EXPECT_TRUE(scan_segment(segment_).torn);
 }
 
 TEST_F(SegmentScanTest, ReaderResumesAtAnyRecordOffset) {

@@ -44,6 +44,8 @@ class Log {
  public:
   /// Largest segment before a new one is started.
   static constexpr std::uint64_t kSegmentBytes = std::uint64_t{64} << 20;
+  /// durability=fsync: zeros written ahead of small commits, so each lands inside the file.
+  static constexpr std::uint64_t kPreallocBytes = std::uint64_t{64} << 10;
   /// durability=none keeps at most this much unwritten before writing anyway.
   static constexpr std::size_t kNoneBufferBytes = std::size_t{64} << 20;
 
@@ -132,6 +134,8 @@ class Log {
   void scan(Lsn checkpoint_limit, const ProgressFn& progress);
   void open_segment(Lsn first_lsn);
   void write_out(std::span<const std::byte> bytes, bool sync);
+  void preallocate(std::size_t incoming);
+  void trim_preallocation();
   void check_usable() const;
   std::uint64_t apply_retention();
 
@@ -140,6 +144,8 @@ class Log {
   PosixFile lock_;
   PosixFile segment_;
   std::uint64_t segment_size_ = 0;
+  std::uint64_t allocated_ = 0;  // fsync: the file's size when zeros were written past segment_size_
+  bool write_ahead_ = true;      // cleared by a failed write: no more zeros ahead in this segment
   RecoveredLog recovered_;
   std::vector<std::byte> pending_;  // durability=none: not yet written
   Lsn last_lsn_ = 0;

@@ -39,6 +39,8 @@ class PosixFile {
   const std::string& path() const noexcept { return path_; }
   /// Writes all bytes at the current position (retries short writes and EINTR).
   void write_all(std::span<const std::byte> bytes);
+  /// Writes all bytes at `offset` (pwrite: the current position does not move).
+  void write_at(std::uint64_t offset, std::span<const std::byte> bytes);
   void datasync();
   void truncate(std::uint64_t size);
   std::uint64_t size() const;

@@ -4,7 +4,9 @@
 /// is corruption (Error(LogCorrupt) naming the file, the offset and what failed) when the bytes
 /// were synced: in a version-4 segment, when a later SyncMark says so; in older segments always.
 /// Unsynced bytes followed by valid ones are a torn tail too: a power loss may keep later writes
-/// and lose earlier ones (flush mode, or one group commit's records).
+/// and lose earlier ones (flush mode, or one group commit's records). Zero bytes from a record
+/// boundary to the end of the file are no record and no damage: the segment ends there (an fsync
+/// writer writes zeros ahead of its records; an append whose data was lost reads as zeros).
 #include <cstdint>
 #include <span>
 #include <string>
