@@ -151,9 +151,8 @@ void Log::start_writing() {
       segment_first_lsn_ = last.header.first_lsn;
       segment_size_ = logfmt::padded(last.valid_end);
       marked_to_ = last.synced_to;
-      // Cut a torn tail, and restore the zero padding of a file cut inside it, so the next
-      // record starts where a reader looks for it.
-      // (A tail of zeros, written ahead by an fsync writer, goes too.)
+      // Cut a torn tail (or the zeros an fsync writer wrote ahead), and restore the zero padding
+      // of a file cut inside it, so the next record starts where a reader looks for it.
       if (last.torn || segment_size_ != last.bytes.size()) segment_.truncate(segment_size_);
       segment_.seek_end();
       if (last.torn) segment_.datasync();

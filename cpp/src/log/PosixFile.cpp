@@ -18,6 +18,21 @@ FileObserver* g_observer = nullptr;
 [[noreturn]] void io_fail(const char* what, const std::string& path, int err) {
   fail(ErrorCode::Durability, what, " '", path, "' failed: ", std::strerror(err));
 }
+
+// Writes every byte, retrying short writes and EINTR: put(data, count, done) is one write(2) or
+// pwrite(2) call of `count` bytes from `data`, `done` bytes into the span.
+template <class Put>
+void write_fully(const std::string& path, std::span<const std::byte> bytes, Put put) {
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = put(bytes.data() + done, bytes.size() - done, done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      io_fail("write to", path, errno);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
 }  // namespace
 
 void set_file_observer(FileObserver* observer) noexcept { g_observer = observer; }
@@ -48,30 +63,14 @@ void PosixFile::write_all(std::span<const std::byte> bytes) {
     const off_t at = ::lseek(fd_, 0, SEEK_CUR);
     g_observer->before_write(path_, static_cast<std::uint64_t>(at < 0 ? 0 : at), bytes);
   }
-  const std::byte* p = bytes.data();
-  std::size_t left = bytes.size();
-  while (left > 0) {
-    const ssize_t n = ::write(fd_, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      io_fail("write to", path_, errno);
-    }
-    p += n;
-    left -= static_cast<std::size_t>(n);
-  }
+  write_fully(path_, bytes, [&](const std::byte* p, std::size_t n, std::size_t) { return ::write(fd_, p, n); });
 }
 
 void PosixFile::write_at(std::uint64_t offset, std::span<const std::byte> bytes) {
   if (g_observer != nullptr) g_observer->before_write(path_, offset, bytes);
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::pwrite(fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      io_fail("write to", path_, errno);
-    }
-    done += static_cast<std::size_t>(n);
-  }
+  write_fully(path_, bytes, [&](const std::byte* p, std::size_t n, std::size_t done) {
+    return ::pwrite(fd_, p, n, static_cast<off_t>(offset + done));
+  });
 }
 
 void PosixFile::datasync() {
