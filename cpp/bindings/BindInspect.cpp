@@ -27,6 +27,7 @@ std::string describe(const LogOp& op) {
   if (const auto* m = std::get_if<MetadataOp>(&op)) {
     return std::string(m->value ? "set" : "remove") + " metadata '" + m->key + "' of page " + std::to_string(m->id);
   }
+  if (const auto* l = std::get_if<LocationOp>(&op)) return "move page " + std::to_string(l->id) + " to " + l->location;
   if (const auto* d = std::get_if<DeltaOp>(&op)) {
     return "delta to page " + std::to_string(d->delta.page_id()) + ": " + std::to_string(d->delta.run_list().size()) +
            " runs, " + std::to_string(d->delta.payload().size()) + " B (" + std::string(source_name(d->delta.source)) + ")";

@@ -15,37 +15,40 @@ using namespace pybind11::literals;
 
 namespace {
 
-const char* buffer_format(DType t) {
-  switch (t) {
-    case DType::Bool: return "?";
-    case DType::Int8: return "b";
-    case DType::Int16: return "h";
-    case DType::Int32: return "i";
-    case DType::Int64: return "q";
-    case DType::UInt16: return "H";
-    case DType::UInt32: return "I";
-    case DType::UInt64: return "Q";
-    case DType::Float16: return "e";
-    case DType::Float32: return "f";
-    case DType::Float64: return "d";
-    case DType::Complex64: return "Zf";
-    case DType::Complex128: return "Zd";
-    case DType::Raw:
-    case DType::UInt8: return "B";
-  }
-  return "B";
-}
-
 std::vector<py::ssize_t> ssize_shape(const PageHandle& h) {
   const auto& s = h.shape();
   return {s.begin(), s.end()};
 }
 
-// A new array shaped like the page (typed pages) or of bytes (raw pages). With `base`, the array
-// aliases the page's host bytes (`data`, or else Bus::host_bytes: a device page's mirror, refreshed)
-// and is made read-only; without, it is a fresh writable array.
-py::array page_array(const PageHandle& h, const PageRecord& r, py::handle base, const std::byte* data = nullptr) {
-  if (!base) return py::array(numpy_dtype(r.dtype), ssize_shape(h));
+// The base of an array aliasing a page's bytes: holds the Page (so the bus and the pin) and one
+// export of the page (Bus::add_export), dropped when the last array or buffer using it dies, so
+// that the page cannot move (p.to) while its address is out.
+struct ExportToken {
+  py::object page;
+  const PageHandle* handle = nullptr;
+  bool registered = false;
+};
+
+py::capsule export_token(py::handle page) {
+  auto token = std::make_unique<ExportToken>();
+  token->page = py::reinterpret_borrow<py::object>(page);
+  token->handle = &page.cast<const PageHandle&>();
+  py::capsule c(token.get(), [](void* p) {
+    std::unique_ptr<ExportToken> t(static_cast<ExportToken*>(p));
+    if (t->registered) t->handle->bus->drop_export(*t->handle->rec);
+  });
+  ExportToken* t = token.release();  // the capsule owns it now
+  t->handle->bus->add_export(*t->handle->rec);
+  t->registered = true;
+  return c;
+}
+
+// A new array shaped like the page (typed pages) or of bytes (raw pages). With `page`, the array
+// aliases the page's host bytes (`data`, or else Bus::host_bytes: a device page's mirror,
+// refreshed), is read-only and holds an export of the page; without, it is a fresh writable array.
+py::array page_array(const PageHandle& h, const PageRecord& r, py::handle page, const std::byte* data = nullptr) {
+  if (!page) return py::array(numpy_dtype(r.dtype), ssize_shape(h));
+  py::capsule base = export_token(page);  // before the address is read: a move waits for it
   py::array a(numpy_dtype(r.dtype), ssize_shape(h), data != nullptr ? data : h.bus->host_bytes(r), base);
   py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
   return a;
@@ -173,6 +176,15 @@ void bind_page(py::module_& m) {
         h.live();
         return metadata_dict(h.bus->page_info(h.id).metadata);
       }, "A copy of the page's metadata (str -> str/bytes); change it with set_metadata().")
+      .def("to", [](py::object self, const std::string& location) {
+        const PageHandle& h = self.cast<const PageHandle&>();
+        h.live();
+        h.bus->move_page(h.id, location);
+        return self;
+      }, "location"_a,
+         "Move the page to `location` ('cpu', 'cuda:N', 'unified'): same bytes and epoch, a logged "
+         "change (lsn + 1) unless it is already there. Returns the page. Refused (InvalidArgumentError) "
+         "inside a transaction and while views, memoryviews or DLPack tensors of its bytes are alive.")
       .def("set_metadata", [](const PageHandle& h, py::handle key_obj, py::handle value) {
         h.live();
         if (!PyUnicode_Check(key_obj.ptr())) {
@@ -257,14 +269,14 @@ void bind_page(py::module_& m) {
       }, py::kw_only(), "stream"_a = py::none(), "max_version"_a = py::none(),
          "dl_device"_a = py::none(), "copy"_a = py::none())
       .def("__dlpack_device__", &dlpack_device)
-      .def_buffer([](const PageHandle& h) {
-        const PageRecord& r = h.live();
-        const auto item = static_cast<py::ssize_t>(dtype_itemsize(r.dtype));
-        std::vector<py::ssize_t> shape = ssize_shape(h);
-        std::vector<py::ssize_t> strides(shape.size(), item);
-        for (std::size_t i = shape.size(); i-- > 1;) strides[i - 1] = strides[i] * shape[i];
-        return py::buffer_info(const_cast<std::byte*>(h.bus->host_bytes(r)), item, buffer_format(r.dtype),
-                               static_cast<py::ssize_t>(shape.size()), shape, strides, true);
+      .def_buffer([](PageHandle& h) {
+        // Served by a view array, whose export ends when the consumer releases the buffer. The
+        // cast finds the Page object being asked (pybind11 keeps one per handle).
+        py::object self = py::cast(&h, py::return_value_policy::reference);
+        py::array view = page_array(h, h.live(), self);
+        auto buffer = std::make_unique<Py_buffer>();
+        if (PyObject_GetBuffer(view.ptr(), buffer.get(), PyBUF_RECORDS_RO) != 0) throw py::error_already_set();
+        return py::buffer_info(buffer.release(), true);
       })
       .def("__eq__", [](const PageHandle& a, py::handle b) {
         if (!py::isinstance<PageHandle>(b)) return false;

@@ -53,14 +53,16 @@ constexpr const char* kLegacyName = "dltensor";
 // without the GIL: it touches no Python object.
 struct Export {
   std::shared_ptr<Bus> bus;
-  PageRecord* pinned = nullptr;
+  PageRecord* pinned = nullptr;  // pinned and exported (Bus::add_export) when not a copy
   std::vector<std::int64_t> shape;
   std::vector<std::int64_t> strides;
   std::vector<std::byte> copy;
   DLManagedTensor legacy{};
   DLManagedTensorVersioned versioned{};
   ~Export() {
-    if (pinned != nullptr) bus->unpin(*pinned);
+    if (pinned == nullptr) return;
+    bus->drop_export(*pinned);
+    bus->unpin(*pinned);
   }
 };
 
@@ -161,8 +163,10 @@ py::capsule dlpack_export(const PageHandle& page, py::handle stream, py::handle 
     page.bus->snapshot(page.id, ex->copy);
     data = ex->copy.data();
   } else {
-    ex->pinned = &page.bus->pin(page.id);
-    data = r.data;
+    PageRecord& pinned = page.bus->pin(page.id);
+    page.bus->add_export(pinned);
+    ex->pinned = &pinned;
+    data = r.data;  // read after add_export: a move cannot swap it any more
   }
   DLTensor t{data,
              target,

@@ -136,7 +136,7 @@ void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions, cons
 
 void Bus::restore_checkpoint_locked(const CheckpointData& cp, const std::string& of) {
   for (const PageImage& img : cp.pages) {
-    const std::uint8_t place = recovered_place_locked(img.create.id, img.create.spec);
+    const std::uint8_t place = recovered_place_locked(img.create.id, img.create.spec.name, img.create.spec.location);
     try {
       table_.restore(img.create.id, img.create.spec, img.data, img.epoch, img.last_lsn, place);
     } catch (const Error& e) {
@@ -228,7 +228,13 @@ void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
            " are already used");
     }
     table_.reserve_ids_below(c->id);
-    table_.create(c->spec, recovered_place_locked(c->id, c->spec)).last_lsn.store(lsn, std::memory_order_relaxed);
+    const std::uint8_t place = recovered_place_locked(c->id, c->spec.name, c->spec.location);
+    table_.create(c->spec, place).last_lsn.store(lsn, std::memory_order_relaxed);
+  } else if (const auto* moved = std::get_if<LocationOp>(&op)) {
+    PageRecord& r = table_.get(moved->id);
+    const PageInfo* info = table_.info(moved->id);
+    const std::uint8_t place = recovered_place_locked(moved->id, info != nullptr ? info->name : "", moved->location);
+    relocate_locked(r, place, moved->location, {});
   } else if (const auto* d = std::get_if<PageDeleteOp>(&op)) {
     if (graph_.has_children(d->id)) fail(ErrorCode::LogCorrupt, "page ", d->id, " deleted while it has dependents");
     table_.erase(d->id);
@@ -284,13 +290,13 @@ void Bus::check_writable() const {
 
 PageRecord& Bus::live_locked(PageId id) { return table_.get(id); }
 
-std::uint8_t Bus::recovered_place_locked(PageId id, const PageSpec& spec) {
+std::uint8_t Bus::recovered_place_locked(PageId id, const std::string& name, const std::string& location) {
   try {
-    return devices_->place(spec.location, history_view_);
+    return devices_->place(location, history_view_);
   } catch (const Error& e) {
     if (e.code() != ErrorCode::DeviceUnavailable) throw;
-    fail(ErrorCode::DeviceUnavailable, "page ", id, spec.name.empty() ? "" : " '", spec.name, spec.name.empty() ? "" : "'",
-         " lives on ", spec.location, ", which this process cannot use (", e.what(),
+    fail(ErrorCode::DeviceUnavailable, "page ", id, name.empty() ? "" : " '", name, name.empty() ? "" : "'",
+         " lives on ", location, ", which this process cannot use (", e.what(),
          "); open the bus where that device exists, or read its history with mmsb.replay or bus.at, "
          "which keep every page on the host");
   }

@@ -217,6 +217,22 @@ void DevicePages::read(PageRecord& r, std::span<const Run> runs, std::byte* out)
   read(rows, {out, total});
 }
 
+void DevicePages::copy_page(PageRecord& r, std::uint8_t place, std::byte* dst) {
+  const bool to_device = device_place(place);
+  std::vector<std::byte> staged(to_device ? r.size : 0);
+  std::byte* host = to_device ? staged.data() : dst;
+  if (on_device(r)) {
+    const Run whole{0, r.size};
+    read(r, {&whole, 1}, host);
+  } else {
+    std::memcpy(host, r.data, r.size);
+  }
+  if (to_device) {
+    static_cast<DevicePlacement&>(*table_.placement(place)).store(dst, staged);
+    traffic_.bytes_written += r.size;
+  }
+}
+
 const std::byte* DevicePages::host_bytes(const PageRecord& r) {
   DevicePlacement& p = placement_of(r);
   Mirror& m = p.mirror(r.data, r.size);

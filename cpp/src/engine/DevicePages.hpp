@@ -73,6 +73,11 @@ class DevicePages {
   /// The host bytes of any page: its own data, or a device page's refreshed mirror.
   const std::byte* readable(const PageRecord& r) { return on_device(r) ? host_bytes(r) : r.data; }
 
+  /// Copies all of page `r`'s bytes into `dst`, a fresh block of `place` (0: the host arena) not
+  /// yet any page's: read from the device (or its clean mirror) or the host once, written once;
+  /// counted in traffic(). Throws Error(DeviceUnavailable / OutOfMemory) as read() and write().
+  void copy_page(PageRecord& r, std::uint8_t place, std::byte* dst);
+
   DeviceTraffic traffic() const noexcept { return traffic_; }
   /// Host bytes held by mirrors of device pages (live, or deleted and still pinned).
   std::uint64_t mirror_bytes() const;

@@ -156,8 +156,9 @@ void Log::start_writing() {
       if (last.torn || segment_size_ != last.bytes.size()) segment_.truncate(segment_size_);
       segment_.seek_end();
       if (last.torn) segment_.datasync();
-      if (last.header.version < logfmt::kSyncMarksVersion) {
-        // Its reader would not trust sync marks: go on in a new segment (this one is synced).
+      if (last.header.version < logfmt::kFormatVersion) {
+        // Its header names an older format (whose reader would not trust sync marks, or know
+        // newer record types): go on in a new segment (this one is synced).
         segment_.datasync();
         segment_ = PosixFile();
       }

@@ -12,7 +12,7 @@ static_assert(std::endian::native == std::endian::little,
 
 bool is_record_type(std::uint8_t t) noexcept {
   return t >= static_cast<std::uint8_t>(RecordType::PageCreate) &&
-         t <= static_cast<std::uint8_t>(RecordType::SyncMark);
+         t <= static_cast<std::uint8_t>(RecordType::Location);
 }
 
 std::uint32_t record_crc(std::span<const std::byte> rec) noexcept {

@@ -44,6 +44,10 @@ void write_body(ByteWriter& w, const MetadataOp& op) {
   w.u8(op.value && op.value->is_bytes ? 1 : 0);
   w.str(op.value ? std::string_view(op.value->value) : std::string_view());
 }
+void write_body(ByteWriter& w, const LocationOp& op) {
+  w.u64(op.id);
+  w.str(op.location);
+}
 
 // A Delta body (docs/format.md): page, timestamp, the source byte and 7 zero bytes, run count,
 // (offset, length) runs, payload. Sized first and copied into place: a wave encodes one per
@@ -187,6 +191,9 @@ void encode_op_record(std::vector<std::byte>& out, Lsn first, const PageDeleteOp
 void encode_op_record(std::vector<std::byte>& out, Lsn first, const MetadataOp& op) {
   single(out, RecordType::Metadata, first, 1, op);
 }
+void encode_op_record(std::vector<std::byte>& out, Lsn first, const LocationOp& op) {
+  single(out, RecordType::Location, first, 1, op);
+}
 void encode_op_record(std::vector<std::byte>& out, Lsn first, const Delta& delta) {
   single(out, RecordType::Delta, first, 1, delta);
 }
@@ -255,6 +262,9 @@ void TransactionBuilder::add(const PageDeleteOp& op) {
 }
 void TransactionBuilder::add(const MetadataOp& op) {
   add_op(RecordType::Metadata, 1, [&](ByteWriter& w) { write_body(w, op); });
+}
+void TransactionBuilder::add(const LocationOp& op) {
+  add_op(RecordType::Location, 1, [&](ByteWriter& w) { write_body(w, op); });
 }
 void TransactionBuilder::add(const Delta& delta) {
   add_op(RecordType::Delta, 1, [&](ByteWriter& w) { write_body(w, delta); });

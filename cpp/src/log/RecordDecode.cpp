@@ -212,6 +212,12 @@ LogOp read_op(RecordType type, ByteReader& r) {
       if (has == 1) op.value = MetaValue{std::move(value), is_bytes == 1};
       return op;
     }
+    case RecordType::Location: {
+      LocationOp op;
+      op.id = r.u64();
+      op.location = r.str();
+      return op;
+    }
     case RecordType::Delta:
       return DeltaOp{read_delta(r)};
     case RecordType::Batch:
@@ -326,6 +332,7 @@ std::uint64_t op_lsn_count(const OpFrame& op, const std::string& where) {
     case RecordType::PageCreate:
     case RecordType::PageDelete:
     case RecordType::Metadata:
+    case RecordType::Location:
     case RecordType::Delta:
     case RecordType::Edge:
     case RecordType::Depend:

@@ -204,6 +204,40 @@ void PageTable::erase(PageId id) {
   if ((before & ~PageRecord::kDeletedBit) == 0) free_data(r);
 }
 
+void PageTable::relocate(PageRecord& r, std::uint8_t place, const std::function<void(std::byte*)>& fill) {
+  const Arena::Block block = place == 0 ? arena_.allocate(r.size) : placement(place)->allocate(r.size);
+  try {
+    fill(block.data);
+  } catch (...) {
+    release_block(place, block);
+    throw;
+  }
+  const Arena::Block old{r.data, r.requested, r.size_class, r.slab};
+  const std::uint8_t old_place = r.place;
+  r.data = block.data;
+  r.requested = block.requested;
+  r.size_class = block.size_class;
+  r.slab = block.slab;
+  r.place = place;
+  release_block(old_place, old);
+}
+
+void PageTable::set_location(PageId id, const std::string& location) {
+  PageRecord& r = get(id);
+  auto it = infos_.find(id);
+  const bool plain = r.dtype == DType::Raw && location == "cpu" &&
+                     (it == infos_.end() || (it->second.name.empty() && it->second.metadata.empty()));
+  cold_dirty_ = true;  // cold-info bytes are recounted by the next stats()
+  if (plain) {
+    if (it != infos_.end()) infos_.erase(it);
+    r.has_info = 0;
+    return;
+  }
+  if (it == infos_.end()) it = infos_.emplace(id, PageInfo{}).first;
+  it->second.location = location;
+  r.has_info = 1;
+}
+
 void PageTable::undelete(PageId id, std::optional<PageInfo> info) {
   cold_dirty_ = true;  // cold-info bytes are recounted by the next stats()
   PageRecord& r = slot(id);

@@ -19,6 +19,7 @@ struct PageState {
   Bytes bytes;
   std::string name;
   Metadata metadata;
+  std::string location;  // captured from an open bus only
 };
 
 struct BusState {
@@ -48,6 +49,7 @@ inline BusState capture(Bus& bus) {
     const PageInfo info = bus.page_info(id);
     p.name = info.name;
     p.metadata = info.metadata;
+    p.location = info.location;
     s.pages.push_back(std::move(p));
   }
   return s;
@@ -89,6 +91,9 @@ inline ::testing::AssertionResult same_state(const BusState& want, const BusStat
     if (p.bytes != q.bytes) return fail() << "page " << p.id << " bytes differ";
     if (p.name != q.name) return fail() << "page " << p.id << " name '" << q.name << "', want '" << p.name << "'";
     if (p.metadata != q.metadata) return fail() << "page " << p.id << " metadata differs";
+    if (p.location != q.location) {
+      return fail() << "page " << p.id << " location '" << q.location << "', want '" << p.location << "'";
+    }
   }
   return ::testing::AssertionSuccess();
 }
@@ -99,12 +104,15 @@ inline ::testing::AssertionResult same_as_model(Bus& bus, const RefModel& model)
   if (bus.lsn() != model.lsn()) return ::testing::AssertionFailure() << "lsn " << bus.lsn() << ", want " << model.lsn();
   BusState want;
   want.lsn = model.lsn();
-  for (const auto& [id, page] : model.pages()) want.pages.push_back(PageState{id, page.epoch, page.last_lsn, page.bytes, {}, {}});
+  for (const auto& [id, page] : model.pages()) {
+    want.pages.push_back(PageState{id, page.epoch, page.last_lsn, page.bytes, {}, {}, {}});
+  }
   BusState got = capture(bus);
   got.stats = want.stats;
   for (PageState& p : got.pages) {
     p.name.clear();
     p.metadata.clear();
+    p.location.clear();
   }
   return same_state(want, got);
 }

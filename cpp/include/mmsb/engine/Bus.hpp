@@ -255,6 +255,21 @@ class Bus {
   /// Sets (or with nullopt removes) one metadata entry (lsn +1). Removing a missing key is a no-op
   /// that does not commit.
   void set_metadata(PageId id, const std::string& key, const std::optional<MetaValue>& value);
+  /// Moves a live page to `location` ("cpu", "cuda:N", "unified"; lsn +1, logged as a Location
+  /// record and replayed by recovery): the same bytes, epoch and history in memory of the new
+  /// kind; page_info().location names it. Returns false, committing nothing, when the page
+  /// already lives there. The bytes cross once (device to device through a host staging copy).
+  /// Throws, changing nothing: Error(InvalidArgument) for a malformed location, inside a
+  /// transaction (a move is not undone by rollback), or while an export of the page's bytes is
+  /// alive (add_export: it would point at freed memory); Error(DeviceUnavailable / OutOfMemory /
+  /// Durability / ReadOnly / Closed / PageNotFound).
+  bool move_page(PageId id, const std::string& location);
+  /// Registers something that holds the address of page `r`'s bytes beyond a call (a NumPy view,
+  /// a buffer, a DLPack tensor): until the matching drop_export, move_page refuses the page. Read
+  /// the address (r.data, host_bytes) after this returns. Thread safety: any thread; never waits
+  /// for the commit lock, so it may run under it (a recompute's views).
+  void add_export(const PageRecord& r);
+  void drop_export(const PageRecord& r) noexcept;
 
   // ---- commits -----------------------------------------------------------------------------
   /// Commits an explicit delta (always bumps the epoch). On success sets d.lsn, d.epoch and
@@ -565,7 +580,12 @@ class Bus {
   PageRecord& live_locked(PageId id);
   /// Where a page found by recovery or replay goes: its location, or the host for a read-only
   /// view of the past. Error(DeviceUnavailable) naming the page when its device is missing.
-  std::uint8_t recovered_place_locked(PageId id, const PageSpec& spec);
+  std::uint8_t recovered_place_locked(PageId id, const std::string& name, const std::string& location);
+  /// Moves page `r` to `place` and names `location` in its info (BusMove.cpp); `log` runs once
+  /// the bytes are copied, before anything changes: if it (or the copy) throws, the page is as
+  /// it was and the new memory is freed.
+  void relocate_locked(PageRecord& r, std::uint8_t place, const std::string& location,
+                       const std::function<void()>& log);
   void check_delta_locked(const PageRecord& r, const Delta& d) const;
   void commit_delta_locked(PageRecord& r, Delta& d);
   void apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn);
@@ -601,6 +621,10 @@ class Bus {
   const std::uint64_t instance_id_;
   PageTable table_;
   std::unique_ptr<DevicePages> devices_;  // device pages' transfers and mirrors (over table_)
+  // Live exports (add_export) per page. Its own mutex, never held while taking mutex_: taken
+  // under mutex_ by move_page and by a recompute's views, and alone by every other export.
+  std::mutex exports_mutex_;
+  std::unordered_map<PageId, std::uint64_t> exports_;
   ThreadPool pool_;
   std::atomic<Lsn> lsn_{0};
   std::atomic<bool> closed_{false};

@@ -14,11 +14,12 @@
 
 namespace mmsb::logfmt {
 
-/// Version 4 adds Wave ops (type 11, inside transactions) and the checkpoint's stale list, so
+/// Version 5 adds Location records (type 13: a page moved between host and device memory);
+/// version 4 adds Wave ops (type 11, inside transactions) and the checkpoint's stale list, so
 /// replay reproduces stale marks; version 3 writes batches as PackedBatch records (type 10);
 /// versions 1 and 2 wrote Batch (5), which is still read. Version 1 lacks the graph records and
 /// the checkpoint graph section.
-inline constexpr std::uint32_t kFormatVersion = 4;
+inline constexpr std::uint32_t kFormatVersion = 5;
 /// First version whose logs and checkpoints record stale marks.
 inline constexpr std::uint32_t kStaleMarksVersion = 4;
 /// Oldest version still read.
@@ -47,6 +48,7 @@ enum class RecordType : std::uint8_t {
   PackedBatch = 10,  ///< a batch with narrowed columns (format version 3)
   Wave = 11,         ///< where a propagation wave ran, inside a transaction (format version 4)
   SyncMark = 12,     ///< takes no lsn: the segment's bytes before it say were durable (version 4)
+  Location = 13,     ///< a page moved to another location (format version 5)
 };
 bool is_record_type(std::uint8_t t) noexcept;
 

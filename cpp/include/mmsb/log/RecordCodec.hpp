@@ -42,6 +42,11 @@ struct BatchOp {
   std::span<const std::byte> payload;
   DeltaBatchView view() const noexcept { return {page_ids, offsets, lengths, payload}; }
 };
+/// A page moved to `location` (Bus::move_page): its bytes, epoch and history are unchanged.
+struct LocationOp {
+  PageId id = 0;
+  std::string location;
+};
 /// One edge added or removed (add_edge / remove_edge).
 struct EdgeOp {
   PageId parent = 0;
@@ -72,8 +77,8 @@ struct WaveOp {
   bool propagate = false;  ///< bus.propagate() or a tick: stale pages without a recompute were cleared first
   bool takes_lsn = false;  ///< the wave only cleared stale marks, in a record that takes no other lsn
 };
-using LogOp =
-    std::variant<PageCreateOp, PageDeleteOp, MetadataOp, DeltaOp, BatchOp, EdgeOp, DependOp, DerivedOp, WaveOp>;
+using LogOp = std::variant<PageCreateOp, PageDeleteOp, MetadataOp, DeltaOp, BatchOp, EdgeOp, DependOp, DerivedOp,
+                           WaveOp, LocationOp>;
 
 /// Number of lsns an op consumes (rows for a batch, 0 or 1 for a wave, 1 otherwise).
 std::uint64_t op_lsn_count(const LogOp& op) noexcept;
@@ -90,6 +95,7 @@ struct LogRecord {
 void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const PageCreateOp& op);
 void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const PageDeleteOp& op);
 void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const MetadataOp& op);
+void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const LocationOp& op);
 void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const Delta& delta);
 void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const DeltaBatchView& batch,
                       std::uint64_t timestamp_ns);
@@ -106,6 +112,7 @@ class TransactionBuilder {
   void add(const PageCreateOp& op);
   void add(const PageDeleteOp& op);
   void add(const MetadataOp& op);
+  void add(const LocationOp& op);
   void add(const Delta& delta);
   void add(const DeltaBatchView& batch, std::uint64_t timestamp_ns);
   void add(const EdgeOp& op);

@@ -6,6 +6,7 @@
 /// pages. Thread safety: create/erase/rename/lookup must be serialized by the owner (the bus
 /// commit lock); pin/unpin and record atomics may be used from any thread.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -75,6 +76,15 @@ class PageTable {
   /// Marks the page deleted, drops its name and info, and frees its data once unpinned.
   /// Throws Error(PageNotFound) if it is not live.
   void erase(PageId id);
+
+  /// Moves live page `r`'s data to a new block of `place` (0: the host arena): allocates it,
+  /// calls fill(new data) to copy the bytes in (and anything else that may fail), then swaps the
+  /// block in and frees the old one. If the allocation or `fill` throws, the page is as it was.
+  /// The caller makes sure nothing holds the old address (no view or export of it).
+  void relocate(PageRecord& r, std::uint8_t place, const std::function<void(std::byte*)>& fill);
+  /// Names the page's location in its info: creates the info if needed, or drops it when it
+  /// would hold nothing but "cpu" (as create() gives none to such a page).
+  void set_location(PageId id, const std::string& location);
 
   /// Live record or nullptr.
   PageRecord* find(PageId id) noexcept {

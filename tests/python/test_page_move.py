@@ -1,0 +1,146 @@
+"""Page.to(location): moving a page between the host and (emulated) devices.
+
+The devices are the host emulation (`_core.cuda_emulate_devices`), which stores bytes inverted,
+so a move that copied device memory as host memory would show wrong bytes. A move keeps bytes
+and epoch, costs one lsn, is logged (a reopen puts the page back where it was) and is refused,
+changing nothing, while anything holds the address of the page's bytes: views, arrays derived
+from them, memoryviews, DLPack tensors, views a recompute kept.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+import mmsb
+from mmsb import _core
+
+
+@pytest.fixture
+def devices():
+    _core.cuda_emulate_devices(2)
+    try:
+        yield
+    finally:
+        _core.cuda_emulate_devices(0)
+
+
+def state(bus, page):
+    return page.location, page.epoch, bus.lsn, page.read(0, page.size)
+
+
+def test_moves_keep_bytes_and_epoch_and_cost_one_lsn(devices):
+    bus = mmsb.Bus()
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal(300)
+    p = bus.create_page(data=data)
+    for to in ["cuda:0", "cuda:1", "cpu", "cuda:1", "cuda:0", "cpu"]:
+        lsn, epoch = bus.lsn, p.epoch
+        assert p.to(to) is p
+        assert p.location == to and bus.lsn == lsn + 1 and p.epoch == epoch
+        assert np.array_equal(np.frombuffer(p.read(0, p.size), dtype=np.float64), data)
+        p.write(8, np.float64(to == "cpu").tobytes())  # commits land in the new memory
+        data[1] = float(to == "cpu")
+        assert np.array_equal(np.asarray(p), data)
+    lsn = bus.lsn
+    assert p.to("cpu") is p and bus.lsn == lsn  # already there: nothing committed
+    assert bus.verify().ok
+
+
+@pytest.mark.parametrize("hold", ["view", "asarray", "slice", "memoryview", "dlpack"])
+def test_a_live_export_refuses_the_move_until_dropped(devices, hold):
+    bus = mmsb.Bus()
+    p = bus.create_page(data=np.arange(16.0))
+    held = {
+        "view": lambda: p.view(),
+        "asarray": lambda: np.asarray(p),
+        "slice": lambda: p.view()[3:5],  # a derived array keeps the export through its base
+        "memoryview": lambda: memoryview(p),
+        "dlpack": lambda: np.from_dlpack(p),
+    }[hold]()
+    before = state(bus, p)
+    with pytest.raises(mmsb.InvalidArgumentError, match="1 view"):
+        p.to("cuda:0")
+    assert state(bus, p) == before
+    if hold == "memoryview":
+        held.release()
+    del held
+    gc.collect()
+    p.to("cuda:0")
+    assert p.location == "cuda:0" and p.view().tolist() == list(np.arange(16.0))
+
+
+def test_views_taken_after_a_move_see_the_new_memory(devices):
+    bus = mmsb.Bus()
+    p = bus.create_page(data=np.arange(4.0), location="cuda:0")
+    p.to("cpu")
+    v = p.view()
+    p.write(0, np.float64(9).tobytes())
+    assert v[0] == 9.0  # a host page's view is live
+
+
+def test_refusals_change_nothing(devices):
+    bus = mmsb.Bus()
+    p = bus.create_page(data=np.arange(4.0), name="p")
+    before = state(bus, p)
+    with pytest.raises(mmsb.InvalidArgumentError, match="gpu"):
+        p.to("gpu")
+    with pytest.raises(mmsb.DeviceUnavailableError):
+        p.to("cuda:7")
+    with pytest.raises(mmsb.InvalidArgumentError, match="transaction"):
+        with bus.transaction():
+            p.write(0, np.float64(5).tobytes())
+            p.to("cuda:0")
+    assert state(bus, p) == before
+    with pytest.raises(mmsb.ReadOnlyError):
+        bus.at(bus.lsn).page("p").to("cuda:0")
+    bus.delete_page(p)
+    with pytest.raises(mmsb.PageNotFoundError):
+        p.to("cuda:0")
+
+
+def test_a_recompute_that_keeps_a_view_of_its_parent_blocks_the_parent_move(devices):
+    bus = mmsb.Bus()
+    a = bus.create_page(data=np.arange(4.0))
+    b = bus.create_page(shape=(4,), dtype="float64")
+    kept = []
+
+    def double(out, parent):
+        kept.append(parent)
+        out[:] = parent * 2
+
+    bus.depend(b, [a], double)
+    assert kept and b.view().tolist() == [0.0, 2.0, 4.0, 6.0]
+    with pytest.raises(mmsb.InvalidArgumentError, match="view"):
+        a.to("cuda:0")
+    kept.clear()
+    gc.collect()
+    a.to("cuda:0")
+    a.write(0, np.float64(1).tobytes())  # the recompute now reads a's mirror
+    assert b.view().tolist() == [2.0, 2.0, 4.0, 6.0]
+
+
+def test_reopen_and_replay_put_pages_where_they_were(devices, tmp_path):
+    with mmsb.Bus(tmp_path / "bus") as bus:
+        p = bus.create_page(data=np.arange(8.0), name="p")
+        p.to("cuda:1")
+        moved_at = bus.lsn
+        p.write(0, np.float64(-1).tobytes())
+        expect = np.asarray(p).copy()
+    with mmsb.open(tmp_path / "bus") as bus:
+        p = bus.page("p")
+        assert p.location == "cuda:1" and p.__dlpack_device__() == (2, 1)
+        assert np.array_equal(np.asarray(p), expect)
+        assert bus.at(moved_at - 1).page("p").location == "cpu"
+        assert bus.at(moved_at).page("p").location == "cuda:1"
+    past = mmsb.replay(tmp_path / "bus")
+    assert past.page("p").location == "cuda:1" and np.array_equal(np.asarray(past.page("p")), expect)
+
+
+def test_inspect_names_the_move(devices, tmp_path):
+    with mmsb.Bus(tmp_path / "bus") as bus:
+        bus.create_page(64).to("cuda:0")
+    records = _core._inspect(str(tmp_path / "bus"), True)
+    assert "move page 1 to cuda:0" in repr(records)
