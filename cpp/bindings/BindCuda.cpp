@@ -71,7 +71,7 @@ void bind_cuda(py::module_& m) {
         "True when this build has NCCL support, libnccl loads (at run time) and a CUDA device is usable.");
   m.def("nccl_version", &cuda::nccl_version, "NCCL's version ('2.28.9'), or '' when libnccl cannot be loaded.");
 
-  py::class_<Replicator>(m, "Replicator",
+  py::class_<Replicator, std::shared_ptr<Replicator>>(m, "Replicator",
                          "Replicas of device pages kept identical on every rank by broadcasting each tick's "
                          "rows from rank 0 over NCCL.")
       .def_static("unique_id", [] {
@@ -82,7 +82,7 @@ void bind_cuda(py::module_& m) {
              const cuda::NcclUniqueId id = unique_id_of(unique_id);
              std::vector<std::uint64_t> sizes = index_column(page_sizes, "page_sizes");
              py::gil_scoped_release release;  // waits for every rank to join
-             return std::make_unique<Replicator>(nranks, rank, id, ordinal, std::move(sizes));
+             return std::make_shared<Replicator>(nranks, rank, id, ordinal, std::move(sizes));
            }),
            "nranks"_a, "rank"_a, "unique_id"_a, "ordinal"_a, "page_sizes"_a)
       .def("broadcast", [](Replicator& r, py::handle pages, py::handle offsets, py::handle lengths,
@@ -122,6 +122,17 @@ void bind_cuda(py::module_& m) {
       .def_property_readonly("page_sizes", &Replicator::page_sizes)
       .def_property_readonly("ticks", &Replicator::ticks)
       .def("__repr__", &repr);
+
+  auto bus = py::reinterpret_borrow<py::class_<Bus, std::shared_ptr<Bus>>>(m.attr("Bus"));
+  bus.def("replicate", [](const std::shared_ptr<Bus>& b, std::shared_ptr<Replicator> r, py::handle pages) {
+        wait_turn(*b);
+        std::vector<PageId> ids;
+        if (r) ids = page_list(b, pages, "pages");
+        py::gil_scoped_release release;  // attaching broadcasts: a collective
+        b->replicate(std::move(r), std::move(ids));
+      }, "replicator"_a, "pages"_a = py::none(),
+      "Keep `replicator`'s replicas (rank 0 of its group) equal to `pages` at the end of every tick: "
+      "each tick broadcasts once (the other ranks call receive() once per tick). None detaches.");
 }
 
 }  // namespace mmsb::py_bind

@@ -105,6 +105,9 @@ RecomputeCallable wrap_callable(const std::shared_ptr<Bus>& bus, py::function fn
   };
 }
 
+
+}  // namespace
+
 std::vector<PageId> page_list(const std::shared_ptr<Bus>& bus, py::handle seq, const char* what) {
   std::vector<PageId> out;
   if (py::isinstance<py::str>(seq) || !PySequence_Check(seq.ptr())) {
@@ -116,7 +119,6 @@ std::vector<PageId> page_list(const std::shared_ptr<Bus>& bus, py::handle seq, c
   return out;
 }
 
-}  // namespace
 
 void bind_graph(py::module_& m) {
   auto cls = py::reinterpret_borrow<py::class_<Bus, std::shared_ptr<Bus>>>(m.attr("Bus"));

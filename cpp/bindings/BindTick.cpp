@@ -47,6 +47,8 @@ py::dict tick_dict(const TickReport& r) {
   d["total_ns"] = r.total_ns;
   d["overruns"] = r.overruns;
   d["queue_depth"] = r.queue_depth;
+  d["replicated_rows"] = r.replicated_rows;
+  d["replication_error"] = r.replication_error.empty() ? py::object(py::none()) : py::object(py::str(r.replication_error));
   return d;
 }
 

@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include <memory>
+#include <vector>
 
 #include "PageHandle.hpp"
 
@@ -28,6 +29,9 @@ pybind11::object make_page(const std::shared_ptr<Bus>& bus, PageId id);
 /// Page id for a key: a Page of this bus, an int id or a str name. Raises PageNotFound (also for
 /// a Page of another bus) or InvalidArgument for other types.
 PageId resolve_page(const std::shared_ptr<Bus>& bus, pybind11::handle key);
+/// Page ids for a page key or a sequence of them (resolve_page each); InvalidArgument naming
+/// `what` for an empty sequence.
+std::vector<PageId> page_list(const std::shared_ptr<Bus>& bus, pybind11::handle seq, const char* what);
 /// Page id for a Delta constructor: a Page or an int id (no bus to resolve names against).
 PageId page_id_of(pybind11::handle key);
 

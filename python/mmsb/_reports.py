@@ -66,7 +66,8 @@ class TickReport(Report):
     deltas_applied, bytes_applied, rejected and rejections (why, for the first 16), recomputes,
     derived_deltas, validated, validation_failures (page ids), gc_ran, gc (GcReport or None),
     phase_ns (drain, apply, propagate, validate, gc), total_ns, overruns (phases over budget),
-    queue_depth (left waiting)."""
+    queue_depth (left waiting), replicated_rows (rows broadcast by bus.replicate's replicator),
+    replication_error (None, or why that broadcast failed: the replicator is detached)."""
 
     _key_fields = ("tick", "first_lsn", "last_lsn", "submissions", "deltas_applied", "rejected", "total_ns", "overruns")
 

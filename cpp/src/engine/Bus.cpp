@@ -376,6 +376,10 @@ void Bus::delete_page(PageId id) {
     fail(ErrorCode::Graph, "page ", id, " still has dependents (", graph_.children(id).size(),
          " children); remove their edges (bus.remove_edge) first");
   }
+  if (replicated_locked(id)) {
+    fail(ErrorCode::InvalidArgument, "page ", id, " is replicated (bus.replicate); detach the replicator ",
+         "(bus.replicate(None)) before deleting it");
+  }
   const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
   if (txn_ && graph_.contains(id)) {
     auto it = derivations_.find(id);

@@ -118,12 +118,15 @@ TickReport Bus::tick() {
     std::uint64_t t2 = t1, t3 = t1;
     // One atomic record: a failing recompute (or log write) undoes the whole tick, and the
     // submissions stay in carry_ for the next one.
+    if (replication_) replication_begin_locked();
     atomically_locked([&] {
       tick_apply_locked(rep);
       t2 = monotonic_ns();
       propagate_locked();
       t3 = monotonic_ns();
+      if (replication_) replication_collect_locked();
     });
+    if (replication_) replication_send_locked(rep);
     carry_.clear();
     carry_count_.store(0, std::memory_order_relaxed);
     const std::uint64_t t4 = monotonic_ns();

@@ -49,6 +49,9 @@ struct TxnMark;
 struct WaveItem;
 class WaveBatch;
 class DevicePages;
+namespace cuda {
+class Replicator;
+}
 
 struct BusOptions {
   unsigned threads = 0;  ///< threads for batch apply; 0 = one per hardware thread
@@ -168,6 +171,10 @@ struct TickReport {
   std::uint64_t total_ns = 0;
   std::vector<std::string> overruns;  ///< phases (or "total") over their budget
   std::uint64_t queue_depth = 0;      ///< submissions left waiting after the drain
+  /// With Bus::replicate: rows broadcast after this tick (0 without a replicator), and why the
+  /// broadcast failed (the replicator is detached then; the tick itself is committed).
+  std::uint64_t replicated_rows = 0;
+  std::string replication_error;
 };
 
 /// When each live page was last written (cold-page policies): parallel arrays in id order.
@@ -306,6 +313,16 @@ class Bus {
   /// nothing is applied and the drained submissions wait for the next tick, so none is lost.
   TickReport tick();
   void set_tick_options(const TickOptions& options);
+  /// Keeps the replicas of `replicator` (rank 0 of its group; BusReplicate.cpp) equal to `pages`
+  /// (in order, sizes equal to its page sizes) at the end of every tick. Each tick broadcasts
+  /// once, after its commit (synced first under durability fsync): the ranges its commit changed
+  /// in those pages (submissions and the wave's derived deltas) with their committed bytes, and
+  /// the whole of any such page changed outside a tick since the last broadcast; the other ranks
+  /// call receive() once per tick. Attaching broadcasts every page whole once. nullptr detaches.
+  /// While attached, delete_page refuses those pages. Throws Error(InvalidArgument) (a rank other
+  /// than 0, sizes that differ, a page twice, inside a transaction), Error(PageNotFound), or what
+  /// the broadcast throws, leaving the previous attachment in place.
+  void replicate(std::shared_ptr<cuda::Replicator> replicator, std::vector<PageId> pages);
   TickOptions tick_options();
   /// Reclaims memory without changing committed state or retained history: wholly free arena
   /// slabs, caches, log files and index entries beyond the retention policy.
@@ -544,6 +561,16 @@ class Bus {
   /// The commit lock, taken once no other thread's transaction is open.
   std::unique_lock<std::mutex> lock_turn();
   void check_no_transaction(const char* what) const;
+  // Tick replication (BusReplicate.cpp): at the tick's start, marks the pages changed since the
+  // last broadcast; inside the tick's transaction, collects the rows its undo names; after the
+  // commit, broadcasts (into rep).
+  void replication_begin_locked();
+  void replication_collect_locked();
+  void replication_send_locked(TickReport& rep);
+  /// Broadcasts the collected rows and the pages to send whole; returns the rows sent. Throws
+  /// what the replicator throws.
+  std::uint64_t replication_broadcast_locked();
+  bool replicated_locked(PageId id) const noexcept;
   struct Transaction;
   std::unique_ptr<Transaction> new_transaction_locked();
   /// Ends txn_, keeping its emptied arenas in spare_txn_ for the next transaction; a logged
@@ -625,6 +652,8 @@ class Bus {
   // under mutex_ by move_page and by a recompute's views, and alone by every other export.
   std::mutex exports_mutex_;
   std::unordered_map<PageId, std::uint64_t> exports_;
+  struct Replication;
+  std::shared_ptr<Replication> replication_;  // Bus::replicate; shared_ptr: defined in one file
   ThreadPool pool_;
   std::atomic<Lsn> lsn_{0};
   std::atomic<bool> closed_{false};
