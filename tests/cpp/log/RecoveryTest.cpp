@@ -15,6 +15,7 @@
 #include "log/LogTestUtil.hpp"
 #include "mmsb/core/Crc32c.hpp"
 #include "mmsb/engine/Bus.hpp"
+#include "mmsb/graph/Recompute.hpp"
 #include "mmsb/log/Checkpoint.hpp"
 #include "mmsb/log/Log.hpp"
 #include "mmsb/log/RecordCodec.hpp"
@@ -480,6 +481,42 @@ TEST_F(CheckpointFallbackTest, CheckpointWithValidChecksumsButAnImpossiblePageIs
     EXPECT_EQ(e.code(), ErrorCode::LogCorrupt) << e.what();
     EXPECT_NE(std::string(e.what()).find(ckpt), std::string::npos) << e.what();
   }
+}
+
+// The reader checks the file crc once and the entries' crcs only to name a damaged entry, so
+// every byte must still be covered: a flipped bit anywhere, in page bytes, framing, graph or
+// trailer, is LogCorrupt and never a checkpoint with wrong content.
+TEST(CheckpointDamageTest, EveryFlippedByteIsCaught) {
+  test::TempDir dir;
+  {
+    Bus bus(test::dir_options(dir.path(), Durability::Flush));
+    PageSpec spec;
+    spec.size = 40;
+    const PageId a = bus.create_page(spec, Bytes(40, std::byte{1})).id;
+    spec.name = "b";
+    const PageId b = bus.create_page(spec).id;
+    bus.depend(b, std::vector<PageId>{a}, {RecomputeKind::Copy}, {});
+    bus.checkpoint();
+    bus.close();
+  }
+  const Bytes pristine = test::read_file(test::checkpoint_files(dir.path()).at(0));
+  ASSERT_NO_THROW(decode_checkpoint(FileBytes::borrow(pristine), "pristine"));
+  std::size_t named_entries = 0;
+  std::vector<std::size_t> missed;
+  for (std::size_t i = 0; i < pristine.size(); ++i) {
+    Bytes bytes = pristine;
+    test::flip_bit(bytes, i * 8 + i % 8);
+    try {
+      decode_checkpoint(FileBytes::borrow(bytes), "damaged");
+      missed.push_back(i);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::LogCorrupt) << "byte " << i << ": " << e.what();
+      if (std::string(e.what()).find("page entry checksum") != std::string::npos) ++named_entries;
+    }
+  }
+  EXPECT_TRUE(missed.empty()) << missed.size() << " damaged bytes not caught, the first at " << missed.front()
+                              << " of " << pristine.size();
+  EXPECT_GT(named_entries, 40u) << "a damaged page's bytes should be named by their entry";
 }
 
 TEST_F(CheckpointFallbackTest, FallbackWithoutTheLogItNeedsIsCorruption) {
