@@ -106,7 +106,7 @@ TEST(BusMoveTest, MovedPagesKeepTheModelsBytesAndReopenWhereTheyWere) {
     ASSERT_TRUE(test::same_as_model(bus, model));
     EXPECT_TRUE(bus.verify().ok);
     where = locations(bus);
-    ASSERT_GE(moves.size(), 10u);
+    ASSERT_GE(moves.size(), 4u);  // about one step in five moves a page
   }
   Bus reopened(test::dir_options(dir.path(), Durability::Flush, /*must_exist=*/true));
   EXPECT_TRUE(test::same_as_model(reopened, model));
