@@ -8,6 +8,8 @@ CuPy and PyTorch on a non-default stream. Skipped without a CUDA device.
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -181,3 +183,43 @@ def test_torch_consumes_a_device_page_in_place_on_a_non_default_stream(bus):
 def test_unknown_device_is_unavailable(bus):
     with pytest.raises(mmsb.DeviceUnavailableError):
         bus.create_page(64, location=f"cuda:{mmsb.cuda.device_count() + 7}")
+
+
+@pytest.mark.parametrize("route", [["cuda:0", "cpu"], ["unified", "cuda:0", "cpu"]])
+def test_a_page_moves_between_host_and_device_with_its_bytes(bus, rng, route):
+    data = rng.standard_normal(1 << 16)
+    p = bus.create_page(data=data)
+    for to in route:
+        lsn, epoch = bus.lsn, p.epoch
+        assert p.to(to).location == to and bus.lsn == lsn + 1 and p.epoch == epoch
+        assert np.array_equal(np.asarray(p), data), f"after the move to {to}"
+        p.write(0, np.float64(len(to)).tobytes())  # commits land in the new memory
+        data[0] = len(to)
+        assert np.array_equal(np.asarray(p), data)
+    assert bus.verify().ok
+
+
+def test_a_live_cupy_export_refuses_the_move(bus):
+    cupy = pytest.importorskip("cupy")
+    p = bus.create_page(data=np.arange(8.0), location="cuda:0")
+    a = cupy.from_dlpack(p)
+    with pytest.raises(mmsb.InvalidArgumentError, match="view"):
+        p.to("cpu")
+    del a
+    gc.collect()
+    assert p.to("cpu").location == "cpu"
+
+
+@pytest.mark.nccl
+@pytest.mark.skipif(not mmsb.cuda.nccl_available(), reason="needs NCCL")
+def test_ticks_drive_a_one_rank_nccl_replicator(bus, rng):
+    pages = [bus.create_page(data=rng.standard_normal(512), location="cuda:0") for _ in range(3)]
+    rep = mmsb.cuda.Replicator(1, 0, mmsb.cuda.Replicator.unique_id(), 0, [p.size for p in pages])
+    bus.replicate(rep, pages)
+    for t in range(30):
+        page = pages[t % 3]
+        bus.submit(mmsb.Delta.at(page, 8 * int(rng.integers(512)), rng.standard_normal(1).tobytes()))
+        report = bus.tick()
+        assert report["replication_error"] is None
+        assert all(rep.read(i) == p.read(0, p.size) for i, p in enumerate(pages)), f"tick {t}"
+    bus.replicate(None)
