@@ -456,12 +456,19 @@ void Bus::recompute_batch_locked(std::span<const PageId> ids) {
     } else if (it.d->fn.kind != RecomputeKind::Callable) {
       ++parallel;
       parallel_bytes += it.out->size;
+      if (it.d->fn.kind == RecomputeKind::Reduce) it.kernel = batch.kernel(it.d->fn.semiring, it.out->dtype);
     }
   }
   const auto items = batch.items();
   auto compute = [&](WaveItem& it) {
-    it.scratch.assign(it.out_bytes, it.out_bytes + it.out->size);
-    compute_locked(it.id, *it.d, *it.out, it.parents, it.ins, it.scratch);
+    // Built-in kernels write every byte of the page (sizes are whole elements): only a callable
+    // needs the child's bytes staged.
+    if (it.d->fn.kind == RecomputeKind::Callable) {
+      it.scratch.assign(it.out_bytes, it.out_bytes + it.out->size);
+    } else {
+      it.scratch.resize(it.out->size);
+    }
+    compute_locked(it.id, *it.d, *it.out, it.parents, it.ins, it.scratch, it.kernel);
     Delta::diff_into(it.delta, it.id, {it.out_bytes, it.out->size}, it.scratch);
     it.computed = true;
     it.changed = !it.delta.empty();
@@ -518,11 +525,12 @@ void Bus::commit_recompute_locked(WaveItem& it) {
   emit_locked(EventKind::PageChanged, child, lsn, delta.epoch);
 }
 
-// Runs the recompute of `child` (record `out`) into `dst` (staged with the child's bytes),
-// committing nothing. Built-in kernels touch only their arguments, so lanes may run them at once.
+// Runs the recompute of `child` (record `out`) into `dst`, committing nothing. A callable gets
+// `dst` staged with the child's bytes; built-in kernels overwrite all of it and touch only their
+// arguments, so lanes may run them at once.
 void Bus::compute_locked(PageId child, const Derivation& d, const PageRecord& out,
                          std::span<const PageRecord* const> parents, std::span<const std::byte* const> ins,
-                         std::span<std::byte> dst) const {
+                         std::span<std::byte> dst, SemiringKernel kernel) const {
   if (d.fn.kind == RecomputeKind::Callable) {
     try {
       d.callable(dst, parents, ins);
@@ -535,7 +543,8 @@ void Bus::compute_locked(PageId child, const Derivation& d, const PageRecord& ou
   } else if (d.fn.kind == RecomputeKind::Copy) {
     std::memcpy(dst.data(), ins.front(), dst.size());
   } else {
-    semiring_reduce(d.fn.semiring, out.dtype, ins, d.weights, dst.data(), out.size / dtype_itemsize(out.dtype));
+    if (kernel == nullptr) kernel = semiring_kernel(d.fn.semiring, out.dtype);
+    kernel(ins, d.weights, dst.data(), out.size / dtype_itemsize(out.dtype));
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include "mmsb/delta/Delta.hpp"
 #include "mmsb/engine/Derivation.hpp"
+#include "mmsb/graph/Semiring.hpp"
 
 namespace mmsb {
 
@@ -17,6 +18,7 @@ struct WaveItem {
   Derivation* d = nullptr;
   PageRecord* out = nullptr;
   const std::byte* out_bytes = nullptr;  ///< the child's bytes as the host reads them
+  SemiringKernel kernel = nullptr;       ///< a reduce's kernel, resolved by WaveBatch::kernel
   bool forced = false;      ///< recompute even when the memo matches (stale or forced)
   bool computed = false;    ///< scratch holds the new bytes and delta their diff
   bool changed = false;     ///< the recompute changed the page (replay: the log holds its delta)
@@ -36,6 +38,7 @@ class WaveBatch {
     it.id = id;
     it.d = nullptr;
     it.out = nullptr;
+    it.kernel = nullptr;
     it.forced = it.computed = it.changed = false;
     it.parents.clear();
     it.sig.clear();
@@ -43,6 +46,17 @@ class WaveBatch {
     return it;
   }
   void clear() noexcept { size_ = 0; }
+  /// semiring_kernel(s, dtype), remembered for the next call: the reduces of a wave mostly share
+  /// one kind, and resolving it per page costs as much as reducing 64 bytes. Throws as
+  /// semiring_kernel.
+  SemiringKernel kernel(SemiringKind s, DType dtype) {
+    if (kernel_ == nullptr || s != kernel_semiring_ || dtype != kernel_dtype_) {
+      kernel_ = semiring_kernel(s, dtype);
+      kernel_semiring_ = s;
+      kernel_dtype_ = dtype;
+    }
+    return kernel_;
+  }
   std::span<WaveItem> items() noexcept { return {items_.data(), size_}; }
   /// Heap bytes the staging buffers hold (bus.memory() counts them as caches).
   std::uint64_t capacity_bytes() const noexcept {
@@ -57,6 +71,9 @@ class WaveBatch {
  private:
   std::vector<WaveItem> items_;
   std::size_t size_ = 0;
+  SemiringKernel kernel_ = nullptr;
+  SemiringKind kernel_semiring_{};
+  DType kernel_dtype_{};
 };
 
 }  // namespace mmsb

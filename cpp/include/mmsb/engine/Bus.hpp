@@ -36,6 +36,7 @@
 #include "mmsb/engine/Events.hpp"
 #include "mmsb/engine/IngestRing.hpp"
 #include "mmsb/graph/DepGraph.hpp"
+#include "mmsb/graph/Semiring.hpp"
 #include "mmsb/log/Checkpoint.hpp"
 #include "mmsb/log/Log.hpp"
 #include "mmsb/log/MemoryLog.hpp"
@@ -492,9 +493,11 @@ class Bus {
   void visit_wave_locked();
   void recompute_batch_locked(std::span<const PageId> ids);
   void commit_recompute_locked(WaveItem& item);
+  /// Runs the recompute of `child` into `dst`; `kernel`: a reduce's semiring_kernel when the
+  /// caller resolved it already (nullptr: resolved here).
   void compute_locked(PageId child, const Derivation& d, const PageRecord& out,
                       std::span<const PageRecord* const> parents, std::span<const std::byte* const> ins,
-                      std::span<std::byte> dst) const;
+                      std::span<std::byte> dst, SemiringKernel kernel = nullptr) const;
   /// Each parent's bytes as the host reads them (device pages: their refreshed mirrors).
   std::vector<const std::byte*> host_inputs_locked(std::span<const PageRecord* const> parents);
   /// Applies a graph op (commit and replay); returns the child whose definition it changed
