@@ -387,8 +387,7 @@ void Bus::visit_wave_locked() {
   WaveOwner owner(wave_owner_);
   Wave wave(graph_);
   const std::function<void(PageId)> notify = [&](PageId child) { mark_stale_locked(child); };
-  auto push_children = [&](PageId page) { wave.push_children(page, notify); };
-  for (PageId p : changed_) push_children(p);
+  for (PageId p : changed_) wave.push_children(p, notify);
   clear_changed_locked();
   for (PageId p : forced_) wave.push(p);
   for (PageId p : stale_) {
@@ -405,15 +404,15 @@ void Bus::visit_wave_locked() {
   const std::function<bool(PageId)> admit = [&](PageId id) {
     const PageRecord* r = table_.find(id);
     staged += r == nullptr ? 0 : r->size;
-    return wave_ids_.size() < kWaveBatchPages && staged <= kWaveBatchBytes;
+    return wave_nodes_.size() < kWaveBatchPages && staged <= kWaveBatchBytes;
   };
   for (;;) {
     staged = 0;
-    wave.pop_batch(wave_ids_, admit);
-    if (wave_ids_.empty()) break;
-    recompute_batch_locked(wave_ids_);
+    wave.pop_batch(wave_nodes_, admit);
+    if (wave_nodes_.empty()) break;
+    recompute_batch_locked(wave_nodes_);
     for (const WaveItem& it : wave_batch_->items()) {
-      if (it.changed) push_children(it.id);
+      if (it.changed) wave.push_children(WaveNode{it.id, it.slot}, notify);
     }
   }
   forced_.clear();
@@ -423,15 +422,16 @@ void Bus::visit_wave_locked() {
 // the batch, in parallel lanes (each writes only its own item); then, in canonical order again,
 // Python recomputes and every commit. A page committed nothing when its item is not computed or
 // its delta is empty (cutoff).
-void Bus::recompute_batch_locked(std::span<const PageId> ids) {
+void Bus::recompute_batch_locked(std::span<const WaveNode> nodes) {
   WaveBatch& batch = *wave_batch_;
   batch.clear();
   std::uint64_t parallel_bytes = 0;  // output bytes of the built-in recomputes
   std::size_t parallel = 0;
-  for (PageId id : ids) {
+  for (const WaveNode& node : nodes) {
+    const PageId id = node.id;
     auto found = derivations_.find(id);
     if (found == derivations_.end()) continue;
-    WaveItem& it = batch.add(id);
+    WaveItem& it = batch.add(node);
     it.d = &found->second;
     it.out = &table_.get(id);
     it.out_bytes = devices_->readable(*it.out);

@@ -9,12 +9,14 @@
 
 #include "mmsb/delta/Delta.hpp"
 #include "mmsb/engine/Derivation.hpp"
+#include "mmsb/graph/DepGraph.hpp"
 #include "mmsb/graph/Semiring.hpp"
 
 namespace mmsb {
 
 struct WaveItem {
   PageId id = 0;
+  std::uint32_t slot = 0;  ///< WaveNode::slot, to push the children of a changed page
   Derivation* d = nullptr;
   PageRecord* out = nullptr;
   const std::byte* out_bytes = nullptr;  ///< the child's bytes as the host reads them
@@ -31,11 +33,12 @@ struct WaveItem {
 
 class WaveBatch {
  public:
-  /// A cleared item for page `id` (buffers keep their capacity).
-  WaveItem& add(PageId id) {
+  /// A cleared item for a popped node (buffers keep their capacity).
+  WaveItem& add(WaveNode node) {
     if (size_ == items_.size()) items_.emplace_back();
     WaveItem& it = items_[size_++];
-    it.id = id;
+    it.id = node.id;
+    it.slot = node.slot;
     it.d = nullptr;
     it.out = nullptr;
     it.kernel = nullptr;

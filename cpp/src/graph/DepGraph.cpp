@@ -418,10 +418,18 @@ void Wave::push(PageId id) {
 }
 
 void Wave::push_children(PageId parent, const std::function<void(PageId)>& on_control) {
+  const Index p = graph_.impl_->find(parent);
+  if (p != kNone) push_children_of(p, on_control);
+}
+
+void Wave::push_children(WaveNode parent, const std::function<void(PageId)>& on_control) {
+  push_children_of(parent.slot, on_control);
+}
+
+// The canonical order is valid: the constructor built it, and the graph does not change while
+// the wave lives.
+void Wave::push_children_of(std::uint32_t p, const std::function<void(PageId)>& on_control) {
   const DepGraph::Impl& g = *graph_.impl_;
-  const Index p = g.find(parent);
-  if (p == kNone) return;
-  g.ensure_canonical();
   for (const Adj& a : g.nodes[p].out) {
     if (a.kind == EdgeKind::Control) {
       on_control(g.nodes[a.node].id);
@@ -455,24 +463,32 @@ std::uint32_t Wave::next_position() {
   return cursor_ * 64 + static_cast<std::uint32_t>(std::countr_zero(bits_[cursor_]));
 }
 
-PageId Wave::pop() {
-  if (pending_ == 0) return 0;
-  const std::uint32_t pos = next_position();
+void Wave::take(std::uint32_t pos) noexcept {
   bits_[cursor_] &= bits_[cursor_] - 1;
   --pending_;
   floor_ = pos + 1;
+}
+
+PageId Wave::pop() {
+  if (pending_ == 0) return 0;
+  const std::uint32_t pos = next_position();
+  take(pos);
   return graph_.impl_->order.id_at(pos);
 }
 
-void Wave::pop_batch(std::vector<PageId>& out, const std::function<bool(PageId)>& admit) {
+void Wave::pop_batch(std::vector<WaveNode>& out, const std::function<bool(PageId)>& admit) {
   out.clear();
   const DepGraph::Impl& g = *graph_.impl_;
   std::uint32_t limit = std::numeric_limits<std::uint32_t>::max();  // first child of the batch
   while (pending_ != 0) {
     const std::uint32_t pos = next_position();
-    if (pos >= limit || (!out.empty() && !admit(g.order.id_at(pos)))) break;
-    out.push_back(pop());
-    for (const Adj& a : g.nodes[g.order.slot_at(pos)].out) limit = std::min(limit, g.order.key(a.node));
+    if (pos >= limit) break;
+    const PageId id = g.order.id_at(pos);
+    if (!out.empty() && !admit(id)) break;
+    take(pos);
+    const Index slot = g.order.slot_at(pos);
+    out.push_back({id, slot});
+    for (const Adj& a : g.nodes[slot].out) limit = std::min(limit, g.order.key(a.node));
   }
 }
 

@@ -491,7 +491,7 @@ class Bus {
   void run_wave_locked(bool propagating = false);
   /// The wave itself: visits and recomputes (in replay: settles) the affected pages in order.
   void visit_wave_locked();
-  void recompute_batch_locked(std::span<const PageId> ids);
+  void recompute_batch_locked(std::span<const WaveNode> nodes);
   void commit_recompute_locked(WaveItem& item);
   /// Runs the recompute of `child` into `dst`; `kernel`: a reduce's semiring_kernel when the
   /// caller resolved it already (nullptr: resolved here).
@@ -694,7 +694,7 @@ class Bus {
   // Below this many output bytes a batch's built-in recomputes run on the committing thread.
   static constexpr std::uint64_t kWaveLaneBytes = std::uint64_t{64} << 10;
   std::unique_ptr<WaveBatch> wave_batch_;
-  std::vector<PageId> wave_ids_;
+  std::vector<WaveNode> wave_nodes_;
   std::vector<std::uint64_t> dependents_bits_;  // by page id: has_dependents_locked
   std::vector<std::pair<PageId, Epoch>> wave_inputs_;
   std::uint64_t wave_timestamp_ns_ = 0;
