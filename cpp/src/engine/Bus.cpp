@@ -853,8 +853,7 @@ std::uint64_t Bus::index_bytes_locked() const {
 std::uint64_t Bus::cache_bytes_locked() const {
   std::uint64_t b = record_buf_.capacity() + scratch_.capacity() + wave_batch_->capacity_bytes() +
                     wave_nodes_.capacity() * sizeof(WaveNode) +
-                    (2 * wave_inputs_.capacity() + changed_bits_.capacity() +
-                     seen_bits_.capacity()) * 8 +
+                    (changed_bits_.capacity() + seen_bits_.capacity()) * 8 +
                     tick_batch_.capacity_bytes() + (drained_.capacity() + carry_.capacity()) * sizeof(void*) +
                     events_.capacity() * sizeof(BusEvent) + devices_->scratch_bytes();
   if (spare_txn_) {

@@ -16,6 +16,12 @@
 namespace mmsb {
 
 namespace {
+// Whether the parents' epochs equal the memo (their epochs at the last recompute).
+bool memo_matches(std::span<const std::pair<PageId, Epoch>> inputs, const std::vector<Epoch>& memo) {
+  return std::equal(inputs.begin(), inputs.end(), memo.begin(), memo.end(),
+                    [](const std::pair<PageId, Epoch>& in, Epoch e) { return in.second == e; });
+}
+
 // Clears the wave owner however the wave ends.
 struct WaveOwner {
   std::atomic<std::thread::id>& owner;
@@ -442,9 +448,9 @@ void Bus::recompute_batch_locked(std::span<const WaveNode> nodes) {
       const PageRecord& r = table_.get(p);
       it.parents.push_back(&r);
       it.ins.push_back(devices_->readable(r));
-      it.sig.push_back(r.epoch.load(std::memory_order_relaxed));
+      it.inputs.emplace_back(p, r.epoch.load(std::memory_order_relaxed));
     }
-    if (!it.forced && it.sig == it.d->memo) {
+    if (!it.forced && memo_matches(it.inputs, it.d->memo)) {
       if (!replay_.active) bump(counters_.memo_skips, 1);
       it.d = nullptr;  // nothing to do
     } else if (replay_.active) {
@@ -504,7 +510,8 @@ void Bus::commit_recompute_locked(WaveItem& it) {
     t.undo_epochs.insert(t.undo_epochs.end(), d.memo.begin(), d.memo.end());
     t.undo.emplace_back(u);
   }
-  d.memo.assign(it.sig.begin(), it.sig.end());
+  d.memo.resize(it.inputs.size());
+  for (std::size_t i = 0; i < it.inputs.size(); ++i) d.memo[i] = it.inputs[i].second;
   if (replay_.active) return;
   bump(counters_.recomputes, 1);
   Delta& delta = it.delta;
@@ -514,9 +521,7 @@ void Bus::commit_recompute_locked(WaveItem& it) {
   }
   delta.source = Source::Propagation;
   delta.timestamp_ns = wave_timestamp_ns_;
-  wave_inputs_.clear();
-  for (std::size_t i = 0; i < it.sig.size(); ++i) wave_inputs_.emplace_back(d.parents[i], it.sig[i]);
-  const std::span<const std::pair<PageId, Epoch>> inputs(wave_inputs_);
+  const std::span<const std::pair<PageId, Epoch>> inputs(it.inputs);
   txn_note_delta_locked(out, delta, &inputs);
   const Lsn lsn = this->lsn() + 1;
   note_derived_locked(lsn, inputs);

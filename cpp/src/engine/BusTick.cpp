@@ -267,7 +267,6 @@ GcReport Bus::gc_locked() {
   std::exchange(scratch_, {});
   *wave_batch_ = WaveBatch();
   std::exchange(wave_nodes_, {});
-  std::exchange(wave_inputs_, {});
   spare_txn_.reset();
   tick_batch_.release();
   std::exchange(drained_, {});

@@ -5,6 +5,7 @@
 /// wave under the commit lock; the lanes write only their own items.
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "mmsb/delta/Delta.hpp"
@@ -25,7 +26,8 @@ struct WaveItem {
   bool computed = false;    ///< scratch holds the new bytes and delta their diff
   bool changed = false;     ///< the recompute changed the page (replay: the log holds its delta)
   std::vector<const PageRecord*> parents;
-  std::vector<Epoch> sig;   ///< the parents' epochs: the memo signature
+  /// Each parent and its epoch: the memo signature, and the provenance of the page's delta.
+  std::vector<std::pair<PageId, Epoch>> inputs;
   std::vector<const std::byte*> ins;  ///< the parents' bytes as the host reads them
   std::vector<std::byte> scratch;
   Delta delta;
@@ -44,7 +46,7 @@ class WaveBatch {
     it.kernel = nullptr;
     it.forced = it.computed = it.changed = false;
     it.parents.clear();
-    it.sig.clear();
+    it.inputs.clear();
     it.ins.clear();
     return it;
   }
@@ -65,7 +67,7 @@ class WaveBatch {
   std::uint64_t capacity_bytes() const noexcept {
     std::uint64_t b = items_.capacity() * sizeof(WaveItem);
     for (const WaveItem& it : items_) {
-      b += (it.parents.capacity() + it.sig.capacity() + it.ins.capacity()) * 8 + it.scratch.capacity() +
+      b += (it.parents.capacity() + 2 * it.inputs.capacity() + it.ins.capacity()) * 8 + it.scratch.capacity() +
            it.delta.payload().size();
     }
     return b;

@@ -696,7 +696,6 @@ class Bus {
   std::unique_ptr<WaveBatch> wave_batch_;
   std::vector<WaveNode> wave_nodes_;
   std::vector<std::uint64_t> dependents_bits_;  // by page id: has_dependents_locked
-  std::vector<std::pair<PageId, Epoch>> wave_inputs_;
   std::uint64_t wave_timestamp_ns_ = 0;
   struct Counters {
     std::atomic<std::uint64_t> deltas_applied{0}, bytes_applied{0}, commits{0}, pages_created{0},
