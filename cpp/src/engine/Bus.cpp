@@ -372,13 +372,11 @@ void Bus::delete_page(PageId id) {
   }
   const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
   if (txn_ && graph_.contains(id)) {
-    auto it = derivations_.find(id);
-    txn_->undo.emplace_back(UndoChild{id, graph_.in_edges(id),
-                                      it != derivations_.end() ? std::optional<Derivation>(it->second) : std::nullopt});
+    txn_->undo.emplace_back(undo_child(id, graph_, derivations_));
   }
   if (txn_) {
     const PageInfo* info = table_.info(id);
-    UndoDelete undo{id, info != nullptr ? std::optional<PageInfo>(*info) : std::nullopt};
+    UndoDelete undo{id, info != nullptr ? std::make_unique<PageInfo>(*info) : nullptr};
     reserve_one(txn_->undo);
     txn_->ops.add(PageDeleteOp{id});
     PageTable::pin(r);  // rollback brings the page back, bytes included
@@ -442,9 +440,9 @@ void Bus::set_metadata(PageId id, const std::string& key, const std::optional<Me
   }
   const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
   if (txn_) {
-    std::optional<MetaValue> old;
+    std::unique_ptr<MetaValue> old;
     if (const PageInfo* info = table_.info(id)) {
-      if (auto it = info->metadata.find(key); it != info->metadata.end()) old = it->second;
+      if (auto it = info->metadata.find(key); it != info->metadata.end()) old = std::make_unique<MetaValue>(it->second);
     }
     UndoMetadata undo{id, key, std::move(old)};
     reserve_one(txn_->undo);
