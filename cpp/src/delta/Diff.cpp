@@ -127,10 +127,9 @@ __attribute__((target("avx2"))) void diff_avx2(const std::byte* old, const std::
 }
 #endif
 
-}  // namespace
-
-void diff_runs(SimdLevel level, const std::byte* old, const std::byte* now, std::uint64_t n,
-               std::vector<Run>& out, std::uint64_t gap) {
+// Both entry points inline it: a wave diffs every recomputed page, so one call layer less.
+[[gnu::always_inline]] inline void diff_at(SimdLevel level, const std::byte* old, const std::byte* now,
+                                           std::uint64_t n, std::vector<Run>& out, std::uint64_t gap) {
   RunSink sink(out, gap);
 #if defined(__x86_64__)
   if (level == SimdLevel::Avx2) {
@@ -142,9 +141,16 @@ void diff_runs(SimdLevel level, const std::byte* old, const std::byte* now, std:
   diff_scalar(old, now, n, sink);
 }
 
+}  // namespace
+
+void diff_runs(SimdLevel level, const std::byte* old, const std::byte* now, std::uint64_t n,
+               std::vector<Run>& out, std::uint64_t gap) {
+  diff_at(level, old, now, n, out, gap);
+}
+
 void diff_runs(const std::byte* old, const std::byte* now, std::uint64_t n, std::vector<Run>& out,
                std::uint64_t gap) {
-  diff_runs(simd_level(), old, now, n, out, gap);
+  diff_at(simd_level(), old, now, n, out, gap);
 }
 
 }  // namespace mmsb
