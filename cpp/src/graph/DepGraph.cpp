@@ -408,6 +408,26 @@ void DepGraph::clear() noexcept {
 
 Wave::Wave(const DepGraph& graph) : graph_(graph), bits_((graph.key_bound() + 63) / 64, 0) {}
 
+void Wave::fail_push(std::uint32_t pos, std::uint32_t node) const {
+  const PageId id = graph_.impl_->nodes[node].id;
+  if (pos < floor_) {
+    fail(ErrorCode::Internal, "page ", id, " (order key ", pos, ") pushed into a wave that already ",
+         "popped key ", floor_ - 1, ": it would be visited out of topological order");
+  }
+  fail(ErrorCode::Internal, "page ", id, " pushed into a wave built before the graph grew");
+}
+
+// `node` only names the page in errors: the hot path never touches the node record.
+inline void Wave::push_position(std::uint32_t pos, std::uint32_t node) {
+  const std::uint32_t word = pos >> 6;
+  if (pos < floor_ || word >= bits_.size()) [[unlikely]] fail_push(pos, node);
+  const std::uint64_t bit = std::uint64_t{1} << (pos & 63);
+  if ((bits_[word] & bit) != 0) return;
+  bits_[word] |= bit;
+  ++pending_;
+  cursor_ = std::min(cursor_, word);  // pop_batch may have looked past it
+}
+
 void Wave::push(PageId id) {
   const std::optional<std::uint32_t> pos = graph_.order_key(id);
   if (!pos) {
@@ -439,31 +459,13 @@ void Wave::push_children_of(std::uint32_t p, const std::function<void(PageId)>& 
   }
 }
 
-// `node` only names the page in errors: the hot path never touches the node record.
-void Wave::push_position(std::uint32_t pos, std::uint32_t node) {
-  const std::uint32_t word = pos >> 6;
-  const auto id = [&] { return graph_.impl_->nodes[node].id; };
-  if (pos < floor_) {
-    fail(ErrorCode::Internal, "page ", id(), " (order key ", pos, ") pushed into a wave that already ",
-         "popped key ", floor_ - 1, ": it would be visited out of topological order");
-  }
-  if (word >= bits_.size()) {
-    fail(ErrorCode::Internal, "page ", id(), " pushed into a wave built before the graph grew");
-  }
-  const std::uint64_t bit = std::uint64_t{1} << (pos & 63);
-  if ((bits_[word] & bit) != 0) return;
-  bits_[word] |= bit;
-  ++pending_;
-  cursor_ = std::min(cursor_, word);  // pop_batch may have looked past it
-}
-
-std::uint32_t Wave::next_position() {
+inline std::uint32_t Wave::next_position() {
   // Words below cursor_ are empty: pushes only land at or after the last popped position.
   while (bits_[cursor_] == 0) ++cursor_;
   return cursor_ * 64 + static_cast<std::uint32_t>(std::countr_zero(bits_[cursor_]));
 }
 
-void Wave::take(std::uint32_t pos) noexcept {
+inline void Wave::take(std::uint32_t pos) noexcept {
   bits_[cursor_] &= bits_[cursor_] - 1;
   --pending_;
   floor_ = pos + 1;

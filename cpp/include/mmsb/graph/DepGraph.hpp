@@ -161,6 +161,7 @@ class Wave {
   std::uint64_t pending_ = 0;
   std::uint32_t floor_ = 0;          // one past the last popped key: pushes must not go below
   void push_position(std::uint32_t pos, std::uint32_t node);
+  [[noreturn, gnu::cold]] void fail_push(std::uint32_t pos, std::uint32_t node) const;
   void push_children_of(std::uint32_t slot, const std::function<void(PageId)>& on_control);
   std::uint32_t next_position();     // the first scheduled order key (pending_ > 0)
   void take(std::uint32_t pos) noexcept;  // unschedules pos == next_position()
