@@ -439,13 +439,12 @@ void Bus::recompute_batch_locked(std::span<const WaveNode> nodes) {
     const bool logged = replay_.active && replay_.derived.count(id) != 0;
     // Usually both empty: skip their hashing then (a lookup per recomputed page).
     it.forced = (!forced_.empty() && forced_.count(id) != 0) || (!stale_.empty() && stale_.count(id) != 0) || logged;
+    it.parents.reset(it.d->parents.size());
     for (PageId p : it.d->parents) {
       const PageRecord& r = table_.get(p);
-      it.parents.push_back(&r);
-      it.ins.push_back(devices_->readable(r));
-      it.inputs.emplace_back(p, r.epoch.load(std::memory_order_relaxed));
+      it.parents.add(p, &r, devices_->readable(r), r.epoch.load(std::memory_order_relaxed));
     }
-    if (!it.forced && memo_matches(it.inputs, it.d->memo)) {
+    if (!it.forced && memo_matches(it.parents.inputs(), it.d->memo)) {
       if (!replay_.active) bump(counters_.memo_skips, 1);
       it.d = nullptr;  // nothing to do
     } else if (replay_.active) {
@@ -469,7 +468,7 @@ void Bus::recompute_batch_locked(std::span<const WaveNode> nodes) {
     } else {
       it.scratch.resize(it.out->size);
     }
-    compute_locked(it.id, *it.d, *it.out, it.parents, it.ins, it.scratch, it.kernel);
+    compute_locked(it.id, *it.d, *it.out, it.parents.records(), it.parents.bytes(), it.scratch, it.kernel);
     Delta::diff_into(it.delta, it.id, {it.out_bytes, it.out->size}, it.scratch);
     it.computed = true;
     it.changed = !it.delta.empty();
@@ -505,8 +504,9 @@ void Bus::commit_recompute_locked(WaveItem& it) {
     t.undo_epochs.insert(t.undo_epochs.end(), d.memo.begin(), d.memo.end());
     t.undo.emplace_back(u);
   }
-  d.memo.resize(it.inputs.size());
-  for (std::size_t i = 0; i < it.inputs.size(); ++i) d.memo[i] = it.inputs[i].second;
+  const std::span<const std::pair<PageId, Epoch>> inputs = it.parents.inputs();
+  d.memo.resize(inputs.size());
+  std::transform(inputs.begin(), inputs.end(), d.memo.begin(), [](const auto& in) { return in.second; });
   if (replay_.active) return;
   bump(counters_.recomputes, 1);
   Delta& delta = it.delta;
@@ -516,7 +516,6 @@ void Bus::commit_recompute_locked(WaveItem& it) {
   }
   delta.source = Source::Propagation;
   delta.timestamp_ns = wave_timestamp_ns_;
-  const std::span<const std::pair<PageId, Epoch>> inputs(it.inputs);
   txn_note_delta_locked(out, delta, &inputs);
   const Lsn lsn = this->lsn() + 1;
   note_derived_locked(lsn, inputs);

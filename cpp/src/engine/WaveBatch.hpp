@@ -3,7 +3,9 @@
 /// that built-in recomputes run in parallel lanes while everything that commits (memo, lsn,
 /// log, apply, events) stays in canonical order on the committing thread. Reused from wave to
 /// wave under the commit lock; the lanes write only their own items.
+#include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <utility>
 #include <vector>
@@ -15,6 +17,47 @@
 
 namespace mmsb {
 
+/// The parents of one wave item in three parallel arrays sharing one size: a wave gathers them
+/// for every recomputed page, and three vectors would each check their bounds per parent.
+/// Keeps its capacity across reset().
+class ParentStage {
+ public:
+  /// Empties the stage and makes room for `n` parents. Throws std::bad_alloc (then empty).
+  void reset(std::size_t n) {
+    size_ = 0;
+    if (n > capacity_) grow(n);
+  }
+  /// Appends a parent: its id, record, bytes as the host reads them and epoch. Needs the room
+  /// made by reset().
+  void add(PageId id, const PageRecord* record, const std::byte* bytes, Epoch epoch) noexcept {
+    records_[size_] = record;
+    bytes_[size_] = bytes;
+    inputs_[size_] = {id, epoch};
+    ++size_;
+  }
+  std::span<const PageRecord* const> records() const noexcept { return {records_.get(), size_}; }
+  std::span<const std::byte* const> bytes() const noexcept { return {bytes_.get(), size_}; }
+  /// Each parent and its epoch: the memo signature, and the provenance of the page's delta.
+  std::span<const std::pair<PageId, Epoch>> inputs() const noexcept { return {inputs_.get(), size_}; }
+  std::uint64_t capacity_bytes() const noexcept {
+    return capacity_ * (sizeof(const PageRecord*) + sizeof(const std::byte*) + sizeof(std::pair<PageId, Epoch>));
+  }
+
+ private:
+  void grow(std::size_t n) {
+    const std::size_t capacity = std::max(n, 2 * capacity_);
+    records_ = std::make_unique_for_overwrite<const PageRecord*[]>(capacity);
+    bytes_ = std::make_unique_for_overwrite<const std::byte*[]>(capacity);
+    inputs_ = std::make_unique_for_overwrite<std::pair<PageId, Epoch>[]>(capacity);
+    capacity_ = capacity;
+  }
+  std::unique_ptr<const PageRecord*[]> records_;
+  std::unique_ptr<const std::byte*[]> bytes_;
+  std::unique_ptr<std::pair<PageId, Epoch>[]> inputs_;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
+};
+
 struct WaveItem {
   PageId id = 0;
   std::uint32_t slot = 0;  ///< WaveNode::slot, to push the children of a changed page
@@ -25,10 +68,7 @@ struct WaveItem {
   bool forced = false;      ///< recompute even when the memo matches (stale or forced)
   bool computed = false;    ///< scratch holds the new bytes and delta their diff
   bool changed = false;     ///< the recompute changed the page (replay: the log holds its delta)
-  std::vector<const PageRecord*> parents;
-  /// Each parent and its epoch: the memo signature, and the provenance of the page's delta.
-  std::vector<std::pair<PageId, Epoch>> inputs;
-  std::vector<const std::byte*> ins;  ///< the parents' bytes as the host reads them
+  ParentStage parents;
   std::vector<std::byte> scratch;
   Delta delta;
 };
@@ -45,9 +85,7 @@ class WaveBatch {
     it.out = nullptr;
     it.kernel = nullptr;
     it.forced = it.computed = it.changed = false;
-    it.parents.clear();
-    it.inputs.clear();
-    it.ins.clear();
+    it.parents.reset(0);
     return it;
   }
   void clear() noexcept { size_ = 0; }
@@ -67,7 +105,7 @@ class WaveBatch {
   std::uint64_t capacity_bytes() const noexcept {
     std::uint64_t b = items_.capacity() * sizeof(WaveItem);
     for (const WaveItem& it : items_) {
-      b += (it.parents.capacity() + 2 * it.inputs.capacity() + it.ins.capacity()) * 8 + it.scratch.capacity() +
+      b += it.parents.capacity_bytes() + it.scratch.capacity() +
            it.delta.payload().size();
     }
     return b;
