@@ -428,14 +428,18 @@ void Bus::recompute_batch_locked(std::span<const WaveNode> nodes) {
   batch.clear();
   std::uint64_t parallel_bytes = 0;  // output bytes of the built-in recomputes
   std::size_t parallel = 0;
+  // The lookups of the whole batch first: independent of each other, their cache misses
+  // overlap, where one page's lookup, parents and memo each wait for the one before.
   for (const WaveNode& node : nodes) {
-    const PageId id = node.id;
-    auto found = derivations_.find(id);
+    auto found = derivations_.find(node.id);
     if (found == derivations_.end()) continue;
     WaveItem& it = batch.add(node);
     it.d = &found->second;
-    it.out = &table_.get(id);
+    it.out = &table_.get(node.id);
     it.out_bytes = devices_->readable(*it.out);
+  }
+  for (WaveItem& it : batch.items()) {
+    const PageId id = it.id;
     const bool logged = replay_.active && replay_.derived.count(id) != 0;
     // Usually both empty: skip their hashing then (a lookup per recomputed page).
     it.forced = (!forced_.empty() && forced_.count(id) != 0) || (!stale_.empty() && stale_.count(id) != 0) || logged;
