@@ -382,13 +382,11 @@ void Bus::delete_page(PageId id) {
   }
   const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
   if (txn_ && graph_.contains(id)) {
-    auto it = derivations_.find(id);
-    txn_->undo.emplace_back(UndoChild{id, graph_.in_edges(id),
-                                      it != derivations_.end() ? std::optional<Derivation>(it->second) : std::nullopt});
+    txn_->undo.emplace_back(undo_child(id, graph_, derivations_));
   }
   if (txn_) {
     const PageInfo* info = table_.info(id);
-    UndoDelete undo{id, info != nullptr ? std::optional<PageInfo>(*info) : std::nullopt};
+    UndoDelete undo{id, info != nullptr ? std::make_unique<PageInfo>(*info) : nullptr};
     reserve_one(txn_->undo);
     txn_->ops.add(PageDeleteOp{id});
     PageTable::pin(r);  // rollback brings the page back, bytes included
@@ -452,9 +450,9 @@ void Bus::set_metadata(PageId id, const std::string& key, const std::optional<Me
   }
   const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
   if (txn_) {
-    std::optional<MetaValue> old;
+    std::unique_ptr<MetaValue> old;
     if (const PageInfo* info = table_.info(id)) {
-      if (auto it = info->metadata.find(key); it != info->metadata.end()) old = it->second;
+      if (auto it = info->metadata.find(key); it != info->metadata.end()) old = std::make_unique<MetaValue>(it->second);
     }
     UndoMetadata undo{id, key, std::move(old)};
     reserve_one(txn_->undo);
@@ -862,8 +860,8 @@ std::uint64_t Bus::index_bytes_locked() const {
 // Reusable buffers: commit staging, recompute scratch, the spare transaction, tick buffers.
 std::uint64_t Bus::cache_bytes_locked() const {
   std::uint64_t b = record_buf_.capacity() + scratch_.capacity() + wave_batch_->capacity_bytes() +
-                    (wave_ids_.capacity() + 2 * wave_inputs_.capacity() + changed_bits_.capacity() +
-                     seen_bits_.capacity()) * 8 +
+                    wave_nodes_.capacity() * sizeof(WaveNode) +
+                    (changed_bits_.capacity() + seen_bits_.capacity()) * 8 +
                     tick_batch_.capacity_bytes() + (drained_.capacity() + carry_.capacity()) * sizeof(void*) +
                     events_.capacity() * sizeof(BusEvent) + devices_->scratch_bytes();
   if (spare_txn_) {

@@ -16,6 +16,12 @@
 namespace mmsb {
 
 namespace {
+// Whether the parents' epochs equal the memo (their epochs at the last recompute).
+bool memo_matches(std::span<const std::pair<PageId, Epoch>> inputs, const std::vector<Epoch>& memo) {
+  return std::equal(inputs.begin(), inputs.end(), memo.begin(), memo.end(),
+                    [](const std::pair<PageId, Epoch>& in, Epoch e) { return in.second == e; });
+}
+
 // Clears the wave owner however the wave ends.
 struct WaveOwner {
   std::atomic<std::thread::id>& owner;
@@ -147,8 +153,7 @@ void Bus::depend(PageId child, std::span<const PageId> parents, const RecomputeS
       atomically_locked([&] {
         const Lsn lsn = this->lsn() + 1;
         DependOp op{child, fn, {parents.begin(), parents.end()}, {weights.begin(), weights.end()}};
-        txn_->undo.emplace_back(UndoChild{child, graph_.in_edges(child),
-                                          it != derivations_.end() ? std::optional<Derivation>(it->second) : std::nullopt});
+        txn_->undo.emplace_back(undo_child(child, graph_, derivations_));
         const PageId redefined = replay_graph_op_locked(op);
         derivations_.at(child).callable = std::move(callable);
         txn_->ops.add(op);
@@ -181,9 +186,7 @@ void Bus::add_edge(PageId parent, PageId child, EdgeKind kind) {
       }
     }
     atomically_locked([&] {
-      auto it = derivations_.find(child);
-      txn_->undo.emplace_back(UndoChild{child, graph_.in_edges(child),
-                                        it != derivations_.end() ? std::optional<Derivation>(it->second) : std::nullopt});
+      txn_->undo.emplace_back(undo_child(child, graph_, derivations_));
       const EdgeOp op{parent, child, kind, true};
       const PageId redefined = replay_graph_op_locked(op);  // throws GraphCycle / Graph before anything changed
       txn_->ops.add(op);
@@ -200,9 +203,7 @@ void Bus::remove_edge(PageId parent, PageId child) {
   const auto kind = graph_.edge_kind(parent, child);
   if (!kind) fail(ErrorCode::Graph, "there is no edge ", parent, " -> ", child);
   atomically_locked([&] {
-    auto it = derivations_.find(child);
-    txn_->undo.emplace_back(UndoChild{child, graph_.in_edges(child),
-                                      it != derivations_.end() ? std::optional<Derivation>(it->second) : std::nullopt});
+    txn_->undo.emplace_back(undo_child(child, graph_, derivations_));
     const PageId redefined = replay_graph_op_locked(EdgeOp{parent, child, *kind, false});
     txn_->ops.add(EdgeOp{parent, child, *kind, false});
     lsn_.store(lsn() + 1, std::memory_order_release);
@@ -387,8 +388,7 @@ void Bus::visit_wave_locked() {
   WaveOwner owner(wave_owner_);
   Wave wave(graph_);
   const std::function<void(PageId)> notify = [&](PageId child) { mark_stale_locked(child); };
-  auto push_children = [&](PageId page) { wave.push_children(page, notify); };
-  for (PageId p : changed_) push_children(p);
+  for (PageId p : changed_) wave.push_children(p, notify);
   clear_changed_locked();
   for (PageId p : forced_) wave.push(p);
   for (PageId p : stale_) {
@@ -405,15 +405,15 @@ void Bus::visit_wave_locked() {
   const std::function<bool(PageId)> admit = [&](PageId id) {
     const PageRecord* r = table_.find(id);
     staged += r == nullptr ? 0 : r->size;
-    return wave_ids_.size() < kWaveBatchPages && staged <= kWaveBatchBytes;
+    return wave_nodes_.size() < kWaveBatchPages && staged <= kWaveBatchBytes;
   };
   for (;;) {
     staged = 0;
-    wave.pop_batch(wave_ids_, admit);
-    if (wave_ids_.empty()) break;
-    recompute_batch_locked(wave_ids_);
+    wave.pop_batch(wave_nodes_, admit);
+    if (wave_nodes_.empty()) break;
+    recompute_batch_locked(wave_nodes_);
     for (const WaveItem& it : wave_batch_->items()) {
-      if (it.changed) push_children(it.id);
+      if (it.changed) wave.push_children(WaveNode{it.id, it.slot}, notify);
     }
   }
   forced_.clear();
@@ -423,28 +423,32 @@ void Bus::visit_wave_locked() {
 // the batch, in parallel lanes (each writes only its own item); then, in canonical order again,
 // Python recomputes and every commit. A page committed nothing when its item is not computed or
 // its delta is empty (cutoff).
-void Bus::recompute_batch_locked(std::span<const PageId> ids) {
+void Bus::recompute_batch_locked(std::span<const WaveNode> nodes) {
   WaveBatch& batch = *wave_batch_;
   batch.clear();
   std::uint64_t parallel_bytes = 0;  // output bytes of the built-in recomputes
   std::size_t parallel = 0;
-  for (PageId id : ids) {
-    auto found = derivations_.find(id);
+  // The lookups of the whole batch first: independent of each other, their cache misses
+  // overlap, where one page's lookup, parents and memo each wait for the one before.
+  for (const WaveNode& node : nodes) {
+    auto found = derivations_.find(node.id);
     if (found == derivations_.end()) continue;
-    WaveItem& it = batch.add(id);
+    WaveItem& it = batch.add(node);
     it.d = &found->second;
-    it.out = &table_.get(id);
+    it.out = &table_.get(node.id);
     it.out_bytes = devices_->readable(*it.out);
+  }
+  for (WaveItem& it : batch.items()) {
+    const PageId id = it.id;
     const bool logged = replay_.active && replay_.derived.count(id) != 0;
     // Usually both empty: skip their hashing then (a lookup per recomputed page).
     it.forced = (!forced_.empty() && forced_.count(id) != 0) || (!stale_.empty() && stale_.count(id) != 0) || logged;
+    it.parents.reset(it.d->parents.size());
     for (PageId p : it.d->parents) {
       const PageRecord& r = table_.get(p);
-      it.parents.push_back(&r);
-      it.ins.push_back(devices_->readable(r));
-      it.sig.push_back(r.epoch.load(std::memory_order_relaxed));
+      it.parents.add(p, &r, devices_->readable(r), r.epoch.load(std::memory_order_relaxed));
     }
-    if (!it.forced && it.sig == it.d->memo) {
+    if (!it.forced && memo_matches(it.parents.inputs(), it.d->memo)) {
       if (!replay_.active) bump(counters_.memo_skips, 1);
       it.d = nullptr;  // nothing to do
     } else if (replay_.active) {
@@ -456,12 +460,19 @@ void Bus::recompute_batch_locked(std::span<const PageId> ids) {
     } else if (it.d->fn.kind != RecomputeKind::Callable) {
       ++parallel;
       parallel_bytes += it.out->size;
+      if (it.d->fn.kind == RecomputeKind::Reduce) it.kernel = batch.kernel(it.d->fn.semiring, it.out->dtype);
     }
   }
   const auto items = batch.items();
   auto compute = [&](WaveItem& it) {
-    it.scratch.assign(it.out_bytes, it.out_bytes + it.out->size);
-    compute_locked(it.id, *it.d, *it.out, it.parents, it.ins, it.scratch);
+    // Built-in kernels write every byte of the page (sizes are whole elements): only a callable
+    // needs the child's bytes staged.
+    if (it.d->fn.kind == RecomputeKind::Callable) {
+      it.scratch.assign(it.out_bytes, it.out_bytes + it.out->size);
+    } else {
+      it.scratch.resize(it.out->size);
+    }
+    compute_locked(it.id, *it.d, *it.out, it.parents.records(), it.parents.bytes(), it.scratch, it.kernel);
     Delta::diff_into(it.delta, it.id, {it.out_bytes, it.out->size}, it.scratch);
     it.computed = true;
     it.changed = !it.delta.empty();
@@ -497,7 +508,9 @@ void Bus::commit_recompute_locked(WaveItem& it) {
     t.undo_epochs.insert(t.undo_epochs.end(), d.memo.begin(), d.memo.end());
     t.undo.emplace_back(u);
   }
-  d.memo.assign(it.sig.begin(), it.sig.end());
+  const std::span<const std::pair<PageId, Epoch>> inputs = it.parents.inputs();
+  d.memo.resize(inputs.size());
+  std::transform(inputs.begin(), inputs.end(), d.memo.begin(), [](const auto& in) { return in.second; });
   if (replay_.active) return;
   bump(counters_.recomputes, 1);
   Delta& delta = it.delta;
@@ -507,9 +520,6 @@ void Bus::commit_recompute_locked(WaveItem& it) {
   }
   delta.source = Source::Propagation;
   delta.timestamp_ns = wave_timestamp_ns_;
-  wave_inputs_.clear();
-  for (std::size_t i = 0; i < it.sig.size(); ++i) wave_inputs_.emplace_back(d.parents[i], it.sig[i]);
-  const std::span<const std::pair<PageId, Epoch>> inputs(wave_inputs_);
   txn_note_delta_locked(out, delta, &inputs);
   const Lsn lsn = this->lsn() + 1;
   note_derived_locked(lsn, inputs);
@@ -518,11 +528,12 @@ void Bus::commit_recompute_locked(WaveItem& it) {
   emit_locked(EventKind::PageChanged, child, lsn, delta.epoch);
 }
 
-// Runs the recompute of `child` (record `out`) into `dst` (staged with the child's bytes),
-// committing nothing. Built-in kernels touch only their arguments, so lanes may run them at once.
+// Runs the recompute of `child` (record `out`) into `dst`, committing nothing. A callable gets
+// `dst` staged with the child's bytes; built-in kernels overwrite all of it and touch only their
+// arguments, so lanes may run them at once.
 void Bus::compute_locked(PageId child, const Derivation& d, const PageRecord& out,
                          std::span<const PageRecord* const> parents, std::span<const std::byte* const> ins,
-                         std::span<std::byte> dst) const {
+                         std::span<std::byte> dst, SemiringKernel kernel) const {
   if (d.fn.kind == RecomputeKind::Callable) {
     try {
       d.callable(dst, parents, ins);
@@ -535,7 +546,8 @@ void Bus::compute_locked(PageId child, const Derivation& d, const PageRecord& ou
   } else if (d.fn.kind == RecomputeKind::Copy) {
     std::memcpy(dst.data(), ins.front(), dst.size());
   } else {
-    semiring_reduce(d.fn.semiring, out.dtype, ins, d.weights, dst.data(), out.size / dtype_itemsize(out.dtype));
+    if (kernel == nullptr) kernel = semiring_kernel(d.fn.semiring, out.dtype);
+    kernel(ins, d.weights, dst.data(), out.size / dtype_itemsize(out.dtype));
   }
 }
 

@@ -269,8 +269,7 @@ GcReport Bus::gc_locked() {
   std::exchange(record_buf_, {});
   std::exchange(scratch_, {});
   *wave_batch_ = WaveBatch();
-  std::exchange(wave_ids_, {});
-  std::exchange(wave_inputs_, {});
+  std::exchange(wave_nodes_, {});
   spare_txn_.reset();
   tick_batch_.release();
   std::exchange(drained_, {});

@@ -130,19 +130,17 @@ void Bus::recycle_transaction_locked() noexcept {
 
 void Bus::retire_transaction_locked(std::unique_ptr<Transaction> txn) noexcept {
   Transaction& t = *txn;
-  if (t.committed) {
-    // Pages deleted inside were pinned so rollback could bring them back; now they may go.
-    for (const Undo& u : t.undo) {
-      if (const auto* d = std::get_if<UndoDelete>(&u)) table_.unpin(table_.record(d->id));
-    }
-  }
-  t.ticket = 0;
-  t.committed = false;
   // Keep at most a few MiB of arenas: one huge transaction must not pin its memory forever.
   std::size_t bytes = t.undo.capacity() * sizeof(Undo) + t.undo_bytes.capacity() +
                       t.undo_runs.capacity() * sizeof(Run) + t.undo_epochs.capacity() * sizeof(Epoch);
   for (const UndoBatch& b : t.spare_batches) bytes += b.capacity_bytes();
+  // One pass over the undo log (a wave leaves two entries per recomputed page).
   for (Undo& u : t.undo) {
+    if (const auto* d = std::get_if<UndoDelete>(&u)) {
+      // Pages deleted inside were pinned so rollback could bring them back; now they may go.
+      if (t.committed) table_.unpin(table_.record(d->id));
+      continue;
+    }
     auto* b = std::get_if<UndoBatch>(&u);
     if (b == nullptr || bytes + b->capacity_bytes() > kSpareTransactionBytes) continue;
     bytes += b->capacity_bytes();
@@ -151,6 +149,8 @@ void Bus::retire_transaction_locked(std::unique_ptr<Transaction> txn) noexcept {
     b->first_touch.clear();
     t.spare_batches.push_back(std::move(*b));
   }
+  t.ticket = 0;
+  t.committed = false;
   if (bytes <= kSpareTransactionBytes) {
     t.undo.clear();
     t.undo_runs.clear();
@@ -301,7 +301,7 @@ void Bus::undo_locked(Transaction& t, const TxnMark& m) noexcept {
     } else if (auto* c = std::get_if<UndoCreate>(&*it)) {
       table_.erase(c->id);
     } else if (auto* del = std::get_if<UndoDelete>(&*it)) {
-      table_.undelete(del->id, del->info);
+      table_.undelete(del->id, del->info ? std::optional<PageInfo>(*del->info) : std::nullopt);
       table_.unpin(table_.record(del->id));
     } else if (auto* md = std::get_if<UndoMetadata>(&*it)) {
       PageInfo& info = table_.info_for_update(md->id);

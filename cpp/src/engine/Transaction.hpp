@@ -2,10 +2,12 @@
 // Internal: the state of an open bus transaction (see Bus::begin_transaction). Changes apply to
 // memory at once; each keeps what it overwrote here so rollback can put it back, and its log op
 // goes into one Transaction record written at commit.
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
 #include <tuple>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -41,21 +43,29 @@ struct UndoBatch {
 struct UndoCreate {
   PageId id;
 };
+// The rare entries box their big fields, so that an Undo stays small: a wave writes two per
+// recomputed page.
 struct UndoDelete {
   PageId id;
-  std::optional<PageInfo> info;  // the transaction pins the page, so its bytes stay
+  std::unique_ptr<PageInfo> info;  // nullptr: no cold info (the transaction pins the page: bytes stay)
 };
 struct UndoMetadata {
   PageId id;
   std::string key;
-  std::optional<MetaValue> old;
+  std::unique_ptr<MetaValue> old;  // nullptr: the key was absent
 };
 /// A child's in-edges and derivation before a graph change (depend, add/remove_edge, delete).
 struct UndoChild {
   PageId child;
   std::vector<Edge> in_edges;
-  std::optional<Derivation> derivation;
+  std::unique_ptr<Derivation> derivation;  // nullptr: the child was not derived
 };
+/// The UndoChild for a graph change about to touch `child`.
+inline UndoChild undo_child(PageId child, const DepGraph& graph,
+                            const std::unordered_map<PageId, Derivation>& derivations) {
+  const auto it = derivations.find(child);
+  return {child, graph.in_edges(child), it != derivations.end() ? std::make_unique<Derivation>(it->second) : nullptr};
+}
 /// A recompute's memo and stale flag before it ran.
 struct UndoMemo {
   PageId child;

@@ -408,6 +408,26 @@ void DepGraph::clear() noexcept {
 
 Wave::Wave(const DepGraph& graph) : graph_(graph), bits_((graph.key_bound() + 63) / 64, 0) {}
 
+void Wave::fail_push(std::uint32_t pos, std::uint32_t node) const {
+  const PageId id = graph_.impl_->nodes[node].id;
+  if (pos < floor_) {
+    fail(ErrorCode::Internal, "page ", id, " (order key ", pos, ") pushed into a wave that already ",
+         "popped key ", floor_ - 1, ": it would be visited out of topological order");
+  }
+  fail(ErrorCode::Internal, "page ", id, " pushed into a wave built before the graph grew");
+}
+
+// `node` only names the page in errors: the hot path never touches the node record.
+inline void Wave::push_position(std::uint32_t pos, std::uint32_t node) {
+  const std::uint32_t word = pos >> 6;
+  if (pos < floor_ || word >= bits_.size()) [[unlikely]] fail_push(pos, node);
+  const std::uint64_t bit = std::uint64_t{1} << (pos & 63);
+  if ((bits_[word] & bit) != 0) return;
+  bits_[word] |= bit;
+  ++pending_;
+  cursor_ = std::min(cursor_, word);  // pop_batch may have looked past it
+}
+
 void Wave::push(PageId id) {
   const std::optional<std::uint32_t> pos = graph_.order_key(id);
   if (!pos) {
@@ -418,10 +438,18 @@ void Wave::push(PageId id) {
 }
 
 void Wave::push_children(PageId parent, const std::function<void(PageId)>& on_control) {
+  const Index p = graph_.impl_->find(parent);
+  if (p != kNone) push_children_of(p, on_control);
+}
+
+void Wave::push_children(WaveNode parent, const std::function<void(PageId)>& on_control) {
+  push_children_of(parent.slot, on_control);
+}
+
+// The canonical order is valid: the constructor built it, and the graph does not change while
+// the wave lives.
+void Wave::push_children_of(std::uint32_t p, const std::function<void(PageId)>& on_control) {
   const DepGraph::Impl& g = *graph_.impl_;
-  const Index p = g.find(parent);
-  if (p == kNone) return;
-  g.ensure_canonical();
   for (const Adj& a : g.nodes[p].out) {
     if (a.kind == EdgeKind::Control) {
       on_control(g.nodes[a.node].id);
@@ -431,48 +459,38 @@ void Wave::push_children(PageId parent, const std::function<void(PageId)>& on_co
   }
 }
 
-// `node` only names the page in errors: the hot path never touches the node record.
-void Wave::push_position(std::uint32_t pos, std::uint32_t node) {
-  const std::uint32_t word = pos >> 6;
-  const auto id = [&] { return graph_.impl_->nodes[node].id; };
-  if (pos < floor_) {
-    fail(ErrorCode::Internal, "page ", id(), " (order key ", pos, ") pushed into a wave that already ",
-         "popped key ", floor_ - 1, ": it would be visited out of topological order");
-  }
-  if (word >= bits_.size()) {
-    fail(ErrorCode::Internal, "page ", id(), " pushed into a wave built before the graph grew");
-  }
-  const std::uint64_t bit = std::uint64_t{1} << (pos & 63);
-  if ((bits_[word] & bit) != 0) return;
-  bits_[word] |= bit;
-  ++pending_;
-  cursor_ = std::min(cursor_, word);  // pop_batch may have looked past it
-}
-
-std::uint32_t Wave::next_position() {
+inline std::uint32_t Wave::next_position() {
   // Words below cursor_ are empty: pushes only land at or after the last popped position.
   while (bits_[cursor_] == 0) ++cursor_;
   return cursor_ * 64 + static_cast<std::uint32_t>(std::countr_zero(bits_[cursor_]));
 }
 
-PageId Wave::pop() {
-  if (pending_ == 0) return 0;
-  const std::uint32_t pos = next_position();
+inline void Wave::take(std::uint32_t pos) noexcept {
   bits_[cursor_] &= bits_[cursor_] - 1;
   --pending_;
   floor_ = pos + 1;
+}
+
+PageId Wave::pop() {
+  if (pending_ == 0) return 0;
+  const std::uint32_t pos = next_position();
+  take(pos);
   return graph_.impl_->order.id_at(pos);
 }
 
-void Wave::pop_batch(std::vector<PageId>& out, const std::function<bool(PageId)>& admit) {
+void Wave::pop_batch(std::vector<WaveNode>& out, const std::function<bool(PageId)>& admit) {
   out.clear();
   const DepGraph::Impl& g = *graph_.impl_;
   std::uint32_t limit = std::numeric_limits<std::uint32_t>::max();  // first child of the batch
   while (pending_ != 0) {
     const std::uint32_t pos = next_position();
-    if (pos >= limit || (!out.empty() && !admit(g.order.id_at(pos)))) break;
-    out.push_back(pop());
-    for (const Adj& a : g.nodes[g.order.slot_at(pos)].out) limit = std::min(limit, g.order.key(a.node));
+    if (pos >= limit) break;
+    const PageId id = g.order.id_at(pos);
+    if (!out.empty() && !admit(id)) break;
+    take(pos);
+    const Index slot = g.order.slot_at(pos);
+    out.push_back({id, slot});
+    for (const Adj& a : g.nodes[slot].out) limit = std::min(limit, g.order.key(a.node));
   }
 }
 

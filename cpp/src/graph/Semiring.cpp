@@ -135,9 +135,6 @@ template <class Ops>
   }
 }
 
-using ReduceFn = void (*)(std::span<const std::byte* const>, std::span<const double>, std::byte*,
-                          std::uint64_t);
-
 template <class Ops>
 void reduce_portable(std::span<const std::byte* const> parents, std::span<const double> weights,
                      std::byte* out, std::uint64_t count) {
@@ -259,6 +256,20 @@ void check_semiring_weight(SemiringKind s, DType dtype, double weight) {
   }
 }
 
+namespace {
+SemiringKernel kernel_at(SimdLevel level, SemiringKind s, DType dtype) {
+  return visit_ops(s, dtype, [level]<class Ops>(Tag<Ops>) -> SemiringKernel {
+#if defined(__x86_64__)
+    if (level == SimdLevel::Avx2) return &reduce_avx2<Ops>;
+#endif
+    (void)level;
+    return &reduce_portable<Ops>;
+  });
+}
+}  // namespace
+
+SemiringKernel semiring_kernel(SemiringKind s, DType dtype) { return kernel_at(simd_level(), s, dtype); }
+
 void semiring_reduce(SemiringKind s, DType dtype, std::span<const std::byte* const> parents,
                      std::span<const double> weights, std::byte* out, std::uint64_t count) {
   semiring_detail::reduce_at(simd_level(), s, dtype, parents, weights, out, count);
@@ -268,14 +279,7 @@ void semiring_detail::reduce_at(SimdLevel level, SemiringKind s, DType dtype,
                                 std::span<const std::byte* const> parents, std::span<const double> weights,
                                 std::byte* out, std::uint64_t count) {
   assert((weights.empty() || weights.size() == parents.size()) && "semiring_reduce: one weight per parent");
-  const ReduceFn fn = visit_ops(s, dtype, [level]<class Ops>(Tag<Ops>) -> ReduceFn {
-#if defined(__x86_64__)
-    if (level == SimdLevel::Avx2) return &reduce_avx2<Ops>;
-#endif
-    (void)level;
-    return &reduce_portable<Ops>;
-  });
-  fn(parents, weights, out, count);
+  kernel_at(level, s, dtype)(parents, weights, out, count);
 }
 
 SemiringLawReport check_semiring_laws(SemiringKind s, DType dtype, std::uint64_t samples, std::uint64_t seed,

@@ -168,8 +168,7 @@ void PageTable::discard_newest(PageId id) noexcept {
   --live_;
 }
 
-PageRecord& PageTable::get(PageId id) {
-  if (PageRecord* r = find(id)) return *r;
+void PageTable::fail_not_found(PageId id) const {
   if (id != 0 && id < next_id_) {
     fail(ErrorCode::PageNotFound, "page ", id, " was deleted; page ids are never reused");
   }

@@ -92,7 +92,8 @@ TEST(WaveTest, BatchesConcatenateToThePopSequenceAndAreIndependent) {
       if (changes[v]) g.for_each_child(v, [&](PageId c, EdgeKind) { one.push(c); });
     }
 
-    std::vector<PageId> batched, batch;
+    std::vector<PageId> batched;
+    std::vector<WaveNode> batch;
     Wave many(g);
     for (PageId s : seeds) many.push(s);
     std::size_t batches = 0, widest = 0;
@@ -102,14 +103,15 @@ TEST(WaveTest, BatchesConcatenateToThePopSequenceAndAreIndependent) {
       ++batches;
       widest = std::max(widest, batch.size());
       ASSERT_LE(batch.size(), cap);
-      for (PageId a : batch) {
-        for (PageId b : batch) {
-          ASSERT_TRUE(a == b || !ref.reaches(a, b)) << a << " reaches " << b << " in one batch, seed " << seed;
+      for (WaveNode a : batch) {
+        for (WaveNode b : batch) {
+          ASSERT_TRUE(a.id == b.id || !ref.reaches(a.id, b.id))
+              << a.id << " reaches " << b.id << " in one batch, seed " << seed;
         }
       }
-      for (PageId v : batch) {
-        batched.push_back(v);
-        if (changes[v]) g.for_each_child(v, [&](PageId c, EdgeKind) { many.push(c); });
+      for (WaveNode v : batch) {
+        batched.push_back(v.id);
+        if (changes[v.id]) many.push_children(v, [](PageId) {});
       }
     }
     ASSERT_EQ(batched, serial) << "seed " << seed;

@@ -36,6 +36,7 @@
 #include "mmsb/engine/Events.hpp"
 #include "mmsb/engine/IngestRing.hpp"
 #include "mmsb/graph/DepGraph.hpp"
+#include "mmsb/graph/Semiring.hpp"
 #include "mmsb/log/Checkpoint.hpp"
 #include "mmsb/log/Log.hpp"
 #include "mmsb/log/MemoryLog.hpp"
@@ -522,11 +523,13 @@ class Bus {
   void run_wave_locked(bool propagating = false);
   /// The wave itself: visits and recomputes (in replay: settles) the affected pages in order.
   void visit_wave_locked();
-  void recompute_batch_locked(std::span<const PageId> ids);
+  void recompute_batch_locked(std::span<const WaveNode> nodes);
   void commit_recompute_locked(WaveItem& item);
+  /// Runs the recompute of `child` into `dst`; `kernel`: a reduce's semiring_kernel when the
+  /// caller resolved it already (nullptr: resolved here).
   void compute_locked(PageId child, const Derivation& d, const PageRecord& out,
                       std::span<const PageRecord* const> parents, std::span<const std::byte* const> ins,
-                      std::span<std::byte> dst) const;
+                      std::span<std::byte> dst, SemiringKernel kernel = nullptr) const;
   /// Each parent's bytes as the host reads them (device pages: their refreshed mirrors).
   std::vector<const std::byte*> host_inputs_locked(std::span<const PageRecord* const> parents);
   /// Applies a graph op (commit and replay); returns the child whose definition it changed
@@ -744,9 +747,8 @@ class Bus {
   // Below this many output bytes a batch's built-in recomputes run on the committing thread.
   static constexpr std::uint64_t kWaveLaneBytes = std::uint64_t{64} << 10;
   std::unique_ptr<WaveBatch> wave_batch_;
-  std::vector<PageId> wave_ids_;
+  std::vector<WaveNode> wave_nodes_;
   std::vector<std::uint64_t> dependents_bits_;  // by page id: has_dependents_locked
-  std::vector<std::pair<PageId, Epoch>> wave_inputs_;
   std::uint64_t wave_timestamp_ns_ = 0;
   struct Counters {
     std::atomic<std::uint64_t> deltas_applied{0}, bytes_applied{0}, commits{0}, pages_created{0},

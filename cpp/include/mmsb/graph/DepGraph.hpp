@@ -119,6 +119,13 @@ class DepGraph {
   Impl* impl_;
 };
 
+/// A node popped by Wave::pop_batch: its page and its slot in the graph, through which
+/// Wave::push_children reaches its children without looking the page up. Valid with its wave.
+struct WaveNode {
+  PageId id = 0;
+  std::uint32_t slot = 0;
+};
+
 /// Schedules one propagation wave: nodes pushed in any order come out in canonical topological
 /// order, each at most once. Pushing a node whose order key is not after the last popped one is
 /// a logic error (the Bus only pushes children of the node being processed, or seeds before
@@ -134,6 +141,8 @@ class Wave {
   /// control child, in out-edge order. Nothing for a page without edges. One lookup for
   /// `parent`; the children are reached by their cached order keys.
   void push_children(PageId parent, const std::function<void(PageId)>& on_control);
+  /// The same for a node of the last pop_batch, without the lookup.
+  void push_children(WaveNode parent, const std::function<void(PageId)>& on_control);
   /// The next scheduled node, or 0 when the wave is done.
   PageId pop();
   /// Pops the next scheduled node and, after it, every scheduled node (in canonical order) that
@@ -142,7 +151,7 @@ class Wave {
   /// reaches another, and every child pushed later lies after all of them, so visiting a
   /// batch's nodes in any order and then pushing their children gives the same sequence as
   /// pop() one at a time. Empty `out` when the wave is done.
-  void pop_batch(std::vector<PageId>& out, const std::function<bool(PageId)>& admit);
+  void pop_batch(std::vector<WaveNode>& out, const std::function<bool(PageId)>& admit);
   bool empty() const noexcept;
 
  private:
@@ -152,7 +161,10 @@ class Wave {
   std::uint64_t pending_ = 0;
   std::uint32_t floor_ = 0;          // one past the last popped key: pushes must not go below
   void push_position(std::uint32_t pos, std::uint32_t node);
+  [[noreturn, gnu::cold]] void fail_push(std::uint32_t pos, std::uint32_t node) const;
+  void push_children_of(std::uint32_t slot, const std::function<void(PageId)>& on_control);
   std::uint32_t next_position();     // the first scheduled order key (pending_ > 0)
+  void take(std::uint32_t pos) noexcept;  // unschedules pos == next_position()
 };
 
 }  // namespace mmsb

@@ -49,6 +49,15 @@ void check_semiring_weight(SemiringKind s, DType dtype, double weight);
 void semiring_reduce(SemiringKind s, DType dtype, std::span<const std::byte* const> parents,
                      std::span<const double> weights, std::byte* out, std::uint64_t count);
 
+/// semiring_reduce for one (semiring, dtype) pair, resolved once: callers that reduce many pages
+/// of the same kind (a propagation wave) skip the per-call dispatch. Same contract as
+/// semiring_reduce; stateless, callable from any thread.
+using SemiringKernel = void (*)(std::span<const std::byte* const> parents, std::span<const double> weights,
+                                std::byte* out, std::uint64_t count);
+/// The kernel semiring_reduce(s, dtype, ...) runs on this CPU. Throws Error(InvalidArgument) for
+/// an unsupported pair, as semiring_reduce does.
+SemiringKernel semiring_kernel(SemiringKind s, DType dtype);
+
 /// Result of checking the semiring laws on samples.
 struct SemiringLawReport {
   std::uint64_t checks = 0;                 ///< law instances evaluated

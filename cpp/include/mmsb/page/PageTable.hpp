@@ -92,8 +92,11 @@ class PageTable {
     PageRecord& r = chunks_[(id - 1) / kChunkRecords][(id - 1) % kChunkRecords];
     return r.live() ? &r : nullptr;
   }
-  /// Live record or Error(PageNotFound) naming the id.
-  PageRecord& get(PageId id);
+  /// Live record or Error(PageNotFound) naming the id. Inline: a wave looks up every parent.
+  PageRecord& get(PageId id) {
+    if (PageRecord* r = find(id)) [[likely]] return *r;
+    fail_not_found(id);
+  }
   /// Id of the live page with this name, or 0.
   PageId find_name(std::string_view name) const noexcept;
   /// Cold info, or nullptr for an anonymous raw page.
@@ -135,6 +138,7 @@ class PageTable {
   void check_consistency(std::vector<std::string>& problems);
 
  private:
+  [[noreturn]] void fail_not_found(PageId id) const;
   PageRecord& slot(PageId id) noexcept {
     return chunks_[(id - 1) / kChunkRecords][(id - 1) % kChunkRecords];
   }
