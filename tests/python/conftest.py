@@ -31,6 +31,18 @@ def rng():
 
 
 @pytest.fixture
+def devices():
+    """Two emulated devices, "cuda:0" and "cuda:1", for the test: host memory that stores every
+    byte inverted, so engine code that touched device memory without the device backend would
+    read or write wrong bytes. The real devices (if any) come back afterwards."""
+    mmsb._core.cuda_emulate_devices(2)
+    try:
+        yield
+    finally:
+        mmsb._core.cuda_emulate_devices(0)
+
+
+@pytest.fixture
 def ref():
     """An empty reference model (the oracle)."""
     return RefBus()

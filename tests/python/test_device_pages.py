@@ -16,15 +16,6 @@ import mmsb
 from mmsb import _core
 
 
-@pytest.fixture
-def devices():
-    _core.cuda_emulate_devices(2)
-    try:
-        yield
-    finally:
-        _core.cuda_emulate_devices(0)
-
-
 class Twin:
     """The same operations on a bus with device pages and on an all-CPU bus."""
 

@@ -18,15 +18,6 @@ import mmsb
 from mmsb import _core
 
 
-@pytest.fixture
-def devices():
-    _core.cuda_emulate_devices(2)
-    try:
-        yield
-    finally:
-        _core.cuda_emulate_devices(0)
-
-
 def state(bus, page):
     return page.location, page.epoch, bus.lsn, page.read(0, page.size)
 

@@ -11,16 +11,6 @@ import numpy as np
 import pytest
 
 import mmsb
-from mmsb import _core
-
-
-@pytest.fixture
-def devices():
-    _core.cuda_emulate_devices(1)
-    try:
-        yield
-    finally:
-        _core.cuda_emulate_devices(0)
 
 
 def replicator(sizes):

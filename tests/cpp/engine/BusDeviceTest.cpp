@@ -29,31 +29,17 @@ struct EmulatedDevices {
   ~EmulatedDevices() { cuda::emulate_devices(0); }
 };
 
-std::vector<std::pair<PageId, std::uint64_t>> live(const RefModel& model) {
-  std::vector<std::pair<PageId, std::uint64_t>> out;
-  for (const auto& [id, p] : model.pages()) out.emplace_back(id, p.bytes.size());
-  return out;
-}
-
 // Random commits on `bus` and `model`; every page id in `pages` lives in both.
 void random_commits(Rng& rng, Bus& bus, RefModel& model, int steps) {
   for (int step = 0; step < steps; ++step) {
-    const auto pages = live(model);
-    const auto [id, size] = pages[uniform(rng, 0, pages.size() - 1)];
-    switch (uniform(rng, 0, 3)) {
-      case 0: {
-        const std::uint64_t off = uniform(rng, 0, size - 1);
-        const Bytes data = random_bytes(rng, uniform(rng, 1, size - off));
-        bus.write(id, off, data);
-        model.write(id, off, data);
+    const auto pages = test::model_pages(model);
+    const auto target = pages[uniform(rng, 0, pages.size() - 1)];
+    const PageId id = target.first;
+    switch (const int kind = static_cast<int>(uniform(rng, 0, 3))) {
+      case 0:
+      case 1:
+        test::random_write_or_batch(rng, bus, model, pages, target, kind == 1, 300);
         break;
-      }
-      case 1: {
-        const DeltaBatch b = test::random_batch(rng, pages, uniform(rng, 1, 300), 48);
-        bus.apply_batch(b.view());
-        model.apply_batch(b.view());
-        break;
-      }
       case 2: {  // a transaction mixing a write and a batch, committed
         const DeltaBatch b = test::random_batch(rng, pages, 20, 16);
         const Bytes data = random_bytes(rng, 1);
@@ -97,7 +83,7 @@ TEST(BusDeviceTest, DevicePagesCommitExactlyTheModelsBytes) {
   EXPECT_GT(t.mirror_bytes_synced, 0u);
   EXPECT_TRUE(bus.verify().ok);
   // Deleted while a pin holds it: the mirror outlives deletion like host memory does.
-  const PageId first = live(model).front().first;
+  const PageId first = test::model_pages(model).front().first;
   PageRecord& pinned = bus.pin(first);
   const Bytes before(bus.host_bytes(pinned), bus.host_bytes(pinned) + pinned.size);
   bus.delete_page(first);

@@ -42,25 +42,16 @@ struct Move {
 
 // Random writes, batches and moves on `bus` and `model`; returns every move that committed.
 std::vector<Move> random_moves(Rng& rng, Bus& bus, RefModel& model, int steps) {
-  std::vector<std::pair<PageId, std::uint64_t>> pages;
-  for (const auto& [id, p] : model.pages()) pages.emplace_back(id, p.bytes.size());
+  const auto pages = test::model_pages(model);
   std::vector<Move> moves;
   for (int step = 0; step < steps; ++step) {
-    const auto [id, size] = pages[uniform(rng, 0, pages.size() - 1)];
-    switch (uniform(rng, 0, 2)) {
-      case 0: {
-        const std::uint64_t off = uniform(rng, 0, size - 1);
-        const Bytes data = random_bytes(rng, uniform(rng, 1, size - off));
-        bus.write(id, off, data);
-        model.write(id, off, data);
+    const auto target = pages[uniform(rng, 0, pages.size() - 1)];
+    const PageId id = target.first;
+    switch (const int kind = static_cast<int>(uniform(rng, 0, 2))) {
+      case 0:
+      case 1:
+        test::random_write_or_batch(rng, bus, model, pages, target, kind == 1, 200);
         break;
-      }
-      case 1: {
-        const DeltaBatch b = test::random_batch(rng, pages, uniform(rng, 1, 200), 48);
-        bus.apply_batch(b.view());
-        model.apply_batch(b.view());
-        break;
-      }
       default: {
         const std::string to = kLocations[uniform(rng, 0, 2)];
         const bool was_there = bus.page_info(id).location == to;

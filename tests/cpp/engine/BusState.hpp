@@ -117,4 +117,29 @@ inline ::testing::AssertionResult same_as_model(Bus& bus, const RefModel& model)
   return same_state(want, got);
 }
 
+/// The model's pages as (id, size), the form random_batch takes.
+inline std::vector<std::pair<PageId, std::uint64_t>> model_pages(const RefModel& model) {
+  std::vector<std::pair<PageId, std::uint64_t>> out;
+  for (const auto& [id, p] : model.pages()) out.emplace_back(id, p.bytes.size());
+  return out;
+}
+
+/// The same random commit on `bus` and `model`: a write inside page `target` (one of `pages`), or
+/// with `batch` a batch of 1..max_rows rows over `pages` (rows up to 48 bytes).
+inline void random_write_or_batch(Rng& rng, Bus& bus, RefModel& model,
+                                  const std::vector<std::pair<PageId, std::uint64_t>>& pages,
+                                  std::pair<PageId, std::uint64_t> target, bool batch, std::uint64_t max_rows) {
+  if (batch) {
+    const DeltaBatch b = random_batch(rng, pages, uniform(rng, 1, max_rows), 48);
+    bus.apply_batch(b.view());
+    model.apply_batch(b.view());
+    return;
+  }
+  const auto [id, size] = target;
+  const std::uint64_t off = uniform(rng, 0, size - 1);
+  const Bytes data = random_bytes(rng, uniform(rng, 1, size - off));
+  bus.write(id, off, data);
+  model.write(id, off, data);
+}
+
 }  // namespace mmsb::test
