@@ -3,8 +3,10 @@
 // the wave's derived deltas included), their bytes from the pages after the commit, so replaying
 // them in order leaves each replica equal to its page whatever the overlaps. A page written
 // outside a tick is noticed by its last lsn and sent whole.
-#include <algorithm>
 #include <cstring>
+#include <memory>
+#include <utility>
+#include <vector>
 
 #include "DevicePages.hpp"
 #include "Transaction.hpp"

@@ -19,15 +19,11 @@ namespace mmsb {
 namespace {
 
 using test::Bytes;
+using test::EmulatedDevices;
 using test::random_bytes;
 using test::RefModel;
 using test::Rng;
 using test::uniform;
-
-struct EmulatedDevices {
-  EmulatedDevices() { cuda::emulate_devices(2); }
-  ~EmulatedDevices() { cuda::emulate_devices(0); }
-};
 
 // Random commits on `bus` and `model`; every page id in `pages` lives in both.
 void random_commits(Rng& rng, Bus& bus, RefModel& model, int steps) {

@@ -22,15 +22,11 @@ namespace mmsb {
 namespace {
 
 using test::Bytes;
+using test::EmulatedDevices;
 using test::random_bytes;
 using test::RefModel;
 using test::Rng;
 using test::uniform;
-
-struct EmulatedDevices {
-  EmulatedDevices() { cuda::emulate_devices(2); }
-  ~EmulatedDevices() { cuda::emulate_devices(0); }
-};
 
 const char* const kLocations[] = {"cpu", "cuda:0", "cuda:1"};
 

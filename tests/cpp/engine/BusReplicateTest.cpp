@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "TestUtil.hpp"
+#include "engine/BusState.hpp"
 #include "mmsb/core/Error.hpp"
 #include "mmsb/cuda/DeviceBackend.hpp"
 #include "mmsb/cuda/Replicator.hpp"
@@ -25,7 +26,6 @@ using test::uniform;
 class BusReplicateTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    cuda::emulate_devices(1);
     const std::uint64_t sizes[] = {64, 3000, 1, 777};
     const char* where[] = {"cpu", "cuda:0", "cpu", "cuda:0"};
     for (int i = 0; i < 4; ++i) {
@@ -46,7 +46,6 @@ class BusReplicateTest : public ::testing::Test {
   void TearDown() override {
     bus_.replicate(nullptr, {});
     replicator_.reset();
-    cuda::emulate_devices(0);
   }
 
   std::shared_ptr<cuda::Replicator> attach() {
@@ -76,6 +75,7 @@ class BusReplicateTest : public ::testing::Test {
   }
 
   Rng rng_{41};
+  test::EmulatedDevices devices_{1};  // before bus_: its device pages go first
   Bus bus_{BusOptions{2}};
   std::vector<std::pair<PageId, std::uint64_t>> pages_;
   PageId unreplicated_ = 0;

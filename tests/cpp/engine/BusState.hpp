@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "TestUtil.hpp"
+#include "mmsb/cuda/DeviceBackend.hpp"
 #include "mmsb/engine/Bus.hpp"
 
 namespace mmsb::test {
@@ -116,6 +117,15 @@ inline ::testing::AssertionResult same_as_model(Bus& bus, const RefModel& model)
   }
   return same_state(want, got);
 }
+
+/// Installs `count` emulated devices ("cuda:0".. : host memory storing every byte inverted) for
+/// its lifetime; declare it before any bus that uses them, so the bus goes first.
+struct EmulatedDevices {
+  explicit EmulatedDevices(int count = 2) { cuda::emulate_devices(count); }
+  ~EmulatedDevices() { cuda::emulate_devices(0); }
+  EmulatedDevices(const EmulatedDevices&) = delete;
+  EmulatedDevices& operator=(const EmulatedDevices&) = delete;
+};
 
 /// The model's pages as (id, size), the form random_batch takes.
 inline std::vector<std::pair<PageId, std::uint64_t>> model_pages(const RefModel& model) {
