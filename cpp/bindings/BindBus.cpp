@@ -496,6 +496,7 @@ void bind_bus(py::module_& m) {
         d["bytes_read"] = t.bytes_read;
         d["mirror_syncs"] = t.mirror_syncs;
         d["mirror_bytes_synced"] = t.mirror_bytes_synced;
+        d["device_recomputes"] = t.device_recomputes;
         return d;
       })
       .def("_memory", [](Bus& bus) {

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import mmsb
+from device_waves import assert_same, build, random_dag, write_sources
 from mmsb import _core
 
 
@@ -303,3 +304,31 @@ def test_group_commit_ticks_and_events_on_device_pages(devices, tmp_path):
     t.check()
     assert events[0] == events[1] and len(events[0]) > 0
     assert t.dev.verify().ok
+
+
+# Page shapes: smaller than a mask word, one 8 KiB mask chunk, and several.
+WAVE_SHAPES = [("float64", 5), ("float32", 3000), ("int32", 700), ("int64", 2500), ("bool", 20000)]
+
+
+@pytest.mark.parametrize("dtype,n", WAVE_SHAPES)
+def test_a_wave_over_one_device_runs_there_and_equals_the_cpu_wave(devices, rng, dtype, n):
+    plan = random_dag(rng, dtype, n)
+    cpu, dev = mmsb.Bus(), mmsb.Bus()
+    a = build(cpu, plan, dtype, n, ["cpu"])
+    b = build(dev, plan, dtype, n, ["cuda:0"])
+    write_sources(rng, dtype, n, [(cpu, a), (dev, b)], 25)
+    traffic = dev._device_traffic()
+    assert traffic["device_recomputes"] > 0
+    assert traffic["mirror_syncs"] == 0  # nothing was read back through a mirror
+    assert_same(cpu, a, dev, b)
+
+
+@pytest.mark.parametrize("dtype,n", WAVE_SHAPES)
+def test_a_wave_over_mixed_locations_equals_the_cpu_wave(devices, rng, dtype, n):
+    plan = random_dag(rng, dtype, n)
+    cpu, dev = mmsb.Bus(), mmsb.Bus()
+    a = build(cpu, plan, dtype, n, ["cpu"])
+    b = build(dev, plan, dtype, n, ["cuda:0", "cuda:1", "cpu", "cuda:0", "unified"])
+    write_sources(rng, dtype, n, [(cpu, a), (dev, b)], 25)
+    assert_same(cpu, a, dev, b)
+

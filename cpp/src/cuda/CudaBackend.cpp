@@ -11,8 +11,11 @@
 
 #include "Backends.hpp"
 #include "CudaCheck.hpp"
+#include "DeviceCompute.hpp"
+#include "MaskStretch.hpp"
 #include "RunCopy.hpp"
 #include "mmsb/core/Error.hpp"
+#include "mmsb/delta/Diff.hpp"
 #include "mmsb/cuda/StagingPlan.hpp"
 #include "mmsb/parallel/ThreadPool.hpp"
 
@@ -188,6 +191,72 @@ class CudaBackend final : public DeviceBackend {
     count(0, 0, bytes, 0);
   }
 
+  // The argument table goes through staging with one copy; one kernel.
+  void reduce(SemiringKind s, DType dtype, std::span<const std::byte* const> parents,
+              std::span<const double> weights, std::byte* out, std::uint64_t elements) override {
+    const bool weighted = !weights.empty();
+    const std::uint64_t table = reduce_table_bytes(dtype, parents.size(), weighted);
+    if (table > kStagingCap) {
+      fail(ErrorCode::InvalidArgument, location_, " reduce: ", parents.size(),
+           " parents need a larger argument table than the staging buffer holds");
+    }
+    std::lock_guard g(transfer_mutex_);
+    DeviceGuard device(ordinal_, location_);
+    reserve_staging(table);
+    if (table > 0) fill_reduce_table(s, dtype, parents, weights, host_staging_);
+    drained([&] {
+      if (table > 0) {
+        check(cudaMemcpyAsync(device_staging_, host_staging_, table, cudaMemcpyHostToDevice, stream_.get()),
+              location_, "cudaMemcpyAsync (reduce table to device)");
+      }
+      check(launch_reduce(s, dtype, device_staging_, parents.size(), weighted, out, elements, stream_.get()),
+            location_, "launch_reduce");
+      check(cudaStreamSynchronize(stream_.get()), location_, "cudaStreamSynchronize");
+    });
+    count(table, 0, 0, 1);
+  }
+
+  // One kernel writes the mask and the chunk flags into device scratch from the pool; the flags
+  // come back, then the mask words of the flagged stretches, each stretch with one copy.
+  void diff(const std::byte* old, const std::byte* now, std::uint64_t n, std::vector<Run>& out) override {
+    if (n == 0) return;
+    const std::uint64_t words = mask_words(n);
+    const std::uint64_t chunks = mask_chunks(n);
+    const DevicePool::Block scratch = pool_.allocate(words * sizeof(std::uint64_t) + chunks);
+    struct Release {
+      DevicePool& pool;
+      const DevicePool::Block& block;
+      ~Release() { pool.release(block); }
+    } release{pool_, scratch};
+    auto* mask = reinterpret_cast<std::uint64_t*>(scratch.data);
+    auto* flags = reinterpret_cast<std::uint8_t*>(scratch.data + words * sizeof(std::uint64_t));
+    std::vector<std::uint8_t> host_flags(chunks);
+    std::vector<MaskStretch> stretches;
+    std::vector<std::uint64_t> fetched;
+    std::lock_guard g(transfer_mutex_);
+    DeviceGuard device(ordinal_, location_);
+    drained([&] {
+      check(launch_change_mask(old, now, n, mask, flags, stream_.get()), location_, "launch_change_mask");
+      check(cudaMemcpyAsync(host_flags.data(), flags, chunks, cudaMemcpyDeviceToHost, stream_.get()), location_,
+            "cudaMemcpyAsync (diff flags to host)");
+      check(cudaStreamSynchronize(stream_.get()), location_, "cudaStreamSynchronize");
+      stretches = mask_stretches(host_flags, n);
+      std::uint64_t total = 0;
+      for (const MaskStretch& st : stretches) total += st.words;
+      fetched.resize(total);
+      std::uint64_t* at = fetched.data();
+      for (const MaskStretch& st : stretches) {
+        check(cudaMemcpyAsync(at, mask + st.first_word, st.words * sizeof(std::uint64_t), cudaMemcpyDeviceToHost,
+                              stream_.get()),
+              location_, "cudaMemcpyAsync (diff mask to host)");
+        at += st.words;
+      }
+      check(cudaStreamSynchronize(stream_.get()), location_, "cudaStreamSynchronize");
+    });
+    stretch_runs(stretches, fetched.data(), out);
+    count(0, chunks + fetched.size() * sizeof(std::uint64_t), 0, 1);
+  }
+
   DeviceCounters counters() const override {
     std::lock_guard g(counters_mutex_);
     return counters_;
@@ -195,24 +264,32 @@ class CudaBackend final : public DeviceBackend {
   DevicePoolStats pool_stats() const override { return pool_.stats(); }
 
  private:
+  // Runs `work`, which queues commands on the stream; on an error the stream is drained before
+  // the error propagates, so no command still reads or writes the buffers a later call reuses.
+  template <class Work>
+  void drained(Work&& work) {
+    try {
+      work();
+    } catch (...) {
+      cudaStreamSynchronize(stream_.get());
+      throw;
+    }
+  }
+
   // Runs `round` for each staging round of `runs` (`bytes` in all; zero-length runs contribute
-  // nothing) and returns the kernels launched. On a CUDA error the stream is drained before the
-  // error propagates, so no copy still reads or writes the staging buffers a later call reuses.
+  // nothing) and returns the kernels launched.
   template <class Round>
   std::uint64_t transfer(std::span<const DeviceRun> runs, std::uint64_t bytes, Round&& round) {
     std::uint64_t rounds = 0;
     if (bytes == 0) return rounds;
     DeviceGuard device(ordinal_, location_);
     reserve_staging(std::min(kStagingCap, plan_.bound(runs)));
-    try {
+    drained([&] {
       plan_.plan(runs, staging_bytes_, [&](std::span<const Piece> pieces, std::uint64_t table_at) {
         round(pieces, table_at);
         ++rounds;
       });
-    } catch (...) {
-      cudaStreamSynchronize(stream_.get());
-      throw;
-    }
+    });
     return rounds;
   }
 
@@ -338,6 +415,19 @@ class UnifiedBackend final : public DeviceBackend {
     settle();
     std::memcpy(dst, src, bytes);
     count(0, 0, bytes);
+  }
+
+  // Managed memory is the host's to compute on once the device is idle.
+  void reduce(SemiringKind s, DType dtype, std::span<const std::byte* const> parents,
+              std::span<const double> weights, std::byte* out, std::uint64_t elements) override {
+    settle();
+    semiring_reduce(s, dtype, parents, weights, out, elements);
+    count(0, 0, 0);
+  }
+  void diff(const std::byte* old, const std::byte* now, std::uint64_t n, std::vector<Run>& out) override {
+    settle();
+    diff_runs(old, now, n, out);
+    count(0, 0, 0);
   }
 
   DeviceCounters counters() const override {

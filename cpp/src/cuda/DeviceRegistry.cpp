@@ -12,8 +12,10 @@
 #include <mutex>
 
 #include "Backends.hpp"
+#include "MaskStretch.hpp"
 #include "mmsb/core/Error.hpp"
 #include "mmsb/cuda/DeviceBackend.hpp"
+#include "mmsb/delta/Diff.hpp"
 
 namespace mmsb::cuda {
 namespace {
@@ -82,6 +84,53 @@ class EmulatedBackend final : public DeviceBackend {
     std::lock_guard g(mutex_);
     std::memcpy(dst, src, bytes);
     counters_.add_transfer(0, 0, bytes, 0);
+  }
+
+  // On plain host copies of the parents: the emulation tests the engine's device path, the
+  // operations themselves are semiring_reduce's.
+  void reduce(SemiringKind s, DType dtype, std::span<const std::byte* const> parents,
+              std::span<const double> weights, std::byte* out, std::uint64_t count) override {
+    std::lock_guard g(mutex_);
+    const std::uint64_t bytes = count * dtype_itemsize(dtype);
+    if (host_accessible_) {
+      semiring_reduce(s, dtype, parents, weights, out, count);
+    } else {
+      std::vector<std::vector<std::byte>> plain(parents.size(), std::vector<std::byte>(bytes));
+      std::vector<const std::byte*> ins;
+      for (std::size_t k = 0; k < parents.size(); ++k) {
+        invert_copy(plain[k].data(), parents[k], bytes);
+        ins.push_back(plain[k].data());
+      }
+      std::vector<std::byte> result(bytes);
+      semiring_reduce(s, dtype, ins, weights, result.data(), count);
+      invert_copy(out, result.data(), bytes);
+    }
+    counters_.add_transfer(0, 0, 0, 0);
+  }
+
+  // As a GPU does it: a mask and chunk flags "on the device" (inverting both sides keeps which
+  // bytes are equal), then only the flagged stretches' mask words read back and turned into runs.
+  void diff(const std::byte* old, const std::byte* now, std::uint64_t n, std::vector<Run>& out) override {
+    std::lock_guard g(mutex_);
+    if (host_accessible_) {
+      diff_runs(old, now, n, out);
+      counters_.add_transfer(0, 0, 0, 0);
+      return;
+    }
+    std::vector<std::uint64_t> mask(mask_words(n));
+    change_mask(old, now, n, mask.data());
+    std::vector<std::uint8_t> flags(mask_chunks(n));
+    for (std::uint64_t w = 0; w < mask.size(); ++w) {
+      if (mask[w] != 0) flags[w / kMaskChunkWords] = 1;
+    }
+    const std::vector<MaskStretch> stretches = mask_stretches(flags, n);
+    std::vector<std::uint64_t> fetched;
+    for (const MaskStretch& st : stretches) {
+      fetched.insert(fetched.end(), mask.begin() + static_cast<std::ptrdiff_t>(st.first_word),
+                     mask.begin() + static_cast<std::ptrdiff_t>(st.first_word + st.words));
+    }
+    stretch_runs(stretches, fetched.data(), out);
+    counters_.add_transfer(0, flags.size() + fetched.size() * sizeof(std::uint64_t), 0, 0);
   }
 
   DeviceCounters counters() const override {

@@ -178,11 +178,25 @@ void Delta::diff_into(Delta& out, PageId page, std::span<const std::byte> old, s
     std::memcpy(dst, now.data() + r.offset, r.length);
     dst += r.length;
   }
-  out.expect_epoch.reset();
-  out.source = Source::User;
-  out.timestamp_ns = 0;
-  out.lsn = 0;
-  out.epoch = 0;
+  out.reset_commit_fields();
+}
+
+std::span<std::byte> Delta::assign_runs(Delta& out, PageId page, std::span<const Run> runs) {
+  out.page_ = page;
+  out.runs_.assign(runs.begin(), runs.end());
+  std::uint64_t total = 0;
+  for (const Run& r : runs) total += r.length;
+  out.payload_.resize(total);
+  out.reset_commit_fields();
+  return out.payload_;
+}
+
+void Delta::reset_commit_fields() noexcept {
+  expect_epoch.reset();
+  source = Source::User;
+  timestamp_ns = 0;
+  lsn = 0;
+  epoch = 0;
 }
 
 void Delta::apply_to(std::byte* page) const noexcept {

@@ -1,5 +1,6 @@
 #include "mmsb/delta/Diff.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 
@@ -76,7 +77,6 @@ void diff_scalar(const std::byte* old, const std::byte* now, std::uint64_t n, Ru
   if (in_run) sink.emit(start, n);
 }
 
-#if defined(__x86_64__)
 // The run boundaries inside one chunk: bit k of `differs` is set when byte base + k differs,
 // `full` has one bit per byte of the chunk. Each boundary costs one countr_zero.
 inline void walk_chunk(std::uint64_t differs, std::uint64_t full, std::uint64_t base, bool& in_run,
@@ -97,6 +97,7 @@ inline void walk_chunk(std::uint64_t differs, std::uint64_t full, std::uint64_t 
   }
 }
 
+#if defined(__x86_64__)
 // Bit k set: byte k of the 32 differs.
 __attribute__((target("avx2"))) inline std::uint64_t differing32(const std::byte* old, const std::byte* now) {
   const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(old));
@@ -151,6 +152,31 @@ void diff_runs(SimdLevel level, const std::byte* old, const std::byte* now, std:
 void diff_runs(const std::byte* old, const std::byte* now, std::uint64_t n, std::vector<Run>& out,
                std::uint64_t gap) {
   diff_at(simd_level(), old, now, n, out, gap);
+}
+
+void change_mask(const std::byte* old, const std::byte* now, std::uint64_t n, std::uint64_t* mask) noexcept {
+  for (std::uint64_t w = 0; w < (n + 63) / 64; ++w) {
+    const std::uint64_t base = w * 64;
+    const std::uint64_t end = std::min(n, base + 64);
+    std::uint64_t bits = 0;
+    for (std::uint64_t i = base; i < end; ++i) bits |= std::uint64_t{old[i] != now[i]} << (i - base);
+    mask[w] = bits;
+  }
+}
+
+void mask_runs(std::span<const std::uint64_t> mask, std::uint64_t n, std::uint64_t base, std::vector<Run>& out,
+               std::uint64_t gap) {
+  RunSink sink(out, gap);
+  bool in_run = false;
+  std::uint64_t start = 0;
+  const std::uint64_t words = std::min<std::uint64_t>(mask.size(), (n + 63) / 64);
+  for (std::uint64_t w = 0; w < words; ++w) {
+    const std::uint64_t left = n - w * 64;
+    const std::uint64_t full = left >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << left) - 1;
+    const std::uint64_t bits = mask[w] & full;
+    if (bits != (in_run ? full : 0)) walk_chunk(bits, full, base + w * 64, in_run, start, sink);
+  }
+  if (in_run) sink.emit(start, base + n);
 }
 
 }  // namespace mmsb

@@ -436,7 +436,6 @@ void Bus::recompute_batch_locked(std::span<const WaveNode> nodes) {
     WaveItem& it = batch.add(node);
     it.d = &found->second;
     it.out = &table_.get(node.id);
-    it.out_bytes = devices_->readable(*it.out);
   }
   for (WaveItem& it : batch.items()) {
     const PageId id = it.id;
@@ -446,7 +445,7 @@ void Bus::recompute_batch_locked(std::span<const WaveNode> nodes) {
     it.parents.reset(it.d->parents.size());
     for (PageId p : it.d->parents) {
       const PageRecord& r = table_.get(p);
-      it.parents.add(p, &r, devices_->readable(r), r.epoch.load(std::memory_order_relaxed));
+      it.parents.add(p, &r, r.data, r.epoch.load(std::memory_order_relaxed));
     }
     if (!it.forced && memo_matches(it.parents.inputs(), it.d->memo)) {
       if (!replay_.active) bump(counters_.memo_skips, 1);
@@ -457,27 +456,41 @@ void Bus::recompute_batch_locked(std::span<const WaveNode> nodes) {
     } else if (it.d->missing_callable()) {
       mark_stale_locked(id);
       it.d = nullptr;
-    } else if (it.d->fn.kind != RecomputeKind::Callable) {
-      ++parallel;
-      parallel_bytes += it.out->size;
-      if (it.d->fn.kind == RecomputeKind::Reduce) it.kernel = batch.kernel(it.d->fn.semiring, it.out->dtype);
+    } else if (devices_->active() && it.d->fn.kind != RecomputeKind::Callable &&
+               devices_->computes_on_device(*it.out, it.parents.records())) {
+      it.on_device = true;  // computed where its pages live, on this thread: no host bytes needed
+    } else {
+      // The host computes it: device pages among its pages are read through their mirrors.
+      it.out_bytes = devices_->readable(*it.out);
+      if (devices_->active()) it.parents.host_bytes([&](const PageRecord& r) { return devices_->readable(r); });
+      if (it.d->fn.kind != RecomputeKind::Callable) {
+        ++parallel;
+        parallel_bytes += it.out->size;
+        if (it.d->fn.kind == RecomputeKind::Reduce) it.kernel = batch.kernel(it.d->fn.semiring, it.out->dtype);
+      }
     }
   }
   const auto items = batch.items();
   auto compute = [&](WaveItem& it) {
-    // Built-in kernels write every byte of the page (sizes are whole elements): only a callable
-    // needs the child's bytes staged.
-    if (it.d->fn.kind == RecomputeKind::Callable) {
-      it.scratch.assign(it.out_bytes, it.out_bytes + it.out->size);
+    if (it.on_device) {
+      devices_->recompute(it.id, it.d->fn, it.d->weights, *it.out, it.parents.records(), it.delta);
     } else {
-      it.scratch.resize(it.out->size);
+      // Built-in kernels write every byte of the page (sizes are whole elements): only a callable
+      // needs the child's bytes staged.
+      if (it.d->fn.kind == RecomputeKind::Callable) {
+        it.scratch.assign(it.out_bytes, it.out_bytes + it.out->size);
+      } else {
+        it.scratch.resize(it.out->size);
+      }
+      compute_locked(it.id, *it.d, *it.out, it.parents.records(), it.parents.bytes(), it.scratch, it.kernel);
+      Delta::diff_into(it.delta, it.id, {it.out_bytes, it.out->size}, it.scratch);
     }
-    compute_locked(it.id, *it.d, *it.out, it.parents.records(), it.parents.bytes(), it.scratch, it.kernel);
-    Delta::diff_into(it.delta, it.id, {it.out_bytes, it.out->size}, it.scratch);
     it.computed = true;
     it.changed = !it.delta.empty();
   };
-  const auto built_in = [](const WaveItem& it) { return it.d != nullptr && it.d->fn.kind != RecomputeKind::Callable; };
+  const auto built_in = [](const WaveItem& it) {
+    return it.d != nullptr && !it.on_device && it.d->fn.kind != RecomputeKind::Callable;
+  };
   // Handing lanes to the pool costs microseconds: worth it only for enough bytes to compute.
   const unsigned lanes = parallel_bytes < kWaveLaneBytes
                              ? 1u

@@ -233,6 +233,44 @@ void DevicePages::copy_page(PageRecord& r, std::uint8_t place, std::byte* dst) {
   }
 }
 
+bool DevicePages::computes_on_device(const PageRecord& out, std::span<const PageRecord* const> parents) const noexcept {
+  if (!on_device(out)) return false;
+  return std::all_of(parents.begin(), parents.end(), [&](const PageRecord* p) { return p->place == out.place; });
+}
+
+void DevicePages::recompute(PageId id, const RecomputeSpec& fn, std::span<const double> weights,
+                            const PageRecord& out, std::span<const PageRecord* const> parents, Delta& delta) {
+  cuda::DeviceBackend& backend = placement_of(out).backend();
+  // A copy's new bytes are its parent's: diffed in place, no scratch.
+  const bool copy = fn.kind == RecomputeKind::Copy;
+  const cuda::DevicePool::Block scratch = copy ? cuda::DevicePool::Block{} : backend.allocate(out.size);
+  struct Release {
+    cuda::DeviceBackend& backend;
+    const cuda::DevicePool::Block& block;
+    ~Release() {
+      if (block.data != nullptr) backend.release(block);
+    }
+  } release{backend, scratch};
+  std::byte* const now = copy ? parents.front()->data : scratch.data;
+  if (!copy) {
+    parent_data_.clear();
+    for (const PageRecord* p : parents) parent_data_.push_back(p->data);
+    backend.reduce(fn.semiring, out.dtype, parent_data_, weights, scratch.data, out.size / dtype_itemsize(out.dtype));
+  }
+  diff_runs_.clear();
+  backend.diff(out.data, now, out.size, diff_runs_);
+  const std::span<std::byte> payload = Delta::assign_runs(delta, id, diff_runs_);
+  runs_.clear();
+  std::uint64_t at = 0;
+  for (const Run& r : diff_runs_) {
+    runs_.push_back({now + r.offset, at, r.length});
+    at += r.length;
+  }
+  if (!runs_.empty()) backend.read(runs_, payload);
+  traffic_.bytes_read += payload.size();
+  ++traffic_.device_recomputes;
+}
+
 const std::byte* DevicePages::host_bytes(const PageRecord& r) {
   DevicePlacement& p = placement_of(r);
   Mirror& m = p.mirror(r.data, r.size);
@@ -264,13 +302,16 @@ const std::byte* DevicePages::host_bytes(const PageRecord& r) {
 std::uint64_t DevicePages::scratch_bytes() const noexcept {
   return rows_.capacity() * sizeof(DeviceRow) +
          (runs_.capacity() + overlap_scratch_.sorted.capacity() + overlap_scratch_.spare.capacity()) *
-             sizeof(cuda::DeviceRun);
+             sizeof(cuda::DeviceRun) +
+         diff_runs_.capacity() * sizeof(Run) + parent_data_.capacity() * sizeof(const std::byte*);
 }
 
 void DevicePages::release_scratch() noexcept {
   std::exchange(rows_, {});  // not `= {}`: that keeps a vector's capacity
   std::exchange(runs_, {});
   std::exchange(overlap_scratch_, {});
+  std::exchange(diff_runs_, {});
+  std::exchange(parent_data_, {});
 }
 
 std::uint64_t DevicePages::device_bytes() const {

@@ -20,6 +20,7 @@
 #include "mmsb/delta/Delta.hpp"
 #include "mmsb/delta/DeltaBatch.hpp"
 #include "mmsb/engine/Bus.hpp"
+#include "mmsb/graph/Recompute.hpp"
 #include "mmsb/page/PageTable.hpp"
 
 namespace mmsb {
@@ -73,6 +74,17 @@ class DevicePages {
   /// The host bytes of any page: its own data, or a device page's refreshed mirror.
   const std::byte* readable(const PageRecord& r) { return on_device(r) ? host_bytes(r) : r.data; }
 
+  /// Whether a built-in recompute of `out` from `parents` runs on the device: `out` lives in
+  /// device memory the host cannot address, and every parent in the same device's memory.
+  bool computes_on_device(const PageRecord& out, std::span<const PageRecord* const> parents) const noexcept;
+  /// Runs the built-in recompute `fn` (copy, or reduce with `weights`) of page `id` (record
+  /// `out`) from `parents` where they live (computes_on_device), into a scratch block of that
+  /// device, and makes `delta` its diff against `out`'s bytes there. Only the changed bytes (and
+  /// the diff's change mask) cross to the host: no mirror is read or refreshed, and `out` is not
+  /// written. Throws Error(DeviceUnavailable / OutOfMemory); the scratch block is freed either way.
+  void recompute(PageId id, const RecomputeSpec& fn, std::span<const double> weights, const PageRecord& out,
+                 std::span<const PageRecord* const> parents, Delta& delta);
+
   /// Copies all of page `r`'s bytes into `dst`, a fresh block of `place` (0: the host arena) not
   /// yet any page's: read from the device (or its clean mirror) or the host once, written once;
   /// counted in traffic(). Throws Error(DeviceUnavailable / OutOfMemory) as read() and write().
@@ -105,6 +117,8 @@ class DevicePages {
   std::vector<DeviceRow> rows_;
   std::vector<cuda::DeviceRun> runs_;
   cuda::OverlapScratch overlap_scratch_;
+  std::vector<Run> diff_runs_;                // recompute(): the runs of its diff
+  std::vector<const std::byte*> parent_data_;  // recompute(): the parents' device addresses
 };
 
 }  // namespace mmsb

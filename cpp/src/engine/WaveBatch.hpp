@@ -27,13 +27,19 @@ class ParentStage {
     size_ = 0;
     if (n > capacity_) grow(n);
   }
-  /// Appends a parent: its id, record, bytes as the host reads them and epoch. Needs the room
-  /// made by reset().
+  /// Appends a parent: its id, record, bytes (its data: device memory for a device page until
+  /// host_bytes()) and epoch. Needs the room made by reset().
   void add(PageId id, const PageRecord* record, const std::byte* bytes, Epoch epoch) noexcept {
     records_[size_] = record;
     bytes_[size_] = bytes;
     inputs_[size_] = {id, epoch};
     ++size_;
+  }
+  /// Replaces each parent's bytes by to_host(record): where the host reads them (a device
+  /// page's mirror), for a recompute the host runs. Throws what to_host throws.
+  template <class ToHost>
+  void host_bytes(ToHost&& to_host) {
+    for (std::size_t i = 0; i < size_; ++i) bytes_[i] = to_host(*records_[i]);
   }
   std::span<const PageRecord* const> records() const noexcept { return {records_.get(), size_}; }
   std::span<const std::byte* const> bytes() const noexcept { return {bytes_.get(), size_}; }
@@ -63,8 +69,9 @@ struct WaveItem {
   std::uint32_t slot = 0;  ///< WaveNode::slot, to push the children of a changed page
   Derivation* d = nullptr;
   PageRecord* out = nullptr;
-  const std::byte* out_bytes = nullptr;  ///< the child's bytes as the host reads them
+  const std::byte* out_bytes = nullptr;  ///< the child's bytes as the host reads them (not on_device)
   SemiringKernel kernel = nullptr;       ///< a reduce's kernel, resolved by WaveBatch::kernel
+  bool on_device = false;   ///< a built-in recompute run on the device of its pages
   bool forced = false;      ///< recompute even when the memo matches (stale or forced)
   bool computed = false;    ///< scratch holds the new bytes and delta their diff
   bool changed = false;     ///< the recompute changed the page (replay: the log holds its delta)
@@ -84,7 +91,7 @@ class WaveBatch {
     it.d = nullptr;
     it.out = nullptr;
     it.kernel = nullptr;
-    it.forced = it.computed = it.changed = false;
+    it.on_device = it.forced = it.computed = it.changed = false;
     it.parents.reset(0);
     return it;
   }

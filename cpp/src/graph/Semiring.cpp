@@ -27,48 +27,6 @@ std::string format_double(double v) {
   return ec == std::errc{} ? std::string(buf, end) : std::string("?");
 }
 
-[[noreturn]] void fail_dtype(SemiringKind s, DType dtype) {
-  const bool all_five = s == SemiringKind::Boolean || s == SemiringKind::MaxMin;
-  fail(ErrorCode::InvalidArgument, "semiring ", semiring_name(s), " does not support dtype ",
-       dtype_name(dtype), "; supported: int32, int64, float32, float64", all_five ? ", bool" : "",
-       all_five ? "" : " (bool pages: use the boolean or max_min semiring)");
-}
-
-template <class Ops>
-struct Tag {
-  using type = Ops;
-};
-
-// Calls f(Tag<Ops>{}) with the operations for (s, dtype); fails on an unsupported pair. max_min
-// on bool is boolean (max = or, min = and on {0, 1}), and using Boolean<uint8_t> also makes a
-// stray byte other than 0/1 count as true there.
-template <template <class> class Ops, class F>
-auto visit_numeric(SemiringKind s, DType dtype, F& f) {
-  switch (dtype) {
-    case DType::Int32: return f(Tag<Ops<std::int32_t>>{});
-    case DType::Int64: return f(Tag<Ops<std::int64_t>>{});
-    case DType::Float32: return f(Tag<Ops<float>>{});
-    case DType::Float64: return f(Tag<Ops<double>>{});
-    case DType::Bool:
-      if (s == SemiringKind::Boolean || s == SemiringKind::MaxMin) return f(Tag<Boolean<std::uint8_t>>{});
-      break;
-    default: break;
-  }
-  fail_dtype(s, dtype);
-}
-
-template <class F>
-auto visit_ops(SemiringKind s, DType dtype, F&& f) {
-  switch (s) {
-    case SemiringKind::SumProduct: return visit_numeric<SumProduct>(s, dtype, f);
-    case SemiringKind::MinPlus: return visit_numeric<MinPlus>(s, dtype, f);
-    case SemiringKind::MaxPlus: return visit_numeric<MaxPlus>(s, dtype, f);
-    case SemiringKind::MaxMin: return visit_numeric<MaxMin>(s, dtype, f);
-    case SemiringKind::Boolean: return visit_numeric<Boolean>(s, dtype, f);
-  }
-  fail(ErrorCode::InvalidArgument, "unknown semiring ", static_cast<int>(s), "; expected one of ", kNameList);
-}
-
 // ---- reduce kernel -------------------------------------------------------------------------
 // One tight loop per parent, so each is a plain elementwise loop GCC vectorises (a blend for the
 // saturating/min/max selects). The element range is cut into blocks that stay in L1 while every
@@ -191,6 +149,16 @@ SampleSpace<typename Ops::Value> sample_space(SemiringKind s) {
 }
 
 }  // namespace
+
+void semiring_detail::fail_dtype(SemiringKind s, DType dtype) {
+  if (semiring_name(s) == "unknown") {
+    fail(ErrorCode::InvalidArgument, "unknown semiring ", static_cast<int>(s), "; expected one of ", kNameList);
+  }
+  const bool all_five = s == SemiringKind::Boolean || s == SemiringKind::MaxMin;
+  fail(ErrorCode::InvalidArgument, "semiring ", semiring_name(s), " does not support dtype ",
+       dtype_name(dtype), "; supported: int32, int64, float32, float64", all_five ? ", bool" : "",
+       all_five ? "" : " (bool pages: use the boolean or max_min semiring)");
+}
 
 std::string_view semiring_name(SemiringKind s) noexcept {
   const auto i = static_cast<std::size_t>(s) - 1;

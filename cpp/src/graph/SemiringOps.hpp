@@ -1,13 +1,8 @@
 #pragma once
-// Internal to the engine: the scalar operations of every semiring per element type, the law
-// checker templated on them, and the reduce entry point with an explicit SIMD level. Semiring.cpp
-// instantiates them; tests and benchmarks include this header (by relative path) to run the
-// checker on deliberately broken operations and to reach both SIMD paths.
-//
-// An Ops type provides: Value (the element type), zero()/one() (identities of ⊕/⊗), add (⊕),
-// mul (⊗), lift (a parent value as a carrier value: identity except for boolean, which maps
-// nonzero to 1) and the flags kTolerant (floating +/×: compare within a relative tolerance) and
-// kTruth (boolean: compare by truth value).
+// Internal to the engine: the law checker templated on the semiring operations (SemiringScalar.hpp)
+// and the reduce entry point with an explicit SIMD level. Semiring.cpp instantiates them; tests
+// and benchmarks include this header (by relative path) to run the checker on deliberately broken
+// operations and to reach both SIMD paths.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -20,143 +15,11 @@
 #include <type_traits>
 #include <vector>
 
+#include "SemiringScalar.hpp"
 #include "mmsb/core/CpuFeatures.hpp"
 #include "mmsb/graph/Semiring.hpp"
 
 namespace mmsb::semiring_detail {
-
-// Wrapping arithmetic through the unsigned type: defined modulo 2^bits, never UB (the conversion
-// back to the signed type is modular since C++20).
-template <class T>
-T wrap_add(T a, T b) noexcept {
-  using U = std::make_unsigned_t<T>;
-  return static_cast<T>(static_cast<U>(static_cast<U>(a) + static_cast<U>(b)));
-}
-template <class T>
-T wrap_mul(T a, T b) noexcept {
-  using U = std::make_unsigned_t<T>;
-  return static_cast<T>(static_cast<U>(static_cast<U>(a) * static_cast<U>(b)));
-}
-
-// min/max written as selects so GCC turns them into vector blends. For floats a NaN operand
-// (either side) gives NaN, as NumPy's minimum/maximum do, so the result does not depend on the
-// order of the parents.
-template <class T>
-T min_of(T a, T b) noexcept {
-  if constexpr (std::is_floating_point_v<T>) {
-    return (a < b || a != a) ? a : b;
-  } else {
-    return a < b ? a : b;
-  }
-}
-template <class T>
-T max_of(T a, T b) noexcept {
-  if constexpr (std::is_floating_point_v<T>) {
-    return (a > b || a != a) ? a : b;
-  } else {
-    return a > b ? a : b;
-  }
-}
-
-/// +inf of the tropical semirings: IEEE infinity, or the integer type's max.
-template <class T>
-inline constexpr T kPosInf = std::is_floating_point_v<T> ? std::numeric_limits<T>::infinity()
-                                                         : std::numeric_limits<T>::max();
-/// -inf: IEEE -infinity, or the integer type's min.
-template <class T>
-inline constexpr T kNegInf = std::is_floating_point_v<T> ? -std::numeric_limits<T>::infinity()
-                                                         : std::numeric_limits<T>::lowest();
-
-template <class T>
-struct OpsBase {
-  using Value = T;
-  static constexpr bool kTolerant = false;
-  static constexpr bool kTruth = false;
-  static T lift(T a) noexcept { return a; }
-};
-
-/// (+, ×, 0, 1); integers wrap.
-template <class T>
-struct SumProduct : OpsBase<T> {
-  static constexpr bool kTolerant = std::is_floating_point_v<T>;
-  static T zero() noexcept { return T{0}; }
-  static T one() noexcept { return T{1}; }
-  static T add(T a, T b) noexcept {
-    if constexpr (std::is_integral_v<T>) {
-      return wrap_add(a, b);
-    } else {
-      return a + b;
-    }
-  }
-  static T mul(T a, T b) noexcept {
-    if constexpr (std::is_integral_v<T>) {
-      return wrap_mul(a, b);
-    } else {
-      return a * b;
-    }
-  }
-};
-
-/// (min, +, +inf, 0); integer + saturates at +inf (the absorbing zero), otherwise wraps.
-template <class T>
-struct MinPlus : OpsBase<T> {
-  static T zero() noexcept { return kPosInf<T>; }
-  static T one() noexcept { return T{0}; }
-  static T add(T a, T b) noexcept { return min_of(a, b); }
-  static T mul(T a, T b) noexcept {
-    if constexpr (std::is_integral_v<T>) {
-      return (a == kPosInf<T> || b == kPosInf<T>) ? kPosInf<T> : wrap_add(a, b);
-    } else {
-      return a + b;
-    }
-  }
-};
-
-/// (max, +, -inf, 0); integer + saturates at -inf (the absorbing zero), otherwise wraps.
-template <class T>
-struct MaxPlus : OpsBase<T> {
-  static T zero() noexcept { return kNegInf<T>; }
-  static T one() noexcept { return T{0}; }
-  static T add(T a, T b) noexcept { return max_of(a, b); }
-  static T mul(T a, T b) noexcept {
-    if constexpr (std::is_integral_v<T>) {
-      return (a == kNegInf<T> || b == kNegInf<T>) ? kNegInf<T> : wrap_add(a, b);
-    } else {
-      return a + b;
-    }
-  }
-};
-
-/// (max, min, -inf, +inf).
-template <class T>
-struct MaxMin : OpsBase<T> {
-  static T zero() noexcept { return kNegInf<T>; }
-  static T one() noexcept { return kPosInf<T>; }
-  static T add(T a, T b) noexcept { return max_of(a, b); }
-  static T mul(T a, T b) noexcept { return min_of(a, b); }
-};
-
-/// (or, and, false, true) over any element type: nonzero (NaN included) is true, results are 0/1.
-/// Bool pages use std::uint8_t so that a stray byte value other than 0/1 is read without UB.
-template <class T>
-struct Boolean : OpsBase<T> {
-  static constexpr bool kTruth = true;
-  static T zero() noexcept { return T{0}; }
-  static T one() noexcept { return T{1}; }
-  static T lift(T a) noexcept { return static_cast<T>(a != T{0}); }
-  static T add(T a, T b) noexcept { return static_cast<T>((a != T{0}) | (b != T{0})); }
-  static T mul(T a, T b) noexcept { return static_cast<T>((a != T{0}) & (b != T{0})); }
-};
-
-/// A validated weight as an element value (check_semiring_weight has accepted it). For integers
-/// ±inf (accepted by the tropical semirings only) is the type's max/min.
-template <class T>
-T weight_as(double w) noexcept {
-  if constexpr (std::is_integral_v<T>) {
-    if (std::isinf(w)) return w > 0 ? kPosInf<T> : kNegInf<T>;
-  }
-  return static_cast<T>(w);
-}
 
 /// Where check_laws draws its operands: numerator/denominator with the numerator uniform in
 /// [lo, hi] (dyadic values for floats, so + and × of a few of them are exact), or with

@@ -220,5 +220,79 @@ TEST(DiffTest, AppendsWithoutMergingIntoExistingRuns) {
   }
 }
 
+// A device diff: the change mask (what the kernel computes) turned into runs on the host must be
+// exactly diff_runs' runs, or a page recomputed on a GPU would log other deltas than on the host.
+Runs mask_diff(const Bytes& old, const Bytes& now, std::uint64_t gap) {
+  std::vector<std::uint64_t> mask((old.size() + 63) / 64, ~std::uint64_t{0});
+  change_mask(old.data(), now.data(), old.size(), mask.data());
+  Runs out;
+  mask_runs(mask, old.size(), 0, out, gap);
+  return out;
+}
+
+TEST(DiffTest, MaskRunsMatchReference) {
+  Rng rng(41);
+  for (int c = 0; c < 6000; ++c) {
+    const Bytes old = random_bytes(rng, uniform(rng, 0, 300));
+    const Bytes now = mutate(rng, old);
+    for (std::uint64_t gap : {kCoalesceGap, std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{70}}) {
+      ASSERT_EQ(mask_diff(old, now, gap), reference_diff(old.data(), now.data(), old.size(), gap))
+          << "case " << c << " n=" << old.size() << " gap=" << gap;
+    }
+  }
+}
+
+TEST(DiffTest, ChangeMaskClearsBitsPastTheEnd) {
+  const Bytes old(70, std::byte{0});
+  const Bytes now(70, std::byte{1});
+  std::vector<std::uint64_t> mask(2, 0);
+  change_mask(old.data(), now.data(), old.size(), mask.data());
+  EXPECT_EQ(mask[0], ~std::uint64_t{0});
+  EXPECT_EQ(mask[1], std::uint64_t{0x3F});
+}
+
+// A GPU reads back only the stretches of chunks whose mask has a bit set and turns each into runs
+// alone: with chunks longer than the gap, that is the whole buffer's diff.
+TEST(DiffTest, MaskRunsOfChangedStretchesMatchTheWholeDiff) {
+  constexpr std::uint64_t kChunk = 256;
+  Rng rng(42);
+  for (int c = 0; c < 2000; ++c) {
+    const std::uint64_t n = uniform(rng, 1, 24 * kChunk);
+    const Bytes old = random_bytes(rng, n);
+    Bytes now = old;
+    const std::uint64_t chunks = (n + kChunk - 1) / kChunk;
+    for (std::uint64_t k = 0; k < chunks; ++k) {
+      if (uniform(rng, 0, 2) != 0) continue;
+      const Bytes part(old.begin() + static_cast<std::ptrdiff_t>(k * kChunk),
+                       old.begin() + static_cast<std::ptrdiff_t>(std::min(n, (k + 1) * kChunk)));
+      const Bytes changed = mutate(rng, part);
+      std::copy(changed.begin(), changed.end(), now.begin() + static_cast<std::ptrdiff_t>(k * kChunk));
+    }
+    std::vector<std::uint64_t> mask((n + 63) / 64);
+    change_mask(old.data(), now.data(), n, mask.data());
+    constexpr std::uint64_t kWords = kChunk / 64;
+    auto dirty = [&](std::uint64_t k) {
+      for (std::uint64_t w = k * kWords; w < std::min<std::uint64_t>(mask.size(), (k + 1) * kWords); ++w) {
+        if (mask[w] != 0) return true;
+      }
+      return false;
+    };
+    Runs got;
+    for (std::uint64_t k = 0; k < chunks;) {
+      if (!dirty(k)) {
+        ++k;
+        continue;
+      }
+      std::uint64_t end = k;
+      while (end < chunks && dirty(end)) ++end;
+      const std::uint64_t base = k * kChunk;
+      const std::uint64_t len = std::min(n, end * kChunk) - base;
+      mask_runs(std::span(mask).subspan(k * kWords), len, base, got);
+      k = end;
+    }
+    ASSERT_EQ(got, reference_diff(old.data(), now.data(), n, kCoalesceGap)) << "case " << c << " n=" << n;
+  }
+}
+
 }  // namespace
 }  // namespace mmsb

@@ -23,6 +23,9 @@
 #include <vector>
 
 #include "mmsb/cuda/DevicePool.hpp"
+#include "mmsb/delta/Delta.hpp"
+#include "mmsb/graph/Semiring.hpp"
+#include "mmsb/page/DType.hpp"
 
 namespace mmsb::cuda {
 
@@ -36,10 +39,10 @@ struct DeviceRun {
 
 /// Monotonic counters of one device since it was first used.
 struct DeviceCounters {
-  std::uint64_t bytes_to_device = 0;  ///< payload bytes written by write()
-  std::uint64_t bytes_to_host = 0;    ///< bytes read back by read()
+  std::uint64_t bytes_to_device = 0;  ///< payload bytes written by write(), reduce() tables
+  std::uint64_t bytes_to_host = 0;    ///< bytes read back by read() and diff() (its mask)
   std::uint64_t bytes_copied = 0;     ///< device-to-device bytes of copy()
-  std::uint64_t transfers = 0;        ///< write/read/copy calls
+  std::uint64_t transfers = 0;        ///< write/read/copy/reduce/diff calls
   std::uint64_t kernels = 0;          ///< kernels launched (0 for the emulation)
 
   /// Counts one write/read/copy call.
@@ -83,6 +86,19 @@ class DeviceBackend {
   virtual void read(std::span<const DeviceRun> runs, std::span<std::byte> host) = 0;
   /// Device to device on this device; [src, +bytes) and [dst, +bytes) must not overlap.
   virtual void copy(std::byte* dst, const std::byte* src, std::uint64_t bytes) = 0;
+
+  /// The built-in reduce recompute run where its pages live: out[i] = ⊕_k (w_k ⊗ parents[k][i])
+  /// for i < count, over this device's memory, giving exactly the bytes semiring_reduce gives on
+  /// the host (the same scalar operations in the same order per element, no FMA contraction).
+  /// Preconditions as semiring_reduce (a supported pair, valid weights, `out` aliasing no parent).
+  /// Throws Error(DeviceUnavailable) naming the CUDA error; `out` may then be partly written.
+  virtual void reduce(SemiringKind s, DType dtype, std::span<const std::byte* const> parents,
+                      std::span<const double> weights, std::byte* out, std::uint64_t count) = 0;
+  /// Appends to `out` the runs where this device's `now` differs from `old` (n bytes each):
+  /// exactly the runs diff_runs gives for the same bytes. Only a change mask crosses to the host
+  /// (a flag per chunk, then the mask of the chunks that changed), never the bytes compared.
+  /// Throws as reduce().
+  virtual void diff(const std::byte* old, const std::byte* now, std::uint64_t n, std::vector<Run>& out) = 0;
 
   virtual DeviceCounters counters() const = 0;
   virtual DevicePoolStats pool_stats() const = 0;

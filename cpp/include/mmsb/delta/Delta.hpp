@@ -47,6 +47,11 @@ class Delta {
   /// diff() into `out`, reusing its buffers (a propagation wave diffs every recompute); the
   /// commit fields (source, timestamp, lsn, epoch, expect_epoch) are reset.
   static void diff_into(Delta& out, PageId page, std::span<const std::byte> old, std::span<const std::byte> now);
+  /// Makes `out` the delta of `runs` (sorted and disjoint, as a diff gives them) with its payload
+  /// buffer sized for their bytes, which the caller fills (a diff computed on a device reads the
+  /// changed bytes straight into it); the commit fields are reset as by diff_into. Returns the
+  /// payload buffer. Throws std::bad_alloc (out is then unspecified but valid).
+  static std::span<std::byte> assign_runs(Delta& out, PageId page, std::span<const Run> runs);
 
   PageId page_id() const noexcept { return page_; }
   const std::vector<Run>& run_list() const noexcept { return runs_; }
@@ -68,6 +73,7 @@ class Delta {
   Delta(PageId page, std::vector<Run> runs, std::vector<std::byte> payload)
       : page_(page), runs_(std::move(runs)), payload_(std::move(payload)) {}
   friend Delta merge(const Delta& first, const Delta& second);
+  void reset_commit_fields() noexcept;
 
   PageId page_ = 0;
   std::vector<Run> runs_;

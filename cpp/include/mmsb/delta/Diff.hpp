@@ -23,4 +23,17 @@ void diff_runs(const std::byte* old, const std::byte* now, std::uint64_t n, std:
 void diff_runs(SimdLevel level, const std::byte* old, const std::byte* now, std::uint64_t n,
                std::vector<Run>& out, std::uint64_t gap = kCoalesceGap);
 
+/// The change mask of two buffers of n bytes, as a device computes it: bit k of mask[w] is set
+/// when byte 64w + k differs; bits at or past n are clear. `mask` holds (n + 63) / 64 words.
+/// Scalar (the device emulation and tests use it; a GPU computes the mask itself).
+void change_mask(const std::byte* old, const std::byte* now, std::uint64_t n, std::uint64_t* mask) noexcept;
+
+/// Appends the runs of a change mask over n bytes, their offsets shifted by `base`: exactly the
+/// runs diff_runs gives for the buffers the mask was taken from, given that a stretch [base,
+/// base + n) cut out of a larger buffer is bordered by more than `gap` equal bytes (or the
+/// buffer's ends). Mask bits at or past n are ignored. A GPU's diff reads back only its mask (and
+/// only the stretches that hold changes), then the changed bytes; this turns the mask into runs.
+void mask_runs(std::span<const std::uint64_t> mask, std::uint64_t n, std::uint64_t base, std::vector<Run>& out,
+               std::uint64_t gap = kCoalesceGap);
+
 }  // namespace mmsb

@@ -204,6 +204,7 @@ struct DeviceTraffic {
   std::uint64_t bytes_read = 0;          ///< device bytes read back (mirrors, undo, reads)
   std::uint64_t mirror_syncs = 0;        ///< mirror refreshes that moved bytes
   std::uint64_t mirror_bytes_synced = 0; ///< bytes those refreshes moved
+  std::uint64_t device_recomputes = 0;   ///< built-in recomputes run on the device (no mirror)
 };
 
 /// Where a page's bytes live (bus.device_place).
