@@ -8,6 +8,7 @@
 #include "Convert.hpp"
 #include "DLPack.hpp"
 #include "mmsb/core/Error.hpp"
+#include "mmsb/engine/DeviceStaging.hpp"
 
 namespace mmsb::py_bind {
 namespace py = pybind11;
@@ -73,30 +74,62 @@ py::dict metadata_dict(const Metadata& md) {
   return d;
 }
 
+// An edit's copy in device memory, as Python sees it (mmsb._core.DeviceStaging): what `with
+// p.edit()` yields for a cuda:N page when CuPy is not there to wrap it. DLPack consumers (CuPy,
+// PyTorch) take it in place and writable.
+struct StagingHandle {
+  std::shared_ptr<DeviceStaging> staging;
+  DType dtype;
+  std::vector<std::uint64_t> shape;
+  DevicePlace place;
+};
+
 // `with page.edit() as a:` — a writable staging copy; on a clean exit the difference becomes one
-// delta, committed only if the page is still at the epoch the copy was taken at.
+// delta, committed only if the page is still at the epoch the copy was taken at. A page in device
+// memory is staged on its device (unless device=False) and diffed there; any other page in a
+// NumPy array, diffed on the host.
 struct PageEdit {
   py::object page;
-  py::object staged;
+  py::object device;  // None: where the page lives; True / False: on its device / on the host
+  py::object staged = py::none();
   Epoch epoch = 0;
   bool entered = false;
+  std::shared_ptr<DeviceStaging> on_device;  // the copy of an edit on the device
 
   py::object enter() {
     if (entered) fail(ErrorCode::InvalidArgument, "this edit() context is already in use");
     PageHandle& h = page.cast<PageHandle&>();
     const PageRecord& r = h.live();
-    py::array a = page_array(h, r, py::handle());
-    epoch = h.bus->snapshot(h.id, mutable_bytes(a));
-    staged = a;
+    const DevicePlace place = h.bus->device_place(r);
+    if (device.is_none() ? place.on_device : device.cast<bool>()) {
+      on_device = std::shared_ptr<DeviceStaging>(h.bus->stage_on_device(h.id));
+      staged = py::cast(StagingHandle{on_device, r.dtype, h.shape(), place});
+      if (!place.emulated) {
+        try {
+          staged = py::module_::import("cupy").attr("from_dlpack")(staged);
+        } catch (py::error_already_set& e) {
+          if (!e.matches(PyExc_ImportError)) throw;
+        }
+      }
+    } else {
+      py::array a = page_array(h, r, py::handle());
+      epoch = h.bus->snapshot(h.id, mutable_bytes(a));
+      staged = a;
+    }
     entered = true;
     return staged;
   }
   bool exit(py::handle exc_type) {
     if (!entered) return false;
     entered = false;
+    const std::shared_ptr<DeviceStaging> copy = std::move(on_device);
     if (!exc_type.is_none()) return false;  // an exception inside the block commits nothing
     PageHandle& h = page.cast<PageHandle&>();
     wait_turn(*h.bus);
+    if (copy) {
+      h.bus->commit_staged(*copy);
+      return false;
+    }
     const py::array a = py::reinterpret_borrow<py::array>(staged);
     h.bus->update(h.id, {static_cast<const std::byte*>(a.data()), static_cast<std::size_t>(a.nbytes())},
                   epoch);
@@ -139,6 +172,39 @@ PageId resolve_page(const std::shared_ptr<Bus>& bus, py::handle key) {
 }
 
 void bind_page(py::module_& m) {
+  py::class_<StagingHandle>(m, "DeviceStaging",
+                            "The device copy an edit of a cuda:N page works on (Page.edit): take it with "
+                            "DLPack (cupy.from_dlpack, torch.from_dlpack), change it in place; the block's exit "
+                            "commits what changed, diffed on the device.")
+      .def_property_readonly("page", [](const StagingHandle& s) { return s.staging->page(); })
+      .def_property_readonly("epoch", [](const StagingHandle& s) { return s.staging->epoch(); },
+                             "The page's epoch the copy was taken at.")
+      .def_property_readonly("nbytes", [](const StagingHandle& s) { return s.staging->size(); })
+      .def_property_readonly("shape", [](const StagingHandle& s) { return py::tuple(py::cast(s.shape)); })
+      .def_property_readonly("dtype", [](const StagingHandle& s) { return numpy_dtype(s.dtype); })
+      .def("__dlpack__", [](const StagingHandle& s, py::handle stream, py::handle max_version, py::handle dl_device,
+                            py::handle) {
+        return dlpack_export_staging(s.staging, s.dtype, s.shape, s.place, stream, max_version, dl_device);
+      }, py::kw_only(), "stream"_a = py::none(), "max_version"_a = py::none(), "dl_device"_a = py::none(),
+         "copy"_a = py::none())
+      .def("__dlpack_device__", [](const StagingHandle& s) { return dlpack_device(s.place); })
+      // Tests and tools without a device library: bytes in and out of the copy through the device.
+      .def("_write", [](const StagingHandle& s, std::uint64_t offset, const py::bytes& data) {
+        const std::string_view bytes = data;
+        if (offset > s.staging->size() || bytes.size() > s.staging->size() - offset) {
+          fail(ErrorCode::InvalidArgument, "write of ", bytes.size(), " bytes at offset ", offset,
+               " is outside the ", s.staging->size(), "-byte device copy");
+        }
+        const cuda::DeviceRun run{s.staging->data() + offset, 0, bytes.size()};
+        s.staging->backend().write({&run, 1}, std::as_bytes(std::span(bytes.data(), bytes.size())));
+      }, "offset"_a, "data"_a)
+      .def("_read", [](const StagingHandle& s) {
+        std::string out(s.staging->size(), '\0');
+        const cuda::DeviceRun run{s.staging->data(), 0, out.size()};
+        s.staging->backend().read({&run, 1}, std::as_writable_bytes(std::span(out.data(), out.size())));
+        return py::bytes(out);
+      });
+
   py::class_<PageEdit>(m, "PageEdit", "Context manager returned by Page.edit().")
       .def("__enter__", &PageEdit::enter)
       .def("__exit__", [](PageEdit& e, py::handle t, py::handle, py::handle) { return e.exit(t); });
@@ -259,16 +325,19 @@ void bind_page(py::module_& m) {
         return h.bus->update(h.id, buf.bytes(), want);
       }, "new"_a, "expect_epoch"_a = py::none(),
          "Replace the whole content, committing only the changed bytes; False if nothing changed.")
-      .def("edit", [](py::object self) {
+      .def("edit", [](py::object self, py::object device) {
         self.cast<const PageHandle&>().live();
-        return PageEdit{self, py::none(), 0, false};
-      }, "Context manager yielding a writable copy; its changes commit as one delta on exit.")
+        return PageEdit{self, std::move(device)};
+      }, "device"_a = py::none(),
+         "Context manager yielding a writable copy; its changes commit as one delta on exit. A cuda:N page "
+         "is copied and diffed on its device (a CuPy array, or a DLPack-capable DeviceStaging without "
+         "CuPy) unless device=False; other pages yield a NumPy array.")
       .def("__dlpack__", [](const PageHandle& h, py::handle stream, py::handle max_version,
                             py::handle dl_device, py::handle copy) {
         return dlpack_export(h, stream, max_version, dl_device, copy);
       }, py::kw_only(), "stream"_a = py::none(), "max_version"_a = py::none(),
          "dl_device"_a = py::none(), "copy"_a = py::none())
-      .def("__dlpack_device__", &dlpack_device)
+      .def("__dlpack_device__", [](const PageHandle& h) { return dlpack_device(h); })
       .def_buffer([](PageHandle& h) {
         // Served by a view array, whose export ends when the consumer releases the buffer. The
         // cast finds the Page object being asked (pybind11 keeps one per handle).

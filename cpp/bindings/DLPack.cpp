@@ -54,6 +54,7 @@ constexpr const char* kLegacyName = "dltensor";
 struct Export {
   std::shared_ptr<Bus> bus;
   PageRecord* pinned = nullptr;  // pinned and exported (Bus::add_export) when not a copy
+  std::shared_ptr<const DeviceStaging> staging;  // an edit's device copy, kept while exported
   std::vector<std::int64_t> shape;
   std::vector<std::int64_t> strides;
   std::vector<std::byte> copy;
@@ -108,12 +109,35 @@ DLDevice device_of(const DevicePlace& place) {
   return {kDLCPU, 0};
 }
 
+void set_shape(Export& ex, const std::vector<std::uint64_t>& shape) {
+  for (std::uint64_t d : shape) ex.shape.push_back(static_cast<std::int64_t>(d));
+  ex.strides.assign(ex.shape.size(), 1);
+  for (std::size_t i = ex.shape.size(); i-- > 1;) ex.strides[i - 1] = ex.strides[i] * ex.shape[i];
+}
+
+// The capsule of a tensor of `dtype` at `data` on `device`, shaped by ex's shape; it owns `ex`
+// (or its consumer does, once it takes the capsule).
+py::capsule make_capsule(std::unique_ptr<Export> ex, void* data, DLDevice device, DType dtype, bool versioned,
+                         std::uint64_t flags) {
+  DLTensor t{data, device, static_cast<std::int32_t>(ex->shape.size()), dl_dtype(dtype), ex->shape.data(),
+             ex->strides.data(), 0};
+  Export* raw = ex.get();
+  PyObject* capsule = nullptr;
+  if (versioned) {
+    raw->versioned = DLManagedTensorVersioned{DLPackVersion{1, 0}, raw, &delete_versioned, flags, t};
+    capsule = PyCapsule_New(&raw->versioned, kVersionedName, &versioned_capsule_destructor);
+  } else {
+    raw->legacy = DLManagedTensor{t, raw, &delete_legacy};
+    capsule = PyCapsule_New(&raw->legacy, kLegacyName, &legacy_capsule_destructor);
+  }
+  if (capsule == nullptr) throw py::error_already_set();
+  ex.release();  // the capsule (or its consumer) now owns the export
+  return py::reinterpret_steal<py::capsule>(capsule);
+}
+
 }  // namespace
 
-py::tuple dlpack_device(const PageHandle& page) {
-  const DLDevice d = device_of(page.bus->device_place(page.live()));
-  return py::make_tuple(d.device_type, d.device_id);
-}
+py::tuple dlpack_device(const PageHandle& page) { return dlpack_device(page.bus->device_place(page.live())); }
 
 // A device page is exported in place: the bus's writes to device memory are complete when they
 // return (the backend synchronizes its stream), so any consumer stream already sees every
@@ -150,9 +174,7 @@ py::capsule dlpack_export(const PageHandle& page, py::handle stream, py::handle 
   auto ex = std::make_unique<Export>();
   ex->bus = page.bus;
   const DType dtype = r.dtype;
-  for (std::uint64_t d : page.shape()) ex->shape.push_back(static_cast<std::int64_t>(d));
-  ex->strides.assign(ex->shape.size(), 1);
-  for (std::size_t i = ex->shape.size(); i-- > 1;) ex->strides[i - 1] = ex->strides[i] * ex->shape[i];
+  set_shape(*ex, page.shape());
 
   void* data = nullptr;
   if (make_copy && target.device_type != kDLCPU) {
@@ -168,26 +190,39 @@ py::capsule dlpack_export(const PageHandle& page, py::handle stream, py::handle 
     ex->pinned = &pinned;
     data = r.data;  // read after add_export: a move cannot swap it any more
   }
-  DLTensor t{data,
-             target,
-             static_cast<std::int32_t>(ex->shape.size()),
-             dl_dtype(dtype),
-             ex->shape.data(),
-             ex->strides.data(),
-             0};
-  Export* raw = ex.get();
-  PyObject* capsule = nullptr;
-  if (versioned) {
-    raw->versioned = DLManagedTensorVersioned{DLPackVersion{1, 0}, raw, &delete_versioned,
-                                              make_copy ? kFlagIsCopied : kFlagReadOnly, t};
-    capsule = PyCapsule_New(&raw->versioned, kVersionedName, &versioned_capsule_destructor);
-  } else {
-    raw->legacy = DLManagedTensor{t, raw, &delete_legacy};
-    capsule = PyCapsule_New(&raw->legacy, kLegacyName, &legacy_capsule_destructor);
+  return make_capsule(std::move(ex), data, target, dtype, versioned, make_copy ? kFlagIsCopied : kFlagReadOnly);
+}
+
+py::tuple dlpack_device(const DevicePlace& place) {
+  const DLDevice d = device_of(place);
+  return py::make_tuple(d.device_type, d.device_id);
+}
+
+// Writable and in place: the consumer edits the copy. Its memory lives as long as the capsule.
+py::capsule dlpack_export_staging(std::shared_ptr<const DeviceStaging> staging, DType dtype,
+                                  const std::vector<std::uint64_t>& shape, const DevicePlace& place,
+                                  py::handle stream, py::handle max_version, py::handle dl_device) {
+  (void)stream;  // the copy is complete when staged (the backend synchronizes): no event needed
+  const DLDevice home = device_of(place);
+  if (!dl_device.is_none()) {
+    py::tuple dev = py::reinterpret_borrow<py::object>(dl_device).cast<py::tuple>();
+    if (dev.size() != 2 || dev[0].cast<std::int32_t>() != home.device_type ||
+        dev[1].cast<std::int32_t>() != home.device_id) {
+      throw py::buffer_error("the device copy of page " + std::to_string(staging->page()) +
+                             " is exported only on its own device (" + std::to_string(home.device_type) + ", " +
+                             std::to_string(home.device_id) + ")");
+    }
   }
-  if (capsule == nullptr) throw py::error_already_set();
-  ex.release();  // the capsule (or its consumer) now owns the export
-  return py::reinterpret_steal<py::capsule>(capsule);
+  if (place.emulated) {
+    throw py::buffer_error("the device copy of page " + std::to_string(staging->page()) +
+                           " lives on an emulated device (mmsb.cuda emulation for tests): its memory "
+                           "cannot be handed to a DLPack consumer");
+  }
+  auto ex = std::make_unique<Export>();
+  set_shape(*ex, shape);
+  void* data = staging->data();
+  ex->staging = std::move(staging);
+  return make_capsule(std::move(ex), data, home, dtype, wants_versioned(max_version), 0);
 }
 
 }  // namespace mmsb::py_bind

@@ -1,8 +1,13 @@
 #pragma once
-// DLPack export of CPU pages, written against the DLPack 1.x ABI (structs declared here).
+// DLPack export of pages (host, device and managed memory) and of the device copies of edits on
+// the device, written against the DLPack 1.x ABI (structs declared here).
 #include <pybind11/pybind11.h>
 
+#include <memory>
+#include <vector>
+
 #include "PageHandle.hpp"
+#include "mmsb/engine/DeviceStaging.hpp"
 
 namespace mmsb::py_bind {
 
@@ -13,7 +18,16 @@ namespace mmsb::py_bind {
 pybind11::capsule dlpack_export(const PageHandle& page, pybind11::handle stream,
                                 pybind11::handle max_version, pybind11::handle dl_device,
                                 pybind11::handle copy);
-/// page.__dlpack_device__() -> (kDLCPU = 1, 0).
+/// page.__dlpack_device__() -> (kDLCPU = 1, 0), (kDLCUDA = 2, N) or (kDLCUDAManaged = 13, N).
 pybind11::tuple dlpack_device(const PageHandle& page);
+/// The DLPack device of memory at `place`.
+pybind11::tuple dlpack_device(const DevicePlace& place);
+/// A writable, in-place export of an edit's device copy (Page.edit on a device page), shaped like
+/// its page; the capsule keeps the copy's memory alive until its consumer lets go. Raises
+/// BufferError for another device, or for an emulated device (its memory is not a GPU's).
+pybind11::capsule dlpack_export_staging(std::shared_ptr<const DeviceStaging> staging, DType dtype,
+                                        const std::vector<std::uint64_t>& shape, const DevicePlace& place,
+                                        pybind11::handle stream, pybind11::handle max_version,
+                                        pybind11::handle dl_device);
 
 }  // namespace mmsb::py_bind

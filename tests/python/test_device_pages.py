@@ -332,3 +332,62 @@ def test_a_wave_over_mixed_locations_equals_the_cpu_wave(devices, rng, dtype, n)
     write_sources(rng, dtype, n, [(cpu, a), (dev, b)], 25)
     assert_same(cpu, a, dev, b)
 
+
+
+def test_an_edit_of_a_device_page_is_made_and_diffed_on_the_device(devices):
+    bus = mmsb.Bus()
+    p = bus.create_page(shape=(5000,), dtype="int32", location="cuda:0")
+    want = np.arange(5000, dtype=np.int32)
+    p.write(0, want)
+    syncs = bus._device_traffic()["mirror_syncs"]
+    deltas = len(bus.history(p))
+    with p.edit() as s:  # no CuPy for emulated memory: the copy itself, fed here through the device
+        assert isinstance(s, _core.DeviceStaging)
+        assert (s.page, s.shape, s.dtype, s.nbytes, s.epoch) == (p.id, (5000,), np.dtype("int32"), 20000, p.epoch)
+        assert s._read() == want.tobytes()
+        s._write(40, np.int32([-1, -2]).tobytes())
+        s._write(16000, np.int32([7]).tobytes())
+    want[10:12] = [-1, -2]
+    want[4000] = 7
+    assert bus._device_traffic()["mirror_syncs"] == syncs  # diffed on the device
+    assert len(bus.history(p)) == deltas + 1  # one delta
+    assert np.array_equal(np.asarray(p), want)
+    with p.edit():
+        pass  # nothing changed: nothing committed
+    assert len(bus.history(p)) == deltas + 1
+
+
+def test_an_edit_on_the_device_commits_nothing_when_refused(devices):
+    bus = mmsb.Bus()
+    p = bus.create_page(shape=(64,), dtype="float64", location="cuda:0")
+    cpu = bus.create_page(shape=(8,), dtype="float64")
+    lsn = bus.lsn
+    with pytest.raises(ZeroDivisionError):
+        with p.edit() as s:
+            s._write(0, b"\x01" * 8)
+            raise ZeroDivisionError  # an exception inside the block commits nothing
+    assert bus.lsn == lsn and not np.asarray(p).any()
+    with pytest.raises(mmsb.EpochConflictError):
+        with p.edit() as s:
+            s._write(0, b"\x01" * 8)
+            p.write(8, np.float64([2.0]))  # another commit first
+    assert bus.lsn == lsn + 1 and np.asarray(p)[0] == 0 and np.asarray(p)[1] == 2.0
+    with pytest.raises(mmsb.InvalidArgumentError, match="outside"):
+        with p.edit() as s:
+            s._write(510, b"\x00" * 8)
+    with pytest.raises(mmsb.InvalidArgumentError, match="not in device memory"):
+        with cpu.edit(device=True):
+            pass
+    with p.edit() as s:
+        with pytest.raises(BufferError, match="emulated"):
+            s.__dlpack__()
+    assert bus.lsn == lsn + 1
+
+
+def test_an_edit_of_a_device_page_on_the_host_is_a_numpy_copy(devices):
+    bus = mmsb.Bus()
+    p = bus.create_page(shape=(16,), dtype="float32", location="cuda:1")
+    with p.edit(device=False) as a:
+        assert isinstance(a, np.ndarray)
+        a[3] = 1.5
+    assert np.asarray(p)[3] == 1.5 and p.epoch == 1

@@ -251,3 +251,35 @@ def test_device_waves_over_mixed_locations_equal_the_host(rng):
     write_sources(rng, "float32", 10_000, [(cpu, a), (dev, b)], 25)
     assert_same(cpu, a, dev, b)
 
+
+
+def test_an_edit_of_a_device_page_runs_on_the_gpu_with_cupy(bus):
+    """`with p.edit() as a` on a cuda:0 page yields a CuPy array over a device copy; the exit diffs
+    it against the page on the device (after CuPy's stream has finished) and commits one delta."""
+    cupy = pytest.importorskip("cupy")
+    n = 1 << 20
+    p = bus.create_page(shape=(n,), dtype="float32", location="cuda:0")
+    want = np.arange(n, dtype=np.float32)
+    p.write(0, want)
+    syncs = bus._device_traffic()["mirror_syncs"]
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        with p.edit() as a:
+            assert isinstance(a, cupy.ndarray) and a.shape == (n,)
+            assert np.array_equal(cupy.asnumpy(a), want)
+            a[1::4096] *= -1
+    want[1::4096] *= -1
+    assert bus._device_traffic()["mirror_syncs"] == syncs  # diffed on the device
+    assert len(bus.history(p)[-1].runs) == n // 4096
+    assert np.array_equal(np.asarray(p), want)
+
+
+def test_an_edit_of_a_device_page_is_writable_through_torch(bus):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("this PyTorch has no CUDA")
+    p = bus.create_page(shape=(1000,), dtype="int64", location="cuda:0")
+    with p.edit() as s:
+        t = torch.from_dlpack(s)
+        t[5] = 42
+    assert np.asarray(p)[5] == 42 and p.epoch == 1

@@ -216,6 +216,11 @@ class CudaBackend final : public DeviceBackend {
     count(table, 0, 0, 1);
   }
 
+  void settle() override {
+    DeviceGuard device(ordinal_, location_);
+    check(cudaDeviceSynchronize(), location_, "cudaDeviceSynchronize");
+  }
+
   // One kernel writes the mask and the chunk flags into device scratch from the pool; the flags
   // come back, then the mask words of the flagged stretches, each stretch with one copy.
   void diff(const std::byte* old, const std::byte* now, std::uint64_t n, std::vector<Run>& out) override {
@@ -461,7 +466,7 @@ class UnifiedBackend final : public DeviceBackend {
   }
 
   // The host touches managed memory only while no kernel of this device may be using it.
-  void settle() const {
+  void settle() override {
     DeviceGuard g(ordinal_, location_);
     check(cudaDeviceSynchronize(), location_, "cudaDeviceSynchronize");
   }

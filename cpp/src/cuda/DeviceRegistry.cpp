@@ -133,6 +133,8 @@ class EmulatedBackend final : public DeviceBackend {
     counters_.add_transfer(0, flags.size() + fetched.size() * sizeof(std::uint64_t), 0, 0);
   }
 
+  void settle() override {}  // host memory: every write is complete when it returns
+
   DeviceCounters counters() const override {
     std::lock_guard g(mutex_);
     return counters_;

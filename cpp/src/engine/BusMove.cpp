@@ -1,9 +1,12 @@
-// Moving a page between host and device memory (p.to), and the exports that forbid it while
-// something outside the bus holds the address of the page's bytes.
+// Pages and the memory that holds them: moving a page between host and device memory (p.to), the
+// exports that forbid it while something outside the bus holds the address of the page's bytes,
+// and edits made on the device (Page.edit of a device page).
 #include "mmsb/engine/Bus.hpp"
 
 #include "DevicePages.hpp"
+#include "mmsb/core/Clock.hpp"
 #include "mmsb/core/Error.hpp"
+#include "mmsb/engine/DeviceStaging.hpp"
 #include "mmsb/log/RecordCodec.hpp"
 
 namespace mmsb {
@@ -67,6 +70,39 @@ void Bus::drop_export(const PageRecord& r) noexcept {
   std::lock_guard g(exports_mutex_);
   auto it = exports_.find(r.id);
   if (it != exports_.end() && --it->second == 0) exports_.erase(it);
+}
+
+std::unique_ptr<DeviceStaging> Bus::stage_on_device(PageId id) {
+  auto lock = lock_turn();
+  check_open();
+  const PageRecord& r = live_locked(id);
+  if (!devices_->on_device(r)) {
+    fail(ErrorCode::InvalidArgument, "page ", id, " is not in device memory: cpu and unified pages are edited on "
+         "the host; only cuda:N pages are staged on their device");
+  }
+  return devices_->stage(r);
+}
+
+bool Bus::commit_staged(const DeviceStaging& staging) {
+  const std::uint64_t t0 = monotonic_ns();
+  staging.backend().settle();  // the editor's kernels, on streams of its own, have finished
+  auto lock = lock_turn();
+  check_writable();
+  PageRecord& r = live_locked(staging.page());
+  if (r.place != staging.place()) {
+    fail(ErrorCode::InvalidArgument, "page ", r.id, " moved (Page.to) while it was being edited on the device; "
+         "nothing was committed");
+  }
+  Delta d;
+  devices_->diff_on_device(r.id, r, staging.data(), d);
+  d.expect_epoch = staging.epoch();
+  check_delta_locked(r, d);  // an unchanged page still honours the epoch
+  if (d.empty()) return false;
+  commit_delta_locked(r, d);
+  note_commit_latency_locked(t0);
+  lock.unlock();
+  deliver_events();
+  return true;
 }
 
 }  // namespace mmsb

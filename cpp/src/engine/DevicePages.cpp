@@ -257,6 +257,12 @@ void DevicePages::recompute(PageId id, const RecomputeSpec& fn, std::span<const 
     for (const PageRecord* p : parents) parent_data_.push_back(p->data);
     backend.reduce(fn.semiring, out.dtype, parent_data_, weights, scratch.data, out.size / dtype_itemsize(out.dtype));
   }
+  diff_on_device(id, out, now, delta);
+  ++traffic_.device_recomputes;
+}
+
+void DevicePages::diff_on_device(PageId id, const PageRecord& out, std::byte* now, Delta& delta) {
+  cuda::DeviceBackend& backend = placement_of(out).backend();
   diff_runs_.clear();
   backend.diff(out.data, now, out.size, diff_runs_);
   const std::span<std::byte> payload = Delta::assign_runs(delta, id, diff_runs_);
@@ -268,7 +274,14 @@ void DevicePages::recompute(PageId id, const RecomputeSpec& fn, std::span<const 
   }
   if (!runs_.empty()) backend.read(runs_, payload);
   traffic_.bytes_read += payload.size();
-  ++traffic_.device_recomputes;
+}
+
+std::unique_ptr<DeviceStaging> DevicePages::stage(const PageRecord& r) {
+  cuda::DeviceBackend& backend = placement_of(r).backend();
+  auto staging = std::make_unique<DeviceStaging>(backend, backend.allocate(r.size), r.id,
+                                                 r.epoch.load(std::memory_order_relaxed), r.place, r.size);
+  backend.copy(staging->data(), r.data, r.size);
+  return staging;
 }
 
 const std::byte* DevicePages::host_bytes(const PageRecord& r) {

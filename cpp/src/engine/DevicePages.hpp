@@ -20,6 +20,7 @@
 #include "mmsb/delta/Delta.hpp"
 #include "mmsb/delta/DeltaBatch.hpp"
 #include "mmsb/engine/Bus.hpp"
+#include "mmsb/engine/DeviceStaging.hpp"
 #include "mmsb/graph/Recompute.hpp"
 #include "mmsb/page/PageTable.hpp"
 
@@ -84,6 +85,14 @@ class DevicePages {
   /// written. Throws Error(DeviceUnavailable / OutOfMemory); the scratch block is freed either way.
   void recompute(PageId id, const RecomputeSpec& fn, std::span<const double> weights, const PageRecord& out,
                  std::span<const PageRecord* const> parents, Delta& delta);
+
+  /// Makes `delta` the diff of page `id` (record `out`, on a device) against `now`, device memory
+  /// of the same device and size, computed there: only the change mask and the changed bytes are
+  /// read back. Throws Error(DeviceUnavailable).
+  void diff_on_device(PageId id, const PageRecord& out, std::byte* now, Delta& delta);
+  /// A copy of device page `r` in a fresh block of its device (an edit on the device). Throws
+  /// Error(OutOfMemory / DeviceUnavailable), nothing allocated then.
+  std::unique_ptr<DeviceStaging> stage(const PageRecord& r);
 
   /// Copies all of page `r`'s bytes into `dst`, a fresh block of `place` (0: the host arena) not
   /// yet any page's: read from the device (or its clean mirror) or the host once, written once;

@@ -13,7 +13,9 @@
 #include "log/LogTestUtil.hpp"
 #include "mmsb/core/Error.hpp"
 #include "mmsb/cuda/DeviceBackend.hpp"
+#include "mmsb/delta/Diff.hpp"
 #include "mmsb/engine/Bus.hpp"
+#include "mmsb/engine/DeviceStaging.hpp"
 
 namespace mmsb {
 namespace {
@@ -147,6 +149,99 @@ TEST(BusDeviceTest, DeviceBatchBuffersAreCountedAndFreedByGc) {
   const GcReport g = bus.gc();
   EXPECT_GE(g.cache_bytes_freed, grown);
   EXPECT_LE(bus.memory().cache_bytes, before);
+}
+
+// The editor of a staging copy, as device code would be: writes through the device's backend.
+void edit_staged(const DeviceStaging& s, std::uint64_t offset, const Bytes& data) {
+  const cuda::DeviceRun run{s.data() + offset, 0, data.size()};
+  s.backend().write({&run, 1}, data);
+}
+
+ErrorCode code_of_commit(Bus& bus, const DeviceStaging& s) {
+  try {
+    bus.commit_staged(s);
+  } catch (const Error& e) {
+    return e.code();
+  }
+  ADD_FAILURE() << "commit_staged did not throw";
+  return ErrorCode::Internal;
+}
+
+// An edit on the device commits exactly the changed bytes, diffed there: no mirror is read.
+TEST(BusDeviceTest, AnEditOnTheDeviceCommitsItsChangedBytesAsOneDelta) {
+  EmulatedDevices devices;
+  Rng rng(31);
+  Bus bus(BusOptions{1});
+  PageSpec spec;
+  spec.size = 50'000;
+  spec.location = "cuda:0";
+  const Bytes initial = random_bytes(rng, spec.size);
+  const PageId id = bus.create_page(spec, initial).id;
+  Bytes want = initial;
+  for (int round = 0; round < 4; ++round) {
+    const auto staging = bus.stage_on_device(id);
+    EXPECT_EQ(staging->epoch(), bus.page(id).epoch.load());
+    for (int k = 0; k < 5; ++k) {
+      const std::uint64_t off = uniform(rng, 0, spec.size - 100);
+      const Bytes data = random_bytes(rng, uniform(rng, 1, round == 3 ? 99 : 20));
+      edit_staged(*staging, off, data);
+      std::copy(data.begin(), data.end(), want.begin() + static_cast<std::ptrdiff_t>(off));
+    }
+    const Bytes before = test::page_state(bus, bus.page(id)).bytes;
+    const DeviceTraffic t0 = bus.device_traffic();
+    EXPECT_TRUE(bus.commit_staged(*staging));
+    EXPECT_EQ(bus.device_traffic().mirror_syncs, t0.mirror_syncs);
+    const auto history = bus.history(id);
+    std::vector<mmsb::Run> runs;
+    diff_runs(before.data(), want.data(), want.size(), runs);
+    EXPECT_EQ(history.back().runs, runs);
+    EXPECT_EQ(test::page_state(bus, bus.page(id)).bytes, want);
+  }
+  // Nothing changed: nothing committed.
+  const auto same = bus.stage_on_device(id);
+  const Lsn lsn = bus.lsn();
+  EXPECT_FALSE(bus.commit_staged(*same));
+  EXPECT_EQ(bus.lsn(), lsn);
+}
+
+// A staging copy taken before another commit, or before a move, commits nothing; a page not in
+// device memory is not staged; a staging copy outlives its bus.
+TEST(BusDeviceTest, AnEditOnTheDeviceIsRefusedWithNothingChanged) {
+  EmulatedDevices devices;
+  Rng rng(32);
+  auto bus = std::make_unique<Bus>(BusOptions{1});
+  PageSpec spec;
+  spec.size = 4096;
+  spec.location = "cuda:0";
+  const PageId id = bus->create_page(spec).id;
+  PageSpec host_spec;
+  host_spec.size = 64;
+  const PageId on_host = bus->create_page(host_spec).id;
+
+  auto staging = bus->stage_on_device(id);
+  edit_staged(*staging, 10, random_bytes(rng, 8));
+  bus->write(id, 100, random_bytes(rng, 4));  // someone else commits first
+  test::BusState before = test::capture(*bus);
+  EXPECT_EQ(code_of_commit(*bus, *staging), ErrorCode::EpochConflict);
+  EXPECT_TRUE(test::same_state(before, test::capture(*bus)));
+  EXPECT_FALSE(bus->commit_staged(*bus->stage_on_device(id)));  // a fresh copy commits nothing
+
+  staging = bus->stage_on_device(id);
+  edit_staged(*staging, 0, random_bytes(rng, 8));
+  bus->move_page(id, "cuda:1");
+  before = test::capture(*bus);
+  EXPECT_EQ(code_of_commit(*bus, *staging), ErrorCode::InvalidArgument);
+  EXPECT_TRUE(test::same_state(before, test::capture(*bus)));
+
+  try {
+    bus->stage_on_device(on_host);
+    FAIL() << "a cpu page was staged on a device";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+  }
+  staging = bus->stage_on_device(id);
+  bus.reset();  // the staging copy gives its block back after the bus is gone
+  staging.reset();
 }
 
 }  // namespace

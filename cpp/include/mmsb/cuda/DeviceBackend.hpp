@@ -100,6 +100,10 @@ class DeviceBackend {
   /// Throws as reduce().
   virtual void diff(const std::byte* old, const std::byte* now, std::uint64_t n, std::vector<Run>& out) = 0;
 
+  /// Waits until the device has finished all work queued on it by anyone (other libraries'
+  /// streams included), so that memory they wrote reads as written. Throws as reduce().
+  virtual void settle() = 0;
+
   virtual DeviceCounters counters() const = 0;
   virtual DevicePoolStats pool_stats() const = 0;
 };

@@ -50,6 +50,7 @@ struct TxnMark;
 struct WaveItem;
 class WaveBatch;
 class DevicePages;
+class DeviceStaging;
 namespace cuda {
 class Replicator;
 }
@@ -273,6 +274,16 @@ class Bus {
   /// alive (add_export: it would point at freed memory); Error(DeviceUnavailable / OutOfMemory /
   /// Durability / ReadOnly / Closed / PageNotFound).
   bool move_page(PageId id, const std::string& location);
+  /// An edit on the device (Page.edit of a "cuda:N" page): a copy of page `id` in its device's
+  /// memory, holding the page's bytes at its epoch now. Throws Error(InvalidArgument) unless the
+  /// page lives in device memory the host cannot address (cpu and unified pages are edited on the
+  /// host), Error(PageNotFound), Error(OutOfMemory / DeviceUnavailable); nothing changes then.
+  std::unique_ptr<DeviceStaging> stage_on_device(PageId id);
+  /// Commits what changed in `staging` as one delta of its page, diffed on the device after it
+  /// finished all queued work (the editor's kernels); false when nothing changed. Throws
+  /// Error(EpochConflict) if the page changed since it was staged, Error(InvalidArgument) if it
+  /// moved or the bus is read-only, and as any commit otherwise; nothing is committed then.
+  bool commit_staged(const DeviceStaging& staging);
   /// Registers something that holds the address of page `r`'s bytes beyond a call (a NumPy view,
   /// a buffer, a DLPack tensor): until the matching drop_export, move_page refuses the page. Read
   /// the address (r.data, host_bytes) after this returns. Thread safety: any thread; never waits
