@@ -189,6 +189,12 @@ py::capsule dlpack_export(const PageHandle& page, py::handle stream, py::handle 
     page.bus->add_export(pinned);
     ex->pinned = &pinned;
     data = r.data;  // read after add_export: a move cannot swap it any more
+    // Managed memory the consumer's kernels will use: migrated ahead of them on their stream
+    // (DLPack: None is the legacy default stream, -1 asks for no ordering).
+    if (place.managed && target.device_type == kDLCUDAManaged) {
+      const std::intptr_t s = stream.is_none() ? 0 : stream.cast<std::intptr_t>();
+      page.bus->prefetch_for_device(page.id, s == -1 ? nullptr : reinterpret_cast<void*>(s));
+    }
   }
   return make_capsule(std::move(ex), data, target, dtype, versioned, make_copy ? kFlagIsCopied : kFlagReadOnly);
 }

@@ -283,3 +283,22 @@ def test_an_edit_of_a_device_page_is_writable_through_torch(bus):
         t = torch.from_dlpack(s)
         t[5] = 42
     assert np.asarray(p)[5] == 42 and p.epoch == 1
+
+
+def test_a_unified_page_lent_to_cupy_on_a_stream_reads_back_on_the_host(bus):
+    """Exported to CuPy on a non-default stream, a unified page is prefetched to the GPU ahead of
+    CuPy's kernels and back before the bus next touches it on the host; the bytes stay exact."""
+    cupy = pytest.importorskip("cupy")
+    n = 1 << 20
+    p = bus.create_page(shape=(n,), dtype="float64", location="unified")
+    values = np.arange(n, dtype=np.float64)
+    p.write(0, values)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        a = cupy.from_dlpack(p)
+        assert float(a.sum()) == float(values.sum())
+    stream.synchronize()
+    del a
+    p.write(8, np.float64([-1.0]))
+    values[1] = -1.0
+    assert np.array_equal(np.asarray(p), values)

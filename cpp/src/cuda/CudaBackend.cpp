@@ -221,6 +221,8 @@ class CudaBackend final : public DeviceBackend {
     check(cudaDeviceSynchronize(), location_, "cudaDeviceSynchronize");
   }
 
+  void prefetch(const std::byte*, std::uint64_t, bool, void*) override {}  // device memory stays put
+
   // One kernel writes the mask and the chunk flags into device scratch from the pool; the flags
   // come back, then the mask words of the flagged stretches, each stretch with one copy.
   void diff(const std::byte* old, const std::byte* now, std::uint64_t n, std::vector<Run>& out) override {
@@ -374,6 +376,7 @@ class UnifiedBackend final : public DeviceBackend {
   explicit UnifiedBackend(int ordinal)
       : location_("unified"),
         ordinal_(ordinal),
+        concurrent_access_(concurrent_managed_access(ordinal)),
         pool_(SlabSource{location_,
                          [this](std::size_t n) -> void* { return allocate_managed(n); },
                          [this](void* p, std::size_t n) {
@@ -435,6 +438,24 @@ class UnifiedBackend final : public DeviceBackend {
     count(0, 0, 0);
   }
 
+  void prefetch(const std::byte* p, std::uint64_t bytes, bool to_device, void* stream) override {
+    if (!concurrent_access_ || bytes == 0) return;
+    DeviceGuard g(ordinal_, location_);
+    const auto s = static_cast<cudaStream_t>(stream);
+#if CUDART_VERSION >= 13000
+    cudaMemLocation where{};
+    where.type = to_device ? cudaMemLocationTypeDevice : cudaMemLocationTypeHost;
+    where.id = to_device ? ordinal_ : 0;
+    check(cudaMemPrefetchAsync(p, bytes, where, 0, s), location_, "cudaMemPrefetchAsync");
+#else
+    check(cudaMemPrefetchAsync(p, bytes, to_device ? ordinal_ : cudaCpuDeviceId, s), location_,
+          "cudaMemPrefetchAsync");
+#endif
+    if (!to_device) check(cudaStreamSynchronize(s), location_, "cudaStreamSynchronize");
+    std::lock_guard c(counters_mutex_);
+    ++counters_.prefetches;
+  }
+
   DeviceCounters counters() const override {
     std::lock_guard g(counters_mutex_);
     return counters_;
@@ -476,8 +497,17 @@ class UnifiedBackend final : public DeviceBackend {
     counters_.add_transfer(to_device, to_host, copied, 0);
   }
 
+  // Prefetching needs it (Linux with a Pascal or newer GPU); elsewhere the hints are skipped.
+  static bool concurrent_managed_access(int ordinal) {
+    int yes = 0;
+    check(cudaDeviceGetAttribute(&yes, cudaDevAttrConcurrentManagedAccess, ordinal), "unified",
+          "cudaDeviceGetAttribute");
+    return yes != 0;
+  }
+
   std::string location_;
   int ordinal_;
+  bool concurrent_access_;
   DevicePool pool_;
   mutable std::mutex counters_mutex_;
   DeviceCounters counters_;

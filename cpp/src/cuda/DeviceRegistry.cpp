@@ -135,6 +135,13 @@ class EmulatedBackend final : public DeviceBackend {
 
   void settle() override {}  // host memory: every write is complete when it returns
 
+  // Counted for managed memory, as a GPU's would be (the tests check the engine gives them).
+  void prefetch(const std::byte*, std::uint64_t, bool, void*) override {
+    if (!host_accessible_) return;
+    std::lock_guard g(mutex_);
+    ++counters_.prefetches;
+  }
+
   DeviceCounters counters() const override {
     std::lock_guard g(mutex_);
     return counters_;

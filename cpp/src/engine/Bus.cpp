@@ -546,6 +546,7 @@ void Bus::apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn) {
   if (devices_->on_device(r)) {
     devices_->write(r, d);
   } else {
+    devices_->host_access(r);
     d.apply_to(r.data);
   }
   d.epoch = r.epoch.load(std::memory_order_relaxed) + 1;
@@ -559,6 +560,9 @@ void Bus::apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn) {
 void Bus::apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns, std::byte* save_old,
                              bool validated) {
   bool applied = false;
+  if (validated && devices_->lent()) {
+    for (PageId id : batch.page_ids) devices_->host_access(table_.record(id));
+  }
   if (devices_->active()) {
     if (!validated) validate_batch(batch, table_);  // device rows are resolved before any is applied
     validated = true;

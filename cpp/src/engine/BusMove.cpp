@@ -105,4 +105,10 @@ bool Bus::commit_staged(const DeviceStaging& staging) {
   return true;
 }
 
+void Bus::prefetch_for_device(PageId id, void* stream) {
+  auto lock = lock_turn();
+  check_open();
+  devices_->lend_to_device(live_locked(id), stream);
+}
+
 }  // namespace mmsb

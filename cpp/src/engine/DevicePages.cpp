@@ -6,6 +6,7 @@
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "mmsb/core/Error.hpp"
@@ -52,6 +53,7 @@ class DevicePlacement final : public Placement {
     {
       std::lock_guard g(mutex_);
       mirrors_.erase(block.data);
+      lent_.erase(block.data);
     }
     requested_.fetch_sub(block.requested, std::memory_order_relaxed);
     backend_.release(cuda::DevicePool::Block{block.data, block.requested, block.size_class, block.slab});
@@ -104,6 +106,21 @@ class DevicePlacement final : public Placement {
     return it->second;
   }
 
+  // Managed memory handed to device code (a DLPack export): migrated there now, and back at the
+  // host's next access through the bus (reclaim).
+  void lend(std::byte* data, std::uint64_t size, void* stream) {
+    backend_.prefetch(data, size, true, stream);
+    std::lock_guard g(mutex_);
+    lent_.insert(data);
+  }
+  void reclaim(std::byte* data, std::uint64_t size) {
+    {
+      std::lock_guard g(mutex_);
+      if (lent_.erase(data) == 0) return;
+    }
+    backend_.prefetch(data, size, false, nullptr);
+  }
+
   // A mirror with nothing stale, or nullptr.
   const std::byte* clean_mirror(std::byte* data) const {
     std::lock_guard g(mutex_);
@@ -122,6 +139,7 @@ class DevicePlacement final : public Placement {
   cuda::DeviceBackend& backend_;
   mutable std::mutex mutex_;
   std::unordered_map<std::byte*, Mirror> mirrors_;
+  std::unordered_set<std::byte*> lent_;  // managed blocks migrated to the device (lend)
   std::atomic<std::uint64_t> requested_{0};  // released on any thread
 };
 
@@ -231,6 +249,16 @@ void DevicePages::copy_page(PageRecord& r, std::uint8_t place, std::byte* dst) {
     static_cast<DevicePlacement&>(*table_.placement(place)).store(dst, staged);
     traffic_.bytes_written += r.size;
   }
+}
+
+void DevicePages::lend_to_device(const PageRecord& r, void* stream) {
+  if (r.place == 0 || on_device(r)) return;  // only managed memory migrates
+  placement_of(r).lend(r.data, r.size, stream);
+  lent_ = true;
+}
+
+void DevicePages::reclaim(const PageRecord& r) {
+  if (r.place != 0 && !on_device(r)) placement_of(r).reclaim(r.data, r.size);
 }
 
 bool DevicePages::computes_on_device(const PageRecord& out, std::span<const PageRecord* const> parents) const noexcept {

@@ -73,7 +73,22 @@ class DevicePages {
   /// until the next call.
   const std::byte* host_bytes(const PageRecord& r);
   /// The host bytes of any page: its own data, or a device page's refreshed mirror.
-  const std::byte* readable(const PageRecord& r) { return on_device(r) ? host_bytes(r) : r.data; }
+  const std::byte* readable(const PageRecord& r) {
+    if (on_device(r)) return host_bytes(r);
+    host_access(r);
+    return r.data;
+  }
+  /// Device code is about to use page `r` (a DLPack export to a CUDA consumer): a page in managed
+  /// memory migrates to its device, queued on `stream`, until the host's next access through the
+  /// bus (host_access). Other pages are left alone. Throws Error(DeviceUnavailable).
+  void lend_to_device(const PageRecord& r, void* stream);
+  /// The host is about to read or write page `r` in place: a managed page lent to device code
+  /// migrates back first. One test when nothing was ever lent.
+  void host_access(const PageRecord& r) {
+    if (lent_) reclaim(r);
+  }
+  /// Whether any page was ever lent (batches check their rows only then).
+  bool lent() const noexcept { return lent_; }
 
   /// Whether a built-in recompute of `out` from `parents` runs on the device: `out` lives in
   /// device memory the host cannot address, and every parent in the same device's memory.
@@ -113,6 +128,7 @@ class DevicePages {
 
  private:
   DevicePlacement& placement_of(const PageRecord& r) const;
+  void reclaim(const PageRecord& r);
   static std::vector<std::uint8_t> places_of(std::span<const DeviceRow> rows);
 
   PageTable& table_;
@@ -120,6 +136,7 @@ class DevicePages {
   std::vector<std::uint8_t> places_;                          // their places in the table
   DeviceTraffic traffic_;
   bool active_ = false;
+  bool lent_ = false;  // lend_to_device ever ran
   std::array<bool, 256> device_places_{};  // by place: memory the host cannot address (asked per row)
   // Per-call buffers kept between calls: a batch of millions of rows would otherwise fault in
   // fresh pages for each of them on every call. They grow to the largest batch seen.

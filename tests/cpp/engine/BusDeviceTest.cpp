@@ -244,5 +244,47 @@ TEST(BusDeviceTest, AnEditOnTheDeviceIsRefusedWithNothingChanged) {
   staging.reset();
 }
 
+// Prefetch hints for managed memory: lent to device code (a DLPack export), a unified page is
+// migrated back once before the host next reads or writes it through the bus; other pages never
+// migrate, and nothing is hinted for pages never lent.
+TEST(BusDeviceTest, UnifiedPagesLentToDeviceCodeComeBackBeforeTheHostUsesThem) {
+  EmulatedDevices devices;
+  Bus bus(BusOptions{1});
+  PageSpec spec;
+  spec.size = 4096;
+  spec.location = "unified";
+  const PageId u = bus.create_page(spec).id;
+  spec.location = "cuda:0";
+  const PageId d = bus.create_page(spec).id;
+  spec.location = "cpu";
+  const PageId h = bus.create_page(spec).id;
+  const cuda::DeviceBackend& managed = cuda::device_backend("unified");
+  const auto hints = [&] { return managed.counters().prefetches; };
+  const std::uint64_t h0 = hints();
+  const Bytes one(8, std::byte{1});
+  bus.write(u, 0, one);
+  bus.host_bytes(bus.page(u));
+  EXPECT_EQ(hints(), h0);  // never lent: no hint
+  bus.prefetch_for_device(u, nullptr);
+  EXPECT_EQ(hints(), h0 + 1);
+  bus.prefetch_for_device(d, nullptr);  // device and host memory do not migrate
+  bus.prefetch_for_device(h, nullptr);
+  EXPECT_EQ(hints(), h0 + 1);
+  const Bytes seen(bus.host_bytes(bus.page(u)), bus.host_bytes(bus.page(u)) + 8);
+  EXPECT_EQ(seen, one);
+  EXPECT_EQ(hints(), h0 + 2);  // back to the host once, before the read
+  bus.prefetch_for_device(u, nullptr);
+  bus.write(u, 8, one);
+  EXPECT_EQ(hints(), h0 + 4);  // and before a write
+  bus.prefetch_for_device(u, nullptr);
+  DeltaBatch b;
+  b.add(h, 0, one);
+  b.add(u, 16, one);
+  bus.apply_batch(b.view());
+  EXPECT_EQ(hints(), h0 + 6);  // and before a batch row
+  bus.apply_batch(b.view());
+  EXPECT_EQ(hints(), h0 + 6);
+}
+
 }  // namespace
 }  // namespace mmsb

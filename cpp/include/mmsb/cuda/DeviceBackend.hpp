@@ -44,6 +44,7 @@ struct DeviceCounters {
   std::uint64_t bytes_copied = 0;     ///< device-to-device bytes of copy()
   std::uint64_t transfers = 0;        ///< write/read/copy/reduce/diff calls
   std::uint64_t kernels = 0;          ///< kernels launched (0 for the emulation)
+  std::uint64_t prefetches = 0;       ///< prefetch hints given for managed memory
 
   /// Counts one write/read/copy call.
   void add_transfer(std::uint64_t to_device, std::uint64_t to_host, std::uint64_t copied,
@@ -100,6 +101,13 @@ class DeviceBackend {
   /// Throws as reduce().
   virtual void diff(const std::byte* old, const std::byte* now, std::uint64_t n, std::vector<Run>& out) = 0;
 
+  /// A hint for managed memory ("unified"): migrate [p, +bytes) to this device ahead of device
+  /// code that will use it, queued on `stream` (a cudaStream_t of the caller's: nullptr is the
+  /// default stream) so that it lands before the work queued after it; or, with to_device false,
+  /// back to the host before the host uses it, complete when the call returns (a bulk migration
+  /// instead of a page fault per touched page). Device memory (cuda:N) ignores it, and so does a
+  /// GPU without concurrent managed access. Throws Error(DeviceUnavailable) naming the CUDA error.
+  virtual void prefetch(const std::byte* p, std::uint64_t bytes, bool to_device, void* stream) = 0;
   /// Waits until the device has finished all work queued on it by anyone (other libraries'
   /// streams included), so that memory they wrote reads as written. Throws as reduce().
   virtual void settle() = 0;

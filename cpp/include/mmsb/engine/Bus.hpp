@@ -284,6 +284,11 @@ class Bus {
   /// Error(EpochConflict) if the page changed since it was staged, Error(InvalidArgument) if it
   /// moved or the bus is read-only, and as any commit otherwise; nothing is committed then.
   bool commit_staged(const DeviceStaging& staging);
+  /// Hints that device code is about to use page `id` (a DLPack export to a CUDA consumer): a
+  /// unified page migrates to its device, queued on `stream` (the consumer's cudaStream_t;
+  /// nullptr: the default stream), and back to the host before the bus next reads or writes it
+  /// there. Other pages are unaffected. Throws Error(PageNotFound / DeviceUnavailable).
+  void prefetch_for_device(PageId id, void* stream);
   /// Registers something that holds the address of page `r`'s bytes beyond a call (a NumPy view,
   /// a buffer, a DLPack tensor): until the matching drop_export, move_page refuses the page. Read
   /// the address (r.data, host_bytes) after this returns. Thread safety: any thread; never waits
