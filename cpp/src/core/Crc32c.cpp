@@ -3,6 +3,8 @@
 #include <array>
 #include <cstring>
 
+#include "Crc32cMath.hpp"
+
 #if defined(__x86_64__)
 #include <nmmintrin.h>
 #endif
@@ -10,44 +12,19 @@
 namespace mmsb {
 namespace {
 
-constexpr std::uint32_t kPoly = 0x82F63B78u;
+using crc32c_detail::multiply_mod_p;
+using crc32c_detail::x_pow_8n;
 
 // tables[k][b]: CRC contribution of byte b followed by k zero bytes (slicing-by-8).
 constexpr std::array<std::array<std::uint32_t, 256>, 8> make_tables() {
   std::array<std::array<std::uint32_t, 256>, 8> t{};
-  for (std::uint32_t b = 0; b < 256; ++b) {
-    std::uint32_t c = b;
-    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ ((c & 1u) ? kPoly : 0u);
-    t[0][b] = c;
-  }
+  for (std::uint32_t b = 0; b < 256; ++b) t[0][b] = crc32c_detail::table_entry(b);
   for (std::uint32_t b = 0; b < 256; ++b) {
     for (int k = 1; k < 8; ++k) t[k][b] = (t[k - 1][b] >> 8) ^ t[0][t[k - 1][b] & 0xFFu];
   }
   return t;
 }
 constexpr auto kTables = make_tables();
-
-// a * b mod P for CRC register values (bit 31 holds x^0: the reflected order of the tables and
-// of the x86 instruction). Used to shift a register past bytes it did not see.
-constexpr std::uint32_t multiply_mod_p(std::uint32_t a, std::uint32_t b) noexcept {
-  std::uint32_t product = 0;
-  for (std::uint32_t m = 1u << 31; m != 0; m >>= 1) {
-    if (a & m) product ^= b;
-    b = (b & 1u) ? (b >> 1) ^ kPoly : b >> 1;  // b *= x
-  }
-  return product;
-}
-
-// x^(8n) mod P: what multiplying a register by shifts it past n zero bytes.
-constexpr std::uint32_t x_pow_8n(std::uint64_t n) noexcept {
-  std::uint32_t result = 1u << 31;      // x^0
-  std::uint32_t square = 1u << 23;      // x^8
-  for (; n != 0; n >>= 1) {
-    if (n & 1) result = multiply_mod_p(result, square);
-    square = multiply_mod_p(square, square);
-  }
-  return result;
-}
 
 #if defined(__x86_64__)
 // The crc32 instruction has a latency of 3 cycles and a throughput of 1: three independent
@@ -128,6 +105,11 @@ std::uint32_t crc32c(const void* data, std::size_t n, std::uint32_t crc) noexcep
   if (crc32c_hardware()) return crc32c_sse42(static_cast<const unsigned char*>(data), n, crc);
 #endif
   return crc32c_portable(data, n, crc);
+}
+
+std::uint32_t crc32c_combine(std::uint32_t crc_a, std::uint32_t crc_b, std::uint64_t len_b) noexcept {
+  // The registers' initial and final inversions cancel in the shifted sum (the CRC is affine).
+  return multiply_mod_p(crc_a, x_pow_8n(len_b)) ^ crc_b;
 }
 
 }  // namespace mmsb

@@ -14,6 +14,7 @@
 #include "DeviceCompute.hpp"
 #include "MaskStretch.hpp"
 #include "RunCopy.hpp"
+#include "mmsb/core/Crc32c.hpp"
 #include "mmsb/core/Error.hpp"
 #include "mmsb/delta/Diff.hpp"
 #include "mmsb/cuda/StagingPlan.hpp"
@@ -222,6 +223,43 @@ class CudaBackend final : public DeviceBackend {
   }
 
   void prefetch(const std::byte*, std::uint64_t, bool, void*) override {}  // device memory stays put
+
+  // A CRC per whole 64 KiB block from the kernel, the last partial block's bytes, joined here.
+  std::uint32_t crc32c(const std::byte* p, std::uint64_t n) override {
+    const std::uint64_t blocks = n / kCrcBlockBytes;
+    const std::uint64_t tail = n - blocks * kCrcBlockBytes;
+    std::vector<std::uint32_t> crcs(blocks);
+    std::vector<std::byte> tail_bytes(tail);
+    const DevicePool::Block scratch = pool_.allocate(std::max<std::uint64_t>(blocks, 1) * sizeof(std::uint32_t));
+    struct Release {
+      DevicePool& pool;
+      const DevicePool::Block& block;
+      ~Release() { pool.release(block); }
+    } release{pool_, scratch};
+    auto* device_crcs = reinterpret_cast<std::uint32_t*>(scratch.data);
+    {
+      std::lock_guard g(transfer_mutex_);
+      DeviceGuard device(ordinal_, location_);
+      drained([&] {
+        check(launch_crc32c_blocks(p, blocks, device_crcs, stream_.get()), location_, "launch_crc32c_blocks");
+        if (blocks > 0) {
+          check(cudaMemcpyAsync(crcs.data(), device_crcs, blocks * sizeof(std::uint32_t), cudaMemcpyDeviceToHost,
+                                stream_.get()),
+                location_, "cudaMemcpyAsync (block CRCs to host)");
+        }
+        if (tail > 0) {
+          check(cudaMemcpyAsync(tail_bytes.data(), p + blocks * kCrcBlockBytes, tail, cudaMemcpyDeviceToHost,
+                                stream_.get()),
+                location_, "cudaMemcpyAsync (last block to host)");
+        }
+        check(cudaStreamSynchronize(stream_.get()), location_, "cudaStreamSynchronize");
+      });
+    }
+    std::uint32_t crc = 0;
+    for (const std::uint32_t c : crcs) crc = crc32c_combine(crc, c, kCrcBlockBytes);
+    count(0, blocks * sizeof(std::uint32_t) + tail, 0, blocks > 0 ? 1 : 0);
+    return mmsb::crc32c(tail_bytes.data(), tail, crc);
+  }
 
   // One kernel writes the mask and the chunk flags into device scratch from the pool; the flags
   // come back, then the mask words of the flagged stretches, each stretch with one copy.
@@ -436,6 +474,12 @@ class UnifiedBackend final : public DeviceBackend {
     settle();
     diff_runs(old, now, n, out);
     count(0, 0, 0);
+  }
+
+  std::uint32_t crc32c(const std::byte* p, std::uint64_t n) override {
+    settle();
+    count(0, 0, 0);
+    return mmsb::crc32c(p, n);
   }
 
   void prefetch(const std::byte* p, std::uint64_t bytes, bool to_device, void* stream) override {

@@ -5,6 +5,11 @@
 // (lift or weight the first parent, then ⊕ the others in order), so the order of operations per
 // element, and therefore every rounding, is the host's. The page bytes are read once each.
 //
+// The checksum gives each thread 256 consecutive bytes of a 64 KiB block (sixteen 16-byte loads)
+// and the table-driven CRC of them from a zero register; the block's 256 registers are joined in
+// shared memory by a tree of shifts (crc32c_detail: x^(8 len) mod P, the host's own arithmetic)
+// and the zero start turned into CRC32C's inverted one. The host joins the blocks.
+//
 // The change mask gives each thread 32 bytes (two 16-byte loads per side, compared four bytes at
 // a time) and one 32-bit word of the mask; a block of 256 threads covers one chunk of
 // kMaskChunkBytes and flags it with __syncthreads_or, so the host reads back a flag per chunk
@@ -12,6 +17,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "../core/Crc32cMath.hpp"
 #include "../graph/SemiringScalar.hpp"
 #include "DeviceCompute.hpp"
 #include "MaskStretch.hpp"
@@ -76,6 +82,43 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) flags[blockIdx.x] = any != 0 ? 1 : 0;
 }
 
+constexpr std::uint64_t kCrcThreadBytes = kCrcBlockBytes / kThreads;
+
+struct CrcShifts {
+  std::uint32_t level[8];  // x^(8 * kCrcThreadBytes * 2^l) mod P: joins two halves of 2^l threads
+  std::uint32_t start;     // what the inverted initial register adds to a whole block
+};
+
+__global__ void __launch_bounds__(kThreads)
+    crc32c_blocks_kernel(const unsigned char* __restrict__ p, std::uint64_t blocks, std::uint32_t* __restrict__ crcs,
+                         CrcShifts shifts) {
+  __shared__ std::uint32_t table[256];
+  __shared__ std::uint32_t reg[kThreads];
+  const unsigned t = threadIdx.x;
+  table[t] = crc32c_detail::table_entry(t);
+  __syncthreads();
+  for (std::uint64_t b = blockIdx.x; b < blocks; b += gridDim.x) {
+    const auto* words = reinterpret_cast<const uint4*>(p + b * kCrcBlockBytes + t * kCrcThreadBytes);
+    std::uint32_t c = 0;
+    for (unsigned w = 0; w < kCrcThreadBytes / 16; ++w) {
+      const uint4 v = words[w];
+      const unsigned xs[4] = {v.x, v.y, v.z, v.w};
+      for (const unsigned x : xs) {
+        for (unsigned k = 0; k < 4; ++k) c = (c >> 8) ^ table[(c ^ (x >> (8 * k))) & 0xFFu];
+      }
+    }
+    reg[t] = c;
+    __syncthreads();
+    for (unsigned l = 0; (1u << l) < kThreads; ++l) {
+      const unsigned half = 1u << l;
+      if (t % (2 * half) == 0) reg[t] = crc32c_detail::multiply_mod_p(reg[t], shifts.level[l]) ^ reg[t + half];
+      __syncthreads();
+    }
+    if (t == 0) crcs[b] = ~(reg[0] ^ shifts.start);
+    __syncthreads();
+  }
+}
+
 unsigned grid_for(std::uint64_t items) {
   constexpr std::uint64_t kMaxBlocks = 65535;  // grid-stride beyond: plenty to fill any GPU
   return static_cast<unsigned>(std::max<std::uint64_t>(1, std::min(kMaxBlocks, (items + kThreads - 1) / kThreads)));
@@ -111,6 +154,18 @@ cudaError_t launch_reduce(SemiringKind s, DType dtype, const std::byte* table, s
     reduce_kernel<Ops><<<grid_for(count), kThreads, 0, stream>>>(ps, ws, parents, reinterpret_cast<T*>(out), count);
     return cudaGetLastError();
   });
+}
+
+cudaError_t launch_crc32c_blocks(const std::byte* p, std::uint64_t blocks, std::uint32_t* crcs, cudaStream_t stream) {
+  if (blocks == 0) return cudaSuccess;
+  CrcShifts shifts{};
+  for (unsigned l = 0; l < 8; ++l) shifts.level[l] = crc32c_detail::x_pow_8n(kCrcThreadBytes << l);
+  // CRC32C starts from an inverted register: over a whole block that adds ~0 shifted past it.
+  shifts.start = crc32c_detail::multiply_mod_p(~0u, crc32c_detail::x_pow_8n(kCrcBlockBytes));
+  constexpr std::uint64_t kMaxBlocks = 65535;
+  crc32c_blocks_kernel<<<static_cast<unsigned>(std::min(blocks, kMaxBlocks)), kThreads, 0, stream>>>(
+      reinterpret_cast<const unsigned char*>(p), blocks, crcs, shifts);
+  return cudaGetLastError();
 }
 
 cudaError_t launch_change_mask(const std::byte* old, const std::byte* now, std::uint64_t n, std::uint64_t* mask,

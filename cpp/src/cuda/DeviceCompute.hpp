@@ -26,6 +26,12 @@ void fill_reduce_table(SemiringKind s, DType dtype, std::span<const std::byte* c
 cudaError_t launch_reduce(SemiringKind s, DType dtype, const std::byte* table, std::size_t parents, bool weighted,
                           std::byte* out, std::uint64_t count, cudaStream_t stream);
 
+/// Bytes per CRC of launch_crc32c_blocks: 256 threads x 256 bytes.
+inline constexpr std::uint64_t kCrcBlockBytes = 65536;
+/// Launches the CRC32C of each whole kCrcBlockBytes block of device memory `p` (`blocks` of them,
+/// 16-byte aligned) into device memory `crcs`, one per block, on `stream`. Returns the status.
+cudaError_t launch_crc32c_blocks(const std::byte* p, std::uint64_t blocks, std::uint32_t* crcs, cudaStream_t stream);
+
 /// Launches the change mask of device buffers `old` and `now` (n bytes each, 16-byte aligned as pool blocks are) on
 /// `stream`: mask_words(n) 64-bit words as change_mask() writes them, and mask_chunks(n) flags,
 /// nonzero where a chunk of kMaskChunkBytes holds a changed byte. Returns the launch status.

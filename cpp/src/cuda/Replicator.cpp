@@ -7,7 +7,6 @@
 #include <exception>
 
 #include "ReplicaChannel.hpp"
-#include "mmsb/core/Crc32c.hpp"
 #include "mmsb/core/Error.hpp"
 
 namespace mmsb::cuda {
@@ -31,8 +30,6 @@ static_assert(sizeof(WireHeader) == 24 && sizeof(WireRow) == 32);
 // A row's payload starts at the same address modulo kLane as its destination (body and pages
 // are 256-byte aligned), so the run-copy kernel moves 16-byte words; at most 15 bytes of padding.
 constexpr std::uint64_t kLane = 16;
-// hash() reads replicas back in pieces of this size, bounding its host memory.
-constexpr std::uint64_t kHashChunk = std::uint64_t{64} << 20;
 
 constexpr std::uint64_t kFnvOffset = 14695981039346656037ull;
 constexpr std::uint64_t kFnvPrime = 1099511628211ull;
@@ -249,18 +246,9 @@ std::uint64_t Replicator::hash() {
 }
 
 std::uint64_t Replicator::hash_locked() {
-  const std::uint64_t largest = *std::max_element(page_sizes_.begin(), page_sizes_.end());
-  std::vector<std::byte> chunk(std::min(largest, kHashChunk));
   std::uint64_t h = kFnvOffset;
   for (std::size_t i = 0; i < pages_.size(); ++i) {
-    std::uint32_t crc = 0;
-    for (std::uint64_t at = 0; at < page_sizes_[i]; at += chunk.size()) {
-      const std::uint64_t n = std::min<std::uint64_t>(chunk.size(), page_sizes_[i] - at);
-      const DeviceRun run{pages_[i].data + at, 0, n};
-      backend_->read(std::span(&run, 1), std::span(chunk.data(), n));
-      crc = crc32c(chunk.data(), n, crc);
-    }
-    h = fnv1a(fnv1a(h, page_sizes_[i]), crc);
+    h = fnv1a(fnv1a(h, page_sizes_[i]), backend_->crc32c(pages_[i].data, page_sizes_[i]));
   }
   return h;
 }

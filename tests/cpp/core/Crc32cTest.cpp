@@ -34,6 +34,23 @@ TEST(Crc32c, HardwareAndPortableAgreeAndCompose) {
   }
 }
 
+// Pieces checksummed apart join into the whole's CRC, empty pieces included, at lengths that
+// exercise every bit of the shift's exponent.
+TEST(Crc32c, CombineJoinsPiecesIntoTheWholesCrc) {
+  std::mt19937_64 rng(4);
+  for (int trial = 0; trial < 500; ++trial) {
+    std::vector<unsigned char> buf(rng() % (trial < 400 ? 300 : 200'000));
+    for (auto& b : buf) b = static_cast<unsigned char>(rng());
+    const std::size_t split = buf.empty() ? 0 : rng() % (buf.size() + 1);
+    const std::uint32_t a = mmsb::crc32c(buf.data(), split);
+    const std::uint32_t b = mmsb::crc32c(buf.data() + split, buf.size() - split);
+    ASSERT_EQ(mmsb::crc32c_combine(a, b, buf.size() - split), mmsb::crc32c(buf.data(), buf.size()))
+        << "length " << buf.size() << ", split " << split;
+  }
+  EXPECT_EQ(mmsb::crc32c_combine(0, mmsb::crc32c("123456789", 9), 9), 0xE3069283u);
+  EXPECT_EQ(mmsb::crc32c_combine(0xE3069283u, 0, 0), 0xE3069283u);
+}
+
 // Buffers past 24 KiB take the three-stream path, whose registers are combined by shifting: it
 // must agree with the one-stream portable code at every length around the block edges.
 TEST(Crc32c, InterleavedStreamsAgreeWithPortable) {

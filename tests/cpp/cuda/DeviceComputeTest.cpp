@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "BackendFixture.hpp"
+#include "mmsb/core/Crc32c.hpp"
 #include "mmsb/cuda/DeviceBackend.hpp"
 #include "mmsb/delta/Diff.hpp"
 #include "mmsb/graph/Semiring.hpp"
@@ -189,6 +190,18 @@ TEST_P(DeviceCompute, DiffReadsBackOnlyTheMaskOfChangedChunks) {
   const std::uint64_t chunks = n / 8192;
   EXPECT_EQ(b.counters().bytes_to_host - before.bytes_to_host, chunks + 2 * (8192 / 8));
   EXPECT_EQ(b.counters().transfers - before.transfers, 1u);
+}
+
+// The device checksum is the host's CRC32C at every length around its 64 KiB blocks.
+TEST_P(DeviceCompute, Crc32cOfDeviceMemoryIsTheHostsCrc) {
+  DeviceBackend& b = device_backend("cuda:0");
+  Rng rng(14);
+  for (std::uint64_t n : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{65'535}, std::uint64_t{65'536},
+                          std::uint64_t{65'537}, std::uint64_t{3 * 65'536 + 100}, 5 * kMiB + 3}) {
+    const Bytes bytes = random_bytes(rng, n);
+    const DevicePool::Block block = upload(b, bytes);
+    EXPECT_EQ(b.crc32c(block.data, n), crc32c(bytes.data(), n)) << n << " bytes";
+  }
 }
 
 }  // namespace

@@ -191,6 +191,25 @@ TEST_F(EmulatedReplicator, EmptyBatchIsATick) {
   EXPECT_EQ(rep.hash(), before);
 }
 
+// hash() as documented, from the replicas' bytes read back: FNV-1a 64 over each page's size (u64
+// little endian) and CRC32C (u32 little endian).
+std::uint64_t documented_hash(Replicator& r, const std::vector<std::uint64_t>& sizes) {
+  std::uint64_t h = 14695981039346656037ull;
+  const auto mix = [&](const void* p, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      h ^= static_cast<const unsigned char*>(p)[i];
+      h *= 1099511628211ull;
+    }
+  };
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    const std::vector<std::byte> bytes = r.read(i);
+    const std::uint32_t crc = crc32c(bytes.data(), bytes.size());
+    mix(&sizes[i], 8);
+    mix(&crc, 4);
+  }
+  return h;
+}
+
 TEST_F(EmulatedReplicator, HashTellsReplicasApart) {
   Replicator a(1, 0, NcclUniqueId{}, 0, {32, 32});
   Replicator b(1, 0, NcclUniqueId{}, 0, {32, 32});
@@ -201,6 +220,10 @@ TEST_F(EmulatedReplicator, HashTellsReplicasApart) {
   EXPECT_NE(a.hash(), b.hash());
   b.broadcast(row, one);
   EXPECT_EQ(a.hash(), b.hash());
+  EXPECT_EQ(a.hash(), documented_hash(a, {32, 32}));
+  Replicator big(1, 0, NcclUniqueId{}, 0, {200'000, 5});  // several 64 KiB checksum blocks
+  big.broadcast(std::vector<ReplicaRow>{{0, 131'071, 1}}, one);
+  EXPECT_EQ(big.hash(), documented_hash(big, {200'000, 5}));
   Replicator c(1, 0, NcclUniqueId{}, 0, {64});  // same bytes (zeros), other page split
   Replicator d(1, 0, NcclUniqueId{}, 0, {32, 32});
   EXPECT_NE(c.hash(), d.hash());

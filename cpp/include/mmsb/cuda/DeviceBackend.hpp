@@ -101,6 +101,10 @@ class DeviceBackend {
   /// Throws as reduce().
   virtual void diff(const std::byte* old, const std::byte* now, std::uint64_t n, std::vector<Run>& out) = 0;
 
+  /// CRC32C (crc32c() of core/Crc32c.hpp) of n bytes of this device's memory, computed on the
+  /// device: only a CRC per 64 KiB block and the last partial block's bytes cross to the host.
+  /// Throws as reduce().
+  virtual std::uint32_t crc32c(const std::byte* p, std::uint64_t n) = 0;
   /// A hint for managed memory ("unified"): migrate [p, +bytes) to this device ahead of device
   /// code that will use it, queued on `stream` (a cudaStream_t of the caller's: nullptr is the
   /// default stream) so that it lands before the work queued after it; or, with to_device false,

@@ -79,7 +79,8 @@ class Replicator {
 
   /// 64-bit hash of all replicas: FNV-1a 64 over, for each page in order, its size (u64 little
   /// endian) and the CRC32C of its bytes (u32 little endian). Equal replicas give equal hashes.
-  /// Local: no collective.
+  /// Local: no collective. The CRCs are computed on the device (DeviceBackend::crc32c): a CRC per
+  /// 64 KiB block crosses to the host, not the replicas.
   std::uint64_t hash();
   /// Collective: true when every rank's hash() equals rank 0's.
   bool check();
