@@ -13,7 +13,8 @@
 #            else python3)
 #   bench    bench_gpu_apply (the run-copy kernel and DeviceBackend::write against a
 #            device-to-device copy), bench_replicator (one-rank NCCL ticks) and
-#            `mmsb bench --only gpu` (apply_batch against CuPy)
+#            `mmsb bench --only gpu` (apply_batch against CuPy; a reduce wave on the device against
+#            the host and CuPy by hand)
 # Output goes to stdout and to $OUT (or <build>/check): gpu-check.log, gpu-check.json (each
 # stage's status and seconds, the device, the benchmark figures), test_cuda.json,
 # pytest-gpu.xml, bench_gpu_apply.json, bench_gpu.json.

@@ -12,6 +12,12 @@
               moved are recorded and checked), against `cupy.asnumpy` of the whole page: the
               manual full sync a Kokkos-style deep copy does
 
+  wave        a semiring reduce (sum_product) of four float32 pages of WAVE_ELEMENTS elements,
+              recomputed after 1024 scattered elements of one parent change: all pages on
+              "cuda:0" (computed and diffed on the device, the changed bytes read back for the
+              log), against the same graph on "cpu" pages and against CuPy by hand (the sum on
+              the device, then the whole result copied to the host: a Kokkos-style deep copy)
+
 Rows go to distinct 64-byte slots, so every scatter has one defined result (CuPy leaves the
 winner of repeated indices unspecified). Rates are payload GB/s (1e9 bytes). Skipped, with the
 reason, without a CUDA device; the CuPy figures are skipped when CuPy cannot be imported.
@@ -39,6 +45,11 @@ MIRROR = "host mirror refresh after 1024 rows of 64 B"
 FULL_SYNC = "cupy.asnumpy of the whole page (manual full sync)"
 MIRROR_PAGE = 256 << 20
 MIRROR_ROWS = 1024
+WAVE_DEVICE = "reduce wave over 4 cuda:0 pages (computed on the device)"
+WAVE_HOST = "reduce wave over 4 cpu pages"
+WAVE_CUPY = "cupy sum of 4 arrays + copy of the result to the host"
+WAVE_ELEMENTS = 1 << 22
+WAVE_CHANGES = 1024
 
 
 def distinct_rows(rows: int, pages: int, rng: np.random.Generator) -> wl.DeltaRows:
@@ -138,6 +149,50 @@ def _mirror(ctx: BenchContext, cupy, repeats: int) -> None:
     ctx.section.add(latency(FULL_SYNC, timed(lambda: cupy.asnumpy(whole), repeats)))
 
 
+def _wave(ctx: BenchContext, cupy, repeats: int) -> None:
+    """A commit to one parent and its wave: the reduce child recomputed where the pages live."""
+    rng = np.random.default_rng(wl.SEED + 2)
+    parents = [rng.standard_normal(WAVE_ELEMENTS).astype(np.float32) for _ in range(4)]
+    results = {}
+    for name, location in ((WAVE_DEVICE, "cuda:0"), (WAVE_HOST, "cpu")):
+        ctx.progress(name)
+        bus = mmsb.Bus(history=False)
+        try:
+            pages = [bus.create_page(data=a, location=location) for a in parents]
+            child = bus.create_page(shape=(WAVE_ELEMENTS,), dtype="float32", location=location)
+            bus.depend(child, pages, mmsb.ops.reduce("sum_product"))
+            changes = np.random.default_rng(wl.SEED + 3)  # the same edits for both locations
+
+            def commit() -> None:
+                idx = np.sort(changes.choice(WAVE_ELEMENTS, WAVE_CHANGES, replace=False))
+                values = changes.standard_normal(WAVE_CHANGES).astype(np.float32)
+                bus.apply_batch(mmsb.DeltaBatch(np.full(WAVE_CHANGES, pages[0].id, dtype=np.uint64), idx * 4,
+                                                np.full(WAVE_CHANGES, 4), values.view(np.uint8)))
+
+            seconds = timed(commit, repeats)
+            results[name] = np.asarray(child).copy()
+            if location != "cpu":
+                verify(bus._device_traffic()["device_recomputes"] > 0, f"{name}: no recompute ran on the device")
+        finally:
+            bus.close()
+        ctx.section.add(latency(name, seconds, ratio_to=WAVE_CUPY if location != "cpu" else None,
+                                also=(WAVE_HOST,) if location != "cpu" else ()))
+    verify_equal(results[WAVE_DEVICE].view(np.uint8).reshape(1, -1), results[WAVE_HOST].view(np.uint8).reshape(1, -1),
+                 "reduce wave: the device's result differs from the host's")
+
+    ctx.progress(WAVE_CUPY)
+    on_device = [cupy.asarray(a) for a in parents]
+    out = cupy.empty_like(on_device[0])
+
+    def by_hand() -> np.ndarray:
+        cupy.add(on_device[0], on_device[1], out=out)
+        cupy.add(out, on_device[2], out=out)
+        cupy.add(out, on_device[3], out=out)
+        return cupy.asnumpy(out)
+
+    ctx.section.add(latency(WAVE_CUPY, timed(by_hand, repeats)))
+
+
 def run(ctx: BenchContext) -> None:
     """Fills ctx.section with the gpu figures, or records why they were skipped."""
     if not mmsb.cuda.is_available():
@@ -157,3 +212,4 @@ def run(ctx: BenchContext) -> None:
         return
     _cupy(ctx, cupy, b, expected, repeats)
     _mirror(ctx, cupy, repeats)
+    _wave(ctx, cupy, repeats)
