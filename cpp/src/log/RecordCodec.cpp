@@ -6,6 +6,7 @@
 
 #include "RecordBits.hpp"
 #include "mmsb/core/Error.hpp"
+#include "mmsb/core/Prefaulter.hpp"
 
 namespace mmsb {
 namespace {
@@ -313,8 +314,12 @@ void TransactionBuilder::frame(std::vector<std::byte>& out, Lsn first_lsn) {
   }
   // An in-memory log keeps the swapped-out buffer, leaving this one empty: room for a record like
   // this one (ticks repeat) spares the next one the copies of growing from nothing.
-  if (body_.capacity() < framed) body_.reserve(std::min(framed, kReserveCap));
+  const bool fresh = body_.capacity() < framed;
+  if (fresh) body_.reserve(std::min(framed, kReserveCap));
   body_.assign(kPrefix, std::byte{0});
+  // Fresh room (the last buffer went to history): its pages fault in on the helper thread while
+  // this one goes on, instead of one by one as the next record grows into them.
+  if (fresh) Prefaulter::shared().populate(body_.data() + body_.size(), body_.capacity() - body_.size());
   ops_ = 0;
   lsns_ = 0;
 }

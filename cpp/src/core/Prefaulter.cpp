@@ -1,0 +1,86 @@
+#include "mmsb/core/Prefaulter.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+
+namespace mmsb {
+namespace {
+
+// Smaller ranges fault in fast enough on the writer's side to not be worth a hand-over.
+constexpr std::size_t kMinPages = 16;
+
+struct Queue {
+  std::mutex mutex;
+  std::condition_variable ready;
+  std::uintptr_t begin = 0;
+  std::size_t bytes = 0;
+  bool supported = true;
+};
+
+Queue& queue() {
+  static Queue* q = new Queue;  // leaked on purpose: the helper may outlive static destruction
+  return *q;
+}
+
+}  // namespace
+
+Prefaulter& Prefaulter::shared() {
+  static Prefaulter* p = [] {
+    auto* made = new Prefaulter;  // leaked with the queue, for the same reason
+    std::thread([made] { made->run(); }).detach();
+    return made;
+  }();
+  return *p;
+}
+
+void Prefaulter::populate(void* begin, std::size_t bytes) noexcept {
+#if defined(MADV_POPULATE_WRITE)
+  const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto from = (reinterpret_cast<std::uintptr_t>(begin) + page - 1) / page * page;
+  const auto to = (reinterpret_cast<std::uintptr_t>(begin) + bytes) / page * page;
+  if (to <= from || to - from < kMinPages * page) return;
+  Queue& q = queue();
+  {
+    // Never waits: a hint is dropped rather than delay the writer (and a child forked while the
+    // helper held the lock, which has no helper, must not block here).
+    std::unique_lock g(q.mutex, std::try_to_lock);
+    if (!g.owns_lock() || !q.supported) return;
+    q.begin = from;
+    q.bytes = to - from;
+  }
+  q.ready.notify_one();
+#else
+  (void)begin;
+  (void)bytes;
+#endif
+}
+
+void Prefaulter::run() noexcept {
+#if defined(MADV_POPULATE_WRITE)
+  Queue& q = queue();
+  for (;;) {
+    std::uintptr_t begin = 0;
+    std::size_t bytes = 0;
+    {
+      std::unique_lock lock(q.mutex);
+      q.ready.wait(lock, [&] { return q.bytes != 0; });
+      begin = q.begin;
+      bytes = q.bytes;
+      q.bytes = 0;
+    }
+    // EINVAL: a kernel before 5.14; ENOMEM/EFAULT: the range was unmapped meanwhile (harmless).
+    if (madvise(reinterpret_cast<void*>(begin), bytes, MADV_POPULATE_WRITE) != 0 && errno == EINVAL) {
+      std::lock_guard g(q.mutex);
+      q.supported = false;
+    }
+  }
+#endif
+}
+
+}  // namespace mmsb
