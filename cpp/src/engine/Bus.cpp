@@ -867,7 +867,8 @@ std::uint64_t Bus::cache_bytes_locked() const {
                     wave_nodes_.capacity() * sizeof(WaveNode) +
                     (changed_bits_.capacity() + seen_bits_.capacity()) * 8 +
                     tick_batch_.capacity_bytes() + (drained_.capacity() + carry_.capacity()) * sizeof(void*) +
-                    events_.capacity() * sizeof(BusEvent) + devices_->scratch_bytes();
+                    events_.capacity() * sizeof(BusEvent) + devices_->scratch_bytes() +
+                    index_arena_->unused_bytes();
   if (spare_txn_) {
     const Transaction& spare = *spare_txn_;
     b += sizeof(Transaction) + spare.undo.capacity() * sizeof(Undo) + spare.undo_bytes.capacity() +

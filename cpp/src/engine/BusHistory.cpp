@@ -180,8 +180,8 @@ void Bus::for_each_logged_delta_locked(Lsn first, Lsn last, Fn&& fn) {
 void Bus::index_whole_log_locked() {
   const Lsn through = unindexed_through_;
   std::unordered_map<PageId, std::vector<IndexEntry>> older;
-  std::deque<DerivedEntry> derived;
-  std::deque<std::pair<PageId, Epoch>> items;
+  decltype(derived_) derived(derived_.get_allocator());
+  decltype(derived_items_) items(derived_items_.get_allocator());
   log_->index_whole_log([&](const ScannedRecord& r, const std::string& where) {
     if (r.header.first_lsn > through || r.header.lsn_count == 0) return;
     for_each_delta(decode_record(r.header, r.body, where), 1, through,

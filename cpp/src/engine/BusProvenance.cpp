@@ -143,8 +143,8 @@ void Bus::trim_index_locked(Lsn floor) {
   }
   // Propagated deltas' inputs: those above the floor, and those of the entries kept above.
   std::sort(kept_derived.begin(), kept_derived.end());
-  std::deque<DerivedEntry> entries;
-  std::deque<std::pair<PageId, Epoch>> items;
+  decltype(derived_) entries(derived_.get_allocator());
+  decltype(derived_items_) items(derived_items_.get_allocator());
   for (const DerivedEntry& e : derived_) {
     if (e.lsn <= floor && !std::binary_search(kept_derived.begin(), kept_derived.end(), e.lsn)) continue;
     entries.push_back({e.lsn, items.size(), e.count});

@@ -276,6 +276,7 @@ GcReport Bus::gc_locked() {
   carry_.shrink_to_fit();
   events_.shrink_to_fit();
   devices_->release_scratch();
+  index_arena_->release_spare();
   // History beyond the retention: log files, and the index entries of the lsns they held.
   if (log_) {
     g.log_files_removed = log_->enforce_retention();

@@ -26,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mmsb/core/BlockArena.hpp"
 #include "mmsb/core/Progress.hpp"
 #include "mmsb/core/Clock.hpp"
 #include "mmsb/core/LatencyHistogram.hpp"
@@ -724,7 +725,11 @@ class Bus {
   // copy of the batch's page ids); queries fold them into index_ first, so a batch pays a
   // memcpy, not a hash lookup per row. pending_ and the derived inputs below grow by every
   // wave's derived deltas (10k entries for a 10k-page wave): deques, which grow in chunks
-  // instead of copying everything at each doubling as a vector does.
+  // instead of copying everything at each doubling as a vector does, on an arena whose next
+  // chunk is faulted in ahead of them (BlockArena).
+  template <class T>
+  using IndexDeque = std::deque<T, ArenaAllocator<T>>;
+  std::shared_ptr<BlockArena> index_arena_ = std::make_shared<BlockArena>();
   struct IndexEntry {
     Lsn lsn;
     std::uint64_t timestamp_ns;
@@ -745,7 +750,7 @@ class Bus {
   };
   void catch_up_index_locked();
   std::unordered_map<PageId, PageHistory> index_;
-  std::deque<PendingDelta> pending_;
+  IndexDeque<PendingDelta> pending_{ArenaAllocator<PendingDelta>(index_arena_)};
   std::vector<PendingBatch> pending_batches_;
   // Inputs of propagated deltas, appended in lsn order (commits and replay both run in lsn
   // order): a lookup is a binary search, a rollback truncates.
@@ -755,8 +760,8 @@ class Bus {
     std::uint64_t count;
   };
   void note_derived_locked(Lsn lsn, std::span<const std::pair<PageId, Epoch>> inputs);
-  std::deque<DerivedEntry> derived_;
-  std::deque<std::pair<PageId, Epoch>> derived_items_;
+  IndexDeque<DerivedEntry> derived_{ArenaAllocator<DerivedEntry>(index_arena_)};
+  IndexDeque<std::pair<PageId, Epoch>> derived_items_{ArenaAllocator<std::pair<PageId, Epoch>>(index_arena_)};
   // Reused by every wave (the wave runs under the commit lock). A batch is at most this many
   // pages and staging bytes: enough to keep the lanes busy, bounded for huge derived pages.
   static constexpr std::size_t kWaveBatchPages = 4096;
