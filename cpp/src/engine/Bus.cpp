@@ -839,7 +839,7 @@ MemoryReport Bus::memory_locked() {
   // slots allocated ahead in chunks of 4096.
   m.arena_slack_bytes = t.arena.slack_bytes() + t.record_slack_bytes;
   m.metadata_bytes = t.record_bytes + t.info_bytes + t.name_index_bytes;
-  m.graph_bytes = graph_.memory_bytes() + derivations_.size() * (sizeof(Derivation) + 64);
+  m.graph_bytes = graph_.memory_bytes() + derivations_.size() * (sizeof(Derivation) + 64) + derivations_.index_bytes();
   for (const auto& [id, d] : derivations_) m.graph_bytes += (d.parents.capacity() + d.memo.capacity() + d.weights.capacity()) * 8;
   m.index_bytes = index_bytes_locked();
   m.log_bytes = mem_log_ ? mem_log_->bytes() : log_ ? log_->pending_bytes() : 0;

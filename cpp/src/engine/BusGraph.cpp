@@ -431,10 +431,10 @@ void Bus::recompute_batch_locked(std::span<const WaveNode> nodes) {
   // The lookups of the whole batch first: independent of each other, their cache misses
   // overlap, where one page's lookup, parents and memo each wait for the one before.
   for (const WaveNode& node : nodes) {
-    auto found = derivations_.find(node.id);
-    if (found == derivations_.end()) continue;
+    Derivation* found = derivations_.get(node.id);
+    if (found == nullptr) continue;
     WaveItem& it = batch.add(node);
-    it.d = &found->second;
+    it.d = found;
     it.out = &table_.get(node.id);
   }
   for (WaveItem& it : batch.items()) {

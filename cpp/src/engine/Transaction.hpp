@@ -61,10 +61,9 @@ struct UndoChild {
   std::unique_ptr<Derivation> derivation;  // nullptr: the child was not derived
 };
 /// The UndoChild for a graph change about to touch `child`.
-inline UndoChild undo_child(PageId child, const DepGraph& graph,
-                            const std::unordered_map<PageId, Derivation>& derivations) {
-  const auto it = derivations.find(child);
-  return {child, graph.in_edges(child), it != derivations.end() ? std::make_unique<Derivation>(it->second) : nullptr};
+inline UndoChild undo_child(PageId child, const DepGraph& graph, const DerivationTable& derivations) {
+  const Derivation* d = derivations.get(child);
+  return {child, graph.in_edges(child), d != nullptr ? std::make_unique<Derivation>(*d) : nullptr};
 }
 /// A recompute's memo and stale flag before it ran.
 struct UndoMemo {

@@ -697,7 +697,7 @@ class Bus {
   std::condition_variable txn_done_;
   BlockingHooks blocking_;
   DepGraph graph_;
-  std::unordered_map<PageId, Derivation> derivations_;
+  DerivationTable derivations_;
   PropagationMode propagation_ = PropagationMode::Eager;
   std::vector<PageId> changed_;              // pages changed since the last wave (this commit), once each
   std::vector<std::uint64_t> changed_bits_;  // membership of changed_, by page id

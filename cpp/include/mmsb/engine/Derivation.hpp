@@ -1,8 +1,11 @@
 #pragma once
 /// How one derived page is kept up to date: its data parents (in order), optional weights, the
 /// recompute, and the memo signature (the parents' epochs at its last recompute).
+#include <algorithm>
+#include <cstdint>
 #include <functional>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "mmsb/graph/Recompute.hpp"
@@ -28,6 +31,52 @@ struct Derivation {
 
   /// A Callable whose function is not registered in this process (e.g. after mmsb.open).
   bool missing_callable() const noexcept { return fn.kind == RecomputeKind::Callable && !callable; }
+};
+
+/// The derived pages of a bus by id: a map, plus an array indexed by page id that a wave's
+/// lookups use (one load instead of a hash probe per recomputed page; page ids are dense).
+/// Every change goes through insert_or_assign and erase, which keep both in step; map nodes never
+/// move, so the array's pointers stay valid until their entry is erased.
+/// Thread safety: none (the bus commit lock).
+class DerivationTable {
+ public:
+  using Map = std::unordered_map<PageId, Derivation>;
+
+  /// The derivation of page `id`, or nullptr.
+  Derivation* get(PageId id) const noexcept { return id < by_id_.size() ? by_id_[id] : nullptr; }
+  Map::iterator find(PageId id) { return map_.find(id); }
+  Map::const_iterator find(PageId id) const { return map_.find(id); }
+  Map::iterator begin() noexcept { return map_.begin(); }
+  Map::iterator end() noexcept { return map_.end(); }
+  Map::const_iterator begin() const noexcept { return map_.begin(); }
+  Map::const_iterator end() const noexcept { return map_.end(); }
+  std::size_t size() const noexcept { return map_.size(); }
+  std::size_t count(PageId id) const { return map_.count(id); }
+  /// The derivation of a page known to be derived; throws std::out_of_range otherwise.
+  Derivation& at(PageId id) { return map_.at(id); }
+  const Derivation& at(PageId id) const { return map_.at(id); }
+  /// Bytes of the id array (memory accounting).
+  std::uint64_t index_bytes() const noexcept { return by_id_.capacity() * sizeof(Derivation*); }
+
+  /// Throws std::bad_alloc with nothing changed.
+  Map::iterator insert_or_assign(PageId id, Derivation d) {
+    if (id >= by_id_.size()) by_id_.resize(std::max<std::size_t>(id + 1, 2 * by_id_.size()), nullptr);
+    const auto it = map_.insert_or_assign(id, std::move(d)).first;
+    by_id_[id] = &it->second;
+    return it;
+  }
+  std::size_t erase(PageId id) noexcept {
+    if (id < by_id_.size()) by_id_[id] = nullptr;
+    return map_.erase(id);
+  }
+  Map::iterator erase(Map::iterator it) noexcept {
+    by_id_[it->first] = nullptr;
+    return map_.erase(it);
+  }
+
+ private:
+  Map map_;
+  std::vector<Derivation*> by_id_;
 };
 
 }  // namespace mmsb
