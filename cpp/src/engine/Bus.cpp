@@ -8,6 +8,7 @@
 
 #include "mmsb/core/Clock.hpp"
 #include "mmsb/core/Error.hpp"
+#include "mmsb/core/Prefaulter.hpp"
 #include "mmsb/delta/BatchApply.hpp"
 
 #include <algorithm>
@@ -101,7 +102,15 @@ void Bus::log_locked(Lsn last) {
     // place, covering every parked commit before it.
     sync_log_locked();
   } else if (mem_log_) {
+    const std::size_t size = record_buf_.size();
     mem_log_->append(record_buf_, last);
+    // A large record became history, leaving no buffer. The next record is likely as large
+    // (batches and waves repeat): its room now, faulted in on the helper thread while this
+    // commit applies, instead of regrowing by doubling through fresh pages.
+    if (record_buf_.capacity() == 0 && size > 0) {
+      record_buf_.reserve(size);
+      Prefaulter::shared().populate(record_buf_.data(), size);
+    }
   }
 }
 
