@@ -462,7 +462,9 @@ void Bus::recompute_batch_locked(std::span<const WaveNode> nodes) {
     } else {
       // The host computes it: device pages among its pages are read through their mirrors.
       it.out_bytes = devices_->readable(*it.out);
-      if (devices_->active()) it.parents.host_bytes([&](const PageRecord& r) { return devices_->readable(r); });
+      if (devices_->active() || devices_->lent()) {
+        it.parents.host_bytes([&](const PageRecord& r) { return devices_->readable(r); });
+      }
       if (it.d->fn.kind != RecomputeKind::Callable) {
         ++parallel;
         parallel_bytes += it.out->size;
