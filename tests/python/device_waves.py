@@ -77,3 +77,18 @@ def assert_same(want_bus, want_pages, got_bus, got_pages):
         ha = [(e.lsn, e.epoch, e.source, e.runs) for e in want_bus.history(a)]
         hb = [(e.lsn, e.epoch, e.source, e.runs) for e in got_bus.history(b)]
         assert hb == ha, f"page #{i} history"
+
+
+def compare_waves(rng, dtype, n, locations, steps=25):
+    """The same random plan and writes on a CPU bus and on a bus with pages at `locations`;
+    asserts that both end identical (assert_same) and returns the second bus's device traffic
+    from before that comparison read its pages."""
+    plan = random_dag(rng, dtype, n)
+    cpu, dev = mmsb.Bus(), mmsb.Bus()
+    a = build(cpu, plan, dtype, n, ["cpu"])
+    b = build(dev, plan, dtype, n, locations)
+    write_sources(rng, dtype, n, [(cpu, a), (dev, b)], steps)
+    traffic = dev._device_traffic()
+    assert_same(cpu, a, dev, b)
+    return traffic
+

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import mmsb
-from device_waves import assert_same, build, random_dag, write_sources
+from device_waves import compare_waves
 from mmsb import _core
 
 
@@ -312,25 +312,14 @@ WAVE_SHAPES = [("float64", 5), ("float32", 3000), ("int32", 700), ("int64", 2500
 
 @pytest.mark.parametrize("dtype,n", WAVE_SHAPES)
 def test_a_wave_over_one_device_runs_there_and_equals_the_cpu_wave(devices, rng, dtype, n):
-    plan = random_dag(rng, dtype, n)
-    cpu, dev = mmsb.Bus(), mmsb.Bus()
-    a = build(cpu, plan, dtype, n, ["cpu"])
-    b = build(dev, plan, dtype, n, ["cuda:0"])
-    write_sources(rng, dtype, n, [(cpu, a), (dev, b)], 25)
-    traffic = dev._device_traffic()
+    traffic = compare_waves(rng, dtype, n, ["cuda:0"])
     assert traffic["device_recomputes"] > 0
-    assert traffic["mirror_syncs"] == 0  # nothing was read back through a mirror
-    assert_same(cpu, a, dev, b)
+    assert traffic["mirror_syncs"] == 0  # the waves read nothing back through a mirror
 
 
 @pytest.mark.parametrize("dtype,n", WAVE_SHAPES)
 def test_a_wave_over_mixed_locations_equals_the_cpu_wave(devices, rng, dtype, n):
-    plan = random_dag(rng, dtype, n)
-    cpu, dev = mmsb.Bus(), mmsb.Bus()
-    a = build(cpu, plan, dtype, n, ["cpu"])
-    b = build(dev, plan, dtype, n, ["cuda:0", "cuda:1", "cpu", "cuda:0", "unified"])
-    write_sources(rng, dtype, n, [(cpu, a), (dev, b)], 25)
-    assert_same(cpu, a, dev, b)
+    compare_waves(rng, dtype, n, ["cuda:0", "cuda:1", "cpu", "cuda:0", "unified"])
 
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import mmsb
-from device_waves import assert_same, build, random_dag, write_sources
+from device_waves import compare_waves
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not mmsb.cuda.is_available(), reason="no CUDA device")]
@@ -232,24 +232,13 @@ def test_device_waves_compute_on_the_gpu_exactly_as_the_host(rng, dtype, n):
     """Copies and semiring reduces (every semiring the dtype supports, weighted or not) computed
     by the device kernels, diffed on the device: the same bytes, epochs and derived deltas as the
     host's wave, with no page read back through a mirror."""
-    plan = random_dag(rng, dtype, n)
-    cpu, dev = mmsb.Bus(), mmsb.Bus()
-    a = build(cpu, plan, dtype, n, ["cpu"])
-    b = build(dev, plan, dtype, n, ["cuda:0"])
-    write_sources(rng, dtype, n, [(cpu, a), (dev, b)], 25)
-    traffic = dev._device_traffic()
+    traffic = compare_waves(rng, dtype, n, ["cuda:0"])
     assert traffic["device_recomputes"] > 0
     assert traffic["mirror_syncs"] == 0
-    assert_same(cpu, a, dev, b)
 
 
 def test_device_waves_over_mixed_locations_equal_the_host(rng):
-    plan = random_dag(rng, "float32", 10_000)
-    cpu, dev = mmsb.Bus(), mmsb.Bus()
-    a = build(cpu, plan, "float32", 10_000, ["cpu"])
-    b = build(dev, plan, "float32", 10_000, ["cuda:0", "cpu", "unified", "cuda:0"])
-    write_sources(rng, "float32", 10_000, [(cpu, a), (dev, b)], 25)
-    assert_same(cpu, a, dev, b)
+    compare_waves(rng, "float32", 10_000, ["cuda:0", "cpu", "unified", "cuda:0"])
 
 
 

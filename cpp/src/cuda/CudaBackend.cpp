@@ -80,6 +80,20 @@ void free_on(int ordinal, void* p) noexcept {
   cudaGetLastError();
 }
 
+// Scratch device memory from the pool for the length of a call.
+class PoolLease {
+ public:
+  PoolLease(DevicePool& pool, std::uint64_t bytes) : pool_(pool), block_(pool.allocate(bytes)) {}
+  ~PoolLease() { pool_.release(block_); }
+  PoolLease(const PoolLease&) = delete;
+  PoolLease& operator=(const PoolLease&) = delete;
+  std::byte* data() const noexcept { return block_.data; }
+
+ private:
+  DevicePool& pool_;
+  DevicePool::Block block_;
+};
+
 // A non-blocking stream of one device, destroyed with its owner.
 class Stream {
  public:
@@ -230,13 +244,8 @@ class CudaBackend final : public DeviceBackend {
     const std::uint64_t tail = n - blocks * kCrcBlockBytes;
     std::vector<std::uint32_t> crcs(blocks);
     std::vector<std::byte> tail_bytes(tail);
-    const DevicePool::Block scratch = pool_.allocate(std::max<std::uint64_t>(blocks, 1) * sizeof(std::uint32_t));
-    struct Release {
-      DevicePool& pool;
-      const DevicePool::Block& block;
-      ~Release() { pool.release(block); }
-    } release{pool_, scratch};
-    auto* device_crcs = reinterpret_cast<std::uint32_t*>(scratch.data);
+    const PoolLease scratch(pool_, std::max<std::uint64_t>(blocks, 1) * sizeof(std::uint32_t));
+    auto* device_crcs = reinterpret_cast<std::uint32_t*>(scratch.data());
     {
       std::lock_guard g(transfer_mutex_);
       DeviceGuard device(ordinal_, location_);
@@ -267,14 +276,9 @@ class CudaBackend final : public DeviceBackend {
     if (n == 0) return;
     const std::uint64_t words = mask_words(n);
     const std::uint64_t chunks = mask_chunks(n);
-    const DevicePool::Block scratch = pool_.allocate(words * sizeof(std::uint64_t) + chunks);
-    struct Release {
-      DevicePool& pool;
-      const DevicePool::Block& block;
-      ~Release() { pool.release(block); }
-    } release{pool_, scratch};
-    auto* mask = reinterpret_cast<std::uint64_t*>(scratch.data);
-    auto* flags = reinterpret_cast<std::uint8_t*>(scratch.data + words * sizeof(std::uint64_t));
+    const PoolLease scratch(pool_, words * sizeof(std::uint64_t) + chunks);
+    auto* mask = reinterpret_cast<std::uint64_t*>(scratch.data());
+    auto* flags = reinterpret_cast<std::uint8_t*>(scratch.data() + words * sizeof(std::uint64_t));
     std::vector<std::uint8_t> host_flags(chunks);
     std::vector<MaskStretch> stretches;
     std::vector<std::uint64_t> fetched;

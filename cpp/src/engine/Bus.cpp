@@ -637,7 +637,11 @@ bool Bus::update(PageId id, std::span<const std::byte> content, std::optional<Ep
   }
   Delta d = Delta::diff(id, {devices_->readable(r), r.size}, content);
   d.expect_epoch = expect_epoch;
-  check_delta_locked(r, d);  // an unchanged page still honours expect_epoch
+  return commit_diff(lock, r, d, t0);
+}
+
+bool Bus::commit_diff(std::unique_lock<std::mutex>& lock, PageRecord& r, Delta& d, std::uint64_t t0) {
+  check_delta_locked(r, d);
   if (d.empty()) return false;
   commit_delta_locked(r, d);
   note_commit_latency_locked(t0);

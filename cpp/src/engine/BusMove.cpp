@@ -96,13 +96,7 @@ bool Bus::commit_staged(const DeviceStaging& staging) {
   Delta d;
   devices_->diff_on_device(r.id, r, staging.data(), d);
   d.expect_epoch = staging.epoch();
-  check_delta_locked(r, d);  // an unchanged page still honours the epoch
-  if (d.empty()) return false;
-  commit_delta_locked(r, d);
-  note_commit_latency_locked(t0);
-  lock.unlock();
-  deliver_events();
-  return true;
+  return commit_diff(lock, r, d, t0);
 }
 
 void Bus::prefetch_for_device(PageId id, void* stream) {

@@ -636,6 +636,10 @@ class Bus {
                        const std::function<void()>& log);
   void check_delta_locked(const PageRecord& r, const Delta& d) const;
   void commit_delta_locked(PageRecord& r, Delta& d);
+  /// A delta diffed from new content (update, an edit on the device): checked against its
+  /// expected epoch even when empty (an outdated copy is a conflict), committed unless empty,
+  /// then `lock` released and the events delivered. Returns whether it committed.
+  bool commit_diff(std::unique_lock<std::mutex>& lock, PageRecord& r, Delta& d, std::uint64_t t0);
   void apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn);
   /// Appends the record(s) in record_buf_ (lsns up to `last`) to the log, if there is one. With
   /// group commit a transaction's record is left to sync later; any other is synced here.
