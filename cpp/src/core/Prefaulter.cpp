@@ -30,10 +30,16 @@ Queue& queue() {
 
 }  // namespace
 
-Prefaulter& Prefaulter::shared() {
+Prefaulter& Prefaulter::shared() noexcept {
   static Prefaulter* p = [] {
     auto* made = new Prefaulter;  // leaked with the queue, for the same reason
-    std::thread([made] { made->run(); }).detach();
+    try {
+      std::thread([made] { made->run(); }).detach();
+    } catch (...) {
+      // No thread to be had: every request is dropped, as on a kernel without the madvise.
+      std::lock_guard g(queue().mutex);
+      queue().supported = false;
+    }
     return made;
   }();
   return *p;

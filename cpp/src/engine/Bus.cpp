@@ -5,6 +5,7 @@
 #include "WaveBatch.hpp"
 
 #include <cstring>
+#include <new>
 
 #include "mmsb/core/Clock.hpp"
 #include "mmsb/core/Error.hpp"
@@ -107,8 +108,14 @@ void Bus::log_locked(Lsn last) {
     // A large record became history, leaving no buffer. The next record is likely as large
     // (batches and waves repeat): its room now, faulted in on the helper thread while this
     // commit applies, instead of regrowing by doubling through fresh pages.
+    // The record is logged already: a failure here must not abort the commit, so no room
+    // just means the next record grows as before.
     if (record_buf_.capacity() == 0 && size > 0) {
-      record_buf_.reserve(size);
+      try {
+        record_buf_.reserve(size);
+      } catch (const std::bad_alloc&) {
+        return;
+      }
       Prefaulter::shared().populate(record_buf_.data(), size);
     }
   }

@@ -17,8 +17,8 @@ namespace mmsb {
 
 class Prefaulter {
  public:
-  /// The process's prefaulter.
-  static Prefaulter& shared();
+  /// The process's prefaulter. Never throws: without a helper thread, requests are dropped.
+  static Prefaulter& shared() noexcept;
   /// Queues [begin, begin + bytes) (whole pages inside it; a range under a few pages is left to
   /// the writer) and returns at once. A request still queued is replaced by a newer one: the
   /// newest buffer is the one about to be written.
