@@ -171,7 +171,10 @@ void Log::start_writing() {
 }
 
 void Log::open_segment(Lsn first_lsn) {
-  if (segment_.is_open()) trim_preallocation();  // a sealed segment ends at its last record
+  if (segment_.is_open()) {
+    trim_preallocation();  // a sealed segment ends at its last record
+    remember_sealed(segment_.path());
+  }
   const std::string path = dir_ + "/" + logfmt::segment_file_name(first_lsn);
   PosixFile f(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   const auto header = logfmt::encode_segment_header({first_lsn});
@@ -189,8 +192,33 @@ void Log::open_segment(Lsn first_lsn) {
   segment_size_ = header.size();
   allocated_ = 0;
   write_ahead_ = true;
+  written_back_ = 0;
   marked_to_ = 0;
   if (group_) group_->reset(segment_size_, first_lsn - 1);
+}
+
+// A log is written once and read rarely, yet every byte written lands in the OS page cache,
+// which then grows by the whole log. Fresh cache pages cost far more than the copy into them
+// (measured on this VM: 64 MiB segments of 4.5 MiB writes, 300-600 MB/s with 3.4-7.5 s of
+// system time per 2.4 GB, against 1.8-2.2 GB/s and under 1 s when sealed segments leave the
+// cache and writeback starts behind the writer). So writeback starts every kWriteBehindBytes,
+// and the cache keeps only the newest kCachedSegments sealed segments, whose pages the next
+// writes reuse. Both are hints: what the log promises still rests on fdatasync alone.
+void Log::write_behind() noexcept {
+  if (segment_size_ < written_back_ + kWriteBehindBytes) return;  // also after a cut below it
+  segment_.start_writeback(written_back_, segment_size_ - written_back_);
+  written_back_ = segment_size_;
+}
+
+void Log::remember_sealed(const std::string& path) noexcept {
+  try {
+    sealed_.push_back(path);
+    if (sealed_.size() <= kCachedSegments) return;
+    const std::string oldest = std::move(sealed_.front());
+    sealed_.pop_front();
+    PosixFile(oldest, O_RDONLY).drop_cached();
+  } catch (...) {  // out of memory, or the retention removed the file: nothing to drop then
+  }
 }
 
 void Log::check_usable() const {
@@ -223,6 +251,7 @@ void Log::write_out(std::span<const std::byte> bytes, bool sync) {
   }
   segment_size_ += bytes.size();
   bytes_written_ += bytes.size();
+  write_behind();
 }
 
 // fsync mode: a commit appended to the file makes its fdatasync journal the new file size too;
@@ -298,6 +327,7 @@ Lsn Log::abandon_unsynced() {
     allocated_ = 0;
     bytes_written_ -= segment_size_ - durable.offset;
     segment_size_ = durable.offset;
+    written_back_ = std::min(written_back_, segment_size_);
     marked_to_ = std::min(marked_to_, durable.offset);
     last_lsn_ = durable.lsn;
   });

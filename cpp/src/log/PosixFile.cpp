@@ -115,6 +115,12 @@ bool PosixFile::try_lock() {
   io_fail("flock of", path_, errno);
 }
 
+void PosixFile::start_writeback(std::uint64_t offset, std::uint64_t length) noexcept {
+  ::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(length), SYNC_FILE_RANGE_WRITE);
+}
+
+void PosixFile::drop_cached() noexcept { ::posix_fadvise(fd_, 0, 0, POSIX_FADV_DONTNEED); }
+
 FileBytes::FileBytes(const std::string& path, How how) {
   PosixFile f(path, O_RDONLY);
   if (how == How::Read) {

@@ -6,6 +6,7 @@
 /// Thread safety: not thread safe; the bus calls it under its commit lock. The exception is the
 /// GroupSync of durability=fsync (group()), which committers wait on outside that lock.
 #include <cstdint>
+#include <deque>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -48,6 +49,10 @@ class Log {
   static constexpr std::uint64_t kPreallocBytes = std::uint64_t{64} << 10;
   /// durability=none keeps at most this much unwritten before writing anyway.
   static constexpr std::size_t kNoneBufferBytes = std::size_t{64} << 20;
+  /// The OS is asked to start writing back each stretch of this many bytes once it is written.
+  static constexpr std::uint64_t kWriteBehindBytes = std::uint64_t{8} << 20;
+  /// Sealed segments left in the OS page cache for history lookups; older ones are dropped.
+  static constexpr std::size_t kCachedSegments = 4;
 
   enum class Access {
     Create,    ///< open for writing, creating the directory if needed
@@ -136,6 +141,8 @@ class Log {
   void write_out(std::span<const std::byte> bytes, bool sync);
   void preallocate(std::size_t incoming);
   void trim_preallocation();
+  void write_behind() noexcept;
+  void remember_sealed(const std::string& path) noexcept;
   void check_usable() const;
   std::uint64_t apply_retention();
 
@@ -146,6 +153,8 @@ class Log {
   std::uint64_t segment_size_ = 0;
   std::uint64_t allocated_ = 0;  // fsync: the file's size when zeros were written past segment_size_
   bool write_ahead_ = true;      // cleared by a failed write: no more zeros ahead in this segment
+  std::uint64_t written_back_ = 0;  // the OS was asked to write the active segment back this far
+  std::deque<std::string> sealed_;  // the newest segments this writer sealed, oldest first
   RecoveredLog recovered_;
   std::vector<std::byte> pending_;  // durability=none: not yet written
   Lsn last_lsn_ = 0;

@@ -49,6 +49,12 @@ class PosixFile {
   std::vector<std::byte> read_all() const;
   /// Takes an exclusive advisory lock without waiting; false if another holder has it.
   bool try_lock();
+  /// Starts writing back the dirty pages of [offset, offset + length) without waiting
+  /// (sync_file_range WRITE). Durability promises nothing: a hint, so failures are ignored.
+  void start_writeback(std::uint64_t offset, std::uint64_t length) noexcept;
+  /// Asks the OS to drop the file's clean pages from its cache (posix_fadvise DONTNEED); dirty
+  /// pages stay. A hint: failures are ignored.
+  void drop_cached() noexcept;
   int fd() const noexcept { return fd_; }
 
  private:
