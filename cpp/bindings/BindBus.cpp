@@ -501,7 +501,12 @@ void bind_bus(py::module_& m) {
       })
       .def("_memory", [](Bus& bus) {
         wait_turn(bus);
-        return memory_dict(bus.memory());
+        MemoryReport m;
+        {
+          py::gil_scoped_release release;  // it may wait for the prefault helper
+          m = bus.memory();
+        }
+        return memory_dict(m);
       })
       .def("__repr__", [](Bus& bus) {
         wait_turn(bus);

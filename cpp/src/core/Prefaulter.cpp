@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -18,8 +19,10 @@ constexpr std::size_t kMinPages = 16;
 struct Queue {
   std::mutex mutex;
   std::condition_variable ready;
+  std::condition_variable idle;
   std::uintptr_t begin = 0;
   std::size_t bytes = 0;
+  bool busy = false;  // the helper is populating a request it took
   bool supported = true;
 };
 
@@ -67,6 +70,17 @@ void Prefaulter::populate(void* begin, std::size_t bytes) noexcept {
 #endif
 }
 
+bool Prefaulter::settle(unsigned timeout_ms) noexcept {
+  Queue& q = queue();
+  try {
+    std::unique_lock lock(q.mutex);
+    // Bounded: a child forked with a request queued has no helper to carry it out.
+    return q.idle.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return q.bytes == 0 && !q.busy; });
+  } catch (...) {  // a lock that cannot be taken: nothing known, nothing to wait for
+    return false;
+  }
+}
+
 void Prefaulter::run() noexcept {
 #if defined(MADV_POPULATE_WRITE)
   Queue& q = queue();
@@ -79,12 +93,16 @@ void Prefaulter::run() noexcept {
       begin = q.begin;
       bytes = q.bytes;
       q.bytes = 0;
+      q.busy = true;
     }
     // EINVAL: a kernel before 5.14; ENOMEM/EFAULT: the range was unmapped meanwhile (harmless).
-    if (madvise(reinterpret_cast<void*>(begin), bytes, MADV_POPULATE_WRITE) != 0 && errno == EINVAL) {
+    const bool unsupported = madvise(reinterpret_cast<void*>(begin), bytes, MADV_POPULATE_WRITE) != 0 && errno == EINVAL;
+    {
       std::lock_guard g(q.mutex);
-      q.supported = false;
+      q.supported = q.supported && !unsupported;
+      q.busy = false;
     }
+    q.idle.notify_all();
   }
 #endif
 }

@@ -846,6 +846,9 @@ void Bus::reset_stats() {
 }
 
 MemoryReport Bus::memory() {
+  // Buffers reserved ahead are counted whole; their pages are being faulted in on the helper
+  // thread. Waiting for it makes the report what the resident set shows.
+  Prefaulter::shared().settle();
   auto lock = lock_turn();
   return memory_locked();
 }

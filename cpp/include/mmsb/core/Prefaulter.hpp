@@ -23,6 +23,10 @@ class Prefaulter {
   /// the writer) and returns at once. A request still queued is replaced by a newer one: the
   /// newest buffer is the one about to be written.
   void populate(void* begin, std::size_t bytes) noexcept;
+  /// Waits until no request is queued or being carried out, for at most `timeout_ms`, so that
+  /// what was requested is resident (a measurement of memory against the resident set wants
+  /// that). Returns whether it got there in time. Never throws.
+  bool settle(unsigned timeout_ms = 2000) noexcept;
 
  private:
   Prefaulter() = default;

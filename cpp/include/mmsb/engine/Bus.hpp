@@ -506,6 +506,8 @@ class Bus {
   BusStats stats() const noexcept;
   /// Zeroes the counters (waits for the commit lock: commits update them without atomics RMW).
   void reset_stats();
+  /// Bytes held, by part. First waits (up to 2 s) for buffers reserved ahead to be faulted in on
+  /// the prefault helper, so the figure is what the resident set shows, not what it will show.
   MemoryReport memory();
 
  private:
