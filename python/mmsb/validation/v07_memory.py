@@ -88,8 +88,8 @@ def _fill(ctx: Context, pages: int, history: bool, rows: _Rows) -> tuple:
     for start in ctx.progress(range(0, pages, CHUNK), total=-(-pages // CHUNK), desc="memory: write"):
         rows.write_consecutive(bus, first, start, min(CHUNK, pages - start))
     pygc.collect()
+    mem = bus.memory()  # first: it waits for buffers reserved ahead to become resident
     grown = _rss() - rss0
-    mem = bus.memory()
     if abs(mem["total_bytes"] - grown) > 0.10 * grown:
         raise RuntimeError(f"history={history}: memory() reports {mem['total_bytes']} bytes but the RSS grew by "
                            f"{grown} ({mem['total_bytes'] / grown:.1%}): more than 10% apart")
