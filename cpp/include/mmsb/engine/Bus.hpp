@@ -510,6 +510,11 @@ class Bus {
   /// the prefault helper, so the figure is what the resident set shows, not what it will show.
   MemoryReport memory();
 
+  /// A wave recomputes its pages in batches (Wave::pop_batch) of at most this many pages and
+  /// staging bytes: enough to keep the lanes busy, bounded for huge derived pages.
+  static constexpr std::size_t kWaveBatchPages = 4096;
+  static constexpr std::uint64_t kWaveBatchBytes = std::uint64_t{32} << 20;
+
  private:
   void check_open() const;
   void check_writable() const;
@@ -768,10 +773,7 @@ class Bus {
   void note_derived_locked(Lsn lsn, std::span<const std::pair<PageId, Epoch>> inputs);
   IndexDeque<DerivedEntry> derived_{ArenaAllocator<DerivedEntry>(index_arena_)};
   IndexDeque<std::pair<PageId, Epoch>> derived_items_{ArenaAllocator<std::pair<PageId, Epoch>>(index_arena_)};
-  // Reused by every wave (the wave runs under the commit lock). A batch is at most this many
-  // pages and staging bytes: enough to keep the lanes busy, bounded for huge derived pages.
-  static constexpr std::size_t kWaveBatchPages = 4096;
-  static constexpr std::uint64_t kWaveBatchBytes = std::uint64_t{32} << 20;
+  // Reused by every wave (the wave runs under the commit lock); bounded by kWaveBatchPages/Bytes.
   // Below this many output bytes a batch's built-in recomputes run on the committing thread.
   static constexpr std::uint64_t kWaveLaneBytes = std::uint64_t{64} << 10;
   std::unique_ptr<WaveBatch> wave_batch_;
