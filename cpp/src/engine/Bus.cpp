@@ -848,7 +848,7 @@ void Bus::reset_stats() {
 MemoryReport Bus::memory() {
   // Buffers reserved ahead are counted whole; their pages are being faulted in on the helper
   // thread. Waiting for it makes the report what the resident set shows.
-  Prefaulter::shared().settle();
+  Prefaulter::settle();
   auto lock = lock_turn();
   return memory_locked();
 }

@@ -81,14 +81,14 @@ TEST(Prefaulter, SettleReturnsOnceTheRequestedPagesAreResident) {
   GTEST_SKIP() << "no MADV_POPULATE_WRITE in these headers";
 #else
   if (!kernel_populates()) GTEST_SKIP() << "this kernel lacks MADV_POPULATE_WRITE (Linux 5.14+)";
-  EXPECT_TRUE(mmsb::Prefaulter::shared().settle());  // nothing queued: at once
+  EXPECT_TRUE(mmsb::Prefaulter::settle());  // nothing queued: at once
   const std::size_t bytes = 8192 * page_size();     // big enough that the helper is still busy
   void* m = fresh_mapping(bytes);
   // Retried: a request made while the helper holds its lock is dropped (a hint, never a wait).
   std::size_t resident = 0;
   for (int attempt = 0; attempt < 5 && resident < bytes / page_size(); ++attempt) {
     mmsb::Prefaulter::shared().populate(m, bytes);
-    ASSERT_TRUE(mmsb::Prefaulter::shared().settle(20'000));
+    ASSERT_TRUE(mmsb::Prefaulter::settle(20'000));
     resident = resident_pages(m, bytes);  // no polling: settle already waited
   }
   EXPECT_EQ(resident, bytes / page_size());

@@ -25,8 +25,8 @@ class Prefaulter {
   void populate(void* begin, std::size_t bytes) noexcept;
   /// Waits until no request is queued or being carried out, for at most `timeout_ms`, so that
   /// what was requested is resident (a measurement of memory against the resident set wants
-  /// that). Returns whether it got there in time. Never throws.
-  bool settle(unsigned timeout_ms = 2000) noexcept;
+  /// that). Returns whether it got there in time. Static: waiting starts no helper. Never throws.
+  static bool settle(unsigned timeout_ms = 2000) noexcept;
 
  private:
   Prefaulter() = default;

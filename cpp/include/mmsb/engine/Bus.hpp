@@ -773,9 +773,9 @@ class Bus {
   void note_derived_locked(Lsn lsn, std::span<const std::pair<PageId, Epoch>> inputs);
   IndexDeque<DerivedEntry> derived_{ArenaAllocator<DerivedEntry>(index_arena_)};
   IndexDeque<std::pair<PageId, Epoch>> derived_items_{ArenaAllocator<std::pair<PageId, Epoch>>(index_arena_)};
-  // Reused by every wave (the wave runs under the commit lock); bounded by kWaveBatchPages/Bytes.
   // Below this many output bytes a batch's built-in recomputes run on the committing thread.
   static constexpr std::uint64_t kWaveLaneBytes = std::uint64_t{64} << 10;
+  // Reused by every wave (the wave runs under the commit lock); bounded by kWaveBatchPages/Bytes.
   std::unique_ptr<WaveBatch> wave_batch_;
   std::vector<WaveNode> wave_nodes_;
   std::vector<std::uint64_t> dependents_bits_;  // by page id: has_dependents_locked
