@@ -6,8 +6,7 @@
 //   BM_AddEdges          building the graph edge by edge in random order (Pearce–Kelly reorders)
 //   BM_RejectCycle       add_edge of cycle-closing edges (check + exception), graph unchanged
 //   BM_FindCycle         the same check without the exception
-//   BM_WavePushPop       one propagation wave over a 10k-node DAG with fan-in 2..4, by page id
-//   BM_WaveBatches       the same wave scheduled as the Bus does (batches, children by slot)
+//   BM_WavePushPop       one propagation wave over a 10k-node DAG with fan-in 2..4
 //   BM_DependSinks       "depend 100k sinks": set_data_parents of a new sink into a 100k-node
 //                        graph plus the position query its eager wave makes, per call
 //   BM_BusDependEager    the same through Bus::depend in eager mode (copy kernel, in memory)
@@ -15,7 +14,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <functional>
 #include <numeric>
 #include <random>
 #include <set>
@@ -149,74 +147,34 @@ void BM_FindCycle(benchmark::State& state) {
 }
 BENCHMARK(BM_FindCycle)->Unit(benchmark::kMicrosecond);
 
-// The wave DAG: node k has 2..4 parents of lower rank; the first 4 ranks are its roots.
-struct WaveDag {
-  DepGraph graph;
-  std::vector<PageId> roots;
-};
-
-const WaveDag& wave_dag() {
-  static const WaveDag* dag = [] {
-    auto* made = new WaveDag;  // kept for the process: DepGraph does not move
-    WaveDag& d = *made;
-    std::mt19937_64 rng(kSeed + 1);
-    for (std::uint32_t k = 0; k < kNodes; ++k) {
-      const PageId child = workload().id_of_rank[k];
-      if (k < 4) d.roots.push_back(child);
-      std::set<std::uint32_t> ps;
-      while (k >= 4 && ps.size() < 2 + rng() % 3) ps.insert(static_cast<std::uint32_t>(rng() % k));
-      for (std::uint32_t p : ps) d.graph.add_edge(workload().id_of_rank[p], child, EdgeKind::Data);
-    }
-    (void)d.graph.topological_order();  // the cached order is built once per graph change, not per wave
-    return made;
-  }();
-  return *dag;
-}
-
-void finish_wave_bench(benchmark::State& state, std::size_t popped) {
-  if (popped != static_cast<std::size_t>(state.iterations()) * kNodes) state.SkipWithError("the wave missed nodes");
-  state.SetItemsProcessed(static_cast<std::int64_t>(popped));
-  state.counters["edges"] = static_cast<double>(wave_dag().graph.edge_count());
-}
-
-// A wave from every root (in-degree 0) through the public id-based calls: every node is popped
-// once, and pushed once per in-edge (fan-in repeats are ignored); each call looks its page up.
+// A wave from every root (in-degree 0) over a DAG where node k has 2..4 parents of lower rank:
+// every node is popped once, and pushed once per in-edge (fan-in repeats are ignored).
 void BM_WavePushPop(benchmark::State& state) {
-  const WaveDag& d = wave_dag();
+  std::mt19937_64 rng(kSeed + 1);
+  DepGraph g;
+  std::vector<PageId> roots;
+  for (std::uint32_t k = 0; k < kNodes; ++k) {
+    const PageId child = workload().id_of_rank[k];
+    if (k < 4) roots.push_back(child);
+    std::set<std::uint32_t> ps;
+    while (k >= 4 && ps.size() < 2 + rng() % 3) ps.insert(static_cast<std::uint32_t>(rng() % k));
+    for (std::uint32_t p : ps) g.add_edge(workload().id_of_rank[p], child, EdgeKind::Data);
+  }
+  (void)g.topological_order();  // the cached order is built once per graph change, not per wave
   std::size_t popped = 0;
   for (auto _ : state) {
-    mmsb::Wave wave(d.graph);
-    for (PageId r : d.roots) wave.push(r);
+    mmsb::Wave wave(g);
+    for (PageId r : roots) wave.push(r);
     while (const PageId v = wave.pop()) {
       ++popped;
-      d.graph.for_each_child(v, [&](PageId c, EdgeKind) { wave.push(c); });
+      g.for_each_child(v, [&](PageId c, EdgeKind) { wave.push(c); });
     }
   }
-  finish_wave_bench(state, popped);
+  if (popped != static_cast<std::size_t>(state.iterations()) * kNodes) state.SkipWithError("the wave missed nodes");
+  state.SetItemsProcessed(static_cast<std::int64_t>(popped));
+  state.counters["edges"] = static_cast<double>(g.edge_count());
 }
 BENCHMARK(BM_WavePushPop)->Unit(benchmark::kMicrosecond);
-
-// The same wave the way Bus::visit_wave_locked schedules it: pop_batch (bounded as the bus
-// bounds it) and push_children by slot, with no lookup by id. Its time per node is the
-// scheduling overhead of an engine wave, to compare with oneTBB flow graph's per-node cost
-// (bench_propagation's Tbb rows, whose nodes do only 64 bytes of arithmetic besides).
-void BM_WaveBatches(benchmark::State& state) {
-  const WaveDag& d = wave_dag();
-  std::vector<mmsb::WaveNode> batch;
-  const std::function<bool(PageId)> admit = [&](PageId) { return batch.size() < mmsb::Bus::kWaveBatchPages; };
-  const std::function<void(PageId)> on_control = [](PageId) {};
-  std::size_t popped = 0;
-  for (auto _ : state) {
-    mmsb::Wave wave(d.graph);
-    for (PageId r : d.roots) wave.push(r);
-    for (wave.pop_batch(batch, admit); !batch.empty(); wave.pop_batch(batch, admit)) {
-      popped += batch.size();
-      for (const mmsb::WaveNode& n : batch) wave.push_children(n, on_control);
-    }
-  }
-  finish_wave_bench(state, popped);
-}
-BENCHMARK(BM_WaveBatches)->Unit(benchmark::kMicrosecond);
 
 // ---- depend of new sinks at 100k nodes ------------------------------------------------------
 
