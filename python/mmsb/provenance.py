@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 from typing import Dict, Iterator, List, NamedTuple, Tuple
 
@@ -26,17 +27,26 @@ class Provenance:
     def __init__(self, steps: list, max_depth: int, root: Key = (0, 0)) -> None:
         self.max_depth = max_depth
         self.nodes: Dict[Key, ProvenanceNode] = {}
-        for page, epoch, lsn, source, ts, inputs in steps:
-            node = ProvenanceNode(page, epoch, lsn, source, ts, tuple((p, e) for p, e in inputs))
-            self.nodes.setdefault((page, epoch), node)
+        nodes = self.nodes
+        for page, epoch, lsn, source, ts, inputs in steps:  # inputs: (page, epoch) tuples
+            if (page, epoch) not in nodes:
+                nodes[page, epoch] = ProvenanceNode(page, epoch, lsn, source, ts, tuple(inputs))
         self.root: Key = (steps[0][0], steps[0][1]) if steps else root
-        self.edges: List[Tuple[Key, Key]] = [(k, i) for k, n in self.nodes.items() for i in n.inputs if i in self.nodes]
         self.levels: Dict[Key, int] = {self.root: 0} if steps else {}
-        for k, n in self.nodes.items():  # BFS order: parents of a node come after it
+        levels = self.levels
+        for k, n in nodes.items():  # BFS order: parents of a node come after it
+            level = levels.get(k, 0) + 1
             for i in n.inputs:
-                if i in self.nodes and i not in self.levels:
-                    self.levels[i] = self.levels.get(k, 0) + 1
-        self.depth = max(self.levels.values(), default=0)
+                if i in nodes and i not in levels:
+                    levels[i] = level
+        self.depth = max(levels.values(), default=0)
+
+    @functools.cached_property
+    def edges(self) -> List[Tuple[Key, Key]]:
+        """(child key, parent key) for every input that is a node of the DAG, in node order:
+        derived from ``nodes`` on first use (a deep fan-in answer has tens of thousands)."""
+        nodes = self.nodes
+        return [(k, i) for k, n in nodes.items() for i in n.inputs if i in nodes]
 
     def __len__(self) -> int:
         return len(self.nodes)
