@@ -30,6 +30,36 @@ py::list edge_list(const std::vector<Edge>& edges) {
   return out;
 }
 
+// The steps as (key, lsn, source, timestamp_ns, inputs) with key = (page, epoch) and inputs a
+// tuple of keys. A deep fan-in answer names each node as an input of many others (2k nodes, 47k
+// inputs), so every distinct key is one shared tuple: building a tuple per input was most of the
+// answer's time.
+py::list provenance_steps(const std::vector<ProvenanceStep>& steps) {
+  struct KeyHash {
+    std::size_t operator()(const std::pair<PageId, Epoch>& k) const noexcept {
+      return std::hash<std::uint64_t>{}(k.first * 0x9E3779B97F4A7C15ull ^ k.second);
+    }
+  };
+  std::unordered_map<std::pair<PageId, Epoch>, py::tuple, KeyHash> keys;
+  keys.reserve(steps.size() * 2);
+  auto key = [&](PageId page, Epoch epoch) -> const py::tuple& {
+    auto [it, fresh] = keys.try_emplace({page, epoch});
+    if (fresh) it->second = py::make_tuple(page, epoch);
+    return it->second;
+  };
+  std::unordered_map<Source, py::str> sources;
+  py::list out(steps.size());
+  for (std::size_t n = 0; n < steps.size(); ++n) {
+    const ProvenanceStep& s = steps[n];
+    py::tuple inputs(s.inputs.size());
+    for (std::size_t i = 0; i < s.inputs.size(); ++i) inputs[i] = key(s.inputs[i].first, s.inputs[i].second);
+    auto [src, fresh] = sources.try_emplace(s.source);
+    if (fresh) src->second = py::str(std::string(source_name(s.source)));
+    out[n] = py::make_tuple(key(s.page, s.epoch), s.lsn, src->second, s.timestamp_ns, std::move(inputs));
+  }
+  return out;
+}
+
 // A Python function fn(out, *parents) as an engine recompute. It holds the bus weakly (the bus
 // owns it) and builds each parent's view from a Page handle pinned without the bus lock.
 RecomputeCallable wrap_callable(const std::shared_ptr<Bus>& bus, py::function fn, PageId child,
@@ -222,11 +252,7 @@ void bind_graph(py::module_& m) {
         const PageId id = PyLong_Check(p.ptr()) ? to_u64(p, "page id") : resolve_page(bus, p);
         std::optional<Epoch> e;
         if (!epoch.is_none()) e = to_u64(epoch, "epoch");
-        py::list out;
-        for (const ProvenanceStep& s : bus->provenance(id, e, max_depth)) {
-          out.append(py::make_tuple(s.page, s.epoch, s.lsn, std::string(source_name(s.source)), s.timestamp_ns, s.inputs));
-        }
-        return out;
+        return provenance_steps(bus->provenance(id, e, max_depth));
       })
       .def("_preview_recompute", [](const std::shared_ptr<Bus>& bus, py::handle p, bool probe) {
         wait_turn(*bus);

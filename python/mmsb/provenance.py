@@ -28,10 +28,10 @@ class Provenance:
         self.max_depth = max_depth
         self.nodes: Dict[Key, ProvenanceNode] = {}
         nodes = self.nodes
-        for page, epoch, lsn, source, ts, inputs in steps:  # inputs: (page, epoch) tuples
-            if (page, epoch) not in nodes:
-                nodes[page, epoch] = ProvenanceNode(page, epoch, lsn, source, ts, tuple(inputs))
-        self.root: Key = (steps[0][0], steps[0][1]) if steps else root
+        for key, lsn, source, ts, inputs in steps:  # key and inputs: (page, epoch) tuples
+            if key not in nodes:
+                nodes[key] = ProvenanceNode(key[0], key[1], lsn, source, ts, inputs)
+        self.root: Key = steps[0][0] if steps else root
         self.levels: Dict[Key, int] = {self.root: 0} if steps else {}
         levels = self.levels
         for k, n in nodes.items():  # BFS order: parents of a node come after it
