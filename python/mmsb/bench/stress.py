@@ -4,9 +4,8 @@ The workload is validator 6's (mmsb.validation.v06_tick.run_ticks, which also ch
 tick's report and, at the end, every source page against a NumPy mirror of the stream and every
 derived page against NumPy's reduce of its parents): 10,000 [quick: 1,000] source pages of 4 KiB,
 1,000 [100] derived pages (mmsb.ops.reduce over 4 sources, four semirings), 100,000 [10,000]
-8-byte deltas submitted per tick. Here it runs for longer, 200 [20] timed ticks after 5 [3]
-warm-up ones, to see the distribution's tail, once on the default bus (history on: the log kept
-in memory) and once with mmsb.Bus(history=False).
+8-byte deltas submitted per tick, 200 [20] timed ticks after 5 [3] warm-up ones, once on the
+default bus (history on: the log kept in memory) and once with mmsb.Bus(history=False).
 
 Figures: p50, p99 and max of the timed ticks' wall time (ms, lower is better), each history-on
 figure anchored to its history-off counterpart. The per-tick latencies go into the series (for
