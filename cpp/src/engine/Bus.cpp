@@ -91,9 +91,9 @@ std::uint64_t Bus::drop_queued() noexcept {
   return n;
 }
 
-void Bus::log_locked(Lsn last) {
+void Bus::log_locked(Lsn last, std::span<const std::byte> tail) {
   if (log_) {
-    const std::uint64_t ticket = log_->append(record_buf_, last);
+    const std::uint64_t ticket = log_->append(record_buf_, last, tail);
     if (ticket == 0) return;
     if (txn_) {
       txn_->ticket = ticket;  // parked once recycled; its committer waits in await_durable()
@@ -690,6 +690,11 @@ Lsn Bus::record_batch_locked(const DeltaBatchView& batch) {
   std::byte* undo = nullptr;
   if (txn_) {
     undo = txn_note_batch_locked(batch, ts);
+  } else if (log_) {
+    // The file log writes the payload from the caller's buffer: megabytes not copied twice.
+    record_buf_.clear();
+    encode_batch_record_head(record_buf_, first, batch, ts);
+    log_locked(last, batch.payload);
   } else if (logging()) {
     record_buf_.clear();
     encode_op_record(record_buf_, first, batch, ts);

@@ -231,10 +231,12 @@ void Log::check_usable() const {
 // Writes (and with `sync`, fdatasyncs) bytes at the end of the active segment. On any failure
 // the segment is cut back to its previous end, so it ends at the last whole record and nothing
 // the caller was told failed can come back at recovery.
-void Log::write_out(std::span<const std::byte> bytes, bool sync) {
+void Log::write_out(std::initializer_list<std::span<const std::byte>> pieces, bool sync) {
+  std::size_t bytes = 0;
+  for (std::span<const std::byte> p : pieces) bytes += p.size();
   try {
-    if (durability_ == Durability::Fsync) preallocate(bytes.size());
-    segment_.write_all(bytes);
+    if (durability_ == Durability::Fsync) preallocate(bytes);
+    for (std::span<const std::byte> p : pieces) segment_.write_all(p);
     if (sync) segment_.datasync();
   } catch (const Error&) {
     // Out of space or over a size limit: the next commits must not fail for want of room ahead.
@@ -249,8 +251,8 @@ void Log::write_out(std::span<const std::byte> bytes, bool sync) {
     }
     throw;
   }
-  segment_size_ += bytes.size();
-  bytes_written_ += bytes.size();
+  segment_size_ += bytes;
+  bytes_written_ += bytes;
   write_behind();
 }
 
@@ -274,7 +276,7 @@ void Log::trim_preallocation() {
   allocated_ = 0;
 }
 
-std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn) {
+std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn, std::span<const std::byte> tail) {
   check_usable();
   // Rotate before writing: a failure to start a segment must happen before this commit's record
   // exists anywhere. The old segment is synced first, so the durable prefix never has a hole.
@@ -288,27 +290,38 @@ std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn) {
   }
   // Group commit: say what the last sync covered, so recovery can tell damage there (corruption)
   // from this group's unsynced records arriving out of order (a torn tail).
+  // The last record's tail and padding go between `records` and the mark (trailer_).
+  const std::size_t pad = tail.empty() ? 0 : logfmt::tail_padding(records.size() + tail.size());
+  trailer_.assign(pad, std::byte{0});
   std::uint64_t mark = 0;
   if (group_) {
     mark = group_->durable_offset();
-    if (mark > marked_to_) logfmt::append_sync_mark(records, last_lsn + 1, mark);
+    if (mark > marked_to_) logfmt::append_sync_mark(trailer_, last_lsn + 1, mark);
   }
-  records_.add(segment_first_lsn_, segment_size_ + pending_.size(), records);  // where they land
+  // Where they land; the index reads only headers, so the last record may end past `records`.
+  const std::uint64_t at = segment_size_ + pending_.size();
+  records_.add(segment_first_lsn_, at, records);
+  if (trailer_.size() > pad) {
+    records_.add(segment_first_lsn_, at + records.size() + tail.size() + pad, std::span(trailer_).subspan(pad));
+  }
+  const std::size_t bytes = records.size() + tail.size() + trailer_.size();
   if (durability_ == Durability::None) {
     // Past the bound the buffer is handed to the OS, but not synced: "none" promises nothing
     // before close or checkpoint, and a sync per 64 MiB made bulk loads 3x slower than "flush".
-    if (pending_.size() + records.size() > kNoneBufferBytes) {
-      write_out(pending_, false);
+    if (pending_.size() + bytes > kNoneBufferBytes) {
+      write_out({pending_}, false);
       pending_.clear();
     }
-    if (pending_.empty()) {
+    if (pending_.empty() && bytes == records.size()) {
       pending_.swap(records);  // a big batch record is not copied a second time
     } else {
       pending_.insert(pending_.end(), records.begin(), records.end());
+      pending_.insert(pending_.end(), tail.begin(), tail.end());
+      pending_.insert(pending_.end(), trailer_.begin(), trailer_.end());
     }
   } else {
     // fsync: written now, synced by group commit (GroupSync::wait) for every writer at once.
-    write_out(records, false);
+    write_out({records, tail, trailer_}, false);
   }
   marked_to_ = std::max(marked_to_, mark);
   last_lsn_ = last_lsn;
@@ -340,7 +353,7 @@ void Log::close() {
     // Everything is synced now: a last mark lets recovery call any later damage corruption.
     std::vector<std::byte> mark;
     logfmt::append_sync_mark(mark, last_lsn_ + 1, segment_size_);
-    write_out(mark, true);
+    write_out({mark}, true);
     marked_to_ = segment_size_ - mark.size();
   }
   if (segment_.is_open() && allocated_ > segment_size_) {
@@ -353,7 +366,7 @@ void Log::close() {
 void Log::flush() {
   check_usable();
   if (!pending_.empty()) {
-    write_out(pending_, false);
+    write_out({pending_}, false);
     pending_.clear();
   }
 }
@@ -363,7 +376,7 @@ void Log::sync() {
   if (group_) {
     group_->sync_all();
   } else if (!pending_.empty()) {
-    write_out(pending_, true);
+    write_out({pending_}, true);
     pending_.clear();
   } else {
     segment_.datasync();

@@ -26,11 +26,13 @@ RecordBuilder::RecordBuilder(std::vector<std::byte>& out, RecordType type, std::
   out_.resize(start_ + kRecordHeaderBytes);  // the header, written by finish()
 }
 
-void RecordBuilder::finish() { seal_record(out_, start_, type_, lsn_count_, first_lsn_); }
+void RecordBuilder::finish(std::span<const std::byte> tail) {
+  seal_record(out_, start_, type_, lsn_count_, first_lsn_, tail);
+}
 
 void seal_record(std::vector<std::byte>& buf, std::size_t start, RecordType type, std::uint32_t lsn_count,
-                 std::uint64_t first_lsn) {
-  const std::size_t body = buf.size() - start - kRecordHeaderBytes;
+                 std::uint64_t first_lsn, std::span<const std::byte> tail) {
+  const std::size_t body = buf.size() - start - kRecordHeaderBytes + tail.size();
   if (body > kMaxRecordBody) {
     fail(ErrorCode::InvalidArgument, "a log record of ", body, " bytes exceeds the format limit of ",
          kMaxRecordBody, " bytes; split the batch");
@@ -42,9 +44,10 @@ void seal_record(std::vector<std::byte>& buf, std::size_t start, RecordType type
   std::memcpy(h + 8, head, 4);
   std::memcpy(h + 12, &lsn_count, 4);
   std::memcpy(h + 16, &first_lsn, 8);
-  const std::uint32_t crc = record_crc({h, kRecordHeaderBytes + body});
+  std::uint32_t crc = record_crc({h, buf.size() - start});
+  if (!tail.empty()) crc = crc32c(tail.data(), tail.size(), crc);
   std::memcpy(h + 4, &crc, 4);
-  ByteWriter(buf).pad_to_align();
+  if (tail.empty()) ByteWriter(buf).pad_to_align();  // may move buf: after the last use of h
 }
 
 void append_sync_mark(std::vector<std::byte>& out, std::uint64_t next_lsn, std::uint64_t synced_offset) {

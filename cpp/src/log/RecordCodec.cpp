@@ -106,7 +106,8 @@ void write_column(ByteWriter& w, std::span<const std::uint64_t> values, bool nar
   }
 }
 
-void write_body(ByteWriter& w, const DeltaBatchView& b, std::uint64_t timestamp_ns, const BatchLayout& l) {
+// A PackedBatch body up to its payload, which follows it.
+void write_batch_head(ByteWriter& w, const DeltaBatchView& b, std::uint64_t timestamp_ns, const BatchLayout& l) {
   w.u64(timestamp_ns);
   w.u64(b.rows());
   w.u8(l.flags);
@@ -118,6 +119,10 @@ void write_body(ByteWriter& w, const DeltaBatchView& b, std::uint64_t timestamp_
   write_column(w, b.offsets, (l.flags & kOffsets32) != 0);
   if (!(l.flags & kUniformLength)) w.bytes(b.lengths.data(), b.rows() * 8);
   w.pad_to_align();
+}
+
+void write_body(ByteWriter& w, const DeltaBatchView& b, std::uint64_t timestamp_ns, const BatchLayout& l) {
+  write_batch_head(w, b, timestamp_ns, l);
   w.bytes(b.payload);
 }
 
@@ -207,14 +212,34 @@ void encode_op_record(std::vector<std::byte>& out, Lsn first, const DependOp& op
 void encode_op_record(std::vector<std::byte>& out, Lsn first, const DerivedOp& op) {
   single(out, RecordType::Derived, first, 1, op);
 }
+namespace {
+// The PackedBatch record of `batch`, whole (`in_place` false) or up to its payload, sealed over
+// the payload where it lies (encode_batch_record_head).
+void batch_record(std::vector<std::byte>& out, Lsn first, const DeltaBatchView& batch, std::uint64_t timestamp_ns,
+                  bool in_place) {
+  const BatchLayout layout = layout_of(batch);
+  const std::size_t payload = in_place ? 0 : batch.payload.size();
+  // Exact size: an in-memory log keeps the buffer as it is, and a 4 MiB batch must not realloc.
+  out.reserve(out.size() + logfmt::kRecordHeaderBytes + logfmt::padded(layout.body_bytes - batch.payload.size() + payload));
+  logfmt::RecordBuilder rb(out, RecordType::PackedBatch, static_cast<std::uint32_t>(batch.rows()), first);
+  if (in_place) {
+    write_batch_head(rb.writer(), batch, timestamp_ns, layout);
+    rb.finish(batch.payload);
+  } else {
+    write_body(rb.writer(), batch, timestamp_ns, layout);
+    rb.finish();
+  }
+}
+}  // namespace
+
 void encode_op_record(std::vector<std::byte>& out, Lsn first, const DeltaBatchView& batch,
                       std::uint64_t timestamp_ns) {
-  const BatchLayout layout = layout_of(batch);
-  // Exact size: an in-memory log keeps the buffer as it is, and a 4 MiB batch must not realloc.
-  out.reserve(out.size() + logfmt::kRecordHeaderBytes + logfmt::padded(layout.body_bytes));
-  logfmt::RecordBuilder rb(out, RecordType::PackedBatch, static_cast<std::uint32_t>(batch.rows()), first);
-  write_body(rb.writer(), batch, timestamp_ns, layout);
-  rb.finish();
+  batch_record(out, first, batch, timestamp_ns, false);
+}
+
+void encode_batch_record_head(std::vector<std::byte>& out, Lsn first, const DeltaBatchView& batch,
+                              std::uint64_t timestamp_ns) {
+  batch_record(out, first, batch, timestamp_ns, true);
 }
 
 template <class Write>

@@ -147,6 +147,47 @@ TEST_F(LogCodecTest, UniformNarrowBatchesTakeEightBytesPerRow) {
   EXPECT_EQ(out.size(), logfmt::kRecordHeaderBytes + 24 + 8 + 1000 * 8 + payload.size());
 }
 
+// The file log writes a batch's payload from where it lies: the head encode_batch_record_head
+// makes, then the payload, then its padding, must be byte for byte the record encode_op_record
+// makes, for every column encoding and payload size, after other records in the buffer too.
+TEST_F(LogCodecTest, BatchRecordHeadThenPayloadIsTheWholeRecord) {
+  std::vector<BatchOp> batches;
+  for (const LogOp& op : ops_) {
+    if (const auto* b = std::get_if<BatchOp>(&op)) batches.push_back(*b);
+  }
+  std::vector<Bytes> payloads;
+  for (int n = 0; n < 40; ++n) {  // random shapes: lengths uniform or not, ids and offsets narrow or wide
+    const std::size_t rows = rng_() % 70;
+    BatchOp b;
+    b.timestamp_ns = rng_();
+    std::uint64_t bytes = 0;
+    const std::uint64_t same = rng_() % 9;
+    for (std::size_t i = 0; i < rows; ++i) {
+      b.page_ids.push_back(n % 3 == 0 ? rng_() : 1 + rng_() % 500);
+      b.offsets.push_back(n % 4 == 0 ? rng_() : rng_() % 4096);
+      b.lengths.push_back(n % 2 == 0 ? same : rng_() % 17);
+      bytes += b.lengths.back();
+    }
+    payloads.push_back(test::random_bytes(rng_, bytes));
+    batches.push_back(b);
+  }
+  for (std::size_t i = 0; i + 3 < batches.size(); ++i) batches[i + 3].payload = payloads[i];
+  Bytes prior;  // another record first: the batch's then starts where that one's padding ends
+  encode_op_record(prior, 1, PageDeleteOp{5});
+  ASSERT_EQ(batches.size(), 43u);
+  for (const BatchOp& b : batches) {
+    for (const Bytes& before : {Bytes{}, prior}) {
+      Bytes whole = before, head = before;
+      encode_op_record(whole, 9, b.view(), b.timestamp_ns);
+      encode_batch_record_head(head, 9, b.view(), b.timestamp_ns);
+      ASSERT_LE(head.size(), whole.size());
+      head.insert(head.end(), b.payload.begin(), b.payload.end());
+      head.resize(head.size() + logfmt::tail_padding(head.size()), std::byte{0});
+      EXPECT_EQ(head, whole) << b.page_ids.size() << " rows, " << b.payload.size() << " payload bytes";
+    }
+  }
+}
+
 // Format versions 1 and 2 wrote batches as type 5 with three u64 columns; they still decode.
 TEST_F(LogCodecTest, VersionTwoBatchRecordsStillDecode) {
   Bytes body;

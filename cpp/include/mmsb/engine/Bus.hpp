@@ -650,7 +650,8 @@ class Bus {
   void apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn);
   /// Appends the record(s) in record_buf_ (lsns up to `last`) to the log, if there is one. With
   /// group commit a transaction's record is left to sync later; any other is synced here.
-  void log_locked(Lsn last);
+  /// A non-empty `tail` ends the last record (a file log only: see Log::append).
+  void log_locked(Lsn last, std::span<const std::byte> tail = {});
   /// Whether a commit should run as a transaction so it can park for group commit (fsync log,
   /// no transaction open): its undo lets it apply before its sync.
   bool grouping_locked() const noexcept { return !txn_ && log_ && log_->group(); }

@@ -10,6 +10,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <string_view>
@@ -82,7 +83,9 @@ class Log {
   /// On failure the file is cut back to where it was and Error(Durability) is thrown: the caller
   /// must not apply the change. After a failure that cannot be undone every append throws.
   /// With durability=none the bytes may be moved out of `records` (left empty) instead of copied.
-  std::uint64_t append(std::vector<std::byte>& records, Lsn last_lsn);
+  /// A non-empty `tail` ends the last record (sealed with it, logfmt::seal_record): written after
+  /// `records` where it lies, then its padding.
+  std::uint64_t append(std::vector<std::byte>& records, Lsn last_lsn, std::span<const std::byte> tail = {});
   /// Writes everything pending and fdatasyncs it (close, checkpoint, durability=none). With
   /// durability=fsync a failure leaves group()->failed() set until abandon_unsynced().
   void sync();
@@ -138,7 +141,8 @@ class Log {
  private:
   void scan(Lsn checkpoint_limit, const ProgressFn& progress);
   void open_segment(Lsn first_lsn);
-  void write_out(std::span<const std::byte> bytes, bool sync);
+  /// Writes `pieces` one after the other; with `sync`, fdatasyncs them.
+  void write_out(std::initializer_list<std::span<const std::byte>> pieces, bool sync);
   void preallocate(std::size_t incoming);
   void trim_preallocation();
   void write_behind() noexcept;
@@ -157,6 +161,7 @@ class Log {
   std::deque<std::string> sealed_;  // the newest segments this writer sealed, oldest first
   RecoveredLog recovered_;
   std::vector<std::byte> pending_;  // durability=none: not yet written
+  std::vector<std::byte> trailer_;  // append(): a tail's padding and the sync mark after it
   Lsn last_lsn_ = 0;
   std::uint64_t bytes_written_ = 0;
   bool broken_ = false;

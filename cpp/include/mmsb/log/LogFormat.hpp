@@ -154,7 +154,9 @@ class RecordBuilder {
   RecordBuilder(std::vector<std::byte>& out, RecordType type, std::uint32_t lsn_count,
                 std::uint64_t first_lsn);
   ByteWriter& writer() noexcept { return w_; }
-  void finish();
+  /// Seals the record. With a `tail` (see seal_record) the body ends with those bytes, left where
+  /// they are: the caller writes them, then the padding, after `out`.
+  void finish(std::span<const std::byte> tail = {});
 
  private:
   std::vector<std::byte>& out_;
@@ -168,8 +170,14 @@ class RecordBuilder {
 /// Frames a record whose header space buf[start, start + 24) was reserved before its body was
 /// appended up to the end of `buf`: writes the header (length, CRC, type, lsn count, first lsn)
 /// and pads with zeros. Throws Error(InvalidArgument) for a body over kMaxRecordBody.
+/// With a non-empty `tail`, the body is buf's bytes after the header followed by `tail`, whose
+/// bytes the CRC covers where they lie (a batch's payload is then never copied): nothing is
+/// padded, so the record is buf[start, end) + tail + tail_padding(...) zero bytes.
 void seal_record(std::vector<std::byte>& buf, std::size_t start, RecordType type, std::uint32_t lsn_count,
-                 std::uint64_t first_lsn);
+                 std::uint64_t first_lsn, std::span<const std::byte> tail = {});
+/// Zero bytes that follow the tail of a record sealed with one: `record_bytes` (header, body
+/// in buf and tail) up to a multiple of kAlign.
+inline std::size_t tail_padding(std::size_t record_bytes) noexcept { return padded(record_bytes) - record_bytes; }
 /// Appends a SyncMark record: it takes no lsn (`next_lsn` is the lsn the record after it
 /// carries) and says that bytes [0, synced_offset) of its segment had been fdatasync'ed when it
 /// was written, which is what tells damage in synced bytes (corruption) from unsynced writes that
