@@ -236,7 +236,9 @@ void Log::write_out(std::initializer_list<std::span<const std::byte>> pieces, bo
   for (std::span<const std::byte> p : pieces) bytes += p.size();
   try {
     if (durability_ == Durability::Fsync) preallocate(bytes);
-    for (std::span<const std::byte> p : pieces) segment_.write_all(p);
+    for (std::span<const std::byte> p : pieces) {
+      if (!p.empty()) segment_.write_all(p);
+    }
     if (sync) segment_.datasync();
   } catch (const Error&) {
     // Out of space or over a size limit: the next commits must not fail for want of room ahead.
@@ -288,11 +290,11 @@ std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn, std::sp
     }
     open_segment(last_lsn_ + 1);
   }
-  // Group commit: say what the last sync covered, so recovery can tell damage there (corruption)
-  // from this group's unsynced records arriving out of order (a torn tail).
-  // The last record's tail and padding go between `records` and the mark (trailer_).
+  // The last record's tail and its padding go between `records` and the sync mark (trailer_).
   const std::size_t pad = tail.empty() ? 0 : logfmt::tail_padding(records.size() + tail.size());
   trailer_.assign(pad, std::byte{0});
+  // Group commit: say what the last sync covered, so recovery can tell damage there (corruption)
+  // from this group's unsynced records arriving out of order (a torn tail).
   std::uint64_t mark = 0;
   if (group_) {
     mark = group_->durable_offset();
