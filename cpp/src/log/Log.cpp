@@ -317,6 +317,9 @@ std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn, std::sp
     if (pending_.empty() && bytes == records.size()) {
       pending_.swap(records);  // a big batch record is not copied a second time
     } else {
+      // Room first, growing geometrically: the inserts then cannot fail half way through a record.
+      const std::size_t need = pending_.size() + bytes;
+      if (need > pending_.capacity()) pending_.reserve(std::max(need, 2 * pending_.capacity()));
       pending_.insert(pending_.end(), records.begin(), records.end());
       pending_.insert(pending_.end(), tail.begin(), tail.end());
       pending_.insert(pending_.end(), trailer_.begin(), trailer_.end());
