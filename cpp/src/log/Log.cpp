@@ -236,9 +236,7 @@ void Log::write_out(std::initializer_list<std::span<const std::byte>> pieces, bo
   for (std::span<const std::byte> p : pieces) bytes += p.size();
   try {
     if (durability_ == Durability::Fsync) preallocate(bytes);
-    for (std::span<const std::byte> p : pieces) {
-      if (!p.empty()) segment_.write_all(p);
-    }
+    if (bytes != 0) segment_.write_all(pieces);
     if (sync) segment_.datasync();
   } catch (const Error&) {
     // Out of space or over a size limit: the next commits must not fail for want of room ahead.

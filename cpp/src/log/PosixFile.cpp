@@ -58,12 +58,18 @@ PosixFile::~PosixFile() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-void PosixFile::write_all(std::span<const std::byte> bytes) {
-  if (g_observer != nullptr) {
+void PosixFile::write_all(std::span<const std::byte> bytes) { write_all({bytes}); }
+
+void PosixFile::write_all(std::initializer_list<std::span<const std::byte>> pieces) {
+  if (g_observer != nullptr) {  // tests only: the joined copy costs nothing in normal use
+    std::vector<std::byte> joined;
+    for (std::span<const std::byte> p : pieces) joined.insert(joined.end(), p.begin(), p.end());
     const off_t at = ::lseek(fd_, 0, SEEK_CUR);
-    g_observer->before_write(path_, static_cast<std::uint64_t>(at < 0 ? 0 : at), bytes);
+    g_observer->before_write(path_, static_cast<std::uint64_t>(at < 0 ? 0 : at), joined);
   }
-  write_fully(path_, bytes, [&](const std::byte* p, std::size_t n, std::size_t) { return ::write(fd_, p, n); });
+  for (std::span<const std::byte> p : pieces) {
+    write_fully(path_, p, [&](const std::byte* b, std::size_t n, std::size_t) { return ::write(fd_, b, n); });
+  }
 }
 
 void PosixFile::write_at(std::uint64_t offset, std::span<const std::byte> bytes) {

@@ -3,6 +3,7 @@
 /// lock. Every failure becomes Error(Durability) naming the path and the errno text.
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <vector>
@@ -39,6 +40,9 @@ class PosixFile {
   const std::string& path() const noexcept { return path_; }
   /// Writes all bytes at the current position (retries short writes and EINTR).
   void write_all(std::span<const std::byte> bytes);
+  /// Writes the pieces one after the other at the current position: one write for the observer
+  /// (which then sees their bytes joined), so a record written in pieces is still one write.
+  void write_all(std::initializer_list<std::span<const std::byte>> pieces);
   /// Writes all bytes at `offset` (pwrite: the current position does not move).
   void write_at(std::uint64_t offset, std::span<const std::byte> bytes);
   void datasync();
