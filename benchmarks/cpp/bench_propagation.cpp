@@ -305,13 +305,13 @@ void BM_MmsbSchedule(benchmark::State& state) {
   }
   (void)g.topological_order();  // built once per graph change, not per wave
   std::vector<mmsb::WaveNode> batch;
-  const std::function<bool(PageId)> admit = [&](PageId) { return batch.size() < mmsb::Bus::kWaveBatchPages; };
   const std::function<void(PageId)> on_control = [](PageId) {};
   std::uint64_t popped = 0;
   for (auto _ : state) {
     mmsb::Wave wave(g);
     for (std::uint32_t s = 0; s < d.sources; ++s) wave.push_children(PageId{s} + 1, on_control);
-    for (wave.pop_batch(batch, admit); !batch.empty(); wave.pop_batch(batch, admit)) {
+    for (wave.pop_batch(batch, mmsb::Bus::kWaveBatchPages); !batch.empty();
+         wave.pop_batch(batch, mmsb::Bus::kWaveBatchPages)) {
       popped += batch.size();
       for (const mmsb::WaveNode& n : batch) wave.push_children(n, on_control);
     }

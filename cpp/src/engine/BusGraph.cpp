@@ -399,21 +399,17 @@ void Bus::visit_wave_locked() {
     bump(counters_.waves, 1);
     wave_timestamp_ns_ = wall_clock_ns();  // the wave's deltas share their commit's time
   }
-  // Batches bounded in count and staging bytes; the same bounds whatever the thread count, so
-  // the order of everything committed does not depend on it either (it is canonical anyway).
-  std::uint64_t staged = 0;
-  const std::function<bool(PageId)> admit = [&](PageId id) {
-    const PageRecord* r = table_.find(id);
-    staged += r == nullptr ? 0 : r->size;
-    return wave_nodes_.size() < kWaveBatchPages && staged <= kWaveBatchBytes;
-  };
+  // Batches bounded in count, and in staging bytes by recomputing a popped batch in prefixes
+  // (each a batch too); the same bounds whatever the thread count, so the order of everything
+  // committed does not depend on it either (it is canonical anyway).
   for (;;) {
-    staged = 0;
-    wave.pop_batch(wave_nodes_, admit);
+    wave.pop_batch(wave_nodes_, kWaveBatchPages);
     if (wave_nodes_.empty()) break;
-    recompute_batch_locked(wave_nodes_);
-    for (const WaveItem& it : wave_batch_->items()) {
-      if (it.changed) wave.push_children(WaveNode{it.id, it.slot}, notify);
+    for (std::span<const WaveNode> rest = wave_nodes_; !rest.empty();) {
+      rest = rest.subspan(recompute_batch_locked(rest));
+      for (const WaveItem& it : wave_batch_->items()) {
+        if (it.changed) wave.push_children(WaveNode{it.id, it.slot}, notify);
+      }
     }
   }
   forced_.clear();
@@ -422,20 +418,26 @@ void Bus::visit_wave_locked() {
 // Three steps: in canonical order, the memo check of each page; then the built-in recomputes of
 // the batch, in parallel lanes (each writes only its own item); then, in canonical order again,
 // Python recomputes and every commit. A page committed nothing when its item is not computed or
-// its delta is empty (cutoff).
-void Bus::recompute_batch_locked(std::span<const WaveNode> nodes) {
+// its delta is empty (cutoff). Takes the longest prefix of `nodes` (at least one) whose pages
+// hold at most kWaveBatchBytes, and returns its length.
+std::size_t Bus::recompute_batch_locked(std::span<const WaveNode> nodes) {
   WaveBatch& batch = *wave_batch_;
   batch.clear();
   std::uint64_t parallel_bytes = 0;  // output bytes of the built-in recomputes
   std::size_t parallel = 0;
   // The lookups of the whole batch first: independent of each other, their cache misses
   // overlap, where one page's lookup, parents and memo each wait for the one before.
-  for (const WaveNode& node : nodes) {
+  std::size_t taken = 0;
+  for (std::uint64_t staged = 0; taken < nodes.size(); ++taken) {
+    const WaveNode node = nodes[taken];
+    PageRecord* out = table_.find(node.id);
+    staged += out == nullptr ? 0 : out->size;
+    if (taken != 0 && staged > kWaveBatchBytes) break;
     Derivation* found = derivations_.get(node.id);
     if (found == nullptr) continue;
     WaveItem& it = batch.add(node);
     it.d = found;
-    it.out = &table_.get(node.id);
+    it.out = out != nullptr ? out : &table_.get(node.id);  // get throws, naming the page
   }
   for (WaveItem& it : batch.items()) {
     const PageId id = it.id;
@@ -509,6 +511,7 @@ void Bus::recompute_batch_locked(std::span<const WaveNode> nodes) {
     if (!it.computed) compute(it);  // Python recomputes, and everything when not in lanes
     commit_recompute_locked(it);
   }
+  return taken;
 }
 
 void Bus::commit_recompute_locked(WaveItem& it) {

@@ -478,18 +478,16 @@ PageId Wave::pop() {
   return graph_.impl_->order.id_at(pos);
 }
 
-void Wave::pop_batch(std::vector<WaveNode>& out, const std::function<bool(PageId)>& admit) {
+void Wave::pop_batch(std::vector<WaveNode>& out, std::size_t max_nodes) {
   out.clear();
   const DepGraph::Impl& g = *graph_.impl_;
   std::uint32_t limit = std::numeric_limits<std::uint32_t>::max();  // first child of the batch
-  while (pending_ != 0) {
+  while (pending_ != 0 && (out.empty() || out.size() < max_nodes)) {
     const std::uint32_t pos = next_position();
     if (pos >= limit) break;
-    const PageId id = g.order.id_at(pos);
-    if (!out.empty() && !admit(id)) break;
-    take(pos);
     const Index slot = g.order.slot_at(pos);
-    out.push_back({id, slot});
+    out.push_back({g.order.id_at(pos), slot});  // before take: a throw leaves the node scheduled
+    take(pos);
     for (const Adj& a : g.nodes[slot].out) limit = std::min(limit, g.order.key(a.node));
   }
 }

@@ -70,7 +70,7 @@ TEST(WaveTest, PopsEachAffectedNodeOnceInCanonicalOrder) {
 
 // pop_batch is pop() in groups: with the same cutoff decisions (a node pushes its children or
 // not), the batches concatenate to exactly the one-at-a-time sequence, no node of a batch
-// reaches another, and a refused admit ends the batch without losing the node.
+// reaches another, and a full batch ends without losing the next node.
 TEST(WaveTest, BatchesConcatenateToThePopSequenceAndAreIndependent) {
   for (std::uint64_t seed = 1; seed <= 12; ++seed) {
     test::Rng rng(seed);
@@ -98,7 +98,7 @@ TEST(WaveTest, BatchesConcatenateToThePopSequenceAndAreIndependent) {
     for (PageId s : seeds) many.push(s);
     std::size_t batches = 0, widest = 0;
     for (;;) {
-      many.pop_batch(batch, [&](PageId) { return batch.size() < cap; });
+      many.pop_batch(batch, cap);
       if (batch.empty()) break;
       ++batches;
       widest = std::max(widest, batch.size());

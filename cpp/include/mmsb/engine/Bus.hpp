@@ -548,7 +548,7 @@ class Bus {
   void run_wave_locked(bool propagating = false);
   /// The wave itself: visits and recomputes (in replay: settles) the affected pages in order.
   void visit_wave_locked();
-  void recompute_batch_locked(std::span<const WaveNode> nodes);
+  std::size_t recompute_batch_locked(std::span<const WaveNode> nodes);
   void commit_recompute_locked(WaveItem& item);
   /// Runs the recompute of `child` into `dst`; `kernel`: a reduce's semiring_kernel when the
   /// caller resolved it already (nullptr: resolved here).

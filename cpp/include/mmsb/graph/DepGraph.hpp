@@ -146,12 +146,13 @@ class Wave {
   /// The next scheduled node, or 0 when the wave is done.
   PageId pop();
   /// Pops the next scheduled node and, after it, every scheduled node (in canonical order) that
-  /// comes before the first child of any node popped with it, while `admit(node)` agrees (asked
-  /// for every node after the first; a refused node stays scheduled). No node of such a batch
-  /// reaches another, and every child pushed later lies after all of them, so visiting a
-  /// batch's nodes in any order and then pushing their children gives the same sequence as
-  /// pop() one at a time. Empty `out` when the wave is done.
-  void pop_batch(std::vector<WaveNode>& out, const std::function<bool(PageId)>& admit);
+  /// comes before the first child of any node popped with it, up to `max_nodes` (at least one)
+  /// in all; the rest stay scheduled. No node of such a batch reaches another, and every child
+  /// pushed later lies after all of them, so visiting a batch's nodes in any order and then
+  /// pushing their children gives the same sequence as pop() one at a time; so does any prefix
+  /// of the batch, its children pushed before the rest is visited. Empty `out` when the wave is
+  /// done. Throws std::bad_alloc (out) only.
+  void pop_batch(std::vector<WaveNode>& out, std::size_t max_nodes);
   bool empty() const noexcept;
 
  private:
