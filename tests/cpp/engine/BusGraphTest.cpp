@@ -248,5 +248,46 @@ TEST(BusGraphTest, ParallelWavesCommitExactlyWhatOneThreadCommits) {
   }
 }
 
+// Four 9 MiB siblings hold more staging bytes than a wave batch may (Bus::kWaveBatchBytes), so
+// the wave recomputes them in two prefixes; the grandchild reads siblings from both. Every page
+// still recomputes once, in canonical order (their deltas' lsns), to the oracle's bytes.
+TEST(BusGraphTest, ABatchBeyondTheStagingBoundRecomputesInOrderOnce) {
+  constexpr std::uint64_t kHuge = (std::uint64_t{9} << 20) / 8;
+  static_assert(4 * kHuge * 8 > Bus::kWaveBatchBytes && 2 * kHuge * 8 <= Bus::kWaveBatchBytes);
+  const PageSpec huge{kHuge * 8, DType::Float64, {kHuge}};
+  Bus bus;
+  const PageId root = bus.create_page(huge).id;
+  std::vector<PageId> siblings;
+  for (int i = 0; i < 4; ++i) {
+    siblings.push_back(bus.create_page(huge).id);
+    bus.depend(siblings.back(), std::vector<PageId>{root}, {RecomputeKind::Copy}, {});
+  }
+  const PageId grandchild = bus.create_page(huge).id;
+  bus.depend(grandchild, std::vector<PageId>{siblings.front(), siblings.back()},
+             {RecomputeKind::Reduce, SemiringKind::SumProduct, ""}, {});
+  for (int step = 1; step <= 3; ++step) {
+    const BusStats before = bus.stats();
+    const std::uint64_t elem = static_cast<std::uint64_t>(step) * 100'003 % kHuge;
+    const Lsn wrote = bus.lsn() + 1;
+    const double x = step;
+    bus.write(root, elem * 8, {reinterpret_cast<const std::byte*>(&x), 8});
+    EXPECT_EQ(bus.stats().recomputes - before.recomputes, 5u) << "step " << step;
+    Lsn last = wrote;
+    for (PageId p : siblings) {
+      const std::vector<HistoryEntry> h = bus.history(p);
+      ASSERT_FALSE(h.empty());
+      EXPECT_GT(h.back().lsn, last) << "page " << p << " out of canonical order, step " << step;
+      last = h.back().lsn;
+      double got = 0;
+      std::memcpy(&got, bus.page(p).data + elem * 8, 8);
+      EXPECT_EQ(got, x) << "page " << p;
+    }
+    EXPECT_GT(bus.history(grandchild).back().lsn, last);
+    double got = 0;
+    std::memcpy(&got, bus.page(grandchild).data + elem * 8, 8);
+    EXPECT_EQ(got, 2 * x);
+  }
+}
+
 }  // namespace
 }  // namespace mmsb
