@@ -407,6 +407,7 @@ void Bus::delete_page(PageId id) {
     txn_->ops.add(PageDeleteOp{id});
     PageTable::pin(r);  // rollback brings the page back, bytes included
     txn_->undo.emplace_back(std::move(undo));
+    ++txn_->retiring;
   } else if (logging()) {
     record_buf_.clear();
     encode_op_record(record_buf_, lsn, PageDeleteOp{id});

@@ -134,21 +134,24 @@ void Bus::retire_transaction_locked(std::unique_ptr<Transaction> txn) noexcept {
   std::size_t bytes = t.undo.capacity() * sizeof(Undo) + t.undo_bytes.capacity() +
                       t.undo_runs.capacity() * sizeof(Run) + t.undo_epochs.capacity() * sizeof(Epoch);
   for (const UndoBatch& b : t.spare_batches) bytes += b.capacity_bytes();
-  // One pass over the undo log (a wave leaves two entries per recomputed page).
-  for (Undo& u : t.undo) {
-    if (const auto* d = std::get_if<UndoDelete>(&u)) {
+  for (auto u = t.undo.begin(); t.retiring != 0 && u != t.undo.end(); ++u) {
+    if (const auto* d = std::get_if<UndoDelete>(&*u)) {
+      --t.retiring;
       // Pages deleted inside were pinned so rollback could bring them back; now they may go.
       if (t.committed) table_.unpin(table_.record(d->id));
       continue;
     }
-    auto* b = std::get_if<UndoBatch>(&u);
-    if (b == nullptr || bytes + b->capacity_bytes() > kSpareTransactionBytes) continue;
+    auto* b = std::get_if<UndoBatch>(&*u);
+    if (b == nullptr) continue;
+    --t.retiring;
+    if (bytes + b->capacity_bytes() > kSpareTransactionBytes) continue;
     bytes += b->capacity_bytes();
     b->rows.clear();
     b->old.clear();
     b->first_touch.clear();
     t.spare_batches.push_back(std::move(*b));
   }
+  t.retiring = 0;
   t.ticket = 0;
   t.committed = false;
   if (bytes <= kSpareTransactionBytes) {
@@ -404,6 +407,7 @@ std::byte* Bus::txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t
   reserve_one(txn_->undo);
   txn_->ops.add(batch, timestamp_ns);
   txn_->undo.emplace_back(std::move(u));
+  ++txn_->retiring;
   return std::get<UndoBatch>(txn_->undo.back()).old.data();
 }
 

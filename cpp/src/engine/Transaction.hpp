@@ -135,6 +135,10 @@ struct Bus::Transaction {
   TxnMark start;  // restored by rollback
   TransactionBuilder ops;
   std::vector<Undo> undo;
+  // UndoBatch and UndoDelete entries recorded: retiring the transaction visits the undo log only
+  // until it has seen this many (a wave adds two other entries per recomputed page). A rollback
+  // that drops some leaves it high, which costs only a longer visit.
+  std::size_t retiring = 0;
   // Arenas of the undo entries (append-only while the transaction lives).
   std::vector<Run> undo_runs;
   std::vector<std::byte> undo_bytes;

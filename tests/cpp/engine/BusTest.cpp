@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "mmsb/core/Clock.hpp"
 #include "mmsb/core/CpuFeatures.hpp"
 #include "mmsb/engine/BuildInfo.hpp"
+#include "mmsb/delta/DeltaBatch.hpp"
 #include "mmsb/engine/Bus.hpp"
 
 namespace mmsb {
@@ -229,6 +231,46 @@ TEST(BusTest, PinnedPageMemoryOutlivesDeletion) {
   EXPECT_TRUE(std::all_of(pinned.data, pinned.data + 5000, [](std::byte b) { return b == std::byte{7}; }));
   bus.unpin(pinned);
   EXPECT_EQ(bus.memory().data_bytes, 0u);
+}
+
+// A page deleted inside a transaction stays pinned until the transaction is retired (rollback
+// could bring it back); retiring finds its undo entry among many others (a wave's, a batch's,
+// those a failed step rolled back) and frees the bytes.
+TEST(BusTest, PagesDeletedInATransactionAreFreedWhenItCommits) {
+  Bus bus;
+  const PageSpec f64{64, DType::Float64, {8}};
+  const PageId source = bus.create_page(f64).id;
+  std::vector<PageId> chain{source};
+  for (int i = 0; i < 20; ++i) {
+    chain.push_back(bus.create_page(f64).id);
+    bus.depend(chain.back(), std::vector<PageId>{chain[chain.size() - 2]}, {RecomputeKind::Copy}, {});
+  }
+  const PageId refuses = bus.create_page(f64).id;
+  bool fail_now = false;
+  bus.depend(refuses, std::vector<PageId>{chain.back()}, {RecomputeKind::Callable, SemiringKind::SumProduct, "t.f"}, {},
+             [&](std::span<std::byte>, std::span<const PageRecord* const>, std::span<const std::byte* const>) {
+               if (fail_now) throw std::runtime_error("refused");
+             });
+  std::vector<PageId> gone;
+  for (int i = 0; i < 3; ++i) gone.push_back(bus.create_page(spec_of(5000), Bytes(5000, std::byte{7})).id);
+  const std::uint64_t before = bus.memory().data_bytes;
+
+  bus.begin_transaction();
+  const double one = 1;
+  bus.write(source, 0, {reinterpret_cast<const std::byte*>(&one), 8});  // a wave: many undo entries
+  bus.delete_page(gone[0]);
+  DeltaBatch batch;
+  batch.add(source, 8, bytes_of("abcdefgh"));
+  bus.apply_batch(batch.view());
+  fail_now = true;
+  const double two = 2;
+  test::expect_error(ErrorCode::Propagation, [&] { bus.write(source, 0, {reinterpret_cast<const std::byte*>(&two), 8}); });
+  fail_now = false;
+  bus.delete_page(gone[1]);
+  bus.delete_page(gone[2]);
+  EXPECT_EQ(bus.memory().data_bytes, before) << "deleted inside an open transaction: still pinned";
+  bus.commit_transaction();
+  EXPECT_EQ(bus.memory().data_bytes, before - 3 * 5000);
 }
 
 TEST(BusTest, StatsCountCommittedWork) {
