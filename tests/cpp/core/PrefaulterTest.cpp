@@ -57,11 +57,14 @@ TEST(Prefaulter, FreshPagesBecomeResidentWithTheirBytesUnchanged) {
   const std::size_t bytes = 256 * page_size();
   if (!kernel_populates()) GTEST_SKIP() << "this kernel lacks MADV_POPULATE_WRITE (Linux 5.14+)";
 
+  // m is mapped first so that the unmapped range cannot reuse its addresses: a late request for
+  // `gone` landing on m would make m resident before the test asks for it.
+  auto* m = static_cast<unsigned char*>(fresh_mapping(bytes));
   void* gone = fresh_mapping(bytes);
   munmap(gone, bytes);
   mmsb::Prefaulter::shared().populate(gone, bytes);  // unmapped: the helper must shrug it off
+  ASSERT_TRUE(mmsb::Prefaulter::settle(20'000));
 
-  auto* m = static_cast<unsigned char*>(fresh_mapping(bytes));
   m[page_size() * 3 + 5] = 7;
   EXPECT_LT(resident_pages(m, bytes), bytes / page_size());
   // Retried: a request made while the helper holds its lock is dropped (a hint, never a wait).
