@@ -398,16 +398,15 @@ void Bus::delete_page(PageId id) {
   }
   const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
   if (txn_ && graph_.contains(id)) {
-    txn_->undo.emplace_back(undo_child(id, graph_, derivations_));
+    txn_->add_heavy(undo_child(id, graph_, derivations_));
   }
   if (txn_) {
     const PageInfo* info = table_.info(id);
     UndoDelete undo{id, info != nullptr ? std::make_unique<PageInfo>(*info) : nullptr};
-    reserve_one(txn_->undo);
+    txn_->reserve_heavy();
     txn_->ops.add(PageDeleteOp{id});
     PageTable::pin(r);  // rollback brings the page back, bytes included
-    txn_->undo.emplace_back(std::move(undo));
-    ++txn_->retiring;
+    txn_->push_heavy(std::move(undo));
   } else if (logging()) {
     record_buf_.clear();
     encode_op_record(record_buf_, lsn, PageDeleteOp{id});
@@ -472,9 +471,9 @@ void Bus::set_metadata(PageId id, const std::string& key, const std::optional<Me
       if (auto it = info->metadata.find(key); it != info->metadata.end()) old = std::make_unique<MetaValue>(it->second);
     }
     UndoMetadata undo{id, key, std::move(old)};
-    reserve_one(txn_->undo);
+    txn_->reserve_heavy();
     txn_->ops.add(MetadataOp{id, key, value});
-    txn_->undo.emplace_back(std::move(undo));
+    txn_->push_heavy(std::move(undo));
   } else if (logging()) {
     record_buf_.clear();
     encode_op_record(record_buf_, lsn, MetadataOp{id, key, value});
@@ -900,9 +899,7 @@ std::uint64_t Bus::cache_bytes_locked() const {
                     index_arena_->unused_bytes();
   if (spare_txn_) {
     const Transaction& spare = *spare_txn_;
-    b += sizeof(Transaction) + spare.undo.capacity() * sizeof(Undo) + spare.undo_bytes.capacity() +
-         spare.undo_runs.capacity() * sizeof(Run) + spare.undo_epochs.capacity() * sizeof(Epoch);
-    for (const UndoBatch& u : spare.spare_batches) b += u.capacity_bytes();
+    b += sizeof(Transaction) + spare.arena_bytes();
   }
   return b;
 }

@@ -153,7 +153,7 @@ void Bus::depend(PageId child, std::span<const PageId> parents, const RecomputeS
       atomically_locked([&] {
         const Lsn lsn = this->lsn() + 1;
         DependOp op{child, fn, {parents.begin(), parents.end()}, {weights.begin(), weights.end()}};
-        txn_->undo.emplace_back(undo_child(child, graph_, derivations_));
+        txn_->add_heavy(undo_child(child, graph_, derivations_));
         const PageId redefined = replay_graph_op_locked(op);
         derivations_.at(child).callable = std::move(callable);
         txn_->ops.add(op);
@@ -186,7 +186,7 @@ void Bus::add_edge(PageId parent, PageId child, EdgeKind kind) {
       }
     }
     atomically_locked([&] {
-      txn_->undo.emplace_back(undo_child(child, graph_, derivations_));
+      txn_->add_heavy(undo_child(child, graph_, derivations_));
       const EdgeOp op{parent, child, kind, true};
       const PageId redefined = replay_graph_op_locked(op);  // throws GraphCycle / Graph before anything changed
       txn_->ops.add(op);
@@ -203,7 +203,7 @@ void Bus::remove_edge(PageId parent, PageId child) {
   const auto kind = graph_.edge_kind(parent, child);
   if (!kind) fail(ErrorCode::Graph, "there is no edge ", parent, " -> ", child);
   atomically_locked([&] {
-    txn_->undo.emplace_back(undo_child(child, graph_, derivations_));
+    txn_->add_heavy(undo_child(child, graph_, derivations_));
     const PageId redefined = replay_graph_op_locked(EdgeOp{parent, child, *kind, false});
     txn_->ops.add(EdgeOp{parent, child, *kind, false});
     lsn_.store(lsn() + 1, std::memory_order_release);

@@ -89,8 +89,10 @@ void Bus::replication_collect_locked() {
         const Run& run = txn_->undo_runs[d->run_begin + k];
         add(d->rec, run.offset, run.length);
       }
-    } else if (const auto* b = std::get_if<UndoBatch>(&u)) {
-      for (const UndoBatch::Row& row : b->rows) add(row.rec, row.offset, row.length);
+    } else if (const auto* h = std::get_if<UndoHeavy>(&u)) {
+      if (const auto* b = std::get_if<UndoBatch>(&txn_->heavy[h->index])) {
+        for (const UndoBatch::Row& row : b->rows) add(row.rec, row.offset, row.length);
+      }
     }
   }
 }

@@ -131,31 +131,29 @@ void Bus::recycle_transaction_locked() noexcept {
 void Bus::retire_transaction_locked(std::unique_ptr<Transaction> txn) noexcept {
   Transaction& t = *txn;
   // Keep at most a few MiB of arenas: one huge transaction must not pin its memory forever.
-  std::size_t bytes = t.undo.capacity() * sizeof(Undo) + t.undo_bytes.capacity() +
-                      t.undo_runs.capacity() * sizeof(Run) + t.undo_epochs.capacity() * sizeof(Epoch);
-  for (const UndoBatch& b : t.spare_batches) bytes += b.capacity_bytes();
-  for (auto u = t.undo.begin(); t.retiring != 0 && u != t.undo.end(); ++u) {
-    if (const auto* d = std::get_if<UndoDelete>(&*u)) {
-      --t.retiring;
+  std::size_t bytes = t.arena_bytes();
+  for (HeavyUndo& h : t.heavy) {
+    if (const auto* d = std::get_if<UndoDelete>(&h)) {
       // Pages deleted inside were pinned so rollback could bring them back; now they may go.
       if (t.committed) table_.unpin(table_.record(d->id));
       continue;
     }
-    auto* b = std::get_if<UndoBatch>(&*u);
-    if (b == nullptr) continue;
-    --t.retiring;
-    if (bytes + b->capacity_bytes() > kSpareTransactionBytes) continue;
+    auto* b = std::get_if<UndoBatch>(&h);
+    if (b == nullptr || bytes + b->capacity_bytes() > kSpareTransactionBytes) continue;
     bytes += b->capacity_bytes();
     b->rows.clear();
     b->old.clear();
     b->first_touch.clear();
-    t.spare_batches.push_back(std::move(*b));
+    try {
+      t.spare_batches.push_back(std::move(*b));
+    } catch (...) {  // no room to keep it: the next batch allocates afresh
+    }
   }
-  t.retiring = 0;
   t.ticket = 0;
   t.committed = false;
   if (bytes <= kSpareTransactionBytes) {
     t.undo.clear();
+    t.heavy.clear();
     t.undo_runs.clear();
     t.undo_bytes.clear();
     t.undo_epochs.clear();
@@ -231,6 +229,7 @@ void Bus::await_durable() {
 TxnMark Bus::mark_locked() const {
   TxnMark m;
   m.undo = txn_ ? txn_->undo.size() : 0;
+  m.heavy = txn_ ? txn_->heavy.size() : 0;
   if (txn_) m.ops = txn_->ops.mark();
   m.lsn = lsn();
   m.stats = stats();
@@ -265,6 +264,51 @@ void Bus::rollback_transaction() {
   end_transaction_locked();
 }
 
+// Entry `index` of t.heavy (one that owns memory), for undo_locked.
+void Bus::undo_heavy_locked(Transaction& t, std::size_t index) noexcept {
+  HeavyUndo& entry = t.heavy[index];
+  if (auto* b = std::get_if<UndoBatch>(&entry)) {
+    std::uint64_t end = b->old.size();
+    std::vector<DeviceRow> device_rows;
+    for (auto row = b->rows.rbegin(); row != b->rows.rend(); ++row) {
+      end -= row->length;
+      if (devices_->on_device(*row->rec)) {
+        device_rows.push_back({row->rec, row->offset, end, row->length});
+      } else if (row->length != 0) {
+        std::memcpy(row->rec->data + row->offset, b->old.data() + end, row->length);
+      }
+    }
+    // Device rows saved the bytes from before the batch, so one write in any order restores them.
+    if (!device_rows.empty()) devices_->write(device_rows, b->old);
+    for (const auto& [rec, epoch, last] : b->first_touch) {
+      rec->epoch.store(epoch, std::memory_order_release);
+      rec->last_lsn.store(last, std::memory_order_relaxed);
+    }
+  } else if (auto* del = std::get_if<UndoDelete>(&entry)) {
+    table_.undelete(del->id, del->info ? std::optional<PageInfo>(*del->info) : std::nullopt);
+    table_.unpin(table_.record(del->id));
+  } else if (auto* md = std::get_if<UndoMetadata>(&entry)) {
+    PageInfo& info = table_.info_for_update(md->id);
+    if (md->old) {
+      info.metadata.insert_or_assign(md->key, *md->old);
+    } else {
+      info.metadata.erase(md->key);
+    }
+  } else if (auto* ch = std::get_if<UndoChild>(&entry)) {
+    // Restoring one child's in-edges to an earlier (acyclic) state cannot close a cycle.
+    const std::vector<Edge> now = graph_.in_edges(ch->child);
+    for (const Edge& e : now) graph_.remove_edge(e.parent, e.child);
+    for (const Edge& e : ch->in_edges) graph_.add_edge(e.parent, e.child, e.kind);
+    for (const Edge& e : now) refresh_dependents_locked(e.parent);
+    for (const Edge& e : ch->in_edges) refresh_dependents_locked(e.parent);
+    if (ch->derivation) {
+      derivations_.insert_or_assign(ch->child, std::move(*ch->derivation));
+    } else {
+      derivations_.erase(ch->child);
+    }
+  }
+}
+
 // Newest change first, so every byte, epoch, name, edge and memo returns to its value at `m`.
 void Bus::undo_locked(Transaction& t, const TxnMark& m) noexcept {
   for (auto it = t.undo.rbegin(); it != t.undo.rend() - static_cast<std::ptrdiff_t>(m.undo); ++it) {
@@ -284,47 +328,10 @@ void Bus::undo_locked(Transaction& t, const TxnMark& m) noexcept {
       }
       d->rec->epoch.store(d->epoch, std::memory_order_release);
       d->rec->last_lsn.store(d->last_lsn, std::memory_order_relaxed);
-    } else if (auto* b = std::get_if<UndoBatch>(&*it)) {
-      std::uint64_t end = b->old.size();
-      std::vector<DeviceRow> device_rows;
-      for (auto row = b->rows.rbegin(); row != b->rows.rend(); ++row) {
-        end -= row->length;
-        if (devices_->on_device(*row->rec)) {
-          device_rows.push_back({row->rec, row->offset, end, row->length});
-        } else if (row->length != 0) {
-          std::memcpy(row->rec->data + row->offset, b->old.data() + end, row->length);
-        }
-      }
-      // Device rows saved the bytes from before the batch, so one write in any order restores them.
-      if (!device_rows.empty()) devices_->write(device_rows, b->old);
-      for (const auto& [rec, epoch, last] : b->first_touch) {
-        rec->epoch.store(epoch, std::memory_order_release);
-        rec->last_lsn.store(last, std::memory_order_relaxed);
-      }
+    } else if (auto* h = std::get_if<UndoHeavy>(&*it)) {
+      undo_heavy_locked(t, h->index);
     } else if (auto* c = std::get_if<UndoCreate>(&*it)) {
       table_.erase(c->id);
-    } else if (auto* del = std::get_if<UndoDelete>(&*it)) {
-      table_.undelete(del->id, del->info ? std::optional<PageInfo>(*del->info) : std::nullopt);
-      table_.unpin(table_.record(del->id));
-    } else if (auto* md = std::get_if<UndoMetadata>(&*it)) {
-      PageInfo& info = table_.info_for_update(md->id);
-      if (md->old) {
-        info.metadata.insert_or_assign(md->key, *md->old);
-      } else {
-        info.metadata.erase(md->key);
-      }
-    } else if (auto* ch = std::get_if<UndoChild>(&*it)) {
-      // Restoring one child's in-edges to an earlier (acyclic) state cannot close a cycle.
-      const std::vector<Edge> now = graph_.in_edges(ch->child);
-      for (const Edge& e : now) graph_.remove_edge(e.parent, e.child);
-      for (const Edge& e : ch->in_edges) graph_.add_edge(e.parent, e.child, e.kind);
-      for (const Edge& e : now) refresh_dependents_locked(e.parent);
-      for (const Edge& e : ch->in_edges) refresh_dependents_locked(e.parent);
-      if (ch->derivation) {
-        derivations_.insert_or_assign(ch->child, std::move(*ch->derivation));
-      } else {
-        derivations_.erase(ch->child);
-      }
     } else if (auto* mm = std::get_if<UndoMemo>(&*it)) {
       if (auto found = derivations_.find(mm->child); found != derivations_.end()) {
         const auto memo = t.undo_epochs.begin() + static_cast<std::ptrdiff_t>(mm->memo_begin);
@@ -339,6 +346,7 @@ void Bus::undo_locked(Transaction& t, const TxnMark& m) noexcept {
       }
     }
   }
+  t.heavy.erase(t.heavy.begin() + static_cast<std::ptrdiff_t>(m.heavy), t.heavy.end());
   t.undo.erase(t.undo.begin() + static_cast<std::ptrdiff_t>(m.undo), t.undo.end());
   t.ops.reset(m.ops);
   while (!derived_.empty() && derived_.back().lsn > m.lsn) {
@@ -404,11 +412,10 @@ std::byte* Bus::txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t
                                row.rec->last_lsn.load(std::memory_order_relaxed));
   }
   for (const auto& [rec, epoch, last] : u.first_touch) seen_bits_[rec->id / 64] = 0;
-  reserve_one(txn_->undo);
+  txn_->reserve_heavy();
   txn_->ops.add(batch, timestamp_ns);
-  txn_->undo.emplace_back(std::move(u));
-  ++txn_->retiring;
-  return std::get<UndoBatch>(txn_->undo.back()).old.data();
+  txn_->push_heavy(std::move(u));
+  return std::get<UndoBatch>(txn_->heavy.back()).old.data();
 }
 
 }  // namespace mmsb

@@ -273,6 +273,57 @@ TEST(BusTest, PagesDeletedInATransactionAreFreedWhenItCommits) {
   EXPECT_EQ(bus.memory().data_bytes, before - 3 * 5000);
 }
 
+// The undo entries that own memory (deletions, metadata, batches, graph changes) live apart from
+// the undo log: a failed step drops exactly its own, so those recorded before it still undo
+// correctly when the whole transaction rolls back, and those recorded after it find theirs.
+TEST(BusTest, RollbackAfterAFailedStepRestoresWhatTheTransactionDeletedAndChanged) {
+  Bus bus;
+  const PageSpec f64{64, DType::Float64, {8}};
+  const PageId source = bus.create_page(f64).id;
+  const PageId refuses = bus.create_page(f64).id;
+  bool fail_now = false;
+  bus.depend(refuses, std::vector<PageId>{source}, {RecomputeKind::Callable, SemiringKind::SumProduct, "t.f"}, {},
+             [&](std::span<std::byte>, std::span<const PageRecord* const>, std::span<const std::byte* const>) {
+               if (fail_now) throw std::runtime_error("refused");
+             });
+  const PageId first = bus.create_page(spec_of(100), Bytes(100, std::byte{1})).id;
+  const PageId second = bus.create_page(spec_of(100), Bytes(100, std::byte{2})).id;
+  const PageId other = bus.create_page(spec_of(8)).id;
+  bus.set_metadata(other, "k", MetaValue{"before", false});
+  const Lsn lsn_before = bus.lsn();
+  Bytes source_before(64);
+  bus.snapshot(source, source_before);
+
+  bus.begin_transaction();
+  bus.delete_page(first);
+  bus.set_metadata(other, "k", MetaValue{"inside", false});
+  fail_now = true;
+  DeltaBatch batch;  // recorded, then dropped with its step when the wave refuses
+  batch.add(source, 0, bytes_of("abcdefgh"));
+  test::expect_error(ErrorCode::Propagation, [&] { bus.apply_batch(batch.view()); });
+  fail_now = false;
+  bus.add_edge(other, second, EdgeKind::Control);
+  bus.delete_page(second);
+  bus.rollback_transaction();
+
+  EXPECT_EQ(bus.lsn(), lsn_before);
+  Bytes got(100);
+  bus.snapshot(first, got);
+  EXPECT_EQ(got, Bytes(100, std::byte{1}));
+  bus.snapshot(second, got);
+  EXPECT_EQ(got, Bytes(100, std::byte{2}));
+  EXPECT_EQ(bus.page_info(other).metadata.at("k"), (MetaValue{"before", false}));
+  EXPECT_TRUE(bus.in_edges(second).empty()) << "the control edge was undone";
+  Bytes source_now(64);
+  bus.snapshot(source, source_now);
+  EXPECT_EQ(source_now, source_before);
+  // Nothing left pinned or half-restored: deleting them now frees their bytes.
+  const std::uint64_t data = bus.memory().data_bytes;
+  bus.delete_page(first);
+  bus.delete_page(second);
+  EXPECT_EQ(bus.memory().data_bytes, data - 200);
+}
+
 TEST(BusTest, StatsCountCommittedWork) {
   Bus bus;
   const PageId id = bus.create_page(spec_of(16), Bytes(16, std::byte{1})).id;

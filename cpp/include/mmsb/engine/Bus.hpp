@@ -625,6 +625,7 @@ class Bus {
   TxnMark mark_locked() const;
   void finish_transaction_locked();
   void undo_locked(Transaction& t, const TxnMark& m) noexcept;
+  void undo_heavy_locked(Transaction& t, std::size_t index) noexcept;
   /// Records a delta in the open transaction; `inputs` marks it derived (logged with them).
   void txn_note_delta_locked(PageRecord& r, const Delta& d,
                              const std::span<const std::pair<PageId, Epoch>>* inputs = nullptr);
