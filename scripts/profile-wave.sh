@@ -14,7 +14,7 @@
 #   BENCH_BINARY  default build/cpp-tests/benchmarks/cpp/bench_propagation (make test-cpp builds it)
 #   OUT_FILE      the callgrind profile, default build/profile-wave.callgrind (open it with
 #                 callgrind_annotate or kcachegrind for line-level detail)
-# Takes about a minute; needs valgrind (scripts/setup.sh installs it).
+# Takes about a minute; needs valgrind (Debian: apt-get install valgrind; only this script uses it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH=${1:-build/cpp-tests/benchmarks/cpp/bench_propagation}
