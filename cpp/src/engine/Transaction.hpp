@@ -44,8 +44,7 @@ struct UndoBatch {
 struct UndoCreate {
   PageId id;
 };
-// The rare entries box their big fields, so that an Undo stays small: a wave writes two per
-// recomputed page.
+// The rare entries box their big fields, so that a HeavyUndo stays the size of an UndoBatch.
 struct UndoDelete {
   PageId id;
   std::unique_ptr<PageInfo> info;  // nullptr: no cold info (the transaction pins the page: bytes stay)
