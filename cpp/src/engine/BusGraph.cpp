@@ -276,7 +276,8 @@ PageId Bus::replay_graph_op_locked(const LogOp& op) {
     if (e->add) {
       graph_.add_edge(e->parent, e->child, e->kind);
       if (e->kind != EdgeKind::DeviceSync) return 0;
-      derivations_.insert_or_assign(e->child, Derivation{RecomputeSpec{}, {e->parent}, {}, {}, {}, true});
+      Derivation copy{.parents = {e->parent}, .memo = {}, .weights = {}, .fn = {}, .callable = {}, .implicit = true};
+      derivations_.insert_or_assign(e->child, std::move(copy));
       return e->child;
     }
     if (txn_) reserve_one(txn_->undo);
@@ -304,7 +305,8 @@ PageId Bus::replay_graph_op_locked(const LogOp& op) {
     for (PageId p : d->parents) table_.get(p);
     const std::vector<PageId> old = graph_.parents(d->child);
     graph_.set_data_parents(d->child, d->parents);
-    derivations_.insert_or_assign(d->child, Derivation{d->fn, d->parents, d->weights, {}, {}, false});
+    derivations_.insert_or_assign(d->child, Derivation{.parents = d->parents, .memo = {}, .weights = d->weights,
+                                                       .fn = d->fn, .callable = {}, .implicit = false});
     for (PageId p : old) refresh_dependents_locked(p);
     for (PageId p : d->parents) refresh_dependents_locked(p);
     return d->child;

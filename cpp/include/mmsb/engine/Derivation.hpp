@@ -21,11 +21,13 @@ namespace mmsb {
 using RecomputeCallable = std::function<void(std::span<std::byte> out, std::span<const PageRecord* const> parents,
                                              std::span<const std::byte* const> inputs)>;
 
+/// Fields in the order a wave reads them (parents and memo for the memo check, then weights and
+/// the recompute's kind), so that one page's lookup touches as few cache lines as it can.
 struct Derivation {
-  RecomputeSpec fn;
   std::vector<PageId> parents;
-  std::vector<double> weights;  ///< empty, or one per parent
   std::vector<Epoch> memo;      ///< parents' epochs at the last recompute; empty: never computed
+  std::vector<double> weights;  ///< empty, or one per parent
+  RecomputeSpec fn;
   RecomputeCallable callable;   ///< set for RecomputeKind::Callable once registered
   bool implicit = false;        ///< made by a device_sync edge (a copy of its one parent)
 
