@@ -60,6 +60,60 @@ const T* typed(const std::byte* p) noexcept {
   return reinterpret_cast<const T*>(p);
 }
 
+// Elements [begin, begin + n) of `out`, one elementwise loop per parent (vectorised each).
+template <class Ops, class T>
+[[gnu::always_inline]] inline void reduce_range(std::span<const std::byte* const> parents,
+                                                std::span<const double> weights, T* out, std::uint64_t begin,
+                                                std::uint64_t n) {
+  T* const o = out + begin;
+  const T* const p0 = typed<T>(parents[0]) + begin;
+  if (!weights.empty()) {
+    init_weighted<Ops>(o, p0, weight_as<T>(weights[0]), n);
+  } else {
+    init_plain<Ops>(o, p0, n);
+  }
+  for (std::size_t k = 1; k < parents.size(); ++k) {
+    const T* const p = typed<T>(parents[k]) + begin;
+    if (!weights.empty()) {
+      fold_weighted<Ops>(o, p, weight_as<T>(weights[k]), n);
+    } else {
+      fold_plain<Ops>(o, p, n);
+    }
+  }
+}
+
+// One 64-byte line of `out` at element `at`: every parent folds into accumulators that stay in
+// registers (constant trip counts), stored once. Same operations in the same order as
+// reduce_range, so the same bits.
+template <class Ops, class T>
+[[gnu::always_inline]] inline void reduce_line(std::span<const std::byte* const> parents,
+                                               std::span<const double> weights, T* out, std::uint64_t at) {
+  constexpr std::uint64_t kLine = 64 / sizeof(T);
+  T acc[kLine];
+  const T* const p0 = typed<T>(parents[0]) + at;
+  if (!weights.empty()) {
+    const T w = weight_as<T>(weights[0]);
+    for (std::uint64_t i = 0; i < kLine; ++i) acc[i] = Ops::mul(w, p0[i]);
+  } else {
+    for (std::uint64_t i = 0; i < kLine; ++i) acc[i] = Ops::lift(p0[i]);
+  }
+  for (std::size_t k = 1; k < parents.size(); ++k) {
+    const T* const p = typed<T>(parents[k]) + at;
+    if (!weights.empty()) {
+      const T w = weight_as<T>(weights[k]);
+      for (std::uint64_t i = 0; i < kLine; ++i) acc[i] = Ops::add(acc[i], Ops::mul(w, p[i]));
+    } else {
+      for (std::uint64_t i = 0; i < kLine; ++i) acc[i] = Ops::add(acc[i], p[i]);
+    }
+  }
+  for (std::uint64_t i = 0; i < kLine; ++i) out[at + i] = acc[i];
+}
+
+// Pages up to this size go a line at a time (reduce_line): a large wave recomputes many small
+// pages, where the per-parent loops' setup and the first parent's memcpy call cost more than the
+// arithmetic. Larger pages fold parent by parent over blocks that stay in L1.
+constexpr std::uint64_t kLineWiseBytes = 512;
+
 template <class Ops>
 [[gnu::always_inline]] inline void reduce_typed(std::span<const std::byte* const> parents,
                                                 std::span<const double> weights, std::byte* out_bytes,
@@ -71,25 +125,16 @@ template <class Ops>
     std::fill_n(out, count, Ops::zero());
     return;
   }
-  const bool weighted = !weights.empty();
+  if (count * sizeof(T) <= kLineWiseBytes) {
+    constexpr std::uint64_t kLine = 64 / sizeof(T);
+    std::uint64_t at = 0;
+    for (; at + kLine <= count; at += kLine) reduce_line<Ops>(parents, weights, out, at);
+    if (at < count) reduce_range<Ops>(parents, weights, out, at, count - at);
+    return;
+  }
   constexpr std::uint64_t kBlock = kBlockBytes / sizeof(T);
   for (std::uint64_t begin = 0; begin < count; begin += kBlock) {
-    const std::uint64_t n = std::min(kBlock, count - begin);
-    T* const o = out + begin;
-    const T* const p0 = typed<T>(parents[0]) + begin;
-    if (weighted) {
-      init_weighted<Ops>(o, p0, weight_as<T>(weights[0]), n);
-    } else {
-      init_plain<Ops>(o, p0, n);
-    }
-    for (std::size_t k = 1; k < parents.size(); ++k) {
-      const T* const p = typed<T>(parents[k]) + begin;
-      if (weighted) {
-        fold_weighted<Ops>(o, p, weight_as<T>(weights[k]), n);
-      } else {
-        fold_plain<Ops>(o, p, n);
-      }
-    }
+    reduce_range<Ops>(parents, weights, out, begin, std::min(kBlock, count - begin));
   }
 }
 
