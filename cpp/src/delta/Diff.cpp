@@ -15,6 +15,7 @@ namespace {
 class RunSink {
  public:
   RunSink(std::vector<Run>& out, std::uint64_t gap) : out_(out), first_(out.size()), gap_(gap) {}
+  std::uint64_t gap() const noexcept { return gap_; }
   void emit(std::uint64_t start, std::uint64_t end) {
     // Only runs found by this diff may absorb the new one; earlier contents of `out` are the
     // caller's.
@@ -78,7 +79,10 @@ void diff_scalar(const std::byte* old, const std::byte* now, std::uint64_t n, Ru
 }
 
 // The run boundaries inside one chunk: bit k of `differs` is set when byte base + k differs,
-// `full` has one bit per byte of the chunk. Each boundary costs one countr_zero.
+// `full` has one bit per byte of the chunk. Each boundary costs one countr_zero. A gap the sink
+// would coalesce (at most gap() equal bytes, then a differing byte in this chunk) is stepped over
+// without ending the run: numbers that change by a little differ in a few bytes each, so a page
+// of them has a gap per element.
 inline void walk_chunk(std::uint64_t differs, std::uint64_t full, std::uint64_t base, bool& in_run,
                        std::uint64_t& start, RunSink& sink) {
   std::uint64_t ahead = full;  // bits at or after the scan position
@@ -88,6 +92,11 @@ inline void walk_chunk(std::uint64_t differs, std::uint64_t full, std::uint64_t 
     if (next == 0) return;
     const auto pos = static_cast<unsigned>(std::countr_zero(next));
     if (in_run) {
+      const std::uint64_t again = differs & full & (~std::uint64_t{0} << pos);
+      if (again != 0 && static_cast<unsigned>(std::countr_zero(again)) - pos <= sink.gap()) {
+        ahead = full & (~std::uint64_t{0} << std::countr_zero(again));
+        continue;
+      }
       sink.emit(start, base + pos);
     } else {
       start = base + pos;
