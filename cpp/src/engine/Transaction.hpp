@@ -179,7 +179,7 @@ struct Bus::Transaction {
   }
 };
 
-// Defined here because Bus.cpp and BusGraph.cpp both commit through it.
+// Defined here because the commit path, the graph edits, the waves and ticks all commit through it.
 template <class Body>
 void Bus::atomically_locked(Body&& body) {
   if (txn_) {

@@ -297,7 +297,7 @@ class Bus {
   void add_export(const PageRecord& r);
   void drop_export(const PageRecord& r) noexcept;
 
-  // ---- commits -----------------------------------------------------------------------------
+  // ---- commits (BusCommit.cpp) -------------------------------------------------------------
   /// Commits an explicit delta (always bumps the epoch). On success sets d.lsn, d.epoch and
   /// d.timestamp_ns. Throws Error(PageNotFound / InvalidDelta / EpochConflict) unchanged.
   void apply(Delta& d);
@@ -443,7 +443,7 @@ class Bus {
   const RecoveryReport& recovery() const noexcept { return recovery_; }
   bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
 
-  // ---- graph and propagation (BusGraph.cpp) ----------------------------------------------------
+  // ---- graph and propagation (BusGraph.cpp, BusWave.cpp) -----------------------------------
   /// Makes `child` derived: its data parents become `parents` (in order; replacing earlier data
   /// parents), recomputed by `fn` (with `weights`, empty or one per parent). Logged (lsn +1). In
   /// eager mode the child is recomputed at once (and its descendants in the same wave); in

@@ -1,0 +1,270 @@
+// Bus: the commit path of deltas and batches: validate, log first (log_locked), apply, bump
+// epochs, queue the index entries and mark dependents for the wave. The single places where a
+// delta or a batch becomes state, for commits and replay alike.
+#include "mmsb/engine/Bus.hpp"
+
+#include "DevicePages.hpp"
+#include "Transaction.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <unordered_map>
+
+#include "mmsb/core/Clock.hpp"
+#include "mmsb/core/Error.hpp"
+#include "mmsb/core/Prefaulter.hpp"
+#include "mmsb/delta/BatchApply.hpp"
+
+namespace mmsb {
+
+void Bus::log_locked(Lsn last, std::span<const std::byte> tail) {
+  if (log_) {
+    const std::uint64_t ticket = log_->append(record_buf_, last, tail);
+    if (ticket == 0) return;
+    if (txn_) {
+      txn_->ticket = ticket;  // parked once recycled; its committer waits in await_durable()
+      return;
+    }
+    // A commit without undo (create, delete, metadata) applies only once durable: it syncs in
+    // place, covering every parked commit before it.
+    sync_log_locked();
+  } else if (mem_log_) {
+    const std::size_t size = record_buf_.size();
+    mem_log_->append(record_buf_, last);
+    // A large record became history, leaving no buffer. The next record is likely as large
+    // (batches and waves repeat): its room now, faulted in on the helper thread while this
+    // commit applies, instead of regrowing by doubling through fresh pages.
+    // The record is logged already: a failure here must not abort the commit, so no room
+    // just means the next record grows as before.
+    if (record_buf_.capacity() == 0 && size > 0) {
+      try {
+        record_buf_.reserve(size);
+      } catch (const std::bad_alloc&) {
+        return;
+      }
+      Prefaulter::shared().populate(record_buf_.data(), size);
+    }
+  }
+}
+
+void Bus::check_delta_locked(const PageRecord& r, const Delta& d) const {
+  if (d.extent() > r.size) {
+    fail(ErrorCode::InvalidDelta, "delta writes bytes [", d.run_list().back().offset, ", ",
+         d.extent(), ") of page ", r.id, ", which has ", r.size, " bytes");
+  }
+  const Epoch now = r.epoch.load(std::memory_order_relaxed);
+  if (d.expect_epoch && *d.expect_epoch != now) {
+    fail(ErrorCode::EpochConflict, "page ", r.id, " is at epoch ", now, " but the delta expects epoch ",
+         *d.expect_epoch, "; re-read the page and retry");
+  }
+}
+
+// Every single-delta commit goes through here: validate, log, apply, and its wave (eager mode).
+void Bus::commit_delta_locked(PageRecord& r, Delta& d) {
+  check_delta_locked(r, d);
+  d.timestamp_ns = wall_clock_ns();
+  const bool wave = has_dependents_locked(r.id) && propagation_ == PropagationMode::Eager;
+  if (!wave && !grouping_locked()) return record_delta_locked(r, d);
+  // The wave's recomputes may fail (a callable raising): delta and wave commit as one record.
+  // Group commit needs the undo of a transaction even without a wave.
+  atomically_locked([&] {
+    record_delta_locked(r, d);
+    if (wave) run_wave_locked();
+  });
+}
+
+// A checked delta: logged (or noted in the open transaction), applied, counted; no wave.
+void Bus::record_delta_locked(PageRecord& r, Delta& d) {
+  const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
+  if (txn_) {
+    txn_note_delta_locked(r, d);
+  } else if (logging()) {
+    record_buf_.clear();
+    encode_op_record(record_buf_, lsn, d);
+    log_locked(lsn);
+  }
+  apply_delta_locked(r, d, lsn);
+  count(1, d.payload().size());
+  emit_locked(EventKind::DeltaApplied, r.id, lsn, d.epoch);
+  if (has_dependents_locked(r.id)) note_changed_locked(r.id);
+}
+
+// A batch with rows on device pages: their old bytes (for the undo) are read and their new
+// bytes written in one transfer per device, before anything else changes (a device error then
+// leaves the host pages and epochs as they were); host rows are copied here, in row order. Bytes,
+// epochs and lsns equal apply_batch's. Returns false, doing nothing, for a batch with no device row.
+bool Bus::apply_device_batch_locked(const DeltaBatchView& b, Lsn first, std::byte* save_old) {
+  const std::span<const DeviceRow> rows = devices_->device_rows(b);
+  if (rows.empty()) return false;
+  // Every device row saves the bytes from before the whole batch, not before itself: undo writes
+  // each page's rows back newest first, so the oldest row's saved bytes land last either way.
+  if (save_old != nullptr) devices_->read(rows, {save_old, b.payload.size()});
+  devices_->write(rows, b.payload);
+  std::uint64_t pos = 0;
+  for (std::size_t i = 0; i < b.rows(); ++i) {
+    PageRecord& r = table_.record(b.page_ids[i]);
+    const std::uint64_t len = b.lengths[i];
+    if (len != 0 && !devices_->on_device(r)) {
+      std::byte* dst = r.data + b.offsets[i];
+      if (save_old != nullptr) std::memcpy(save_old + pos, dst, len);
+      std::memcpy(dst, b.payload.data() + pos, len);
+    }
+    r.epoch.store(r.epoch.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    r.last_lsn.store(first + i, std::memory_order_relaxed);
+    pos += len;
+  }
+  return true;
+}
+
+// The single place where a delta becomes state (commits and replay).
+void Bus::apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn) {
+  d.lsn = lsn;
+  if (devices_->on_device(r)) {
+    devices_->write(r, d);
+  } else {
+    devices_->host_access(r);
+    d.apply_to(r.data);
+  }
+  d.epoch = r.epoch.load(std::memory_order_relaxed) + 1;
+  r.epoch.store(d.epoch, std::memory_order_release);
+  r.last_lsn.store(lsn, std::memory_order_relaxed);
+  lsn_.store(std::max(lsn, lsn_.load(std::memory_order_relaxed)), std::memory_order_release);
+  pending_.push_back({r.id, {lsn, d.timestamp_ns, d.source}});
+}
+
+// The single place where a batch becomes state (commits and replay).
+void Bus::apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns, std::byte* save_old,
+                             bool validated) {
+  bool applied = false;
+  if (validated && devices_->lent()) {
+    for (PageId id : batch.page_ids) devices_->host_access(table_.record(id));
+  }
+  if (devices_->active()) {
+    if (!validated) validate_batch(batch, table_);  // device rows are resolved before any is applied
+    validated = true;
+    applied = apply_device_batch_locked(batch, first, save_old);
+  }
+  if (!applied && validated) mmsb::apply_batch(batch, table_, first, pool_, save_old);
+  if (!applied && !validated) apply_checked_batch(batch, table_, first, pool_);
+  pending_batches_.push_back({first, timestamp_ns, {batch.page_ids.begin(), batch.page_ids.end()}});
+  if ((event_mask_ & (1u << static_cast<unsigned>(EventKind::DeltaApplied))) != 0) {
+    // Each row's epoch: the page's final epoch minus the rows of that page after it.
+    std::vector<Epoch> epochs(batch.rows());
+    std::unordered_map<PageId, Epoch> next;
+    for (std::size_t i = batch.rows(); i-- > 0;) {
+      const PageId id = batch.page_ids[i];
+      auto it = next.try_emplace(id, table_.record(id).epoch.load(std::memory_order_relaxed)).first;
+      epochs[i] = it->second--;
+    }
+    for (std::size_t i = 0; i < batch.rows(); ++i) emit_locked(EventKind::DeltaApplied, batch.page_ids[i], first + i, epochs[i]);
+  }
+  if (graph_.edge_count() == 0) return;
+  for (std::size_t i = 0; i < batch.rows(); ++i) {
+    if (has_dependents_locked(batch.page_ids[i])) note_changed_locked(batch.page_ids[i]);
+  }
+}
+
+void Bus::apply(Delta& d) {
+  const std::uint64_t t0 = monotonic_ns();
+  auto lock = lock_turn();
+  check_writable();
+  commit_delta_locked(live_locked(d.page_id()), d);
+  note_commit_latency_locked(t0);
+  lock.unlock();
+  deliver_events();
+}
+
+Epoch Bus::write(PageId id, std::uint64_t offset, std::span<const std::byte> data,
+                 std::optional<Epoch> expect_epoch) {
+  const std::uint64_t t0 = monotonic_ns();
+  auto lock = lock_turn();
+  check_writable();
+  PageRecord& r = live_locked(id);
+  if (offset > r.size) {  // an empty write has no run to check, but its offset must still be valid
+    fail(ErrorCode::InvalidDelta, "write at offset ", offset, " is past the end of page ", id, " (",
+         r.size, " bytes)");
+  }
+  Delta d = Delta::at(id, offset, data);
+  d.expect_epoch = expect_epoch;
+  commit_delta_locked(r, d);
+  note_commit_latency_locked(t0);
+  lock.unlock();
+  deliver_events();
+  return d.epoch;
+}
+
+bool Bus::update(PageId id, std::span<const std::byte> content, std::optional<Epoch> expect_epoch) {
+  const std::uint64_t t0 = monotonic_ns();
+  auto lock = lock_turn();
+  check_writable();
+  PageRecord& r = live_locked(id);
+  if (content.size() != r.size) {
+    fail(ErrorCode::InvalidArgument, "new content has ", content.size(), " bytes but page ", id,
+         " has ", r.size);
+  }
+  Delta d = Delta::diff(id, {devices_->readable(r), r.size}, content);
+  d.expect_epoch = expect_epoch;
+  return commit_diff(lock, r, d, t0);
+}
+
+bool Bus::commit_diff(std::unique_lock<std::mutex>& lock, PageRecord& r, Delta& d, std::uint64_t t0) {
+  check_delta_locked(r, d);
+  if (d.empty()) return false;
+  commit_delta_locked(r, d);
+  note_commit_latency_locked(t0);
+  lock.unlock();
+  deliver_events();
+  return true;
+}
+
+Lsn Bus::apply_batch(const DeltaBatchView& batch) {
+  const std::uint64_t t0 = monotonic_ns();
+  auto lock = lock_turn();
+  check_writable();
+  validate_batch(batch, table_, &pool_);
+  if (batch.rows() == 0) return lsn_.load(std::memory_order_relaxed);
+  bool wave = false;
+  if (propagation_ == PropagationMode::Eager && graph_.edge_count() != 0) {
+    for (std::size_t i = 0; i < batch.rows() && !wave; ++i) wave = has_dependents_locked(batch.page_ids[i]);
+  }
+  Lsn last = 0;
+  if (wave || grouping_locked()) {
+    atomically_locked([&] {
+      last = record_batch_locked(batch);
+      if (wave) run_wave_locked();
+    });
+  } else {
+    last = record_batch_locked(batch);
+  }
+  note_commit_latency_locked(t0);
+  lock.unlock();
+  deliver_events();
+  return last;
+}
+
+// A validated batch: logged (or noted in the open transaction), applied, counted; no wave.
+Lsn Bus::record_batch_locked(const DeltaBatchView& batch) {
+  const Lsn first = lsn_.load(std::memory_order_relaxed) + 1;
+  const Lsn last = first + batch.rows() - 1;
+  const std::uint64_t ts = wall_clock_ns();
+  std::byte* undo = nullptr;
+  if (txn_) {
+    undo = txn_note_batch_locked(batch, ts);
+  } else if (log_) {
+    // The file log writes the payload from the caller's buffer: megabytes not copied twice.
+    record_buf_.clear();
+    encode_batch_record_head(record_buf_, first, batch, ts);
+    log_locked(last, batch.payload);
+  } else if (logging()) {
+    record_buf_.clear();
+    encode_op_record(record_buf_, first, batch, ts);
+    log_locked(last);
+  }
+  lsn_.store(last, std::memory_order_release);  // before the stale marks, which carry it
+  apply_batch_locked(batch, first, ts, undo);
+  count(batch.rows(), batch.payload.size());
+  return last;
+}
+
+}  // namespace mmsb

@@ -1,0 +1,199 @@
+// Bus: opening a directory. Recovery restores the newest valid checkpoint and replays the log
+// tail through the same apply paths as commits (BusCommit.cpp), so replayed bytes and epochs are
+// the committed ones.
+#include "mmsb/engine/Bus.hpp"
+
+#include "DevicePages.hpp"
+#include "Transaction.hpp"
+
+#include <algorithm>
+#include <limits>
+
+#include "mmsb/core/Error.hpp"
+
+namespace mmsb {
+
+void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions, const ProgressFn& progress) {
+  RecoveredLog& rec = log_->recovered();
+  const Lsn base = rec.checkpoint ? rec.checkpoint->lsn : 0;
+  if (rec.checkpoint) restore_checkpoint_locked(*rec.checkpoint, "'" + path_ + "'");
+  lsn_.store(base, std::memory_order_relaxed);
+  recovery_.checkpoint_lsn = base;
+  unindexed_through_ = base;  // the provenance index gets only the lsns replayed below
+  const Lsn stop = until.value_or(std::numeric_limits<Lsn>::max());
+  ReplayMeter meter(progress, base, std::min(stop, rec.last_lsn));
+  for (const SegmentScan& seg : rec.segments) {
+    replay_.legacy = seg.header.version < logfmt::kStaleMarksVersion;
+    for (const ScannedRecord& r : seg.records) {
+      if (!replay_record_locked(r, "segment '" + seg.path + "' record at byte " + std::to_string(r.offset), base,
+                                stop, split_transactions)) {
+        break;
+      }
+      meter.reached(r.header.first_lsn + r.header.lsn_count - 1);
+    }
+  }
+  meter.finish();
+  if (until && *until > rec.last_lsn) {
+    fail(ErrorCode::HistoryUnavailable, "lsn ", *until, " is past the end of the log of '", path_,
+         "' (last lsn ", rec.last_lsn, ")");
+  }
+  recovery_.truncated_tail = rec.truncated_tail;
+  recovery_.tail_reason = rec.tail_reason;
+  mark_unsettled_stale_locked();
+}
+
+void Bus::restore_checkpoint_locked(const CheckpointData& cp, const std::string& of) {
+  for (const PageImage& img : cp.pages) {
+    const std::uint8_t place = recovered_place_locked(img.create.id, img.create.spec.name, img.create.spec.location);
+    try {
+      table_.restore(img.create.id, img.create.spec, img.data, img.epoch, img.last_lsn, place);
+    } catch (const Error& e) {
+      fail(ErrorCode::LogCorrupt, "checkpoint at lsn ", cp.lsn, " of ", of, ": page ", img.create.id,
+           " cannot be restored: ", e.what());
+    }
+  }
+  table_.reserve_ids_below(cp.next_page_id);
+  try {
+    restore_graph_locked(cp.graph);
+  } catch (const Error& e) {
+    fail(ErrorCode::LogCorrupt, "checkpoint at lsn ", cp.lsn, " of ", of, ": its graph cannot be restored: ", e.what());
+  }
+}
+
+// One logged record during recovery or time travel: skipped if the checkpoint at `base` covers
+// it; false (stop) once it starts past `stop`. Time travel into the middle of a record: a
+// batch's rows are separate deltas, so its first rows apply; a transaction is all or nothing,
+// unless `split` asks for the exact prefix of its changes (the state after one delta: Page.at).
+bool Bus::replay_record_locked(const ScannedRecord& r, const std::string& where, Lsn base, Lsn stop, bool split) {
+  const Lsn first = r.header.first_lsn;
+  const Lsn last = first + r.header.lsn_count - 1;
+  if (r.header.lsn_count == 0 || last <= base) return true;  // covered by the checkpoint
+  if (first > stop) return false;
+  if (first <= base) {
+    fail(ErrorCode::LogCorrupt, where, " spans lsns ", first, "..", last, " across the checkpoint at lsn ", base);
+  }
+  LogRecord decoded = decode_record(r.header, r.body, where);
+  if (last > stop && r.header.type == logfmt::RecordType::Transaction && !split) return false;
+  replay_.legacy_seen |= replay_.legacy;
+  // Each change replays in the propagation mode it was committed in, so that it marks or seeds
+  // what the commit did: the mode the next Wave op of its record names (an eager change always
+  // has its wave after it), else deferred. Before format 4 the log holds no waves.
+  std::vector<PropagationMode> modes(decoded.ops.size(), PropagationMode::Eager);
+  if (!replay_.legacy) {
+    PropagationMode mode = PropagationMode::Deferred;
+    for (std::size_t i = decoded.ops.size(); i-- > 0;) {
+      if (const auto* w = std::get_if<WaveOp>(&decoded.ops[i])) {
+        mode = w->deferred ? PropagationMode::Deferred : PropagationMode::Eager;
+      }
+      modes[i] = mode;
+    }
+  }
+  struct Replaying {
+    Bus& bus;
+    PropagationMode mode;
+    ~Replaying() {
+      bus.propagation_ = mode;
+      bus.replay_.active = false;
+      bus.replay_.derived.clear();
+    }
+  } replaying{*this, propagation_};
+  replay_.active = true;
+  Lsn lsn = first;
+  try {
+    for (std::size_t k = 0; k < decoded.ops.size(); ++k) {
+      LogOp& op = decoded.ops[k];
+      if (lsn > stop && op_lsn_count(op) != 0) break;  // a Wave op without an lsn goes with the change before it
+      if (auto* batch = std::get_if<BatchOp>(&op); batch != nullptr && lsn + batch->page_ids.size() - 1 > stop) {
+        const std::size_t keep = stop - lsn + 1;
+        std::uint64_t bytes = 0;
+        for (std::size_t i = 0; i < keep; ++i) bytes += batch->lengths[i];
+        batch->page_ids.resize(keep);
+        batch->offsets.resize(keep);
+        batch->lengths.resize(keep);
+        batch->payload = batch->payload.first(bytes);
+      }
+      propagation_ = modes[k];
+      replay_op_locked(op, lsn);
+      lsn += op_lsn_count(op);
+    }
+    settle_cut_locked();
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::DeviceUnavailable) throw;  // the log is fine; this machine lacks the device
+    fail(ErrorCode::LogCorrupt, where, " (lsn ", lsn, ") cannot be replayed: ", e.what());
+  }
+  lsn_.store(lsn - 1, std::memory_order_relaxed);
+  ++recovery_.records_replayed;
+  return true;
+}
+
+// Replay applies exactly what the commit path applied, without validating against the user's
+// expectations (expect_epoch) or logging again; anything inconsistent is corruption.
+void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
+  if (const auto* c = std::get_if<PageCreateOp>(&op)) {
+    // Ids only grow; a gap is an id used by a page of a rolled-back transaction.
+    if (c->id < table_.next_id()) {
+      fail(ErrorCode::LogCorrupt, "page creation with id ", c->id, " but ids up to ", table_.next_id() - 1,
+           " are already used");
+    }
+    table_.reserve_ids_below(c->id);
+    const std::uint8_t place = recovered_place_locked(c->id, c->spec.name, c->spec.location);
+    table_.create(c->spec, place).last_lsn.store(lsn, std::memory_order_relaxed);
+  } else if (const auto* moved = std::get_if<LocationOp>(&op)) {
+    PageRecord& r = table_.get(moved->id);
+    const PageInfo* info = table_.info(moved->id);
+    const std::uint8_t place = recovered_place_locked(moved->id, info != nullptr ? info->name : "", moved->location);
+    relocate_locked(r, place, moved->location, {});
+  } else if (const auto* d = std::get_if<PageDeleteOp>(&op)) {
+    if (graph_.has_children(d->id)) fail(ErrorCode::LogCorrupt, "page ", d->id, " deleted while it has dependents");
+    table_.erase(d->id);
+    drop_from_graph_locked(d->id);
+  } else if (const auto* m = std::get_if<MetadataOp>(&op)) {
+    table_.get(m->id);
+    if (m->value) {
+      table_.info_for_update(m->id).metadata.insert_or_assign(m->key, *m->value);
+    } else {
+      table_.info_for_update(m->id).metadata.erase(m->key);
+    }
+  } else if (std::holds_alternative<DeltaOp>(op) || std::holds_alternative<DerivedOp>(op)) {
+    const auto* derived = std::get_if<DerivedOp>(&op);
+    Delta delta = derived != nullptr ? derived->delta : std::get<DeltaOp>(op).delta;
+    PageRecord& r = table_.get(delta.page_id());
+    if (delta.extent() > r.size) fail(ErrorCode::LogCorrupt, "delta past the end of page ", r.id);
+    apply_delta_locked(r, delta, lsn);
+    if (derived != nullptr) {
+      // The parents' epochs it was computed from: the child's memo, and its provenance.
+      note_derived_locked(lsn, derived->inputs);
+      if (auto it = derivations_.find(r.id); it != derivations_.end()) {
+        it->second.memo.clear();
+        for (const auto& in : derived->inputs) it->second.memo.push_back(in.second);
+      }
+      if (!replay_.legacy) replay_.derived.insert(r.id);  // for the wave its Wave op repeats
+    } else if (!replay_.legacy && has_dependents_locked(r.id)) {
+      note_changed_locked(r.id);  // as record_delta_locked: seeds its wave or marks stale
+    }
+  } else if (const auto* b = std::get_if<BatchOp>(&op)) {
+    // Rows checked as they are applied: a bad one fails the open (or the time travel), whose
+    // half-built bus is dropped. Notes the changed pages as a commit does.
+    apply_batch_locked(b->view(), lsn, b->timestamp_ns, nullptr, false);
+    if (replay_.legacy) clear_changed_locked();  // derived pages come from their logged deltas
+  } else if (const auto* w = std::get_if<WaveOp>(&op)) {
+    if (w->wave && !replay_.legacy) run_wave_locked(w->propagate);  // marks and memos, no recompute
+    replay_.derived.clear();
+  } else if (const PageId redefined = replay_graph_op_locked(op); redefined != 0 && !replay_.legacy) {
+    redefined_locked(redefined);
+  }
+}
+
+std::uint8_t Bus::recovered_place_locked(PageId id, const std::string& name, const std::string& location) {
+  try {
+    return devices_->place(location, history_view_);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::DeviceUnavailable) throw;
+    fail(ErrorCode::DeviceUnavailable, "page ", id, name.empty() ? "" : " '", name, name.empty() ? "" : "'",
+         " lives on ", location, ", which this process cannot use (", e.what(),
+         "); open the bus where that device exists, or read its history with mmsb.replay or bus.at, "
+         "which keep every page on the host");
+  }
+}
+
+}  // namespace mmsb
