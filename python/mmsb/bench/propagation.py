@@ -3,9 +3,10 @@
   C++      benchmarks/cpp/bench_propagation (its header says what each row does and how fair the
            comparison is): the mmsb wave against tbb::flow::graph (1 and 2 threads) and a plain
            topological loop (with and without change detection), on a hop (root -> 1 copy), a
-           chain of 10 copies and a 10,000-page DAG of sum reductions; and the mmsb wave's
-           scheduling alone (Wave batches, no recompute), whose ratio to oneTBB's wave is the
-           per-node scheduling overhead of the two on the same DAG. Run with
+           chain of 10 copies and a 10,000-page DAG of sum reductions; the same mmsb wave with
+           history off (no record encoded or kept: what keeping the wave's record costs); and the
+           mmsb wave's scheduling alone (Wave batches, no recompute), whose ratio to oneTBB's
+           wave is the per-node scheduling overhead of the two on the same DAG. Run with
            --benchmark_format=json when the binary is built (else skipped, with the reason); it
            checks its own results and reports an error row if a wave was wrong, which fails the
            run here. Figures: waves/s (one write + its whole wave per iteration).
@@ -29,7 +30,7 @@ from . import _cpp
 from ._measure import BenchContext, Figure, rate, timed, verify
 
 UNIT = "waves/s"
-CPP_FILTER = "^(Mmsb/wave|MmsbWriteOnly|MmsbSchedule/wave|Tbb/wave|Plain/wave|PlainDiff/wave)"
+CPP_FILTER = "^(Mmsb/wave|MmsbNoHistory/wave|MmsbWriteOnly|MmsbSchedule/wave|Tbb/wave|Plain/wave|PlainDiff/wave)"
 PAGE_SHAPE = (8,)  # 64 bytes of float64, as in the C++ benchmark
 
 
@@ -41,6 +42,8 @@ def _cpp_name(run: dict) -> str:
         return "mmsb write without dependents (C++)"
     if fam.startswith("MmsbSchedule/"):
         return f"{label}: mmsb wave, scheduling alone (C++)"
+    if fam.startswith("MmsbNoHistory/"):
+        return f"{label}: mmsb wave, history off (C++)"
     if fam.startswith("Mmsb/"):
         return f"{label}: mmsb wave (C++)"
     if fam.startswith("Tbb/"):
