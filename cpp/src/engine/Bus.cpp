@@ -445,9 +445,9 @@ MemoryReport Bus::memory_locked() {
 
 // The per-page lsn index (provenance): entries, queued rows and propagated deltas' inputs.
 std::uint64_t Bus::index_bytes_locked() const {
-  std::uint64_t b = pending_.size() * sizeof(PendingDelta) + index_.bucket_count() * sizeof(void*) +
+  std::uint64_t b = pending_runs_.size() * sizeof(PendingRun) + pending_pages_.size() * sizeof(PageId) +
+                    index_.bucket_count() * sizeof(void*) +
                     index_.size() * (sizeof(PageHistory) + sizeof(PageId) + 16) + index_capacity_bytes_;
-  for (const PendingBatch& pb : pending_batches_) b += pb.pages.capacity() * sizeof(PageId) + sizeof(pb);
   b += derived_.size() * sizeof(DerivedEntry) + derived_items_.size() * sizeof(derived_items_[0]);
   b += log_ ? log_->index_bytes() : mem_log_ ? mem_log_->index_bytes() : 0;  // where records are (history)
   return b;

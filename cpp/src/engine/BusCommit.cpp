@@ -130,7 +130,7 @@ void Bus::apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn) {
   r.epoch.store(d.epoch, std::memory_order_release);
   r.last_lsn.store(lsn, std::memory_order_relaxed);
   lsn_.store(std::max(lsn, lsn_.load(std::memory_order_relaxed)), std::memory_order_release);
-  pending_.push_back({r.id, {lsn, d.timestamp_ns, d.source}});
+  queue_index_locked(r.id, lsn, d.timestamp_ns, d.source);
 }
 
 // The single place where a batch becomes state (commits and replay).
@@ -147,7 +147,7 @@ void Bus::apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64
   }
   if (!applied && validated) mmsb::apply_batch(batch, table_, first, pool_, save_old);
   if (!applied && !validated) apply_checked_batch(batch, table_, first, pool_);
-  pending_batches_.push_back({first, timestamp_ns, {batch.page_ids.begin(), batch.page_ids.end()}});
+  queue_index_locked(batch.page_ids, first, timestamp_ns, Source::User);
   if ((event_mask_ & (1u << static_cast<unsigned>(EventKind::DeltaApplied))) != 0) {
     // Each row's epoch: the page's final epoch minus the rows of that page after it.
     std::vector<Epoch> epochs(batch.rows());

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <deque>
+#include <limits>
 #include <set>
 
 #include "Transaction.hpp"
@@ -95,7 +96,7 @@ void Bus::note_derived_locked(Lsn lsn, std::span<const std::pair<PageId, Epoch>>
 // epoch its record has now minus the entries it gets (pages restored from a checkpoint start
 // past epoch 0).
 void Bus::catch_up_index_locked() {
-  if (pending_.empty() && pending_batches_.empty()) return;
+  if (pending_runs_.empty()) return;
   settle_locked();  // parked commits' undo marks point into the queues emptied here
   std::vector<PageId> fresh;
   auto add = [&](PageId page, const IndexEntry& e) {
@@ -106,18 +107,61 @@ void Bus::catch_up_index_locked() {
     v.push_back(e);
     index_capacity_bytes_ += (v.capacity() - cap) * sizeof(IndexEntry);
   };
-  std::size_t d = 0;
-  for (const PendingBatch& b : pending_batches_) {
-    for (; d < pending_.size() && pending_[d].entry.lsn < b.first_lsn; ++d) add(pending_[d].page, pending_[d].entry);
-    for (std::size_t i = 0; i < b.pages.size(); ++i) add(b.pages[i], {b.first_lsn + i, b.timestamp_ns, Source::User});
+  std::size_t p = 0;
+  for (const PendingRun& r : pending_runs_) {
+    for (std::uint64_t i = 0; i < r.count; ++i) {
+      add(pending_pages_[p++], {r.first_lsn + i, r.timestamp_ns, r.source});
+    }
   }
-  for (; d < pending_.size(); ++d) add(pending_[d].page, pending_[d].entry);
   for (PageId page : fresh) {
     PageHistory& h = index_[page];
     h.first_epoch = table_.record(page).epoch.load(std::memory_order_relaxed) + 1 - h.entries.size();
   }
-  pending_.clear();
-  pending_batches_.clear();
+  pending_runs_.clear();
+  pending_pages_.clear();
+}
+
+// A run takes the entries when they continue it (the next lsns, the same timestamp and source):
+// a wave's propagated deltas, a batch right after it. The page ids go in first, so a failure
+// leaves the runs as they were and the ids past them unused (undo marks trim both).
+void Bus::queue_index_locked(std::span<const PageId> pages, Lsn first, std::uint64_t timestamp_ns, Source source) {
+  constexpr std::uint64_t kMax = std::numeric_limits<std::uint32_t>::max();
+  if (pages.empty()) return;
+  const std::size_t pages_before = pending_pages_.size();
+  const std::size_t runs_before = pending_runs_.size();
+  const std::uint32_t count_before = pending_runs_.empty() ? 0 : pending_runs_.back().count;
+  if (pages.size() == 1) {
+    pending_pages_.push_back(pages.front());  // deque's range insert costs more for one
+  } else {
+    pending_pages_.insert(pending_pages_.end(), pages.begin(), pages.end());
+  }
+  try {
+    for (std::uint64_t done = 0; done < pages.size();) {
+      const Lsn lsn = first + done;
+      const std::uint64_t left = pages.size() - done;
+      if (!pending_runs_.empty()) {
+        PendingRun& r = pending_runs_.back();
+        if (r.first_lsn + r.count == lsn && r.timestamp_ns == timestamp_ns && r.source == source && r.count < kMax) {
+          const auto n = static_cast<std::uint32_t>(std::min(left, kMax - r.count));
+          r.count += n;
+          done += n;
+          continue;
+        }
+      }
+      const auto n = static_cast<std::uint32_t>(std::min(left, kMax));
+      pending_runs_.push_back({lsn, timestamp_ns, n, source});
+      done += n;
+    }
+  } catch (...) {
+    truncate_index_queue_locked(pages_before, runs_before, count_before);
+    throw;
+  }
+}
+
+void Bus::truncate_index_queue_locked(std::size_t pages, std::size_t runs, std::uint32_t last_count) noexcept {
+  pending_pages_.resize(pages);  // shrinking: no allocation
+  pending_runs_.resize(runs);
+  if (runs != 0) pending_runs_.back().count = last_count;
 }
 
 // Each page keeps its newest entry at or below the floor: it produced the page's bytes in the

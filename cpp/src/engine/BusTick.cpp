@@ -286,8 +286,8 @@ GcReport Bus::gc_locked() {
     trim_index_locked(mem_log_->retained_from());
   }
   // The index's queue: shrunk, not folded (folding into per-page lists would grow memory).
-  pending_.shrink_to_fit();
-  pending_batches_.shrink_to_fit();
+  pending_runs_.shrink_to_fit();
+  pending_pages_.shrink_to_fit();
   g.cache_bytes_freed = cache0 - std::min(cache0, cache_bytes_locked());
   g.index_bytes_freed = index0 - std::min(index0, index_bytes_locked());
   // What gc changes, counted part by part: a memory() walk over a million typed pages' cold

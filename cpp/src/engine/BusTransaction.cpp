@@ -233,8 +233,9 @@ TxnMark Bus::mark_locked() const {
   if (txn_) m.ops = txn_->ops.mark();
   m.lsn = lsn();
   m.stats = stats();
-  m.pending = pending_.size();
-  m.pending_batches = pending_batches_.size();
+  m.pending_pages = pending_pages_.size();
+  m.pending_runs = pending_runs_.size();
+  m.last_run_count = pending_runs_.empty() ? 0 : pending_runs_.back().count;
   m.events = events_.size();
   return m;
 }
@@ -353,8 +354,7 @@ void Bus::undo_locked(Transaction& t, const TxnMark& m) noexcept {
     derived_items_.resize(derived_.back().begin);
     derived_.pop_back();
   }
-  pending_.resize(m.pending);
-  pending_batches_.resize(m.pending_batches);
+  truncate_index_queue_locked(m.pending_pages, m.pending_runs, m.last_run_count);
   events_.resize(m.events);
   lsn_.store(m.lsn, std::memory_order_release);
   counters_.deltas_applied.store(m.stats.deltas_applied, std::memory_order_relaxed);

@@ -95,8 +95,9 @@ struct TxnMark {
   TransactionBuilder::Mark ops{};
   Lsn lsn = 0;
   BusStats stats;
-  std::size_t pending = 0;          // index entries queued
-  std::size_t pending_batches = 0;
+  std::size_t pending_pages = 0;  // index entries queued
+  std::size_t pending_runs = 0;
+  std::uint32_t last_run_count = 0;  // of the newest run then, which later entries may extend
   std::size_t events = 0;
 };
 

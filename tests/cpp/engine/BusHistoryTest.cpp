@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -320,6 +321,64 @@ TEST(BusHistoryIndexTest, BadCallsAreRefusedAndChangeNothing) {
   EXPECT_NE(msg.find("history=False"), std::string::npos) << msg;
   EXPECT_EQ(bus.lsn(), 3u);
   EXPECT_EQ(bus.history(a).back().lsn, 3u);
+}
+
+// The index queue keeps a wave's entries as one run of consecutive lsns; a wave that fails after
+// committing some of its pages must leave none of them, in a transaction or alone, and the
+// entries of the next commits must follow on (lsns, epochs and sources as the log has them).
+TEST(BusHistoryIndexTest, AWaveThatFailsHalfwayLeavesNoEntriesAndLaterOnesFollowOn) {
+  Bus bus;
+  const PageId a = bus.create_page(PageSpec{8}).id;
+  const PageId b = bus.create_page(PageSpec{8}).id;
+  const PageId c = bus.create_page(PageSpec{8}).id;
+  const PageId d = bus.create_page(PageSpec{8}).id;  // no dependents
+  bus.depend(b, std::vector<PageId>{a}, {RecomputeKind::Copy, SemiringKind::SumProduct, "copy"}, {});
+  bool fail_now = false;
+  bus.depend(c, std::vector<PageId>{b}, {RecomputeKind::Callable, SemiringKind::SumProduct, "test.fn"}, {},
+             [&](std::span<std::byte> out, std::span<const PageRecord* const>, std::span<const std::byte* const> ins) {
+               if (fail_now) throw std::runtime_error("refused");
+               std::memcpy(out.data(), ins[0], out.size());
+             });
+  bus.write(a, 0, test::filled(8, 1));
+  bus.write(d, 0, test::filled(8, 1));
+  const auto histories = [&] {
+    return Histories{{a, bus.history(a)}, {b, bus.history(b)}, {c, bus.history(c)}, {d, bus.history(d)}};
+  };
+  const auto expect_unchanged = [&](const Histories& before, const std::string& what) {
+    for (PageId p : {a, b, c, d}) expect_same(bus.history(p), before.at(p), true, what + ", page " + std::to_string(p));
+  };
+  const Histories before = histories();
+  ASSERT_EQ(before.at(c).size(), 1u);
+
+  fail_now = true;  // b is committed by the wave before c refuses
+  test::expect_error(ErrorCode::Propagation, [&] { bus.write(a, 0, test::filled(8, 2)); });
+  expect_unchanged(before, "after the failed wave");
+  // In a transaction the failed step alone is undone; the write before it stays.
+  bus.begin_transaction();
+  bus.write(d, 0, test::filled(8, 3));
+  test::expect_error(ErrorCode::Propagation, [&] { bus.write(a, 0, test::filled(8, 4)); });
+  bus.commit_transaction();
+  Histories kept = before;
+  kept[d] = bus.history(d);
+  ASSERT_EQ(kept.at(d).size(), before.at(d).size() + 1);
+  EXPECT_EQ(kept.at(d).back().lsn, bus.lsn());
+  expect_unchanged(kept, "after the transaction with a failed step");
+  bus.begin_transaction();
+  bus.write(d, 0, test::filled(8, 5));
+  bus.rollback_transaction();
+  expect_unchanged(kept, "after the rolled-back transaction");
+
+  fail_now = false;
+  const Lsn lsn = bus.lsn();
+  bus.write(a, 0, test::filled(8, 5));
+  const Histories after = histories();
+  for (PageId p : {a, b, c}) {
+    ASSERT_EQ(after.at(p).size(), before.at(p).size() + 1) << p;
+    const HistoryEntry& e = after.at(p).back();
+    EXPECT_EQ(e.lsn, lsn + 1 + (p - a)) << p;  // the write, then the wave in canonical order
+    EXPECT_EQ(e.epoch, before.at(p).back().epoch + 1) << p;
+    EXPECT_EQ(e.source, p == a ? Source::User : Source::Propagation) << p;
+  }
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -734,12 +735,14 @@ class Bus {
   std::uint32_t event_mask_ = 0;
   std::vector<BusEvent> events_;             // queued under mutex_, delivered in order
   std::mutex deliver_mutex_;
-  // Per-page lsn index (provenance). Commits only append to pending_ / pending_batches_ (a
-  // copy of the batch's page ids); queries fold them into index_ first, so a batch pays a
-  // memcpy, not a hash lookup per row. pending_ and the derived inputs below grow by every
-  // wave's derived deltas (10k entries for a 10k-page wave): deques, which grow in chunks
-  // instead of copying everything at each doubling as a vector does, on an arena whose next
-  // chunk is faulted in ahead of them (BlockArena).
+  // Per-page lsn index (provenance). Commits only queue entries (queue_index_locked); queries
+  // fold them into index_ first, so a batch pays a copy of its page ids, not a hash lookup per
+  // row. The queue is runs of consecutive lsns sharing a timestamp and source (a batch's rows, a
+  // wave's propagated deltas, usually one delta of a commit) and their page ids: 8 bytes an entry
+  // inside a run. It and the derived inputs below grow by every wave's derived deltas (10k
+  // entries for a 10k-page wave): deques, which grow in chunks instead of copying everything at
+  // each doubling as a vector does, on an arena whose next chunk is faulted in ahead of them
+  // (BlockArena).
   template <class T>
   using IndexDeque = std::deque<T, ArenaAllocator<T>>;
   std::shared_ptr<BlockArena> index_arena_ = std::make_shared<BlockArena>();
@@ -752,19 +755,34 @@ class Bus {
     Epoch first_epoch = 1;  // epoch produced by entries.front()
     std::vector<IndexEntry> entries;
   };
-  struct PendingDelta {
-    PageId page;
-    IndexEntry entry;
-  };
-  struct PendingBatch {
+  struct PendingRun {
     Lsn first_lsn;
     std::uint64_t timestamp_ns;
-    std::vector<PageId> pages;
+    std::uint32_t count;  // entries, their pages next in pending_pages_ (a record holds < 2^32 lsns)
+    Source source;
   };
+  /// Queues the index entries of lsns first, first + 1, ... for `pages` (one each), in lsn order.
+  void queue_index_locked(std::span<const PageId> pages, Lsn first, std::uint64_t timestamp_ns, Source source);
+  /// One entry (every committed delta): inline where it continues the newest run, as all of a
+  /// wave's derived deltas but its first do.
+  void queue_index_locked(PageId page, Lsn lsn, std::uint64_t timestamp_ns, Source source) {
+    if (!pending_runs_.empty()) {
+      PendingRun& r = pending_runs_.back();
+      if (r.first_lsn + r.count == lsn && r.timestamp_ns == timestamp_ns && r.source == source &&
+          r.count != std::numeric_limits<std::uint32_t>::max()) {
+        pending_pages_.push_back(page);
+        ++r.count;
+        return;
+      }
+    }
+    queue_index_locked(std::span(&page, 1), lsn, timestamp_ns, source);
+  }
+  /// Back to `pages` queued ids and `runs` runs, the newest of them `last_count` long (a mark).
+  void truncate_index_queue_locked(std::size_t pages, std::size_t runs, std::uint32_t last_count) noexcept;
   void catch_up_index_locked();
   std::unordered_map<PageId, PageHistory> index_;
-  IndexDeque<PendingDelta> pending_{ArenaAllocator<PendingDelta>(index_arena_)};
-  std::vector<PendingBatch> pending_batches_;
+  IndexDeque<PendingRun> pending_runs_{ArenaAllocator<PendingRun>(index_arena_)};
+  IndexDeque<PageId> pending_pages_{ArenaAllocator<PageId>(index_arena_)};
   // Inputs of propagated deltas, appended in lsn order (commits and replay both run in lsn
   // order): a lookup is a binary search, a rollback truncates.
   struct DerivedEntry {
