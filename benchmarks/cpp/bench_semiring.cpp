@@ -9,9 +9,15 @@
 //                                                where the CPU has it), no weights
 //   reduce/<semiring>/<dtype>/dispatch_weighted  the same with one weight per parent
 //   reduce/<semiring>/<dtype>/portable           the baseline x86-64 (SSE2) build of the loops
+// And one row per page size for the many small pages of a large wave:
+//   reduce_pages/sum_product/float64/bytes:N     4,096 reduces of N-byte pages, each from 3
+//                                                parents spread over a pool of 4,096 pages (as
+//                                                a wave's parents are), semiring_reduce as the
+//                                                engine calls it; items_per_second = pages
 #include <benchmark/benchmark.h>
 
 #include <cstddef>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -114,6 +120,32 @@ void register_dtype(DType dtype) {
     }
   }
 }
+
+void run_reduce_pages(benchmark::State& state) {
+  constexpr std::size_t kPages = 4096;
+  constexpr std::size_t kFanIn = 3;
+  const auto bytes = static_cast<std::size_t>(state.range(0));
+  const std::size_t count = bytes / sizeof(double);
+  // Pages 64-byte aligned like the arena's; the outputs rotate over 8 pages, as a wave's scratch.
+  auto* pool = static_cast<double*>(std::aligned_alloc(64, (kPages + 8) * bytes));
+  std::mt19937_64 rng(kSeed);
+  for (std::size_t i = 0; i < (kPages + 8) * count; ++i) pool[i] = static_cast<double>(rng() % 200) - 100;
+  for (auto _ : state) {
+    for (std::size_t page = 0; page < kPages; ++page) {
+      const std::byte* ins[kFanIn];
+      for (std::size_t k = 0; k < kFanIn; ++k) {
+        ins[k] = reinterpret_cast<const std::byte*>(pool + ((page * 7 + k * 131) % kPages) * count);
+      }
+      auto* out = reinterpret_cast<std::byte*>(pool + (kPages + page % 8) * count);
+      mmsb::semiring_reduce(SemiringKind::SumProduct, DType::Float64, ins, {}, out, count);
+      benchmark::DoNotOptimize(out);
+    }
+    benchmark::ClobberMemory();
+  }
+  std::free(pool);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kPages));
+}
+BENCHMARK(run_reduce_pages)->Name("reduce_pages/sum_product/float64")->ArgName("bytes")->Arg(64)->Arg(128)->Arg(256)->Arg(512)->Arg(1024);
 
 // Registered at start-up (benchmark_main supplies main) so the names carry the semiring.
 [[maybe_unused]] const bool kRegistered = [] {
