@@ -128,6 +128,10 @@ void run_reduce_pages(benchmark::State& state) {
   const std::size_t count = bytes / sizeof(double);
   // Pages 64-byte aligned like the arena's; the outputs rotate over 8 pages, as a wave's scratch.
   auto* pool = static_cast<double*>(std::aligned_alloc(64, (kPages + 8) * bytes));
+  if (pool == nullptr) {
+    state.SkipWithError("out of memory for the page pool");
+    return;
+  }
   std::mt19937_64 rng(kSeed);
   for (std::size_t i = 0; i < (kPages + 8) * count; ++i) pool[i] = static_cast<double>(rng() % 200) - 100;
   for (auto _ : state) {

@@ -139,14 +139,12 @@ void Bus::queue_index_locked(std::span<const PageId> pages, Lsn first, std::uint
     for (std::uint64_t done = 0; done < pages.size();) {
       const Lsn lsn = first + done;
       const std::uint64_t left = pages.size() - done;
-      if (!pending_runs_.empty()) {
+      if (!pending_runs_.empty() && pending_runs_.back().continued_by(lsn, timestamp_ns, source)) {
         PendingRun& r = pending_runs_.back();
-        if (r.first_lsn + r.count == lsn && r.timestamp_ns == timestamp_ns && r.source == source && r.count < kMax) {
-          const auto n = static_cast<std::uint32_t>(std::min(left, kMax - r.count));
-          r.count += n;
-          done += n;
-          continue;
-        }
+        const auto n = static_cast<std::uint32_t>(std::min(left, kMax - r.count));
+        r.count += n;
+        done += n;
+        continue;
       }
       const auto n = static_cast<std::uint32_t>(std::min(left, kMax));
       pending_runs_.push_back({lsn, timestamp_ns, n, source});

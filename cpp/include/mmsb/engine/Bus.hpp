@@ -760,20 +760,21 @@ class Bus {
     std::uint64_t timestamp_ns;
     std::uint32_t count;  // entries, their pages next in pending_pages_ (a record holds < 2^32 lsns)
     Source source;
+    /// Whether an entry at `lsn` with this timestamp and source extends the run by one.
+    bool continued_by(Lsn lsn, std::uint64_t ts, Source s) const noexcept {
+      return first_lsn + count == lsn && timestamp_ns == ts && source == s &&
+             count != std::numeric_limits<std::uint32_t>::max();
+    }
   };
   /// Queues the index entries of lsns first, first + 1, ... for `pages` (one each), in lsn order.
   void queue_index_locked(std::span<const PageId> pages, Lsn first, std::uint64_t timestamp_ns, Source source);
   /// One entry (every committed delta): inline where it continues the newest run, as all of a
   /// wave's derived deltas but its first do.
   void queue_index_locked(PageId page, Lsn lsn, std::uint64_t timestamp_ns, Source source) {
-    if (!pending_runs_.empty()) {
-      PendingRun& r = pending_runs_.back();
-      if (r.first_lsn + r.count == lsn && r.timestamp_ns == timestamp_ns && r.source == source &&
-          r.count != std::numeric_limits<std::uint32_t>::max()) {
-        pending_pages_.push_back(page);
-        ++r.count;
-        return;
-      }
+    if (!pending_runs_.empty() && pending_runs_.back().continued_by(lsn, timestamp_ns, source)) {
+      pending_pages_.push_back(page);
+      ++pending_runs_.back().count;
+      return;
     }
     queue_index_locked(std::span(&page, 1), lsn, timestamp_ns, source);
   }
