@@ -4,6 +4,7 @@
 // every randomized differential test.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -78,6 +79,11 @@ inline std::string quoted(std::string_view text) {
 }
 
 inline Bytes filled(std::size_t n, std::uint8_t value) { return Bytes(n, std::byte{value}); }
+
+/// Whether the `n` bytes at `p` are all zero (a fresh or recycled block must be).
+inline bool all_zero(const std::byte* p, std::uint64_t n) {
+  return std::all_of(p, p + n, [](std::byte b) { return b == std::byte{0}; });
+}
 
 /// Runs `fn`, expecting mmsb::Error with `code`; returns the message (empty when it failed).
 /// A helper rather than EXPECT_THROW so callers can also check what the message names.

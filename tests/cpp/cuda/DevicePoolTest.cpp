@@ -17,6 +17,8 @@
 namespace mmsb::cuda {
 namespace {
 
+using test::all_zero;
+
 // Host memory standing in for a device; counts what is outstanding and can refuse.
 struct HostSource {
   std::set<void*> out;
@@ -45,12 +47,6 @@ struct HostSource {
   }
 };
 
-bool all_zero(const std::byte* p, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) {
-    if (p[i] != std::byte{0}) return false;
-  }
-  return true;
-}
 
 TEST(DevicePool, BlocksAreLargeEnoughAlignedAndZeroed) {
   HostSource host;

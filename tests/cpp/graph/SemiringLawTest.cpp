@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../../../cpp/src/graph/SemiringOps.hpp"
+#include "SemiringCombos.hpp"
 #include "TestUtil.hpp"
 #include "mmsb/graph/Semiring.hpp"
 
@@ -21,7 +22,6 @@ using test::expect_error;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr std::int32_t kMax32 = std::numeric_limits<std::int32_t>::max();
-constexpr DType kDTypes[] = {DType::Int32, DType::Int64, DType::Float32, DType::Float64, DType::Bool};
 
 std::string first(const SemiringLawReport& r) { return r.ok() ? "(no violations)" : r.violations.front(); }
 bool mentions(const SemiringLawReport& r, const std::string& text) {
@@ -31,20 +31,9 @@ bool mentions(const SemiringLawReport& r, const std::string& text) {
   return false;
 }
 
-using Combo = std::tuple<SemiringKind, DType>;
-std::vector<Combo> supported_combos() {
-  std::vector<Combo> out;
-  for (SemiringKind s : kAllSemirings) {
-    for (DType d : kDTypes) {
-      if (semiring_supports(s, d)) out.emplace_back(s, d);
-    }
-  }
-  return out;
-}
-std::string combo_name(const ::testing::TestParamInfo<Combo>& info) {
-  return std::string(semiring_name(std::get<0>(info.param))) + "_" +
-         std::string(dtype_name(std::get<1>(info.param)));
-}
+using Combo = test::SemiringCombo;
+using test::combo_name;
+using test::supported_combos;
 
 class SemiringLawComboTest : public ::testing::TestWithParam<Combo> {};
 TEST_P(SemiringLawComboTest, LawsHold) {
@@ -106,7 +95,7 @@ TEST(SemiringWeightTest, RejectsWeightsTheDTypeCannotHold) {
   rejected(SemiringKind::SumProduct, DType::Int64, kInf, "weight inf");
   rejected(SemiringKind::SumProduct, DType::Float32, 1e39, "weight 1e+39");
   for (SemiringKind s : kAllSemirings) {
-    for (DType d : kDTypes) {
+    for (DType d : test::kSemiringDTypes) {
       if (semiring_supports(s, d)) rejected(s, d, kNaN, "NaN");
     }
   }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../../../cpp/src/graph/SemiringOps.hpp"
+#include "SemiringCombos.hpp"
 #include "TestUtil.hpp"
 #include "mmsb/graph/Semiring.hpp"
 
@@ -30,7 +31,6 @@ constexpr T kMax = std::numeric_limits<T>::max();
 template <class T>
 constexpr T kMin = std::numeric_limits<T>::lowest();
 constexpr double kInf = std::numeric_limits<double>::infinity();
-constexpr DType kDTypes[] = {DType::Int32, DType::Int64, DType::Float32, DType::Float64, DType::Bool};
 
 // ---- naive reference (written independently of SemiringOps: 64-bit wrapping, std::min/max) ----
 template <class T>
@@ -191,20 +191,9 @@ void check_reduce_matches_reference(SemiringKind s, DType dtype) {
   }
 }
 
-using Combo = std::tuple<SemiringKind, DType>;
-std::vector<Combo> supported_combos() {
-  std::vector<Combo> out;
-  for (SemiringKind s : kAllSemirings) {
-    for (DType d : kDTypes) {
-      if (semiring_supports(s, d)) out.emplace_back(s, d);
-    }
-  }
-  return out;
-}
-std::string combo_name(const ::testing::TestParamInfo<Combo>& info) {
-  return std::string(semiring_name(std::get<0>(info.param))) + "_" +
-         std::string(dtype_name(std::get<1>(info.param)));
-}
+using Combo = test::SemiringCombo;
+using test::combo_name;
+using test::supported_combos;
 
 class SemiringComboTest : public ::testing::TestWithParam<Combo> {};
 

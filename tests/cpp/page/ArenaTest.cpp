@@ -15,12 +15,10 @@
 namespace mmsb {
 namespace {
 
+using test::all_zero;
 using test::Rng;
 using test::uniform;
 
-bool all_zero(const std::byte* p, std::uint64_t n) {
-  return std::all_of(p, p + n, [](std::byte b) { return b == std::byte{0}; });
-}
 
 // Sizes around every interesting boundary: tiny, class steps, the 4 KiB switch, the large
 // threshold, and past it.

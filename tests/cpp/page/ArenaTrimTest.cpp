@@ -24,12 +24,10 @@
 namespace mmsb {
 namespace {
 
+using test::all_zero;
 using test::Rng;
 using test::uniform;
 
-bool all_zero(const std::byte* p, std::uint64_t n) {
-  return std::all_of(p, p + n, [](std::byte b) { return b == std::byte{0}; });
-}
 
 constexpr std::size_t kOsPage = 4096;
 
