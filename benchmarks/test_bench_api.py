@@ -3,8 +3,8 @@
 `make test` runs them with --benchmark-disable (each body once, untimed); `make bench` with
 --benchmark-only. Each benchmark also checks its result, so the smoke run proves the benchmarked
 path is correct, not only that it runs. They are collected only when benchmarks/ is named on the
-command line: pyproject's testpaths point a plain `pytest` at tests/python. (No conftest.py here:
-a second top-level `conftest` module beside tests/python's could clash in one session.)
+command line: pyproject's testpaths point a plain `pytest` at tests/python. The bench_ops fixture
+is in bench_fixtures.py, shared with test_bench_graph.py.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import mmsb
+from bench_fixtures import bench_ops  # noqa: F401  (a fixture: pytest finds it by name)
 from mmsb.bench import workloads as wl
 
 # Operations per round for calls that take well under a microsecond to a few microseconds: enough
@@ -23,25 +24,6 @@ CREATE_ROUNDS = 20
 BATCH_ROWS = 65_536
 
 
-@pytest.fixture
-def bench_ops(benchmark):
-    """bench_ops(fn, ops, **pedantic): time `fn`, which performs `ops` operations per call.
-
-    Sub-microsecond operations are timed as loops of `ops` inside one round, so the timer and
-    the call into `fn` are amortized; the per-operation figures go to extra_info (the columns
-    pytest-benchmark prints are per round). Keyword arguments select benchmark.pedantic."""
-
-    def run(fn, ops: int, **pedantic):
-        benchmark.extra_info["ops_per_round"] = ops
-        result = benchmark.pedantic(fn, **pedantic) if pedantic else benchmark(fn)
-        if benchmark.stats is not None:  # None under --benchmark-disable
-            s = benchmark.stats.stats
-            benchmark.extra_info["ns_per_op_min"] = round(s.min / ops * 1e9, 1)
-            benchmark.extra_info["ns_per_op_median"] = round(s.median / ops * 1e9, 1)
-            benchmark.extra_info["ops_per_s_median"] = round(ops / s.median)
-        return result
-
-    return run
 
 
 @pytest.mark.parametrize("nbytes", [64, 8])

@@ -12,8 +12,8 @@
 
 `make test` runs them with --benchmark-disable (each body once, untimed, at quick sizes); `make
 bench` with --benchmark-only. Every benchmark checks its result, so the smoke run proves the
-benchmarked path is correct. Per-op figures go to extra_info (ns_per_op_*), as in
-test_bench_api.py.
+benchmarked path is correct. Per-op figures go to extra_info (ns_per_op_*) through the bench_ops
+fixture (bench_fixtures.py).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import mmsb
+from bench_fixtures import bench_ops  # noqa: F401  (a fixture: pytest finds it by name)
 from mmsb.bench import workloads as wl
 
 PAGE_SHAPE = (8,)  # 64 bytes of float64
@@ -36,22 +37,6 @@ def _quick(config) -> bool:
     return bool(config.getoption("benchmark_disable")) and not config.getoption("benchmark_enable")
 
 
-@pytest.fixture
-def bench_ops(benchmark):
-    """bench_ops(fn, ops, **pedantic): time `fn`, which performs `ops` operations per call; the
-    per-operation figures go to extra_info (the printed columns are per round)."""
-
-    def run(fn, ops: int, **pedantic):
-        benchmark.extra_info["ops_per_round"] = ops
-        result = benchmark.pedantic(fn, **pedantic) if pedantic else benchmark(fn)
-        if benchmark.stats is not None:  # None under --benchmark-disable
-            s = benchmark.stats.stats
-            benchmark.extra_info["ns_per_op_min"] = round(s.min / ops * 1e9, 1)
-            benchmark.extra_info["ns_per_op_median"] = round(s.median / ops * 1e9, 1)
-            benchmark.extra_info["ops_per_s_median"] = round(ops / s.median)
-        return result
-
-    return run
 
 
 def _values(ops: int) -> list:
