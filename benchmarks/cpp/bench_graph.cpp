@@ -23,6 +23,7 @@
 #include "mmsb/core/Error.hpp"
 #include "mmsb/engine/Bus.hpp"
 #include "mmsb/graph/DepGraph.hpp"
+#include "mmsb/graph/Wave.hpp"
 
 namespace {
 

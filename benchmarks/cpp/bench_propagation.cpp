@@ -65,6 +65,7 @@
 #include "mmsb/delta/DeltaBatch.hpp"
 #include "mmsb/engine/Bus.hpp"
 #include "mmsb/graph/DepGraph.hpp"
+#include "mmsb/graph/Wave.hpp"
 #include "mmsb/graph/Recompute.hpp"
 
 namespace {

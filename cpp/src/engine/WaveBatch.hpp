@@ -13,6 +13,7 @@
 #include "mmsb/delta/Delta.hpp"
 #include "mmsb/engine/Derivation.hpp"
 #include "mmsb/graph/DepGraph.hpp"
+#include "mmsb/graph/Wave.hpp"
 #include "mmsb/graph/Semiring.hpp"
 
 namespace mmsb {

@@ -14,6 +14,7 @@
 #include "TestUtil.hpp"
 #include "mmsb/core/Error.hpp"
 #include "mmsb/graph/DepGraph.hpp"
+#include "mmsb/graph/Wave.hpp"
 #include "mmsb/graph/Tarjan.hpp"
 
 namespace mmsb {

@@ -52,6 +52,7 @@ namespace mmsb {
 
 struct TxnMark;
 struct WaveItem;
+struct WaveNode;
 class WaveBatch;
 class DevicePages;
 class DeviceStaging;
