@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "PageHandle.hpp"
@@ -26,6 +27,12 @@ pybind11::array page_view(pybind11::handle page, const std::byte* data = nullptr
 
 /// A new pinned Python Page for a live page.
 pybind11::object make_page(const std::shared_ptr<Bus>& bus, PageId id);
+/// Bus.create_page: a page from a size, a shape and dtype, or data (name and metadata optional),
+/// the arguments checked against each other first; returns its Page. Error(InvalidArgument)
+/// naming the argument that does not fit, and nothing created.
+pybind11::object create_page(const std::shared_ptr<Bus>& bus, pybind11::handle size, pybind11::handle shape,
+                             pybind11::handle dtype, pybind11::handle data, pybind11::handle name,
+                             pybind11::handle metadata, const std::string& location);
 /// Page id for a key: a Page of this bus, an int id or a str name. Raises PageNotFound (also for
 /// a Page of another bus) or InvalidArgument for other types.
 PageId resolve_page(const std::shared_ptr<Bus>& bus, pybind11::handle key);
