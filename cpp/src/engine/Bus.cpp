@@ -22,6 +22,7 @@ Bus::Bus(BusOptions options)
     : instance_id_(g_next_instance.fetch_add(1, std::memory_order_relaxed)),
       devices_(std::make_unique<DevicePages>(table_)),
       pool_(options.threads),
+      clock_(std::move(options.clock)),
       path_(std::move(options.path)),
       durability_(options.durability),
       history_view_(options.read_only),
@@ -118,12 +119,13 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
   // The page is created first (its memory may be refused), then logged: a failed append undoes
   // the creation, so memory and log agree either way. Creation and initial content are one
   // record, so neither survives a crash without the other.
+  const std::uint64_t timestamp_ns = initial.empty() ? 0 : now_ns();  // before anything changes
   PageRecord& r = table_.create(spec, place);
   const Lsn create_lsn = lsn_.load(std::memory_order_relaxed) + 1;
   std::optional<Delta> content;
   if (!initial.empty()) {
     content = Delta::at(r.id, 0, initial);
-    content->timestamp_ns = wall_clock_ns();
+    content->timestamp_ns = timestamp_ns;
   }
   try {
     if (txn_) {

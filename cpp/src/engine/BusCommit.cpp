@@ -63,7 +63,7 @@ void Bus::check_delta_locked(const PageRecord& r, const Delta& d) const {
 // Every single-delta commit goes through here: validate, log, apply, and its wave (eager mode).
 void Bus::commit_delta_locked(PageRecord& r, Delta& d) {
   check_delta_locked(r, d);
-  d.timestamp_ns = wall_clock_ns();
+  d.timestamp_ns = now_ns();
   const bool wave = has_dependents_locked(r.id) && propagation_ == PropagationMode::Eager;
   if (!wave && !grouping_locked()) return record_delta_locked(r, d);
   // The wave's recomputes may fail (a callable raising): delta and wave commit as one record.
@@ -247,7 +247,7 @@ Lsn Bus::apply_batch(const DeltaBatchView& batch) {
 Lsn Bus::record_batch_locked(const DeltaBatchView& batch) {
   const Lsn first = lsn_.load(std::memory_order_relaxed) + 1;
   const Lsn last = first + batch.rows() - 1;
-  const std::uint64_t ts = wall_clock_ns();
+  const std::uint64_t ts = now_ns();
   std::byte* undo = nullptr;
   if (txn_) {
     undo = txn_note_batch_locked(batch, ts);

@@ -213,7 +213,7 @@ void Bus::tick_apply_locked(TickReport& rep) {
     if (mergeable) {
       tick_batch_.add(d.page_id(), d.run_list().front().offset, d.payload());
     } else {
-      d.timestamp_ns = wall_clock_ns();
+      d.timestamp_ns = now_ns();
       record_delta_locked(*r, d);
     }
   }

@@ -75,7 +75,7 @@ void Bus::visit_wave_locked() {
   for (PageId p : replay_.derived) wave.push(p);
   if (!replay_.active) {
     bump(counters_.waves, 1);
-    wave_timestamp_ns_ = wall_clock_ns();  // the wave's deltas share their commit's time
+    wave_timestamp_ns_ = now_ns();  // the wave's deltas share their commit's time
   }
   // Batches bounded in count, and in staging bytes by recomputing a popped batch in prefixes
   // (each a batch too); the same bounds whatever the thread count, so the order of everything

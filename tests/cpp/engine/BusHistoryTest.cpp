@@ -326,8 +326,7 @@ TEST(BusHistoryIndexTest, BadCallsAreRefusedAndChangeNothing) {
 // The index queue keeps a wave's entries as one run of consecutive lsns; a wave that fails after
 // committing some of its pages must leave none of them, in a transaction or alone, and the
 // entries of the next commits must follow on (lsns, epochs and sources as the log has them).
-TEST(BusHistoryIndexTest, AWaveThatFailsHalfwayLeavesNoEntriesAndLaterOnesFollowOn) {
-  Bus bus;
+void expect_failed_wave_leaves_no_entries(Bus& bus) {
   const PageId a = bus.create_page(PageSpec{8}).id;
   const PageId b = bus.create_page(PageSpec{8}).id;
   const PageId c = bus.create_page(PageSpec{8}).id;
@@ -379,6 +378,21 @@ TEST(BusHistoryIndexTest, AWaveThatFailsHalfwayLeavesNoEntriesAndLaterOnesFollow
     EXPECT_EQ(e.epoch, before.at(p).back().epoch + 1) << p;
     EXPECT_EQ(e.source, p == a ? Source::User : Source::Propagation) << p;
   }
+}
+
+TEST(BusHistoryIndexTest, AWaveThatFailsHalfwayLeavesNoEntriesAndLaterOnesFollowOn) {
+  Bus bus;
+  expect_failed_wave_leaves_no_entries(bus);
+}
+
+// With one timestamp for every commit, consecutive user commits share a queued run too: the
+// failing step's own write extends the run of the write before it in the transaction, so undoing
+// the step must give that run back its length, not only drop the entries after it.
+TEST(BusHistoryIndexTest, AFailedStepGivesBackTheRunItExtended) {
+  BusOptions o;
+  o.clock = [] { return std::uint64_t{1'700'000'000'000'000'000}; };
+  Bus bus(std::move(o));
+  expect_failed_wave_leaves_no_entries(bus);
 }
 
 }  // namespace

@@ -102,6 +102,57 @@ TEST(BusTest, ApplyAssignsLsnEpochAndTimestamp) {
   EXPECT_EQ(bus.write(id, 0, bytes_of("z")), 2u) << "write returns the new epoch";
 }
 
+// BusOptions::clock stamps every commit (history shows its values, in commit order; a wave's
+// deltas share one stamp of their own), and a clock that throws fails the commit it was called
+// for, leaving state, lsn and history as they were.
+TEST(BusTest, TheClockOptionStampsCommitsAndAFailingClockChangesNothing) {
+  std::uint64_t now = 5'000;
+  int allowed = -1;  // calls left before the clock throws (-1: never)
+  BusOptions o;
+  o.clock = [&] {
+    if (allowed == 0) throw std::runtime_error("clock refused");
+    if (allowed > 0) --allowed;
+    return now += 10;
+  };
+  Bus bus(std::move(o));
+  const PageId a = bus.create_page(spec_of(8), bytes_of("abcdefgh")).id;  // 5010
+  const PageId b = bus.create_page(spec_of(8)).id;
+  bus.depend(b, std::vector<PageId>{a}, {RecomputeKind::Copy, SemiringKind::SumProduct, "copy"}, {});  // wave 5020
+  bus.write(a, 0, bytes_of("A"));                                                                     // 5030, wave 5040
+  DeltaBatch batch;
+  batch.add(a, 1, bytes_of("B"));
+  bus.apply_batch(batch.view());  // 5050, wave 5060
+  const std::vector<HistoryEntry> ha = bus.history(a), hb = bus.history(b);
+  ASSERT_EQ(ha.size(), 3u);
+  EXPECT_EQ(ha[0].timestamp_ns, 5010u);
+  EXPECT_EQ(ha[1].timestamp_ns, 5030u);
+  EXPECT_EQ(ha[2].timestamp_ns, 5050u);
+  ASSERT_EQ(hb.size(), 3u);
+  EXPECT_EQ(hb[0].timestamp_ns, 5020u);
+  EXPECT_EQ(hb[1].timestamp_ns, 5040u);
+  EXPECT_EQ(hb[2].timestamp_ns, 5060u);
+
+  const test::BusState before = test::capture(bus);
+  const Lsn lsn = bus.lsn();
+  const std::uint64_t pages = bus.page_count();
+  for (int calls : {0, 1}) {  // the commit's own stamp, then its wave's
+    allowed = calls;
+    EXPECT_THROW(bus.write(a, 0, bytes_of("C")), std::runtime_error) << calls;
+    allowed = calls;
+    EXPECT_THROW(bus.apply_batch(batch.view()), std::runtime_error) << calls;
+  }
+  allowed = 0;
+  EXPECT_THROW(bus.create_page(spec_of(8), bytes_of("12345678")), std::runtime_error);
+  EXPECT_TRUE(test::same_state(before, test::capture(bus)));
+  EXPECT_EQ(bus.lsn(), lsn);
+  EXPECT_EQ(bus.page_count(), pages);
+  EXPECT_EQ(bus.history(a).size(), 3u);
+  EXPECT_EQ(bus.history(b).size(), 3u);
+  allowed = -1;
+  bus.write(a, 0, bytes_of("D"));
+  EXPECT_EQ(bus.history(a).back().lsn, lsn + 1) << "the next commit follows on";
+}
+
 TEST(BusTest, ExplicitWritesBumpEpochEvenWhenBytesEqual) {
   Bus bus;
   const PageId id = bus.create_page(spec_of(8), bytes_of("abcdefgh")).id;

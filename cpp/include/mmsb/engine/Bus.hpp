@@ -341,6 +341,8 @@ class Bus {
  private:
   void check_open() const;
   void check_writable() const;
+  /// A commit's timestamp: BusOptions::clock, or the wall clock. Throws what the clock throws.
+  std::uint64_t now_ns() const { return clock_ ? clock_() : wall_clock_ns(); }
   void note_commit_latency_locked(std::uint64_t t0) noexcept {
     if (!txn_) commit_latency_.record(monotonic_ns() - t0);
   }
@@ -512,6 +514,7 @@ class Bus {
   struct Replication;
   std::shared_ptr<Replication> replication_;  // Bus::replicate; shared_ptr: defined in one file
   ThreadPool pool_;
+  std::function<std::uint64_t()> clock_;  // BusOptions::clock
   std::atomic<Lsn> lsn_{0};
   std::atomic<bool> closed_{false};
   std::string path_;

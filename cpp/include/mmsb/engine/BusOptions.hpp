@@ -3,6 +3,7 @@
 /// propagation mode. Plain values, copied freely.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -33,6 +34,14 @@ struct BusOptions {
   std::size_t queue_capacity = std::size_t{1} << 16;
   /// Hears the recovery of a bus directory (phases "scan" and "replay"); see ProgressFn.
   ProgressFn progress;
+  /// Where commit timestamps (Delta::timestamp_ns, history, provenance) come from, in
+  /// nanoseconds; empty: the wall clock. Timestamps are the one field of the log that the commits
+  /// themselves do not decide, so a deterministic clock (a counter, a fixed value) makes the log's
+  /// bytes a function of the commits alone: reproducible logs, and tests that compare them. Called
+  /// once per commit and once per propagation wave (its derived deltas share that stamp), on the
+  /// committing thread, under the commit lock: it must not call into the bus. What it throws, the
+  /// commit throws, changing nothing.
+  std::function<std::uint64_t()> clock;
 };
 
 /// tick() settings. Budgets are in nanoseconds, 0 = none; a phase over its budget is reported
