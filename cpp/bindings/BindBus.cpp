@@ -102,12 +102,44 @@ Progress progress_for(py::handle progress, const char* what) {
   return {py::reinterpret_borrow<py::object>(progress)};
 }
 
+// clock=: None (the wall clock) or a callable returning nanoseconds, called with the GIL for each
+// commit's timestamp (BusOptions::clock). What it raises, or a result that is not an int >= 0,
+// fails that commit with InvalidArgumentError, changing nothing.
+std::function<std::uint64_t()> clock_for(py::handle clock) {
+  if (clock.is_none()) return {};
+  if (!PyCallable_Check(clock.ptr())) {
+    fail(ErrorCode::InvalidArgument, "clock must be None or a callable returning nanoseconds (an int >= 0); got ",
+         std::string(py::str(py::type::of(clock).attr("__name__"))));
+  }
+  struct Held {
+    py::object fn;
+    ~Held() {  // the bus may be dropped on a thread without the GIL
+      py::gil_scoped_acquire gil;
+      fn = py::object();
+    }
+  };
+  auto held = std::make_shared<Held>();
+  held->fn = py::reinterpret_borrow<py::object>(clock);
+  return [held]() -> std::uint64_t {
+    py::gil_scoped_acquire gil;
+    try {
+      return to_u64(held->fn(), "the value the bus's clock returned");
+    } catch (py::error_already_set& e) {
+      std::string msg = e.what();  // without pybind11's traceback lines; no Python object kept
+      if (const auto at = msg.find("\n\nAt:"); at != std::string::npos) msg.resize(at);
+      fail(ErrorCode::InvalidArgument, "the bus's clock raised ", msg, "; nothing was committed");
+    }
+  };
+}
+
 std::shared_ptr<Bus> open_bus(py::handle path, const std::string& durability, py::handle threads,
                               bool must_exist, bool read_only = false, py::handle at = py::none(),
                               py::handle retention = py::none(), bool history = true,
-                              py::handle queue_capacity = py::none(), py::handle progress = py::none()) {
+                              py::handle queue_capacity = py::none(), py::handle progress = py::none(),
+                              py::handle clock = py::none()) {
   BusOptions o;
   o.keep_history = history;
+  o.clock = clock_for(clock);
   if (!queue_capacity.is_none()) {
     const std::uint64_t n = to_u64(queue_capacity, "queue_capacity");
     if (n == 0 || n > (std::uint64_t{1} << 30)) {
@@ -201,15 +233,16 @@ void bind_bus(py::module_& m) {
   py::class_<Bus, std::shared_ptr<Bus>>(m, "Bus",
                                         "A versioned store of byte pages; every change is a delta.")
       .def(py::init([](py::handle path, const std::string& durability, py::handle threads, py::handle retention,
-                       bool history, py::handle queue_capacity, py::handle progress) {
+                       bool history, py::handle queue_capacity, py::handle progress, py::handle clock) {
              if (!history && !path.is_none()) {
                fail(ErrorCode::InvalidArgument, "history=False is for in-memory buses; a bus directory is its log");
              }
              return open_bus(path, durability, threads, false, false, py::none(), retention, history, queue_capacity,
-                             progress);
+                             progress, clock);
            }),
            "path"_a = py::none(), py::kw_only(), "durability"_a = "flush", "threads"_a = py::none(),
            "retention"_a = py::none(), "history"_a = true, "queue_capacity"_a = py::none(), "progress"_a = py::none(),
+           "clock"_a = py::none(),
            "Bus(): in memory. Bus(path): a bus directory, created or recovered (newest valid "
            "checkpoint + log tail). durability: 'none' | 'flush' (default) | 'fsync'. threads: "
            "threads for batch apply (default: all hardware threads). retention: keep the newest N "
@@ -218,10 +251,13 @@ void bind_bus(py::module_& m) {
            "HistoryUnavailableError. queue_capacity: submissions the ingest ring holds before "
            "submit() blocks (default 65536, rounded up to a power of two). progress: None (a bar "
            "while recovering a big log, where someone is watching), True, False or a "
-           "callable(phase, done, total).")
+           "callable(phase, done, total). clock: None (the wall clock) or a callable returning "
+           "the commit timestamp in nanoseconds; a deterministic one (a counter) makes the log's "
+           "bytes a function of the commits alone.")
       .def_static("_open", [](py::handle path, const std::string& durability, py::handle threads,
-                              py::handle retention, py::handle queue_capacity, py::handle progress) {
-        return open_bus(path, durability, threads, true, false, py::none(), retention, true, queue_capacity, progress);
+                              py::handle retention, py::handle queue_capacity, py::handle progress, py::handle clock) {
+        return open_bus(path, durability, threads, true, false, py::none(), retention, true, queue_capacity, progress,
+                        clock);
       })
       .def_static("_replay", [](py::handle path, py::handle to, py::handle threads, py::handle progress) {
         return open_bus(path, "flush", threads, true, true, to, py::none(), true, py::none(), progress);

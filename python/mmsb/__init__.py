@@ -135,13 +135,15 @@ def open(  # noqa: A001  (mmsb.open is the documented name)
     retention: Optional[int] = None,
     queue_capacity: Optional[int] = None,
     progress: Optional[bool] = None,
+    clock: Optional[Callable[[], int]] = None,
 ) -> Bus:
     """Open an existing bus directory for writing: newest valid checkpoint, then the log after
     it (a torn tail is cut off). Raises BusLockedError if another Bus has it open,
     LogCorruptError for damage inside the log, InvalidArgumentError if no bus is there.
     progress: None shows a bar for a recovery that takes a while where someone is watching (a
-    terminal or Jupyter), True always, False never; or a callable(phase, done, total)."""
-    bus = Bus._open(path, durability, threads, retention, queue_capacity, progress)
+    terminal or Jupyter), True always, False never; or a callable(phase, done, total).
+    clock: as for Bus (None: commit timestamps from the wall clock)."""
+    bus = Bus._open(path, durability, threads, retention, queue_capacity, progress, clock)
     _log_opened(bus)
     return bus
 

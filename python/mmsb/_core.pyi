@@ -224,11 +224,12 @@ class Bus:
         history: bool = True,
         queue_capacity: Optional[int] = None,
         progress: Progress = None,
+        clock: Optional[Callable[[], int]] = None,
     ) -> None: ...
     @staticmethod
     def _open(
         path: Any, durability: str, threads: Optional[int], retention: Optional[int], queue_capacity: Optional[int],
-        progress: Progress,
+        progress: Progress, clock: Optional[Callable[[], int]],
     ) -> Bus: ...
     def checkpoint(self, *, progress: Progress = None) -> int: ...
     def transaction(self) -> Transaction: ...
