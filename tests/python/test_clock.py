@@ -98,6 +98,26 @@ def test_a_failing_clock_fails_the_commit_and_changes_nothing(bad, state):
     assert np.asarray(b)[0] == 9.0
 
 
+def test_a_clock_that_calls_into_the_bus_fails_its_commit_instead_of_deadlocking(state):
+    reenter = False
+    holder = []
+
+    def clock():
+        return len(holder[0]) if reenter else 7
+
+    bus = mmsb.Bus(clock=clock)
+    holder.append(bus)
+    a = bus.create_page(8, data=b"abcdefgh")
+    before, lsn = state(bus), bus.lsn
+    reenter = True
+    with pytest.raises(mmsb.errors.InvalidArgumentError, match="clock called into the bus"):
+        a.write(0, b"x")
+    assert state(bus) == before and bus.lsn == lsn
+    reenter = False
+    a.write(0, b"y")
+    assert bus.lsn == lsn + 1
+
+
 def test_a_clock_that_is_not_callable_is_refused():
     with pytest.raises(mmsb.errors.InvalidArgumentError, match="clock must be None or a callable"):
         mmsb.Bus(clock=12)

@@ -13,12 +13,23 @@ std::unique_lock<std::mutex> Bus::lock_mutex() {
     fail(ErrorCode::Propagation, "a recompute function called into the bus; recomputes get their parents ",
          "as arguments and must not read or write the bus themselves");
   }
+  if (clock_owner_.load(std::memory_order_acquire) == std::this_thread::get_id()) {
+    fail(ErrorCode::InvalidArgument, "the bus's clock called into the bus; a clock runs inside a commit and ",
+         "must only return the time");
+  }
   std::unique_lock lock(mutex_, std::try_to_lock);
   if (!lock.owns_lock()) {
     Blocking b(blocking_);
     lock.lock();
   }
   return lock;
+}
+
+// The commit lock is held here: the clock's own call into the bus would wait for it forever.
+std::uint64_t Bus::now_ns() {
+  if (!clock_) return wall_clock_ns();
+  ScopedOwner owner(clock_owner_);
+  return clock_();
 }
 
 std::unique_lock<std::mutex> Bus::lock_turn() {

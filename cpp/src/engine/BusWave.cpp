@@ -21,15 +21,6 @@ bool memo_matches(std::span<const std::pair<PageId, Epoch>> inputs, const std::v
   return std::equal(inputs.begin(), inputs.end(), memo.begin(), memo.end(),
                     [](const std::pair<PageId, Epoch>& in, Epoch e) { return in.second == e; });
 }
-
-// Clears the wave owner however the wave ends.
-struct WaveOwner {
-  std::atomic<std::thread::id>& owner;
-  explicit WaveOwner(std::atomic<std::thread::id>& o) : owner(o) {
-    owner.store(std::this_thread::get_id(), std::memory_order_release);
-  }
-  ~WaveOwner() { owner.store(std::thread::id{}, std::memory_order_release); }
-};
 }  // namespace
 
 // Runs the wave for changed_ (and forced_, and stale derived pages) in canonical order. Caller:
@@ -63,7 +54,7 @@ void Bus::run_wave_locked(bool propagating) {
 }
 
 void Bus::visit_wave_locked() {
-  WaveOwner owner(wave_owner_);
+  ScopedOwner owner(wave_owner_);
   Wave wave(graph_);
   const std::function<void(PageId)> notify = [&](PageId child) { mark_stale_locked(child); };
   for (PageId p : changed_) wave.push_children(p, notify);
@@ -273,7 +264,7 @@ void Bus::preview_locked(PageId child, std::span<std::byte> out) {
   for (PageId p : it->second.parents) parents.push_back(&table_.get(p));
   std::memcpy(out.data(), devices_->readable(r), r.size);
   const std::vector<const std::byte*> ins = host_inputs_locked(parents);
-  WaveOwner owner(wave_owner_);
+  ScopedOwner owner(wave_owner_);
   compute_locked(child, it->second, r, parents, ins, out);
 }
 

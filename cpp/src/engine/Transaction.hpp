@@ -139,6 +139,18 @@ class Blocking {
 /// Arena bytes a finished transaction may keep for the next one (Bus::spare_txn_).
 inline constexpr std::size_t kSpareTransactionBytes = std::size_t{16} << 20;
 
+/// Marks this thread as the one running user code under the commit lock (a wave's recomputes,
+/// the clock) until the scope ends, however it ends; lock_mutex refuses that thread's calls.
+struct ScopedOwner {
+  std::atomic<std::thread::id>& owner;
+  explicit ScopedOwner(std::atomic<std::thread::id>& o) : owner(o) {
+    owner.store(std::this_thread::get_id(), std::memory_order_release);
+  }
+  ~ScopedOwner() { owner.store(std::thread::id{}, std::memory_order_release); }
+  ScopedOwner(const ScopedOwner&) = delete;
+  ScopedOwner& operator=(const ScopedOwner&) = delete;
+};
+
 struct Bus::Transaction {
   std::thread::id owner;
   std::uint64_t ticket = 0;  // group commit: its record's GroupSync ticket (0: durable or unlogged)

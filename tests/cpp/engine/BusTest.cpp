@@ -153,6 +153,26 @@ TEST(BusTest, TheClockOptionStampsCommitsAndAFailingClockChangesNothing) {
   EXPECT_EQ(bus.history(a).back().lsn, lsn + 1) << "the next commit follows on";
 }
 
+// The clock runs inside a commit, under the commit lock: a clock that calls into the bus gets a
+// clear error there (instead of waiting for the lock its own commit holds), and the commit fails
+// without a trace.
+TEST(BusTest, AClockThatCallsIntoTheBusFailsItsCommitInsteadOfDeadlocking) {
+  Bus* self = nullptr;
+  bool reenter = false;
+  BusOptions o;
+  o.clock = [&] { return reenter ? self->page_count() : std::uint64_t{7}; };
+  Bus bus(std::move(o));
+  self = &bus;
+  const PageId a = bus.create_page(spec_of(8), bytes_of("abcdefgh")).id;
+  const test::BusState before = test::capture(bus);
+  reenter = true;
+  const std::string msg = test::expect_error(ErrorCode::InvalidArgument, [&] { bus.write(a, 0, bytes_of("x")); });
+  EXPECT_NE(msg.find("clock called into the bus"), std::string::npos) << msg;
+  EXPECT_TRUE(test::same_state(before, test::capture(bus)));
+  reenter = false;
+  EXPECT_EQ(bus.write(a, 0, bytes_of("y")), 2u) << "the bus works on";
+}
+
 TEST(BusTest, ExplicitWritesBumpEpochEvenWhenBytesEqual) {
   Bus bus;
   const PageId id = bus.create_page(spec_of(8), bytes_of("abcdefgh")).id;

@@ -341,8 +341,9 @@ class Bus {
  private:
   void check_open() const;
   void check_writable() const;
-  /// A commit's timestamp: BusOptions::clock, or the wall clock. Throws what the clock throws.
-  std::uint64_t now_ns() const { return clock_ ? clock_() : wall_clock_ns(); }
+  /// A commit's timestamp: BusOptions::clock, or the wall clock. Throws what the clock throws;
+  /// a clock that calls into the bus gets Error(InvalidArgument) there instead of a deadlock.
+  std::uint64_t now_ns();
   void note_commit_latency_locked(std::uint64_t t0) noexcept {
     if (!txn_) commit_latency_.record(monotonic_ns() - t0);
   }
@@ -555,6 +556,7 @@ class Bus {
     std::unordered_set<PageId> derived;
   } replay_;
   std::atomic<std::thread::id> wave_owner_{};  // thread running a wave (callables may not re-enter)
+  std::atomic<std::thread::id> clock_owner_{};  // thread running BusOptions::clock (may not re-enter)
   std::vector<std::byte> scratch_;           // staging buffer of recomputes
   EventSink sink_;
   std::uint32_t event_mask_ = 0;

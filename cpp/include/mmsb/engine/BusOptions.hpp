@@ -39,8 +39,8 @@ struct BusOptions {
   /// themselves do not decide, so a deterministic clock (a counter, a fixed value) makes the log's
   /// bytes a function of the commits alone: reproducible logs, and tests that compare them. Called
   /// once per commit and once per propagation wave (its derived deltas share that stamp), on the
-  /// committing thread, under the commit lock: it must not call into the bus. What it throws, the
-  /// commit throws, changing nothing.
+  /// committing thread, under the commit lock: a call into the bus from it fails with
+  /// Error(InvalidArgument). What it throws, the commit throws, changing nothing.
   std::function<std::uint64_t()> clock;
 };
 
