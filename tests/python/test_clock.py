@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import mmsb
-from test_durable import files_of
+from log_files import files_of
 
 
 def counting_clock(start: int = 1_000_000_000, step: int = 1_000):

@@ -10,7 +10,6 @@ the reopened bus with the reference model every time.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import subprocess
@@ -20,20 +19,13 @@ import numpy as np
 import pytest
 
 import mmsb
+from log_files import files_of
 from reference_model import RefBus, capture_full_state
 from test_differential import Driver
 
 MODES = ["none", "flush", "fsync"]
 
 
-def files_of(path):
-    """{name: (size, sha256)} of every file in a bus directory."""
-    out = {}
-    for name in sorted(os.listdir(path)):
-        with open(os.path.join(path, name), "rb") as f:
-            data = f.read()
-        out[name] = (len(data), hashlib.sha256(data).hexdigest())
-    return out
 
 
 def segment_sizes(path):
