@@ -203,8 +203,11 @@ void Log::trim_preallocation() {
 std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn, std::span<const std::byte> tail) {
   check_usable();
   // Rotate before writing: a failure to start a segment must happen before this commit's record
-  // exists anywhere. The old segment is synced first, so the durable prefix never has a hole.
-  if (segment_size_ >= kSegmentBytes && pending_.empty()) {
+  // exists anywhere. The old segment is synced first, so the durable prefix never has a hole;
+  // with durability=none, what is buffered for it is written to it first (the index placed those
+  // records there).
+  if (segment_size_ + pending_.size() >= kSegmentBytes) {
+    flush();
     if (group_) {
       group_->sync_all();
     } else if (durability_ == Durability::Flush) {
@@ -230,18 +233,17 @@ std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn, std::sp
   }
   const std::size_t bytes = records.size() + tail.size() + trailer_.size();
   if (durability_ == Durability::None) {
-    // Past the bound the buffer is handed to the OS, but not synced: "none" promises nothing
-    // before close or checkpoint, and a sync per 64 MiB made bulk loads 3x slower than "flush".
-    if (pending_.size() + bytes > kNoneBufferBytes) {
-      write_out({pending_}, false);
-      pending_.clear();
-    }
-    if (pending_.empty() && bytes == records.size()) {
-      pending_.swap(records);  // a big batch record is not copied a second time
+    // Small records gather in one reused buffer, written when the next would overflow it (a
+    // write call per record costs more than the copy); a large one is written as it is, after
+    // what is buffered, since copying it would only add a pass over its bytes. Nothing is synced:
+    // "none" promises nothing before close or checkpoint.
+    const bool direct = bytes >= kNoneDirectBytes;
+    if (direct || pending_.size() + bytes > kNoneBufferBytes) flush();
+    if (direct) {
+      write_out({records, tail, trailer_}, false);
     } else {
-      // Room first, growing geometrically: the inserts then cannot fail half way through a record.
-      const std::size_t need = pending_.size() + bytes;
-      if (need > pending_.capacity()) pending_.reserve(std::max(need, 2 * pending_.capacity()));
+      // Room for a full buffer once: the inserts then cannot fail half way through a record.
+      if (pending_.capacity() < kNoneBufferBytes) pending_.reserve(kNoneBufferBytes);
       pending_.insert(pending_.end(), records.begin(), records.end());
       pending_.insert(pending_.end(), tail.begin(), tail.end());
       pending_.insert(pending_.end(), trailer_.begin(), trailer_.end());

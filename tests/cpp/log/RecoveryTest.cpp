@@ -261,6 +261,38 @@ TEST_F(RecoveryTest, RecoveryAcrossRotatedSegments) {
   EXPECT_NE(msg.find(first), std::string::npos) << msg;
 }
 
+// durability=none rotates segments at the same bound while the bus runs, whether its records are
+// gathered in its buffer (small) or written at once (large): the buffered bytes go to the segment
+// the index placed them in before the next one starts, and a reopen reads across both.
+TEST_F(RecoveryTest, DurabilityNoneRotatesSegmentsWhileRunning) {
+  for (const std::uint64_t record : {std::uint64_t{8} << 10, std::uint64_t{1} << 20}) {
+    SCOPED_TRACE(testing::Message() << record << "-byte records");
+    const std::string path = dir_ / ("none-" + std::to_string(record));
+    DurableState want;
+    {
+      Bus bus(test::dir_options(path, Durability::None));
+      PageSpec spec;
+      spec.size = record;
+      const PageId id = bus.create_page(spec).id;
+      test::Rng rng(5);
+      Bytes content = test::random_bytes(rng, record);
+      for (std::uint64_t i = 0; i <= Log::kSegmentBytes / record + 1; ++i) {
+        content[i % record] = static_cast<std::byte>(content[i % record] ^ std::byte{0x5A});
+        bus.write(id, 0, content);
+      }
+      // Rotated while running, not at close: the first segment was written out whole.
+      const std::vector<std::string> segments = test::segment_files(path);
+      ASSERT_EQ(segments.size(), 2u);
+      EXPECT_GE(test::fs::file_size(segments[0]), Log::kSegmentBytes);
+      EXPECT_LE(test::fs::file_size(segments[0]), Log::kSegmentBytes + record + 4096);
+      bus.write(id, 3, bytes_of("tail"));
+      want = test::durable_state(bus);
+      bus.close();
+    }
+    expect_reopens_to(path, Durability::None, want);
+  }
+}
+
 // A checksummed batch record with a row on a missing page, or past its page's end (a buggy or
 // hostile writer): the open fails with LogCorrupt naming the record and the row, whether replay
 // applies the batch on one thread or in lanes (replay checks rows while applying them).

@@ -48,8 +48,10 @@ class Log {
   static constexpr std::uint64_t kSegmentBytes = std::uint64_t{64} << 20;
   /// durability=fsync: zeros written ahead of small commits, so each lands inside the file.
   static constexpr std::uint64_t kPreallocBytes = std::uint64_t{64} << 10;
-  /// durability=none keeps at most this much unwritten before writing anyway.
-  static constexpr std::size_t kNoneBufferBytes = std::size_t{64} << 20;
+  /// durability=none gathers records smaller than kNoneDirectBytes in a buffer of this size
+  /// (kept from write to write, so it stays in cache) and writes it when full.
+  static constexpr std::size_t kNoneBufferBytes = std::size_t{1} << 20;
+  static constexpr std::size_t kNoneDirectBytes = std::size_t{64} << 10;
   /// The OS is asked to start writing back each stretch of this many bytes once it is written.
   static constexpr std::uint64_t kWriteBehindBytes = std::uint64_t{8} << 20;
   /// Sealed segments left in the OS page cache for history lookups; older ones are dropped.
