@@ -170,7 +170,7 @@ class DurableStore(abc.ABC):
 
 class MmsbLog(DurableStore):
     system, how = "mmsb", "apply_batch"
-    MODES = {"flush": "flush", "fsync": "fsync"}
+    MODES = {"none": "none", "flush": "flush", "fsync": "fsync"}
 
     def __init__(self, path: str, mode: str, stream: DurableStream):
         super().__init__(path, mode, stream)
