@@ -53,7 +53,10 @@ Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_l
 
 Log::~Log() {
   try {
-    if (!broken_ && segment_.is_open()) sync();
+    if (!broken_ && segment_.is_open()) {
+      sync();
+      trim_preallocation();  // a bus dropped without close() must not keep its reserved blocks
+    }
   } catch (...) {
     // Destruction cannot report; close() is where callers see durability errors.
   }
@@ -77,7 +80,8 @@ void Log::start_writing() {
       marked_to_ = last.synced_to;
       // Cut a torn tail (or the zeros an fsync writer wrote ahead), and restore the zero padding
       // of a file cut inside it, so the next record starts where a reader looks for it.
-      if (last.torn || segment_size_ != last.bytes.size()) segment_.truncate(segment_size_);
+      // Always: a writer killed with blocks reserved past the end (reserve_ahead) left them.
+      segment_.truncate(segment_size_);
       segment_.seek_end();
       if (last.torn) segment_.datasync();
       if (last.header.version < logfmt::kFormatVersion) {
@@ -165,6 +169,7 @@ void Log::write_out(std::initializer_list<std::span<const std::byte>> pieces, bo
   } catch (const Error&) {
     // Out of space or over a size limit: the next commits must not fail for want of room ahead.
     allocated_ = 0;
+    reserved_to_ = 0;  // the cut below gives the reserved blocks back
     write_ahead_ = false;
     try {
       segment_.truncate(segment_size_);
@@ -178,6 +183,7 @@ void Log::write_out(std::initializer_list<std::span<const std::byte>> pieces, bo
   segment_size_ += bytes;
   bytes_written_ += bytes;
   write_behind();
+  reserve_ahead();
 }
 
 // fsync mode: a commit appended to the file makes its fdatasync journal the new file size too;
@@ -194,10 +200,27 @@ void Log::preallocate(std::size_t incoming) {
   allocated_ = end + kPreallocBytes;
 }
 
-// Cuts the zeros written ahead, so a segment that is sealed or closed ends at its last record.
+// Cuts the zeros written ahead and gives back the blocks reserved past the end, so a segment
+// that is sealed or closed ends at its last record and holds no more disk than its bytes.
 void Log::trim_preallocation() {
-  if (allocated_ > segment_size_) segment_.truncate(segment_size_);
+  if (allocated_ > segment_size_ || reserved_to_ > segment_size_) segment_.truncate(segment_size_);
   allocated_ = 0;
+  reserved_to_ = 0;
+}
+
+// flush and none: appends land in disk blocks reserved ahead of them, which the filesystem has
+// already allocated: 64 MiB of 290 KB appends ran 3.4-3.5 GB/s into a plain file and 4.6-4.9
+// GB/s into a reserved one on this VM's ext4, and a stream of 4096-row batches at flush took
+// 301-397 us per batch instead of 337-444 (alternated). Only past kReserveFromBytes: a bus that
+// writes little reserves nothing (on tmpfs a reservation is zeroed memory). fsync writes zeros
+// ahead instead (preallocate): its small commits then change no file size, where reserved
+// blocks would still need their conversion journaled by each fdatasync.
+void Log::reserve_ahead() noexcept {
+  if (durability_ == Durability::Fsync || segment_size_ < kReserveFromBytes) return;
+  if (segment_size_ + kReserveBytes / 2 <= reserved_to_) return;
+  const std::uint64_t from = std::max(reserved_to_, segment_size_);
+  reserved_to_ = segment_size_ + kReserveBytes;
+  segment_.reserve(from, reserved_to_ - from);
 }
 
 std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn, std::span<const std::byte> tail) {
@@ -288,6 +311,8 @@ void Log::close() {
   if (segment_.is_open() && allocated_ > segment_size_) {
     trim_preallocation();
     segment_.datasync();
+  } else if (segment_.is_open()) {
+    trim_preallocation();  // reserved blocks only (if any): the file's size does not change
   }
   segment_ = PosixFile();  // nothing left for the destructor to sync
 }

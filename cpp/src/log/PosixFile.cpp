@@ -127,6 +127,10 @@ void PosixFile::start_writeback(std::uint64_t offset, std::uint64_t length) noex
 
 void PosixFile::drop_cached() noexcept { ::posix_fadvise(fd_, 0, 0, POSIX_FADV_DONTNEED); }
 
+void PosixFile::reserve(std::uint64_t offset, std::uint64_t length) noexcept {
+  ::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset), static_cast<off_t>(length));
+}
+
 FileBytes::FileBytes(const std::string& path, How how) {
   PosixFile f(path, O_RDONLY);
   if (how == How::Read) {

@@ -52,6 +52,10 @@ class Log {
   /// (kept from write to write, so it stays in cache) and writes it when full.
   static constexpr std::size_t kNoneBufferBytes = std::size_t{1} << 20;
   static constexpr std::size_t kNoneDirectBytes = std::size_t{64} << 10;
+  /// durability=flush and none: once a segment holds kReserveFromBytes, disk blocks are reserved
+  /// this far past its end (PosixFile::reserve), renewed when the writer is half way through.
+  static constexpr std::uint64_t kReserveFromBytes = std::uint64_t{1} << 20;
+  static constexpr std::uint64_t kReserveBytes = std::uint64_t{8} << 20;
   /// The OS is asked to start writing back each stretch of this many bytes once it is written.
   static constexpr std::uint64_t kWriteBehindBytes = std::uint64_t{8} << 20;
   /// Sealed segments left in the OS page cache for history lookups; older ones are dropped.
@@ -147,6 +151,7 @@ class Log {
   void write_out(std::initializer_list<std::span<const std::byte>> pieces, bool sync);
   void preallocate(std::size_t incoming);
   void trim_preallocation();
+  void reserve_ahead() noexcept;
   void write_behind() noexcept;
   void remember_sealed(const std::string& path) noexcept;
   void check_usable() const;
@@ -159,6 +164,7 @@ class Log {
   std::uint64_t segment_size_ = 0;
   std::uint64_t allocated_ = 0;  // fsync: the file's size when zeros were written past segment_size_
   bool write_ahead_ = true;      // cleared by a failed write: no more zeros ahead in this segment
+  std::uint64_t reserved_to_ = 0;  // flush/none: blocks reserved up to here (reserve_ahead)
   std::uint64_t written_back_ = 0;  // the OS was asked to write the active segment back this far
   std::deque<std::string> sealed_;  // the newest segments this writer sealed, oldest first
   RecoveredLog recovered_;

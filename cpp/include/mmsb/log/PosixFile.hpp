@@ -59,6 +59,11 @@ class PosixFile {
   /// Asks the OS to drop the file's clean pages from its cache (posix_fadvise DONTNEED); dirty
   /// pages stay. A hint: failures are ignored.
   void drop_cached() noexcept;
+  /// Reserves disk blocks for bytes [offset, offset + length) without changing the file's size
+  /// (fallocate KEEP_SIZE), so appends into them skip the filesystem's block allocation;
+  /// truncate(size) gives back what was not written. A hint: failures (no space, a filesystem
+  /// without fallocate) are ignored.
+  void reserve(std::uint64_t offset, std::uint64_t length) noexcept;
   int fd() const noexcept { return fd_; }
 
  private:
