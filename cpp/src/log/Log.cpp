@@ -211,7 +211,7 @@ void Log::trim_preallocation() {
 // flush and none: appends land in disk blocks reserved ahead of them, which the filesystem has
 // already allocated: 64 MiB of 290 KB appends ran 3.4-3.5 GB/s into a plain file and 4.6-4.9
 // GB/s into a reserved one on this VM's ext4, and a stream of 4096-row batches at flush took
-// 301-397 us per batch instead of 337-444 (alternated). Only past kReserveFromBytes: a bus that
+// 282-335 us per batch instead of 343-355 (alternated). Only past kReserveFromBytes: a bus that
 // writes little reserves nothing (on tmpfs a reservation is zeroed memory). fsync writes zeros
 // ahead instead (preallocate): its small commits then change no file size, where reserved
 // blocks would still need their conversion journaled by each fdatasync.
