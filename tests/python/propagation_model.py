@@ -193,14 +193,21 @@ class Oracle:
         for pid in self.order:
             if pid not in self.spec or not (set(self.spec[pid][1]) & changed):
                 continue
-            recomputed.append(pid)
-            new = self.compute(pid, self.vals)
-            if new.tobytes() != self.vals[pid].tobytes():
-                self.vals[pid] = new
-                self.epochs[pid] += 1
+            if self._recompute(pid, recomputed, derived):
                 changed.add(pid)
-                derived.append(pid)
         return recomputed, derived
+
+    def _recompute(self, pid, recomputed, derived):
+        """Recomputes pid into the model, noting it in `recomputed`, and in `derived` (with a new
+        epoch) when its bytes changed; returns whether they did."""
+        recomputed.append(pid)
+        new = self.compute(pid, self.vals)
+        if new.tobytes() == self.vals[pid].tobytes():
+            return False
+        self.vals[pid] = new
+        self.epochs[pid] += 1
+        derived.append(pid)
+        return True
 
     def settle(self, memo):
         """propagate() in deferred mode, by the memo rule: in topological order, a derived page
@@ -214,12 +221,7 @@ class Oracle:
             if sig == memo[pid]:
                 continue
             memo[pid] = sig
-            recomputed.append(pid)
-            new = self.compute(pid, self.vals)
-            if new.tobytes() != self.vals[pid].tobytes():
-                self.vals[pid] = new
-                self.epochs[pid] += 1
-                derived.append(pid)
+            self._recompute(pid, recomputed, derived)
         return recomputed, derived
 
     def closure(self, seeds):

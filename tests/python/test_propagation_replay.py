@@ -17,12 +17,18 @@ def full_state(bus):
     return st
 
 
-def test_replay_of_a_propagating_run_is_bit_exact(tmp_path):
-    rng = np.random.default_rng(77)
-    path = tmp_path / "bus"
+def random_run(path, seed, n):
+    """A directory bus at `path` with a random DAG of `n` pages (6 sources) on it: (bus, oracle, rng)."""
+    rng = np.random.default_rng(seed)
     bus = mmsb.Bus(path)
-    orc = Oracle(bus, rng, n=24, n_sources=6)
+    orc = Oracle(bus, rng, n=n, n_sources=6)
     orc.register_all()
+    return bus, orc, rng
+
+
+def test_replay_of_a_propagating_run_is_bit_exact(tmp_path):
+    path = tmp_path / "bus"
+    bus, orc, rng = random_run(path, 77, 24)
     states = {bus.lsn: full_state(bus)}
     for step in range(30):
         orc.commit_and_check(OPS[int(rng.integers(len(OPS)))])
@@ -50,25 +56,13 @@ def test_replay_of_a_propagating_run_is_bit_exact(tmp_path):
 
 
 def test_reopen_marks_unregistered_callables_stale_until_depend_again(tmp_path):
-    rng = np.random.default_rng(78)
     path = tmp_path / "bus"
-    bus = mmsb.Bus(path)
-    orc = Oracle(bus, rng, n=26, n_sources=6)
-    orc.register_all()
+    bus, orc, rng = random_run(path, 78, 26)
     for _ in range(8):
         orc.commit_and_check(OPS[int(rng.integers(len(OPS)))])
     want = full_state(bus)
     bus.close()
 
-    def descendants(seeds):
-        out, todo = set(seeds), list(seeds)
-        while todo:
-            q = todo.pop()
-            for c, s in orc.spec.items():
-                if q in s[1] and c not in out:
-                    out.add(c)
-                    todo.append(c)
-        return out
     py = [pid for pid, s in orc.spec.items() if s[0] == "py"]
     assert py, "the random DAG has Python callables"
     bus = mmsb.open(path)
@@ -76,11 +70,11 @@ def test_reopen_marks_unregistered_callables_stale_until_depend_again(tmp_path):
     orc.pages = {pid: bus.page(pid) for pid in orc.pages}
     assert full_state(bus) == want
     stale = {p.id for p in bus.stale_pages()}
-    assert descendants(py) <= stale
+    assert orc.closure(py) <= stale
     # Cutoffs are not logged, so a built-in page whose last recompute was a cutoff comes back with
     # an older memo and is (conservatively) stale too; its bytes are up to date all the same.
     scratch = orc.from_scratch()
-    for pid in stale - descendants(py):
+    for pid in stale - orc.closure(py):
         assert orc.spec[pid][0] != "py"
         d = bus.graph.derivation(pid)
         assert list(d["memo"]) != [bus.page(q).epoch for q in d["parents"]], pid

@@ -264,6 +264,22 @@ inline ::testing::AssertionResult same_durable(const DurableState& want, const D
   return ::testing::AssertionSuccess();
 }
 
+/// Creates a page of `record` bytes on `bus` and writes it whole `writes` times, one byte
+/// different each time, so that each write logs a record of about `record` bytes (enough of them
+/// fill a segment). Returns the page's id.
+inline PageId write_records(Bus& bus, std::uint64_t record, std::uint64_t writes, std::uint64_t seed) {
+  PageSpec spec;
+  spec.size = record;
+  const PageId id = bus.create_page(spec).id;
+  Rng rng(seed);
+  Bytes content = random_bytes(rng, record);
+  for (std::uint64_t i = 0; i < writes; ++i) {
+    content[i % record] ^= std::byte{0x5A};
+    bus.write(id, 0, content);
+  }
+  return id;
+}
+
 inline BusOptions dir_options(const std::string& path, Durability durability, bool must_exist = false) {
   BusOptions o;
   o.threads = 2;

@@ -233,15 +233,7 @@ TEST_F(RecoveryTest, RecoveryAcrossRotatedSegments) {
   DurableState want;
   {
     Bus bus(test::dir_options(pristine, Durability::Flush));
-    PageSpec spec;
-    spec.size = kPage;
-    const PageId id = bus.create_page(spec).id;
-    test::Rng rng(3);
-    Bytes content = test::random_bytes(rng, kPage);
-    for (std::uint64_t i = 0; i <= Log::kSegmentBytes / kPage + 1; ++i) {
-      content[i] = std::byte{0xAB};
-      bus.write(id, 0, content);  // one ~1 MiB record each
-    }
+    const PageId id = test::write_records(bus, kPage, Log::kSegmentBytes / kPage + 2, 3);
     bus.write(id, 5, bytes_of("tail"));
     want = test::durable_state(bus);
     bus.close();
@@ -271,15 +263,7 @@ TEST_F(RecoveryTest, DurabilityNoneRotatesSegmentsWhileRunning) {
     DurableState want;
     {
       Bus bus(test::dir_options(path, Durability::None));
-      PageSpec spec;
-      spec.size = record;
-      const PageId id = bus.create_page(spec).id;
-      test::Rng rng(5);
-      Bytes content = test::random_bytes(rng, record);
-      for (std::uint64_t i = 0; i <= Log::kSegmentBytes / record + 1; ++i) {
-        content[i % record] = static_cast<std::byte>(content[i % record] ^ std::byte{0x5A});
-        bus.write(id, 0, content);
-      }
+      const PageId id = test::write_records(bus, record, Log::kSegmentBytes / record + 2, 5);
       // Rotated while running, not at close: the first segment was written out whole.
       const std::vector<std::string> segments = test::segment_files(path);
       ASSERT_EQ(segments.size(), 2u);

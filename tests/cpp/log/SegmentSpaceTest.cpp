@@ -49,18 +49,7 @@ class SegmentSpaceTest : public ::testing::Test {
     if (!reserves_past_end(dir_.path())) GTEST_SKIP() << "this filesystem does not reserve blocks (fallocate)";
   }
   // A bus with one page, written `writes` times with 1 MiB.
-  static PageId fill(Bus& bus, int writes) {
-    PageSpec spec;
-    spec.size = std::uint64_t{1} << 20;
-    const PageId id = bus.create_page(spec).id;
-    test::Rng rng(8);
-    test::Bytes content = test::random_bytes(rng, spec.size);
-    for (int i = 0; i < writes; ++i) {
-      content[static_cast<std::size_t>(i)] = static_cast<std::byte>(i + 1);
-      bus.write(id, 0, content);
-    }
-    return id;
-  }
+  static void fill(Bus& bus, int writes) { test::write_records(bus, std::uint64_t{1} << 20, writes, 8); }
   test::TempDir dir_;
 };
 
