@@ -26,9 +26,9 @@ class MemoryLog {
     std::size_t block = 0;  ///< first block holding records after it (counted from the log's start)
     std::vector<std::byte> image;
   };
-  /// Appends framed records whose lsns continue the log and end at `last_lsn`. A large buffer
-  /// with little spare room (a batch, a wave) becomes a block of its own and is moved out of
-  /// `records` (left empty); other records are copied into the current block.
+  /// Appends framed records whose lsns continue the log and end at `last_lsn`. A large record
+  /// (a batch, a wave) becomes a block of its own: its buffer is moved out of `records` (left
+  /// empty), its spare room given back; smaller records are copied into the current block.
   void append(std::vector<std::byte>& records, Lsn last_lsn);
   /// Calls fn(record, where) for each record in lsn order until fn returns false. The record's
   /// body points into the log (valid until the next append). Throws Error(Internal) if the
