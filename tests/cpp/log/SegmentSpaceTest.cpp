@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -80,16 +81,13 @@ TEST_F(SegmentSpaceTest, ADroppedBusGivesItsReservationBack) {
 
 TEST_F(SegmentSpaceTest, AKilledWritersReservationGoesBackWhenTheNextWriterOpens) {
   const std::string path = dir_ / "killed";
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
+  const test::ChildResult child = test::run_in_child([&]() -> std::string {
     Bus bus(test::dir_options(path, Durability::Flush));
     fill(bus, 2);
-    ::_exit(0);  // no destructor, as if killed
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ::kill(::getpid(), SIGKILL);
+    return "still alive";
+  });
+  ASSERT_TRUE(WIFSIGNALED(child.status) && WTERMSIG(child.status) == SIGKILL) << child.report;
   const std::string segment = test::segment_files(path).back();
   EXPECT_GE(allocated(segment), test::fs::file_size(segment) + Log::kReserveBytes / 2)
       << "the killed writer reserved nothing";
