@@ -230,8 +230,12 @@ Lsn Bus::apply_batch(const DeltaBatchView& batch) {
   }
   Lsn last = 0;
   if (wave || grouping_locked()) {
+    // Group commit of a batch alone: logged before it applies (with undo), so the sync the log
+    // starts for a large record runs while it applies. Not with a wave (its deltas share the
+    // record) nor device rows (their transfer may fail after the record is written).
+    const bool log_now = !wave && !devices_->active();
     atomically_locked([&] {
-      last = record_batch_locked(batch);
+      last = record_batch_locked(batch, log_now);
       if (wave) run_wave_locked();
     });
   } else {
@@ -243,23 +247,29 @@ Lsn Bus::apply_batch(const DeltaBatchView& batch) {
   return last;
 }
 
+void Bus::log_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns) {
+  const Lsn last = first + batch.rows() - 1;
+  record_buf_.clear();
+  if (log_) {
+    // The file log writes the payload from the caller's buffer: megabytes not copied twice.
+    encode_batch_record_head(record_buf_, first, batch, timestamp_ns);
+    log_locked(last, batch.payload);
+  } else if (logging()) {
+    encode_op_record(record_buf_, first, batch, timestamp_ns);
+    log_locked(last);
+  }
+}
+
 // A validated batch: logged (or noted in the open transaction), applied, counted; no wave.
-Lsn Bus::record_batch_locked(const DeltaBatchView& batch) {
+Lsn Bus::record_batch_locked(const DeltaBatchView& batch, bool log_now) {
   const Lsn first = lsn_.load(std::memory_order_relaxed) + 1;
   const Lsn last = first + batch.rows() - 1;
   const std::uint64_t ts = now_ns();
   std::byte* undo = nullptr;
   if (txn_) {
-    undo = txn_note_batch_locked(batch, ts);
-  } else if (log_) {
-    // The file log writes the payload from the caller's buffer: megabytes not copied twice.
-    record_buf_.clear();
-    encode_batch_record_head(record_buf_, first, batch, ts);
-    log_locked(last, batch.payload);
-  } else if (logging()) {
-    record_buf_.clear();
-    encode_op_record(record_buf_, first, batch, ts);
-    log_locked(last);
+    undo = txn_note_batch_locked(batch, first, ts, log_now && txn_->ops.op_count() == 0);
+  } else {
+    log_batch_locked(batch, first, ts);
   }
   lsn_.store(last, std::memory_order_release);  // before the stale marks, which carry it
   apply_batch_locked(batch, first, ts, undo);

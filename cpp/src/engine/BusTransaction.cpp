@@ -401,7 +401,8 @@ void Bus::txn_note_delta_locked(PageRecord& r, const Delta& d, const std::span<c
   t.undo.emplace_back(u);  // cannot fail after the reserve
 }
 
-std::byte* Bus::txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t timestamp_ns) {
+std::byte* Bus::txn_note_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns,
+                                      bool log_now) {
   UndoBatch u;
   if (!txn_->spare_batches.empty()) {
     u = std::move(txn_->spare_batches.back());
@@ -424,7 +425,11 @@ std::byte* Bus::txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t
   }
   for (const auto& [rec, epoch, last] : u.first_touch) seen_bits_[rec->id / 64] = 0;
   txn_->reserve_heavy();
-  txn_->ops.add(batch, timestamp_ns);
+  if (log_now) {
+    log_batch_locked(batch, first, timestamp_ns);  // sets txn_->ticket: parked until durable
+  } else {
+    txn_->ops.add(batch, timestamp_ns);
+  }
   txn_->push_heavy(std::move(u));
   return std::get<UndoBatch>(txn_->heavy.back()).old.data();
 }

@@ -2,6 +2,9 @@
 
 #include "mmsb/core/Error.hpp"
 
+#include <algorithm>
+#include <system_error>
+
 namespace mmsb {
 
 void GroupSync::reset(std::uint64_t offset, Lsn lsn) {
@@ -11,10 +14,65 @@ void GroupSync::reset(std::uint64_t offset, Lsn lsn) {
   durable_ = latest_;
 }
 
-std::uint64_t GroupSync::written(std::uint64_t offset, Lsn lsn) {
+GroupSync::~GroupSync() { close(); }
+
+std::uint64_t GroupSync::written(std::uint64_t offset, Lsn lsn, bool sync_now) noexcept {
   std::lock_guard g(mutex_);
   latest_ = {next_ticket_++, offset, lsn};
+  if (sync_now && !closed_) {
+    try {
+      if (!helper_.joinable()) helper_ = std::thread([this] { helper_loop(); });
+      sync_asked_ = true;
+      wake_.notify_one();
+    } catch (const std::system_error&) {
+      // No thread to be had: the record's committer leads the sync in wait(), as for a small one.
+      // The record is written already, so its commit must not fail here.
+    }
+  }
   return latest_.ticket;
+}
+
+void GroupSync::helper_loop() {
+  std::unique_lock g(mutex_);
+  for (;;) {
+    wake_.wait(g, [&] { return sync_asked_ || closed_; });
+    if (closed_) return;
+    sync_asked_ = false;
+    // A committer may have led it already, a failure wait for its abandon(), or abandon() have
+    // failed the records (a sync now would report them durable): nothing to do, but committers
+    // waiting for this sync must look again.
+    if (in_flight_ || failed_ || latest_.ticket <= std::max(durable_.ticket, failed_through_)) {
+      changed_.notify_all();
+      continue;
+    }
+    ++early_syncs_;
+    lead(g);
+  }
+}
+
+void GroupSync::lead(std::unique_lock<std::mutex>& g) {
+  // One fdatasync for every record written so far, whoever wrote it. Records written while it
+  // runs wait for the next one (their bytes may or may not be covered by this one).
+  in_flight_ = true;
+  const Point target = latest_;
+  g.unlock();
+  std::string error;
+  try {
+    sync_();
+  } catch (const std::exception& e) {
+    error = e.what();
+    if (error.empty()) error = "fdatasync failed";
+  }
+  g.lock();
+  in_flight_ = false;
+  ++syncs_;
+  if (error.empty()) {
+    if (target.ticket > durable_.ticket) durable_ = target;
+  } else {
+    failed_ = true;
+    failure_ = std::move(error);
+  }
+  changed_.notify_all();
 }
 
 GroupSync::Outcome GroupSync::wait(std::uint64_t ticket) {
@@ -23,32 +81,12 @@ GroupSync::Outcome GroupSync::wait(std::uint64_t ticket) {
     if (ticket <= durable_.ticket) return Outcome::Durable;
     if (ticket <= failed_through_ || closed_) return Outcome::Failed;
     if (failed_) return Outcome::Unhandled;
-    if (in_flight_) {
+    // A sync asked of the helper is as good as one in flight: a second would only queue behind it.
+    if (in_flight_ || sync_asked_) {
       changed_.wait(g);
       continue;
     }
-    // Lead: one fdatasync for every record written so far, whoever wrote it. Records written
-    // while it runs wait for the next one (their bytes may or may not be covered by this one).
-    in_flight_ = true;
-    const Point target = latest_;
-    g.unlock();
-    std::string error;
-    try {
-      sync_();
-    } catch (const std::exception& e) {
-      error = e.what();
-      if (error.empty()) error = "fdatasync failed";
-    }
-    g.lock();
-    in_flight_ = false;
-    ++syncs_;
-    if (error.empty()) {
-      if (target.ticket > durable_.ticket) durable_ = target;
-    } else {
-      failed_ = true;
-      failure_ = std::move(error);
-    }
-    changed_.notify_all();
+    lead(g);
   }
 }
 
@@ -77,6 +115,7 @@ GroupSync::Point GroupSync::abandon(const std::function<void(const Point&)>& cut
   changed_.wait(g, [&] { return !in_flight_; });
   cut(durable_);
   failed_through_ = latest_.ticket;
+  sync_asked_ = false;  // what it was asked for is gone
   latest_.offset = durable_.offset;
   latest_.lsn = durable_.lsn;
   failed_ = false;
@@ -89,6 +128,9 @@ void GroupSync::close() {
   changed_.wait(g, [&] { return !in_flight_; });
   closed_ = true;
   changed_.notify_all();
+  wake_.notify_one();
+  g.unlock();
+  if (helper_.joinable() && helper_.get_id() != std::this_thread::get_id()) helper_.join();
 }
 
 bool GroupSync::failed() const {
@@ -114,6 +156,11 @@ std::uint64_t GroupSync::durable_offset() const {
 std::uint64_t GroupSync::syncs() const {
   std::lock_guard g(mutex_);
   return syncs_;
+}
+
+std::uint64_t GroupSync::early_syncs() const {
+  std::lock_guard g(mutex_);
+  return early_syncs_;
 }
 
 }  // namespace mmsb

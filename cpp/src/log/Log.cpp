@@ -238,23 +238,22 @@ std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn, std::sp
     }
     open_segment(last_lsn_ + 1);
   }
-  // The last record's tail and its padding go between `records` and the sync mark (trailer_).
-  const std::size_t pad = tail.empty() ? 0 : logfmt::tail_padding(records.size() + tail.size());
-  trailer_.assign(pad, std::byte{0});
+  // The last record's tail and its padding go between `records` and the sync mark (mark_).
+  static constexpr std::byte kZeros[logfmt::kAlign] = {};
+  const std::span<const std::byte> pad(kZeros, tail.empty() ? 0 : logfmt::tail_padding(records.size() + tail.size()));
   // Group commit: say what the last sync covered, so recovery can tell damage there (corruption)
   // from this group's unsynced records arriving out of order (a torn tail).
+  mark_.clear();
   std::uint64_t mark = 0;
   if (group_) {
     mark = group_->durable_offset();
-    if (mark > marked_to_) logfmt::append_sync_mark(trailer_, last_lsn + 1, mark);
+    if (mark > marked_to_) logfmt::append_sync_mark(mark_, last_lsn + 1, mark);
   }
   // Where they land; the index reads only headers, so the last record may end past `records`.
   const std::uint64_t at = segment_size_ + pending_.size();
   records_.add(segment_first_lsn_, at, records);
-  if (trailer_.size() > pad) {
-    records_.add(segment_first_lsn_, at + records.size() + tail.size() + pad, std::span(trailer_).subspan(pad));
-  }
-  const std::size_t bytes = records.size() + tail.size() + trailer_.size();
+  if (!mark_.empty()) records_.add(segment_first_lsn_, at + records.size() + tail.size() + pad.size(), mark_);
+  const std::size_t bytes = records.size() + tail.size() + pad.size() + mark_.size();
   if (durability_ == Durability::None) {
     // Small records gather in one reused buffer, written when the next would overflow it (a
     // write call per record costs more than the copy); a large one is written as it is, after
@@ -263,21 +262,23 @@ std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn, std::sp
     const bool direct = bytes >= kNoneDirectBytes;
     if (direct || pending_.size() + bytes > kNoneBufferBytes) flush();
     if (direct) {
-      write_out({records, tail, trailer_}, false);
+      write_out({records, tail, pad, mark_}, false);
     } else {
       // Room for a full buffer once: the inserts then cannot fail half way through a record.
       if (pending_.capacity() < kNoneBufferBytes) pending_.reserve(kNoneBufferBytes);
-      pending_.insert(pending_.end(), records.begin(), records.end());
-      pending_.insert(pending_.end(), tail.begin(), tail.end());
-      pending_.insert(pending_.end(), trailer_.begin(), trailer_.end());
+      for (std::span<const std::byte> piece : {std::span<const std::byte>(records), tail, pad,
+                                                std::span<const std::byte>(mark_)}) {
+        pending_.insert(pending_.end(), piece.begin(), piece.end());
+      }
     }
   } else {
-    // fsync: written now, synced by group commit (GroupSync::wait) for every writer at once.
-    write_out({records, tail, trailer_}, false);
+    // fsync: written now, synced by group commit for every writer at once: a large record's sync
+    // starts now on the helper thread, a small one's when its committer waits (GroupSync).
+    write_out({records, tail, pad, mark_}, false);
   }
   marked_to_ = std::max(marked_to_, mark);
   last_lsn_ = last_lsn;
-  return group_ ? group_->written(segment_size_, last_lsn) : 0;
+  return group_ ? group_->written(segment_size_, last_lsn, bytes >= kEarlySyncBytes) : 0;
 }
 
 Lsn Log::abandon_unsynced() {

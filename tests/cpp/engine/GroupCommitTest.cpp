@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "log/LogTestUtil.hpp"
+#include "mmsb/log/Log.hpp"
 #include "mmsb/log/SegmentReader.hpp"
 
 namespace mmsb {
@@ -221,6 +222,95 @@ TEST(GroupCommit, GroupRecordsKeptOutOfOrderAreATornTail) {
   EXPECT_TRUE(test::same_bytes(first_page, {reopened.page(pages[0]).data, 64}));
 }
 
+// Which thread ran each segment fdatasync; with fail_first, the first one fails.
+class SyncThreads final : public FileObserver {
+ public:
+  explicit SyncThreads(bool fail_first) : fail_first_(fail_first) {}
+  void before_write(const std::string&, std::uint64_t, std::span<const std::byte>) override {}
+  void before_sync(const std::string& path) override {
+    if (!is_segment(path)) return;
+    std::lock_guard g(m_);
+    threads_.push_back(std::this_thread::get_id());
+    if (fail_first_ && threads_.size() == 1) fail(ErrorCode::Durability, "fdatasync of '", path, "' failed: Input/output error (injected)");
+  }
+  void before_truncate(const std::string&, std::uint64_t) override {}
+  void before_rename(const std::string&, const std::string&) override {}
+  std::vector<std::thread::id> threads() {
+    std::lock_guard g(m_);
+    return threads_;
+  }
+
+ private:
+  std::mutex m_;
+  const bool fail_first_;
+  std::vector<std::thread::id> threads_;
+};
+
+// A batch of `rows` 64-byte rows filling page `id` from offset 0 with `fill`: 2048 rows make a
+// record above Log::kEarlySyncBytes.
+void fill_batch(Bus& bus, PageId id, std::size_t rows, std::byte fill) {
+  std::vector<PageId> ids(rows, id);
+  std::vector<std::uint64_t> offsets(rows), lengths(rows, 64);
+  for (std::size_t i = 0; i < rows; ++i) offsets[i] = 64 * i;
+  const test::Bytes payload(64 * rows, fill);
+  bus.apply_batch(DeltaBatchView{ids, offsets, lengths, payload});
+}
+
+// A large batch's record has its fdatasync started on the log's helper thread as soon as it is
+// written, so the disk works while the batch applies; a small commit's sync is led by its own
+// committer (handing it over would cost more than the overlap saves).
+TEST(GroupCommit, ALargeBatchIsSyncedByTheHelperAndASmallWriteInPlace) {
+  static_assert(2048 * 64 > Log::kEarlySyncBytes);
+  test::TempDir tmp;
+  SyncThreads disk(/*fail_first=*/false);
+  Bus bus(test::dir_options(tmp.path() + "/b", Durability::Fsync));
+  const PageId big = bus.create_page(raw_page(2048 * 64)).id;
+  ObserverGuard guard(&disk);
+  fill_batch(bus, big, 2048, std::byte{7});
+  std::vector<std::thread::id> syncs = disk.threads();
+  ASSERT_EQ(syncs.size(), 1u) << "the committer synced again after the helper's sync";
+  EXPECT_NE(syncs[0], std::this_thread::get_id());
+  bus.write(big, 0, test::Bytes(8, std::byte{9}));
+  syncs = disk.threads();
+  ASSERT_EQ(syncs.size(), 2u);
+  EXPECT_EQ(syncs[1], std::this_thread::get_id());
+  EXPECT_EQ(bus.page(big).data[64], std::byte{7});
+  EXPECT_EQ(bus.page(big).data[0], std::byte{9});
+}
+
+// The helper's sync failing rolls the batch back as any failed group sync does: the commit
+// throws, memory is as before it, the bus goes on, and the directory reopens to that state.
+TEST(GroupCommit, AFailedEarlySyncRollsBackTheLargeBatch) {
+  test::TempDir tmp;
+  const std::string dir = tmp.path() + "/b";
+  test::DurableState before;
+  {
+    Bus bus(test::dir_options(dir, Durability::Fsync));
+    const PageId big = bus.create_page(raw_page(2048 * 64)).id;
+    fill_batch(bus, big, 2048, std::byte{1});
+    before = test::durable_state(bus);
+    {
+      SyncThreads disk(/*fail_first=*/true);
+      ObserverGuard guard(&disk);
+      try {
+        fill_batch(bus, big, 2048, std::byte{2});
+        ADD_FAILURE() << "a batch whose sync failed was acknowledged";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ErrorCode::Durability) << e.what();
+      }
+      const std::vector<std::thread::id> syncs = disk.threads();
+      ASSERT_FALSE(syncs.empty());
+      EXPECT_NE(syncs[0], std::this_thread::get_id()) << "the failed sync was not the helper's";
+    }
+    EXPECT_TRUE(test::same_durable(before, test::durable_state(bus)));
+    fill_batch(bus, big, 1024, std::byte{3});
+    before = test::durable_state(bus);
+    bus.close();
+  }
+  Bus reopened(test::dir_options(dir, Durability::Fsync, /*must_exist=*/true));
+  EXPECT_TRUE(test::same_durable(before, test::durable_state(reopened)));
+}
+
 // Many threads, every commit kind, checkpoints on the way: every acknowledged commit is there
 // after reopening, and memory equaled the log at close.
 TEST(GroupCommit, ConcurrentWritersOfEveryKindReopenToTheSameState) {
@@ -230,8 +320,9 @@ TEST(GroupCommit, ConcurrentWritersOfEveryKindReopenToTheSameState) {
   std::atomic<int> acknowledged{0};
   {
     Bus bus(test::dir_options(tmp.path() + "/b", Durability::Fsync));
-    std::vector<PageId> pages;
+    std::vector<PageId> pages, big;
     for (int i = 0; i < kThreads; ++i) pages.push_back(bus.create_page(raw_page(256)).id);
+    for (int i = 0; i < kThreads; ++i) big.push_back(bus.create_page(raw_page(2048 * 64)).id);
     std::vector<std::thread> threads;
     for (int t = 0; t < kThreads; ++t) {
       threads.emplace_back([&, t] {
@@ -239,7 +330,7 @@ TEST(GroupCommit, ConcurrentWritersOfEveryKindReopenToTheSameState) {
         for (int s = 0; s < kSteps; ++s) {
           const test::Bytes data = test::random_bytes(rng, 1 + test::uniform(rng, 0, 31));
           const std::uint64_t off = test::uniform(rng, 0, 256 - data.size());
-          switch (test::uniform(rng, 0, 5)) {
+          switch (test::uniform(rng, 0, 6)) {
             case 0: {
               const std::uint64_t len = data.size();
               bus.apply_batch(DeltaBatchView{{&pages[t], 1}, {&off, 1}, {&len, 1}, data});
@@ -256,6 +347,9 @@ TEST(GroupCommit, ConcurrentWritersOfEveryKindReopenToTheSameState) {
               bus.delete_page(extra);
               break;
             }
+            case 6:  // a record large enough to be synced by the helper while it applies
+              fill_batch(bus, big[t], 2048, data[0]);
+              break;
             case 3:
               if (t == 0 && s % 20 == 19) bus.checkpoint();
               [[fallthrough]];

@@ -348,7 +348,11 @@ class Bus {
     if (!txn_) commit_latency_.record(monotonic_ns() - t0);
   }
   void record_delta_locked(PageRecord& r, Delta& d);
-  Lsn record_batch_locked(const DeltaBatchView& batch);
+  /// `log_now` (a group commit's own transaction, holding nothing else): the batch is written to
+  /// the log as its own record before it is applied, so its fdatasync runs while it applies.
+  Lsn record_batch_locked(const DeltaBatchView& batch, bool log_now = false);
+  /// Writes a validated batch to the log (or the in-memory log) as its own record.
+  void log_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns);
   void preview_locked(PageId child, std::span<std::byte> out);
   void propagate_locked();
   void enqueue(std::unique_ptr<Submission> s, bool block);
@@ -455,9 +459,10 @@ class Bus {
   /// Records a delta in the open transaction; `inputs` marks it derived (logged with them).
   void txn_note_delta_locked(PageRecord& r, const Delta& d,
                              const std::span<const std::pair<PageId, Epoch>>* inputs = nullptr);
-  /// Records a batch about to be applied; returns the buffer apply_batch_locked fills with the
-  /// bytes each row overwrites (its undo).
-  std::byte* txn_note_batch_locked(const DeltaBatchView& batch, std::uint64_t timestamp_ns);
+  /// Records a batch about to be applied, in the open transaction's record or (`log_now`) as a
+  /// record of its own written now; returns the buffer apply_batch_locked fills with the bytes
+  /// each row overwrites (its undo). Throws with nothing recorded or written.
+  std::byte* txn_note_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns, bool log_now);
   void end_transaction_locked() noexcept;
   PageRecord& live_locked(PageId id);
   /// Where a page found by recovery or replay goes: its location, or the host for a read-only

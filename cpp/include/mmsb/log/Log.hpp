@@ -56,6 +56,9 @@ class Log {
   /// this far past its end (PosixFile::reserve), renewed when the writer is half way through.
   static constexpr std::uint64_t kReserveFromBytes = std::uint64_t{1} << 20;
   static constexpr std::uint64_t kReserveBytes = std::uint64_t{8} << 20;
+  /// durability=fsync: a record of at least this many bytes has its fdatasync started at once on
+  /// GroupSync's helper thread, so the disk works while the commit applies (GroupSync::written).
+  static constexpr std::size_t kEarlySyncBytes = std::size_t{64} << 10;
   /// The OS is asked to start writing back each stretch of this many bytes once it is written.
   static constexpr std::uint64_t kWriteBehindBytes = std::uint64_t{8} << 20;
   /// Sealed segments left in the OS page cache for history lookups; older ones are dropped.
@@ -169,7 +172,7 @@ class Log {
   std::deque<std::string> sealed_;  // the newest segments this writer sealed, oldest first
   RecoveredLog recovered_;
   std::vector<std::byte> pending_;  // durability=none: not yet written
-  std::vector<std::byte> trailer_;  // append(): a tail's padding and the sync mark after it
+  std::vector<std::byte> mark_;  // append(): the sync mark after a record (group commit), if any
   Lsn last_lsn_ = 0;
   std::uint64_t bytes_written_ = 0;
   bool broken_ = false;
