@@ -45,7 +45,6 @@ void GroupSync::helper_loop() {
       changed_.notify_all();
       continue;
     }
-    ++early_syncs_;
     lead(g);
   }
 }
@@ -158,9 +157,5 @@ std::uint64_t GroupSync::syncs() const {
   return syncs_;
 }
 
-std::uint64_t GroupSync::early_syncs() const {
-  std::lock_guard g(mutex_);
-  return early_syncs_;
-}
 
 }  // namespace mmsb

@@ -82,8 +82,6 @@ class GroupSync {
   std::uint64_t durable_offset() const;
   /// Number of fdatasyncs led (for stats: commits / syncs is the mean group size).
   std::uint64_t syncs() const;
-  /// Syncs led by the helper thread (part of syncs()).
-  std::uint64_t early_syncs() const;
 
  private:
   /// One fdatasync of everything written so far; called with `g` held, no sync in flight and no
@@ -101,7 +99,6 @@ class GroupSync {
   std::uint64_t failed_through_ = 0;  // tickets <= this were abandoned
   std::uint64_t next_ticket_ = 1;
   std::uint64_t syncs_ = 0;
-  std::uint64_t early_syncs_ = 0;
   bool in_flight_ = false;
   bool sync_asked_ = false;  // for the helper
   bool failed_ = false;
