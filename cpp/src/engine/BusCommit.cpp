@@ -266,13 +266,25 @@ Lsn Bus::record_batch_locked(const DeltaBatchView& batch, bool log_now) {
   const Lsn last = first + batch.rows() - 1;
   const std::uint64_t ts = now_ns();
   std::byte* undo = nullptr;
+  const bool early = txn_ && log_now && txn_->ops.op_count() == 0;
   if (txn_) {
-    undo = txn_note_batch_locked(batch, first, ts, log_now && txn_->ops.op_count() == 0);
+    undo = txn_note_batch_locked(batch, first, ts, early);
   } else {
     log_batch_locked(batch, first, ts);
   }
   lsn_.store(last, std::memory_order_release);  // before the stale marks, which carry it
-  apply_batch_locked(batch, first, ts, undo);
+  try {
+    apply_batch_locked(batch, first, ts, undo);
+  } catch (...) {
+    // Out of memory after the record was written (it may be durable already) while the
+    // transaction undoes the batch: the next commit would reuse its lsns. So the log takes
+    // nothing more, as LMDB panics: the bus must be reopened, which replays what reached the disk.
+    if (early && log_) {
+      txn_->ticket = 0;  // retired, not parked: no commit waits on it
+      log_->mark_broken("holds a batch whose apply failed after it was written");
+    }
+    throw;
+  }
   count(batch.rows(), batch.payload.size());
   return last;
 }

@@ -3,7 +3,7 @@
 #include "mmsb/core/Error.hpp"
 
 #include <algorithm>
-#include <system_error>
+#include <exception>
 
 namespace mmsb {
 
@@ -24,9 +24,9 @@ std::uint64_t GroupSync::written(std::uint64_t offset, Lsn lsn, bool sync_now) n
       if (!helper_.joinable()) helper_ = std::thread([this] { helper_loop(); });
       sync_asked_ = true;
       wake_.notify_one();
-    } catch (const std::system_error&) {
-      // No thread to be had: the record's committer leads the sync in wait(), as for a small one.
-      // The record is written already, so its commit must not fail here.
+    } catch (const std::exception&) {
+      // No thread (or no memory for one) to be had: the record's committer leads the sync in
+      // wait(), as for a small one. The record is written already: its commit must not fail here.
     }
   }
   return latest_.ticket;

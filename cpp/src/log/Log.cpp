@@ -150,10 +150,12 @@ void Log::remember_sealed(const std::string& path) noexcept {
 }
 
 void Log::check_usable() const {
-  if (broken_) {
-    fail(ErrorCode::Durability, "the log of '", dir_,
-         "' could not be restored after a failed write; reopen the bus to recover");
-  }
+  if (broken_) fail(ErrorCode::Durability, "the log of '", dir_, "' ", broken_why_, "; reopen the bus to recover");
+}
+
+void Log::mark_broken(const char* why) noexcept {
+  broken_ = true;
+  broken_why_ = why;
 }
 
 // Writes (and with `sync`, fdatasyncs) bytes at the end of the active segment. On any failure

@@ -107,6 +107,11 @@ class Log {
   Lsn abandon_unsynced();
   /// Hands everything pending to the OS without syncing (so readers of the files see it).
   void flush();
+  /// The caller could not finish a change whose records are written (they may even be durable):
+  /// nothing more may be written after them, so every later append, flush and sync throws
+  /// Error(Durability) naming `why` (a static string: nothing to allocate when memory ran out);
+  /// reopening the bus replays what reached the disk.
+  void mark_broken(const char* why) noexcept;
   /// Final sync, then no more writing (the lock is released with the object).
   void close();
   /// Writes a checkpoint of `table` at `lsn` (after sync()) and starts a new segment after it;
@@ -176,6 +181,7 @@ class Log {
   Lsn last_lsn_ = 0;
   std::uint64_t bytes_written_ = 0;
   bool broken_ = false;
+  const char* broken_why_ = "could not be restored after a failed write";
   bool read_only_ = false;
   std::optional<unsigned> retention_;
   Lsn retained_from_ = 0;
