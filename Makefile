@@ -8,7 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 JOBS ?= $(shell nproc)
 CMAKE_GEN := -G Ninja
-TEST_BUILD := build/cpp-tests
+# The tree pip builds mmsb._core in (pyproject.toml build-dir): the tests reuse its engine.
+TEST_BUILD := build/release
 ASAN_BUILD := build/cpp-asan
 TSAN_BUILD := build/cpp-tsan
 

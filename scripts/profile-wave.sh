@@ -11,13 +11,13 @@
 # read them with a perf profile (docs/architecture.md, "Where a large wave's time goes").
 #
 # Usage: scripts/profile-wave.sh [BENCH_BINARY] [OUT_FILE]
-#   BENCH_BINARY  default build/cpp-tests/benchmarks/cpp/bench_propagation (make test-cpp builds it)
+#   BENCH_BINARY  default build/release/benchmarks/cpp/bench_propagation (make test-cpp builds it)
 #   OUT_FILE      the callgrind profile, default build/profile-wave.callgrind (open it with
 #                 callgrind_annotate or kcachegrind for line-level detail)
 # Takes about a minute; needs valgrind (Debian: apt-get install valgrind; only this script uses it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BENCH=${1:-build/cpp-tests/benchmarks/cpp/bench_propagation}
+BENCH=${1:-build/release/benchmarks/cpp/bench_propagation}
 OUT=${2:-build/profile-wave.callgrind}
 [ -x "$BENCH" ] || { echo "no benchmark binary at $BENCH (run make test-cpp, or pass its path)" >&2; exit 1; }
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }

@@ -1,6 +1,6 @@
 """Running the C++ Google Benchmark binaries (benchmarks/cpp/) from `mmsb bench`.
 
-The binaries are built by `make test` (build/cpp-tests/) and `make bench` (build/bench/), not by
+The binaries are built by `make test` (build/release/) and `make bench` (build/bench/), not by
 the Python package, so an installed mmsb may have none: a category then records the part as
 skipped, with the reason, and reports no figure for it. Where to look: the directory named by
 MMSB_BENCH_BIN_DIR if it is set (only there: an explicit choice is never second-guessed), else
@@ -19,7 +19,7 @@ from typing import Optional
 from ._measure import VerificationError
 
 ENV_DIR = "MMSB_BENCH_BIN_DIR"
-BUILD_DIRS = ("build/bench/benchmarks/cpp", "build/cpp-tests/benchmarks/cpp")
+BUILD_DIRS = ("build/bench/benchmarks/cpp", "build/release/benchmarks/cpp")
 _UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 
 
