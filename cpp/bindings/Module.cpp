@@ -44,5 +44,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("cuda_device_count", &cuda::device_count);
   m.def("cuda_emulate_devices", &cuda::emulate_devices, py::arg("count"));
   m.def("cuda_emulated_devices", &cuda::emulated_devices);
+  m.def("cuda_fail_emulated_write", &cuda::fail_emulated_write, py::arg("nth"));
   m.attr("__version__") = build_info().version;
 }

@@ -238,6 +238,43 @@ def test_reopening_device_pages_without_the_device_is_refused(devices, tmp_path)
     assert past.page(1).location == "cuda:1" and past.page(1).view().tolist() == [1.0] * 4
 
 
+@pytest.mark.parametrize("durability", ["flush", "none"])
+@pytest.mark.parametrize("batch", [False, True], ids=["write", "batch"])
+def test_a_device_write_failing_after_its_record_stops_writes_until_reopened(devices, tmp_path, durability, batch):
+    # flush and none log a change before applying it: a device error in the apply leaves the log
+    # ahead of memory, so the bus must refuse to log anything more (lsns would be reused).
+    bus = mmsb.Bus(tmp_path / "b", durability=durability)
+    dev = bus.create_page(data=np.zeros(8), location="cuda:0")
+    host = bus.create_page(8)
+    host.write(0, b"before!!")
+    lsn = bus.lsn
+    _core.cuda_fail_emulated_write(1)
+    try:
+        with pytest.raises(mmsb.DeviceUnavailableError, match="injected"):
+            if batch:
+                bus.apply_batch(mmsb.DeltaBatch([dev.id], [0], [8], np.float64(7.0).tobytes()))
+            else:
+                dev.write(0, np.float64(7.0).tobytes())
+    finally:
+        _core.cuda_fail_emulated_write(0)
+    assert dev.view().tolist() == [0.0] * 8 and dev.epoch == 1
+    with pytest.raises(mmsb.DurabilityError, match="reopen the bus"):
+        host.write(0, b"refused!")
+    assert bytes(host.view()) == b"before!!"
+    try:
+        bus.close()
+    except mmsb.DurabilityError:
+        pass
+    with mmsb.open(tmp_path / "b") as again:
+        # The failed change whole (its record reached the file) or not at all; the refused write never.
+        assert again.lsn in (lsn, lsn + 1)
+        assert again.page(dev.id).view()[0] == (7.0 if again.lsn == lsn + 1 else 0.0)
+        assert bytes(again.page(host.id).view()) == b"before!!"
+        recovered = again.lsn
+        again.page(host.id).write(0, b"after!!!")
+        assert again.lsn == recovered + 1
+
+
 def test_dlpack_of_a_device_page(devices):
     bus = mmsb.Bus()
     p = bus.create_page(data=np.arange(4.0), location="cuda:1")

@@ -2,6 +2,7 @@
 // rewrite every device write goes through.
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <bit>
 #include <charconv>
 #include <cstdlib>
@@ -22,6 +23,16 @@ namespace mmsb::cuda {
 namespace {
 
 constexpr std::byte kInvert{0xFF};
+
+std::atomic<std::uint64_t> g_writes_until_failure{0};  // fail_emulated_write: 0 = disarmed
+
+// Counts one write down toward an armed failure; true for the write that must fail.
+bool write_fails() noexcept {
+  std::uint64_t left = g_writes_until_failure.load(std::memory_order_relaxed);
+  while (left != 0 && !g_writes_until_failure.compare_exchange_weak(left, left - 1, std::memory_order_relaxed)) {
+  }
+  return left == 1;
+}
 
 void invert_copy(std::byte* dst, const std::byte* src, std::uint64_t n) noexcept {
   std::uint64_t i = 0;
@@ -62,6 +73,7 @@ class EmulatedBackend final : public DeviceBackend {
   void write(std::span<const DeviceRun> runs, std::span<const std::byte> host) override {
     std::lock_guard g(mutex_);
     check_runs(runs, host.size(), "write");
+    if (write_fails()) fail(ErrorCode::DeviceUnavailable, location_, " write: injected failure (fail_emulated_write)");
     std::uint64_t bytes = 0;
     for (const DeviceRun& r : runs) {
       move(r.device, host.data() + r.host_offset, r.length);
@@ -248,6 +260,8 @@ void emulate_devices(int count) {
   reg.emulation.clear();
   reg.emulated = std::max(count, 0);
 }
+
+void fail_emulated_write(std::uint64_t nth) noexcept { g_writes_until_failure.store(nth, std::memory_order_relaxed); }
 
 int emulated_devices() noexcept {
   Registry& reg = registry();

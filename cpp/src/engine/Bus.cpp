@@ -98,6 +98,14 @@ void Bus::check_writable() const {
     fail(ErrorCode::ReadOnly, "this bus is a read-only view of '", path_, "' at lsn ", lsn(),
          "; write through the bus that owns the directory");
   }
+  if (log_broken_ && log_) {
+    fail(ErrorCode::Durability, "the log of '", path_, "' holds a change whose apply failed after it was ",
+         "written; reopen the bus to recover");
+  }
+  if (log_broken_) {
+    fail(ErrorCode::Durability, "this in-memory bus's history holds a change whose apply failed after it ",
+         "was logged; it takes no more writes (its pages can still be read)");
+  }
 }
 
 PageRecord& Bus::live_locked(PageId id) { return table_.get(id); }
@@ -155,14 +163,17 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
     table_.discard_newest(r.id);
     throw;
   }
-  r.last_lsn.store(create_lsn, std::memory_order_relaxed);
-  lsn_.store(create_lsn, std::memory_order_release);
-  bump(counters_.pages_created, 1);
-  emit_locked(EventKind::PageCreated, r.id, create_lsn, 0);
-  if (content) {
-    apply_delta_locked(r, *content, create_lsn + 1);
-    count(1, content->payload().size());
-    emit_locked(EventKind::DeltaApplied, r.id, create_lsn + 1, 1);
+  {
+    const LoggedAhead ahead(*this, !txn_ && logging());
+    r.last_lsn.store(create_lsn, std::memory_order_relaxed);
+    lsn_.store(create_lsn, std::memory_order_release);
+    bump(counters_.pages_created, 1);
+    emit_locked(EventKind::PageCreated, r.id, create_lsn, 0);
+    if (content) {
+      apply_delta_locked(r, *content, create_lsn + 1);
+      count(1, content->payload().size());
+      emit_locked(EventKind::DeltaApplied, r.id, create_lsn + 1, 1);
+    }
   }
   lock.unlock();
   deliver_events();
@@ -197,11 +208,15 @@ void Bus::delete_page(PageId id) {
     encode_op_record(record_buf_, lsn, PageDeleteOp{id});
     log_locked(lsn);
   }
-  table_.erase(id);
-  drop_from_graph_locked(id);
-  lsn_.store(lsn, std::memory_order_release);
-  bump(counters_.pages_deleted, 1);
-  emit_locked(EventKind::PageDeleted, id, lsn, r.epoch.load(std::memory_order_relaxed));
+  {
+    const LoggedAhead ahead(*this, !txn_ && logging());
+    const Epoch epoch = r.epoch.load(std::memory_order_relaxed);  // r dies with the page
+    table_.erase(id);
+    drop_from_graph_locked(id);
+    lsn_.store(lsn, std::memory_order_release);
+    bump(counters_.pages_deleted, 1);
+    emit_locked(EventKind::PageDeleted, id, lsn, epoch);
+  }
   lock.unlock();
   deliver_events();
 }
@@ -264,6 +279,7 @@ void Bus::set_metadata(PageId id, const std::string& key, const std::optional<Me
     encode_op_record(record_buf_, lsn, MetadataOp{id, key, value});
     log_locked(lsn);
   }
+  const LoggedAhead ahead(*this, !txn_ && logging());
   if (!value) {
     table_.info_for_update(id).metadata.erase(key);
   } else {

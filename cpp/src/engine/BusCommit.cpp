@@ -84,6 +84,7 @@ void Bus::record_delta_locked(PageRecord& r, Delta& d) {
     encode_op_record(record_buf_, lsn, d);
     log_locked(lsn);
   }
+  const LoggedAhead ahead(*this, !txn_ && logging());
   apply_delta_locked(r, d, lsn);
   count(1, d.payload().size());
   emit_locked(EventKind::DeltaApplied, r.id, lsn, d.epoch);
@@ -273,20 +274,19 @@ Lsn Bus::record_batch_locked(const DeltaBatchView& batch, bool log_now) {
     log_batch_locked(batch, first, ts);
   }
   lsn_.store(last, std::memory_order_release);  // before the stale marks, which carry it
-  try {
+  {
+    // Written early, a group commit's batch is in the log while its transaction would undo it.
+    const LoggedAhead ahead(*this, early || (!txn_ && logging()));
     apply_batch_locked(batch, first, ts, undo);
-  } catch (...) {
-    // Out of memory after the record was written (it may be durable already) while the
-    // transaction undoes the batch: the next commit would reuse its lsns. So the log takes
-    // nothing more, as LMDB panics: the bus must be reopened, which replays what reached the disk.
-    if (early && log_) {
-      txn_->ticket = 0;  // retired, not parked: no commit waits on it
-      log_->mark_broken("holds a batch whose apply failed after it was written");
-    }
-    throw;
   }
   count(batch.rows(), batch.payload.size());
   return last;
+}
+
+void Bus::break_log_locked() noexcept {
+  if (txn_) txn_->ticket = 0;  // retired, not parked: no commit waits for its sync
+  if (log_) log_->mark_broken("holds a change whose apply failed after it was written");
+  log_broken_ = true;
 }
 
 }  // namespace mmsb

@@ -53,7 +53,7 @@ Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_l
 
 Log::~Log() {
   try {
-    if (!broken_ && segment_.is_open()) {
+    if (!broken_ && !(refusing_ && group_) && segment_.is_open()) {
       sync();
       trim_preallocation();  // a bus dropped without close() must not keep its reserved blocks
     }
@@ -149,12 +149,14 @@ void Log::remember_sealed(const std::string& path) noexcept {
   }
 }
 
-void Log::check_usable() const {
-  if (broken_) fail(ErrorCode::Durability, "the log of '", dir_, "' ", broken_why_, "; reopen the bus to recover");
+void Log::check_usable(bool appending) const {
+  if (broken_ || (refusing_ && (appending || group_))) {
+    fail(ErrorCode::Durability, "the log of '", dir_, "' ", broken_why_, "; reopen the bus to recover");
+  }
 }
 
 void Log::mark_broken(const char* why) noexcept {
-  broken_ = true;
+  refusing_ = true;
   broken_why_ = why;
 }
 
@@ -321,7 +323,7 @@ void Log::close() {
 }
 
 void Log::flush() {
-  check_usable();
+  check_usable(false);
   if (!pending_.empty()) {
     write_out({pending_}, false);
     pending_.clear();
@@ -329,7 +331,7 @@ void Log::flush() {
 }
 
 void Log::sync() {
-  check_usable();
+  check_usable(false);
   if (group_) {
     group_->sync_all();
   } else if (!pending_.empty()) {
@@ -342,6 +344,7 @@ void Log::sync() {
 
 std::string Log::checkpoint(Lsn lsn, PageTable& table, const GraphImage& graph, const PageBytesFn& bytes_of,
                             const ProgressFn& progress) {
+  check_usable();
   sync();
   std::string path = write_checkpoint(dir_, lsn, table, graph, bytes_of, progress);
   open_segment(lsn + 1);

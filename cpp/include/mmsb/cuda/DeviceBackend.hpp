@@ -133,6 +133,10 @@ DeviceBackend& device_backend(std::string_view location);
 void emulate_devices(int count);
 /// Number of emulated devices now served (0: real devices).
 int emulated_devices() noexcept;
+/// Tests only: the `nth` host-to-device write from now on any emulated device (1: the next one)
+/// throws Error(DeviceUnavailable) before moving a byte, as a failing CUDA call would; 0 disarms.
+/// Thread-safe.
+void fail_emulated_write(std::uint64_t nth) noexcept;
 
 /// Working space of resolve_overlaps (its content is lost between calls). A caller that keeps one
 /// saves allocating, and faulting in, buffers as large as `runs` on every call.

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <map>
 #include <memory>
 #include <condition_variable>
@@ -347,6 +348,28 @@ class Bus {
   void note_commit_latency_locked(std::uint64_t t0) noexcept {
     if (!txn_) commit_latency_.record(monotonic_ns() - t0);
   }
+  /// A change whose record the log holds already failed to apply (a device error, or memory
+  /// running out while its index entries or events are queued): memory and the log, which may
+  /// be durable already, disagree, and the next commit would reuse lsns. So nothing more is
+  /// logged, as LMDB panics: writes fail with Error(Durability) until the bus is reopened, which
+  /// replays what reached the disk. Allocates nothing: it runs while unwinding.
+  void break_log_locked() noexcept;
+  /// Held while a change logged outside a transaction (which would undo it instead) is applied:
+  /// leaving the scope by an exception calls break_log_locked().
+  class LoggedAhead {
+   public:
+    LoggedAhead(Bus& bus, bool logged) noexcept
+        : bus_(logged ? &bus : nullptr), unwinding_(std::uncaught_exceptions()) {}
+    ~LoggedAhead() {
+      if (bus_ != nullptr && std::uncaught_exceptions() > unwinding_) bus_->break_log_locked();
+    }
+    LoggedAhead(const LoggedAhead&) = delete;
+    LoggedAhead& operator=(const LoggedAhead&) = delete;
+
+   private:
+    Bus* bus_;
+    int unwinding_;
+  };
   void record_delta_locked(PageRecord& r, Delta& d);
   /// `log_now` (a group commit's own transaction, holding nothing else): the batch is written to
   /// the log as its own record before it is applied, so its fdatasync runs while it applies.
@@ -530,6 +553,7 @@ class Bus {
   std::vector<std::byte> record_buf_;  // reused encoding buffer for log records
   RecoveryReport recovery_;
   bool read_only_ = false;
+  bool log_broken_ = false;  // break_log_locked(): no more writes until reopened
   // A view of the past (read_only from construction, while read_only_ is set only after recovery):
   // it keeps every page on the host, whatever its location.
   bool history_view_ = false;

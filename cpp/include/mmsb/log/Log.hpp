@@ -108,9 +108,11 @@ class Log {
   /// Hands everything pending to the OS without syncing (so readers of the files see it).
   void flush();
   /// The caller could not finish a change whose records are written (they may even be durable):
-  /// nothing more may be written after them, so every later append, flush and sync throws
+  /// nothing more may be written after them, so every later append and checkpoint throws
   /// Error(Durability) naming `why` (a static string: nothing to allocate when memory ran out);
-  /// reopening the bus replays what reached the disk.
+  /// reopening the bus replays what reached the disk. Without group commit, records already
+  /// appended are whole and acknowledged, so flush, sync and close still write them out; with it,
+  /// whose unsynced records belong to transactions a failed sync rolls back, they throw too.
   void mark_broken(const char* why) noexcept;
   /// Final sync, then no more writing (the lock is released with the object).
   void close();
@@ -162,7 +164,9 @@ class Log {
   void reserve_ahead() noexcept;
   void write_behind() noexcept;
   void remember_sealed(const std::string& path) noexcept;
-  void check_usable() const;
+  /// Throws Error(Durability) if the log may not write: after a failed write it could not take
+  /// back, or (`appending`, or with group commit) after mark_broken.
+  void check_usable(bool appending = true) const;
   std::uint64_t apply_retention();
 
   std::string dir_;
@@ -180,7 +184,8 @@ class Log {
   std::vector<std::byte> mark_;  // append(): the sync mark after a record (group commit), if any
   Lsn last_lsn_ = 0;
   std::uint64_t bytes_written_ = 0;
-  bool broken_ = false;
+  bool broken_ = false;      // a failed write could not be taken back: write nothing more
+  bool refusing_ = false;    // mark_broken: append nothing more
   const char* broken_why_ = "could not be restored after a failed write";
   bool read_only_ = false;
   std::optional<unsigned> retention_;
