@@ -69,8 +69,9 @@ test-fuzz:
 fuzz:
 	bash scripts/fuzz.sh 600
 
+# One worker process per core (pytest-xdist): every test makes its own buses and directories.
 test-python:
-	$(PY) -m pytest tests/python -q -m "not slow"
+	$(PY) -m pytest tests/python -q -m "not slow" -n $(JOBS)
 
 # Every benchmark runs once, untimed, so the suites cannot rot; numbers come from `make bench`.
 test-bench-smoke:
