@@ -155,6 +155,50 @@ BENCHMARK(BM_BusApplyBatch)->ArgNames({"threads", "rows", "log"})
     ->ArgsProduct({{1, 2}, {1 << 16, 1 << 20}, {kMemoryLog, kDirectoryFlush, kNoLog}})->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
+// The stream of `mmsb bench`'s persistence rows (issue 3's flush target): 1M deltas committed in
+// batches of `batch` rows into a freshly opened bus directory (its pages created, closed and
+// reopened, as mmsb.open finds them) in durability `flush`, on one thread. Unlike
+// BM_BusApplyBatch, every iteration starts from a fresh bus, so the page set's first touch and
+// the log's fresh file pages are in the figure, as they are for a user opening a bus to load it.
+void BM_FlushStream(benchmark::State& state) {
+  const auto rows_per_batch = static_cast<std::size_t>(state.range(0));
+  const mmsb::DeltaBatchView all = workload(std::size_t{1} << 20).view();
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("mmsb-bench-stream-" + std::to_string(::getpid()));
+  for (auto _ : state) {
+    state.PauseTiming();
+    std::filesystem::remove_all(dir);
+    mmsb::BusOptions options;
+    options.threads = 1;
+    options.path = dir.string();
+    options.durability = mmsb::Durability::None;
+    {
+      mmsb::Bus setup(options);
+      mmsb::PageSpec spec;
+      spec.size = kPageSize;
+      for (std::size_t i = 0; i < kPages; ++i) setup.create_page(spec);
+    }
+    options.durability = mmsb::Durability::Flush;
+    options.must_exist = true;
+    auto bus = std::make_unique<mmsb::Bus>(options);
+    state.ResumeTiming();
+    std::size_t payload_at = 0;
+    for (std::size_t a = 0; a < all.rows(); a += rows_per_batch) {
+      const std::size_t n = std::min(rows_per_batch, all.rows() - a);
+      const std::size_t bytes = n * kDeltaBytes;  // every row of the workload is kDeltaBytes long
+      bus->apply_batch({all.page_ids.subspan(a, n), all.offsets.subspan(a, n), all.lengths.subspan(a, n),
+                        all.payload.subspan(payload_at, bytes)});
+      payload_at += bytes;
+    }
+    state.PauseTiming();
+    bus.reset();
+    state.ResumeTiming();
+  }
+  std::filesystem::remove_all(dir);
+  set_counters(state, all);
+}
+BENCHMARK(BM_FlushStream)->ArgName("batch")->Arg(4096)->UseRealTime()->Unit(benchmark::kMillisecond);
+
 // diff_runs on two 4 KiB buffers differing in `changes` scattered 4-byte runs (0: identical,
 // the pure compare cost; 8: a typical small edit; 256: a quarter of the bytes changed).
 void BM_DiffRuns(benchmark::State& state, mmsb::SimdLevel level) {

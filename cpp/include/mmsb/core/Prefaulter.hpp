@@ -9,8 +9,12 @@
 /// populate; where the kernel lacks it, requests do nothing. Determinism is untouched: no byte
 /// any caller sees depends on it.
 ///
-/// Thread safety: populate() may be called from any thread. One helper thread per process,
-/// started on first use and left to the process's end (it holds no resource but itself).
+/// Two kinds of request: populate() names the buffer about to be written (a newer one replaces
+/// it), populate_later() memory mapped ahead of a bulk of writes (an arena's slabs), kept in turn.
+///
+/// Thread safety: populate() and populate_later() may be called from any thread. One helper
+/// thread per process, started on first use and left to the process's end (it holds no resource
+/// but itself).
 #include <cstddef>
 
 namespace mmsb {
@@ -23,9 +27,14 @@ class Prefaulter {
   /// the writer) and returns at once. A request still queued is replaced by a newer one: the
   /// newest buffer is the one about to be written.
   void populate(void* begin, std::size_t bytes) noexcept;
-  /// Waits until no request is queued or being carried out, for at most `timeout_ms`, so that
-  /// what was requested is resident (a measurement of memory against the resident set wants
-  /// that). Returns whether it got there in time. Static: waiting starts no helper. Never throws.
+  /// Queues [begin, begin + bytes) behind the other ranges queued this way, up to kBacklog of
+  /// them (further ones are dropped), and returns at once. The helper turns to them when no
+  /// populate() request is waiting: they are written later than that buffer, but all of them.
+  void populate_later(void* begin, std::size_t bytes) noexcept;
+  static constexpr std::size_t kBacklog = 64;
+  /// Waits until no request of either kind is queued or being carried out, for at most
+  /// `timeout_ms`, so that what was requested is resident (a measurement of memory against the
+  /// resident set wants that). Returns whether it got there in time. Static: waiting starts no helper. Never throws.
   static bool settle(unsigned timeout_ms = 2000) noexcept;
 
  private:
