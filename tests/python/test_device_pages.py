@@ -275,6 +275,33 @@ def test_a_device_write_failing_after_its_record_stops_writes_until_reopened(dev
         assert again.lsn == recovered + 1
 
 
+def test_a_batch_failing_on_its_device_rows_inside_a_transaction_leaves_the_rest_of_it(devices, tmp_path):
+    # The batch's host row is applied before its device transfer fails: the failed call is undone
+    # to where it began (the host row's earlier bytes back), and the transaction commits the rest.
+    bus = mmsb.Bus(tmp_path / "b")
+    dev = bus.create_page(data=np.zeros(8), location="cuda:0")
+    host = bus.create_page(8)
+    host.write(0, b"before!!")
+    with bus.transaction():
+        host.write(0, b"inside!!")
+        _core.cuda_fail_emulated_write(1)
+        try:
+            with pytest.raises(mmsb.DeviceUnavailableError, match="injected"):
+                bus.apply_batch(mmsb.DeltaBatch([host.id, dev.id], [0, 0], [8, 8],
+                                                b"batched!" + np.float64(7.0).tobytes()))
+        finally:
+            _core.cuda_fail_emulated_write(0)
+        assert bytes(host.view()) == b"inside!!" and host.epoch == 2
+    assert bytes(host.view()) == b"inside!!" and host.epoch == 2
+    assert dev.view().tolist() == [0.0] * 8 and dev.epoch == 1
+    lsn = bus.lsn
+    bus.close()
+    with mmsb.open(tmp_path / "b") as again:
+        assert again.lsn == lsn
+        assert bytes(again.page(host.id).view()) == b"inside!!" and again.page(host.id).epoch == 2
+        assert again.page(dev.id).view().tolist() == [0.0] * 8
+
+
 def test_dlpack_of_a_device_page(devices):
     bus = mmsb.Bus()
     p = bus.create_page(data=np.arange(4.0), location="cuda:1")

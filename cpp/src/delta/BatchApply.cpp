@@ -79,7 +79,7 @@ constexpr std::size_t kNoRow = ~std::size_t{0};
 // kCheck: each row is checked as it is resolved (replay, see apply_checked_batch); otherwise the
 // batch passed validate_batch.
 template <bool kCheck, class Next, class RowAt>
-void apply_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::byte* save_old, Next next,
+void apply_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, UndoSink save, Next next,
                 RowAt row_at) {
   struct Pending {
     RowRef ref;
@@ -110,20 +110,24 @@ void apply_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::b
     const Pending p = ring[head++ % kPrefetchAhead];
     refill();
     std::byte* dst = p.rec->data + b.offsets[p.ref.row];
-    // The bytes the row overwrites, for undo, while the line is in cache (same layout as payload).
-    if (save_old != nullptr) copy_run(save_old + p.ref.pos, dst, b.lengths[p.ref.row]);
+    const Epoch epoch = p.rec->epoch.load(std::memory_order_relaxed);
+    if (save) {
+      // What the row overwrites, for undo, while its lines are in cache (old: the payload's layout).
+      copy_run(save.old + p.ref.pos, dst, b.lengths[p.ref.row]);
+      save.prior[p.ref.row] = RowPrior{epoch, p.rec->last_lsn.load(std::memory_order_relaxed)};
+    }
     copy_run(dst, payload + p.ref.pos, b.lengths[p.ref.row]);
-    p.rec->epoch.store(p.rec->epoch.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    p.rec->epoch.store(epoch + 1, std::memory_order_relaxed);
     p.rec->last_lsn.store(first_lsn + p.ref.row, std::memory_order_relaxed);
   }
 }
 
 template <bool kCheck>
-void apply_all_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::byte* save_old) {
+void apply_all_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, UndoSink save) {
   std::size_t i = 0;
   std::uint64_t pos = 0;
   apply_rows<kCheck>(
-      b, table, first_lsn, save_old,
+      b, table, first_lsn, save,
       [&](RowRef& out) {
         if (i == b.rows()) return false;
         out = RowRef{i, pos};
@@ -138,7 +142,7 @@ void apply_all_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, st
 // cost more than the copies), then applying them. Scratch is bounded by the block size.
 constexpr std::size_t kBlockRows = 1 << 16;
 template <bool kCheck>
-void apply_lane(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::byte* save_old, unsigned lane,
+void apply_lane(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, UndoSink save, unsigned lane,
                 unsigned lanes) {
   std::vector<RowRef> mine(kBlockRows + 1);
   std::uint64_t pos = 0;
@@ -152,7 +156,7 @@ void apply_lane(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, std::b
     }
     std::size_t k = 0;
     apply_rows<kCheck>(
-        b, table, first_lsn, save_old,
+        b, table, first_lsn, save,
         [&](RowRef& out) {
           if (k == count) return false;
           out = mine[k++];
@@ -187,23 +191,23 @@ void validate_batch(const DeltaBatchView& b, PageTable& table, ThreadPool* pool)
 
 namespace {
 template <bool kCheck>
-void apply_in_lanes(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, ThreadPool& pool, std::byte* save_old) {
+void apply_in_lanes(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, ThreadPool& pool, UndoSink save) {
   const unsigned lanes = lanes_for(b.rows(), pool.threads());
   if (lanes == 1) {
-    apply_all_rows<kCheck>(b, table, first_lsn, save_old);
+    apply_all_rows<kCheck>(b, table, first_lsn, save);
     return;
   }
-  pool.run_lanes(lanes, [&](unsigned lane) { apply_lane<kCheck>(b, table, first_lsn, save_old, lane, lanes); });
+  pool.run_lanes(lanes, [&](unsigned lane) { apply_lane<kCheck>(b, table, first_lsn, save, lane, lanes); });
 }
 }  // namespace
 
-void apply_batch(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, ThreadPool& pool, std::byte* save_old) {
-  apply_in_lanes<false>(b, table, first_lsn, pool, save_old);
+void apply_batch(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, ThreadPool& pool, UndoSink save) {
+  apply_in_lanes<false>(b, table, first_lsn, pool, save);
 }
 
 void apply_checked_batch(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, ThreadPool& pool) {
   b.check_shape();
-  apply_in_lanes<true>(b, table, first_lsn, pool, nullptr);
+  apply_in_lanes<true>(b, table, first_lsn, pool, {});
 }
 
 }  // namespace mmsb

@@ -128,6 +128,7 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
   // the creation, so memory and log agree either way. Creation and initial content are one
   // record, so neither survives a crash without the other.
   const std::uint64_t timestamp_ns = initial.empty() ? 0 : now_ns();  // before anything changes
+  const UndoOnFailure guard(*this);
   PageRecord& r = table_.create(spec, place);
   const Lsn create_lsn = lsn_.load(std::memory_order_relaxed) + 1;
   std::optional<Delta> content;
@@ -193,6 +194,7 @@ void Bus::delete_page(PageId id) {
          "(bus.replicate(None)) before deleting it");
   }
   const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
+  const UndoOnFailure guard(*this);
   if (txn_ && graph_.contains(id)) {
     txn_->add_heavy(undo_child(id, graph_, derivations_));
   }
@@ -265,6 +267,7 @@ void Bus::set_metadata(PageId id, const std::string& key, const std::optional<Me
     if (info == nullptr || info->metadata.find(key) == info->metadata.end()) return;
   }
   const Lsn lsn = lsn_.load(std::memory_order_relaxed) + 1;
+  const UndoOnFailure guard(*this);
   if (txn_) {
     std::unique_ptr<MetaValue> old;
     if (const PageInfo* info = table_.info(id)) {
@@ -475,7 +478,7 @@ std::uint64_t Bus::index_bytes_locked() const {
 std::uint64_t Bus::cache_bytes_locked() const {
   std::uint64_t b = record_buf_.capacity() + scratch_.capacity() + wave_batch_->capacity_bytes() +
                     wave_nodes_.capacity() * sizeof(WaveNode) +
-                    (changed_bits_.capacity() + seen_bits_.capacity()) * 8 +
+                    changed_bits_.capacity() * 8 +
                     tick_batch_.capacity_bytes() + (drained_.capacity() + carry_.capacity()) * sizeof(void*) +
                     events_.capacity() * sizeof(BusEvent) + devices_->scratch_bytes() +
                     index_arena_->unused_bytes();

@@ -65,7 +65,10 @@ void Bus::commit_delta_locked(PageRecord& r, Delta& d) {
   check_delta_locked(r, d);
   d.timestamp_ns = now_ns();
   const bool wave = has_dependents_locked(r.id) && propagation_ == PropagationMode::Eager;
-  if (!wave && !grouping_locked()) return record_delta_locked(r, d);
+  if (!wave && !grouping_locked()) {
+    const UndoOnFailure guard(*this);
+    return record_delta_locked(r, d);
+  }
   // The wave's recomputes may fail (a callable raising): delta and wave commit as one record.
   // Group commit needs the undo of a transaction even without a wave.
   atomically_locked([&] {
@@ -91,30 +94,35 @@ void Bus::record_delta_locked(PageRecord& r, Delta& d) {
   if (has_dependents_locked(r.id)) note_changed_locked(r.id);
 }
 
-// A batch with rows on device pages: their old bytes (for the undo) are read and their new
-// bytes written in one transfer per device, before anything else changes (a device error then
-// leaves the host pages and epochs as they were); host rows are copied here, in row order. Bytes,
-// epochs and lsns equal apply_batch's. Returns false, doing nothing, for a batch with no device row.
-bool Bus::apply_device_batch_locked(const DeltaBatchView& b, Lsn first, std::byte* save_old) {
+// A batch with rows on device pages; host rows are copied here, in row order. Bytes, epochs and
+// lsns equal apply_batch's. Without an undo, the device rows' bytes are written first, in one
+// transfer per device, so that a device error leaves the host pages and epochs as they were. With
+// one, their old bytes are read first and every host row applies and saves what it found before
+// that transfer, so that whichever transfer fails, the undo finds each row's state (a row not
+// reached is marked so). Returns false, doing nothing, for a batch with no device row.
+bool Bus::apply_device_batch_locked(const DeltaBatchView& b, Lsn first, UndoSink save) {
   const std::span<const DeviceRow> rows = devices_->device_rows(b);
   if (rows.empty()) return false;
   // Every device row saves the bytes from before the whole batch, not before itself: undo writes
   // each page's rows back newest first, so the oldest row's saved bytes land last either way.
-  if (save_old != nullptr) devices_->read(rows, {save_old, b.payload.size()});
-  devices_->write(rows, b.payload);
+  if (save) devices_->read(rows, {save.old, b.payload.size()});
+  if (!save) devices_->write(rows, b.payload);
   std::uint64_t pos = 0;
   for (std::size_t i = 0; i < b.rows(); ++i) {
     PageRecord& r = table_.record(b.page_ids[i]);
     const std::uint64_t len = b.lengths[i];
+    const Epoch epoch = r.epoch.load(std::memory_order_relaxed);
+    if (save) save.prior[i] = RowPrior{epoch, r.last_lsn.load(std::memory_order_relaxed)};
     if (len != 0 && !devices_->on_device(r)) {
       std::byte* dst = r.data + b.offsets[i];
-      if (save_old != nullptr) std::memcpy(save_old + pos, dst, len);
+      if (save) std::memcpy(save.old + pos, dst, len);
       std::memcpy(dst, b.payload.data() + pos, len);
     }
-    r.epoch.store(r.epoch.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    r.epoch.store(epoch + 1, std::memory_order_relaxed);
     r.last_lsn.store(first + i, std::memory_order_relaxed);
     pos += len;
   }
+  if (save) devices_->write(rows, b.payload);
   return true;
 }
 
@@ -135,7 +143,7 @@ void Bus::apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn) {
 }
 
 // The single place where a batch becomes state (commits and replay).
-void Bus::apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns, std::byte* save_old,
+void Bus::apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns, UndoSink save,
                              bool validated) {
   bool applied = false;
   if (validated && devices_->lent()) {
@@ -144,9 +152,9 @@ void Bus::apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64
   if (devices_->active()) {
     if (!validated) validate_batch(batch, table_);  // device rows are resolved before any is applied
     validated = true;
-    applied = apply_device_batch_locked(batch, first, save_old);
+    applied = apply_device_batch_locked(batch, first, save);
   }
-  if (!applied && validated) mmsb::apply_batch(batch, table_, first, pool_, save_old);
+  if (!applied && validated) mmsb::apply_batch(batch, table_, first, pool_, save);
   if (!applied && !validated) apply_checked_batch(batch, table_, first, pool_);
   queue_index_locked(batch.page_ids, first, timestamp_ns, Source::User);
   if ((event_mask_ & (1u << static_cast<unsigned>(EventKind::DeltaApplied))) != 0) {
@@ -240,6 +248,7 @@ Lsn Bus::apply_batch(const DeltaBatchView& batch) {
       if (wave) run_wave_locked();
     });
   } else {
+    const UndoOnFailure guard(*this);
     last = record_batch_locked(batch);
   }
   note_commit_latency_locked(t0);
@@ -266,7 +275,7 @@ Lsn Bus::record_batch_locked(const DeltaBatchView& batch, bool log_now) {
   const Lsn first = lsn_.load(std::memory_order_relaxed) + 1;
   const Lsn last = first + batch.rows() - 1;
   const std::uint64_t ts = now_ns();
-  std::byte* undo = nullptr;
+  UndoSink undo;
   const bool early = txn_ && log_now && txn_->ops.op_count() == 0;
   if (txn_) {
     undo = txn_note_batch_locked(batch, first, ts, early);

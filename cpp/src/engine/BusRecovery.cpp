@@ -174,7 +174,7 @@ void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
   } else if (const auto* b = std::get_if<BatchOp>(&op)) {
     // Rows checked as they are applied: a bad one fails the open (or the time travel), whose
     // half-built bus is dropped. Notes the changed pages as a commit does.
-    apply_batch_locked(b->view(), lsn, b->timestamp_ns, nullptr, false);
+    apply_batch_locked(b->view(), lsn, b->timestamp_ns, {}, false);
     if (replay_.legacy) clear_changed_locked();  // derived pages come from their logged deltas
   } else if (const auto* w = std::get_if<WaveOp>(&op)) {
     if (w->wave && !replay_.legacy) run_wave_locked(w->propagate);  // marks and memos, no recompute

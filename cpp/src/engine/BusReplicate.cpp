@@ -91,7 +91,9 @@ void Bus::replication_collect_locked() {
       }
     } else if (const auto* h = std::get_if<UndoHeavy>(&u)) {
       if (const auto* b = std::get_if<UndoBatch>(&txn_->heavy[h->index])) {
-        for (const UndoBatch::Row& row : b->rows) add(row.rec, row.offset, row.length);
+        for (std::size_t i = 0; i < b->page_ids.size(); ++i) {
+          add(&table_.record(b->page_ids[i]), b->offsets[i], b->lengths[i]);
+        }
       }
     }
   }

@@ -152,9 +152,7 @@ void Bus::retire_transaction_locked(std::unique_ptr<Transaction> txn) noexcept {
     auto* b = std::get_if<UndoBatch>(&h);
     if (b == nullptr || bytes + b->capacity_bytes() > kSpareTransactionBytes) continue;
     bytes += b->capacity_bytes();
-    b->rows.clear();
-    b->old.clear();
-    b->first_touch.clear();
+    b->clear();
     try {
       t.spare_batches.push_back(std::move(*b));
     } catch (...) {  // no room to keep it: the next batch allocates afresh
@@ -282,20 +280,23 @@ void Bus::undo_heavy_locked(Transaction& t, std::size_t index) noexcept {
   if (auto* b = std::get_if<UndoBatch>(&entry)) {
     std::uint64_t end = b->old.size();
     std::vector<DeviceRow> device_rows;
-    for (auto row = b->rows.rbegin(); row != b->rows.rend(); ++row) {
-      end -= row->length;
-      if (devices_->on_device(*row->rec)) {
-        device_rows.push_back({row->rec, row->offset, end, row->length});
-      } else if (row->length != 0) {
-        std::memcpy(row->rec->data + row->offset, b->old.data() + end, row->length);
+    for (std::size_t i = b->page_ids.size(); i-- > 0;) {
+      const std::uint64_t length = b->lengths[i];
+      end -= length;
+      const RowPrior prior = b->prior[i];
+      if (prior.last_lsn == RowPrior::kNotApplied) continue;
+      // Pages deleted later in the transaction are back by now (undone first) and were pinned.
+      PageRecord& rec = table_.record(b->page_ids[i]);
+      if (devices_->on_device(rec)) {
+        device_rows.push_back({&rec, b->offsets[i], end, length});
+      } else if (length != 0) {
+        std::memcpy(rec.data + b->offsets[i], b->old.data() + end, length);
       }
+      rec.epoch.store(prior.epoch, std::memory_order_release);
+      rec.last_lsn.store(prior.last_lsn, std::memory_order_relaxed);
     }
     // Device rows saved the bytes from before the batch, so one write in any order restores them.
-    if (!device_rows.empty()) devices_->write(device_rows, b->old);
-    for (const auto& [rec, epoch, last] : b->first_touch) {
-      rec->epoch.store(epoch, std::memory_order_release);
-      rec->last_lsn.store(last, std::memory_order_relaxed);
-    }
+    if (!device_rows.empty()) devices_->write(device_rows, {b->old.data(), b->old.size()});
   } else if (auto* del = std::get_if<UndoDelete>(&entry)) {
     table_.undelete(del->id, del->info ? std::optional<PageInfo>(*del->info) : std::nullopt);
     table_.unpin(table_.record(del->id));
@@ -401,29 +402,21 @@ void Bus::txn_note_delta_locked(PageRecord& r, const Delta& d, const std::span<c
   t.undo.emplace_back(u);  // cannot fail after the reserve
 }
 
-std::byte* Bus::txn_note_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns,
-                                      bool log_now) {
+UndoSink Bus::txn_note_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns,
+                                    bool log_now) {
   UndoBatch u;
   if (!txn_->spare_batches.empty()) {
     u = std::move(txn_->spare_batches.back());
     txn_->spare_batches.pop_back();
   }
-  const std::size_t n = batch.rows();
-  u.rows.resize(n);
+  u.page_ids.assign(batch.page_ids.begin(), batch.page_ids.end());
+  u.offsets.assign(batch.offsets.begin(), batch.offsets.end());
+  u.lengths.assign(batch.lengths.begin(), batch.lengths.end());
   // Filled by the (parallel) apply right before each row writes: a cache miss per row saved.
+  // Only `prior` is preset, so that a row the apply never reached is known and left alone.
   u.old.resize(batch.payload.size());
-  for (std::size_t i = 0; i < n; ++i) u.rows[i] = {table_.find(batch.page_ids[i]), batch.offsets[i], batch.lengths[i]};
-  // Each page's epoch and last lsn before the batch, once per page (seen_bits_ by id).
-  for (const UndoBatch::Row& row : u.rows) {
-    const PageId id = row.rec->id;
-    if (id / 64 >= seen_bits_.size()) seen_bits_.resize(std::max<std::size_t>(id / 64 + 1, 2 * seen_bits_.size()));
-    const std::uint64_t bit = std::uint64_t{1} << (id % 64);
-    if ((seen_bits_[id / 64] & bit) != 0) continue;
-    seen_bits_[id / 64] |= bit;
-    u.first_touch.emplace_back(row.rec, row.rec->epoch.load(std::memory_order_relaxed),
-                               row.rec->last_lsn.load(std::memory_order_relaxed));
-  }
-  for (const auto& [rec, epoch, last] : u.first_touch) seen_bits_[rec->id / 64] = 0;
+  u.prior.resize(batch.rows());
+  std::fill(u.prior.begin(), u.prior.end(), RowPrior{0, RowPrior::kNotApplied});
   txn_->reserve_heavy();
   if (log_now) {
     log_batch_locked(batch, first, timestamp_ns);  // sets txn_->ticket: parked until durable
@@ -431,7 +424,7 @@ std::byte* Bus::txn_note_batch_locked(const DeltaBatchView& batch, Lsn first, st
     txn_->ops.add(batch, timestamp_ns);
   }
   txn_->push_heavy(std::move(u));
-  return std::get<UndoBatch>(txn_->heavy.back()).old.data();
+  return std::get<UndoBatch>(txn_->heavy.back()).sink();
 }
 
 }  // namespace mmsb

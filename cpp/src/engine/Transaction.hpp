@@ -2,6 +2,7 @@
 // Internal: the state of an open bus transaction (see Bus::begin_transaction). Changes apply to
 // memory at once; each keeps what it overwrote here so rollback can put it back, and its log op
 // goes into one Transaction record written at commit.
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,6 +13,8 @@
 #include <variant>
 #include <vector>
 
+#include "mmsb/core/DefaultInitAllocator.hpp"
+#include "mmsb/delta/BatchApply.hpp"
 #include "mmsb/engine/Bus.hpp"
 #include "mmsb/engine/Derivation.hpp"
 
@@ -27,18 +30,27 @@ struct UndoDelta {
   Epoch epoch;
   Lsn last_lsn;
 };
+/// A batch's rows, copied (the caller's columns need not outlive the transaction), and what each
+/// row found, saved by the apply as the row writes (UndoSink): bytes and page state. Undone
+/// newest row first, skipping rows that never wrote.
 struct UndoBatch {
-  struct Row {
-    PageRecord* rec;
-    std::uint64_t offset;
-    std::uint64_t length;
-  };
-  std::vector<Row> rows;
-  std::vector<std::byte> old;  // each row's previous bytes, in row order
-  std::vector<std::tuple<PageRecord*, Epoch, Lsn>> first_touch;  // each page as before the batch
+  std::vector<PageId> page_ids;
+  std::vector<std::uint64_t> offsets;
+  std::vector<std::uint64_t> lengths;
+  UninitVector<std::byte> old;   // each row's previous bytes, at its payload position
+  UninitVector<RowPrior> prior;  // each row's page epoch and last lsn before it wrote
 
+  UndoSink sink() noexcept { return {old.data(), prior.data()}; }
+  void clear() noexcept {
+    page_ids.clear();
+    offsets.clear();
+    lengths.clear();
+    old.clear();
+    prior.clear();
+  }
   std::size_t capacity_bytes() const noexcept {
-    return rows.capacity() * sizeof(Row) + old.capacity() + first_touch.capacity() * sizeof(first_touch[0]);
+    return (page_ids.capacity() + offsets.capacity() + lengths.capacity()) * 8 + old.capacity() +
+           prior.capacity() * sizeof(RowPrior);
   }
 };
 struct UndoCreate {
@@ -192,19 +204,32 @@ struct Bus::Transaction {
   }
 };
 
+class Bus::UndoOnFailure {
+ public:
+  explicit UndoOnFailure(Bus& bus) : bus_(bus), unwinding_(std::uncaught_exceptions()) {
+    if (bus.txn_) mark_ = bus.mark_locked();
+  }
+  ~UndoOnFailure() {
+    if (!mark_ || std::uncaught_exceptions() <= unwinding_) return;
+    bus_.undo_locked(*bus_.txn_, *mark_);
+    bus_.clear_changed_locked();
+    bus_.forced_.clear();
+  }
+  UndoOnFailure(const UndoOnFailure&) = delete;
+  UndoOnFailure& operator=(const UndoOnFailure&) = delete;
+
+ private:
+  Bus& bus_;
+  int unwinding_;
+  std::optional<TxnMark> mark_;
+};
+
 // Defined here because the commit path, the graph edits, the waves and ticks all commit through it.
 template <class Body>
 void Bus::atomically_locked(Body&& body) {
   if (txn_) {
-    const TxnMark m = mark_locked();
-    try {
-      body();
-    } catch (...) {
-      undo_locked(*txn_, m);
-      clear_changed_locked();
-      forced_.clear();
-      throw;
-    }
+    const UndoOnFailure undo(*this);
+    body();
     return;
   }
   txn_ = new_transaction_locked();

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "TestUtil.hpp"
@@ -242,6 +244,57 @@ TEST(BusDeviceTest, AnEditOnTheDeviceIsRefusedWithNothingChanged) {
   staging = bus->stage_on_device(id);
   bus.reset();  // the staging copy gives its block back after the bus is gone
   staging.reset();
+}
+
+// A change whose device transfer fails inside a transaction (explicit, or the group commit of
+// durability=fsync) is undone row by row, to the state before the call: host rows applied before
+// the transfer failed get their earlier (non-zero) bytes back, a page written twice in a batch its
+// epoch and last lsn from before the first of them. An explicit transaction goes on without the
+// failed call: what it committed, and what the directory reopens to, is the rest of it.
+TEST(BusDeviceTest, AChangeWhoseTransferFailsInATransactionIsUndoneToBeforeTheCall) {
+  EmulatedDevices devices;
+  Rng rng(41);
+  for (Durability durability : {Durability::Fsync, Durability::Flush}) {
+    SCOPED_TRACE(durability_name(durability));
+    test::TempDir tmp;
+    const std::string dir = tmp.path() + "/b";
+    PageSpec dev_spec;
+    dev_spec.size = 4096;
+    dev_spec.location = "cuda:0";
+    test::DurableState committed;
+    {
+      Bus bus(test::dir_options(dir, durability));
+      const PageId dev = bus.create_page(dev_spec).id;
+      const PageId host = bus.create_page(PageSpec{4096}).id;
+      bus.write(host, 0, random_bytes(rng, 4096));
+      bus.write(dev, 0, random_bytes(rng, 4096));
+
+      const std::vector<PageId> ids{host, dev, host, host};
+      const std::vector<std::uint64_t> offsets{0, 64, 32, 1024}, lengths{64, 64, 64, 64};
+      const Bytes payload = random_bytes(rng, 256);
+      const DeltaBatchView batch{ids, offsets, lengths, payload};
+      const auto failing = [&](const std::function<void()>& change) {
+        const test::BusState before = test::capture(bus);
+        cuda::fail_emulated_write(1);
+        test::expect_error(ErrorCode::DeviceUnavailable, change);
+        cuda::fail_emulated_write(0);
+        EXPECT_TRUE(test::same_state(before, test::capture(bus)));
+      };
+      const bool explicit_txn = durability == Durability::Flush;
+      if (explicit_txn) bus.begin_transaction();
+      bus.write(host, 8, random_bytes(rng, 8));
+      failing([&] { bus.apply_batch(batch); });
+      failing([&] { bus.write(dev, 8, random_bytes(rng, 8)); });
+      // Outside a transaction a create is written before it applies (LoggedAheadTest covers it).
+      if (explicit_txn) failing([&] { bus.create_page(dev_spec, random_bytes(rng, 4096)); });
+      bus.write(host, 16, random_bytes(rng, 8));
+      if (explicit_txn) bus.commit_transaction();
+      bus.apply_batch(batch);  // the bus goes on
+      committed = test::durable_state(bus);
+    }
+    Bus reopened(test::dir_options(dir, durability, /*must_exist=*/true));
+    EXPECT_TRUE(test::same_durable(committed, test::durable_state(reopened)));
+  }
 }
 
 // Prefetch hints for managed memory: lent to device code (a DLPack export), a unified page is

@@ -12,14 +12,33 @@ namespace mmsb {
 /// pool, rows are checked in parallel chunks; the error is still the first bad row's.
 void validate_batch(const DeltaBatchView& batch, PageTable& table, ThreadPool* pool = nullptr);
 
+/// What a row found before it wrote: its page's epoch and last lsn. kNotApplied in last_lsn marks
+/// a row that never wrote (a lane or transfer failed before it).
+struct RowPrior {
+  static constexpr Lsn kNotApplied = ~Lsn{0};
+  Epoch epoch;
+  Lsn last_lsn;
+};
+
+/// Where an apply saves, for a transaction's undo, what each row overwrites, while the row's lines
+/// are in cache: `old` (payload-sized: each row's previous bytes at the row's payload position)
+/// and `prior` (one per row, in row order; every entry's last_lsn preset to kNotApplied by the
+/// caller). Undone newest row first, skipping rows that never wrote, every row puts back exactly
+/// what it found, however far the apply got. Both null: nothing is saved.
+struct UndoSink {
+  std::byte* old = nullptr;
+  RowPrior* prior = nullptr;
+  explicit operator bool() const noexcept { return prior != nullptr; }
+};
+
 /// Applies a batch that passed validate_batch. Row i is the delta with lsn first_lsn + i: each row
 /// bumps its page's epoch by one and sets its last_lsn. Rows are split into lanes by page, each
 /// lane applies its rows in row order, so bytes and epochs equal sequential application for any
-/// thread count. The caller serializes writers (the bus commit lock). With `save_old` (payload
-/// size), each row first copies the bytes it overwrites to the row's payload position there (a
-/// transaction's undo, taken while the line is in cache).
+/// thread count. The caller serializes writers (the bus commit lock). With `save`, each row first
+/// saves what it overwrites there (see UndoSink). Throws only if the pool cannot run a lane
+/// (std::bad_alloc): the rows of the lanes that ran are applied, the others' are not.
 void apply_batch(const DeltaBatchView& batch, PageTable& table, Lsn first_lsn, ThreadPool& pool,
-                 std::byte* save_old = nullptr);
+                 UndoSink save = {});
 
 /// Replay's apply: as apply_batch, but checks the batch's shape, and each row as it resolves the
 /// row's page (one page lookup per row instead of validate_batch's extra pass). Throws the error

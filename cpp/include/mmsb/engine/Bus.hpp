@@ -33,6 +33,7 @@
 #include "mmsb/core/Clock.hpp"
 #include "mmsb/core/LatencyHistogram.hpp"
 #include "mmsb/core/Types.hpp"
+#include "mmsb/delta/BatchApply.hpp"
 #include "mmsb/delta/Delta.hpp"
 #include "mmsb/delta/DeltaBatch.hpp"
 #include "mmsb/engine/BusOptions.hpp"
@@ -370,6 +371,11 @@ class Bus {
     Bus* bus_;
     int unwinding_;
   };
+  /// Held around a change that records itself in an open transaction and then applies: leaving
+  /// the scope by an exception (a device write, memory running out) undoes what the change
+  /// recorded and applied, so the transaction is as it was before the call. Outside a transaction
+  /// it does nothing. Defined in Transaction.hpp.
+  class UndoOnFailure;
   void record_delta_locked(PageRecord& r, Delta& d);
   /// `log_now` (a group commit's own transaction, holding nothing else): the batch is written to
   /// the log as its own record before it is applied, so its fdatasync runs while it applies.
@@ -421,13 +427,13 @@ class Bus {
   }
   void drop_from_graph_locked(PageId id);
   void mark_unsettled_stale_locked();
-  /// `save_old`: where the rows' overwritten bytes go (the transaction's undo), or nullptr.
-  /// `validated` false (replay only, no save_old): rows are checked while applied, so a bad row
+  /// `save`: where each row saves what it overwrites (the transaction's undo), or nothing.
+  /// `validated` false (replay only, no save): rows are checked while applied, so a bad row
   /// throws with the rows before it applied (see apply_checked_batch).
   void apply_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns,
-                          std::byte* save_old = nullptr, bool validated = true);
+                          UndoSink save = {}, bool validated = true);
   /// apply_batch_locked for a batch with rows on device pages; false (nothing done) without any.
-  bool apply_device_batch_locked(const DeltaBatchView& batch, Lsn first, std::byte* save_old);
+  bool apply_device_batch_locked(const DeltaBatchView& batch, Lsn first, UndoSink save);
   void restore_graph_locked(const GraphImage& g);
   GraphImage graph_image_locked() const;
   void check_derivation_locked(PageId child, std::span<const PageId> parents, const RecomputeSpec& fn,
@@ -483,9 +489,9 @@ class Bus {
   void txn_note_delta_locked(PageRecord& r, const Delta& d,
                              const std::span<const std::pair<PageId, Epoch>>* inputs = nullptr);
   /// Records a batch about to be applied, in the open transaction's record or (`log_now`) as a
-  /// record of its own written now; returns the buffer apply_batch_locked fills with the bytes
-  /// each row overwrites (its undo). Throws with nothing recorded or written.
-  std::byte* txn_note_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns, bool log_now);
+  /// record of its own written now; returns where apply_batch_locked saves what each row
+  /// overwrites (its undo). Throws with nothing recorded or written.
+  UndoSink txn_note_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns, bool log_now);
   void end_transaction_locked() noexcept;
   PageRecord& live_locked(PageId id);
   /// Where a page found by recovery or replay goes: its location, or the host for a read-only
@@ -570,7 +576,6 @@ class Bus {
   PropagationMode propagation_ = PropagationMode::Eager;
   std::vector<PageId> changed_;              // pages changed since the last wave (this commit), once each
   std::vector<std::uint64_t> changed_bits_;  // membership of changed_, by page id
-  std::vector<std::uint64_t> seen_bits_;     // scratch of txn_note_batch_locked, all zero between calls
   void clear_changed_locked() noexcept;
   std::unordered_set<PageId> stale_;         // marked stale, waiting for a wave
   std::unordered_set<PageId> forced_;        // recompute regardless of the memo (depend)
