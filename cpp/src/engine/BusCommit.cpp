@@ -18,9 +18,9 @@
 
 namespace mmsb {
 
-void Bus::log_locked(Lsn last, std::span<const std::byte> tail) {
+void Bus::log_locked(Lsn last, std::span<const std::byte> tail, bool may_overlap) {
   if (log_) {
-    const std::uint64_t ticket = log_->append(record_buf_, last, tail);
+    const std::uint64_t ticket = log_->append(record_buf_, last, tail, may_overlap);
     if (ticket == 0) return;
     if (txn_) {
       txn_->ticket = ticket;  // parked once recycled; its committer waits in await_durable()
@@ -238,9 +238,12 @@ Lsn Bus::apply_batch(const DeltaBatchView& batch) {
     for (std::size_t i = 0; i < batch.rows() && !wave; ++i) wave = has_dependents_locked(batch.page_ids[i]);
   }
   Lsn last = 0;
-  if (wave || grouping_locked()) {
-    // Group commit of a batch alone: logged before it applies (with undo), so the sync the log
-    // starts for a large record runs while it applies. Not with a wave (its deltas share the
+  // A batch alone in a flush or none log whose record the log writes on its writer thread: it
+  // applies with undo meanwhile, as a transaction of its own, which a failed write undoes.
+  const bool overlap = !wave && !txn_ && !devices_->active() && log_ && log_->overlaps(batch.payload.size());
+  if (wave || grouping_locked() || overlap) {
+    // A batch alone, with group commit or overlapped: logged before it applies (with undo), so
+    // that the log's sync or write runs while it applies. Not with a wave (its deltas share the
     // record) nor device rows (their transfer may fail after the record is written).
     const bool log_now = !wave && !devices_->active();
     atomically_locked([&] {
@@ -257,13 +260,13 @@ Lsn Bus::apply_batch(const DeltaBatchView& batch) {
   return last;
 }
 
-void Bus::log_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns) {
+void Bus::log_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns, bool may_overlap) {
   const Lsn last = first + batch.rows() - 1;
   record_buf_.clear();
   if (log_) {
     // The file log writes the payload from the caller's buffer: megabytes not copied twice.
     encode_batch_record_head(record_buf_, first, batch, timestamp_ns);
-    log_locked(last, batch.payload);
+    log_locked(last, batch.payload, may_overlap);
   } else if (logging()) {
     encode_op_record(record_buf_, first, batch, timestamp_ns);
     log_locked(last);
@@ -288,6 +291,8 @@ Lsn Bus::record_batch_locked(const DeltaBatchView& batch, bool log_now) {
     const LoggedAhead ahead(*this, early || (!txn_ && logging()));
     apply_batch_locked(batch, first, ts, undo);
   }
+  // An overlapped write that failed was cut back: the transaction undoes the applied batch.
+  if (early && log_) log_->finish_overlapped();
   count(batch.rows(), batch.payload.size());
   return last;
 }

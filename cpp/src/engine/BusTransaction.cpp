@@ -419,7 +419,9 @@ UndoSink Bus::txn_note_batch_locked(const DeltaBatchView& batch, Lsn first, std:
   std::fill(u.prior.begin(), u.prior.end(), RowPrior{0, RowPrior::kNotApplied});
   txn_->reserve_heavy();
   if (log_now) {
-    log_batch_locked(batch, first, timestamp_ns);  // sets txn_->ticket: parked until durable
+    // Group commit: sets txn_->ticket (parked until durable). Flush, none: maybe written on the
+    // log's writer thread while the batch applies (record_batch_locked waits for it).
+    log_batch_locked(batch, first, timestamp_ns, /*may_overlap=*/true);
   } else {
     txn_->ops.add(batch, timestamp_ns);
   }

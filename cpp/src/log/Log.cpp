@@ -52,6 +52,7 @@ Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_l
 }
 
 Log::~Log() {
+  settle_overlapped();
   try {
     if (!broken_ && !(refusing_ && group_) && segment_.is_open()) {
       sync();
@@ -156,8 +157,16 @@ void Log::check_usable(bool appending) const {
 }
 
 void Log::mark_broken(const char* why) noexcept {
+  settle_overlapped();  // a write in flight ends first (cut back if it failed)
   refusing_ = true;
   broken_why_ = why;
+}
+
+// Writes an appended record: `pieces` are `records` (whose last record is sealed with the tail
+// here: its CRC completed over the tail's bytes), the tail, its padding and a sync mark.
+void Log::write_record(std::vector<std::byte>& records, const std::array<std::span<const std::byte>, 4>& pieces) {
+  if (!pieces[1].empty()) logfmt::seal_tail(records, pieces[1]);
+  write_out({pieces[0], pieces[1], pieces[2], pieces[3]}, false);
 }
 
 // Writes (and with `sync`, fdatasyncs) bytes at the end of the active segment. On any failure
@@ -227,7 +236,37 @@ void Log::reserve_ahead() noexcept {
   segment_.reserve(from, reserved_to_ - from);
 }
 
-std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn, std::span<const std::byte> tail) {
+// A writer thread only for logs that write large records straight from the commit (flush, and
+// none's direct writes): fsync's group commit already overlaps its sync with the apply.
+bool Log::overlaps(std::size_t bytes) noexcept {
+  if (bytes < kOverlapBytes || group_ || read_only_ || writer_failed_) return false;
+  if (!writer_) {
+    try {
+      writer_ = std::make_unique<HelperThread>([this] { write_record(*overlap_records_, overlap_pieces_); });
+    } catch (...) {  // no thread to be had: records are written by the committer, as before
+      writer_failed_ = true;
+      return false;
+    }
+  }
+  return true;
+}
+
+void Log::finish_overlapped() {
+  if (!writer_ || !writer_->running()) return;
+  writer_->wait();  // a failed write_out cut the segment back before it threw
+  last_lsn_ = overlap_last_lsn_;
+}
+
+void Log::settle_overlapped() noexcept {
+  try {
+    finish_overlapped();
+  } catch (...) {
+  }
+}
+
+std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn, std::span<const std::byte> tail,
+                          bool may_overlap) {
+  finish_overlapped();
   check_usable();
   // Rotate before writing: a failure to start a segment must happen before this commit's record
   // exists anywhere. The old segment is synced first, so the durable prefix never has a hole;
@@ -258,6 +297,7 @@ std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn, std::sp
   records_.add(segment_first_lsn_, at, records);
   if (!mark_.empty()) records_.add(segment_first_lsn_, at + records.size() + tail.size() + pad.size(), mark_);
   const std::size_t bytes = records.size() + tail.size() + pad.size() + mark_.size();
+  bool write_now = true;
   if (durability_ == Durability::None) {
     // Small records gather in one reused buffer, written when the next would overflow it (a
     // write call per record costs more than the copy); a large one is written as it is, after
@@ -265,21 +305,29 @@ std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn, std::sp
     // "none" promises nothing before close or checkpoint.
     const bool direct = bytes >= kNoneDirectBytes;
     if (direct || pending_.size() + bytes > kNoneBufferBytes) flush();
-    if (direct) {
-      write_out({records, tail, pad, mark_}, false);
-    } else {
+    if (!direct) {
+      if (!tail.empty()) logfmt::seal_tail(records, tail);
       // Room for a full buffer once: the inserts then cannot fail half way through a record.
       if (pending_.capacity() < kNoneBufferBytes) pending_.reserve(kNoneBufferBytes);
       for (std::span<const std::byte> piece : {std::span<const std::byte>(records), tail, pad,
                                                 std::span<const std::byte>(mark_)}) {
         pending_.insert(pending_.end(), piece.begin(), piece.end());
       }
+      write_now = false;
     }
-  } else {
-    // fsync: written now, synced by group commit for every writer at once: a large record's sync
-    // starts now on the helper thread, a small one's when its committer waits (GroupSync).
-    write_out({records, tail, pad, mark_}, false);
   }
+  if (write_now && may_overlap && overlaps(bytes)) {
+    // Sealed and written on the writer thread while the committer applies the change;
+    // finish_overlapped() moves last_lsn_ on once it is.
+    overlap_records_ = &records;
+    overlap_pieces_ = {records, tail, pad, mark_};
+    overlap_last_lsn_ = last_lsn;
+    writer_->start();
+    return 0;
+  }
+  // Written now. fsync's are synced by group commit for every writer at once: a large record's
+  // sync starts now on the helper thread, a small one's when its committer waits (GroupSync).
+  if (write_now) write_record(records, {records, tail, pad, mark_});
   marked_to_ = std::max(marked_to_, mark);
   last_lsn_ = last_lsn;
   return group_ ? group_->written(segment_size_, last_lsn, bytes >= kEarlySyncBytes) : 0;
@@ -305,6 +353,7 @@ Lsn Log::abandon_unsynced() {
 }
 
 void Log::close() {
+  finish_overlapped();
   sync();
   if (segment_.is_open() && segment_size_ > marked_to_) {
     // Everything is synced now: a last mark lets recovery call any later damage corruption.
@@ -323,6 +372,7 @@ void Log::close() {
 }
 
 void Log::flush() {
+  finish_overlapped();
   check_usable(false);
   if (!pending_.empty()) {
     write_out({pending_}, false);
@@ -331,6 +381,7 @@ void Log::flush() {
 }
 
 void Log::sync() {
+  finish_overlapped();
   check_usable(false);
   if (group_) {
     group_->sync_all();

@@ -44,10 +44,26 @@ void seal_record(std::vector<std::byte>& buf, std::size_t start, RecordType type
   std::memcpy(h + 8, head, 4);
   std::memcpy(h + 12, &lsn_count, 4);
   std::memcpy(h + 16, &first_lsn, 8);
-  std::uint32_t crc = record_crc({h, buf.size() - start});
-  if (!tail.empty()) crc = crc32c(tail.data(), tail.size(), crc);
+  const std::uint32_t crc = record_crc({h, buf.size() - start});
   std::memcpy(h + 4, &crc, 4);
   if (tail.empty()) ByteWriter(buf).pad_to_align();  // may move buf: after the last use of h
+}
+
+void seal_tail(std::vector<std::byte>& buf, std::span<const std::byte> tail) noexcept {
+  if (tail.empty()) return;  // sealed whole (and padded) by seal_record
+  // The record sealed with the tail is the one whose body runs past buf's end.
+  std::size_t at = 0;
+  for (;;) {
+    if (at + kRecordHeaderBytes > buf.size()) return;  // none: not a buffer seal_record left open
+    std::uint32_t body = 0;
+    std::memcpy(&body, buf.data() + at, 4);
+    if (at + kRecordHeaderBytes + body > buf.size()) break;
+    at += padded(kRecordHeaderBytes + body);
+  }
+  std::uint32_t crc = 0;
+  std::memcpy(&crc, buf.data() + at + 4, 4);
+  crc = crc32c(tail.data(), tail.size(), crc);
+  std::memcpy(buf.data() + at + 4, &crc, 4);
 }
 
 void append_sync_mark(std::vector<std::byte>& out, std::uint64_t next_lsn, std::uint64_t synced_offset) {

@@ -4,6 +4,12 @@
 // reopening gives exactly the state the bus had.
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "log/LogTestUtil.hpp"
 
 namespace mmsb {
@@ -38,24 +44,55 @@ class FaultyDisk final : public FileObserver {
   bool fired_ = false;
 };
 
+// A workload: set up on a fresh bus, it returns the step to run kSteps times.
+using Workload = std::function<std::function<void(Bus&)>(Bus&)>;
+
+Workload random_workload() {
+  return [](Bus& bus) {
+    auto work = std::make_shared<test::RandomWorkload>(bus, 5, "w", 0.1);
+    return std::function<void(Bus&)>([work](Bus& b) { work->step(b); });
+  };
+}
+
+// Batches of 64 KiB and more, which a flush or none log writes on its writer thread while they
+// apply with their undo, and (`with_writes`) small writes between them.
+Workload large_batches(bool with_writes) {
+  return [with_writes](Bus& bus) {
+    std::vector<std::pair<PageId, std::uint64_t>> pages;
+    for (int i = 0; i < 4; ++i) pages.emplace_back(bus.create_page(PageSpec{std::uint64_t{1} << 16}).id, 1 << 16);
+    auto rng = std::make_shared<test::Rng>(17);
+    auto step = std::make_shared<int>(0);
+    return std::function<void(Bus&)>([=](Bus& b) {
+      if (with_writes && (*step)++ % 3 == 2) {
+        b.write(pages[0].first, test::uniform(*rng, 0, 1000), test::random_bytes(*rng, 16));
+      } else {
+        const DeltaBatch batch = test::random_batch(*rng, pages, 3000, 64);
+        ASSERT_GE(batch.view().payload.size(), Log::kOverlapBytes);
+        b.apply_batch(batch.view());
+      }
+    });
+  };
+}
+
+constexpr int kSteps = 25;
+
 // How many writes (or syncs) the fault-free workload makes, closing included.
-std::uint64_t count_ops(const std::string& dir, Durability durability, Fault fault, int steps) {
+std::uint64_t count_ops(const std::string& dir, Durability durability, Fault fault, const Workload& workload) {
   FaultyDisk counter(fault, ~std::uint64_t{0});
   set_file_observer(&counter);
   {
     Bus bus(test::dir_options(dir, durability));
-    test::RandomWorkload work(bus, 5, "w", 0.1);
-    work.run(bus, steps);
+    const auto step = workload(bus);
+    for (int i = 0; i < kSteps; ++i) step(bus);
     bus.close();
   }
   set_file_observer(nullptr);
   return counter.count(fault);
 }
 
-void inject_everywhere(Durability durability, Fault fault) {
-  constexpr int kSteps = 25;
+void inject_everywhere(Durability durability, Fault fault, const Workload& workload = random_workload()) {
   test::TempDir tmp;
-  const std::uint64_t total = count_ops(tmp.path() + "/count", durability, fault, kSteps);
+  const std::uint64_t total = count_ops(tmp.path() + "/count", durability, fault, workload);
   ASSERT_GT(total, 3u);
   for (std::uint64_t n = 1; n <= total; ++n) {
     const std::string dir = tmp.path() + "/d" + std::to_string(n);
@@ -71,12 +108,19 @@ void inject_everywhere(Durability durability, Fault fault) {
         ASSERT_EQ(e.code(), ErrorCode::Durability);
         continue;
       }
-      test::RandomWorkload work(*bus, 5, "w", 0.1);
+      std::function<void(Bus&)> step;
+      try {
+        step = workload(*bus);
+      } catch (const Error& e) {  // the fault hit the workload's set-up
+        set_file_observer(nullptr);
+        ASSERT_EQ(e.code(), ErrorCode::Durability);
+        continue;
+      }
       bool failed = false;
       for (int i = 0; i < kSteps; ++i) {
         const test::DurableState before = test::durable_state(*bus);
         try {
-          work.step(*bus);
+          step(*bus);
         } catch (const Error& e) {
           ASSERT_FALSE(failed) << "a second failure after one injected fault: " << e.what();
           failed = true;
@@ -105,6 +149,15 @@ TEST(InjectedIoError, EveryWriteFailureInFsyncMode) { inject_everywhere(Durabili
 TEST(InjectedIoError, EverySyncFailureInFsyncMode) { inject_everywhere(Durability::Fsync, Fault::Sync); }
 TEST(InjectedIoError, EveryWriteFailureInFlushMode) { inject_everywhere(Durability::Flush, Fault::Write); }
 TEST(InjectedIoError, EverySyncFailureInFlushMode) { inject_everywhere(Durability::Flush, Fault::Sync); }
+// Large batches are written on the log's writer thread while they apply: a failed write there is
+// undone like any other. In none mode only large batches (written at once, not gathered), so
+// that every write the bus acknowledged is one a failure reports.
+TEST(InjectedIoError, EveryWriteFailureOfOverlappedBatchesInFlushMode) {
+  inject_everywhere(Durability::Flush, Fault::Write, large_batches(true));
+}
+TEST(InjectedIoError, EveryWriteFailureOfOverlappedBatchesInNoneMode) {
+  inject_everywhere(Durability::None, Fault::Write, large_batches(false));
+}
 
 }  // namespace
 }  // namespace mmsb

@@ -148,8 +148,9 @@ TEST_F(LogCodecTest, UniformNarrowBatchesTakeEightBytesPerRow) {
 }
 
 // The file log writes a batch's payload from where it lies: the head encode_batch_record_head
-// makes, then the payload, then its padding, must be byte for byte the record encode_op_record
-// makes, for every column encoding and payload size, after other records in the buffer too.
+// makes (its CRC completed over the payload by seal_tail), then the payload, then its padding,
+// must be byte for byte the record encode_op_record makes, for every column encoding and payload
+// size, after other records in the buffer too.
 TEST_F(LogCodecTest, BatchRecordHeadThenPayloadIsTheWholeRecord) {
   std::vector<BatchOp> batches;
   for (const LogOp& op : ops_) {
@@ -180,6 +181,7 @@ TEST_F(LogCodecTest, BatchRecordHeadThenPayloadIsTheWholeRecord) {
       Bytes whole = before, head = before;
       encode_op_record(whole, 9, b.view(), b.timestamp_ns);
       encode_batch_record_head(head, 9, b.view(), b.timestamp_ns);
+      logfmt::seal_tail(head, b.payload);
       ASSERT_LE(head.size(), whole.size());
       head.insert(head.end(), b.payload.begin(), b.payload.end());
       head.resize(head.size() + logfmt::tail_padding(head.size()), std::byte{0});

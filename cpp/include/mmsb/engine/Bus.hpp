@@ -377,11 +377,14 @@ class Bus {
   /// it does nothing. Defined in Transaction.hpp.
   class UndoOnFailure;
   void record_delta_locked(PageRecord& r, Delta& d);
-  /// `log_now` (a group commit's own transaction, holding nothing else): the batch is written to
-  /// the log as its own record before it is applied, so its fdatasync runs while it applies.
+  /// `log_now` (a transaction of its own, holding nothing else): the batch is written to the log
+  /// as its own record before it is applied, so the disk works while it applies: group commit's
+  /// fdatasync starts at once, and a flush or none log writes a large record on its writer
+  /// thread (Log::append's may_overlap), waited for once the batch applied.
   Lsn record_batch_locked(const DeltaBatchView& batch, bool log_now = false);
-  /// Writes a validated batch to the log (or the in-memory log) as its own record.
-  void log_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns);
+  /// Writes a validated batch to the log (or the in-memory log) as its own record; `may_overlap`
+  /// as for Log::append.
+  void log_batch_locked(const DeltaBatchView& batch, Lsn first, std::uint64_t timestamp_ns, bool may_overlap = false);
   void preview_locked(PageId child, std::span<std::byte> out);
   void propagate_locked();
   void enqueue(std::unique_ptr<Submission> s, bool block);
@@ -511,8 +514,9 @@ class Bus {
   void apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn);
   /// Appends the record(s) in record_buf_ (lsns up to `last`) to the log, if there is one. With
   /// group commit a transaction's record is left to sync later; any other is synced here.
-  /// A non-empty `tail` ends the last record (a file log only: see Log::append).
-  void log_locked(Lsn last, std::span<const std::byte> tail = {});
+  /// A non-empty `tail` ends the last record (a file log only: see Log::append, also for
+  /// `may_overlap`).
+  void log_locked(Lsn last, std::span<const std::byte> tail = {}, bool may_overlap = false);
   /// Whether a commit should run as a transaction so it can park for group commit (fsync log,
   /// no transaction open): its undo lets it apply before its sync.
   bool grouping_locked() const noexcept { return !txn_ && log_ && log_->group(); }

@@ -5,6 +5,7 @@
 ///
 /// Thread safety: not thread safe; the bus calls it under its commit lock. The exception is the
 /// GroupSync of durability=fsync (group()), which committers wait on outside that lock.
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <limits>
@@ -16,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mmsb/core/HelperThread.hpp"
 #include "mmsb/core/Progress.hpp"
 #include "mmsb/log/Checkpoint.hpp"
 #include "mmsb/log/GroupSync.hpp"
@@ -59,6 +61,9 @@ class Log {
   /// durability=fsync: a record of at least this many bytes has its fdatasync started at once on
   /// GroupSync's helper thread, so the disk works while the commit applies (GroupSync::written).
   static constexpr std::size_t kEarlySyncBytes = std::size_t{64} << 10;
+  /// durability=flush and none: a record of at least this many bytes may be written on the log's
+  /// writer thread while the commit applies it (append's may_overlap).
+  static constexpr std::size_t kOverlapBytes = kNoneDirectBytes;
   /// The OS is asked to start writing back each stretch of this many bytes once it is written.
   static constexpr std::uint64_t kWriteBehindBytes = std::uint64_t{8} << 20;
   /// Sealed segments left in the OS page cache for history lookups; older ones are dropped.
@@ -94,7 +99,19 @@ class Log {
   /// With durability=none the bytes may be moved out of `records` (left empty) instead of copied.
   /// A non-empty `tail` ends the last record (sealed with it, logfmt::seal_record): written after
   /// `records` where it lies, then its padding.
-  std::uint64_t append(std::vector<std::byte>& records, Lsn last_lsn, std::span<const std::byte> tail = {});
+  /// `may_overlap`: the caller applies the change with its undo right after and then calls
+  /// finish_overlapped(), so a record overlaps() takes is handed to the writer thread and written
+  /// meanwhile (ticket 0). Until finish_overlapped() the caller must not call the log again nor
+  /// change `records` and `tail`.
+  std::uint64_t append(std::vector<std::byte>& records, Lsn last_lsn, std::span<const std::byte> tail = {},
+                       bool may_overlap = false);
+  /// Whether append(..., may_overlap) would write records of about `bytes` on the writer thread
+  /// (durability flush or none, no group commit, at least kOverlapBytes, a thread to be had).
+  bool overlaps(std::size_t bytes) noexcept;
+  /// Waits for the write append() handed over (none: returns at once). When it failed, the file
+  /// is cut back to where it was and Error(Durability) is thrown: the caller undoes the change,
+  /// as for a failed append().
+  void finish_overlapped();
   /// Writes everything pending and fdatasyncs it (close, checkpoint, durability=none). With
   /// durability=fsync a failure leaves group()->failed() set until abandon_unsynced().
   void sync();
@@ -156,7 +173,13 @@ class Log {
 
  private:
   void scan(Lsn checkpoint_limit, const ProgressFn& progress);
+  /// finish_overlapped() for callers that cannot report a failure (the write's own cut back
+  /// already left the file consistent).
+  void settle_overlapped() noexcept;
   void open_segment(Lsn first_lsn);
+  /// Seals the tail (pieces[1]) into the last record of `records` (pieces[0]), then writes the
+  /// pieces (records, tail, padding, sync mark).
+  void write_record(std::vector<std::byte>& records, const std::array<std::span<const std::byte>, 4>& pieces);
   /// Writes `pieces` one after the other; with `sync`, fdatasyncs them.
   void write_out(std::initializer_list<std::span<const std::byte>> pieces, bool sync);
   void preallocate(std::size_t incoming);
@@ -192,6 +215,13 @@ class Log {
   Lsn retained_from_ = 0;
   std::shared_ptr<GroupSync> group_;  // durability=fsync only
   std::uint64_t marked_to_ = 0;       // what the active segment's SyncMarks vouch for
+  // append(..., may_overlap): the writer thread (started on first use; null if none could be
+  // had), the pieces it writes next, and the lsn the log reaches once they are written.
+  std::unique_ptr<HelperThread> writer_;
+  bool writer_failed_ = false;
+  std::vector<std::byte>* overlap_records_ = nullptr;
+  std::array<std::span<const std::byte>, 4> overlap_pieces_;
+  Lsn overlap_last_lsn_ = 0;
   RecordIndex records_;            // chunk = the first lsn of the record's segment (its file name)
   Lsn segment_first_lsn_ = 0;      // of the active segment
   Lsn indexed_from_ = 1;           // records_ holds every record from this lsn on

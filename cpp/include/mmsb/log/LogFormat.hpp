@@ -171,10 +171,16 @@ class RecordBuilder {
 /// appended up to the end of `buf`: writes the header (length, CRC, type, lsn count, first lsn)
 /// and pads with zeros. Throws Error(InvalidArgument) for a body over kMaxRecordBody.
 /// With a non-empty `tail`, the body is buf's bytes after the header followed by `tail`, whose
-/// bytes the CRC covers where they lie (a batch's payload is then never copied): nothing is
-/// padded, so the record is buf[start, end) + tail + tail_padding(...) zero bytes.
+/// bytes are never copied (a batch's payload): nothing is padded, so the record is
+/// buf[start, end) + tail + tail_padding(...) zero bytes, and the CRC stored covers buf's bytes
+/// only until seal_tail() folds the tail's in, which the writer of the record does (the log,
+/// on its writer thread when it overlaps the write with the apply).
 void seal_record(std::vector<std::byte>& buf, std::size_t start, RecordType type, std::uint32_t lsn_count,
                  std::uint64_t first_lsn, std::span<const std::byte> tail = {});
+/// Completes the CRC of the last record in `buf`, which seal_record() sealed with `tail`: folds
+/// the tail's bytes into it where they lie (an empty tail: nothing to do, the record is whole).
+/// Once per record, before it is written anywhere.
+void seal_tail(std::vector<std::byte>& buf, std::span<const std::byte> tail) noexcept;
 /// Zero bytes that follow the tail of a record sealed with one: `record_bytes` (header, body
 /// in buf and tail) up to a multiple of kAlign.
 inline std::size_t tail_padding(std::size_t record_bytes) noexcept { return padded(record_bytes) - record_bytes; }

@@ -101,8 +101,9 @@ void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const DeltaBat
                       std::uint64_t timestamp_ns);
 /// The record encode_op_record(out, first_lsn, batch, timestamp_ns) appends, without copying
 /// the payload: `out` gets the record up to it, and the whole record is those bytes, then
-/// batch.payload, then logfmt::tail_padding(record size) zero bytes. For a writer that hands
-/// the pieces to the OS one after the other: megabytes of payload are not copied twice.
+/// batch.payload, then logfmt::tail_padding(record size) zero bytes, once logfmt::seal_tail has
+/// folded the payload into its CRC. For a writer that hands the pieces to the OS one after the
+/// other: megabytes of payload are not copied twice.
 void encode_batch_record_head(std::vector<std::byte>& out, Lsn first_lsn, const DeltaBatchView& batch,
                               std::uint64_t timestamp_ns);
 void encode_op_record(std::vector<std::byte>& out, Lsn first_lsn, const EdgeOp& op);
