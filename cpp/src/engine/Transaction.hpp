@@ -206,8 +206,11 @@ struct Bus::Transaction {
 
 class Bus::UndoOnFailure {
  public:
-  explicit UndoOnFailure(Bus& bus) : bus_(bus), unwinding_(std::uncaught_exceptions()) {
-    if (bus.txn_) mark_ = bus.mark_locked();
+  // Outside a transaction (every plain commit) it costs a test of txn_, nothing more.
+  explicit UndoOnFailure(Bus& bus) : bus_(bus) {
+    if (!bus.txn_) return;
+    unwinding_ = std::uncaught_exceptions();
+    mark_ = bus.mark_locked();
   }
   ~UndoOnFailure() {
     if (!mark_ || std::uncaught_exceptions() <= unwinding_) return;
@@ -220,7 +223,7 @@ class Bus::UndoOnFailure {
 
  private:
   Bus& bus_;
-  int unwinding_;
+  int unwinding_ = 0;
   std::optional<TxnMark> mark_;
 };
 
