@@ -131,7 +131,8 @@ void Prefaulter::run() noexcept {
       q.busy = true;
     }
     // EINVAL: a kernel before 5.14; ENOMEM/EFAULT: the range was unmapped meanwhile (harmless).
-    const bool unsupported = madvise(reinterpret_cast<void*>(r.begin), r.bytes, MADV_POPULATE_WRITE) != 0 && errno == EINVAL;
+    const bool unsupported =
+        madvise(reinterpret_cast<void*>(r.begin), r.bytes, MADV_POPULATE_WRITE) != 0 && errno == EINVAL;
     {
       std::lock_guard g(q.mutex);
       q.supported = q.supported && !unsupported;

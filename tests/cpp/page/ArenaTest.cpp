@@ -1,5 +1,6 @@
 // Arena invariants: aligned, zero-filled (fresh and reused), class rounding bounds, exact stats,
-// no two live blocks ever overlapping, and slabs after a class's first faulted in ahead of use. trim() is covered in ArenaTrimTest.cpp.
+// no two live blocks ever overlapping, and slabs after a class's first faulted in ahead of use.
+// trim() is covered in ArenaTrimTest.cpp.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -252,6 +253,9 @@ TEST(ArenaTest, SlabsAfterAClassesFirstAreFaultedInAheadOfTheirWriters) {
   munmap(probe, page);
   if (!supported) GTEST_SKIP() << "this kernel lacks MADV_POPULATE_WRITE (Linux 5.14+)";
 
+  // The helper idle first (earlier tests queue slabs too), so that it holds its lock only for
+  // this test's requests: a request arriving while it does is dropped.
+  ASSERT_TRUE(Prefaulter::settle(20'000));
   Arena arena;
   constexpr std::size_t kBlock = 4096;
   const std::size_t per_slab = Arena::kSlabBytes / kBlock;

@@ -34,7 +34,8 @@ class Prefaulter {
   static constexpr std::size_t kBacklog = 64;
   /// Waits until no request of either kind is queued or being carried out, for at most
   /// `timeout_ms`, so that what was requested is resident (a measurement of memory against the
-  /// resident set wants that). Returns whether it got there in time. Static: waiting starts no helper. Never throws.
+  /// resident set wants that). Returns whether it got there in time. Static: waiting starts no
+  /// helper. Never throws.
   static bool settle(unsigned timeout_ms = 2000) noexcept;
 
  private:
