@@ -29,6 +29,9 @@ from reference_model import RefBus  # noqa: E402
 BIG_NAME = "big"
 BIG_SIZE = 2 << 20       # one page big enough that its writes take a while (torn writes)
 BIG_WRITE = 1 << 20      # bytes of one big write
+# A big batch: its payload (128 KiB) is over the 64 KiB from which a flush or none log writes the
+# record on its writer thread while the batch applies, so a kill also lands in such a write.
+BIG_BATCH_ROWS, BIG_ROW = 64, 2048
 MAX_PAGES = 40
 DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint16", "uint64", "float16", "float32",
           "float64", "complex64"]
@@ -37,7 +40,7 @@ DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint16", "uint64", "float1
 WEIGHTS = [
     ("create_raw", 3), ("create_typed", 2), ("create_data", 3), ("delete", 2),
     ("set_meta", 3), ("del_meta", 1), ("write", 10), ("runs", 6), ("masked", 4),
-    ("update", 4), ("edit", 3), ("batch", 6), ("big_write", 1), ("checkpoint", 0.3),
+    ("update", 4), ("edit", 3), ("batch", 6), ("big_write", 1), ("big_batch", 1), ("checkpoint", 0.3),
 ]
 KINDS = [k for k, _ in WEIGHTS]
 PROBS = np.array([w for _, w in WEIGHTS], dtype=float) / sum(w for _, w in WEIGHTS)
@@ -178,6 +181,13 @@ class OpStream:
                 off, ln = self._span(len(ref.pages[pid]), 24)
                 rows.append((pid, off, self.rng.bytes(ln)))
             ref.batch(rows)
+            return self.step, ("batch", rows)
+        if kind == "big_batch":
+            pid = ref.names[BIG_NAME]
+            rows = [(pid, int(self.rng.integers(0, BIG_SIZE - BIG_ROW + 1)), self.rng.bytes(BIG_ROW))
+                    for _ in range(BIG_BATCH_ROWS)]
+            for row in rows:  # in row order, each a delta: what the batch commits
+                ref.write_block(*row)
             return self.step, ("batch", rows)
         if kind == "big_write":
             pid = ref.names[BIG_NAME]

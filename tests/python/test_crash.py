@@ -11,8 +11,9 @@ each acknowledged lsn; the parent SIGKILLs it at a random moment, reopens the di
   survive another close and reopen.
 
 The op stream lives in crash_child.py (shared by child and parent). Some of its writes are
-1 MiB, so a kill can land inside a write(2) and leave a torn record; the count of torn tails
-(bus.recovery['truncated_tail']) is printed with the number of trials.
+1 MiB, so a kill can land inside a write(2) and leave a torn record, and some of its batches are
+128 KiB, whose records a flush or none log writes on its writer thread while they apply; the
+count of torn tails (bus.recovery['truncated_tail']) is printed with the number of trials.
 """
 
 from __future__ import annotations
