@@ -5,6 +5,7 @@
 #include <atomic>
 #include <bit>
 #include <charconv>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -294,29 +295,88 @@ void radix_sort(std::vector<T>& v, std::vector<T>& tmp, unsigned bits, Key key) 
   }
 }
 
-}  // namespace
+// What one pass over the runs tells: their lowest address and the span up to the end of the
+// highest-reaching one, their bytes, whether each starts at or past the end of the one before
+// (sorted and disjoint), and whether any is empty.
+struct RunScan {
+  std::byte* base = nullptr;
+  std::uint64_t span = 0;
+  std::uint64_t bytes = 0;
+  bool sorted = true;
+  bool any_empty = false;
+};
 
-void resolve_overlaps(std::vector<DeviceRun>& runs) {
-  OverlapScratch scratch;
-  resolve_overlaps(runs, scratch);
+RunScan scan_runs(const std::vector<DeviceRun>& runs) {
+  RunScan s;
+  if (runs.empty()) return s;
+  s.base = runs.front().device;
+  std::byte* end = s.base;
+  const std::byte* prev_end = nullptr;
+  for (const DeviceRun& r : runs) {
+    s.base = std::min(s.base, r.device);
+    end = std::max(end, r.device + r.length);
+    s.bytes += r.length;
+    s.any_empty |= r.length == 0;
+    s.sorted &= prev_end == nullptr || prev_end <= r.device;
+    prev_end = r.device + r.length;
+  }
+  s.span = static_cast<std::uint64_t>(end - s.base);
+  return s;
 }
 
-void resolve_overlaps(std::vector<DeviceRun>& runs, OverlapScratch& scratch) {
-  std::erase_if(runs, [](const DeviceRun& r) { return r.length == 0; });
+// Whether no two runs (none empty) touch the same 64-byte granule of device memory, so that none
+// overlap: a bit per granule of the runs' span, when the span takes at most kGranuleBitsPerRun
+// bits a run (beyond a floor); false when it does not, or when two runs share a granule (rows of
+// a few bytes each in one cache line: the sort then tells exactly). One pass over the runs in
+// their order, where sorting a million of them takes several scattered ones.
+constexpr std::uint64_t kGranuleBytes = 64;
+constexpr std::uint64_t kGranuleBitsPerRun = 64;
+constexpr std::uint64_t kGranuleBitsFloor = std::uint64_t{1} << 16;
+
+bool granules_disjoint(const std::vector<DeviceRun>& runs, const RunScan& scan, std::vector<std::uint64_t>& bits) {
+  // Granules counted from the one holding the lowest address, so they are the memory's own lines.
+  const std::uint64_t lead = reinterpret_cast<std::uintptr_t>(scan.base) % kGranuleBytes;
+  const std::uint64_t granules = (lead + scan.span + kGranuleBytes - 1) / kGranuleBytes;
+  if (granules > kGranuleBitsFloor + kGranuleBitsPerRun * runs.size()) return false;
+  bits.assign((granules + 63) / 64, 0);
+  for (const DeviceRun& r : runs) {
+    const std::uint64_t at = lead + static_cast<std::uint64_t>(r.device - scan.base);
+    const std::uint64_t first = at / kGranuleBytes;
+    const std::uint64_t last = (at + r.length - 1) / kGranuleBytes;
+    for (std::uint64_t w = first / 64; w <= last / 64; ++w) {
+      const std::uint64_t from = w == first / 64 ? first % 64 : 0;
+      const std::uint64_t to = w == last / 64 ? last % 64 : 63;
+      const std::uint64_t mask = (~std::uint64_t{0} >> (63 - to)) & (~std::uint64_t{0} << from);
+      if ((bits[w] & mask) != 0) return false;
+      bits[w] |= mask;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::uint64_t resolve_overlaps(std::vector<DeviceRun>& runs) {
+  OverlapScratch scratch;
+  return resolve_overlaps(runs, scratch);
+}
+
+std::uint64_t resolve_overlaps(std::vector<DeviceRun>& runs, OverlapScratch& scratch) {
+  RunScan scan = scan_runs(runs);
+  if (scan.any_empty) {
+    std::erase_if(runs, [](const DeviceRun& r) { return r.length == 0; });
+    scan = scan_runs(runs);
+  }
+  if (scan.sorted || granules_disjoint(runs, scan, scratch.granules)) return scan.bytes;
   auto disjoint = [](const std::vector<DeviceRun>& rs) {
     for (std::size_t i = 1; i < rs.size(); ++i) {
       if (rs[i - 1].device + rs[i - 1].length > rs[i].device) return false;
     }
     return true;
   };
-  if (disjoint(runs)) return;
   // Addresses as offsets from the lowest one, below 2^bits.
-  std::byte* const base = std::min_element(runs.begin(), runs.end(), [](const DeviceRun& a, const DeviceRun& b) {
-                            return a.device < b.device;
-                          })->device;
-  std::uint64_t end = 0;
-  for (const DeviceRun& r : runs) end = std::max(end, static_cast<std::uint64_t>(r.device - base) + r.length);
-  const auto bits = static_cast<unsigned>(std::bit_width(end));
+  std::byte* const base = scan.base;
+  const auto bits = static_cast<unsigned>(std::bit_width(scan.span));
   auto start_of = [base](const DeviceRun& r) { return static_cast<std::uint64_t>(r.device - base); };
   // Rows of a batch come in any order and rarely overlap: sorted by address and disjoint, their
   // order does not matter and the sort is all it costs.
@@ -324,7 +384,7 @@ void resolve_overlaps(std::vector<DeviceRun>& runs, OverlapScratch& scratch) {
   radix_sort(scratch.sorted, scratch.spare, bits, start_of);
   if (disjoint(scratch.sorted)) {
     runs.swap(scratch.sorted);  // the old buffer becomes scratch: capacities survive the call
-    return;
+    return scan.bytes;
   }
   // A sweep over every run boundary in address order. Between two consecutive boundaries the
   // bytes belong to the newest run covering them: the top of a max-heap of (run index, end), where
@@ -370,6 +430,9 @@ void resolve_overlaps(std::vector<DeviceRun>& runs, OverlapScratch& scratch) {
     }
   }
   runs = std::move(out);
+  std::uint64_t bytes = 0;
+  for (const DeviceRun& r : runs) bytes += r.length;
+  return bytes;
 }
 
 }  // namespace mmsb::cuda

@@ -288,7 +288,7 @@ void Bus::undo_heavy_locked(Transaction& t, std::size_t index) noexcept {
       // Pages deleted later in the transaction are back by now (undone first) and were pinned.
       PageRecord& rec = table_.record(b->page_ids[i]);
       if (devices_->on_device(rec)) {
-        device_rows.push_back({&rec, b->offsets[i], end, length});
+        device_rows.push_back(DeviceRow::of(rec, b->offsets[i], end, length));
       } else if (length != 0) {
         std::memcpy(rec.data + b->offsets[i], b->old.data() + end, length);
       }

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -70,13 +71,13 @@ class DevicePlacement final : public Placement {
   void mark_stale(std::uint8_t place, std::span<const DeviceRow> rows) {
     std::lock_guard g(mutex_);
     if (mirrors_.empty()) return;
-    const std::byte* last = nullptr;
+    std::byte* last = nullptr;
     Mirror* m = nullptr;
     for (const DeviceRow& row : rows) {
-      if (row.rec->place != place) continue;
-      if (row.rec->data != last) {
-        last = row.rec->data;
-        auto it = mirrors_.find(row.rec->data);
+      if (row.place != place) continue;
+      if (row.page_data() != last) {
+        last = row.page_data();
+        auto it = mirrors_.find(last);
         m = it == mirrors_.end() ? nullptr : &it->second;
       }
       if (m == nullptr || m->whole) continue;
@@ -165,8 +166,8 @@ DevicePlacement& DevicePages::placement_of(const PageRecord& r) const {
 std::vector<std::uint8_t> DevicePages::places_of(std::span<const DeviceRow> rows) {
   std::vector<std::uint8_t> places;
   for (const DeviceRow& row : rows) {
-    if (!places.empty() && places.back() == row.rec->place) continue;  // rows of one device in a row: no search
-    if (std::find(places.begin(), places.end(), row.rec->place) == places.end()) places.push_back(row.rec->place);
+    if (!places.empty() && places.back() == row.place) continue;  // rows of one device in a row: no search
+    if (std::find(places.begin(), places.end(), row.place) == places.end()) places.push_back(row.place);
   }
   return places;
 }
@@ -176,7 +177,7 @@ std::vector<DeviceRow> DevicePages::rows_of(PageRecord& r, std::span<const Run> 
   rows.reserve(runs.size());
   std::uint64_t pos = 0;
   for (const Run& run : runs) {
-    rows.push_back({&r, run.offset, pos, run.length});
+    rows.push_back(DeviceRow::of(r, run.offset, pos, run.length));
     pos += run.length;
   }
   return rows;
@@ -187,23 +188,34 @@ std::span<const DeviceRow> DevicePages::device_rows(const DeltaBatchView& b) {
   std::uint64_t pos = 0;
   for (std::size_t i = 0; i < b.rows(); ++i) {
     PageRecord& r = table_.record(b.page_ids[i]);
-    if (on_device(r)) rows_.push_back({&r, b.offsets[i], pos, b.lengths[i]});
+    if (on_device(r)) rows_.push_back(DeviceRow::of(r, b.offsets[i], pos, b.lengths[i]));
     pos += b.lengths[i];
   }
   return rows_;
 }
 
 void DevicePages::write(std::span<const DeviceRow> rows, std::span<const std::byte> host) {
-  for (const std::uint8_t place : places_of(rows)) {
-    DevicePlacement& p = static_cast<DevicePlacement&>(*table_.placement(place));
+  if (rows.empty()) return;
+  // A pass over the rows per device they go to, each pass finding the next device: a batch for
+  // one device (the usual) is read once.
+  std::vector<std::uint8_t> done;
+  for (std::optional<std::uint8_t> place = rows.front().place; place;) {
+    const std::uint8_t now = *place;
+    place.reset();
     runs_.clear();
     for (const DeviceRow& row : rows) {
-      if (row.rec->place == place) runs_.push_back({row.rec->data + row.offset, row.host_offset, row.length});
+      if (row.place == now) {
+        if (row.length != 0) runs_.push_back({row.device, row.host_offset, row.length});
+      } else if (!place && std::find(done.begin(), done.end(), row.place) == done.end()) {
+        place = row.place;
+      }
     }
-    p.mark_stale(place, rows);
-    cuda::resolve_overlaps(runs_, overlap_scratch_);
+    DevicePlacement& p = static_cast<DevicePlacement&>(*table_.placement(now));
+    p.mark_stale(now, rows);
+    const std::uint64_t bytes = cuda::resolve_overlaps(runs_, overlap_scratch_);
     p.backend().write(runs_, host);
-    for (const cuda::DeviceRun& run : runs_) traffic_.bytes_written += run.length;
+    traffic_.bytes_written += bytes;
+    done.push_back(now);
   }
 }
 
@@ -215,11 +227,11 @@ void DevicePages::read(std::span<const DeviceRow> rows, std::span<std::byte> hos
     DevicePlacement& p = static_cast<DevicePlacement&>(*table_.placement(place));
     runs.clear();
     for (const DeviceRow& row : rows) {
-      if (row.rec->place != place || row.length == 0) continue;
-      if (const std::byte* m = p.clean_mirror(row.rec->data)) {
+      if (row.place != place || row.length == 0) continue;
+      if (const std::byte* m = p.clean_mirror(row.page_data())) {
         std::memcpy(host.data() + row.host_offset, m + row.offset, row.length);
       } else {
-        runs.push_back({row.rec->data + row.offset, row.host_offset, row.length});
+        runs.push_back({row.device, row.host_offset, row.length});
       }
     }
     if (runs.empty()) continue;
@@ -344,7 +356,8 @@ std::uint64_t DevicePages::scratch_bytes() const noexcept {
   return rows_.capacity() * sizeof(DeviceRow) +
          (runs_.capacity() + overlap_scratch_.sorted.capacity() + overlap_scratch_.spare.capacity()) *
              sizeof(cuda::DeviceRun) +
-         diff_runs_.capacity() * sizeof(Run) + parent_data_.capacity() * sizeof(const std::byte*);
+         overlap_scratch_.granules.capacity() * sizeof(std::uint64_t) + diff_runs_.capacity() * sizeof(Run) +
+         parent_data_.capacity() * sizeof(const std::byte*);
 }
 
 void DevicePages::release_scratch() noexcept {

@@ -29,12 +29,21 @@ namespace mmsb {
 class DevicePlacement;
 
 /// One row of a multi-page write: `length` bytes of the call's host buffer at `host_offset` go to
-/// `offset` in page `rec`.
+/// `offset` in a page of `place`, at `device`. It holds all a transfer needs, so the rows of a
+/// batch are looked up in the page table once, not again for each pass over them.
 struct DeviceRow {
-  PageRecord* rec;
+  std::byte* device;  ///< the page's data + offset
   std::uint64_t offset;
   std::uint64_t host_offset;
   std::uint64_t length;
+  std::uint8_t place;
+
+  static DeviceRow of(const PageRecord& r, std::uint64_t offset, std::uint64_t host_offset,
+                      std::uint64_t length) noexcept {
+    return {r.data + offset, offset, host_offset, length, r.place};
+  }
+  /// The page's data (its block's address: the key of its mirror).
+  std::byte* page_data() const noexcept { return device - offset; }
 };
 
 class DevicePages {

@@ -19,9 +19,11 @@ void write_runs(const std::vector<DeviceRun>& runs, const Bytes& host) {
   for (const DeviceRun& r : runs) std::copy_n(host.begin() + static_cast<std::ptrdiff_t>(r.host_offset), r.length, r.device);
 }
 
-// Random runs (up to `max_runs`, each at most 64 bytes) into an array of up to `max_size` bytes,
-// resolved, then applied backwards: they must leave what sequential application leaves.
-void check_against_sequential(test::Rng& rng, int trials, std::size_t max_size, std::size_t max_runs) {
+// Random runs (up to `max_runs`, each at most `max_length` bytes) into an array of up to
+// `max_size` bytes, resolved, then applied backwards: they must leave what sequential application
+// leaves.
+void check_against_sequential(test::Rng& rng, int trials, std::size_t max_size, std::size_t max_runs,
+                              std::uint64_t max_length = 64) {
   for (int trial = 0; trial < trials; ++trial) {
     const std::size_t size = test::uniform(rng, 1, max_size);
     std::vector<std::byte> expect(size), got(size);
@@ -30,7 +32,7 @@ void check_against_sequential(test::Rng& rng, int trials, std::size_t max_size, 
     const std::size_t n = test::uniform(rng, 0, max_runs);
     for (std::size_t i = 0; i < n; ++i) {
       const std::uint64_t off = test::uniform(rng, 0, size);
-      const std::uint64_t len = test::uniform(rng, 0, std::min<std::uint64_t>(size - off, 64));
+      const std::uint64_t len = test::uniform(rng, 0, std::min<std::uint64_t>(size - off, max_length));
       const Bytes bytes = test::random_bytes(rng, len);
       places.push_back({off, len});
       host.insert(host.end(), bytes.begin(), bytes.end());
@@ -46,11 +48,17 @@ void check_against_sequential(test::Rng& rng, int trials, std::size_t max_size, 
     };
     write_runs(runs_into(expect), host);
     std::vector<DeviceRun> resolved = runs_into(got);
-    resolve_overlaps(resolved);
-    for (std::size_t i = 0; i < resolved.size(); ++i) {
-      ASSERT_GT(resolved[i].length, 0u);
+    const std::uint64_t bytes = resolve_overlaps(resolved);
+    std::uint64_t held = 0;
+    for (const DeviceRun& r : resolved) held += r.length;
+    ASSERT_EQ(bytes, held) << "trial " << trial;
+    // Disjoint, in whatever order they come: sorted by address, each ends before the next starts.
+    std::vector<DeviceRun> by_address = resolved;
+    std::sort(by_address.begin(), by_address.end(), [](const DeviceRun& a, const DeviceRun& b) { return a.device < b.device; });
+    for (std::size_t i = 0; i < by_address.size(); ++i) {
+      ASSERT_GT(by_address[i].length, 0u);
       if (i > 0) {
-        ASSERT_LE(resolved[i - 1].device + resolved[i - 1].length, resolved[i].device) << "trial " << trial;
+        ASSERT_LE(by_address[i - 1].device + by_address[i - 1].length, by_address[i].device) << "trial " << trial;
       }
     }
     // Disjoint: applied backwards they must still give the sequential result.
@@ -65,24 +73,57 @@ TEST(ResolveOverlaps, LeavesTheBytesSequentialApplicationLeaves) {
   check_against_sequential(rng, 2000, 300, 12);
 }
 
+// Runs of up to 20 KB, sparse in a 4 MB array: most trials overlap nowhere and pass the granule
+// bitmap, their runs each setting bits across several of its words.
+TEST(ResolveOverlaps, LongRunsLeaveTheSequentialBytes) {
+  test::Rng rng(9);
+  check_against_sequential(rng, 300, 4 << 20, 8, 20'000);
+}
+
 // Thousands of runs: the addresses are sorted by the radix pass before the sweep.
 TEST(ResolveOverlaps, ManyOverlappingRunsLeaveTheSequentialBytes) {
   test::Rng rng(6);
   check_against_sequential(rng, 20, 40'000, 5000);
 }
 
-// Disjoint runs in random order over 64 MiB (three radix passes): sorted, each run unchanged.
-TEST(ResolveOverlaps, ManyShuffledDisjointRunsComeOutSortedAndWhole) {
+// Shuffled disjoint runs over 64 MiB, sharing no 64-byte line: told apart by the granule bitmap
+// and kept in their order, each unchanged.
+TEST(ResolveOverlaps, ManyShuffledRunsOnDistinctLinesAreKeptInTheirOrder) {
   test::Rng rng(7);
-  std::vector<std::byte> memory(std::size_t{64} << 20);
+  std::vector<std::byte> memory((std::size_t{64} << 20) + 64);
+  std::byte* const lines = memory.data() + (64 - reinterpret_cast<std::uintptr_t>(memory.data()) % 64) % 64;
   std::vector<DeviceRun> runs;
-  for (std::uint64_t slot = 0; slot < memory.size() / 64; slot += test::uniform(rng, 1, 100)) {
-    runs.push_back({memory.data() + slot * 64 + test::uniform(rng, 0, 32), runs.size() * 7, test::uniform(rng, 1, 32)});
+  std::uint64_t bytes = 0;
+  for (std::uint64_t slot = 0; slot < (std::uint64_t{64} << 20) / 64; slot += test::uniform(rng, 1, 100)) {
+    runs.push_back({lines + slot * 64 + test::uniform(rng, 0, 32), runs.size() * 7, test::uniform(rng, 1, 32)});
+    bytes += runs.back().length;
   }
   ASSERT_GT(runs.size(), 10'000u);
   std::shuffle(runs.begin(), runs.end(), rng);
   std::vector<DeviceRun> resolved = runs;
-  resolve_overlaps(resolved);
+  ASSERT_EQ(resolve_overlaps(resolved), bytes);
+  ASSERT_EQ(resolved.size(), runs.size());
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    ASSERT_EQ(resolved[i].device, runs[i].device) << i;
+    ASSERT_EQ(resolved[i].host_offset, runs[i].host_offset) << i;
+    ASSERT_EQ(resolved[i].length, runs[i].length) << i;
+  }
+}
+
+// Disjoint runs that share lines (8-byte rows in every other slot of each line, shuffled): the
+// granule bitmap cannot tell them apart, so the radix sort does (three passes over 64 MiB);
+// sorted, each run unchanged.
+TEST(ResolveOverlaps, ManyShuffledDisjointRunsSharingLinesComeOutSortedAndWhole) {
+  test::Rng rng(8);
+  std::vector<std::byte> memory(std::size_t{64} << 20);
+  std::vector<DeviceRun> runs;
+  for (std::uint64_t at = 0; at + 8 <= memory.size(); at += 16 * test::uniform(rng, 1, 50)) {
+    runs.push_back({memory.data() + at, runs.size() * 8, 8});
+  }
+  ASSERT_GT(runs.size(), 10'000u);
+  std::shuffle(runs.begin(), runs.end(), rng);
+  std::vector<DeviceRun> resolved = runs;
+  ASSERT_EQ(resolve_overlaps(resolved), runs.size() * 8);
   std::sort(runs.begin(), runs.end(), [](const DeviceRun& a, const DeviceRun& b) { return a.device < b.device; });
   ASSERT_EQ(resolved.size(), runs.size());
   for (std::size_t i = 0; i < runs.size(); ++i) {
@@ -103,6 +144,18 @@ TEST(ResolveOverlaps, SortedDisjointRunsAreKeptAsTheyAre) {
     EXPECT_EQ(copy[i].host_offset, runs[i].host_offset);
     EXPECT_EQ(copy[i].length, runs[i].length);
   }
+}
+
+// Two runs 64 MiB apart, the later one first: a span far wider than a bitmap of 64 bits a run
+// allows, so they are sorted instead.
+TEST(ResolveOverlaps, FewRunsFarApartAreSortedInsteadOfMapped) {
+  std::vector<std::byte> memory((std::size_t{64} << 20) + 16);
+  std::vector<DeviceRun> runs{{memory.data() + (std::size_t{64} << 20), 0, 16}, {memory.data(), 16, 16}};
+  ASSERT_EQ(resolve_overlaps(runs), 32u);
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs[0].device, memory.data());
+  EXPECT_EQ(runs[0].host_offset, 16u);
+  EXPECT_EQ(runs[1].device, memory.data() + (std::size_t{64} << 20));
 }
 
 TEST(ResolveOverlaps, AFullyCoveredRunDisappears) {

@@ -142,15 +142,20 @@ void fail_emulated_write(std::uint64_t nth) noexcept;
 /// saves allocating, and faulting in, buffers as large as `runs` on every call.
 struct OverlapScratch {
   std::vector<DeviceRun> sorted, spare;
+  std::vector<std::uint64_t> granules;  // a bit per 64-byte granule of the runs' span
 };
 
 /// Rewrites `runs` (in the order they were issued: a later run wins where runs overlap) into runs
 /// that do not overlap and leave the same bytes on the device: each byte is written once, from the
-/// last run that covers it. Runs already sorted by address and disjoint cost one pass; disjoint
-/// runs in any order one radix sort (linear in the runs); overlapping ones a sweep over their
-/// sorted boundaries, O(n log n). Zero-length runs are dropped. The result is sorted by address.
-/// The one-argument form uses a fresh scratch.
-void resolve_overlaps(std::vector<DeviceRun>& runs, OverlapScratch& scratch);
-void resolve_overlaps(std::vector<DeviceRun>& runs);
+/// last run that covers it. Zero-length runs are dropped. What it costs:
+///   - runs already sorted by address and disjoint: one pass, kept as they are;
+///   - runs of which no two touch the same 64-byte granule (the usual batch: rows of whole cache
+///     lines, or rows on different pages), when their address span is at most about 64 granules
+///     a run: two passes and a bitmap of the span, kept in their order;
+///   - other disjoint runs: one radix sort (linear in the runs), result sorted by address;
+///   - overlapping runs: a sweep over their sorted boundaries, O(n log n), result sorted.
+/// Returns the bytes the resulting runs hold. The one-argument form uses a fresh scratch.
+std::uint64_t resolve_overlaps(std::vector<DeviceRun>& runs, OverlapScratch& scratch);
+std::uint64_t resolve_overlaps(std::vector<DeviceRun>& runs);
 
 }  // namespace mmsb::cuda
