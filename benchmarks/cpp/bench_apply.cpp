@@ -19,12 +19,14 @@
 #include <map>
 #include <memory>
 #include <new>
+#include <numeric>
 #include <random>
 #include <string>
 #include <span>
 #include <vector>
 
 #include "mmsb/core/CpuFeatures.hpp"
+#include "mmsb/cuda/DeviceBackend.hpp"
 #include "mmsb/delta/DeltaBatch.hpp"
 #include "mmsb/delta/Diff.hpp"
 #include "mmsb/engine/Bus.hpp"
@@ -154,6 +156,68 @@ void BM_BusApplyBatch(benchmark::State& state) {
 BENCHMARK(BM_BusApplyBatch)->ArgNames({"threads", "rows", "log"})
     ->ArgsProduct({{1, 2}, {1 << 16, 1 << 20}, {kMemoryLog, kDirectoryFlush, kNoLog}})->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+
+// The host's share of a batch into device pages: Bus::apply_batch of 1M 64-byte rows into
+// 16,384 "cuda:0" pages of 4 KiB served by the host-memory emulation (cuda::emulate_devices),
+// history off, one thread. Everything the engine does per row runs as with a GPU (validation,
+// device rows, overlap resolution, epochs); the emulation's write is a host copy, where a GPU
+// backend packs pinned staging and launches one kernel. Arg `distinct` 1: each row to its own
+// 64-byte slot (as `mmsb bench`'s gpu rows), told disjoint by the line bitmap; 0: the shared
+// workload, whose rows repeat slots, so they are sorted and swept (the later row wins).
+const mmsb::DeltaBatch& distinct_workload(std::size_t rows) {
+  static std::map<std::size_t, std::unique_ptr<mmsb::DeltaBatch>> cache;
+  auto& slot = cache[rows];
+  if (!slot) {
+    std::mt19937_64 rng(kSeed);
+    std::vector<std::uint64_t> slots(kPages * (kPageSize / kDeltaBytes));
+    std::iota(slots.begin(), slots.end(), std::uint64_t{0});
+    std::shuffle(slots.begin(), slots.end(), rng);
+    slot = std::make_unique<mmsb::DeltaBatch>();
+    slot->reserve(rows, rows * kDeltaBytes);
+    std::byte payload[kDeltaBytes];
+    for (std::size_t i = 0; i < rows; ++i) {
+      for (std::size_t j = 0; j < kDeltaBytes; j += 8) {
+        const std::uint64_t r = rng();
+        std::memcpy(payload + j, &r, 8);
+      }
+      const std::uint64_t s = slots[i % slots.size()];
+      slot->add(1 + s / (kPageSize / kDeltaBytes), s % (kPageSize / kDeltaBytes) * kDeltaBytes, payload);
+    }
+  }
+  return *slot;
+}
+
+void BM_DeviceBatchHostPath(benchmark::State& state) {
+  const bool distinct = state.range(0) != 0;
+  const mmsb::DeltaBatchView batch = (distinct ? distinct_workload(1 << 20) : workload(1 << 20)).view();
+  mmsb::cuda::emulate_devices(1);
+  {
+    mmsb::BusOptions options;
+    options.threads = 1;
+    options.keep_history = false;
+    mmsb::Bus bus(options);
+    mmsb::PageSpec spec;
+    spec.size = kPageSize;
+    spec.location = "cuda:0";
+    for (std::size_t i = 0; i < kPages; ++i) bus.create_page(spec);
+    for (auto _ : state) bus.apply_batch(batch);
+    set_counters(state, batch);
+    // The pages must hold what the floor's sequential apply leaves (the later row wins).
+    Floor expected;
+    expected.apply(batch);
+    std::vector<std::byte> got(kPageSize);
+    for (std::size_t i = 0; i < kPages; ++i) {
+      bus.read(i + 1, 0, got);
+      if (std::memcmp(got.data(), expected.pages[i].data, kPageSize) != 0) {
+        state.SkipWithError("device pages differ from the floor's bytes");
+        break;
+      }
+    }
+  }
+  mmsb::cuda::emulate_devices(0);
+  state.SetLabel(distinct ? "rows on distinct slots" : "rows repeating slots");
+}
+BENCHMARK(BM_DeviceBatchHostPath)->ArgName("distinct")->Arg(1)->Arg(0)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // The stream of `mmsb bench`'s persistence rows (issue 3's flush target): 1M deltas committed in
 // batches of `batch` rows into a freshly opened bus directory (its pages created, closed and

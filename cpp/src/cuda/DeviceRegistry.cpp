@@ -325,30 +325,60 @@ RunScan scan_runs(const std::vector<DeviceRun>& runs) {
 }
 
 // Whether no two runs (none empty) touch the same 64-byte granule of device memory, so that none
-// overlap: a bit per granule of the runs' span, when the span takes at most kGranuleBitsPerRun
-// bits a run (beyond a floor); false when it does not, or when two runs share a granule (rows of
-// a few bytes each in one cache line: the sort then tells exactly). One pass over the runs in
-// their order, where sorting a million of them takes several scattered ones.
+// overlap: a bit per granule, in bitmaps of 256 KiB regions made on first touch and found through
+// a hash table of region numbers (device pages come in slabs that may lie far apart, so one
+// bitmap over the whole span would not do). False when two runs share a granule (rows of a few
+// bytes each in one cache line: the sort then tells exactly), or when the regions touched would
+// take more than about 8 bytes of bitmap a run. One pass over the runs in their order, where
+// sorting a million of them takes several scattered ones.
 constexpr std::uint64_t kGranuleBytes = 64;
-constexpr std::uint64_t kGranuleBitsPerRun = 64;
-constexpr std::uint64_t kGranuleBitsFloor = std::uint64_t{1} << 16;
+constexpr unsigned kRegionShift = 18;
+constexpr std::uint64_t kRegionWords = (std::uint64_t{1} << kRegionShift) / kGranuleBytes / 64;
+constexpr std::uint64_t kBitmapWordsFloor = 1024;
 
-bool granules_disjoint(const std::vector<DeviceRun>& runs, const RunScan& scan, std::vector<std::uint64_t>& bits) {
-  // Granules counted from the one holding the lowest address, so they are the memory's own lines.
-  const std::uint64_t lead = reinterpret_cast<std::uintptr_t>(scan.base) % kGranuleBytes;
-  const std::uint64_t granules = (lead + scan.span + kGranuleBytes - 1) / kGranuleBytes;
-  if (granules > kGranuleBitsFloor + kGranuleBitsPerRun * runs.size()) return false;
-  bits.assign((granules + 63) / 64, 0);
+bool granules_disjoint(const std::vector<DeviceRun>& runs, OverlapScratch& scratch) {
+  const std::size_t max_regions = (kBitmapWordsFloor + runs.size()) / kRegionWords;
+  const auto slots_bits = static_cast<unsigned>(std::bit_width(2 * max_regions));
+  const std::size_t slots = std::size_t{1} << slots_bits;
+  constexpr std::uint64_t kFree = ~std::uint64_t{0};  // no region number is this large
+  scratch.regions.assign(slots, {kFree, 0});
+  scratch.granules.clear();
+  std::size_t regions = 0;
+  // The bitmap of the region holding address `at`, made if new; nullptr past the budget.
+  auto bitmap_of = [&](std::uint64_t at) -> std::uint64_t* {
+    const std::uint64_t region = at >> kRegionShift;
+    std::size_t i = static_cast<std::size_t>((region * 0x9E3779B97F4A7C15ull) >> (64 - slots_bits));
+    for (;; i = (i + 1) & (slots - 1)) {
+      auto& [key, first_word] = scratch.regions[i];
+      if (key == region) return scratch.granules.data() + first_word;
+      if (key != kFree) continue;
+      if (regions == max_regions) return nullptr;
+      key = region;
+      first_word = scratch.granules.size();
+      ++regions;
+      scratch.granules.resize(scratch.granules.size() + kRegionWords, 0);
+      return scratch.granules.data() + first_word;
+    }
+  };
   for (const DeviceRun& r : runs) {
-    const std::uint64_t at = lead + static_cast<std::uint64_t>(r.device - scan.base);
-    const std::uint64_t first = at / kGranuleBytes;
-    const std::uint64_t last = (at + r.length - 1) / kGranuleBytes;
-    for (std::uint64_t w = first / 64; w <= last / 64; ++w) {
-      const std::uint64_t from = w == first / 64 ? first % 64 : 0;
-      const std::uint64_t to = w == last / 64 ? last % 64 : 63;
-      const std::uint64_t mask = (~std::uint64_t{0} >> (63 - to)) & (~std::uint64_t{0} << from);
-      if ((bits[w] & mask) != 0) return false;
-      bits[w] |= mask;
+    const auto start = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(r.device));
+    const std::uint64_t end = start + r.length;
+    // Region by region (a run of a large page may cross several).
+    for (std::uint64_t at = start; at < end;) {
+      const std::uint64_t region_end = ((at >> kRegionShift) + 1) << kRegionShift;
+      const std::uint64_t stop = std::min(end, region_end);
+      std::uint64_t* bits = bitmap_of(at);
+      if (bits == nullptr) return false;
+      const std::uint64_t first = (at & ((std::uint64_t{1} << kRegionShift) - 1)) / kGranuleBytes;
+      const std::uint64_t last = ((stop - 1) & ((std::uint64_t{1} << kRegionShift) - 1)) / kGranuleBytes;
+      for (std::uint64_t w = first / 64; w <= last / 64; ++w) {
+        const std::uint64_t from = w == first / 64 ? first % 64 : 0;
+        const std::uint64_t to = w == last / 64 ? last % 64 : 63;
+        const std::uint64_t mask = (~std::uint64_t{0} >> (63 - to)) & (~std::uint64_t{0} << from);
+        if ((bits[w] & mask) != 0) return false;
+        bits[w] |= mask;
+      }
+      at = stop;
     }
   }
   return true;
@@ -367,7 +397,7 @@ std::uint64_t resolve_overlaps(std::vector<DeviceRun>& runs, OverlapScratch& scr
     std::erase_if(runs, [](const DeviceRun& r) { return r.length == 0; });
     scan = scan_runs(runs);
   }
-  if (scan.sorted || granules_disjoint(runs, scan, scratch.granules)) return scan.bytes;
+  if (scan.sorted || granules_disjoint(runs, scratch)) return scan.bytes;
   auto disjoint = [](const std::vector<DeviceRun>& rs) {
     for (std::size_t i = 1; i < rs.size(); ++i) {
       if (rs[i - 1].device + rs[i - 1].length > rs[i].device) return false;

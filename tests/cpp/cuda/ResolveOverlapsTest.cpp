@@ -74,10 +74,10 @@ TEST(ResolveOverlaps, LeavesTheBytesSequentialApplicationLeaves) {
 }
 
 // Runs of up to 20 KB, sparse in a 4 MB array: most trials overlap nowhere and pass the granule
-// bitmap, their runs each setting bits across several of its words.
+// bitmaps, their runs each setting bits across several words and some across two regions.
 TEST(ResolveOverlaps, LongRunsLeaveTheSequentialBytes) {
   test::Rng rng(9);
-  check_against_sequential(rng, 300, 4 << 20, 8, 20'000);
+  check_against_sequential(rng, 150, 4 << 20, 8, 20'000);
 }
 
 // Thousands of runs: the addresses are sorted by the radix pass before the sweep.
@@ -146,16 +146,56 @@ TEST(ResolveOverlaps, SortedDisjointRunsAreKeptAsTheyAre) {
   }
 }
 
-// Two runs 64 MiB apart, the later one first: a span far wider than a bitmap of 64 bits a run
-// allows, so they are sorted instead.
-TEST(ResolveOverlaps, FewRunsFarApartAreSortedInsteadOfMapped) {
-  std::vector<std::byte> memory((std::size_t{64} << 20) + 16);
-  std::vector<DeviceRun> runs{{memory.data() + (std::size_t{64} << 20), 0, 16}, {memory.data(), 16, 16}};
-  ASSERT_EQ(resolve_overlaps(runs), 32u);
+// Two runs of 5 MiB, the later one first: they touch 40 regions of 256 KiB, more than a
+// bitmap of about 8 bytes a run allows, so they are sorted instead.
+TEST(ResolveOverlaps, RunsTouchingMoreRegionsThanTheBudgetAreSorted) {
+  std::vector<std::byte> memory(std::size_t{12} << 20);
+  std::vector<DeviceRun> runs{{memory.data() + (std::size_t{6} << 20), 0, std::size_t{5} << 20},
+                              {memory.data(), std::size_t{5} << 20, std::size_t{5} << 20}};
+  ASSERT_EQ(resolve_overlaps(runs), std::uint64_t{10} << 20);
   ASSERT_EQ(runs.size(), 2u);
   EXPECT_EQ(runs[0].device, memory.data());
-  EXPECT_EQ(runs[0].host_offset, 16u);
-  EXPECT_EQ(runs[1].device, memory.data() + (std::size_t{64} << 20));
+  EXPECT_EQ(runs[0].host_offset, std::uint64_t{5} << 20);
+  EXPECT_EQ(runs[1].device, memory.data() + (std::size_t{6} << 20));
+}
+
+// A run crossing a 256 KiB region boundary, and a later one overlapping it only past the
+// boundary: the overlap is found in the second region's bitmap, and the later run wins.
+TEST(ResolveOverlaps, AnOverlapPastARegionBoundaryIsFound) {
+  std::vector<std::byte> memory(std::size_t{1} << 20), expect(memory.size());
+  const std::uint64_t boundary = (std::uint64_t{1} << 18) - reinterpret_cast<std::uintptr_t>(memory.data()) % (1 << 18);
+  Bytes host(192 + 32);
+  for (std::size_t i = 0; i < host.size(); ++i) host[i] = static_cast<std::byte>(i + 1);
+  auto runs_into = [&](std::vector<std::byte>& m) {
+    return std::vector<DeviceRun>{{m.data() + boundary - 64, 0, 192}, {m.data() + boundary + 64, 192, 32}};
+  };
+  write_runs(runs_into(expect), host);
+  std::vector<DeviceRun> resolved = runs_into(memory);
+  resolve_overlaps(resolved);
+  std::reverse(resolved.begin(), resolved.end());
+  write_runs(resolved, host);
+  EXPECT_EQ(memory, expect);
+}
+
+// Rows on distinct lines of two separate allocations (as device slabs may lie far apart),
+// shuffled together: the regions' bitmaps tell them disjoint, and they keep their order.
+TEST(ResolveOverlaps, RowsOfSeparateAllocationsOnDistinctLinesKeepTheirOrder) {
+  test::Rng rng(10);
+  std::vector<std::byte> a(std::size_t{8} << 20), b(std::size_t{8} << 20);
+  std::vector<DeviceRun> runs;
+  for (std::vector<std::byte>* memory : {&a, &b}) {
+    for (std::uint64_t at = 0; at + 128 <= memory->size(); at += 128 * test::uniform(rng, 1, 20)) {
+      runs.push_back({memory->data() + at, runs.size() * 64, 64});
+    }
+  }
+  std::shuffle(runs.begin(), runs.end(), rng);
+  std::vector<DeviceRun> resolved = runs;
+  ASSERT_EQ(resolve_overlaps(resolved), runs.size() * 64);
+  ASSERT_EQ(resolved.size(), runs.size());
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    ASSERT_EQ(resolved[i].device, runs[i].device) << i;
+    ASSERT_EQ(resolved[i].host_offset, runs[i].host_offset) << i;
+  }
 }
 
 TEST(ResolveOverlaps, AFullyCoveredRunDisappears) {

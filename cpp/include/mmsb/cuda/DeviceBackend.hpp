@@ -20,6 +20,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "mmsb/cuda/DevicePool.hpp"
@@ -142,7 +143,8 @@ void fail_emulated_write(std::uint64_t nth) noexcept;
 /// saves allocating, and faulting in, buffers as large as `runs` on every call.
 struct OverlapScratch {
   std::vector<DeviceRun> sorted, spare;
-  std::vector<std::uint64_t> granules;  // a bit per 64-byte granule of the runs' span
+  std::vector<std::uint64_t> granules;  // a bit per 64-byte granule, region after region
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> regions;  // hash table: region -> first word
 };
 
 /// Rewrites `runs` (in the order they were issued: a later run wins where runs overlap) into runs
@@ -150,8 +152,8 @@ struct OverlapScratch {
 /// last run that covers it. Zero-length runs are dropped. What it costs:
 ///   - runs already sorted by address and disjoint: one pass, kept as they are;
 ///   - runs of which no two touch the same 64-byte granule (the usual batch: rows of whole cache
-///     lines, or rows on different pages), when their address span is at most about 64 granules
-///     a run: two passes and a bitmap of the span, kept in their order;
+///     lines, or rows on different pages), when the 256 KiB regions they touch are at most about
+///     one for every 64 runs: two passes and a bitmap per region touched, kept in their order;
 ///   - other disjoint runs: one radix sort (linear in the runs), result sorted by address;
 ///   - overlapping runs: a sweep over their sorted boundaries, O(n log n), result sorted.
 /// Returns the bytes the resulting runs hold. The one-argument form uses a fresh scratch.
