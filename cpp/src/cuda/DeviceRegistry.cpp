@@ -384,6 +384,30 @@ bool granules_disjoint(const std::vector<DeviceRun>& runs, OverlapScratch& scrat
   return true;
 }
 
+// Runs sorted by address (stably: equal addresses in issue order) whose only overlaps are
+// repeats of the same address and length: compacts each repeat group to its last run and sets
+// `bytes` to what is left, returning true; false (the runs then compacted part-way) when any
+// other overlap is found.
+bool keep_last_of_repeats(std::vector<DeviceRun>& sorted, std::uint64_t& bytes) {
+  std::size_t kept = 0;
+  bytes = 0;
+  for (std::size_t i = 0; i < sorted.size(); ++i) {
+    const DeviceRun& r = sorted[i];
+    if (kept > 0) {
+      DeviceRun& last = sorted[kept - 1];
+      if (last.device == r.device && last.length == r.length) {
+        last = r;  // a repeat: the later run replaces it
+        continue;
+      }
+      if (last.device + last.length > r.device) return false;
+    }
+    sorted[kept++] = r;
+    bytes += r.length;
+  }
+  sorted.resize(kept);
+  return true;
+}
+
 }  // namespace
 
 std::uint64_t resolve_overlaps(std::vector<DeviceRun>& runs) {
@@ -415,6 +439,12 @@ std::uint64_t resolve_overlaps(std::vector<DeviceRun>& runs, OverlapScratch& scr
   if (disjoint(scratch.sorted)) {
     runs.swap(scratch.sorted);  // the old buffer becomes scratch: capacities survive the call
     return scan.bytes;
+  }
+  // Overlaps only between runs of the same address and length (a slot written again in the batch,
+  // the usual overlap): the sort kept each group in issue order, so its last run wins; one pass.
+  if (std::uint64_t bytes = 0; keep_last_of_repeats(scratch.sorted, bytes)) {
+    runs.swap(scratch.sorted);
+    return bytes;
   }
   // A sweep over every run boundary in address order. Between two consecutive boundaries the
   // bytes belong to the newest run covering them: the top of a max-heap of (run index, end), where

@@ -133,6 +133,53 @@ TEST(ResolveOverlaps, ManyShuffledDisjointRunsSharingLinesComeOutSortedAndWhole)
   }
 }
 
+// 64-byte rows to random 64-byte slots of 64 MiB, many slots written more than once (as a batch
+// rewriting a slot): the last write of each slot is kept, one run a slot, sorted.
+TEST(ResolveOverlaps, RowsRepeatingSlotsKeepEachSlotsLastWrite) {
+  test::Rng rng(11);
+  constexpr std::uint64_t kSlots = (std::uint64_t{64} << 20) / 64;
+  std::vector<std::byte> memory(kSlots * 64), expect(memory.size());
+  std::vector<std::uint64_t> slots;
+  for (int i = 0; i < 200'000; ++i) slots.push_back(test::uniform(rng, 0, 60'000));  // ~1 in 3 repeats
+  const Bytes host = test::random_bytes(rng, slots.size() * 64);
+  auto runs_into = [&](std::vector<std::byte>& m) {
+    std::vector<DeviceRun> rs;
+    for (std::size_t i = 0; i < slots.size(); ++i) rs.push_back({m.data() + slots[i] * 64, i * 64, 64});
+    return rs;
+  };
+  write_runs(runs_into(expect), host);
+  std::vector<DeviceRun> resolved = runs_into(memory);
+  const std::uint64_t bytes = resolve_overlaps(resolved);
+  std::vector<std::uint64_t> distinct = slots;
+  std::sort(distinct.begin(), distinct.end());
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  ASSERT_LT(distinct.size(), slots.size());
+  ASSERT_EQ(resolved.size(), distinct.size());
+  ASSERT_EQ(bytes, distinct.size() * 64);
+  for (std::size_t i = 1; i < resolved.size(); ++i) ASSERT_LT(resolved[i - 1].device, resolved[i].device);
+  std::reverse(resolved.begin(), resolved.end());
+  write_runs(resolved, host);
+  ASSERT_EQ(memory, expect);
+}
+
+// Repeats of a slot mixed with a run overlapping it differently: the repeat pass gives up and the
+// sweep resolves them all (later run wins).
+TEST(ResolveOverlaps, RepeatsMixedWithOtherOverlapsLeaveTheSequentialBytes) {
+  std::vector<std::byte> memory(256), expect(memory.size());
+  Bytes host(64 * 4);
+  for (std::size_t i = 0; i < host.size(); ++i) host[i] = static_cast<std::byte>(i + 1);
+  auto runs_into = [&](std::vector<std::byte>& m) {
+    return std::vector<DeviceRun>{{m.data() + 64, 0, 64}, {m.data() + 64, 64, 64}, {m.data() + 96, 128, 64},
+                                  {m.data(), 192, 64}};
+  };
+  write_runs(runs_into(expect), host);
+  std::vector<DeviceRun> resolved = runs_into(memory);
+  resolve_overlaps(resolved);
+  std::reverse(resolved.begin(), resolved.end());
+  write_runs(resolved, host);
+  EXPECT_EQ(memory, expect);
+}
+
 TEST(ResolveOverlaps, SortedDisjointRunsAreKeptAsTheyAre) {
   std::vector<std::byte> memory(100);
   const std::vector<DeviceRun> runs{{memory.data(), 5, 10}, {memory.data() + 10, 0, 5}, {memory.data() + 40, 20, 1}};

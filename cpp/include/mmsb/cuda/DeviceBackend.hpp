@@ -155,6 +155,8 @@ struct OverlapScratch {
 ///     lines, or rows on different pages), when the 256 KiB regions they touch are at most about
 ///     one for every 64 runs: two passes and a bitmap per region touched, kept in their order;
 ///   - other disjoint runs: one radix sort (linear in the runs), result sorted by address;
+///   - runs whose only overlaps are repeats (same address and length): that sort and a pass
+///     keeping each repeat's last run, result sorted;
 ///   - overlapping runs: a sweep over their sorted boundaries, O(n log n), result sorted.
 /// Returns the bytes the resulting runs hold. The one-argument form uses a fresh scratch.
 std::uint64_t resolve_overlaps(std::vector<DeviceRun>& runs, OverlapScratch& scratch);
