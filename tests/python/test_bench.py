@@ -18,7 +18,8 @@ import sys
 import pytest
 
 import mmsb
-from mmsb.bench import _runner, compare, propagation, regress, report, workloads
+from mmsb.bench import _runner, compare, persistence, propagation, regress, report, workloads
+from mmsb.bench import _stores
 from mmsb.bench._measure import BenchContext, Section, VerificationError
 from mmsb.cli import main
 
@@ -193,6 +194,23 @@ def test_wrong_oracle_fails_the_run(tmp_path, monkeypatch):
     assert "delta: verification failed" in err and "page index 123, byte 456" in err
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["verified"] is False and data["categories"]["delta"]["status"] == "failed"
+
+
+def test_numpy_scatter_reference_holds_exactly_the_rows_it_committed(tmp_path):
+    stream = _stores.DurableStream(5000)
+    store = _stores.NumpyScatter(str(tmp_path), "memory", stream)
+    rows, commits, _ = _stores.timed_append(store, stream.n, 64, cap_s=60)
+    assert (rows, commits) == (5000, -(-5000 // 64))
+    store.verify(rows)
+    with pytest.raises(VerificationError, match="page bytes differ"):
+        store.verify(rows - 1)  # the last row's bytes are in the array too
+
+
+def test_mmsb_flush_and_none_are_set_against_numpys_scatter_fsync_is_not():
+    numpy = "NumPy in memory, no log, batch 4096, slot-row scatter"
+    assert numpy in persistence._anchors(_stores.MmsbLog, "flush", 4096)
+    assert numpy in persistence._anchors(_stores.MmsbLog, "none", 4096)
+    assert numpy not in persistence._anchors(_stores.MmsbLog, "fsync", 4096)
 
 
 def _fake_binary(directory, name: str, runs: list) -> None:

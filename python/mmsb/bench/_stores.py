@@ -295,7 +295,35 @@ class LmdbEnv(DurableStore):
                             np.ascontiguousarray(packed["data"]))
 
 
-DURABLE_STORES = (MmsbWrites, MmsbLog, SqliteWal, LmdbEnv)
+class NumpyScatter(DurableStore):
+    """No store: the rows scattered into one fresh (PAGES, PAGE_SIZE) uint8 array in memory, one
+    vectorised slot-row assignment per batch, no log and no epochs. Not durable at all: the scale
+    issue 3 sets mmsb's flush rate against (\"a vectorised NumPy scatter of the same deltas with no
+    log\"), measured in the same run. The array's pages are faulted in before the run, so NumPy
+    pays no first touch where a fresh bus's pages are faulted in as its rows land: the reference
+    is the scatter at its best."""
+    system, how = "NumPy", "slot-row scatter"
+    MODES = {"in memory, no log": "memory"}
+
+    def __init__(self, path: str, mode: str, stream: DurableStream):
+        super().__init__(path, mode, stream)
+        self.state = np.zeros((wl.PAGES, wl.PAGE_SIZE), dtype=np.uint8)
+        self.state.fill(0)  # np.zeros maps pages lazily: fault them in now, outside the timing
+        self.slots = self.state.reshape(-1, wl.DELTA_BYTES)
+        # Indices computed here, as MmsbLog builds its columns before the timed run.
+        self.slot, self.payload = stream.deltas.slot, stream.deltas.payload
+
+    def commit(self, a: int, b: int) -> None:
+        self.slots[self.slot[a:b]] = self.payload[a:b]
+
+    def close(self) -> None:
+        pass
+
+    def verify(self, rows: int) -> None:
+        check_state(self.state, None, self.stream, rows, self.label)
+
+
+DURABLE_STORES = (MmsbWrites, MmsbLog, SqliteWal, LmdbEnv, NumpyScatter)
 
 
 def timed_append(store: DurableStore, n: int, batch: int, cap_s: float) -> tuple[int, int, float]:
