@@ -23,6 +23,7 @@
 #include <random>
 #include <string>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "mmsb/core/CpuFeatures.hpp"
@@ -38,6 +39,23 @@ constexpr std::size_t kPageSize = 4096;
 constexpr std::size_t kDeltaBytes = 64;
 constexpr std::uint64_t kSeed = 20'240'611;
 
+// `rows` rows of kDeltaBytes random bytes, row i into the (page id, offset) slot_of(rng, i) gives.
+template <class SlotOf>
+std::unique_ptr<mmsb::DeltaBatch> make_rows(std::size_t rows, std::mt19937_64& rng, SlotOf slot_of) {
+  auto batch = std::make_unique<mmsb::DeltaBatch>();
+  batch->reserve(rows, rows * kDeltaBytes);
+  std::byte payload[kDeltaBytes];
+  for (std::size_t i = 0; i < rows; ++i) {
+    for (std::size_t j = 0; j < kDeltaBytes; j += 8) {
+      const std::uint64_t r = rng();
+      std::memcpy(payload + j, &r, 8);
+    }
+    const auto [page, offset] = slot_of(rng, i);
+    batch->add(page, offset, payload);
+  }
+  return batch;
+}
+
 // One batch per row count, built on first use and shared by every benchmark that applies it.
 const mmsb::DeltaBatch& workload(std::size_t rows) {
   static std::map<std::size_t, std::unique_ptr<mmsb::DeltaBatch>> cache;
@@ -46,17 +64,11 @@ const mmsb::DeltaBatch& workload(std::size_t rows) {
     std::mt19937_64 rng(kSeed);
     std::uniform_int_distribution<std::uint64_t> page(1, kPages);  // ids of a fresh bus
     std::uniform_int_distribution<std::uint64_t> offset(0, kPageSize / kDeltaBytes - 1);
-    slot = std::make_unique<mmsb::DeltaBatch>();
-    slot->reserve(rows, rows * kDeltaBytes);
-    std::byte payload[kDeltaBytes];
-    for (std::size_t i = 0; i < rows; ++i) {
-      for (std::size_t j = 0; j < kDeltaBytes; j += 8) {
-        const std::uint64_t r = rng();
-        std::memcpy(payload + j, &r, 8);
-      }
-      const std::uint64_t p = page(rng);
-      slot->add(p, offset(rng) * kDeltaBytes, payload);
-    }
+    slot = make_rows(rows, rng, [&](std::mt19937_64& r, std::size_t) {
+      // Drawn payload first, then page, then offset: the order the generator always had.
+      const std::uint64_t p = page(r);
+      return std::pair{p, offset(r) * kDeltaBytes};
+    });
   }
   return *slot;
 }
@@ -93,6 +105,19 @@ struct Floor {
     }
   }
 };
+
+// Whether the bus's pages 1..kPages hold what one sequential application of `batch` to zeroed
+// pages on the floor leaves.
+bool pages_match_floor(mmsb::Bus& bus, const mmsb::DeltaBatchView& batch) {
+  Floor expected;
+  expected.apply(batch);
+  std::vector<std::byte> got(kPageSize);
+  for (std::size_t i = 0; i < kPages; ++i) {
+    bus.read(i + 1, 0, got);
+    if (std::memcmp(got.data(), expected.pages[i].data, kPageSize) != 0) return false;
+  }
+  return true;
+}
 
 void set_counters(benchmark::State& state, const mmsb::DeltaBatchView& b) {
   state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(b.rows()));
@@ -140,16 +165,7 @@ void BM_BusApplyBatch(benchmark::State& state) {
 
     // Re-applying a batch leaves the same bytes, so after any number of iterations the pages must
     // equal one application on the floor: a wrong apply must not report a fast number.
-    Floor expected;
-    expected.apply(batch);
-    std::vector<std::byte> got(kPageSize);
-    for (std::size_t i = 0; i < kPages; ++i) {
-      bus.read(i + 1, 0, got);
-      if (std::memcmp(got.data(), expected.pages[i].data, kPageSize) != 0) {
-        state.SkipWithError("Bus::apply_batch result differs from the floor's bytes");
-        break;
-      }
-    }
+    if (!pages_match_floor(bus, batch)) state.SkipWithError("Bus::apply_batch result differs from the floor's bytes");
   }
   if (!dir.empty()) std::filesystem::remove_all(dir);
 }
@@ -169,20 +185,14 @@ const mmsb::DeltaBatch& distinct_workload(std::size_t rows) {
   auto& slot = cache[rows];
   if (!slot) {
     std::mt19937_64 rng(kSeed);
-    std::vector<std::uint64_t> slots(kPages * (kPageSize / kDeltaBytes));
+    constexpr std::uint64_t kSlotsPerPage = kPageSize / kDeltaBytes;
+    std::vector<std::uint64_t> slots(kPages * kSlotsPerPage);
     std::iota(slots.begin(), slots.end(), std::uint64_t{0});
     std::shuffle(slots.begin(), slots.end(), rng);
-    slot = std::make_unique<mmsb::DeltaBatch>();
-    slot->reserve(rows, rows * kDeltaBytes);
-    std::byte payload[kDeltaBytes];
-    for (std::size_t i = 0; i < rows; ++i) {
-      for (std::size_t j = 0; j < kDeltaBytes; j += 8) {
-        const std::uint64_t r = rng();
-        std::memcpy(payload + j, &r, 8);
-      }
+    slot = make_rows(rows, rng, [&](std::mt19937_64&, std::size_t i) {
       const std::uint64_t s = slots[i % slots.size()];
-      slot->add(1 + s / (kPageSize / kDeltaBytes), s % (kPageSize / kDeltaBytes) * kDeltaBytes, payload);
-    }
+      return std::pair{1 + s / kSlotsPerPage, s % kSlotsPerPage * kDeltaBytes};
+    });
   }
   return *slot;
 }
@@ -203,16 +213,7 @@ void BM_DeviceBatchHostPath(benchmark::State& state) {
     for (auto _ : state) bus.apply_batch(batch);
     set_counters(state, batch);
     // The pages must hold what the floor's sequential apply leaves (the later row wins).
-    Floor expected;
-    expected.apply(batch);
-    std::vector<std::byte> got(kPageSize);
-    for (std::size_t i = 0; i < kPages; ++i) {
-      bus.read(i + 1, 0, got);
-      if (std::memcmp(got.data(), expected.pages[i].data, kPageSize) != 0) {
-        state.SkipWithError("device pages differ from the floor's bytes");
-        break;
-      }
-    }
+    if (!pages_match_floor(bus, batch)) state.SkipWithError("device pages differ from the floor's bytes");
   }
   mmsb::cuda::emulate_devices(0);
   state.SetLabel(distinct ? "rows on distinct slots" : "rows repeating slots");

@@ -19,6 +19,29 @@ void write_runs(const std::vector<DeviceRun>& runs, const Bytes& host) {
   for (const DeviceRun& r : runs) std::copy_n(host.begin() + static_cast<std::ptrdiff_t>(r.host_offset), r.length, r.device);
 }
 
+// `got` holds exactly the runs of `want`, in the same order.
+void expect_same_runs(const std::vector<DeviceRun>& got, const std::vector<DeviceRun>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    ASSERT_EQ(got[i].device, want[i].device) << i;
+    ASSERT_EQ(got[i].host_offset, want[i].host_offset) << i;
+    ASSERT_EQ(got[i].length, want[i].length) << i;
+  }
+}
+
+// The runs runs_into(m) gives for an array m, resolved and applied backwards into `memory`, leave
+// what applying them in order to an array of the same size leaves.
+template <class RunsInto>
+void expect_sequential_bytes(std::vector<std::byte>& memory, RunsInto runs_into, const Bytes& host) {
+  std::vector<std::byte> expect(memory.size());
+  write_runs(runs_into(expect), host);
+  std::vector<DeviceRun> resolved = runs_into(memory);
+  resolve_overlaps(resolved);
+  std::reverse(resolved.begin(), resolved.end());
+  write_runs(resolved, host);
+  EXPECT_EQ(memory, expect);
+}
+
 // Random runs (up to `max_runs`, each at most `max_length` bytes) into an array of up to
 // `max_size` bytes, resolved, then applied backwards: they must leave what sequential application
 // leaves.
@@ -102,12 +125,7 @@ TEST(ResolveOverlaps, ManyShuffledRunsOnDistinctLinesAreKeptInTheirOrder) {
   std::shuffle(runs.begin(), runs.end(), rng);
   std::vector<DeviceRun> resolved = runs;
   ASSERT_EQ(resolve_overlaps(resolved), bytes);
-  ASSERT_EQ(resolved.size(), runs.size());
-  for (std::size_t i = 0; i < runs.size(); ++i) {
-    ASSERT_EQ(resolved[i].device, runs[i].device) << i;
-    ASSERT_EQ(resolved[i].host_offset, runs[i].host_offset) << i;
-    ASSERT_EQ(resolved[i].length, runs[i].length) << i;
-  }
+  expect_same_runs(resolved, runs);
 }
 
 // Disjoint runs that share lines (8-byte rows in every other slot of each line, shuffled): the
@@ -125,12 +143,7 @@ TEST(ResolveOverlaps, ManyShuffledDisjointRunsSharingLinesComeOutSortedAndWhole)
   std::vector<DeviceRun> resolved = runs;
   ASSERT_EQ(resolve_overlaps(resolved), runs.size() * 8);
   std::sort(runs.begin(), runs.end(), [](const DeviceRun& a, const DeviceRun& b) { return a.device < b.device; });
-  ASSERT_EQ(resolved.size(), runs.size());
-  for (std::size_t i = 0; i < runs.size(); ++i) {
-    ASSERT_EQ(resolved[i].device, runs[i].device) << i;
-    ASSERT_EQ(resolved[i].host_offset, runs[i].host_offset) << i;
-    ASSERT_EQ(resolved[i].length, runs[i].length) << i;
-  }
+  expect_same_runs(resolved, runs);
 }
 
 // 64-byte rows to random 64-byte slots of 64 MiB, many slots written more than once (as a batch
@@ -165,19 +178,13 @@ TEST(ResolveOverlaps, RowsRepeatingSlotsKeepEachSlotsLastWrite) {
 // Repeats of a slot mixed with a run overlapping it differently: the repeat pass gives up and the
 // sweep resolves them all (later run wins).
 TEST(ResolveOverlaps, RepeatsMixedWithOtherOverlapsLeaveTheSequentialBytes) {
-  std::vector<std::byte> memory(256), expect(memory.size());
+  std::vector<std::byte> memory(256);
   Bytes host(64 * 4);
   for (std::size_t i = 0; i < host.size(); ++i) host[i] = static_cast<std::byte>(i + 1);
-  auto runs_into = [&](std::vector<std::byte>& m) {
+  expect_sequential_bytes(memory, [](std::vector<std::byte>& m) {
     return std::vector<DeviceRun>{{m.data() + 64, 0, 64}, {m.data() + 64, 64, 64}, {m.data() + 96, 128, 64},
                                   {m.data(), 192, 64}};
-  };
-  write_runs(runs_into(expect), host);
-  std::vector<DeviceRun> resolved = runs_into(memory);
-  resolve_overlaps(resolved);
-  std::reverse(resolved.begin(), resolved.end());
-  write_runs(resolved, host);
-  EXPECT_EQ(memory, expect);
+  }, host);
 }
 
 TEST(ResolveOverlaps, SortedDisjointRunsAreKeptAsTheyAre) {
@@ -185,12 +192,7 @@ TEST(ResolveOverlaps, SortedDisjointRunsAreKeptAsTheyAre) {
   const std::vector<DeviceRun> runs{{memory.data(), 5, 10}, {memory.data() + 10, 0, 5}, {memory.data() + 40, 20, 1}};
   std::vector<DeviceRun> copy = runs;
   resolve_overlaps(copy);
-  ASSERT_EQ(copy.size(), runs.size());
-  for (std::size_t i = 0; i < runs.size(); ++i) {
-    EXPECT_EQ(copy[i].device, runs[i].device);
-    EXPECT_EQ(copy[i].host_offset, runs[i].host_offset);
-    EXPECT_EQ(copy[i].length, runs[i].length);
-  }
+  expect_same_runs(copy, runs);
 }
 
 // Two runs of 5 MiB, the later one first: they touch 40 regions of 256 KiB, more than a
@@ -209,19 +211,15 @@ TEST(ResolveOverlaps, RunsTouchingMoreRegionsThanTheBudgetAreSorted) {
 // A run crossing a 256 KiB region boundary, and a later one overlapping it only past the
 // boundary: the overlap is found in the second region's bitmap, and the later run wins.
 TEST(ResolveOverlaps, AnOverlapPastARegionBoundaryIsFound) {
-  std::vector<std::byte> memory(std::size_t{1} << 20), expect(memory.size());
+  std::vector<std::byte> memory(std::size_t{1} << 20);
+  // A region boundary of `memory`; the model array takes the runs at the same offsets (where its
+  // own regions fall does not matter to plain copies).
   const std::uint64_t boundary = (std::uint64_t{1} << 18) - reinterpret_cast<std::uintptr_t>(memory.data()) % (1 << 18);
   Bytes host(192 + 32);
   for (std::size_t i = 0; i < host.size(); ++i) host[i] = static_cast<std::byte>(i + 1);
-  auto runs_into = [&](std::vector<std::byte>& m) {
+  expect_sequential_bytes(memory, [&](std::vector<std::byte>& m) {
     return std::vector<DeviceRun>{{m.data() + boundary - 64, 0, 192}, {m.data() + boundary + 64, 192, 32}};
-  };
-  write_runs(runs_into(expect), host);
-  std::vector<DeviceRun> resolved = runs_into(memory);
-  resolve_overlaps(resolved);
-  std::reverse(resolved.begin(), resolved.end());
-  write_runs(resolved, host);
-  EXPECT_EQ(memory, expect);
+  }, host);
 }
 
 // Rows on distinct lines of two separate allocations (as device slabs may lie far apart),
@@ -238,11 +236,7 @@ TEST(ResolveOverlaps, RowsOfSeparateAllocationsOnDistinctLinesKeepTheirOrder) {
   std::shuffle(runs.begin(), runs.end(), rng);
   std::vector<DeviceRun> resolved = runs;
   ASSERT_EQ(resolve_overlaps(resolved), runs.size() * 64);
-  ASSERT_EQ(resolved.size(), runs.size());
-  for (std::size_t i = 0; i < runs.size(); ++i) {
-    ASSERT_EQ(resolved[i].device, runs[i].device) << i;
-    ASSERT_EQ(resolved[i].host_offset, runs[i].host_offset) << i;
-  }
+  expect_same_runs(resolved, runs);
 }
 
 TEST(ResolveOverlaps, AFullyCoveredRunDisappears) {
