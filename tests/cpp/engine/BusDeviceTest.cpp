@@ -91,6 +91,42 @@ TEST(BusDeviceTest, DevicePagesCommitExactlyTheModelsBytes) {
   bus.unpin(pinned);
 }
 
+// Batches of thousands of rows, past the sizes where resolve_overlaps sorts by radix: whole
+// 64-byte slots (some repeated, as a batch rewriting a slot) and, in some batches, rows of any
+// length among them; mixed with host rows. Each kind of overlap resolution must leave the
+// model's bytes and epochs.
+TEST(BusDeviceTest, LargeBatchesRepeatingSlotsCommitExactlyTheModelsBytes) {
+  EmulatedDevices devices;
+  Rng rng(23);
+  Bus bus(BusOptions{2});
+  RefModel model;
+  const char* locations[] = {"cuda:0", "cuda:1", "cpu", "cuda:0", "cuda:0"};
+  std::vector<std::pair<PageId, std::uint64_t>> pages;
+  for (const char* location : locations) {
+    PageSpec spec;
+    spec.size = 64 << 10;
+    spec.location = location;
+    pages.emplace_back(bus.create_page(spec).id, spec.size);
+    model.create(pages.back().first, spec.size);
+  }
+  for (int round = 0; round < 12 / test::kSanitizerScale + 1; ++round) {
+    DeltaBatch b;
+    const bool odd_rows = round % 3 == 2;
+    for (int i = 0; i < 4000; ++i) {
+      const auto& [id, size] = pages[uniform(rng, 0, pages.size() - 1)];
+      if (odd_rows && uniform(rng, 0, 9) == 0) {
+        const std::uint64_t off = uniform(rng, 0, size - 1);
+        b.add(id, off, random_bytes(rng, uniform(rng, 1, std::min<std::uint64_t>(size - off, 200))));
+      } else {
+        b.add(id, uniform(rng, 0, 300) * 64, random_bytes(rng, 64));  // 301 slots: many repeats
+      }
+    }
+    bus.apply_batch(b.view());
+    model.apply_batch(b.view());
+    ASSERT_TRUE(test::same_as_model(bus, model)) << "round " << round;
+  }
+}
+
 TEST(BusDeviceTest, ReopenedDirectoryHasTheSameDevicePages) {
   EmulatedDevices devices;
   test::TempDir dir;
