@@ -356,8 +356,9 @@ std::uint64_t DevicePages::scratch_bytes() const noexcept {
   return rows_.capacity() * sizeof(DeviceRow) +
          (runs_.capacity() + overlap_scratch_.sorted.capacity() + overlap_scratch_.spare.capacity()) *
              sizeof(cuda::DeviceRun) +
-         overlap_scratch_.granules.capacity() * sizeof(std::uint64_t) + diff_runs_.capacity() * sizeof(Run) +
-         parent_data_.capacity() * sizeof(const std::byte*);
+         overlap_scratch_.granules.capacity() * sizeof(std::uint64_t) +
+         overlap_scratch_.regions.capacity() * sizeof(overlap_scratch_.regions[0]) +
+         diff_runs_.capacity() * sizeof(Run) + parent_data_.capacity() * sizeof(const std::byte*);
 }
 
 void DevicePages::release_scratch() noexcept {
