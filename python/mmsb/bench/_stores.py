@@ -296,7 +296,7 @@ class LmdbEnv(DurableStore):
 
 
 class NumpyScatter(DurableStore):
-    """No store: the rows scattered into one fresh (PAGES, PAGE_SIZE) uint8 array in memory, one
+    """No store: the rows scattered into one (PAGES, PAGE_SIZE) uint8 array in memory, one
     vectorised slot-row assignment per batch, no log and no epochs. Not durable at all: the scale
     issue 3 sets mmsb's flush rate against (\"a vectorised NumPy scatter of the same deltas with no
     log\"), measured in the same run. The array's pages are faulted in before the run, so NumPy

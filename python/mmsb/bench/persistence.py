@@ -11,8 +11,8 @@ it): fsync with FULL and sync=True (survive power loss), flush with NORMAL and s
 (survive the process being killed). Durability none (a bulk load: up to a MiB of commits stays
 in the process until written) promises less than any mode of the others, so it is anchored to
 mmsb flush of the same batch, which it should never trail. Flush and none are also set against
-NumPy scattering the same rows, batch by batch, into a fresh in-memory array with no log at all
-(the scale issue 3 gives its flush target: 0.8x of that scatter).
+NumPy scattering the same rows, batch by batch, into an in-memory array (faulted in beforehand)
+with no log at all (the scale issue 3 gives its flush target: 0.8x of that scatter).
 
 Every variant runs once per round, rounds repeated: a drift of the disk's speed (a virtual disk's
 rate limiter empties and refills) then spreads over all variants instead of hitting whichever
