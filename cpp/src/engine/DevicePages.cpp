@@ -1,6 +1,7 @@
 #include "DevicePages.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -198,7 +199,7 @@ void DevicePages::write(std::span<const DeviceRow> rows, std::span<const std::by
   if (rows.empty()) return;
   // A pass over the rows per device they go to, each pass finding the next device: a batch for
   // one device (the usual) is read once.
-  std::vector<std::uint8_t> done;
+  std::array<bool, 256> done{};  // by place
   for (std::optional<std::uint8_t> place = rows.front().place; place;) {
     const std::uint8_t now = *place;
     place.reset();
@@ -206,7 +207,7 @@ void DevicePages::write(std::span<const DeviceRow> rows, std::span<const std::by
     for (const DeviceRow& row : rows) {
       if (row.place == now) {
         if (row.length != 0) runs_.push_back({row.device, row.host_offset, row.length});
-      } else if (!place && std::find(done.begin(), done.end(), row.place) == done.end()) {
+      } else if (!place && !done[row.place]) {
         place = row.place;
       }
     }
@@ -215,7 +216,7 @@ void DevicePages::write(std::span<const DeviceRow> rows, std::span<const std::by
     const std::uint64_t bytes = cuda::resolve_overlaps(runs_, overlap_scratch_);
     p.backend().write(runs_, host);
     traffic_.bytes_written += bytes;
-    done.push_back(now);
+    done[now] = true;
   }
 }
 
