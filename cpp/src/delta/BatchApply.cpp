@@ -59,9 +59,14 @@ void check_row(const DeltaBatchView& b, PageTable& table, std::size_t i) {
 
 // First bad row in [begin, end), or end.
 std::size_t first_bad_row(const DeltaBatchView& b, PageTable& table, std::size_t begin, std::size_t end) {
+  // The columns' addresses in locals: find()'s acquire load of each record's liveness would
+  // otherwise make the compiler reload them from the view on every row.
+  const PageId* ids = b.page_ids.data();
+  const std::uint64_t* offsets = b.offsets.data();
+  const std::uint64_t* lengths = b.lengths.data();
   for (std::size_t i = begin; i < end; ++i) {
-    const PageRecord* r = table.find(b.page_ids[i]);
-    if (r == nullptr || b.offsets[i] + b.lengths[i] > r->size) return i;
+    const PageRecord* r = table.find(ids[i]);
+    if (r == nullptr || offsets[i] + lengths[i] > r->size) return i;
   }
   return end;
 }

@@ -9,14 +9,26 @@ void DeltaBatchView::check_shape() const {
     fail(ErrorCode::InvalidDelta, "batch columns disagree: ", page_ids.size(), " page ids, ",
          offsets.size(), " offsets, ", lengths.size(), " lengths; each row needs one of each");
   }
-  std::uint64_t total = 0;
-  for (std::size_t i = 0; i < lengths.size(); ++i) {
-    if (offsets[i] + lengths[i] < offsets[i]) {
-      fail(ErrorCode::InvalidDelta, "batch row ", i, " (offset ", offsets[i], ", length ",
-           lengths[i], ") overflows a 64-bit offset");
-    }
-    if (total + lengths[i] < total) fail(ErrorCode::InvalidDelta, "batch lengths overflow");
+  // Fast path, one branch-free pass the compiler vectorises: with every offset and length below
+  // 2^32 and fewer than 2^31 rows, no offset + length and no running total can overflow, so only
+  // the sum is left to compare. Anything else takes the exact row-by-row check that names the
+  // first bad row (the per-row branches cost a batch of 4096 rows about as much as its lookups).
+  const std::size_t n = lengths.size();
+  std::uint64_t high = 0, total = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    high |= offsets[i] | lengths[i];
     total += lengths[i];
+  }
+  if ((high >> 32) != 0 || n >= (std::size_t{1} << 31)) {
+    total = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (offsets[i] + lengths[i] < offsets[i]) {
+        fail(ErrorCode::InvalidDelta, "batch row ", i, " (offset ", offsets[i], ", length ",
+             lengths[i], ") overflows a 64-bit offset");
+      }
+      if (total + lengths[i] < total) fail(ErrorCode::InvalidDelta, "batch lengths overflow");
+      total += lengths[i];
+    }
   }
   if (total != payload.size()) {
     fail(ErrorCode::InvalidDelta, "batch lengths sum to ", total, " bytes but the payload has ",
