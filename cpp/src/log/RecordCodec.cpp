@@ -73,14 +73,19 @@ struct BatchLayout {
 };
 
 BatchLayout layout_of(const DeltaBatchView& b) {
-  std::uint64_t max_id = 0, max_offset = 0;
-  bool uniform = true;
+  // ORs bound the maxima and collect the bits any length differs from the first in: enough to
+  // pick widths, and a loop of three reductions the compiler vectorises.
+  std::uint64_t max_id = 0, max_offset = 0, differs = 0;
   const std::uint64_t first_length = b.rows() == 0 ? 0 : b.lengths[0];
+  const PageId* ids = b.page_ids.data();
+  const std::uint64_t* offsets = b.offsets.data();
+  const std::uint64_t* lengths = b.lengths.data();
   for (std::size_t i = 0; i < b.rows(); ++i) {
-    max_id |= b.page_ids[i];  // the OR bounds the maximum: enough to pick a width, branch-free
-    max_offset |= b.offsets[i];
-    uniform &= b.lengths[i] == first_length;
+    max_id |= ids[i];
+    max_offset |= offsets[i];
+    differs |= lengths[i] ^ first_length;
   }
+  const bool uniform = differs == 0;
   BatchLayout l;
   const std::uint64_t n = b.rows();
   std::uint64_t columns = 0;
