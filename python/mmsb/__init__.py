@@ -262,9 +262,11 @@ def _memory(self: Bus) -> MemoryReport:
 
 
 def _print_stats(self: Bus) -> None:
-    """Print stats() one counter per line."""
-    for key, value in self.stats().items():
-        print(f"{key:>16}: {value}")
+    """Print stats() one counter per line, names right-aligned to the longest."""
+    stats = self.stats()
+    width = max(map(len, stats), default=0)
+    for key, value in stats.items():
+        print(f"{key:>{width}}: {value}")
 
 
 _bus_init, _bus_close, _bus_checkpoint = Bus.__init__, Bus.close, Bus.checkpoint

@@ -315,6 +315,16 @@ def test_stats_html_lists_every_counter(bus):
         assert facts[label] == (_html.human_ns(v) if k.endswith("_ns") else f"{v:,}"), k
 
 
+def test_print_stats_prints_every_counter_once_with_the_colons_aligned(bus, capsys):
+    bus.create_page(64).write(0, b"abc")
+    bus.print_stats()
+    lines = capsys.readouterr().out.splitlines()
+    s = bus.stats()
+    assert len(lines) == len(s)
+    assert {line.split(":")[0].strip(): int(line.split(":")[1]) for line in lines} == dict(s)
+    assert len({line.index(":") for line in lines}) == 1, lines
+
+
 def test_tick_html_shows_phases_overruns_and_rejections(bus):
     p = bus.create_page(64)
     bus.configure_tick(apply=1e-9)
