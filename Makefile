@@ -44,8 +44,9 @@ test-asan:
 # (IngestRing*: blocking, close, a 4-producer stress), the thread pool (ThreadPool*), parallel
 # batch validation and apply (BatchApplyTest, ParallelValidate), and the Bus paths on top of them
 # (BusRandomTest: batches at 1-3 threads; BusTickTest: producers submitting while ticks drain),
-# and the log's writer thread (HelperThread*; InjectedIoError's overlapped batches: large records
-# written while the committer applies them). Only the five executables holding them are built
+# the log's writer thread (HelperThread*; InjectedIoError's overlapped batches: large records
+# written while the committer applies them), and replicator groups of emulated ranks, one thread
+# each (EmulatedReplicator*). Only the six executables holding them are built
 # (~3-5 min from scratch on 2 cores, seconds when up to date). Built with MMSB_WITH_TBB=OFF:
 # libtbb is not instrumented, so TSan cannot see its internal hand-offs and reports a race on
 # every lane; no suppression can be narrow there,
@@ -55,9 +56,10 @@ test-asan:
 test-tsan:
 	cmake -S . -B $(TSAN_BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMMSB_BUILD_TESTS=ON \
 	  -DMMSB_WITH_CUDA=OFF -DMMSB_WITH_TBB=OFF -DMMSB_SANITIZE=thread >/dev/null
-	cmake --build $(TSAN_BUILD) -j $(JOBS) --target test_parallel test_delta test_engine test_core test_log
+	cmake --build $(TSAN_BUILD) -j $(JOBS) --target test_parallel test_delta test_engine test_core test_log \
+	  test_cuda
 	TSAN_OPTIONS=halt_on_error=1 ctest --test-dir $(TSAN_BUILD) --output-on-failure -j $(JOBS) \
-	  -R 'IngestRing|ThreadPool|BatchApplyTest|ParallelValidate|BusRandomTest|BusTickTest|GroupCommit|HelperThread|Overlapped' \
+	  -R 'IngestRing|ThreadPool|BatchApplyTest|ParallelValidate|BusRandomTest|BusTickTest|GroupCommit|HelperThread|Overlapped|EmulatedReplicator' \
 	  -E '^simd_scalar\.'
 
 # C++ package: cmake --install the engine into build/install-test/prefix, then build and run
@@ -65,12 +67,13 @@ test-tsan:
 test-install:
 	bash scripts/test-install.sh
 
-# A short bounded libFuzzer run over the log and checkpoint parsers (longer: make fuzz).
+# A short bounded libFuzzer run over each parser: the log's files and the replication wire
+# (20 s each; longer: make fuzz).
 test-fuzz:
 	bash scripts/fuzz.sh 20
 
 fuzz:
-	bash scripts/fuzz.sh 600
+	bash scripts/fuzz.sh 300
 
 # One worker process per core (pytest-xdist): every test makes its own buses and directories.
 test-python:

@@ -1,29 +1,36 @@
 #!/usr/bin/env bash
-# Fuzzes the log parsers (segments, records, checkpoints: tests/fuzz/fuzz_log.cpp) with libFuzzer,
-# ASan and UBSan for a bounded time, then exits non-zero if it found a crash.
-#   scripts/fuzz.sh [seconds=30]
+# Fuzzes the engine's parsers with libFuzzer, ASan and UBSan, each target for a bounded time, then
+# exits non-zero if any found a crash:
+#   fuzz_log           the log's files: segments, records, checkpoints (tests/fuzz/fuzz_log.cpp)
+#   fuzz_replica_wire  what a replica receives each tick (tests/fuzz/fuzz_replica_wire.cpp)
+#   scripts/fuzz.sh [seconds per target=30]
 # Builds build/fuzz with clang (-DMMSB_BUILD_FUZZERS=ON, the engine instrumented too), regenerates
-# a seed corpus of real segments and checkpoints made by the engine into build/fuzz/corpus (where
-# libFuzzer also keeps what it discovers). A crash leaves its input as build/fuzz/crash-*
-# (rerun: build/fuzz/tests/fuzz/fuzz_log build/fuzz/crash-...).
+# each target's seed corpus from real output of the engine into build/fuzz/corpus/<target> (where
+# libFuzzer also keeps what it discovers). A crash leaves its input as build/fuzz/<target>-crash-*
+# (rerun: build/fuzz/tests/fuzz/<target> build/fuzz/<target>-crash-...).
 # Needs clang++ with the libFuzzer runtime (Debian: clang, libclang-rt-14-dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${1:-30}
 out=build/fuzz
+targets=(fuzz_log fuzz_replica_wire)
 CC=clang CXX=clang++ cmake -S . -B "$out" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DMMSB_BUILD_FUZZERS=ON -DMMSB_WITH_CUDA=OFF -DMMSB_WITH_TBB=OFF \
   -DMMSB_SANITIZE=address,undefined >/dev/null
-cmake --build "$out" --target fuzz_log -j "$(nproc)"
-fuzzer="$out/tests/fuzz/fuzz_log"
+cmake --build "$out" --target "${targets[@]}" -j "$(nproc)"
 
-mkdir -p "$out/corpus"
-MMSB_FUZZ_SEEDS="$out/corpus" "$fuzzer"
 status=0
-"$fuzzer" "$out/corpus" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-  -artifact_prefix="$out/" -print_final_stats=1 || status=$?
-if [ "$status" -ne 0 ]; then
-  echo "fuzz.sh: the fuzzer found a problem (exit $status); see $out/crash-* / leak-* / timeout-*" >&2
-fi
+for target in "${targets[@]}"; do
+  fuzzer="$out/tests/fuzz/$target"
+  corpus="$out/corpus/$target"
+  mkdir -p "$corpus"
+  MMSB_FUZZ_SEEDS="$corpus" "$fuzzer"
+  "$fuzzer" "$corpus" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    -artifact_prefix="$out/$target-" -print_final_stats=1 || {
+    code=$?
+    echo "fuzz.sh: $target found a problem (exit $code); see $out/$target-crash-* / leak-* / timeout-*" >&2
+    status=$code
+  }
+done
 exit "$status"

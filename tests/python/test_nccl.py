@@ -2,9 +2,10 @@
 
 The oracle is a NumPy model: one zero-filled array per replica page, each tick's rows written in
 order (later rows win where they overlap), and the documented hash (FNV-1a 64 over each page's
-size and CRC32C) computed here independently. The batch logic runs everywhere on an emulated device
-(`_core.cuda_emulate_devices`, one rank, no NCCL); the `nccl` tests run it over NCCL on a real GPU
-and skip elsewhere. Argument errors need no device and run everywhere.
+size and CRC32C) computed here independently. The batch logic runs everywhere on emulated devices
+(`_core.cuda_emulate_devices`, no NCCL: one rank, or groups of ranks as threads of this process);
+the `nccl` tests run it over NCCL on a real GPU and skip elsewhere. Argument errors need no device
+and run everywhere.
 """
 
 from __future__ import annotations
@@ -206,9 +207,79 @@ def test_attributes_and_repr(emulated):
     assert repr(rep) == "<mmsb.cuda.Replicator rank 0 of 1 on cuda:0: 2 pages, 32 B, tick 0>"
 
 
-def test_emulation_replicates_with_one_rank_only(emulated):
-    with pytest.raises(mmsb.DeviceUnavailableError, match="one rank only"):
-        Replicator(2, 0, bytes(128), 0, [8])
+def join_in_threads(uid, ordinals, sizes):
+    """Replicators of one group, each constructed on its own thread (construction is a collective)."""
+    reps, errors = [None] * len(ordinals), []
+
+    def join(rank):
+        try:
+            reps[rank] = Replicator(len(ordinals), rank, uid, ordinals[rank], sizes)
+        except Exception as e:  # noqa: BLE001 - reported to the caller
+            errors.append(e)
+
+    threads = [threading.Thread(target=join, args=(r,)) for r in range(len(ordinals))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return reps, errors
+
+
+def replicate_in_threads(rng, ordinals, ticks):
+    """Rank 0 broadcasts random batches while every other rank receives on its own thread; every
+    rank ends with the NumPy model's bytes and hash, and check() agrees on all of them."""
+    reps, errors = join_in_threads(Replicator.unique_id(), ordinals, SIZES)
+    assert not errors, errors
+    root, peers = reps[0], reps[1:]
+    model = [np.zeros(s, np.uint8) for s in SIZES]
+    receivers = [threading.Thread(target=lambda p=p: [p.receive() for _ in range(ticks)]) for p in peers]
+    for t in receivers:
+        t.start()
+    for _ in range(ticks):
+        batch = random_batch(rng, root.page_sizes)
+        root.broadcast(*batch)
+        apply_model(model, *batch)
+    for t in receivers:
+        t.join()
+    for rep in reps:
+        assert [rep.read(i) for i in range(len(SIZES))] == [page.tobytes() for page in model], f"rank {rep.rank}"
+        assert (rep.ticks, rep.hash()) == (ticks, reference_hash(model)), f"rank {rep.rank}"
+    agreed = []
+    checkers = [threading.Thread(target=lambda p=p: agreed.append(p.check())) for p in peers]
+    for t in checkers:
+        t.start()
+    agreed.append(root.check())
+    for t in checkers:
+        t.join()
+    assert agreed == [True] * len(reps)
+
+
+def test_emulated_ranks_in_threads_replicate_like_the_model(rng):
+    _core.cuda_emulate_devices(2)
+    try:
+        assert len(Replicator.unique_id()) == 128 and Replicator.unique_id() != Replicator.unique_id()
+        replicate_in_threads(rng, ordinals=[0, 1, 1], ticks=30)
+    finally:
+        _core.cuda_emulate_devices(0)
+
+
+def test_emulated_ranks_with_other_page_sizes_all_refuse(emulated):
+    uid = Replicator.unique_id()
+    reps, errors = [], []
+
+    def join(rank, sizes):
+        try:
+            reps.append(Replicator(2, rank, uid, 0, sizes))
+        except mmsb.InvalidArgumentError as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=join, args=(0, [8, 8])), threading.Thread(target=join, args=(1, [8, 9]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert reps == [] and len(errors) == 2
+    assert all("rank 1 has other page sizes than rank 0" in e for e in errors), errors
 
 
 # ---- over NCCL on a real device -------------------------------------------------------------------
@@ -237,32 +308,4 @@ def test_two_one_rank_groups_agree_on_hashes(rng):
 @needs_nccl
 @pytest.mark.skipif(mmsb.cuda.device_count() < 2, reason="needs two CUDA devices (one rank per GPU)")
 def test_two_ranks_on_two_gpus_replicate(rng):
-    uid = Replicator.unique_id()
-    reps = [None, None]
-    errors = []
-
-    def join(rank):
-        try:
-            reps[rank] = Replicator(2, rank, uid, rank, SIZES)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=join, args=(r,)) for r in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    root, peer = reps
-    for _ in range(20):
-        receiver = threading.Thread(target=peer.receive)
-        receiver.start()
-        root.broadcast(*random_batch(rng, root.page_sizes))
-        receiver.join()
-    assert [peer.read(i) for i in range(len(SIZES))] == [root.read(i) for i in range(len(SIZES))]
-    agreed = []
-    checker = threading.Thread(target=lambda: agreed.append(peer.check()))
-    checker.start()
-    agreed.append(root.check())
-    checker.join()
-    assert agreed == [True, True]
+    replicate_in_threads(rng, ordinals=[0, 1], ticks=20)

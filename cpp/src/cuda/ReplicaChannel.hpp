@@ -2,8 +2,8 @@
 // What a Replicator needs from the ranks and the device, behind one interface so that the batch
 // logic (validation, packing, overlap resolution, hashing) is host code built everywhere:
 //  - the NCCL channel (NcclChannel.cpp): one communicator and one stream on the replica's device;
-//  - the loopback channel (ReplicaLoopback.cpp): one rank over an emulated device
-//    (emulate_devices()), so the batch logic is tested on machines without a GPU or NCCL.
+//  - the loopback channel (ReplicaLoopback.cpp): ranks on emulated devices (emulate_devices()),
+//    one thread each in one process, so the protocol is tested on machines without a GPU or NCCL.
 // Builds without NCCL support get a make_nccl_channel that refuses (Replicator.cpp).
 //
 // Collectives are matched across ranks by call order: every rank makes the same calls in the same
@@ -44,7 +44,12 @@ class ReplicaChannel {
 /// libnccl not loadable, the communicator could not be created).
 std::unique_ptr<ReplicaChannel> make_nccl_channel(int nranks, int rank, const NcclUniqueId& id,
                                                   DeviceBackend& backend);
-/// The loopback channel of a one-rank replicator on an emulated device.
-std::unique_ptr<ReplicaChannel> make_loopback_channel(DeviceBackend& backend);
+/// The loopback channel of rank `rank` of `nranks` on an emulated device: ranks of one `id` in
+/// this process (one thread each) form a group whose collectives are in-process exchanges, each
+/// waiting at most emulated_collective_timeout() for the other ranks, then throwing
+/// Error(DeviceUnavailable). Throws Error(InvalidArgument) when the id's group has another rank
+/// count or this rank joined it already.
+std::unique_ptr<ReplicaChannel> make_loopback_channel(DeviceBackend& backend, int nranks, int rank,
+                                                      const NcclUniqueId& id);
 
 }  // namespace mmsb::cuda

@@ -5,31 +5,13 @@
 #include <algorithm>
 #include <cstring>
 #include <exception>
+#include <random>
 
 #include "ReplicaChannel.hpp"
 #include "mmsb/core/Error.hpp"
 
 namespace mmsb::cuda {
 namespace {
-
-// The wire layout, in host byte order (every CUDA host is little endian): the header goes in one
-// broadcast, then the body: `rows` WireRows and the payload they point into.
-struct WireHeader {
-  std::uint64_t rows = 0;
-  std::uint64_t body_bytes = 0;
-  std::uint64_t tick = 0;
-};
-struct WireRow {
-  std::uint64_t page;
-  std::uint64_t offset;
-  std::uint64_t length;
-  std::uint64_t source;  // position of the row's payload in the body
-};
-static_assert(sizeof(WireHeader) == 24 && sizeof(WireRow) == 32);
-
-// A row's payload starts at the same address modulo kLane as its destination (body and pages
-// are 256-byte aligned), so the run-copy kernel moves 16-byte words; at most 15 bytes of padding.
-constexpr std::uint64_t kLane = 16;
 
 constexpr std::uint64_t kFnvOffset = 14695981039346656037ull;
 constexpr std::uint64_t kFnvPrime = 1099511628211ull;
@@ -62,8 +44,13 @@ std::unique_ptr<ReplicaChannel> make_nccl_channel(int, int, const NcclUniqueId&,
 #endif
 
 NcclUniqueId Replicator::unique_id() {
-  const NcclLibrary& nccl = nccl_library();
   NcclUniqueId id{};
+  if (emulated_devices() > 0) {  // the loopback group's key: fresh like NCCL's, no library needed
+    std::random_device rd;
+    for (char& c : id.internal) c = static_cast<char>(rd());
+    return id;
+  }
+  const NcclLibrary& nccl = nccl_library();
   nccl.check(nccl.get_unique_id(&id), "ncclGetUniqueId");
   return id;
 }
@@ -81,11 +68,7 @@ Replicator::Replicator(int nranks, int rank, const NcclUniqueId& id, int ordinal
   }
   backend_ = &device_backend("cuda:" + std::to_string(ordinal));
   if (backend_->emulated()) {
-    if (nranks != 1) {
-      fail(ErrorCode::DeviceUnavailable, "Replicator: emulated devices replicate with one rank only, got nranks=",
-           nranks);
-    }
-    channel_ = make_loopback_channel(*backend_);
+    channel_ = make_loopback_channel(*backend_, nranks, rank, id);
   } else {
     channel_ = make_nccl_channel(nranks, rank, id, *backend_);
   }
@@ -101,6 +84,8 @@ Replicator::Replicator(int nranks, int rank, const NcclUniqueId& id, int ordinal
   try {
     pages_.reserve(page_sizes_.size());
     for (std::uint64_t size : page_sizes_) pages_.push_back(backend_->allocate(size));
+    page_data_.reserve(pages_.size());
+    for (const DevicePool::Block& b : pages_) page_data_.push_back(b.data);
   } catch (...) {
     alloc_error = std::current_exception();
     release_pages();
@@ -131,6 +116,7 @@ Replicator::~Replicator() {
 void Replicator::release_pages() noexcept {
   for (const DevicePool::Block& b : pages_) backend_->release(b);
   pages_.clear();
+  page_data_.clear();
 }
 
 void Replicator::ensure_usable() const {
@@ -184,32 +170,13 @@ void Replicator::run_batch(std::span<const ReplicaRow> rows, std::span<const std
   // then unusable rather than silently diverging.
   try {
     const bool root = rank_ == 0;
-    std::vector<WireRow> wire(rows.size());
+    std::vector<WireRow> wire;
     WireHeader header;
-    if (root) {
-      std::uint64_t at = rows.size() * sizeof(WireRow);
-      for (std::size_t i = 0; i < rows.size(); ++i) {
-        at += (rows[i].offset % kLane + kLane - at % kLane) % kLane;
-        wire[i] = {rows[i].page, rows[i].offset, rows[i].length, at};
-        at += rows[i].length;
-      }
-      header = {rows.size(), at, ticks_ + 1};
-    }
+    if (root) header = plan_wire(rows, ticks_ + 1, wire);
     channel_->broadcast(std::as_writable_bytes(std::span(&header, 1)));
+    if (!root) check_wire_header(header, ticks_ + 1);
     const std::uint64_t table_bytes = header.rows * sizeof(WireRow);
-    if (!root && (header.tick != ticks_ + 1 || header.rows > header.body_bytes / sizeof(WireRow))) {
-      fail(ErrorCode::Internal, "Replicator.receive: malformed batch header (tick ", header.tick, ", expected ",
-           ticks_ + 1, "; ", header.rows, " rows in ", header.body_bytes, " bytes)");
-    }
-    if (root && header.body_bytes > 0) {
-      const std::span<std::byte> body = channel_->stage(header.body_bytes);
-      std::memcpy(body.data(), wire.data(), table_bytes);
-      std::uint64_t from = 0;
-      for (const WireRow& w : wire) {
-        if (w.length > 0) std::memcpy(body.data() + w.source, payload.data() + from, w.length);
-        from += w.length;
-      }
-    }
+    if (root && header.body_bytes > 0) pack_wire(wire, payload, channel_->stage(header.body_bytes));
     channel_->load_body(header.body_bytes);
     if (!root && table_bytes > 0) {
       const std::span<std::byte> table = channel_->stage(table_bytes);
@@ -218,18 +185,7 @@ void Replicator::run_batch(std::span<const ReplicaRow> rows, std::span<const std
       std::memcpy(wire.data(), table.data(), table_bytes);
     }
     std::vector<DeviceRun> runs;
-    runs.reserve(wire.size());
-    for (std::size_t i = 0; i < wire.size(); ++i) {
-      const WireRow& w = wire[i];
-      const bool fits = w.page < page_sizes_.size() && w.offset <= page_sizes_[w.page] &&
-                        w.length <= page_sizes_[w.page] - w.offset && w.source >= table_bytes &&
-                        w.source <= header.body_bytes && w.length <= header.body_bytes - w.source;
-      if (!fits) {
-        fail(ErrorCode::Internal, "Replicator.receive: row ", i, " of tick ", header.tick, " does not fit (page ", w.page,
-             ", ", w.length, " bytes at offset ", w.offset, ", payload at ", w.source, " of ", header.body_bytes, ")");
-      }
-      runs.push_back({pages_[w.page].data + w.offset, w.source, w.length});
-    }
+    wire_runs(wire, header, page_sizes_, page_data_, runs);
     resolve_overlaps(runs);
     channel_->apply(runs);
     ticks_ = header.tick;

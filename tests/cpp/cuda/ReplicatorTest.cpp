@@ -1,10 +1,15 @@
-// A one-rank Replicator against a reference model (plain byte vectors, rows applied one at a time
-// in order): random batches with overlapping rows leave exactly the model's bytes, hash() is the
-// documented function of them, and refused batches change nothing. Runs on an emulated device
-// everywhere and, where NCCL and a GPU are present, over NCCL on device 0.
+// Replicators against a reference model (plain byte vectors, rows applied one at a time in
+// order): random batches with overlapping rows leave exactly the model's bytes on every rank,
+// hash() is the documented function of them, and refused batches change nothing. Runs on
+// emulated devices everywhere (one rank, and groups of ranks as threads of this process) and,
+// where NCCL and a GPU are present, over NCCL on device 0.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
 #include <cstring>
 
 #include "TestUtil.hpp"
@@ -240,9 +245,105 @@ TEST_F(EmulatedReplicator, ReplicasComeFromThePoolAndGoBack) {
   EXPECT_EQ(dev.pool_stats().live_blocks, before);
 }
 
-TEST_F(EmulatedReplicator, EmulationReplicatesWithOneRankOnly) {
-  expect_error(ErrorCode::DeviceUnavailable, [] { Replicator(2, 0, NcclUniqueId{}, 0, {8}); });
-  expect_error(ErrorCode::DeviceUnavailable, [] { Replicator(1, 0, NcclUniqueId{}, 1, {8}); });  // one device
+TEST_F(EmulatedReplicator, AnOrdinalPastTheEmulatedDevicesIsUnavailable) {
+  expect_error(ErrorCode::DeviceUnavailable, [] { Replicator(1, 0, NcclUniqueId{}, 1, {8}); });
+}
+
+// Ranks of an emulated group are threads of this process; each rank's constructor blocks until
+// all have joined, as over NCCL.
+std::vector<std::unique_ptr<Replicator>> join_group(const NcclUniqueId& id, int nranks, const std::vector<int>& ordinals,
+                                                    const std::vector<std::uint64_t>& sizes) {
+  std::vector<std::unique_ptr<Replicator>> reps(static_cast<std::size_t>(nranks));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < nranks; ++r) {
+    threads.emplace_back([&, r] { reps[static_cast<std::size_t>(r)] = std::make_unique<Replicator>(nranks, r, id, ordinals[static_cast<std::size_t>(r)], sizes); });
+  }
+  for (std::thread& t : threads) t.join();
+  return reps;
+}
+
+TEST_F(EmulatedReplicator, ThreeRanksOnTwoDevicesApplyRankZerosBatchesLikeTheModel) {
+  emulate_devices(2);
+  auto reps = join_group(Replicator::unique_id(), 3, {0, 1, 1}, kSizes);
+  Rng rng(19);
+  Model model(kSizes);
+  const int ticks_per_phase = 12 / test::kSanitizerScale + 1;
+  for (int phase = 1; phase <= 4; ++phase) {
+    // Receivers run their ticks while rank 0 broadcasts; the replicas are compared between phases.
+    std::vector<std::thread> receivers;
+    for (std::size_t r = 1; r < reps.size(); ++r) {
+      receivers.emplace_back([&, r] {
+        for (int t = 0; t < ticks_per_phase; ++t) reps[r]->receive();
+      });
+    }
+    for (int t = 0; t < ticks_per_phase; ++t) {
+      const Batch b = random_batch(rng, kSizes);
+      reps[0]->broadcast(b.rows, b.payload);
+      model.apply(b);
+    }
+    for (std::thread& t : receivers) t.join();
+    for (std::size_t r = 0; r < reps.size(); ++r) {
+      SCOPED_TRACE("rank " + std::to_string(r));
+      expect_matches(*reps[r], model, static_cast<std::uint64_t>(phase * ticks_per_phase));
+      if (HasFatalFailure()) return;
+    }
+  }
+  // check() is a collective: every rank calls it, and all agree.
+  std::vector<int> agreed(reps.size(), -1);
+  std::vector<std::thread> checkers;
+  for (std::size_t r = 0; r < reps.size(); ++r) checkers.emplace_back([&, r] { agreed[r] = reps[r]->check(); });
+  for (std::thread& t : checkers) t.join();
+  EXPECT_EQ(agreed, std::vector<int>(reps.size(), 1));
+}
+
+TEST_F(EmulatedReplicator, RanksWithOtherPageSizesAllRefuse) {
+  const NcclUniqueId id = Replicator::unique_id();
+  std::string messages[2];
+  std::thread other([&] {
+    messages[1] = expect_error(ErrorCode::InvalidArgument, [&] { Replicator(2, 1, id, 0, {8, 9}); });
+  });
+  messages[0] = expect_error(ErrorCode::InvalidArgument, [&] { Replicator(2, 0, id, 0, {8, 8}); });
+  other.join();
+  for (const std::string& m : messages) EXPECT_NE(m.find("rank 1 has other page sizes than rank 0"), std::string::npos) << m;
+}
+
+TEST_F(EmulatedReplicator, ARankJoiningTwiceOrWithAnotherCountIsRefused) {
+  const NcclUniqueId id = Replicator::unique_id();
+  auto reps = join_group(id, 2, {0, 0}, {8});
+  std::string msg = expect_error(ErrorCode::InvalidArgument, [&] { Replicator(3, 2, id, 0, {8}); });
+  EXPECT_NE(msg.find("this unique id's group has 2 ranks, but this rank was told 3"), std::string::npos) << msg;
+  msg = expect_error(ErrorCode::InvalidArgument, [&] { Replicator(2, 0, id, 0, {8}); });
+  EXPECT_NE(msg.find("rank 0 of this unique id has joined already"), std::string::npos) << msg;
+  // The group is untouched by the refusals.
+  std::thread receiver([&] { reps[1]->receive(); });
+  reps[0]->broadcast(std::vector<ReplicaRow>{{0, 2, 3}}, test::bytes_of("abc"));
+  receiver.join();
+  EXPECT_EQ(reps[1]->read(0), reps[0]->read(0));
+  EXPECT_EQ(reps[1]->ticks(), 1u);
+}
+
+TEST_F(EmulatedReplicator, ACollectiveWhoseRanksNeverComeTimesOutAndLeavesTheReplicatorUnusable) {
+  const std::chrono::milliseconds before = emulated_collective_timeout();
+  set_emulated_collective_timeout(std::chrono::milliseconds(100));
+  const NcclUniqueId id = Replicator::unique_id();
+  std::string msg = expect_error(ErrorCode::DeviceUnavailable, [&] { Replicator(2, 0, id, 0, {8}); });
+  EXPECT_NE(msg.find("for ranks that never came (1 of 2 arrived)"), std::string::npos) << msg;
+  // A group whose receiver stopped coming: rank 0's next broadcast times out, and the replicator
+  // refuses every later call, quoting the failure.
+  const NcclUniqueId id2 = Replicator::unique_id();
+  std::unique_ptr<Replicator> root;
+  std::thread peer([&] {
+    Replicator rank1(2, 1, id2, 0, {8});
+    rank1.receive();
+  });
+  root = std::make_unique<Replicator>(2, 0, id2, 0, std::vector<std::uint64_t>{8});
+  root->broadcast(std::vector<ReplicaRow>{{0, 0, 1}}, test::bytes_of("x"));
+  peer.join();
+  msg = expect_error(ErrorCode::DeviceUnavailable, [&] { root->broadcast({}, {}); });
+  EXPECT_NE(msg.find("never came"), std::string::npos) << msg;
+  msg = expect_error(ErrorCode::DeviceUnavailable, [&] { root->hash(); });
+  EXPECT_NE(msg.find("unusable after an earlier failure"), std::string::npos) << msg;
+  set_emulated_collective_timeout(before);
 }
 
 TEST(NcclReplicator, OneRankOnDeviceZeroMatchesReferenceModel) {

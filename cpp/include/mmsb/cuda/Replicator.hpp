@@ -10,14 +10,13 @@
 /// Every collective (constructor, broadcast/receive, check) must be called by all ranks in the
 /// same order, or they wait for each other forever (NCCL semantics).
 ///
-/// Wire protocol per tick: a 24-byte header (row count, payload bytes, tick number), then one
-/// body: the row table (page, offset, length, payload position: 4 u64 each) and the payload, each
-/// row's bytes placed at a position congruent to its page offset modulo 16 so the copy kernel
-/// moves 16-byte words. Rows apply in order (a later row wins where rows overlap), resolved once
-/// into disjoint runs and copied by one kernel.
+/// Wire protocol per tick (ReplicaWire.hpp, docs/format.md): a 24-byte header, then one body
+/// holding the row table and the payload. Rows apply in order (a later row wins where rows
+/// overlap), resolved once into disjoint runs and copied by one kernel.
 ///
-/// With emulate_devices() installed, a one-rank replicator runs over the emulated device without
-/// NCCL (tests of the batch logic on machines without a GPU).
+/// With emulate_devices() installed, replicators run over emulated devices without NCCL: the
+/// ranks of one id are threads of this process, their collectives in-process exchanges (tests of
+/// the whole protocol on machines without a GPU). unique_id() then needs no NCCL either.
 ///
 /// Errors: bad arguments throw Error(InvalidArgument) before any collective, leaving every
 /// replica unchanged. A CUDA or NCCL failure during a collective throws Error(DeviceUnavailable)
@@ -27,6 +26,7 @@
 /// Thread safety: every member may be called from any thread; calls on one object are serialized.
 /// Memory: the replicas come from the device's pool (device_backend("cuda:N")) and go back to it
 /// in the destructor.
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -37,23 +37,23 @@
 
 #include "mmsb/cuda/DeviceBackend.hpp"
 #include "mmsb/cuda/Nccl.hpp"
+#include "mmsb/cuda/ReplicaWire.hpp"
 
 namespace mmsb::cuda {
 
 class ReplicaChannel;
 
-/// One row of a tick's batch: `length` bytes at `offset` of replica page `page`. Its payload is
-/// the next `length` bytes of the batch payload (rows take their payload in order).
-struct ReplicaRow {
-  std::uint64_t page = 0;
-  std::uint64_t offset = 0;
-  std::uint64_t length = 0;
-};
+/// Tests only: how long a collective of emulated replicators waits for the other ranks of its
+/// group before it throws Error(DeviceUnavailable) (default 60 s; NCCL would wait forever).
+/// Applies to channels made afterwards. Thread-safe.
+void set_emulated_collective_timeout(std::chrono::milliseconds timeout) noexcept;
+std::chrono::milliseconds emulated_collective_timeout() noexcept;
 
 class Replicator {
  public:
-  /// A new bootstrap id (ncclGetUniqueId), made once on rank 0 and shared by the caller. Throws
-  /// Error(DeviceUnavailable) when NCCL cannot be loaded or refuses.
+  /// A new bootstrap id (ncclGetUniqueId), made once on rank 0 and shared by the caller; with
+  /// devices emulated, 128 random bytes. Throws Error(DeviceUnavailable) when NCCL cannot be
+  /// loaded or refuses.
   static NcclUniqueId unique_id();
 
   /// Joins the replication group as `rank` of `nranks` on CUDA device `ordinal`, with replicas of
@@ -106,6 +106,7 @@ class Replicator {
   std::vector<std::uint64_t> page_sizes_;
   DeviceBackend* backend_ = nullptr;
   std::vector<DevicePool::Block> pages_;
+  std::vector<std::byte*> page_data_;  // pages_[i].data: the replica addresses wire_runs maps rows to
   std::unique_ptr<ReplicaChannel> channel_;
   mutable std::mutex mutex_;
   std::uint64_t ticks_ = 0;
