@@ -1,4 +1,5 @@
-"""Bus.replicate: a one-rank Replicator over the emulated device follows bus pages tick by tick.
+"""Bus.replicate: a Replicator over emulated devices follows bus pages tick by tick, and so does
+a peer rank of its group, receiving on another thread.
 
 The oracle is the bus itself: after every tick each replica equals its page byte for byte,
 whatever changed the page (submissions, the wave, writes outside ticks). The C++ suite
@@ -6,6 +7,8 @@ whatever changed the page (submissions, the wave, writes outside ticks). The C++
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -52,3 +55,28 @@ def test_refusals_and_detach(devices):
     bus.replicate(None)
     bus.delete_page(a)
     assert bus.tick()["replicated_rows"] == 0
+
+
+def test_a_peer_rank_follows_the_bus_tick_by_tick(devices):
+    """Rank 0 is driven by the bus; rank 1, on its own thread as it would be in its own process,
+    receives the attach broadcast and then one batch per tick, and ends equal to the pages."""
+    rng = np.random.default_rng(9)
+    bus = mmsb.Bus()
+    pages = [bus.create_page(data=rng.standard_normal(32)), bus.create_page(256, location="cuda:0")]
+    sizes = [p.size for p in pages]
+    uid = mmsb.cuda.Replicator.unique_id()
+    reps = {}
+    joiner = threading.Thread(target=lambda: reps.setdefault(1, mmsb.cuda.Replicator(2, 1, uid, 0, sizes)))
+    joiner.start()
+    root = mmsb.cuda.Replicator(2, 0, uid, 0, sizes)
+    joiner.join()
+    peer, ticks = reps[1], 15
+    follower = threading.Thread(target=lambda: [peer.receive() for _ in range(ticks + 1)])
+    follower.start()
+    bus.replicate(root, pages)  # the attach broadcast: the pages whole
+    for t in range(ticks):
+        bus.submit(mmsb.Delta.at(pages[t % 2], 8 * int(rng.integers(32)), rng.bytes(8)))
+        assert bus.tick()["replication_error"] is None
+    follower.join()
+    assert peer.ticks == root.ticks == ticks + 1
+    assert [peer.read(i) for i in range(2)] == [p.read(0, p.size) for p in pages]
