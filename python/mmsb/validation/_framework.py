@@ -4,6 +4,7 @@ benchmarks_targets.json), the context each one runs in, and the report they prod
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -91,11 +92,22 @@ def load_targets(path: Optional[os.PathLike] = None) -> dict:
         if not isinstance(checks, list) or not checks:
             raise InvalidArgumentError(f"targets file {path}: validator {name!r} has no checks")
         for c in checks:
-            if not isinstance(c, dict) or c.get("op") not in _OPS or not isinstance(c.get("threshold"), (int, float)):
+            if not _well_formed(c):
                 raise InvalidArgumentError(
-                    f"targets file {path}: a check of {name!r} needs metric, op (one of {sorted(_OPS)}) and a "
-                    f"numeric threshold; got {c!r}")
+                    f"targets file {path}: a check of {name!r} needs a metric name, op (one of {sorted(_OPS)}), "
+                    f"a finite numeric threshold and, if any, a unit string; got {c!r}")
+            c.setdefault("unit", "")
     return validators
+
+
+def _well_formed(check: Any) -> bool:
+    """A check a run can evaluate and report: bools are not thresholds, NaN compares false."""
+    if not isinstance(check, dict):
+        return False
+    threshold = check.get("threshold")
+    return (isinstance(check.get("metric"), str) and bool(check["metric"]) and check.get("op") in _OPS
+            and isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+            and math.isfinite(threshold) and isinstance(check.get("unit", ""), str))
 
 
 def machine_info() -> dict:

@@ -99,6 +99,37 @@ def test_bad_targets_and_names_are_refused(tmp_path, fake_validators):
         mmsb.validate(path, only=["nope"], progress=False)
 
 
+@pytest.mark.parametrize("check", [
+    {"op": ">=", "threshold": 1},                           # no metric
+    {"metric": "", "op": ">=", "threshold": 1},
+    {"metric": 3, "op": ">=", "threshold": 1},
+    {"metric": "x", "threshold": 1},                        # no op
+    {"metric": "x", "op": ">=", "threshold": "1"},
+    {"metric": "x", "op": ">=", "threshold": True},         # a bool is not a threshold
+    {"metric": "x", "op": ">=", "threshold": float("nan")},  # NaN would pass or fail nothing
+    {"metric": "x", "op": ">=", "threshold": float("inf")},
+    {"metric": "x", "op": ">=", "threshold": 1, "unit": 5},
+    "x >= 1",
+])
+def test_a_malformed_check_is_refused_before_any_validator_runs(tmp_path, fake_validators, check):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"validators": {"fake_ok": {"checks": [check]}}}))
+    with pytest.raises(mmsb.InvalidArgumentError, match="a check of 'fake_ok' needs a metric name"):
+        mmsb.validate(bad, only=["fake_ok"], progress=False)
+
+
+def test_a_check_without_a_unit_is_reported_with_none(tmp_path, fake_validators):
+    path, _ = fake_validators
+    spec = json.loads(path.read_text())
+    for check in spec["validators"]["fake_ok"]["checks"]:
+        check.pop("unit", None)
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(spec))
+    report = mmsb.validate(plain, only=["fake_ok"], progress=False)
+    assert report.passed and all(c["unit"] == "" for c in report["results"][0]["checks"])
+    assert report.lines()
+
+
 def test_cli_prints_lines_writes_json_and_sets_the_exit_code(fake_validators, tmp_path, capsys):
     path, _ = fake_validators
     out = tmp_path / "report.json"
