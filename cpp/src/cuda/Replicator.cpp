@@ -1,4 +1,5 @@
-// The batch logic of a Replicator: validation, the wire layout, overlap resolution and hashing.
+// The batch logic of a Replicator: validation, overlap resolution and hashing (the wire layout is
+// ReplicaWire.cpp).
 // Host code, built in every configuration; the ranks and the device are behind ReplicaChannel.
 #include "mmsb/cuda/Replicator.hpp"
 
