@@ -474,12 +474,13 @@ def test_batch_numpy_columns(bus):
     offs = np.array([0, 4, 8, 12, 0, 4], dtype=np.int64)
     lens = np.array([4] * 6, dtype=np.int32)
     payload = np.arange(24, dtype=np.uint8)
-    for ids_col in (ids, ids.astype(np.uint64), ids.astype(np.int32), ids.tolist()):
+    strided = np.repeat(ids.astype(np.uint64), 2)[::2]  # a view with a stride of 16 bytes
+    for ids_col in (ids, ids.astype(np.uint64), ids.astype(np.int32), ids.tolist(), strided, ids.astype(">u8")):
         batch = mmsb.DeltaBatch(ids_col, offs, lens, payload)
         lsn = bus.lsn
         assert bus.apply_batch(batch) == lsn + 6
     for p in pages:
-        assert p.epoch == 8
+        assert p.epoch == 12
     assert page_bytes(pages[0])[0:4] == bytes([0, 1, 2, 3])
     assert page_bytes(pages[0])[12:16] == bytes([12, 13, 14, 15])
     assert page_bytes(pages[1])[4:8] == bytes([4, 5, 6, 7])

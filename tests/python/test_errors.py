@@ -227,6 +227,8 @@ def test_batch_bad_column_types(pop):
     bus, raw, *_ = pop
     fails(bus, E.InvalidDeltaError, lambda: mmsb.DeltaBatch([raw.id], [0.5], [1], b"a"), ValueError)
     fails(bus, E.InvalidDeltaError, lambda: mmsb.DeltaBatch([[raw.id]], [[0]], [[1]], b"a"), ValueError)
+    column = np.array([[raw.id]], dtype=np.uint64)  # the dtype the binding takes without a copy, but 2-D
+    fails(bus, E.InvalidDeltaError, lambda: mmsb.DeltaBatch(column, column * 0, column, b"a"), ValueError)
     fails(bus, E.InvalidArgumentError, lambda: mmsb.DeltaBatch([raw.id], [0], [1], "a"), ValueError)
 
 
