@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the engine's parsers with libFuzzer, ASan and UBSan, each target for a bounded time, then
 # exits non-zero if any found a crash:
-#   fuzz_log           the log's files: segments, records, checkpoints (tests/fuzz/fuzz_log.cpp)
+#   fuzz_log           the log's files: segments, records, checkpoints, and a bus recovering from
+#                      crafted records (tests/fuzz/fuzz_log.cpp)
 #   fuzz_replica_wire  what a replica receives each tick (tests/fuzz/fuzz_replica_wire.cpp)
 #   scripts/fuzz.sh [seconds per target=30]
 # Builds build/fuzz with clang (-DMMSB_BUILD_FUZZERS=ON, the engine instrumented too), regenerates

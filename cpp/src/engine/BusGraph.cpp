@@ -149,20 +149,10 @@ void Bus::add_edge(PageId parent, PageId child, EdgeKind kind) {
     auto lock = lock_turn();
     check_writable();
     live_locked(parent);
-    PageRecord& c = live_locked(child);
+    live_locked(child);
     if (kind == EdgeKind::Data) {
       fail(ErrorCode::InvalidArgument, "data edges are declared with bus.depend(child, on=[...], fn=...), which ",
            "also says how the child is recomputed");
-    }
-    if (kind == EdgeKind::DeviceSync) {
-      const PageRecord& p = live_locked(parent);
-      if (p.size != c.size) {
-        fail(ErrorCode::InvalidArgument, "a device_sync child is a copy of its parent: page ", child, " has ",
-             c.size, " bytes, page ", parent, " has ", p.size);
-      }
-      if (derivations_.count(child) != 0) {
-        fail(ErrorCode::Graph, "page ", child, " is already derived; a device_sync child has exactly one parent");
-      }
     }
     atomically_locked([&] {
       txn_->add_heavy(undo_child(child, graph_, derivations_));
@@ -193,10 +183,21 @@ void Bus::remove_edge(PageId parent, PageId child) {
 }
 
 void Bus::refresh_dependents_locked(PageId page) {
+  const bool has = graph_.has_children(page) && table_.find(page) != nullptr;
+  if (page >= kDenseDependentIds) {
+    if (has) {
+      far_dependents_.insert(page);
+    } else {
+      far_dependents_.erase(page);
+    }
+    return;
+  }
   const std::size_t word = page / 64;
   const std::uint64_t bit = std::uint64_t{1} << (page % 64);
-  if (graph_.has_children(page) && table_.find(page) != nullptr) {
-    if (word >= dependents_bits_.size()) dependents_bits_.resize(std::max<std::size_t>(word + 1, 2 * dependents_bits_.size()));
+  if (has) {
+    if (word >= dependents_bits_.size()) {
+      dependents_bits_.resize(std::min<std::size_t>(kDenseDependentIds / 64, std::max<std::size_t>(word + 1, 2 * dependents_bits_.size())));
+    }
     dependents_bits_[word] |= bit;
   } else if (word < dependents_bits_.size()) {
     dependents_bits_[word] &= ~bit;
@@ -245,8 +246,19 @@ void Bus::mark_unsettled_stale_locked() {
 // Applies a graph change (commits and replay alike, so both redefine and unmark the same pages).
 PageId Bus::replay_graph_op_locked(const LogOp& op) {
   if (const auto* e = std::get_if<EdgeOp>(&op)) {
-    table_.get(e->parent);
-    table_.get(e->child);
+    const PageRecord& p = table_.get(e->parent);
+    const PageRecord& c = table_.get(e->child);
+    // Checked here, not only by add_edge: a log (or checkpoint) may be crafted, and the copy
+    // reads as many bytes from the parent as the child has.
+    if (e->add && e->kind == EdgeKind::DeviceSync) {
+      if (p.size != c.size) {
+        fail(ErrorCode::InvalidArgument, "a device_sync child is a copy of its parent: page ", e->child, " has ",
+             c.size, " bytes, page ", e->parent, " has ", p.size);
+      }
+      if (derivations_.count(e->child) != 0) {
+        fail(ErrorCode::Graph, "page ", e->child, " is already derived; a device_sync child has exactly one parent");
+      }
+    }
     struct Refresh {
       Bus& bus;
       PageId page;
@@ -280,8 +292,9 @@ PageId Bus::replay_graph_op_locked(const LogOp& op) {
     return e->kind == EdgeKind::Data ? e->child : 0;
   }
   if (const auto* d = std::get_if<DependOp>(&op)) {
-    table_.get(d->child);
-    for (PageId p : d->parents) table_.get(p);
+    // What bus.depend checked before logging it; a log (or checkpoint) may be crafted, and a
+    // built-in recompute reads its parents as laid out like its child.
+    check_derivation_locked(d->child, d->parents, d->fn, d->weights);
     const std::vector<PageId> old = graph_.parents(d->child);
     graph_.set_data_parents(d->child, d->parents);
     derivations_.insert_or_assign(d->child, Derivation{.parents = d->parents, .memo = {}, .weights = d->weights,

@@ -52,7 +52,12 @@ void Bus::restore_checkpoint_locked(const CheckpointData& cp, const std::string&
            " cannot be restored: ", e.what());
     }
   }
-  table_.reserve_ids_below(cp.next_page_id);
+  try {
+    table_.reserve_ids_below(cp.next_page_id);
+  } catch (const Error& e) {
+    fail(ErrorCode::LogCorrupt, "checkpoint at lsn ", cp.lsn, " of ", of, ": next page id ", cp.next_page_id,
+         " cannot be restored: ", e.what());
+  }
   try {
     restore_graph_locked(cp.graph);
   } catch (const Error& e) {

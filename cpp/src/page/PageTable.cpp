@@ -77,9 +77,10 @@ void PageTable::validate_layout(const PageSpec& spec) {
 
 PageRecord& PageTable::create(const PageSpec& spec, std::uint8_t place) {
   validate(spec);
-  if ((next_id_ - 1) / kChunkRecords >= chunks_.size()) {
-    chunks_.push_back(std::make_unique<PageRecord[]>(kChunkRecords));
+  if (next_id_ > kMaxPageId) {
+    fail(ErrorCode::InvalidArgument, "this bus has used all ", kMaxPageId, " page ids (ids are never reused)");
   }
+  ensure_next_chunk();
   const bool needs_info = spec.dtype != DType::Raw || !spec.name.empty() ||
                           !spec.metadata.empty() || spec.location != "cpu";
   Arena::Block block = place == 0 ? arena_.allocate(spec.size) : placement(place)->allocate(spec.size);
@@ -140,17 +141,44 @@ PageRecord& PageTable::restore(PageId id, const PageSpec& spec, std::span<const 
   return r;
 }
 
-void PageTable::reserve_ids_below(PageId id) noexcept {
-  while (next_id_ < id) {
-    if ((next_id_ - 1) / kChunkRecords >= chunks_.size()) {
-      chunks_.push_back(std::make_unique<PageRecord[]>(kChunkRecords));
-    }
-    // A used-and-deleted id: a slot that find() treats as deleted, never as empty.
-    PageRecord& r = slot(next_id_);
-    r.id = next_id_;
-    r.refs.store(PageRecord::kDeletedBit, std::memory_order_relaxed);
-    ++next_id_;
+void PageTable::mark_skipped(PageRecord& r, PageId id) noexcept {
+  // A used-and-deleted id: a slot that find() treats as deleted, never as empty.
+  r.id = id;
+  r.refs.store(PageRecord::kDeletedBit, std::memory_order_relaxed);
+}
+
+void PageTable::ensure_next_chunk() {
+  const std::size_t c = (next_id_ - 1) / kChunkRecords;
+  if (c < chunks_.size() && chunks_[c]) return;
+  auto chunk = std::make_unique<PageRecord[]>(kChunkRecords);
+  if (c == chunks_.size()) {
+    chunks_.push_back(std::move(chunk));
+    return;
   }
+  const PageId first = c * kChunkRecords + 1;
+  for (PageId id = first; id < next_id_; ++id) mark_skipped(chunk[id - first], id);
+  chunks_[c] = std::move(chunk);
+  --skipped_chunks_;
+}
+
+void PageTable::reserve_ids_below(PageId id) {
+  if (id <= next_id_) return;
+  if (id - 1 > kMaxPageId) {
+    fail(ErrorCode::InvalidArgument, "page id ", id - 1, " is past the largest page id ", kMaxPageId);
+  }
+  // Every chunk index up to id - 1's exists afterwards; the ones that only skipped ids fill stay
+  // null. Room first, so that nothing changes if it cannot be had.
+  const std::size_t last = (id - 2) / kChunkRecords;
+  chunks_.reserve(last + 1);
+  if (const std::size_t c = (next_id_ - 1) / kChunkRecords; c < chunks_.size() && chunks_[c]) {
+    const PageId end = std::min<PageId>(id, (c + 1) * kChunkRecords + 1);
+    for (PageId k = next_id_; k < end; ++k) mark_skipped(slot(k), k);
+  }
+  while (chunks_.size() <= last) {
+    chunks_.emplace_back();
+    ++skipped_chunks_;
+  }
+  next_id_ = id;
 }
 
 void PageTable::discard_newest(PageId id) noexcept {
@@ -256,12 +284,9 @@ void PageTable::unpin(PageRecord& r) noexcept {
 
 PageTable::~PageTable() {
   if (placements_.empty()) return;
-  for (auto& chunk : chunks_) {
-    for (std::size_t i = 0; i < kChunkRecords; ++i) {
-      PageRecord& r = chunk[i];
-      if (r.place != 0 && r.data != nullptr) free_data(r);
-    }
-  }
+  for_each_slot([&](PageRecord& r, PageId) {
+    if (r.place != 0 && r.data != nullptr) free_data(r);
+  });
 }
 
 void PageTable::free_data(PageRecord& r) noexcept {
@@ -294,19 +319,18 @@ ArenaTrim PageTable::trim() noexcept {
 
 void PageTable::check_consistency(std::vector<std::string>& problems) {
   std::uint64_t live = 0;
-  for (PageId id = 1; id < next_id_; ++id) {
-    const PageRecord& r = slot(id);
+  for_each_slot([&](PageRecord& r, PageId id) {
     if (r.id != id) {
       problems.push_back("page slot " + std::to_string(id) + " holds id " + std::to_string(r.id));
-      continue;
+      return;
     }
-    if (!r.live()) continue;
+    if (!r.live()) return;
     ++live;
     if (r.data == nullptr || r.size == 0) problems.push_back("live page " + std::to_string(id) + " has no data");
     if ((r.has_info != 0) != (infos_.count(id) != 0)) {
       problems.push_back("page " + std::to_string(id) + " info flag disagrees with the info table");
     }
-  }
+  });
   if (live != live_) {
     problems.push_back("live page count " + std::to_string(live_) + " but " + std::to_string(live) + " live records");
   }
@@ -325,8 +349,9 @@ void PageTable::check_consistency(std::vector<std::string>& problems) {
 PageTableStats PageTable::stats() const {
   PageTableStats s;
   s.live_pages = live_;
-  s.record_bytes = (next_id_ - 1) * sizeof(PageRecord);
-  s.record_slack_bytes = chunks_.size() * kChunkRecords * sizeof(PageRecord) - s.record_bytes;
+  // Ids in skipped (unallocated) chunks take no record memory.
+  s.record_bytes = (next_id_ - 1 - skipped_chunks_ * kChunkRecords) * sizeof(PageRecord);
+  s.record_slack_bytes = (chunks_.size() - skipped_chunks_) * kChunkRecords * sizeof(PageRecord) - s.record_bytes;
   s.arena = arena_.stats();
   if (!cold_dirty_) {  // a walk over every named or typed page is too slow for each memory()
     s.info_bytes = cold_info_bytes_;

@@ -20,6 +20,7 @@
 #include "mmsb/log/Log.hpp"
 #include "mmsb/log/RecordCodec.hpp"
 #include "mmsb/log/SegmentReader.hpp"
+#include "mmsb/page/PageTable.hpp"
 
 namespace mmsb {
 namespace {
@@ -408,6 +409,110 @@ TEST_F(RecoveryTest, DeletedIdsAreNeverReusedAfterReopen) {
     PageSpec spec;
     spec.size = 8;
     EXPECT_EQ(bus.create_page(spec).id, 5u);
+  }
+}
+
+// Appends one record per op (each taking one lsn) to the log of the bus directory `path`, from
+// lsn `first`: a crafted log, checksummed like a real one.
+template <class... Ops>
+void append_ops(const std::string& path, Lsn first, const Ops&... ops) {
+  Log log(path, Durability::Flush, Log::Access::Open);
+  log.start_writing();
+  Lsn lsn = first;
+  Bytes record;
+  auto append = [&](const auto& op) {
+    record.clear();
+    encode_op_record(record, lsn, op);
+    log.append(record, lsn);
+    ++lsn;
+  };
+  (append(ops), ...);
+}
+
+// Checksummed records that create a page far past the ids used (a gap a real writer leaves only
+// by rolling back as many creations; here a crafted log): recovery takes ids up to the table's
+// last without allocating records for the gap, a derivation on the far page included, verify()
+// stays quick and clean, and a checkpoint and reopen keep it; an id past the last is corruption.
+TEST_F(RecoveryTest, CreationsFarAheadOfTheUsedIdsRecoverWithoutAllocatingTheGap) {
+  for (const PageId far : {PageTable::kMaxPageId - 1, PageTable::kMaxPageId + 1}) {
+    SCOPED_TRACE("far id " + std::to_string(far));
+    const std::string path = dir_ / ("far-" + std::to_string(far));
+    PageSpec spec;
+    spec.size = 8;
+    Lsn next = 0;
+    {
+      Bus bus(test::dir_options(path, Durability::Flush));
+      bus.create_page(spec);
+      next = bus.lsn() + 1;
+    }
+    RecomputeSpec copy;
+    copy.kind = RecomputeKind::Copy;
+    append_ops(path, next, PageCreateOp{far, spec}, PageCreateOp{far + 1, spec}, DependOp{far + 1, copy, {far}, {}});
+    const BusOptions options = test::dir_options(path, Durability::Flush, true);
+    Lsn covered = 0;
+    if (far > PageTable::kMaxPageId) {
+      const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { Bus bus(options); });
+      EXPECT_NE(msg.find(std::to_string(PageTable::kMaxPageId)), std::string::npos) << msg;
+      continue;
+    }
+    {
+      Bus bus(options);
+      EXPECT_EQ(bus.page_ids(), (std::vector<PageId>{1, far, far + 1}));
+      EXPECT_LT(bus.memory().total_bytes(), std::uint64_t{64} << 20);
+      const IntegrityReport report = bus.verify();
+      EXPECT_TRUE(report.ok) << report.problems.front();
+      const Bytes value = bytes_of("farpage!");
+      bus.write(far, 0, value);
+      Bytes got(8);
+      bus.read(far + 1, 0, got);
+      EXPECT_EQ(got, value);  // the derivation on the far page propagates
+      covered = bus.checkpoint();
+      test::expect_error(ErrorCode::InvalidArgument, [&] { bus.create_page(spec); });
+      bus.close();
+    }
+    Bus again(options);
+    EXPECT_EQ(again.page_ids(), (std::vector<PageId>{1, far, far + 1}));
+    EXPECT_EQ(again.recovery().checkpoint_lsn, covered);
+  }
+}
+
+// Graph records that bus.depend or add_edge would have refused (a crafted log): a built-in
+// recompute reads its parents as laid out like its child, so replay refuses them as corruption,
+// naming the record, instead of leaving a wave to read past a page.
+TEST_F(RecoveryTest, GraphRecordsTheLiveCallsWouldRefuseAreCorrupt) {
+  RecomputeSpec copy;
+  copy.kind = RecomputeKind::Copy;
+  const struct {
+    const char* name;
+    std::variant<DependOp, EdgeOp> op;
+    const char* says;
+  } cases[] = {
+      {"copy from a smaller parent", DependOp{3, copy, {1}, {}}, "laid out like page 3"},
+      {"copy of two parents", DependOp{2, copy, {1, 1}, {}}, "exactly one parent"},
+      {"reduce over a raw page", DependOp{2, RecomputeSpec{RecomputeKind::Reduce, SemiringKind::MinPlus, {}}, {1}, {}},
+       "min_plus"},
+      {"device_sync between sizes", EdgeOp{1, 3, EdgeKind::DeviceSync, true}, "copy of its parent"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string path = dir_ / c.name;
+    Lsn next = 0;
+    {
+      Bus bus(test::dir_options(path, Durability::Flush));
+      PageSpec small;
+      small.size = 8;
+      PageSpec large;
+      large.size = 64;
+      bus.create_page(small);
+      bus.create_page(small);
+      bus.create_page(large);
+      next = bus.lsn() + 1;
+    }
+    std::visit([&](const auto& op) { append_ops(path, next, op); }, c.op);
+    const std::string msg =
+        test::expect_error(ErrorCode::LogCorrupt, [&] { Bus bus(test::dir_options(path, Durability::Flush, true)); });
+    EXPECT_NE(msg.find("lsn " + std::to_string(next)), std::string::npos) << msg;
+    EXPECT_NE(msg.find(c.says), std::string::npos) << msg;
   }
 }
 

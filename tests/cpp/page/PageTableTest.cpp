@@ -218,6 +218,57 @@ TEST(PageTableTest, ForEachLiveVisitsInIdOrderSkippingErased) {
   EXPECT_EQ(seen, want);
 }
 
+// Skipped ids (a checkpoint's next id, a log's creation far ahead) become used-and-deleted ids;
+// whole chunks of them take no memory, pages on either side of a gap work as usual, and a gap
+// within one chunk, across a chunk boundary or up to the last id all keep the table consistent.
+TEST(PageTableTest, ReservedIdGapsAreDeletedIdsAndWholeChunksCostNothing) {
+  constexpr PageId K = PageTable::kChunkRecords;
+  struct Case {
+    PageId below;  // reserve_ids_below(below) after page 1 (and 2, 3) exist
+    std::uint64_t chunks;  // record chunks allocated once a page is created after the gap
+  };
+  for (const Case c : {Case{10, 1}, Case{K, 1}, Case{K + 1, 2}, Case{3 * K + 7, 2},
+                       Case{PageTable::kMaxPageId, 2}}) {
+    SCOPED_TRACE("reserve below " + std::to_string(c.below));
+    PageTable t;
+    for (int i = 0; i < 3; ++i) t.create(raw(8));
+    t.erase(2);
+    t.reserve_ids_below(c.below);
+    EXPECT_EQ(t.next_id(), c.below);
+    for (const PageId id : {PageId{2}, PageId{4}, c.below / 2, c.below - 1}) {
+      if (id > 3 || id == 2) EXPECT_EQ(t.find(id), nullptr) << id;
+    }
+    PageRecord& r = t.create(raw(16));
+    EXPECT_EQ(r.id, c.below);
+    EXPECT_EQ(t.find(c.below), &r);
+    EXPECT_EQ(t.find(1)->id, 1u);
+    EXPECT_EQ(t.find(c.below - 1) == nullptr, c.below - 1 != 3);
+    std::vector<PageId> live;
+    t.for_each_live([&](PageRecord& p) { live.push_back(p.id); });
+    EXPECT_EQ(live, (std::vector<PageId>{1, 3, c.below}));
+    const PageTableStats s = t.stats();
+    EXPECT_EQ(s.record_bytes + s.record_slack_bytes, c.chunks * K * sizeof(PageRecord));
+    std::vector<std::string> problems;
+    t.check_consistency(problems);
+    EXPECT_TRUE(problems.empty()) << problems.front();
+  }
+}
+
+TEST(PageTableTest, IdsPastTheLastAreRefusedAndTheTableIsUnchanged) {
+  PageTable t;
+  t.create(raw(8));
+  const TableState before = state_of(t);
+  const std::string msg = test::expect_error(ErrorCode::InvalidArgument,
+                                             [&] { t.reserve_ids_below(PageTable::kMaxPageId + 2); });
+  EXPECT_NE(msg.find(std::to_string(PageTable::kMaxPageId)), std::string::npos) << msg;
+  EXPECT_EQ(state_of(t), before);
+  t.reserve_ids_below(PageTable::kMaxPageId);
+  EXPECT_EQ(t.create(raw(8)).id, PageTable::kMaxPageId);
+  const TableState full = state_of(t);
+  test::expect_error(ErrorCode::InvalidArgument, [&] { t.create(raw(8)); });
+  EXPECT_EQ(state_of(t), full);
+}
+
 std::string page_name(std::size_t i) {
   std::string name = "p";
   name += std::to_string(i);

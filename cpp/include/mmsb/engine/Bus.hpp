@@ -426,7 +426,8 @@ class Bus {
   /// The page is live and has children in the graph: its changes start a wave (eager) or mark
   /// them stale. A bit per id, so a batch tests its rows without touching their records.
   bool has_dependents_locked(PageId page) const noexcept {
-    return page / 64 < dependents_bits_.size() && (dependents_bits_[page / 64] >> (page % 64) & 1) != 0;
+    if (page / 64 < dependents_bits_.size()) return (dependents_bits_[page / 64] >> (page % 64) & 1) != 0;
+    return !far_dependents_.empty() && far_dependents_.count(page) != 0;
   }
   void drop_from_graph_locked(PageId id);
   void mark_unsettled_stale_locked();
@@ -664,7 +665,9 @@ class Bus {
   // Reused by every wave (the wave runs under the commit lock); bounded by kWaveBatchPages/Bytes.
   std::unique_ptr<WaveBatch> wave_batch_;
   std::vector<WaveNode> wave_nodes_;
-  std::vector<std::uint64_t> dependents_bits_;  // by page id: has_dependents_locked
+  std::vector<std::uint64_t> dependents_bits_;  // by page id below kDenseDependentIds: has_dependents_locked
+  std::unordered_set<PageId> far_dependents_;    // the ids above it (a log may skip far ahead)
+  static constexpr PageId kDenseDependentIds = PageId{1} << 24;  // a bitmap of at most 2 MiB
   std::uint64_t wave_timestamp_ns_ = 0;
   struct Counters {
     std::atomic<std::uint64_t> deltas_applied{0}, bytes_applied{0}, commits{0}, pages_created{0},

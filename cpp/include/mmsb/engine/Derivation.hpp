@@ -35,8 +35,9 @@ struct Derivation {
   bool missing_callable() const noexcept { return fn.kind == RecomputeKind::Callable && !callable; }
 };
 
-/// The derived pages of a bus by id: a map, plus an array indexed by page id that a wave's
-/// lookups use (one load instead of a hash probe per recomputed page; page ids are dense).
+/// The derived pages of a bus by id: a map, plus an array indexed by page id (below kDenseIds)
+/// that a wave's lookups use (one load instead of a hash probe per recomputed page; page ids are
+/// dense, unless a log skips far ahead).
 /// Every change goes through insert_or_assign and erase, which keep both in step; map nodes never
 /// move, so the array's pointers stay valid until their entry is erased.
 /// Thread safety: none (the bus commit lock).
@@ -45,7 +46,10 @@ class DerivationTable {
   using Map = std::unordered_map<PageId, Derivation>;
 
   /// The derivation of page `id`, or nullptr.
-  Derivation* get(PageId id) const noexcept { return id < by_id_.size() ? by_id_[id] : nullptr; }
+  Derivation* get(PageId id) const noexcept {
+    if (id < by_id_.size()) [[likely]] return by_id_[id];
+    return sparse_ ? sparse_get(id) : nullptr;
+  }
   Map::iterator find(PageId id) { return map_.find(id); }
   Map::const_iterator find(PageId id) const { return map_.find(id); }
   Map::iterator begin() noexcept { return map_.begin(); }
@@ -62,9 +66,16 @@ class DerivationTable {
 
   /// Throws std::bad_alloc with nothing changed.
   Map::iterator insert_or_assign(PageId id, Derivation d) {
-    if (id >= by_id_.size()) by_id_.resize(std::max<std::size_t>(id + 1, 2 * by_id_.size()), nullptr);
+    const bool dense = id < kDenseIds;
+    if (dense && id >= by_id_.size()) {
+      by_id_.resize(std::min<std::size_t>(kDenseIds, std::max<std::size_t>(id + 1, 2 * by_id_.size())), nullptr);
+    }
     const auto it = map_.insert_or_assign(id, std::move(d)).first;
-    by_id_[id] = &it->second;
+    if (dense) {
+      by_id_[id] = &it->second;
+    } else {
+      sparse_ = true;
+    }
     return it;
   }
   std::size_t erase(PageId id) noexcept {
@@ -72,13 +83,23 @@ class DerivationTable {
     return map_.erase(id);
   }
   Map::iterator erase(Map::iterator it) noexcept {
-    by_id_[it->first] = nullptr;
+    if (it->first < by_id_.size()) by_id_[it->first] = nullptr;
     return map_.erase(it);
   }
 
  private:
+  // Ids below this are looked up in by_id_ (the wave's hot path): at most 32 MiB of it, however
+  // large an id a log names; the few pages above it, if any, through the map.
+  static constexpr PageId kDenseIds = PageId{1} << 22;
+
+  Derivation* sparse_get(PageId id) const noexcept {
+    const auto it = map_.find(id);
+    return it == map_.end() ? nullptr : const_cast<Derivation*>(&it->second);
+  }
+
   Map map_;
   std::vector<Derivation*> by_id_;
+  bool sparse_ = false;  // some derivation has an id >= kDenseIds
 };
 
 }  // namespace mmsb

@@ -5,6 +5,7 @@
 /// never move, so a PageRecord* stays valid for the table's lifetime; names are unique among live
 /// pages. Thread safety: create/erase/rename/lookup must be serialized by the owner (the bus
 /// commit lock); pin/unpin and record atomics may be used from any thread.
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -35,6 +36,10 @@ class PageTable {
   static constexpr std::size_t kChunkRecords = 4096;
   /// Largest page accepted (1 TiB): beyond this a size is a mistake, not a request.
   static constexpr std::uint64_t kMaxPageSize = std::uint64_t{1} << 40;
+  /// Largest page id handed out or restored. Ids index the records, so a log or checkpoint
+  /// (which may be corrupt or crafted) must not be able to name an arbitrary one: at this bound
+  /// the chunk index is 1M pointers, wherever the ids in between went.
+  static constexpr PageId kMaxPageId = (PageId{1} << 32) - 1;
 
   PageTable() = default;
   /// Gives the blocks of pages still holding memory back to their placements (device memory
@@ -49,8 +54,9 @@ class PageTable {
   /// The part of validate() that needs no table: size, dtype, shape, name length.
   static void validate_layout(const PageSpec& spec);
   /// Creates a zero-filled page with the next id, in the host arena (`place` 0) or in placement
-  /// `place` (from add_placement). Validates first; throws as validate(), or as the memory's
-  /// allocate (Error(OutOfMemory)), leaving the table unchanged.
+  /// `place` (from add_placement). Validates first; throws as validate(), Error(InvalidArgument)
+  /// once kMaxPageId ids are used, or as the memory's allocate (Error(OutOfMemory)) or
+  /// std::bad_alloc, leaving the table unchanged.
   PageRecord& create(const PageSpec& spec, std::uint8_t place = 0);
   /// Recreates a page from a checkpoint: id `id` (>= next_id(); ids in between stay unused),
   /// content `data` (spec.size bytes), `epoch` and `last_lsn`. Throws as create().
@@ -63,15 +69,19 @@ class PageTable {
   Placement* placement(std::uint8_t place) const noexcept {
     return place == 0 ? nullptr : placements_[place - 1].get();
   }
-  /// Raises next_id() to `id` (ids below were used by pages deleted before a checkpoint).
-  void reserve_ids_below(PageId id) noexcept;
+  /// Raises next_id() to `id` (ids below were used by pages deleted before a checkpoint, or by
+  /// pages of rolled-back transactions), as used-and-deleted ids. A gap costs memory only in the
+  /// chunks it shares with used ids: whole chunks of unused ids stay unallocated. Throws
+  /// Error(InvalidArgument) for an id past kMaxPageId + 1, std::bad_alloc; either way unchanged.
+  void reserve_ids_below(PageId id);
   /// Undoes the create() that returned page `id`, as if it never happened (id reusable). Only for
   /// a commit that failed after creating its page; `id` must be the newest and unpinned.
   void discard_newest(PageId id) noexcept;
   /// Reverses erase() of a page that was pinned across it (a rolled-back transaction): live
   /// again with `info` (its name back in the index).
   void undelete(PageId id, std::optional<PageInfo> info);
-  /// The record of any id below next_id(), live or not.
+  /// The record of a page created (or restored) and not discarded: live or deleted, never an id
+  /// that reserve_ids_below() skipped.
   PageRecord& record(PageId id) noexcept { return slot(id); }
   /// Marks the page deleted, drops its name and info, and frees its data once unpinned.
   /// Throws Error(PageNotFound) if it is not live.
@@ -89,7 +99,9 @@ class PageTable {
   /// Live record or nullptr.
   PageRecord* find(PageId id) noexcept {
     if (id == 0 || id >= next_id_) return nullptr;
-    PageRecord& r = chunks_[(id - 1) / kChunkRecords][(id - 1) % kChunkRecords];
+    PageRecord* chunk = chunks_[(id - 1) / kChunkRecords].get();
+    if (chunk == nullptr) [[unlikely]] return nullptr;  // a chunk of skipped ids
+    PageRecord& r = chunk[(id - 1) % kChunkRecords];
     return r.live() ? &r : nullptr;
   }
   /// Live record or Error(PageNotFound) naming the id. Inline: a wave looks up every parent.
@@ -109,12 +121,13 @@ class PageTable {
 
   PageId next_id() const noexcept { return next_id_; }
   std::uint64_t live_count() const noexcept { return live_; }
-  /// Calls f(PageRecord&) for every live page in id order.
+  /// Calls f(PageRecord&) for every live page in id order. O(live pages + allocated chunks'
+  /// slots + skipped chunks), not O(largest id).
   template <class F>
   void for_each_live(F&& f) {
-    for (PageId id = 1; id < next_id_; ++id) {
-      if (PageRecord* r = find(id)) f(*r);
-    }
+    for_each_slot([&](PageRecord& r, PageId) {
+      if (r.live()) f(r);
+    });
   }
   /// Gives memory of freed pages back to the OS (for the bus's GC): unmaps the arena's wholly
   /// free slabs (Arena::trim; a deleted page still pinned keeps its block and so its slab) and,
@@ -142,10 +155,27 @@ class PageTable {
   PageRecord& slot(PageId id) noexcept {
     return chunks_[(id - 1) / kChunkRecords][(id - 1) % kChunkRecords];
   }
+  /// f(PageRecord&, PageId) for the slot of every id below next_id_ in an allocated chunk, in
+  /// id order.
+  template <class F>
+  void for_each_slot(F&& f) {
+    for (std::size_t c = 0; c < chunks_.size(); ++c) {
+      if (!chunks_[c]) continue;
+      const PageId first = c * kChunkRecords + 1;
+      const auto n = static_cast<std::size_t>(std::min<PageId>(kChunkRecords, next_id_ - first));
+      for (std::size_t i = 0; i < n; ++i) f(chunks_[c][i], first + i);
+    }
+  }
+  /// Allocates the chunk of next_id_ if it is missing (past the end, or skipped whole by
+  /// reserve_ids_below); its slots below next_id_ become used-and-deleted ids. Throws
+  /// std::bad_alloc, leaving the table unchanged.
+  void ensure_next_chunk();
+  static void mark_skipped(PageRecord& r, PageId id) noexcept;
   void free_data(PageRecord& r) noexcept;
   void release_block(std::uint8_t place, const Arena::Block& block) noexcept;
 
-  std::vector<std::unique_ptr<PageRecord[]>> chunks_;
+  std::vector<std::unique_ptr<PageRecord[]>> chunks_;  // null: a chunk of skipped ids only
+  std::size_t skipped_chunks_ = 0;                      // the null ones
   PageId next_id_ = 1;
   std::uint64_t live_ = 0;
   std::unordered_map<std::string, PageId> names_;
