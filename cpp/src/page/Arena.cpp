@@ -73,6 +73,7 @@ Arena::~Arena() {
   for (const Slab& s : slabs_) {
     if (s.base != nullptr) ::munmap(s.base, kSlabBytes);
   }
+  for (const auto& [data, mapped] : large_) ::munmap(data, mapped);
 }
 
 // Bookkeeping grows before the mapping, so a refusal (OutOfMemory or bad_alloc) leaves the arena
@@ -117,6 +118,12 @@ Arena::Block Arena::allocate(std::uint64_t bytes) {
     const std::uint64_t mapped = round_up(bytes, kPage);
     std::byte* p = map_bytes(mapped);
     std::lock_guard lock(mutex_);
+    try {
+      large_.emplace(p, mapped);  // so that the destructor unmaps what is still allocated
+    } catch (...) {
+      ::munmap(p, mapped);
+      throw;
+    }
     stats_.reserved_bytes += mapped;
     stats_.allocated_bytes += mapped;
     stats_.requested_bytes += bytes;
@@ -153,12 +160,18 @@ void Arena::release(const Block& block) noexcept {
   if (block.data == nullptr) return;
   if (block.size_class == kLargeClass) {
     const std::uint64_t mapped = round_up(block.requested, kPage);
+    {
+      std::lock_guard lock(mutex_);
+      if (large_.erase(block.data) == 0) {
+        assert(false && "large block was not allocated by this arena");
+        return;  // leaking a foreign mapping beats unmapping someone else's
+      }
+      stats_.reserved_bytes -= mapped;
+      stats_.allocated_bytes -= mapped;
+      stats_.requested_bytes -= block.requested;
+      --stats_.live_blocks;
+    }
     ::munmap(block.data, mapped);
-    std::lock_guard lock(mutex_);
-    stats_.reserved_bytes -= mapped;
-    stats_.allocated_bytes -= mapped;
-    stats_.requested_bytes -= block.requested;
-    --stats_.live_blocks;
     return;
   }
   const auto addr = reinterpret_cast<std::uintptr_t>(block.data);

@@ -153,6 +153,32 @@ TEST(ArenaTest, LargeBlocksAreUsableAndReturned) {
   EXPECT_EQ(s.live_blocks, 0u);
 }
 
+// Whether any byte of [p, p + n) is mapped: mincore fails with ENOMEM on an unmapped range.
+bool mapped(const std::byte* p, std::uint64_t n) {
+  std::vector<unsigned char> vec((n + 4095) / 4096);
+  return ::mincore(const_cast<std::byte*>(p), n, vec.data()) == 0 || errno != ENOMEM;
+}
+
+// A bus's pages are still allocated when it is destroyed: its arena unmaps their memory then,
+// the large blocks (each its own mapping) as well as the slabs. They used to stay mapped, so
+// every bus (and every bus.at() view) leaked the memory of its pages over 256 KiB.
+TEST(ArenaTest, DestroyingTheArenaUnmapsLargeBlocksStillAllocated) {
+  const std::uint64_t n = (std::uint64_t{4} << 20) + 100;
+  std::byte* large = nullptr;
+  std::byte* small = nullptr;
+  {
+    Arena arena;
+    large = arena.allocate(n).data;
+    small = arena.allocate(64).data;
+    arena.release(arena.allocate(n));  // released ones are unmapped at once, as before
+    large[n - 1] = std::byte{1};
+    ASSERT_TRUE(mapped(large, n));
+    ASSERT_TRUE(mapped(small, 64));
+  }
+  EXPECT_FALSE(mapped(large, n));
+  EXPECT_FALSE(mapped(small, 64));
+}
+
 TEST(ArenaTest, StatsAccountForEveryBlockAndReturnToZero) {
   Arena arena;
   Rng rng(11);

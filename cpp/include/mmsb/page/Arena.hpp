@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 namespace mmsb {
@@ -113,6 +114,7 @@ class Arena {
   mutable std::mutex mutex_;
   std::vector<SizeClass> classes_;
   std::vector<Slab> slabs_;
+  std::unordered_map<std::byte*, std::uint64_t> large_;  // live large blocks: address -> bytes mapped
   std::uint32_t free_slot_ = kNoSlab;  // head of the unused-slot chain in slabs_
   std::uint32_t empty_slabs_ = 0;      // mapped slabs with live == 0 (trim() has work iff > 0)
   ArenaStats stats_;
