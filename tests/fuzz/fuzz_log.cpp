@@ -18,6 +18,8 @@
 //      decodes may still mean nothing valid (a delta past its page, an edge to a deleted page, a
 //      creation out of id order), and replay, the log's interpreter, must refuse it with
 //      mmsb::Error rather than apply it; a log it accepts must verify() clean
+//   6  a checkpoint file, checksums fixed up as in mode 4, with the empty segment after it, in a
+//      bus directory opened as in mode 5: restoring pages and a graph from a crafted checkpoint
 //
 // With MMSB_FUZZ_SEEDS=<dir> set, the binary instead writes seed inputs for every mode, made from
 // real segments and checkpoints of a small bus, into <dir> and exits.
@@ -30,6 +32,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -55,6 +58,7 @@ enum Mode : std::uint8_t {
   kCheckpoint,
   kCheckpointFixed,
   kOpenBus,
+  kOpenCheckpoint,
   kModes
 };
 
@@ -153,14 +157,10 @@ void expect_consistent(mmsb::Bus& bus, const char* when) {
   std::abort();
 }
 
-// Recovery of a directory holding `segment` (first lsn 1) and nothing else, with the calls that
-// read or replay its log again: verify, history of every page id, a wave over the pages it left
-// stale, a checkpoint and verify once more, then a read-only open halfway (time travel's replay).
-void check_open(const Bytes& segment) {
-  const std::string dir = g_dir + "/open";
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  write_file(dir + "/" + logfmt::segment_file_name(1), segment.data(), segment.size());
+// Recovery of the bus directory `dir`, then the calls that read or replay its log again: verify,
+// history of every page id, a wave over the pages it left stale, a checkpoint and verify once
+// more, then a read-only open halfway (time travel's replay).
+void check_open(const std::string& dir) {
   mmsb::BusOptions o;
   o.path = dir;
   o.must_exist = true;
@@ -196,6 +196,34 @@ void check_open(const Bytes& segment) {
     mmsb::Bus past(o);
   } catch (const mmsb::Error&) {
   }
+}
+
+// A fresh bus directory for one input.
+std::string open_dir() {
+  const std::string dir = g_dir + "/open";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+// Mode 5: the records as the whole log, from lsn 1.
+void check_open_log(const Bytes& segment) {
+  const std::string dir = open_dir();
+  write_file(dir + "/" + logfmt::segment_file_name(1), segment.data(), segment.size());
+  check_open(dir);
+}
+
+// Mode 6: a checkpoint (checksums fixed up) and the empty log segment that follows it.
+void check_open_checkpoint(Bytes checkpoint) {
+  if (checkpoint.size() < logfmt::kCheckpointHeaderBytes) return;
+  fix_checkpoint_checksums(checkpoint);
+  const auto lsn = load<std::uint64_t>(checkpoint, 16);
+  if (lsn == std::numeric_limits<std::uint64_t>::max()) return;
+  const std::string dir = open_dir();
+  write_file(dir + "/" + logfmt::checkpoint_file_name(lsn), checkpoint.data(), checkpoint.size());
+  const Bytes segment = logfmt::encode_segment_header({lsn + 1});
+  write_file(dir + "/" + logfmt::segment_file_name(lsn + 1), segment.data(), segment.size());
+  check_open(dir);
 }
 
 // ---- seeds ------------------------------------------------------------------------------------
@@ -282,6 +310,7 @@ void make_seeds(const std::string& out_dir) {
     } else if (logfmt::parse_checkpoint_file_name(name, lsn)) {
       emit(with_mode(kCheckpoint, file.data(), file.size()));
       emit(with_mode(kCheckpointFixed, file.data(), file.size()));
+      emit(with_mode(kOpenCheckpoint, file.data(), file.size()));
     }
   }
   Bytes log;
@@ -333,7 +362,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       check_checkpoint(Bytes(p, p + n));
       break;
     case kOpenBus:
-      check_open(framed_records(p, n));
+      check_open_log(framed_records(p, n));
+      break;
+    case kOpenCheckpoint:
+      check_open_checkpoint(Bytes(p, p + n));
       break;
     default: {
       Bytes file(p, p + n);
