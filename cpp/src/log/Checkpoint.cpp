@@ -238,6 +238,9 @@ CheckpointData decode_checkpoint(FileBytes bytes, const std::string& path) {
     img.data = b.bytes(img.create.spec.size);
     if (b.remaining() != 0) b.corrupt("trailing bytes in page entry");
     if (img.create.id == 0 || img.create.id >= cp.next_page_id) b.corrupt("page id out of range");
+    // Each change of a page took an lsn of its own, all at most the checkpoint's.
+    if (img.last_lsn > cp.lsn) b.corrupt("page last written after the checkpoint's lsn");
+    if (img.epoch > img.last_lsn) b.corrupt("page epoch above its last lsn (one lsn per change)");
     if (!cp.pages.empty() && img.create.id <= cp.pages.back().create.id) b.corrupt("page ids not increasing");
     cp.pages.push_back(std::move(img));
     r.skip_to_align();

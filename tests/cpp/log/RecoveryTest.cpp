@@ -586,6 +586,16 @@ TEST_F(CheckpointFallbackTest, AllCheckpointsDamagedFallsBackToTheLogAlone) {
 // a buggy build) must be treated as corrupt: LogCorrupt naming the file, or a fallback to an
 // older checkpoint and the log. Here page 1 is raw with an odd size; its dtype byte is set to
 // float64, and every checksum is recomputed.
+// Recomputes the checksums of the checkpoint page entry at `entry` and of the whole file, so a
+// crafted change reaches the checks past them.
+void reseal_checkpoint(Bytes& bytes, std::size_t entry) {
+  auto put_u32 = [&](std::size_t at, std::uint32_t v) { std::memcpy(bytes.data() + at, &v, 4); };
+  std::uint64_t entry_len = 0;
+  std::memcpy(&entry_len, bytes.data() + entry, 8);
+  put_u32(entry + 8, crc32c(bytes.data() + entry + 16, entry_len));
+  put_u32(bytes.size() - 8, crc32c(bytes.data(), bytes.size() - 8));
+}
+
 TEST_F(CheckpointFallbackTest, CheckpointWithValidChecksumsButAnImpossiblePageIsCorrupt) {
   const std::string path = dir_ / "odd";
   {
@@ -609,10 +619,7 @@ TEST_F(CheckpointFallbackTest, CheckpointWithValidChecksumsButAnImpossiblePageIs
   std::uint32_t record_body = 0;
   std::memcpy(&record_body, bytes.data() + record, 4);
   put_u32(record + 4, logfmt::record_crc(std::span(bytes).subspan(record, logfmt::kRecordHeaderBytes + record_body)));
-  std::uint64_t entry_len = 0;
-  std::memcpy(&entry_len, bytes.data() + entry, 8);
-  put_u32(entry + 8, crc32c(bytes.data() + entry + 16, entry_len));
-  put_u32(bytes.size() - 8, crc32c(bytes.data(), bytes.size() - 8));
+  reseal_checkpoint(bytes, entry);
   test::write_file(ckpt, bytes);
   try {
     read_checkpoint(ckpt);  // may reject the page (a fine fix), but not for a checksum
@@ -627,6 +634,49 @@ TEST_F(CheckpointFallbackTest, CheckpointWithValidChecksumsButAnImpossiblePageIs
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::LogCorrupt) << e.what();
     EXPECT_NE(std::string(e.what()).find(ckpt), std::string::npos) << e.what();
+  }
+}
+
+// A page entry whose last change is after the checkpoint's lsn, or whose epoch counts more
+// changes than lsns came before it (found by fuzz_log mode 6: recovery used such a checkpoint
+// and verify() then flagged the page): corrupt, with checksums that pass.
+TEST_F(CheckpointFallbackTest, CheckpointPagesChangedPastItsLsnAreCorrupt) {
+  const std::string path = dir_ / "past";
+  Lsn covered = 0;
+  {
+    Bus bus(test::dir_options(path, Durability::Flush));
+    PageSpec spec;
+    spec.size = 8;
+    bus.create_page(spec);
+    bus.write(1, 0, bytes_of("12345678"));
+    covered = bus.checkpoint();
+    bus.close();
+  }
+  const std::string ckpt = test::checkpoint_files(path).at(0);
+  const Bytes pristine = test::read_file(ckpt);
+  // Header (48) | entry: u64 length, u32 crc, u32 0 | u64 epoch, u64 last_lsn | ...
+  const std::size_t entry = logfmt::kCheckpointHeaderBytes;
+  std::uint64_t epoch = 0;
+  std::uint64_t last = 0;
+  std::memcpy(&epoch, pristine.data() + entry + 16, 8);
+  std::memcpy(&last, pristine.data() + entry + 24, 8);
+  ASSERT_EQ(epoch, 1u);
+  ASSERT_EQ(last, covered);
+  const struct {
+    std::size_t at;
+    std::uint64_t value;
+    const char* says;
+  } cases[] = {{entry + 24, covered + 1, "after the checkpoint's lsn"},
+               {entry + 24, std::uint64_t{1} << 59, "after the checkpoint's lsn"},
+               {entry + 16, covered + 1, "epoch above its last lsn"}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.says);
+    Bytes bytes = pristine;
+    std::memcpy(bytes.data() + c.at, &c.value, 8);
+    reseal_checkpoint(bytes, entry);
+    test::write_file(ckpt, bytes);
+    const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { read_checkpoint(ckpt); });
+    EXPECT_NE(msg.find(c.says), std::string::npos) << msg;
   }
 }
 
