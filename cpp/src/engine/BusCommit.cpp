@@ -231,28 +231,35 @@ Lsn Bus::apply_batch(const DeltaBatchView& batch) {
   const std::uint64_t t0 = monotonic_ns();
   auto lock = lock_turn();
   check_writable();
-  validate_batch(batch, table_, &pool_);
-  if (batch.rows() == 0) return lsn_.load(std::memory_order_relaxed);
-  bool wave = false;
-  if (propagation_ == PropagationMode::Eager && graph_.edge_count() != 0) {
-    for (std::size_t i = 0; i < batch.rows() && !wave; ++i) wave = has_dependents_locked(batch.page_ids[i]);
-  }
   Lsn last = 0;
-  // A batch alone in a flush or none log whose record the log writes on its writer thread: it
-  // applies with undo meanwhile, as a transaction of its own, which a failed write undoes.
-  const bool overlap = !wave && !txn_ && !devices_->active() && log_ && log_->overlaps(batch.payload.size());
-  if (wave || grouping_locked() || overlap) {
-    // A batch alone, with group commit or overlapped: logged before it applies (with undo), so
-    // that the log's sync or write runs while it applies. Not with a wave (its deltas share the
-    // record) nor device rows (their transfer may fail after the record is written).
-    const bool log_now = !wave && !devices_->active();
-    atomically_locked([&] {
-      last = record_batch_locked(batch, log_now);
-      if (wave) run_wave_locked();
-    });
-  } else {
-    const UndoOnFailure guard(*this);
-    last = record_batch_locked(batch);
+  {
+    // A batch that may be written overlapped (below) has its record's checksum over the payload
+    // begun on the log's writer thread now, while it is validated; dropped if it goes elsewhere.
+    const bool may_overlap = !txn_ && !devices_->active() &&
+                             (propagation_ != PropagationMode::Eager || graph_.edge_count() == 0);
+    const Log::SumAhead sum(may_overlap ? log_.get() : nullptr, batch.payload);
+    validate_batch(batch, table_, &pool_);
+    if (batch.rows() == 0) return lsn_.load(std::memory_order_relaxed);
+    bool wave = false;
+    if (propagation_ == PropagationMode::Eager && graph_.edge_count() != 0) {
+      for (std::size_t i = 0; i < batch.rows() && !wave; ++i) wave = has_dependents_locked(batch.page_ids[i]);
+    }
+    // A batch alone in a flush or none log whose record the log writes on its writer thread: it
+    // applies with undo meanwhile, as a transaction of its own, which a failed write undoes.
+    const bool overlap = !wave && !txn_ && !devices_->active() && log_ && log_->overlaps(batch.payload.size());
+    if (wave || grouping_locked() || overlap) {
+      // A batch alone, with group commit or overlapped: logged before it applies (with undo), so
+      // that the log's sync or write runs while it applies. Not with a wave (its deltas share the
+      // record) nor device rows (their transfer may fail after the record is written).
+      const bool log_now = !wave && !devices_->active();
+      atomically_locked([&] {
+        last = record_batch_locked(batch, log_now);
+        if (wave) run_wave_locked();
+      });
+    } else {
+      const UndoOnFailure guard(*this);
+      last = record_batch_locked(batch);
+    }
   }
   note_commit_latency_locked(t0);
   lock.unlock();

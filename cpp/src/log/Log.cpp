@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <map>
 
+#include "mmsb/core/Crc32c.hpp"
 #include "mmsb/core/Error.hpp"
 
 namespace mmsb {
@@ -164,8 +165,13 @@ void Log::mark_broken(const char* why) noexcept {
 
 // Writes an appended record: `pieces` are `records` (whose last record is sealed with the tail
 // here: its CRC completed over the tail's bytes), the tail, its padding and a sync mark.
-void Log::write_record(std::vector<std::byte>& records, const std::array<std::span<const std::byte>, 4>& pieces) {
-  if (!pieces[1].empty()) logfmt::seal_tail(records, pieces[1]);
+void Log::write_record(std::vector<std::byte>& records, const std::array<std::span<const std::byte>, 4>& pieces,
+                       const std::uint32_t* tail_crc) {
+  if (tail_crc != nullptr) {
+    logfmt::seal_tail_summed(records, *tail_crc, pieces[1].size());
+  } else {
+    logfmt::seal_tail(records, pieces[1]);
+  }
   write_out({pieces[0], pieces[1], pieces[2], pieces[3]}, false);
 }
 
@@ -242,7 +248,7 @@ bool Log::overlaps(std::size_t bytes) noexcept {
   if (bytes < kOverlapBytes || group_ || read_only_ || writer_failed_) return false;
   if (!writer_) {
     try {
-      writer_ = std::make_unique<HelperThread>([this] { write_record(*overlap_records_, overlap_pieces_); });
+      writer_ = std::make_unique<HelperThread>([this](unsigned what) { writer_run(what); });
     } catch (...) {  // no thread to be had: records are written by the committer, as before
       writer_failed_ = true;
       return false;
@@ -251,10 +257,35 @@ bool Log::overlaps(std::size_t bytes) noexcept {
   return true;
 }
 
+void Log::writer_run(unsigned what) {
+  if (what == kSumRun) {
+    sum_crc_ = crc32c(sum_input_.data(), sum_input_.size());
+  } else {
+    write_record(*overlap_records_, overlap_pieces_, overlap_summed_ ? &sum_crc_ : nullptr);
+  }
+}
+
+void Log::sum_ahead(std::span<const std::byte> tail) noexcept {
+  drop_sum_ahead();
+  // Not beside a write in flight: the caller finishes that before its next commit.
+  if (write_in_flight_ || tail.empty() || !overlaps(tail.size())) return;
+  sum_input_ = tail;
+  sum_pending_ = true;
+  writer_->start(kSumRun, /*more_soon=*/true);  // the write follows once the caller validated
+}
+
+void Log::drop_sum_ahead() noexcept {
+  if (!sum_pending_) return;
+  settle_overlapped();  // only the sum runs: sum_ahead starts none beside a write
+}
+
 void Log::finish_overlapped() {
+  sum_pending_ = false;
   if (!writer_ || !writer_->running()) return;
+  const bool wrote = write_in_flight_;
+  write_in_flight_ = false;
   writer_->wait();  // a failed write_out cut the segment back before it threw
-  last_lsn_ = overlap_last_lsn_;
+  if (wrote) last_lsn_ = overlap_last_lsn_;
 }
 
 void Log::settle_overlapped() noexcept {
@@ -266,7 +297,11 @@ void Log::settle_overlapped() noexcept {
 
 std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn, std::span<const std::byte> tail,
                           bool may_overlap) {
-  finish_overlapped();
+  // The tail's CRC, when sum_ahead() began it for this record; otherwise whatever the writer
+  // thread was doing ends first.
+  const bool summed = sum_pending_ && may_overlap && tail.data() == sum_input_.data() &&
+                      tail.size() == sum_input_.size();
+  if (!summed) finish_overlapped();
   check_usable();
   // Rotate before writing: a failure to start a segment must happen before this commit's record
   // exists anywhere. The old segment is synced first, so the durable prefix never has a hole;
@@ -321,13 +356,18 @@ std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn, std::sp
     // finish_overlapped() moves last_lsn_ on once it is.
     overlap_records_ = &records;
     overlap_pieces_ = {records, tail, pad, mark_};
+    overlap_summed_ = summed;
     overlap_last_lsn_ = last_lsn;
-    writer_->start();
+    write_in_flight_ = true;
+    sum_pending_ = false;  // used: the write runs after the sum, and waiting covers both
+    writer_->start(kWriteRun);
     return 0;
   }
+  // The sum, if any, is done before anything below reads it.
+  if (summed) finish_overlapped();
   // Written now. fsync's are synced by group commit for every writer at once: a large record's
   // sync starts now on the helper thread, a small one's when its committer waits (GroupSync).
-  if (write_now) write_record(records, {records, tail, pad, mark_});
+  if (write_now) write_record(records, {records, tail, pad, mark_}, summed ? &sum_crc_ : nullptr);
   marked_to_ = std::max(marked_to_, mark);
   last_lsn_ = last_lsn;
   return group_ ? group_->written(segment_size_, last_lsn, bytes >= kEarlySyncBytes) : 0;

@@ -49,9 +49,11 @@ void seal_record(std::vector<std::byte>& buf, std::size_t start, RecordType type
   if (tail.empty()) ByteWriter(buf).pad_to_align();  // may move buf: after the last use of h
 }
 
-void seal_tail(std::vector<std::byte>& buf, std::span<const std::byte> tail) noexcept {
-  if (tail.empty()) return;  // sealed whole (and padded) by seal_record
-  // The record sealed with the tail is the one whose body runs past buf's end.
+namespace {
+// Folds the tail into the CRC of the record seal_record() left open in `buf` (the one whose body
+// runs past buf's end): `fold` maps its CRC so far to the CRC with the tail's bytes.
+template <class Fold>
+void fold_tail(std::vector<std::byte>& buf, Fold fold) noexcept {
   std::size_t at = 0;
   for (;;) {
     if (at + kRecordHeaderBytes > buf.size()) return;  // none: not a buffer seal_record left open
@@ -62,8 +64,19 @@ void seal_tail(std::vector<std::byte>& buf, std::span<const std::byte> tail) noe
   }
   std::uint32_t crc = 0;
   std::memcpy(&crc, buf.data() + at + 4, 4);
-  crc = crc32c(tail.data(), tail.size(), crc);
+  crc = fold(crc);
   std::memcpy(buf.data() + at + 4, &crc, 4);
+}
+}  // namespace
+
+void seal_tail(std::vector<std::byte>& buf, std::span<const std::byte> tail) noexcept {
+  if (tail.empty()) return;  // sealed whole (and padded) by seal_record
+  fold_tail(buf, [&](std::uint32_t crc) { return crc32c(tail.data(), tail.size(), crc); });
+}
+
+void seal_tail_summed(std::vector<std::byte>& buf, std::uint32_t tail_crc, std::uint64_t tail_size) noexcept {
+  if (tail_size == 0) return;
+  fold_tail(buf, [&](std::uint32_t crc) { return crc32c_combine(crc, tail_crc, tail_size); });
 }
 
 void append_sync_mark(std::vector<std::byte>& out, std::uint64_t next_lsn, std::uint64_t synced_offset) {

@@ -9,6 +9,7 @@
 
 #include "TestUtil.hpp"
 #include "log/LogTestUtil.hpp"
+#include "mmsb/core/Crc32c.hpp"
 #include "mmsb/log/LogFormat.hpp"
 #include "mmsb/log/RecordCodec.hpp"
 #include "mmsb/log/SegmentReader.hpp"
@@ -150,7 +151,8 @@ TEST_F(LogCodecTest, UniformNarrowBatchesTakeEightBytesPerRow) {
 // The file log writes a batch's payload from where it lies: the head encode_batch_record_head
 // makes (its CRC completed over the payload by seal_tail), then the payload, then its padding,
 // must be byte for byte the record encode_op_record makes, for every column encoding and payload
-// size, after other records in the buffer too.
+// size, after other records in the buffer too; sealed from the payload's CRC (seal_tail_summed),
+// the head is the same.
 TEST_F(LogCodecTest, BatchRecordHeadThenPayloadIsTheWholeRecord) {
   std::vector<BatchOp> batches;
   for (const LogOp& op : ops_) {
@@ -181,7 +183,11 @@ TEST_F(LogCodecTest, BatchRecordHeadThenPayloadIsTheWholeRecord) {
       Bytes whole = before, head = before;
       encode_op_record(whole, 9, b.view(), b.timestamp_ns);
       encode_batch_record_head(head, 9, b.view(), b.timestamp_ns);
+      // Sealed from the payload's own CRC (Log::sum_ahead's way): the same head.
+      Bytes summed = head;
+      logfmt::seal_tail_summed(summed, crc32c(b.payload.data(), b.payload.size()), b.payload.size());
       logfmt::seal_tail(head, b.payload);
+      EXPECT_EQ(summed, head) << b.payload.size() << " payload bytes";
       ASSERT_LE(head.size(), whole.size());
       head.insert(head.end(), b.payload.begin(), b.payload.end());
       head.resize(head.size() + logfmt::tail_padding(head.size()), std::byte{0});

@@ -236,7 +236,9 @@ TEST(PageTableTest, ReservedIdGapsAreDeletedIdsAndWholeChunksCostNothing) {
     t.reserve_ids_below(c.below);
     EXPECT_EQ(t.next_id(), c.below);
     for (const PageId id : {PageId{2}, PageId{4}, c.below / 2, c.below - 1}) {
-      if (id > 3 || id == 2) EXPECT_EQ(t.find(id), nullptr) << id;
+      if (id > 3 || id == 2) {
+        EXPECT_EQ(t.find(id), nullptr) << id;
+      }
     }
     PageRecord& r = t.create(raw(16));
     EXPECT_EQ(r.id, c.below);

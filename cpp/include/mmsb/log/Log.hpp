@@ -108,6 +108,30 @@ class Log {
   /// Whether append(..., may_overlap) would write records of about `bytes` on the writer thread
   /// (durability flush or none, no group commit, at least kOverlapBytes, a thread to be had).
   bool overlaps(std::size_t bytes) noexcept;
+  /// For a caller about to append a record ending with `tail` with may_overlap, once it has
+  /// validated the change: starts the tail's CRC32C on the writer thread now (when the record
+  /// would be written there), so the checksum runs while the caller validates. The next append
+  /// with may_overlap and this very tail uses it; any other log call drops it. The caller keeps
+  /// `tail` unchanged and alive until then, or until drop_sum_ahead().
+  void sum_ahead(std::span<const std::byte> tail) noexcept;
+  /// Drops a sum begun by sum_ahead() that no append used, once it is done (the caller may then
+  /// free its tail). Nothing to do once an append used it.
+  void drop_sum_ahead() noexcept;
+  /// sum_ahead() for a scope: dropped when it ends unless an append used it. `log` may be null.
+  class SumAhead {
+   public:
+    SumAhead(Log* log, std::span<const std::byte> tail) noexcept : log_(log) {
+      if (log_ != nullptr) log_->sum_ahead(tail);
+    }
+    ~SumAhead() {
+      if (log_ != nullptr) log_->drop_sum_ahead();
+    }
+    SumAhead(const SumAhead&) = delete;
+    SumAhead& operator=(const SumAhead&) = delete;
+
+   private:
+    Log* log_;
+  };
   /// Waits for the write append() handed over (none: returns at once). When it failed, the file
   /// is cut back to where it was and Error(Durability) is thrown: the caller undoes the change,
   /// as for a failed append().
@@ -177,9 +201,13 @@ class Log {
   /// already left the file consistent).
   void settle_overlapped() noexcept;
   void open_segment(Lsn first_lsn);
-  /// Seals the tail (pieces[1]) into the last record of `records` (pieces[0]), then writes the
-  /// pieces (records, tail, padding, sync mark).
-  void write_record(std::vector<std::byte>& records, const std::array<std::span<const std::byte>, 4>& pieces);
+  /// Seals the tail (pieces[1]) into the last record of `records` (pieces[0]), from its CRC when
+  /// `tail_crc` has it (sum_ahead), then writes the pieces (records, tail, padding, sync mark).
+  void write_record(std::vector<std::byte>& records, const std::array<std::span<const std::byte>, 4>& pieces,
+                    const std::uint32_t* tail_crc = nullptr);
+  /// The writer thread's job: kSumRun checksums sum_input_, kWriteRun writes the overlap_ pieces.
+  void writer_run(unsigned what);
+  static constexpr unsigned kSumRun = 0, kWriteRun = 1;
   /// Writes `pieces` one after the other; with `sync`, fdatasyncs them.
   void write_out(std::initializer_list<std::span<const std::byte>> pieces, bool sync);
   void preallocate(std::size_t incoming);
@@ -219,9 +247,16 @@ class Log {
   // had), the pieces it writes next, and the lsn the log reaches once they are written.
   std::unique_ptr<HelperThread> writer_;
   bool writer_failed_ = false;
+  bool write_in_flight_ = false;  // a write run was begun and not yet waited for
   std::vector<std::byte>* overlap_records_ = nullptr;
   std::array<std::span<const std::byte>, 4> overlap_pieces_;
+  bool overlap_summed_ = false;   // the write seals its tail from sum_crc_
   Lsn overlap_last_lsn_ = 0;
+  // sum_ahead(): the tail being checksummed (changed only while no run is in progress), whether
+  // an append may still use it, and its CRC (the sum run writes it, the write run reads it).
+  std::span<const std::byte> sum_input_;
+  bool sum_pending_ = false;
+  std::uint32_t sum_crc_ = 0;
   RecordIndex records_;            // chunk = the first lsn of the record's segment (its file name)
   Lsn segment_first_lsn_ = 0;      // of the active segment
   Lsn indexed_from_ = 1;           // records_ holds every record from this lsn on

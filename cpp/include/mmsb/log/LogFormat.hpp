@@ -181,6 +181,9 @@ void seal_record(std::vector<std::byte>& buf, std::size_t start, RecordType type
 /// the tail's bytes into it where they lie (an empty tail: nothing to do, the record is whole).
 /// Once per record, before it is written anywhere.
 void seal_tail(std::vector<std::byte>& buf, std::span<const std::byte> tail) noexcept;
+/// seal_tail() from the tail's own CRC32C (crc32c(tail), computed apart, maybe on another thread
+/// while the record was being built) and its size: the same CRC, without a pass over the tail.
+void seal_tail_summed(std::vector<std::byte>& buf, std::uint32_t tail_crc, std::uint64_t tail_size) noexcept;
 /// Zero bytes that follow the tail of a record sealed with one: `record_bytes` (header, body
 /// in buf and tail) up to a multiple of kAlign.
 inline std::size_t tail_padding(std::size_t record_bytes) noexcept { return padded(record_bytes) - record_bytes; }
