@@ -64,8 +64,9 @@ class Log {
   /// durability=flush and none: a record of at least this many bytes may be written on the log's
   /// writer thread while the commit applies it (append's may_overlap).
   static constexpr std::size_t kOverlapBytes = kNoneDirectBytes;
-  /// The OS is asked to start writing back each stretch of this many bytes once it is written.
-  static constexpr std::uint64_t kWriteBehindBytes = std::uint64_t{8} << 20;
+  /// The OS is asked to start writing back each stretch of this many bytes once it is written
+  /// (small enough that rotation's sync of the old segment finds little left to write).
+  static constexpr std::uint64_t kWriteBehindBytes = std::uint64_t{2} << 20;
   /// Sealed segments left in the OS page cache for history lookups; older ones are dropped.
   static constexpr std::size_t kCachedSegments = 4;
 
