@@ -104,6 +104,13 @@ class PageTable {
     PageRecord& r = chunk[(id - 1) % kChunkRecords];
     return r.live() ? &r : nullptr;
   }
+  /// Asks the CPU to fetch the record of `id` (any id: nothing happens for one with no slot).
+  void prefetch(PageId id) const noexcept {
+    if (id - 1 >= next_id_ - 1) return;  // 0 wraps around to the largest value
+    if (const PageRecord* chunk = chunks_[(id - 1) / kChunkRecords].get()) {
+      __builtin_prefetch(chunk + (id - 1) % kChunkRecords);
+    }
+  }
   /// Live record or Error(PageNotFound) naming the id. Inline: a wave looks up every parent.
   PageRecord& get(PageId id) {
     if (PageRecord* r = find(id)) [[likely]] return *r;
