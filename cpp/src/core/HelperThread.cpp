@@ -14,10 +14,15 @@ constexpr auto kSpin = std::chrono::microseconds(50);
 // thousand rows, which a wake-up (15-20 us on this VM) would otherwise add to.
 constexpr auto kLinger = std::chrono::microseconds(100);
 
-inline void relax() noexcept {
+// Spins until done() holds or `limit` has passed, whichever comes first.
+template <class Done>
+void spin_until(Done done, std::chrono::microseconds limit) noexcept {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!done() && std::chrono::steady_clock::now() < until) {
 #if defined(__x86_64__)
-  _mm_pause();
+    _mm_pause();
 #endif
+  }
 }
 }  // namespace
 
@@ -55,8 +60,7 @@ void HelperThread::wait() {
   running_ = false;
   const unsigned target = begun_.load(std::memory_order_relaxed);
   auto all_done = [&] { return finished_.load(std::memory_order_acquire) == target; };
-  const auto until = std::chrono::steady_clock::now() + kSpin;
-  while (!all_done() && std::chrono::steady_clock::now() < until) relax();
+  spin_until(all_done, kSpin);
   std::unique_lock g(mutex_);
   done_cv_.wait(g, all_done);
   if (error_) {
@@ -68,8 +72,7 @@ void HelperThread::wait() {
 
 void HelperThread::linger() noexcept {
   const unsigned seen = finished_.load(std::memory_order_relaxed);
-  const auto until = std::chrono::steady_clock::now() + kLinger;
-  while (begun_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) relax();
+  spin_until([&] { return begun_.load(std::memory_order_acquire) != seen; }, kLinger);
 }
 
 void HelperThread::loop() noexcept {
