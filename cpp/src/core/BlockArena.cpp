@@ -24,8 +24,12 @@ void* BlockArena::allocate(std::size_t bytes, std::size_t align) {
     next_ = chunks_.back().get();
     end_ = next_ + kChunkBytes;
   }
-  void* p = next_;
+  std::byte* p = next_;
   next_ += size;
+  // The block's lines, past the first its container writes at once, fetched for writing: the
+  // Prefaulter zeroed them on another core, and a deque fills a node over its next dozens of
+  // entries (a 10k-page wave's provenance, 8% faster: median of 20 alternated pairs).
+  for (std::size_t at = kClass; at < size; at += kClass) __builtin_prefetch(p + at, 1, 3);
   // Half of this chunk used: the next one is allocated now and faulted in on the helper thread
   // by the time this one is full.
   if (!spare_ && static_cast<std::size_t>(end_ - next_) < kChunkBytes / 2) {
