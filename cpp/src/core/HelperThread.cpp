@@ -1,5 +1,6 @@
 #include "mmsb/core/HelperThread.hpp"
 
+#include <cassert>
 #include <chrono>
 
 #if defined(__x86_64__)
@@ -47,6 +48,7 @@ void HelperThread::start(unsigned what, bool more_soon) noexcept {
   running_ = true;
   {
     std::lock_guard g(mutex_);
+    assert(queued_ < kMaxQueued && "more runs begun than the queue holds");
     const unsigned slot = (head_ + queued_++) % kMaxQueued;
     queue_[slot] = what;
     soon_[slot] = more_soon;

@@ -40,7 +40,7 @@ class HelperThread {
 
   /// Begins one run of the job with `what`, after the runs already begun. `more_soon`: the owner
   /// will begin another run shortly after this one ends (the helper stays awake a while for it).
-  /// At most kMaxQueued runs may wait to be taken (the owner's bound; not checked at run time).
+  /// At most kMaxQueued runs may wait to be taken (the owner's bound; asserted in debug builds).
   void start(unsigned what = 0, bool more_soon = false) noexcept;
   /// Blocks until every run begun is done; rethrows the first exception one of them threw (the
   /// others are dropped). Returns at once when none was begun since the last wait().
