@@ -109,8 +109,8 @@ class Log {
   /// Whether append(..., may_overlap) would write records of about `bytes` on the writer thread
   /// (durability flush or none, no group commit, at least kOverlapBytes, a thread to be had).
   bool overlaps(std::size_t bytes) noexcept;
-  /// For a caller about to append a record ending with `tail` with may_overlap, once it has
-  /// validated the change: starts the tail's CRC32C on the writer thread now (when the record
+  /// For a caller that will append a record ending with `tail` (with may_overlap) once it has
+  /// validated its change: starts the tail's CRC32C on the writer thread now (when the record
   /// would be written there), so the checksum runs while the caller validates. The next append
   /// with may_overlap and this very tail uses it; any other log call drops it. The caller keeps
   /// `tail` unchanged and alive until then, or until drop_sum_ahead().
