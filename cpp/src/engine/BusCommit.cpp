@@ -233,20 +233,20 @@ Lsn Bus::apply_batch(const DeltaBatchView& batch) {
   check_writable();
   Lsn last = 0;
   {
+    const bool alone = !txn_ && !devices_->active();  // no open transaction, no device rows
+    const bool may_wave = propagation_ == PropagationMode::Eager && graph_.edge_count() != 0;
     // A batch that may be written overlapped (below) has its record's checksum over the payload
     // begun on the log's writer thread now, while it is validated; dropped if it goes elsewhere.
-    const bool may_overlap = !txn_ && !devices_->active() &&
-                             (propagation_ != PropagationMode::Eager || graph_.edge_count() == 0);
-    const Log::SumAhead sum(may_overlap ? log_.get() : nullptr, batch.payload);
+    const Log::SumAhead sum(alone && !may_wave ? log_.get() : nullptr, batch.payload);
     validate_batch(batch, table_, &pool_);
     if (batch.rows() == 0) return lsn_.load(std::memory_order_relaxed);
     bool wave = false;
-    if (propagation_ == PropagationMode::Eager && graph_.edge_count() != 0) {
+    if (may_wave) {
       for (std::size_t i = 0; i < batch.rows() && !wave; ++i) wave = has_dependents_locked(batch.page_ids[i]);
     }
     // A batch alone in a flush or none log whose record the log writes on its writer thread: it
     // applies with undo meanwhile, as a transaction of its own, which a failed write undoes.
-    const bool overlap = !wave && !txn_ && !devices_->active() && log_ && log_->overlaps(batch.payload.size());
+    const bool overlap = !wave && alone && log_ && log_->overlaps(batch.payload.size());
     if (wave || grouping_locked() || overlap) {
       // A batch alone, with group commit or overlapped: logged before it applies (with undo), so
       // that the log's sync or write runs while it applies. Not with a wave (its deltas share the
