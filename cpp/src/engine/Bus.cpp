@@ -469,7 +469,8 @@ std::uint64_t Bus::index_bytes_locked() const {
   std::uint64_t b = pending_runs_.size() * sizeof(PendingRun) + pending_pages_.size() * sizeof(PageId) +
                     index_.bucket_count() * sizeof(void*) +
                     index_.size() * (sizeof(PageHistory) + sizeof(PageId) + 16) + index_capacity_bytes_;
-  b += derived_.size() * sizeof(DerivedEntry) + derived_items_.size() * sizeof(derived_items_[0]);
+  b += derived_.size() * sizeof(DerivedEntry) + frozen_.capacity() * sizeof(FrozenEntry) +
+       frozen_items_.capacity() * sizeof(frozen_items_[0]) + parent_lists_.bytes();
   b += log_ ? log_->index_bytes() : mem_log_ ? mem_log_->index_bytes() : 0;  // where records are (history)
   return b;
 }

@@ -283,6 +283,7 @@ PageId Bus::replay_graph_op_locked(const LogOp& op) {
     if (pos == ps.end()) return 0;
     if (!it->second.weights.empty()) it->second.weights.erase(it->second.weights.begin() + (pos - ps.begin()));
     ps.erase(pos);
+    it->second.kept_parents = nullptr;
     it->second.memo.clear();
     if (ps.empty()) {
       derivations_.erase(it);

@@ -181,16 +181,13 @@ void Bus::index_whole_log_locked() {
   const Lsn through = unindexed_through_;
   std::unordered_map<PageId, std::vector<IndexEntry>> older;
   decltype(derived_) derived(derived_.get_allocator());
-  decltype(derived_items_) items(derived_items_.get_allocator());
   log_->index_whole_log([&](const ScannedRecord& r, const std::string& where) {
     if (r.header.first_lsn > through || r.header.lsn_count == 0) return;
     for_each_delta(decode_record(r.header, r.body, where), 1, through,
                    [&](Lsn lsn, PageId page, Source source, std::uint64_t ts, std::span<const Run>,
                        const std::vector<std::pair<PageId, Epoch>>* inputs) {
                      older[page].push_back({lsn, ts, source});
-                     if (inputs == nullptr) return;
-                     derived.push_back({lsn, items.size(), inputs->size()});
-                     items.insert(items.end(), inputs->begin(), inputs->end());
+                     if (inputs != nullptr) derived.push_back({lsn, kept_parents_locked(derivations_.get(page), *inputs)});
                    });
   });
   if (through == 0) return;  // only the record index lacked segments
@@ -206,13 +203,11 @@ void Bus::index_whole_log_locked() {
   }
   const auto after = std::upper_bound(derived_.begin(), derived_.end(), through,
                                       [](Lsn l, const DerivedEntry& e) { return l < e.lsn; });
-  for (auto it = after; it != derived_.end(); ++it) {
-    derived.push_back({it->lsn, items.size(), it->count});
-    items.insert(items.end(), derived_items_.begin() + static_cast<std::ptrdiff_t>(it->begin),
-                 derived_items_.begin() + static_cast<std::ptrdiff_t>(it->begin + it->count));
-  }
+  derived.insert(derived.end(), after, derived_.end());
   derived_.swap(derived);
-  derived_items_.swap(items);
+  // The index covers every lsn now, so every propagated delta's inputs come from it.
+  frozen_.clear();
+  frozen_items_.clear();
   unindexed_through_ = 0;
   index_floor_ = 0;  // the next gc trims again what the retention no longer keeps
 }

@@ -5,6 +5,7 @@
 #include <deque>
 #include <limits>
 #include <set>
+#include <unordered_set>
 
 #include "Transaction.hpp"
 #include "mmsb/core/Error.hpp"
@@ -87,9 +88,46 @@ void Bus::deliver_events() {
   }
 }
 
-void Bus::note_derived_locked(Lsn lsn, std::span<const std::pair<PageId, Epoch>> inputs) {
-  derived_.push_back({lsn, derived_items_.size(), inputs.size()});
-  for (const auto& in : inputs) derived_items_.push_back(in);  // deque's range insert costs more for a few
+const ParentLists::List* Bus::kept_parents_locked(Derivation* d, std::span<const std::pair<PageId, Epoch>> inputs) {
+  const auto named = [&](const std::vector<PageId>& parents) {
+    return std::equal(parents.begin(), parents.end(), inputs.begin(), inputs.end(),
+                      [](PageId p, const std::pair<PageId, Epoch>& in) { return p == in.first; });
+  };
+  if (d != nullptr && named(d->parents)) return kept_parents_locked(*d);
+  std::vector<PageId> ids(inputs.size());
+  std::transform(inputs.begin(), inputs.end(), ids.begin(), [](const auto& in) { return in.first; });
+  return parent_lists_.intern(ids);
+}
+
+// The index holds one entry per epoch of a page since it began (entries[i] made epoch
+// first_epoch + i), so the epoch before `lsn` counts the entries below it. A page with no entries
+// has not changed since: its epoch now. A page without a slot can only come from a crafted log
+// (recovery checks the inputs it replays): epoch 0, which provenance does not follow.
+Epoch Bus::parent_epoch_locked(PageId page, Lsn lsn) {
+  const PageRecord* r = table_.slot_if_any(page);
+  if (r == nullptr) return 0;
+  const auto h = index_.find(page);
+  if (h == index_.end()) return r->epoch.load(std::memory_order_relaxed);
+  const std::vector<IndexEntry>& v = h->second.entries;
+  const auto below = std::lower_bound(v.begin(), v.end(), lsn, [](const IndexEntry& e, Lsn l) { return e.lsn < l; });
+  return h->second.first_epoch + static_cast<Epoch>(below - v.begin()) - 1;
+}
+
+std::vector<std::pair<PageId, Epoch>> Bus::derived_inputs_locked(Lsn lsn) {
+  std::vector<std::pair<PageId, Epoch>> inputs;
+  const auto in = std::lower_bound(derived_.begin(), derived_.end(), lsn,
+                                   [](const DerivedEntry& x, Lsn l) { return x.lsn < l; });
+  if (in != derived_.end() && in->lsn == lsn) {
+    for (PageId p : *in->parents) inputs.emplace_back(p, parent_epoch_locked(p, lsn));
+    return inputs;
+  }
+  const auto f = std::lower_bound(frozen_.begin(), frozen_.end(), lsn,
+                                  [](const FrozenEntry& x, Lsn l) { return x.lsn < l; });
+  if (f != frozen_.end() && f->lsn == lsn) {
+    inputs.assign(frozen_items_.begin() + static_cast<std::ptrdiff_t>(f->begin),
+                  frozen_items_.begin() + static_cast<std::ptrdiff_t>(f->begin + f->count));
+  }
+  return inputs;
 }
 
 // Folds queued index entries into index_, in lsn order. A page first seen here started at the
@@ -169,32 +207,58 @@ void Bus::trim_index_locked(Lsn floor) {
   index_floor_ = floor;
   unindexed_through_ = std::max(unindexed_through_, floor);
   catch_up_index_locked();
+  const auto newest_at_floor = [&](auto& v) {
+    const auto above = std::find_if(v.begin(), v.end(), [&](const IndexEntry& e) { return e.lsn > floor; });
+    return above == v.begin() ? v.end() : std::prev(above);
+  };
   std::vector<Lsn> kept_derived;  // propagated deltas at or below the floor still indexed
+  for (const auto& [page, h] : index_) {
+    const auto keep = newest_at_floor(h.entries);
+    if (keep != h.entries.end() && keep->source == Source::Propagation) kept_derived.push_back(keep->lsn);
+  }
+  std::sort(kept_derived.begin(), kept_derived.end());
+  const auto kept = [&](Lsn lsn) { return std::binary_search(kept_derived.begin(), kept_derived.end(), lsn); };
+  // The inputs of those kept below the floor are copied out while their parents' older entries,
+  // which give their epochs, are still there.
+  std::vector<FrozenEntry> frozen;
+  std::vector<std::pair<PageId, Epoch>> items;
+  for (const FrozenEntry& e : frozen_) {
+    if (!kept(e.lsn)) continue;
+    frozen.push_back({e.lsn, items.size(), e.count});
+    items.insert(items.end(), frozen_items_.begin() + static_cast<std::ptrdiff_t>(e.begin),
+                 frozen_items_.begin() + static_cast<std::ptrdiff_t>(e.begin + e.count));
+  }
+  decltype(derived_) entries(derived_.get_allocator());
+  for (const DerivedEntry& e : derived_) {
+    if (e.lsn > floor) {
+      entries.push_back(e);
+    } else if (kept(e.lsn)) {
+      frozen.push_back({e.lsn, items.size(), e.parents->size()});
+      for (PageId p : *e.parents) items.emplace_back(p, parent_epoch_locked(p, e.lsn));
+    }
+  }
   for (auto& [page, h] : index_) {
     std::vector<IndexEntry>& v = h.entries;
-    const auto above = std::find_if(v.begin(), v.end(), [&](const IndexEntry& e) { return e.lsn > floor; });
-    if (above == v.begin()) continue;
-    const auto keep = std::prev(above);
-    if (keep->source == Source::Propagation) kept_derived.push_back(keep->lsn);
-    if (keep == v.begin()) continue;
+    const auto keep = newest_at_floor(v);
+    if (keep == v.end() || keep == v.begin()) continue;
     index_capacity_bytes_ -= v.capacity() * sizeof(IndexEntry);
     h.first_epoch += static_cast<Epoch>(keep - v.begin());
     std::vector<IndexEntry> rest(keep, v.end());
     v.swap(rest);
     index_capacity_bytes_ += v.capacity() * sizeof(IndexEntry);
   }
-  // Propagated deltas' inputs: those above the floor, and those of the entries kept above.
-  std::sort(kept_derived.begin(), kept_derived.end());
-  decltype(derived_) entries(derived_.get_allocator());
-  decltype(derived_items_) items(derived_items_.get_allocator());
-  for (const DerivedEntry& e : derived_) {
-    if (e.lsn <= floor && !std::binary_search(kept_derived.begin(), kept_derived.end(), e.lsn)) continue;
-    entries.push_back({e.lsn, items.size(), e.count});
-    items.insert(items.end(), derived_items_.begin() + static_cast<std::ptrdiff_t>(e.begin),
-                 derived_items_.begin() + static_cast<std::ptrdiff_t>(e.begin + e.count));
-  }
   derived_.swap(entries);
-  derived_items_.swap(items);
+  frozen_.swap(frozen);
+  frozen_items_.swap(items);
+  drop_unused_parent_lists_locked();
+}
+
+// Parent lists no propagated delta still indexed and no derivation refers to.
+void Bus::drop_unused_parent_lists_locked() {
+  std::unordered_set<const ParentLists::List*> used;
+  for (const DerivedEntry& e : derived_) used.insert(e.parents);
+  for (auto& [id, d] : derivations_) used.insert(d.kept_parents);
+  parent_lists_.retain([&](const ParentLists::List* l) { return used.count(l) != 0; });
 }
 
 std::vector<ProvenanceStep> Bus::provenance(PageId id, std::optional<Epoch> epoch, unsigned max_depth) {
@@ -229,12 +293,7 @@ std::vector<ProvenanceStep> Bus::provenance(PageId id, std::optional<Epoch> epoc
     }
     const IndexEntry& e = h->second.entries[it.epoch - first];
     ProvenanceStep step{it.page, it.epoch, e.lsn, e.source, e.timestamp_ns, {}};
-    const auto in = std::lower_bound(derived_.begin(), derived_.end(), e.lsn,
-                                     [](const DerivedEntry& x, Lsn l) { return x.lsn < l; });
-    if (in != derived_.end() && in->lsn == e.lsn) {
-      step.inputs.assign(derived_items_.begin() + static_cast<std::ptrdiff_t>(in->begin),
-                         derived_items_.begin() + static_cast<std::ptrdiff_t>(in->begin + in->count));
-    }
+    step.inputs = derived_inputs_locked(e.lsn);
     if (it.depth < max_depth) {
       for (const auto& [parent, parent_epoch] : step.inputs) {
         if (seen.insert({parent, parent_epoch}).second) {

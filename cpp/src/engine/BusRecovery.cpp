@@ -164,13 +164,21 @@ void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
     Delta delta = derived != nullptr ? derived->delta : std::get<DeltaOp>(op).delta;
     PageRecord& r = table_.get(delta.page_id());
     if (delta.extent() > r.size) fail(ErrorCode::LogCorrupt, "delta past the end of page ", r.id);
+    // Provenance reads the inputs' epochs from the index: they must name pages there.
+    for (std::size_t i = 0; derived != nullptr && i < derived->inputs.size(); ++i) {
+      if (const PageId in = derived->inputs[i].first; table_.find(in) == nullptr) {
+        fail(ErrorCode::LogCorrupt, "the propagated delta at lsn ", lsn, " to page ", r.id, " names page ", in,
+             " as an input, which is not a page there");
+      }
+    }
     apply_delta_locked(r, delta, lsn);
     if (derived != nullptr) {
       // The parents' epochs it was computed from: the child's memo, and its provenance.
-      note_derived_locked(lsn, derived->inputs);
-      if (auto it = derivations_.find(r.id); it != derivations_.end()) {
-        it->second.memo.clear();
-        for (const auto& in : derived->inputs) it->second.memo.push_back(in.second);
+      Derivation* child = derivations_.get(r.id);
+      note_derived_locked(lsn, kept_parents_locked(child, derived->inputs));
+      if (child != nullptr) {
+        child->memo.clear();
+        for (const auto& in : derived->inputs) child->memo.push_back(in.second);
       }
       if (!replay_.legacy) replay_.derived.insert(r.id);  // for the wave its Wave op repeats
     } else if (!replay_.legacy && has_dependents_locked(r.id)) {

@@ -315,6 +315,7 @@ void Bus::undo_heavy_locked(Transaction& t, std::size_t index) noexcept {
     for (const Edge& e : now) refresh_dependents_locked(e.parent);
     for (const Edge& e : ch->in_edges) refresh_dependents_locked(e.parent);
     if (ch->derivation) {
+      ch->derivation->kept_parents = nullptr;  // kept lists may have been dropped since the copy
       derivations_.insert_or_assign(ch->child, std::move(*ch->derivation));
     } else {
       derivations_.erase(ch->child);
@@ -362,10 +363,7 @@ void Bus::undo_locked(Transaction& t, const TxnMark& m) noexcept {
   t.heavy.erase(t.heavy.begin() + static_cast<std::ptrdiff_t>(m.heavy), t.heavy.end());
   t.undo.erase(t.undo.begin() + static_cast<std::ptrdiff_t>(m.undo), t.undo.end());
   t.ops.reset(m.ops);
-  while (!derived_.empty() && derived_.back().lsn > m.lsn) {
-    derived_items_.resize(derived_.back().begin);
-    derived_.pop_back();
-  }
+  while (!derived_.empty() && derived_.back().lsn > m.lsn) derived_.pop_back();
   truncate_index_queue_locked(m.pending_pages, m.pending_runs, m.last_run_count);
   events_.resize(m.events);
   lsn_.store(m.lsn, std::memory_order_release);

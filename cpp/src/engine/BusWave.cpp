@@ -209,7 +209,7 @@ void Bus::commit_recompute_locked(WaveItem& it) {
   delta.timestamp_ns = wave_timestamp_ns_;
   txn_note_delta_locked(out, delta, &inputs);
   const Lsn lsn = this->lsn() + 1;
-  note_derived_locked(lsn, inputs);
+  note_derived_locked(lsn, kept_parents_locked(d));
   apply_delta_locked(out, delta, lsn);
   bump(counters_.derived_deltas, 1);
   emit_locked(EventKind::PageChanged, child, lsn, delta.epoch);

@@ -31,30 +31,22 @@ using Histories = std::map<PageId, std::vector<HistoryEntry>>;
 
 // The old history(): every delta of the directory's log, page by page, from lsn 1.
 Histories scan_histories(const std::string& dir) {
-  Log scan(dir, Durability::Flush, Log::Access::ReadOnly, 0);
   Histories out;
   auto note = [&](PageId page, Lsn lsn, Source source, std::uint64_t ts, std::vector<Run> runs) {
     auto& v = out[page];
     v.push_back({lsn, v.size() + 1, source, ts, std::move(runs)});
   };
-  for (const SegmentScan& seg : scan.recovered().segments) {
-    for (const ScannedRecord& r : seg.records) {
-      const LogRecord rec = decode_record(r.header, r.body, seg.path);
-      Lsn lsn = rec.first_lsn;
-      for (const LogOp& op : rec.ops) {
-        if (const auto* d = std::get_if<DeltaOp>(&op)) {
-          note(d->delta.page_id(), lsn, d->delta.source, d->delta.timestamp_ns, d->delta.run_list());
-        } else if (const auto* dv = std::get_if<DerivedOp>(&op)) {
-          note(dv->delta.page_id(), lsn, dv->delta.source, dv->delta.timestamp_ns, dv->delta.run_list());
-        } else if (const auto* b = std::get_if<BatchOp>(&op)) {
-          for (std::size_t i = 0; i < b->page_ids.size(); ++i) {
-            note(b->page_ids[i], lsn + i, Source::User, b->timestamp_ns, {Run{b->offsets[i], b->lengths[i]}});
-          }
-        }
-        lsn += op_lsn_count(op);
+  test::for_each_logged_op(dir, [&](Lsn lsn, const LogOp& op) {
+    if (const auto* d = std::get_if<DeltaOp>(&op)) {
+      note(d->delta.page_id(), lsn, d->delta.source, d->delta.timestamp_ns, d->delta.run_list());
+    } else if (const auto* dv = std::get_if<DerivedOp>(&op)) {
+      note(dv->delta.page_id(), lsn, dv->delta.source, dv->delta.timestamp_ns, dv->delta.run_list());
+    } else if (const auto* b = std::get_if<BatchOp>(&op)) {
+      for (std::size_t i = 0; i < b->page_ids.size(); ++i) {
+        note(b->page_ids[i], lsn + i, Source::User, b->timestamp_ns, {Run{b->offsets[i], b->lengths[i]}});
       }
     }
-  }
+  });
   return out;
 }
 

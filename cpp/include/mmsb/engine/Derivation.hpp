@@ -30,6 +30,9 @@ struct Derivation {
   RecomputeSpec fn;
   RecomputeCallable callable;   ///< set for RecomputeKind::Callable once registered
   bool implicit = false;        ///< made by a device_sync edge (a copy of its one parent)
+  /// `parents` as kept in the bus's ParentLists, for the provenance of the deltas it computes:
+  /// null until a wave first needs it; whatever changes `parents` in place must reset it.
+  const std::vector<PageId>* kept_parents = nullptr;
 
   /// A Callable whose function is not registered in this process (e.g. after mmsb.open).
   bool missing_callable() const noexcept { return fn.kind == RecomputeKind::Callable && !callable; }

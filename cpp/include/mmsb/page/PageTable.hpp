@@ -104,6 +104,13 @@ class PageTable {
     PageRecord& r = chunk[(id - 1) % kChunkRecords];
     return r.live() ? &r : nullptr;
   }
+  /// The record of `id`, live or not, or nullptr for an id that has no slot (0, never handed
+  /// out, or in a chunk of skipped ids).
+  const PageRecord* slot_if_any(PageId id) const noexcept {
+    if (id == 0 || id >= next_id_) return nullptr;
+    const PageRecord* chunk = chunks_[(id - 1) / kChunkRecords].get();
+    return chunk == nullptr ? nullptr : chunk + (id - 1) % kChunkRecords;
+  }
   /// Asks the CPU to fetch the record of `id` (any id: nothing happens for one with no slot).
   void prefetch(PageId id) const noexcept {
     if (id - 1 >= next_id_ - 1) return;  // 0 wraps around to the largest value
