@@ -50,6 +50,7 @@ DepGraph::DepGraph() : impl_(new Impl) {}
 DepGraph::~DepGraph() { delete impl_; }
 
 void DepGraph::add_edge(PageId parent, PageId child, EdgeKind kind) {
+  impl_->child_keys.invalidate();  // every mutator, even one that throws: simpler than knowing what changed
   check_id(parent, parent, child);
   check_id(child, parent, child);
   Impl& g = *impl_;
@@ -103,6 +104,7 @@ std::vector<PageId> DepGraph::find_cycle(PageId parent, PageId child) const {
 }
 
 bool DepGraph::remove_edge(PageId parent, PageId child) {
+  impl_->child_keys.invalidate();
   Impl& g = *impl_;
   const Index p = g.find(parent), c = g.find(child);
   if (p == kNone || c == kNone || !g.kind_of(p, c)) return false;
@@ -124,6 +126,7 @@ bool DepGraph::remove_edge(PageId parent, PageId child) {
 }
 
 void DepGraph::set_data_parents(PageId child, std::span<const PageId> parents) {
+  impl_->child_keys.invalidate();
   Impl& g = *impl_;
   if (child == 0) fail(ErrorCode::InvalidArgument, "page id 0 is not a page (ids start at 1): set_data_parents(0)");
   for (PageId parent : parents) check_id(parent, parent, child);
@@ -218,6 +221,7 @@ void DepGraph::set_data_parents(PageId child, std::span<const PageId> parents) {
 }
 
 void DepGraph::remove_node(PageId id) {
+  impl_->child_keys.invalidate();
   Impl& g = *impl_;
   const Index n = g.find(id);
   if (n == kNone) return;
@@ -393,7 +397,7 @@ std::uint64_t DepGraph::memory_bytes() const noexcept {
   for (const Node& n : g.nodes) bytes += (n.in.capacity() + n.out.capacity()) * sizeof(Adj);
   bytes += (g.free_slots.capacity() + g.forward.capacity() + g.backward.capacity()) * sizeof(Index);
   bytes += g.mark.capacity() * sizeof(std::uint32_t) + g.stack.capacity() * sizeof(g.stack[0]);
-  bytes += g.ords.capacity() * sizeof(std::int64_t) + g.order.memory_bytes();
+  bytes += g.ords.capacity() * sizeof(std::int64_t) + g.order.memory_bytes() + g.child_keys.memory_bytes();
   // unordered_map (libstdc++): one pointer per bucket, and per element a heap node holding the
   // next pointer and the pair, plus the allocator's header (about one more pointer).
   using Entry = std::unordered_map<PageId, Index>::value_type;

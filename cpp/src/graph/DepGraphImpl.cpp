@@ -167,8 +167,26 @@ void DepGraph::Impl::ensure_canonical() const {
       }
     }
   }
+  child_keys.invalidate();
   order.assign(slots, ids);
   canonical_valid = true;
+}
+
+const graph_detail::ChildKeys& DepGraph::Impl::current_child_keys() const {
+  if (child_keys.current()) return child_keys;
+  child_keys.begin(nodes.size());
+  std::vector<std::uint32_t> row;
+  for (const Node& n : nodes) {
+    row.clear();
+    bool control = false;
+    for (const Adj& a : n.out) {
+      row.push_back(order.key(a.node));
+      control = control || a.kind == EdgeKind::Control;
+    }
+    child_keys.add_row(row, control);
+  }
+  child_keys.finish();
+  return child_keys;
 }
 
 void DepGraph::Impl::unplace(std::span<const Index> slots) const noexcept {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "CanonicalOrder.hpp"
+#include "ChildKeys.hpp"
 #include "mmsb/graph/DepGraph.hpp"
 
 namespace mmsb {
@@ -78,6 +79,8 @@ struct DepGraph::Impl {
 
   mutable bool canonical_valid = false;
   mutable graph_detail::CanonicalOrder order;  // valid while canonical_valid
+  // Built on demand by large waves; every edge change and every re-run of Kahn invalidates it.
+  mutable graph_detail::ChildKeys child_keys;
 
   Index find(PageId id) const noexcept {
     auto it = index.find(id);
@@ -124,6 +127,9 @@ struct DepGraph::Impl {
   void order_edge(Index p, Index c, bool searched);
   // Kahn over the slots, ready nodes taken smallest id first: a pure function of the edge set.
   void ensure_canonical() const;
+  // child_keys, rebuilt first if stale (the canonical order must be valid). Throws
+  // std::bad_alloc.
+  const graph_detail::ChildKeys& current_child_keys() const;
   // Places `c` (not placed) in a valid canonical order of the other placed nodes, when c's
   // parents are all placed and its children are not: Kahn pops such a node without releasing a
   // placed one, so the others keep their order, and c goes after its last parent, before the

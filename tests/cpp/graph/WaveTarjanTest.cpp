@@ -121,6 +121,138 @@ TEST(WaveTest, BatchesConcatenateToThePopSequenceAndAreIndependent) {
   }
 }
 
+// Waves that visit most of a 3,000-node graph have the graph's child keys built part way and
+// read children from them; between waves edges come and go (control edges too), which must
+// invalidate them. Every wave's batches still concatenate to the one-at-a-time sequence, no
+// batch holds a node reaching another, and control children are notified, not scheduled.
+TEST(WaveTest, LargeWavesMatchTheSerialSequenceThroughGraphEdits) {
+  test::Rng rng(77);
+  DepGraph g;
+  test::RefGraph ref;
+  const std::uint32_t n = 3000;
+  build_fan_in_dag(g, ref, rng, n);
+  std::vector<std::pair<PageId, PageId>> added;
+  const auto topo = g.topological_order();
+  std::map<PageId, std::size_t> rank;
+  for (std::size_t i = 0; i < topo.size(); ++i) rank[topo[i]] = i;
+  PageId next_id = n + 1;
+  for (int round = 0; round < 10; ++round) {
+    // One kind of edit a round, so that each must invalidate the keys on its own: edges between
+    // earlier and later nodes of the first order (a control edge now and then; these re-run
+    // Kahn), fresh sinks (placed one by one: the order's keys stay), removals of added edges.
+    const int edit = round == 0 ? -1 : round % 3;
+    for (int k = 0; k < 20 && edit == 0; ++k) {
+      const PageId a = uniform(rng, 1, n), b = uniform(rng, 1, n);
+      if (a == b || g.edge_kind(a, b) || g.edge_kind(b, a)) continue;
+      const auto [p, c] = rank[a] < rank[b] ? std::pair{a, b} : std::pair{b, a};
+      const EdgeKind kind = uniform(rng, 0, 3) == 0 ? EdgeKind::Control : EdgeKind::Data;
+      g.add_edge(p, c, kind);
+      ref.add(p, c, kind);
+      added.emplace_back(p, c);
+    }
+    for (int k = 0; k < 10 && edit == 1; ++k) {
+      const PageId sink = next_id++;
+      rank[sink] = rank.size();
+      for (std::uint64_t j = 0, parents = uniform(rng, 1, 3); j < parents; ++j) {
+        const PageId p = uniform(rng, 1, n);
+        if (g.edge_kind(p, sink)) continue;
+        g.add_edge(p, sink, EdgeKind::Data);
+        ref.add(p, sink, EdgeKind::Data);
+        added.emplace_back(p, sink);
+      }
+    }
+    for (int k = 0; k < 8 && edit == 2 && !added.empty(); ++k) {
+      const std::size_t i = uniform(rng, 0, added.size() - 1);
+      ASSERT_TRUE(g.remove_edge(added[i].first, added[i].second));
+      ref.remove(added[i].first, added[i].second);
+      added.erase(added.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+    std::vector<PageId> seeds;
+    for (int i = 0; i < 200; ++i) seeds.push_back(uniform(rng, 1, n));
+    std::vector<bool> changes(next_id);
+    for (auto&& c : changes) c = uniform(rng, 0, 9) != 0;
+
+    std::vector<PageId> serial;
+    std::vector<std::pair<PageId, PageId>> serial_notified;
+    Wave one(g);
+    for (PageId s : seeds) one.push(s);
+    for (PageId v = one.pop(); v != 0; v = one.pop()) {
+      serial.push_back(v);
+      if (!changes[v]) continue;
+      g.for_each_child(v, [&](PageId c, EdgeKind kind) {
+        if (kind == EdgeKind::Control) {
+          serial_notified.emplace_back(v, c);
+        } else {
+          one.push(c);
+        }
+      });
+    }
+    std::sort(serial_notified.begin(), serial_notified.end());
+    ASSERT_GT(serial.size(), 1500u) << "round " << round << ": too small a wave to build child keys";
+
+    std::vector<PageId> batched;
+    std::vector<std::pair<PageId, PageId>> notified;
+    std::vector<WaveNode> batch;
+    Wave many(g);
+    for (PageId s : seeds) many.push(s);
+    for (many.pop_batch(batch, 4096); !batch.empty(); many.pop_batch(batch, 4096)) {
+      // Keys grow along every edge, so children all past the batch's last key mean no path
+      // from one of its nodes to another.
+      const std::uint32_t last = *g.order_key(batch.back().id);
+      for (WaveNode a : batch) {
+        g.for_each_child(a.id, [&](PageId c, EdgeKind) { ASSERT_GT(*g.order_key(c), last) << "round " << round; });
+      }
+      for (WaveNode v : batch) {
+        batched.push_back(v.id);
+        if (changes[v.id]) many.push_children(v, [&](PageId c) { notified.emplace_back(v.id, c); });
+      }
+    }
+    std::sort(notified.begin(), notified.end());
+    ASSERT_EQ(batched, serial) << "round " << round;
+    ASSERT_EQ(notified, serial_notified) << "round " << round;
+  }
+}
+
+// The child keys stay current while the graph does not change; each mutator that leaves the
+// canonical order valid (a sink's edges changed) must still invalidate them. A 2,000-node line
+// with a sink s hanging off two of its nodes: after a first wave has had the keys built, s is
+// moved off node 1000 in two ways or removed, and a wave from node 900 must no longer reach it.
+TEST(WaveTest, ChildKeysFollowSinkEdgeChanges) {
+  const auto visit = [](const DepGraph& g, PageId seed) {
+    std::vector<PageId> seen;
+    std::vector<WaveNode> batch;
+    Wave wave(g);
+    wave.push(seed);
+    for (wave.pop_batch(batch, 4096); !batch.empty(); wave.pop_batch(batch, 4096)) {
+      for (WaveNode v : batch) {
+        seen.push_back(v.id);
+        wave.push_children(v, [](PageId) {});
+      }
+    }
+    return seen;
+  };
+  const PageId line = 2000, s = 5000, other = 6000;
+  for (int how = 0; how < 3; ++how) {
+    DepGraph g;
+    for (PageId v = 1; v < line; ++v) g.add_edge(v, v + 1, EdgeKind::Data);
+    g.add_edge(1, s, EdgeKind::Data);
+    g.add_edge(1000, s, EdgeKind::Data);
+    ASSERT_EQ(visit(g, 1).size(), line + 1);  // builds the keys part way
+    ASSERT_EQ(visit(g, 900).back(), s);       // reads them throughout
+    if (how == 0) {
+      ASSERT_TRUE(g.remove_edge(1000, s));
+    } else if (how == 1) {
+      const PageId parents[] = {1, other};
+      g.set_data_parents(s, parents);
+    } else {
+      g.remove_node(s);
+    }
+    const std::vector<PageId> seen = visit(g, 900);
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), s), 0) << "edit " << how;
+    EXPECT_EQ(seen.size(), line - 899) << "edit " << how;
+  }
+}
+
 TEST(WaveTest, DiamondAndMisuse) {
   DepGraph g;
   g.add_edge(10, 20, EdgeKind::Data);

@@ -8,6 +8,9 @@
 #include "mmsb/graph/DepGraph.hpp"
 
 namespace mmsb {
+namespace graph_detail {
+class ChildKeys;
+}
 
 /// A node popped by Wave::pop_batch: its page and its slot in the graph, through which
 /// Wave::push_children reaches its children without looking the page up. Valid with its wave.
@@ -47,12 +50,17 @@ class Wave {
 
  private:
   const DepGraph& graph_;
+  // The graph's child keys once current (a wave that has popped a large part of the graph asks
+  // for them to be built), else null: children are then read from the out-edges.
+  const graph_detail::ChildKeys* child_keys_ = nullptr;
+  std::uint64_t popped_ = 0;
+  std::uint64_t build_after_;  // pops
   std::vector<std::uint64_t> bits_;  // one bit per order key
   std::uint32_t cursor_ = 0;         // no set bit in the words before it
   std::uint64_t pending_ = 0;
   std::uint32_t floor_ = 0;          // one past the last popped key: pushes must not go below
-  void push_position(std::uint32_t pos, std::uint32_t node);
-  [[noreturn, gnu::cold]] void fail_push(std::uint32_t pos, std::uint32_t node) const;
+  void push_position(std::uint32_t pos);
+  [[noreturn, gnu::cold]] void fail_push(std::uint32_t pos) const;
   void push_children_of(std::uint32_t slot, const std::function<void(PageId)>& on_control);
   std::uint32_t next_position();     // the first scheduled order key (pending_ > 0)
   void take(std::uint32_t pos) noexcept;  // unschedules pos == next_position()
