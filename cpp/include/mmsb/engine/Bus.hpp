@@ -672,7 +672,7 @@ class Bus {
     return d.kept_parents;
   }
   /// The epoch page `page` had just before lsn `lsn`, from the index (caught up): for an input
-  /// of the propagated delta at `lsn`. Throws Error(LogCorrupt) for a page that never had a slot.
+  /// of the propagated delta at `lsn`. 0 for an id without a slot (only a crafted log names one).
   Epoch parent_epoch_locked(PageId page, Lsn lsn);
   void drop_unused_parent_lists_locked();
   ParentLists parent_lists_;
