@@ -237,19 +237,21 @@ void Bus::trim_index_locked(Lsn floor) {
       for (PageId p : *e.parents) items.emplace_back(p, parent_epoch_locked(p, e.lsn));
     }
   }
+  // In place before any index entry goes: an allocation failure below then leaves some pages
+  // trimmed and others not, each of which still gives every kept delta's inputs.
+  derived_.swap(entries);
+  frozen_.swap(frozen);
+  frozen_items_.swap(items);
   for (auto& [page, h] : index_) {
     std::vector<IndexEntry>& v = h.entries;
     const auto keep = newest_at_floor(v);
     if (keep == v.end() || keep == v.begin()) continue;
+    std::vector<IndexEntry> rest(keep, v.end());
+    index_capacity_bytes_ += rest.capacity() * sizeof(IndexEntry);
     index_capacity_bytes_ -= v.capacity() * sizeof(IndexEntry);
     h.first_epoch += static_cast<Epoch>(keep - v.begin());
-    std::vector<IndexEntry> rest(keep, v.end());
     v.swap(rest);
-    index_capacity_bytes_ += v.capacity() * sizeof(IndexEntry);
   }
-  derived_.swap(entries);
-  frozen_.swap(frozen);
-  frozen_items_.swap(items);
   drop_unused_parent_lists_locked();
 }
 
