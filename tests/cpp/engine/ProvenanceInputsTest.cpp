@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <vector>
@@ -37,7 +39,7 @@ RecomputeSpec sum() {
   return fn;
 }
 
-// Every epoch of `id` that provenance still answers, newest first, as (epoch, its step).
+// The provenance step of every epoch of `id` that the bus still answers, newest first.
 std::vector<ProvenanceStep> steps_of(Bus& bus, PageId id) {
   std::vector<ProvenanceStep> out;
   for (Epoch e = bus.page(id).epoch.load(); e > 0; --e) {
