@@ -11,7 +11,10 @@ endif()
 # CUDA: compiled in when the toolkit is present; the static runtime loads the driver lazily, so
 # `import mmsb` still works on machines without a driver or GPU.
 set(MMSB_HAVE_CUDA OFF)
-if(NOT MMSB_WITH_CUDA STREQUAL "OFF")
+if(MMSB_FAKE_CUDA)
+  # The stand-in runtime replaces the toolkit: no nvcc, the kernels compiled as C++.
+  set(MMSB_HAVE_CUDA ON)
+elseif(NOT MMSB_WITH_CUDA STREQUAL "OFF")
   include(CheckLanguage)
   check_language(CUDA)
   set(_cuda_found FALSE)
@@ -42,6 +45,6 @@ endif()
 # NCCL replication needs only CUDA at build time: libnccl is dlopen'ed at run time and its few
 # types are declared in mmsb/cuda/Nccl.hpp, so neither nccl.h nor libnccl is needed to build.
 set(MMSB_HAVE_NCCL OFF)
-if(NOT MMSB_WITH_NCCL STREQUAL "OFF")
+if(NOT MMSB_WITH_NCCL STREQUAL "OFF" AND NOT MMSB_FAKE_CUDA)  # NCCL would need the real runtime
   mmsb_resolve_feature(MMSB_WITH_NCCL MMSB_HAVE_CUDA "CUDA (NCCL replication runs on CUDA devices)")
 endif()

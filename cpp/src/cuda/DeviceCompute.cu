@@ -20,6 +20,7 @@
 #include "../core/Crc32cMath.hpp"
 #include "../graph/SemiringScalar.hpp"
 #include "DeviceCompute.hpp"
+#include "KernelLaunch.hpp"
 #include "MaskStretch.hpp"
 
 namespace mmsb::cuda {
@@ -151,8 +152,8 @@ cudaError_t launch_reduce(SemiringKind s, DType dtype, const std::byte* table, s
     using T = typename Ops::Value;
     const auto* ps = reinterpret_cast<const T* const*>(table);
     const T* ws = weighted ? reinterpret_cast<const T*>(table + round8(parents * sizeof(void*))) : nullptr;
-    reduce_kernel<Ops><<<grid_for(count), kThreads, 0, stream>>>(ps, ws, parents, reinterpret_cast<T*>(out), count);
-    return cudaGetLastError();
+    return launch_kernel(reduce_kernel<Ops>, grid_for(count), kThreads, stream, ps, ws, parents,
+                         reinterpret_cast<T*>(out), count);
   });
 }
 
@@ -163,19 +164,17 @@ cudaError_t launch_crc32c_blocks(const std::byte* p, std::uint64_t blocks, std::
   // CRC32C starts from an inverted register: over a whole block that adds ~0 shifted past it.
   shifts.start = crc32c_detail::multiply_mod_p(~0u, crc32c_detail::x_pow_8n(kCrcBlockBytes));
   constexpr std::uint64_t kMaxBlocks = 65535;
-  crc32c_blocks_kernel<<<static_cast<unsigned>(std::min(blocks, kMaxBlocks)), kThreads, 0, stream>>>(
-      reinterpret_cast<const unsigned char*>(p), blocks, crcs, shifts);
-  return cudaGetLastError();
+  return launch_kernel(crc32c_blocks_kernel, static_cast<unsigned>(std::min(blocks, kMaxBlocks)), kThreads, stream,
+                       reinterpret_cast<const unsigned char*>(p), blocks, crcs, shifts);
 }
 
 cudaError_t launch_change_mask(const std::byte* old, const std::byte* now, std::uint64_t n, std::uint64_t* mask,
                                std::uint8_t* flags, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   const std::uint64_t blocks = mask_chunks(n);
-  change_mask_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-      reinterpret_cast<const unsigned char*>(old), reinterpret_cast<const unsigned char*>(now), n,
-      reinterpret_cast<unsigned*>(mask), flags, 2 * mask_words(n));
-  return cudaGetLastError();
+  return launch_kernel(change_mask_kernel, static_cast<unsigned>(blocks), kThreads, stream,
+                       reinterpret_cast<const unsigned char*>(old), reinterpret_cast<const unsigned char*>(now), n,
+                       reinterpret_cast<unsigned*>(mask), flags, 2 * mask_words(n));
 }
 
 }  // namespace mmsb::cuda

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <bit>
 
+#include "KernelLaunch.hpp"
 #include "RunCopy.hpp"
 
 namespace mmsb::cuda {
@@ -98,8 +99,7 @@ cudaError_t launch_group(const DeviceCopyRun* table, std::uint64_t count, unsign
   const std::uint64_t needed = (count + kThreads / G - 1) / (kThreads / G);
   const std::uint64_t resident = std::uint64_t{sms} * static_cast<unsigned>(std::max(per_sm, 1));
   const auto blocks = static_cast<unsigned>(std::min(needed, resident));
-  run_copy<G><<<blocks, kThreads, 0, stream>>>(table, count);
-  return cudaGetLastError();
+  return launch_kernel(run_copy<G>, blocks, kThreads, stream, table, count);
 }
 
 }  // namespace

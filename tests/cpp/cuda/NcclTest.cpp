@@ -14,7 +14,7 @@
 #include "mmsb/cuda/Replicator.hpp"
 #include "mmsb/engine/BuildInfo.hpp"
 
-#if __has_include(<cuda_runtime.h>) && __has_include(<nccl.h>)
+#if __has_include(<cuda_runtime.h>) && __has_include(<nccl.h>) && !defined(MMSB_FAKE_CUDA)
 #include <nccl.h>
 // The loader declares NCCL's types itself (the build must not need nccl.h); where the header is
 // at hand, its ABI is checked against them.
