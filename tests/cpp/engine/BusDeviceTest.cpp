@@ -1,12 +1,15 @@
-// Device pages through the whole commit path, on any machine: the devices are the host emulation
-// (cuda::emulate_devices), which stores bytes inverted, so a path that touched device memory
-// directly instead of through the backend would show wrong bytes. The oracle is the reference
+// Device pages through the whole commit path, on two kinds of devices: "emulated", the host
+// emulation (cuda::emulate_devices), which stores bytes inverted, so a path that touched device
+// memory directly instead of through the backend would show wrong bytes; and "cuda", the CUDA
+// backends, on a machine with two GPUs or in a build against the tests' stand-in runtime
+// (MMSB_FAKE_CUDA, whose device memory the host cannot touch). The oracle is the reference
 // model: the same writes, batches (host and device rows mixed, overlapping), transactions and
 // rollbacks must leave exactly its bytes, epochs and lsns. Runs under ASan too (mirror lifetimes).
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +17,7 @@
 #include "engine/BusState.hpp"
 #include "log/LogTestUtil.hpp"
 #include "mmsb/core/Error.hpp"
+#include "mmsb/cuda/Cuda.hpp"
 #include "mmsb/cuda/DeviceBackend.hpp"
 #include "mmsb/delta/Diff.hpp"
 #include "mmsb/engine/Bus.hpp"
@@ -63,8 +67,26 @@ void random_commits(Rng& rng, Bus& bus, RefModel& model, int steps) {
   }
 }
 
-TEST(BusDeviceTest, DevicePagesCommitExactlyTheModelsBytes) {
-  EmulatedDevices devices;
+// The devices "cuda:0", "cuda:1" and "unified" of a test: emulated, or the CUDA backends (skipped
+// without two devices).
+class BusDevice : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    if (!GetParam()) {
+      emulated_.emplace();
+    } else if (cuda::device_count() < 2) {
+      GTEST_SKIP() << "needs two CUDA devices";
+    }
+  }
+ private:
+  std::optional<EmulatedDevices> emulated_;
+};
+
+std::string device_kind(const ::testing::TestParamInfo<bool>& p) { return p.param ? "cuda" : "emulated"; }
+
+INSTANTIATE_TEST_SUITE_P(Devices, BusDevice, ::testing::Bool(), device_kind);
+
+TEST_P(BusDevice, DevicePagesCommitExactlyTheModelsBytes) {
   Rng rng(17);
   Bus bus(BusOptions{2});
   RefModel model;
@@ -95,8 +117,7 @@ TEST(BusDeviceTest, DevicePagesCommitExactlyTheModelsBytes) {
 // 64-byte slots (some repeated, as a batch rewriting a slot) and, in some batches, rows of any
 // length among them; mixed with host rows. Each kind of overlap resolution must leave the
 // model's bytes and epochs.
-TEST(BusDeviceTest, LargeBatchesRepeatingSlotsCommitExactlyTheModelsBytes) {
-  EmulatedDevices devices;
+TEST_P(BusDevice, LargeBatchesRepeatingSlotsCommitExactlyTheModelsBytes) {
   Rng rng(23);
   Bus bus(BusOptions{2});
   RefModel model;
@@ -127,8 +148,7 @@ TEST(BusDeviceTest, LargeBatchesRepeatingSlotsCommitExactlyTheModelsBytes) {
   }
 }
 
-TEST(BusDeviceTest, ReopenedDirectoryHasTheSameDevicePages) {
-  EmulatedDevices devices;
+TEST_P(BusDevice, ReopenedDirectoryHasTheSameDevicePages) {
   test::TempDir dir;
   Rng rng(23);
   RefModel model;
@@ -151,8 +171,7 @@ TEST(BusDeviceTest, ReopenedDirectoryHasTheSameDevicePages) {
   EXPECT_TRUE(reopened.verify().ok);
 }
 
-TEST(BusDeviceTest, MissingDeviceRefusesTheCreateAndChangesNothing) {
-  EmulatedDevices devices;
+TEST_P(BusDevice, MissingDeviceRefusesTheCreateAndChangesNothing) {
   Bus bus;
   PageSpec spec;
   spec.size = 64;
@@ -168,8 +187,7 @@ TEST(BusDeviceTest, MissingDeviceRefusesTheCreateAndChangesNothing) {
 }
 
 // The buffers a device batch keeps for the next one are a cache: counted by memory(), freed by gc().
-TEST(BusDeviceTest, DeviceBatchBuffersAreCountedAndFreedByGc) {
-  EmulatedDevices devices;
+TEST_P(BusDevice, DeviceBatchBuffersAreCountedAndFreedByGc) {
   Bus bus(BusOptions{1});
   PageSpec spec;
   spec.size = 1 << 20;
@@ -206,8 +224,7 @@ ErrorCode code_of_commit(Bus& bus, const DeviceStaging& s) {
 }
 
 // An edit on the device commits exactly the changed bytes, diffed there: no mirror is read.
-TEST(BusDeviceTest, AnEditOnTheDeviceCommitsItsChangedBytesAsOneDelta) {
-  EmulatedDevices devices;
+TEST_P(BusDevice, AnEditOnTheDeviceCommitsItsChangedBytesAsOneDelta) {
   Rng rng(31);
   Bus bus(BusOptions{1});
   PageSpec spec;
@@ -244,8 +261,7 @@ TEST(BusDeviceTest, AnEditOnTheDeviceCommitsItsChangedBytesAsOneDelta) {
 
 // A staging copy taken before another commit, or before a move, commits nothing; a page not in
 // device memory is not staged; a staging copy outlives its bus.
-TEST(BusDeviceTest, AnEditOnTheDeviceIsRefusedWithNothingChanged) {
-  EmulatedDevices devices;
+TEST_P(BusDevice, AnEditOnTheDeviceIsRefusedWithNothingChanged) {
   Rng rng(32);
   auto bus = std::make_unique<Bus>(BusOptions{1});
   PageSpec spec;
@@ -287,6 +303,7 @@ TEST(BusDeviceTest, AnEditOnTheDeviceIsRefusedWithNothingChanged) {
 // the transfer failed get their earlier (non-zero) bytes back, a page written twice in a batch its
 // epoch and last lsn from before the first of them. An explicit transaction goes on without the
 // failed call: what it committed, and what the directory reopens to, is the rest of it.
+// Emulated devices only: the failure is injected (cuda::fail_emulated_write).
 TEST(BusDeviceTest, AChangeWhoseTransferFailsInATransactionIsUndoneToBeforeTheCall) {
   EmulatedDevices devices;
   Rng rng(41);
@@ -336,8 +353,7 @@ TEST(BusDeviceTest, AChangeWhoseTransferFailsInATransactionIsUndoneToBeforeTheCa
 // Prefetch hints for managed memory: lent to device code (a DLPack export), a unified page is
 // migrated back once before the host next reads or writes it through the bus; other pages never
 // migrate, and nothing is hinted for pages never lent.
-TEST(BusDeviceTest, UnifiedPagesLentToDeviceCodeComeBackBeforeTheHostUsesThem) {
-  EmulatedDevices devices;
+TEST_P(BusDevice, UnifiedPagesLentToDeviceCodeComeBackBeforeTheHostUsesThem) {
   Bus bus(BusOptions{1});
   PageSpec spec;
   spec.size = 4096;

@@ -9,6 +9,7 @@
 
 #include "TestUtil.hpp"
 #include "engine/BusState.hpp"
+#include "mmsb/cuda/Cuda.hpp"
 #include "mmsb/engine/Bus.hpp"
 
 namespace mmsb {
@@ -166,7 +167,7 @@ TEST_F(BusErrorTest, BadCreate) {
   PageSpec zero;
   expect_unchanged(ErrorCode::InvalidArgument, [&] { bus_.create_page(zero); });
   PageSpec device = spec;
-  device.location = "cuda:0";
+  device.location = "cuda:" + std::to_string(cuda::device_count());  // one past the last device, GPU or not
   expect_unchanged(ErrorCode::DeviceUnavailable, [&] { bus_.create_page(device); });
   PageSpec nowhere = spec;
   nowhere.location = "tpu";
