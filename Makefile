@@ -13,7 +13,7 @@ TEST_BUILD := build/release
 ASAN_BUILD := build/cpp-asan
 TSAN_BUILD := build/cpp-tsan
 
-.PHONY: setup run test test-cpp test-asan test-tsan test-python test-fuzz test-bench-smoke test-install test-slow fuzz bench clean
+.PHONY: setup run test test-cpp test-asan test-tsan test-fake-cuda test-python test-fuzz test-bench-smoke test-install test-slow fuzz bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,7 +21,7 @@ setup:
 run: setup
 	$(VENV)/bin/mmsb validate --json build/validate.json
 
-test: setup test-cpp test-asan test-tsan test-python test-fuzz test-bench-smoke test-install
+test: setup test-cpp test-asan test-tsan test-fake-cuda test-python test-fuzz test-bench-smoke test-install
 	@echo "make test: all suites passed"
 
 # Release build with every feature found here (CUDA compiled when nvcc exists: proves that path).
@@ -31,11 +31,12 @@ test-cpp:
 	cmake --build $(TEST_BUILD) -j $(JOBS)
 	ctest --test-dir $(TEST_BUILD) --output-on-failure -j $(JOBS)
 
-# AddressSanitizer + UndefinedBehaviorSanitizer over the C++ suites, built without CUDA (also
-# proves the MMSB_WITH_CUDA=OFF build).
+# AddressSanitizer + UndefinedBehaviorSanitizer over the C++ suites, with the CUDA code built
+# against the tests' stand-in runtime (tests/fake_cuda): the CUDA backends and kernels run too,
+# on two fake devices whose memory the host cannot touch.
 test-asan:
 	cmake -S . -B $(ASAN_BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug -DMMSB_BUILD_TESTS=ON \
-	  -DMMSB_WITH_CUDA=OFF -DMMSB_SANITIZE=address,undefined >/dev/null
+	  -DMMSB_FAKE_CUDA=ON -DMMSB_SANITIZE=address,undefined >/dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
@@ -46,7 +47,8 @@ test-asan:
 # (BusRandomTest: batches at 1-3 threads; BusTickTest: producers submitting while ticks drain),
 # the log's writer thread (HelperThread*; InjectedIoError's overlapped batches: large records
 # written while the committer applies them), and replicator groups of emulated ranks, one thread
-# each (EmulatedReplicator*). Only the six executables holding them are built
+# each (EmulatedReplicator*); and the CUDA status checks (Cuda.*) of this build without CUDA,
+# which proves the MMSB_WITH_CUDA=OFF build. Only the six executables holding them are built
 # (~3-5 min from scratch on 2 cores, seconds when up to date). Built with MMSB_WITH_TBB=OFF:
 # libtbb is not instrumented, so TSan cannot see its internal hand-offs and reports a race on
 # every lane; no suppression can be narrow there,
@@ -59,8 +61,14 @@ test-tsan:
 	cmake --build $(TSAN_BUILD) -j $(JOBS) --target test_parallel test_delta test_engine test_core test_log \
 	  test_cuda
 	TSAN_OPTIONS=halt_on_error=1 ctest --test-dir $(TSAN_BUILD) --output-on-failure -j $(JOBS) \
-	  -R 'IngestRing|ThreadPool|BatchApplyTest|ParallelValidate|BusRandomTest|BusTickTest|GroupCommit|HelperThread|Overlapped|EmulatedReplicator' \
+	  -R 'IngestRing|ThreadPool|BatchApplyTest|ParallelValidate|BusRandomTest|BusTickTest|GroupCommit|HelperThread|Overlapped|EmulatedReplicator|^Cuda\.' \
 	  -E '^simd_scalar\.'
+
+# scripts/gpu-check.sh --fake: the GPU check's build, C++ and Python stages against the stand-in
+# CUDA runtime (build/gpu-fake), so the script and the Python side of device pages stay working
+# on machines without a GPU.
+test-fake-cuda:
+	bash scripts/gpu-check.sh --fake
 
 # C++ package: cmake --install the engine into build/install-test/prefix, then build and run
 # examples/cpp against that prefix only (find_package(mmsb)).

@@ -21,10 +21,22 @@
 # GoogleTest: used from the system when CMake finds it; else from Debian packages in .gpu-deps/
 # (`apt-get download libgtest-dev libgmock-dev` on a Debian machine), unpacked under /tmp.
 # Exit status: 0 when every stage passed, 1 otherwise.
+#
+# --fake: the same build, cpp and python stages on a machine without a GPU, against the tests'
+# stand-in CUDA runtime (tests/fake_cuda, MMSB_FAKE_CUDA=ON: host memory the host cannot touch,
+# late streams, kernels on host threads) in build/gpu-fake. No device or bench stage: they need
+# the hardware. `make test` runs it, so the script and the CUDA code it checks stay working.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BUILD=${MMSB_GPU_BUILD:-$ROOT/build/gpu}  # another build folder, to try the script elsewhere
+FAKE=0
+if [ "${1:-}" = --fake ]; then
+  FAKE=1
+elif [ $# -gt 0 ]; then
+  echo "usage: $0 [--fake]" >&2
+  exit 2
+fi
+BUILD=${MMSB_GPU_BUILD:-$ROOT/build/gpu$([ "$FAKE" = 1 ] && echo -fake)}  # another folder, to try the script elsewhere
 OUT_DIR=${OUT:-$BUILD/check}
 JOBS=$(nproc)
 mkdir -p "$OUT_DIR"
@@ -95,8 +107,10 @@ build() {
     if gtest_found "$PREFIX_PATH"; then TESTS=ON; echo "GoogleTest: from .gpu-deps"; fi
   fi
   [ "$TESTS" = ON ] || echo "GoogleTest not found (carry .gpu-deps/: libgtest-dev + libgmock-dev .debs): no C++ tests"
-  local args=(-DCMAKE_BUILD_TYPE=Release -DMMSB_WITH_CUDA=ON -DMMSB_BUILD_TESTS=$TESTS -DMMSB_BUILD_BENCHMARKS=ON
-              -DMMSB_BUILD_PYTHON=$PYEXT -DCMAKE_PREFIX_PATH="$PREFIX_PATH")
+  local cuda=(-DMMSB_WITH_CUDA=ON -DMMSB_BUILD_BENCHMARKS=ON) targets=(bench_gpu_apply bench_replicator)
+  if [ "$FAKE" = 1 ]; then cuda=(-DMMSB_FAKE_CUDA=ON) targets=(); fi
+  local args=(-DCMAKE_BUILD_TYPE=Release "${cuda[@]}" -DMMSB_BUILD_TESTS=$TESTS -DMMSB_BUILD_PYTHON=$PYEXT
+              -DCMAKE_PREFIX_PATH="$PREFIX_PATH")
   if command -v ninja >/dev/null; then args+=(-G Ninja); fi
   if [ "$PYEXT" = ON ]; then
     args+=(-DPython_EXECUTABLE="$PY" -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)")
@@ -104,7 +118,7 @@ build() {
   cmake -S . -B "$BUILD" "${args[@]}" || return 1
   # One target at a time (the first builds the engine they share), so that one failing target
   # leaves the checks of the others running, and no stale binary of an earlier run is used.
-  local targets=(bench_gpu_apply bench_replicator) target rc=0
+  local target rc=0
   if [ "$TESTS" = ON ]; then targets+=(test_cuda); fi
   if [ "$PYEXT" = ON ]; then targets+=(_core); fi
   for target in "${targets[@]}"; do
@@ -112,7 +126,7 @@ build() {
   done
   echo "built: ${BUILT[*]:-nothing}"
   # The kernels must carry sm_90 code and compute_90 PTX.
-  if command -v cuobjdump >/dev/null && built bench_gpu_apply >/dev/null; then
+  if [ "$FAKE" = 0 ] && command -v cuobjdump >/dev/null && built bench_gpu_apply >/dev/null; then
     cuobjdump --list-elf --list-ptx "$BUILD/benchmarks/cpp/bench_gpu_apply" | grep -oE "sm_90|compute_90" | sort -u
   fi
   return $rc
@@ -217,7 +231,7 @@ try:
         device = f.read().strip()
 except OSError:
     device = None
-report = {"device": device, "stages": stages, "passed": all(s["status"] == "ok" for s in stages),
+report = {"device": device, "fake_runtime": os.environ.get("MMSB_GPU_CHECK_FAKE") == "1", "stages": stages, "passed": all(s["status"] == "ok" for s in stages),
           "bench_gpu_apply": load("bench_gpu_apply.json"),
           "bench_gpu": ((load("bench_gpu.json") or {}).get("categories") or {}).get("gpu")}
 tests = load("test_cuda.json")
@@ -237,7 +251,7 @@ summary() {
     printf '  %-8s %-18s %4s s\n' "$name" "$status" "$seconds"
     [ "$status" = ok ] || failed=1
   done
-  "${PY:-python3}" -c "$SUMMARY_PY" "$OUT_DIR" "${STAGES[@]}" || echo "  (no gpu-check.json)"
+  MMSB_GPU_CHECK_FAKE=$FAKE "${PY:-python3}" -c "$SUMMARY_PY" "$OUT_DIR" "${STAGES[@]}" || echo "  (no gpu-check.json)"
   rm -f "$OUT_DIR/.device"
   return $failed
 }
@@ -248,7 +262,11 @@ main() {
     "$(git status --short 2>/dev/null | wc -l) changed files"
   # The toolkit's usual home, for machines whose PATH lacks it.
   if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
-  stage device device
+  if [ "$FAKE" = 1 ]; then
+    echo "--fake: the stand-in CUDA runtime, no device stage, no bench stage"
+  else
+    stage device device
+  fi
   stage build build
   # libnccl.so.2 of the nvidia-nccl wheel, for the dlopen() of the NCCL tests.
   local nccl
@@ -258,7 +276,7 @@ main() {
   fi
   stage cpp cpp
   stage python python_tests
-  stage bench bench
+  [ "$FAKE" = 1 ] || stage bench bench
   summary
 }
 
