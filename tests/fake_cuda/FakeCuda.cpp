@@ -1,11 +1,12 @@
 // The stand-in CUDA runtime of include/cuda_runtime.h (what it models is said there).
 //
-// All state sits behind one recursive mutex, held while queued work runs, so the device region's
-// protection is lifted for one runner at a time. A kernel's threads run on a pool of host threads
+// All state sits behind one recursive mutex, held while queued work runs, so device memory's
+// protection is lifted for one piece of work at a time. A kernel's threads run on a pool of host threads
 // that grows to the largest block launched; they never take the mutex.
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <atomic>
 #include <barrier>
 #include <condition_variable>
@@ -57,7 +58,7 @@ struct Device {
   std::byte* base = nullptr;
   std::map<std::byte*, std::size_t> free;
   std::size_t used = 0;  // device and managed allocations
-  std::size_t high = 0;  // bytes from base up to the end of the highest allocation ever made
+  std::size_t high = 0;  // bytes from base to the page end of the highest allocation ever made
 };
 
 thread_local int t_device = 0;
@@ -68,7 +69,14 @@ cudaError_t fail(cudaError_t e) {
   return e;
 }
 
-// The kernel executor: a pool of host threads, one per block thread.
+// The protection key of device memory, or -1 where the CPU or kernel has none (then mprotect).
+int g_key = -1;
+
+// The kernel executor: a pool of host threads, one per block thread. They only ever run kernels,
+// so they hold the key's access for good. Waking hundreds of threads costs far more than most
+// kernels here, so a kernel seen to finish without __syncthreads runs on the calling thread
+// afterwards, its threads one after another; one that needs barriers after all then aborts
+// the process with a message (CUDA kernels use barriers in every launch or in none).
 class Executor {
  public:
   ~Executor() {
@@ -80,25 +88,27 @@ class Executor {
     for (std::thread& t : threads_) t.join();
   }
 
-  void run(dim3 grid, dim3 block, const std::function<void()>& body) {
+  void run(const void* kernel, dim3 grid, dim3 block, const std::function<void()>& body) {
     const unsigned threads = block.x * block.y * block.z;
     Job job{body, grid, block, threads};
-    std::unique_lock lock(mutex_);
-    while (threads_.size() < threads) {
-      const auto index = static_cast<unsigned>(threads_.size());
-      threads_.emplace_back([this, index] { serve(index); });
+    if (without_barriers_.count(kernel) != 0) {
+      job.alone = true;
+      for (unsigned t = 0; t < threads; ++t) run_blocks(job, t);
+      return;
     }
-    job_ = &job;
-    ++generation_;
-    wake_.notify_all();
-    done_.wait(lock, [&] { return job.finished == threads; });
-    job_ = nullptr;
+    run_threads(job, threads);
+    if (!job.synced.load()) without_barriers_.insert(kernel);
   }
 
   // One barrier of the calling thread's block; returns the OR of the votes its threads gave.
   static bool barrier(bool vote) {
     Job& job = *t_job;
+    if (job.alone) {
+      std::fputs("fake CUDA runtime: a kernel that ran without __syncthreads called it\n", stderr);
+      std::abort();
+    }
     t_synced = true;
+    job.synced.store(true, std::memory_order_relaxed);
     // Three vote slots in turn: the one cleared here was last read before the previous barrier.
     const unsigned k = t_barriers++ % 3;
     if (t_thread == 0) job.votes[(k + 1) % 3].store(0, std::memory_order_relaxed);
@@ -115,10 +125,26 @@ class Executor {
     dim3 block;
     std::barrier<> sync;
     std::atomic<int> votes[3] = {0, 0, 0};
-    unsigned finished = 0;  // guarded by the executor's mutex
+    std::atomic<bool> synced{false};  // some thread met a barrier
+    bool alone = false;               // run on the calling thread
+    unsigned finished = 0;            // guarded by the executor's mutex
   };
 
+  void run_threads(Job& job, unsigned threads) {
+    std::unique_lock lock(mutex_);
+    while (threads_.size() < threads) {
+      const auto index = static_cast<unsigned>(threads_.size());
+      threads_.emplace_back([this, index] { serve(index); });
+    }
+    job_ = &job;
+    ++generation_;
+    wake_.notify_all();
+    done_.wait(lock, [&] { return job.finished == threads; });
+    job_ = nullptr;
+  }
+
   void serve(unsigned index) {
+    if (g_key >= 0) pkey_set(g_key, 0);
     std::uint64_t seen = 0;
     std::unique_lock lock(mutex_);
     for (;;) {
@@ -167,6 +193,7 @@ class Executor {
   std::condition_variable wake_;
   std::condition_variable done_;
   std::vector<std::thread> threads_;
+  std::set<const void*> without_barriers_;  // kernels seen to run without __syncthreads
   Job* job_ = nullptr;
   std::uint64_t generation_ = 0;
   bool stopping_ = false;
@@ -182,6 +209,7 @@ class Runtime {
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
       if (p == MAP_FAILED) std::abort();
       region_ = static_cast<std::byte*>(p);
+      if (env_number("MMSB_FAKE_CUDA_NO_PKEYS", 0) == 0) g_key = pkey_alloc(0, PKEY_DISABLE_ACCESS);
     }
     device_.resize(static_cast<std::size_t>(devices_));
     for (int d = 0; d < devices_; ++d) {
@@ -222,7 +250,15 @@ class Runtime {
       dev.free.erase(it);
       if (left > 0) dev.free.emplace(p + n, left);
       dev.used += n;
-      dev.high = std::max(dev.high, static_cast<std::size_t>(p + n - dev.base));
+      const std::size_t high = round_up(static_cast<std::size_t>(p + n - dev.base), kPage);
+      // With a key, pages become accessible as allocations first reach them, and the key alone
+      // guards them; without, they stay PROT_NONE and each Open lifts that.
+      if (g_key >= 0 && high > dev.high &&
+          pkey_mprotect(dev.base + dev.high, high - dev.high, PROT_READ | PROT_WRITE, g_key) != 0) {
+        std::perror("fake CUDA runtime: pkey_mprotect of device memory");
+        std::abort();
+      }
+      dev.high = std::max(dev.high, high);
       allocations_.emplace(p, Allocation{n, Kind::Device, d});
       return p;
     }
@@ -297,12 +333,11 @@ class Runtime {
     delete s;
   }
 
-  // Runs the queued work, in order, with the device region open to it.
+  // Runs the queued work, in order; each piece opens the device memory it touches (Open).
   void drain(std::deque<std::function<void()>>& q) {
     while (!q.empty()) {
       std::function<void()> work = std::move(q.front());
       q.pop_front();
-      Open open(*this);
       work();
     }
   }
@@ -311,34 +346,59 @@ class Runtime {
     for (cudaStream_t s : streams_) drain(s->work);
   }
 
-  // Lifts the region's protection for a scope (nested scopes share one lift).
+  // Lets the calling thread touch device memory for a scope. With a protection key that is one
+  // register write (pkey_set), and other host threads stay locked out meanwhile. Without, the
+  // pages are unprotected: those of the ranges given (a copy's or a memset's; host ranges are
+  // left alone), or with none every device's allocated span (a kernel may touch any of it).
+  // mprotect costs in proportion to the resident pages it changes, hence the ranges.
   class Open {
    public:
     explicit Open(Runtime& r) : r_(r) {
-      if (r_.open_++ == 0) r_.protect(PROT_READ | PROT_WRITE);
+      if (g_key < 0) {
+        for (const Device& dev : r_.device_) {
+          if (dev.high > 0) spans_.emplace_back(dev.base, dev.high);
+        }
+      }
+      set(true);
     }
-    ~Open() {
-      if (--r_.open_ == 0) r_.protect(PROT_NONE);
+    Open(Runtime& r, std::initializer_list<std::pair<const void*, std::size_t>> ranges) : r_(r) {
+      if (g_key < 0) {
+        for (const auto& [p, n] : ranges) {
+          if (n == 0 || !r_.in_region(p)) continue;
+          const auto first = reinterpret_cast<std::uintptr_t>(p) / kPage * kPage;
+          const auto last = round_up(reinterpret_cast<std::uintptr_t>(p) + n, kPage);
+          spans_.emplace_back(reinterpret_cast<std::byte*>(first), last - first);
+        }
+      }
+      set(true);
     }
+    ~Open() { set(false); }
     Open(const Open&) = delete;
     Open& operator=(const Open&) = delete;
 
    private:
+    void set(bool open) {
+      if (g_key >= 0) {
+        if (open) previous_ = pkey_get(g_key);
+        pkey_set(g_key, open ? 0 : static_cast<unsigned>(previous_));
+        return;
+      }
+      for (const auto& [p, n] : spans_) {
+        if (mprotect(p, n, open ? PROT_READ | PROT_WRITE : PROT_NONE) != 0) {
+          std::perror("fake CUDA runtime: mprotect of device memory");
+          std::abort();
+        }
+      }
+    }
     Runtime& r_;
+    std::vector<std::pair<std::byte*, std::size_t>> spans_;
+    int previous_ = PKEY_DISABLE_ACCESS;
   };
 
  private:
   static bool is_legacy_handle(cudaStream_t s) {
     const auto v = reinterpret_cast<std::uintptr_t>(s);
     return v == 1 || v == 2;  // cudaStreamLegacy, cudaStreamPerThread
-  }
-  // Only up to each device's highest allocation: opening the whole reservation for writing would
-  // charge all of it against a strict overcommit limit.
-  void protect(int prot) {
-    for (const Device& dev : device_) {
-      const std::size_t span = round_up(dev.high, kPage);
-      if (span > 0 && mprotect(dev.base, span, prot) != 0) std::abort();
-    }
   }
 
   int devices_;
@@ -348,7 +408,6 @@ class Runtime {
   std::map<const std::byte*, Allocation, std::less<>> allocations_;
   std::set<cudaStream_t> streams_;
   CUstream_st legacy_;
-  unsigned open_ = 0;
   Executor executor_;
 };
 
@@ -388,7 +447,8 @@ bool kind_matches(cudaMemcpyKind kind, Side dst, Side src) {
 
 }  // namespace
 
-cudaError_t launch(dim3 grid, dim3 block, std::size_t, cudaStream_t stream, std::function<void()> body) {
+cudaError_t launch(const void* kernel, dim3 grid, dim3 block, std::size_t, cudaStream_t stream,
+                   std::function<void()> body) {
   Lock g(rt().mutex);
   const std::uint64_t threads = std::uint64_t{block.x} * block.y * block.z;
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535 || threads == 0 ||
@@ -396,7 +456,10 @@ cudaError_t launch(dim3 grid, dim3 block, std::size_t, cudaStream_t stream, std:
     return fail(cudaErrorInvalidConfiguration);
   }
   if (!rt().valid(stream)) return fail(cudaErrorInvalidResourceHandle);
-  rt().queue(stream).push_back([grid, block, body = std::move(body)] { rt().executor().run(grid, block, body); });
+  rt().queue(stream).push_back([kernel, grid, block, body = std::move(body)] {
+    Runtime::Open open(rt());
+    rt().executor().run(kernel, grid, block, body);
+  });
   return cudaSuccess;
 }
 
@@ -533,11 +596,13 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaM
   const auto to = fake_cuda::side_of(dst, bytes);
   const auto from = fake_cuda::side_of(src, bytes);
   if (!to || !from || !fake_cuda::kind_matches(kind, *to, *from)) return fail(cudaErrorInvalidValue);
-  auto copy = [dst, src, bytes] { std::memcpy(dst, src, bytes); };
+  auto copy = [dst, src, bytes] {
+    const fake_cuda::Runtime::Open open(rt(), {{dst, bytes}, {src, bytes}});
+    std::memcpy(dst, src, bytes);
+  };
   // Pageable host memory makes the copy synchronous: CUDA stages it through its own buffers.
   if (*to == fake_cuda::Side::Host || *from == fake_cuda::Side::Host) {
     rt().drain(rt().queue(stream));
-    fake_cuda::Runtime::Open open(rt());
     copy();
   } else {
     rt().queue(stream).push_back(copy);
@@ -557,7 +622,10 @@ cudaError_t cudaMemsetAsync(void* p, int value, std::size_t bytes, cudaStream_t 
   if (!rt().valid(stream)) return fail(cudaErrorInvalidResourceHandle);
   if (bytes == 0) return cudaSuccess;
   if (fake_cuda::side_of(p, bytes) != fake_cuda::Side::Device) return fail(cudaErrorInvalidValue);
-  rt().queue(stream).push_back([p, value, bytes] { std::memset(p, value, bytes); });
+  rt().queue(stream).push_back([p, value, bytes] {
+    const fake_cuda::Runtime::Open open(rt(), {{p, bytes}});
+    std::memset(p, value, bytes);
+  });
   return cudaSuccess;
 }
 

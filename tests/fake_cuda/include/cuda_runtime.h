@@ -5,9 +5,10 @@
 // and its kernels' index arithmetic are checked before a GPU is lent. What it models:
 //  - devices: MMSB_FAKE_CUDA_DEVICES of them (default 2, so that device switches are exercised), each with 4 multiprocessors and
 //    MMSB_FAKE_CUDA_MEMORY_MIB of memory (default 4096), counted by cudaMemGetInfo;
-//  - device memory that the host cannot touch: it lies in a region kept PROT_NONE except while
-//    the runtime itself copies, sets or runs a kernel, so host code dereferencing a device
-//    pointer crashes here as it would on a GPU;
+//  - device memory that the host cannot touch: a region guarded by a memory protection key that
+//    only the thread running the runtime's own work (copies, sets, kernels) holds meanwhile, or,
+//    without keys (no CPU support, or MMSB_FAKE_CUDA_NO_PKEYS=1), kept PROT_NONE outside that
+//    work; host code dereferencing a device pointer crashes here as it would on a GPU;
 //  - streams that run their work late: asynchronous calls queue, and a stream's queue runs only
 //    at a point where CUDA guarantees completion (stream or device synchronize, a synchronous
 //    call, a copy to or from pageable memory, cudaFree), so host code that reads a result or
@@ -15,7 +16,8 @@
 //  - copies checked against the allocations: a range that leaves its device allocation, or a
 //    copy kind that does not match where the pointers lie, fails with cudaErrorInvalidValue;
 //  - kernels (cudaLaunchKernel) run by one host thread per block thread, the blocks of a grid in
-//    turn, with __syncthreads a barrier of the block's threads.
+//    turn, with __syncthreads a barrier of the block's threads (a kernel seen to need no barrier
+//    runs its threads one after another on the launching thread from then on).
 // Not modelled: warps (no warp intrinsics are provided), concurrency between streams, timing.
 #include <cstddef>
 #include <cstdint>
@@ -131,10 +133,11 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, Kernel* k
 // What the fake exposes to kernels and to its own launch template.
 namespace fake_cuda {
 
-/// Queues `body` on `stream` as a kernel over `grid` x `block` threads: each thread runs body()
-/// with threadIdx, blockIdx, blockDim and gridDim set. Returns cudaErrorInvalidConfiguration for
-/// an empty grid or a block of more than 1024 threads.
-cudaError_t launch(dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream, std::function<void()> body);
+/// Queues `body` on `stream` as a launch of `kernel` over `grid` x `block` threads: each thread
+/// runs body() with threadIdx, blockIdx, blockDim and gridDim set. Returns
+/// cudaErrorInvalidConfiguration for an empty grid or a block of more than 1024 threads.
+cudaError_t launch(const void* kernel, dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream,
+                   std::function<void()> body);
 
 /// The barrier of the calling kernel thread's block; `vote` joins an OR over the block's threads.
 bool block_barrier(bool vote);
@@ -170,5 +173,6 @@ cudaError_t cudaLaunchKernel(void (*kernel)(Params...), dim3 grid, dim3 block, v
   auto values = [&]<std::size_t... I>(std::index_sequence<I...>) {
     return std::tuple<std::remove_cvref_t<Params>...>(*static_cast<std::remove_cvref_t<Params>*>(args[I])...);
   }(std::index_sequence_for<Params...>{});
-  return fake_cuda::launch(grid, block, shared_bytes, stream, [kernel, values] { std::apply(kernel, values); });
+  return fake_cuda::launch(reinterpret_cast<const void*>(kernel), grid, block, shared_bytes, stream,
+                           [kernel, values] { std::apply(kernel, values); });
 }
