@@ -20,7 +20,7 @@
 
 Rows go to distinct 64-byte slots, so every scatter has one defined result (CuPy leaves the
 winner of repeated indices unspecified). Rates are payload GB/s (1e9 bytes). Skipped, with the
-reason, without a CUDA device; the CuPy figures are skipped when CuPy cannot be imported.
+reason, without a CUDA device; without CuPy its figures (the anchors) are skipped and mmsb's run.
 bench_gpu_apply (benchmarks/cpp, run by scripts/gpu-check.sh) measures the kernel alone.
 Every variant's bytes must equal the NumPy oracle, or the run fails (VerificationError).
 """
@@ -43,12 +43,12 @@ CUPY_DEVICE = "cupy fancy-index scatter, payload on device"
 D2D = "cupy device-to-device copy (floor)"
 MIRROR = "host mirror refresh after 1024 rows of 64 B"
 FULL_SYNC = "cupy.asnumpy of the whole page (manual full sync)"
-MIRROR_PAGE = 256 << 20
+MIRROR_PAGE = 256 << 20  # --quick: 16 MiB
 MIRROR_ROWS = 1024
 WAVE_DEVICE = "reduce wave over 4 cuda:0 pages (computed on the device)"
 WAVE_HOST = "reduce wave over 4 cpu pages"
 WAVE_CUPY = "cupy sum of 4 arrays + copy of the result to the host"
-WAVE_ELEMENTS = 1 << 22
+WAVE_ELEMENTS = 1 << 22  # --quick: 1 << 16
 WAVE_CHANGES = 1024
 
 
@@ -112,17 +112,19 @@ def _cupy(ctx: BenchContext, cupy, b: wl.DeltaRows, expected: np.ndarray, repeat
 
 
 def _mirror(ctx: BenchContext, cupy, repeats: int) -> None:
+    """The mirror refresh after a batch, and (with `cupy`) the manual full sync it is compared with."""
+    page_bytes = ctx.size(MIRROR_PAGE, 16 << 20)
     ctx.progress(MIRROR)
     rng = np.random.default_rng(wl.SEED + 1)
-    model = np.zeros(MIRROR_PAGE, dtype=np.uint8)
+    model = np.zeros(page_bytes, dtype=np.uint8)
     bus = mmsb.Bus(history=False)
     try:
-        p = bus.create_page(MIRROR_PAGE, location="cuda:0")
+        p = bus.create_page(page_bytes, location="cuda:0")
         np.asarray(p)  # the first read fills the whole mirror; every later one is a refresh
         synced = []
 
         def write_then_read() -> float:
-            slots = rng.choice(MIRROR_PAGE // wl.DELTA_BYTES, size=MIRROR_ROWS, replace=False)
+            slots = rng.choice(page_bytes // wl.DELTA_BYTES, size=MIRROR_ROWS, replace=False)
             payload = rng.integers(0, 256, size=(MIRROR_ROWS, wl.DELTA_BYTES), dtype=np.uint8)
             model.reshape(-1, wl.DELTA_BYTES)[slots] = payload
             bus.apply_batch(mmsb.DeltaBatch(np.full(MIRROR_ROWS, p.id, dtype=np.uint64),
@@ -140,31 +142,34 @@ def _mirror(ctx: BenchContext, cupy, repeats: int) -> None:
                f"{MIRROR}: refreshes moved {synced} bytes, not the {MIRROR_ROWS * wl.DELTA_BYTES} written")
     finally:
         bus.close()
-    ctx.section.details.update(mirror_page_bytes=MIRROR_PAGE, mirror_bytes_per_refresh=synced[-1])
+    ctx.section.details.update(mirror_page_bytes=page_bytes, mirror_bytes_per_refresh=synced[-1])
     ctx.section.add(latency(MIRROR, seconds, ratio_to=FULL_SYNC,
-                            note=f"moves {synced[-1]:,} of {MIRROR_PAGE:,} bytes per refresh"))
+                            note=f"moves {synced[-1]:,} of {page_bytes:,} bytes per refresh"))
 
-    ctx.progress(FULL_SYNC)
-    whole = cupy.asarray(model)
-    ctx.section.add(latency(FULL_SYNC, timed(lambda: cupy.asnumpy(whole), repeats)))
+    if cupy is not None:
+        ctx.progress(FULL_SYNC)
+        whole = cupy.asarray(model)
+        ctx.section.add(latency(FULL_SYNC, timed(lambda: cupy.asnumpy(whole), repeats)))
 
 
 def _wave(ctx: BenchContext, cupy, repeats: int) -> None:
-    """A commit to one parent and its wave: the reduce child recomputed where the pages live."""
+    """A commit to one parent and its wave: the reduce child recomputed where the pages live, and (with
+    `cupy`) the same sum by hand."""
+    elements = ctx.size(WAVE_ELEMENTS, 1 << 16)
     rng = np.random.default_rng(wl.SEED + 2)
-    parents = [rng.standard_normal(WAVE_ELEMENTS).astype(np.float32) for _ in range(4)]
+    parents = [rng.standard_normal(elements).astype(np.float32) for _ in range(4)]
     results = {}
     for name, location in ((WAVE_DEVICE, "cuda:0"), (WAVE_HOST, "cpu")):
         ctx.progress(name)
         bus = mmsb.Bus(history=False)
         try:
             pages = [bus.create_page(data=a, location=location) for a in parents]
-            child = bus.create_page(shape=(WAVE_ELEMENTS,), dtype="float32", location=location)
+            child = bus.create_page(shape=(elements,), dtype="float32", location=location)
             bus.depend(child, pages, mmsb.ops.reduce("sum_product"))
             changes = np.random.default_rng(wl.SEED + 3)  # the same edits for both locations
 
             def commit() -> None:
-                idx = np.sort(changes.choice(WAVE_ELEMENTS, WAVE_CHANGES, replace=False))
+                idx = np.sort(changes.choice(elements, WAVE_CHANGES, replace=False))
                 values = changes.standard_normal(WAVE_CHANGES).astype(np.float32)
                 bus.apply_batch(mmsb.DeltaBatch(np.full(WAVE_CHANGES, pages[0].id, dtype=np.uint64), idx * 4,
                                                 np.full(WAVE_CHANGES, 4), values.view(np.uint8)))
@@ -179,6 +184,8 @@ def _wave(ctx: BenchContext, cupy, repeats: int) -> None:
                                 also=(WAVE_HOST,) if location != "cpu" else ()))
     verify_equal(results[WAVE_DEVICE].view(np.uint8).reshape(1, -1), results[WAVE_HOST].view(np.uint8).reshape(1, -1),
                  "reduce wave: the device's result differs from the host's")
+    if cupy is None:
+        return
 
     ctx.progress(WAVE_CUPY)
     on_device = [cupy.asarray(a) for a in parents]
@@ -208,8 +215,9 @@ def run(ctx: BenchContext) -> None:
     try:
         import cupy
     except ImportError as e:
-        ctx.section.skip("CuPy scatter and device copy", f"cupy cannot be imported ({e})")
-        return
-    _cupy(ctx, cupy, b, expected, repeats)
+        cupy = None
+        ctx.section.skip("CuPy scatter, device copy and by-hand anchors", f"cupy cannot be imported ({e})")
+    if cupy is not None:
+        _cupy(ctx, cupy, b, expected, repeats)
     _mirror(ctx, cupy, repeats)
     _wave(ctx, cupy, repeats)
