@@ -25,7 +25,7 @@
 # --fake: the same build, cpp and python stages on a machine without a GPU, against the tests'
 # stand-in CUDA runtime (tests/fake_cuda, MMSB_FAKE_CUDA=ON: host memory the host cannot touch,
 # late streams, kernels on host threads) in build/gpu-fake. No device stage, and the bench stage
-# is `mmsb bench --only gpu --quick` run for its checks alone (bench_smoke). `make test` runs it,
+# runs the benchmarks small for their checks alone (bench_smoke). `make test` runs it,
 # so the script and the CUDA code it checks stay working.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,7 +109,7 @@ build() {
   fi
   [ "$TESTS" = ON ] || echo "GoogleTest not found (carry .gpu-deps/: libgtest-dev + libgmock-dev .debs): no C++ tests"
   local cuda=(-DMMSB_WITH_CUDA=ON -DMMSB_BUILD_BENCHMARKS=ON) targets=(bench_gpu_apply bench_replicator)
-  if [ "$FAKE" = 1 ]; then cuda=(-DMMSB_FAKE_CUDA=ON) targets=(); fi
+  if [ "$FAKE" = 1 ]; then cuda=(-DMMSB_FAKE_CUDA=ON -DMMSB_BUILD_BENCHMARKS=ON) targets=(bench_gpu_apply); fi
   local args=(-DCMAKE_BUILD_TYPE=Release "${cuda[@]}" -DMMSB_BUILD_TESTS=$TESTS -DMMSB_BUILD_PYTHON=$PYEXT
               -DCMAKE_PREFIX_PATH="$PREFIX_PATH")
   if command -v ninja >/dev/null; then args+=(-G Ninja); fi
@@ -216,12 +216,26 @@ bench() {
   return $rc
 }
 
-# --fake: `mmsb bench --only gpu --quick` for its checks alone (bytes, epochs, mirror traffic,
-# device against host results); its timings mean nothing on the stand-in runtime, so they go to
-# bench_gpu_fake.json, which gpu-check.json does not fold in.
+# --fake: bench_gpu_apply on 4096 runs and `mmsb bench --only gpu --quick`, for their checks
+# alone (the bytes of every variant, epochs, mirror traffic, the device's reduce against the
+# host's); their timings mean nothing on the stand-in runtime, so they go to *_fake.json files,
+# which gpu-check.json does not fold in.
 bench_smoke() {
-  [ -n "$PYSTAGE" ] || { echo "mmsb bench --only gpu: not run (no extension)"; return 1; }
-  staged_python 300 -m mmsb bench --only gpu --quick --no-plots --no-progress --json "$OUT_DIR/bench_gpu_fake.json"
+  local rc=0
+  if built bench_gpu_apply; then
+    timeout 240 "$BUILD/benchmarks/cpp/bench_gpu_apply" --runs 4096 --reps 1 \
+      --json "$OUT_DIR/bench_gpu_apply_fake.json" || rc=1
+  else
+    rc=1
+  fi
+  if [ -n "$PYSTAGE" ]; then
+    staged_python 300 -m mmsb bench --only gpu --quick --no-plots --no-progress \
+      --json "$OUT_DIR/bench_gpu_fake.json" || rc=1
+  else
+    echo "mmsb bench --only gpu: not run (no extension)"
+    rc=1
+  fi
+  return $rc
 }
 
 # Folds the stages and the figures into gpu-check.json (argv: folder, then NAME|STATUS|SECONDS).
@@ -272,7 +286,7 @@ main() {
   # The toolkit's usual home, for machines whose PATH lacks it.
   if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
   if [ "$FAKE" = 1 ]; then
-    echo "--fake: the stand-in CUDA runtime, no device stage, no bench stage"
+    echo "--fake: the stand-in CUDA runtime; no device stage, and the bench stage checks bytes only"
   else
     stage device device
   fi

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <atomic>
 #include <barrier>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -26,6 +27,10 @@
 struct CUstream_st {
   bool blocking = true;
   std::deque<std::function<void()>> work;
+};
+
+struct CUevent_st {
+  std::optional<std::chrono::steady_clock::time_point> reached;  // when its stream ran past it
 };
 
 namespace fake_cuda {
@@ -686,6 +691,50 @@ cudaError_t cudaDeviceSynchronize() {
   Lock g(rt().mutex);
   if (rt().devices() == 0) return fail(cudaErrorNoDevice);
   rt().drain_all();
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device < 0 || device >= rt().devices()) return fail(cudaErrorInvalidDevice);
+  *prop = {};
+  std::snprintf(prop->name, sizeof prop->name, "mmsb fake CUDA device %d", device);
+  prop->multiProcessorCount = static_cast<int>(fake_cuda::kMultiprocessors);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  *event = new CUevent_st;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  Lock g(rt().mutex);
+  rt().drain_all();  // a record still queued would write it
+  delete event;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  Lock g(rt().mutex);
+  if (event == nullptr) return fail(cudaErrorInvalidResourceHandle);
+  if (!rt().valid(stream)) return fail(cudaErrorInvalidResourceHandle);
+  event->reached.reset();
+  rt().queue(stream).push_back([event] { event->reached = std::chrono::steady_clock::now(); });
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  Lock g(rt().mutex);
+  if (event == nullptr) return fail(cudaErrorInvalidResourceHandle);
+  rt().drain_all();
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  Lock g(rt().mutex);
+  if (start == nullptr || end == nullptr) return fail(cudaErrorInvalidResourceHandle);
+  if (!start->reached || !end->reached) return fail(cudaErrorNotReady);
+  *ms = std::chrono::duration<float, std::milli>(*end->reached - *start->reached).count();
   return cudaSuccess;
 }
 

@@ -45,6 +45,25 @@ TEST(FakeCuda, AsyncCopiesLandOnlyWhenTheStreamIsSynchronized) {
   EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
 }
 
+TEST(FakeCuda, EventsAreReachedWhenTheirStreamRuns) {
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  cudaEvent_t start = nullptr, end = nullptr;
+  ASSERT_EQ(cudaEventCreate(&start), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&end), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(start, s), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(end, s), cudaSuccess);
+  float ms = -1;
+  EXPECT_EQ(cudaEventElapsedTime(&ms, start, end), cudaErrorNotReady);
+  cudaGetLastError();
+  ASSERT_EQ(cudaEventSynchronize(end), cudaSuccess);
+  ASSERT_EQ(cudaEventElapsedTime(&ms, start, end), cudaSuccess);
+  EXPECT_GE(ms, 0.0f);
+  EXPECT_EQ(cudaEventDestroy(start), cudaSuccess);
+  EXPECT_EQ(cudaEventDestroy(end), cudaSuccess);
+  EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
+}
+
 TEST(FakeCuda, CopiesOutsideAnAllocationOrOfTheWrongKindAreRefused) {
   auto* dev = static_cast<unsigned char*>(device_alloc(256));
   std::vector<unsigned char> host(512);
