@@ -42,6 +42,23 @@ def devices():
         mmsb._core.cuda_emulate_devices(0)
 
 
+@pytest.fixture(params=["emulated", pytest.param("cuda", marks=pytest.mark.gpu)])
+def any_devices(request):
+    """"cuda:0", "cuda:1" and "unified" for the test, twice: emulated (as `devices`), and the CUDA
+    backends themselves, on a machine with two GPUs or in a build against the tests' stand-in
+    runtime (MMSB_FAKE_CUDA, which `scripts/gpu-check.sh --fake` runs these with). Returns which."""
+    if request.param == "emulated":
+        mmsb._core.cuda_emulate_devices(2)
+        try:
+            yield request.param
+        finally:
+            mmsb._core.cuda_emulate_devices(0)
+    else:
+        if mmsb.cuda.device_count() < 2:
+            pytest.skip("needs two CUDA devices")
+        yield request.param
+
+
 @pytest.fixture
 def ref():
     """An empty reference model (the oracle)."""
