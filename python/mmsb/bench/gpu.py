@@ -205,7 +205,7 @@ def run(ctx: BenchContext) -> None:
     if not mmsb.cuda.is_available():
         ctx.section.skip("gpu apply", "no CUDA device (mmsb.cuda.is_available() is False)")
         return
-    pages, rows, repeats = ctx.size(1 << 18, 1 << 14), ctx.size(1 << 21, 1 << 17), 3
+    pages, rows, repeats = ctx.size(1 << 18, 1 << 12), ctx.size(1 << 21, 1 << 16), 3
     ctx.section.details.update(pages=pages, page_size=wl.PAGE_SIZE, rows_per_batch=rows, delta_bytes=wl.DELTA_BYTES,
                                timed_runs=repeats, seed=wl.SEED, device_bytes=pages * wl.PAGE_SIZE)
     b = distinct_rows(rows, pages, np.random.default_rng(wl.SEED))
