@@ -11,7 +11,6 @@
 #include <mutex>
 #include <set>
 #include <thread>
-#include <vector>
 
 #include <cuda_runtime.h>
 
@@ -25,16 +24,9 @@ namespace fake_cuda {
 /// called by one thread at a time (the runtime's mutex).
 class Executor {
  public:
-  /// `key`: the protection key of device memory, or -1.
+  /// `key`: the protection key of device memory, or -1. The executor lives as long as the process
+  /// (the runtime is never destroyed), so its threads are detached and never stopped.
   explicit Executor(int key) : key_(key) {}
-  ~Executor() {
-    {
-      std::lock_guard g(mutex_);
-      stopping_ = true;
-    }
-    wake_.notify_all();
-    for (std::thread& t : threads_) t.join();
-  }
 
   /// Runs `kernel`'s launch over grid x block threads, each calling body() (cudaLaunchKernel's
   /// closure over the arguments); returns when all have finished.
@@ -82,10 +74,7 @@ class Executor {
 
   void run_threads(Job& job, unsigned threads) {
     std::unique_lock lock(mutex_);
-    while (threads_.size() < threads) {
-      const auto index = static_cast<unsigned>(threads_.size());
-      threads_.emplace_back([this, index] { serve(index); });
-    }
+    for (; started_ < threads; ++started_) std::thread([this, index = started_] { serve(index); }).detach();
     job_ = &job;
     ++generation_;
     wake_.notify_all();
@@ -98,8 +87,7 @@ class Executor {
     std::uint64_t seen = 0;
     std::unique_lock lock(mutex_);
     for (;;) {
-      wake_.wait(lock, [&] { return stopping_ || (generation_ != seen && job_ != nullptr); });
-      if (stopping_) return;
+      wake_.wait(lock, [&] { return generation_ != seen && job_ != nullptr; });
       seen = generation_;
       Job& job = *job_;
       const unsigned threads = job.block.x * job.block.y * job.block.z;
@@ -143,11 +131,10 @@ class Executor {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable done_;
-  std::vector<std::thread> threads_;
+  unsigned started_ = 0;                    // threads serving, indices [0, started_)
   std::set<const void*> without_barriers_;  // kernels seen to run without __syncthreads
   Job* job_ = nullptr;
   std::uint64_t generation_ = 0;
-  bool stopping_ = false;
 };
 
 }  // namespace fake_cuda
