@@ -61,7 +61,8 @@ py::list provenance_steps(const std::vector<ProvenanceStep>& steps) {
 }
 
 // A Python function fn(out, *parents) as an engine recompute. It holds the bus weakly (the bus
-// owns it) and builds each parent's view from a Page handle pinned without the bus lock.
+// owns it) and hands fn read-only views of the parents' bytes, pinned without the bus lock, and a
+// writable copy of the child's, copied back after the call.
 RecomputeCallable wrap_callable(const std::shared_ptr<Bus>& bus, py::function fn, PageId child,
                                 std::span<const PageId> parents) {
   // Layouts are read now: inside a wave the bus lock is held and page_info() may not be called.
@@ -76,10 +77,14 @@ RecomputeCallable wrap_callable(const std::shared_ptr<Bus>& bus, py::function fn
     py::dtype dtype;
     std::vector<py::ssize_t> shape;
     std::unordered_map<PageId, std::vector<std::uint64_t>> parent_shapes;
+    // The child's array of the last call if fn kept no reference to it: the next call fills it
+    // again instead of allocating one.
+    py::object spare;
     ~State() {
       py::gil_scoped_acquire gil;
       fn = py::function();
       dtype = py::dtype();
+      spare = py::object();
     }
   };
   auto st = std::make_shared<State>();
@@ -95,30 +100,31 @@ RecomputeCallable wrap_callable(const std::shared_ptr<Bus>& bus, py::function fn
     std::shared_ptr<Bus> b = st->bus.lock();
     if (!b) fail(ErrorCode::Closed, "the bus of page ", st->child, " is gone");
     try {
-      py::array staged(st->dtype, st->shape);
+      py::array staged = st->spare ? py::reinterpret_steal<py::array>(st->spare.release())
+                                   : py::array(st->dtype, st->shape);
       if (static_cast<std::size_t>(staged.nbytes()) != out.size()) {
         fail(ErrorCode::Propagation, "page ", st->child, " no longer has the layout its recompute was registered with");
       }
       std::memcpy(staged.mutable_data(), out.data(), out.size());
-      py::list args;
-      args.append(staged);
+      py::tuple args(1 + parents.size());
+      args[0] = staged;
       std::vector<py::array> copies;
       for (std::size_t k = 0; k < parents.size(); ++k) {
-        const PageRecord* p = parents[k];
-        auto handle = std::make_unique<PageHandle>(b, const_cast<PageRecord&>(*p));
-        auto shape = st->parent_shapes.find(p->id);
-        handle->shape_cache = shape != st->parent_shapes.end() ? shape->second : std::vector<std::uint64_t>{p->size};
-        py::object page = py::cast(std::move(handle));
-        py::array view = page_view(page, inputs[k]);
+        PageRecord& p = const_cast<PageRecord&>(*parents[k]);
+        const auto shape = st->parent_shapes.find(p.id);
+        py::array view = parent_view(
+            b, p, shape != st->parent_shapes.end() ? shape->second : std::vector<std::uint64_t>{p.size}, inputs[k]);
         if (g_purity_probe) {
           copies.push_back(py::array(view.attr("copy")()));
-          args.append(copies.back());
-        } else {
-          args.append(view);
+          view = copies.back();
         }
+        args[1 + k] = std::move(view);
       }
-      py::object result = st->fn(*args);
-      if (!result.is_none()) staged.attr("__setitem__")(py::ellipsis(), result);
+      {
+        const auto result = py::reinterpret_steal<py::object>(PyObject_Call(st->fn.ptr(), args.ptr(), nullptr));
+        if (!result) throw py::error_already_set();
+        if (!result.is_none()) staged.attr("__setitem__")(py::ellipsis(), result);
+      }
       for (std::size_t k = 0; k < copies.size(); ++k) {
         if (std::memcmp(copies[k].data(), inputs[k], parents[k]->size) != 0) {
           fail(ErrorCode::Propagation, "the recompute of page ", st->child, " modified its input ", k,
@@ -126,6 +132,8 @@ RecomputeCallable wrap_callable(const std::shared_ptr<Bus>& bus, py::function fn
         }
       }
       std::memcpy(out.data(), staged.data(), out.size());
+      args = py::tuple(0);
+      if (Py_REFCNT(staged.ptr()) == 1) st->spare = std::move(staged);
     } catch (py::error_already_set& e) {
       // Keep the message (without pybind11's traceback lines), drop the Python objects.
       std::string msg = e.what();
@@ -134,7 +142,6 @@ RecomputeCallable wrap_callable(const std::shared_ptr<Bus>& bus, py::function fn
     }
   };
 }
-
 
 }  // namespace
 

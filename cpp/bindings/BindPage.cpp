@@ -21,19 +21,19 @@ std::vector<py::ssize_t> ssize_shape(const PageHandle& h) {
   return {s.begin(), s.end()};
 }
 
-// The base of an array aliasing a page's bytes: holds the Page (so the bus and the pin) and one
-// export of the page (Bus::add_export), dropped when the last array or buffer using it dies, so
-// that the page cannot move (p.to) while its address is out.
+// The base of an array aliasing a page's bytes: holds the page's handle (so the bus and the pin)
+// and one export of the page (Bus::add_export), dropped when the last array or buffer using it
+// dies, so that the page cannot move (p.to) while its address is out. The handle is a Page's, kept
+// alive by `page`, or one of no Page, owned here: a recompute's parents need no Python Page, whose
+// creation cost more than the rest of the call.
 struct ExportToken {
   py::object page;
+  std::unique_ptr<PageHandle> owned;
   const PageHandle* handle = nullptr;
   bool registered = false;
 };
 
-py::capsule export_token(py::handle page) {
-  auto token = std::make_unique<ExportToken>();
-  token->page = py::reinterpret_borrow<py::object>(page);
-  token->handle = &page.cast<const PageHandle&>();
+py::capsule export_token(std::unique_ptr<ExportToken> token) {
   py::capsule c(token.get(), [](void* p) {
     std::unique_ptr<ExportToken> t(static_cast<ExportToken*>(p));
     if (t->registered) t->handle->bus->drop_export(*t->handle->rec);
@@ -44,15 +44,24 @@ py::capsule export_token(py::handle page) {
   return c;
 }
 
-// A new array shaped like the page (typed pages) or of bytes (raw pages). With `page`, the array
-// aliases the page's host bytes (`data`, or else Bus::host_bytes: a device page's mirror,
-// refreshed), is read-only and holds an export of the page; without, it is a fresh writable array.
-py::array page_array(const PageHandle& h, const PageRecord& r, py::handle page, const std::byte* data = nullptr) {
-  if (!page) return py::array(numpy_dtype(r.dtype), ssize_shape(h));
-  py::capsule base = export_token(page);  // before the address is read: a move waits for it
-  py::array a(numpy_dtype(r.dtype), ssize_shape(h), data != nullptr ? data : h.bus->host_bytes(r), base);
+// A read-only array of `shape` over `data`, the bytes of the page whose export `base` is.
+py::array export_array(DType dtype, const std::vector<std::uint64_t>& shape, const std::byte* data,
+                       const py::capsule& base) {
+  py::array a(numpy_dtype(dtype), std::vector<py::ssize_t>(shape.begin(), shape.end()), data, base);
   py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
   return a;
+}
+
+// A new array shaped like the page (typed pages) or of bytes (raw pages). With `page`, the array
+// aliases the page's host bytes (Bus::host_bytes: a device page's mirror, refreshed), is
+// read-only and holds an export of the page; without, it is a fresh writable array.
+py::array page_array(const PageHandle& h, const PageRecord& r, py::handle page) {
+  if (!page) return py::array(numpy_dtype(r.dtype), ssize_shape(h));
+  auto token = std::make_unique<ExportToken>();
+  token->page = py::reinterpret_borrow<py::object>(page);
+  token->handle = &h;
+  const py::capsule base = export_token(std::move(token));  // before the address is read: a move waits for it
+  return export_array(r.dtype, h.shape(), h.bus->host_bytes(r), base);
 }
 
 std::span<std::byte> mutable_bytes(py::array& a) {
@@ -139,9 +148,12 @@ struct PageEdit {
 
 }  // namespace
 
-py::array page_view(py::handle page, const std::byte* data) {
-  const PageHandle& h = page.cast<const PageHandle&>();
-  return page_array(h, *h.rec, page, data);
+py::array parent_view(const std::shared_ptr<Bus>& bus, PageRecord& r, const std::vector<std::uint64_t>& shape,
+                      const std::byte* data) {
+  auto token = std::make_unique<ExportToken>();
+  token->owned = std::make_unique<PageHandle>(bus, r);
+  token->handle = token->owned.get();
+  return export_array(r.dtype, shape, data, export_token(std::move(token)));
 }
 
 py::object make_page(const std::shared_ptr<Bus>& bus, PageId id) {

@@ -21,9 +21,11 @@ void bind_cuda(pybind11::module_& m);
 
 /// Installs the GIL-releasing blocking hooks on a new bus and returns it.
 std::shared_ptr<Bus> adopt_bus(std::shared_ptr<Bus> bus);
-/// Read-only array over the page's host bytes that keeps `page` (a Page) alive: `data` when given
-/// (a wave passes the bytes it resolved: the bus lock is held there), else Bus::host_bytes.
-pybind11::array page_view(pybind11::handle page, const std::byte* data = nullptr);
+/// Read-only array of `shape` over `data`, the host bytes of `r` that a wave resolved (the bus
+/// lock is held there), for a recompute: it pins `r` and keeps `bus` alive as a Page's view does,
+/// without creating a Page. Called with the GIL held.
+pybind11::array parent_view(const std::shared_ptr<Bus>& bus, PageRecord& r, const std::vector<std::uint64_t>& shape,
+                            const std::byte* data);
 
 /// A new pinned Python Page for a live page.
 pybind11::object make_page(const std::shared_ptr<Bus>& bus, PageId id);

@@ -341,3 +341,53 @@ def test_deferred_mode_rejects_unknown_modes(bus):
     with pytest.raises(mmsb.InvalidArgumentError):
         bus.propagation = "lazy"
     assert bus.propagation == "eager"
+
+
+def test_a_callable_starts_from_the_childs_bytes_in_an_array_it_may_keep(bus):
+    """`out` holds the child's bytes at every call, and an `out` the callable keeps is never
+    handed out again: only an array nobody else holds is refilled for the next call."""
+    a = bus.create_page(shape=(ELEMS,), dtype=F64)
+    total = bus.create_page(shape=(ELEMS,), dtype=F64)
+    kept = []
+
+    def accumulate(out, x):
+        out += x
+        if x[0] in (2, 4, 6, 8):
+            kept.append(out)
+
+    bus.depend(total, on=[a], fn=accumulate)
+    want = np.zeros(ELEMS)
+    for i in range(1, 9):
+        a.write(0, np.full(ELEMS, float(i)).tobytes())
+        want += i
+        assert np.array_equal(total.view(), want), i
+    assert len({id(k) for k in kept}) == len(kept) == 4
+    # each kept array still holds what it was at the end of its own call
+    assert [k[0] for k in kept] == [sum(range(1, i + 1)) for i in (2, 4, 6, 8)]
+
+
+def test_parent_views_a_callable_keeps_outlive_the_bus(tmp_path):
+    """A parent's view handed to a callable pins the page and keeps the bus's memory alive, as
+    a Page's view does: read after the bus is closed and dropped, it holds the last bytes."""
+    import gc
+
+    bus = mmsb.Bus(str(tmp_path / "b"))
+    a = bus.create_page(shape=(ELEMS,), dtype=F64)
+    child = bus.create_page(shape=(ELEMS,), dtype=F64)
+    seen = []
+
+    def copy(out, x):
+        seen.append(x)
+        out[:] = x
+
+    bus.depend(child, on=[a], fn=copy)
+    for i in range(3):
+        a.write(0, np.full(ELEMS, float(i + 1)).tobytes())
+    assert all(not v.flags.writeable for v in seen)
+    with pytest.raises(ValueError):
+        seen[-1][0] = 0.0
+    bus.close()
+    del bus, a, child
+    gc.collect()
+    assert np.array_equal(seen[-1], np.full(ELEMS, 3.0))
+    assert mmsb.open(str(tmp_path / "b")).page(2).view()[0] == 3.0
