@@ -38,6 +38,7 @@ void Bus::set_event_sink(EventSink sink, std::uint32_t mask) {
   auto lock = lock_mutex();
   sink_ = std::move(sink);
   event_mask_ = sink_ ? mask : 0;
+  note_delivery_due_locked();
   if (event_mask_ == 0) {
     events_.clear();
     for (auto& t : parked_) t->start.events = 0;  // their undo must not grow the queue back
@@ -52,6 +53,7 @@ thread_local std::vector<const Bus*> t_delivering;
 
 void Bus::deliver_events() {
   await_durable();  // acknowledge (return, deliver) only what is durable
+  if (!delivery_due_.load(std::memory_order_relaxed)) return;
   if (std::find(t_delivering.begin(), t_delivering.end(), this) != t_delivering.end()) return;
   // One deliverer at a time, so events reach the sink in the order they were queued.
   std::unique_lock d(deliver_mutex_, std::try_to_lock);

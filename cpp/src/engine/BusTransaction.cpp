@@ -128,6 +128,7 @@ void Bus::recycle_transaction_locked() noexcept {
     ack->sync = log_->group();
     ack->ticket = txn_->ticket;  // a newer ticket covers the older: durability is a prefix
     parked_.push_back(std::move(txn_));
+    note_delivery_due_locked();
   } catch (...) {
     // No memory to keep its undo: make it durable now instead (with what is parked before it).
     try {
@@ -179,6 +180,11 @@ void Bus::release_durable_locked() noexcept {
     parked_.pop_front();
     retire_transaction_locked(std::move(t));
   }
+  note_delivery_due_locked();
+}
+
+void Bus::note_delivery_due_locked() noexcept {
+  delivery_due_.store(sink_ != nullptr || !parked_.empty(), std::memory_order_relaxed);
 }
 
 void Bus::abandon_unsynced_locked() noexcept {
@@ -194,6 +200,7 @@ void Bus::abandon_unsynced_locked() noexcept {
     parked_.pop_back();
     retire_transaction_locked(std::move(t));
   }
+  note_delivery_due_locked();
   clear_changed_locked();
   forced_.clear();
 }
