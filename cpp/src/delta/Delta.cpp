@@ -56,14 +56,21 @@ void paint(std::map<std::uint64_t, Piece>& pieces, std::uint64_t a, std::uint64_
 }  // namespace
 
 Delta Delta::at(PageId page, std::uint64_t offset, std::span<const std::byte> data) {
+  Delta d;
+  at_into(d, page, offset, data);
+  return d;
+}
+
+void Delta::at_into(Delta& out, PageId page, std::uint64_t offset, std::span<const std::byte> data) {
   if (offset + data.size() < offset) {
     fail(ErrorCode::InvalidDelta, "run at offset ", offset, " with ", data.size(),
          " bytes overflows a 64-bit offset");
   }
-  std::vector<Run> runs;
-  std::vector<std::byte> payload;
-  push_run(runs, payload, offset, data.size(), data.data());
-  return Delta(page, std::move(runs), std::move(payload));
+  out.page_ = page;
+  out.runs_.clear();
+  out.payload_.clear();
+  out.reset_commit_fields();
+  push_run(out.runs_, out.payload_, offset, data.size(), data.data());
 }
 
 Delta Delta::runs(PageId page, std::span<const std::uint64_t> offsets,

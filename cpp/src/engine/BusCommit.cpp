@@ -194,13 +194,16 @@ Epoch Bus::write(PageId id, std::uint64_t offset, std::span<const std::byte> dat
     fail(ErrorCode::InvalidDelta, "write at offset ", offset, " is past the end of page ", id, " (",
          r.size, " bytes)");
   }
-  Delta d = Delta::at(id, offset, data);
+  Delta large;
+  Delta& d = data.size() > kKeptWriteBytes ? large : write_delta_;
+  Delta::at_into(d, id, offset, data);
   d.expect_epoch = expect_epoch;
   commit_delta_locked(r, d);
   note_commit_latency_locked(t0);
+  const Epoch epoch = d.epoch;
   lock.unlock();
   deliver_events();
-  return d.epoch;
+  return epoch;
 }
 
 bool Bus::update(PageId id, std::span<const std::byte> content, std::optional<Epoch> expect_epoch) {

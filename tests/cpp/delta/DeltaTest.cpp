@@ -54,6 +54,39 @@ TEST(DeltaAtTest, DefaultsBeforeCommit) {
   EXPECT_EQ(d.epoch, 0u);
 }
 
+
+// A reused delta (Bus::write keeps one) must equal a fresh one: nothing of the previous write's
+// runs, payload or commit fields survives, and a refused write leaves the previous delta whole.
+TEST(DeltaAtTest, AtIntoAReusedDeltaEqualsAFreshOneAndARefusalChangesNothing) {
+  Delta d = Delta::at(3, 0, bytes_of("a much longer first payload"));
+  d.expect_epoch = 9;
+  d.source = Source::Remote;
+  d.timestamp_ns = 5;
+  d.lsn = 7;
+  d.epoch = 8;
+  Delta::at_into(d, 4, 100, bytes_of("xy"));
+  const Delta fresh = Delta::at(4, 100, bytes_of("xy"));
+  EXPECT_EQ(d.page_id(), fresh.page_id());
+  EXPECT_EQ(d.run_list(), fresh.run_list());
+  EXPECT_EQ(Bytes(d.payload().begin(), d.payload().end()), bytes_of("xy"));
+  EXPECT_FALSE(d.expect_epoch.has_value());
+  EXPECT_EQ(d.source, Source::User);
+  EXPECT_EQ(d.timestamp_ns, 0u);
+  EXPECT_EQ(d.lsn, 0u);
+  EXPECT_EQ(d.epoch, 0u);
+  EXPECT_TRUE(is_canonical(d));
+
+  d.lsn = 11;
+  expect_error(ErrorCode::InvalidDelta, [&] { Delta::at_into(d, 5, kMax - 1, bytes_of("abc")); });
+  EXPECT_EQ(d.page_id(), 4u);
+  EXPECT_EQ(d.run_list(), fresh.run_list());
+  EXPECT_EQ(Bytes(d.payload().begin(), d.payload().end()), bytes_of("xy"));
+  EXPECT_EQ(d.lsn, 11u);
+
+  Delta::at_into(d, 4, 100, {});
+  EXPECT_TRUE(d.empty());
+  EXPECT_TRUE(d.payload().empty());
+}
 TEST(DeltaRunsTest, SortedTouchingRunsMerge) {
   const std::vector<std::uint64_t> off = {0, 3, 10};
   const std::vector<std::uint64_t> len = {3, 2, 1};

@@ -28,6 +28,10 @@ class Delta {
 
   /// One run of `data` at `offset`. Throws Error(InvalidDelta) if offset + size overflows.
   static Delta at(PageId page, std::uint64_t offset, std::span<const std::byte> data);
+  /// at() into `out`, reusing its buffers (every single write of a bus goes through one); the
+  /// commit fields are reset as by diff_into. On Error(InvalidDelta) `out` is unchanged; on
+  /// std::bad_alloc it is unspecified but valid.
+  static void at_into(Delta& out, PageId page, std::uint64_t offset, std::span<const std::byte> data);
   /// Many runs; `payload` holds their bytes back to back in the given order. Overlapping runs
   /// resolve per byte to the last one given (as if applied in order). Throws Error(InvalidDelta)
   /// if the column lengths differ, the lengths do not sum to payload.size(), or a run overflows.

@@ -567,6 +567,10 @@ class Bus {
   std::unique_ptr<Log> log_;
   std::unique_ptr<MemoryLog> mem_log_;  // the log of an in-memory (writable) bus
   std::vector<std::byte> record_buf_;  // reused encoding buffer for log records
+  // The delta of write(), reused under the commit lock: a write then allocates nothing. Writes
+  // larger than kKeptWriteBytes use one of their own, so that no huge buffer stays resident.
+  Delta write_delta_;
+  static constexpr std::size_t kKeptWriteBytes = std::size_t{64} << 10;
   RecoveryReport recovery_;
   bool read_only_ = false;
   bool log_broken_ = false;  // break_log_locked(): no more writes until reopened
