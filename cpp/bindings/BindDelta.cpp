@@ -152,12 +152,11 @@ void bind_delta(py::module_& m) {
                            "Columnar single-run deltas: row i writes lengths[i] bytes at offsets[i] "
                            "of page page_ids[i]; payload holds the rows' bytes back to back.")
       .def(py::init([](py::handle page_ids, py::handle offsets, py::handle lengths, py::handle payload) {
-             auto b = std::make_unique<PyDeltaBatch>();
-             b->page_ids = u64_column(page_ids, "page_ids");
-             b->offsets = u64_column(offsets, "offsets");
-             b->lengths = u64_column(lengths, "lengths");
-             b->payload_owner = py::reinterpret_borrow<py::object>(payload);
-             b->payload = std::make_unique<ByteBuffer>(payload, "payload");
+             // Built whole, in argument order: a default array_t member is a NumPy array of its
+             // own, and three of them cost more than the rest of a one-row batch.
+             auto b = std::unique_ptr<PyDeltaBatch>(new PyDeltaBatch{
+                 u64_column(page_ids, "page_ids"), u64_column(offsets, "offsets"), u64_column(lengths, "lengths"),
+                 py::reinterpret_borrow<py::object>(payload), std::make_unique<ByteBuffer>(payload, "payload")});
              b->view().check_shape();
              return b;
            }),
