@@ -381,6 +381,7 @@ def test_parent_views_a_callable_keeps_outlive_the_bus(tmp_path):
         out[:] = x
 
     bus.depend(child, on=[a], fn=copy)
+    child_id = child.id
     for i in range(3):
         a.write(0, np.full(ELEMS, float(i + 1)).tobytes())
     assert all(not v.flags.writeable for v in seen)
@@ -390,4 +391,5 @@ def test_parent_views_a_callable_keeps_outlive_the_bus(tmp_path):
     del bus, a, child
     gc.collect()
     assert np.array_equal(seen[-1], np.full(ELEMS, 3.0))
-    assert mmsb.open(str(tmp_path / "b")).page(2).view()[0] == 3.0
+    with mmsb.open(str(tmp_path / "b")) as reopened:
+        assert reopened.page(child_id).view()[0] == 3.0
