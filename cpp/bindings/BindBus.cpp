@@ -389,11 +389,6 @@ void bind_bus(py::module_& m) {
       }, "End the bus (a directory bus syncs and releases its lock); later calls raise "
          "ClosedError. Views stay valid.")
       .def("__enter__", [](py::object self) { return self; })
-      .def("__exit__", [](Bus& bus, py::handle, py::handle, py::handle) {
-        py::gil_scoped_release release;
-        bus.close();
-        return false;
-      })
       .def("__len__", [](Bus& bus) {
         wait_turn(bus);
         return bus.page_count();

@@ -42,7 +42,6 @@ class DevicePlacement final : public Placement {
   explicit DevicePlacement(cuda::DeviceBackend& backend) : backend_(backend) {}
 
   const std::string& location() const noexcept override { return backend_.location(); }
-  bool host_accessible() const noexcept override { return backend_.host_accessible(); }
   cuda::DeviceBackend& backend() const noexcept { return backend_; }
   std::uint64_t requested() const noexcept { return requested_.load(std::memory_order_relaxed); }
 

@@ -64,7 +64,6 @@ void GroupSync::lead(std::unique_lock<std::mutex>& g) {
   }
   g.lock();
   in_flight_ = false;
-  ++syncs_;
   if (error.empty()) {
     if (target.ticket > durable_.ticket) durable_ = target;
   } else {
@@ -104,7 +103,6 @@ void GroupSync::sync_all() {
     failure_ = e.what();
     throw;
   }
-  ++syncs_;
   durable_ = latest_;
   changed_.notify_all();
 }
@@ -151,11 +149,5 @@ std::uint64_t GroupSync::durable_offset() const {
   std::lock_guard g(mutex_);
   return durable_.offset;
 }
-
-std::uint64_t GroupSync::syncs() const {
-  std::lock_guard g(mutex_);
-  return syncs_;
-}
-
 
 }  // namespace mmsb

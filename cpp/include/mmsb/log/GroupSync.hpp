@@ -80,8 +80,6 @@ class GroupSync {
   std::uint64_t durable_ticket() const;
   /// Offset in the active segment up to which everything is durable.
   std::uint64_t durable_offset() const;
-  /// Number of fdatasyncs led (for stats: commits / syncs is the mean group size).
-  std::uint64_t syncs() const;
 
  private:
   /// One fdatasync of everything written so far; called with `g` held, no sync in flight and no
@@ -98,7 +96,6 @@ class GroupSync {
   Point durable_;
   std::uint64_t failed_through_ = 0;  // tickets <= this were abandoned
   std::uint64_t next_ticket_ = 1;
-  std::uint64_t syncs_ = 0;
   bool in_flight_ = false;
   bool sync_asked_ = false;  // for the helper
   bool failed_ = false;

@@ -19,9 +19,6 @@ class Placement {
   virtual ~Placement() = default;
   /// The location pages placed here report ("cuda:0", "unified").
   virtual const std::string& location() const noexcept = 0;
-  /// True when host code may read and write the memory directly (managed memory); otherwise
-  /// only the placement moves bytes in and out of it.
-  virtual bool host_accessible() const noexcept = 0;
   /// A zero-filled block of at least `bytes`; Error(OutOfMemory / DeviceUnavailable), nothing
   /// allocated then.
   virtual Arena::Block allocate(std::uint64_t bytes) = 0;
