@@ -181,6 +181,7 @@ class EmulatedBackend final : public DeviceBackend {
     }
   }
   void move(std::byte* dst, const std::byte* src, std::uint64_t n) const noexcept {
+    if (n == 0) return;  // an empty run's host side may be null, which memcpy must not get
     if (host_accessible_) {
       std::memcpy(dst, src, n);
     } else {

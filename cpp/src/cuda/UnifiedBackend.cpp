@@ -53,14 +53,18 @@ class UnifiedBackend final : public DeviceBackend {
   void write(std::span<const DeviceRun> runs, std::span<const std::byte> host) override {
     const std::uint64_t bytes = checked_bytes(runs, host.size(), location_, "write");
     settle();
-    for (const DeviceRun& r : runs) std::memcpy(r.device, host.data() + r.host_offset, r.length);
+    for (const DeviceRun& r : runs) {
+      if (r.length != 0) std::memcpy(r.device, host.data() + r.host_offset, r.length);  // data() may be null
+    }
     count(bytes, 0, 0);
   }
 
   void read(std::span<const DeviceRun> runs, std::span<std::byte> host) override {
     const std::uint64_t bytes = checked_bytes(runs, host.size(), location_, "read");
     settle();
-    for (const DeviceRun& r : runs) std::memcpy(host.data() + r.host_offset, r.device, r.length);
+    for (const DeviceRun& r : runs) {
+      if (r.length != 0) std::memcpy(host.data() + r.host_offset, r.device, r.length);
+    }
     count(0, bytes, 0);
   }
 

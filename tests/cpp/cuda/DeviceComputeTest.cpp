@@ -1,4 +1,5 @@
-// The recompute half of the DeviceBackend contract, on a GPU ("real") and on the emulation:
+// The recompute half of the DeviceBackend contract, on a GPU ("real") and on the emulation, for
+// device and managed ("unified") memory:
 // reduce() leaves exactly the bytes semiring_reduce computes on the host, for every semiring and
 // dtype, weighted or not, from 0 to 4 parents; diff() gives exactly diff_runs' runs, at sizes
 // around the mask kernel's 32-byte words and 8 KiB chunks, and reads back only the mask of the
@@ -83,34 +84,40 @@ double random_weight(Rng& rng, SemiringKind s, DType dtype) {
   return std::uniform_real_distribution<double>(-4.0, 4.0)(rng);
 }
 
+// Device memory, and managed memory (whose backend computes on the host once the device is idle).
+constexpr const char* kLocations[] = {"cuda:0", "unified"};
+
 TEST_P(DeviceCompute, ReduceGivesTheHostReducesBytes) {
-  DeviceBackend& b = device_backend("cuda:0");
-  Rng rng(11);
-  constexpr DType kTypes[] = {DType::Int32, DType::Int64, DType::Float32, DType::Float64, DType::Bool};
-  for (SemiringKind s : kAllSemirings) {
-    for (DType dtype : kTypes) {
-      if (!semiring_supports(s, dtype)) continue;
-      for (std::uint64_t count : {std::uint64_t{1}, std::uint64_t{37}, std::uint64_t{5000}, std::uint64_t{300'001}}) {
-        const std::size_t k = uniform(rng, 0, 4);
-        std::vector<double> weights;
-        if (k > 0 && uniform(rng, 0, 1) == 0) {
-          for (std::size_t i = 0; i < k; ++i) weights.push_back(random_weight(rng, s, dtype));
+  for (const char* where : kLocations) {
+    SCOPED_TRACE(where);
+    DeviceBackend& b = device_backend(where);
+    Rng rng(11);
+    constexpr DType kTypes[] = {DType::Int32, DType::Int64, DType::Float32, DType::Float64, DType::Bool};
+    for (SemiringKind s : kAllSemirings) {
+      for (DType dtype : kTypes) {
+        if (!semiring_supports(s, dtype)) continue;
+        for (std::uint64_t count : {std::uint64_t{1}, std::uint64_t{37}, std::uint64_t{5000}, std::uint64_t{300'001}}) {
+          const std::size_t k = uniform(rng, 0, 4);
+          std::vector<double> weights;
+          if (k > 0 && uniform(rng, 0, 1) == 0) {
+            for (std::size_t i = 0; i < k; ++i) weights.push_back(random_weight(rng, s, dtype));
+          }
+          std::vector<Bytes> host(k);
+          std::vector<const std::byte*> on_host, on_device;
+          for (std::size_t i = 0; i < k; ++i) {
+            host[i] = random_elements(rng, dtype, count);
+            on_host.push_back(host[i].data());
+            on_device.push_back(upload(b, host[i]).data);
+          }
+          const std::uint64_t bytes = count * dtype_itemsize(dtype);
+          Bytes want(bytes);
+          semiring_reduce(s, dtype, on_host, weights, want.data(), count);
+          const DevicePool::Block out = upload(b, random_bytes(rng, bytes));
+          b.reduce(s, dtype, on_device, weights, out.data, count);
+          ASSERT_EQ(read_all(b, out, bytes), want)
+              << semiring_name(s) << " on " << dtype_name(dtype) << ", " << count << " elements, " << k << " parents"
+              << (weights.empty() ? "" : ", weighted");
         }
-        std::vector<Bytes> host(k);
-        std::vector<const std::byte*> on_host, on_device;
-        for (std::size_t i = 0; i < k; ++i) {
-          host[i] = random_elements(rng, dtype, count);
-          on_host.push_back(host[i].data());
-          on_device.push_back(upload(b, host[i]).data);
-        }
-        const std::uint64_t bytes = count * dtype_itemsize(dtype);
-        Bytes want(bytes);
-        semiring_reduce(s, dtype, on_host, weights, want.data(), count);
-        const DevicePool::Block out = upload(b, random_bytes(rng, bytes));
-        b.reduce(s, dtype, on_device, weights, out.data, count);
-        ASSERT_EQ(read_all(b, out, bytes), want)
-            << semiring_name(s) << " on " << dtype_name(dtype) << ", " << count << " elements, " << k << " parents"
-            << (weights.empty() ? "" : ", weighted");
       }
     }
   }
@@ -151,23 +158,26 @@ Bytes changed(Rng& rng, const Bytes& old, int pattern) {
 }
 
 TEST_P(DeviceCompute, DiffGivesTheHostRuns) {
-  DeviceBackend& b = device_backend("cuda:0");
-  Rng rng(12);
-  for (std::uint64_t n : {std::uint64_t{1}, std::uint64_t{31}, std::uint64_t{32}, std::uint64_t{33},
-                          std::uint64_t{8191}, std::uint64_t{8192}, std::uint64_t{8193}, std::uint64_t{100'000},
-                          3 * kMiB + 5}) {
-    for (int pattern = 0; pattern < 5; ++pattern) {
-      const Bytes old = random_bytes(rng, n);
-      const Bytes now = changed(rng, old, pattern);
-      Runs want;
-      diff_runs(old.data(), now.data(), n, want);
-      const DevicePool::Block a = upload(b, old);
-      const DevicePool::Block c = upload(b, now);
-      Runs got{{7, 1}};  // appended to, never merged into
-      b.diff(a.data, c.data, n, got);
-      ASSERT_EQ(got.front(), (mmsb::Run{7, 1}));
-      got.erase(got.begin());
-      ASSERT_EQ(got, want) << n << " bytes, pattern " << pattern;
+  for (const char* where : kLocations) {
+    SCOPED_TRACE(where);
+    DeviceBackend& b = device_backend(where);
+    Rng rng(12);
+    for (std::uint64_t n : {std::uint64_t{1}, std::uint64_t{31}, std::uint64_t{32}, std::uint64_t{33},
+                            std::uint64_t{8191}, std::uint64_t{8192}, std::uint64_t{8193}, std::uint64_t{100'000},
+                            3 * kMiB + 5}) {
+      for (int pattern = 0; pattern < 5; ++pattern) {
+        const Bytes old = random_bytes(rng, n);
+        const Bytes now = changed(rng, old, pattern);
+        Runs want;
+        diff_runs(old.data(), now.data(), n, want);
+        const DevicePool::Block a = upload(b, old);
+        const DevicePool::Block c = upload(b, now);
+        Runs got{{7, 1}};  // appended to, never merged into
+        b.diff(a.data, c.data, n, got);
+        ASSERT_EQ(got.front(), (mmsb::Run{7, 1}));
+        got.erase(got.begin());
+        ASSERT_EQ(got, want) << n << " bytes, pattern " << pattern;
+      }
     }
   }
 }
@@ -194,13 +204,16 @@ TEST_P(DeviceCompute, DiffReadsBackOnlyTheMaskOfChangedChunks) {
 
 // The device checksum is the host's CRC32C at every length around its 64 KiB blocks.
 TEST_P(DeviceCompute, Crc32cOfDeviceMemoryIsTheHostsCrc) {
-  DeviceBackend& b = device_backend("cuda:0");
-  Rng rng(14);
-  for (std::uint64_t n : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{65'535}, std::uint64_t{65'536},
-                          std::uint64_t{65'537}, std::uint64_t{3 * 65'536 + 100}, 5 * kMiB + 3}) {
-    const Bytes bytes = random_bytes(rng, n);
-    const DevicePool::Block block = upload(b, bytes);
-    EXPECT_EQ(b.crc32c(block.data, n), crc32c(bytes.data(), n)) << n << " bytes";
+  for (const char* where : kLocations) {
+    SCOPED_TRACE(where);
+    DeviceBackend& b = device_backend(where);
+    Rng rng(14);
+    for (std::uint64_t n : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{65'535}, std::uint64_t{65'536},
+                            std::uint64_t{65'537}, std::uint64_t{3 * 65'536 + 100}, 5 * kMiB + 3}) {
+      const Bytes bytes = random_bytes(rng, n);
+      const DevicePool::Block block = upload(b, bytes);
+      EXPECT_EQ(b.crc32c(block.data, n), crc32c(bytes.data(), n)) << n << " bytes";
+    }
   }
 }
 
