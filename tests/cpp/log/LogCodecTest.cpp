@@ -56,10 +56,38 @@ class LogCodecTest : public ::testing::Test {
     uniform_payload_ = test::random_bytes(rng_, 3 * 64);
     ops_.push_back(BatchOp{43, {8, 7, 8}, {64, 0, 128}, {64, 64, 64}, uniform_payload_});
     ops_.push_back(BatchOp{44, {1ull << 33, 7}, {(1ull << 32) + 5, 1}, {2, 9}, payload_});
+    // The graph: edges of each kind added and removed, a recompute of each kind.
+    ops_.push_back(EdgeOp{7, 8, EdgeKind::Control, true});
+    ops_.push_back(EdgeOp{7, 9, EdgeKind::DeviceSync, false});
+    ops_.push_back(EdgeOp{8, 9, EdgeKind::Data, true});
+    ops_.push_back(DependOp{8, {RecomputeKind::Copy, SemiringKind::SumProduct, ""}, {7}, {}});
+    ops_.push_back(DependOp{9, {RecomputeKind::Reduce, SemiringKind::MinPlus, ""}, {7, 8, 7}, {0.5, -2.0, 1e300}});
+    ops_.push_back(DependOp{10, {RecomputeKind::Callable, SemiringKind::SumProduct, "model.step"}, {8, 9}, {}});
+    Delta derived = Delta::runs(9, std::vector<std::uint64_t>{0, 50}, std::vector<std::uint64_t>{4, 9},
+                                test::random_bytes(rng_, 13));
+    derived.source = Source::Propagation;
+    derived.timestamp_ns = 77;
+    ops_.push_back(DerivedOp{derived, {{7, 3}, {8, 1ull << 40}, {7, 3}}});
+    ops_.push_back(DerivedOp{Delta::at(10, 0, {}), {}});
+    // Moves: the bus refuses one inside a transaction, but the format reads it there too.
+    ops_.push_back(LocationOp{9, "cuda:1"});
+    ops_.push_back(LocationOp{9, "cpu"});
+    // Wave ops travel inside transactions only: one of each flag combination the bus writes.
+    waves_.push_back(WaveOp{false, true, false, false});
+    waves_.push_back(WaveOp{true, false, false, false});
+    waves_.push_back(WaveOp{true, true, true, false});
+    waves_.push_back(WaveOp{false, true, true, true});
   }
 
-  // Every op as its own record, then one transaction holding all of them, framed as a segment
-  // starting at lsn 1 and written to a file.
+  // The transaction record's ops: every op, then the wave ops.
+  std::vector<LogOp> transaction_ops() const {
+    std::vector<LogOp> all = ops_;
+    all.insert(all.end(), waves_.begin(), waves_.end());
+    return all;
+  }
+
+  // Every op but the wave ops as its own record, then one transaction holding all of them, framed
+  // as a segment starting at lsn 1 and written to a file.
   std::string write_segment() {
     Bytes records;
     Lsn lsn = 1;
@@ -67,7 +95,7 @@ class LogCodecTest : public ::testing::Test {
       test::encode_single(records, lsn, op);
       lsn += op_lsn_count(op);
     }
-    encode_transaction_record(records, lsn, ops_);
+    encode_transaction_record(records, lsn, transaction_ops());
     const std::string path = dir_ / "seg";
     test::write_file(path, test::segment_image(1, records));
     return path;
@@ -76,6 +104,7 @@ class LogCodecTest : public ::testing::Test {
   test::Rng rng_{7};
   test::TempDir dir_;
   std::vector<LogOp> ops_;
+  std::vector<LogOp> waves_;
   Bytes payload_;
   Bytes uniform_payload_;
 };
@@ -85,6 +114,7 @@ TEST_F(LogCodecTest, EveryOpRoundTripsThroughASegment) {
   EXPECT_FALSE(scan.torn) << scan.torn_reason;
   EXPECT_EQ(scan.valid_end, scan.bytes.size());
   ASSERT_EQ(scan.records.size(), ops_.size() + 1);
+  const std::vector<LogOp> in_transaction = transaction_ops();
   Lsn lsn = 1;
   for (std::size_t i = 0; i < scan.records.size(); ++i) {
     const ScannedRecord& r = scan.records[i];
@@ -93,14 +123,15 @@ TEST_F(LogCodecTest, EveryOpRoundTripsThroughASegment) {
     const LogRecord rec = decode_record(r.header, r.body, "test");
     const bool txn = i == ops_.size();
     EXPECT_EQ(rec.type == logfmt::RecordType::Transaction, txn);
-    ASSERT_EQ(rec.ops.size(), txn ? ops_.size() : 1u);
+    ASSERT_EQ(rec.ops.size(), txn ? in_transaction.size() : 1u);
     for (std::size_t k = 0; k < rec.ops.size(); ++k) {
-      EXPECT_TRUE(test::same_op(ops_[txn ? k : i], rec.ops[k])) << "record " << i << " op " << k;
+      EXPECT_TRUE(test::same_op(txn ? in_transaction[k] : ops_[i], rec.ops[k])) << "record " << i << " op " << k;
     }
     lsn += r.header.lsn_count;
   }
-  // The transaction takes one lsn per op, a batch one per row (rows 3 + 3 + 2 in 3 batches).
-  EXPECT_EQ(scan.records.back().header.lsn_count, ops_.size() - 3 + 8);
+  // The transaction takes one lsn per op, a batch one per row (rows 3 + 3 + 2 in 3 batches), a wave
+  // op only when it says so (one of four).
+  EXPECT_EQ(scan.records.back().header.lsn_count, ops_.size() - 3 + 8 + 1);
 }
 
 // What history reads without decoding whole records: the ops of a record through its framing,

@@ -163,9 +163,23 @@ inline bool same_bytes(std::span<const std::byte> a, std::span<const std::byte> 
   return std::equal(a.begin(), a.end(), b.begin(), b.end());
 }
 
+/// Field-by-field equality of two deltas as the log keeps them.
+inline ::testing::AssertionResult same_delta(const Delta& x, const Delta& y) {
+  auto fail = [] { return ::testing::AssertionFailure(); };
+  if (x.page_id() != y.page_id()) return fail() << "delta page differs";
+  if (x.run_list() != y.run_list()) return fail() << "delta runs differ";
+  if (!same_bytes(x.payload(), y.payload())) return fail() << "delta payload differs";
+  if (x.source != y.source) return fail() << "delta source differs";
+  if (x.timestamp_ns != y.timestamp_ns) return fail() << "delta timestamp differs";
+  return ::testing::AssertionSuccess();
+}
+
 /// Field-by-field equality of two log ops (LogOp has no operator==: batches hold spans).
 inline ::testing::AssertionResult same_op(const LogOp& want, const LogOp& got) {
   auto fail = [] { return ::testing::AssertionFailure(); };
+  auto result = [&](bool same, const char* what) {
+    return same ? ::testing::AssertionSuccess() : fail() << what << " differs";
+  };
   if (want.index() != got.index()) return fail() << "op kind " << got.index() << ", want " << want.index();
   if (const auto* a = std::get_if<PageCreateOp>(&want)) {
     const auto& b = std::get<PageCreateOp>(got);
@@ -173,23 +187,36 @@ inline ::testing::AssertionResult same_op(const LogOp& want, const LogOp& got) {
     return same_spec(a->spec, b.spec);
   }
   if (const auto* a = std::get_if<PageDeleteOp>(&want)) {
-    if (a->id != std::get<PageDeleteOp>(got).id) return fail() << "delete id differs";
-    return ::testing::AssertionSuccess();
+    return result(a->id == std::get<PageDeleteOp>(got).id, "delete id");
   }
   if (const auto* a = std::get_if<MetadataOp>(&want)) {
     const auto& b = std::get<MetadataOp>(got);
-    if (a->id != b.id || a->key != b.key || a->value != b.value) return fail() << "metadata op differs";
-    return ::testing::AssertionSuccess();
+    return result(a->id == b.id && a->key == b.key && a->value == b.value, "metadata op");
   }
-  if (const auto* a = std::get_if<DeltaOp>(&want)) {
-    const Delta& x = a->delta;
-    const Delta& y = std::get<DeltaOp>(got).delta;
-    if (x.page_id() != y.page_id()) return fail() << "delta page differs";
-    if (x.run_list() != y.run_list()) return fail() << "delta runs differ";
-    if (!same_bytes(x.payload(), y.payload())) return fail() << "delta payload differs";
-    if (x.source != y.source) return fail() << "delta source differs";
-    if (x.timestamp_ns != y.timestamp_ns) return fail() << "delta timestamp differs";
-    return ::testing::AssertionSuccess();
+  if (const auto* a = std::get_if<DeltaOp>(&want)) return same_delta(a->delta, std::get<DeltaOp>(got).delta);
+  if (const auto* a = std::get_if<EdgeOp>(&want)) {
+    const auto& b = std::get<EdgeOp>(got);
+    return result(a->parent == b.parent && a->child == b.child && a->kind == b.kind && a->add == b.add, "edge op");
+  }
+  if (const auto* a = std::get_if<DependOp>(&want)) {
+    const auto& b = std::get<DependOp>(got);
+    return result(a->child == b.child && a->fn == b.fn && a->parents == b.parents && a->weights == b.weights,
+                  "depend op");
+  }
+  if (const auto* a = std::get_if<DerivedOp>(&want)) {
+    const auto& b = std::get<DerivedOp>(got);
+    if (auto same = same_delta(a->delta, b.delta); !same) return same;
+    return result(a->inputs == b.inputs, "derived inputs");
+  }
+  if (const auto* a = std::get_if<WaveOp>(&want)) {
+    const auto& b = std::get<WaveOp>(got);
+    return result(a->deferred == b.deferred && a->wave == b.wave && a->propagate == b.propagate &&
+                      a->takes_lsn == b.takes_lsn,
+                  "wave op");
+  }
+  if (const auto* a = std::get_if<LocationOp>(&want)) {
+    const auto& b = std::get<LocationOp>(got);
+    return result(a->id == b.id && a->location == b.location, "location op");
   }
   const auto& a = std::get<BatchOp>(want);
   const auto& b = std::get<BatchOp>(got);
