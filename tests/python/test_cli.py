@@ -1,4 +1,5 @@
-"""The command line: mmsb demo, mmsb info, mmsb inspect (summary, --records, --json, damage)."""
+"""The command line: mmsb demo, mmsb info, mmsb inspect (summary, --records, --json, graph records,
+damage)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,40 @@ def test_inspect_summary_and_records_cover_every_lsn(tmp_path):
     assert ops[0].startswith("create page 1") and "batch of 3 rows" in " ".join(ops)
     assert ops[-1] == "delete page 1"
     assert [cp["lsn"] for cp in info["checkpoints"]] == [3]
+
+
+def test_inspect_names_graph_and_propagation_records(tmp_path):
+    """Every op of a graph's life in the record dump: depend, edges, derived deltas, waves
+    (eager, deferred and propagate()) and a mode change inside a transaction."""
+    path = str(tmp_path / "g")
+    with mmsb.Bus(path) as bus:
+        a = bus.create_page(data=np.zeros(2), name="a")
+        b = bus.create_page(shape=(2,), dtype="float64", name="b")
+        c = bus.create_page(8, name="c")
+        bus.depend(b, on=[a], fn=mmsb.ops.copy)
+        bus.add_edge(a, c, kind="control")
+        a.write(0, np.float64(1).tobytes())
+        bus.propagation = "deferred"
+        a.write(8, np.float64(2).tobytes())
+        bus.propagate()
+        bus.remove_edge(a, c)
+        with bus.transaction():
+            a.write(0, np.float64(3).tobytes())
+            bus.propagation = "eager"
+    rc, text = run_cli("inspect", path, "--records", "--json")
+    assert rc == 0
+    records = [rec["ops"] for seg in json.loads(text)["segments"] for rec in seg["dump"]]
+    ids = (a.id, b.id, c.id)
+    assert records[3:] == [
+        ["depend page %d on 1 parents" % ids[1], "wave (eager)"],
+        ["add control edge %d -> %d" % (ids[0], ids[2])],
+        ["delta to page %d: 1 runs, 8 B (user)" % ids[0], "derived delta to page %d: 1 runs, 2 B" % ids[1],
+         "wave (eager)"],
+        ["delta to page %d: 1 runs, 8 B (user)" % ids[0]],
+        ["derived delta to page %d: 1 runs, 1 B" % ids[1], "propagate (deferred)"],
+        ["remove control edge %d -> %d" % (ids[0], ids[2])],
+        ["delta to page %d: 1 runs, 8 B (user)" % ids[0], "propagation mode changes (after deferred changes)"],
+    ]
 
 
 def test_inspect_reports_damage_and_exits_nonzero(tmp_path):

@@ -433,8 +433,10 @@ def test_an_edit_on_the_device_commits_nothing_when_refused(any_devices):
     with pytest.raises(mmsb.InvalidArgumentError, match="not in device memory"):
         with cpu.edit(device=True):
             pass
-    if any_devices == "emulated":  # emulated device memory has no consumer to hand it to
-        with p.edit() as s:
+    with p.edit() as s:
+        with pytest.raises(BufferError, match="exported only on its own device"):
+            s.__dlpack__(dl_device=(1, 0))
+        if any_devices == "emulated":  # emulated device memory has no consumer to hand it to
             with pytest.raises(BufferError, match="emulated"):
                 s.__dlpack__()
     assert bus.lsn == lsn + 1

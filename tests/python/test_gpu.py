@@ -115,6 +115,9 @@ def test_device_page_describes_itself(bus):
     assert p.__dlpack_device__() == (KDLCUDA, 0)
     a = np.asarray(p)
     assert a.dtype == np.float32 and a.shape == (1024,) and not a.any()
+    # A copy is made only for the host: on the device the page itself is exported.
+    with pytest.raises(BufferError, match="only available to the host"):
+        p.__dlpack__(dl_device=(KDLCUDA, 0), copy=True)
 
 
 def test_host_mirror_follows_commits(bus):

@@ -157,6 +157,23 @@ def test_asarray_is_live(bus):
     assert a[0] == 1.5
 
 
+def test_asarray_with_dtype_or_copy(bus):
+    """__array__(dtype, copy): the live read-only view when neither asks for more; otherwise an
+    independent writable array; a conversion refused with copy=False changes nothing."""
+    p = bus.create_page(data=np.arange(3, dtype=np.float32))
+    same = np.asarray(p, dtype=np.float32)
+    assert not same.flags.writeable and np.shares_memory(same, p.view())
+    for converted in (np.asarray(p, dtype=np.float64), np.array(p), np.asarray(p, copy=True)):
+        assert converted.flags.writeable and not np.shares_memory(converted, p.view())
+        converted[0] = 7
+    assert np.asarray(p, dtype=np.float64).dtype == np.float64
+    assert np.array_equal(p.view(), [0, 1, 2]) and p.epoch == 1
+    # NumPy refuses np.asarray(p, dtype=..., copy=False) itself; the page says why when asked directly.
+    with pytest.raises(mmsb.InvalidArgumentError, match="page 1 to .*float64.* needs a copy"):
+        p.__array__(np.float64, copy=False)
+    assert np.shares_memory(p.__array__(np.float32, copy=False), p.view())
+
+
 # ---- DLPack ---------------------------------------------------------------------------------------
 
 def test_from_dlpack_read_only_and_shared(bus):
