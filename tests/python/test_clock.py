@@ -65,6 +65,31 @@ def test_history_shows_the_clock_and_reopening_keeps_it(tmp_path):
         assert [h.timestamp_ns for h in bus.history(a)] == [5_000, 5_010, 5_020, 9_000]
 
 
+def test_commits_sharing_a_timestamp_keep_their_own_history(tmp_path):
+    """With a clock that stands still, consecutive commits of one source continue one run of the
+    history index (next lsns, same time): writes and batches between them must still leave every
+    page the history, time travel and, reopened, the history a ticking clock gives them."""
+    def run(path, clock):
+        with mmsb.Bus(path, clock=clock) as bus:
+            a, b, c = (bus.create_page(16) for _ in range(3))
+            a.write(0, b"x")
+            bus.apply_batch(mmsb.DeltaBatch([b.id, a.id, c.id], [0, 4, 8], [2, 2, 2], b"112233"))
+            bus.apply_batch(mmsb.DeltaBatch([c.id, b.id, c.id], [0, 0, 1], [1, 1, 1], b"456"))
+            c.write(15, b"z")
+            pages = (a, b, c)
+            live = [[(h.lsn, h.epoch, h.source, h.runs) for h in bus.history(p)] for p in pages]
+            past = [[bytes(p.at(e)) for e in range(p.epoch + 1)] for p in pages]
+        with mmsb.open(path) as bus:
+            again = [[(h.lsn, h.epoch, h.source, h.runs) for h in bus.history(bus.page(p.id))] for p in pages]
+        return live, past, again
+
+    still = run(tmp_path / "still", lambda: 7)
+    ticking = run(tmp_path / "ticking", counting_clock())
+    assert still == ticking
+    assert still[0] == still[2]
+    assert [h[0] for h in still[0][2]] == [7, 8, 10, 11]  # page c: its three batch rows and its write
+
+
 @pytest.mark.parametrize("bad", [
     pytest.param(lambda: 1 / 0, id="raises"),
     pytest.param(lambda: -1, id="negative"),
