@@ -13,7 +13,7 @@ TEST_BUILD := build/release
 ASAN_BUILD := build/cpp-asan
 TSAN_BUILD := build/cpp-tsan
 
-.PHONY: setup run test test-cpp test-asan test-tsan test-fake-cuda test-python test-fuzz test-bench-smoke test-install test-slow fuzz bench clean
+.PHONY: setup run test test-cpp test-asan test-tsan test-fake-cuda test-python test-fuzz test-bench-smoke test-install test-slow fuzz bench coverage clean
 
 setup:
 	@bash scripts/setup.sh
@@ -107,6 +107,11 @@ bench: setup
 	build/bench/benchmarks/cpp/bench_propagation
 	build/bench/benchmarks/cpp/bench_ring --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 	build/bench/benchmarks/cpp/bench_tick --benchmark_counters_tabular=true
+
+# Line and function coverage of cpp/ by the C++ and Python suites (gcov, ~12 min; not part of
+# make test): build/coverage/summary.txt and functions.txt. See scripts/coverage.sh.
+coverage: setup
+	bash scripts/coverage.sh
 
 clean:
 	rm -rf build $(VENV)/.mmsb-built

@@ -155,26 +155,12 @@ cpp() {
 }
 
 PYSTAGE=""
+# shellcheck source=scripts/staged-python.sh
+source "$ROOT/scripts/staged-python.sh"
 # python/mmsb and this build's _core, copied to /tmp: the package the Python stages import.
 make_stage() {
   built _core || return 1
-  PYSTAGE=$(mktemp -d /tmp/mmsb-gpu-py.XXXXXX)
-  cp -r python/mmsb "$PYSTAGE/" && cp "$BUILD"/cpp/bindings/_core*.so "$PYSTAGE/mmsb/"
-}
-
-# staged_python SECONDS ARGS...: runs $PY ARGS on the staged package, killed after SECONDS. An
-# mmsb installed in that Python (an editable .venv one) would shadow PYTHONPATH, so then site is
-# skipped (-S) and site-packages go on the path explicitly, as the project's helper builds do.
-staged_python() {
-  local seconds=$1
-  shift
-  if "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('mmsb') is None)" 2>/dev/null; then
-    local site
-    site=$("$PY" -c "import sysconfig as s; p = s.get_paths(); print(p['purelib'] + ':' + p['platlib'])")
-    PYTHONPATH="$PYSTAGE:$site" PYTHONUNBUFFERED=1 timeout "$seconds" "$PY" -S "$@"
-  else
-    PYTHONPATH="$PYSTAGE" PYTHONUNBUFFERED=1 timeout "$seconds" "$PY" "$@"
-  fi
+  stage_package "$BUILD"
 }
 
 python_tests() {
