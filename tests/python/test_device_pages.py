@@ -399,6 +399,7 @@ def test_an_edit_of_a_device_page_is_made_and_diffed_on_the_device(any_devices):
     with p.edit() as s:  # no CuPy for emulated memory: the copy itself, fed here through the device
         assert isinstance(s, _core.DeviceStaging)
         assert (s.page, s.shape, s.dtype, s.nbytes, s.epoch) == (p.id, (5000,), np.dtype("int32"), 20000, p.epoch)
+        assert s.__dlpack_device__() == p.__dlpack_device__()  # the copy lives where the page does
         assert s._read() == want.tobytes()
         s._write(40, np.int32([-1, -2]).tobytes())
         s._write(16000, np.int32([7]).tobytes())
