@@ -32,10 +32,11 @@ stage_package "$BUILD"
 staged_python 3000 -m pytest -p no:cacheprovider -p no:xdist tests/python -q -m "not slow" -k "not notebook"
 rm -rf "$PYSTAGE"
 
-# The engine's and the extension's objects only (CMake's compiler probes left counts too).
+# The engine's, the extension's and the tests' objects (the tests run inline engine code of
+# their own); not CMake's compiler probes, which left counts too.
 "$PY" -m gcovr -r . --filter cpp/ --object-directory "$BUILD" -j "$JOBS" \
   --gcov-ignore-parse-errors=negative_hits.warn_once_per_file \
-  --txt "$BUILD/summary.txt" --json "$BUILD/coverage.json" "$BUILD/cpp" 2>/dev/null
+  --txt "$BUILD/summary.txt" --json "$BUILD/coverage.json" "$BUILD/cpp" "$BUILD/tests" 2>/dev/null
 "$PY" - "$BUILD" <<'PYEOF'
 import json, sys
 build = sys.argv[1]
