@@ -154,14 +154,19 @@ TEST_P(Backend, BlocksAreZeroFilledAlsoWhenReused) {
   Rng rng(5);
   for (const std::uint64_t size : std::vector<std::uint64_t>{100, 64 * 1024, 9 * kMiB}) {  // slab and large blocks
     for (int reuse = 0; reuse < 2; ++reuse) {
+      const DevicePoolStats before = b.pool_stats();
       const DevicePool::Block block = b.allocate(size);
       EXPECT_GE(block.requested, size);
+      EXPECT_EQ(b.pool_stats().live_blocks, before.live_blocks + 1);
+      EXPECT_EQ(b.pool_stats().requested_bytes, before.requested_bytes + block.requested);
       EXPECT_EQ(reinterpret_cast<std::uintptr_t>(block.data) % DevicePool::kAlignment, 0u);
       EXPECT_EQ(read_all(b, block, size), Bytes(size)) << size << " bytes, use " << reuse;
       const Bytes junk = random_bytes(rng, size);
       const DeviceRun whole{block.data, 0, size};
       b.write({&whole, 1}, junk);
       b.release(block);
+      EXPECT_EQ(b.pool_stats().live_blocks, before.live_blocks);
+      EXPECT_EQ(b.pool_stats().requested_bytes, before.requested_bytes);
     }
   }
 }
