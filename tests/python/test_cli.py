@@ -57,7 +57,8 @@ def test_inspect_summary_and_records_cover_every_lsn(tmp_path):
 
 def test_inspect_names_graph_and_propagation_records(tmp_path):
     """Every op of a graph's life in the record dump: depend, edges, derived deltas, waves
-    (eager, deferred and propagate()) and a mode change inside a transaction."""
+    (eager, deferred and propagate()), metadata set and removed, and a mode change inside a
+    transaction."""
     path = str(tmp_path / "g")
     with mmsb.Bus(path) as bus:
         a = bus.create_page(data=np.zeros(2), name="a")
@@ -70,6 +71,8 @@ def test_inspect_names_graph_and_propagation_records(tmp_path):
         a.write(8, np.float64(2).tobytes())
         bus.propagate()
         bus.remove_edge(a, c)
+        c.set_metadata("unit", "m")
+        c.set_metadata("unit", None)
         with bus.transaction():
             a.write(0, np.float64(3).tobytes())
             bus.propagation = "eager"
@@ -85,6 +88,8 @@ def test_inspect_names_graph_and_propagation_records(tmp_path):
         ["delta to page %d: 1 runs, 8 B (user)" % ids[0]],
         ["derived delta to page %d: 1 runs, 1 B" % ids[1], "propagate (deferred)"],
         ["remove control edge %d -> %d" % (ids[0], ids[2])],
+        ["set metadata 'unit' of page %d" % ids[2]],
+        ["remove metadata 'unit' of page %d" % ids[2]],
         ["delta to page %d: 1 runs, 8 B (user)" % ids[0], "propagation mode changes (after deferred changes)"],
     ]
 
@@ -98,6 +103,20 @@ def test_inspect_reports_damage_and_exits_nonzero(tmp_path):
     open(seg, "wb").write(data)
     rc, text = run_cli("inspect", path)
     assert rc == 1 and "CORRUPT" in text and seg in text
+
+
+def test_inspect_reports_a_damaged_checkpoint_and_exits_nonzero(tmp_path):
+    path = str(tmp_path / "b")
+    make_bus(path)
+    ckpt = os.path.join(path, next(f for f in os.listdir(path) if f.endswith(".ckpt")))
+    data = bytearray(open(ckpt, "rb").read())
+    data[60] ^= 0x01  # inside the first page entry
+    open(ckpt, "wb").write(data)
+    rc, text = run_cli("inspect", path)
+    assert rc == 1 and f"checkpoint {ckpt}: DAMAGED:" in text
+    rc, text = run_cli("inspect", path, "--json")
+    [cp] = json.loads(text)["checkpoints"]
+    assert cp["file"] == ckpt and "checksum mismatch" in cp["error"] and "lsn" not in cp
 
 
 def test_inspect_of_a_missing_directory_raises(tmp_path):
