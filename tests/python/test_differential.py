@@ -67,6 +67,7 @@ class Driver:
             assert epoch == ref.epochs[p.id], p.id
             assert data.tobytes() == bytes(ref.pages[p.id]), p.id
             assert p.size == len(ref.pages[p.id])
+            assert p.metadata == ref.metadata[p.id], p.id
             want_dtype = ref.dtypes[p.id]
             if want_dtype is None:
                 assert p.dtype is None and p.shape is None
@@ -255,6 +256,16 @@ class Driver:
     def op_big_batch(self):
         return self.op_batch(int(self.rng.integers(17_000, 25_000)))
 
+    def op_metadata(self):
+        """Sets a key (str or bytes value), overwrites one, or removes one (absent or not)."""
+        pid = self.pick()
+        key = f"k{int(self.rng.integers(3))}"
+        value = [None, "v" + str(int(self.rng.integers(100))), self.rand_bytes(3)][int(self.rng.integers(3))]
+        self.handles[pid].set_metadata(key, value)
+        self.ref.set_metadata(pid, key, value)
+        assert self.handles[pid].metadata == self.ref.metadata[pid]
+        return [pid]
+
     def op_invalid(self):
         """A rejected operation: nothing may change."""
         pid = self.pick()
@@ -285,7 +296,7 @@ class Driver:
     OPS = [
         ("create_raw", 3), ("create_typed", 3), ("delete", 3), ("write", 14), ("delta_at", 8),
         ("delta_runs", 8), ("merge", 5), ("masked", 10), ("update", 8), ("edit", 8),
-        ("batch", 8), ("invalid", 4),
+        ("batch", 8), ("metadata", 3), ("invalid", 4),
     ]
 
     def run(self, n_ops):

@@ -18,7 +18,7 @@ from reference_model import capture_full_state
 from test_differential import Driver
 
 TXN_OPS = ["write", "delta_at", "delta_runs", "masked", "update", "edit", "batch", "create_raw",
-           "create_typed", "delete", "merge"]
+           "create_typed", "delete", "merge", "metadata"]
 
 
 def random_ops(drv, n):
