@@ -259,6 +259,42 @@ TEST_F(RecoveryTest, RecoveryAcrossRotatedSegments) {
   EXPECT_NE(msg.find(first), std::string::npos) << msg;
 }
 
+// A directory whose newest segment an older writer started (format 4, which knows no Location
+// record): the bus reads it, leaves it as it was, and writes on in a new segment of the current
+// format, which a reopen reads after it.
+TEST_F(RecoveryTest, AnOlderFormatSegmentIsReadAndContinuedInANewSegment) {
+  const std::string path = dir_ / "bus";
+  PageSpec spec;
+  spec.size = 64;
+  PageId id = 0;
+  {
+    Bus bus(test::dir_options(path, Durability::Flush));
+    id = bus.create_page(spec).id;
+    bus.write(id, 0, bytes_of("old"));
+    bus.close();
+  }
+  std::vector<std::string> segments = test::segment_files(path);
+  ASSERT_EQ(segments.size(), 1u);
+  Bytes image = test::read_file(segments[0]);
+  logfmt::SegmentHeader h = logfmt::decode_segment_header(image, "seg");
+  h.version = 4;
+  const Bytes header = logfmt::encode_segment_header(h);
+  std::copy(header.begin(), header.end(), image.begin());
+  test::write_file(segments[0], image);
+  DurableState want;
+  {
+    Bus bus(test::dir_options(path, Durability::Flush, true));
+    bus.write(id, 8, bytes_of("new"));
+    want = test::durable_state(bus);
+    bus.close();
+  }
+  segments = test::segment_files(path);
+  ASSERT_EQ(segments.size(), 2u);
+  EXPECT_EQ(test::read_file(segments[0]), image);
+  EXPECT_EQ(logfmt::decode_segment_header(test::read_file(segments[1]), "new").version, logfmt::kFormatVersion);
+  expect_reopens_to(path, Durability::Flush, want);
+}
+
 // durability=none rotates segments at the same bound while the bus runs, whether its records are
 // gathered in its buffer (small) or written at once (large): the buffered bytes go to the segment
 // the index placed them in before the next one starts, and a reopen reads across both.
