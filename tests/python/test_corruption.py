@@ -299,6 +299,19 @@ def test_bit_flip_in_the_segment_header_is_log_corruption(small_log, tmp_path):
         assert SEGMENT in str(info.value)
 
 
+@pytest.mark.parametrize("named", [2, 7])
+def test_a_segment_whose_name_and_header_disagree_is_log_corruption(small_log, tmp_path, named):
+    """A renamed segment: its header's first lsn (1) is what counts, and a name saying otherwise
+    is refused by every open, naming both."""
+    _, data, _, _ = small_log
+    d = tmp_path / "renamed"
+    d.mkdir()
+    (d / f"seg-{named:020d}.log").write_bytes(data)
+    for open_it in (mmsb.open, mmsb.Bus, lambda p: mmsb.replay(p, to=1)):
+        with pytest.raises(mmsb.LogCorruptError, match=f"header says first lsn 1 but its name says {named}"):
+            open_it(d)
+
+
 def test_truncation_of_the_newest_segment_after_a_checkpoint(fast_tmp):
     # A checkpoint starts a new segment; tearing that one (its header included) at any offset
     # recovers the checkpoint plus the whole records after it.
