@@ -197,6 +197,29 @@ def test_budgets_overruns_and_sampled_validation(bus):
     assert bus.tick_options()["apply"] is None
 
 
+def test_a_recompute_that_raises_when_validated_is_a_validation_failure(bus):
+    """Validation recomputes the sampled page again; one whose function fails that time is
+    reported as not matching, and the tick, its commits and the page stay as they were."""
+    a = bus.create_page(shape=4, dtype=np.float64)
+    c = bus.create_page(shape=4, dtype=np.float64)
+    calls = [0]
+
+    def once(out, x):
+        calls[0] += 1
+        if calls[0] > 2:  # the first computation and the tick's wave; not validation's rerun
+            raise RuntimeError("cannot run again")
+        out[:] = x
+
+    bus.depend(c, on=[a], fn=once)
+    bus.configure_tick(validate_sample=1)
+    bus.submit(mmsb.Delta.at(a, 0, np.float64(3).tobytes()))
+    r = bus.tick()
+    assert calls[0] == 3 and r.validated == 1 and r.validation_failures == [c.id]
+    assert r.deltas_applied == 1 and r.last_lsn == bus.lsn
+    assert c.view().tolist() == [3, 0, 0, 0] and c.epoch == 1
+    assert bus.stats().validation_failures == 1
+
+
 def test_many_producers_lose_and_duplicate_nothing():
     """4 threads x 250k deltas (batches of 500 rows and single deltas) against a NumPy model:
     every producer owns a page and writes its sequence number i at slot i % 64."""
