@@ -196,6 +196,27 @@ def test_mirror_moves_only_the_runs_written_since_its_last_refresh(any_devices):
     assert m["mirror_bytes"] == 1 << 20 and m["device_bytes"] == 1 << 20
 
 
+def test_a_mirror_with_too_many_stale_runs_to_track_rereads_the_whole_page(any_devices, rng):
+    """Past 4096 separate stale runs a refresh reads the whole page in one transfer, with the
+    same bytes as run by run."""
+    bus = mmsb.Bus()
+    size = 1 << 20
+    p = bus.create_page(size, location="cuda:0")
+    np.asarray(p)  # the mirror is now whole and valid
+    rows = 5000
+    offsets = np.sort(rng.choice(size // 128, rows, replace=False)) * 128
+    payload = rng.integers(0, 256, rows * 8, dtype=np.uint8)
+    bus.apply_batch(mmsb.DeltaBatch([p.id] * rows, offsets, [8] * rows, payload))
+    before = bus._device_traffic()
+    view = np.asarray(p)
+    after = bus._device_traffic()
+    assert after["mirror_syncs"] - before["mirror_syncs"] == 1
+    assert after["mirror_bytes_synced"] - before["mirror_bytes_synced"] == size
+    want = np.zeros(size, np.uint8)
+    want[(offsets[:, None] + np.arange(8)).ravel()] = payload
+    assert np.array_equal(view, want)
+
+
 def test_views_of_a_device_page_are_refreshed_by_each_call(any_devices):
     bus = mmsb.Bus()
     p = bus.create_page(data=np.arange(8, dtype=np.int64), location="cuda:0")
