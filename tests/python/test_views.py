@@ -163,7 +163,7 @@ def test_asarray_with_dtype_or_copy(bus):
     p = bus.create_page(data=np.arange(3, dtype=np.float32))
     same = np.asarray(p, dtype=np.float32)
     assert not same.flags.writeable and np.shares_memory(same, p.view())
-    for converted in (np.asarray(p, dtype=np.float64), np.array(p), np.asarray(p, copy=True)):
+    for converted in (np.asarray(p, dtype=np.float64), np.array(p), np.array(p, copy=True)):
         assert converted.flags.writeable and not np.shares_memory(converted, p.view())
         converted[0] = 7
     assert np.asarray(p, dtype=np.float64).dtype == np.float64
