@@ -57,6 +57,36 @@ def test_refusals_and_detach(devices):
     assert bus.tick()["replicated_rows"] == 0
 
 
+def test_a_failed_broadcast_detaches_the_replicator_and_the_tick_still_commits(devices):
+    """A replica write that fails during a tick's broadcast: the tick's commit stands, its report
+    says why replication stopped, the replicator is unusable and detached; attaching it again is
+    refused and keeps the replicator attached instead, which then follows every tick."""
+    bus = mmsb.Bus()
+    a = bus.create_page(64)
+    broken = replicator([64])
+    bus.replicate(broken, [a])
+    bus.submit(mmsb.Delta.at(a, 0, b"x"))
+    mmsb._core.cuda_fail_emulated_write(1)
+    try:
+        report = bus.tick()
+    finally:
+        mmsb._core.cuda_fail_emulated_write(0)
+    assert "injected failure" in report["replication_error"]
+    assert report["deltas_applied"] == 1 and a.read(0, 1) == b"x"
+    with pytest.raises(mmsb.DeviceUnavailableError, match="unusable after an earlier failure"):
+        broken.read(0)
+    bus.submit(mmsb.Delta.at(a, 1, b"y"))
+    assert bus.tick()["replicated_rows"] == 0  # detached: nothing is broadcast
+    good = replicator([64])
+    bus.replicate(good, [a])  # sent whole
+    with pytest.raises(mmsb.DeviceUnavailableError):
+        bus.replicate(broken, [a])
+    bus.submit(mmsb.Delta.at(a, 2, b"z"))
+    report = bus.tick()
+    assert report["replication_error"] is None and report["replicated_rows"] == 1
+    assert good.read(0) == a.read(0, 64)
+
+
 def test_a_peer_rank_follows_the_bus_tick_by_tick(devices):
     """Rank 0 is driven by the bus; rank 1, on its own thread as it would be in its own process,
     receives the attach broadcast and then one batch per tick, and ends equal to the pages."""
@@ -80,3 +110,9 @@ def test_a_peer_rank_follows_the_bus_tick_by_tick(devices):
     follower.join()
     assert peer.ticks == root.ticks == ticks + 1
     assert [peer.read(i) for i in range(2)] == [p.read(0, p.size) for p in pages]
+    # Only rank 0 sends: the peer can neither drive a bus nor broadcast itself.
+    with pytest.raises(mmsb.InvalidArgumentError, match="rank 0 of the replication group"):
+        bus.replicate(peer, pages)
+    with pytest.raises(mmsb.InvalidArgumentError, match="only rank 0 broadcasts"):
+        peer.broadcast([0], [0], [1], b"x")
+    assert peer.ticks == ticks + 1 and [peer.read(i) for i in range(2)] == [p.read(0, p.size) for p in pages]
