@@ -108,7 +108,7 @@ bench: setup
 	build/bench/benchmarks/cpp/bench_ring --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 	build/bench/benchmarks/cpp/bench_tick --benchmark_counters_tabular=true
 
-# Line and function coverage of cpp/ by the C++ and Python suites (gcov, ~12 min; not part of
+# Line and function coverage of cpp/ by the C++ and Python suites (gcov, 8-12 min; not part of
 # make test): build/coverage/summary.txt and functions.txt. See scripts/coverage.sh.
 coverage: setup
 	bash scripts/coverage.sh

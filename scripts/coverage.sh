@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Line and function coverage of the C++ engine and bindings (`make coverage`, ~12 minutes on 2
+# Line and function coverage of the C++ engine and bindings (`make coverage`, 8-12 minutes on 2
 # cores): a gcov build in build/coverage (Debug, -O0, the CUDA code on the tests' stand-in runtime
 # so the device backends and kernels count too), every C++ suite, then the Python suite (not
 # `slow`, not the notebooks, whose kernels import the .venv's mmsb) against that build's _core,
