@@ -348,10 +348,11 @@ void bind_bus(py::module_& m) {
         py::dict d;
         d["checkpoint_lsn"] = r.checkpoint_lsn;
         d["records_replayed"] = r.records_replayed;
+        d["log_last_lsn"] = r.log_last_lsn;
         d["truncated_tail"] = r.truncated_tail;
         d["tail_reason"] = r.tail_reason;
         return d;
-      }, "What opening the directory found: checkpoint used, records replayed, torn tail cut.")
+      }, "What opening the directory found: checkpoint used, records replayed, the log's last lsn, torn tail cut.")
       // Positional only: pybind11's keyword matching costs about a microsecond per call, so the
       // keyword signature lives in Python (mmsb/__init__.py) and forwards here.
       .def("_create_page", &create_page)

@@ -150,7 +150,7 @@ def test_the_small_log_reopens_whole(small_log, tmp_path):
     d = make_dir(tmp_path, "whole", data)
     with mmsb.open(d) as bus:
         assert capture_full_state(bus) == states[max(states)]
-        assert bus.recovery == {"checkpoint_lsn": 0, "records_replayed": len(records),
+        assert bus.recovery == {"checkpoint_lsn": 0, "records_replayed": len(records), "log_last_lsn": max(states),
                                 "truncated_tail": False, "tail_reason": ""}
 
 

@@ -281,6 +281,13 @@ def test_a_device_write_failing_after_its_record_stops_writes_until_reopened(dev
     finally:
         _core.cuda_fail_emulated_write(0)
     assert dev.view().tolist() == [0.0] * 8 and dev.epoch == 1
+    # verify() names how memory fell behind its log: a batch took its lsn, a write did not.
+    problems = bus.verify().problems
+    if batch:
+        assert bus.lsn == lsn + 1 and f"log replayed from lsn 1: page {dev.id} bytes differ" in problems, problems
+    else:
+        assert bus.lsn == lsn
+        assert problems == [f"the log holds lsns {lsn + 1}..{lsn + 1} past the bus lsn {lsn}, not applied in memory"]
     with pytest.raises(mmsb.DurabilityError, match="reopen the bus"):
         host.write(0, b"refused!")
     assert bytes(host.view()) == b"before!!"
@@ -296,6 +303,25 @@ def test_a_device_write_failing_after_its_record_stops_writes_until_reopened(dev
         recovered = again.lsn
         again.page(host.id).write(0, b"after!!!")
         assert again.lsn == recovered + 1
+
+
+def test_an_in_memory_bus_whose_device_write_fails_after_logging_stays_readable_and_says_why(devices):
+    # Its history (the in-memory log) holds the change memory lacks: no more writes, reads go on,
+    # and verify() names the lsn the log holds past memory.
+    bus = mmsb.Bus()
+    dev = bus.create_page(data=np.zeros(8), location="cuda:0")
+    host = bus.create_page(data=b"before!!")
+    lsn = bus.lsn
+    _core.cuda_fail_emulated_write(1)
+    try:
+        with pytest.raises(mmsb.DeviceUnavailableError, match="injected"):
+            dev.write(0, np.float64(7.0).tobytes())
+    finally:
+        _core.cuda_fail_emulated_write(0)
+    with pytest.raises(mmsb.DurabilityError, match="in-memory bus's history holds a change"):
+        host.write(0, b"refused!")
+    assert bus.lsn == lsn and bytes(host.view()) == b"before!!" and dev.view().tolist() == [0.0] * 8
+    assert bus.verify().problems == [f"the log holds lsns {lsn + 1}..{lsn + 1} past the bus lsn {lsn}, not applied in memory"]
 
 
 def test_a_batch_failing_on_its_device_rows_inside_a_transaction_leaves_the_rest_of_it(devices, tmp_path):

@@ -106,6 +106,7 @@ class DirDriver(Driver):
     def op_reopen(self):
         before = capture_full_state(self.bus)
         extras = page_extras(self.bus)
+        lsn = self.bus.lsn
         self.bus.close()
         assert self.bus.closed
         if self.rng.random() < 0.5:
@@ -118,6 +119,7 @@ class DirDriver(Driver):
         assert self.bus.recovery == {
             "checkpoint_lsn": self.checkpoint_lsn,
             "records_replayed": self.records_since_checkpoint,
+            "log_last_lsn": lsn,
             "truncated_tail": False,
             "tail_reason": "",
         }
@@ -248,13 +250,13 @@ def test_recovery_report_names_the_checkpoint_and_the_replayed_records(tmp_path)
         bus.create_page(data=b"abc")  # one record, 2 lsns
     with mmsb.open(path) as bus:
         assert bus.lsn == 13
-        assert bus.recovery == {"checkpoint_lsn": 6, "records_replayed": 5,
+        assert bus.recovery == {"checkpoint_lsn": 6, "records_replayed": 5, "log_last_lsn": 13,
                                 "truncated_tail": False, "tail_reason": ""}
     with mmsb.Bus(path) as bus:
         assert bus.recovery["checkpoint_lsn"] == 6 and bus.recovery["records_replayed"] == 5
         assert bus.checkpoint() == 13
     with mmsb.open(path) as bus:
-        assert bus.recovery == {"checkpoint_lsn": 13, "records_replayed": 0,
+        assert bus.recovery == {"checkpoint_lsn": 13, "records_replayed": 0, "log_last_lsn": 13,
                                 "truncated_tail": False, "tail_reason": ""}
         assert bus.page(2).read(0, 3) == b"abc" and bus.page(2).epoch == 1
 

@@ -135,3 +135,27 @@ def test_each_way_the_log_can_disagree_with_memory_is_named(tmp_path, memory, lo
     for part in expected:
         assert any(part in line for line in rep.problems), (part, rep.problems)
     bus.close()
+
+
+def test_log_records_past_the_bus_lsn_are_reported(tmp_path):
+    """A log that goes further than memory (here another history's, one write longer) is named
+    even though every lsn the bus has matches; a read-only view at an earlier lsn is not."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    with mmsb.Bus(b) as other:
+        _plain(other)
+        other.page(1).write(16, b"\x03" * 8)
+    with mmsb.Bus(a) as bus:
+        _plain(bus)
+    bus = mmsb.open(a)
+    assert bus.lsn == 3 and bus.recovery["log_last_lsn"] == 3 and bus.verify().ok
+    for seg in segment_files(a):
+        os.remove(os.path.join(a, seg))
+    for seg in segment_files(b):
+        shutil.copyfile(os.path.join(b, seg), os.path.join(a, seg))
+    rep = bus.verify()
+    assert not rep.ok
+    assert rep.problems == ["the log holds lsns 4..4 past the bus lsn 3, not applied in memory"], rep.problems
+    bus.close()
+    past = mmsb.replay(a, to=2)
+    assert past.lsn == 2 and past.recovery["log_last_lsn"] == 4
+    assert past.verify().ok, past.verify().problems

@@ -19,6 +19,7 @@ void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions, cons
   if (rec.checkpoint) restore_checkpoint_locked(*rec.checkpoint, "'" + path_ + "'");
   lsn_.store(base, std::memory_order_relaxed);
   recovery_.checkpoint_lsn = base;
+  recovery_.log_last_lsn = rec.last_lsn;
   unindexed_through_ = base;  // the provenance index gets only the lsns replayed below
   const Lsn stop = until.value_or(std::numeric_limits<Lsn>::max());
   ReplayMeter meter(progress, base, std::min(stop, rec.last_lsn));

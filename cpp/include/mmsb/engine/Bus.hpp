@@ -254,16 +254,17 @@ class Bus {
   /// Checks the bus: internal invariants (no orphan names or info, live pages have data, each
   /// page's last lsn <= the bus lsn); for a directory bus also that every log record checksums,
   /// and that replaying the whole log from lsn 1, and the newest checkpoint plus its tail, both
-  /// give exactly the pages in memory (bytes, epochs, last lsns, layout, names, metadata).
-  /// Problems are reported, not thrown. Blocks writers while it runs.
+  /// give exactly the pages in memory (bytes, epochs, last lsns, layout, names, metadata), and
+  /// that the log holds nothing past the bus lsn. Problems are reported, not thrown. Blocks writers while it runs.
   IntegrityReport verify();
   /// Directory ("" for in-memory) and durability mode.
   const std::string& path() const noexcept { return path_; }
   Durability durability() const noexcept { return durability_; }
-  /// What recovery found at open (records replayed, torn tail cut).
+  /// What recovery found at open (records replayed, torn tail cut, how far the log goes).
   struct RecoveryReport {
     Lsn checkpoint_lsn = 0;
     std::uint64_t records_replayed = 0;
+    Lsn log_last_lsn = 0;  ///< the log's last intact lsn: past the bus lsn when opened at an earlier one
     bool truncated_tail = false;
     std::string tail_reason;
   };
