@@ -13,7 +13,7 @@ TEST_BUILD := build/release
 ASAN_BUILD := build/cpp-asan
 TSAN_BUILD := build/cpp-tsan
 
-.PHONY: setup run test test-cpp test-asan test-tsan test-fake-cuda test-python test-fuzz test-bench-smoke test-install test-slow fuzz bench coverage clean
+.PHONY: setup run test test-cpp test-asan test-tsan test-fake-cuda test-python test-fuzz test-bench-smoke test-install test-wheel test-slow fuzz bench coverage clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,7 +21,7 @@ setup:
 run: setup
 	$(VENV)/bin/mmsb validate --json build/validate.json
 
-test: setup test-cpp test-asan test-tsan test-fake-cuda test-python test-fuzz test-bench-smoke test-install
+test: setup test-cpp test-asan test-tsan test-fake-cuda test-python test-fuzz test-bench-smoke test-install test-wheel
 	@echo "make test: all suites passed"
 
 # Release build with every feature found here (CUDA compiled when nvcc exists: proves that path).
@@ -74,6 +74,11 @@ test-fake-cuda:
 # examples/cpp against that prefix only (find_package(mmsb)).
 test-install:
 	bash scripts/test-install.sh
+
+# Python package: pip wheel, installed with its declared dependencies into a virtual environment
+# of its own (build/wheel-test/venv), used from a folder outside the tree (see the script).
+test-wheel:
+	bash scripts/test-wheel.sh
 
 # A short bounded libFuzzer run over each parser: the log's files and the replication wire
 # (20 s each; longer: make fuzz).
