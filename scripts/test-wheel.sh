@@ -7,7 +7,10 @@
 # wheel leaves out; this can. Reruns are quick: the build is incremental, the environment kept
 # (build/wheel-test/venv), and only the wheel itself reinstalled.
 #
-#   scripts/test-wheel.sh
+#   scripts/test-wheel.sh           the wheel built from the source tree (make test; ~25 s)
+#   scripts/test-wheel.sh --sdist   the wheel built from the source distribution instead, as
+#                                   `pip install` of the sdist does: only its files, compiled from
+#                                   scratch in a build folder of its own (make test-slow; minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -17,10 +20,26 @@ PYTHON=${PYTHON:-python3}
 
 step() { printf '== %s\n' "$*"; }
 
-step "wheel"
 rm -rf "$work/dist"
 mkdir -p "$work/dist"
-.venv/bin/python -m pip wheel . --no-build-isolation --no-deps -q -w "$work/dist"
+if [[ ${1:-} == --sdist ]]; then
+  step "sdist"
+  .venv/bin/python -c 'import sys; from scikit_build_core.build import build_sdist; print(build_sdist(sys.argv[1]))' \
+    "$work/dist" | tail -1
+  sdist=$(ls "$work"/dist/mmsb-*.tar.gz)
+  # Every file of the tree git does not ignore, and nothing else but the metadata it adds.
+  diff <(git ls-files --cached --others --exclude-standard | while read -r f; do [[ -e $f ]] && echo "$f"; done | sort -u) <(tar tzf "$sdist" | sed -n 's|^mmsb-[^/]*/||p' | grep -v -e '^$' -e '/$' -e '^PKG-INFO$' | sort) \
+    || { echo "test-wheel: the sdist's files differ from the tree's (< tree only, > sdist only)" >&2; exit 1; }
+  step "wheel from the sdist (a full build)"
+  # Unpacked outside the tree, so its build folder (build-dir, relative) is its own.
+  unpacked=$(mktemp -d)
+  tar xzf "$sdist" -C "$unpacked"
+  .venv/bin/python -m pip wheel "$unpacked"/mmsb-* --no-build-isolation --no-deps -q -w "$work/dist"
+  rm -rf "$unpacked"
+else
+  step "wheel"
+  .venv/bin/python -m pip wheel . --no-build-isolation --no-deps -q -w "$work/dist"
+fi
 wheel=$(ls "$work"/dist/mmsb-*.whl)
 echo "$(basename "$wheel") ($(du -k "$wheel" | cut -f1) KiB)"
 
