@@ -47,6 +47,7 @@ def test_at_and_replay_equal_the_state_recorded_at_that_lsn(tmp_path, durability
             assert capture_state(old) == drv.states[lsn], lsn
         with mmsb.replay(drv.path, to=lsn) as old:
             assert capture_state(old) == drv.states[lsn], lsn
+            assert old.recovery["log_last_lsn"] == lsns[-1]
     # the writing bus is untouched by all that reading
     assert capture_state(drv.bus) == drv.states[lsns[-1]]
     drv.bus.close()
@@ -319,7 +320,7 @@ def test_in_memory_bus_keeps_its_history(rng):
         states[bus.lsn] = capture_state(bus)
     for lsn, want in states.items():
         with bus.at(lsn) as old:
-            assert old.read_only and old.lsn == lsn
+            assert old.read_only and old.lsn == lsn and old.recovery["log_last_lsn"] == bus.lsn
             assert capture_state(old) == want, lsn
     for p in pages:
         hist = bus.history(p)

@@ -128,6 +128,7 @@ void Bus::replay_memory_log_locked(Bus& into, Lsn stop, bool split, bool newest,
   }
   into.lsn_.store(base, std::memory_order_relaxed);
   into.recovery_.checkpoint_lsn = base;
+  into.recovery_.log_last_lsn = mem_log_->last_lsn();
   ReplayMeter meter(progress, base, stop);
   mem_log_->for_each([&](const ScannedRecord& r, const std::string& where) {
     const bool more = into.replay_record_locked(r, where, base, stop, split);
