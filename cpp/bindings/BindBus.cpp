@@ -6,6 +6,7 @@
 #include "BindDelta.hpp"
 #include "Bindings.hpp"
 #include "Convert.hpp"
+#include "ErrorTranslator.hpp"
 #include "mmsb/core/Error.hpp"
 
 namespace mmsb::py_bind {
@@ -125,9 +126,7 @@ std::function<std::uint64_t()> clock_for(py::handle clock) {
     try {
       return to_u64(held->fn(), "the value the bus's clock returned");
     } catch (py::error_already_set& e) {
-      std::string msg = e.what();  // without pybind11's traceback lines; no Python object kept
-      if (const auto at = msg.find("\n\nAt:"); at != std::string::npos) msg.resize(at);
-      fail(ErrorCode::InvalidArgument, "the bus's clock raised ", msg, "; nothing was committed");
+      fail(ErrorCode::InvalidArgument, "the bus's clock raised ", user_error_message(e), "; nothing was committed");
     }
   };
 }

@@ -8,6 +8,7 @@
 
 #include "Bindings.hpp"
 #include "Convert.hpp"
+#include "ErrorTranslator.hpp"
 #include "mmsb/graph/Semiring.hpp"
 
 namespace mmsb::py_bind {
@@ -135,10 +136,7 @@ RecomputeCallable wrap_callable(const std::shared_ptr<Bus>& bus, py::function fn
       args = py::tuple(0);
       if (Py_REFCNT(staged.ptr()) == 1) st->spare = std::move(staged);
     } catch (py::error_already_set& e) {
-      // Keep the message (without pybind11's traceback lines), drop the Python objects.
-      std::string msg = e.what();
-      if (const auto at = msg.find("\n\nAt:"); at != std::string::npos) msg.resize(at);
-      throw std::runtime_error(msg);
+      throw std::runtime_error(user_error_message(e));  // the engine names the page and function
     }
   };
 }

@@ -25,8 +25,17 @@ void register_error_translator(pybind11::module_& m) {
       if (p) std::rethrow_exception(p);
     } catch (const Error& e) {
       PyErr_SetString(g_classes[static_cast<std::size_t>(e.code())], e.what());
+    } catch (PythonAbort& a) {
+      a.error.restore();
     }
   });
+}
+
+std::string user_error_message(pybind11::error_already_set& e) {
+  if (!e.matches(PyExc_Exception)) throw PythonAbort{e};
+  std::string msg = e.what();
+  if (const auto at = msg.find("\n\nAt:"); at != std::string::npos) msg.resize(at);
+  return msg;
 }
 
 }  // namespace mmsb::py_bind

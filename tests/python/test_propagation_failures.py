@@ -17,14 +17,14 @@ class Boom(Exception):
     pass
 
 
-def failing_graph(bus):
-    """a -> b (copy) -> c (raises when a[0] > 100) -> e; a -> d (sum_product)."""
+def failing_graph(bus, exc=Boom):
+    """a -> b (copy) -> c (raises `exc` when a[0] > 100) -> e; a -> d (sum_product)."""
     a = bus.create_page(data=np.arange(ELEMS, dtype=F64), name="a")
     b, c, d, e = (bus.create_page(shape=(ELEMS,), dtype=F64, name=n) for n in "bcde")
 
     def fragile(out, x):
         if x[0] > 100:
-            raise Boom("input too large")
+            raise exc("input too large")
         out[:] = x + 1
     bus.depend(b, on=[a], fn=mmsb.ops.copy)
     bus.depend(c, on=[b], fn=fragile)
@@ -72,6 +72,90 @@ def test_failing_recompute_rolls_back_the_whole_commit(bus, how):
     # the bus goes on normally
     a.write(0, np.float64(7.0).tobytes())
     assert e.view()[0] == 8.0 and d.view()[0] == 21.0
+
+
+# ---- Ctrl-C (KeyboardInterrupt) and SystemExit: rolled back like any failure, raised as ------
+# themselves, so that `except Exception` around a commit cannot swallow them.
+STOPS = [KeyboardInterrupt, SystemExit]
+
+
+@pytest.mark.parametrize("exc", STOPS)
+@pytest.mark.parametrize("how", ["write", "batch", "edit"])
+def test_an_interrupt_in_a_recompute_rolls_back_and_reaches_the_caller_as_itself(bus, exc, how):
+    a, b, c, d, e = failing_graph(bus, exc)
+    before = capture_full_state(bus)
+    memos = {p.id: bus.graph.derivation(p)["memo"] for p in (b, c, d, e)}
+    with pytest.raises(exc, match="input too large") as ei:
+        commit_bad(bus, a, how)
+    assert type(ei.value) is exc
+    assert capture_full_state(bus) == before
+    assert {p.id: bus.graph.derivation(p)["memo"] for p in (b, c, d, e)} == memos
+    assert bus.stale_pages() == [] and bus.verify().ok
+    a.write(0, np.float64(7.0).tobytes())
+    assert e.view()[0] == 8.0
+
+
+@pytest.mark.parametrize("exc", STOPS)
+def test_an_interrupt_in_propagate_leaves_the_stale_pages_stale(bus, exc):
+    a, b, c, d, e = failing_graph(bus, exc)
+    bus.propagation = "deferred"
+    a.write(0, BAD)
+    stale, before = bus.stale_pages(), capture_full_state(bus)
+    assert stale
+    with pytest.raises(exc):
+        bus.propagate()
+    assert bus.stale_pages() == stale and capture_full_state(bus) == before
+
+
+@pytest.mark.parametrize("exc", STOPS)
+def test_an_interrupt_in_the_first_recompute_refuses_depend(bus, exc):
+    a = bus.create_page(data=np.full(ELEMS, 1000.0))
+    b = bus.create_page(shape=(ELEMS,), dtype=F64)
+    before = capture_full_state(bus)
+
+    def stop(out, x):
+        raise exc
+    with pytest.raises(exc):
+        bus.depend(b, on=[a], fn=stop)
+    assert capture_full_state(bus) == before and bus.graph.derivation(b) is None
+
+
+@pytest.mark.parametrize("exc", STOPS)
+def test_an_interrupt_in_the_clock_commits_nothing(exc):
+    def clock():
+        raise exc
+    bus = mmsb.Bus(clock=clock)
+    p = bus.create_page(8)
+    lsn = bus.lsn
+    with pytest.raises(exc):
+        p.write(0, b"x")
+    assert bus.lsn == lsn and p.epoch == 0 and bytes(p.view()) == bytes(8)
+
+
+def test_an_interrupt_in_a_ticks_sampled_validation_comes_after_the_tick(bus):
+    # The tick's commit stands (it is done before validation): its bookkeeping and events too,
+    # then the interrupt is raised instead of the report.
+    a = bus.create_page(data=np.zeros(ELEMS))
+    b = bus.create_page(shape=(ELEMS,), dtype=F64)
+    calls = []
+
+    def double(out, x):
+        calls.append(1)
+        if len(calls) == 3:  # 1: depend, 2: the tick's wave, 3: its sampled validation
+            raise KeyboardInterrupt
+        out[:] = 2 * x
+    bus.depend(b, on=[a], fn=double)
+    bus.configure_tick(validate_sample=1)
+    ticks = []
+    bus.subscribe("tick", ticks.append)
+    bus.submit(mmsb.DeltaBatch([a.id], [0], [8], np.float64(3.0).tobytes()))
+    lsn = bus.lsn
+    with pytest.raises(KeyboardInterrupt):
+        bus.tick()
+    assert len(calls) == 3 and bus.lsn == lsn + 2 and b.view()[0] == 6.0
+    assert bus.stats().ticks == 1 and [t.lsn for t in ticks] == [bus.lsn]
+    report = bus.tick()  # the next tick validates normally
+    assert report.validated == 1 and report.validation_failures == [] and bus.stats().ticks == 2
 
 
 def test_failing_recompute_inside_a_transaction_undoes_only_that_op(bus):

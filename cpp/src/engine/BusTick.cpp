@@ -93,6 +93,7 @@ TickOptions Bus::tick_options() {
 
 TickReport Bus::tick() {
   TickReport rep;
+  std::exception_ptr stop;  // from the sampled validation's user code, raised after the tick
   {
     auto lock = lock_turn();
     check_writable();
@@ -133,7 +134,7 @@ TickReport Bus::tick() {
     rep.last_lsn = lsn_.load(std::memory_order_relaxed);
     rep.recomputes = counters_.recomputes.load(std::memory_order_relaxed) - recomputes0;
     rep.derived_deltas = counters_.derived_deltas.load(std::memory_order_relaxed) - derived0;
-    if (tick_options_.validate_sample != 0) tick_validate_locked(rep);
+    if (tick_options_.validate_sample != 0) stop = tick_validate_locked(rep);
     const std::uint64_t t5 = monotonic_ns();
     if (tick_options_.memory_budget_bytes != 0 && memory_locked().total_bytes() > tick_options_.memory_budget_bytes) {
       rep.gc = gc_locked();
@@ -163,6 +164,7 @@ TickReport Bus::tick() {
     emit_locked(EventKind::Tick, 0, rep.last_lsn, rep.tick);
   }
   deliver_events();
+  if (stop) std::rethrow_exception(stop);
   return rep;
 }
 
@@ -221,14 +223,15 @@ void Bus::tick_apply_locked(TickReport& rep) {
 }
 
 // Re-derives `validate_sample` derived pages (round robin by id) and compares them with their
-// bytes: a recompute that is not a pure function of its parents shows up here.
-void Bus::tick_validate_locked(TickReport& rep) {
+// bytes: a recompute that is not a pure function of its parents shows up here. Returns what a
+// recompute threw that is not an Error (it ends the sampling: the page counts as not matching).
+std::exception_ptr Bus::tick_validate_locked(TickReport& rep) {
   std::vector<PageId> ids;
   ids.reserve(derivations_.size());
   for (const auto& [id, d] : derivations_) {
     if (!d.missing_callable() && stale_.count(id) == 0) ids.push_back(id);
   }
-  if (ids.empty()) return;
+  if (ids.empty()) return {};
   std::sort(ids.begin(), ids.end());
   auto next = std::upper_bound(ids.begin(), ids.end(), validate_cursor_);
   std::vector<std::byte> buf;
@@ -240,15 +243,20 @@ void Bus::tick_validate_locked(TickReport& rep) {
     const PageRecord& r = table_.record(id);
     buf.resize(r.size);
     bool same = false;
+    std::exception_ptr stop;
     try {
       preview_locked(id, buf);
       same = std::memcmp(buf.data(), devices_->readable(r), r.size) == 0;
     } catch (const Error&) {
       same = false;  // a recompute that cannot run again is reported as not matching
+    } catch (...) {
+      stop = std::current_exception();
     }
     ++rep.validated;
     if (!same) rep.validation_failures.push_back(id);
+    if (stop) return stop;
   }
+  return {};
 }
 
 GcReport Bus::gc() {

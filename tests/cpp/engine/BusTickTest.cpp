@@ -3,6 +3,7 @@
 // duplicate nothing (checked against the reference model), and gc() changes no committed state.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <stdexcept>
@@ -287,6 +288,69 @@ TEST(BusTickTest, SampledValidationCatchesAnImpureRecompute) {
   ASSERT_EQ(r.validation_failures.size(), 1u);
   EXPECT_EQ(r.validation_failures[0], c);
   EXPECT_EQ(bus.stats().validation_failures, 1u);
+}
+
+// What a callable throws that is not a std::exception (the bindings' KeyboardInterrupt) is the
+// caller's, not a failed recompute: a wave rolls back and lets it through unchanged; a tick's
+// sampled validation ends there and the tick, whose commit stands, rethrows it at its end.
+struct StopRequest {
+  int code;
+};
+
+TEST(BusTickTest, ANonStdExceptionFromARecomputePassesThroughUnchangedAfterRollback) {
+  Bus bus;
+  const PageId a = bus.create_page(PageSpec{8}).id;
+  const PageId c = bus.create_page(PageSpec{8}).id;
+  bool stop = false;
+  bus.depend(c, std::vector<PageId>{a}, {RecomputeKind::Callable, SemiringKind::SumProduct, "test.stop"}, {},
+             [&](std::span<std::byte> out, std::span<const PageRecord* const>, std::span<const std::byte* const> ins) {
+               if (stop) throw StopRequest{7};
+               std::memcpy(out.data(), ins[0], out.size());
+             });
+  stop = true;
+  const test::BusState before = test::capture(bus);
+  try {
+    bus.write(a, 0, test::filled(8, 3));
+    ADD_FAILURE() << "the write did not throw";
+  } catch (const StopRequest& s) {
+    EXPECT_EQ(s.code, 7);
+  }
+  EXPECT_TRUE(test::same_state(before, test::capture(bus)));
+  EXPECT_TRUE(bus.verify().ok);
+  stop = false;
+  bus.write(a, 0, test::filled(8, 4));
+  EXPECT_EQ(std::memcmp(bus.page(c).data, test::filled(8, 4).data(), 8), 0);
+}
+
+TEST(BusTickTest, ANonStdExceptionFromSampledValidationComesAfterTheTick) {
+  Bus bus;
+  const PageId a = bus.create_page(PageSpec{8}).id;
+  const PageId c = bus.create_page(PageSpec{8}).id;
+  int calls = 0;
+  bus.depend(c, std::vector<PageId>{a}, {RecomputeKind::Callable, SemiringKind::SumProduct, "test.stop"}, {},
+             [&](std::span<std::byte> out, std::span<const PageRecord* const>, std::span<const std::byte* const> ins) {
+               if (++calls == 3) throw StopRequest{9};  // 1: depend, 2: the tick's wave, 3: validation
+               std::memcpy(out.data(), ins[0], out.size());
+             });
+  TickOptions o;
+  o.validate_sample = 1;
+  bus.set_tick_options(o);
+  std::vector<EventKind> events;
+  bus.set_event_sink([&](std::span<const BusEvent> batch) {
+    for (const BusEvent& e : batch) events.push_back(e.kind);
+  }, ~0u);
+  bus.submit(Delta::at(a, 0, test::filled(8, 5)));
+  const Lsn lsn = bus.lsn();
+  EXPECT_THROW(bus.tick(), StopRequest);
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(bus.lsn(), lsn + 2);  // the submission and its derived delta
+  EXPECT_EQ(std::memcmp(bus.page(c).data, test::filled(8, 5).data(), 8), 0);
+  EXPECT_EQ(bus.stats().ticks, 1u);
+  EXPECT_EQ(bus.queue_depth(), 0u);
+  EXPECT_NE(std::find(events.begin(), events.end(), EventKind::Tick), events.end());
+  const TickReport r = bus.tick();
+  EXPECT_EQ(r.validated, 1u);
+  EXPECT_TRUE(r.validation_failures.empty());
 }
 
 TEST(BusTickTest, GcKeepsStateAndHistoryAndReleasesFreedPages) {

@@ -157,6 +157,9 @@ class Bus {
   /// propagation wave (both modes), the sampled validation and, over the memory budget, gc().
   /// If the commit fails (a recompute raising: Error(Propagation); the log: Error(Durability))
   /// nothing is applied and the drained submissions wait for the next tick, so none is lost.
+  /// A sampled validation's recompute that throws something other than an Error (user code
+  /// asking to stop: see RecomputeCallable) ends the validation; that exception is rethrown once
+  /// the tick's commit, bookkeeping and events are done.
   TickReport tick();
   void set_tick_options(const TickOptions& options);
   /// Keeps the replicas of `replicator` (rank 0 of its group; BusReplicate.cpp) equal to `pages`
@@ -392,7 +395,7 @@ class Bus {
   void propagate_locked();
   void enqueue(std::unique_ptr<Submission> s, bool block);
   void tick_apply_locked(TickReport& report);
-  void tick_validate_locked(TickReport& report);
+  std::exception_ptr tick_validate_locked(TickReport& report);
   GcReport gc_locked();
   MemoryReport memory_locked();
   std::uint64_t drop_queued() noexcept;

@@ -17,7 +17,9 @@ namespace mmsb {
 /// parents' pages, in the order of Derivation::parents; `inputs` holds each parent's bytes as the
 /// host reads them (a device page's refreshed mirror: never read a parent's `data` directly). It
 /// runs on the committing thread under the bus commit lock and must not call into the bus. Any
-/// exception aborts the wave.
+/// exception aborts the wave, which is rolled back: an Error or other std::exception is reported
+/// as Error(Propagation) naming the page; an exception of any other type reaches the caller
+/// unchanged (the Python bindings carry KeyboardInterrupt and SystemExit that way).
 using RecomputeCallable = std::function<void(std::span<std::byte> out, std::span<const PageRecord* const> parents,
                                              std::span<const std::byte* const> inputs)>;
 
