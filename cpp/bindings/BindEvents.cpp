@@ -3,6 +3,7 @@
 
 #include "Bindings.hpp"
 #include "Convert.hpp"
+#include "ErrorTranslator.hpp"
 
 namespace mmsb::py_bind {
 namespace py = pybind11;
@@ -17,7 +18,8 @@ void restore_gil(void* state) {
 }
 
 // The sink runs on the committing thread, which may not hold the GIL (apply_batch released it).
-// `dispatch` is the Python hub's function; a failure inside it must not escape into the engine.
+// `dispatch` is the Python hub's function; a failure inside it must not escape into the engine,
+// except a request to stop (KeyboardInterrupt, SystemExit), which the engine lets through.
 Bus::EventSink make_sink(py::function dispatch) {
   // The last owner may be a thread without the GIL (the bus's destructor): dropping the
   // function needs it.
@@ -35,6 +37,7 @@ Bus::EventSink make_sink(py::function dispatch) {
       }
       (*fn)(batch);
     } catch (py::error_already_set& e) {
+      throw_if_abort(e);  // Ctrl-C in a handler: out of the call that delivered, whose commit stands
       e.discard_as_unraisable("mmsb event dispatch");
     }
   };

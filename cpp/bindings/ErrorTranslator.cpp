@@ -31,8 +31,12 @@ void register_error_translator(pybind11::module_& m) {
   });
 }
 
-std::string user_error_message(pybind11::error_already_set& e) {
+void throw_if_abort(pybind11::error_already_set& e) {
   if (!e.matches(PyExc_Exception)) throw PythonAbort{e};
+}
+
+std::string user_error_message(pybind11::error_already_set& e) {
+  throw_if_abort(e);
   std::string msg = e.what();
   if (const auto at = msg.find("\n\nAt:"); at != std::string::npos) msg.resize(at);
   return msg;

@@ -20,8 +20,11 @@ struct PythonAbort {
 void register_error_translator(pybind11::module_& m);
 
 /// For the handler of a Python exception `e` raised by user code the engine called: throws
-/// PythonAbort if `e` asks to stop; else returns its message without pybind11's traceback lines,
-/// so that no Python object outlives the call. Needs the GIL.
+/// PythonAbort if `e` asks to stop, else returns. Needs the GIL.
+void throw_if_abort(pybind11::error_already_set& e);
+
+/// throw_if_abort(e), then `e`'s message without pybind11's traceback lines, so that no Python
+/// object outlives the call.
 std::string user_error_message(pybind11::error_already_set& e);
 
 }  // namespace mmsb::py_bind

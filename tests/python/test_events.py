@@ -187,6 +187,29 @@ def test_a_raising_handler_is_logged_counted_and_isolated(bus, caplog):
     assert bus.stats()["handler_errors"] == 0
 
 
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_in_a_handler_leaves_the_call_after_its_commit(bus, exc):
+    # Ctrl-C is not a handler failure to count and log: it leaves the call that delivered (whose
+    # commit stands), the rest of that delivery is dropped, and later events arrive as before.
+    a = bus.create_page(8, name="a")
+    seen, later = [], []
+    stop = [True]
+
+    def interrupted(event):
+        seen.append(event.lsn)
+        if stop[0]:
+            raise exc
+    bus.subscribe("delta_applied", interrupted)
+    bus.subscribe("delta_applied", later.append)
+    with pytest.raises(exc):
+        bus.apply_batch(mmsb.DeltaBatch([a.id, a.id], [0, 4], [1, 1], b"xy"))
+    assert a.read(0, 5) == b"x\0\0\0y" and a.epoch == 2 and bus.lsn == 3  # committed
+    assert seen == [2] and later == [] and bus.stats()["handler_errors"] == 0
+    stop[0] = False
+    a.write(1, b"z")
+    assert seen == [2, 4] and [e.lsn for e in later] == [4]
+
+
 def test_events_inside_a_transaction_arrive_at_commit_and_never_on_rollback(bus):
     got, _ = subscribe_all(bus)
     a = bus.create_page(data=np.zeros(4))

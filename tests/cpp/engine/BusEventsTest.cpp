@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -84,6 +85,26 @@ TEST(BusEventsTest, ATransactionsEventsArriveAtItsCommit) {
   EXPECT_TRUE(got.delta_lsns().empty());
   bus.commit_transaction();
   EXPECT_EQ(got.delta_lsns(), (std::vector<Lsn>{2, 3}));
+}
+
+// A sink that throws (the bindings' Ctrl-C in a handler) ends that delivery and leaves the call
+// that delivered; the commit stands and the next commit's events are delivered.
+TEST(BusEventsTest, WhatTheSinkThrowsLeavesTheCallAfterItsCommit) {
+  Bus bus;
+  const PageId id = bus.create_page(spec_of(64)).id;
+  Received got;
+  bool stop = true;
+  bus.set_event_sink([&](std::span<const BusEvent> batch) {
+    if (stop) throw std::runtime_error("stop");
+    got.sink()(batch);
+  }, kAll);
+  EXPECT_THROW(bus.write(id, 0, bytes_of("a")), std::runtime_error);
+  EXPECT_EQ(bus.lsn(), 2u);
+  EXPECT_EQ(bus.page(id).epoch.load(), 1u);
+  stop = false;
+  bus.write(id, 1, bytes_of("b"));
+  EXPECT_EQ(got.delta_lsns(), (std::vector<Lsn>{3}));
+  EXPECT_TRUE(bus.verify().ok);
 }
 
 // The commit that follows a sink set on another thread reads "a sink is set" after taking and

@@ -321,7 +321,9 @@ class Bus {
   // ---- events ----------------------------------------------------------------------------------
   using EventSink = std::function<void(std::span<const BusEvent>)>;
   /// Where events go (called after commits, outside the commit lock, in commit order, on the
-  /// committing thread). `mask` bit k enables EventKind k; 0 disables queuing entirely.
+  /// committing thread). `mask` bit k enables EventKind k; 0 disables queuing entirely. What the
+  /// sink throws leaves the call that delivered (its commit stands); the rest of that batch is not
+  /// delivered, later events are.
   void set_event_sink(EventSink sink, std::uint32_t mask);
   /// Hooks run around any wait for the commit lock (the bindings release Python's GIL there, so
   /// a wave running a Python callable on another thread can take it). Both or neither.
