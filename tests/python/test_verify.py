@@ -17,6 +17,14 @@ def segment_files(path):
     return sorted(f for f in os.listdir(path) if f.startswith("seg-"))
 
 
+def put_log_under(path, other):
+    """Replaces the log segments of the bus directory `path` with those of `other`."""
+    for seg in segment_files(path):
+        os.remove(os.path.join(path, seg))
+    for seg in segment_files(other):
+        shutil.copyfile(os.path.join(other, seg), os.path.join(path, seg))
+
+
 def test_in_memory_bus_verifies_its_invariants(rng):
     bus = mmsb.Bus()
     pages = [bus.create_page(int(rng.integers(1, 100)), name=f"p{i}") for i in range(20)]
@@ -126,10 +134,7 @@ def test_each_way_the_log_can_disagree_with_memory_is_named(tmp_path, memory, lo
     assert bus.verify().ok
     bus.close()
     bus = mmsb.open(a)
-    for seg in segment_files(a):
-        os.remove(os.path.join(a, seg))
-    for seg in segment_files(b):
-        shutil.copyfile(os.path.join(b, seg), os.path.join(a, seg))
+    put_log_under(a, b)
     rep = bus.verify()
     assert not rep.ok
     for part in expected:
@@ -148,10 +153,7 @@ def test_log_records_past_the_bus_lsn_are_reported(tmp_path):
         _plain(bus)
     bus = mmsb.open(a)
     assert bus.lsn == 3 and bus.recovery["log_last_lsn"] == 3 and bus.verify().ok
-    for seg in segment_files(a):
-        os.remove(os.path.join(a, seg))
-    for seg in segment_files(b):
-        shutil.copyfile(os.path.join(b, seg), os.path.join(a, seg))
+    put_log_under(a, b)
     rep = bus.verify()
     assert not rep.ok
     assert rep.problems == ["the log holds lsns 4..4 past the bus lsn 3, not applied in memory"], rep.problems
