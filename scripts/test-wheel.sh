@@ -3,9 +3,9 @@
 # incremental build tree), installed with the dependencies it declares into a virtual environment
 # of its own that has never seen the source tree, then used from a folder outside the tree: the
 # import, the packaged files (targets, type stubs), a bus directory written, reopened and
-# verified, the CLI's demo, its quick validators and quick benchmark comparison. The editable .venv cannot show a file the
-# wheel leaves out; this can. Reruns are quick: the build is incremental, the environment kept
-# (build/wheel-test/venv), and only the wheel itself reinstalled.
+# verified, the CLI's demo, its quick validators and its quick benchmark comparison. The editable
+# .venv cannot show a file the wheel leaves out; this can. Reruns are quick: the build is
+# incremental, the environment kept (build/wheel-test/venv), and only the wheel reinstalled.
 #
 #   scripts/test-wheel.sh           the wheel built from the source tree (make test; ~25 s)
 #   scripts/test-wheel.sh --sdist   the wheel built from the source distribution instead, as
@@ -28,7 +28,13 @@ if [[ ${1:-} == --sdist ]]; then
     "$work/dist" | tail -1
   sdist=$(ls "$work"/dist/mmsb-*.tar.gz)
   # Every file of the tree git does not ignore, and nothing else but the metadata it adds.
-  diff <(git ls-files --cached --others --exclude-standard | while read -r f; do [[ -e $f ]] && echo "$f"; done | sort -u) <(tar tzf "$sdist" | sed -n 's|^mmsb-[^/]*/||p' | grep -v -e '^$' -e '/$' -e '^PKG-INFO$' | sort) \
+  tree_files() {
+    git ls-files --cached --others --exclude-standard | while read -r f; do [[ -e $f ]] && echo "$f"; done | sort -u
+  }
+  sdist_files() {
+    tar tzf "$sdist" | sed -n 's|^mmsb-[^/]*/||p' | grep -v -e '^$' -e '/$' -e '^PKG-INFO$' | sort
+  }
+  diff <(tree_files) <(sdist_files) \
     || { echo "test-wheel: the sdist's files differ from the tree's (< tree only, > sdist only)" >&2; exit 1; }
   step "wheel from the sdist (a full build)"
   # Unpacked outside the tree, so its build folder (build-dir, relative) is its own.

@@ -258,7 +258,8 @@ class Bus {
   /// page's last lsn <= the bus lsn); for a directory bus also that every log record checksums,
   /// and that replaying the whole log from lsn 1, and the newest checkpoint plus its tail, both
   /// give exactly the pages in memory (bytes, epochs, last lsns, layout, names, metadata), and
-  /// that the log holds nothing past the bus lsn. Problems are reported, not thrown. Blocks writers while it runs.
+  /// that the log holds nothing past the bus lsn (read-only views excepted). Problems are
+  /// reported, not thrown. Blocks writers while it runs.
   IntegrityReport verify();
   /// Directory ("" for in-memory) and durability mode.
   const std::string& path() const noexcept { return path_; }
