@@ -27,12 +27,16 @@ def relative_targets(doc: Path) -> list[tuple[str, Path]]:
 
 
 def ignored(paths: list[Path]) -> set[Path]:
-    """The paths git ignores (git check-ignore), or none where there is no checkout."""
-    if shutil.which("git") is None or not (ROOT / ".git").exists() or not paths:
-        return set()
-    run = subprocess.run(["git", "check-ignore", "--stdin"], cwd=ROOT, input="\n".join(map(str, paths)),
+    """The paths git would not keep: outside the checkout, or ignored (git check-ignore); none
+    where there is no checkout."""
+    outside = {p for p in paths if ROOT not in p.parents}
+    inside = [p for p in paths if p not in outside]
+    if shutil.which("git") is None or not (ROOT / ".git").exists() or not inside:
+        return outside
+    run = subprocess.run(["git", "check-ignore", "--stdin"], cwd=ROOT, input="\n".join(map(str, inside)),
                          capture_output=True, text=True)
-    return {Path(line).resolve() for line in run.stdout.splitlines()}
+    assert run.returncode in (0, 1), f"git check-ignore failed: {run.stderr}"  # 1: none ignored
+    return outside | {Path(line).resolve() for line in run.stdout.splitlines()}
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda d: str(d.relative_to(ROOT)))
@@ -41,13 +45,14 @@ def test_relative_links_name_files_git_keeps(doc: Path) -> None:
     missing = [t for t, path in targets if not path.exists()]
     assert not missing, f"{doc.name} links to files that do not exist: {missing}"
     kept_out = ignored([path for _, path in targets])
-    assert not kept_out, f"{doc.name} links to files git ignores: {sorted(map(str, kept_out))}"
+    assert not kept_out, f"{doc.name} links to files git does not keep: {sorted(map(str, kept_out))}"
 
 
 def test_the_check_notices_an_ignored_and_a_missing_target(tmp_path: Path) -> None:
     assert any(path.suffix == ".png" for _, path in relative_targets(ROOT / "README.md")), "the README's plots"
     # build/ is ignored; a file under it would pass the existence check where it was made.
     assert ignored([ROOT / "build" / "x.png"]) == {(ROOT / "build" / "x.png").resolve()}
+    assert ignored([ROOT.parent / "x.png", ROOT / "README.md"]) == {ROOT.parent / "x.png"}  # outside the repo
     fake = tmp_path / "page.md"
     fake.write_text("![plot](nowhere.png) [site](https://example.org) [top](#top)")
     assert [t for t, p in relative_targets(fake) if not p.exists()] == ["nowhere.png"]
