@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import os
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -172,16 +173,29 @@ def _page_at(self: Page, epoch: int) -> Any:
     """A copy of the page's content after its first `epoch` deltas (`p.at(0)` is all zeros)."""
     import numpy as np
 
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+    if isinstance(epoch, bool) or not hasattr(type(epoch), "__index__") or operator.index(epoch) < 0:
         raise InvalidArgumentError(f"epoch must be a non-negative int; got {epoch!r}")
-    if epoch > self.epoch:
-        raise HistoryUnavailableError(f"page {self.id} is at epoch {self.epoch}; epoch {epoch} has not happened")
+    epoch = operator.index(epoch)
+    if self.bus.in_transaction:
+        raise InvalidArgumentError("Page.at() is not allowed inside an open transaction (its changes are not "
+                                   "committed yet); call it after the transaction ends")
+    now, current = self.snapshot()[::-1]
+    if epoch > now:
+        raise HistoryUnavailableError(f"page {self.id} is at epoch {now}; epoch {epoch} has not happened")
+    if epoch == now:
+        return current
     if epoch == 0:
-        return np.zeros_like(self.view())
-    entries = self.bus.history(self)
-    # Exactly after that delta, also when it sits inside a transaction record (a write and its
-    # propagation wave are one record).
-    with self.bus._at_exact(entries[epoch - 1].lsn) as old:
+        return np.zeros_like(current)
+    # The page shows that epoch from its delta up to the lsn before the next one: that last lsn,
+    # found in the provenance index, lies inside what a retention keeps whenever any lsn of the
+    # epoch does. The index starts at the checkpoint a reopened bus came from; the log before
+    # that, if still there, is read through history().
+    try:
+        lsn = self.bus._provenance(self, epoch + 1, 0)[0][1] - 1
+    except HistoryUnavailableError:
+        lsn = self.bus.history(self)[epoch - 1].lsn
+    # Exactly that lsn, also inside a transaction record (a write and its wave are one record).
+    with self.bus._at_exact(lsn) as old:
         return old.page(self.id).snapshot()[0]
 
 

@@ -406,6 +406,45 @@ def test_open_of_an_empty_or_foreign_directory_is_invalid_argument(tmp_path):
         mmsb.open(foreign)
     with pytest.raises(mmsb.InvalidArgumentError):  # refused again: nothing was created
         mmsb.open(empty)
+    # not even the writer's LOCK file: a failed open leaves the directory as it was
+    assert os.listdir(empty) == [] and os.listdir(foreign) == ["notes.txt"]
+
+
+def test_a_path_that_is_a_file_is_invalid_argument(tmp_path):
+    f = tmp_path / "afile"
+    f.write_bytes(b"not a bus")
+    for call in (lambda: mmsb.open(f), lambda: mmsb.replay(f), lambda: mmsb.Bus(f)):
+        with pytest.raises(mmsb.InvalidArgumentError) as info:
+            call()
+        assert str(f) in str(info.value) and "directory" in str(info.value)
+    assert f.read_bytes() == b"not a bus"
+
+
+def test_a_damaged_checkpoint_nothing_else_covers_is_corruption(tmp_path):
+    """Recovery falls back to older checkpoints and the log; where they end before the damaged
+    checkpoint's lsn, opening must refuse (LogCorruptError), not start a bus beside it."""
+    path = tmp_path / "bus"
+    with mmsb.Bus(path) as bus:
+        bus.create_page(data=b"x" * 64, name="p")
+        covered = bus.checkpoint()
+    for name in os.listdir(path):
+        if name.startswith("seg-"):
+            os.remove(path / name)  # the checkpoint covers every record
+    with mmsb.open(path) as bus:
+        assert bus.lsn == covered and bus.page("p").read(0, 1) == b"x"
+    for name in os.listdir(path):
+        if name.startswith("seg-"):
+            os.remove(path / name)
+    ckpt = next(path / n for n in os.listdir(path) if n.startswith("ckpt-"))
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    before = files_of(path)
+    for call in (lambda: mmsb.open(path), lambda: mmsb.Bus(path), lambda: mmsb.replay(path)):
+        with pytest.raises(mmsb.LogCorruptError) as info:
+            call()
+        assert ckpt.name in str(info.value) and f"lsn {covered}" in str(info.value)
+    assert files_of(path) == before
 
 
 def test_open_needs_a_path():

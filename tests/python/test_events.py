@@ -352,6 +352,47 @@ def test_a_handler_may_commit_to_the_same_bus():
     assert r.returncode == 0 and "done" in r.stdout, r.stderr
 
 
+RESUBSCRIBING = r"""
+import threading, time
+import mmsb
+bus = mmsb.Bus()
+a = bus.create_page(8)
+seen, later = [], []
+def once(e):
+    seen.append(e.lsn)
+    sub.cancel()  # a handler cancelling itself
+    bus.subscribe("delta_applied", later.append)  # and subscribing another
+sub = bus.subscribe("delta_applied", once)
+a.write(0, b"1")
+a.write(0, b"2")
+assert seen == [2] and [e.lsn for e in later] == [3], (seen, later)
+
+# another thread subscribes and cancels while a handler runs with the GIL released
+inside = threading.Event()
+def slow(e):
+    inside.set()
+    time.sleep(0.2)
+slow_sub = bus.subscribe("delta_applied", slow)
+t = threading.Thread(target=a.write, args=(0, b"3"))
+t.start()
+inside.wait()
+extra = bus.subscribe("page_created", print)
+extra.cancel()
+slow_sub.cancel()
+t.join()
+a.write(0, b"4")
+print("done")
+"""
+
+
+def test_handlers_and_other_threads_may_subscribe_and_cancel_during_a_delivery():
+    try:
+        r = subprocess.run([sys.executable, "-c", RESUBSCRIBING], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("subscribe() or cancel() during a delivery deadlocked")
+    assert r.returncode == 0 and "done" in r.stdout, r.stderr
+
+
 def test_stats_count_delivered_events(bus):
     a = bus.create_page(8)
     bus.reset_stats()

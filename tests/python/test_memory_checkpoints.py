@@ -103,3 +103,55 @@ def test_in_memory_checkpoint_is_an_event_and_changes_no_state():
     with bus.at(lsn) as old:  # restored from the checkpoint's bytes, not replayed
         assert old.page(p.id).view().tolist() == list(np.arange(16.0))
         assert old.recovery["checkpoint_lsn"] == lsn
+
+
+def retained_bus(where, tmp_path, retention):
+    return mmsb.Bus(retention=retention) if where == "memory" else mmsb.Bus(tmp_path / "bus", retention=retention)
+
+
+@pytest.mark.parametrize("where", ["memory", "directory"])
+def test_retention_drops_the_log_before_the_oldest_checkpoint_also_below_n(tmp_path, where):
+    """The rule of docs/api.md ("the newest N checkpoints and the log after the oldest of them")
+    in memory as in a directory, while fewer than N checkpoints exist."""
+    with retained_bus(where, tmp_path, 3) as bus:
+        p = bus.create_page(8)  # lsn 1
+        p.write(0, b"A")  # lsn 2, epoch 1
+        assert bus.checkpoint() == 2
+        p.write(0, b"B")  # lsn 3, epoch 2
+        bus.gc()
+        for call in (lambda: bus.at(1), lambda: bus.history(p), lambda: bus.diff(0, 3)):
+            with pytest.raises(mmsb.HistoryUnavailableError):
+                call()
+        with bus.at(2) as old:
+            assert old.page(p.id).read(0, 1) == b"A"
+        assert p.at(1).tobytes()[:1] == b"A" and p.at(2).tobytes()[:1] == b"B"
+
+
+@pytest.mark.parametrize("where", ["memory", "directory"])
+def test_a_repeated_checkpoint_costs_no_history(tmp_path, where):
+    with retained_bus(where, tmp_path, 2) as bus:
+        bus.checkpoint()  # lsn 0
+        p = bus.create_page(8)
+        p.write(0, b"a")
+        assert bus.checkpoint() == bus.checkpoint() == 2  # the same state twice: one checkpoint
+        with bus.at(1) as old:
+            assert old.page(p.id).read(0, 1) == b"\0"
+
+
+@pytest.mark.parametrize("where", ["memory", "directory"])
+def test_page_at_reaches_every_epoch_the_retention_keeps(tmp_path, where):
+    with retained_bus(where, tmp_path, 1) as bus:
+        p = bus.create_page(8)  # lsn 1
+        quiet = bus.create_page(8)  # lsn 2
+        quiet.write(0, b"q")  # lsn 3, its last delta: before every retained checkpoint
+        p.write(0, b"A")  # lsn 4, epoch 1
+        bus.checkpoint()
+        p.write(0, b"B")  # lsn 5, epoch 2
+        bus.checkpoint()  # retention 1: the log up to lsn 5 goes
+        p.write(0, b"C")  # lsn 6, epoch 3
+        quiet.write(0, b"r")  # lsn 7, epoch 2
+        assert [p.at(e).tobytes()[:1] for e in (2, 3)] == [b"B", b"C"]
+        assert quiet.at(1).tobytes()[:1] == b"q"  # from lsn 3 to 6: the retained part shows it
+        assert p.at(0).tobytes() == bytes(8)
+        with pytest.raises(mmsb.HistoryUnavailableError):
+            p.at(1)  # only lsn 4 showed it, and the retention dropped it

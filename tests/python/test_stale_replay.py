@@ -1,7 +1,8 @@
 """Stale pages are logged state (DESIGN §1 "Propagation", docs/format.md "Wave"): after random
-writes, batches, ticks, transactions, control / device_sync edges and depend()s, in eager and
-deferred mode, with propagate() and checkpoints, a reopened bus, bus.at(lsn) and mmsb.replay
-report exactly the stale pages (and memos) the live bus had at that lsn.
+writes, batches, ticks, transactions, control / device_sync edges, removed edges, depend()s and
+deleted pages, in eager and deferred mode, with propagate() and checkpoints, a reopened bus,
+bus.at(lsn) and mmsb.replay report exactly the stale pages (and memos) the live bus had at that
+lsn.
 
 The oracle is the live bus itself, recorded after every step; a step that takes no lsn must not
 change what it reports."""
@@ -75,6 +76,12 @@ class Run:
             e = edges[int(self.rng.integers(len(edges)))]
             self.bus.remove_edge(e.parent, e.child)
 
+    def delete(self):
+        victim = self.pick()
+        self.bus.delete_page(victim)  # GraphError while it has children
+        self.ids.remove(victim)
+        self.ids.append(self.bus.create_page(shape=(ELEMS,), dtype=F64).id)
+
     def toggle(self):
         self.bus.propagation = "deferred" if self.bus.propagation == "eager" else "eager"
 
@@ -116,16 +123,18 @@ class Run:
                 self.edge("device_sync" if self.rng.integers(10) == 0 else "control")
             elif r < 61:
                 self.unlink()
-            elif r < 69:
+            elif r < 67:
                 self.toggle()
-            elif r < 77:
+            elif r < 74:
                 self.bus.propagate()
-            elif r < 85:
+            elif r < 82:
                 self.transaction()
-            elif r < 90:
+            elif r < 87:
                 self.tick()
-            elif r < 95 and self.path is not None:
-                self.bus.checkpoint()
+            elif r < 91:
+                self.delete()
+            elif r < 95:
+                self.bus.checkpoint()  # in memory too: at() then restores its graph image
             elif r < 97 and self.path is not None:
                 self.reopen()
             else:
@@ -177,5 +186,85 @@ def test_control_child_stays_stale_across_reopen_until_propagate(tmp_path):
         assert bus.propagate() == 0 and bus.stale_pages() == []
         assert bus.lsn == marked + 1  # the acknowledgement is logged
         assert [p.name for p in bus.at(marked).stale_pages()] == ["b"]
+    with mmsb.open(tmp_path / "bus") as bus:
+        assert bus.stale_pages() == []
+
+
+def names(pages):
+    return [p.name for p in pages]
+
+
+def test_a_page_that_loses_its_last_parent_is_stale_no_longer(tmp_path):
+    """Control edges a -> c -> e. Once c has no parents, its mark goes: a mark kept on a page
+    outside the graph (after e is deleted) made every checkpoint unreadable."""
+    with mmsb.Bus(tmp_path / "bus") as bus:
+        a, c, e = (bus.create_page(shape=(ELEMS,), dtype=F64, name=n) for n in "ace")
+        bus.add_edge(a, c)
+        bus.add_edge(c, e)
+        a.write(0, np.float64(1).tobytes())
+        assert names(bus.stale_pages()) == ["c", "e"]
+        bus.remove_edge(a, c)
+        assert names(bus.stale_pages()) == [] and not c.stale
+        bus.delete_page(e)
+        bus.checkpoint()
+        with bus.at(bus.lsn) as old:
+            assert old.stale_pages() == []
+        assert bus.verify().ok
+        last = bus.lsn
+    with mmsb.replay(tmp_path / "bus") as old:
+        assert old.lsn == last and old.stale_pages() == []
+    with mmsb.open(tmp_path / "bus") as bus:
+        assert bus.stale_pages() == [] and bus.lsn == last
+
+
+def test_a_rolled_back_remove_edge_restores_the_mark():
+    bus = mmsb.Bus()
+    a, c = (bus.create_page(shape=(ELEMS,), dtype=F64, name=n) for n in "ac")
+    bus.add_edge(a, c)
+    a.write(0, np.float64(1).tobytes())
+    with pytest.raises(RuntimeError):
+        with bus.transaction():
+            bus.remove_edge(a, c)
+            assert not c.stale
+            raise RuntimeError("abort")
+    assert names(bus.stale_pages()) == ["c"]
+
+
+def test_deleting_pages_keeps_stale_pages_answerable(tmp_path):
+    """k -> p (control) marks p; c derives from k and p. Removing k -> p leaves p without parents,
+    so unmarked; deleting c and p then leaves no mark behind (stale_pages() named the deleted
+    page and raised PageNotFoundError)."""
+    with mmsb.Bus(tmp_path / "bus") as bus:
+        k, p, c = (bus.create_page(shape=(4,), dtype="int64", name=n) for n in "kpc")
+        bus.add_edge(k, p)
+        k.write(0, np.int64(1).tobytes())
+        bus.depend(c, on=[k, p], fn=lambda out, x, y: np.add(x, y, out=out))
+        bus.remove_edge(k, p)
+        assert names(bus.stale_pages()) == []
+        bus.delete_page(c)
+        bus.delete_page(p)
+        assert bus.stale_pages() == []
+        with bus.at(bus.lsn) as old:
+            assert old.stale_pages() == []
+    with mmsb.open(tmp_path / "bus") as bus:
+        assert bus.stale_pages() == []
+
+
+def test_a_reattached_callable_that_loses_its_parent_agrees_with_the_log(tmp_path):
+    def neg(out, x):
+        out[:] = -x
+
+    with mmsb.Bus(tmp_path / "bus") as bus:
+        a, b, k = (bus.create_page(shape=(4,), dtype="int64", name=n) for n in "abk")
+        bus.add_edge(b, k)
+        bus.depend(b, on=a, fn=neg)
+    with mmsb.open(tmp_path / "bus") as bus:
+        bus.propagation = "deferred"
+        bus.depend("b", on="a", fn=neg)  # re-attached: waits for a wave
+        assert names(bus.stale_pages()) == ["b", "k"]
+        bus.remove_edge("a", "b")  # b is derived no longer, and has no parents
+        assert bus.stale_pages() == []
+        with bus.at(bus.lsn) as old:
+            assert old.stale_pages() == []
     with mmsb.open(tmp_path / "bus") as bus:
         assert bus.stale_pages() == []

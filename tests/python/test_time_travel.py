@@ -337,11 +337,13 @@ def test_history_false_keeps_no_log(tmp_path):
     bus = mmsb.Bus(history=False)
     p = bus.create_page(8)
     p.write(0, b"x")
+    p.write(0, b"y")
     for call in (lambda: bus.at(0), lambda: bus.history(p), lambda: bus.diff(0, bus.lsn), lambda: p.at(1)):
         with pytest.raises(mmsb.HistoryUnavailableError, match="history=False"):
             call()
+    assert p.at(2).tobytes() == p.read(0, 8)  # the present is no history
     assert bus.memory().log_bytes == 0 and bus.verify().ok and not bus.verify().log_checked
-    assert bus.provenance(p).root == (p.id, 1)  # provenance has its own index
+    assert bus.provenance(p).root == (p.id, 2)  # provenance has its own index
     with pytest.raises(mmsb.InvalidArgumentError, match="in-memory"):
         mmsb.Bus(tmp_path / "b", history=False)
     assert not (tmp_path / "b").exists()

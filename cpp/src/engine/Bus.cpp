@@ -92,12 +92,19 @@ void Bus::check_open() const {
   if (closed()) fail(ErrorCode::Closed, "the bus is closed; open a new one to continue");
 }
 
+void Bus::check_not_read_only() const {
+  if (!read_only_) return;
+  if (path_.empty()) {
+    fail(ErrorCode::ReadOnly, "this bus is a read-only view of an in-memory bus at lsn ", lsn(),
+         "; write through the bus it came from");
+  }
+  fail(ErrorCode::ReadOnly, "this bus is a read-only view of '", path_, "' at lsn ", lsn(),
+       "; write through the bus that owns the directory");
+}
+
 void Bus::check_writable() const {
   check_open();
-  if (read_only_) {
-    fail(ErrorCode::ReadOnly, "this bus is a read-only view of '", path_, "' at lsn ", lsn(),
-         "; write through the bus that owns the directory");
-  }
+  check_not_read_only();
   if (log_broken_ && log_) {
     fail(ErrorCode::Durability, "the log of '", path_, "' holds a change whose apply failed after it was ",
          "written; reopen the bus to recover");

@@ -205,12 +205,18 @@ void Bus::refresh_dependents_locked(PageId page) {
 }
 
 void Bus::drop_from_graph_locked(PageId id) {
+  unmark_stale_locked(id);
   if (!graph_.contains(id)) return;
   const std::vector<PageId> parents = graph_.parents(id);
   graph_.remove_node(id);
   derivations_.erase(id);
-  if (stale_.erase(id) != 0 && txn_) txn_->undo.emplace_back(UndoStale{id, true});
   for (PageId p : parents) refresh_dependents_locked(p);
+}
+
+void Bus::unmark_stale_locked(PageId id) {
+  if (stale_.empty()) return;
+  if (txn_) reserve_one(txn_->undo);
+  if (stale_.erase(id) != 0 && txn_) txn_->undo.emplace_back(UndoStale{id, true});
 }
 
 // After recovery from a checkpoint or log older than format 4, which hold no stale marks, they
@@ -273,9 +279,9 @@ PageId Bus::replay_graph_op_locked(const LogOp& op) {
     }
     if (txn_) reserve_one(txn_->undo);
     if (!graph_.remove_edge(e->parent, e->child)) fail(ErrorCode::Graph, "no edge ", e->parent, " -> ", e->child);
-    if (!graph_.contains(e->child) && stale_.erase(e->child) != 0 && txn_) {
-      txn_->undo.emplace_back(UndoStale{e->child, true});
-    }
+    // A page without parents has none to disagree with: it is stale no longer (and a mark kept
+    // on a page outside the graph would be one no checkpoint can hold).
+    if (graph_.parents(e->child).empty()) unmark_stale_locked(e->child);
     auto it = derivations_.find(e->child);
     if (it == derivations_.end()) return 0;
     auto& ps = it->second.parents;
@@ -343,8 +349,9 @@ void Bus::restore_graph_locked(const GraphImage& g) {
     it->second.memo = memo;
   }
   for (PageId id : g.stale) {
-    if (!graph_.contains(id)) fail(ErrorCode::Graph, "stale page ", id, " has no edges");
-    stale_.insert(id);
+    // Earlier writers kept the marks of pages that had lost their parents: such a mark
+    // means nothing (no wave reaches the page), so it is dropped, and their checkpoints open.
+    if (!graph_.parents(id).empty()) stale_.insert(id);
   }
   if (!g.stale_known) replay_.legacy_seen = true;
 }

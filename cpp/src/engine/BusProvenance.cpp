@@ -33,8 +33,26 @@ void Bus::emit_locked(EventKind kind, PageId page, Lsn lsn, Epoch epoch) {
   events_.push_back({kind, page, lsn, epoch});
 }
 
+namespace {
+// Buses this thread is delivering events of: a handler that commits to the same bus must not
+// wait for the delivery it runs inside; the outer delivery loop picks its events up.
+thread_local std::vector<const Bus*> t_delivering;
+}  // namespace
+
+std::unique_lock<std::mutex> Bus::lock_delivery() {
+  if (std::find(t_delivering.begin(), t_delivering.end(), this) != t_delivering.end()) return {};
+  std::unique_lock d(deliver_mutex_, std::try_to_lock);
+  if (!d.owns_lock()) {
+    // The delivering thread may need what this one holds (Python's GIL) to finish.
+    void* state = blocking_.enter != nullptr ? blocking_.enter() : nullptr;
+    d.lock();
+    if (blocking_.leave != nullptr) blocking_.leave(state);
+  }
+  return d;
+}
+
 void Bus::set_event_sink(EventSink sink, std::uint32_t mask) {
-  std::unique_lock d(deliver_mutex_);
+  const std::unique_lock d = lock_delivery();
   auto lock = lock_mutex();
   sink_ = std::move(sink);
   event_mask_ = sink_ ? mask : 0;
@@ -45,23 +63,12 @@ void Bus::set_event_sink(EventSink sink, std::uint32_t mask) {
   }
 }
 
-namespace {
-// Buses this thread is delivering events of: a handler that commits to the same bus must not
-// wait for the delivery it runs inside; the outer delivery loop picks its events up.
-thread_local std::vector<const Bus*> t_delivering;
-}  // namespace
-
 void Bus::deliver_events() {
   await_durable();  // acknowledge (return, deliver) only what is durable
   if (!delivery_due_.load(std::memory_order_relaxed)) return;
-  if (std::find(t_delivering.begin(), t_delivering.end(), this) != t_delivering.end()) return;
   // One deliverer at a time, so events reach the sink in the order they were queued.
-  std::unique_lock d(deliver_mutex_, std::try_to_lock);
-  if (!d.owns_lock()) {
-    void* state = blocking_.enter != nullptr ? blocking_.enter() : nullptr;
-    d.lock();
-    if (blocking_.leave != nullptr) blocking_.leave(state);
-  }
+  const std::unique_lock d = lock_delivery();
+  if (!d.owns_lock()) return;  // inside this thread's own delivery: its loop takes the events
   t_delivering.push_back(this);
   struct Pop {
     ~Pop() { t_delivering.pop_back(); }

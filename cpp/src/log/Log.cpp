@@ -33,22 +33,44 @@ Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_l
     : dir_(std::move(dir)), durability_(durability), read_only_(access == Access::ReadOnly) {
   if (access == Access::Create) {
     ensure_directory(dir_);
-  } else if (!path_exists(dir_)) {
-    fail(ErrorCode::InvalidArgument, "no bus directory at '", dir_, "'; create one with mmsb.Bus(path)");
+  } else if (!is_directory(dir_)) {
+    fail(ErrorCode::InvalidArgument, "no bus directory at '", dir_, "'",
+         path_exists(dir_) ? " (that path is not a directory)" : "; create one with mmsb.Bus(path)");
   }
-  if (!read_only_) {
-    lock_ = PosixFile(dir_ + "/LOCK", O_RDWR | O_CREAT, 0600);
-    if (!lock_.try_lock()) {
-      fail(ErrorCode::BusLocked, "bus directory '", dir_,
-           "' is open for writing in another Bus (or process); close that one first");
-    }
-  }
+  const bool created_lock = !read_only_ && take_lock();
   if (durability_ == Durability::Fsync && !read_only_) {
     group_ = std::make_shared<GroupSync>([this] { segment_.datasync(); });
   }
   scan(checkpoint_limit, progress);
   if (access != Access::Create && !recovered_.checkpoint && recovered_.segments.empty()) {
+    // A failed open leaves the directory as it was. Removed while still locked: a writer that
+    // opened this file meanwhile finds it gone from its path once it gets the lock (take_lock).
+    if (created_lock) {
+      try {
+        remove_file(dir_ + "/LOCK");
+      } catch (const Error&) {
+        // Left behind it is harmless: the next writer takes it. What to report is the missing bus.
+      }
+    }
     fail(ErrorCode::InvalidArgument, "'", dir_, "' holds no mmsb log or checkpoint");
+  }
+}
+
+bool Log::take_lock() {
+  const std::string path = dir_ + "/LOCK";
+  for (;;) {
+    const bool existed = path_exists(path);
+    PosixFile f(path, O_RDWR | O_CREAT, 0600);
+    if (!f.try_lock()) {
+      fail(ErrorCode::BusLocked, "bus directory '", dir_,
+           "' is open for writing in another Bus (or process); close that one first");
+    }
+    if (f.is_at(path)) {
+      lock_ = std::move(f);
+      return !existed;
+    }
+    // Unlinked between our open and our lock by a failed open that had created it: a lock on
+    // that file would exclude nobody who opens the path now. Try again with the path's file.
   }
 }
 

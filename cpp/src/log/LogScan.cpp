@@ -30,12 +30,18 @@ void Log::scan(Lsn checkpoint_limit, const ProgressFn& progress) {
     if (logfmt::parse_checkpoint_file_name(name, n)) checkpoints.emplace(n, name);
   }
   // Newest checkpoint that reads back whole; older ones are the fallback for a damaged newest.
+  Lsn damaged_lsn = 0;  // the newest checkpoint that did not read back, and why
+  std::string damaged_why;
   for (auto it = checkpoints.rbegin(); it != checkpoints.rend() && !recovered_.checkpoint; ++it) {
     if (it->first > checkpoint_limit || checkpoint_limit == 0) continue;
     try {
       recovered_.checkpoint = read_checkpoint(dir_ + "/" + it->second);
     } catch (const Error& e) {
       if (e.code() != ErrorCode::LogCorrupt) throw;
+      if (damaged_lsn == 0) {
+        damaged_lsn = it->first;
+        damaged_why = e.what();
+      }
     }
   }
   const Lsn base = recovered_.checkpoint ? recovered_.checkpoint->lsn : 0;
@@ -87,6 +93,12 @@ void Log::scan(Lsn checkpoint_limit, const ProgressFn& progress) {
   }
   meter.finish();
   if (recovered_.segments.empty()) indexed_from_ = base + 1;
+  // The fallback must reach as far as the damaged checkpoint did: what lies between would be lost
+  // without a word (or, with nothing else in the directory, a new bus would start beside it).
+  if (damaged_lsn > recovered_.last_lsn) {
+    fail(ErrorCode::LogCorrupt, damaged_why, "; no older checkpoint and log reach its lsn ", damaged_lsn,
+         " (they end at lsn ", recovered_.last_lsn, ")");
+  }
 }
 
 void Log::index_whole_log(const std::function<void(const ScannedRecord&, const std::string&)>& fn) {

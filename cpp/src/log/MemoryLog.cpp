@@ -37,7 +37,13 @@ void MemoryLog::append(std::vector<std::byte>& records, Lsn last_lsn) {
 }
 
 void MemoryLog::add_checkpoint(Lsn lsn, std::vector<std::byte> image) {
-  checkpoints_.push_back({lsn, first_block_ + blocks_.size(), std::move(image)});
+  // A second checkpoint of the same state replaces the first, as its file does in a directory:
+  // a retention counts checkpoints of different lsns, so a repeated call costs no history.
+  if (!checkpoints_.empty() && checkpoints_.back().lsn == lsn) {
+    checkpoints_.back().image = std::move(image);
+  } else {
+    checkpoints_.push_back({lsn, first_block_ + blocks_.size(), std::move(image)});
+  }
   sealed_ = true;
 }
 
@@ -50,16 +56,19 @@ const MemoryLog::Checkpoint* MemoryLog::checkpoint_at(Lsn lsn) const noexcept {
 }
 
 std::uint64_t MemoryLog::apply_retention(unsigned keep) {
-  if (checkpoints_.size() <= keep) return 0;
+  if (checkpoints_.empty()) return 0;  // nothing to measure the retention against yet
   const std::uint64_t before = bytes();
-  checkpoints_.erase(checkpoints_.begin(), checkpoints_.end() - keep);
+  if (checkpoints_.size() > keep) checkpoints_.erase(checkpoints_.begin(), checkpoints_.end() - keep);
   const Checkpoint& oldest = checkpoints_.front();
-  // Blocks before the oldest kept checkpoint's hold only records it covers.
-  blocks_.erase(blocks_.begin(), blocks_.begin() + static_cast<std::ptrdiff_t>(oldest.block - first_block_));
-  first_block_ = oldest.block;
-  first_lsn_ = oldest.lsn + 1;
-  retained_from_ = oldest.lsn;
-  records_.drop_before(first_lsn_);
+  // The log before the oldest kept checkpoint goes even while fewer than `keep` exist, as the
+  // segments it covers go from a directory. Blocks before it hold only records it covers.
+  if (oldest.lsn >= first_lsn_) {
+    blocks_.erase(blocks_.begin(), blocks_.begin() + static_cast<std::ptrdiff_t>(oldest.block - first_block_));
+    first_block_ = oldest.block;
+    first_lsn_ = oldest.lsn + 1;
+    retained_from_ = oldest.lsn;
+    records_.drop_before(first_lsn_);
+  }
   return before - bytes();
 }
 

@@ -121,6 +121,13 @@ bool PosixFile::try_lock() {
   io_fail("flock of", path_, errno);
 }
 
+bool PosixFile::is_at(const std::string& path) const {
+  struct stat mine {};
+  if (::fstat(fd_, &mine) != 0) io_fail("fstat of", path_, errno);
+  struct stat named {};
+  return ::stat(path.c_str(), &named) == 0 && named.st_dev == mine.st_dev && named.st_ino == mine.st_ino;
+}
+
 void PosixFile::start_writeback(std::uint64_t offset, std::uint64_t length) noexcept {
   ::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(length), SYNC_FILE_RANGE_WRITE);
 }
@@ -175,7 +182,9 @@ void ensure_directory(const std::string& dir) {
   if (errno != EEXIST) io_fail("mkdir", dir, errno);
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0) io_fail("stat", dir, errno);
-  if (!S_ISDIR(st.st_mode)) fail(ErrorCode::Durability, "'", dir, "' exists and is not a directory");
+  if (!S_ISDIR(st.st_mode)) {
+    fail(ErrorCode::InvalidArgument, "'", dir, "' exists and is not a directory; a bus needs a directory of its own");
+  }
 }
 
 std::vector<std::string> list_directory(const std::string& dir) {
@@ -192,6 +201,11 @@ std::vector<std::string> list_directory(const std::string& dir) {
 bool path_exists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0;
+}
+
+bool is_directory(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 void rename_file(const std::string& from, const std::string& to) {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -126,6 +127,51 @@ TEST(BusEventsTest, ASinkSetOnAnotherThreadGetsTheCommitsThatFollow) {
     ASSERT_EQ(got.delta_lsns(), (std::vector<Lsn>{lsn})) << "round " << round;
     bus.set_event_sink(nullptr, kAll);
   }
+}
+
+// A handler that subscribes or cancels replaces the sink from inside a delivery, which holds the
+// delivery lock: the batch running goes on, the next one goes to the new sink (it deadlocked).
+TEST(BusEventsTest, ASinkReplacedFromInsideItselfTakesEffectForTheNextBatch) {
+  Bus bus;
+  const PageId id = bus.create_page(spec_of(64)).id;
+  Received first, second;
+  bus.set_event_sink([&](std::span<const BusEvent> batch) {
+    first.sink()(batch);
+    bus.set_event_sink(second.sink(), kAll);
+    bus.write(id, 1, bytes_of("b"));  // delivered by the loop this call runs inside
+  }, kAll);
+  bus.write(id, 0, bytes_of("a"));
+  EXPECT_EQ(first.delta_lsns(), (std::vector<Lsn>{2}));
+  EXPECT_EQ(second.delta_lsns(), (std::vector<Lsn>{3}));
+}
+
+// Replacing the sink from another thread while a delivery runs waits for that delivery, through
+// the blocking hooks (the bindings release the GIL there, which the delivering handler may need).
+TEST(BusEventsTest, ASinkReplacedDuringAnotherThreadsDeliveryWaitsThroughTheHooks) {
+  Bus bus;
+  const PageId id = bus.create_page(spec_of(64)).id;
+  static std::atomic<int> waits{0};
+  waits = 0;
+  bus.set_blocking_hooks({[]() -> void* {
+                            ++waits;
+                            return nullptr;
+                          },
+                          [](void*) {}});
+  std::atomic<bool> inside{false}, replaced{false};
+  Received got;
+  bus.set_event_sink([&](std::span<const BusEvent> batch) {
+    got.sink()(batch);
+    inside.store(true);
+    for (int i = 0; i < 200 && !replaced.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }, kAll);
+  std::thread writer([&] { bus.write(id, 0, bytes_of("a")); });
+  while (!inside.load()) std::this_thread::yield();
+  bus.set_event_sink(nullptr, kAll);  // waits until the handler above returns
+  replaced.store(true);
+  writer.join();
+  EXPECT_GE(waits.load(), 1);
+  bus.write(id, 1, bytes_of("b"));
+  EXPECT_EQ(got.delta_lsns(), (std::vector<Lsn>{2}));
 }
 
 }  // namespace

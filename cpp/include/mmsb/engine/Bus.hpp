@@ -254,6 +254,9 @@ class Bus {
   /// Error(HistoryUnavailable) as history().
   std::map<PageId, std::vector<Run>> diff(Lsn a, Lsn b);
   bool read_only() const noexcept { return read_only_; }
+  /// Throws Error(ReadOnly) on a read-only bus (time travel, replay), naming what it views.
+  /// Thread safe: read_only() never changes.
+  void check_not_read_only() const;
   /// Checks the bus: internal invariants (no orphan names or info, live pages have data, each
   /// page's last lsn <= the bus lsn); for a directory bus also that every log record checksums,
   /// and that replaying the whole log from lsn 1, and the newest checkpoint plus its tail, both
@@ -324,7 +327,10 @@ class Bus {
   /// Where events go (called after commits, outside the commit lock, in commit order, on the
   /// committing thread). `mask` bit k enables EventKind k; 0 disables queuing entirely. What the
   /// sink throws leaves the call that delivered (its commit stands); the rest of that batch is not
-  /// delivered, later events are.
+  /// delivered, later events are. Once it returns no other thread runs the old sink; called from
+  /// inside the sink itself (a handler subscribing or cancelling), the batch running goes on and
+  /// the next one goes to the new sink. Waits for a delivery on another thread through the
+  /// blocking hooks.
   void set_event_sink(EventSink sink, std::uint32_t mask);
   /// Hooks run around any wait for the commit lock (the bindings release Python's GIL there, so
   /// a wave running a Python callable on another thread can take it). Both or neither.
@@ -452,12 +458,17 @@ class Bus {
   void check_derivation_locked(PageId child, std::span<const PageId> parents, const RecomputeSpec& fn,
                                std::span<const double> weights);
   void mark_stale_locked(PageId page);
+  /// Drops the page's stale mark, if any (undone with the open transaction).
+  void unmark_stale_locked(PageId page);
   void redefined_locked(PageId child);
   /// Replay cut inside a record between changes and their wave: their dependents are left stale.
   void settle_cut_locked();
   void emit_locked(EventKind kind, PageId page, Lsn lsn, Epoch epoch);
   /// Hands queued events to the sink; called by public methods after they release the lock.
   void deliver_events();
+  /// deliver_mutex_, taken with the blocking hooks around any wait; an empty lock when this
+  /// thread is delivering this bus's events already (it holds the mutex further up its stack).
+  std::unique_lock<std::mutex> lock_delivery();
   /// The commit lock, taken once no other thread's transaction is open.
   std::unique_lock<std::mutex> lock_turn();
   void check_no_transaction(const char* what) const;

@@ -79,7 +79,8 @@ class Log {
   /// read-only (Error(BusLocked) if held), then scans it, starting from the newest valid
   /// checkpoint whose lsn is at most `checkpoint_limit` (no checkpoint at all when it is 0).
   /// Throws Error(LogCorrupt) for corruption, Error(Durability) for I/O failures,
-  /// Error(InvalidArgument) when no bus is there and the access does not create one.
+  /// Error(InvalidArgument) when no bus is there and the access does not create one; a LOCK file
+  /// this call created there is removed again.
   /// `progress` hears phase "scan" (segments checked of those to read).
   Log(std::string dir, Durability durability, Access access,
       Lsn checkpoint_limit = std::numeric_limits<Lsn>::max(), const ProgressFn& progress = {});
@@ -220,6 +221,8 @@ class Log {
   /// back, or (`appending`, or with group commit) after mark_broken.
   void check_usable(bool appending = true) const;
   std::uint64_t apply_retention();
+  /// Takes the writer lock (Error(BusLocked) if held); returns whether this call created LOCK.
+  bool take_lock();
 
   std::string dir_;
   Durability durability_;

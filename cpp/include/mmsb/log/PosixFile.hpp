@@ -53,6 +53,9 @@ class PosixFile {
   std::vector<std::byte> read_all() const;
   /// Takes an exclusive advisory lock without waiting; false if another holder has it.
   bool try_lock();
+  /// Whether `path` names this open file (same device and inode): false once it was unlinked
+  /// or replaced. A lock on a file no longer at its path locks nothing.
+  bool is_at(const std::string& path) const;
   /// Starts writing back the dirty pages of [offset, offset + length) without waiting
   /// (sync_file_range WRITE). Durability promises nothing: a hint, so failures are ignored.
   void start_writeback(std::uint64_t offset, std::uint64_t length) noexcept;
@@ -108,11 +111,14 @@ class FileBytes {
 
 /// fsync of a directory, so renames and new files in it survive power loss.
 void sync_directory(const std::string& dir);
-/// Creates `dir` (mode 0700) if missing; throws Error(Durability) if it cannot.
+/// Creates `dir` (mode 0700) if missing; throws Error(InvalidArgument) if `dir` is something
+/// else than a directory, Error(Durability) if it cannot be created.
 void ensure_directory(const std::string& dir);
 /// Names of the regular files in `dir`.
 std::vector<std::string> list_directory(const std::string& dir);
 bool path_exists(const std::string& path);
+/// Whether `path` names a directory (links followed).
+bool is_directory(const std::string& path);
 void rename_file(const std::string& from, const std::string& to);
 void remove_file(const std::string& path);
 
