@@ -131,7 +131,7 @@ std::function<std::uint64_t()> clock_for(py::handle clock) {
   };
 }
 
-std::shared_ptr<Bus> open_bus(py::handle path, const std::string& durability, py::handle threads,
+std::shared_ptr<Bus> open_bus(py::handle path, py::handle durability, py::handle threads,
                               bool must_exist, bool read_only = false, py::handle at = py::none(),
                               py::handle retention = py::none(), bool history = true,
                               py::handle queue_capacity = py::none(), py::handle progress = py::none(),
@@ -161,7 +161,7 @@ std::shared_ptr<Bus> open_bus(py::handle path, const std::string& durability, py
       fail(ErrorCode::InvalidArgument, "threads must be between 1 and 1024; got ", o.threads);
     }
   }
-  o.durability = parse_durability(durability);
+  o.durability = parse_durability(to_text(durability, "durability"));
   if (!path.is_none()) {
     o.path = py::str(py::module_::import("os").attr("fspath")(path));
     if (o.path.empty()) fail(ErrorCode::InvalidArgument, "path must not be empty");
@@ -231,8 +231,9 @@ void bind_bus(py::module_& m) {
 
   py::class_<Bus, std::shared_ptr<Bus>>(m, "Bus",
                                         "A versioned store of byte pages; every change is a delta.")
-      .def(py::init([](py::handle path, const std::string& durability, py::handle threads, py::handle retention,
-                       bool history, py::handle queue_capacity, py::handle progress, py::handle clock) {
+      .def(py::init([](py::handle path, py::handle durability, py::handle threads, py::handle retention,
+                       py::handle history_flag, py::handle queue_capacity, py::handle progress, py::handle clock) {
+             const bool history = to_flag(history_flag, "history");
              if (!history && !path.is_none()) {
                fail(ErrorCode::InvalidArgument, "history=False is for in-memory buses; a bus directory is its log");
              }
@@ -253,13 +254,13 @@ void bind_bus(py::module_& m) {
            "callable(phase, done, total). clock: None (the wall clock) or a callable returning "
            "the commit timestamp in nanoseconds; a deterministic one (a counter) makes the log's "
            "bytes a function of the commits alone.")
-      .def_static("_open", [](py::handle path, const std::string& durability, py::handle threads,
+      .def_static("_open", [](py::handle path, py::handle durability, py::handle threads,
                               py::handle retention, py::handle queue_capacity, py::handle progress, py::handle clock) {
         return open_bus(path, durability, threads, true, false, py::none(), retention, true, queue_capacity, progress,
                         clock);
       })
       .def_static("_replay", [](py::handle path, py::handle to, py::handle threads, py::handle progress) {
-        return open_bus(path, "flush", threads, true, true, to, py::none(), true, py::none(), progress);
+        return open_bus(path, py::str("flush"), threads, true, true, to, py::none(), true, py::none(), progress);
       })
       .def("at", [](Bus& bus, py::handle lsn, py::handle progress) { return time_travel(bus, lsn, false, progress); },
            "lsn"_a, py::kw_only(), "progress"_a = py::none(),
@@ -364,18 +365,20 @@ void bind_bus(py::module_& m) {
         wait_turn(*bus);
         bus->delete_page(resolve_page(bus, key));
       }, "page"_a, "Delete a page (lsn + 1); existing views keep its memory until dropped.")
-      .def("apply", [](const std::shared_ptr<Bus>& bus, PyDelta& d) {
+      .def("apply", [](const std::shared_ptr<Bus>& bus, py::handle item) {
         wait_turn(*bus);
-        if (d.origin != 0 && d.origin != bus->instance_id()) {
-          fail(ErrorCode::PageNotFound, "the delta was built from page ", d.page_id(),
-               " of another bus; build it from this bus's page (or from a bare page id)");
-        }
+        PyDelta& d = delta_for(*bus, item, "apply");
         bus->apply(d);
         return d.lsn;
       }, "delta"_a, "Commit one explicit delta; sets delta.lsn / .epoch and returns the lsn.")
-      .def("apply_batch", [](const std::shared_ptr<Bus>& bus, const PyDeltaBatch& batch) {
+      .def("apply_batch", [](const std::shared_ptr<Bus>& bus, py::handle item) {
+        if (!py::isinstance<PyDeltaBatch>(item)) {
+          fail(ErrorCode::InvalidArgument, "apply_batch() takes an mmsb.DeltaBatch, not ",
+               std::string(py::str(py::type::of(item).attr("__name__"))),
+               py::isinstance<PyDelta>(item) ? "; commit a Delta with apply()" : "");
+        }
         wait_turn(*bus);
-        const DeltaBatchView view = batch.view();
+        const DeltaBatchView view = item.cast<const PyDeltaBatch&>().view();
         py::gil_scoped_release release;
         return bus->apply_batch(view);
       }, "batch"_a, "Validate then apply every row (one delta each), in parallel by page; "

@@ -13,12 +13,12 @@ using namespace pybind11::literals;
 namespace {
 
 // Wraps a freshly built delta with its origin bus and the caller's options.
-PyDelta finish(Delta d, py::handle page, py::handle expect_epoch, const std::string& source) {
+PyDelta finish(Delta d, py::handle page, py::handle expect_epoch, py::handle source) {
   const std::uint64_t origin =
       py::isinstance<PageHandle>(page) ? page.cast<const PageHandle&>().bus->instance_id() : 0;
   PyDelta out(std::move(d), origin);
   out.expect_epoch = to_epoch(expect_epoch);
-  out.source = parse_source(source);
+  out.source = parse_source(to_text(source, "source"));
   return out;
 }
 
@@ -55,17 +55,31 @@ py::array_t<std::uint64_t> run_column(const Delta& d, bool offsets) {
 
 }  // namespace
 
+PyDelta& delta_for(const Bus& bus, py::handle item, const char* call) {
+  if (!py::isinstance<PyDelta>(item)) {
+    fail(ErrorCode::InvalidArgument, call, "() takes an mmsb.Delta", std::string_view(call) == "submit" ? " or mmsb.DeltaBatch" : "",
+         ", not ", std::string(py::str(py::type::of(item).attr("__name__"))),
+         py::isinstance<PyDeltaBatch>(item) ? "; commit a DeltaBatch with apply_batch()" : "");
+  }
+  PyDelta& d = item.cast<PyDelta&>();
+  if (d.origin != 0 && d.origin != bus.instance_id()) {
+    fail(ErrorCode::PageNotFound, "the delta was built from page ", d.page_id(),
+         " of another bus; build it from this bus's page (or from a bare page id)");
+  }
+  return d;
+}
+
 void bind_delta(py::module_& m) {
   py::class_<PyDelta>(m, "Delta", "A change to one page: canonical byte runs and their payload.")
       .def_static("at", [](py::handle page, py::handle offset, py::handle data, py::handle expect_epoch,
-                           const std::string& source) {
+                           py::handle source) {
         ByteBuffer buf(data, "data");
         return finish(Delta::at(page_id_of(page), to_u64(offset, "offset"), buf.bytes()), page,
                       expect_epoch, source);
       }, "page"_a, "offset"_a, "data"_a, py::kw_only(), "expect_epoch"_a = py::none(),
          "source"_a = "user", "One run of `data` at byte `offset`.")
       .def_static("runs", [](py::handle page, py::sequence offsets, py::sequence datas,
-                             py::handle expect_epoch, const std::string& source) {
+                             py::handle expect_epoch, py::handle source) {
         if (offsets.size() != datas.size()) {
           fail(ErrorCode::InvalidDelta, "got ", offsets.size(), " offsets but ", datas.size(),
                " data buffers; each run needs one of each");
@@ -82,7 +96,7 @@ void bind_delta(py::module_& m) {
       }, "page"_a, "offsets"_a, "datas"_a, py::kw_only(), "expect_epoch"_a = py::none(),
          "source"_a = "user", "Many runs; overlapping runs resolve to the last one given.")
       .def_static("masked", [](py::handle page, py::handle mask, py::handle data, bool packed,
-                               py::handle extent, py::handle expect_epoch, const std::string& source) {
+                               py::handle extent, py::handle expect_epoch, py::handle source) {
         ByteBuffer m(mask, "mask", true);
         ByteBuffer buf(data, "data");
         Delta d;
@@ -103,7 +117,7 @@ void bind_delta(py::module_& m) {
       .def_static("diff", [](py::handle page, py::handle old, py::handle now) {
         ByteBuffer a(old, "old");
         ByteBuffer b(now, "new");
-        return finish(Delta::diff(page_id_of(page), a.bytes(), b.bytes()), page, py::none(), "user");
+        return finish(Delta::diff(page_id_of(page), a.bytes(), b.bytes()), page, py::none(), py::str("user"));
       }, "page"_a, "old"_a, "new"_a, "The minimal runs turning `old` into `new` (same byte length).")
       .def_static("merge", [](const PyDelta& a, const PyDelta& b) {
         if (a.origin != 0 && b.origin != 0 && a.origin != b.origin) {
@@ -130,7 +144,7 @@ void bind_delta(py::module_& m) {
                     },
                     [](PyDelta& d, py::handle v) { d.expect_epoch = to_epoch(v); })
       .def_property("source", [](const PyDelta& d) { return std::string(source_name(d.source)); },
-                    [](PyDelta& d, const std::string& s) { d.source = parse_source(s); })
+                    [](PyDelta& d, py::handle s) { d.source = parse_source(to_text(s, "source")); })
       .def_property_readonly("timestamp_ns", [](const PyDelta& d) { return d.timestamp_ns; })
       .def_property_readonly("lsn", [](const PyDelta& d) { return d.lsn; })
       .def_property_readonly("epoch", [](const PyDelta& d) { return d.epoch; })

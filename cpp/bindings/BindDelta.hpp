@@ -5,6 +5,7 @@
 
 #include "Convert.hpp"
 #include "mmsb/delta/DeltaBatch.hpp"
+#include "mmsb/engine/Bus.hpp"
 
 namespace mmsb::py_bind {
 
@@ -16,6 +17,11 @@ struct PyDelta : Delta {
   PyDelta(Delta d, std::uint64_t from) : Delta(std::move(d)), origin(from) {}
   std::uint64_t origin = 0;
 };
+
+/// The Delta `item` is, for `bus` to commit in `call` (apply, submit). Throws Error(InvalidArgument)
+/// naming the type when it is not an mmsb.Delta, Error(PageNotFound) when it was built from a page
+/// of another bus.
+PyDelta& delta_for(const Bus& bus, pybind11::handle item, const char* call);
 
 /// mmsb.DeltaBatch: columnar rows kept as NumPy arrays (no copy when they already are uint64 and
 /// contiguous) plus the payload's buffer export, held for the batch's lifetime.

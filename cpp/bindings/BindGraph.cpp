@@ -176,13 +176,20 @@ void bind_graph(py::module_& m) {
        }
        std::vector<double> w;
        if (!weights.is_none()) {
-         for (py::handle x : py::reinterpret_borrow<py::iterable>(weights)) w.push_back(x.cast<double>());
+         if (!py::isinstance<py::iterable>(weights) || PyUnicode_Check(weights.ptr())) {
+           fail(ErrorCode::InvalidArgument, "weights must be a sequence of numbers, one per parent; got ",
+                Py_TYPE(weights.ptr())->tp_name);
+         }
+         for (py::handle x : py::reinterpret_borrow<py::iterable>(weights)) {
+           // True / False are the weights of the boolean semirings.
+           w.push_back(PyBool_Check(x.ptr()) ? (x.ptr() == Py_True ? 1.0 : 0.0) : to_real(x, "a weight"));
+         }
        }
        bus->depend(child, parents, spec, w, std::move(callable));
      })
-      .def("add_edge", [](const std::shared_ptr<Bus>& bus, py::handle parent, py::handle child, const std::string& kind) {
+      .def("add_edge", [](const std::shared_ptr<Bus>& bus, py::handle parent, py::handle child, py::handle kind) {
         wait_turn(*bus);
-        bus->add_edge(resolve_page(bus, parent), resolve_page(bus, child), parse_edge_kind(kind));
+        bus->add_edge(resolve_page(bus, parent), resolve_page(bus, child), parse_edge_kind(to_text(kind, "kind")));
       }, "parent"_a, "child"_a, "kind"_a = "control",
          "Adds a 'control' (child only invalidated) or 'device_sync' (child kept a copy) edge; "
          "data edges come from depend(). GraphCycleError if it would close a cycle.")
@@ -228,7 +235,8 @@ void bind_graph(py::module_& m) {
       })
       .def_property("propagation",
                     [](const Bus& bus) { return bus.propagation() == PropagationMode::Eager ? "eager" : "deferred"; },
-                    [](Bus& bus, const std::string& mode) {
+                    [](Bus& bus, py::handle mode_obj) {
+                      const std::string mode = to_text(mode_obj, "propagation");
                       if (mode != "eager" && mode != "deferred") {
                         fail(ErrorCode::InvalidArgument, "propagation must be 'eager' or 'deferred'; got '", mode, "'");
                       }

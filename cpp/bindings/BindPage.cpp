@@ -68,12 +68,6 @@ std::span<std::byte> mutable_bytes(py::array& a) {
   return {static_cast<std::byte*>(a.mutable_data()), static_cast<std::size_t>(a.nbytes())};
 }
 
-MetaValue to_meta_value(const std::string& key, py::handle value) {
-  if (PyUnicode_Check(value.ptr())) return MetaValue{value.cast<std::string>(), false};
-  if (PyBytes_Check(value.ptr())) return MetaValue{std::string(value.cast<py::bytes>()), true};
-  fail(ErrorCode::InvalidArgument, "metadata value for '", key, "' must be str or bytes; got ",
-       Py_TYPE(value.ptr())->tp_name);
-}
 
 py::dict metadata_dict(const Metadata& md) {
   py::dict d;
@@ -109,8 +103,9 @@ struct PageEdit {
     if (entered) fail(ErrorCode::InvalidArgument, "this edit() context is already in use");
     PageHandle& h = page.cast<PageHandle&>();
     const PageRecord& r = h.live();
+    h.bus->check_not_read_only();  // now, not after the block's work is done
     const DevicePlace place = h.bus->device_place(r);
-    if (device.is_none() ? place.on_device : device.cast<bool>()) {
+    if (device.is_none() ? place.on_device : to_flag(device, "edit(device=)")) {
       on_device = std::shared_ptr<DeviceStaging>(h.bus->stage_on_device(h.id));
       staged = py::cast(StagingHandle{on_device, r.dtype, h.shape(), place});
       if (!place.emulated) {
@@ -172,9 +167,10 @@ PageId resolve_page(const std::shared_ptr<Bus>& bus, py::handle key) {
     return bus->page(h.id).id;  // open bus, live page
   }
   if (PyUnicode_Check(key.ptr())) {
-    const std::string name = key.cast<std::string>();
-    if (PageId id = bus->find_page(name)) return id;
-    fail(ErrorCode::PageNotFound, "no page named '", name, "'");
+    // A str UTF-8 cannot hold names no page: names are stored as UTF-8.
+    const std::optional<std::string> name = to_text_if_encodable(key, "page name");
+    if (PageId id = name ? bus->find_page(*name) : 0) return id;
+    fail(ErrorCode::PageNotFound, "no page named ", name ? "'" + *name + "'" : std::string(py::repr(key)));
   }
   if (PyLong_Check(key.ptr()) || (PyIndex_Check(key.ptr()) && !PyFloat_Check(key.ptr()))) {
     return bus->page(to_u64(key, "page id")).id;
@@ -254,10 +250,10 @@ void bind_page(py::module_& m) {
         h.live();
         return metadata_dict(h.bus->page_info(h.id).metadata);
       }, "A copy of the page's metadata (str -> str/bytes); change it with set_metadata().")
-      .def("to", [](py::object self, const std::string& location) {
+      .def("to", [](py::object self, py::handle location) {
         const PageHandle& h = self.cast<const PageHandle&>();
         h.live();
-        h.bus->move_page(h.id, location);
+        h.bus->move_page(h.id, to_text(location, "location"));
         return self;
       }, "location"_a,
          "Move the page to `location` ('cpu', 'cuda:N', 'unified'): same bytes and epoch, a logged "
@@ -265,10 +261,7 @@ void bind_page(py::module_& m) {
          "inside a transaction and while views, memoryviews or DLPack tensors of its bytes are alive.")
       .def("set_metadata", [](const PageHandle& h, py::handle key_obj, py::handle value) {
         h.live();
-        if (!PyUnicode_Check(key_obj.ptr())) {
-          fail(ErrorCode::InvalidArgument, "metadata keys must be str; got ", Py_TYPE(key_obj.ptr())->tp_name);
-        }
-        const std::string key = key_obj.cast<std::string>();
+        const std::string key = to_text(key_obj, "metadata key");
         std::optional<MetaValue> v;
         if (!value.is_none()) v = to_meta_value(key, value);
         h.bus->set_metadata(h.id, key, v);
@@ -284,13 +277,13 @@ void bind_page(py::module_& m) {
         const PageHandle& h = self.cast<const PageHandle&>();
         py::array v = page_array(h, h.live(), self);
         if (!dtype.is_none() && !v.dtype().equal(py::dtype::from_args(py::reinterpret_borrow<py::object>(dtype)))) {
-          if (!copy.is_none() && !copy.cast<bool>()) {
+          if (!copy.is_none() && !to_flag(copy, "copy")) {
             fail(ErrorCode::InvalidArgument, "converting page ", h.id, " to ", std::string(py::str(dtype)),
                  " needs a copy, but copy=False was asked");
           }
           return py::array(v.attr("astype")(dtype));
         }
-        if (!copy.is_none() && copy.cast<bool>()) return py::array(v.attr("copy")());
+        if (!copy.is_none() && to_flag(copy, "copy")) return py::array(v.attr("copy")());
         return v;
       }, "dtype"_a = py::none(), py::kw_only(), "copy"_a = py::none())
       .def("read", [](const PageHandle& h, py::handle offset, py::handle length) {

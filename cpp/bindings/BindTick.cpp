@@ -55,7 +55,7 @@ py::dict tick_dict(const TickReport& r) {
 // Budgets are given in seconds (floats) from Python, like time.perf_counter() differences.
 std::uint64_t budget_ns(py::handle seconds, const char* name) {
   if (seconds.is_none()) return 0;
-  const double s = seconds.cast<double>();
+  const double s = to_real(seconds, (std::string("tick budget ") + name).c_str());
   if (!(s > 0) || s > 1e6) fail(ErrorCode::InvalidArgument, "tick budget ", name, " must be > 0 seconds (or None), got ", s);
   return static_cast<std::uint64_t>(s * 1e9);
 }
@@ -83,16 +83,7 @@ void bind_tick(py::module_& m) {
           b->submit(item.cast<const PyDeltaBatch&>().view(), block);  // copied before it returns
           return;
         }
-        if (!py::isinstance<PyDelta>(item)) {
-          fail(ErrorCode::InvalidArgument, "submit() takes an mmsb.Delta or mmsb.DeltaBatch, not ",
-               std::string(py::str(py::type::of(item).attr("__name__"))));
-        }
-        const PyDelta& d = item.cast<const PyDelta&>();
-        if (d.origin != 0 && d.origin != b->instance_id()) {
-          fail(ErrorCode::PageNotFound, "the delta was built from page ", d.page_id(),
-               " of another bus; build it from this bus's page (or from a bare page id)");
-        }
-        b->submit(Delta(d), block);
+        b->submit(Delta(delta_for(*b, item, "submit")), block);
       }, "item"_a, "block"_a = true,
       "Queue a Delta or DeltaBatch for the next tick() from any thread (lock-free; the bytes are "
       "copied). A full queue blocks (GIL released) or, with block=False, raises QueueFullError. "
@@ -122,7 +113,7 @@ void bind_tick(py::module_& m) {
         // Only the arguments given change; pass 0 for a budget to remove it.
         auto set = [](std::uint64_t& field, py::handle v, const char* name) {
           if (v.is(py::ellipsis())) return;
-          field = !v.is_none() && v.cast<double>() == 0 ? 0 : budget_ns(v, name);
+          field = !v.is_none() && to_real(v, (std::string("tick budget ") + name).c_str()) == 0 ? 0 : budget_ns(v, name);
         };
         TickOptions n = o;
         set(n.drain_budget_ns, drain, "drain");
@@ -132,14 +123,12 @@ void bind_tick(py::module_& m) {
         set(n.gc_budget_ns, gc, "gc");
         set(n.total_budget_ns, total, "total");
         if (!validate_sample.is(py::ellipsis())) {
-          const long long k = validate_sample.is_none() ? 0 : validate_sample.cast<long long>();
-          if (k < 0 || k > 1'000'000'000) fail(ErrorCode::InvalidArgument, "validate_sample must be >= 0, got ", k);
+          const std::uint64_t k = validate_sample.is_none() ? 0 : to_u64(validate_sample, "validate_sample");
+          if (k > 1'000'000'000) fail(ErrorCode::InvalidArgument, "validate_sample must be at most 10**9, got ", k);
           n.validate_sample = static_cast<unsigned>(k);
         }
         if (!memory_budget.is(py::ellipsis())) {
-          const long long bytes = memory_budget.is_none() ? 0 : memory_budget.cast<long long>();
-          if (bytes < 0) fail(ErrorCode::InvalidArgument, "memory_budget must be >= 0 bytes (or None), got ", bytes);
-          n.memory_budget_bytes = static_cast<std::uint64_t>(bytes);
+          n.memory_budget_bytes = memory_budget.is_none() ? 0 : to_u64(memory_budget, "memory_budget");
         }
         b.set_tick_options(n);
       }, py::kw_only(), "drain"_a = py::ellipsis(), "apply"_a = py::ellipsis(), "propagate"_a = py::ellipsis(),

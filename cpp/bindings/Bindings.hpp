@@ -34,7 +34,7 @@ pybind11::object make_page(const std::shared_ptr<Bus>& bus, PageId id);
 /// naming the argument that does not fit, and nothing created.
 pybind11::object create_page(const std::shared_ptr<Bus>& bus, pybind11::handle size, pybind11::handle shape,
                              pybind11::handle dtype, pybind11::handle data, pybind11::handle name,
-                             pybind11::handle metadata, const std::string& location);
+                             pybind11::handle metadata, pybind11::handle location);
 /// Page id for a key: a Page of this bus, an int id or a str name. Raises PageNotFound (also for
 /// a Page of another bus) or InvalidArgument for other types.
 PageId resolve_page(const std::shared_ptr<Bus>& bus, pybind11::handle key);

@@ -76,6 +76,56 @@ std::uint64_t to_u64(py::handle value, const char* what) {
   return u;
 }
 
+std::optional<std::string> to_text_if_encodable(py::handle value, const char* what) {
+  if (!PyUnicode_Check(value.ptr())) {
+    fail(ErrorCode::InvalidArgument, what, " must be a str; got ", Py_TYPE(value.ptr())->tp_name);
+  }
+  Py_ssize_t n = 0;
+  const char* s = PyUnicode_AsUTF8AndSize(value.ptr(), &n);
+  if (s == nullptr) {
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeError)) throw py::error_already_set();
+    PyErr_Clear();
+    return std::nullopt;
+  }
+  return std::string(s, static_cast<std::size_t>(n));
+}
+
+std::string to_text(py::handle value, const char* what) {
+  if (std::optional<std::string> s = to_text_if_encodable(value, what)) return std::move(*s);
+  fail(ErrorCode::InvalidArgument, what, " ", std::string(py::repr(value)),
+       " cannot be stored: it holds a lone surrogate, which UTF-8 cannot encode");
+}
+
+double to_real(py::handle value, const char* what) {
+  PyObject* v = value.ptr();
+  const PyNumberMethods* nb = Py_TYPE(v)->tp_as_number;
+  if (PyBool_Check(v) || nb == nullptr || (nb->nb_float == nullptr && nb->nb_index == nullptr)) {
+    fail(ErrorCode::InvalidArgument, what, " must be a real number; got ", Py_TYPE(v)->tp_name);
+  }
+  const double d = PyFloat_AsDouble(v);
+  if (d == -1.0 && PyErr_Occurred()) {
+    if (!PyErr_ExceptionMatches(PyExc_OverflowError) && !PyErr_ExceptionMatches(PyExc_TypeError)) {
+      throw py::error_already_set();
+    }
+    PyErr_Clear();
+    fail(ErrorCode::InvalidArgument, what, " of type ", Py_TYPE(v)->tp_name, " does not fit in a float64");
+  }
+  return d;
+}
+
+bool to_flag(py::handle value, const char* what) {
+  if (PyBool_Check(value.ptr())) return value.ptr() == Py_True;
+  if (py::isinstance(value, py::module_::import("numpy").attr("bool_"))) return PyObject_IsTrue(value.ptr()) == 1;
+  fail(ErrorCode::InvalidArgument, what, " must be True or False; got ", Py_TYPE(value.ptr())->tp_name);
+}
+
+MetaValue to_meta_value(const std::string& key, py::handle value) {
+  if (PyUnicode_Check(value.ptr())) return MetaValue{to_text(value, ("metadata value for '" + key + "'").c_str()), false};
+  if (PyBytes_Check(value.ptr())) return MetaValue{std::string(value.cast<py::bytes>()), true};
+  fail(ErrorCode::InvalidArgument, "metadata value for '", key, "' must be str or bytes; got ",
+       Py_TYPE(value.ptr())->tp_name);
+}
+
 std::optional<Epoch> to_epoch(py::handle value) {
   if (value.is_none()) return std::nullopt;
   return to_u64(value, "expect_epoch");

@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "mmsb/engine/Bus.hpp"
@@ -37,6 +39,21 @@ class ByteBuffer {
 
 /// Python int -> uint64; negative, too large or non-int values raise InvalidArgument naming `what`.
 std::uint64_t to_u64(py::handle value, const char* what);
+/// A str argument as UTF-8. A non-str value, or a str UTF-8 cannot hold (a lone surrogate such
+/// as '\ud800'), raises InvalidArgument naming `what`.
+std::string to_text(py::handle value, const char* what);
+/// As to_text, or nullopt for a str UTF-8 cannot hold: a name no page can have (lookups say
+/// "not found" where to_text would say "bad argument"). Non-str values raise as to_text.
+std::optional<std::string> to_text_if_encodable(py::handle value, const char* what);
+/// A real-number argument: int, float or anything with __float__ (NumPy scalars); bool, str and
+/// other types raise InvalidArgument naming `what`.
+double to_real(py::handle value, const char* what);
+/// A flag argument: True/False or a NumPy bool; anything else raises InvalidArgument naming `what`
+/// (a truthy "yes" must not silently mean True).
+bool to_flag(py::handle value, const char* what);
+/// A metadata value: str (stored as UTF-8) or bytes; anything else raises InvalidArgument naming
+/// the entry's `key`.
+MetaValue to_meta_value(const std::string& key, py::handle value);
 /// Optional epoch: None -> nullopt.
 std::optional<Epoch> to_epoch(py::handle value);
 

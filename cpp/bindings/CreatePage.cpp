@@ -6,6 +6,7 @@
 #include "BindDelta.hpp"
 #include "Bindings.hpp"
 #include "Convert.hpp"
+#include "ErrorTranslator.hpp"
 #include "mmsb/core/Error.hpp"
 
 namespace mmsb::py_bind {
@@ -47,18 +48,8 @@ Metadata parse_metadata(py::handle md) {
          Py_TYPE(md.ptr())->tp_name);
   }
   for (auto [k, v] : py::reinterpret_borrow<py::dict>(md)) {
-    if (!PyUnicode_Check(k.ptr())) {
-      fail(ErrorCode::InvalidArgument, "metadata keys must be str; got ", Py_TYPE(k.ptr())->tp_name);
-    }
-    const std::string key = k.cast<std::string>();
-    if (PyUnicode_Check(v.ptr())) {
-      out.insert_or_assign(key, MetaValue{v.cast<std::string>(), false});
-    } else if (PyBytes_Check(v.ptr())) {
-      out.insert_or_assign(key, MetaValue{std::string(v.cast<py::bytes>()), true});
-    } else {
-      fail(ErrorCode::InvalidArgument, "metadata value for '", key, "' must be str or bytes; got ",
-           Py_TYPE(v.ptr())->tp_name);
-    }
+    const std::string key = to_text(k, "metadata key");
+    out.insert_or_assign(key, to_meta_value(key, v));
   }
   return out;
 }
@@ -67,15 +58,12 @@ Metadata parse_metadata(py::handle md) {
 
 py::object create_page(const std::shared_ptr<Bus>& bus, py::handle size, py::handle shape,
                        py::handle dtype, py::handle data, py::handle name, py::handle metadata,
-                       const std::string& location) {
+                       py::handle location) {
   wait_turn(*bus);
   PageSpec spec;
-  spec.location = location;
+  spec.location = to_text(location, "location");
   if (!name.is_none()) {
-    if (!PyUnicode_Check(name.ptr())) {
-      fail(ErrorCode::InvalidArgument, "name must be a str; got ", Py_TYPE(name.ptr())->tp_name);
-    }
-    spec.name = name.cast<std::string>();
+    spec.name = to_text(name, "name");
     if (spec.name.empty()) fail(ErrorCode::InvalidArgument, "name must not be empty (use None for no name)");
   }
   spec.metadata = parse_metadata(metadata);
@@ -89,7 +77,12 @@ py::object create_page(const std::shared_ptr<Bus>& bus, py::handle size, py::han
   if (!data.is_none()) {
     py::handle src = data;
     if (!PyObject_CheckBuffer(data.ptr())) {
-      converted = py::module_::import("numpy").attr("asarray")(data);
+      try {
+        converted = py::module_::import("numpy").attr("asarray")(data);
+      } catch (py::error_already_set& e) {
+        fail(ErrorCode::InvalidArgument, "data of type ", Py_TYPE(data.ptr())->tp_name,
+             " is not an array NumPy can build: ", user_error_message(e));
+      }
       src = converted;
     }
     const bool raw_bytes = PyBytes_Check(src.ptr()) || PyByteArray_Check(src.ptr());

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import collections.abc
 import logging
 import weakref
 from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Union
 
 from . import _core
 from ._reports import Report
-from .errors import InvalidArgumentError
+from .errors import ClosedError, InvalidArgumentError
 from .ops import Op
 from .provenance import Provenance
 
@@ -158,16 +159,32 @@ def _hub(bus: "_core.Bus", create: bool) -> Optional[_EventHub]:
     return hub
 
 
+def _subscribed_id(bus: "_core.Bus", key: Any) -> int:
+    """An int is taken as it is: a page_created subscription may name a page not created yet.
+    Names and Pages must name a live page."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        if not 1 <= key < 2**64:
+            raise InvalidArgumentError(f"a page id is an int from 1 to 2**64 - 1; got {key}")
+        return key
+    return bus.page(key).id
+
+
 def subscribe(self: "_core.Bus", kind: str, fn: Callable[[Event], Any], pages: Optional[Iterable[Any]] = None) -> Subscription:
     """Call ``fn(event)`` after each commit for events of ``kind`` (page_created, page_deleted,
     delta_applied, page_changed, page_stale, checkpoint, tick), optionally only for ``pages``.
     Delivered in commit order on the committing thread, after the commit; a handler that raises
     is logged (logger "mmsb") and counted in stats()["handler_errors"], never breaking a commit."""
+    if self.closed:
+        raise ClosedError("the bus is closed; subscribe on an open one")
     if kind not in EVENT_KINDS:
         raise InvalidArgumentError(f"unknown event kind {kind!r}; expected one of {', '.join(EVENT_KINDS)}")
     if not callable(fn):
         raise InvalidArgumentError(f"fn must be callable; got {fn!r}")
-    ids = None if pages is None else frozenset(p if isinstance(p, int) else self.page(p).id for p in pages)
+    if isinstance(pages, (str, int, _core.Page)):
+        pages = (pages,)  # one key (a str is a name, not a sequence of one-letter names)
+    elif pages is not None and not isinstance(pages, collections.abc.Iterable):
+        raise InvalidArgumentError(f"pages must be a page key or an iterable of them; got {type(pages).__name__}")
+    ids = None if pages is None else frozenset(_subscribed_id(self, p) for p in pages)
     hub = _hub(self, create=True)
     assert hub is not None
     sub = Subscription(hub, kind, fn, ids)
@@ -193,7 +210,8 @@ def provenance(self: "_core.Bus", page: Any, epoch: Optional[int] = None, max_de
     epochs they had, recursively to ``max_depth`` hops. A lookup in the per-page lsn index."""
     if not isinstance(max_depth, int) or isinstance(max_depth, bool) or max_depth < 0:
         raise InvalidArgumentError(f"max_depth must be a non-negative int; got {max_depth!r}")
-    steps = self._provenance(page, epoch, max_depth)
+    # A limit past 2**32 - 1 hops is no limit: no chain of pages is that deep.
+    steps = self._provenance(page, epoch, min(max_depth, 2**32 - 1))
     pid = page if isinstance(page, int) else self.page(page).id
     return Provenance(steps, max_depth, (pid, 0 if epoch is None else epoch))
 

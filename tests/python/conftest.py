@@ -25,6 +25,21 @@ def bus():
 
 
 @pytest.fixture
+def pop():
+    """A bus with a few pages of every kind, all with non-zero content and epochs: (bus, raw,
+    typed, anon, gone), `gone` deleted."""
+    b = mmsb.Bus()
+    raw = b.create_page(data=bytes(range(64)), name="raw")
+    typed = b.create_page(data=np.arange(12, dtype=np.float32).reshape(3, 4), name="typed")
+    anon = b.create_page(100)
+    anon.write(10, b"hello")
+    gone = b.create_page(8, name="gone")
+    b.delete_page(gone)
+    yield b, raw, typed, anon, gone
+    b.close()
+
+
+@pytest.fixture
 def rng():
     """A NumPy generator with a fixed seed: every randomized test is reproducible."""
     return np.random.default_rng(SEED)

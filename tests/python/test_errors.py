@@ -10,43 +10,9 @@ import numpy as np
 import pytest
 
 import mmsb
-from reference_model import capture_state as state
+from error_checks import fails
 
 E = mmsb.errors
-
-
-@pytest.fixture
-def pop():
-    """A bus with a few pages of every kind, all with non-zero content and epochs."""
-    bus = mmsb.Bus()
-    raw = bus.create_page(data=bytes(range(64)), name="raw")
-    typed = bus.create_page(data=np.arange(12, dtype=np.float32).reshape(3, 4), name="typed")
-    anon = bus.create_page(100)
-    anon.write(10, b"hello")
-    gone = bus.create_page(8, name="gone")
-    bus.delete_page(gone)
-    yield bus, raw, typed, anon, gone
-    bus.close()
-
-
-def fails(bus, exc, fn, base=None, *, contains=()):
-    """Calls fn, which must raise exactly `exc`; checks the base classes and that the bus state
-    is unchanged. Returns the exception."""
-    before = state(bus)
-    with pytest.raises(exc) as info:
-        fn()
-    err = info.value
-    assert type(err) is exc, f"expected exactly {exc.__name__}, got {type(err).__name__}: {err}"
-    assert isinstance(err, mmsb.MmsbError)
-    if base is not None:
-        assert isinstance(err, base)
-    msg = str(err)
-    assert msg and not msg.startswith(("'", '"')), msg
-    for part in contains:
-        assert str(part) in msg, (part, msg)
-    after = state(bus)
-    assert after == before
-    return err
 
 
 # ---- the hierarchy --------------------------------------------------------------------------------
@@ -450,7 +416,7 @@ def test_data_of_wrong_type(pop):
     fails(bus, E.InvalidArgumentError, lambda: raw.update("x" * 64), ValueError)
 
 
-def test_huge_sizes(pop):
+def test_huge_sizes(pop, state):
     bus, *_ = pop
     fails(bus, E.InvalidArgumentError, lambda: bus.create_page(1 << 62), ValueError)
     fails(bus, E.InvalidArgumentError,

@@ -348,3 +348,14 @@ def test_history_false_keeps_no_log(tmp_path):
         mmsb.Bus(tmp_path / "b", history=False)
     assert not (tmp_path / "b").exists()
     bus.close()
+
+
+def test_edit_of_a_read_only_bus_is_refused_on_entry(bus):
+    p = bus.create_page(8)
+    p.write(0, b"x")
+    with bus.at(bus.lsn) as old:
+        ran = []
+        with pytest.raises(mmsb.ReadOnlyError, match="read-only view of an in-memory bus at lsn 2"):
+            with old.page(p.id).edit() as a:
+                ran.append(a)  # the block's work would be lost: it must not run
+        assert ran == []
