@@ -86,7 +86,10 @@ py::dict inspect_segment(const std::string& path, bool records, bool sealed) {
 
 void bind_inspect(py::module_& m) {
   m.def("_inspect", [](const std::string& dir, bool records) {
-    if (!path_exists(dir)) fail(ErrorCode::InvalidArgument, "no bus directory at '", dir, "'");
+    if (!is_directory(dir)) {
+      fail(ErrorCode::InvalidArgument, "no bus directory at '", dir, "'",
+           path_exists(dir) ? " (that path is not a directory)" : "");
+    }
     std::map<Lsn, std::string> segments, checkpoints;
     py::list others;
     for (const std::string& name : list_directory(dir)) {

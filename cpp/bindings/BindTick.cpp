@@ -3,6 +3,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
 #include "BindDelta.hpp"
 #include "Bindings.hpp"
 #include "mmsb/core/Error.hpp"
@@ -74,19 +78,45 @@ const LatencyHistogram& histogram(const Bus& bus, const std::string& kind) {
   fail(ErrorCode::InvalidArgument, "unknown latency histogram '", kind, "'; expected 'commit' or 'tick'");
 }
 
+bool on_main_thread() {
+  static const unsigned long main = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+  return PyThread_get_thread_ident() == main;
+}
+
 }  // namespace
 
 void bind_tick(py::module_& m) {
   py::class_<Bus, std::shared_ptr<Bus>> bus = py::reinterpret_borrow<py::class_<Bus, std::shared_ptr<Bus>>>(m.attr("Bus"));
   bus.def("submit", [](const std::shared_ptr<Bus>& b, py::handle item, bool block) {
-        if (py::isinstance<PyDeltaBatch>(item)) {
-          b->submit(item.cast<const PyDeltaBatch&>().view(), block);  // copied before it returns
-          return;
+        const bool batch = py::isinstance<PyDeltaBatch>(item);
+        const PyDelta* delta = batch ? nullptr : &delta_for(*b, item, "submit");
+        // Copied into the ring before it returns, and each try copies afresh.
+        const auto submit = [&](bool wait) {
+          if (batch) {
+            b->submit(item.cast<const PyDeltaBatch&>().view(), wait);
+          } else {
+            b->submit(Delta(*delta), wait);
+          }
+        };
+        if (!block || !on_main_thread()) return submit(block);
+        // The main thread waits in short sleeps instead of one uninterruptible futex wait, so
+        // that Ctrl-C reaches a program blocked on a full ring (signals run on the main thread).
+        for (auto pause = std::chrono::microseconds(50);; pause = std::min(pause * 2, std::chrono::microseconds(5000))) {
+          try {
+            return submit(false);
+          } catch (const Error& e) {
+            if (e.code() != ErrorCode::QueueFull) throw;
+          }
+          {
+            py::gil_scoped_release release;
+            std::this_thread::sleep_for(pause);
+          }
+          if (PyErr_CheckSignals() != 0) throw py::error_already_set();
         }
-        b->submit(Delta(delta_for(*b, item, "submit")), block);
       }, "item"_a, "block"_a = true,
       "Queue a Delta or DeltaBatch for the next tick() from any thread (lock-free; the bytes are "
-      "copied). A full queue blocks (GIL released) or, with block=False, raises QueueFullError. "
+      "copied). A full queue blocks (GIL released; Ctrl-C interrupts it on the main thread) or, "
+      "with block=False, raises QueueFullError. "
       "Pages and bounds are checked by tick(), which reports invalid submissions instead of "
       "applying them.")
       .def("_tick", [](Bus& b) {

@@ -9,10 +9,12 @@ in-memory bus keeps the same log in memory, so history, time travel and diff wor
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import operator
 import os
+import weakref
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from . import errors
@@ -63,7 +65,24 @@ def _where(bus: Bus) -> str:
     return bus.path or "in-memory bus"
 
 
+# Directory buses still open when the interpreter exits are closed then: one in a reference
+# cycle (a handler that refers to its bus) is never collected at exit, and with
+# durability="none" the commits it gathered would never reach its files.
+_open_directory_buses: "weakref.WeakSet[Bus]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for bus in list(_open_directory_buses):
+        if not bus.closed:
+            try:
+                bus.close()
+            except errors.MmsbError as e:
+                _log.error("closing %s at exit failed: %s", bus.path, e)
+
+
 def _log_opened(bus: Bus) -> None:
+    _open_directory_buses.add(bus)
     r = bus.recovery
     if r["truncated_tail"]:
         _log.warning("cut a torn tail off the log of %s: %s", bus.path, r["tail_reason"])

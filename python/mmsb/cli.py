@@ -39,9 +39,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "demo":
         return run_demo(rows=args.rows, out=sys.stdout, quick=args.quick)
     if args.command == "inspect":
-        from .inspect_cmd import inspect_dir, print_inspection
-
-        return print_inspection(inspect_dir(args.path, args.records), sys.stdout, args.json)
+        return _inspect(args)
     if args.command == "validate":
         return _validate(args)
     if args.command == "bench":
@@ -55,6 +53,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 2
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    """Exit 0 for an intact bus directory, 1 for damage it lists, 2 (one line on stderr, no
+    traceback) for a path that holds no bus."""
+    from .errors import MmsbError
+    from .inspect_cmd import inspect_dir, print_inspection
+
+    try:
+        info = inspect_dir(args.path, args.records)
+    except MmsbError as e:
+        print(f"mmsb inspect: {e}", file=sys.stderr)
+        return 2
+    if not info["segments"] and not info["checkpoints"]:
+        print(f"mmsb inspect: '{args.path}' holds no mmsb log or checkpoint", file=sys.stderr)
+        return 2
+    return print_inspection(info, sys.stdout, args.json)
+
+
 def _validate(args: argparse.Namespace) -> int:
     """One ✓/✗ line per validator as it finishes, the N/10 PASS summary, exit 0 only if all pass."""
     from .errors import MmsbError
@@ -63,14 +78,24 @@ def _validate(args: argparse.Namespace) -> int:
     def show(result: dict) -> None:
         print(ValidationReport(results=[result], summary="").lines()[0], flush=True)
 
-    try:
-        report = validate(args.targets, quick=args.quick, progress=False if args.no_progress else None,
-                          only=args.only, on_result=show)
-    except MmsbError as e:
-        print(f"mmsb validate: {e}", file=sys.stderr)
-        return 2
-    print(report["summary"])
+    out = None
     if args.json:
-        with open(args.json, "w") as f:
-            f.write(report.to_json())
+        try:  # opened first: a path that cannot be written fails before minutes of validation
+            out = open(args.json, "w")
+        except OSError as e:
+            print(f"mmsb validate: cannot write --json {args.json}: {e.strerror}", file=sys.stderr)
+            return 2
+    try:
+        try:
+            report = validate(args.targets, quick=args.quick, progress=False if args.no_progress else None,
+                              only=args.only, on_result=show)
+        except MmsbError as e:
+            print(f"mmsb validate: {e}", file=sys.stderr)
+            return 2
+        print(report["summary"])
+        if out is not None:
+            out.write(report.to_json())
+    finally:
+        if out is not None:
+            out.close()
     return 0 if report else 1

@@ -119,13 +119,23 @@ def test_inspect_reports_a_damaged_checkpoint_and_exits_nonzero(tmp_path):
     assert cp["file"] == ckpt and "checksum mismatch" in cp["error"] and "lsn" not in cp
 
 
-def test_inspect_of_a_missing_directory_raises(tmp_path):
-    try:
-        run_cli("inspect", str(tmp_path / "nothing"))
-    except mmsb.InvalidArgumentError as e:
-        assert "nothing" in str(e)
-    else:
-        raise AssertionError("inspect of a missing directory did not raise")
+def test_inspect_of_a_path_without_a_bus_says_so_in_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "empty").mkdir()
+    for name, why in [("nothing", "no bus directory"), ("afile", "not a directory"),
+                      ("empty", "holds no mmsb log or checkpoint")]:
+        r = subprocess.run([sys.executable, "-m", "mmsb", "inspect", str(tmp_path / name)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stdout == "", (name, r)
+        assert r.stderr.startswith("mmsb inspect: ") and why in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_validate_refuses_a_json_path_it_cannot_write_before_running(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "mmsb", "validate", "--quick", "--only", "graph", "--no-progress",
+                        "--json", str(tmp_path / "missing" / "out.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "cannot write --json" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "PASS" not in r.stdout  # nothing ran
 
 
 def test_info_prints_build_info_as_json():

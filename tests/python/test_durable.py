@@ -691,3 +691,23 @@ def test_a_regular_file_is_not_a_bus_directory(tmp_path):
     with pytest.raises(mmsb.MmsbError):
         mmsb.open(path)
     assert path.read_bytes() == b"precious"
+
+
+EXIT_WITHOUT_CLOSE = r"""
+import sys, mmsb
+bus = mmsb.Bus(sys.argv[1], durability="none")
+p = bus.create_page(16, name="x")
+bus.subscribe("delta_applied", lambda e: bus.lsn)  # a cycle: bus -> handler -> bus
+for i in range(100):
+    p.write(0, bytes([i]))
+print(bus.lsn)
+"""
+
+
+def test_a_bus_left_open_in_a_reference_cycle_is_closed_at_exit(tmp_path):
+    path = tmp_path / "bus"
+    r = subprocess.run([sys.executable, "-c", EXIT_WITHOUT_CLOSE, str(path)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    with mmsb.open(path) as bus:
+        assert bus.lsn == int(r.stdout) == 101 and bus.page("x").read(0, 1) == bytes([99])

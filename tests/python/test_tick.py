@@ -5,6 +5,8 @@ lose or duplicate nothing (checked against a NumPy model)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -130,6 +132,32 @@ def test_close_wakes_a_blocked_producer_with_closed_error():
     t.join(timeout=10)
     assert len(errors) == 1 and isinstance(errors[0], mmsb.ClosedError)
     assert bus.stats().submits_discarded == 1
+
+
+INTERRUPTED_SUBMIT = r"""
+import os, signal, threading, time
+import mmsb
+bus = mmsb.Bus(queue_capacity=1)
+p = bus.create_page(8)
+bus.submit(mmsb.Delta.at(p, 0, b"\x01"))
+threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    bus.submit(mmsb.Delta.at(p, 0, b"\x02"))  # the ring is full and nobody ticks
+except KeyboardInterrupt:
+    assert bus.queue_depth == 1 and bus.stats()["submits"] == 1
+    assert bus.tick().deltas_applied == 1 and p.read(0, 1) == b"\x01"
+    bus.submit(mmsb.Delta.at(p, 0, b"\x03"))  # room again: queued at once
+    assert bus.tick().deltas_applied == 1 and p.read(0, 1) == b"\x03"
+    print("interrupted")
+"""
+
+
+def test_ctrl_c_interrupts_a_submit_blocked_on_the_main_thread():
+    try:
+        r = subprocess.run([sys.executable, "-c", INTERRUPTED_SUBMIT], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a submit blocked on a full ring ignored Ctrl-C")
+    assert r.returncode == 0 and "interrupted" in r.stdout, r.stderr
 
 
 def test_failing_tick_changes_nothing_and_keeps_its_submissions(bus, state):
