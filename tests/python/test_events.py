@@ -5,14 +5,13 @@ and commits from other threads."""
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import threading
 
 import numpy as np
 import pytest
 
 import mmsb
+from child_script import script_finishes
 
 KINDS = ("page_created", "page_deleted", "delta_applied", "page_changed", "page_stale", "checkpoint", "tick")
 F8 = np.float64
@@ -345,11 +344,7 @@ print("done")
 
 
 def test_a_handler_may_commit_to_the_same_bus():
-    try:
-        r = subprocess.run([sys.executable, "-c", REENTRANT], capture_output=True, text=True, timeout=3)
-    except subprocess.TimeoutExpired:
-        pytest.fail("a handler committing to its own bus deadlocked")
-    assert r.returncode == 0 and "done" in r.stdout, r.stderr
+    script_finishes(REENTRANT, "a handler committing to its own bus deadlocked", timeout=3)
 
 
 RESUBSCRIBING = r"""
@@ -386,11 +381,7 @@ print("done")
 
 
 def test_handlers_and_other_threads_may_subscribe_and_cancel_during_a_delivery():
-    try:
-        r = subprocess.run([sys.executable, "-c", RESUBSCRIBING], capture_output=True, text=True, timeout=20)
-    except subprocess.TimeoutExpired:
-        pytest.fail("subscribe() or cancel() during a delivery deadlocked")
-    assert r.returncode == 0 and "done" in r.stdout, r.stderr
+    script_finishes(RESUBSCRIBING, "subscribe() or cancel() during a delivery deadlocked", timeout=20)
 
 
 def test_stats_count_delivered_events(bus):
