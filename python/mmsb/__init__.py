@@ -67,14 +67,15 @@ def _where(bus: Bus) -> str:
 
 # Directory buses still open when the interpreter exits are closed then: one in a reference
 # cycle (a handler that refers to its bus) is never collected at exit, and with
-# durability="none" the commits it gathered would never reach its files.
-_open_directory_buses: "weakref.WeakSet[Bus]" = weakref.WeakSet()
+# durability="none" the commits it gathered would never reach its files. Only by the process
+# that opened them: a forked child exiting must not write its copy of the parent's log buffers.
+_open_directory_buses: "weakref.WeakKeyDictionary[Bus, int]" = weakref.WeakKeyDictionary()
 
 
 @atexit.register
 def _close_at_exit() -> None:
-    for bus in list(_open_directory_buses):
-        if not bus.closed:
+    for bus, pid in list(_open_directory_buses.items()):
+        if pid == os.getpid() and not bus.closed:
             try:
                 bus.close()
             except errors.MmsbError as e:
@@ -82,7 +83,7 @@ def _close_at_exit() -> None:
 
 
 def _log_opened(bus: Bus) -> None:
-    _open_directory_buses.add(bus)
+    _open_directory_buses[bus] = os.getpid()
     r = bus.recovery
     if r["truncated_tail"]:
         _log.warning("cut a torn tail off the log of %s: %s", bus.path, r["tail_reason"])
