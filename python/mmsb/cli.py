@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -78,24 +79,26 @@ def _validate(args: argparse.Namespace) -> int:
     def show(result: dict) -> None:
         print(ValidationReport(results=[result], summary="").lines()[0], flush=True)
 
-    out = None
+    created = False
     if args.json:
-        try:  # opened first: a path that cannot be written fails before minutes of validation
-            out = open(args.json, "w")
+        # Tried first, so that a path that cannot be written fails before minutes of validation;
+        # in append mode, so that a run refused for its other arguments leaves an old report be.
+        created = not os.path.exists(args.json)
+        try:
+            open(args.json, "a").close()
         except OSError as e:
             print(f"mmsb validate: cannot write --json {args.json}: {e.strerror}", file=sys.stderr)
             return 2
     try:
-        try:
-            report = validate(args.targets, quick=args.quick, progress=False if args.no_progress else None,
-                              only=args.only, on_result=show)
-        except MmsbError as e:
-            print(f"mmsb validate: {e}", file=sys.stderr)
-            return 2
-        print(report["summary"])
-        if out is not None:
-            out.write(report.to_json())
-    finally:
-        if out is not None:
-            out.close()
+        report = validate(args.targets, quick=args.quick, progress=False if args.no_progress else None,
+                          only=args.only, on_result=show)
+    except MmsbError as e:
+        print(f"mmsb validate: {e}", file=sys.stderr)
+        if created:
+            os.remove(args.json)
+        return 2
+    print(report["summary"])
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(report.to_json())
     return 0 if report else 1

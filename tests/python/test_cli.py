@@ -151,3 +151,14 @@ def test_demo_runs_end_to_end_as_a_module():
         assert step in proc.stdout
     assert "bytes, epoch and lsn unchanged: True" in proc.stdout
     assert "'truncated_tail': True" in proc.stdout
+
+
+def test_validate_refused_for_its_arguments_leaves_an_old_report_alone(tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text('{"summary": "an earlier run"}')
+    new = tmp_path / "new.json"
+    for out in (old, new):
+        r = subprocess.run([sys.executable, "-m", "mmsb", "validate", "--quick", "--only", "no_such_validator",
+                            "--json", str(out)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert old.read_text() == '{"summary": "an earlier run"}' and not new.exists()

@@ -247,6 +247,34 @@ def test_a_nondeterministic_callable_is_caught(bus, how):
     assert mmsb.validate_purity(bus, samples=20, runs=3).nondeterministic == [e.id]
 
 
+@pytest.mark.parametrize("how", ["accumulates", "global"])
+def test_a_callable_that_is_no_function_of_its_parents_is_caught(bus, how):
+    """Each probe starts from the child's content, so an accumulator (out += x) repeats itself
+    and a changed global gives the same bytes twice: both differ from what was committed for the
+    same parent epochs."""
+    a, b, c, d = small_graph(bus)
+    scale = [1.0]
+
+    def accumulates(out, x):
+        out += x
+
+    def scaled(out, x):
+        out[:] = x * scale[0]
+
+    e = bus.create_page(shape=(8,), dtype="float64", name="e")
+    bus.depend(e, on=[a], fn=accumulates if how == "accumulates" else scaled)
+    a.write(0, np.float64(3).tobytes())
+    scale[0] = 2.0
+    before = capture_full_state(bus)
+    r = mmsb.validate_purity(bus, samples=20)
+    assert not r.ok and r.nondeterministic == [e.id], r
+    assert capture_full_state(bus) == before
+    # Written directly, it holds no recompute's bytes: nothing to compare with, and the probes
+    # alone (each from the same content) cannot tell.
+    e.write(0, bytes(8))
+    assert mmsb.validate_purity(bus, samples=20).nondeterministic == []
+
+
 def test_a_callable_that_raises_in_the_probe_is_a_failure(bus):
     a, b, c, d = small_graph(bus)
     armed = []
