@@ -49,6 +49,7 @@ class HeldSync final : public FileObserver {
     ++syncs_;
     if (held_) return;
     held_ = true;
+    held_cv_.notify_all();
     // The first sync covers the first writer only; the others write while it is held.
     timed_out_ = !cv_.wait_for(g, 20s, [&] { return released_; });
     if (fail_it_) fail(ErrorCode::Durability, "fdatasync of '", path, "' failed: Input/output error (injected)");
@@ -58,6 +59,11 @@ class HeldSync final : public FileObserver {
   int syncs() {
     std::lock_guard g(m_);
     return syncs_;
+  }
+  /// Waits (up to 20 s) until a sync is held: the first writer's record is in the log.
+  bool wait_held() {
+    std::unique_lock g(m_);
+    return held_cv_.wait_for(g, 20s, [&] { return held_; });
   }
   int writes() {
     std::lock_guard g(m_);
@@ -70,7 +76,7 @@ class HeldSync final : public FileObserver {
 
  private:
   std::mutex m_;
-  std::condition_variable cv_;
+  std::condition_variable cv_, held_cv_;
   const bool fail_it_;
   bool armed_ = false, held_ = false, released_ = false, timed_out_ = false;
   int writes_ = 0, syncs_ = 0;
@@ -118,7 +124,9 @@ std::vector<bool> race(Bus& bus, HeldSync& disk, const std::vector<PageId>& page
   };
   disk.arm();
   std::thread first(commit, 0);
-  std::this_thread::sleep_for(50ms);  // let it reach its (held) sync first
+  // The others start once the first writer's sync is held (a fixed sleep was too short for a
+  // loaded machine under ASan: a later writer's record then came first, and the test with it).
+  EXPECT_TRUE(disk.wait_held());
   std::vector<std::thread> rest;
   for (int i = 1; i <= others; ++i) rest.emplace_back(commit, static_cast<std::size_t>(i));
   // Every writer has started its segment write; each makes it, and registers it for a sync,
