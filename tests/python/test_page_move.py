@@ -130,6 +130,62 @@ def test_reopen_and_replay_put_pages_where_they_were(devices, tmp_path):
     assert past.page("p").location == "cuda:1" and np.array_equal(np.asarray(past.page("p")), expect)
 
 
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_a_device_a_page_left_is_not_needed_to_reopen(devices, tmp_path, checkpoint):
+    """Only where pages live at the end matters: a page that lived on cuda:1 and came back to
+    the host, or was deleted there, reopens on a machine without cuda:1 (and without any GPU)."""
+    with mmsb.Bus(tmp_path / "bus") as bus:
+        p = bus.create_page(data=np.arange(4.0), name="p")
+        gone = bus.create_page(8, location="cuda:1")
+        p.to("cuda:1")
+        p.write(0, np.float64(7).tobytes())
+        if checkpoint:
+            bus.checkpoint()  # taken while both live on cuda:1
+        p.to("cpu")
+        bus.delete_page(gone)
+        stays = bus.create_page(8, name="stays", location="cuda:1")
+        expect, last = np.asarray(p).copy(), bus.lsn
+    _core.cuda_emulate_devices(1)  # cuda:1 is gone
+    with pytest.raises(mmsb.DeviceUnavailableError, match="page 3 'stays' lives on cuda:1"):
+        mmsb.open(tmp_path / "bus")
+    _core.cuda_emulate_devices(2)
+    with mmsb.open(tmp_path / "bus") as bus:
+        bus.delete_page("stays")
+    for count in (1, 0):
+        _core.cuda_emulate_devices(count)
+        with mmsb.open(tmp_path / "bus") as bus:
+            assert bus.lsn == last + 1 and [q.name for q in bus.pages()] == ["p"]
+            assert bus.page("p").location == "cpu" and np.array_equal(np.asarray(bus.page("p")), expect)
+            assert bus.verify().ok
+
+
+@pytest.mark.parametrize("other", ["cpu", "cuda:0"])
+def test_a_batch_is_entered_mid_way_in_fsync_mode_beside_device_pages(devices, tmp_path, other):
+    """With group commit and a device in use, a batch is logged inside a transaction record of its
+    own (its device transfer may fail after the record is written); at() and replay still enter
+    it row by row."""
+    path = tmp_path / "bus"
+    with mmsb.Bus(path, durability="fsync") as bus:
+        h = bus.create_page(8)
+        bus.create_page(8, location=other)
+        first = bus.lsn + 1
+        bus.apply_batch(mmsb.DeltaBatch([h.id, h.id], [0, 0], [8, 8], b"AAAAAAAABBBBBBBB"))
+        with bus.at(first) as past:
+            assert past.lsn == first and past.page(h.id).read(0, 8) == b"A" * 8 and past.page(h.id).epoch == 1
+    with mmsb.replay(path, to=first) as past:
+        assert past.lsn == first and past.page(h.id).read(0, 8) == b"A" * 8
+
+
+def test_a_device_has_one_spelling(devices, bus):
+    p = bus.create_page(8, location="cuda:1")
+    for other in ("cuda:01", "cuda:001", "cuda:", "cuda:-1"):
+        with pytest.raises(mmsb.InvalidArgumentError, match="unknown location"):
+            bus.create_page(8, location=other)
+        with pytest.raises(mmsb.InvalidArgumentError, match="unknown location"):
+            p.to(other)
+    assert p.location == "cuda:1" and len(bus) == 1
+
+
 def test_inspect_names_the_move(devices, tmp_path):
     with mmsb.Bus(tmp_path / "bus") as bus:
         bus.create_page(64).to("cuda:0")

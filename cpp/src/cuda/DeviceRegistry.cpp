@@ -211,7 +211,8 @@ Registry& registry() {
   return *r;
 }
 
-// "cuda:N" -> N, "unified" -> -1; InvalidArgument otherwise.
+// "cuda:N" -> N, "unified" -> -1; InvalidArgument otherwise. One spelling per device (no leading
+// zeros): a location names a page's place, and "cuda:01" beside "cuda:1" would be two places.
 int parse_location(std::string_view location) {
   if (location == "unified") return -1;
   constexpr std::string_view kPrefix = "cuda:";
@@ -219,7 +220,8 @@ int parse_location(std::string_view location) {
     const std::string_view digits = location.substr(kPrefix.size());
     int n = -1;
     const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
-    if (ec == std::errc{} && end == digits.data() + digits.size() && !digits.empty() && n >= 0) return n;
+    const bool canonical = !digits.empty() && (digits.size() == 1 || digits.front() != '0');
+    if (ec == std::errc{} && end == digits.data() + digits.size() && canonical && n >= 0) return n;
   }
   fail(ErrorCode::InvalidArgument, "unknown location '", location, "'; expected 'cpu', 'cuda:N' or 'unified'");
 }

@@ -40,6 +40,7 @@ void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions, cons
   }
   recovery_.truncated_tail = rec.truncated_tail;
   recovery_.tail_reason = rec.tail_reason;
+  check_recovered_places_locked();
   mark_unsettled_stale_locked();
 }
 
@@ -68,8 +69,9 @@ void Bus::restore_checkpoint_locked(const CheckpointData& cp, const std::string&
 
 // One logged record during recovery or time travel: skipped if the checkpoint at `base` covers
 // it; false (stop) once it starts past `stop`. Time travel into the middle of a record: a
-// batch's rows are separate deltas, so its first rows apply; a transaction is all or nothing,
-// unless `split` asks for the exact prefix of its changes (the state after one delta: Page.at).
+// batch's rows are separate deltas, so its first rows apply (also in a transaction record of that
+// one batch); a transaction is all or nothing, unless `split` asks for the exact prefix of its
+// changes (the state after one delta: Page.at).
 bool Bus::replay_record_locked(const ScannedRecord& r, const std::string& where, Lsn base, Lsn stop, bool split) {
   const Lsn first = r.header.first_lsn;
   const Lsn last = first + r.header.lsn_count - 1;
@@ -79,7 +81,11 @@ bool Bus::replay_record_locked(const ScannedRecord& r, const std::string& where,
     fail(ErrorCode::LogCorrupt, where, " spans lsns ", first, "..", last, " across the checkpoint at lsn ", base);
   }
   LogRecord decoded = decode_record(r.header, r.body, where);
-  if (last > stop && r.header.type == logfmt::RecordType::Transaction && !split) return false;
+  // A transaction holding one batch and nothing else is entered mid-way like a batch record: it
+  // is how a batch is logged where its apply may fail after the record is written (device rows
+  // under group commit), and its rows are separate deltas either way.
+  const bool lone_batch = decoded.ops.size() == 1 && std::holds_alternative<BatchOp>(decoded.ops.front());
+  if (last > stop && r.header.type == logfmt::RecordType::Transaction && !split && !lone_batch) return false;
   replay_.legacy_seen |= replay_.legacy;
   // Each change replays in the propagation mode it was committed in, so that it marks or seeds
   // what the commit did: the mode the next Wave op of its record names (an eager change always
@@ -198,16 +204,29 @@ void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
   }
 }
 
+// A page the log places on a device this process cannot use is kept on the host while replay
+// goes on: the log may move it away or delete it later. Only one still there at the end makes
+// the bus unopenable here (check_recovered_places_locked).
 std::uint8_t Bus::recovered_place_locked(PageId id, const std::string& name, const std::string& location) {
   try {
     return devices_->place(location, history_view_);
   } catch (const Error& e) {
     if (e.code() != ErrorCode::DeviceUnavailable) throw;
-    fail(ErrorCode::DeviceUnavailable, "page ", id, name.empty() ? "" : " '", name, name.empty() ? "" : "'",
-         " lives on ", location, ", which this process cannot use (", e.what(),
+    unplaced_.insert_or_assign(id, Unplaced{name, location, e.what()});
+    return devices_->place(location, /*host_only=*/true);
+  }
+}
+
+void Bus::check_recovered_places_locked() {
+  for (const auto& [id, u] : unplaced_) {
+    const PageInfo* info = table_.find(id) != nullptr ? table_.info(id) : nullptr;
+    if (info == nullptr || info->location != u.location) continue;  // deleted, or moved on since
+    fail(ErrorCode::DeviceUnavailable, "page ", id, u.name.empty() ? "" : " '", u.name, u.name.empty() ? "" : "'",
+         " lives on ", u.location, ", which this process cannot use (", u.why,
          "); open the bus where that device exists, or read its history with mmsb.replay or bus.at, "
          "which keep every page on the host");
   }
+  unplaced_.clear();
 }
 
 }  // namespace mmsb

@@ -522,8 +522,16 @@ class Bus {
   void end_transaction_locked() noexcept;
   PageRecord& live_locked(PageId id);
   /// Where a page found by recovery or replay goes: its location, or the host for a read-only
-  /// view of the past. Error(DeviceUnavailable) naming the page when its device is missing.
+  /// view of the past, or for now when its device is missing (remembered for
+  /// check_recovered_places_locked).
   std::uint8_t recovered_place_locked(PageId id, const std::string& name, const std::string& location);
+  /// After replay: Error(DeviceUnavailable) naming a page that still lives where this process
+  /// cannot place it.
+  void check_recovered_places_locked();
+  struct Unplaced {
+    std::string name, location, why;
+  };
+  std::map<PageId, Unplaced> unplaced_;  // recovery only: pages kept on the host meanwhile
   /// Moves page `r` to `place` and names `location` in its info (BusMove.cpp); `log` runs once
   /// the bytes are copied, before anything changes: if it (or the copy) throws, the page is as
   /// it was and the new memory is freed.
