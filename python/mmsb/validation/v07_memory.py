@@ -11,8 +11,10 @@ growth; total_bytes is the sum of its parts; metadata_bytes covers page_metadata
 page; after the churn the bus still has every live page with the bytes written to it (sampled).
 
 Metrics: total_bytes (memory().total_bytes once every page is written), metadata_bytes_per_page
-(memory().metadata_bytes / pages at that point, as measured: the record table grows in chunks,
-so it can exceed page_metadata_bytes), gc_pause_p99_ms: 100 [20] rounds of churn, each deleting
+(memory().metadata_bytes / pages at that point: the page records the table holds, 64 bytes each,
+plus names and cold info, which these raw pages have none of; the record slots the table
+allocates ahead in chunks are counted in arena_slack_bytes, which total_bytes includes and the
+RSS check holds to account), gc_pause_p99_ms: 100 [20] rounds of churn, each deleting
 a random 1% of the live pages, creating and writing as many new ones, then bus.gc(); the p99
 of GcReport.pause_ns. Noted: RSS growth, each part of memory(), the figures after the churn, and
 the same workload at 50,000 pages with history on (cheap, so always measured first).
