@@ -1,6 +1,7 @@
 #include "ErrorTranslator.hpp"
 
 #include <array>
+#include <string_view>
 
 #include "mmsb/core/Error.hpp"
 
@@ -24,7 +25,12 @@ void register_error_translator(pybind11::module_& m) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const Error& e) {
-      PyErr_SetString(g_classes[static_cast<std::size_t>(e.code())], e.what());
+      // A message may quote bytes from a hostile file: never let decoding it raise instead.
+      const std::string_view what = e.what();
+      PyObject* msg = PyUnicode_DecodeUTF8(what.data(), static_cast<Py_ssize_t>(what.size()), "backslashreplace");
+      if (msg == nullptr) return;  // out of memory: that error is set
+      PyErr_SetObject(g_classes[static_cast<std::size_t>(e.code())], msg);
+      Py_DECREF(msg);
     } catch (PythonAbort& a) {
       a.error.restore();
     }

@@ -19,6 +19,8 @@ import pathlib
 import re
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -467,14 +469,20 @@ def test_all_checkpoints_corrupt_falls_back_to_the_log(tmp_path):
         assert capture_full_state(bus) == ref.full_state()
 
 
-def test_leftover_temporary_checkpoint_is_ignored(tmp_path):
-    # a crash while writing a checkpoint leaves its temporary file; it is never read
+def test_leftover_temporary_checkpoint_is_ignored_and_removed_by_the_next_writer(tmp_path):
+    # a crash while writing a checkpoint leaves its temporary file; it is never read, and the
+    # next writer deletes it (readers leave the directory alone)
     path = tmp_path / "bus"
     lsn_a, lsn_b, ref = build_checkpointed(path)
-    (path / f"ckpt-{99:020d}.ckpt.tmp").write_bytes(b"half a checkpoint")
+    tmp = path / f"ckpt-{99:020d}.ckpt.tmp"
+    tmp.write_bytes(b"half a checkpoint")
+    (path / "notes.tmp").write_bytes(b"not ours")
+    with mmsb.replay(path) as old:
+        assert capture_full_state(old) == ref.full_state() and tmp.exists()
     with mmsb.open(path) as bus:
         assert bus.recovery["checkpoint_lsn"] == lsn_b
         assert capture_full_state(bus) == ref.full_state()
+        assert not tmp.exists() and (path / "notes.tmp").exists()
 
 
 @pytest.mark.parametrize("first_lsn", [5, 10_000])
@@ -527,9 +535,14 @@ def _delta(page, runs):
     return body + b"".join(d for _, d in runs)
 
 
-def _create(pid, size, name=b""):
+def _create(pid, size, name=b"", location=b"cpu"):
     return (struct.pack("<QQBBHI", pid, size, 0, 0, 0, 0) + struct.pack("<I", len(name)) + name
-            + struct.pack("<I", 3) + b"cpu" + struct.pack("<I", 0))
+            + struct.pack("<I", len(location)) + location + struct.pack("<I", 0))
+
+
+def _metadata(pid, key, value, is_bytes=0):
+    return (struct.pack("<Q", pid) + struct.pack("<I", len(key)) + key + bytes([1, is_bytes])
+            + struct.pack("<I", len(value)) + value)
 
 
 CRAFTED = {
@@ -540,8 +553,13 @@ CRAFTED = {
     "page creation reusing an id": (1, 1, _create(1, 8)),
     "page creation with a name in use": (1, 1, _create(5, 8, b"a")),
     "delete of an unknown page": (2, 1, struct.pack("<Q", 999)),
-    "metadata of an unknown page": (3, 1, struct.pack("<Q", 999) + struct.pack("<I", 1) + b"k"
-                                    + b"\x01\x00" + struct.pack("<I", 1) + b"v"),
+    "metadata of an unknown page": (3, 1, _metadata(999, b"k", b"v")),
+    # names, keys, text values and locations are UTF-8 (docs/format.md): Python's decoder failed
+    # on these where the engine took them (a name made the reopened bus unusable from Python)
+    "page name that is not UTF-8": (1, 1, _create(5, 8, b"\xff")),
+    "page location that is not UTF-8": (1, 1, _create(5, 8, location=b"\xffpu")),
+    "metadata key that is not UTF-8": (3, 1, _metadata(1, b"k\xc0\x80", b"v")),
+    "metadata text value with a surrogate": (3, 1, _metadata(1, b"k", b"\xed\xa0\x80")),
     "batch row past the end": (5, 2, struct.pack("<QQ", 0, 2) + struct.pack("<QQ", 1, 1)
                                + struct.pack("<QQ", 0, 63) + struct.pack("<QQ", 1, 2) + b"abc"),
     "batch claiming the wrong lsn count": (5, 3, struct.pack("<QQ", 0, 2)
@@ -566,6 +584,35 @@ def test_crafted_record_with_a_valid_checksum_is_log_corruption(small_log, tmp_p
     msg = str(info.value)
     assert SEGMENT in msg and f"byte {len(data)}" in msg, msg
     assert (d / SEGMENT).read_bytes()[:len(data)] == data
+
+
+def test_a_metadata_bytes_value_need_not_be_utf8(small_log, tmp_path):
+    _, data, records, _ = small_log
+    first = records[-1][2] + records[-1][3]
+    d = make_dir(tmp_path, "bytes", data + frame(3, first, 1, _metadata(1, b"k", b"\xff\xfe", is_bytes=1)))
+    with mmsb.open(d) as bus:
+        assert bus.page(1).metadata["k"] == b"\xff\xfe"
+
+
+OPEN_WITH_LITTLE_MEMORY = r"""
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+import mmsb
+try:
+    mmsb.open(sys.argv[1])
+except mmsb.OutOfMemoryError as e:
+    print("out of memory:", e)
+"""
+
+
+def test_a_page_too_big_for_this_machine_is_out_of_memory_not_corruption(small_log, tmp_path):
+    # A valid log may hold more than this process may map: that is no damage to report.
+    _, data, records, _ = small_log
+    first = records[-1][2] + records[-1][3]
+    d = make_dir(tmp_path, "big", data + frame(1, first, 1, _create(5, 16 << 30)))
+    r = subprocess.run([sys.executable, "-c", OPEN_WITH_LITTLE_MEMORY, str(d)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "out of memory: " in r.stdout, r.stdout + r.stderr
 
 
 def test_page_creation_after_an_id_gap_replays(small_log, tmp_path):

@@ -11,6 +11,7 @@
 #include "mmsb/core/Clock.hpp"
 #include "mmsb/core/Error.hpp"
 #include "mmsb/core/Prefaulter.hpp"
+#include "mmsb/core/Utf8.hpp"
 
 namespace mmsb {
 
@@ -123,9 +124,18 @@ void Bus::count(std::uint64_t deltas, std::uint64_t bytes) noexcept {
   bump(counters_.commits, 1);
 }
 
+namespace {
+void require_utf8_metadata(const std::string& key, const MetaValue* value) {
+  require_utf8(key, "a metadata key");
+  if (value && !value->is_bytes) require_utf8(value->value, "the text value of metadata '" + key + "'");
+}
+}  // namespace
+
 PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> initial) {
   auto lock = lock_turn();
   check_writable();
+  require_utf8(spec.name, "the page name");
+  for (const auto& [key, value] : spec.metadata) require_utf8_metadata(key, &value);
   const std::uint8_t place = devices_->place(spec.location, false);
   if (!initial.empty() && initial.size() != spec.size) {
     fail(ErrorCode::InvalidArgument, "initial data has ", initial.size(), " bytes but the page has ",
@@ -269,6 +279,7 @@ void Bus::set_metadata(PageId id, const std::string& key, const std::optional<Me
   auto lock = lock_turn();
   check_writable();
   live_locked(id);
+  require_utf8_metadata(key, value ? &*value : nullptr);
   if (!value) {
     const PageInfo* info = table_.info(id);
     if (info == nullptr || info->metadata.find(key) == info->metadata.end()) return;

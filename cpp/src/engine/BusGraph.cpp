@@ -6,6 +6,7 @@
 #include "DevicePages.hpp"
 #include "Transaction.hpp"
 #include "mmsb/core/Error.hpp"
+#include "mmsb/core/Utf8.hpp"
 #include "mmsb/engine/Bus.hpp"
 #include "mmsb/graph/Semiring.hpp"
 
@@ -97,6 +98,7 @@ void Bus::depend(PageId child, std::span<const PageId> parents, const RecomputeS
     if (fn.kind == RecomputeKind::Callable && !callable) {
       fail(ErrorCode::InvalidArgument, "a callable recompute needs its function");
     }
+    require_utf8(fn.name, "the recompute's name");
     auto it = derivations_.find(child);
     const bool same = it != derivations_.end() && !it->second.implicit && it->second.fn == fn &&
                       std::equal(parents.begin(), parents.end(), it->second.parents.begin(), it->second.parents.end()) &&

@@ -130,7 +130,8 @@ bool Bus::replay_record_locked(const ScannedRecord& r, const std::string& where,
     }
     settle_cut_locked();
   } catch (const Error& e) {
-    if (e.code() == ErrorCode::DeviceUnavailable) throw;  // the log is fine; this machine lacks the device
+    // The log is fine; this machine lacks the device, or the memory its pages need.
+    if (e.code() == ErrorCode::DeviceUnavailable || e.code() == ErrorCode::OutOfMemory) throw;
     fail(ErrorCode::LogCorrupt, where, " (lsn ", lsn, ") cannot be replayed: ", e.what());
   }
   lsn_.store(lsn - 1, std::memory_order_relaxed);

@@ -38,6 +38,7 @@ Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_l
          path_exists(dir_) ? " (that path is not a directory)" : "; create one with mmsb.Bus(path)");
   }
   const bool created_lock = !read_only_ && take_lock();
+  if (!read_only_) remove_unfinished_checkpoints();
   if (durability_ == Durability::Fsync && !read_only_) {
     group_ = std::make_shared<GroupSync>([this] { segment_.datasync(); });
   }
@@ -53,6 +54,22 @@ Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_l
       }
     }
     fail(ErrorCode::InvalidArgument, "'", dir_, "' holds no mmsb log or checkpoint");
+  }
+}
+
+// Only the writer, who holds the lock, writes checkpoints: a temporary one found now is what a
+// writer killed while writing it left behind (recovery never reads it).
+void Log::remove_unfinished_checkpoints() noexcept {
+  try {
+    for (const std::string& name : list_directory(dir_)) {
+      std::uint64_t lsn = 0;
+      const std::string_view n = name;
+      if (n.ends_with(".tmp") && logfmt::parse_checkpoint_file_name(n.substr(0, n.size() - 4), lsn)) {
+        remove_file(dir_ + "/" + name);
+      }
+    }
+  } catch (const Error&) {
+    // Left for the next open: the bus is fine without the space.
   }
 }
 

@@ -19,10 +19,11 @@ Metadata read_metadata(ByteReader& r) {
   Metadata md;
   const std::uint32_t n = r.u32();
   for (std::uint32_t i = 0; i < n; ++i) {
-    std::string key = r.str();
+    std::string key = r.text("a metadata key");
     const std::uint8_t is_bytes = r.u8();
     if (is_bytes > 1) r.corrupt("metadata flag must be 0 or 1");
-    md.insert_or_assign(std::move(key), MetaValue{r.str(), is_bytes == 1});
+    std::string value = is_bytes == 1 ? r.str() : r.text("a metadata text value");
+    md.insert_or_assign(std::move(key), MetaValue{std::move(value), is_bytes == 1});
   }
   return md;
 }
@@ -129,7 +130,7 @@ DependOp read_depend(ByteReader& r) {
   const std::uint8_t has_weights = r.u8();
   r.u8();
   const std::uint32_t n = r.u32();
-  op.fn.name = r.str();
+  op.fn.name = r.text("a recompute's name");
   r.skip_to_align();
   if (fn < static_cast<std::uint8_t>(RecomputeKind::Copy) || fn > static_cast<std::uint8_t>(RecomputeKind::Callable)) {
     r.corrupt("unknown recompute kind " + std::to_string(fn));
@@ -194,8 +195,8 @@ LogOp read_op(RecordType type, ByteReader& r) {
       r.u16();
       r.u32();
       for (std::uint8_t i = 0; i < ndim; ++i) op.spec.shape.push_back(r.u64());
-      op.spec.name = r.str();
-      op.spec.location = r.str();
+      op.spec.name = r.text("a page name");
+      op.spec.location = r.text("a page location");
       op.spec.metadata = read_metadata(r);
       return op;
     }
@@ -204,18 +205,19 @@ LogOp read_op(RecordType type, ByteReader& r) {
     case RecordType::Metadata: {
       MetadataOp op;
       op.id = r.u64();
-      op.key = r.str();
+      op.key = r.text("a metadata key");
       const std::uint8_t has = r.u8();
       const std::uint8_t is_bytes = r.u8();
       std::string value = r.str();
       if (has > 1 || is_bytes > 1) r.corrupt("metadata flags must be 0 or 1");
+      if (has == 1 && is_bytes == 0 && !is_utf8(value)) r.corrupt("a metadata text value is not UTF-8 text");
       if (has == 1) op.value = MetaValue{std::move(value), is_bytes == 1};
       return op;
     }
     case RecordType::Location: {
       LocationOp op;
       op.id = r.u64();
-      op.location = r.str();
+      op.location = r.text("a page location");
       return op;
     }
     case RecordType::Delta:

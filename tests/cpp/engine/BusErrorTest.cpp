@@ -176,8 +176,26 @@ TEST_F(BusErrorTest, BadCreate) {
   shaped.dtype = DType::Float32;
   shaped.shape = {3};
   expect_unchanged(ErrorCode::InvalidArgument, [&] { bus_.create_page(shaped); });
+  // Text the log would not read back (docs/format.md "Strings": UTF-8).
+  PageSpec bad_name = spec;
+  bad_name.name = "caf\xe9";  // Latin-1, not UTF-8
+  msg = expect_unchanged(ErrorCode::InvalidArgument, [&] { bus_.create_page(bad_name); });
+  EXPECT_NE(msg.find("page name is not UTF-8"), std::string::npos) << msg;
+  PageSpec bad_key = spec;
+  bad_key.metadata["\xed\xa0\x80"] = MetaValue{"v", false};
+  expect_unchanged(ErrorCode::InvalidArgument, [&] { bus_.create_page(bad_key); });
+  PageSpec bad_text = spec;
+  bad_text.metadata["k"] = MetaValue{"\xff", false};
+  expect_unchanged(ErrorCode::InvalidArgument, [&] { bus_.create_page(bad_text); });
   // None of the failures consumed an id.
   EXPECT_EQ(bus_.create_page(spec).id, deleted_ + 1);
+}
+
+TEST_F(BusErrorTest, MetadataTextMustBeUtf8WhileBytesMayBeAnything) {
+  expect_unchanged(ErrorCode::InvalidArgument, [&] { bus_.set_metadata(a_, "\xc0\x80", MetaValue{"v", false}); });
+  expect_unchanged(ErrorCode::InvalidArgument, [&] { bus_.set_metadata(a_, "k", MetaValue{"\xff", false}); });
+  bus_.set_metadata(a_, "k", MetaValue{"\xff", true});
+  EXPECT_EQ(bus_.page_info(a_).metadata.at("k").value, "\xff");
 }
 
 TEST_F(BusErrorTest, OutOfMemoryCreatesNothing) {

@@ -223,6 +223,8 @@ class Log {
   std::uint64_t apply_retention();
   /// Takes the writer lock (Error(BusLocked) if held); returns whether this call created LOCK.
   bool take_lock();
+  /// Removes the temporary files of checkpoints a killed writer did not finish.
+  void remove_unfinished_checkpoints() noexcept;
 
   std::string dir_;
   Durability durability_;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "mmsb/core/Error.hpp"
+#include "mmsb/core/Utf8.hpp"
 
 namespace mmsb::logfmt {
 
@@ -111,6 +112,13 @@ class ByteReader {
     const std::uint32_t n = u32();
     const auto b = take(n);
     return {reinterpret_cast<const char*>(b.data()), b.size()};
+  }
+  /// str() of a field the format says is UTF-8 (names, keys, text values, locations): anything
+  /// else is corruption, not a string handed on to fail in Python's decoder.
+  std::string text(std::string_view field) {
+    std::string s = str();
+    if (!is_utf8(s)) corrupt(std::string(field) + " is not UTF-8 text");
+    return s;
   }
   void skip_to_align() { take((kAlign - pos_ % kAlign) % kAlign); }
   std::size_t pos() const noexcept { return pos_; }
