@@ -38,7 +38,6 @@ Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_l
          path_exists(dir_) ? " (that path is not a directory)" : "; create one with mmsb.Bus(path)");
   }
   const bool created_lock = !read_only_ && take_lock();
-  if (!read_only_) remove_unfinished_checkpoints();
   if (durability_ == Durability::Fsync && !read_only_) {
     group_ = std::make_shared<GroupSync>([this] { segment_.datasync(); });
   }
@@ -55,6 +54,7 @@ Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_l
     }
     fail(ErrorCode::InvalidArgument, "'", dir_, "' holds no mmsb log or checkpoint");
   }
+  if (!read_only_) remove_unfinished_checkpoints();
 }
 
 // Only the writer, who holds the lock, writes checkpoints: a temporary one found now is what a
