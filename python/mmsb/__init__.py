@@ -199,13 +199,15 @@ def _page_at(self: Page, epoch: int) -> Any:
     if self.bus.in_transaction:
         raise InvalidArgumentError("Page.at() is not allowed inside an open transaction (its changes are not "
                                    "committed yet); call it after the transaction ends")
-    now, current = self.snapshot()[::-1]
+    now = self.epoch
+    if epoch == now:  # the present: one copy, taken with its epoch (another thread may commit)
+        current, now = self.snapshot()
+        if now == epoch:
+            return current
     if epoch > now:
         raise HistoryUnavailableError(f"page {self.id} is at epoch {now}; epoch {epoch} has not happened")
-    if epoch == now:
-        return current
     if epoch == 0:
-        return np.zeros_like(current)
+        return np.zeros_like(self.view())
     # The page shows that epoch from its delta up to the lsn before the next one: that last lsn,
     # found in the provenance index, lies inside what a retention keeps whenever any lsn of the
     # epoch does. The index starts at the checkpoint a reopened bus came from; the log before
