@@ -136,6 +136,9 @@ def test_close_wakes_a_blocked_producer_with_closed_error():
 INTERRUPTED_SUBMIT = r"""
 import os, signal, threading, time
 import mmsb
+# A process started in the background of a non-interactive shell (CI, nohup) inherits SIGINT
+# ignored, and Python keeps it so: Ctrl-C's handler is installed explicitly.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 bus = mmsb.Bus(queue_capacity=1)
 p = bus.create_page(8)
 bus.submit(mmsb.Delta.at(p, 0, b"\x01"))
