@@ -52,33 +52,53 @@ std::string describe(const LogOp& op) {
 }
 
 // `sealed`: newer segments follow it, so a torn tail in it is corruption (as recovery says).
+// Damage inside the segment is reported under "error" along with the good records before it, so
+// that the summary says how far the log can be read.
 py::dict inspect_segment(const std::string& path, bool records, bool sealed) {
   py::dict seg;
   seg["file"] = path;
+  SegmentScan s;
   try {
-    const SegmentScan s = scan_segment(path);
-    if (sealed) check_sealed_segment(s);
-    seg["bytes"] = s.bytes.size();
-    seg["first_lsn"] = s.header.first_lsn;
-    seg["records"] = s.records.size();
-    Lsn last = s.header.first_lsn == 0 ? 0 : s.header.first_lsn - 1;
-    py::list dump;
-    for (const ScannedRecord& r : s.records) {
-      last = r.header.first_lsn + r.header.lsn_count - 1;
-      if (!records) continue;
-      const LogRecord rec = decode_record(r.header, r.body, path);
-      py::list ops;
-      for (const LogOp& op : rec.ops) ops.append(describe(op));
-      dump.append(py::dict(py::arg("offset") = r.offset, py::arg("first_lsn") = r.header.first_lsn,
-                           py::arg("lsn_count") = r.header.lsn_count, py::arg("body_bytes") = r.header.body_bytes,
-                           py::arg("ops") = ops));
-    }
-    seg["last_lsn"] = last;
-    seg["torn_tail"] = s.torn ? py::object(py::str(s.torn_reason)) : py::object(py::none());
-    if (records) seg["dump"] = dump;
-  } catch (const Error& e) {
+    s = scan_segment(path, false, OnDamage::Report);
+  } catch (const Error& e) {  // unreadable, or a bad header: nothing in it can be shown
     seg["error"] = std::string(e.what());
+    return seg;
   }
+  std::string damage = s.damage;
+  if (damage.empty() && sealed) {
+    try {
+      check_sealed_segment(s);
+    } catch (const Error& e) {
+      damage = e.what();
+    }
+  }
+  Lsn last = s.header.first_lsn == 0 ? 0 : s.header.first_lsn - 1;
+  std::size_t good = 0;
+  py::list dump;
+  for (const ScannedRecord& r : s.records) {
+    if (records) {
+      try {
+        const LogRecord rec = decode_record(r.header, r.body, path);
+        py::list ops;
+        for (const LogOp& op : rec.ops) ops.append(describe(op));
+        dump.append(py::dict(py::arg("offset") = r.offset, py::arg("first_lsn") = r.header.first_lsn,
+                             py::arg("lsn_count") = r.header.lsn_count, py::arg("body_bytes") = r.header.body_bytes,
+                             py::arg("ops") = ops));
+      } catch (const Error& e) {  // a checksummed body that does not decode: damage from here on
+        if (damage.empty()) damage = e.what();
+        break;
+      }
+    }
+    last = r.header.first_lsn + r.header.lsn_count - 1;
+    ++good;
+  }
+  seg["bytes"] = s.bytes.size();
+  seg["first_lsn"] = s.header.first_lsn;
+  seg["records"] = good;
+  seg["last_lsn"] = last;
+  seg["torn_tail"] = s.torn && damage.empty() ? py::object(py::str(s.torn_reason)) : py::object(py::none());
+  if (records) seg["dump"] = dump;
+  if (!damage.empty()) seg["error"] = damage;
   return seg;
 }
 

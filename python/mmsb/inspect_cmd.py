@@ -10,7 +10,9 @@ from . import _core
 
 def inspect_dir(path: str, records: bool = False) -> dict[str, Any]:
     """Checkpoints (lsn, pages, bytes), segments (first/last lsn, records, bytes, torn tail or
-    error) and, with records=True, every record (offset, lsns, size, ops). Takes no lock."""
+    error) and, with records=True, every record (offset, lsns, size, ops). A segment damaged
+    inside keeps its good records before the damage, with the damage under "error". Takes no
+    lock."""
     return _core._inspect(str(path), records)
 
 
@@ -24,21 +26,27 @@ def print_inspection(info: dict[str, Any], out: TextIO, as_json: bool = False) -
                 out.write(f"  checkpoint {cp['file']}: DAMAGED: {cp['error']}\n")
             else:
                 out.write(f"  checkpoint lsn {cp['lsn']:>12,}  {cp['pages']:>8,} pages  {cp['bytes']:>14,} B\n")
-        last = 0
+        last, damaged_log = 0, False
         for seg in info["segments"]:
+            if "first_lsn" in seg:
+                tail = f"  torn tail: {seg['torn_tail']}" if seg["torn_tail"] else ""
+                out.write(f"  segment lsn {seg['first_lsn']:>12,} .. {seg['last_lsn']:<12,} "
+                          f"{seg['records']:>8,} records  {seg['bytes']:>14,} B{tail}\n")
+                if not damaged_log:
+                    last = max(last, seg["last_lsn"])
+                for rec in seg.get("dump", []):
+                    lsns = str(rec["first_lsn"]) if rec["lsn_count"] == 1 else \
+                        f"{rec['first_lsn']}..{rec['first_lsn'] + rec['lsn_count'] - 1}"
+                    out.write(f"    @{rec['offset']:<10} lsn {lsns:<16} {rec['body_bytes']:>10} B  "
+                              f"{'; '.join(rec['ops'])}\n")
             if "error" in seg:
                 out.write(f"  segment {seg['file']}: CORRUPT: {seg['error']}\n")
-                continue
-            tail = f"  torn tail: {seg['torn_tail']}" if seg["torn_tail"] else ""
-            out.write(f"  segment lsn {seg['first_lsn']:>12,} .. {seg['last_lsn']:<12,} {seg['records']:>8,} records"
-                      f"  {seg['bytes']:>14,} B{tail}\n")
-            last = max(last, seg["last_lsn"])
-            for rec in seg.get("dump", []):
-                lsns = str(rec["first_lsn"]) if rec["lsn_count"] == 1 else \
-                    f"{rec['first_lsn']}..{rec['first_lsn'] + rec['lsn_count'] - 1}"
-                out.write(f"    @{rec['offset']:<10} lsn {lsns:<16} {rec['body_bytes']:>10} B  {'; '.join(rec['ops'])}\n")
+                damaged_log = True
         if info["other_files"]:
             out.write(f"  other files: {', '.join(sorted(info['other_files']))}\n")
-        out.write(f"last lsn in the log: {last:,}\n")
+        if damaged_log:
+            out.write(f"the log is damaged after lsn {last:,} (see CORRUPT above)\n")
+        else:
+            out.write(f"last lsn in the log: {last:,}\n")
     damaged = any("error" in x for x in info["checkpoints"] + info["segments"])
     return 1 if damaged else 0

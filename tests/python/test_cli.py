@@ -13,6 +13,7 @@ import numpy as np
 
 import mmsb
 from mmsb.cli import main
+from mmsb.inspect_cmd import inspect_dir
 
 
 def run_cli(*args):
@@ -103,6 +104,30 @@ def test_inspect_reports_damage_and_exits_nonzero(tmp_path):
     open(seg, "wb").write(data)
     rc, text = run_cli("inspect", path)
     assert rc == 1 and "CORRUPT" in text and seg in text
+
+
+def test_inspect_of_damage_inside_a_segment_shows_the_records_before_it(tmp_path):
+    """A bad record with valid ones after it is corruption: the summary keeps the segment's good
+    records before it and says after which lsn the log is damaged, instead of showing nothing."""
+    path = str(tmp_path / "b")
+    with mmsb.Bus(path) as bus:
+        p = bus.create_page(64)
+        for i in range(6):
+            p.write(0, bytes([i]) * 8)
+    info = inspect_dir(path, records=True)
+    [seg] = info["segments"]
+    third = seg["dump"][3]
+    data = bytearray(open(seg["file"], "rb").read())
+    data[third["offset"] + 40] ^= 0x01  # inside the body of the record of lsn 4
+    open(seg["file"], "wb").write(data)
+    rc, text = run_cli("inspect", path, "--records")
+    assert rc == 1
+    assert f"CORRUPT: segment '{seg['file']}' is corrupt at byte {third['offset']}" in text
+    assert f"the log is damaged after lsn {third['first_lsn'] - 1}" in text
+    assert "last lsn in the log" not in text
+    damaged = inspect_dir(path, records=True)["segments"][0]
+    assert damaged["dump"] == seg["dump"][:3] and damaged["records"] == 3
+    assert damaged["last_lsn"] == third["first_lsn"] - 1 and damaged["torn_tail"] is None
 
 
 def test_inspect_reports_a_damaged_checkpoint_and_exits_nonzero(tmp_path):

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <sstream>
 
 #include "mmsb/core/Error.hpp"
 #include "mmsb/log/PosixFile.hpp"
@@ -87,7 +88,7 @@ bool check_record_at(std::span<const std::byte> bytes, std::uint64_t pos, std::u
   return true;
 }
 
-SegmentScan scan_segment(const std::string& path, bool sealed) {
+SegmentScan scan_segment(const std::string& path, bool sealed, OnDamage on_damage) {
   SegmentScan scan;
   scan.path = path;
   scan.bytes = FileBytes(path, sealed ? FileBytes::How::Map : FileBytes::How::Read);
@@ -117,10 +118,14 @@ SegmentScan scan_segment(const std::string& path, bool sealed) {
       const bool marked = scan.header.version >= logfmt::kSyncMarksVersion;
       if (valid_record_after(bytes, pos + logfmt::kAlign, before, later,
                              marked ? std::optional<std::uint64_t>(pos) : std::nullopt)) {
-        fail(ErrorCode::LogCorrupt, "segment '", path, "' is corrupt at byte ", pos, ": ", why, ", but ",
-             marked ? "a sync mark" : "a valid record", " follows at byte ", later,
-             marked ? " saying these bytes were synced" : "",
-             "; this is damage inside the log, not a torn tail (restore from a copy or a checkpoint)");
+        std::ostringstream msg;
+        msg << "segment '" << path << "' is corrupt at byte " << pos << ": " << why << ", but "
+            << (marked ? "a sync mark" : "a valid record") << " follows at byte " << later
+            << (marked ? " saying these bytes were synced" : "")
+            << "; this is damage inside the log, not a torn tail (restore from a copy or a checkpoint)";
+        if (on_damage == OnDamage::Throw) throw Error(ErrorCode::LogCorrupt, msg.str());
+        scan.damage = msg.str();
+        break;
       }
       scan.torn = true;
       scan.torn_reason = why + " at byte " + std::to_string(pos);

@@ -187,6 +187,11 @@ TEST_F(SegmentScanTest, DamageASyncMarkVouchesForIsCorruption) {
     const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { scan_segment(bad_path); });
     EXPECT_NE(msg.find(bad_path), std::string::npos) << msg;
     EXPECT_NE(msg.find("at byte " + std::to_string(expected_[i].offset)), std::string::npos) << msg;
+    // Report: the same message, and every record before the damage (what `mmsb inspect` shows).
+    const SegmentScan partial = scan_segment(bad_path, false, OnDamage::Report);
+    EXPECT_EQ(partial.damage, msg);
+    EXPECT_FALSE(partial.torn);
+    expect_records(partial, i, /*decode=*/true);
   });
   // The mark itself damaged: it vouched for nothing after it, so it is a torn tail.
   Bytes bad = synced_image_;

@@ -34,13 +34,20 @@ struct SegmentScan {
   std::string torn_reason;       ///< why the first bad byte range was rejected, and where
   /// Valid records follow the torn tail: never synced, so cut with it (see the file comment).
   bool unsynced_records_after = false;
+  /// With OnDamage::Report, why the scan stopped at mid-segment corruption (the message
+  /// OnDamage::Throw throws); `records` then holds the good records before it. Empty otherwise.
+  std::string damage;
 };
+
+/// What scan_segment does at mid-segment corruption: throw (recovery), or stop there and report
+/// it in SegmentScan::damage with the records before it (`mmsb inspect`, which shows them).
+enum class OnDamage : bool { Throw, Report };
 
 /// Reads and checks `path`. Records must carry consecutive lsns starting at the header's
 /// first_lsn. `sealed`: no writer will cut this file back (not the newest segment), so it may be
-/// mapped instead of read. Throws Error(LogCorrupt) for a bad header or mid-segment corruption,
-/// Error(Durability) if the file cannot be read.
-SegmentScan scan_segment(const std::string& path, bool sealed = false);
+/// mapped instead of read. Throws Error(LogCorrupt) for a bad header, or for mid-segment
+/// corruption unless `on_damage` is Report; Error(Durability) if the file cannot be read.
+SegmentScan scan_segment(const std::string& path, bool sealed = false, OnDamage on_damage = OnDamage::Throw);
 
 /// Recovery's rule for a segment that newer segments follow: it was synced whole before they
 /// were started, so a torn tail in it is damage. Throws Error(LogCorrupt) naming the file and the
