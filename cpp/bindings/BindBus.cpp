@@ -378,7 +378,8 @@ void bind_bus(py::module_& m) {
                py::isinstance<PyDelta>(item) ? "; commit a Delta with apply()" : "");
         }
         wait_turn(*bus);
-        const DeltaBatchView view = item.cast<const PyDeltaBatch&>().view();
+        std::vector<std::uint64_t> columns;
+        const DeltaBatchView view = item.cast<const PyDeltaBatch&>().snapshot(columns);
         py::gil_scoped_release release;
         return bus->apply_batch(view);
       }, "batch"_a, "Validate then apply every row (one delta each), in parallel by page; "

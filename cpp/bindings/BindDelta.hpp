@@ -1,7 +1,9 @@
 #pragma once
 #include <pybind11/numpy.h>
 
+#include <algorithm>
 #include <memory>
+#include <vector>
 
 #include "Convert.hpp"
 #include "mmsb/delta/DeltaBatch.hpp"
@@ -32,11 +34,25 @@ struct PyDeltaBatch {
   pybind11::object payload_owner;
   std::unique_ptr<ByteBuffer> payload;
 
+  /// The columns as they are now: valid while the GIL is held (they may be the caller's arrays).
   DeltaBatchView view() const {
     return {{page_ids.data(), static_cast<std::size_t>(page_ids.size())},
             {offsets.data(), static_cast<std::size_t>(offsets.size())},
             {lengths.data(), static_cast<std::size_t>(lengths.size())},
             payload->bytes()};
+  }
+  /// The columns copied into `columns` (the payload is not copied), for a call that releases the
+  /// GIL: another thread, or the bus's clock callable, may change the caller's arrays meanwhile,
+  /// and the rows the engine validated must be the rows it applies and logs. Call with the GIL.
+  DeltaBatchView snapshot(std::vector<std::uint64_t>& columns) const {
+    const DeltaBatchView now = view();
+    const std::size_t n = now.rows();
+    columns.resize(3 * n);
+    std::copy(now.page_ids.begin(), now.page_ids.end(), columns.begin());
+    std::copy(now.offsets.begin(), now.offsets.end(), columns.begin() + static_cast<std::ptrdiff_t>(n));
+    std::copy(now.lengths.begin(), now.lengths.end(), columns.begin() + static_cast<std::ptrdiff_t>(2 * n));
+    const std::span<const std::uint64_t> all(columns);
+    return {all.first(n), all.subspan(n, n), all.subspan(2 * n, n), now.payload};
   }
 };
 

@@ -628,3 +628,57 @@ def test_concurrent_writers_and_batches():
         assert p.read(last % 60, 4) == last.to_bytes(4, "little")
     assert sum(p.epoch for p in shared) == 2 * batches * batch_rows
     assert not any(p.view().any() for p in shared)
+
+
+def test_batch_columns_changed_during_apply_batch_do_not_reach_it(tmp_path):
+    """apply_batch applies and logs the rows it validated. The bus's clock runs between the two
+    (as another thread may, the GIL being released), and here it moves the caller's offsets
+    past the page: the rows as they were at the call still apply, and nothing outside the page
+    is written (before, this wrote out of bounds)."""
+    ids = np.array([1, 1], np.uint64)
+    offs = np.array([0, 8], np.uint64)
+    lens = np.array([8, 8], np.uint64)
+    ticks = iter(range(1000, 10**9, 1000))
+
+    def meddling_clock():
+        offs[1], ids[0], lens[0] = 2**40, 999, 2**20
+        return next(ticks)
+    bus = mmsb.Bus(str(tmp_path / "b"), clock=meddling_clock)
+    p = bus.create_page(16)
+    batch = mmsb.DeltaBatch(ids, offs, lens, bytes(range(16)))
+    bus.apply_batch(batch)
+    assert p.read(0, 16) == bytes(range(16)) and p.epoch == 2
+    assert bus.verify().ok
+    bus.close()
+    with mmsb.open(str(tmp_path / "b")) as again:
+        assert again.page(1).read(0, 16) == bytes(range(16))
+    with pytest.raises(mmsb.InvalidDeltaError):  # the next call sees the changed columns
+        mmsb.Bus().apply_batch(batch)
+
+
+@pytest.mark.parametrize("threads,rows", [(1, 2), (1, 300), (2, 40_000)])
+def test_a_batch_payload_that_is_a_view_of_the_page_it_writes(tmp_path, threads, rows):
+    """The payload is read as it was at the call, whichever rows write first: memory and the log
+    agree (before, later rows read bytes that earlier rows had written, which the log did not
+    hold). 40,000 rows over two pages run in parallel lanes."""
+    rng = np.random.default_rng(rows)
+    path = str(tmp_path / "alias")
+    bus = mmsb.Bus(path, threads=threads)
+    a = bus.create_page(data=rng.integers(0, 256, 8 * rows + 64, dtype=np.uint8))
+    b = bus.create_page(data=rng.integers(0, 256, 4096, dtype=np.uint8))
+    ids = np.where(rng.random(rows) < 0.5, a.id, b.id).astype(np.uint64)
+    lengths = rng.integers(0, 9, rows).astype(np.uint64)
+    sizes = np.where(ids == a.id, a.size, b.size)
+    offsets = (rng.integers(0, 1 << 30, rows) % (sizes - lengths + 1)).astype(np.uint64)
+    payload = a.view()[8:8 + int(lengths.sum())]  # a's own bytes, which the rows overwrite
+    model = {a.id: bytearray(a.read(0, a.size)), b.id: bytearray(b.read(0, b.size))}
+    src, pos = payload.tobytes(), 0
+    for pid, off, ln in zip(ids.tolist(), offsets.tolist(), lengths.tolist()):
+        model[pid][off:off + ln] = src[pos:pos + ln]
+        pos += ln
+    bus.apply_batch(mmsb.DeltaBatch(ids, offsets, lengths, payload))
+    assert a.read(0, a.size) == bytes(model[a.id]) and b.read(0, b.size) == bytes(model[b.id])
+    assert bus.verify().ok
+    bus.close()
+    with mmsb.open(path) as again:
+        assert again.page(a.id).read(0, len(model[a.id])) == bytes(model[a.id])

@@ -230,18 +230,25 @@ bool Bus::commit_diff(std::unique_lock<std::mutex>& lock, PageRecord& r, Delta& 
   return true;
 }
 
-Lsn Bus::apply_batch(const DeltaBatchView& batch) {
+Lsn Bus::apply_batch(const DeltaBatchView& given) {
   const std::uint64_t t0 = monotonic_ns();
   auto lock = lock_turn();
   check_writable();
   Lsn last = 0;
+  DeltaBatchView batch = given;
+  std::vector<std::byte> own_payload;
   {
     const bool alone = !txn_ && !devices_->active();  // no open transaction, no device rows
     const bool may_wave = propagation_ == PropagationMode::Eager && graph_.edge_count() != 0;
     // A batch that may be written overlapped (below) has its record's checksum over the payload
     // begun on the log's writer thread now, while it is validated; dropped if it goes elsewhere.
     const Log::SumAhead sum(alone && !may_wave ? log_.get() : nullptr, batch.payload);
-    validate_batch(batch, table_, &pool_);
+    if (validate_batch(batch, table_, &pool_)) {
+      // A payload read from a page it writes: copied, so that the log and memory get the bytes
+      // it held at the call, whichever rows write first.
+      own_payload.assign(batch.payload.begin(), batch.payload.end());
+      batch.payload = own_payload;
+    }
     if (batch.rows() == 0) return lsn_.load(std::memory_order_relaxed);
     bool wave = false;
     if (may_wave) {

@@ -200,6 +200,26 @@ TEST(ValidateBatchTest, AcceptsRowsEndingAtPageEnd) {
   EXPECT_NO_THROW(validate_batch(c.view(), t));
 }
 
+// A payload inside the memory of a page the batch writes must be copied before the apply (the
+// bus does): validation says so, and only then.
+TEST(ValidateBatchTest, SaysWhenThePayloadLiesInAPageItWrites) {
+  PageTable t;
+  PageSpec spec;
+  spec.size = 64;
+  t.create(spec);  // 1
+  t.create(spec);  // 2
+  const std::vector<PageId> ids = {1, 1};
+  const std::vector<std::uint64_t> offsets = {0, 32}, lengths = {4, 4};
+  const auto in_page = [&](PageId id, std::uint64_t at) {
+    return DeltaBatchView{ids, offsets, lengths, std::span<const std::byte>(t.get(id).data + at, 8)};
+  };
+  EXPECT_TRUE(validate_batch(in_page(1, 0), t));
+  EXPECT_TRUE(validate_batch(in_page(1, 56), t));   // its last 8 bytes
+  EXPECT_FALSE(validate_batch(in_page(2, 0), t));   // a page no row writes
+  const Bytes apart(8);
+  EXPECT_FALSE(validate_batch(DeltaBatchView{ids, offsets, lengths, apart}, t));
+}
+
 TEST(ValidateBatchTest, RejectsBadRowsNamingThem) {
   PageTable t;
   PageSpec spec;

@@ -9,8 +9,11 @@ namespace mmsb {
 
 /// Checks the batch's shape and every row against `table` (page live, run inside the page).
 /// Throws Error(InvalidDelta / PageNotFound) naming the first bad row; changes nothing. With a
-/// pool, rows are checked in parallel chunks; the error is still the first bad row's.
-void validate_batch(const DeltaBatchView& batch, PageTable& table, ThreadPool* pool = nullptr);
+/// pool, rows are checked in parallel chunks; the error is still the first bad row's. Returns
+/// whether the payload overlaps the memory of a page some row writes (a payload that is a view
+/// of a page): apply_batch reads the payload while it writes, so such a payload must be copied
+/// first, or later rows would read bytes earlier rows wrote.
+bool validate_batch(const DeltaBatchView& batch, PageTable& table, ThreadPool* pool = nullptr);
 
 /// What a row found before it wrote: its page's epoch and last lsn. kNotApplied in last_lsn marks
 /// a row that never wrote (a lane or transfer failed before it).

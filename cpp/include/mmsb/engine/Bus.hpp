@@ -136,7 +136,8 @@ class Bus {
   bool update(PageId id, std::span<const std::byte> content,
               std::optional<Epoch> expect_epoch = std::nullopt);
   /// Validates every row, then applies all of them (lsn +rows) in parallel by page. Returns the
-  /// lsn of the last row (the current lsn for an empty batch).
+  /// lsn of the last row (the current lsn for an empty batch). The batch's memory must not change
+  /// during the call; its payload may be a view of pages it writes (it is then copied first).
   Lsn apply_batch(const DeltaBatchView& batch);
 
   // ---- ingest queue and tick (BusTick.cpp) -------------------------------------------------
