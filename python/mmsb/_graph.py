@@ -113,6 +113,18 @@ class Subscription:
     def __repr__(self) -> str:
         return f"<mmsb.Subscription {self.kind} active={self.active}>"
 
+    # One registration with the bus: a copy is the same registration (cancelling either cancels
+    # it), and it cannot outlive its process.
+    def __copy__(self) -> "Subscription":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "Subscription":
+        return self
+
+    def __reduce__(self) -> Any:
+        raise TypeError("cannot pickle 'mmsb.Subscription': it stands for a handler registered with a bus "
+                        "of this process; subscribe again where the bus is")
+
 
 class _EventHub:
     """Per-bus subscriptions. Owned by the engine's event sink (so it lives exactly as long as the

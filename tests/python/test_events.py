@@ -347,6 +347,49 @@ def test_a_handler_may_commit_to_the_same_bus():
     script_finishes(REENTRANT, "a handler committing to its own bus deadlocked", timeout=3)
 
 
+WAITS_FOR_ANOTHER_THREAD = r"""
+import concurrent.futures, threading
+import mmsb
+bus = mmsb.Bus()
+a = bus.create_page(8)
+b = bus.create_page(8)
+seen = []
+pool = concurrent.futures.ThreadPoolExecutor(1)
+def h(e):
+    seen.append((e.page, threading.get_ident()))
+    if e.page == a.id:
+        pool.submit(b.write, 0, b"x").result()  # waits for another thread's commit
+bus.subscribe("delta_applied", h)
+a.write(0, b"y")
+# b's event was queued while this thread delivered: this thread delivered it next, in order
+assert seen == [(a.id, threading.get_ident()), (b.id, threading.get_ident())], seen
+assert b.read(0, 1) == b"x"
+pool.shutdown()
+print("done")
+"""
+
+
+def test_a_handler_may_wait_for_another_threads_commit():
+    """The thread delivering takes the events other threads commit meanwhile, in commit order;
+    those threads do not wait for it (they used to, and a handler waiting for one deadlocked)."""
+    script_finishes(WAITS_FOR_ANOTHER_THREAD, "a handler waiting for another thread's commit deadlocked", timeout=20)
+
+
+def test_a_subscription_copies_as_itself_and_does_not_pickle(bus):
+    import copy
+    import pickle
+
+    got = []
+    sub = bus.subscribe("page_created", got.append)
+    assert copy.copy(sub) is sub and copy.deepcopy(sub) is sub
+    with pytest.raises(TypeError, match="cannot pickle 'mmsb.Subscription'"):
+        pickle.dumps(sub)
+    copy.copy(sub).cancel()
+    sub.cancel()  # idempotent, through either name
+    bus.create_page(8)
+    assert got == [] and not sub.active
+
+
 RESUBSCRIBING = r"""
 import threading, time
 import mmsb

@@ -66,23 +66,42 @@ void Bus::set_event_sink(EventSink sink, std::uint32_t mask) {
 void Bus::deliver_events() {
   await_durable();  // acknowledge (return, deliver) only what is durable
   if (!delivery_due_.load(std::memory_order_relaxed)) return;
-  // One deliverer at a time, so events reach the sink in the order they were queued.
-  const std::unique_lock d = lock_delivery();
-  if (!d.owns_lock()) return;  // inside this thread's own delivery: its loop takes the events
+  // Inside this thread's own delivery: its loop takes the events.
+  if (std::find(t_delivering.begin(), t_delivering.end(), this) != t_delivering.end()) return;
+  {
+    // One deliverer at a time, so events reach the sink in the order they were queued. Another
+    // thread delivering takes these events after its own, in order: waiting for it instead would
+    // stall this call behind its handlers, and deadlock when a handler waits for this thread.
+    auto lock = lock_mutex();
+    if (delivering_) return;
+    delivering_ = true;
+  }
+  struct Done {
+    Bus& bus;
+    bool looked_last = false;  // delivering_ was cleared at the last look at the queue
+    ~Done() {
+      t_delivering.pop_back();
+      if (looked_last) return;
+      auto lock = bus.lock_mutex();  // the sink threw: later commits deliver what is left
+      bus.delivering_ = false;
+    }
+  };
+  const std::unique_lock d = lock_delivery();  // set_event_sink may hold it, briefly
   t_delivering.push_back(this);
-  struct Pop {
-    ~Pop() { t_delivering.pop_back(); }
-  } pop;
+  Done done{*this};
   for (;;) {
     std::vector<BusEvent> batch;
     EventSink sink;
     {
       auto lock = lock_mutex();
       release_durable_locked();
-      if (txn_ || events_.empty() || !sink_) return;  // a transaction delivers at commit
       // Events of parked commits wait for their sync (a failed one takes them back).
-      const std::size_t n = parked_.empty() ? events_.size() : parked_.front()->start.events;
-      if (n == 0) return;
+      const std::size_t n = txn_ || !sink_ ? 0 : parked_.empty() ? events_.size() : parked_.front()->start.events;
+      if (n == 0) {  // a transaction delivers at commit; parked events after their sync
+        delivering_ = false;
+        done.looked_last = true;
+        return;
+      }
       if (n == events_.size()) {
         batch.swap(events_);
       } else {

@@ -174,5 +174,38 @@ TEST(BusEventsTest, ASinkReplacedDuringAnotherThreadsDeliveryWaitsThroughTheHook
   EXPECT_EQ(got.delta_lsns(), (std::vector<Lsn>{2}));
 }
 
+// The thread delivering takes the events of commits other threads make meanwhile, after its
+// own, in commit order; those threads return without waiting for it. A sink that waits for
+// another thread's commit (a handler joining a worker that writes) used to deadlock: the worker
+// waited to deliver behind the sink.
+TEST(BusEventsTest, ASinkWaitingForAnotherThreadsCommitGetsItsEventsNext) {
+  Bus bus;
+  const PageId a = bus.create_page(spec_of(64)).id;
+  const PageId b = bus.create_page(spec_of(64)).id;
+  Received got;
+  std::vector<std::thread::id> delivered_on;
+  std::atomic<bool> worker_returned{false};
+  bool returned_while_delivering = false;
+  std::thread worker;
+  bus.set_event_sink([&](std::span<const BusEvent> batch) {
+    got.sink()(batch);
+    delivered_on.push_back(std::this_thread::get_id());
+    if (batch.front().page != a) return;
+    worker = std::thread([&] {
+      bus.write(b, 0, bytes_of("w"));
+      worker_returned.store(true);
+    });
+    // Bounded: a regression fails here instead of hanging the suite.
+    for (int i = 0; i < 5000 && !worker_returned.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    returned_while_delivering = worker_returned.load();
+  }, kAll);
+  bus.write(a, 0, bytes_of("m"));
+  worker.join();
+  EXPECT_TRUE(returned_while_delivering);
+  EXPECT_EQ(got.delta_lsns(), (std::vector<Lsn>{3, 4}));
+  ASSERT_EQ(delivered_on.size(), 2u);
+  EXPECT_EQ(delivered_on[1], std::this_thread::get_id());  // the worker's event came on this thread
+}
+
 }  // namespace
 }  // namespace mmsb

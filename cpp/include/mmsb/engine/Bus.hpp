@@ -465,7 +465,8 @@ class Bus {
   /// Replay cut inside a record between changes and their wave: their dependents are left stale.
   void settle_cut_locked();
   void emit_locked(EventKind kind, PageId page, Lsn lsn, Epoch epoch);
-  /// Hands queued events to the sink; called by public methods after they release the lock.
+  /// Hands queued events to the sink; called by public methods after they release the lock. When
+  /// another thread is delivering, returns at once: that thread takes these events too, in order.
   void deliver_events();
   /// deliver_mutex_, taken with the blocking hooks around any wait; an empty lock when this
   /// thread is delivering this bus's events already (it holds the mutex further up its stack).
@@ -642,7 +643,10 @@ class Bus {
   std::atomic<bool> delivery_due_{false};
   std::uint32_t event_mask_ = 0;
   std::vector<BusEvent> events_;             // queued under mutex_, delivered in order
-  std::mutex deliver_mutex_;
+  // A thread is delivering (under mutex_): it looks at events_ again, under mutex_, before it
+  // clears this, so a committer that sees it set leaves its events to that thread.
+  bool delivering_ = false;
+  std::mutex deliver_mutex_;  // held around sink calls: set_event_sink waits for them
   // Per-page lsn index (provenance). Commits only queue entries (queue_index_locked); queries
   // fold them into index_ first, so a batch pays a copy of its page ids, not a hash lookup per
   // row. The queue is runs of consecutive lsns sharing a timestamp and source (a batch's rows, a
