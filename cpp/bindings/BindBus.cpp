@@ -92,13 +92,16 @@ struct Progress {
   }
 };
 
+void check_progress(py::handle progress) {
+  if (progress.is_none() || py::isinstance<py::bool_>(progress) || PyCallable_Check(progress.ptr())) return;
+  fail(ErrorCode::InvalidArgument, "progress must be None, True, False or a callable(phase, done, total); got ",
+       std::string(py::str(py::type::of(progress).attr("__name__"))));
+}
+
 Progress progress_for(py::handle progress, const char* what) {
+  check_progress(progress);
   if (progress.is_none() || py::isinstance<py::bool_>(progress)) {
     return {py::module_::import("mmsb._progress").attr("reporter")(progress, what)};
-  }
-  if (!PyCallable_Check(progress.ptr())) {
-    fail(ErrorCode::InvalidArgument, "progress must be None, True, False or a callable(phase, done, total); got ",
-         std::string(py::str(py::type::of(progress).attr("__name__"))));
   }
   return {py::reinterpret_borrow<py::object>(progress)};
 }
@@ -156,10 +159,9 @@ std::shared_ptr<Bus> open_bus(py::handle path, py::handle durability, py::handle
   o.read_only = read_only;
   if (!at.is_none()) o.at_lsn = to_u64(at, "lsn");
   if (!threads.is_none()) {
-    o.threads = static_cast<unsigned>(to_u64(threads, "threads"));
-    if (o.threads == 0 || o.threads > 1024) {
-      fail(ErrorCode::InvalidArgument, "threads must be between 1 and 1024; got ", o.threads);
-    }
+    const std::uint64_t n = to_u64(threads, "threads");  // checked before it narrows
+    if (n == 0 || n > 1024) fail(ErrorCode::InvalidArgument, "threads must be between 1 and 1024; got ", n);
+    o.threads = static_cast<unsigned>(n);
   }
   o.durability = parse_durability(to_text(durability, "durability"));
   if (!path.is_none()) {
@@ -169,6 +171,7 @@ std::shared_ptr<Bus> open_bus(py::handle path, py::handle durability, py::handle
     fail(ErrorCode::InvalidArgument, "open() needs a path");
   }
   o.must_exist = must_exist;
+  check_progress(progress);  // an in-memory bus has nothing to report, but a bad argument is still one
   const Progress watch = o.path.empty() ? Progress{py::none()} : progress_for(progress, read_only ? "replay" : "open");
   o.progress = watch.fn();
   std::shared_ptr<Bus> bus;
@@ -193,9 +196,7 @@ std::shared_ptr<Bus> time_travel(Bus& bus, py::handle lsn, bool split_transactio
 
 py::list all_pages(const std::shared_ptr<Bus>& bus) {
   wait_turn(*bus);
-  py::list out;
-  for (PageId id : bus->page_ids()) out.append(make_page(bus, id));
-  return out;
+  return make_pages(bus, bus->page_ids());
 }
 
 // `with bus.transaction():` — commit on a clean exit, rollback when the block raises.
@@ -271,7 +272,7 @@ void bind_bus(py::module_& m) {
         wait_turn(*bus);
         // A Page or an int id may name a deleted page (its history stays in the log); a name
         // only resolves among live pages.
-        const PageId id = PyUnicode_Check(page.ptr()) ? resolve_page(bus, page) : page_id_of(page);
+        const PageId id = PyUnicode_Check(page.ptr()) ? resolve_page(bus, page) : page_id_of(bus, page);
         std::vector<HistoryEntry> entries;
         {
           py::gil_scoped_release release;

@@ -251,9 +251,7 @@ void bind_graph(py::module_& m) {
       }, "Runs one wave over every stale page; returns how many pages changed.")
       .def("stale_pages", [](const std::shared_ptr<Bus>& bus) {
         wait_turn(*bus);
-        py::list out;
-        for (PageId id : bus->stale_pages()) out.append(make_page(bus, id));
-        return out;
+        return make_pages(bus, bus->stale_pages());
       }, "Pages that may not match their parents (deferred commits, control edges, missing callables).")
       .def("_stale_ids", [](Bus& bus) {
         wait_turn(bus);

@@ -2,6 +2,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "Bindings.hpp"
@@ -155,17 +156,39 @@ py::object make_page(const std::shared_ptr<Bus>& bus, PageId id) {
   return py::cast(std::make_unique<PageHandle>(bus, id));
 }
 
+py::list make_pages(const std::shared_ptr<Bus>& bus, const std::vector<PageId>& ids) {
+  py::list out;
+  for (PageId id : ids) {
+    try {
+      out.append(make_page(bus, id));
+    } catch (const Error& e) {
+      // Deleted by another thread since `ids` was read (each pin waits for the lock, GIL
+      // released): it is no longer live, so it is not listed.
+      if (e.code() != ErrorCode::PageNotFound) throw;
+    }
+  }
+  return out;
+}
+
 PageId page_id_of(py::handle key) {
   if (py::isinstance<PageHandle>(key)) return key.cast<const PageHandle&>().id;
   return to_u64(key, "page id");
 }
 
+namespace {
+const PageHandle& own_handle(const std::shared_ptr<Bus>& bus, py::handle key) {
+  const PageHandle& h = key.cast<const PageHandle&>();
+  if (h.bus != bus) fail(ErrorCode::PageNotFound, "page ", h.id, " belongs to another bus");
+  return h;
+}
+}  // namespace
+
+PageId page_id_of(const std::shared_ptr<Bus>& bus, py::handle key) {
+  return py::isinstance<PageHandle>(key) ? own_handle(bus, key).id : to_u64(key, "page id");
+}
+
 PageId resolve_page(const std::shared_ptr<Bus>& bus, py::handle key) {
-  if (py::isinstance<PageHandle>(key)) {
-    const PageHandle& h = key.cast<const PageHandle&>();
-    if (h.bus != bus) fail(ErrorCode::PageNotFound, "page ", h.id, " belongs to another bus");
-    return bus->page(h.id).id;  // open bus, live page
-  }
+  if (py::isinstance<PageHandle>(key)) return bus->page(own_handle(bus, key).id).id;  // open bus, live page
   if (PyUnicode_Check(key.ptr())) {
     // A str UTF-8 cannot hold names no page: names are stored as UTF-8.
     const std::optional<std::string> name = to_text_if_encodable(key, "page name");
@@ -226,6 +249,11 @@ void bind_page(py::module_& m) {
         PageInfo info = h.bus->page_info(h.id);
         return info.name.empty() ? py::object(py::none()) : py::object(py::str(info.name));
       })
+      .def_property_readonly("stale", [](const PageHandle& h) {
+        h.live();  // a deleted page raises, as for its other attributes
+        const std::vector<PageId> stale = h.bus->stale_pages();
+        return std::find(stale.begin(), stale.end(), h.id) != stale.end();
+      }, "True when the page may not match its parents (see Bus.stale_pages).")
       .def_property_readonly("size", [](const PageHandle& h) { return h.live().size; })
       .def_property_readonly("nbytes", [](const PageHandle& h) { return h.live().size; })
       .def_property_readonly("epoch", [](const PageHandle& h) {

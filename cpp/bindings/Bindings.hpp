@@ -29,6 +29,8 @@ pybind11::array parent_view(const std::shared_ptr<Bus>& bus, PageRecord& r, cons
 
 /// A new pinned Python Page for a live page.
 pybind11::object make_page(const std::shared_ptr<Bus>& bus, PageId id);
+/// Pages for `ids` read under the bus lock, leaving out those deleted since (by another thread).
+pybind11::list make_pages(const std::shared_ptr<Bus>& bus, const std::vector<PageId>& ids);
 /// Bus.create_page: a page from a size, a shape and dtype, or data (name and metadata optional),
 /// the arguments checked against each other first; returns its Page. Error(InvalidArgument)
 /// naming the argument that does not fit, and nothing created.
@@ -43,5 +45,8 @@ PageId resolve_page(const std::shared_ptr<Bus>& bus, pybind11::handle key);
 std::vector<PageId> page_list(const std::shared_ptr<Bus>& bus, pybind11::handle seq, const char* what);
 /// Page id for a Delta constructor: a Page or an int id (no bus to resolve names against).
 PageId page_id_of(pybind11::handle key);
+/// Page id of a Page of `bus` or an int id, live or deleted (history outlives a page). Raises
+/// PageNotFound for a Page of another bus, InvalidArgument for other types.
+PageId page_id_of(const std::shared_ptr<Bus>& bus, pybind11::handle key);
 
 }  // namespace mmsb::py_bind

@@ -8,9 +8,22 @@
 
 namespace mmsb::py_bind {
 
+namespace {
+// Whether a struct format holds Python objects ('O'), outside the ":name:" of struct fields: the
+// buffer's bytes are then PyObject pointers, which would be stored as data.
+bool holds_objects(const char* format) {
+  bool in_name = false;
+  for (const char* c = format; c != nullptr && *c != '\0'; ++c) {
+    if (*c == ':') in_name = !in_name;
+    else if (*c == 'O' && !in_name) return true;
+  }
+  return false;
+}
+}  // namespace
+
 ByteBuffer::ByteBuffer(py::handle obj, const char* what, bool want_format) {
-  const int flags = PyBUF_C_CONTIGUOUS | (want_format ? PyBUF_FORMAT : 0);
-  if (PyObject_GetBuffer(obj.ptr(), &view_, flags) != 0) {
+  // The format is always asked for, to refuse object buffers; `want_format` keeps it for dtype().
+  if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
     const bool is_buffer = PyObject_CheckBuffer(obj.ptr()) != 0;
     PyErr_Clear();
     view_ = Py_buffer{};
@@ -21,10 +34,18 @@ ByteBuffer::ByteBuffer(py::handle obj, const char* what, bool want_format) {
     fail(ErrorCode::InvalidArgument, what, " must support the buffer protocol (bytes, bytearray, "
          "memoryview or a NumPy array); got ", Py_TYPE(obj.ptr())->tp_name);
   }
+  if (holds_objects(view_.format)) {
+    const std::string format = view_.format;
+    PyBuffer_Release(&view_);
+    view_ = Py_buffer{};
+    fail(ErrorCode::InvalidArgument, what, " holds Python objects (format '", format,
+         "'), whose bytes are memory addresses; pass numbers or bytes (for example np.asarray(x, dtype=...))");
+  }
+  typed_ = want_format;
 }
 
 DType ByteBuffer::dtype() const {
-  std::string_view f = view_.format != nullptr ? view_.format : "B";
+  std::string_view f = typed_ && view_.format != nullptr ? view_.format : "B";
   if (!f.empty() && (f.front() == '@' || f.front() == '=' || f.front() == '<')) f.remove_prefix(1);
   if (!f.empty() && (f.front() == '>' || f.front() == '!')) {
     fail(ErrorCode::InvalidArgument, "big-endian data (format '", view_.format,

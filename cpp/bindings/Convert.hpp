@@ -18,7 +18,9 @@ namespace mmsb::py_bind {
 namespace py = pybind11;
 
 /// A contiguous read-only byte view of any buffer-protocol object; released on destruction.
-/// Throws Error(InvalidArgument) naming `what` for non-buffers and non-C-contiguous buffers.
+/// Throws Error(InvalidArgument) naming `what` for non-buffers, non-C-contiguous buffers and
+/// buffers of Python objects (NumPy dtype=object: their bytes are addresses). Without
+/// `want_format`, dtype() reads every buffer as bytes.
 class ByteBuffer {
  public:
   ByteBuffer(py::handle obj, const char* what, bool want_format = false);
@@ -29,16 +31,21 @@ class ByteBuffer {
     return {static_cast<const std::byte*>(view_.buf), static_cast<std::size_t>(view_.len)};
   }
   const Py_buffer& view() const noexcept { return view_; }
-  /// Element type of the buffer (from its struct format); throws for unsupported formats.
+  /// Element type of the buffer (from its struct format, with `want_format`); throws for
+  /// unsupported formats.
   DType dtype() const;
   std::vector<std::uint64_t> shape() const;
 
  private:
   Py_buffer view_{};
+  bool typed_ = false;
 };
 
 /// Python int -> uint64; negative, too large or non-int values raise InvalidArgument naming `what`.
 std::uint64_t to_u64(py::handle value, const char* what);
+/// Python int -> int; values outside int's range, and non-int values, raise InvalidArgument
+/// naming `what`.
+int to_int(py::handle value, const char* what);
 /// A str argument as UTF-8. A non-str value, or a str UTF-8 cannot hold (a lone surrogate such
 /// as '\ud800'), raises InvalidArgument naming `what`.
 std::string to_text(py::handle value, const char* what);

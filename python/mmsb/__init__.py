@@ -358,7 +358,6 @@ Bus.depend = _graph.depend
 Bus.subscribe = _graph.subscribe
 Bus.provenance = _graph.provenance
 Bus.graph = property(_graph.Graph, doc="The dependency graph (children, parents, topological_order, validate).")
-Page.stale = property(_graph.page_stale)
 Bus._repr_html_ = _html.bus_html
 Page._repr_html_ = _html.page_html
 

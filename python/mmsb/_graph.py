@@ -226,8 +226,3 @@ def provenance(self: "_core.Bus", page: Any, epoch: Optional[int] = None, max_de
     steps = self._provenance(page, epoch, min(max_depth, 2**32 - 1))
     pid = page if isinstance(page, int) else self.page(page).id
     return Provenance(steps, max_depth, (pid, 0 if epoch is None else epoch))
-
-
-def page_stale(self: "_core.Page") -> bool:
-    """True when the page may not match its parents (see Bus.stale_pages)."""
-    return self.id in self.bus._stale_ids()

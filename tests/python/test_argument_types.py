@@ -125,3 +125,17 @@ def test_subscribe_checks_its_pages_and_the_bus(pop):
     bus.close()
     with pytest.raises(E.ClosedError):
         bus.subscribe("delta_applied", print)
+
+
+def test_thread_counts_are_checked_before_they_narrow():
+    for threads in (2**32, 2**32 + 4, 2**40):
+        with pytest.raises(E.InvalidArgumentError, match=f"between 1 and 1024; got {threads}"):
+            mmsb.Bus(threads=threads)
+
+
+def test_progress_of_an_in_memory_bus_is_checked_too():
+    for bad in ("bad", 3, [1]):
+        with pytest.raises(E.InvalidArgumentError, match="progress must be None, True, False or a callable"):
+            mmsb.Bus(progress=bad)
+    for good in (None, True, False, lambda phase, done, total: None):
+        mmsb.Bus(progress=good).close()

@@ -590,3 +590,50 @@ def test_edit_open_when_bus_closes(pop):
             bus.close()
     assert bus.lsn == lsn
     np.testing.assert_array_equal(v, np.arange(12, dtype=np.float32).reshape(3, 4))
+
+
+# ---- found by auditing: empty runs, object buffers, stale and history keys -------------------------
+
+def test_an_empty_run_past_the_end_is_refused_like_an_empty_write(pop):
+    """An empty write names a position, which must exist: Delta.at/runs are checked as
+    Page.write and a DeltaBatch row are (before, an empty Delta.at anywhere committed)."""
+    bus, raw, *_ = pop
+    for offset in (65, 2**63, 2**64 - 1):
+        fails(bus, E.InvalidDeltaError, lambda o=offset: bus.apply(mmsb.Delta.at(raw, o, b"")), ValueError,
+              contains=("empty run", f"page {raw.id}"))
+    fails(bus, E.InvalidDeltaError, lambda: bus.apply(mmsb.Delta.runs(raw, [0, 70], [b"x", b""])), ValueError,
+          contains=("offset 70",))
+    lsn = bus.lsn
+    bus.apply(mmsb.Delta.at(raw, 64, b""))  # the end itself is a position: an empty delta, committed
+    assert bus.lsn == lsn + 1
+    bus.submit(mmsb.Delta.at(raw, 65, b""))
+    report = bus.tick()
+    assert report["rejected"] == 1 and "empty run" in report["rejections"][0] and bus.lsn == lsn + 1
+
+
+def test_buffers_of_python_objects_are_refused(pop):
+    """Their bytes are PyObject addresses: never stored as page data."""
+    bus, raw, *_ = pop
+    objects = np.array(["hello", 123, None, 4.5, 6, 7, 8, 9], dtype=object)  # 64 bytes of pointers
+    for call in (lambda: raw.write(0, objects), lambda: raw.update(objects),
+                 lambda: mmsb.Delta.at(raw, 0, objects),
+                 lambda: mmsb.DeltaBatch([raw.id], [0], [64], objects)):
+        fails(bus, E.InvalidArgumentError, call, ValueError, contains=("Python objects",))
+    fields = np.zeros(4, dtype=[("O", "<f8"), ("x", "<u8")])  # a field named O holds numbers
+    raw.write(0, fields)
+    assert raw.read(0, 64) == fields.tobytes()
+
+
+def test_history_of_another_buses_page_is_refused(pop):
+    bus, raw, *_ = pop
+    other = mmsb.Bus()
+    q = other.create_page(8)
+    q.write(0, b"abc")
+    fails(bus, E.PageNotFoundError, lambda: bus.history(q), KeyError, contains=("another bus",))
+    assert [d.lsn for d in other.history(q)] == [2]
+
+
+def test_stale_of_a_deleted_page_raises_as_its_other_attributes(pop):
+    bus, raw, typed, anon, gone = pop
+    fails(bus, E.PageNotFoundError, lambda: gone.stale, KeyError, contains=("deleted",))
+    assert raw.stale is False

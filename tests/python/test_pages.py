@@ -432,3 +432,26 @@ def test_close_is_idempotent(bus):
     bus.close()
     bus.close()
     assert bus.closed
+
+
+def test_listing_pages_while_another_thread_deletes_them():
+    """pages(), iter() and stale_pages() list the pages live when they are read; one another
+    thread deletes meanwhile is left out instead of raising PageNotFoundError."""
+    import threading
+
+    bus = mmsb.Bus()
+    keep = bus.create_page(8)
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            bus.delete_page(bus.create_page(8))
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        for _ in range(1000):
+            assert keep in bus.pages() and keep in list(bus)
+            bus.stale_pages()
+    finally:
+        stop.set()
+        t.join(30)

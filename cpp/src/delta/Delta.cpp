@@ -1,5 +1,6 @@
 #include "mmsb/delta/Delta.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 
@@ -70,6 +71,7 @@ void Delta::at_into(Delta& out, PageId page, std::uint64_t offset, std::span<con
   out.runs_.clear();
   out.payload_.clear();
   out.reset_commit_fields();
+  out.reach_ = offset + data.size();
   push_run(out.runs_, out.payload_, offset, data.size(), data.data());
 }
 
@@ -80,6 +82,7 @@ Delta Delta::runs(PageId page, std::span<const std::uint64_t> offsets,
          " lengths; each run needs one of each");
   }
   std::uint64_t total = 0;
+  std::uint64_t reach = 0;
   bool sorted = true;
   for (std::size_t i = 0; i < offsets.size(); ++i) {
     if (offsets[i] + lengths[i] < offsets[i]) {
@@ -88,6 +91,7 @@ Delta Delta::runs(PageId page, std::span<const std::uint64_t> offsets,
     }
     if (total + lengths[i] < total) fail(ErrorCode::InvalidDelta, "run lengths overflow");
     total += lengths[i];
+    reach = std::max(reach, offsets[i] + lengths[i]);
     if (i > 0 && offsets[i] < offsets[i - 1] + lengths[i - 1]) sorted = false;
   }
   if (total != payload.size()) {
@@ -114,7 +118,9 @@ Delta Delta::runs(PageId page, std::span<const std::uint64_t> offsets,
       push_run(out_runs, out_payload, start, piece.end - start, piece.src);
     }
   }
-  return Delta(page, std::move(out_runs), std::move(out_payload));
+  Delta d(page, std::move(out_runs), std::move(out_payload));
+  d.reach_ = reach;
+  return d;
 }
 
 Delta Delta::masked(PageId page, std::span<const std::uint8_t> mask, std::span<const std::byte> data) {
@@ -176,6 +182,7 @@ void Delta::diff_into(Delta& out, PageId page, std::span<const std::byte> old, s
   }
   out.page_ = page;
   out.runs_.clear();
+  out.reach_ = 0;
   diff_runs(old.data(), now.data(), now.size(), out.runs_);
   std::uint64_t total = 0;
   for (const Run& r : out.runs_) total += r.length;
@@ -190,6 +197,7 @@ void Delta::diff_into(Delta& out, PageId page, std::span<const std::byte> old, s
 
 std::span<std::byte> Delta::assign_runs(Delta& out, PageId page, std::span<const Run> runs) {
   out.page_ = page;
+  out.reach_ = 0;
   out.runs_.assign(runs.begin(), runs.end());
   std::uint64_t total = 0;
   for (const Run& r : runs) total += r.length;
@@ -232,6 +240,7 @@ Delta merge(const Delta& first, const Delta& second) {
   Delta out = Delta::runs(first.page_id(), offsets, lengths, payload);
   out.expect_epoch = first.expect_epoch;
   out.source = first.source;
+  out.reach_ = std::max(first.reach(), second.reach());
   return out;
 }
 

@@ -53,6 +53,10 @@ void Bus::check_delta_locked(const PageRecord& r, const Delta& d) const {
     fail(ErrorCode::InvalidDelta, "delta writes bytes [", d.run_list().back().offset, ", ",
          d.extent(), ") of page ", r.id, ", which has ", r.size, " bytes");
   }
+  if (d.reach() > r.size) {
+    fail(ErrorCode::InvalidDelta, "delta has an empty run ending at offset ", d.reach(), ", past the end of page ",
+         r.id, ", which has ", r.size, " bytes");
+  }
   const Epoch now = r.epoch.load(std::memory_order_relaxed);
   if (d.expect_epoch && *d.expect_epoch != now) {
     fail(ErrorCode::EpochConflict, "page ", r.id, " is at epoch ", now, " but the delta expects epoch ",
@@ -190,10 +194,6 @@ Epoch Bus::write(PageId id, std::uint64_t offset, std::span<const std::byte> dat
   auto lock = lock_turn();
   check_writable();
   PageRecord& r = live_locked(id);
-  if (offset > r.size) {  // an empty write has no run to check, but its offset must still be valid
-    fail(ErrorCode::InvalidDelta, "write at offset ", offset, " is past the end of page ", id, " (",
-         r.size, " bytes)");
-  }
   Delta large;
   Delta& d = data.size() > kKeptWriteBytes ? large : write_delta_;
   Delta::at_into(d, id, offset, data);

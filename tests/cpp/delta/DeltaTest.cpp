@@ -39,6 +39,22 @@ TEST(DeltaAtTest, EmptyDataGivesEmptyDelta) {
   EXPECT_TRUE(is_canonical(d));
 }
 
+// An empty write still names a position: reach() keeps it, so a bus refuses one past the page.
+TEST(DeltaAtTest, AnEmptyRunKeepsItsPositionAsTheReach) {
+  EXPECT_EQ(Delta::at(1, 1000, {}).reach(), 1000u);
+  EXPECT_EQ(Delta::at(1, 10, bytes_of("ab")).reach(), 12u);
+  const std::vector<std::uint64_t> offsets = {0, 70}, lengths = {1, 0};
+  const Delta runs = Delta::runs(1, offsets, lengths, bytes_of("x"));
+  EXPECT_EQ(runs.extent(), 1u);
+  EXPECT_EQ(runs.reach(), 70u);
+  EXPECT_EQ(merge(Delta::at(1, 0, bytes_of("ab")), Delta::at(1, 90, {})).reach(), 90u);
+  Delta reused = Delta::at(1, 500, {});
+  Delta::diff_into(reused, 1, bytes_of("ab"), bytes_of("ac"));
+  EXPECT_EQ(reused.reach(), reused.extent());  // a diff names only what it writes
+  Delta::at_into(reused, 1, 3, {});
+  EXPECT_EQ(reused.reach(), 3u);
+}
+
 TEST(DeltaAtTest, OverflowRejected) {
   const Bytes data(4);
   expect_error(ErrorCode::InvalidDelta, [&] { Delta::at(1, kMax - 2, data); });

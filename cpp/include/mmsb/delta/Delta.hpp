@@ -5,6 +5,7 @@
 /// runs are merged), and payload.size() equals the sum of run lengths, in run order. Every
 /// constructor establishes it, so two deltas with the same effect have the same representation.
 /// Thread safety: a Delta is a value; concurrent const use is safe.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -61,8 +62,11 @@ class Delta {
   const std::vector<Run>& run_list() const noexcept { return runs_; }
   std::span<const std::byte> payload() const noexcept { return payload_; }
   bool empty() const noexcept { return runs_.empty(); }
-  /// One past the last byte written (0 when empty): the page must be at least this large.
+  /// One past the last byte written (0 when empty).
   std::uint64_t extent() const noexcept { return runs_.empty() ? 0 : runs_.back().end(); }
+  /// The size the page must have: extent(), or more when at() or runs() was given an empty run
+  /// past the written bytes (an empty write still names a position, which must exist).
+  std::uint64_t reach() const noexcept { return std::max(reach_, extent()); }
 
   /// Writes the runs into `page` (which must hold at least extent() bytes).
   void apply_to(std::byte* page) const noexcept;
@@ -82,6 +86,7 @@ class Delta {
   PageId page_ = 0;
   std::vector<Run> runs_;
   std::vector<std::byte> payload_;
+  std::uint64_t reach_ = 0;  // the largest run end given to at() or runs(), empty runs included
 };
 
 /// The delta equivalent to applying `first` then `second` (per-byte last writer wins).
