@@ -78,11 +78,15 @@ void bind_cuda(py::module_& m) {
         const cuda::NcclUniqueId id = Replicator::unique_id();
         return py::bytes(id.internal, sizeof id.internal);
       }, "A new 128-byte bootstrap id; make it on rank 0 and hand it to every rank.")
-      .def(py::init([](int nranks, int rank, py::handle unique_id, int ordinal, py::handle page_sizes) {
+      .def(py::init([](py::handle nranks, py::handle rank, py::handle unique_id, py::handle ordinal,
+                       py::handle page_sizes) {
+             const int n = to_int(nranks, "nranks");
+             const int r = to_int(rank, "rank");
+             const int device = to_int(ordinal, "ordinal");
              const cuda::NcclUniqueId id = unique_id_of(unique_id);
              std::vector<std::uint64_t> sizes = index_column(page_sizes, "page_sizes");
              py::gil_scoped_release release;  // waits for every rank to join
-             return std::make_shared<Replicator>(nranks, rank, id, ordinal, std::move(sizes));
+             return std::make_shared<Replicator>(n, r, id, device, std::move(sizes));
            }),
            "nranks"_a, "rank"_a, "unique_id"_a, "ordinal"_a, "page_sizes"_a)
       .def("broadcast", [](Replicator& r, py::handle pages, py::handle offsets, py::handle lengths,

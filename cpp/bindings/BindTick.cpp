@@ -60,8 +60,11 @@ py::dict tick_dict(const TickReport& r) {
 std::uint64_t budget_ns(py::handle seconds, const char* name) {
   if (seconds.is_none()) return 0;
   const double s = to_real(seconds, (std::string("tick budget ") + name).c_str());
-  if (!(s > 0) || s > 1e6) fail(ErrorCode::InvalidArgument, "tick budget ", name, " must be > 0 seconds (or None), got ", s);
-  return static_cast<std::uint64_t>(s * 1e9);
+  if (!(s > 0) || s > 1e6) {
+    fail(ErrorCode::InvalidArgument, "tick budget ", name, " must be > 0 and at most 1e6 seconds (or None), got ", s);
+  }
+  // At least 1 ns: a positive budget below it must not turn into 0, which means no budget.
+  return std::max<std::uint64_t>(1, static_cast<std::uint64_t>(s * 1e9));
 }
 
 py::object seconds(std::uint64_t ns) { return ns == 0 ? py::object(py::none()) : py::object(py::float_(ns / 1e9)); }

@@ -1,6 +1,7 @@
 #include "Convert.hpp"
 
 #include <array>
+#include <limits>
 #include <string>
 #include <string_view>
 
@@ -71,15 +72,32 @@ std::vector<std::uint64_t> ByteBuffer::shape() const {
   return s;
 }
 
-std::uint64_t to_u64(py::handle value, const char* what) {
-  if (!PyLong_Check(value.ptr()) || PyBool_Check(value.ptr())) {
-    // NumPy integers are not PyLong but implement __index__.
-    if (PyBool_Check(value.ptr()) || !PyIndex_Check(value.ptr())) {
-      fail(ErrorCode::InvalidArgument, what, " must be an integer; got ", Py_TYPE(value.ptr())->tp_name);
-    }
+namespace {
+// An integer argument as a Python int (NumPy integers are not PyLong but implement __index__);
+// bool and non-integers raise InvalidArgument naming `what`.
+py::object as_index(py::handle value, const char* what) {
+  if (PyBool_Check(value.ptr()) || !PyIndex_Check(value.ptr())) {
+    fail(ErrorCode::InvalidArgument, what, " must be an integer; got ", Py_TYPE(value.ptr())->tp_name);
   }
   py::object as_int = py::reinterpret_steal<py::object>(PyNumber_Index(value.ptr()));
   if (!as_int) throw py::error_already_set();
+  return as_int;
+}
+}  // namespace
+
+int to_int(py::handle value, const char* what) {
+  const py::object as_int = as_index(value, what);
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(as_int.ptr(), &overflow);
+  if (overflow == 0 && v == -1 && PyErr_Occurred()) throw py::error_already_set();
+  if (overflow != 0 || v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max()) {
+    fail(ErrorCode::InvalidArgument, what, " ", std::string(py::str(value)), " is out of range");
+  }
+  return static_cast<int>(v);
+}
+
+std::uint64_t to_u64(py::handle value, const char* what) {
+  const py::object as_int = as_index(value, what);
   int overflow = 0;
   const long long v = PyLong_AsLongLongAndOverflow(as_int.ptr(), &overflow);
   if (overflow == 0 && v >= 0) return static_cast<std::uint64_t>(v);

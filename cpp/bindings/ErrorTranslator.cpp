@@ -1,6 +1,7 @@
 #include "ErrorTranslator.hpp"
 
 #include <array>
+#include <new>
 #include <string_view>
 
 #include "mmsb/core/Error.hpp"
@@ -31,6 +32,10 @@ void register_error_translator(pybind11::module_& m) {
       if (msg == nullptr) return;  // out of memory: that error is set
       PyErr_SetObject(g_classes[static_cast<std::size_t>(e.code())], msg);
       Py_DECREF(msg);
+    } catch (const std::bad_alloc&) {
+      // An allocation the engine did not name: still mmsb's class (a MemoryError too).
+      PyErr_SetString(g_classes[static_cast<std::size_t>(ErrorCode::OutOfMemory)],
+                      "out of memory: the engine could not allocate what this call needed");
     } catch (PythonAbort& a) {
       a.error.restore();
     }

@@ -142,6 +142,9 @@ def test_unique_ids_are_fresh_128_byte_ids():
     ((1, 0, 0, [64, -1]), r"page_sizes\[1\] is negative"),
     ((1, 0, 0, [1.5]), "page_sizes must hold integers"),
     ((1, 0, 0, [[8, 8]]), "page_sizes must be one-dimensional"),
+    ((2**31, 0, 0, [64]), "nranks 2147483648 is out of range"),
+    ((1, 2**64, 0, [64]), "rank 18446744073709551616 is out of range"),
+    ((1, 0, True, [64]), "ordinal must be an integer; got bool"),
 ])
 def test_bad_constructor_arguments(args, says):
     nranks, rank, ordinal, sizes = args

@@ -57,6 +57,27 @@ def test_refusals_and_detach(devices):
     assert bus.tick()["replicated_rows"] == 0
 
 
+def test_a_replicator_follows_one_bus_at_a_time(devices):
+    """A second bus attaching the same replicator would overwrite its replicas with its own pages'
+    rows at every tick: refused until the first bus lets go (detach, or close)."""
+    first, second = mmsb.Bus(), mmsb.Bus()
+    a, b = first.create_page(data=np.arange(8.0)), second.create_page(data=np.ones(8))
+    rep = replicator([64])
+    first.replicate(rep, [a])
+    first.replicate(rep, [a])  # again on the same bus: still attached once it is replaced
+    with pytest.raises(mmsb.InvalidArgumentError, match="another bus"):
+        second.replicate(rep, [b])
+    assert rep.read(0) == a.read(0, 64)  # nothing of b's was sent
+    first.replicate(None)
+    second.replicate(rep, [b])
+    assert rep.read(0) == b.read(0, 64)
+    with pytest.raises(mmsb.InvalidArgumentError, match="another bus"):
+        first.replicate(rep, [a])
+    second.close()
+    first.replicate(rep, [a])
+    assert rep.read(0) == a.read(0, 64)
+
+
 def test_a_failed_broadcast_detaches_the_replicator_and_the_tick_still_commits(devices):
     """A replica write that fails during a tick's broadcast: the tick's commit stands, its report
     says why replication stopped, the replicator is unusable and detached; attaching it again is

@@ -322,3 +322,42 @@ def test_page_ages_report_last_writes(bus):
     assert ages.last_lsn[1] == bus.lsn == ages.lsn
     assert ages.age[1] == 0 and ages.age[0] == bus.lsn - ages.last_lsn[0]
     assert list(ages.cold(5)) == [a.id, c.id]
+
+
+def test_a_submitted_delta_keeps_its_source(bus):
+    """A single-run delta of another source than "user" is not merged into the tick's batch,
+    whose rows are user deltas: history records the source it was made with."""
+    p = bus.create_page(16)
+    for source in ("remote", "propagation", "user", "replay"):
+        bus.submit(mmsb.Delta.at(p, 0, source[:4].encode(), source=source))
+    assert bus.tick()["deltas_applied"] == 4
+    assert [d.source for d in bus.history(p)] == ["remote", "propagation", "user", "replay"]
+    assert p.read(0, 4) == b"repl"
+
+
+def test_a_budget_below_a_nanosecond_is_still_a_budget(bus):
+    bus.configure_tick(total=1e-10)
+    assert bus.tick_options()["total"] == pytest.approx(1e-9)
+    assert "total" in bus.tick().overruns
+    with pytest.raises(mmsb.InvalidArgumentError, match="at most 1e6 seconds"):
+        bus.configure_tick(total=2e6)
+
+
+RING_TOO_BIG = r"""
+import resource
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+import mmsb
+bus = mmsb.Bus(queue_capacity=2**30)  # 16 GiB of ring, allocated at the first submit
+p = bus.create_page(8)
+try:
+    bus.submit(mmsb.Delta.at(p, 0, b"x"))
+except mmsb.OutOfMemoryError as e:
+    assert "queue_capacity" in str(e), e
+    assert bus.queue_depth == 0 and bus.lsn == 1
+    p.write(0, b"y")  # the bus still works
+    print("done")
+"""
+
+
+def test_a_ring_too_big_for_this_process_is_out_of_memory():
+    script_finishes(RING_TOO_BIG, "the submit hung", timeout=120)

@@ -241,4 +241,18 @@ std::uint64_t Replicator::ticks() const {
   return ticks_;
 }
 
+bool Replicator::attach(const void* owner) {
+  std::lock_guard g(mutex_);
+  if (attached_ != 0 && owner_ != owner) return false;
+  owner_ = owner;
+  ++attached_;
+  return true;
+}
+
+void Replicator::detach(const void* owner) noexcept {
+  std::lock_guard g(mutex_);
+  if (attached_ == 0 || owner_ != owner) return;
+  if (--attached_ == 0) owner_ = nullptr;
+}
+
 }  // namespace mmsb::cuda

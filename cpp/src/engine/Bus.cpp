@@ -375,6 +375,7 @@ void Bus::close() {
     bump(counters_.submits_discarded, drop_queued());
   }
   mem_log_.reset();  // nothing reads it once closed
+  replication_.reset();  // no tick will feed the replicator again: another bus may attach it
   if (log_) {
     std::unique_ptr<Log> log = std::move(log_);
     log->close();  // throws after the bus is already closed; the destructor releases the lock

@@ -17,7 +17,18 @@
 namespace mmsb {
 
 struct Bus::Replication {
+  Replication(std::shared_ptr<cuda::Replicator> r, const Bus* bus) : replicator(std::move(r)), owner(bus) {
+    if (!replicator->attach(owner)) {
+      fail(ErrorCode::InvalidArgument, "this replicator already follows another bus's pages; detach it there first "
+           "(bus.replicate(None)) or make a replicator for this bus");
+    }
+  }
+  ~Replication() { replicator->detach(owner); }
+  Replication(const Replication&) = delete;
+  Replication& operator=(const Replication&) = delete;
+
   std::shared_ptr<cuda::Replicator> replicator;
+  const Bus* owner;
   std::vector<PageId> pages;
   std::vector<std::uint32_t> index_of;  // by page id: index in `pages` + 1; 0 (or past the end): not replicated
   std::vector<Lsn> sent_lsn;            // each page's last lsn when it was last broadcast
@@ -46,8 +57,7 @@ void Bus::replicate(std::shared_ptr<cuda::Replicator> replicator, std::vector<Pa
   if (pages.size() != sizes.size()) {
     fail(ErrorCode::InvalidArgument, "the replicator holds ", sizes.size(), " pages but ", pages.size(), " were given");
   }
-  auto r = std::make_shared<Replication>();
-  r->replicator = std::move(replicator);
+  auto r = std::make_shared<Replication>(std::move(replicator), this);
   for (std::size_t i = 0; i < pages.size(); ++i) {
     const PageRecord& rec = table_.get(pages[i]);
     if (rec.size != sizes[i]) {

@@ -1,6 +1,7 @@
 // The ingest queue, tick, garbage collection and page aging of a Bus.
 #include <algorithm>
 #include <cstring>
+#include <new>
 #include <utility>
 
 #include "DevicePages.hpp"
@@ -49,7 +50,13 @@ Bus::Ring& Bus::ring() {
   if (Ring* r = ring_if_any()) return *r;
   std::lock_guard g(ring_create_);
   if (Ring* r = ring_if_any()) return *r;
-  auto r = std::make_unique<Ring>(queue_capacity_);
+  std::unique_ptr<Ring> r;
+  try {
+    r = std::make_unique<Ring>(queue_capacity_);
+  } catch (const std::bad_alloc&) {  // allocated at the first submit: say which memory was refused
+    fail(ErrorCode::OutOfMemory, "the ingest ring of ", queue_capacity_, " submissions could not be allocated; "
+         "create the bus with a smaller queue_capacity");
+  }
   if (closed()) r->close();
   ring_.store(r.get(), std::memory_order_release);
   return *r.release();
@@ -200,7 +207,9 @@ void Bus::tick_apply_locked(TickReport& rep) {
       continue;
     }
     Delta& d = s.delta;
-    const bool mergeable = d.run_list().size() == 1 && !d.expect_epoch;
+    // Batch rows carry no source of their own (they are user deltas): another source keeps its
+    // own record, as does a delta that must see every earlier submission (expect_epoch).
+    const bool mergeable = d.run_list().size() == 1 && !d.expect_epoch && d.source == Source::User;
     if (!mergeable) flush();
     PageRecord* r = table_.find(d.page_id());
     try {
@@ -293,9 +302,9 @@ GcReport Bus::gc_locked() {
     g.log_bytes_freed = mem_log_->apply_retention(*mem_retention_);
     trim_index_locked(mem_log_->retained_from());
   }
-  // The index's queue: shrunk, not folded (folding into per-page lists would grow memory).
-  pending_runs_.shrink_to_fit();
-  pending_pages_.shrink_to_fit();
+  // The index's queue is left as it is: folding it into per-page lists would grow memory, and so
+  // would shrink_to_fit (a deque copies every element into new blocks, and the old ones stay in
+  // the index arena for reuse).
   g.cache_bytes_freed = cache0 - std::min(cache0, cache_bytes_locked());
   g.index_bytes_freed = index0 - std::min(index0, index_bytes_locked());
   // What gc changes, counted part by part: a memory() walk over a million typed pages' cold

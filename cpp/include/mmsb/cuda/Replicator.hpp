@@ -94,6 +94,13 @@ class Replicator {
   /// Batches applied so far (the tick number of the last one).
   std::uint64_t ticks() const;
 
+  /// Marks the replicator as fed by `owner` (a bus, Bus::replicate): true when it was free or
+  /// already `owner`'s. One bus only: the replicas follow its pages, and a second bus's ticks
+  /// would overwrite them with other pages' rows. Counted: each attach that returned true takes
+  /// one detach(owner). Thread-safe.
+  bool attach(const void* owner);
+  void detach(const void* owner) noexcept;
+
  private:
   void ensure_usable() const;
   void run_batch(std::span<const ReplicaRow> rows, std::span<const std::byte> payload);
@@ -111,6 +118,8 @@ class Replicator {
   mutable std::mutex mutex_;
   std::uint64_t ticks_ = 0;
   std::string failure_;  // the first collective failure; non-empty: unusable
+  const void* owner_ = nullptr;  // the bus feeding it (attach), while attached_ > 0
+  std::uint64_t attached_ = 0;
 };
 
 }  // namespace mmsb::cuda
