@@ -21,6 +21,7 @@ from . import errors
 from .errors import *  # noqa: F403  (the public error classes)
 from . import _core
 from ._core import Bus, Delta, DeltaBatch, Page
+from ._progress import Progress
 from ._reports import (
     DeltaRecord,
     GcReport,
@@ -137,7 +138,7 @@ def _create_page(
 
 def validate(
     targets: Optional[Union[str, "os.PathLike[str]"]] = None, quick: bool = False, *,
-    progress: Optional[bool] = None, only: Optional[Sequence[str]] = None,
+    progress: Optional[bool] = None, only: Union[str, Sequence[str], None] = None,
 ) -> Any:
     """Run the ten validators of DESIGN §5 against their targets (default: the packaged
     benchmarks_targets.json) and return a ValidationReport (✓/✗ per validator, measured figures,
@@ -155,7 +156,7 @@ def open(  # noqa: A001  (mmsb.open is the documented name)
     threads: Optional[int] = None,
     retention: Optional[int] = None,
     queue_capacity: Optional[int] = None,
-    progress: Optional[bool] = None,
+    progress: Progress = None,
     clock: Optional[Callable[[], int]] = None,
 ) -> Bus:
     """Open an existing bus directory for writing: newest valid checkpoint, then the log after
@@ -171,7 +172,7 @@ def open(  # noqa: A001  (mmsb.open is the documented name)
 
 def replay(
     path: Union[str, "os.PathLike[str]"], to: Optional[int] = None, *, threads: Optional[int] = None,
-    progress: Optional[bool] = None,
+    progress: Progress = None,
 ) -> Bus:
     """A read-only Bus rebuilt from the directory's log as of lsn `to` (default: the end), from
     the newest checkpoint at or before it. Needs no lock: it may run beside the writing bus and
@@ -332,7 +333,7 @@ def _exit(self: Bus, *exc_info: Any) -> bool:
 
 
 @functools.wraps(_bus_checkpoint)
-def _checkpoint(self: Bus, *, progress: Optional[bool] = None) -> int:
+def _checkpoint(self: Bus, *, progress: Progress = None) -> int:
     lsn = _bus_checkpoint(self, progress=progress)
     _log.info("checkpoint of %s written at lsn %d", self.path, lsn)
     return lsn
@@ -391,5 +392,5 @@ __all__ = [
     "Graph",
     "GraphReport",
     "Subscription",
-    *errors.__all__,
 ]
+__all__ += errors.__all__  # a form type checkers follow

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Union
+
+# What a progress= argument may be: None (a bar where someone watches and the work lasts), True,
+# False, or a callable(phase, done, total) with phase "scan", "replay" or "checkpoint".
+Progress = Union[bool, None, Callable[[str, int, int], None]]
 
 # A bar appears only for work that has already lasted this long (seconds) when not forced.
 QUIET_SECONDS = 0.5

@@ -1,7 +1,9 @@
-"""docs/api.md stays true: its examples run, and every public name has an entry there.
+"""docs/api.md and the README stay true: their examples run, and every public name has an entry
+in docs/api.md.
 
-Examples: the ```python blocks of each `##` section run in order in one namespace, each section
-in a fresh temporary working directory (```python no-run blocks are skipped). Coverage: every
+Examples: the ```python blocks of each `##` section of docs/api.md run in order in one namespace,
+each section in a fresh temporary working directory (```python no-run blocks are skipped); the
+README's blocks run in order in one namespace, as a reader pasting them one after another would. Coverage: every
 name of mmsb.__all__, every public attribute of the main classes and every `mmsb` subcommand must
 have an entry: a heading, or the first cell of a table row.
 """
@@ -19,7 +21,9 @@ import pytest
 import mmsb
 from mmsb import cli
 
-API_MD = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+ROOT = Path(__file__).resolve().parents[2]
+API_MD = ROOT / "docs" / "api.md"
+README = ROOT / "README.md"
 
 # Classes whose public attributes (methods and properties) must each have an entry, qualified
 # with the class name: `Bus.create_page`, `Page.epoch`, ...
@@ -39,7 +43,7 @@ class Block(NamedTuple):
     run: bool
 
 
-def parse_blocks(text: str) -> list[Block]:
+def parse_blocks(text: str, source: str = "docs/api.md") -> list[Block]:
     """Every fenced python block with the `##` section it belongs to."""
     blocks: list[Block] = []
     section = "(preamble)"
@@ -58,7 +62,7 @@ def parse_blocks(text: str) -> list[Block]:
         while end < len(lines) and not lines[end].startswith("```"):
             end += 1
         if end == len(lines):
-            raise AssertionError(f"docs/api.md:{i + 1}: code fence is never closed")
+            raise AssertionError(f"{source}:{i + 1}: code fence is never closed")
         if lang == "python":
             blocks.append(Block(section, i + 1, "\n".join(lines[i + 1:end]), "no-run" not in rest))
         i = end + 1
@@ -137,6 +141,16 @@ def test_examples_run(section: str, tmp_path, monkeypatch) -> None:
         exec(code, namespace)  # noqa: S102  (our own documentation)
         ran += 1
     assert ran > 0, f"section {section!r} has only no-run blocks"
+
+
+def test_readme_examples_run(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    blocks = [b for b in parse_blocks(README.read_text(encoding="utf-8"), "README.md") if b.run]
+    assert blocks, "the README has no python example"
+    namespace: dict = {"__name__": "readme_example"}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for block in blocks:
+            exec(compile(block.code, f"README.md:{block.line}", "exec"), namespace)  # noqa: S102
 
 
 def test_every_public_name_has_an_entry() -> None:

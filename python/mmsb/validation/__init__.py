@@ -4,7 +4,7 @@ mmsb API and measures the property its name claims; targets come from benchmarks
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 from ._framework import Context, ValidationReport, load_targets, machine_info, registered, run_validators
 from . import v01_replay, v02_integrity, v03_graph, v04_purity, v05_throughput  # noqa: F401 (register)
@@ -12,7 +12,7 @@ from . import v06_tick, v07_memory, v08_invariants, v09_stability, v10_provenanc
 
 
 def validate(targets: Optional[os.PathLike] = None, quick: bool = False, *, progress: Optional[bool] = None,
-             only: Optional[Sequence[str]] = None, on_result: Optional[Callable[[dict], None]] = None
+             only: Union[str, Sequence[str], None] = None, on_result: Optional[Callable[[dict], None]] = None
              ) -> ValidationReport:
     """Run the validators (all ten, or those named in `only`) at full size, or shrunk with
     `quick=True`, against `targets` (default: the packaged benchmarks_targets.json). Progress bars

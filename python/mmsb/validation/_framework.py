@@ -15,7 +15,7 @@ import traceback
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from .. import _progress
 from .._reports import Report
@@ -175,13 +175,16 @@ def _fmt(v: Any) -> str:
 
 
 def run_validators(targets: Optional[os.PathLike] = None, quick: bool = False, progress: Optional[bool] = None,
-                   only: Optional[Sequence[str]] = None, seed: int = 20261128,
+                   only: Union[str, Sequence[str], None] = None, seed: int = 20261128,
                    on_result: Optional[Callable[[dict], None]] = None) -> ValidationReport:
-    """Runs the validators (all, or those named in `only`) and checks each against its targets."""
+    """Runs the validators (all, or those named in `only`: one name or several) and checks each
+    against its targets."""
     from ..errors import InvalidArgumentError
 
     spec = load_targets(targets)
     names = registered()
+    if isinstance(only, str):
+        only = [only]  # one name, not its letters
     if only:
         unknown = [n for n in only if n not in _REGISTRY]
         if unknown:

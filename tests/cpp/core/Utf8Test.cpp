@@ -10,7 +10,7 @@ namespace mmsb {
 namespace {
 
 TEST(Utf8Test, WellFormedTextPasses) {
-  for (const std::string s : {std::string(), std::string("plain ascii"), std::string("a\0b", 3),
+  for (const std::string& s : {std::string(), std::string("plain ascii"), std::string("a\0b", 3),
                               std::string("\xc2\x80"), std::string("\xdf\xbf"),            // 2 bytes
                               std::string("\xe0\xa0\x80"), std::string("\xed\x9f\xbf"),    // 3, around surrogates
                               std::string("\xee\x80\x80"), std::string("\xef\xbf\xbf"),
@@ -21,7 +21,7 @@ TEST(Utf8Test, WellFormedTextPasses) {
 }
 
 TEST(Utf8Test, IllFormedSequencesFail) {
-  for (const std::string s : {std::string("\x80"), std::string("\xbf"),   // a continuation alone
+  for (const std::string& s : {std::string("\x80"), std::string("\xbf"),   // a continuation alone
                               std::string("\xc0\x80"), std::string("\xc1\xbf"),    // overlong 2
                               std::string("\xe0\x9f\xbf"),                         // overlong 3
                               std::string("\xf0\x8f\xbf\xbf"),                     // overlong 4
