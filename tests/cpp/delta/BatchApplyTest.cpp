@@ -33,6 +33,15 @@ struct Columns {
 };
 Columns three_rows() { return {{1, 2, 1}, {0, 4, 8}, {2, 3, 1}, Bytes(6)}; }
 
+// A table of `count` live pages of `size` bytes, ids 1..count.
+std::unique_ptr<PageTable> table_of(std::size_t count, std::uint64_t size) {
+  auto t = std::make_unique<PageTable>();
+  PageSpec spec;
+  spec.size = size;
+  for (std::size_t i = 0; i < count; ++i) t->create(spec);
+  return t;
+}
+
 TEST(DeltaBatchShapeTest, WellFormedPasses) {
   EXPECT_NO_THROW(three_rows().view().check_shape());
   EXPECT_NO_THROW(Columns{}.view().check_shape());
@@ -192,41 +201,31 @@ TEST(BatchApplyTest, OnlyZeroLengthRows) {
 }
 
 TEST(ValidateBatchTest, AcceptsRowsEndingAtPageEnd) {
-  PageTable t;
-  PageSpec spec;
-  spec.size = 16;
-  t.create(spec);
+  const auto t = table_of(1, 16);
   const Columns c{{1, 1, 1}, {0, 16, 15}, {16, 0, 1}, Bytes(17)};
-  EXPECT_NO_THROW(validate_batch(c.view(), t));
+  EXPECT_NO_THROW(validate_batch(c.view(), *t));
 }
 
 // A payload inside the memory of a page the batch writes must be copied before the apply (the
 // bus does): validation says so, and only then.
 TEST(ValidateBatchTest, SaysWhenThePayloadLiesInAPageItWrites) {
-  PageTable t;
-  PageSpec spec;
-  spec.size = 64;
-  t.create(spec);  // 1
-  t.create(spec);  // 2
+  const auto t = table_of(2, 64);
   const std::vector<PageId> ids = {1, 1};
   const std::vector<std::uint64_t> offsets = {0, 32}, lengths = {4, 4};
   const auto in_page = [&](PageId id, std::uint64_t at) {
-    return DeltaBatchView{ids, offsets, lengths, std::span<const std::byte>(t.get(id).data + at, 8)};
+    return DeltaBatchView{ids, offsets, lengths, std::span<const std::byte>(t->get(id).data + at, 8)};
   };
-  EXPECT_TRUE(validate_batch(in_page(1, 0), t));
-  EXPECT_TRUE(validate_batch(in_page(1, 56), t));   // its last 8 bytes
-  EXPECT_FALSE(validate_batch(in_page(2, 0), t));   // a page no row writes
+  EXPECT_TRUE(validate_batch(in_page(1, 0), *t));
+  EXPECT_TRUE(validate_batch(in_page(1, 56), *t));   // its last 8 bytes
+  EXPECT_FALSE(validate_batch(in_page(2, 0), *t));   // a page no row writes
   const Bytes apart(8);
-  EXPECT_FALSE(validate_batch(DeltaBatchView{ids, offsets, lengths, apart}, t));
+  EXPECT_FALSE(validate_batch(DeltaBatchView{ids, offsets, lengths, apart}, *t));
 }
 
 TEST(ValidateBatchTest, RejectsBadRowsNamingThem) {
-  PageTable t;
-  PageSpec spec;
-  spec.size = 16;
-  t.create(spec);                   // 1
-  t.create(spec);                   // 2
-  t.erase(t.create(spec).id);       // 3, deleted
+  const auto table = table_of(3, 16);
+  PageTable& t = *table;
+  t.erase(3);  // deleted
   auto with_row = [](PageId id, std::uint64_t off, std::uint64_t len) {
     return Columns{{1, 2, id, 1}, {0, 0, off, 0}, {1, 1, len, 1}, Bytes(3 + len)};
   };
