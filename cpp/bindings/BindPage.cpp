@@ -214,8 +214,8 @@ void bind_page(py::module_& m) {
       .def_property_readonly("shape", [](const StagingHandle& s) { return py::tuple(py::cast(s.shape)); })
       .def_property_readonly("dtype", [](const StagingHandle& s) { return numpy_dtype(s.dtype); })
       .def("__dlpack__", [](const StagingHandle& s, py::handle stream, py::handle max_version, py::handle dl_device,
-                            py::handle) {
-        return dlpack_export_staging(s.staging, s.dtype, s.shape, s.place, stream, max_version, dl_device);
+                            py::handle copy) {
+        return dlpack_export_staging(s.staging, s.dtype, s.shape, s.place, stream, max_version, dl_device, copy);
       }, py::kw_only(), "stream"_a = py::none(), "max_version"_a = py::none(), "dl_device"_a = py::none(),
          "copy"_a = py::none())
       .def("__dlpack_device__", [](const StagingHandle& s) { return dlpack_device(s.place); })

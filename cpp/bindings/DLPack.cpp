@@ -1,6 +1,9 @@
 #include "DLPack.hpp"
 
+#include <cstdint>
 #include <cstring>
+#include <optional>
+#include <utility>
 #include <vector>
 
 namespace mmsb::py_bind {
@@ -96,11 +99,48 @@ DLDataType dl_dtype(DType t) {
   }
 }
 
+// A (major, minor) or (device_type, device_id) argument of __dlpack__: two Python ints. Anything
+// else is a bad argument (InvalidArgumentError, a ValueError), not a failed export (BufferError).
+std::pair<std::int64_t, std::int64_t> int_pair(py::handle value, const char* what) {
+  if (!py::isinstance<py::tuple>(value) || py::len(value) != 2) {
+    fail(ErrorCode::InvalidArgument, what, " must be a tuple of two ints; got ", std::string(py::repr(value)));
+  }
+  std::int64_t v[2];
+  for (int i = 0; i < 2; ++i) {
+    const py::handle item = value[py::int_(i)];
+    if (!PyLong_Check(item.ptr()) || PyBool_Check(item.ptr())) {
+      fail(ErrorCode::InvalidArgument, what, " must be a tuple of two ints; got ", std::string(py::repr(value)));
+    }
+    v[i] = item.cast<std::int64_t>();
+  }
+  return {v[0], v[1]};
+}
+
 bool wants_versioned(py::handle max_version) {
-  if (max_version.is_none()) return false;
-  py::tuple v = py::reinterpret_borrow<py::object>(max_version).cast<py::tuple>();
-  if (v.size() < 1) throw py::buffer_error("max_version must be a (major, minor) tuple");
-  return v[0].cast<int>() >= 1;
+  return !max_version.is_none() && int_pair(max_version, "max_version").first >= 1;
+}
+
+// copy=: None (in place when possible, else a copy), True (always a copy) or False (never).
+std::optional<bool> copy_arg(py::handle copy) {
+  if (copy.is_none()) return std::nullopt;
+  if (!PyBool_Check(copy.ptr())) {
+    fail(ErrorCode::InvalidArgument, "copy must be None, True or False; got ", std::string(py::repr(copy)));
+  }
+  return copy.ptr() == Py_True;
+}
+
+DLDevice device_arg(py::handle dl_device) {
+  const auto [type, id] = int_pair(dl_device, "dl_device");
+  if (type < INT32_MIN || type > INT32_MAX || id < INT32_MIN || id > INT32_MAX) {
+    fail(ErrorCode::InvalidArgument, "dl_device ", std::string(py::repr(dl_device)), " is out of range");
+  }
+  return {static_cast<std::int32_t>(type), static_cast<std::int32_t>(id)};
+}
+
+void check_stream(py::handle stream) {
+  if (!stream.is_none() && (!PyLong_Check(stream.ptr()) || PyBool_Check(stream.ptr()))) {
+    fail(ErrorCode::InvalidArgument, "stream must be None or an int; got ", std::string(py::repr(stream)));
+  }
 }
 
 DLDevice device_of(const DevicePlace& place) {
@@ -144,21 +184,27 @@ py::tuple dlpack_device(const PageHandle& page) { return dlpack_device(page.bus-
 // committed byte and `stream` needs no event. dl_device=(kDLCPU, 0) asks for a host copy.
 py::capsule dlpack_export(const PageHandle& page, py::handle stream, py::handle max_version,
                           py::handle dl_device, py::handle copy) {
+  check_stream(stream);
+  const bool versioned = wants_versioned(max_version);
+  const std::optional<bool> copy_wanted = copy_arg(copy);
+  const DLDevice target_asked = dl_device.is_none() ? DLDevice{} : device_arg(dl_device);
   PageRecord& r = page.live();
   const DevicePlace place = page.bus->device_place(r);
   const DLDevice home = device_of(place);
   DLDevice target = home;
+  bool make_copy = copy_wanted.value_or(false);
   if (!dl_device.is_none()) {
-    py::tuple dev = py::reinterpret_borrow<py::object>(dl_device).cast<py::tuple>();
-    if (dev.size() != 2) throw py::buffer_error("dl_device must be a (device_type, device_id) tuple");
-    target = {dev[0].cast<std::int32_t>(), dev[1].cast<std::int32_t>()};
-    const bool to_host = target.device_type == kDLCPU && !copy.is_none() && copy.cast<bool>();
-    if ((target.device_type != home.device_type || target.device_id != home.device_id) && !to_host) {
+    target = target_asked;
+    // The host is the one other device a page reaches: by a copy, unless copy=False forbids it.
+    const bool elsewhere = target.device_type != home.device_type || target.device_id != home.device_id;
+    const bool to_host = target.device_type == kDLCPU && target.device_id == 0 && copy_wanted != false;
+    if (elsewhere && !to_host) {
       throw py::buffer_error("page " + std::to_string(page.id) + " lives on DLPack device (" +
                              std::to_string(home.device_type) + ", " + std::to_string(home.device_id) +
                              ") and cannot be exported to device " + std::string(py::str(dl_device)) +
-                             (home.device_type == kDLCPU ? "" : " (copy=True with dl_device=(1, 0) gives a host copy)"));
+                             (home.device_type == kDLCPU ? "" : " (dl_device=(1, 0) without copy=False gives a host copy)"));
     }
+    make_copy = make_copy || elsewhere;
   }
   if (target.device_type == kDLCPU && !stream.is_none()) {
     throw py::buffer_error("stream must be None for a CPU export (DLPack: no stream on kDLCPU)");
@@ -168,8 +214,15 @@ py::capsule dlpack_export(const PageHandle& page, py::handle stream, py::handle 
                            " lives on an emulated device (mmsb.cuda emulation for tests): its memory "
                            "cannot be handed to a DLPack consumer");
   }
-  const bool make_copy = !copy.is_none() && copy.cast<bool>();
-  const bool versioned = wants_versioned(max_version);
+  // An unversioned capsule cannot say "read-only": a consumer would hold a writable alias of the
+  // page and could change it without a delta. The host gets a copy of its own instead.
+  if (!versioned && target.device_type == kDLCPU && !make_copy) {
+    if (copy_wanted == false) {
+      throw py::buffer_error("page " + std::to_string(page.id) + " can be shared in place only read-only, which "
+                             "an unversioned DLPack capsule cannot say: ask with max_version=(1, 0), or allow a copy");
+    }
+    make_copy = true;
+  }
 
   auto ex = std::make_unique<Export>();
   ex->bus = page.bus;
@@ -207,17 +260,23 @@ py::tuple dlpack_device(const DevicePlace& place) {
 // Writable and in place: the consumer edits the copy. Its memory lives as long as the capsule.
 py::capsule dlpack_export_staging(std::shared_ptr<const DeviceStaging> staging, DType dtype,
                                   const std::vector<std::uint64_t>& shape, const DevicePlace& place,
-                                  py::handle stream, py::handle max_version, py::handle dl_device) {
-  (void)stream;  // the copy is complete when staged (the backend synchronizes): no event needed
+                                  py::handle stream, py::handle max_version, py::handle dl_device,
+                                  py::handle copy) {
+  check_stream(stream);  // the copy is complete when staged (the backend synchronizes): no event needed
+  const bool versioned = wants_versioned(max_version);
   const DLDevice home = device_of(place);
   if (!dl_device.is_none()) {
-    py::tuple dev = py::reinterpret_borrow<py::object>(dl_device).cast<py::tuple>();
-    if (dev.size() != 2 || dev[0].cast<std::int32_t>() != home.device_type ||
-        dev[1].cast<std::int32_t>() != home.device_id) {
+    const DLDevice target = device_arg(dl_device);
+    if (target.device_type != home.device_type || target.device_id != home.device_id) {
       throw py::buffer_error("the device copy of page " + std::to_string(staging->page()) +
                              " is exported only on its own device (" + std::to_string(home.device_type) + ", " +
                              std::to_string(home.device_id) + ")");
     }
+  }
+  if (copy_arg(copy) == true) {
+    throw py::buffer_error("the device copy of page " + std::to_string(staging->page()) +
+                           " is exported in place (the edit commits what its consumer writes there): copy=True "
+                           "would write elsewhere");
   }
   if (place.emulated) {
     throw py::buffer_error("the device copy of page " + std::to_string(staging->page()) +
@@ -228,7 +287,7 @@ py::capsule dlpack_export_staging(std::shared_ptr<const DeviceStaging> staging, 
   set_shape(*ex, shape);
   void* data = staging->data();
   ex->staging = std::move(staging);
-  return make_capsule(std::move(ex), data, home, dtype, wants_versioned(max_version), 0);
+  return make_capsule(std::move(ex), data, home, dtype, versioned, 0);
 }
 
 }  // namespace mmsb::py_bind

@@ -358,9 +358,11 @@ def test_dlpack_of_a_device_page(devices):
     with pytest.raises(BufferError, match="emulated"):
         p.__dlpack__()
     with pytest.raises(BufferError, match="dl_device"):
-        p.__dlpack__(dl_device=(1, 0))  # the host needs copy=True
+        p.__dlpack__(dl_device=(1, 0), copy=False)  # the host gets a copy or nothing
     host = np.from_dlpack(_HostCopy(p))
     assert host.tolist() == [0.0, 1.0, 2.0, 3.0]
+    # DLPack: copy=None reuses the memory where it can and copies otherwise
+    assert np.from_dlpack(p, device="cpu").tolist() == [0.0, 1.0, 2.0, 3.0]
 
 
 class _HostCopy:

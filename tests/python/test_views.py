@@ -250,7 +250,36 @@ def test_legacy_dlpack_consumer(bus):
 
     a = np.from_dlpack(LegacyOnly())
     np.testing.assert_array_equal(a, np.arange(5))
-    assert np.shares_memory(a, p.view())
+    # An unversioned capsule cannot say read-only: the consumer gets a copy of its own, so that a
+    # consumer writing through its tensor cannot change the page without a delta.
+    assert not np.shares_memory(a, p.view())
+    with pytest.raises(BufferError, match="max_version=\\(1, 0\\)"):
+        p.__dlpack__(copy=False)
+
+
+@pytest.mark.parametrize("kwargs,says", [
+    ({"max_version": "1.0"}, "max_version must be a tuple of two ints"),
+    ({"max_version": (1.0, 0)}, "max_version must be a tuple of two ints"),
+    ({"max_version": ()}, "max_version must be a tuple of two ints"),
+    ({"dl_device": "cpu"}, "dl_device must be a tuple of two ints"),
+    ({"dl_device": (1,)}, "dl_device must be a tuple of two ints"),
+    ({"dl_device": (1.0, 0)}, "dl_device must be a tuple of two ints"),
+    ({"copy": "yes"}, "copy must be None, True or False"),
+    ({"stream": "x"}, "stream must be None or an int"),
+])
+def test_malformed_dlpack_arguments_are_invalid_arguments(bus, kwargs, says):
+    """A bad argument is a ValueError (mmsb's InvalidArgumentError), not a failed export
+    (BufferError) nor pybind's RuntimeError."""
+    p = bus.create_page(8)
+    with pytest.raises(mmsb.InvalidArgumentError, match=says.replace("(", "\\(").replace(")", "\\)")):
+        p.__dlpack__(**kwargs)
+
+
+def test_cpu_has_only_device_zero(bus):
+    p = bus.create_page(8)
+    for device in ((1, 1), (1, -1), (1, 7)):
+        with pytest.raises(BufferError, match="cannot be exported to device"):
+            p.__dlpack__(dl_device=device, copy=True, max_version=(1, 0))
 
 
 def test_dlpack_device(bus):
