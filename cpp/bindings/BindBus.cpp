@@ -220,6 +220,18 @@ void bind_bus(py::module_& m) {
       })
       .def("__exit__", [](TransactionGuard& t, py::handle type, py::handle, py::handle) {
         if (!t.active) return false;
+        if (!t.bus->in_transaction()) {
+          if (t.bus->closed()) {  // close() inside the block rolled the transaction back
+            t.active = false;
+            if (type.is_none()) {
+              fail(ErrorCode::Closed, "the bus was closed inside this transaction, which rolled its changes back");
+            }
+            return false;
+          }
+          // Still the opening thread's to end: left active for it.
+          fail(ErrorCode::InvalidArgument, "a transaction is ended by the thread that opened it; this with-block "
+               "exits on another thread");
+        }
         t.active = false;
         py::gil_scoped_release release;
         if (type.is_none()) {
@@ -385,7 +397,10 @@ void bind_bus(py::module_& m) {
         return bus->apply_batch(view);
       }, "batch"_a, "Validate then apply every row (one delta each), in parallel by page; "
                     "returns the lsn of the last row. Releases the GIL.")
-      .def_property_readonly("lsn", &Bus::lsn)
+      .def_property_readonly("lsn", [](Bus& bus) {
+        wait_turn(bus);
+        return bus.read_settled([&] { return bus.lsn(); });
+      })
       .def_property_readonly("closed", &Bus::closed)
       .def_property_readonly("threads", &Bus::threads)
       .def("close", [](Bus& bus) {
@@ -400,7 +415,10 @@ void bind_bus(py::module_& m) {
       })
       .def("__contains__", &contains)
       .def("__iter__", [](const std::shared_ptr<Bus>& bus) { return py::iter(all_pages(bus)); })
-      .def("_stats", [](const Bus& bus) { return stats_dict(bus.stats()); })
+      .def("_stats", [](Bus& bus) {
+        wait_turn(bus);
+        return stats_dict(bus.read_settled([&] { return bus.stats(); }));
+      })
       .def("_reset_stats", &Bus::reset_stats)
       .def_property_readonly("_instance_id", &Bus::instance_id)
       .def("_device_traffic", [](Bus& bus) {

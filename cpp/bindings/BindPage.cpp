@@ -257,10 +257,12 @@ void bind_page(py::module_& m) {
       .def_property_readonly("size", [](const PageHandle& h) { return h.live().size; })
       .def_property_readonly("nbytes", [](const PageHandle& h) { return h.live().size; })
       .def_property_readonly("epoch", [](const PageHandle& h) {
-        return h.live().epoch.load(std::memory_order_acquire);
+        const PageRecord& r = h.live();
+        return h.bus->read_settled([&] { return r.epoch.load(std::memory_order_relaxed); });
       })
       .def_property_readonly("last_lsn", [](const PageHandle& h) {
-        return h.live().last_lsn.load(std::memory_order_acquire);
+        const PageRecord& r = h.live();
+        return h.bus->read_settled([&] { return r.last_lsn.load(std::memory_order_relaxed); });
       })
       .def_property_readonly("dtype", [](const PageHandle& h) -> py::object {
         const DType t = h.live().dtype;

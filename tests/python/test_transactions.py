@@ -172,13 +172,14 @@ def test_other_threads_wait_for_the_transaction_and_never_interleave(tmp_path):
         p.write(8, b"txn-1")
         t = threading.Thread(target=writer)
         t.start()
-        time.sleep(0.2)  # the other thread runs Python meanwhile, then waits in write()
-        assert done == [("start", 2)]  # it has not written inside our transaction
+        time.sleep(0.2)  # the other thread runs Python meanwhile, then waits (in bus.lsn)
+        assert done == []  # it has read nothing of our transaction, and written nothing inside it
         p.write(16, b"txn-2")
         lsn_inside = bus.lsn
     t.join(timeout=10)
     assert not t.is_alive()
-    assert done[-1] == ("written", lsn_inside + 1)  # its delta came after the whole transaction
+    # it read the lsn the transaction committed, and its delta came after the whole transaction
+    assert done == [("start", lsn_inside), ("written", lsn_inside + 1)]
     hist = bus.history(p)
     assert [h.lsn for h in hist] == [2, 3, 4]
     bus.close()
@@ -215,3 +216,68 @@ def test_closing_inside_a_transaction_abandons_it(tmp_path):
     bus.close()
     with mmsb.open(path) as again:
         assert again.lsn == 1 and again.page(1).read(0, 4) == bytes(4)
+
+
+def test_other_threads_read_only_committed_lsn_epochs_and_stats():
+    """While a transaction is open on one thread, another thread's bus.lsn, stats() and
+    Page.epoch wait for it: they never show a change the rollback then takes back (they used
+    to, and went backwards after it)."""
+    bus = mmsb.Bus()
+    p = bus.create_page(8)
+    seen, inside = [], threading.Event()
+
+    def reader():
+        inside.wait(10)
+        seen.append((bus.lsn, p.epoch, p.last_lsn, bus.stats().deltas_applied))
+    t = threading.Thread(target=reader)
+    t.start()
+    with pytest.raises(RuntimeError):
+        with bus.transaction():
+            p.write(0, b"a")
+            p.write(1, b"b")
+            assert (bus.lsn, p.epoch) == (3, 2)  # this thread sees its own changes
+            inside.set()
+            time.sleep(0.2)  # the reader is waiting now
+            raise RuntimeError("roll back")
+    t.join(10)
+    assert seen == [(1, 0, 1, 0)]
+
+
+def test_a_transaction_ends_only_on_its_own_thread():
+    bus = mmsb.Bus()
+    p = bus.create_page(8)
+    txn = bus.transaction()
+    txn.__enter__()
+    p.write(0, b"x")
+    errors = []
+
+    def exit_elsewhere():
+        try:
+            txn.__exit__(None, None, None)
+        except mmsb.InvalidArgumentError as e:
+            errors.append(str(e))
+    t = threading.Thread(target=exit_elsewhere)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "exiting another thread's transaction hung"
+    assert errors and "thread that opened it" in errors[0]
+    assert bus.in_transaction
+    txn.__exit__(None, None, None)  # still this thread's to commit
+    assert not bus.in_transaction and p.read(0, 1) == b"x" and bus.lsn == 2
+
+
+def test_close_inside_a_transaction_rolls_it_back_and_the_exit_says_so(tmp_path):
+    path = str(tmp_path / "b")
+    bus = mmsb.Bus(path)
+    p = bus.create_page(8)
+    with pytest.raises(mmsb.ClosedError, match="closed inside this transaction"):
+        with bus.transaction():
+            p.write(0, b"lost")
+            bus.close()
+    with mmsb.open(path) as again:
+        assert again.lsn == 1 and again.page(p.id).read(0, 4) == bytes(4)
+    bus2 = mmsb.Bus()
+    with pytest.raises(KeyError):  # an exception leaving the block is not replaced
+        with bus2.transaction():
+            bus2.close()
+            raise KeyError("mine")

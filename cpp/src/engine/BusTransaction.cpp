@@ -81,8 +81,18 @@ void Bus::end_transaction_locked() noexcept {
   txn_done_.notify_all();
 }
 
+void Bus::require_own_transaction() const {
+  // Checked before waiting for the turn: another thread's transaction would be waited for forever,
+  // since only the thread that opened it can end it.
+  if (!in_transaction()) {
+    fail(ErrorCode::InvalidArgument, "no transaction is open on this thread (a transaction is ended by the ",
+         "thread that opened it)");
+  }
+}
+
 void Bus::commit_transaction() {
   const std::uint64_t t0 = monotonic_ns();
+  require_own_transaction();
   auto lock = lock_turn();
   if (!txn_) fail(ErrorCode::InvalidArgument, "no transaction is open on this thread");
   try {
@@ -275,6 +285,7 @@ void Bus::finish_transaction_locked() {
 
 
 void Bus::rollback_transaction() {
+  require_own_transaction();
   auto lock = lock_turn();
   if (!txn_) fail(ErrorCode::InvalidArgument, "no transaction is open on this thread");
   undo_locked(*txn_, txn_->start);

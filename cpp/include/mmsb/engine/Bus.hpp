@@ -227,7 +227,18 @@ class Bus {
   void unpin(PageRecord& record) noexcept { table_.unpin(record); }
 
   // ---- bus ---------------------------------------------------------------------------------
+  /// The lsn as this thread's commits left it. Lock-free: while a commit, a wave or another
+  /// thread's transaction runs, it counts changes a rollback may still take back (read_settled).
   Lsn lsn() const noexcept { return lsn_.load(std::memory_order_acquire); }
+  /// Runs `read` once no other thread's commit or transaction is in progress, with the commit lock
+  /// held, so that what it reads (lsn(), a page's epoch, stats()) is committed state, never a
+  /// value a rollback then takes back. This thread's own open transaction counts as its state.
+  /// Waits with the blocking hooks; throws as any call from a recompute or the clock does.
+  template <class Read>
+  auto read_settled(Read&& read) {
+    const auto lock = lock_turn();
+    return read();
+  }
   /// Ends writing and lookups (later calls throw Error(Closed)); pinned memory stays valid. A
   /// directory bus writes what is pending, syncs and releases the directory lock; a sync failure
   /// is thrown as Error(Durability) after the bus is closed.
@@ -474,6 +485,8 @@ class Bus {
   /// The commit lock, taken once no other thread's transaction is open.
   std::unique_lock<std::mutex> lock_turn();
   void check_no_transaction(const char* what) const;
+  /// Error(InvalidArgument) unless this thread has a transaction open, without waiting.
+  void require_own_transaction() const;
   // Tick replication (BusReplicate.cpp): at the tick's start, marks the pages changed since the
   // last broadcast; inside the tick's transaction, collects the rows its undo names; after the
   // commit, broadcasts (into rep).
