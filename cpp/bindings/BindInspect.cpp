@@ -16,16 +16,43 @@ namespace py = pybind11;
 
 namespace {
 
+// A name or key from the log, quoted so that it cannot break or forge a line of the summary:
+// quotes, backslashes and control characters are escaped as Python writes them.
+std::string quoted(const std::string& text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "'";
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\\' || c == '\'') {
+      out += '\\';
+      out += ch;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += ch;
+    }
+  }
+  return out + "'";
+}
+
 std::string describe(const LogOp& op) {
   if (const auto* c = std::get_if<PageCreateOp>(&op)) {
     std::string s = "create page " + std::to_string(c->id) + " (" + std::to_string(c->spec.size) + " B " +
                     std::string(dtype_name(c->spec.dtype));
-    if (!c->spec.name.empty()) s += " '" + c->spec.name + "'";
+    if (!c->spec.name.empty()) s += " " + quoted(c->spec.name);
     return s + ")";
   }
   if (const auto* d = std::get_if<PageDeleteOp>(&op)) return "delete page " + std::to_string(d->id);
   if (const auto* m = std::get_if<MetadataOp>(&op)) {
-    return std::string(m->value ? "set" : "remove") + " metadata '" + m->key + "' of page " + std::to_string(m->id);
+    return std::string(m->value ? "set" : "remove") + " metadata " + quoted(m->key) + " of page " + std::to_string(m->id);
   }
   if (const auto* l = std::get_if<LocationOp>(&op)) return "move page " + std::to_string(l->id) + " to " + l->location;
   if (const auto* d = std::get_if<DeltaOp>(&op)) {

@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from typing import Optional, Sequence
 
 from . import build_info
+from ._outputs import PendingOutput
 from .demo import positive_int, run_demo
 
 
@@ -37,6 +39,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     insp.add_argument("--records", action="store_true", help="dump every record")
     insp.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
+    try:
+        return _run(parser, args)
+    except BrokenPipeError:
+        # The reader of stdout went away (`mmsb ... | head`): files were written before the
+        # printing that failed. Stop quietly, with the status of a process SIGPIPE ended, and
+        # keep Python from failing again while flushing stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "demo":
         return run_demo(rows=args.rows, out=sys.stdout, quick=args.quick)
     if args.command == "inspect":
@@ -79,26 +94,22 @@ def _validate(args: argparse.Namespace) -> int:
     def show(result: dict) -> None:
         print(ValidationReport(results=[result], summary="").lines()[0], flush=True)
 
-    created = False
-    if args.json:
-        # Tried first, so that a path that cannot be written fails before minutes of validation;
-        # in append mode, so that a run refused for its other arguments leaves an old report be.
-        created = not os.path.exists(args.json)
-        try:
-            open(args.json, "a").close()
-        except OSError as e:
-            print(f"mmsb validate: cannot write --json {args.json}: {e.strerror}", file=sys.stderr)
-            return 2
+    out = PendingOutput(args.json) if args.json else None
+    if out is not None and (why := out.check()):
+        print(f"mmsb validate: cannot write --json {args.json}: {why}", file=sys.stderr)
+        return 2
     try:
         report = validate(args.targets, quick=args.quick, progress=False if args.no_progress else None,
                           only=args.only, on_result=show)
+        if out is not None:  # written first: the summary's printing may fail (a closed pipe)
+            with open(args.json, "w") as f:
+                f.write(report.to_json())
+            out.written()
     except MmsbError as e:
         print(f"mmsb validate: {e}", file=sys.stderr)
-        if created:
-            os.remove(args.json)
         return 2
+    finally:
+        if out is not None:
+            out.discard()  # a run refused, failed or interrupted leaves no empty file behind
     print(report["summary"])
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(report.to_json())
     return 0 if report else 1

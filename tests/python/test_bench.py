@@ -103,16 +103,18 @@ def test_compare_flags_a_made_up_regression(tmp_path, delta_stress):
     rate = new["categories"]["delta"]["figures"][0]
     tick = next(f for f in new["categories"]["stress"]["figures"] if f["name"] == "tick p99, history on")
     for f in (rate, tick):
-        f["samples"] = [f["value"]]  # no spread: the band is the 10% floor, whatever this machine's noise
+        f["samples"] = [f["value"]] * 2  # no spread: the band is the 10% floor, whatever this machine's noise
     old = copy.deepcopy(new)
     old_rate, old_tick = old["categories"]["delta"]["figures"][0], old["categories"]["stress"]["figures"][4]
     assert old_tick["name"] == tick["name"]
-    old_rate["value"] = old_rate["samples"][0] = 2 * rate["value"]   # higher is better: old twice as fast
-    old_tick["value"] = old_tick["samples"][0] = tick["value"] / 2   # lower is better: old twice as quick
+    old_rate["value"] = 2 * rate["value"]   # higher is better: old twice as fast
+    old_tick["value"] = tick["value"] / 2   # lower is better: old twice as quick
+    for f in (old_rate, old_tick):
+        f["samples"] = [f["value"]] * 2
     (tmp_path / "OLD.json").write_text(json.dumps(old))
     cmp = compare(regress.load_results(tmp_path / "OLD.json"), new)
     assert {(r["category"], r["name"]) for r in cmp["regressions"]} == {("delta", rate["name"]), ("stress", tick["name"])}
-    assert not cmp and all(r["verdict"] == "same" for r in cmp["rows"] if r not in cmp["regressions"])
+    assert not cmp and all(r["verdict"] in ("same", "unjudged") for r in cmp["rows"] if r not in cmp["regressions"])
     text = regress.format_comparison(cmp)
     assert "2 regression(s)" in text and f"delta: {rate['name']}" in text and "REGRESSION" in text
 
@@ -121,7 +123,7 @@ def test_same_run_comparison_flags_nothing(delta_stress):
     _, _, new, _ = delta_stress
     cmp = compare(new, new)
     assert cmp and len(cmp["rows"]) == sum(len(c["figures"]) for c in new["categories"].values())
-    assert all(r["verdict"] == "same" and r["change_pct"] == 0 for r in cmp["rows"])
+    assert all(r["verdict"] in ("same", "unjudged") and r["change_pct"] == 0 for r in cmp["rows"])
 
 
 def test_noise_band_is_the_wider_of_floor_and_spread():
@@ -130,17 +132,22 @@ def test_noise_band_is_the_wider_of_floor_and_spread():
         return {"categories": {"c": {"figures": [fig]}}}
 
     # 30% worse, but the old repeats spread over 50%: inside the band.
-    (row,) = compare(results(100, [100, 50, 75]), results(70, [70]))["rows"]
+    (row,) = compare(results(100, [100, 50, 75]), results(70, [70, 70]))["rows"]
     assert row["band_pct"] == pytest.approx(50) and row["verdict"] == "same"
-    (row,) = compare(results(100, [100]), results(70, [70]))["rows"]
+    (row,) = compare(results(100, [100, 100]), results(70, [70, 70]))["rows"]
     assert row["band_pct"] == pytest.approx(10) and row["verdict"] == "regression"
-    (row,) = compare(results(100, [100]), results(95, [95]), noise_floor=0.01)["rows"]
+    (row,) = compare(results(100, [100, 100]), results(95, [95, 95]), noise_floor=0.01)["rows"]
     assert row["verdict"] == "regression"
+    # One sample in either run measures no noise: shown, not judged (a tick quantile, a quick run).
+    for old, new in (([100], [70, 70]), ([100, 100], [70]), ([100], [70])):
+        (row,) = compare(results(100, old), results(70, new))["rows"]
+        assert row["verdict"] == "unjudged", (old, new)
+    assert "one sample: not judged" in regress.format_comparison(compare(results(100, [100]), results(70, [70])))
 
 
 def test_cli_compare_reports_and_fails_on_regression(tmp_path):
     def fig(name, value):
-        return {"name": name, "unit": "pages/s", "value": value, "samples": [value], "higher_is_better": True}
+        return {"name": name, "unit": "pages/s", "value": value, "samples": [value] * 2, "higher_is_better": True}
 
     old = {"schema": "mmsb-bench/1", "host": "elsewhere", "settings": {"quick": True},
            "categories": {"allocation": {"figures": [fig("mmsb create_page(4096)", 1e15), fig("retired", 1.0)]},
@@ -293,3 +300,56 @@ def test_a_cpp_binary_older_than_the_extension_is_flagged(tmp_path):
     os.utime(binary, (engine + 60, engine + 60))
     assert _cpp.describe(binary)["predates_extension"] is False
     assert _cpp.describe(None) == {}
+
+
+def test_output_paths_are_checked_before_the_run(tmp_path):
+    """A --json or --plots path that cannot be written fails at once (exit 2), instead of losing
+    the results after the whole run."""
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "f.txt").write_text("x")
+    for extra, says in ((["--json", str(tmp_path / "adir")], "cannot write --json"),
+                        (["--json", str(tmp_path / "f.txt" / "x.json")], "cannot write --json"),
+                        (["--json", str(tmp_path / "ok.json"), "--plots", str(tmp_path / "f.txt")],
+                         "cannot make the plots folder")):
+        rc, out, err = run_cli("--quick", "--only", "allocation", "--no-progress", *extra)
+        assert rc == 2 and says in err and out == "", (extra, err)
+    assert not (tmp_path / "ok.json").exists()  # checked, then removed: nothing ran
+
+
+def test_pending_output_is_removed_only_when_it_made_an_empty_file(tmp_path):
+    from mmsb._outputs import PendingOutput
+
+    fresh = PendingOutput(str(tmp_path / "new.json"))
+    assert fresh.check() is None and (tmp_path / "new.json").exists()
+    fresh.discard()
+    assert not (tmp_path / "new.json").exists()
+    (tmp_path / "old.json").write_text("kept")
+    old = PendingOutput(str(tmp_path / "old.json"))
+    assert old.check() is None
+    old.discard()
+    assert (tmp_path / "old.json").read_text() == "kept"
+    done = PendingOutput(str(tmp_path / "done.json"))
+    done.check()
+    done.written()
+    done.discard()
+    assert (tmp_path / "done.json").exists()
+    assert "Not a directory" in PendingOutput(str(tmp_path / "old.json" / "x")).check()
+
+
+@pytest.mark.parametrize("mutate,says", [
+    (lambda d: d["categories"]["c"]["figures"][0].update(samples=None), "list of numeric samples"),
+    (lambda d: d["categories"]["c"]["figures"][0].update(samples=5), "list of numeric samples"),
+    (lambda d: d.update(settings=[]), "'settings' is not an object"),
+])
+def test_malformed_compare_files_are_refused_by_name(tmp_path, mutate, says):
+    data = {"schema": "mmsb-bench/1", "settings": {}, "categories": {"c": {"figures": [
+        {"name": "f", "unit": "x/s", "value": 1.0, "samples": [1.0], "higher_is_better": True}]}}}
+    mutate(data)
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(mmsb.InvalidArgumentError, match=says):
+        regress.load_results(tmp_path / "bad.json")
+
+
+def test_report_notes_a_failed_category_without_its_error():
+    data = {"categories": {"c": {"status": "failed", "figures": []}}}
+    assert report._notes(data) == ["c: FAILED: no error recorded"]

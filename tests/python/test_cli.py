@@ -187,3 +187,31 @@ def test_validate_refused_for_its_arguments_leaves_an_old_report_alone(tmp_path)
                             "--json", str(out)], capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert old.read_text() == '{"summary": "an earlier run"}' and not new.exists()
+
+
+def test_inspect_quotes_names_so_that_they_cannot_break_a_line(tmp_path):
+    path = str(tmp_path / "b")
+    with mmsb.Bus(path) as bus:
+        p = bus.create_page(8, name='a"b\nlast lsn in the log: 99\\\'')
+        p.set_metadata("k\x01", "v")
+    rc, text = run_cli("inspect", path, "--records")
+    assert rc == 0
+    assert "create page 1 (8 B raw 'a\"b\\nlast lsn in the log: 99\\\\\\'')" in text
+    assert "set metadata 'k\\x01' of page 1" in text
+    assert [line for line in text.splitlines() if line.startswith("last lsn")] == ["last lsn in the log: 2"]
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    """`mmsb inspect ... | head -1`: the closed pipe ends the command with the status of SIGPIPE
+    (141), not a BrokenPipeError traceback and status 1 (which means "damaged")."""
+    path = str(tmp_path / "b")
+    with mmsb.Bus(path) as bus:
+        p = bus.create_page(8)
+        for i in range(3000):  # more lines than a pipe buffers
+            p.write(0, bytes([i % 256]))
+    proc = subprocess.Popen([sys.executable, "-m", "mmsb", "inspect", path, "--records"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"bus directory")
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141 and b"Traceback" not in err, err

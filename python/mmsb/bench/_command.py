@@ -16,6 +16,7 @@ import platform
 import sys
 from typing import Optional
 
+from .._outputs import PendingOutput
 from ..errors import InvalidArgumentError, MmsbError
 
 EXIT_FAILED, EXIT_USAGE, EXIT_REGRESSION = 1, 2, 3
@@ -51,25 +52,39 @@ def bench_command(args: argparse.Namespace) -> int:
     from . import regress
     from ._runner import parse_only, run
 
+    out = args.json or default_json_path()
+    plots_dir = None if args.no_plots else args.plots or os.path.dirname(os.path.abspath(out))
+    pending = PendingOutput(out, make_folder=True)  # the default path's folders may not exist yet
     try:
         only = parse_only(args.only)
         old = regress.load_results(args.compare) if args.compare else None
         floor = regress.NOISE_FLOOR if args.noise_floor is None else args.noise_floor
         if not 0 <= floor < 10:
             raise InvalidArgumentError(f"--noise-floor {floor} is not a fraction in [0, 10) (0.10 means 10%)")
+        # The outputs are checked before the run, so that a path that cannot be written fails now,
+        # not after minutes of benchmarks whose results it would then lose.
+        if why := pending.check():
+            raise InvalidArgumentError(f"cannot write --json {out}: {why}")
+        if why := _check_folder(plots_dir):
+            raise InvalidArgumentError(why)
     except MmsbError as e:
+        pending.discard()
         print(f"mmsb bench: {e}", file=sys.stderr)
         return EXIT_USAGE
 
-    results = run(quick=args.quick, only=only if args.only else None,
-                  progress=False if args.no_progress else None)
+    try:
+        results = run(quick=args.quick, only=only if args.only else None,
+                      progress=False if args.no_progress else None)
+        # Files first, the table after: a reader that goes away (`| head`) loses no results.
+        plots = _plots(results, plots_dir, out) if plots_dir is not None else []
+        with open(out, "w") as f:
+            json.dump(results, f, indent=1, default=_plain)
+        pending.written()
+    finally:
+        pending.discard()
     print(results.table(), flush=True)
-    out = args.json or default_json_path()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    if not args.no_plots:
-        _plots(results, args.plots or os.path.dirname(os.path.abspath(out)), out)
-    with open(out, "w") as f:
-        json.dump(results, f, indent=1, default=_plain)
+    for p in plots:
+        print(f"wrote {p}")
     print(f"wrote {out} (wall time {results['wall_seconds']:.1f} s)")
 
     status = 0
@@ -83,12 +98,25 @@ def bench_command(args: argparse.Namespace) -> int:
     return EXIT_FAILED if results.failures() else status
 
 
+def _check_folder(path: Optional[str]) -> Optional[str]:
+    """None when `path` (a folder for the plots; None: no plots) exists or can be made."""
+    if path is None:
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        return f"cannot make the plots folder {path}: {e.strerror or e}"
+    return None
+
+
 def _plain(o: object) -> object:
     """NumPy scalars and arrays as their plain values; anything else as its string."""
     return o.tolist() if hasattr(o, "tolist") else str(o)
 
 
-def _plots(results: dict, out_dir: str, json_path: str) -> None:
+def _plots(results: dict, out_dir: str, json_path: str) -> list[str]:
+    """Writes the PNG plots (named after the JSON) and lists them in the results; returns their
+    paths. A plot that cannot be made costs the plots, never the results."""
     from .plots import write_plots
 
     prefix = os.path.splitext(os.path.basename(json_path))[0] + "-"
@@ -96,7 +124,9 @@ def _plots(results: dict, out_dir: str, json_path: str) -> None:
         paths = write_plots(results, out_dir, prefix)
     except ImportError as e:
         print(f"mmsb bench: no plots: {e} (pip install 'mmsb[bench]')", file=sys.stderr)
-        return
+        return []
+    except OSError as e:
+        print(f"mmsb bench: no plots: {e}", file=sys.stderr)
+        return []
     results["plots"] = [os.path.relpath(p, os.path.dirname(os.path.abspath(json_path))) for p in paths]
-    for p in paths:
-        print(f"wrote {p}")
+    return paths

@@ -10,6 +10,8 @@ relative to the old one, and a regression is flagged when it is worse than the n
 
 so a figure whose repeats scatter widely, in either run, needs a larger change to be flagged,
 and none is flagged for less than the floor. An improvement beyond the band is marked as such.
+A figure with a single sample in either run (a tick quantile, or a quick run of one repeat) has
+no measure of its own noise: it is shown, but not judged.
 Figures present in only one run are listed, never errors; categories the new run did not
 include are not compared.
 """
@@ -41,6 +43,8 @@ def load_results(path: Union[str, "os.PathLike[str]"]) -> dict:
 
     if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("mmsb-bench/"):
         raise bad("no 'schema': 'mmsb-bench/N' field")
+    if not isinstance(data.get("settings", {}), dict):
+        raise bad("'settings' is not an object")
     cats = data.get("categories")
     if not isinstance(cats, dict):
         raise bad("'categories' is not an object")
@@ -51,10 +55,11 @@ def load_results(path: Union[str, "os.PathLike[str]"]) -> dict:
         for i, f in enumerate(figs):
             ok = (isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("unit"), str)
                   and isinstance(f.get("value"), Real) and isinstance(f.get("higher_is_better"), bool)
+                  and isinstance(f.get("samples", []), list)
                   and all(isinstance(s, Real) for s in f.get("samples", [])))
             if not ok:
-                raise bad(f"figure {i} of category {cname!r} lacks name, unit, a numeric value or "
-                          f"higher_is_better: {json.dumps(f)[:120]}")
+                raise bad(f"figure {i} of category {cname!r} lacks name, unit, a numeric value, "
+                          f"higher_is_better or a list of numeric samples: {json.dumps(f)[:120]}")
     return data
 
 
@@ -92,6 +97,8 @@ def compare(old: Mapping, new: Mapping, noise_floor: float = NOISE_FLOOR) -> Com
             worse = -change if nf["higher_is_better"] else change
             band = max(noise_floor, spread(of), spread(nf))
             verdict = "regression" if worse > band else "improvement" if -worse > band else "same"
+            if min(len(of.get("samples") or [0]), len(nf.get("samples") or [0])) < 2:
+                verdict = "unjudged"  # no spread measured: the band would be the floor alone
             if of["unit"] != nf["unit"] or of["higher_is_better"] != nf["higher_is_better"]:
                 verdict = "incomparable"
             rows.append({"category": cat, "name": name, "unit": nf["unit"], "old": of["value"], "new": nf["value"],
@@ -117,7 +124,8 @@ def format_comparison(cmp: Comparison) -> str:
     lines = [f"{'figure':<{w}}  {'old':>8}  {'new':>8}  {'change':>8}  {'band':>6}  verdict  (unit)"]
     lines.append("-" * len(lines[0]))
     for r in rows:
-        flag = {"regression": "REGRESSION", "improvement": "better", "same": "~", "incomparable": "unit changed"}
+        flag = {"regression": "REGRESSION", "improvement": "better", "same": "~", "incomparable": "unit changed",
+                "unjudged": "one sample: not judged"}
         lines.append(f"{r['category'] + ': ' + r['name']:<{w}}  {fmt_value(r['old']):>8}  {fmt_value(r['new']):>8}  "
                      f"{r['change_pct']:>+7.1f}%  {r['band_pct']:>5.0f}%  {flag[r['verdict']]}  ({r['unit']})")
     lines.append(f"{len(cmp['regressions'])} regression(s) beyond the noise band (floor "

@@ -41,8 +41,9 @@ def _notes(results: Mapping) -> list[str]:
             out.append(f"{cat}: skipped {s['what']}: {s['reason']}")
         if c.get("curves"):
             out.append(f"{cat}: {len(c['curves'])} curves ({', '.join(c['curves'])}), in the JSON and as PNG plots")
-        if c["status"] == "failed":
-            out.append(f"{cat}: FAILED: {c['error'].splitlines()[0]}")
+        if c.get("status") == "failed":
+            error = str(c.get("error") or "no error recorded").splitlines() or [""]
+            out.append(f"{cat}: FAILED: {error[0]}")
     return out
 
 
