@@ -49,6 +49,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return 128 + signal.SIGPIPE
+    except KeyboardInterrupt:
+        # Ctrl-C: one line instead of a traceback, the shell's status for SIGINT. What the
+        # command was writing is not left half-made (outputs are written at the end, whole).
+        print(f"mmsb {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -95,10 +100,10 @@ def _validate(args: argparse.Namespace) -> int:
         print(ValidationReport(results=[result], summary="").lines()[0], flush=True)
 
     out = PendingOutput(args.json) if args.json else None
-    if out is not None and (why := out.check()):
-        print(f"mmsb validate: cannot write --json {args.json}: {why}", file=sys.stderr)
-        return 2
     try:
+        if out is not None and (why := out.check()):
+            print(f"mmsb validate: cannot write --json {args.json}: {why}", file=sys.stderr)
+            return 2
         report = validate(args.targets, quick=args.quick, progress=False if args.no_progress else None,
                           only=args.only, on_result=show)
         if out is not None:  # written first: the summary's printing may fail (a closed pipe)

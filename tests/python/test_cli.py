@@ -215,3 +215,22 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
     proc.stdout.close()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 141 and b"Traceback" not in err, err
+
+
+def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tmp_path):
+    import signal
+    import time
+
+    script = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+              "from mmsb.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", script, "validate", "--no-progress",
+                             "--json", str(tmp_path / "v.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "v.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the path is checked (the file made) just before the validators start
+    time.sleep(1)  # inside the first (full-size) validator
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "mmsb validate: interrupted" in err and "Traceback" not in err, err
+    assert not (tmp_path / "v.json").exists()  # the file it made to check the path is gone again
