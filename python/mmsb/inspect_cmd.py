@@ -30,8 +30,9 @@ def print_inspection(info: dict[str, Any], out: TextIO, as_json: bool = False) -
         for seg in info["segments"]:
             if "first_lsn" in seg:
                 tail = f"  torn tail: {seg['torn_tail']}" if seg["torn_tail"] else ""
-                out.write(f"  segment lsn {seg['first_lsn']:>12,} .. {seg['last_lsn']:<12,} "
-                          f"{seg['records']:>8,} records  {seg['bytes']:>14,} B{tail}\n")
+                span = (f"lsn {seg['first_lsn']:>12,} .. {seg['last_lsn']:<12,}" if seg["records"]
+                        else f"from lsn {seg['first_lsn']:<21,}")  # no record: no last lsn to show
+                out.write(f"  segment {span} {seg['records']:>8,} records  {seg['bytes']:>14,} B{tail}\n")
                 if not damaged_log:
                     last = max(last, seg["last_lsn"])
                 for rec in seg.get("dump", []):

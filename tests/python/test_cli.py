@@ -234,3 +234,20 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "mmsb validate: interrupted" in err and "Traceback" not in err, err
     assert not (tmp_path / "v.json").exists()  # the file it made to check the path is gone again
+
+
+def test_inspect_of_a_segment_damaged_at_its_first_record_shows_no_lsn_range(tmp_path):
+    path = str(tmp_path / "b")
+    with mmsb.Bus(path) as bus:
+        p = bus.create_page(64)
+        for i in range(3):
+            p.write(0, bytes([i]) * 8)
+    [seg] = inspect_dir(path, records=True)["segments"]
+    first = seg["dump"][0]
+    data = bytearray(open(seg["file"], "rb").read())
+    data[first["offset"] + 40] ^= 0x01
+    open(seg["file"], "wb").write(data)
+    rc, text = run_cli("inspect", path)
+    [line] = [line for line in text.splitlines() if line.startswith("  segment from")]
+    assert rc == 1 and f"from lsn {first['first_lsn']}" in line and " 0 records" in line and ".." not in line
+    assert "the log is damaged after lsn 0" in text
