@@ -392,5 +392,24 @@ __all__ = [
     "Graph",
     "GraphReport",
     "Subscription",
+    # The error classes, named here rather than added from errors.__all__: mypy does not follow
+    # `__all__ += errors.__all__`, and `from mmsb import *` would hide them from it
+    # (test_errors checks that this list and errors.__all__ agree).
+    "MmsbError",
+    "InvalidArgumentError",
+    "PageNotFoundError",
+    "InvalidDeltaError",
+    "EpochConflictError",
+    "GraphCycleError",
+    "GraphError",
+    "PropagationError",
+    "LogCorruptError",
+    "DurabilityError",
+    "BusLockedError",
+    "HistoryUnavailableError",
+    "QueueFullError",
+    "ClosedError",
+    "DeviceUnavailableError",
+    "OutOfMemoryError",
+    "ReadOnlyError",
 ]
-__all__ += errors.__all__  # a form type checkers follow

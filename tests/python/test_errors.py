@@ -44,6 +44,15 @@ def test_error_hierarchy(cls, base):
         assert issubclass(cls, base)
 
 
+def test_every_error_class_is_exported_by_name_from_mmsb():
+    """`from mmsb import *` gives every error class; mmsb.__all__ names them literally (mypy
+    does not follow `__all__ += errors.__all__`), so the two lists must not drift apart."""
+    assert set(E.__all__) <= set(mmsb.__all__)
+    assert {n for n in mmsb.__all__ if n.endswith("Error")} == set(E.__all__)
+    assert {n for n, v in vars(E).items() if isinstance(v, type) and issubclass(v, Exception)
+            and v.__module__ == E.__name__} == set(E.__all__)
+
+
 def test_page_not_found_message_is_not_quoted(pop):
     bus = pop[0]
     err = fails(bus, E.PageNotFoundError, lambda: bus.page(12345), KeyError, contains=["12345"])
