@@ -138,11 +138,14 @@ def test_noise_band_is_the_wider_of_floor_and_spread():
     assert row["band_pct"] == pytest.approx(10) and row["verdict"] == "regression"
     (row,) = compare(results(100, [100, 100]), results(95, [95, 95]), noise_floor=0.01)["rows"]
     assert row["verdict"] == "regression"
-    # One sample in either run measures no noise: shown, not judged (a tick quantile, a quick run).
-    for old, new in (([100], [70, 70]), ([100, 100], [70]), ([100], [70])):
+    # Fewer than two samples in either run measure no noise: shown, not judged (a tick quantile,
+    # a quick run, a file that lists none), and counted in the summary.
+    for old, new in (([100], [70, 70]), ([100, 100], [70]), ([100], [70]), ([], [70, 70]), (None, [70, 70])):
         (row,) = compare(results(100, old), results(70, new))["rows"]
         assert row["verdict"] == "unjudged", (old, new)
-    assert "one sample: not judged" in regress.format_comparison(compare(results(100, [100]), results(70, [70])))
+    text = regress.format_comparison(compare(results(100, [100]), results(70, [70])))
+    assert "too few samples: not judged" in text and "1 of 1 figure(s) not judged" in text
+    assert "not judged:" not in regress.format_comparison(compare(results(100, [100, 100]), results(99, [99, 99])))
 
 
 def test_cli_compare_reports_and_fails_on_regression(tmp_path):

@@ -10,8 +10,9 @@ relative to the old one, and a regression is flagged when it is worse than the n
 
 so a figure whose repeats scatter widely, in either run, needs a larger change to be flagged,
 and none is flagged for less than the floor. An improvement beyond the band is marked as such.
-A figure with a single sample in either run (a tick quantile, or a quick run of one repeat) has
-no measure of its own noise: it is shown, but not judged.
+A figure with fewer than two samples in either run (a tick quantile, a quick run of one repeat,
+a file that lists none) has no measure of its own noise: it is shown, but not judged, and the
+summary counts such figures.
 Figures present in only one run are listed, never errors; categories the new run did not
 include are not compared.
 """
@@ -97,8 +98,8 @@ def compare(old: Mapping, new: Mapping, noise_floor: float = NOISE_FLOOR) -> Com
             worse = -change if nf["higher_is_better"] else change
             band = max(noise_floor, spread(of), spread(nf))
             verdict = "regression" if worse > band else "improvement" if -worse > band else "same"
-            if min(len(of.get("samples") or [0]), len(nf.get("samples") or [0])) < 2:
-                verdict = "unjudged"  # no spread measured: the band would be the floor alone
+            if min(len(of.get("samples") or []), len(nf.get("samples") or [])) < 2:
+                verdict = "unjudged"  # no spread measured (one sample or none): the band would be the floor
             if of["unit"] != nf["unit"] or of["higher_is_better"] != nf["higher_is_better"]:
                 verdict = "incomparable"
             rows.append({"category": cat, "name": name, "unit": nf["unit"], "old": of["value"], "new": nf["value"],
@@ -125,11 +126,14 @@ def format_comparison(cmp: Comparison) -> str:
     lines.append("-" * len(lines[0]))
     for r in rows:
         flag = {"regression": "REGRESSION", "improvement": "better", "same": "~", "incomparable": "unit changed",
-                "unjudged": "one sample: not judged"}
+                "unjudged": "too few samples: not judged"}
         lines.append(f"{r['category'] + ': ' + r['name']:<{w}}  {fmt_value(r['old']):>8}  {fmt_value(r['new']):>8}  "
                      f"{r['change_pct']:>+7.1f}%  {r['band_pct']:>5.0f}%  {flag[r['verdict']]}  ({r['unit']})")
     lines.append(f"{len(cmp['regressions'])} regression(s) beyond the noise band (floor "
                  f"{cmp['noise_floor_pct']:.0f}%, or the repeats' spread in either run when larger)")
+    unjudged = sum(r["verdict"] == "unjudged" for r in rows)
+    if unjudged:  # said in the summary, so that a clean result is not read as all figures checked
+        lines.append(f"{unjudged} of {len(rows)} figure(s) not judged: fewer than 2 samples in a run")
     for label, key in (("only in the old run", "only_old"), ("new in this run", "only_new")):
         if cmp[key]:
             lines.append(f"{label}: " + "; ".join(f"{c}: {n}" for c, n in cmp[key]))
