@@ -1,37 +1,111 @@
-"""Files a command writes at its end (`mmsb validate --json`, `mmsb bench --json`): checked
-before the long work, so that a path that cannot be written fails at once, not after minutes of
-validation or benchmarks; and not left behind empty when the work never finished."""
+"""What the command line writes: the files a command writes at its end (`mmsb validate --json`,
+`mmsb bench --json`) and its standard output.
+
+A file is checked before the long work, so that a path that cannot be written fails at once, not
+after minutes of validation or benchmarks; it is written whole or not at all (a temporary file
+renamed over it), so that a full disk, a file size limit or Ctrl-C never leaves a half report or
+clobbers the previous one; and nothing the command made for it is left behind when the work
+never finished.
+
+Standard output is guarded so that a reader that goes away (`mmsb inspect ... | head`) or a full
+disk (`> /dev/full`) is one error the command can answer in one line (StdoutLost), not a
+traceback from wherever the print happened to be.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-from typing import Optional
+import sys
+import tempfile
+from typing import Any, Iterator, Optional, TextIO
+
+
+def make_folders(folder: str) -> list[str]:
+    """Makes `folder` and its missing parents; returns those it made, outermost first. A part of
+    the path that is a file raises NotADirectoryError (os.makedirs says "File exists")."""
+    folder = os.path.abspath(folder)
+    missing = []
+    parent = folder
+    while not os.path.exists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), parent)
+    made = []
+    for path in reversed(missing):
+        os.mkdir(path)
+        made.append(path)
+    return made
+
+
+def remove_empty_folders(folders: list[str]) -> None:
+    """Removes those of `folders` (outermost first, as make_folders gives them) that are empty."""
+    for path in reversed(folders):
+        try:
+            os.rmdir(path)
+        except OSError:  # not empty (something was written there), or already gone
+            pass
 
 
 class PendingOutput:
-    """A file written at the end of a command. check() makes its folder and opens it for
-    appending, which creates it when absent (an existing file keeps its content until written);
-    discard() removes it again when check() created it and nothing was written since."""
+    """A file written at the end of a command. check() makes its folder and the file, when
+    absent (an existing file keeps its content until written); write() replaces the file whole;
+    discard() removes what check() made when nothing was written since."""
 
     def __init__(self, path: str, make_folder: bool = False) -> None:
         self.path = path
         self.make_folder = make_folder
         self.created = False
+        self.folders: list[str] = []
 
     def check(self) -> Optional[str]:
         """None when the file can be written, else why not (the OS's reason). With
         `make_folder`, a missing folder is made first."""
+        if not self.path:
+            return "the path is empty"
         try:
             if self.make_folder:
-                os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+                self.folders = make_folders(os.path.dirname(os.path.abspath(self.path)))
             self.created = not os.path.exists(self.path)
             open(self.path, "a").close()
         except OSError as e:
             self.created = False
+            self.discard()
             return str(e.strerror or e)
         return None
 
+    def write(self, text: str) -> None:
+        """Replaces the file with `text`, whole: written to a temporary file beside it, synced,
+        then renamed over it, so that a failure (OSError, raised as it came) or an interrupt
+        leaves the previous content. A path that is not a regular file (a pipe, /dev/stdout) is
+        written in place."""
+        target = os.path.realpath(self.path)  # a link keeps pointing at the report
+        if os.path.exists(target) and not os.path.isfile(target):
+            with open(target, "w") as f:
+                f.write(text)
+        else:
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.",
+                                       suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+                    os.fchmod(f.fileno(), _mode_for(target))
+                os.replace(tmp, target)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+        self.created = False
+        self.folders = []
+
     def discard(self) -> None:
+        """Removes the file and folders check() made, unless write() ran since."""
         if self.created:
             try:
                 if os.path.getsize(self.path) == 0:
@@ -39,7 +113,77 @@ class PendingOutput:
             except OSError:
                 pass
             self.created = False
+        remove_empty_folders(self.folders)
+        self.folders = []
 
-    def written(self) -> None:
-        """The command wrote the file: discard() leaves it."""
-        self.created = False
+
+def _mode_for(path: str) -> int:
+    """The permissions a plain open(path, "w") would give: the existing file's, else 0666 less
+    the umask (mkstemp makes its file 0600)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+class StdoutLost(Exception):
+    """Standard output could not be written; `error` is the OSError (EPIPE: the reader went
+    away)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class GuardedStdout:
+    """Wraps a text stream so that a failed write or flush raises StdoutLost instead of the
+    OSError, and every later write is dropped (the failure is answered once)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.lost: Optional[OSError] = None
+
+    def write(self, text: str) -> int:
+        return self._guarded(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    def _guarded(self, call: Any, *args: Any) -> Any:
+        if self.lost is not None:
+            return len(args[0]) if args else None
+        try:
+            return call(*args)
+        except OSError as e:
+            self.lost = e
+            _silence(self._stream)
+            raise StdoutLost(e) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _silence(stream: TextIO) -> None:
+    """Points the stream's file descriptor at /dev/null, so that the text still buffered in it
+    does not fail again when Python flushes it at exit."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return  # not a file (a test's capture): nothing is flushed at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+@contextlib.contextmanager
+def guarded_stdout() -> Iterator[GuardedStdout]:
+    """sys.stdout wrapped in a GuardedStdout for the duration of the block."""
+    old = sys.stdout
+    guard = GuardedStdout(old)
+    sys.stdout = guard  # type: ignore[assignment]
+    try:
+        yield guard
+    finally:
+        sys.stdout = old

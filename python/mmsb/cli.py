@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
-import os
 import signal
 import sys
 from typing import Optional, Sequence
 
 from . import build_info
-from ._outputs import PendingOutput
+from ._outputs import PendingOutput, StdoutLost, guarded_stdout
 from .demo import positive_int, run_demo
 
 
@@ -39,21 +39,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     insp.add_argument("--records", action="store_true", help="dump every record")
     insp.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
-    try:
-        return _run(parser, args)
-    except BrokenPipeError:
+    with guarded_stdout() as stdout:
+        try:
+            status = _run(parser, args)
+            sys.stdout.flush()  # here, where a failure is answered, not at exit
+        except StdoutLost:
+            pass
+        except KeyboardInterrupt:
+            # Ctrl-C: one line instead of a traceback, the shell's status for SIGINT. What the
+            # command was writing is not left half-made (outputs are written at the end, whole).
+            print(f"mmsb {args.command}: interrupted", file=sys.stderr)
+            return 128 + signal.SIGINT
+    if stdout.lost is None:
+        return status
+    if stdout.lost.errno == errno.EPIPE:
         # The reader of stdout went away (`mmsb ... | head`): files were written before the
-        # printing that failed. Stop quietly, with the status of a process SIGPIPE ended, and
-        # keep Python from failing again while flushing stdout at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        # printing that failed. Stop quietly, with the status of a process SIGPIPE ended.
         return 128 + signal.SIGPIPE
-    except KeyboardInterrupt:
-        # Ctrl-C: one line instead of a traceback, the shell's status for SIGINT. What the
-        # command was writing is not left half-made (outputs are written at the end, whole).
-        print(f"mmsb {args.command}: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
+    print(f"mmsb {args.command}: cannot write standard output: {stdout.lost.strerror or stdout.lost}",
+          file=sys.stderr)
+    return 2
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -96,25 +101,36 @@ def _validate(args: argparse.Namespace) -> int:
     from .errors import MmsbError
     from .validation import ValidationReport, validate
 
-    def show(result: dict) -> None:
-        print(ValidationReport(results=[result], summary="").lines()[0], flush=True)
+    out = PendingOutput(args.json) if args.json is not None else None
 
-    out = PendingOutput(args.json) if args.json else None
+    def show(result: dict) -> None:
+        try:
+            print(ValidationReport(results=[result], summary="").lines()[0], flush=True)
+        except StdoutLost:
+            if out is None:
+                raise  # nobody is left to see the results: stop
+            # else go on: the report is wanted in the --json file (`... --json r.json | head -1`)
+
     try:
         if out is not None and (why := out.check()):
-            print(f"mmsb validate: cannot write --json {args.json}: {why}", file=sys.stderr)
+            print(f"mmsb validate: cannot write --json {args.json!r}: {why}", file=sys.stderr)
             return 2
         report = validate(args.targets, quick=args.quick, progress=False if args.no_progress else None,
                           only=args.only, on_result=show)
+        unwritten = None
         if out is not None:  # written first: the summary's printing may fail (a closed pipe)
-            with open(args.json, "w") as f:
-                f.write(report.to_json())
-            out.written()
+            try:
+                out.write(report.to_json())
+            except OSError as e:  # a full disk, a size limit: an older report is kept whole
+                unwritten = e.strerror or str(e)
     except MmsbError as e:
         print(f"mmsb validate: {e}", file=sys.stderr)
         return 2
     finally:
         if out is not None:
-            out.discard()  # a run refused, failed or interrupted leaves no empty file behind
+            out.discard()  # a run refused, failed or interrupted leaves nothing behind
     print(report["summary"])
+    if unwritten is not None:
+        print(f"mmsb validate: cannot write --json {args.json!r}: {unwritten}", file=sys.stderr)
+        return 2
     return 0 if report else 1

@@ -311,32 +311,16 @@ def test_output_paths_are_checked_before_the_run(tmp_path):
     (tmp_path / "adir").mkdir()
     (tmp_path / "f.txt").write_text("x")
     for extra, says in ((["--json", str(tmp_path / "adir")], "cannot write --json"),
-                        (["--json", str(tmp_path / "f.txt" / "x.json")], "cannot write --json"),
+                        (["--json", str(tmp_path / "f.txt" / "x.json")], "Not a directory"),
+                        (["--json", ""], "the path is empty"),
                         (["--json", str(tmp_path / "ok.json"), "--plots", str(tmp_path / "f.txt")],
+                         "cannot make the plots folder"),
+                        (["--json", str(tmp_path / "new" / "deep" / "ok.json"), "--plots", str(tmp_path / "f.txt")],
                          "cannot make the plots folder")):
         rc, out, err = run_cli("--quick", "--only", "allocation", "--no-progress", *extra)
         assert rc == 2 and says in err and out == "", (extra, err)
-    assert not (tmp_path / "ok.json").exists()  # checked, then removed: nothing ran
-
-
-def test_pending_output_is_removed_only_when_it_made_an_empty_file(tmp_path):
-    from mmsb._outputs import PendingOutput
-
-    fresh = PendingOutput(str(tmp_path / "new.json"))
-    assert fresh.check() is None and (tmp_path / "new.json").exists()
-    fresh.discard()
-    assert not (tmp_path / "new.json").exists()
-    (tmp_path / "old.json").write_text("kept")
-    old = PendingOutput(str(tmp_path / "old.json"))
-    assert old.check() is None
-    old.discard()
-    assert (tmp_path / "old.json").read_text() == "kept"
-    done = PendingOutput(str(tmp_path / "done.json"))
-    done.check()
-    done.written()
-    done.discard()
-    assert (tmp_path / "done.json").exists()
-    assert "Not a directory" in PendingOutput(str(tmp_path / "old.json" / "x")).check()
+    # Checked, then removed: nothing ran, so nothing made for the outputs is left.
+    assert sorted(os.listdir(tmp_path)) == ["adir", "f.txt"]
 
 
 @pytest.mark.parametrize("mutate,says", [

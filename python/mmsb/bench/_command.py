@@ -16,7 +16,7 @@ import platform
 import sys
 from typing import Optional
 
-from .._outputs import PendingOutput
+from .._outputs import PendingOutput, make_folders, remove_empty_folders
 from ..errors import InvalidArgumentError, MmsbError
 
 EXIT_FAILED, EXIT_USAGE, EXIT_REGRESSION = 1, 2, 3
@@ -52,7 +52,7 @@ def bench_command(args: argparse.Namespace) -> int:
     from . import regress
     from ._runner import parse_only, run
 
-    out = args.json or default_json_path()
+    out = default_json_path() if args.json is None else args.json
     plots_dir = None if args.no_plots else args.plots or os.path.dirname(os.path.abspath(out))
     pending = PendingOutput(out, make_folder=True)  # the default path's folders may not exist yet
     try:
@@ -64,27 +64,33 @@ def bench_command(args: argparse.Namespace) -> int:
         # The outputs are checked before the run, so that a path that cannot be written fails now,
         # not after minutes of benchmarks whose results it would then lose.
         if why := pending.check():
-            raise InvalidArgumentError(f"cannot write --json {out}: {why}")
-        if why := _check_folder(plots_dir):
-            raise InvalidArgumentError(why)
+            raise InvalidArgumentError(f"cannot write --json {out!r}: {why}")
+        plot_folders = _plot_folders(plots_dir)
     except MmsbError as e:
         pending.discard()
         print(f"mmsb bench: {e}", file=sys.stderr)
         return EXIT_USAGE
 
+    unwritten = None
     try:
         results = run(quick=args.quick, only=only if args.only else None,
                       progress=False if args.no_progress else None)
         # Files first, the table after: a reader that goes away (`| head`) loses no results.
         plots = _plots(results, plots_dir, out) if plots_dir is not None else []
-        with open(out, "w") as f:
-            json.dump(results, f, indent=1, default=_plain)
-        pending.written()
+        try:
+            pending.write(json.dumps(results, indent=1, default=_plain))
+        except OSError as e:  # a full disk, a size limit: an older file is kept whole
+            unwritten = e.strerror or str(e)
     finally:
         pending.discard()
+        remove_empty_folders(plot_folders)  # made for plots that were never written
     print(results.table(), flush=True)
     for p in plots:
         print(f"wrote {p}")
+    if unwritten is not None:
+        print(f"mmsb bench: cannot write --json {out!r}: {unwritten} (the results above are not saved)",
+              file=sys.stderr)
+        return EXIT_USAGE  # as for a path refused before the run: 1 means a wrong result
     print(f"wrote {out} (wall time {results['wall_seconds']:.1f} s)")
 
     status = 0
@@ -98,15 +104,15 @@ def bench_command(args: argparse.Namespace) -> int:
     return EXIT_FAILED if results.failures() else status
 
 
-def _check_folder(path: Optional[str]) -> Optional[str]:
-    """None when `path` (a folder for the plots; None: no plots) exists or can be made."""
+def _plot_folders(path: Optional[str]) -> list[str]:
+    """Makes the plots folder (None: no plots) when missing; returns the folders it made.
+    InvalidArgumentError when it cannot be made."""
     if path is None:
-        return None
+        return []
     try:
-        os.makedirs(path, exist_ok=True)
+        return make_folders(path)
     except OSError as e:
-        return f"cannot make the plots folder {path}: {e.strerror or e}"
-    return None
+        raise InvalidArgumentError(f"cannot make the plots folder {path!r}: {e.strerror or e}") from None
 
 
 def _plain(o: object) -> object:

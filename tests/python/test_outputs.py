@@ -1,0 +1,146 @@
+"""What the command line writes: a report file is replaced whole or not at all (a full disk, a
+size limit or an interrupt keeps the previous one), nothing made for a refused run is left, and
+standard output that cannot be written (a closed pipe, a full disk) ends the command in one line
+with its own status, never a traceback."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from mmsb._outputs import GuardedStdout, PendingOutput, StdoutLost, make_folders, remove_empty_folders
+
+# A child that may write at most 200 bytes to any file (RLIMIT_FSIZE; SIGXFSZ ignored, so that a
+# longer write fails with EFBIG instead of killing it): a disk that fills up mid-report.
+LIMITED = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+           "resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200)); ")
+
+
+def test_pending_output_is_removed_only_when_it_made_an_empty_file(tmp_path):
+    fresh = PendingOutput(str(tmp_path / "new.json"))
+    assert fresh.check() is None and (tmp_path / "new.json").exists()
+    fresh.discard()
+    assert not (tmp_path / "new.json").exists()
+    (tmp_path / "old.json").write_text("kept")
+    old = PendingOutput(str(tmp_path / "old.json"))
+    assert old.check() is None
+    old.discard()
+    assert (tmp_path / "old.json").read_text() == "kept"
+    done = PendingOutput(str(tmp_path / "done.json"))
+    done.check()
+    done.write("{}")
+    done.discard()
+    assert (tmp_path / "done.json").read_text() == "{}"
+    assert "Not a directory" in PendingOutput(str(tmp_path / "old.json" / "x")).check()
+    assert PendingOutput("").check() == "the path is empty"
+
+
+def test_folders_made_for_an_output_go_when_it_is_discarded_and_stay_when_written(tmp_path):
+    out = PendingOutput(str(tmp_path / "a" / "b" / "r.json"), make_folder=True)
+    assert out.check() is None and (tmp_path / "a" / "b" / "r.json").exists()
+    out.discard()
+    assert os.listdir(tmp_path) == []
+    out = PendingOutput(str(tmp_path / "a" / "b" / "r.json"), make_folder=True)
+    out.check()
+    out.write("x")
+    out.discard()
+    assert (tmp_path / "a" / "b" / "r.json").read_text() == "x"
+    # A folder someone else filled meanwhile is kept.
+    made = make_folders(str(tmp_path / "c" / "d"))
+    assert made == [str(tmp_path / "c"), str(tmp_path / "c" / "d")]
+    (tmp_path / "c" / "other").write_text("theirs")
+    remove_empty_folders(made)
+    assert os.listdir(tmp_path / "c") == ["other"]
+    with pytest.raises(NotADirectoryError):
+        make_folders(str(tmp_path / "a" / "b" / "r.json" / "x"))
+
+
+def test_write_replaces_the_file_whole_keeping_its_permissions_and_links(tmp_path):
+    old = tmp_path / "r.json"
+    old.write_text("an earlier report, longer than the new one")
+    os.chmod(old, 0o640)
+    link = tmp_path / "latest.json"
+    link.symlink_to(old)
+    out = PendingOutput(str(link))
+    assert out.check() is None
+    out.write("new")
+    assert old.read_text() == "new" and link.is_symlink()
+    assert stat.S_IMODE(os.stat(old).st_mode) == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["latest.json", "r.json"]  # no temporary file left
+
+
+def test_an_interrupt_while_writing_keeps_the_previous_file(tmp_path, monkeypatch):
+    old = tmp_path / "r.json"
+    old.write_text("previous")
+    out = PendingOutput(str(old))
+    out.check()
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        out.write("x" * 100_000)
+    assert old.read_text() == "previous" and os.listdir(tmp_path) == ["r.json"]
+
+
+def test_a_write_that_fails_for_space_keeps_the_previous_file(tmp_path):
+    old = tmp_path / "r.json"
+    old.write_text("previous")
+    script = LIMITED + ("from mmsb._outputs import PendingOutput; out = PendingOutput(sys.argv[1]); "
+                        "assert out.check() is None\ntry:\n out.write('x' * 10_000)\n"
+                        "except OSError as e:\n print(e.strerror)")
+    r = subprocess.run([sys.executable, "-c", script, str(old)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "File too large", r
+    assert old.read_text() == "previous" and os.listdir(tmp_path) == ["r.json"]
+
+
+def test_validate_whose_report_cannot_be_written_keeps_the_old_one_and_says_so(tmp_path):
+    old = tmp_path / "r.json"
+    old.write_text('{"summary": "an earlier run"}')
+    script = LIMITED + "from mmsb.cli import main; sys.exit(main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", script, "validate", "--quick", "--only", "graph", "--no-progress",
+                        "--json", str(old)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == [f"mmsb validate: cannot write --json {str(old)!r}: File too large"]
+    assert "1/1 PASS" in r.stdout  # the results were shown, and the summary still is
+    assert old.read_text() == '{"summary": "an earlier run"}' and os.listdir(tmp_path) == ["r.json"]
+
+
+def test_a_full_standard_output_ends_the_command_in_one_line():
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "mmsb", "info"], stdout=full, stderr=subprocess.PIPE,
+                           text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == ["mmsb info: cannot write standard output: No space left on device"]
+
+
+def test_validate_with_json_goes_on_after_its_reader_leaves_and_writes_the_report(tmp_path):
+    """`mmsb validate --json r.json | head -0`: the lines are lost, the report is not."""
+    report = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "mmsb", "validate", "--quick", "--no-progress",
+                             "--only", "graph", "purity", "--json", str(report)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the first line: importing mmsb alone takes longer than this
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 141 and err == b"", err
+    assert [r["name"] for r in json.loads(report.read_text())["results"]] == ["graph", "purity"]
+
+
+def test_guarded_stdout_answers_a_failure_once_and_drops_what_follows():
+    class Broken(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    guard = GuardedStdout(Broken())
+    with pytest.raises(StdoutLost) as lost:
+        guard.write("a")
+    assert lost.value.error.errno == 32 and guard.lost is lost.value.error
+    assert guard.write("bc") == 2  # dropped, not raised again
+    guard.flush()
