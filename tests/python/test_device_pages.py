@@ -324,6 +324,45 @@ def test_an_in_memory_bus_whose_device_write_fails_after_logging_stays_readable_
     assert bus.verify().problems == [f"the log holds lsns {lsn + 1}..{lsn + 1} past the bus lsn {lsn}, not applied in memory"]
 
 
+@pytest.mark.parametrize("where", ["memory", "none", "flush", "fsync", "transaction"])
+def test_a_device_page_whose_initial_content_fails_to_transfer_is_not_created(devices, tmp_path, where):
+    # The content goes to the device before the creation is logged: a failed transfer leaves no
+    # page, no lsn, no log record, and a bus that goes on writing (not one that must be reopened).
+    bus = mmsb.Bus() if where in ("memory", "transaction") else mmsb.Bus(tmp_path / "b", durability=where)
+    host = bus.create_page(data=b"before!!")
+    lsn, ids, created = bus.lsn, [p.id for p in bus.pages()], bus.stats()["pages_created"]
+
+    def create():
+        _core.cuda_fail_emulated_write(1)
+        try:
+            with pytest.raises(mmsb.DeviceUnavailableError, match="injected"):
+                bus.create_page(data=np.arange(8.0), location="cuda:0", name="dev")
+        finally:
+            _core.cuda_fail_emulated_write(0)
+
+    if where == "transaction":
+        with bus.transaction():
+            host.write(0, b"inside!!")
+            create()
+            assert bytes(host.view()) == b"inside!!"  # the rest of the transaction stands
+        lsn += 1
+    else:
+        create()
+    assert bus.lsn == lsn and [p.id for p in bus.pages()] == ids and "dev" not in bus
+    assert bus.stats()["pages_created"] == created and bus.verify().ok, bus.verify().problems
+    # Not stopped: later changes commit, a device page included, under the id the failed one had.
+    host.write(0, b"after!!!")
+    dev = bus.create_page(data=np.arange(8.0), location="cuda:0", name="dev")
+    assert dev.id == max(ids) + 1 and dev.view().tolist() == list(range(8)) and bus.lsn == lsn + 3
+    assert bus.verify().ok, bus.verify().problems
+    if where in ("memory", "transaction"):
+        return
+    bus.close()
+    with mmsb.open(tmp_path / "b") as again:
+        assert again.lsn == lsn + 3 and bytes(again.page(host.id).view()) == b"after!!!"
+        assert again.page("dev").view().tolist() == list(range(8))
+
+
 def test_a_batch_failing_on_its_device_rows_inside_a_transaction_leaves_the_rest_of_it(devices, tmp_path):
     # The batch's host row is applied before its device transfer fails: the failed call is undone
     # to where it began (the host row's earlier bytes back), and the transaction commits the rest.

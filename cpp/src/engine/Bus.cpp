@@ -143,7 +143,9 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
   }
   // The page is created first (its memory may be refused), then logged: a failed append undoes
   // the creation, so memory and log agree either way. Creation and initial content are one
-  // record, so neither survives a crash without the other.
+  // record, so neither survives a crash without the other. A device page gets its content before
+  // the record: a failed transfer then discards the page, which nothing can see yet, where a
+  // failure after the record would leave the log ahead of memory (a bus that must be reopened).
   const std::uint64_t timestamp_ns = initial.empty() ? 0 : now_ns();  // before anything changes
   const UndoOnFailure guard(*this);
   PageRecord& r = table_.create(spec, place);
@@ -153,7 +155,9 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
     content = Delta::at(r.id, 0, initial);
     content->timestamp_ns = timestamp_ns;
   }
+  const bool written = content && devices_->on_device(r);
   try {
+    if (written) devices_->write(r, *content);
     if (txn_) {
       // Allocate first, record last: a failure here leaves the transaction as it was.
       reserve_one(txn_->undo);
@@ -188,7 +192,7 @@ PageRecord& Bus::create_page(const PageSpec& spec, std::span<const std::byte> in
     bump(counters_.pages_created, 1);
     emit_locked(EventKind::PageCreated, r.id, create_lsn, 0);
     if (content) {
-      apply_delta_locked(r, *content, create_lsn + 1);
+      apply_delta_locked(r, *content, create_lsn + 1, written);
       count(1, content->payload().size());
       emit_locked(EventKind::DeltaApplied, r.id, create_lsn + 1, 1);
     }

@@ -131,11 +131,11 @@ bool Bus::apply_device_batch_locked(const DeltaBatchView& b, Lsn first, UndoSink
 }
 
 // The single place where a delta becomes state (commits and replay).
-void Bus::apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn) {
+void Bus::apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn, bool written) {
   d.lsn = lsn;
-  if (devices_->on_device(r)) {
+  if (!written && devices_->on_device(r)) {
     devices_->write(r, d);
-  } else {
+  } else if (!written) {
     devices_->host_access(r);
     d.apply_to(r.data);
   }

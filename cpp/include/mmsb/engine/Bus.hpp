@@ -558,7 +558,9 @@ class Bus {
   /// expected epoch even when empty (an outdated copy is a conflict), committed unless empty,
   /// then `lock` released and the events delivered. Returns whether it committed.
   bool commit_diff(std::unique_lock<std::mutex>& lock, PageRecord& r, Delta& d, std::uint64_t t0);
-  void apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn);
+  /// Makes `d` the page's change at `lsn`: writes its bytes (unless `written`: they are in the
+  /// page's memory already) and moves the page's epoch, last lsn and provenance index on.
+  void apply_delta_locked(PageRecord& r, Delta& d, Lsn lsn, bool written = false);
   /// Appends the record(s) in record_buf_ (lsns up to `last`) to the log, if there is one. With
   /// group commit a transaction's record is left to sync later; any other is synced here.
   /// A non-empty `tail` ends the last record (a file log only: see Log::append, also for
