@@ -80,14 +80,20 @@ class PendingOutput:
         """Replaces the file with `text`, whole: written to a temporary file beside it, synced,
         then renamed over it, so that a failure (OSError, raised as it came) or an interrupt
         leaves the previous content. A path that is not a regular file (a pipe, /dev/stdout) is
-        written in place."""
+        written in place, and so is a file in a folder that takes no new file (one the user may
+        not add to, holding a file they may write: what check() found)."""
         target = os.path.realpath(self.path)  # a link keeps pointing at the report
-        if os.path.exists(target) and not os.path.isfile(target):
+        tmp = None
+        if not os.path.exists(target) or os.path.isfile(target):
+            try:
+                fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.",
+                                           suffix=".tmp")
+            except OSError:
+                pass
+        if tmp is None:
             with open(target, "w") as f:
                 f.write(text)
         else:
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.",
-                                       suffix=".tmp")
             try:
                 with os.fdopen(fd, "w") as f:
                     f.write(text)

@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -73,6 +74,22 @@ def test_write_replaces_the_file_whole_keeping_its_permissions_and_links(tmp_pat
     assert old.read_text() == "new" and link.is_symlink()
     assert stat.S_IMODE(os.stat(old).st_mode) == 0o640
     assert sorted(os.listdir(tmp_path)) == ["latest.json", "r.json"]  # no temporary file left
+
+
+def test_a_folder_that_takes_no_new_file_gets_its_file_written_in_place(tmp_path, monkeypatch):
+    # A folder the user may not add to, holding a file they may write (checked by check()):
+    # no temporary file can be made beside it, so the report is written where it is.
+    old = tmp_path / "r.json"
+    old.write_text("an earlier report")
+    out = PendingOutput(str(old))
+    assert out.check() is None
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)  # root ignores a chmod of the folder
+    out.write("new")
+    assert old.read_text() == "new" and os.listdir(tmp_path) == ["r.json"]
 
 
 def test_an_interrupt_while_writing_keeps_the_previous_file(tmp_path, monkeypatch):
