@@ -259,6 +259,32 @@ TEST_P(BusDevice, AnEditOnTheDeviceCommitsItsChangedBytesAsOneDelta) {
   EXPECT_EQ(bus.lsn(), lsn);
 }
 
+// A move changes no byte and no epoch: an edit whose page went away and came back to the same
+// device is diffed against the page's new block and commits the edit's bytes, nothing else.
+TEST_P(BusDevice, AnEditOfAPageMovedAwayAndBackCommitsItsChangedBytes) {
+  Rng rng(33);
+  Bus bus(BusOptions{1});
+  PageSpec spec;
+  spec.size = 4096;
+  spec.location = "cuda:0";
+  const Bytes initial = random_bytes(rng, spec.size);
+  const PageId id = bus.create_page(spec, initial).id;
+  const auto staging = bus.stage_on_device(id);
+  const Bytes data = random_bytes(rng, 16);
+  edit_staged(*staging, 100, data);
+  bus.move_page(id, "cpu");
+  bus.move_page(id, "cuda:0");
+  const Epoch epoch = bus.page(id).epoch.load();
+  EXPECT_TRUE(bus.commit_staged(*staging));
+  Bytes want = initial;
+  std::copy(data.begin(), data.end(), want.begin() + 100);
+  EXPECT_EQ(test::page_state(bus, bus.page(id)).bytes, want);
+  EXPECT_EQ(bus.page(id).epoch.load(), epoch + 1);
+  std::vector<mmsb::Run> runs;
+  diff_runs(initial.data(), want.data(), want.size(), runs);
+  EXPECT_EQ(bus.history(id).back().runs, runs);
+}
+
 // A staging copy taken before another commit, or before a move, commits nothing; a page not in
 // device memory is not staged; a staging copy outlives its bus.
 TEST_P(BusDevice, AnEditOnTheDeviceIsRefusedWithNothingChanged) {
