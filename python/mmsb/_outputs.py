@@ -24,7 +24,8 @@ from typing import Any, Iterator, Optional, TextIO
 
 def make_folders(folder: str) -> list[str]:
     """Makes `folder` and its missing parents; returns those it made, outermost first. A part of
-    the path that is a file raises NotADirectoryError (os.makedirs says "File exists")."""
+    the path that is a file raises NotADirectoryError (os.makedirs says "File exists"); any
+    failure removes the folders it made before it is raised."""
     folder = os.path.abspath(folder)
     missing = []
     parent = folder
@@ -33,10 +34,14 @@ def make_folders(folder: str) -> list[str]:
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), parent)
-    made = []
-    for path in reversed(missing):
-        os.mkdir(path)
-        made.append(path)
+    made: list[str] = []
+    try:
+        for path in reversed(missing):
+            os.mkdir(path)
+            made.append(path)
+    except OSError:
+        remove_empty_folders(made)  # none of it half-made
+        raise
     return made
 
 

@@ -62,6 +62,22 @@ def test_folders_made_for_an_output_go_when_it_is_discarded_and_stay_when_writte
         make_folders(str(tmp_path / "a" / "b" / "r.json" / "x"))
 
 
+def test_folders_made_before_a_failing_one_are_removed_again(tmp_path, monkeypatch):
+    made = []
+    real = os.mkdir
+
+    def third_fails(path, *args, **kwargs):
+        if len(made) == 2:
+            raise PermissionError(13, "Permission denied", path)
+        real(path, *args, **kwargs)
+        made.append(path)
+
+    monkeypatch.setattr(os, "mkdir", third_fails)
+    with pytest.raises(PermissionError):
+        make_folders(str(tmp_path / "a" / "b" / "c"))
+    assert len(made) == 2 and os.listdir(tmp_path) == []
+
+
 def test_write_replaces_the_file_whole_keeping_its_permissions_and_links(tmp_path):
     old = tmp_path / "r.json"
     old.write_text("an earlier report, longer than the new one")
