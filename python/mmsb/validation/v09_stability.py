@@ -24,8 +24,9 @@ SHOCKS x steps Gaussian kicks of σ, whose norm relative to the initial state's 
 SIGMA·√(SHOCKS·steps / cells). A stable conservative scheme carries the kicks without losing or
 growing them, so the two runs part by a fixed multiple of that: the kicks land in u and share
 their energy with v, 1.85-1.97x over 30 seeds at quick size, 1.92x at full size. Below 1, the
-shocks did not reach the state (a batch that lost rows, a wave that read a stale parent); above 3,
-something amplified them long before max_relative_error's coarse bound would notice),
+shocks did not reach the state (a batch that lost its shock rows); above 3, something amplified
+them (kicks landing larger than drawn, an unstable scheme) long before max_relative_error's
+coarse bound would notice),
 replay_divergence (max |difference| between every page recorded during the
 perturbed run and the same page from bus.at(lsn) and mmsb.replay(path, to=lsn); must be exactly
 0). Full: 1,000 steps on 256 x 256; quick: 100 steps on 64 x 64.
