@@ -353,6 +353,55 @@ def test_control_edge_marks_its_child_stale(bus, rng):
     assert np.array_equal(b.snapshot()[0], b_before[0])
 
 
+@pytest.mark.parametrize("mode", ["eager", "deferred"])
+def test_a_derived_control_child_is_recomputed_when_a_wave_changes_its_control_parent(bus, mode):
+    """api.md: a derived page that is also a control child is recomputed in the wave that changes
+    its control parent (deferred: at the next propagate()), also when a recompute of that wave
+    made the change, not only a direct write."""
+    src = bus.create_page(data=np.zeros(2))
+    mid = bus.create_page(shape=(2,), dtype=DT)
+    other = bus.create_page(data=np.ones(2))
+    d = bus.create_page(shape=(2,), dtype=DT)
+    bus.depend(mid, on=[src], fn=mmsb.ops.copy)
+    bus.depend(d, on=[other], fn=mmsb.ops.copy)
+    bus.add_edge(mid, d)  # control: mid -> d
+    d.write(0, np.float64(99).tobytes())  # a direct write the recompute overwrites
+    bus.propagation = mode
+    src.write(0, np.float64(5).tobytes())  # changes mid in its wave
+    if mode == "deferred":
+        assert d.stale
+        assert bus.propagate() == 2  # mid, then d in the same wave
+    assert np.array_equal(mid.view(), [5.0, 0.0])
+    assert np.array_equal(d.view(), [1.0, 1.0]) and not d.stale and bus.stale_pages() == []
+
+
+def test_an_eager_commit_recomputes_only_what_it_reaches(bus):
+    """A commit's wave visits the descendants of what it changed: a page left stale by deferred
+    mode elsewhere waits for propagate(), so its raising recompute cannot refuse an unrelated
+    write."""
+    a = bus.create_page(data=np.zeros(2))
+    y = bus.create_page(shape=(2,), dtype=DT)
+    x = bus.create_page(data=np.zeros(2))
+    z = bus.create_page(shape=(2,), dtype=DT)
+
+    def picky(out, p):
+        if p[0] > 10:
+            raise ValueError("a too big")
+        out[:] = p
+
+    bus.depend(y, on=[a], fn=picky)
+    bus.depend(z, on=[x], fn=mmsb.ops.copy)
+    bus.propagation = "deferred"
+    a.write(0, np.float64(11).tobytes())
+    bus.propagation = "eager"
+    x.write(0, np.float64(1).tobytes())  # unrelated to a and y
+    assert np.array_equal(z.view(), [1.0, 0.0])
+    assert [p.id for p in bus.stale_pages()] == [y.id]
+    with pytest.raises(mmsb.PropagationError, match="a too big"):
+        bus.propagate()  # the stale page's own wave is where it fails
+    assert y.stale
+
+
 def test_a_page_without_parents_is_not_stale(bus, rng):
     a, b = make_pages(bus, 2, rng)
     bus.add_edge(a, b)

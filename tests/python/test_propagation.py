@@ -41,7 +41,7 @@ def test_random_dags_in_deferred_mode(seed):
     """Deferred: commits change only the sources and mark the children of what they touched
     stale (stale_pages() = those and everything below); propagate() recomputes each page whose
     parents moved since its last recompute exactly once, and returns the number of derived
-    deltas; switching back to eager catches up in the next wave."""
+    deltas; switching back to eager leaves them to propagate(), after which commits recompute."""
     rng = np.random.default_rng(2000 + seed)
     bus = mmsb.Bus()
     orc = Oracle(bus, rng)
@@ -77,9 +77,15 @@ def test_random_dags_in_deferred_mode(seed):
             assert orc.calls == {pid: 1 for pid in recomputed if orc.spec[pid][0] == "py"}, step
             orc.check(f"propagate at {step}")
             assert bus.propagate() == 0
-    # back to eager with pending stale pages: the next wave catches everything up
+    # back to eager with pending stale pages: they wait for propagate() (a commit's wave visits
+    # only what it reaches), which catches them up; then commits recompute again
     assert marked and bus.stale_pages()
     bus.propagation = "eager"
+    assert bus.stale_pages()
+    recomputed, derived = orc.settle(memo)
+    assert bus.propagate() == len(derived)
+    orc.lsn += len(derived)
+    orc.check("propagate after eager")
     src = next(q for q in orc.sources if any(q in spec[1] for spec in orc.spec.values()))
     orc.pages[src].write(0, orc.vals[src][:1].tobytes())
     orc.lsn += 1

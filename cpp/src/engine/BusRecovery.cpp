@@ -25,6 +25,7 @@ void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions, cons
   ReplayMeter meter(progress, base, std::min(stop, rec.last_lsn));
   for (const SegmentScan& seg : rec.segments) {
     replay_.legacy = seg.header.version < logfmt::kStaleMarksVersion;
+    replay_.unscoped_waves = seg.header.version < logfmt::kScopedWavesVersion;
     for (const ScannedRecord& r : seg.records) {
       if (!replay_record_locked(r, "segment '" + seg.path + "' record at byte " + std::to_string(r.offset), base,
                                 stop, split_transactions)) {

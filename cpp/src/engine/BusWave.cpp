@@ -42,7 +42,10 @@ void Bus::run_wave_locked(bool propagating) {
       if (txn_) txn_->undo.emplace_back(UndoStale{p, true});
     }
   }
-  if (!changed_.empty() || !forced_.empty() || !stale_.empty() || !replay_.derived.empty()) visit_wave_locked();
+  const bool sweep = propagating || (replay_.active && replay_.unscoped_waves);  // every stale page
+  if (!changed_.empty() || !forced_.empty() || (sweep && !stale_.empty()) || !replay_.derived.empty()) {
+    visit_wave_locked(sweep);
+  }
   if (replay_.active) return;
   // The Wave op: takes no lsn in a record with other changes; a propagate() that only cleared
   // stale marks takes one, so that the marks are a function of the lsn; nothing else to replay
@@ -53,15 +56,24 @@ void Bus::run_wave_locked(bool propagating) {
   if (alone) lsn_.store(lsn() + 1, std::memory_order_release);
 }
 
-void Bus::visit_wave_locked() {
+void Bus::visit_wave_locked(bool sweep) {
   ScopedOwner owner(wave_owner_);
   Wave wave(graph_);
-  const std::function<void(PageId)> notify = [&](PageId child) { mark_stale_locked(child); };
+  // A control child is marked stale; a derived one is also recomputed in this wave, after its
+  // control parent (api.md). Format 5 waves only marked it (replay repeats what they did).
+  const bool scoped = !(replay_.active && replay_.unscoped_waves);
+  const std::function<void(PageId)> notify = [&](PageId child) {
+    mark_stale_locked(child);
+    if (scoped && derivations_.count(child) != 0) wave.push(child);
+  };
   for (PageId p : changed_) wave.push_children(p, notify);
   clear_changed_locked();
   for (PageId p : forced_) wave.push(p);
-  for (PageId p : stale_) {
-    if (derivations_.count(p) != 0) wave.push(p);
+  // A commit's wave visits what its changes reach; stale pages elsewhere wait for propagate().
+  if (sweep) {
+    for (PageId p : stale_) {
+      if (derivations_.count(p) != 0) wave.push(p);
+    }
   }
   for (PageId p : replay_.derived) wave.push(p);
   if (!replay_.active) {

@@ -355,5 +355,43 @@ TEST(BusStaleTest, VersionThreeCheckpointIsReadAndItsStalePagesEstimated) {
   EXPECT_TRUE(bus.stale_pages().empty());
 }
 
+// Version 6 changed what a wave visits; a version 5 segment replays by the rules it was written
+// under. Here a page left stale by deferred mode, whose recompute would change nothing, and an
+// unrelated eager write: version 6 leaves the page stale (the write's wave does not reach it),
+// version 5 swept every stale page into each wave (a cutoff there: no Derived op, same bytes).
+TEST(BusStaleTest, AVersionFiveSegmentReplaysItsWavesAsTheyRan) {
+  test::TempDir dir;
+  PageId y = 0;
+  {
+    Bus bus(BusOptions{1, dir.path()});
+    const PageId a = bus.create_page(f64_page()).id;
+    y = bus.create_page(f64_page()).id;
+    const PageId x = bus.create_page(f64_page()).id;
+    const PageId z = bus.create_page(f64_page()).id;
+    bus.depend(y, std::vector<PageId>{a}, {RecomputeKind::Copy}, {});
+    bus.depend(z, std::vector<PageId>{x}, {RecomputeKind::Copy}, {});
+    bus.set_propagation(PropagationMode::Deferred);
+    const double zero = 0, one = 1;
+    bus.write(a, 0, {reinterpret_cast<const std::byte*>(&zero), 8});  // y stale, unchanged
+    bus.set_propagation(PropagationMode::Eager);
+    bus.write(x, 0, {reinterpret_cast<const std::byte*>(&one), 8});
+    EXPECT_EQ(bus.stale_pages(), std::vector<PageId>{y});
+  }
+  {
+    Bus bus(BusOptions{1, dir.path()});
+    EXPECT_EQ(bus.stale_pages(), std::vector<PageId>{y}) << "version 6 replay";
+    EXPECT_EQ(bus.derivation(y)->memo, std::vector<Epoch>{0}) << "a's epoch when y was computed";
+  }
+  const std::vector<std::string> segments = test::segment_files(dir.path());
+  ASSERT_EQ(segments.size(), 1u);
+  test::Bytes file = test::read_file(segments[0]);
+  const test::Bytes v5 = logfmt::encode_segment_header({1, 5});
+  std::copy(v5.begin(), v5.end(), file.begin());
+  test::write_file(segments[0], file);
+  Bus bus(BusOptions{1, dir.path()});
+  EXPECT_TRUE(bus.stale_pages().empty()) << "version 5 replay: its eager wave recomputed y";
+  EXPECT_EQ(bus.derivation(y)->memo, std::vector<Epoch>{1}) << "a's epoch after its zero write";
+}
+
 }  // namespace
 }  // namespace mmsb

@@ -436,7 +436,7 @@ class Bus {
   /// notified. Logs a Wave op after the wave's deltas (replay repeats it without recomputes).
   void run_wave_locked(bool propagating = false);
   /// The wave itself: visits and recomputes (in replay: settles) the affected pages in order.
-  void visit_wave_locked();
+  void visit_wave_locked(bool sweep);
   std::size_t recompute_batch_locked(std::span<const WaveNode> nodes);
   void commit_recompute_locked(WaveItem& item);
   /// Runs the recompute of `child` into `dst`; `kernel`: a reduce's semiring_kernel when the
@@ -639,10 +639,12 @@ class Bus {
   // Replay (recovery, time travel) of format 4 logs repeats each wave at its Wave op without
   // recomputes: `derived` holds the pages the wave logged Derived ops for. Older logs and
   // checkpoints hold no stale marks (`legacy`: the segment being replayed; `legacy_seen`: such
-  // data was replayed, so mark_unsettled_stale_locked estimates them).
+  // data was replayed, so mark_unsettled_stale_locked estimates them). Format 4 and 5 waves
+  // (`unscoped_waves`) visited every stale derived page and did not recompute control children.
   struct ReplayState {
     bool active = false;
     bool legacy = false;
+    bool unscoped_waves = false;
     bool legacy_seen = false;
     std::unordered_set<PageId> derived;
   } replay_;

@@ -15,12 +15,16 @@
 
 namespace mmsb::logfmt {
 
-/// Version 5 adds Location records (type 13: a page moved between host and device memory);
+/// Version 6 changes what a wave visits, so that replay repeats it: only what the commit's
+/// changes reach (bus.propagate(): every stale page too), and the derived control children of
+/// pages changed in it (recomputed there, not only marked stale). Version 5 adds Location records (type 13: a page moved between host and device memory);
 /// version 4 adds Wave ops (type 11, inside transactions) and the checkpoint's stale list, so
 /// replay reproduces stale marks; version 3 writes batches as PackedBatch records (type 10);
 /// versions 1 and 2 wrote Batch (5), which is still read. Version 1 lacks the graph records and
 /// the checkpoint graph section.
-inline constexpr std::uint32_t kFormatVersion = 5;
+inline constexpr std::uint32_t kFormatVersion = 6;
+/// First version whose waves visit only what they reach (see kFormatVersion).
+inline constexpr std::uint32_t kScopedWavesVersion = 6;
 /// First version whose logs and checkpoints record stale marks.
 inline constexpr std::uint32_t kStaleMarksVersion = 4;
 /// Oldest version still read.
