@@ -188,7 +188,17 @@ std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table, 
 }
 
 CheckpointData read_checkpoint(const std::string& path) {
-  return decode_checkpoint(FileBytes(path, FileBytes::How::Map), path);
+  CheckpointData cp = decode_checkpoint(FileBytes(path, FileBytes::How::Map), path);
+  // Recovery picks checkpoints by the lsn in their names: one that says another lsn than it
+  // holds would serve a wrong state for that lsn.
+  const std::size_t slash = path.rfind('/');
+  std::uint64_t named = 0;
+  if (logfmt::parse_checkpoint_file_name(std::string_view(path).substr(slash == std::string::npos ? 0 : slash + 1), named) &&
+      named != cp.lsn) {
+    fail(ErrorCode::LogCorrupt, "checkpoint '", path, "' holds the state at lsn ", cp.lsn, " but its name says lsn ",
+         named);
+  }
+  return cp;
 }
 
 CheckpointData decode_checkpoint(FileBytes bytes, const std::string& path) {

@@ -57,8 +57,11 @@ void Log::scan(Lsn checkpoint_limit, const ProgressFn& progress) {
       continue;
     }
     SegmentScan s = scan_segment(dir_ + "/" + it->second, /*sealed=*/!last);
-    const Lsn first = s.header.first_lsn;
-    if (s.bytes.size() >= logfmt::kSegmentHeaderBytes && first != it->first) {
+    // A crash while a rotation wrote the header leaves a short one, holding nothing: its name is
+    // all there is to say where it starts.
+    const bool headerless = s.bytes.size() < logfmt::kSegmentHeaderBytes;
+    const Lsn first = headerless ? it->first : s.header.first_lsn;
+    if (!headerless && first != it->first) {
       fail(ErrorCode::LogCorrupt, "segment '", s.path, "' header says first lsn ", first,
            " but its name says ", it->first);
     }

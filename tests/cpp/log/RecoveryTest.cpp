@@ -259,6 +259,46 @@ TEST_F(RecoveryTest, RecoveryAcrossRotatedSegments) {
   EXPECT_NE(msg.find(first), std::string::npos) << msg;
 }
 
+// A crash while a size rotation created the next segment leaves it with a short header (the
+// file is created, then its header written): nothing was committed there, and the log before it
+// is whole. The bus opens to the same state, removes the stub and writes on; a stub whose name
+// does not follow the log is a missing segment.
+TEST_F(RecoveryTest, ASegmentWithAShortHeaderAfterARotationHoldsNothing) {
+  const std::string pristine = dir_ / "pristine";
+  DurableState want;
+  Lsn last = 0;
+  {
+    Bus bus(test::dir_options(pristine, Durability::Flush));
+    PageSpec spec;
+    spec.size = 64;
+    const PageId id = bus.create_page(spec).id;
+    bus.write(id, 3, bytes_of("abc"));
+    want = test::durable_state(bus);
+    last = bus.lsn();
+  }
+  const std::string work = dir_ / "work";
+  for (const std::uint64_t bytes : {std::uint64_t{0}, std::uint64_t{1}, logfmt::kSegmentHeaderBytes - 1}) {
+    SCOPED_TRACE(std::to_string(bytes) + " header bytes");
+    test::copy_dir(pristine, work);
+    const Bytes full = logfmt::encode_segment_header({last + 1});
+    test::write_file(work + "/" + logfmt::segment_file_name(last + 1), std::span(full).first(bytes));
+    DurableState more;
+    {
+      Bus bus(test::dir_options(work, Durability::Flush, true));
+      EXPECT_TRUE(test::same_durable(want, test::durable_state(bus)));
+      bus.write(bus.page_ids().front(), 0, bytes_of("z"));
+      more = test::durable_state(bus);
+    }
+    expect_reopens_to(work, Durability::Flush, more);
+  }
+  test::copy_dir(pristine, work);
+  test::write_file(work + "/" + logfmt::segment_file_name(last + 5), Bytes(4));
+  const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] {
+    Bus bus(test::dir_options(work, Durability::Flush, true));
+  });
+  EXPECT_NE(msg.find("a segment is missing"), std::string::npos) << msg;
+}
+
 // A directory whose newest segment an older writer started (format 4, which knows no Location
 // record): the bus reads it, leaves it as it was, and writes on in a new segment of the current
 // format, which a reopen reads after it.
@@ -605,6 +645,22 @@ TEST_F(CheckpointFallbackTest, DamagedNewestFallsBackToThePrevious) {
   // A leftover temporary from a crashed checkpoint is never read.
   test::write_file(checkpoint(b_ + 1000) + ".tmp", bytes_of("half a checkpoint"));
   expect_recovers_from(a_);
+}
+
+// Checkpoints are chosen by the lsn their names give: the newest renamed to an older lsn is
+// damage (it would serve its own state for that lsn), and recovery falls back past it.
+TEST_F(CheckpointFallbackTest, ACheckpointNamedForAnotherLsnIsDamage) {
+  const Lsn renamed = a_ + (b_ - a_) / 2;
+  ASSERT_GT(renamed, a_);
+  test::fs::rename(checkpoint(b_), checkpoint(renamed));
+  const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { read_checkpoint(checkpoint(renamed)); });
+  EXPECT_NE(msg.find("holds the state at lsn " + std::to_string(b_) + " but its name says lsn " +
+                     std::to_string(renamed)),
+            std::string::npos)
+      << msg;
+  expect_recovers_from(a_);
+  Bus bus(test::dir_options(work_, Durability::Flush, true));
+  EXPECT_EQ(bus.at(renamed)->lsn(), renamed) << "time travel used the misnamed checkpoint";
 }
 
 TEST_F(CheckpointFallbackTest, TruncatedNewestFallsBackToThePrevious) {

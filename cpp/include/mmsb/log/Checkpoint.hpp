@@ -64,7 +64,8 @@ std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table, 
 /// spans point into `bytes`, which the result owns. Throws Error(LogCorrupt) naming `what` and
 /// the offset.
 CheckpointData decode_checkpoint(FileBytes bytes, const std::string& what);
-/// decode_checkpoint of a file, mapped.
+/// decode_checkpoint of a file, mapped; also Error(LogCorrupt) when the file is named as a
+/// checkpoint (ckpt-<lsn>.ckpt) of another lsn than it holds.
 CheckpointData read_checkpoint(const std::string& path);
 
 }  // namespace mmsb
