@@ -212,14 +212,46 @@ def _page_at(self: Page, epoch: int) -> Any:
     # The page shows that epoch from its delta up to the lsn before the next one: that last lsn,
     # found in the provenance index, lies inside what a retention keeps whenever any lsn of the
     # epoch does. The index starts at the checkpoint a reopened bus came from; the log before
-    # that, if still there, is read through history().
+    # that, if still there, is read through history(), or searched when a retention removed its
+    # start (history() needs all of it).
     try:
         lsn = self.bus._provenance(self, epoch + 1, 0)[0][1] - 1
     except HistoryUnavailableError:
-        lsn = self.bus.history(self)[epoch - 1].lsn
+        try:
+            lsn = self.bus.history(self)[epoch - 1].lsn
+        except HistoryUnavailableError:
+            lsn = _last_lsn_at_epoch(self, epoch)
     # Exactly that lsn, also inside a transaction record (a write and its wave are one record).
     with self.bus._at_exact(lsn) as old:
         return old.page(self.id).snapshot()[0]
+
+
+def _last_lsn_at_epoch(page: Page, epoch: int) -> int:
+    """The last lsn at which `page` was at `epoch` (< its epoch now), by bisection over the lsns
+    through time travel: the page's epoch only grows with the lsn, and the lsns the retention
+    dropped come first. O(log lsn) replays, for the one case no index answers."""
+
+    def epoch_at(lsn: int) -> int | None:
+        try:
+            with page.bus._at_exact(lsn) as old:
+                return old.page(page.id).epoch
+        except HistoryUnavailableError:
+            return None  # before what the retention keeps
+        except PageNotFoundError:
+            return 0  # not created yet
+
+    lo, lo_epoch, hi = 0, None, page.bus.lsn  # epoch_at(hi) > epoch; the answer lies in [lo, hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        at = epoch_at(mid)
+        if at is None or at <= epoch:
+            lo, lo_epoch = mid, at
+        else:
+            hi = mid
+    if lo_epoch != epoch:
+        raise HistoryUnavailableError(f"epoch {epoch} of page {page.id} is older than the history the "
+                                      f"retention keeps")
+    return lo
 
 
 def _verify(self: Bus) -> IntegrityReport:

@@ -155,3 +155,32 @@ def test_page_at_reaches_every_epoch_the_retention_keeps(tmp_path, where):
         assert p.at(0).tobytes() == bytes(8)
         with pytest.raises(mmsb.HistoryUnavailableError):
             p.at(1)  # only lsn 4 showed it, and the retention dropped it
+
+
+def test_page_at_answers_the_same_after_a_reopen(tmp_path):
+    """A reopened bus indexes only the log after the checkpoint it started from; the epochs
+    between that and the oldest checkpoint the retention kept are still reached, and those
+    before it refused, as on the bus before the close."""
+    path = str(tmp_path / "b")
+    bus = mmsb.Bus(path, retention=2)
+    p = bus.create_page(8, name="p")
+    for step, byte in enumerate(b"ABCDEFG"):
+        p.write(0, bytes([byte]))
+        if step % 2 == 1:
+            bus.checkpoint()
+
+    def answers(page):
+        out = []
+        for e in range(page.epoch + 1):
+            try:
+                out.append(page.at(e).tobytes()[:1])
+            except mmsb.HistoryUnavailableError:
+                out.append(None)
+        return out
+
+    live = answers(p)
+    assert None in live and live[-3:] == [b"E", b"F", b"G"]
+    bus.close()
+    with mmsb.open(path, retention=2) as again:
+        assert again.recovery["checkpoint_lsn"] > 2  # the index starts after the oldest kept
+        assert answers(again.page("p")) == live
