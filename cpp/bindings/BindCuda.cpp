@@ -23,25 +23,8 @@ namespace {
 
 // A 1-D array or sequence of non-negative integers (any NumPy integer dtype), as uint64.
 std::vector<std::uint64_t> index_column(py::handle values, const char* what) {
-  const py::array arr = py::array::ensure(values);
-  if (!arr) fail(ErrorCode::InvalidArgument, what, " must be a 1-D array or sequence of integers");
-  if (arr.ndim() != 1) fail(ErrorCode::InvalidArgument, what, " must be one-dimensional; got ", arr.ndim(), " dimensions");
-  if (arr.size() == 0) return {};
-  const char kind = arr.dtype().kind();
-  if (kind != 'i' && kind != 'u') {
-    fail(ErrorCode::InvalidArgument, what, " must hold integers; got dtype ", std::string(py::str(arr.dtype())));
-  }
-  if (kind == 'u') {
-    const auto u = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>::ensure(arr);
-    return {u.data(), u.data() + u.size()};
-  }
-  const auto s = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(arr);
-  std::vector<std::uint64_t> out(static_cast<std::size_t>(s.size()));
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    if (s.data()[i] < 0) fail(ErrorCode::InvalidArgument, what, "[", i, "] is negative (", s.data()[i], ")");
-    out[i] = static_cast<std::uint64_t>(s.data()[i]);
-  }
-  return out;
+  const py::array_t<std::uint64_t> column = u64_column(values, what, ErrorCode::InvalidArgument);
+  return {column.data(), column.data() + column.size()};
 }
 
 cuda::NcclUniqueId unique_id_of(py::handle value) {

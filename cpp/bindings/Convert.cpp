@@ -25,15 +25,23 @@ bool holds_objects(const char* format) {
 ByteBuffer::ByteBuffer(py::handle obj, const char* what, bool want_format) {
   // The format is always asked for, to refuse object buffers; `want_format` keeps it for dtype().
   if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
-    const bool is_buffer = PyObject_CheckBuffer(obj.ptr()) != 0;
-    PyErr_Clear();
     view_ = Py_buffer{};
-    if (is_buffer) {
+    if (PyObject_CheckBuffer(obj.ptr()) == 0) {
+      PyErr_Clear();
+      fail(ErrorCode::InvalidArgument, what, " must support the buffer protocol (bytes, bytearray, "
+           "memoryview or a NumPy array); got ", Py_TYPE(obj.ptr())->tp_name);
+    }
+    // Asked again for any layout: only a strided buffer is a matter of contiguity. Others fail
+    // for a reason of their own (a dtype NumPy cannot export, a released memoryview), told as is.
+    const py::error_already_set why;  // takes the error
+    Py_buffer any{};
+    if (PyObject_GetBuffer(obj.ptr(), &any, PyBUF_STRIDES | PyBUF_FORMAT) == 0) {
+      PyBuffer_Release(&any);
       fail(ErrorCode::InvalidArgument, what,
            " must be C-contiguous; pass numpy.ascontiguousarray(x) (mmsb never copies silently)");
     }
-    fail(ErrorCode::InvalidArgument, what, " must support the buffer protocol (bytes, bytearray, "
-         "memoryview or a NumPy array); got ", Py_TYPE(obj.ptr())->tp_name);
+    PyErr_Clear();
+    fail(ErrorCode::InvalidArgument, what, " cannot be read as a buffer: ", why.what());
   }
   if (holds_objects(view_.format)) {
     const std::string format = view_.format;
@@ -204,7 +212,32 @@ DType dtype_from_python(py::handle dtype) {
   return dtype_from_kind(d.kind(), static_cast<std::size_t>(d.itemsize()));
 }
 
-py::array_t<std::uint64_t> u64_column(py::handle values, const char* what) {
+namespace {
+// The items of a 1-D object array as uint64, each an int (not a bool) in [0, 2^64).
+py::array_t<std::uint64_t> u64_items(const py::array& items, const char* what, ErrorCode code) {
+  py::array_t<std::uint64_t> out(items.size());
+  std::uint64_t* dst = out.mutable_data();
+  for (py::ssize_t i = 0; i < items.size(); ++i) {
+    const py::object item = items.attr("__getitem__")(i);
+    PyObject* index = PyBool_Check(item.ptr()) ? nullptr : PyNumber_Index(item.ptr());
+    if (index == nullptr) {
+      PyErr_Clear();
+      fail(code, what, "[", i, "] is not an integer (", std::string(py::repr(item)), ")");
+    }
+    const auto value = py::reinterpret_steal<py::int_>(index);
+    if (value < py::int_(0)) fail(code, what, "[", i, "] is negative (", std::string(py::str(value)), ")");
+    const unsigned long long v = PyLong_AsUnsignedLongLong(value.ptr());
+    if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred() != nullptr) {
+      PyErr_Clear();
+      fail(code, what, "[", i, "] is past 2**64 - 1 (", std::string(py::str(value)), ")");
+    }
+    dst[i] = v;
+  }
+  return out;
+}
+}  // namespace
+
+py::array_t<std::uint64_t> u64_column(py::handle values, const char* what, ErrorCode code) {
   // The usual column, a 1-D C-contiguous uint64 array, is taken as it is: numpy.asarray and the
   // module lookup took a batch 4.4 us to build instead of 0.8 (test_delta_batch_build in
   // benchmarks/test_bench_api.py), a quarter of a 64-row flush commit.
@@ -213,19 +246,29 @@ py::array_t<std::uint64_t> u64_column(py::handle values, const char* what) {
     return py::reinterpret_borrow<py::array_t<std::uint64_t>>(values);
   }
   py::module_ np = py::module_::import("numpy");
-  py::array arr = np.attr("asarray")(values);
+  py::array arr;
+  try {
+    arr = np.attr("asarray")(values);
+  } catch (const py::error_already_set& e) {  // ragged lists, objects NumPy cannot take
+    fail(code, what, " is not a column of integers: ", e.what());
+  }
   if (arr.ndim() != 1) {
-    fail(ErrorCode::InvalidDelta, what, " must be one-dimensional; got ", arr.ndim(), " dimensions");
+    fail(code, what, " must be one-dimensional; got ", arr.ndim(), " dimensions");
   }
   const char kind = arr.dtype().kind();
+  // Python ints past 2^63 beside small ones make NumPy choose float64 (or object) for a list:
+  // those are read one by one, exactly.
+  if (arr.size() > 0 && (kind == 'f' || kind == 'O') && !py::isinstance<py::array>(values)) {
+    return u64_items(np.attr("asarray")(values, py::arg("dtype") = "object"), what, code);
+  }
   if (arr.size() > 0 && kind != 'i' && kind != 'u') {
-    fail(ErrorCode::InvalidDelta, what, " must hold integers; got dtype ", std::string(py::str(arr.dtype())));
+    fail(code, what, " must hold integers; got dtype ", std::string(py::str(arr.dtype())));
   }
   if (kind == 'i' && arr.size() > 0) {
     py::array negative = np.attr("flatnonzero")(np.attr("less")(arr, 0));
     if (negative.size() > 0) {
       const auto row = negative.attr("__getitem__")(0).cast<std::int64_t>();
-      fail(ErrorCode::InvalidDelta, what, "[", row, "] is negative (",
+      fail(code, what, "[", row, "] is negative (",
            std::string(py::str(arr.attr("__getitem__")(row))), ")");
     }
   }

@@ -69,8 +69,8 @@ py::dtype numpy_dtype(DType t);
 /// Page dtype for anything numpy.dtype() accepts; raises InvalidArgument for unsupported types.
 DType dtype_from_python(py::handle dtype);
 
-/// A C-contiguous 1-D uint64 array from any integer sequence/array. Negative or non-integer
-/// input raises InvalidDelta naming the column and the first bad row.
-py::array_t<std::uint64_t> u64_column(py::handle values, const char* what);
+/// A C-contiguous 1-D uint64 array from any integer sequence/array (Python ints up to 2^64 - 1
+/// exactly). Negative or non-integer input raises `code` naming the column and the first bad row.
+py::array_t<std::uint64_t> u64_column(py::handle values, const char* what, ErrorCode code = ErrorCode::InvalidDelta);
 
 }  // namespace mmsb::py_bind

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -486,6 +487,40 @@ def test_batch_numpy_columns(bus):
     assert page_bytes(pages[1])[4:8] == bytes([4, 5, 6, 7])
     assert page_bytes(pages[2])[8:12] == bytes([8, 9, 10, 11])
     assert page_bytes(pages[1])[0:4] == bytes([16, 17, 18, 19])
+
+
+def test_batch_columns_of_python_ints_are_read_exactly_or_refused_by_row(bus):
+    """A list mixing ints past 2**63 with small ones is no float64 column to NumPy's taste, but
+    it is integers: read exactly. Anything else names the column, the row and the value, and
+    ragged lists are an InvalidDeltaError too, never NumPy's own ValueError."""
+    p = bus.create_page(16)
+    batch = mmsb.DeltaBatch([p.id, p.id], [0, 2**64 - 1], [1, 0], b"a")
+    assert batch.offsets.tolist() == [0, 2**64 - 1]
+    bad = [
+        (([[1], [1, 2]], [0, 0], [1, 1], b"ab"), "page_ids is not a column of integers: ValueError"),
+        (([1, 1], [2**64 - 1, -1], [0, 0], b""), r"offsets\[1\] is negative \(-1\)"),
+        (([1], [2**64], [0], b""), r"offsets\[0\] is past 2\*\*64 - 1 \(18446744073709551616\)"),
+        (([1], [2**64 - 1], [1.5], b""), r"lengths\[0\] is not an integer \(1.5\)"),
+    ]
+    for args, says in bad:
+        with pytest.raises(mmsb.InvalidDeltaError, match=says):
+            mmsb.DeltaBatch(*args)
+
+
+def test_data_that_is_no_buffer_says_why(bus):
+    """Only a strided buffer is told to be made contiguous; a buffer that cannot be exported at
+    all says NumPy's or Python's reason, and nothing is written."""
+    p = bus.create_page(16)
+    released = memoryview(b"abcd")
+    released.release()
+    for data, says in [
+        (np.zeros(2, "M8[ns]"), "data cannot be read as a buffer: ValueError: cannot include dtype 'M'"),
+        (released, "data cannot be read as a buffer: ValueError: operation forbidden on released memoryview"),
+        (np.zeros(8)[::2], "data must be C-contiguous"),
+    ]:
+        with pytest.raises(mmsb.InvalidArgumentError, match=re.escape(says)):
+            p.write(0, data)
+    assert p.epoch == 0 and bus.lsn == 1
 
 
 def test_batch_rows_apply_in_order_per_page(bus):

@@ -139,8 +139,11 @@ def test_unique_ids_are_fresh_128_byte_ids():
     ((1, 0, -1, [64]), "ordinal must be >= 0"),
     ((1, 0, 0, []), "at least one page"),
     ((1, 0, 0, [64, 0]), "page 1 has 0 bytes"),
+    ((1, 0, 0, [64, 2**64 - 1]), "page 1 has 18446744073709551615 bytes, more than a page may"),
+    ((1, 0, 0, [2**40 + 1]), "page 0 has 1099511627777 bytes, more than a page may"),
     ((1, 0, 0, [64, -1]), r"page_sizes\[1\] is negative"),
-    ((1, 0, 0, [1.5]), "page_sizes must hold integers"),
+    ((1, 0, 0, [1.5]), r"page_sizes\[0\] is not an integer \(1.5\)"),
+    ((1, 0, 0, np.array([1.5])), "page_sizes must hold integers"),
     ((1, 0, 0, [[8, 8]]), "page_sizes must be one-dimensional"),
     ((2**31, 0, 0, [64]), "nranks 2147483648 is out of range"),
     ((1, 2**64, 0, [64]), "rank 18446744073709551616 is out of range"),
@@ -184,7 +187,7 @@ def test_later_rows_win(emulated):
     (([0, 1], [0, 0], [4, 4]), b"xxxx", r"rows 0..1 need more than the 4 payload bytes given"),
     (([0], [0], [4, 4]), b"xxxxxxxx", "must be equally long"),
     (([0], [-1], [4]), b"xxxx", r"offsets\[0\] is negative"),
-    (([0], [0.5], [4]), b"xxxx", "offsets must hold integers"),
+    (([0], [0.5], [4]), b"xxxx", r"offsets\[0\] is not an integer \(0.5\)"),
 ])
 def test_bad_rows_change_nothing(emulated, rng, rows, payload, says):
     rep = Replicator(1, 0, bytes(128), 0, [64, 100])

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <limits>
 
 #include "mmsb/core/Error.hpp"
 
@@ -55,6 +56,10 @@ std::uint32_t DevicePool::new_slab_locked(std::uint16_t c) {
 
 DevicePool::Block DevicePool::allocate(std::uint64_t bytes) {
   if (bytes == 0) fail(ErrorCode::InvalidArgument, "a device block needs at least 1 byte");
+  // Rounded up to the alignment, a size this close to 2^64 would wrap to a tiny block.
+  if (bytes > std::numeric_limits<std::uint64_t>::max() - kAlignment) {
+    fail(ErrorCode::OutOfMemory, source_.name, " cannot hold a block of ", bytes, " bytes");
+  }
   std::lock_guard g(mutex_);
   if (bytes > kLargeThreshold) {
     const std::uint64_t size = block_size(bytes);

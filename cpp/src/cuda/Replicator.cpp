@@ -10,6 +10,7 @@
 
 #include "ReplicaChannel.hpp"
 #include "mmsb/core/Error.hpp"
+#include "mmsb/page/PageTable.hpp"
 
 namespace mmsb::cuda {
 namespace {
@@ -66,6 +67,10 @@ Replicator::Replicator(int nranks, int rank, const NcclUniqueId& id, int ordinal
   if (page_sizes_.empty()) fail(ErrorCode::InvalidArgument, "Replicator: needs at least one page size");
   for (std::size_t i = 0; i < page_sizes_.size(); ++i) {
     if (page_sizes_[i] == 0) fail(ErrorCode::InvalidArgument, "Replicator: page ", i, " has 0 bytes");
+    if (page_sizes_[i] > PageTable::kMaxPageSize) {
+      fail(ErrorCode::InvalidArgument, "Replicator: page ", i, " has ", page_sizes_[i], " bytes, more than a page may (",
+           PageTable::kMaxPageSize, " bytes, 1 TiB)");
+    }
   }
   backend_ = &device_backend("cuda:" + std::to_string(ordinal));
   if (backend_->emulated()) {

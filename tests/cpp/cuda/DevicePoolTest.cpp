@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
@@ -129,8 +130,11 @@ TEST(DevicePool, RefusalLeavesThePoolUnchanged) {
   DevicePool pool(host.source());
   DevicePool::Block a = pool.allocate(512);
   const DevicePoolStats before = pool.stats();
-  // 600 bytes: another class than 512, so it needs a new slab.
-  for (std::uint64_t n : std::initializer_list<std::uint64_t>{DevicePool::kLargeThreshold + 1, 600}) {
+  // 600 bytes: another class than 512, so it needs a new slab. Sizes that rounding up would wrap
+  // past 2^64 are no block at all.
+  for (std::uint64_t n : std::initializer_list<std::uint64_t>{DevicePool::kLargeThreshold + 1, 600,
+                                                               std::numeric_limits<std::uint64_t>::max(),
+                                                               std::numeric_limits<std::uint64_t>::max() - 100}) {
     try {
       pool.allocate(n);
       FAIL() << "expected OutOfMemory for " << n;

@@ -59,8 +59,8 @@ class DevicePool {
   ~DevicePool();
 
   /// A zero-filled block of at least `bytes` (> 0). Throws Error(OutOfMemory) naming the source
-  /// and the size when the source refuses (the pool is unchanged then), Error(InvalidArgument)
-  /// for 0 bytes.
+  /// and the size when the source refuses or no block can be that large (the pool is unchanged
+  /// then), Error(InvalidArgument) for 0 bytes.
   Block allocate(std::uint64_t bytes);
   /// Takes back a block allocate() returned (exactly once).
   void release(const Block& block) noexcept;
