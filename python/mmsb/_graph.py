@@ -151,7 +151,9 @@ class _EventHub:
         for kind, page, lsn, epoch in batch:
             event = Event(kind, page, lsn, epoch)
             for sub in list(self.subs):
-                if sub.kind != kind or (sub.pages is not None and page not in sub.pages):
+                # The snapshot still holds a subscription that an earlier handler of this event
+                # cancelled; cancel() promises no delivery after it returns.
+                if not sub.active or sub.kind != kind or (sub.pages is not None and page not in sub.pages):
                     continue
                 try:
                     sub.fn(event)
@@ -192,8 +194,10 @@ def subscribe(self: "_core.Bus", kind: str, fn: Callable[[Event], Any], pages: O
         raise InvalidArgumentError(f"unknown event kind {kind!r}; expected one of {', '.join(EVENT_KINDS)}")
     if not callable(fn):
         raise InvalidArgumentError(f"fn must be callable; got {fn!r}")
-    if isinstance(pages, (str, int, _core.Page)):
-        pages = (pages,)  # one key (a str is a name, not a sequence of one-letter names)
+    if isinstance(pages, (str, int, _core.Page, bytes, bytearray, memoryview)):
+        # One key: a str is a name, not a sequence of one-letter names, and a byte string is a
+        # key of the wrong type (refused as one), not a sequence of ids one per byte.
+        pages = (pages,)
     elif pages is not None and not isinstance(pages, collections.abc.Iterable):
         raise InvalidArgumentError(f"pages must be a page key or an iterable of them; got {type(pages).__name__}")
     ids = None if pages is None else frozenset(_subscribed_id(self, p) for p in pages)

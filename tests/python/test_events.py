@@ -161,6 +161,31 @@ def test_page_filter_and_cancel(bus):
         bus.subscribe("delta_applied", "not callable")
 
 
+def test_a_subscription_cancelled_by_an_earlier_handler_misses_the_event_being_delivered(bus):
+    a = bus.create_page(8)
+    got = []
+
+    def first(e):
+        second.cancel()
+        got.append("first")
+
+    bus.subscribe("delta_applied", first)
+    second = bus.subscribe("delta_applied", lambda e: got.append("second"))
+    a.write(0, b"x")
+    assert got == ["first"] and not second.active
+
+
+@pytest.mark.parametrize("pages", [b"a", bytearray(b"a"), memoryview(b"a")], ids=["bytes", "bytearray", "memoryview"])
+def test_a_byte_string_for_pages_is_refused_as_a_key_of_another_type(bus, pages):
+    for _ in range(97):  # b"a" read as one id per byte would name page 97
+        bus.create_page(8)
+    got = []
+    with pytest.raises(mmsb.InvalidArgumentError, match=f"got {type(pages).__name__}"):
+        bus.subscribe("delta_applied", got.append, pages=pages)
+    bus.page(97).write(0, b"x")
+    assert got == []  # nothing was subscribed
+
+
 def test_a_raising_handler_is_logged_counted_and_isolated(bus, caplog):
     before, after = [], []
     a = bus.create_page(8, name="a")
