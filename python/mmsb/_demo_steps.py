@@ -24,10 +24,29 @@ class Sizes(NamedTuple):
     checkpoint_at: int  # the child checkpoints after this many deltas
 
 
+# How much the batch step's peak memory grows per row (measured: the 64-byte payload, the page
+# and slot drawn for it, the batch's id, offset and length columns, and the in-memory bus's log of
+# both passes). A --rows that cannot fit is refused before the tour starts, not as a NumPy
+# MemoryError halfway through it.
+BATCH_BYTES_PER_ROW = 370
+
+
+def physical_memory() -> Optional[int]:
+    """This machine's memory in bytes; None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+
+
 def sizes(rows: Optional[int], quick: bool) -> Sizes:
     """The step sizes for `mmsb demo [--quick] [--rows N]` (an explicit `rows` wins)."""
     if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
         raise InvalidArgumentError(f"rows must be a positive int; got {rows!r}")
+    memory = physical_memory()
+    if rows is not None and memory is not None and rows * BATCH_BYTES_PER_ROW > memory:
+        raise InvalidArgumentError(f"rows = {rows:,} needs about {rows * BATCH_BYTES_PER_ROW / 2**30:,.0f} GiB in "
+                                   f"the batch step; this machine has {memory / 2**30:,.0f} GiB")
     if quick:
         return Sizes(rows or 50_000, 1_024, 120, 50)
     return Sizes(rows or 1_000_000, 16_384, 300, 100)

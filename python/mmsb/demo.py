@@ -5,6 +5,7 @@ line says what differed, and run_demo returns 1."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -25,10 +26,14 @@ from .errors import InvalidArgumentError
 
 
 def positive_int(text: str) -> int:
-    """argparse type for `--rows`: a positive int, else InvalidArgumentError (a ValueError)."""
-    value = int(text)
-    if value < 1:
-        raise InvalidArgumentError(f"--rows must be a positive int; got {text!r}")
+    """argparse type for `--rows`: an int that run_demo takes (positive, and not more rows than
+    this machine's memory holds), else ArgumentTypeError, whose message argparse prints (its
+    message for a ValueError would only say the value is invalid)."""
+    value = int(text)  # not an int at all: argparse's "invalid positive_int value" says enough
+    try:
+        steps.sizes(value, quick=False)
+    except InvalidArgumentError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return value
 
 

@@ -112,6 +112,19 @@ def test_rows_must_be_positive(capsys):
     assert exit_info.value.code == 2 and "--rows" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("rows", [10**13, 99999999999999999999999])
+def test_rows_that_cannot_fit_in_memory_are_refused_before_the_tour(capsys, rows):
+    out = io.StringIO()
+    with pytest.raises(mmsb.InvalidArgumentError, match=f"rows = {rows:,} needs about .* GiB"):
+        run_demo(rows=rows, out=out)
+    assert out.getvalue() == ""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--rows", str(rows)])
+    printed = capsys.readouterr()
+    assert exit_info.value.code == 2 and printed.out == ""
+    assert printed.err.splitlines()[-1].startswith(f"mmsb demo: error: argument --rows: rows = {rows:,} needs about")
+
+
 def test_counter_reference_matches_the_child_loop():
     for k in (0, 1, 63, 64, 65, 200):
         page = np.zeros(64)

@@ -95,24 +95,33 @@ def load_targets(path: Optional[os.PathLike] = None) -> dict:
             if not _well_formed(c):
                 raise InvalidArgumentError(
                     f"targets file {path}: a check of {name!r} needs a metric name, op (one of {sorted(_OPS)}), "
-                    f"a finite numeric threshold and, if any, a unit string; got {c!r}")
+                    f"a finite numeric threshold in a float's range and, if any, a unit string; got {c!r}")
             c.setdefault("unit", "")
     return validators
 
 
 def _well_formed(check: Any) -> bool:
-    """A check a run can evaluate and report: bools are not thresholds, NaN compares false."""
+    """A check a run can evaluate and report: bools are not thresholds, NaN compares false, and
+    an int past the float range (10**400) is no figure a metric can be held to."""
     if not isinstance(check, dict):
         return False
     threshold = check.get("threshold")
     return (isinstance(check.get("metric"), str) and bool(check["metric"]) and check.get("op") in _OPS
             and isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
-            and math.isfinite(threshold) and isinstance(check.get("unit", ""), str))
+            and _finite(threshold) and isinstance(check.get("unit", ""), str))
+
+
+def _finite(x: Union[int, float]) -> bool:
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def machine_info() -> dict:
     """CPU, cores, memory and the build, for the JSON report."""
     from .. import build_info
+    from .._demo_steps import physical_memory
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -120,12 +129,7 @@ def machine_info() -> dict:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    mem = None
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_bytes": mem, "platform": platform.platform(),
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_bytes": physical_memory(), "platform": platform.platform(),
             "python": sys.version.split()[0], "build_info": build_info()}
 
 

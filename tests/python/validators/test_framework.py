@@ -108,6 +108,7 @@ def test_bad_targets_and_names_are_refused(tmp_path, fake_validators):
     {"metric": "x", "op": ">=", "threshold": True},         # a bool is not a threshold
     {"metric": "x", "op": ">=", "threshold": float("nan")},  # NaN would pass or fail nothing
     {"metric": "x", "op": ">=", "threshold": float("inf")},
+    {"metric": "x", "op": ">=", "threshold": 10**400},      # past the float range
     {"metric": "x", "op": ">=", "threshold": 1, "unit": 5},
     "x >= 1",
 ])
