@@ -1,6 +1,7 @@
 // mmsb._core._inspect(path): what a bus directory holds, for `mmsb inspect` (read-only, no lock).
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <map>
 #include <string>
 
@@ -81,7 +82,7 @@ std::string describe(const LogOp& op) {
 // `sealed`: newer segments follow it, so a torn tail in it is corruption (as recovery says).
 // Damage inside the segment is reported under "error" along with the good records before it, so
 // that the summary says how far the log can be read.
-py::dict inspect_segment(const std::string& path, bool records, bool sealed) {
+py::dict inspect_segment(const std::string& path, Lsn named, bool records, bool sealed) {
   py::dict seg;
   seg["file"] = path;
   SegmentScan s;
@@ -99,7 +100,9 @@ py::dict inspect_segment(const std::string& path, bool records, bool sealed) {
       damage = e.what();
     }
   }
-  Lsn last = s.header.first_lsn == 0 ? 0 : s.header.first_lsn - 1;
+  // A short header (a crash while it was written) holds nothing: its name says where it starts.
+  const Lsn first = s.bytes.size() < logfmt::kSegmentHeaderBytes ? named : s.header.first_lsn;
+  Lsn last = first == 0 ? 0 : first - 1;
   std::size_t good = 0;
   py::list dump;
   for (const ScannedRecord& r : s.records) {
@@ -120,7 +123,7 @@ py::dict inspect_segment(const std::string& path, bool records, bool sealed) {
     ++good;
   }
   seg["bytes"] = s.bytes.size();
-  seg["first_lsn"] = s.header.first_lsn;
+  seg["first_lsn"] = first;
   seg["records"] = good;
   seg["last_lsn"] = last;
   seg["torn_tail"] = s.torn && damage.empty() ? py::object(py::str(s.torn_reason)) : py::object(py::none());
@@ -146,6 +149,7 @@ void bind_inspect(py::module_& m) {
       else if (name != "LOCK") others.append(name);
     }
     py::list cps;
+    Lsn newest_checkpoint = 0;  // of those that read back
     for (const auto& [lsn, name] : checkpoints) {
       py::dict cp;
       cp["file"] = dir + "/" + name;
@@ -154,14 +158,28 @@ void bind_inspect(py::module_& m) {
         cp["lsn"] = data.lsn;
         cp["pages"] = data.pages.size();
         cp["bytes"] = data.bytes.size();
+        newest_checkpoint = std::max(newest_checkpoint, data.lsn);
       } catch (const Error& e) {
         cp["error"] = std::string(e.what());
       }
       cps.append(cp);
     }
+    // Lsns missing between segments (or before the first) are damage when recovery needs them,
+    // as it does all after the newest checkpoint: `gap_after` says where the log stops.
     py::list segs;
+    Lsn next = 1;  // the lsn the log goes on at
     for (auto it = segments.begin(); it != segments.end(); ++it) {
-      segs.append(inspect_segment(dir + "/" + it->second, records, std::next(it) != segments.end()));
+      py::dict seg = inspect_segment(dir + "/" + it->second, it->first, records, std::next(it) != segments.end());
+      if (it->first > next && it->first - 1 > newest_checkpoint) {
+        seg["gap_after"] = next - 1;
+        if (!seg.contains("error")) {
+          seg["error"] = "segment starts at lsn " + std::to_string(it->first) + " but the log before it ends at lsn " +
+                         std::to_string(next - 1) + "; records in between are missing";
+        }
+      }
+      const Lsn last = seg.contains("last_lsn") ? seg["last_lsn"].cast<Lsn>() : 0;
+      next = std::max({next, it->first, last + 1});
+      segs.append(seg);
     }
     py::dict out;
     out["path"] = dir;

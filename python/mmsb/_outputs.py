@@ -5,7 +5,7 @@ A file is checked before the long work, so that a path that cannot be written fa
 after minutes of validation or benchmarks; it is written whole or not at all (a temporary file
 renamed over it), so that a full disk, a file size limit or Ctrl-C never leaves a half report or
 clobbers the previous one; and nothing the command made for it is left behind when the work
-never finished.
+never finished. A pipe or device (`--json /dev/stdout`, a FIFO) is written in place instead.
 
 Standard output is guarded so that a reader that goes away (`mmsb inspect ... | head`) or a full
 disk (`> /dev/full`) is one error the command can answer in one line (StdoutLost), not a
@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import re
+import stat
 import sys
 import tempfile
 from typing import Any, Iterator, Optional, TextIO
@@ -57,7 +60,13 @@ def remove_empty_folders(folders: list[str]) -> None:
 class PendingOutput:
     """A file written at the end of a command. check() makes its folder and the file, when
     absent (an existing file keeps its content until written); write() replaces the file whole;
-    discard() removes what check() made when nothing was written since."""
+    discard() removes what check() made when nothing was written since.
+
+    A path that names a descriptor of this process (/dev/stdout, /dev/fd/N as the shell's
+    `>(...)` gives) or a file that is no regular one (a FIFO, a device) is a stream: check() only
+    asks whether it may be written, never opening it (a FIFO's reader would take that close for
+    the end of the report, and the final write would then wait for a reader forever), and
+    write() writes it in place."""
 
     def __init__(self, path: str, make_folder: bool = False) -> None:
         self.path = path
@@ -70,9 +79,14 @@ class PendingOutput:
         `make_folder`, a missing folder is made first."""
         if not self.path:
             return "the path is empty"
+        fd = _descriptor(self.path)
+        if fd is not None:
+            return _unwritable_descriptor(fd)
         try:
             if self.make_folder:
                 self.folders = make_folders(os.path.dirname(os.path.abspath(self.path)))
+            if _is_stream_file(self.path):
+                return None if os.access(self.path, os.W_OK) else os.strerror(errno.EACCES)
             self.created = not os.path.exists(self.path)
             open(self.path, "a").close()
         except OSError as e:
@@ -84,9 +98,13 @@ class PendingOutput:
     def write(self, text: str) -> None:
         """Replaces the file with `text`, whole: written to a temporary file beside it, synced,
         then renamed over it, so that a failure (OSError, raised as it came) or an interrupt
-        leaves the previous content. A path that is not a regular file (a pipe, /dev/stdout) is
-        written in place, and so is a file in a folder that takes no new file (one the user may
-        not add to, holding a file they may write: what check() found)."""
+        leaves the previous content. A stream (see the class) is written in place, and so is a
+        file in a folder that takes no new file (one the user may not add to, holding a file they
+        may write: what check() found)."""
+        fd = _descriptor(self.path)
+        if fd is not None:
+            _write_descriptor(fd, text)
+            return
         target = os.path.realpath(self.path)  # a link keeps pointing at the report
         tmp = None
         if not os.path.exists(target) or os.path.isfile(target):
@@ -126,6 +144,66 @@ class PendingOutput:
             self.created = False
         remove_empty_folders(self.folders)
         self.folders = []
+
+
+def is_stream(path: str) -> bool:
+    """Whether PendingOutput(path) writes a stream in place rather than a file (see the class):
+    such a path has no folder to put other outputs next to it."""
+    return _descriptor(path) is not None or _is_stream_file(path)
+
+
+def _is_stream_file(path: str) -> bool:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # absent (made as a file), or refused: open() says why
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+
+
+_FD_NAME = re.compile(r"0|[1-9][0-9]*")  # as the kernel spells a descriptor (no leading zeros)
+
+
+def _descriptor(path: str) -> Optional[int]:
+    """The descriptor of this process that `path` names through /proc/self/fd (/dev/stdout,
+    /dev/fd/N, /proc/self/fd/N), else None. Its links are followed one by one: the last one
+    resolves to what the descriptor is (`pipe:[1234]`, or a file, which os.path.realpath would
+    then name as if it were any path), not to the descriptor itself."""
+    fd_folder = os.path.realpath("/proc/self/fd")
+    for _ in range(40):  # the kernel's limit on links in a path
+        folder, name = os.path.split(os.path.abspath(path))
+        if _FD_NAME.fullmatch(name) and os.path.realpath(folder) == fd_folder:
+            return int(name)
+        try:
+            path = os.path.join(folder, os.readlink(path))
+        except OSError:  # not a link: a path like any other
+            return None
+    return None
+
+
+def _unwritable_descriptor(fd: int) -> Optional[str]:
+    """None when descriptor `fd` is open for writing, else why not (as a write would say)."""
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError as e:
+        return str(e.strerror or e)
+    return os.strerror(errno.EBADF) if flags & os.O_ACCMODE == os.O_RDONLY else None
+
+
+def _write_descriptor(fd: int, text: str) -> None:
+    """Writes through a duplicate of `fd`, which shares its offset: into a file that stdout is
+    (`> out.txt`) the text goes after what was printed, as `echo ...; cat report` would put it,
+    and what is printed next goes after it. Opening the path again would start an offset of its
+    own: "w" would cut what was printed, "a" would leave stdout's offset behind, to overwrite
+    the report with the next line printed."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            same = stream.fileno() == fd
+        except (OSError, ValueError, AttributeError):  # not a file (a test's capture)
+            continue
+        if same:
+            stream.flush()  # what it printed comes first
+    with os.fdopen(os.dup(fd), "w") as f:
+        f.write(text)
 
 
 def _mode_for(path: str) -> int:

@@ -38,17 +38,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     insp.add_argument("path")
     insp.add_argument("--records", action="store_true", help="dump every record")
     insp.add_argument("--json", action="store_true", help="machine-readable output")
-    args = parser.parse_args(argv)
+    args = None
     with guarded_stdout() as stdout:
         try:
+            # Parsed inside the guard: argparse drops a failed write of `--help` silently, and
+            # the guard makes it StdoutLost, answered as for any command's output.
+            args = parser.parse_args(argv)
             status = _run(parser, args)
             sys.stdout.flush()  # here, where a failure is answered, not at exit
+        except SystemExit:  # `--help` (its text is still buffered), or a usage error
+            try:
+                sys.stdout.flush()
+            except StdoutLost:
+                pass
+            else:
+                raise
         except StdoutLost:
             pass
         except KeyboardInterrupt:
             # Ctrl-C: one line instead of a traceback, the shell's status for SIGINT. What the
             # command was writing is not left half-made (outputs are written at the end, whole).
-            print(f"mmsb {args.command}: interrupted", file=sys.stderr)
+            print(f"{_name(args)}: interrupted", file=sys.stderr)
             return 128 + signal.SIGINT
     if stdout.lost is None:
         return status
@@ -56,9 +66,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # The reader of stdout went away (`mmsb ... | head`): files were written before the
         # printing that failed. Stop quietly, with the status of a process SIGPIPE ended.
         return 128 + signal.SIGPIPE
-    print(f"mmsb {args.command}: cannot write standard output: {stdout.lost.strerror or stdout.lost}",
-          file=sys.stderr)
+    print(f"{_name(args)}: cannot write standard output: {stdout.lost.strerror or stdout.lost}", file=sys.stderr)
     return 2
+
+
+def _name(args: Optional[argparse.Namespace]) -> str:
+    """How a message names the command: "mmsb" alone while the arguments are still parsed."""
+    return "mmsb" if args is None else f"mmsb {args.command}"
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -91,7 +105,7 @@ def _inspect(args: argparse.Namespace) -> int:
         print(f"mmsb inspect: {e}", file=sys.stderr)
         return 2
     if not info["segments"] and not info["checkpoints"]:
-        print(f"mmsb inspect: '{args.path}' holds no mmsb log or checkpoint", file=sys.stderr)
+        print(f"mmsb inspect: {args.path!r} holds no mmsb log or checkpoint", file=sys.stderr)
         return 2
     return print_inspection(info, sys.stdout, args.json)
 
@@ -120,7 +134,7 @@ def _validate(args: argparse.Namespace) -> int:
         unwritten = None
         if out is not None:  # written first: the summary's printing may fail (a closed pipe)
             try:
-                out.write(report.to_json())
+                out.write(report.to_json() + "\n")  # a line of its own before the summary (--json /dev/stdout)
             except OSError as e:  # a full disk, a size limit: an older report is kept whole
                 unwritten = e.strerror or str(e)
     except MmsbError as e:

@@ -20,14 +20,18 @@ def print_inspection(info: dict[str, Any], out: TextIO, as_json: bool = False) -
     if as_json:
         out.write(json.dumps(info, indent=2) + "\n")
     else:
-        out.write(f"bus directory {info['path']}\n")
+        # Paths and file names quoted as the record names are (repr), so that a newline in one
+        # cannot break or forge a line of the summary.
+        out.write(f"bus directory {info['path']!r}\n")
         for cp in info["checkpoints"]:
             if "error" in cp:
-                out.write(f"  checkpoint {cp['file']}: DAMAGED: {cp['error']}\n")
+                out.write(f"  checkpoint {cp['file']!r}: DAMAGED: {cp['error']}\n")
             else:
                 out.write(f"  checkpoint lsn {cp['lsn']:>12,}  {cp['pages']:>8,} pages  {cp['bytes']:>14,} B\n")
         last, damaged_log = 0, False
         for seg in info["segments"]:
+            if "gap_after" in seg and not damaged_log:  # lsns missing before this segment
+                last, damaged_log = seg["gap_after"], True
             if "first_lsn" in seg:
                 tail = f"  torn tail: {seg['torn_tail']}" if seg["torn_tail"] else ""
                 span = (f"lsn {seg['first_lsn']:>12,} .. {seg['last_lsn']:<12,}" if seg["records"]
@@ -41,10 +45,10 @@ def print_inspection(info: dict[str, Any], out: TextIO, as_json: bool = False) -
                     out.write(f"    @{rec['offset']:<10} lsn {lsns:<16} {rec['body_bytes']:>10} B  "
                               f"{'; '.join(rec['ops'])}\n")
             if "error" in seg:
-                out.write(f"  segment {seg['file']}: CORRUPT: {seg['error']}\n")
+                out.write(f"  segment {seg['file']!r}: CORRUPT: {seg['error']}\n")
                 damaged_log = True
         if info["other_files"]:
-            out.write(f"  other files: {', '.join(sorted(info['other_files']))}\n")
+            out.write(f"  other files: {', '.join(map(repr, sorted(info['other_files'])))}\n")
         if damaged_log:
             out.write(f"the log is damaged after lsn {last:,} (see CORRUPT above)\n")
         else:

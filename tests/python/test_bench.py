@@ -323,6 +323,38 @@ def test_output_paths_are_checked_before_the_run(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["adir", "f.txt"]
 
 
+def test_json_to_a_descriptor_is_written_in_place_with_no_plots_beside_it(tmp_path, monkeypatch):
+    """`--json /dev/stdout` has no folder: plots go only to a --plots folder, listed by absolute
+    path (relative to /dev they would name nothing)."""
+    from mmsb.bench import plots
+
+    folders = []
+
+    def write_plots(results, out_dir, prefix):
+        folders.append(out_dir)
+        path = os.path.join(out_dir, f"{prefix}x.png")
+        with open(path, "wb") as f:
+            f.write(PNG)
+        return [path]
+
+    monkeypatch.setattr(plots, "write_plots", write_plots)
+    for extra in ([], ["--plots", str(tmp_path / "p")]):
+        with open(tmp_path / "out.txt", "w") as f:
+            f.write("before\n")
+            f.flush()
+            fd = f.fileno()
+            rc, out, err = run_cli("--quick", "--only", "allocation", "--no-progress", "--json", f"/dev/fd/{fd}",
+                                   *extra)
+        assert rc == 0, err
+        before, text = (tmp_path / "out.txt").read_text().split("\n", 1)
+        assert before == "before" and json.loads(text)["categories"]["allocation"]["figures"]
+        if extra:
+            assert folders == [str(tmp_path / "p")] and json.loads(text)["plots"] == [
+                str(tmp_path / "p" / f"{fd}-x.png")]
+        else:
+            assert folders == []
+
+
 @pytest.mark.parametrize("mutate,says", [
     (lambda d: d["categories"]["c"]["figures"][0].update(samples=None), "list of numeric samples"),
     (lambda d: d["categories"]["c"]["figures"][0].update(samples=5), "list of numeric samples"),

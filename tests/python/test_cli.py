@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import mmsb
 from mmsb.cli import main
@@ -138,7 +139,7 @@ def test_inspect_reports_a_damaged_checkpoint_and_exits_nonzero(tmp_path):
     data[60] ^= 0x01  # inside the first page entry
     open(ckpt, "wb").write(data)
     rc, text = run_cli("inspect", path)
-    assert rc == 1 and f"checkpoint {ckpt}: DAMAGED:" in text
+    assert rc == 1 and f"checkpoint {ckpt!r}: DAMAGED:" in text
     rc, text = run_cli("inspect", path, "--json")
     [cp] = json.loads(text)["checkpoints"]
     assert cp["file"] == ckpt and "checksum mismatch" in cp["error"] and "lsn" not in cp
@@ -201,6 +202,24 @@ def test_inspect_quotes_names_so_that_they_cannot_break_a_line(tmp_path):
     assert [line for line in text.splitlines() if line.startswith("last lsn")] == ["last lsn in the log: 2"]
 
 
+def test_inspect_quotes_paths_and_file_names_so_that_they_cannot_break_a_line(tmp_path):
+    forged = "\nlast lsn in the log: 99"
+    path = str(tmp_path / f"b{forged}")
+    lsn = make_bus(path)
+    (tmp_path / f"b{forged}" / f"notes{forged}").write_text("x")
+    rc, text = run_cli("inspect", path)
+    assert rc == 0
+    lines = text.splitlines()
+    assert lines[0] == f"bus directory {path!r}"
+    assert lines[-2] == f"  other files: {f'notes{forged}'!r}"
+    assert [line for line in lines if line.startswith("last lsn")] == [f"last lsn in the log: {lsn}"]
+    empty = tmp_path / f"empty{forged}"
+    empty.mkdir()
+    r = subprocess.run([sys.executable, "-m", "mmsb", "inspect", str(empty)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and r.stderr == f"mmsb inspect: {str(empty)!r} holds no mmsb log or checkpoint\n"
+
+
 def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
     """`mmsb inspect ... | head -1`: the closed pipe ends the command with the status of SIGPIPE
     (141), not a BrokenPipeError traceback and status 1 (which means "damaged")."""
@@ -251,3 +270,49 @@ def test_inspect_of_a_segment_damaged_at_its_first_record_shows_no_lsn_range(tmp
     [line] = [line for line in text.splitlines() if line.startswith("  segment from")]
     assert rc == 1 and f"from lsn {first['first_lsn']}" in line and " 0 records" in line and ".." not in line
     assert "the log is damaged after lsn 0" in text
+
+
+def test_inspect_reports_lsns_missing_between_segments_as_mmsb_open_does(tmp_path):
+    """A segment lost from the middle of the log (no checkpoint covers it): open refuses the log,
+    and inspect says so too, after the lsn the log reaches before the gap. With the checkpoint
+    that covers it kept, the gap is no damage to either."""
+    path = str(tmp_path / "b")
+    with mmsb.Bus(path) as bus:
+        p = bus.create_page(16, name="x")
+        for i in range(3):
+            p.write(i, b"a")
+            bus.checkpoint()
+        p.write(5, b"b")
+    segs = sorted(f for f in os.listdir(path) if f.startswith("seg-"))
+    os.remove(os.path.join(path, segs[1]))  # lsn 3
+    rc, text = run_cli("inspect", path)
+    assert rc == 0 and "last lsn in the log: 5" in text  # the newest checkpoint covers lsn 3
+    with mmsb.open(path) as bus:
+        assert bus.lsn == 5
+    for f in os.listdir(path):
+        if f.endswith(".ckpt"):
+            os.remove(os.path.join(path, f))
+    with pytest.raises(mmsb.LogCorruptError, match="a segment is missing"):
+        mmsb.open(path)
+    rc, text = run_cli("inspect", path)
+    assert rc == 1 and "records in between are missing" in text and repr(os.path.join(path, segs[2])) in text
+    assert "the log is damaged after lsn 2" in text
+    assert inspect_dir(path)["segments"][1]["gap_after"] == 2
+
+
+def test_inspect_and_open_agree_that_a_short_segment_header_holds_nothing(tmp_path):
+    """A crash while a rotation wrote the next segment's header leaves it short: nothing was
+    committed there, and the bus opens with everything before it."""
+    path = str(tmp_path / "b")
+    with mmsb.Bus(path) as bus:
+        bus.create_page(16, name="x").write(0, b"abc")
+        last = bus.lsn
+    stub = os.path.join(path, f"seg-{last + 1:020d}.log")
+    open(stub, "wb").write(b"MMSB")
+    rc, text = run_cli("inspect", path)
+    assert rc == 0 and f"from lsn {last + 1}" in text and "incomplete segment header" in text
+    with mmsb.open(path) as bus:
+        assert bus.lsn == last and bus.page("x").read(0, 3) == b"abc"
+        bus.page("x").write(3, b"d")
+    with mmsb.open(path) as bus:
+        assert bus.page("x").read(0, 4) == b"abcd"

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 
 import pytest
 
@@ -108,6 +109,68 @@ def test_a_folder_that_takes_no_new_file_gets_its_file_written_in_place(tmp_path
     assert old.read_text() == "new" and os.listdir(tmp_path) == ["r.json"]
 
 
+def test_a_descriptor_is_written_in_place_after_what_was_written_to_it_before(tmp_path):
+    # `cmd > out.txt` with `--json /dev/stdout`: out.txt holds what `echo text; cat report`
+    # would leave, and what is printed after the report follows it.
+    with open(tmp_path / "out.txt", "wb") as f:
+        os.write(f.fileno(), b"printed before\n")
+        out = PendingOutput(f"/dev/fd/{f.fileno()}")
+        assert out.check() is None
+        out.write("{}\n")
+        os.write(f.fileno(), b"printed after\n")
+    assert (tmp_path / "out.txt").read_text() == "printed before\n{}\nprinted after\n"
+    assert os.listdir(tmp_path) == ["out.txt"]
+    read, write = os.pipe()  # /dev/stdout piped to a reader, or the shell's >(...)
+    with open(read, "rb") as reader:
+        out = PendingOutput(f"/dev/fd/{write}")
+        assert out.check() is None
+        out.write("{}\n")
+        os.close(write)
+        assert reader.read() == b"{}\n"
+
+
+def test_a_descriptor_not_open_for_writing_is_refused_by_check():
+    read, write = os.pipe()
+    assert PendingOutput(f"/dev/fd/{read}").check() == "Bad file descriptor"
+    os.close(read)
+    os.close(write)
+    assert PendingOutput(f"/dev/fd/{write}").check() == "Bad file descriptor"
+
+
+def test_check_leaves_a_fifo_unopened_so_that_its_reader_gets_the_whole_report(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()  # waits in open() for a writer
+    out = PendingOutput(str(fifo))
+    assert out.check() is None
+    reader.join(0.5)
+    assert reader.is_alive(), f"check() opened the FIFO: its reader ended with {got}"
+    out.write("the report")
+    reader.join(10)
+    assert got == ["the report"]
+
+
+@pytest.mark.parametrize("stdout", ["pipe", "file"])
+def test_validate_json_to_dev_stdout_follows_the_printed_lines(tmp_path, stdout):
+    """docs/api.md: `--json /dev/stdout` is written in place: the report between the lines and
+    the summary, whatever standard output is."""
+    args = [sys.executable, "-m", "mmsb", "validate", "--quick", "--only", "purity", "--no-progress",
+            "--json", "/dev/stdout"]
+    if stdout == "pipe":
+        r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+        text = r.stdout
+    else:
+        with open(tmp_path / "out.txt", "w") as f:
+            r = subprocess.run(args, stdout=f, stderr=subprocess.PIPE, text=True, timeout=120)
+        text = (tmp_path / "out.txt").read_text()
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    first, *report, summary = text.splitlines()
+    assert first.startswith("✓  4 purity") and summary == "1/1 PASS"
+    assert json.loads("\n".join(report))["summary"] == "1/1 PASS"
+
+
 def test_an_interrupt_while_writing_keeps_the_previous_file(tmp_path, monkeypatch):
     old = tmp_path / "r.json"
     old.write_text("previous")
@@ -152,6 +215,27 @@ def test_a_full_standard_output_ends_the_command_in_one_line():
                            text=True, timeout=60)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines() == ["mmsb info: cannot write standard output: No space left on device"]
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_help_that_cannot_be_written_is_answered_like_any_other_output(buffered):
+    # Buffered, the help fails when flushed at the end; unbuffered, in argparse's own write,
+    # which drops the error.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    for args in (["--help"], ["inspect", "--help"]):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([sys.executable, "-m", "mmsb", *args], stdout=full, stderr=subprocess.PIPE,
+                               text=True, env=env, timeout=60)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.splitlines() == ["mmsb: cannot write standard output: No space left on device"]
+        read, write = os.pipe()
+        os.close(read)  # a reader that went away before the help was written
+        r = subprocess.run([sys.executable, "-m", "mmsb", *args], stdout=write, stderr=subprocess.PIPE,
+                           text=True, env=env, timeout=60)
+        os.close(write)
+        assert r.returncode == 141 and r.stderr == "", (args, r.stderr)
 
 
 def test_validate_with_json_goes_on_after_its_reader_leaves_and_writes_the_report(tmp_path):

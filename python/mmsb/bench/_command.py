@@ -16,7 +16,7 @@ import platform
 import sys
 from typing import Optional
 
-from .._outputs import PendingOutput, make_folders, remove_empty_folders
+from .._outputs import PendingOutput, is_stream, make_folders, remove_empty_folders
 from ..errors import InvalidArgumentError, MmsbError
 
 EXIT_FAILED, EXIT_USAGE, EXIT_REGRESSION = 1, 2, 3
@@ -53,7 +53,10 @@ def bench_command(args: argparse.Namespace) -> int:
     from ._runner import parse_only, run
 
     out = default_json_path() if args.json is None else args.json
-    plots_dir = None if args.no_plots else args.plots or os.path.dirname(os.path.abspath(out))
+    if args.no_plots or (args.plots is None and is_stream(out)):
+        plots_dir = None  # a pipe or device (--json /dev/stdout) has no folder to put plots next to
+    else:
+        plots_dir = args.plots or os.path.dirname(os.path.abspath(out))
     pending = PendingOutput(out, make_folder=True)  # the default path's folders may not exist yet
     try:
         only = parse_only(args.only)
@@ -78,7 +81,7 @@ def bench_command(args: argparse.Namespace) -> int:
         # Files first, the table after: a reader that goes away (`| head`) loses no results.
         plots = _plots(results, plots_dir, out) if plots_dir is not None else []
         try:
-            pending.write(json.dumps(results, indent=1, default=_plain))
+            pending.write(json.dumps(results, indent=1, default=_plain) + "\n")  # before the table: --json /dev/stdout
         except OSError as e:  # a full disk, a size limit: an older file is kept whole
             unwritten = e.strerror or str(e)
     finally:
@@ -134,5 +137,8 @@ def _plots(results: dict, out_dir: str, json_path: str) -> list[str]:
     except OSError as e:
         print(f"mmsb bench: no plots: {e}", file=sys.stderr)
         return []
-    results["plots"] = [os.path.relpath(p, os.path.dirname(os.path.abspath(json_path))) for p in paths]
+    if is_stream(json_path):  # no folder for a path relative to it
+        results["plots"] = [os.path.abspath(p) for p in paths]
+    else:
+        results["plots"] = [os.path.relpath(p, os.path.dirname(os.path.abspath(json_path))) for p in paths]
     return paths
