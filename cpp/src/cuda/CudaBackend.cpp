@@ -1,7 +1,7 @@
 // The device backend of one GPU ("cuda:N"; managed memory, "unified", is UnifiedBackend.cpp).
 //
 // cuda:N moves every transfer through one staging buffer pair (pinned host + device, grown on
-// demand up to kStagingCap): a write packs the runs' payload and a table of copies into pinned
+// demand up to kStagingCapBytes): a write packs the runs' payload and a table of copies into pinned
 // memory, sends both with ONE host-to-device copy and scatters them with ONE run-copy kernel; a
 // read gathers the runs into device staging with one kernel and brings them back with one copy.
 // So a batch of a million 64-byte deltas costs two commands on the stream, not a million.
@@ -24,9 +24,6 @@
 namespace mmsb::cuda {
 namespace {
 
-// A transfer larger than this goes in several rounds through the staging buffers: it bounds the
-// pinned host memory a device holds (pinned pages cannot be swapped) and its twin on the device.
-constexpr std::uint64_t kStagingCap = std::uint64_t{256} << 20;
 // Pieces a packer lane takes at least: fewer in all and one thread packs alone, as starting the
 // lanes would cost more than the copies.
 constexpr std::size_t kPiecesPerLane = std::size_t{1} << 16;
@@ -168,7 +165,7 @@ class CudaBackend final : public DeviceBackend {
               std::span<const double> weights, std::byte* out, std::uint64_t elements) override {
     const bool weighted = !weights.empty();
     const std::uint64_t table = reduce_table_bytes(dtype, parents.size(), weighted);
-    if (table > kStagingCap) {
+    if (table > kStagingCapBytes) {
       fail(ErrorCode::InvalidArgument, location_, " reduce: ", parents.size(),
            " parents need a larger argument table than the staging buffer holds");
     }
@@ -289,7 +286,7 @@ class CudaBackend final : public DeviceBackend {
     std::uint64_t rounds = 0;
     if (bytes == 0) return rounds;
     DeviceGuard device(ordinal_, location_);
-    reserve_staging(std::min(kStagingCap, plan_.bound(runs)));
+    reserve_staging(std::min(kStagingCapBytes, plan_.bound(runs)));
     drained([&] {
       plan_.plan(runs, staging_bytes_, [&](std::span<const Piece> pieces, std::uint64_t table_at) {
         round(pieces, table_at);
@@ -319,7 +316,7 @@ class CudaBackend final : public DeviceBackend {
   // Grows both staging buffers to at least `bytes` (never shrinks them).
   void reserve_staging(std::uint64_t bytes) {
     if (bytes <= staging_bytes_) return;
-    const std::uint64_t size = std::min(kStagingCap, std::max(round_up(bytes, kStagingStep), 2 * staging_bytes_));
+    const std::uint64_t size = std::min(kStagingCapBytes, std::max(round_up(bytes, kStagingStep), 2 * staging_bytes_));
     cudaFreeHost(host_staging_);
     cudaFree(device_staging_);
     host_staging_ = nullptr;

@@ -94,23 +94,23 @@ TEST_P(Backend, TransfersLargerThanTheStagingBufferAreSplit) {
   if (!real()) GTEST_SKIP() << "the staging split exists on a real device only";
   DeviceBackend& b = device_backend("cuda:0");
   Rng rng(11);
-  // One run of 300 MiB at an unaligned offset, then five million 64-byte runs at random slots:
-  // both exceed the 256 MiB staging buffer, by payload and by payload + copy table.
-  const std::uint64_t size = 400 * kMiB;
+  // One run of 1.17 staging caps at an unaligned offset (300 MiB on a GPU), then 64-byte runs at
+  // random slots, 1.25 caps of payload: both exceed the staging buffer.
+  const std::uint64_t size = kStagingCapBytes / 16 * 25;
   const DevicePool::Block block = take(b, size);
   Bytes model(size);
-  const Bytes big = random_bytes(rng, 300 * kMiB);
+  const Bytes big = random_bytes(rng, kStagingCapBytes / 64 * 75);
   const DeviceRun one{block.data + 3, 0, big.size()};
   DeviceCounters before = b.counters();
   b.write({&one, 1}, big);
   std::copy(big.begin(), big.end(), model.begin() + 3);
-  EXPECT_GE(b.counters().kernels - before.kernels, 2u) << "300 MiB went through one staging round";
+  EXPECT_GE(b.counters().kernels - before.kernels, 2u) << big.size() << " bytes went through one staging round";
   ASSERT_EQ(read_all(b, block, size), model);
 
   std::vector<std::uint32_t> slots(size / 64);
   std::iota(slots.begin(), slots.end(), 0u);
   std::shuffle(slots.begin(), slots.end(), rng);
-  slots.resize(5'000'000);
+  slots.resize(kStagingCapBytes / 64 / 4 * 5);
   const Bytes payload = random_bytes(rng, slots.size() * 64);
   std::vector<DeviceRun> runs(slots.size());
   for (std::size_t i = 0; i < slots.size(); ++i) {

@@ -30,6 +30,16 @@
 
 namespace mmsb::cuda {
 
+/// The most a CUDA device's staging buffers hold: a larger transfer goes in several rounds (it
+/// bounds the pinned host memory a device holds, which cannot be swapped, and its twin on the
+/// device). Smaller under the tests' stand-in runtime, whose kernels run on host threads, so that
+/// its tests cross it at a fraction of the cost.
+#if defined(MMSB_FAKE_CUDA)
+inline constexpr std::uint64_t kStagingCapBytes = std::uint64_t{16} << 20;
+#else
+inline constexpr std::uint64_t kStagingCapBytes = std::uint64_t{256} << 20;
+#endif
+
 /// One piece of a transfer: `length` bytes at device address `device` and at `host_offset` in
 /// the host buffer of the call.
 struct DeviceRun {
