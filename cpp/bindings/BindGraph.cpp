@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <unordered_map>
 
@@ -132,9 +133,21 @@ RecomputeCallable wrap_callable(const std::shared_ptr<Bus>& bus, py::function fn
                " (page ", parents[k]->id, "); recomputes must not write their parents");
         }
       }
+      // The callable may have changed `out` in place (ndarray.resize with refcheck=False, or a
+      // new shape or dtype): its bytes, all of them, are still the child's, but only an array
+      // as it was handed out is handed out again.
+      const bool contiguous = (staged.flags() & py::array::c_style) != 0;
+      if (static_cast<std::size_t>(staged.nbytes()) != out.size() || !contiguous) {
+        fail(ErrorCode::Propagation, "the recompute of page ", st->child, " resized its out array (to ",
+             staged.nbytes(), contiguous ? " bytes" : " bytes, not contiguous", "; the page has ", out.size(),
+             "); write into out, or return the new content");
+      }
       std::memcpy(out.data(), staged.data(), out.size());
       args = py::tuple(0);
-      if (Py_REFCNT(staged.ptr()) == 1) st->spare = std::move(staged);
+      if (Py_REFCNT(staged.ptr()) == 1 && staged.writeable() && staged.dtype().equal(st->dtype) &&
+          std::equal(st->shape.begin(), st->shape.end(), staged.shape(), staged.shape() + staged.ndim())) {
+        st->spare = std::move(staged);
+      }
     } catch (py::error_already_set& e) {
       throw std::runtime_error(user_error_message(e));  // the engine names the page and function
     }

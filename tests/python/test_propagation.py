@@ -372,6 +372,37 @@ def test_a_callable_starts_from_the_childs_bytes_in_an_array_it_may_keep(bus):
     assert [k[0] for k in kept] == [sum(range(1, i + 1)) for i in (2, 4, 6, 8)]
 
 
+def test_an_out_array_changed_in_place_is_never_handed_out_again(bus):
+    """A callable may give `out` another shape or dtype in place: the next call still gets a
+    fresh array shaped like the child. One that resizes `out` (refcheck=False) no longer holds
+    the child's bytes: a PropagationError, and nothing commits, instead of heap bytes past the
+    new end copied into the page."""
+    a = bus.create_page(data=np.arange(4.0))
+    c = bus.create_page(shape=(4,), dtype=F64)
+    seen = []
+
+    def reshaping(out, p):
+        seen.append((out.shape, str(out.dtype), out.flags.writeable))
+        out[:] = 2 * p
+        out.shape = (2, 2)
+        out.dtype = np.int64
+
+    bus.depend(c, on=[a], fn=reshaping)
+    a.write(0, np.float64(10).tobytes())
+    assert seen == [((4,), "float64", True)] * 2
+    assert np.array_equal(c.view(), [20.0, 2.0, 4.0, 6.0])
+
+    def shrinking(out, p):
+        out.resize(1, refcheck=False)
+        out[0] = 42.0
+
+    d = bus.create_page(shape=(4,), dtype=F64)
+    before = bus.lsn
+    with pytest.raises(mmsb.PropagationError, match="resized its out array"):
+        bus.depend(d, on=[a], fn=shrinking)
+    assert bus.lsn == before and bus.graph.derivation(d) is None and np.array_equal(d.view(), np.zeros(4))
+
+
 def test_parent_views_a_callable_keeps_outlive_the_bus(tmp_path):
     """A parent's view handed to a callable pins the page and keeps the bus's memory alive, as
     a Page's view does: read after the bus is closed and dropped, it holds the last bytes."""
