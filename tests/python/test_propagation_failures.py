@@ -252,17 +252,26 @@ def test_python_recomputes_on_a_worker_thread_do_not_deadlock_with_python_writer
     bus.close()
 
 
-def test_a_recompute_that_calls_into_the_bus_fails_cleanly():
+@pytest.mark.parametrize("call", ["lookup", "submit"])
+def test_a_recompute_that_calls_into_the_bus_fails_cleanly(call):
+    """A lookup would wait for the lock its own wave holds; a submission takes no lock, but would
+    stay queued after the commit that made it rolled back (and a blocking one could wait for a
+    tick forever)."""
     bus = mmsb.Bus()
     a = bus.create_page(data=np.arange(4.0))
     c = bus.create_page(shape=(4,), dtype="float64")
+    side = bus.create_page(8)
 
     def reentrant(out, x):
-        bus.page(a.id)  # would wait for the lock its own wave holds
+        if call == "lookup":
+            bus.page(a.id)
+        else:
+            bus.submit(mmsb.Delta.at(side, 0, b"side-eff"))
         out[:] = x
 
     lsn = bus.lsn
     with pytest.raises(mmsb.PropagationError, match="must not read or write the bus"):
         bus.depend(c, on=[a], fn=reentrant)
     assert bus.lsn == lsn and bus.graph.derivation(c) is None and c.epoch == 0
+    assert bus.queue_depth == 0 and bus.tick().deltas_applied == 0 and side.epoch == 0
     bus.close()

@@ -68,6 +68,7 @@ std::size_t Bus::queue_depth() const noexcept {
 }
 
 void Bus::enqueue(std::unique_ptr<Submission> s, bool block) {
+  check_not_reentered();  // takes no lock, but a submission from a recompute would outlive its rollback
   check_writable();
   Ring& ring = this->ring();
   Submission* raw = s.get();

@@ -8,7 +8,7 @@
 
 namespace mmsb {
 
-std::unique_lock<std::mutex> Bus::lock_mutex() {
+void Bus::check_not_reentered() const {
   if (wave_owner_.load(std::memory_order_acquire) == std::this_thread::get_id()) {
     fail(ErrorCode::Propagation, "a recompute function called into the bus; recomputes get their parents ",
          "as arguments and must not read or write the bus themselves");
@@ -17,6 +17,10 @@ std::unique_lock<std::mutex> Bus::lock_mutex() {
     fail(ErrorCode::InvalidArgument, "the bus's clock called into the bus; a clock runs inside a commit and ",
          "must only return the time");
   }
+}
+
+std::unique_lock<std::mutex> Bus::lock_mutex() {
+  check_not_reentered();
   std::unique_lock lock(mutex_, std::try_to_lock);
   if (!lock.owns_lock()) {
     Blocking b(blocking_);

@@ -425,7 +425,10 @@ class Bus {
   void trim_index_locked(Lsn floor);
   std::uint64_t cache_bytes_locked() const;
   std::uint64_t index_bytes_locked() const;
-  /// mutex_, taken with the blocking hooks around any wait.
+  /// Error(Propagation) on the thread running a wave's recomputes, Error(InvalidArgument) on the
+  /// thread running the clock: neither may call into the bus.
+  void check_not_reentered() const;
+  /// mutex_, taken with the blocking hooks around any wait (after check_not_reentered).
   std::unique_lock<std::mutex> lock_mutex();
   /// Runs `body` all or nothing: inside an open transaction (undone back to where it started on
   /// failure) or as an implicit transaction logged as one record when it succeeds.
