@@ -41,7 +41,7 @@ Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_l
   if (durability_ == Durability::Fsync && !read_only_) {
     group_ = std::make_shared<GroupSync>([this] { segment_.datasync(); });
   }
-  scan(checkpoint_limit, progress);
+  scan_beside_writer(checkpoint_limit, progress);
   if (access != Access::Create && !recovered_.checkpoint && recovered_.segments.empty()) {
     // A failed open leaves the directory as it was. Removed while still locked: a writer that
     // opened this file meanwhile finds it gone from its path once it gets the lock (take_lock).
@@ -55,6 +55,27 @@ Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_l
     fail(ErrorCode::InvalidArgument, "'", dir_, "' holds no mmsb log or checkpoint");
   }
   if (!read_only_) remove_unfinished_checkpoints();
+}
+
+// A read-only scan takes no lock: the writer's retention may delete a file it listed before it
+// opens it. A failure while the directory changed is a race, not damage: the scan starts over from
+// a new listing (a file gone for good fails the next one the same way, with the listing as it is).
+void Log::scan_beside_writer(Lsn checkpoint_limit, const ProgressFn& progress) {
+  for (int attempt = 1;; ++attempt) {
+    std::vector<std::string> before = list_directory(dir_);
+    try {
+      scan(checkpoint_limit, progress);
+      return;
+    } catch (const Error&) {
+      if (!read_only_ || attempt == 3) throw;
+      std::vector<std::string> now = list_directory(dir_);
+      std::sort(before.begin(), before.end());
+      std::sort(now.begin(), now.end());
+      if (now == before) throw;
+      recovered_ = RecoveredLog{};
+      indexed_from_ = 1;
+    }
+  }
 }
 
 // Only the writer, who holds the lock, writes checkpoints: a temporary one found now is what a

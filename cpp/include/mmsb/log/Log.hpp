@@ -199,6 +199,7 @@ class Log {
 
  private:
   void scan(Lsn checkpoint_limit, const ProgressFn& progress);
+  void scan_beside_writer(Lsn checkpoint_limit, const ProgressFn& progress);
   /// finish_overlapped() for callers that cannot report a failure (the write's own cut back
   /// already left the file consistent).
   void settle_overlapped() noexcept;
