@@ -545,6 +545,23 @@ def test_batch_zero_length_rows_still_count(bus):
     assert p.epoch == 2 and bus.lsn == 3
 
 
+def test_an_empty_change_has_no_runs_however_it_was_committed(tmp_path):
+    """history() gives one canonical run list per change: an empty one is [] from a write, a
+    Delta, a batch row or a tick alike (a batch row said [(4, 0)]), also after a reopen."""
+    with mmsb.Bus(tmp_path / "b") as bus:
+        p = bus.create_page(16)
+        p.write(4, b"")
+        bus.apply(mmsb.Delta.at(p, 4, b""))
+        bus.apply_batch(mmsb.DeltaBatch([p.id], [4], [0], b""))
+        bus.submit(mmsb.Delta.at(p, 4, b""))
+        bus.submit(mmsb.DeltaBatch([p.id], [4], [0], b""))
+        bus.tick()
+        assert [r.runs for r in bus.history(p)] == [[]] * 5
+        path = bus.path
+    with mmsb.open(path) as bus:
+        assert [r.runs for r in bus.history(1)] == [[]] * 5
+
+
 def test_batch_payload_kinds(bus):
     p = bus.create_page(4)
     for payload in (b"abcd", bytearray(b"abcd"), memoryview(b"abcd"), np.frombuffer(b"abcd", np.uint8),

@@ -31,7 +31,9 @@ void for_each_delta(const LogRecord& rec, Lsn first, Lsn last, Fn&& fn) {
       for (std::size_t i = 0; i < b->page_ids.size(); ++i) {
         if (lsn + i < first || lsn + i > last) continue;
         const Run run{b->offsets[i], b->lengths[i]};
-        fn(lsn + i, b->page_ids[i], Source::User, b->timestamp_ns, std::span<const Run>(&run, 1), nullptr);
+        // An empty row has no run, as an empty Delta has none: one canonical run list per change.
+        fn(lsn + i, b->page_ids[i], Source::User, b->timestamp_ns, std::span<const Run>(&run, run.length != 0 ? 1 : 0),
+           nullptr);
       }
     } else if (lsn >= first) {
       const auto* derived = std::get_if<DerivedOp>(&op);
@@ -66,8 +68,9 @@ void pick_deltas(const ScannedRecord& r, std::span<const Lsn> held, PageId id, c
       for (; k < held.size() && held[k] < lsn + rows.rows(); ++k) {
         const std::uint64_t i = held[k] - lsn;
         if (rows.page(i) != id) index_mismatch(where, held[k], id);
-        out.push_back(
-            {held[k], out.size() + 1, Source::User, rows.timestamp_ns(), {Run{rows.offset(i), rows.length(i)}}});
+        HistoryEntry e{held[k], out.size() + 1, Source::User, rows.timestamp_ns(), {}};
+        if (rows.length(i) != 0) e.runs.push_back(Run{rows.offset(i), rows.length(i)});  // as for_each_delta
+        out.push_back(std::move(e));
       }
       lsn += rows.rows();
       continue;
