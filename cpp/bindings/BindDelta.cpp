@@ -45,6 +45,23 @@ std::vector<std::uint8_t> byte_mask(py::handle page, const ByteBuffer& mask) {
        " bytes", item > 1 ? " or " + std::to_string(r.size / item) + " elements" : std::string());
 }
 
+// A list, tuple or other sequence (not a str or bytes, which are one value, nor an iterator,
+// which would be consumed by a first look).
+py::sequence sequence_arg(py::handle value, const char* what) {
+  if (PySequence_Check(value.ptr()) == 0 || PyUnicode_Check(value.ptr()) || PyBytes_Check(value.ptr()) ||
+      PyByteArray_Check(value.ptr())) {
+    fail(ErrorCode::InvalidArgument, what, " must be a list or tuple; got ", Py_TYPE(value.ptr())->tp_name);
+  }
+  return py::reinterpret_borrow<py::sequence>(value);
+}
+
+const PyDelta& delta_arg(py::handle value, const char* what) {
+  if (!py::isinstance<PyDelta>(value)) {
+    fail(ErrorCode::InvalidArgument, what, " must be an mmsb.Delta; got ", Py_TYPE(value.ptr())->tp_name);
+  }
+  return value.cast<const PyDelta&>();
+}
+
 py::array_t<std::uint64_t> run_column(const Delta& d, bool offsets) {
   const auto& runs = d.run_list();
   py::array_t<std::uint64_t> out(static_cast<py::ssize_t>(runs.size()));
@@ -78,8 +95,10 @@ void bind_delta(py::module_& m) {
                       expect_epoch, source);
       }, "page"_a, "offset"_a, "data"_a, py::kw_only(), "expect_epoch"_a = py::none(),
          "source"_a = "user", "One run of `data` at byte `offset`.")
-      .def_static("runs", [](py::handle page, py::sequence offsets, py::sequence datas,
+      .def_static("runs", [](py::handle page, py::handle offsets_arg, py::handle datas_arg,
                              py::handle expect_epoch, py::handle source) {
+        const py::sequence offsets = sequence_arg(offsets_arg, "offsets");
+        const py::sequence datas = sequence_arg(datas_arg, "datas");
         if (offsets.size() != datas.size()) {
           fail(ErrorCode::InvalidDelta, "got ", offsets.size(), " offsets but ", datas.size(),
                " data buffers; each run needs one of each");
@@ -95,12 +114,13 @@ void bind_delta(py::module_& m) {
         return finish(Delta::runs(page_id_of(page), offs, lens, payload), page, expect_epoch, source);
       }, "page"_a, "offsets"_a, "datas"_a, py::kw_only(), "expect_epoch"_a = py::none(),
          "source"_a = "user", "Many runs; overlapping runs resolve to the last one given.")
-      .def_static("masked", [](py::handle page, py::handle mask, py::handle data, bool packed,
+      .def_static("masked", [](py::handle page, py::handle mask, py::handle data, py::handle packed,
                                py::handle extent, py::handle expect_epoch, py::handle source) {
+        const bool bits_mask = to_flag(packed, "packed");
         ByteBuffer m(mask, "mask", true);
         ByteBuffer buf(data, "data");
         Delta d;
-        if (packed) {
+        if (bits_mask) {
           std::uint64_t ext = m.bytes().size() * 8;
           if (!extent.is_none()) ext = to_u64(extent, "extent");
           else if (py::isinstance<PageHandle>(page)) ext = page.cast<const PageHandle&>().live().size;
@@ -119,7 +139,9 @@ void bind_delta(py::module_& m) {
         ByteBuffer b(now, "new");
         return finish(Delta::diff(page_id_of(page), a.bytes(), b.bytes()), page, py::none(), py::str("user"));
       }, "page"_a, "old"_a, "new"_a, "The minimal runs turning `old` into `new` (same byte length).")
-      .def_static("merge", [](const PyDelta& a, const PyDelta& b) {
+      .def_static("merge", [](py::handle first, py::handle second) {
+        const PyDelta& a = delta_arg(first, "first");
+        const PyDelta& b = delta_arg(second, "second");
         if (a.origin != 0 && b.origin != 0 && a.origin != b.origin) {
           fail(ErrorCode::InvalidDelta, "cannot merge deltas built for pages of different buses");
         }
