@@ -111,7 +111,9 @@ std::pair<std::int64_t, std::int64_t> int_pair(py::handle value, const char* wha
     if (!PyLong_Check(item.ptr()) || PyBool_Check(item.ptr())) {
       fail(ErrorCode::InvalidArgument, what, " must be a tuple of two ints; got ", std::string(py::repr(value)));
     }
-    v[i] = item.cast<std::int64_t>();
+    int overflow = 0;
+    v[i] = PyLong_AsLongLongAndOverflow(item.ptr(), &overflow);
+    if (overflow != 0) fail(ErrorCode::InvalidArgument, what, " ", std::string(py::repr(value)), " is out of range");
   }
   return {v[0], v[1]};
 }

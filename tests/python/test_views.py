@@ -264,6 +264,8 @@ def test_legacy_dlpack_consumer(bus):
     ({"dl_device": "cpu"}, "dl_device must be a tuple of two ints"),
     ({"dl_device": (1,)}, "dl_device must be a tuple of two ints"),
     ({"dl_device": (1.0, 0)}, "dl_device must be a tuple of two ints"),
+    ({"max_version": (2**70, 0)}, f"max_version ({2**70}, 0) is out of range"),
+    ({"dl_device": (1, 2**64)}, f"dl_device (1, {2**64}) is out of range"),
     ({"copy": "yes"}, "copy must be None, True or False"),
     ({"stream": "x"}, "stream must be None or an int"),
 ])
