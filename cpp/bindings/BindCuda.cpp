@@ -111,7 +111,12 @@ void bind_cuda(py::module_& m) {
       .def("__repr__", &repr);
 
   auto bus = py::reinterpret_borrow<py::class_<Bus, std::shared_ptr<Bus>>>(m.attr("Bus"));
-  bus.def("replicate", [](const std::shared_ptr<Bus>& b, std::shared_ptr<Replicator> r, py::handle pages) {
+  bus.def("replicate", [](const std::shared_ptr<Bus>& b, py::handle replicator, py::handle pages) {
+        if (!replicator.is_none() && !py::isinstance<Replicator>(replicator)) {
+          fail(ErrorCode::InvalidArgument, "replicator must be an mmsb.cuda.Replicator or None; got ",
+               Py_TYPE(replicator.ptr())->tp_name);
+        }
+        std::shared_ptr<Replicator> r = replicator.cast<std::shared_ptr<Replicator>>();
         wait_turn(*b);
         std::vector<PageId> ids;
         if (r) ids = page_list(b, pages, "pages");
