@@ -165,7 +165,7 @@ std::shared_ptr<Bus> open_bus(py::handle path, py::handle durability, py::handle
   }
   o.durability = parse_durability(to_text(durability, "durability"));
   if (!path.is_none()) {
-    o.path = py::str(py::module_::import("os").attr("fspath")(path));
+    o.path = to_fs_path(path, "path");
     if (o.path.empty()) fail(ErrorCode::InvalidArgument, "path must not be empty");
   } else if (must_exist) {
     fail(ErrorCode::InvalidArgument, "open() needs a path");
@@ -350,7 +350,7 @@ void bind_bus(py::module_& m) {
       "if it raises, no checkpoint is left.")
       .def_property_readonly("path", [](const Bus& bus) -> py::object {
         if (bus.path().empty()) return py::none();
-        return py::str(bus.path());
+        return fs_str(bus.path());
       })
       .def_property_readonly("durability", [](const Bus& bus) -> py::object {
         if (bus.path().empty()) return py::none();

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "Bindings.hpp"
+#include "Convert.hpp"
 #include "mmsb/core/Error.hpp"
 #include "mmsb/log/Checkpoint.hpp"
 #include "mmsb/log/PosixFile.hpp"
@@ -84,12 +85,12 @@ std::string describe(const LogOp& op) {
 // that the summary says how far the log can be read.
 py::dict inspect_segment(const std::string& path, Lsn named, bool records, bool sealed) {
   py::dict seg;
-  seg["file"] = path;
+  seg["file"] = fs_str(path);
   SegmentScan s;
   try {
     s = scan_segment(path, false, OnDamage::Report);
   } catch (const Error& e) {  // unreadable, or a bad header: nothing in it can be shown
-    seg["error"] = std::string(e.what());
+    seg["error"] = lenient_str(e.what());
     return seg;
   }
   std::string damage = s.damage;
@@ -110,7 +111,7 @@ py::dict inspect_segment(const std::string& path, Lsn named, bool records, bool 
       try {
         const LogRecord rec = decode_record(r.header, r.body, path);
         py::list ops;
-        for (const LogOp& op : rec.ops) ops.append(describe(op));
+        for (const LogOp& op : rec.ops) ops.append(lenient_str(describe(op)));
         dump.append(py::dict(py::arg("offset") = r.offset, py::arg("first_lsn") = r.header.first_lsn,
                              py::arg("lsn_count") = r.header.lsn_count, py::arg("body_bytes") = r.header.body_bytes,
                              py::arg("ops") = ops));
@@ -128,14 +129,15 @@ py::dict inspect_segment(const std::string& path, Lsn named, bool records, bool 
   seg["last_lsn"] = last;
   seg["torn_tail"] = s.torn && damage.empty() ? py::object(py::str(s.torn_reason)) : py::object(py::none());
   if (records) seg["dump"] = dump;
-  if (!damage.empty()) seg["error"] = damage;
+  if (!damage.empty()) seg["error"] = lenient_str(damage);
   return seg;
 }
 
 }  // namespace
 
 void bind_inspect(py::module_& m) {
-  m.def("_inspect", [](const std::string& dir, bool records) {
+  m.def("_inspect", [](py::handle path, bool records) {
+    const std::string dir = to_fs_path(path, "path");
     if (!is_directory(dir)) {
       fail(ErrorCode::InvalidArgument, "no bus directory at '", dir, "'",
            path_exists(dir) ? " (that path is not a directory)" : "");
@@ -146,13 +148,13 @@ void bind_inspect(py::module_& m) {
       std::uint64_t n = 0;
       if (logfmt::parse_segment_file_name(name, n)) segments.emplace(n, name);
       else if (logfmt::parse_checkpoint_file_name(name, n)) checkpoints.emplace(n, name);
-      else if (name != "LOCK") others.append(name);
+      else if (name != "LOCK") others.append(fs_str(name));
     }
     py::list cps;
     Lsn newest_checkpoint = 0;  // of those that read back
     for (const auto& [lsn, name] : checkpoints) {
       py::dict cp;
-      cp["file"] = dir + "/" + name;
+      cp["file"] = fs_str(dir + "/" + name);
       try {
         const CheckpointData data = read_checkpoint(dir + "/" + name);
         cp["lsn"] = data.lsn;
@@ -160,7 +162,7 @@ void bind_inspect(py::module_& m) {
         cp["bytes"] = data.bytes.size();
         newest_checkpoint = std::max(newest_checkpoint, data.lsn);
       } catch (const Error& e) {
-        cp["error"] = std::string(e.what());
+        cp["error"] = lenient_str(e.what());
       }
       cps.append(cp);
     }
@@ -182,7 +184,7 @@ void bind_inspect(py::module_& m) {
       segs.append(seg);
     }
     py::dict out;
-    out["path"] = dir;
+    out["path"] = fs_str(dir);
     out["checkpoints"] = cps;
     out["segments"] = segs;
     out["other_files"] = others;

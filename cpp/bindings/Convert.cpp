@@ -160,6 +160,28 @@ double to_real(py::handle value, const char* what) {
   return d;
 }
 
+std::string to_fs_path(py::handle value, const char* what) {
+  py::object encoded;
+  try {
+    encoded = py::module_::import("os").attr("fsencode")(value);
+  } catch (const py::error_already_set&) {
+    fail(ErrorCode::InvalidArgument, what, " must be a str, bytes or os.PathLike; got ", Py_TYPE(value.ptr())->tp_name);
+  }
+  return encoded.cast<std::string>();
+}
+
+py::str fs_str(std::string_view path) {
+  PyObject* s = PyUnicode_DecodeFSDefaultAndSize(path.data(), static_cast<Py_ssize_t>(path.size()));
+  if (s == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(s);
+}
+
+py::str lenient_str(std::string_view text) {
+  PyObject* s = PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "backslashreplace");
+  if (s == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(s);
+}
+
 bool to_flag(py::handle value, const char* what) {
   if (PyBool_Check(value.ptr())) return value.ptr() == Py_True;
   if (py::isinstance(value, py::module_::import("numpy").attr("bool_"))) return PyObject_IsTrue(value.ptr()) == 1;

@@ -52,6 +52,16 @@ std::string to_text(py::handle value, const char* what);
 /// As to_text, or nullopt for a str UTF-8 cannot hold: a name no page can have (lookups say
 /// "not found" where to_text would say "bad argument"). Non-str values raise as to_text.
 std::optional<std::string> to_text_if_encodable(py::handle value, const char* what);
+/// A filesystem path (str, bytes or os.PathLike) as the bytes the OS gets, as os.fsencode gives
+/// them (a str's undecodable bytes come back from their surrogate escapes); anything else raises
+/// InvalidArgument naming `what`.
+std::string to_fs_path(py::handle value, const char* what);
+/// A path or file name from the OS as Python's str for it, as os.fsdecode gives it (bytes UTF-8
+/// cannot decode become surrogate escapes, never an error).
+py::str fs_str(std::string_view path);
+/// Text the engine made, which may quote bytes from a file (a path, a name in a damaged log), as
+/// str: bytes that are not UTF-8 become backslash escapes, never an error.
+py::str lenient_str(std::string_view text);
 /// A real-number argument: int, float or anything with __float__ (NumPy scalars); bool, str and
 /// other types raise InvalidArgument naming `what`.
 double to_real(py::handle value, const char* what);

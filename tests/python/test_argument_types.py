@@ -5,11 +5,14 @@ TypeError or RuntimeError from the binding layer, and nothing changes.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 import mmsb
 from error_checks import fails
+from mmsb.inspect_cmd import inspect_dir
 
 E = mmsb.errors
 LONE = "\ud800"  # a lone surrogate: a valid str that UTF-8 cannot encode
@@ -85,7 +88,8 @@ def test_wrong_types_are_invalid_argument_errors(pop, call, names):
 
 def test_bus_options_of_the_wrong_type(tmp_path):
     for kwargs, names in [({"durability": None}, ["durability"]), ({"history": "no"}, ["history", "str"]),
-                          ({"durability": "\ud800"}, ["durability", "surrogate"])]:
+                          ({"durability": "\ud800"}, ["durability", "surrogate"]),
+                          ({"path": 3.5}, ["path", "str, bytes or os.PathLike", "float"])]:
         with pytest.raises(E.InvalidArgumentError) as info:
             mmsb.Bus(**kwargs)
         for part in names:
@@ -146,3 +150,19 @@ def test_progress_of_an_in_memory_bus_is_checked_too():
             mmsb.Bus(progress=bad)
     for good in (None, True, False, lambda phase, done, total: None):
         mmsb.Bus(progress=good).close()
+
+
+def test_paths_are_the_bytes_the_os_names(tmp_path):
+    """A bytes path is that path (it was read as its repr, "b'...'"), and a str path with bytes
+    UTF-8 cannot decode (os.fsdecode's surrogate escapes) reaches the same directory; bus.path
+    and mmsb inspect give it back as os.fsdecode does, with a stray non-UTF-8 file beside it."""
+    raw = os.fsencode(str(tmp_path)) + b"/caf\xe9.mmsb"
+    with mmsb.Bus(raw) as bus:
+        bus.create_page(8, name="x")
+        assert bus.path == os.fsdecode(raw)
+    assert os.listdir(tmp_path) == ["caf\udce9.mmsb"]
+    open(raw + b"/junk\xff.txt", "wb").close()
+    with mmsb.open(os.fsdecode(raw)) as bus:
+        assert bus.lsn == 1
+    info = inspect_dir(os.fsdecode(raw))
+    assert info["path"] == os.fsdecode(raw) and info["other_files"] == ["junk\udcff.txt"]
