@@ -625,6 +625,24 @@ def test_apply_batch_many_threads_deterministic(rng):
     assert all(r == results[0] for r in results[1:])
 
 
+def test_more_threads_than_cores_split_the_work_without_a_word_on_stderr():
+    """oneTBB runs no more threads than cores; an arena asking for more printed a warning at its
+    first parallel batch. The bus still splits the work for the threads asked for."""
+    import subprocess
+    import sys
+
+    script = ("import numpy as np, os, mmsb\n"
+              "n = 8 * os.cpu_count()\n"
+              "bus = mmsb.Bus(threads=n)\n"
+              "p = bus.create_page(1 << 20)\n"
+              "rows = 100_000\n"
+              "bus.apply_batch(mmsb.DeltaBatch(np.full(rows, p.id, np.uint64), np.arange(rows, dtype=np.uint64),\n"
+              "                                np.ones(rows, np.uint64), np.ones(rows, np.uint8)))\n"
+              "assert bus.threads == n and p.epoch == rows\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
 def test_write_from_a_view_of_the_same_page(bus):
     # the payload is taken before the page changes (memmove semantics)
     p = bus.create_page(data=bytes(range(16)))

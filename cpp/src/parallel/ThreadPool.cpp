@@ -10,6 +10,7 @@
 #if MMSB_HAVE_TBB
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/partitioner.h>
+#include <oneapi/tbb/info.h>
 #include <oneapi/tbb/task_arena.h>
 #endif
 
@@ -17,7 +18,10 @@ namespace mmsb {
 
 struct ThreadPool::Impl {
 #if MMSB_HAVE_TBB
-  explicit Impl(unsigned threads) : arena(static_cast<int>(threads)) {}
+  // No more than TBB may run at once (the cores, unless a global_control says otherwise): an
+  // arena asking for more gets no more workers, only a warning on stderr at its first use.
+  explicit Impl(unsigned threads)
+      : arena(std::min(static_cast<int>(threads), oneapi::tbb::info::default_concurrency())) {}
   oneapi::tbb::task_arena arena;
 #else
   explicit Impl(unsigned) {}

@@ -3,7 +3,8 @@
 ///
 /// Backed by a oneTBB task_arena when built with TBB (MMSB_HAVE_TBB), else by short-lived
 /// std::threads. Work is split by the caller into lanes (e.g. one per page partition), so results
-/// never depend on which thread ran a lane or on how many threads exist.
+/// never depend on which thread ran a lane or on how many threads exist. With TBB at most as many
+/// threads as TBB's default concurrency (the cores) run at once, whatever `threads` says.
 /// Thread safety: run_lanes may be called from one thread at a time per pool.
 #include <cstddef>
 #include <functional>
