@@ -104,6 +104,26 @@ def test_empty_transaction_commits_nothing(tmp_path):
         assert records_in(bus) == n and bus.lsn == 1
 
 
+def test_a_rolled_back_transaction_restores_the_propagation_mode():
+    """bus.propagation set inside a block goes with the block's changes: after a rollback, the
+    next write runs its wave as before the block, and committed, the setting stays."""
+    bus = mmsb.Bus()
+    a = bus.create_page(data=np.zeros(2))
+    c = bus.create_page(shape=(2,), dtype="float64")
+    bus.depend(c, on=[a], fn=mmsb.ops.copy)
+    with pytest.raises(RuntimeError):
+        with bus.transaction():
+            bus.propagation = "deferred"
+            a.write(0, np.float64(1).tobytes())
+            raise RuntimeError("abandon")
+    assert bus.propagation == "eager"
+    a.write(0, np.float64(2).tobytes())
+    assert not c.stale and c.view()[0] == 2.0
+    with bus.transaction():
+        bus.propagation = "deferred"
+    assert bus.propagation == "deferred"
+
+
 CHILD = r"""
 import os, signal, sys
 import numpy as np

@@ -118,6 +118,7 @@ std::unique_ptr<Bus::Transaction> Bus::new_transaction_locked() {
   std::unique_ptr<Transaction> t = spare_txn_ ? std::move(spare_txn_) : std::make_unique<Transaction>();
   t->owner = std::this_thread::get_id();
   t->start = mark_locked();
+  t->propagation = propagation_;
   t->ops.set_counting_only(!logging());  // no log (a time-travel copy): undo is all it needs
   return t;
 }
@@ -293,6 +294,7 @@ void Bus::rollback_transaction() {
   auto lock = lock_turn();
   if (!txn_) fail(ErrorCode::InvalidArgument, "no transaction is open on this thread");
   undo_locked(*txn_, txn_->start);
+  propagation_ = txn_->propagation;  // the block's setting goes with the changes made under it
   end_transaction_locked();
 }
 

@@ -168,6 +168,7 @@ struct Bus::Transaction {
   std::uint64_t ticket = 0;  // group commit: its record's GroupSync ticket (0: durable or unlogged)
   bool committed = false;    // its record was logged (deleted pages stay pinned until retired)
   TxnMark start;  // restored by rollback
+  PropagationMode propagation = PropagationMode::Eager;  // bus.propagation at begin, as rollback leaves it
   TransactionBuilder ops;
   std::vector<Undo> undo;
   std::vector<HeavyUndo> heavy;  // in the order their UndoHeavy entries were recorded
