@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "Bindings.hpp"
 #include "Convert.hpp"
@@ -98,6 +99,7 @@ struct PageEdit {
   py::object staged = py::none();
   Epoch epoch = 0;
   bool entered = false;
+  std::optional<std::uint64_t> in_transaction;  // bus.rollbacks() at entry inside a transaction
   std::shared_ptr<DeviceStaging> on_device;  // the copy of an edit on the device
 
   py::object enter() {
@@ -105,6 +107,7 @@ struct PageEdit {
     PageHandle& h = page.cast<PageHandle&>();
     const PageRecord& r = h.live();
     h.bus->check_not_read_only();  // now, not after the block's work is done
+    in_transaction = h.bus->in_transaction() ? std::optional(h.bus->rollbacks()) : std::nullopt;
     const DevicePlace place = h.bus->device_place(r);
     if (device.is_none() ? place.on_device : to_flag(device, "edit(device=)")) {
       on_device = std::shared_ptr<DeviceStaging>(h.bus->stage_on_device(h.id));
@@ -131,6 +134,11 @@ struct PageEdit {
     if (!exc_type.is_none()) return false;  // an exception inside the block commits nothing
     PageHandle& h = page.cast<PageHandle&>();
     wait_turn(*h.bus);
+    // Its epoch may have come back with other bytes since: the epoch check cannot tell.
+    if (in_transaction && h.bus->rollbacks() != *in_transaction) {
+      fail(ErrorCode::EpochConflict, "the edit of page ", h.id, " began inside a transaction that was rolled back ",
+           "since: its copy holds changes that never committed; re-read the page and edit again");
+    }
     if (copy) {
       h.bus->commit_staged(*copy);
       return false;

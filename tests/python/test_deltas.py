@@ -428,6 +428,28 @@ def test_edit_conflict_when_someone_else_committed(bus):
     assert p.epoch == 2
 
 
+def test_an_edit_begun_in_a_rolled_back_transaction_never_commits(bus):
+    """A rollback brings epochs back, so a later commit can reach the copy's epoch with other
+    bytes: the epoch check alone would let the edit bring back the rolled-back write and lose
+    the committed one."""
+    p = bus.create_page(shape=(4,), dtype="float64")
+    ed = p.edit()
+    with pytest.raises(RuntimeError):
+        with bus.transaction():
+            p.write(0, np.float64(1.0).tobytes())
+            a = ed.__enter__()
+            raise RuntimeError("abandon")
+    p.write(8, np.float64(2.0).tobytes())  # committed, at the epoch the copy was taken at
+    a[3] = 3.0
+    with pytest.raises(mmsb.EpochConflictError, match="rolled back"):
+        ed.__exit__(None, None, None)
+    assert np.array_equal(p.view(), [0.0, 2.0, 0.0, 0.0]) and p.epoch == 1
+    with bus.transaction():  # begun and ended inside one transaction: as any edit
+        with p.edit() as b:
+            b[0] = 5.0
+    assert p.view()[0] == 5.0
+
+
 def test_edit_raw_page(bus):
     p = bus.create_page(8)
     with p.edit() as a:

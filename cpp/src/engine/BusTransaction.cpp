@@ -295,6 +295,7 @@ void Bus::rollback_transaction() {
   if (!txn_) fail(ErrorCode::InvalidArgument, "no transaction is open on this thread");
   undo_locked(*txn_, txn_->start);
   propagation_ = txn_->propagation;  // the block's setting goes with the changes made under it
+  rollbacks_.fetch_add(1, std::memory_order_release);
   end_transaction_locked();
 }
 

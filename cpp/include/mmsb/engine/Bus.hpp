@@ -214,6 +214,10 @@ class Bus {
   /// Undoes every change since begin_transaction(): bytes, epochs, lsn, stats, names, metadata
   /// and the page set are as they were (pages created inside are deleted; their ids stay used).
   void rollback_transaction();
+  /// Transactions rolled back since the bus was made: the one count a rollback does not restore.
+  /// A copy taken inside a transaction rolled back since holds bytes that never committed, at an
+  /// epoch the page may reach again with other bytes (Page.edit refuses to commit it).
+  std::uint64_t rollbacks() const noexcept { return rollbacks_.load(std::memory_order_acquire); }
   /// True when the calling thread has a transaction open.
   bool in_transaction() const noexcept;
   /// True when another thread's transaction is open, so a call from this thread would wait.
@@ -628,6 +632,7 @@ class Bus {
   std::deque<std::unique_ptr<Transaction>> parked_;  // logged, not yet durable (oldest first)
   std::optional<unsigned> mem_retention_;  // in-memory bus: checkpoints (and log) kept
   std::atomic<bool> txn_open_{false};
+  std::atomic<std::uint64_t> rollbacks_{0};
   std::atomic<std::thread::id> txn_owner_{};
   std::condition_variable txn_done_;
   BlockingHooks blocking_;
