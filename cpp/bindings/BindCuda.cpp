@@ -74,6 +74,12 @@ void bind_cuda(py::module_& m) {
            "nranks"_a, "rank"_a, "unique_id"_a, "ordinal"_a, "page_sizes"_a)
       .def("broadcast", [](Replicator& r, py::handle pages, py::handle offsets, py::handle lengths,
                            py::handle payload) {
+        // The bus broadcasts every tick: a row of the caller's between them would leave the
+        // replicas unlike the pages they follow, and nothing would say so until check().
+        if (r.attached()) {
+          fail(ErrorCode::InvalidArgument, "Replicator.broadcast: a bus feeds this replicator (bus.replicate); its ",
+               "ticks broadcast, so call it only after bus.replicate(None)");
+        }
         const auto p = index_column(pages, "pages");
         const auto o = index_column(offsets, "offsets");
         const auto l = index_column(lengths, "lengths");

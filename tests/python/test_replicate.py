@@ -52,7 +52,12 @@ def test_refusals_and_detach(devices):
     bus.replicate(rep, [a])
     with pytest.raises(mmsb.InvalidArgumentError, match="replicated"):
         bus.delete_page(a)
+    with pytest.raises(mmsb.InvalidArgumentError, match="a bus feeds this replicator"):
+        rep.broadcast([0], [0], [4], b"abcd")  # the replica would no longer be its page
+    assert rep.read(0) == a.read(0, 64) and rep.ticks == 1
     bus.replicate(None)
+    rep.broadcast([0], [0], [4], b"abcd")  # its own again
+    assert rep.read(0)[:4] == b"abcd"
     bus.delete_page(a)
     assert bus.tick()["replicated_rows"] == 0
 

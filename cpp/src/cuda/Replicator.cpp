@@ -254,6 +254,11 @@ bool Replicator::attach(const void* owner) {
   return true;
 }
 
+bool Replicator::attached() const {
+  std::lock_guard g(mutex_);
+  return attached_ != 0;
+}
+
 void Replicator::detach(const void* owner) noexcept {
   std::lock_guard g(mutex_);
   if (attached_ == 0 || owner_ != owner) return;

@@ -100,6 +100,8 @@ class Replicator {
   /// one detach(owner). Thread-safe.
   bool attach(const void* owner);
   void detach(const void* owner) noexcept;
+  /// Whether a bus feeds it (attach without its detach). Thread-safe.
+  bool attached() const;
 
  private:
   void ensure_usable() const;
