@@ -43,7 +43,10 @@ Histories scan_histories(const std::string& dir) {
       note(dv->delta.page_id(), lsn, dv->delta.source, dv->delta.timestamp_ns, dv->delta.run_list());
     } else if (const auto* b = std::get_if<BatchOp>(&op)) {
       for (std::size_t i = 0; i < b->page_ids.size(); ++i) {
-        note(b->page_ids[i], lsn + i, Source::User, b->timestamp_ns, {Run{b->offsets[i], b->lengths[i]}});
+        // A row is one run, none when empty (as an empty Delta has none).
+        std::vector<Run> runs;
+        if (b->lengths[i] != 0) runs.push_back(Run{b->offsets[i], b->lengths[i]});
+        note(b->page_ids[i], lsn + i, Source::User, b->timestamp_ns, std::move(runs));
       }
     }
   });
