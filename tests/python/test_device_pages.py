@@ -324,6 +324,67 @@ def test_an_in_memory_bus_whose_device_write_fails_after_logging_stays_readable_
     assert bus.verify().problems == [f"the log holds lsns {lsn + 1}..{lsn + 1} past the bus lsn {lsn}, not applied in memory"]
 
 
+@pytest.mark.parametrize("where", ["memory", "none", "flush", "fsync"])
+def test_a_batch_whose_second_device_fails_leaves_the_first_as_it_was(tmp_path, where):
+    """One transfer per device: cuda:0's went through when cuda:1's failed. It is undone, so
+    reads show the state before the batch whatever the mode (a log-first mode's log holds the
+    batch, and the bus takes no more writes until reopened, as for one device)."""
+    _core.cuda_emulate_devices(2)
+    try:
+        bus = mmsb.Bus() if where == "memory" else mmsb.Bus(tmp_path / "b", durability=where)
+        host = bus.create_page(8)
+        a = bus.create_page(8, location="cuda:0")
+        b = bus.create_page(8, location="cuda:1")
+        _core.cuda_fail_emulated_write(2)  # the first device's transfer succeeds, the second's fails
+        try:
+            with pytest.raises(mmsb.DeviceUnavailableError, match="injected"):
+                bus.apply_batch(mmsb.DeltaBatch([host.id, a.id, b.id], [0] * 3, [8] * 3, b"H" * 8 + b"A" * 8 + b"B" * 8))
+        finally:
+            _core.cuda_fail_emulated_write(0)
+        for p in (host, a, b):
+            assert p.read(0, 8) == bytes(8) and p.epoch == 0, p.location
+        bus.close()
+    finally:
+        _core.cuda_emulate_devices(0)
+
+
+@pytest.mark.parametrize("how", ["transaction", "wave"])
+def test_a_device_transfer_failing_while_a_change_is_undone_stops_writes_not_the_process(devices, tmp_path, how):
+    """The undo of a device write has nothing to fall back on: the device keeps bytes the log
+    never held. The process went on to std::terminate; now the call raises what made it roll back,
+    the bus takes no more writes, and a reopen shows the log's state."""
+    bus = mmsb.Bus(tmp_path / "b")
+    p = bus.create_page(64, location="cuda:0")
+    p.write(0, b"kept")
+    lsn = bus.lsn
+    if how == "transaction":
+        with pytest.raises(KeyError):
+            with bus.transaction():
+                p.write(0, b"lost")
+                _core.cuda_fail_emulated_write(1)  # the undo's transfer
+                raise KeyError("roll back")
+    else:
+        c = bus.create_page(8)
+
+        def refuse(out, x):
+            raise ValueError("no")
+
+        bus.propagation = "deferred"
+        bus.depend(c, on=[p], fn=refuse)
+        bus.propagation = "eager"
+        lsn = bus.lsn
+        _core.cuda_fail_emulated_write(2)  # the write's transfer passes, its undo's fails
+        with pytest.raises(mmsb.PropagationError, match="no"):
+            p.write(0, b"lost")
+    _core.cuda_fail_emulated_write(0)
+    assert bus.lsn == lsn
+    with pytest.raises(mmsb.DurabilityError, match="could not undo a change on its device.*injected"):
+        p.write(8, b"refused")
+    bus.close()
+    with mmsb.open(tmp_path / "b") as again:
+        assert again.lsn == lsn and again.page(p.id).read(0, 4) == b"kept"
+
+
 @pytest.mark.parametrize("where", ["memory", "none", "flush", "fsync", "transaction"])
 def test_a_device_page_whose_initial_content_fails_to_transfer_is_not_created(devices, tmp_path, where):
     # The content goes to the device before the creation is logged: a failed transfer leaves no

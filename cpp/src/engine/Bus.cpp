@@ -106,6 +106,10 @@ void Bus::check_not_read_only() const {
 void Bus::check_writable() const {
   check_open();
   check_not_read_only();
+  if (log_broken_ && !broken_why_.empty()) {
+    fail(ErrorCode::Durability, "this bus ", broken_why_, log_ ? "; reopen the bus to recover" :
+         "; it takes no more writes (its pages can still be read)");
+  }
   if (log_broken_ && log_) {
     fail(ErrorCode::Durability, "the log of '", path_, "' holds a change whose apply failed after it was ",
          "written; reopen the bus to recover");

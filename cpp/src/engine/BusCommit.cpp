@@ -317,7 +317,7 @@ Lsn Bus::record_batch_locked(const DeltaBatchView& batch, bool log_now) {
 void Bus::break_log_locked() noexcept {
   if (txn_) txn_->ticket = 0;  // retired, not parked: no commit waits for its sync
   if (log_) log_->mark_broken("holds a change whose apply failed after it was written");
-  log_broken_ = true;
+  log_broken_ = true;  // broken_why_ empty: check_writable says the log holds that change
 }
 
 }  // namespace mmsb

@@ -299,6 +299,21 @@ void Bus::rollback_transaction() {
   end_transaction_locked();
 }
 
+// An undo's device transfer. One that fails cannot be undone in turn: the device keeps bytes of a
+// change the log never holds (or holds as failed), so no later change may build on them. The bus
+// takes no more writes; a reopen shows the log's state, reads meanwhile may show those bytes.
+void Bus::restore_device_locked(std::span<const DeviceRow> rows, std::span<const std::byte> bytes) noexcept {
+  try {
+    devices_->write(rows, bytes);
+  } catch (const std::exception& e) {
+    try {
+      broken_why_ = std::string("could not undo a change on its device (") + e.what() + ")";
+    } catch (...) {  // no memory for the reason: the flag alone still stops writes
+    }
+    log_broken_ = true;
+  }
+}
+
 // Entry `index` of t.heavy (one that owns memory), for undo_locked.
 void Bus::undo_heavy_locked(Transaction& t, std::size_t index) noexcept {
   HeavyUndo& entry = t.heavy[index];
@@ -321,7 +336,7 @@ void Bus::undo_heavy_locked(Transaction& t, std::size_t index) noexcept {
       rec.last_lsn.store(prior.last_lsn, std::memory_order_relaxed);
     }
     // Device rows saved the bytes from before the batch, so one write in any order restores them.
-    if (!device_rows.empty()) devices_->write(device_rows, {b->old.data(), b->old.size()});
+    if (!device_rows.empty()) restore_device_locked(device_rows, {b->old.data(), b->old.size()});
   } else if (auto* del = std::get_if<UndoDelete>(&entry)) {
     table_.undelete(del->id, del->info ? std::optional<PageInfo>(*del->info) : std::nullopt);
     table_.unpin(table_.record(del->id));
@@ -355,10 +370,9 @@ void Bus::undo_locked(Transaction& t, const TxnMark& m) noexcept {
       const std::byte* src = t.undo_bytes.data() + d->byte_begin;
       const std::span<const Run> runs(t.undo_runs.data() + d->run_begin, d->run_count);
       if (devices_->on_device(*d->rec)) {
-        // A device error here cannot be undone in turn: the process stops (noexcept).
         std::uint64_t bytes = 0;
         for (const Run& r : runs) bytes += r.length;
-        devices_->write(DevicePages::rows_of(*d->rec, runs), {src, bytes});
+        restore_device_locked(DevicePages::rows_of(*d->rec, runs), {src, bytes});
       } else {
         for (const Run& r : runs) {
           if (r.length != 0) std::memcpy(d->rec->data + r.offset, src, r.length);

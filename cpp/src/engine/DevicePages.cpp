@@ -196,27 +196,38 @@ std::span<const DeviceRow> DevicePages::device_rows(const DeltaBatchView& b) {
 
 void DevicePages::write(std::span<const DeviceRow> rows, std::span<const std::byte> host) {
   if (rows.empty()) return;
-  // A pass over the rows per device they go to, each pass finding the next device: a batch for
-  // one device (the usual) is read once.
-  std::array<bool, 256> done{};  // by place
-  for (std::optional<std::uint8_t> place = rows.front().place; place;) {
-    const std::uint8_t now = *place;
-    place.reset();
-    runs_.clear();
-    for (const DeviceRow& row : rows) {
-      if (row.place == now) {
-        if (row.length != 0) runs_.push_back({row.device, row.host_offset, row.length});
-      } else if (!place && !done[row.place]) {
-        place = row.place;
-      }
-    }
-    DevicePlacement& p = static_cast<DevicePlacement&>(*table_.placement(now));
-    p.mark_stale(now, rows);
-    const std::uint64_t bytes = cuda::resolve_overlaps(runs_, overlap_scratch_);
-    p.backend().write(runs_, host);
-    traffic_.bytes_written += bytes;
-    done[now] = true;
+  const std::uint8_t first = rows.front().place;
+  if (std::all_of(rows.begin(), rows.end(), [&](const DeviceRow& r) { return r.place == first; })) {
+    return write_place(first, rows, host);  // the usual: one device, one transfer
   }
+  // Several devices: one failing must not leave the others written (a failed change shows the
+  // state before it). The bytes the earlier transfers overwrite are read first, and put back.
+  const std::vector<std::uint8_t> places = places_of(rows);
+  std::vector<DeviceRow> earlier;
+  for (const DeviceRow& row : rows) {
+    if (row.place != places.back()) earlier.push_back(row);
+  }
+  std::vector<std::byte> old(host.size());
+  read(earlier, old);
+  std::size_t written = 0;
+  try {
+    for (; written < places.size(); ++written) write_place(places[written], rows, host);
+  } catch (...) {
+    for (std::size_t k = 0; k < written; ++k) write_place(places[k], rows, old);
+    throw;
+  }
+}
+
+void DevicePages::write_place(std::uint8_t place, std::span<const DeviceRow> rows, std::span<const std::byte> host) {
+  runs_.clear();
+  for (const DeviceRow& row : rows) {
+    if (row.place == place && row.length != 0) runs_.push_back({row.device, row.host_offset, row.length});
+  }
+  DevicePlacement& p = static_cast<DevicePlacement&>(*table_.placement(place));
+  p.mark_stale(place, rows);
+  const std::uint64_t bytes = cuda::resolve_overlaps(runs_, overlap_scratch_);
+  p.backend().write(runs_, host);
+  traffic_.bytes_written += bytes;
 }
 
 void DevicePages::write(PageRecord& r, const Delta& d) { write(rows_of(r, d.run_list()), d.payload()); }

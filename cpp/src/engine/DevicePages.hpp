@@ -60,7 +60,9 @@ class DevicePages {
   bool device_place(std::uint8_t place) const noexcept { return device_places_[place]; }
 
   /// Writes rows (in order; a later row wins where rows of one page overlap) from `host`, one
-  /// transfer per device. Marks the rows' bytes stale in the mirrors.
+  /// transfer per device. Marks the rows' bytes stale in the mirrors. Rows on several devices:
+  /// when a transfer throws, those before it are undone (their bytes read back first), so the
+  /// devices hold what they held unless that undo fails too.
   void write(std::span<const DeviceRow> rows, std::span<const std::byte> host);
   /// A delta's runs into its page.
   void write(PageRecord& r, const Delta& d);
@@ -139,6 +141,8 @@ class DevicePages {
   DevicePlacement& placement_of(const PageRecord& r) const;
   void reclaim(const PageRecord& r);
   static std::vector<std::uint8_t> places_of(std::span<const DeviceRow> rows);
+  // write() of the rows that go to device `place` (one transfer).
+  void write_place(std::uint8_t place, std::span<const DeviceRow> rows, std::span<const std::byte> host);
 
   PageTable& table_;
   std::vector<std::shared_ptr<DevicePlacement>> placements_;  // registered ones, any kind

@@ -60,6 +60,7 @@ struct WaveNode;
 class WaveBatch;
 class DevicePages;
 class DeviceStaging;
+struct DeviceRow;
 namespace cuda {
 class Replicator;
 }
@@ -534,6 +535,7 @@ class Bus {
   void finish_transaction_locked();
   void undo_locked(Transaction& t, const TxnMark& m) noexcept;
   void undo_heavy_locked(Transaction& t, std::size_t index) noexcept;
+  void restore_device_locked(std::span<const DeviceRow> rows, std::span<const std::byte> bytes) noexcept;
   /// Records a delta in the open transaction; `inputs` marks it derived (logged with them).
   void txn_note_delta_locked(PageRecord& r, const Delta& d,
                              const std::span<const std::pair<PageId, Epoch>>* inputs = nullptr);
@@ -624,6 +626,7 @@ class Bus {
   RecoveryReport recovery_;
   bool read_only_ = false;
   bool log_broken_ = false;  // break_log_locked(): no more writes until reopened
+  std::string broken_why_;   // set when no log record is to blame (restore_device_locked)
   // A view of the past (read_only from construction, while read_only_ is set only after recovery):
   // it keeps every page on the host, whatever its location.
   bool history_view_ = false;
