@@ -403,6 +403,7 @@ Lsn Bus::checkpoint(const ProgressFn& progress) {
   const PageBytesFn page_bytes = [this](const PageRecord& r) { return devices_->readable(r); };
   if (log_) {
     log_->checkpoint(lsn, table_, graph_image_locked(), page_bytes, progress);
+    trim_index_locked(log_->retained_from());  // the retention ran with it: as gc() does
   } else {
     // In memory: the bytes a checkpoint file would hold, kept beside the log.
     std::vector<std::byte> image;

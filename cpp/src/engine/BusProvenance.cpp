@@ -297,6 +297,46 @@ std::vector<ProvenanceStep> Bus::provenance(PageId id, std::optional<Epoch> epoc
   check_no_transaction("provenance()");
   if (id == 0 || id >= table_.next_id()) fail(ErrorCode::PageNotFound, "no page with id ", id, " ever existed on this bus");
   catch_up_index_locked();
+  // A reopened bus indexes the log after the checkpoint it came from: the older log, when it is
+  // all there, is read once (as history() does) the first time an answer lies in it.
+  bool read_older = false;
+  const auto index_older_log = [&] {
+    if (read_older || !log_ || (unindexed_through_ == 0 && log_->indexed_from_start())) return false;
+    read_older = true;
+    try {
+      index_whole_log_locked();
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::HistoryUnavailable) throw;  // a retention removed its start
+      return false;
+    }
+    return true;
+  };
+  const auto entry_of = [&](PageId page, Epoch e) -> const IndexEntry* {
+    for (int pass = 0; pass < 2; ++pass) {
+      const auto h = index_.find(page);
+      if (h != index_.end() && e >= h->second.first_epoch && e - h->second.first_epoch < h->second.entries.size()) {
+        return &h->second.entries[e - h->second.first_epoch];
+      }
+      if (pass == 0 && !index_older_log()) break;
+    }
+    return nullptr;
+  };
+  // The page's epoch now: from its record, or for a page deleted before the checkpoint a reopened
+  // bus came from (which has no record of it), its last indexed delta.
+  Epoch now = 0;
+  if (const PageRecord* r = table_.slot_if_any(id)) {
+    now = r->epoch.load(std::memory_order_relaxed);
+  } else {
+    index_older_log();
+    const auto h = index_.find(id);
+    if (h == index_.end() || h->second.entries.empty()) {
+      fail(ErrorCode::HistoryUnavailable, "page ", id, " was deleted before the checkpoint this bus was opened ",
+           "from, and this bus holds no log before that checkpoint");
+    }
+    now = h->second.first_epoch + h->second.entries.size() - 1;
+  }
+  const Epoch root = epoch.value_or(now);
+  if (root > now) fail(ErrorCode::InvalidArgument, "page ", id, " has not reached epoch ", root, " (it is at epoch ", now, ")");
   std::vector<ProvenanceStep> out;
   // Breadth-first over (page, epoch, depth); a DAG may reach one node by several paths.
   struct Item {
@@ -304,26 +344,21 @@ std::vector<ProvenanceStep> Bus::provenance(PageId id, std::optional<Epoch> epoc
     Epoch epoch;
     unsigned depth;
   };
-  std::vector<Item> queue{{id, epoch.value_or(table_.record(id).epoch.load(std::memory_order_relaxed)), 0}};
+  std::vector<Item> queue{{id, root, 0}};
   std::set<std::pair<PageId, Epoch>> seen;
   for (std::size_t q = 0; q < queue.size(); ++q) {
     const Item it = queue[q];
     if (it.epoch == 0) continue;  // all zeros at creation: nothing produced it
-    const auto h = index_.find(it.page);
-    const Epoch first = h == index_.end() ? 1 : h->second.first_epoch;
-    const Epoch last = h == index_.end() ? 0 : first + h->second.entries.size() - 1;
-    if (it.epoch > table_.record(it.page).epoch.load(std::memory_order_relaxed)) {
-      fail(ErrorCode::InvalidArgument, "page ", it.page, " has not reached epoch ", it.epoch, " (it is at epoch ",
-           table_.record(it.page).epoch.load(std::memory_order_relaxed), ")");
+    const IndexEntry* e = entry_of(it.page, it.epoch);
+    if (e == nullptr) {
+      // An input older than the history kept is listed without a node, as one at epoch 0.
+      if (q != 0) continue;
+      fail(ErrorCode::HistoryUnavailable, "epoch ", it.epoch, " of page ", it.page, " is older than the history ",
+           "this bus holds (a retention removed it, or this bus was opened from a checkpoint after it and holds no ",
+           "log before that checkpoint)");
     }
-    if (h == index_.end() || it.epoch < first || it.epoch > last) {
-      fail(ErrorCode::HistoryUnavailable, "epoch ", it.epoch, " of page ", it.page,
-           " is older than the history this bus holds (it starts at epoch ", first,
-           ", the checkpoint it was opened from)");
-    }
-    const IndexEntry& e = h->second.entries[it.epoch - first];
-    ProvenanceStep step{it.page, it.epoch, e.lsn, e.source, e.timestamp_ns, {}};
-    step.inputs = derived_inputs_locked(e.lsn);
+    ProvenanceStep step{it.page, it.epoch, e->lsn, e->source, e->timestamp_ns, {}};
+    step.inputs = derived_inputs_locked(e->lsn);
     if (it.depth < max_depth) {
       for (const auto& [parent, parent_epoch] : step.inputs) {
         if (seen.insert({parent, parent_epoch}).second) {

@@ -104,12 +104,15 @@ class PageTable {
     PageRecord& r = chunk[(id - 1) % kChunkRecords];
     return r.live() ? &r : nullptr;
   }
-  /// The record of `id`, live or not, or nullptr for an id that has no slot (0, never handed
-  /// out, or in a chunk of skipped ids).
+  /// The record of `id`, live or not, or nullptr for an id that has none: 0, never handed out,
+  /// or skipped by reserve_ids_below (a page a restored checkpoint no longer held, whose slot
+  /// says only "deleted" and holds no size, epoch or data).
   const PageRecord* slot_if_any(PageId id) const noexcept {
     if (id == 0 || id >= next_id_) return nullptr;
     const PageRecord* chunk = chunks_[(id - 1) / kChunkRecords].get();
-    return chunk == nullptr ? nullptr : chunk + (id - 1) % kChunkRecords;
+    if (chunk == nullptr) return nullptr;
+    const PageRecord* r = chunk + (id - 1) % kChunkRecords;
+    return r->size != 0 ? r : nullptr;  // every page has at least one byte
   }
   /// Asks the CPU to fetch the record of `id` (any id: nothing happens for one with no slot).
   void prefetch(PageId id) const noexcept {
