@@ -158,7 +158,10 @@ RecomputeCallable wrap_callable(const std::shared_ptr<Bus>& bus, py::function fn
 
 std::vector<PageId> page_list(const std::shared_ptr<Bus>& bus, py::handle seq, const char* what) {
   std::vector<PageId> out;
-  if (py::isinstance<py::str>(seq) || !PySequence_Check(seq.ptr())) {
+  // One key: a str is a name, not one-letter names; a byte string is a key of the wrong type
+  // (refused as such), not page ids one per byte.
+  if (py::isinstance<py::str>(seq) || PyBytes_Check(seq.ptr()) || PyByteArray_Check(seq.ptr()) ||
+      PyMemoryView_Check(seq.ptr()) || !PySequence_Check(seq.ptr())) {
     out.push_back(resolve_page(bus, seq));
     return out;
   }

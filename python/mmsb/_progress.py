@@ -43,10 +43,15 @@ def interactive() -> bool:
 
 
 def wanted(progress: Optional[bool]) -> bool:
-    """Whether `progress` (None, True or False) asks for bars here."""
+    """Whether `progress` (None, True or False) asks for bars here; anything else (a callable
+    included: validate and bench have no engine phases to report) is InvalidArgumentError."""
     if progress is None:
         return interactive()
-    return bool(progress)
+    if not isinstance(progress, bool):
+        from .errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"progress must be None, True or False here; got {type(progress).__name__}")
+    return progress
 
 
 def iterate(iterable: Iterable, progress: Optional[bool], total: Optional[int] = None,

@@ -58,6 +58,8 @@ def test_lone_surrogate_names_and_metadata_are_refused(pop):
     (lambda bus, raw, d: mmsb.Delta.runs(raw, [0], b"x"), ["datas", "bytes"]),
     (lambda bus, raw, d: mmsb.Delta.merge(d, 2), ["second", "int"]),
     (lambda bus, raw, d: bus.replicate("x", [raw]), ["replicator", "str"]),
+    (lambda bus, raw, d: bus.depend(raw, on=b"\x01", fn=mmsb.ops.copy), ["bytes"]),
+    (lambda bus, raw, d: bus.depend(raw, on=bytearray(b"\x01"), fn=mmsb.ops.copy), ["bytearray"]),
     (lambda bus, raw, d: bus.depend(raw, on=["typed"], fn=mmsb.ops.reduce("sum_product"), weights="ab"),
      ["weights", "str"]),
     (lambda bus, raw, d: bus.depend(raw, on=["typed"], fn=mmsb.ops.reduce("sum_product"), weights=2),

@@ -170,3 +170,16 @@ def test_bench_and_validate_follow_the_same_rule(capsys):
     mmsb.bench.run(quick=True, only="allocation")  # None: nobody watches under pytest
     mmsb.validate(quick=True, only=["purity"])
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("bad", [lambda phase, done, total: None, "yes", 1])
+def test_bench_and_validate_refuse_a_progress_they_cannot_follow(bad, capsys):
+    """Their bars follow validators or categories, not engine phases: a callable was never
+    called (a bar was drawn instead), and any other value was taken as a flag."""
+    import mmsb.bench
+
+    with pytest.raises(mmsb.InvalidArgumentError, match="progress must be None, True or False"):
+        mmsb.validate(quick=True, only=["purity"], progress=bad)
+    with pytest.raises(mmsb.InvalidArgumentError, match="progress must be None, True or False"):
+        mmsb.bench.run(quick=True, only="allocation", progress=bad)
+    assert capsys.readouterr().err == ""
