@@ -405,7 +405,7 @@ void bind_page(py::module_& m) {
         const PageRecord& r = *h.rec;
         PageInfo info = h.bus->page_info(h.id);
         std::string s = "<mmsb.Page " + std::to_string(h.id);
-        if (!info.name.empty()) s += " '" + info.name + "'";
+        if (!info.name.empty()) s += " " + std::string(py::repr(py::str(info.name)));  // quoted: one line, whatever it holds
         if (r.dtype == DType::Raw) {
           s += " raw " + std::to_string(r.size) + " B";
         } else {

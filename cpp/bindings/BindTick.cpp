@@ -90,7 +90,8 @@ bool on_main_thread() {
 
 void bind_tick(py::module_& m) {
   py::class_<Bus, std::shared_ptr<Bus>> bus = py::reinterpret_borrow<py::class_<Bus, std::shared_ptr<Bus>>>(m.attr("Bus"));
-  bus.def("submit", [](const std::shared_ptr<Bus>& b, py::handle item, bool block) {
+  bus.def("submit", [](const std::shared_ptr<Bus>& b, py::handle item, py::handle block_arg) {
+        const bool block = to_flag(block_arg, "block");
         const bool batch = py::isinstance<PyDeltaBatch>(item);
         const PyDelta* delta = batch ? nullptr : &delta_for(*b, item, "submit");
         // Copied into the ring before it returns, and each try copies afresh.

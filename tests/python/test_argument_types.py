@@ -79,6 +79,8 @@ def test_lone_surrogate_names_and_metadata_are_refused(pop):
     (lambda bus, raw, d: bus.apply(mmsb.DeltaBatch([raw.id], [0], [1], b"x")), ["apply_batch()"]),
     (lambda bus, raw, d: bus.apply_batch(d), ["apply_batch() takes an mmsb.DeltaBatch", "apply()"]),
     (lambda bus, raw, d: bus.submit(b"x"), ["submit() takes an mmsb.Delta or mmsb.DeltaBatch", "bytes"]),
+    (lambda bus, raw, d: bus.submit(d, block="no"), ["block", "str"]),
+    (lambda bus, raw, d: bus.submit(d, block=None), ["block", "NoneType"]),
 ])
 def test_wrong_types_are_invalid_argument_errors(pop, call, names):
     bus, raw, *_ = pop

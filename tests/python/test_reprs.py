@@ -402,6 +402,12 @@ def test_provenance_html_cuts_a_deep_chain(bus):
 
 # ---- plain reprs ----------------------------------------------------------------------------------
 
+def test_a_page_repr_quotes_its_name_so_that_no_name_breaks_it(bus):
+    assert repr(bus.create_page(8, name="plain")) == "<mmsb.Page 1 'plain' raw 8 B epoch=0>"
+    odd = bus.create_page(8, name="it's\nnew")
+    assert repr(odd) == '<mmsb.Page 2 "it\'s\\nnew" raw 8 B epoch=0>'
+
+
 def test_plain_reprs_are_one_short_line(bus, big_bus):
     p = bus.create_page(data=np.arange(4.0))
     p.write(0, b"\x00")
