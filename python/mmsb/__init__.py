@@ -43,6 +43,9 @@ from ._graph import Edge, Event, Graph, GraphReport, Subscription
 
 __version__: str = _core.__version__
 
+# A bus directory: as os.fsencode takes it (bytes are the OS's own; bus.path gives a str back).
+_Path = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+
 _log = logging.getLogger("mmsb")
 # A library leaves handlers to the application; the NullHandler keeps Python's last-resort handler
 # from printing mmsb's warnings to stderr in a program that configured no logging.
@@ -150,7 +153,7 @@ def validate(
 
 
 def open(  # noqa: A001  (mmsb.open is the documented name)
-    path: Union[str, "os.PathLike[str]"],
+    path: _Path,
     *,
     durability: str = "flush",
     threads: Optional[int] = None,
@@ -171,7 +174,7 @@ def open(  # noqa: A001  (mmsb.open is the documented name)
 
 
 def replay(
-    path: Union[str, "os.PathLike[str]"], to: Optional[int] = None, *, threads: Optional[int] = None,
+    path: _Path, to: Optional[int] = None, *, threads: Optional[int] = None,
     progress: Progress = None,
 ) -> Bus:
     """A read-only Bus rebuilt from the directory's log as of lsn `to` (default: the end), from

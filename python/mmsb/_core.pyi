@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import sys
 from types import TracebackType
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal, Mapping, Optional, Sequence, SupportsIndex, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +25,8 @@ from .ops import Op
 from .provenance import Provenance
 
 _Buffer = Any  # any object with the buffer protocol (bytes, bytearray, memoryview, ndarray)
-_PageKey = Union["Page", int, str]
+_PageKey = Union["Page", SupportsIndex, str]  # an int id: a NumPy integer too
+_Path = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 _Source = Literal["user", "propagation", "replay", "remote"]
 
 __version__: str
@@ -106,8 +106,7 @@ class Page:
         copy: Optional[bool] = None,
     ) -> Any: ...
     def __dlpack_device__(self) -> tuple[int, int]: ...
-    if sys.version_info >= (3, 12):
-        def __buffer__(self, flags: int) -> memoryview: ...
+    def __buffer__(self, flags: int) -> memoryview: ...  # the buffer protocol on every Python
     def __eq__(self, other: object) -> bool: ...
     def __hash__(self) -> int: ...
     @property
@@ -217,7 +216,7 @@ class DeltaBatch:
 class Bus:
     def __init__(
         self,
-        path: Union[str, "os.PathLike[str]", None] = None,
+        path: Optional[_Path] = None,
         *,
         durability: Literal["none", "flush", "fsync"] = "flush",
         threads: Optional[int] = None,
