@@ -196,11 +196,23 @@ void Delta::diff_into(Delta& out, PageId page, std::span<const std::byte> old, s
 }
 
 std::span<std::byte> Delta::assign_runs(Delta& out, PageId page, std::span<const Run> runs) {
+  // The bounds check of a commit reads the last run's end as the delta's extent: runs out of
+  // order would pass it and write past the page.
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const Run& r = runs[i];
+    if (r.offset + r.length < r.offset) {
+      fail(ErrorCode::InvalidDelta, "run ", i, " (offset ", r.offset, ", length ", r.length, ") overflows a 64-bit offset");
+    }
+    if (i > 0 && r.offset < runs[i - 1].end()) {
+      fail(ErrorCode::InvalidDelta, "runs must be sorted and disjoint: run ", i, " starts at ", r.offset,
+           ", before run ", i - 1, " ends at ", runs[i - 1].end());
+    }
+    total += r.length;  // disjoint 64-bit ranges: their lengths sum below 2^64
+  }
   out.page_ = page;
   out.reach_ = 0;
   out.runs_.assign(runs.begin(), runs.end());
-  std::uint64_t total = 0;
-  for (const Run& r : runs) total += r.length;
   out.payload_.resize(total);
   out.reset_commit_fields();
   return out.payload_;

@@ -33,6 +33,13 @@ Bus::Bus(BusOptions options)
   if (queue_capacity_ == 0 || queue_capacity_ > (std::size_t{1} << 30)) {
     fail(ErrorCode::InvalidArgument, "queue_capacity must be between 1 and 2^30 submissions; got ", queue_capacity_);
   }
+  if (path_.find('\0') != std::string::npos) {
+    // The OS would read the path up to the NUL: another directory than the one named.
+    fail(ErrorCode::InvalidArgument, "path must not contain a NUL byte");
+  }
+  if (durability_ != Durability::None && durability_ != Durability::Flush && durability_ != Durability::Fsync) {
+    fail(ErrorCode::InvalidArgument, "durability ", static_cast<int>(durability_), " is none of none, flush, fsync");
+  }
   wave_batch_ = std::make_unique<WaveBatch>();
   if (path_.empty()) {
     // An in-memory bus keeps its log in memory (history, time travel, diff); the read-only buses
@@ -325,7 +332,7 @@ Epoch Bus::snapshot(PageId id, std::span<std::byte> out) {
     fail(ErrorCode::InvalidArgument, "snapshot buffer has ", out.size(), " bytes, page ", id, " has ",
          r.size);
   }
-  std::memcpy(out.data(), devices_->readable(r), r.size);
+  std::memmove(out.data(), devices_->readable(r), r.size);  // `out` may be page memory (any page's)
   return r.epoch.load(std::memory_order_relaxed);
 }
 
@@ -337,7 +344,7 @@ void Bus::read(PageId id, std::uint64_t offset, std::span<std::byte> out) {
     fail(ErrorCode::InvalidArgument, "read of ", out.size(), " bytes at offset ", offset,
          " is outside page ", id, " (", r.size, " bytes)");
   }
-  if (!out.empty()) std::memcpy(out.data(), devices_->readable(r) + offset, out.size());
+  if (!out.empty()) std::memmove(out.data(), devices_->readable(r) + offset, out.size());  // as snapshot
 }
 
 const std::byte* Bus::host_bytes(const PageRecord& r) {

@@ -49,6 +49,10 @@ void Bus::log_locked(Lsn last, std::span<const std::byte> tail, bool may_overlap
 }
 
 void Bus::check_delta_locked(const PageRecord& r, const Delta& d) const {
+  if (!known_source(static_cast<std::uint8_t>(d.source))) {
+    fail(ErrorCode::InvalidArgument, "delta source ", static_cast<unsigned>(d.source),
+         " is none of user, propagation, replay, remote");
+  }
   if (d.extent() > r.size) {
     fail(ErrorCode::InvalidDelta, "delta writes bytes [", d.run_list().back().offset, ", ",
          d.extent(), ") of page ", r.id, ", which has ", r.size, " bytes");

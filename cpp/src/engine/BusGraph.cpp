@@ -65,6 +65,11 @@ void Bus::settle_cut_locked() {
 void Bus::check_derivation_locked(PageId child, std::span<const PageId> parents, const RecomputeSpec& fn,
                                   std::span<const double> weights) {
   const PageRecord& out = live_locked(child);
+  // Logged as they are (the semiring of any kind), and a reader refuses unknown codes.
+  if (!known_recompute_kind(static_cast<std::uint8_t>(fn.kind)) || !known_semiring(static_cast<std::uint8_t>(fn.semiring))) {
+    fail(ErrorCode::InvalidArgument, "recompute kind ", static_cast<unsigned>(fn.kind), " / semiring ",
+         static_cast<unsigned>(fn.semiring), " is not a known recompute");
+  }
   if (parents.empty()) fail(ErrorCode::InvalidArgument, "page ", child, " needs at least one parent (on=[...])");
   if (!weights.empty() && weights.size() != parents.size()) {
     fail(ErrorCode::InvalidArgument, weights.size(), " weights for ", parents.size(), " parents of page ", child);
@@ -152,6 +157,9 @@ void Bus::add_edge(PageId parent, PageId child, EdgeKind kind) {
     check_writable();
     live_locked(parent);
     live_locked(child);
+    if (!known_edge_kind(static_cast<std::uint8_t>(kind))) {
+      fail(ErrorCode::InvalidArgument, "edge kind ", static_cast<unsigned>(kind), " is none of data, control, device_sync");
+    }
     if (kind == EdgeKind::Data) {
       fail(ErrorCode::InvalidArgument, "data edges are declared with bus.depend(child, on=[...], fn=...), which ",
            "also says how the child is recomputed");

@@ -79,7 +79,7 @@ Delta read_delta(ByteReader& r) {
   const PageId page = r.u64();
   const std::uint64_t ts = r.u64();
   const std::uint8_t source = r.u8();
-  if (source > static_cast<std::uint8_t>(Source::Remote)) r.corrupt("unknown delta source");
+  if (!known_source(source)) r.corrupt("unknown delta source");
   r.bytes(7);
   const std::uint64_t nruns = r.u64();
   if (nruns > r.remaining() / 16) r.corrupt("run count exceeds the record");
@@ -114,9 +114,7 @@ EdgeOp read_edge(ByteReader& r) {
   r.u16();
   r.u32();
   if (add > 1) r.corrupt("edge op must be 0 (remove) or 1 (add)");
-  if (kind < static_cast<std::uint8_t>(EdgeKind::Data) || kind > static_cast<std::uint8_t>(EdgeKind::DeviceSync)) {
-    r.corrupt("unknown edge kind " + std::to_string(kind));
-  }
+  if (!known_edge_kind(kind)) r.corrupt("unknown edge kind " + std::to_string(kind));
   op.add = add == 1;
   op.kind = static_cast<EdgeKind>(kind);
   return op;
@@ -132,13 +130,8 @@ DependOp read_depend(ByteReader& r) {
   const std::uint32_t n = r.u32();
   op.fn.name = r.text("a recompute's name");
   r.skip_to_align();
-  if (fn < static_cast<std::uint8_t>(RecomputeKind::Copy) || fn > static_cast<std::uint8_t>(RecomputeKind::Callable)) {
-    r.corrupt("unknown recompute kind " + std::to_string(fn));
-  }
-  if (semiring < static_cast<std::uint8_t>(SemiringKind::SumProduct) ||
-      semiring > static_cast<std::uint8_t>(SemiringKind::Boolean)) {
-    r.corrupt("unknown semiring " + std::to_string(semiring));
-  }
+  if (!known_recompute_kind(fn)) r.corrupt("unknown recompute kind " + std::to_string(fn));
+  if (!known_semiring(semiring)) r.corrupt("unknown semiring " + std::to_string(semiring));
   if (has_weights > 1) r.corrupt("weights flag must be 0 or 1");
   op.fn.kind = static_cast<RecomputeKind>(fn);
   op.fn.semiring = static_cast<SemiringKind>(semiring);
@@ -188,7 +181,7 @@ LogOp read_op(RecordType type, ByteReader& r) {
       op.id = r.u64();
       op.spec.size = r.u64();
       const std::uint8_t dtype = r.u8();
-      if (dtype > static_cast<std::uint8_t>(DType::Complex128)) r.corrupt("unknown dtype code");
+      if (!known_dtype(dtype)) r.corrupt("unknown dtype code");
       op.spec.dtype = static_cast<DType>(dtype);
       const std::uint8_t ndim = r.u8();
       if (ndim > kMaxDims) r.corrupt("too many dimensions");

@@ -36,6 +36,9 @@ void PageTable::validate(const PageSpec& spec) const {
 }
 
 void PageTable::validate_layout(const PageSpec& spec) {
+  if (!known_dtype(static_cast<std::uint8_t>(spec.dtype))) {
+    fail(ErrorCode::InvalidArgument, "dtype code ", static_cast<unsigned>(spec.dtype), " is not a known dtype");
+  }
   if (spec.size == 0) {
     fail(ErrorCode::InvalidArgument, "page size must be at least 1 byte; got 0");
   }

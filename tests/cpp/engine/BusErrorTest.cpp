@@ -2,6 +2,7 @@
 // bytes, epochs, last lsns, names, metadata, lsn and counters (compared as a full snapshot).
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <string>
@@ -9,6 +10,7 @@
 
 #include "TestUtil.hpp"
 #include "engine/BusState.hpp"
+#include "log/LogTestUtil.hpp"
 #include "mmsb/cuda/Cuda.hpp"
 #include "mmsb/engine/Bus.hpp"
 
@@ -218,6 +220,66 @@ TEST_F(BusErrorTest, BadArguments) {
   Bytes three(3);
   expect_unchanged(ErrorCode::InvalidArgument, [&] { bus_.read(a_, 14, three); });
   expect_unchanged(ErrorCode::InvalidArgument, [&] { bus_.read(a_, kMax, three); });
+}
+
+// Codes the log's reader refuses are refused when given, or the bus would log a change that makes
+// its own directory unopenable (LogCorrupt at the next open, and already for history()).
+TEST_F(BusErrorTest, CodesTheLogCannotHoldAreRefused) {
+  Delta d = Delta::at(a_, 0, bytes_of("x"));
+  d.source = static_cast<Source>(9);
+  expect_unchanged(ErrorCode::InvalidArgument, [&] { bus_.apply(d); });
+  expect_unchanged(ErrorCode::InvalidArgument, [&] { bus_.add_edge(a_, b_, static_cast<EdgeKind>(42)); });
+  PageSpec f64{16, DType::Float64, {2}};
+  const PageId x = bus_.create_page(f64).id;
+  const PageId y = bus_.create_page(f64).id;
+  records_.push_back(&bus_.page(x));
+  records_.push_back(&bus_.page(y));
+  const std::vector<PageId> on{x};
+  expect_unchanged(ErrorCode::InvalidArgument, [&] { bus_.depend(y, on, {static_cast<RecomputeKind>(9)}, {}); });
+  expect_unchanged(ErrorCode::InvalidArgument,
+                   [&] { bus_.depend(y, on, {RecomputeKind::Copy, static_cast<SemiringKind>(77)}, {}); });
+  PageSpec odd{16, static_cast<DType>(200), {}};
+  const std::string msg = expect_unchanged(ErrorCode::InvalidArgument, [&] { bus_.create_page(odd); });
+  EXPECT_NE(msg.find("dtype code 200"), std::string::npos) << msg;
+  BusOptions o;
+  o.durability = static_cast<Durability>(7);
+  test::expect_error(ErrorCode::InvalidArgument, [&] { Bus bad(o); });
+}
+
+// assign_runs takes runs as a diff gives them; others would pass the commit's bounds check (the
+// last run's end) and write past the page, into its neighbour.
+TEST_F(BusErrorTest, RunsOutOfOrderAreNoDelta) {
+  Delta d = Delta::at(a_, 0, bytes_of("x"));
+  const mmsb::Run unordered[] = {{64, 8}, {0, 8}};
+  test::expect_error(ErrorCode::InvalidDelta, [&] { Delta::assign_runs(d, a_, unordered); });
+  const mmsb::Run overlapping[] = {{0, 8}, {4, 8}};
+  test::expect_error(ErrorCode::InvalidDelta, [&] { Delta::assign_runs(d, a_, overlapping); });
+  const mmsb::Run wrapping[] = {{kMax - 4, 8}};
+  test::expect_error(ErrorCode::InvalidDelta, [&] { Delta::assign_runs(d, a_, wrapping); });
+  EXPECT_EQ(d.run_list(), (std::vector<mmsb::Run>{{0, 1}})) << "a refused assign_runs changed the delta";
+}
+
+// The OS reads a path up to its first NUL: that would be another directory than the one named.
+TEST(BusPathTest, APathWithANulByteIsRefusedAndMakesNothing) {
+  test::TempDir dir;
+  BusOptions o;
+  o.path = dir.path() + "/d";
+  o.path += '\0';
+  o.path += "x";
+  test::expect_error(ErrorCode::InvalidArgument, [&] { Bus bad(o); });
+  EXPECT_FALSE(test::fs::exists(dir.path() + "/d"));
+}
+
+// read() and snapshot() into memory that overlaps the page they copy (a C++ caller's buffer may
+// be any memory) copy as memmove does.
+TEST_F(BusErrorTest, ReadsIntoThePagesOwnBytesCopyAsMemmove) {
+  const PageRecord& r = bus_.page(b_);
+  bus_.read(b_, 0, {r.data + 8, 32});
+  Bytes want(64);
+  const std::string hello = "hello";
+  std::memcpy(want.data() + 5, hello.data(), 5);
+  std::memmove(want.data() + 8, Bytes(want).data(), 32);
+  EXPECT_EQ(Bytes(r.data, r.data + 64), want);
 }
 
 TEST_F(BusErrorTest, ClosedBusRejectsEverything) {

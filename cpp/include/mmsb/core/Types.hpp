@@ -15,6 +15,9 @@ using Epoch = std::uint64_t;
 /// Where a delta came from; kept with the delta for history and provenance.
 enum class Source : std::uint8_t { User = 0, Propagation = 1, Replay = 2, Remote = 3 };
 
+/// Whether `code` is a Source: the log's decoder and every call that takes one check it, so that
+/// nothing a reader would refuse is ever written.
+constexpr bool known_source(std::uint8_t code) noexcept { return code <= static_cast<std::uint8_t>(Source::Remote); }
 /// Lower-case name used by the Python API ("user", "propagation", ...).
 std::string_view source_name(Source s) noexcept;
 /// Parses a name produced by source_name(); throws Error(InvalidArgument) on anything else.

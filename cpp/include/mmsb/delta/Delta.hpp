@@ -55,7 +55,8 @@ class Delta {
   /// Makes `out` the delta of `runs` (sorted and disjoint, as a diff gives them) with its payload
   /// buffer sized for their bytes, which the caller fills (a diff computed on a device reads the
   /// changed bytes straight into it); the commit fields are reset as by diff_into. Returns the
-  /// payload buffer. Throws std::bad_alloc (out is then unspecified but valid).
+  /// payload buffer. Throws Error(InvalidDelta) for runs out of order, overlapping or past 2^64
+  /// (out unchanged), std::bad_alloc (out is then unspecified but valid).
   static std::span<std::byte> assign_runs(Delta& out, PageId page, std::span<const Run> runs);
 
   PageId page_id() const noexcept { return page_; }

@@ -40,6 +40,7 @@
 #include "mmsb/engine/BusOptions.hpp"
 #include "mmsb/engine/BusReports.hpp"
 #include "mmsb/engine/Derivation.hpp"
+#include "mmsb/engine/DeviceStaging.hpp"
 #include "mmsb/engine/Events.hpp"
 #include "mmsb/engine/IngestRing.hpp"
 #include "mmsb/engine/ParentLists.hpp"
@@ -59,7 +60,6 @@ struct WaveItem;
 struct WaveNode;
 class WaveBatch;
 class DevicePages;
-class DeviceStaging;
 struct DeviceRow;
 namespace cuda {
 class Replicator;
@@ -146,8 +146,9 @@ class Bus {
   /// taken). Only its shape is checked here; the page and bounds are checked by the tick, which
   /// rejects (and reports) an invalid submission without applying it. A full ring blocks (with
   /// the blocking hooks around the wait) or, with block=false, throws Error(QueueFull) with
-  /// nothing queued. Throws Error(Closed) (also when the bus closes while this waits) and
-  /// Error(InvalidArgument) for a read-only bus.
+  /// nothing queued. Throws Error(Closed) (also when the bus closes while this waits),
+  /// Error(ReadOnly) for a read-only bus, and Error(Propagation) from a recompute (or
+  /// Error(InvalidArgument) from the clock), which must not call into the bus.
   void submit(Delta d, bool block = true);
   /// Queues a copy of a batch (all of it is applied by one tick, or all of it rejected).
   void submit(const DeltaBatchView& batch, bool block = true);
@@ -186,9 +187,10 @@ class Bus {
   const LatencyHistogram& tick_latency() const noexcept { return tick_latency_; }
 
   // ---- reads -------------------------------------------------------------------------------
-  /// Consistent copy of the page into `out` (exactly page size bytes); returns its epoch.
+  /// Consistent copy of the page into `out` (exactly page size bytes; it may overlap page memory,
+  /// this page's too); returns its epoch.
   Epoch snapshot(PageId id, std::span<std::byte> out);
-  /// Consistent copy of bytes [offset, offset + out.size()).
+  /// Consistent copy of bytes [offset, offset + out.size()) (`out` as for snapshot).
   void read(PageId id, std::uint64_t offset, std::span<std::byte> out);
 
   // ---- device pages ------------------------------------------------------------------------
@@ -248,8 +250,9 @@ class Bus {
   /// directory bus writes what is pending, syncs and releases the directory lock; a sync failure
   /// is thrown as Error(Durability) after the bus is closed.
   void close();
-  /// Writes a checkpoint of the current state (directory buses) and returns the lsn it covers.
-  /// Throws Error(InvalidArgument) for an in-memory bus, Error(Durability) on I/O failure.
+  /// Writes a checkpoint of the current state and returns the lsn it covers: a file in a
+  /// directory bus, kept beside the in-memory log otherwise. Throws Error(HistoryUnavailable)
+  /// without a log (keep_history false), Error(ReadOnly), Error(Durability) on I/O failure.
   /// `progress` hears phase "checkpoint" (pages written); if it throws, no checkpoint is left.
   Lsn checkpoint(const ProgressFn& progress = {});
   /// A read-only bus holding the state as of `lsn` (replayed from the newest checkpoint at or
@@ -350,7 +353,8 @@ class Bus {
   /// blocking hooks.
   void set_event_sink(EventSink sink, std::uint32_t mask);
   /// Hooks run around any wait for the commit lock (the bindings release Python's GIL there, so
-  /// a wave running a Python callable on another thread can take it). Both or neither.
+  /// a wave running a Python callable on another thread can take it). Both or neither. Not
+  /// synchronized: set them before other threads use the bus (the bindings do, at creation).
   struct BlockingHooks {
     void* (*enter)() = nullptr;
     void (*leave)(void*) = nullptr;
@@ -641,7 +645,8 @@ class Bus {
   BlockingHooks blocking_;
   DepGraph graph_;
   DerivationTable derivations_;
-  PropagationMode propagation_ = PropagationMode::Eager;
+  // Written under the commit lock, read by propagation() without it (any thread).
+  std::atomic<PropagationMode> propagation_{PropagationMode::Eager};
   std::vector<PageId> changed_;              // pages changed since the last wave (this commit), once each
   std::vector<std::uint64_t> changed_bits_;  // membership of changed_, by page id
   void clear_changed_locked() noexcept;

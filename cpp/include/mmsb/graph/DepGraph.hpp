@@ -30,6 +30,10 @@ namespace mmsb {
 /// invalidated/notified; `device_sync`: the child is kept a copy of its parent.
 enum class EdgeKind : std::uint8_t { Data = 1, Control = 2, DeviceSync = 3 };
 
+/// Whether `code` is an EdgeKind (checked where one is taken and where one is decoded).
+constexpr bool known_edge_kind(std::uint8_t code) noexcept {
+  return code >= static_cast<std::uint8_t>(EdgeKind::Data) && code <= static_cast<std::uint8_t>(EdgeKind::DeviceSync);
+}
 /// "data", "control", "device_sync".
 std::string_view edge_kind_name(EdgeKind k) noexcept;
 /// Inverse of edge_kind_name; throws Error(InvalidArgument) listing the kinds.

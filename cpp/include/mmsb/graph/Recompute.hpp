@@ -11,6 +11,10 @@
 namespace mmsb {
 
 enum class RecomputeKind : std::uint8_t { Copy = 1, Reduce = 2, Callable = 3 };
+/// Whether `code` is a RecomputeKind (checked where one is taken and where one is decoded).
+constexpr bool known_recompute_kind(std::uint8_t code) noexcept {
+  return code >= static_cast<std::uint8_t>(RecomputeKind::Copy) && code <= static_cast<std::uint8_t>(RecomputeKind::Callable);
+}
 
 struct RecomputeSpec {
   RecomputeKind kind = RecomputeKind::Copy;

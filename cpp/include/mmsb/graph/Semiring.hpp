@@ -24,6 +24,10 @@ inline constexpr SemiringKind kAllSemirings[] = {SemiringKind::SumProduct, Semir
                                                  SemiringKind::MaxPlus, SemiringKind::MaxMin,
                                                  SemiringKind::Boolean};
 
+/// Whether `code` is a SemiringKind (checked where one is taken and where one is decoded).
+constexpr bool known_semiring(std::uint8_t code) noexcept {
+  return code >= static_cast<std::uint8_t>(SemiringKind::SumProduct) && code <= static_cast<std::uint8_t>(SemiringKind::Boolean);
+}
 /// "sum_product", "min_plus", "max_plus", "max_min", "boolean".
 std::string_view semiring_name(SemiringKind s) noexcept;
 /// Inverse of semiring_name; throws Error(InvalidArgument) listing the names.

@@ -24,6 +24,8 @@ enum class DType : std::uint8_t {
   Complex64,
   Complex128,
 };
+/// Whether `code` is a DType (checked where one is taken and where one is decoded).
+constexpr bool known_dtype(std::uint8_t code) noexcept { return code <= static_cast<std::uint8_t>(DType::Complex128); }
 
 /// Bytes per element (1 for Raw).
 std::size_t dtype_itemsize(DType t) noexcept;
