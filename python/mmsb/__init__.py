@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
-import operator
 import os
 import weakref
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
@@ -20,6 +19,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from . import errors
 from .errors import *  # noqa: F403  (the public error classes)
 from . import _core
+from ._args import int_arg
 from ._core import Bus, Delta, DeltaBatch, Page
 from ._progress import Progress
 from ._reports import (
@@ -197,9 +197,7 @@ def _page_at(self: Page, epoch: int) -> Any:
     """A copy of the page's content after its first `epoch` deltas (`p.at(0)` is all zeros)."""
     import numpy as np
 
-    if isinstance(epoch, bool) or not hasattr(type(epoch), "__index__") or operator.index(epoch) < 0:
-        raise InvalidArgumentError(f"epoch must be a non-negative int; got {epoch!r}")
-    epoch = operator.index(epoch)
+    epoch = int_arg("epoch", epoch)
     if self.bus.in_transaction:
         raise InvalidArgumentError("Page.at() is not allowed inside an open transaction (its changes are not "
                                    "committed yet); call it after the transaction ends")
@@ -266,6 +264,9 @@ def _verify(self: Bus) -> IntegrityReport:
     return IntegrityReport(self._verify())
 
 
+_LATENCY_KINDS = ("commit", "tick")
+
+
 def _stats(self: Bus) -> Stats:
     """Counters since creation or reset_stats(): deltas_applied, bytes_applied, commits, waves,
     recomputes, memo_skips, cutoffs, derived_deltas, events, handler_errors, submits, ticks,
@@ -274,7 +275,7 @@ def _stats(self: Bus) -> Stats:
     whole histograms: bus.latency("commit" | "tick")), ..."""
     s = Stats(self._stats())
     s["handler_errors"] = _graph.handler_errors(self)
-    for kind in ("commit", "tick"):
+    for kind in _LATENCY_KINDS:
         h = self._latency(kind)
         s[f"{kind}_count"] = h["count"]
         for q in ("p50", "p99", "max"):
@@ -285,6 +286,10 @@ def _stats(self: Bus) -> Stats:
 def _latency(self: Bus, kind: str = "commit") -> LatencyReport:
     """Latency histogram of data commits ("commit": apply, write, update, apply_batch,
     transactions, ticks) or of ticks ("tick"), since creation or reset_stats()."""
+    # Checked here: the binding would turn bytes into a kind and raise a bare TypeError for None,
+    # an int or a str UTF-8 cannot hold.
+    if not isinstance(kind, str) or kind not in _LATENCY_KINDS:
+        raise InvalidArgumentError(f"kind must be 'commit' or 'tick'; got {kind!r}")
     return LatencyReport(self._latency(kind))
 
 

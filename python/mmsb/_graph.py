@@ -8,6 +8,7 @@ import weakref
 from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Union
 
 from . import _core
+from ._args import U64_MAX, as_int, int_arg
 from ._reports import Report
 from .errors import ClosedError, InvalidArgumentError
 from .ops import Op
@@ -174,13 +175,11 @@ def _hub(bus: "_core.Bus", create: bool) -> Optional[_EventHub]:
 
 
 def _subscribed_id(bus: "_core.Bus", key: Any) -> int:
-    """An int is taken as it is: a page_created subscription may name a page not created yet.
-    Names and Pages must name a live page."""
-    if isinstance(key, int) and not isinstance(key, bool):
-        if not 1 <= key < 2**64:
-            raise InvalidArgumentError(f"a page id is an int from 1 to 2**64 - 1; got {key}")
-        return key
-    return bus.page(key).id
+    """An int id (a NumPy integer too) is taken as it is: a page_created subscription may name a
+    page not created yet. Names and Pages must name a live page."""
+    if as_int(key) is None:
+        return bus.page(key).id
+    return int_arg("a page id", key, low=1, high=U64_MAX)
 
 
 def subscribe(self: "_core.Bus", kind: str, fn: Callable[[Event], Any], pages: Optional[Iterable[Any]] = None) -> Subscription:
@@ -194,7 +193,7 @@ def subscribe(self: "_core.Bus", kind: str, fn: Callable[[Event], Any], pages: O
         raise InvalidArgumentError(f"unknown event kind {kind!r}; expected one of {', '.join(EVENT_KINDS)}")
     if not callable(fn):
         raise InvalidArgumentError(f"fn must be callable; got {fn!r}")
-    if isinstance(pages, (str, int, _core.Page, bytes, bytearray, memoryview)):
+    if isinstance(pages, (str, _core.Page, bytes, bytearray, memoryview)) or as_int(pages) is not None:
         # One key: a str is a name, not a sequence of one-letter names, and a byte string is a
         # key of the wrong type (refused as one), not a sequence of ids one per byte.
         pages = (pages,)
@@ -224,9 +223,10 @@ def provenance(self: "_core.Bus", page: Any, epoch: Optional[int] = None, max_de
     """The DAG of deltas behind ``(page, epoch)`` (default: its current epoch): each node is
     (page, epoch, lsn, source, timestamp_ns) and a propagated one links to its parents at the
     epochs they had, recursively to ``max_depth`` hops. A lookup in the per-page lsn index."""
-    if not isinstance(max_depth, int) or isinstance(max_depth, bool) or max_depth < 0:
-        raise InvalidArgumentError(f"max_depth must be a non-negative int; got {max_depth!r}")
+    max_depth = int_arg("max_depth", max_depth)
     # A limit past 2**32 - 1 hops is no limit: no chain of pages is that deep.
     steps = self._provenance(page, epoch, min(max_depth, 2**32 - 1))
-    pid = page if isinstance(page, int) else self.page(page).id
+    pid = as_int(page)
+    if pid is None:
+        pid = self.page(page).id
     return Provenance(steps, max_depth, (pid, 0 if epoch is None else epoch))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import reprlib
 from typing import Any, NamedTuple
 
+from ._args import int_arg
+
 # Values in a one-line repr: a list of 100k page ids or a traceback must not flood the prompt.
 _SHORT = reprlib.Repr()
 _SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 4
@@ -115,7 +117,7 @@ class PageAges(NamedTuple):
 
     def cold(self, min_age: int) -> Any:
         """Ids of pages not written in the last `min_age` lsns."""
-        return self.ids[self.age >= min_age]
+        return self.ids[self.age >= int_arg("min_age", min_age)]
 
     def __repr__(self) -> str:
         return f"PageAges(pages={len(self.ids)}, lsn={self.lsn})"

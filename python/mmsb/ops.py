@@ -31,12 +31,9 @@ copy = Op("copy")
 def reduce(semiring: Union[str, Semiring]) -> Op:  # noqa: A001  (the documented name)
     """Elementwise semiring reduction over the child's data parents (int32/int64/float32/float64/
     bool pages laid out like the child). ``semiring``: a name or a ``mmsb.Semiring``."""
-    name = semiring.name if isinstance(semiring, Semiring) else str(semiring)
-    if name not in Semiring.NAMES:
-        from .errors import InvalidArgumentError
-
-        raise InvalidArgumentError(f"unknown semiring {name!r}; expected one of {', '.join(Semiring.NAMES)}")
-    return Op("reduce", name)
+    if not isinstance(semiring, Semiring):
+        semiring = Semiring(str(semiring))
+    return Op("reduce", semiring.name)
 
 
 __all__ = ["Op", "copy", "reduce"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-
+from . import _core
+from ._args import int_arg
 from ._reports import Report
-from .errors import MmsbError
+from .errors import InvalidArgumentError, MmsbError
 from .semiring import Semiring
 
 DTYPES = ("int32", "int64", "float32", "float64", "bool")
@@ -42,6 +43,10 @@ def validate_purity(bus: Optional[Any] = None, samples: int = 1000, seed: int = 
     the recompute committed for the same parent epochs (nondeterministic), inputs that changed
     (side_effects) and recomputes that raised (failures). Derived pages whose Python function is
     not registered (after mmsb.open) are not checked: recomputes_checked counts those that were."""
+    # Found before the laws are sampled, not after; samples and seed fail on the first check_laws.
+    if bus is not None and not isinstance(bus, _core.Bus):
+        raise InvalidArgumentError(f"bus must be an mmsb.Bus or None; got {type(bus).__name__}")
+    runs = int_arg("runs", runs, low=1)
     law_checks = 0
     violations: list = []
     for s in (getattr(Semiring, n) for n in Semiring.NAMES):

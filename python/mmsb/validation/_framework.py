@@ -3,6 +3,7 @@ benchmarks_targets.json), the context each one runs in, and the report they prod
 
 from __future__ import annotations
 
+import collections.abc
 import json
 import math
 import os
@@ -76,6 +77,12 @@ def load_targets(path: Optional[os.PathLike] = None) -> dict:
     InvalidArgumentError naming what is wrong with a malformed file."""
     from ..errors import InvalidArgumentError
 
+    if path is not None:
+        try:
+            path = os.fsdecode(path)  # a bytes path too, as a bus takes one
+        except TypeError:
+            raise InvalidArgumentError(f"targets must be a path (str, bytes or os.PathLike) or None; "
+                                       f"got {type(path).__name__}") from None
     try:
         if path is None:
             text = resources.files("mmsb").joinpath("benchmarks_targets.json").read_text()
@@ -189,6 +196,11 @@ def run_validators(targets: Optional[os.PathLike] = None, quick: bool = False, p
     names = registered()
     if isinstance(only, str):
         only = [only]  # one name, not its letters
+    elif only is not None:
+        given = list(only) if isinstance(only, collections.abc.Iterable) else None
+        if given is None or not all(isinstance(n, str) for n in given):
+            raise InvalidArgumentError(f"only must be a validator name or a list of them; got {only!r}")
+        only = given
     if only:
         unknown = [n for n in only if n not in _REGISTRY]
         if unknown:
