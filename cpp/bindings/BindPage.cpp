@@ -314,7 +314,15 @@ void bind_page(py::module_& m) {
         // silently builds a 0-d object array.
         const PageHandle& h = self.cast<const PageHandle&>();
         py::array v = page_array(h, h.live(), self);
-        if (!dtype.is_none() && !v.dtype().equal(py::dtype::from_args(py::reinterpret_borrow<py::object>(dtype)))) {
+        py::dtype want;
+        if (!dtype.is_none()) {
+          try {
+            want = py::dtype::from_args(py::reinterpret_borrow<py::object>(dtype));
+          } catch (const py::error_already_set& e) {
+            fail(ErrorCode::InvalidArgument, "dtype ", std::string(py::repr(dtype)), " is no NumPy dtype: ", e.what());
+          }
+        }
+        if (!dtype.is_none() && !v.dtype().equal(want)) {
           if (!copy.is_none() && !to_flag(copy, "copy")) {
             fail(ErrorCode::InvalidArgument, "converting page ", h.id, " to ", std::string(py::str(dtype)),
                  " needs a copy, but copy=False was asked");

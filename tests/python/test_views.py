@@ -172,6 +172,8 @@ def test_asarray_with_dtype_or_copy(bus):
     with pytest.raises(mmsb.InvalidArgumentError, match="page 1 to .*float64.* needs a copy"):
         p.__array__(np.float64, copy=False)
     assert np.shares_memory(p.__array__(np.float32, copy=False), p.view())
+    with pytest.raises(mmsb.InvalidArgumentError, match="dtype 'nope' is no NumPy dtype"):
+        p.__array__("nope")
 
 
 # ---- DLPack ---------------------------------------------------------------------------------------
