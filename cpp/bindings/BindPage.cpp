@@ -8,6 +8,7 @@
 
 #include "Bindings.hpp"
 #include "Convert.hpp"
+#include "ErrorTranslator.hpp"
 #include "DLPack.hpp"
 #include "mmsb/core/Error.hpp"
 #include "mmsb/engine/DeviceStaging.hpp"
@@ -318,8 +319,8 @@ void bind_page(py::module_& m) {
         if (!dtype.is_none()) {
           try {
             want = py::dtype::from_args(py::reinterpret_borrow<py::object>(dtype));
-          } catch (const py::error_already_set& e) {
-            fail(ErrorCode::InvalidArgument, "dtype ", std::string(py::repr(dtype)), " is no NumPy dtype: ", e.what());
+          } catch (py::error_already_set& e) {
+            fail(ErrorCode::InvalidArgument, "dtype ", std::string(py::repr(dtype)), " is no NumPy dtype: ", user_error_message(e));
           }
         }
         if (!dtype.is_none() && !v.dtype().equal(want)) {

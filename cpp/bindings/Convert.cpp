@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "ErrorTranslator.hpp"
 #include "mmsb/core/Error.hpp"
 
 namespace mmsb::py_bind {
@@ -33,7 +34,7 @@ ByteBuffer::ByteBuffer(py::handle obj, const char* what, bool want_format) {
     }
     // Asked again for any layout: only a strided buffer is a matter of contiguity. Others fail
     // for a reason of their own (a dtype NumPy cannot export, a released memoryview), told as is.
-    const py::error_already_set why;  // takes the error
+    py::error_already_set why;  // takes the error
     Py_buffer any{};
     if (PyObject_GetBuffer(obj.ptr(), &any, PyBUF_STRIDES | PyBUF_FORMAT) == 0) {
       PyBuffer_Release(&any);
@@ -41,7 +42,7 @@ ByteBuffer::ByteBuffer(py::handle obj, const char* what, bool want_format) {
            " must be C-contiguous; pass numpy.ascontiguousarray(x) (mmsb never copies silently)");
     }
     PyErr_Clear();
-    fail(ErrorCode::InvalidArgument, what, " cannot be read as a buffer: ", why.what());
+    fail(ErrorCode::InvalidArgument, what, " cannot be read as a buffer: ", user_error_message(why));
   }
   if (holds_objects(view_.format)) {
     const std::string format = view_.format;
@@ -271,8 +272,8 @@ py::array_t<std::uint64_t> u64_column(py::handle values, const char* what, Error
   py::array arr;
   try {
     arr = np.attr("asarray")(values);
-  } catch (const py::error_already_set& e) {  // ragged lists, objects NumPy cannot take
-    fail(code, what, " is not a column of integers: ", e.what());
+  } catch (py::error_already_set& e) {  // ragged lists, objects NumPy cannot take
+    fail(code, what, " is not a column of integers: ", user_error_message(e));
   }
   if (arr.ndim() != 1) {
     fail(code, what, " must be one-dimensional; got ", arr.ndim(), " dimensions");

@@ -62,7 +62,7 @@ Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_l
 // a new listing (a file gone for good fails the next one the same way, with the listing as it is).
 void Log::scan_beside_writer(Lsn checkpoint_limit, const ProgressFn& progress) {
   for (int attempt = 1;; ++attempt) {
-    std::vector<std::string> before = list_directory(dir_);
+    std::vector<std::string> before = read_only_ ? list_directory(dir_) : std::vector<std::string>{};
     try {
       scan(checkpoint_limit, progress);
       return;
