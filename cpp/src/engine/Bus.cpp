@@ -371,6 +371,13 @@ PageRecord& Bus::pin(PageId id) {
   return r;
 }
 
+void Bus::unpin(PageRecord& record) {
+  if (!table_.unpin(record)) {
+    fail(ErrorCode::InvalidArgument, "unpin of page ", record.id,
+         " that holds no pin (each pin() is undone by exactly one unpin())");
+  }
+}
+
 void Bus::close() {
   auto lock = lock_turn();
   if (closed()) return;

@@ -280,9 +280,14 @@ void PageTable::undelete(PageId id, std::optional<PageInfo> info) {
   ++live_;
 }
 
-void PageTable::unpin(PageRecord& r) noexcept {
-  const std::uint32_t before = r.refs.fetch_sub(1, std::memory_order_acq_rel);
+bool PageTable::unpin(PageRecord& r) noexcept {
+  std::uint32_t before = r.refs.load(std::memory_order_relaxed);
+  do {
+    if ((before & ~PageRecord::kDeletedBit) == 0) return false;
+  } while (!r.refs.compare_exchange_weak(before, before - 1, std::memory_order_acq_rel,
+                                         std::memory_order_relaxed));
   if (before == (PageRecord::kDeletedBit | 1u)) free_data(r);
+  return true;
 }
 
 PageTable::~PageTable() {

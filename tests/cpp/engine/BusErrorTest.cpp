@@ -328,5 +328,17 @@ TEST_F(BusErrorTest, PinnedMemoryStaysValidAfterClose) {
   bus_.unpin(r);
 }
 
+TEST_F(BusErrorTest, AnUnpinWithoutItsPinIsRefusedAndTheRecordStaysLive) {
+  PageRecord& r = bus_.pin(a_);
+  bus_.unpin(r);
+  const std::uint32_t refs = r.refs.load();
+  expect_unchanged(ErrorCode::InvalidArgument, [&] { bus_.unpin(r); });
+  EXPECT_EQ(r.refs.load(), refs);
+  EXPECT_FALSE(r.deleted()) << "an unpin past zero carried into the deleted bit";
+  Bytes head(4);
+  bus_.read(a_, 0, head);
+  EXPECT_EQ(head, bytes_of("0123"));
+}
+
 }  // namespace
 }  // namespace mmsb

@@ -231,7 +231,9 @@ class Bus {
   // ---- handles -----------------------------------------------------------------------------
   /// Pins a live page so its memory outlives deletion until unpin(); works on a closed bus too.
   PageRecord& pin(PageId id);
-  void unpin(PageRecord& record) noexcept { table_.unpin(record); }
+  /// Drops a pin taken by pin(). Throws Error(InvalidArgument), changing nothing, when the page
+  /// holds no pin: each pin() is undone by exactly one unpin().
+  void unpin(PageRecord& record);
 
   // ---- bus ---------------------------------------------------------------------------------
   /// The lsn as this thread's commits left it. Lock-free: while a commit, a wave or another

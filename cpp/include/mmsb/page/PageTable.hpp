@@ -134,7 +134,10 @@ class PageTable {
 
   /// Pins keep page memory alive past deletion (views, DLPack exports, handles).
   static void pin(PageRecord& r) noexcept { r.refs.fetch_add(1, std::memory_order_relaxed); }
-  void unpin(PageRecord& r) noexcept;
+  /// Drops one pin; the last pin of a deleted page frees its data. Returns false, changing
+  /// nothing, when the page holds no pin (an unpin without its pin would otherwise carry into
+  /// the deleted bit). Thread safety: any thread, lock-free.
+  bool unpin(PageRecord& r) noexcept;
 
   PageId next_id() const noexcept { return next_id_; }
   std::uint64_t live_count() const noexcept { return live_; }
