@@ -14,10 +14,10 @@ from . import v06_tick, v07_memory, v08_invariants, v09_stability, v10_provenanc
 def validate(targets: Optional[os.PathLike] = None, quick: bool = False, *, progress: Optional[bool] = None,
              only: Union[str, Sequence[str], None] = None, on_result: Optional[Callable[[dict], None]] = None
              ) -> ValidationReport:
-    """Run the validators (all ten, or those named in `only`) at full size, or shrunk with
-    `quick=True`, against `targets` (default: the packaged benchmarks_targets.json). Progress bars
-    show when stderr is a terminal unless `progress=False`. Returns a ValidationReport (bool() is
-    True only when every validator passed)."""
+    """Run the validators (all ten, or those named in `only`: an empty one is refused with
+    InvalidArgumentError) at full size, or shrunk with `quick=True`, against `targets` (default:
+    the packaged benchmarks_targets.json). Progress bars show when stderr is a terminal unless
+    `progress=False`. Returns a ValidationReport (bool() is True only when every validator passed)."""
     return run_validators(targets, quick=quick, progress=progress, only=only, on_result=on_result)
 
 

@@ -30,14 +30,15 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 
 Validator = Callable[["Context"], dict]
-_REGISTRY: dict[str, tuple[int, Validator]] = {}
+_REGISTRY: dict[str, tuple[int, Validator, frozenset]] = {}
 
 
-def validator(number: int, name: str) -> Callable[[Validator], Validator]:
-    """Registers `fn(ctx) -> {metric: value}` as validator `number` called `name`."""
+def validator(number: int, name: str, metrics: Sequence[str]) -> Callable[[Validator], Validator]:
+    """Registers `fn(ctx) -> {metric: value}` as validator `number` called `name`, measuring
+    `metrics` (declared so that targets naming another metric are refused before any run)."""
 
     def register(fn: Validator) -> Validator:
-        _REGISTRY[name] = (number, fn)
+        _REGISTRY[name] = (number, fn, frozenset(metrics))
         return fn
 
     return register
@@ -89,8 +90,9 @@ def load_targets(path: Optional[os.PathLike] = None) -> dict:
         else:
             text = Path(path).read_text()
         data = json.loads(text)
-    except (OSError, ValueError) as e:
-        raise InvalidArgumentError(f"cannot read targets from {path or 'the mmsb package'}: {e}") from None
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested too deep to parse
+        raise InvalidArgumentError(f"cannot read targets from {path or 'the mmsb package'}: "
+                                   f"{'nested too deeply' if isinstance(e, RecursionError) else e}") from None
     validators = data.get("validators") if isinstance(data, dict) else None
     if not isinstance(validators, dict):
         raise InvalidArgumentError(f"targets file {path}: no 'validators' object")
@@ -201,7 +203,9 @@ def run_validators(targets: Optional[os.PathLike] = None, quick: bool = False, p
         if given is None or not all(isinstance(n, str) for n in given):
             raise InvalidArgumentError(f"only must be a validator name or a list of them; got {only!r}")
         only = given
-    if only:
+    if only is not None:
+        if not only:  # an empty selection would run nothing, or read as "all": refuse both
+            raise InvalidArgumentError(f"only must name at least one validator; got {only!r}; known: {names}")
         unknown = [n for n in only if n not in _REGISTRY]
         if unknown:
             raise InvalidArgumentError(f"unknown validator(s) {unknown}; known: {names}")
@@ -209,10 +213,16 @@ def run_validators(targets: Optional[os.PathLike] = None, quick: bool = False, p
     missing = [n for n in names if n not in spec]
     if missing:
         raise InvalidArgumentError(f"the targets have no entry for validator(s) {missing}")
+    for name in names:
+        measured = _REGISTRY[name][2]
+        unmeasured = [c["metric"] for c in spec[name]["checks"] if c["metric"] not in measured]
+        if unmeasured:
+            raise InvalidArgumentError(f"the targets of validator {name!r} check {unmeasured}, which it does not "
+                                       f"measure; it measures {sorted(measured)}")
     show = _progress.wanted(progress)
     results = []
     for name in names:
-        number, fn = _REGISTRY[name]
+        number, fn, _ = _REGISTRY[name]
         tmp = Path(tempfile.mkdtemp(prefix=f"mmsb-validate-{name}-"))
         ctx = Context(quick=quick, seed=seed, tmpdir=tmp, show_progress=show)
         start = time.perf_counter()

@@ -13,9 +13,13 @@ copy of the directory whose checkpoints are removed newest first, so the final s
 replayed from every checkpoint in turn and at last from empty (also at the sampled lsns); and
 mmsb.open after close, of the directory and of the copy without checkpoints.
 
-Metrics: hash_mismatches (compared states whose hash differs from the model's) and
-l2_divergence (sum over compared states and float pages of the L2 norm of the difference from
-the recorded float values). Both must be exactly 0. Quick: 100 cycles, 32 pages.
+Metrics: hash_mismatches (compared states whose hash differs from the model's, plus replays
+and reopens that did not start where asked: each replay of the copy must start at the newest
+checkpoint left in it, the last one at lsn 0, and mmsb.open at the newest checkpoint of the
+directory and at 0 for the copy, as their recovery["checkpoint_lsn"] says; a replay that ignored
+the checkpoints would otherwise reach the same states from empty) and l2_divergence (sum over
+compared states and float pages of the L2 norm of the difference from the recorded float
+values). Both must be exactly 0. Quick: 100 cycles, 32 pages.
 """
 
 from __future__ import annotations
@@ -202,7 +206,7 @@ class Tally:
                 self.l2 += float(np.linalg.norm(g - want.view(dtype).astype(np.float64)))
 
 
-@validator(1, "replay")
+@validator(1, "replay", ("hash_mismatches", "l2_divergence"))
 def run(ctx: Context) -> dict:
     cycles, n_pages = ctx.size((1000, 256), (100, 32))
     every = cycles // 10
@@ -233,18 +237,22 @@ def run(ctx: Context) -> dict:
     stripped = os.path.join(ctx.tmpdir, "stripped.mmsb")
     shutil.copytree(path, stripped)
     ckpts, starts = sorted(f for f in os.listdir(stripped) if f.startswith("ckpt-")), []
+    if len(ckpts) != len(checkpoints):
+        raise RuntimeError(f"{len(checkpoints)} checkpoints were taken but the directory holds {ckpts}")
     for k in range(len(ckpts), -1, -1):
         with mmsb.replay(stripped, to=final) as old:
             starts.append(old.recovery["checkpoint_lsn"])
             tally.check(old, final)
+        tally.mismatches += int(starts[-1] != (sorted(checkpoints)[k - 1] if k else 0))
         if k:
             os.remove(os.path.join(stripped, ckpts[k - 1]))
     for lsn in chosen:  # no checkpoint left: every chosen lsn from empty
         with mmsb.replay(stripped, to=lsn) as old:
             tally.check(old, lsn)
-    for where in (path, stripped):  # recovery after close: newest checkpoint + tail, and from empty
+    for where, start in ((path, max(checkpoints)), (stripped, 0)):  # recovery after close
         with mmsb.open(where) as reopened:
             tally.check(reopened, final)
+            tally.mismatches += int(reopened.recovery["checkpoint_lsn"] != start)
     for key, value in [("cycles", cycles), ("pages", n_pages), ("final_lsn", final), ("checkpoint_lsns", checkpoints),
                        ("replay_start_lsns", starts), ("states_compared", tally.compared)]:
         ctx.note(key, value)

@@ -72,7 +72,7 @@ def _page_ops(bus: mmsb.Bus, ctx: Context, rng: np.random.Generator, order: list
     return op_ns
 
 
-@validator(3, "graph")
+@validator(3, "graph", ("validate_ms_per_10k_pages", "page_op_ms_p99", "cycles_accepted"))
 def run(ctx: Context) -> dict:
     n = ctx.size(10_000, 1_000)
     rng = np.random.default_rng(ctx.seed)

@@ -189,7 +189,7 @@ def _by_hand(fn, out_page, parents) -> np.ndarray:
     return out
 
 
-@validator(4, "purity")
+@validator(4, "purity", ("law_failures", "side_effects", "nondeterministic"))
 def run(ctx: Context) -> dict:
     n = ctx.size(1024, 129)
     samples = ctx.size(100_000, 5_000)

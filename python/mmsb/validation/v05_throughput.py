@@ -110,7 +110,7 @@ class _Durable:
         return logged / (runs * self.rows)
 
 
-@validator(5, "throughput")
+@validator(5, "throughput", ("single_thread_deltas_per_s", "all_threads_deltas_per_s"))
 def run(ctx: Context) -> dict:
     rows = ctx.size(1 << 22, 1 << 18)
     repeats = ctx.size(3, 2)

@@ -115,7 +115,7 @@ def run_ticks(seed: int, history: bool, sources: int, derived: int, per_tick: in
         bus.close()
 
 
-@validator(6, "tick")
+@validator(6, "tick", ("tick_p99_ms",))
 def run(ctx: Context) -> dict:
     args = dict(sources=ctx.size(10_000, 1_000), derived=ctx.size(1_000, 100), per_tick=ctx.size(100_000, 10_000),
                 warmup=ctx.size(5, 3), ticks=ctx.size(200, 20))

@@ -222,7 +222,7 @@ class Invariants:
                 self.fail(f"cycle {cycle}: page {child} != {fn}({parents}, weights={weights}) of its parents")
 
 
-@validator(8, "invariants")
+@validator(8, "invariants", ("violations",))
 def run(ctx: Context) -> dict:
     cycles, reopen_every = ctx.size((10_000, 1_000), (500, 100))
     rng = np.random.default_rng(ctx.seed)

@@ -110,7 +110,7 @@ def divergence(bus, recorded: dict) -> float:
     return worst
 
 
-@validator(9, "stability")
+@validator(9, "stability", ("nonfinite_values", "max_relative_error", "error_vs_shocks", "replay_divergence"))
 def run(ctx: Context) -> dict:
     n, steps = ctx.size((256, 1000), (64, 100))
     every = steps // 10

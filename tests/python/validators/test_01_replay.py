@@ -1,7 +1,11 @@
 """Validator 1 (replay) at quick size: every replayed, time-travelled and recovered state equals
-the recorded one exactly, and the validator notices a corrupt byte or a replay one lsn short."""
+the recorded one exactly, and the validator notices a corrupt byte, a replay one lsn short and
+a replay that ignores the checkpoints."""
 
 from __future__ import annotations
+
+import os
+import shutil
 
 import mmsb
 from mmsb.validation import v01_replay, validate
@@ -54,4 +58,19 @@ def test_a_replay_that_stops_one_lsn_short_is_counted(monkeypatch):
     monkeypatch.setattr(mmsb, "replay", short)
     r = run_replay()
     assert r["metrics"]["hash_mismatches"] > 10
+    assert not r["passed"]
+
+
+def test_a_replay_that_ignores_the_checkpoints_is_counted(tmp_path, monkeypatch):
+    real = mmsb.replay
+
+    def from_empty(path, to=None, **kwargs):  # the same states, all replayed from lsn 0
+        copy = tmp_path / f"copy-{len(os.listdir(tmp_path))}"
+        shutil.copytree(path, copy, ignore=shutil.ignore_patterns("ckpt-*"))
+        return real(copy, to=to, **kwargs)
+
+    monkeypatch.setattr(mmsb, "replay", from_empty)
+    r = run_replay()
+    assert r["details"]["replay_start_lsns"] == [0] * 11
+    assert r["metrics"]["hash_mismatches"] == 10  # every replay asked to start at a checkpoint
     assert not r["passed"]

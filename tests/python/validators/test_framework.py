@@ -18,12 +18,12 @@ def fake_validators(tmp_path):
     """Two registered toy validators and a targets file for them; unregistered afterwards."""
     calls = []
 
-    @fw.validator(98, "fake_ok")
+    @fw.validator(98, "fake_ok", ("errors", "rate"))
     def ok(ctx):
         calls.append(ctx)
         return {"errors": 0, "rate": ctx.size(100.0, 10.0)}
 
-    @fw.validator(99, "fake_bad")
+    @fw.validator(99, "fake_bad", ("errors", "rate"))
     def bad(ctx):
         return {"errors": 3, "rate": 1.0}
 
@@ -45,6 +45,8 @@ def test_packaged_targets_cover_all_ten_validators():
     assert set(targets) == {"replay", "integrity", "graph", "purity", "throughput", "tick", "memory",
                             "invariants", "stability", "provenance"}
     assert set(fw.registered()) >= set(targets)
+    for name, spec in targets.items():  # each check is of a metric its validator measures, and back
+        assert {c["metric"] for c in spec["checks"]} == fw._REGISTRY[name][2], name
 
 
 def test_metrics_are_compared_with_their_targets(fake_validators):
@@ -64,11 +66,11 @@ def test_metrics_are_compared_with_their_targets(fake_validators):
 def test_a_crashing_or_silent_validator_fails(fake_validators, tmp_path):
     path, _ = fake_validators
 
-    @fw.validator(97, "fake_crash")
+    @fw.validator(97, "fake_crash", ("errors", "rate"))
     def crash(ctx):
         raise RuntimeError("boom")
 
-    @fw.validator(96, "fake_silent")
+    @fw.validator(96, "fake_silent", ("errors", "rate"))  # declares rate, never returns it
     def silent(ctx):
         return {"errors": 0}
 
@@ -97,6 +99,41 @@ def test_bad_targets_and_names_are_refused(tmp_path, fake_validators):
     path, _ = fake_validators
     with pytest.raises(mmsb.InvalidArgumentError, match="unknown validator"):
         mmsb.validate(path, only=["nope"], progress=False)
+
+
+@pytest.mark.parametrize("only", [[], (), iter([])])
+def test_an_empty_only_is_refused_rather_than_running_all(fake_validators, only):
+    path, calls = fake_validators
+    with pytest.raises(mmsb.InvalidArgumentError, match="only must name at least one validator"):
+        mmsb.validate(path, only=only, progress=False)
+    assert calls == []
+    with pytest.raises(SystemExit) as e:  # `--only` with no name is a usage error
+        cli.main(["validate", "--targets", str(path), "--only", "--no-progress"])
+    assert e.value.code == 2
+
+
+def test_targets_nested_too_deeply_are_refused(tmp_path, fake_validators, capsys):
+    _, calls = fake_validators
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"validators": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(mmsb.InvalidArgumentError, match="cannot read targets .* nested too deeply"):
+        mmsb.validate(deep, only=["fake_ok"], progress=False)
+    assert cli.main(["validate", "--targets", str(deep), "--only", "fake_ok", "--no-progress"]) == 2
+    assert "nested too deeply" in capsys.readouterr().err and calls == []
+
+
+def test_a_check_of_a_metric_the_validator_does_not_measure_is_refused_before_any_run(tmp_path, fake_validators,
+                                                                                       capsys):
+    _, calls = fake_validators
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"validators": {
+        "fake_ok": {"checks": [{"metric": "errors", "op": "==", "threshold": 0}]},
+        "fake_bad": {"checks": [{"metric": "errrors", "op": "==", "threshold": 0}]}}}))
+    with pytest.raises(mmsb.InvalidArgumentError, match=r"validator 'fake_bad' check \['errrors'\], which it does "
+                                                        r"not measure; it measures \['errors', 'rate'\]"):
+        mmsb.validate(bad, only=["fake_ok", "fake_bad"], progress=False)
+    assert cli.main(["validate", "--targets", str(bad), "--only", "fake_ok", "fake_bad", "--no-progress"]) == 2
+    assert "errrors" in capsys.readouterr().err and calls == []  # not even fake_ok ran
 
 
 @pytest.mark.parametrize("check", [
