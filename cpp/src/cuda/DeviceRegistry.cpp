@@ -1,7 +1,6 @@
 // Which backend serves a location, and the host-memory emulation the tests install.
 #include <algorithm>
 #include <atomic>
-#include <charconv>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -14,6 +13,7 @@
 #include "mmsb/core/Error.hpp"
 #include "mmsb/cuda/DeviceBackend.hpp"
 #include "mmsb/delta/Diff.hpp"
+#include "mmsb/page/Location.hpp"
 
 namespace mmsb::cuda {
 namespace {
@@ -211,19 +211,13 @@ Registry& registry() {
   return *r;
 }
 
-// "cuda:N" -> N, "unified" -> -1; InvalidArgument otherwise. One spelling per device (no leading
-// zeros): a location names a page's place, and "cuda:01" beside "cuda:1" would be two places.
+// "cuda:N" -> N, "unified" -> kUnifiedOrdinal; InvalidArgument otherwise ("cpu" has no backend).
 int parse_location(std::string_view location) {
-  if (location == "unified") return -1;
-  constexpr std::string_view kPrefix = "cuda:";
-  if (location.substr(0, kPrefix.size()) == kPrefix) {
-    const std::string_view digits = location.substr(kPrefix.size());
-    int n = -1;
-    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
-    const bool canonical = !digits.empty() && (digits.size() == 1 || digits.front() != '0');
-    if (ec == std::errc{} && end == digits.data() + digits.size() && canonical && n >= 0) return n;
+  const std::optional<int> ordinal = location_ordinal(location);
+  if (!ordinal || *ordinal == kCpuOrdinal) {
+    fail(ErrorCode::InvalidArgument, "unknown location '", location, "'; expected 'cpu', 'cuda:N' or 'unified'");
   }
-  fail(ErrorCode::InvalidArgument, "unknown location '", location, "'; expected 'cpu', 'cuda:N' or 'unified'");
+  return *ordinal;
 }
 
 }  // namespace

@@ -287,8 +287,15 @@ PageId Bus::replay_graph_op_locked(const LogOp& op) {
       derivations_.insert_or_assign(e->child, std::move(copy));
       return e->child;
     }
+    // remove_edge logs the kind the graph holds: another kind is a crafted record.
+    const std::optional<EdgeKind> held = graph_.edge_kind(e->parent, e->child);
+    if (!held) fail(ErrorCode::Graph, "no edge ", e->parent, " -> ", e->child);
+    if (*held != e->kind) {
+      fail(ErrorCode::Graph, "the edge ", e->parent, " -> ", e->child, " is a ", edge_kind_name(*held),
+           " edge, not ", edge_kind_name(e->kind));
+    }
     if (txn_) reserve_one(txn_->undo);
-    if (!graph_.remove_edge(e->parent, e->child)) fail(ErrorCode::Graph, "no edge ", e->parent, " -> ", e->child);
+    graph_.remove_edge(e->parent, e->child);
     // A page without parents has none to disagree with: it is stale no longer (and a mark kept
     // on a page outside the graph would be one no checkpoint can hold).
     if (graph_.parents(e->child).empty()) unmark_stale_locked(e->child);

@@ -76,7 +76,13 @@ void Bus::restore_checkpoint_locked(const CheckpointData& cp, const std::string&
 bool Bus::replay_record_locked(const ScannedRecord& r, const std::string& where, Lsn base, Lsn stop, bool split) {
   const Lsn first = r.header.first_lsn;
   const Lsn last = first + r.header.lsn_count - 1;
-  if (r.header.lsn_count == 0 || last <= base) return true;  // covered by the checkpoint
+  if (r.header.lsn_count == 0) {
+    // Changes nothing the next record depends on (a mode change alone), but a malformed one is
+    // damage here as it is to inspect and verify.
+    decode_record(r.header, r.body, where);
+    return true;
+  }
+  if (last <= base) return true;  // covered by the checkpoint
   if (first > stop) return false;
   if (first <= base) {
     fail(ErrorCode::LogCorrupt, where, " spans lsns ", first, "..", last, " across the checkpoint at lsn ", base);
@@ -173,13 +179,7 @@ void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
     Delta delta = derived != nullptr ? derived->delta : std::get<DeltaOp>(op).delta;
     PageRecord& r = table_.get(delta.page_id());
     if (delta.extent() > r.size) fail(ErrorCode::LogCorrupt, "delta past the end of page ", r.id);
-    // Provenance reads the inputs' epochs from the index: they must name pages there.
-    for (std::size_t i = 0; derived != nullptr && i < derived->inputs.size(); ++i) {
-      if (const PageId in = derived->inputs[i].first; table_.find(in) == nullptr) {
-        fail(ErrorCode::LogCorrupt, "the propagated delta at lsn ", lsn, " to page ", r.id, " names page ", in,
-             " as an input, which is not a page there");
-      }
-    }
+    if (derived != nullptr) check_derived_inputs_locked(r.id, derived->inputs, lsn);
     apply_delta_locked(r, delta, lsn);
     if (derived != nullptr) {
       // The parents' epochs it was computed from: the child's memo, and its provenance.
@@ -203,6 +203,23 @@ void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
     replay_.derived.clear();
   } else if (const PageId redefined = replay_graph_op_locked(op); redefined != 0 && !replay_.legacy) {
     redefined_locked(redefined);
+  }
+}
+
+// Provenance and memos read a propagated delta's inputs as the parents' epochs it was computed
+// from: a crafted record naming anything else would make them contradict the log.
+void Bus::check_derived_inputs_locked(PageId child, const std::vector<std::pair<PageId, Epoch>>& inputs, Lsn lsn) {
+  const auto corrupt = [&](auto&&... why) {
+    fail(ErrorCode::LogCorrupt, "the propagated delta at lsn ", lsn, " to page ", child, " ", why...);
+  };
+  if (derivations_.get(child) == nullptr) corrupt("has no recompute there");
+  for (const auto& [in, epoch] : inputs) {
+    const PageRecord* parent = table_.find(in);
+    if (parent == nullptr) corrupt("names page ", in, " as an input, which is not a page there");
+    if (!graph_.edge_kind(in, child)) corrupt("names page ", in, " as an input, which is not its parent");
+    if (const Epoch now = parent->epoch.load(std::memory_order_relaxed); epoch > now) {
+      corrupt("names epoch ", epoch, " of page ", in, ", which is at epoch ", now);
+    }
   }
 }
 

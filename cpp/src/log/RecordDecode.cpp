@@ -7,6 +7,7 @@
 #include "RecordBits.hpp"
 #include "mmsb/core/Error.hpp"
 #include "mmsb/log/RecordCodec.hpp"
+#include "mmsb/page/Location.hpp"
 
 namespace mmsb {
 namespace {
@@ -14,6 +15,14 @@ using logfmt::ByteReader;
 using logfmt::RecordType;
 using namespace recordbits;
 
+
+// A place a commit could have named (the read-only replay of a log keeps every page on the host,
+// so without this a crafted location would reach it unchecked).
+std::string read_location(ByteReader& r) {
+  std::string location = r.text("a page location");
+  if (!location_ordinal(location)) r.corrupt("unknown page location");
+  return location;
+}
 
 Metadata read_metadata(ByteReader& r) {
   Metadata md;
@@ -117,6 +126,8 @@ EdgeOp read_edge(ByteReader& r) {
   if (!known_edge_kind(kind)) r.corrupt("unknown edge kind " + std::to_string(kind));
   op.add = add == 1;
   op.kind = static_cast<EdgeKind>(kind);
+  // A data edge comes with its recompute, so only a Depend record adds one.
+  if (op.add && op.kind == EdgeKind::Data) r.corrupt("an edge record adds a data edge");
   return op;
 }
 
@@ -189,7 +200,7 @@ LogOp read_op(RecordType type, ByteReader& r) {
       r.u32();
       for (std::uint8_t i = 0; i < ndim; ++i) op.spec.shape.push_back(r.u64());
       op.spec.name = r.text("a page name");
-      op.spec.location = r.text("a page location");
+      op.spec.location = read_location(r);
       op.spec.metadata = read_metadata(r);
       return op;
     }
@@ -210,7 +221,7 @@ LogOp read_op(RecordType type, ByteReader& r) {
     case RecordType::Location: {
       LocationOp op;
       op.id = r.u64();
-      op.location = r.text("a page location");
+      op.location = read_location(r);
       return op;
     }
     case RecordType::Delta:

@@ -19,25 +19,45 @@ T load(std::span<const std::byte> b, std::uint64_t at) {
   return v;
 }
 
-// Is there any record after a damaged one? Later records have larger lsns; scan 8-aligned
-// offsets for a header that checks out with any lsn beyond `after_lsn`. With `synced_past`, only
-// a SyncMark vouching for bytes past that offset counts.
-bool valid_record_after(std::span<const std::byte> bytes, std::uint64_t from, std::uint64_t after_lsn,
-                        std::uint64_t& found_at, std::optional<std::uint64_t> synced_past = std::nullopt) {
-  for (std::uint64_t q = logfmt::padded(from); q + logfmt::kRecordHeaderBytes <= bytes.size(); q += logfmt::kAlign) {
+// What lies after a bad record at `bad`, scanning 8-aligned offsets: the first record that
+// checks out with an lsn beyond `after_lsn`, and (with `want_mark`) the first SyncMark vouching
+// for bytes past `bad`. The header's cheap fields are checked before any checksum, and the bytes
+// checksummed are capped: a crafted file with a plausible header at every offset would otherwise
+// make the scan quadratic. Past the cap, `exhausted` says the answer is unknown.
+struct AfterDamage {
+  std::optional<std::uint64_t> record;
+  std::optional<std::uint64_t> sync_mark;
+  bool exhausted = false;
+};
+
+AfterDamage scan_after_damage(std::span<const std::byte> bytes, std::uint64_t bad, std::uint64_t after_lsn,
+                              bool want_mark) {
+  AfterDamage found;
+  std::uint64_t budget = 2 * bytes.size() + (std::uint64_t{1} << 20);
+  for (std::uint64_t q = logfmt::padded(bad + logfmt::kAlign); q + logfmt::kRecordHeaderBytes <= bytes.size();
+       q += logfmt::kAlign) {
     const std::uint64_t lsn = load<std::uint64_t>(bytes, q + 16);
-    if (lsn <= after_lsn) continue;
+    const auto body = load<std::uint32_t>(bytes, q);
+    const auto type = load<std::uint8_t>(bytes, q + 8);
+    const bool mark = type == static_cast<std::uint8_t>(logfmt::RecordType::SyncMark);
+    if (lsn <= after_lsn || !logfmt::is_record_type(type) || load<std::uint8_t>(bytes, q + 9) != 0 ||
+        load<std::uint16_t>(bytes, q + 10) != 0 || body > bytes.size() - q - logfmt::kRecordHeaderBytes ||
+        (mark && body != 8) || (found.record && !mark)) {
+      continue;  // cannot be a record (or, with one found, only a SyncMark still matters)
+    }
+    if (body + logfmt::kRecordHeaderBytes > budget) {
+      found.exhausted = true;
+      break;
+    }
+    budget -= body + logfmt::kRecordHeaderBytes;
     ScannedRecord rec;
     std::string why;
     if (!check_record_at(bytes, q, lsn, rec, why)) continue;
-    if (synced_past && (rec.header.type != logfmt::RecordType::SyncMark ||
-                        load<std::uint64_t>(rec.body, 0) <= *synced_past)) {
-      continue;
-    }
-    found_at = q;
-    return true;
+    if (!found.record) found.record = q;
+    if (mark && load<std::uint64_t>(rec.body, 0) > bad) found.sync_mark = q;
+    if (found.sync_mark || !want_mark) break;
   }
-  return false;
+  return found;
 }
 
 }  // namespace
@@ -114,22 +134,28 @@ SegmentScan scan_segment(const std::string& path, bool sealed, OnDamage on_damag
         break;
       }
       const std::uint64_t before = next_lsn == 0 ? 0 : next_lsn - 1;
-      std::uint64_t later = 0;
       const bool marked = scan.header.version >= logfmt::kSyncMarksVersion;
-      if (valid_record_after(bytes, pos + logfmt::kAlign, before, later,
-                             marked ? std::optional<std::uint64_t>(pos) : std::nullopt)) {
+      const AfterDamage after = scan_after_damage(bytes, pos, before, marked);
+      // Before version 4 any later record proves the bytes here were written before it; since,
+      // only a SyncMark does (later records may be unsynced writes a power loss kept).
+      const std::optional<std::uint64_t> proof = marked ? after.sync_mark : after.record;
+      if (proof || after.exhausted) {
         std::ostringstream msg;
-        msg << "segment '" << path << "' is corrupt at byte " << pos << ": " << why << ", but "
-            << (marked ? "a sync mark" : "a valid record") << " follows at byte " << later
-            << (marked ? " saying these bytes were synced" : "")
-            << "; this is damage inside the log, not a torn tail (restore from a copy or a checkpoint)";
+        msg << "segment '" << path << "' is corrupt at byte " << pos << ": " << why << ", but ";
+        if (proof) {
+          msg << (marked ? "a sync mark" : "a valid record") << " follows at byte " << *proof
+              << (marked ? " saying these bytes were synced" : "");
+        } else {
+          msg << "the bytes after it hold too many record headers to tell a torn tail from damage";
+        }
+        msg << "; this is damage inside the log, not a torn tail (restore from a copy or a checkpoint)";
         if (on_damage == OnDamage::Throw) throw Error(ErrorCode::LogCorrupt, msg.str());
         scan.damage = msg.str();
         break;
       }
       scan.torn = true;
       scan.torn_reason = why + " at byte " + std::to_string(pos);
-      scan.unsynced_records_after = valid_record_after(bytes, pos + logfmt::kAlign, before, later);
+      scan.unsynced_records_after = after.record.has_value();
       break;
     }
     if (rec.header.type == logfmt::RecordType::SyncMark) {

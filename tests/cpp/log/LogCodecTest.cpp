@@ -56,10 +56,12 @@ class LogCodecTest : public ::testing::Test {
     uniform_payload_ = test::random_bytes(rng_, 3 * 64);
     ops_.push_back(BatchOp{43, {8, 7, 8}, {64, 0, 128}, {64, 64, 64}, uniform_payload_});
     ops_.push_back(BatchOp{44, {1ull << 33, 7}, {(1ull << 32) + 5, 1}, {2, 9}, payload_});
-    // The graph: edges of each kind added and removed, a recompute of each kind.
+    // The graph: edges of each kind added (a data edge only by Depend) and removed, a recompute
+    // of each kind.
     ops_.push_back(EdgeOp{7, 8, EdgeKind::Control, true});
     ops_.push_back(EdgeOp{7, 9, EdgeKind::DeviceSync, false});
-    ops_.push_back(EdgeOp{8, 9, EdgeKind::Data, true});
+    ops_.push_back(EdgeOp{8, 9, EdgeKind::Data, false});
+    ops_.push_back(EdgeOp{6, 9, EdgeKind::DeviceSync, true});
     ops_.push_back(DependOp{8, {RecomputeKind::Copy, SemiringKind::SumProduct, ""}, {7}, {}});
     ops_.push_back(DependOp{9, {RecomputeKind::Reduce, SemiringKind::MinPlus, ""}, {7, 8, 7}, {0.5, -2.0, 1e300}});
     ops_.push_back(DependOp{10, {RecomputeKind::Callable, SemiringKind::SumProduct, "model.step"}, {8, 9}, {}});

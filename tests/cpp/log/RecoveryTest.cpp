@@ -592,6 +592,85 @@ TEST_F(RecoveryTest, GraphRecordsTheLiveCallsWouldRefuseAreCorrupt) {
   }
 }
 
+// Checksummed records no writer makes, which replay would otherwise take as they say: a place no
+// commit could name, a data edge without its recompute, an edge removal of another kind, a
+// propagated delta whose inputs are not its parents at epochs they reached (provenance would
+// then contradict the log), and a record taking no lsn that does not decode. Each is corruption
+// naming its record, for mmsb.open and for a read-only view of the history alike.
+TEST_F(RecoveryTest, CraftedRecordsReplayWouldMisreadAreCorrupt) {
+  RecomputeSpec copy;
+  copy.kind = RecomputeKind::Copy;
+  PageSpec tpu;
+  tpu.size = 8;
+  tpu.location = "tpu";
+  auto propagated = [](std::vector<std::pair<PageId, Epoch>> inputs) {
+    Delta d = Delta::at(2, 0, bytes_of("derived!"));
+    d.source = Source::Propagation;
+    return DerivedOp{d, std::move(inputs)};
+  };
+  const struct {
+    const char* name;
+    std::vector<LogOp> ops;  // one record each, the last one the bad one
+    const char* says;
+  } cases[] = {
+      {"a page on an unknown device", {PageCreateOp{4, tpu}}, "unknown page location"},
+      {"a data edge by an edge record", {EdgeOp{1, 2, EdgeKind::Data, true}}, "adds a data edge"},
+      {"an edge removed as another kind",
+       {EdgeOp{1, 2, EdgeKind::Control, true}, EdgeOp{1, 2, EdgeKind::DeviceSync, false}},
+       "control edge, not device_sync"},
+      {"inputs at an epoch not reached", {DependOp{2, copy, {1}, {}}, propagated({{1, 999}})}, "epoch 999 of page 1"},
+      {"an input that is not a parent", {DependOp{2, copy, {1}, {}}, propagated({{3, 0}})}, "not its parent"},
+      {"a propagated delta to a source page", {propagated({})}, "has no recompute"},
+      {"a record of no lsn that does not decode", {WaveOp{false, false, true, false}}, "not a wave"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string path = dir_ / c.name;
+    Lsn next = 0;
+    {
+      Bus bus(test::dir_options(path, Durability::Flush));
+      PageSpec small;
+      small.size = 8;
+      PageSpec large;
+      large.size = 64;
+      bus.create_page(small);
+      bus.create_page(small);
+      bus.create_page(large);
+      next = bus.lsn() + 1;
+    }
+    {
+      Log log(path, Durability::Flush, Log::Access::Open);
+      log.start_writing();
+      Bytes record;
+      for (const LogOp& op : c.ops) {
+        record.clear();
+        if (std::holds_alternative<WaveOp>(op)) {
+          encode_transaction_record(record, next, std::span(&op, 1));
+          log.append(record, next - 1);
+          continue;
+        }
+        std::visit([&](const auto& o) {
+          if constexpr (std::is_same_v<std::decay_t<decltype(o)>, DeltaOp>) {
+            encode_op_record(record, next, o.delta);
+          } else if constexpr (!std::is_same_v<std::decay_t<decltype(o)>, BatchOp> &&
+                               !std::is_same_v<std::decay_t<decltype(o)>, WaveOp>) {
+            encode_op_record(record, next, o);
+          }
+        }, op);
+        log.append(record, next);
+        ++next;
+      }
+    }
+    for (const bool history_view : {false, true}) {
+      BusOptions options = test::dir_options(path, Durability::Flush, true);
+      options.read_only = history_view;
+      const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { Bus bus(options); });
+      EXPECT_NE(msg.find(c.says), std::string::npos) << msg;
+      EXPECT_NE(msg.find("byte"), std::string::npos) << msg;
+    }
+  }
+}
+
 // Two checkpoints A < B with log between and after them; the newest damaged in several ways.
 class CheckpointFallbackTest : public ::testing::Test {
  protected:

@@ -262,6 +262,43 @@ TEST_F(SegmentScanTest, GarbageTailIsTornAndZeroTailIsTheEnd) {
   EXPECT_TRUE(scan_segment(segment_).torn);
 }
 
+// A tail crafted with a plausible record header every 24 bytes, each claiming a body that runs to
+// the end of the file with a wrong checksum: telling torn from damaged would checksum the rest
+// of the file at each header (quadratic). The checksummed bytes are capped: past the cap the scan
+// says it cannot tell, which is damage (nothing is cut), and a tail of headers that fail the
+// cheap checks (no record type there) is simply torn.
+TEST_F(SegmentScanTest, ATailOfPlausibleHeadersIsCappedNotScannedQuadratically) {
+  for (const bool plausible : {true, false}) {
+    SCOPED_TRACE(plausible ? "plausible headers" : "headers of no record type");
+    Bytes grown = image_;
+    const std::uint64_t start = grown.size();
+    grown.resize(start + (std::uint64_t{8} << 20));
+    for (std::uint64_t q = start; q + logfmt::kRecordHeaderBytes <= grown.size(); q += 24) {
+      const auto body = static_cast<std::uint32_t>(grown.size() - q - logfmt::kRecordHeaderBytes);
+      const std::uint32_t crc = 0xDEADBEEF;
+      const std::uint8_t type = plausible ? static_cast<std::uint8_t>(logfmt::RecordType::Delta) : 0xEE;
+      const std::uint32_t lsn_count = 1;
+      const std::uint64_t lsn = std::uint64_t{1} << 40;
+      std::memcpy(grown.data() + q, &body, 4);
+      std::memcpy(grown.data() + q + 4, &crc, 4);
+      std::memcpy(grown.data() + q + 8, &type, 1);
+      std::memcpy(grown.data() + q + 12, &lsn_count, 4);
+      std::memcpy(grown.data() + q + 16, &lsn, 8);
+    }
+    test::write_file(segment_, grown);
+    if (plausible) {
+      const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { scan_segment(segment_); });
+      EXPECT_NE(msg.find("too many record headers"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("at byte " + std::to_string(start)), std::string::npos) << msg;
+    } else {
+      const SegmentScan scan = scan_segment(segment_);
+      EXPECT_TRUE(scan.torn);
+      EXPECT_FALSE(scan.unsynced_records_after);
+      expect_records(scan, kRecords, /*decode=*/true);
+    }
+  }
+}
+
 TEST_F(SegmentScanTest, ReaderResumesAtAnyRecordOffset) {
   for (const Expected& e : expected_) {
     ScannedRecord rec;

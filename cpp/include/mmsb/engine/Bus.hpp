@@ -600,6 +600,9 @@ class Bus {
   template <class Fn>
   void for_each_record_locked(Fn&& fn);
   void replay_op_locked(const LogOp& op, Lsn lsn);
+  /// Throws Error(LogCorrupt) unless `child` has a recompute and each input is a parent of it at
+  /// an epoch it has reached.
+  void check_derived_inputs_locked(PageId child, const std::vector<std::pair<PageId, Epoch>>& inputs, Lsn lsn);
   /// Lines describing every difference between this bus's pages and `other`'s.
   template <class Fn>
   void for_each_logged_delta_locked(Lsn first, Lsn last, Fn&& fn);
