@@ -220,6 +220,7 @@ CheckpointData decode_checkpoint(FileBytes bytes, const std::string& path) {
   const std::uint64_t count = r.u64();
   r.u32();
   if (r.u32() != crc32c(all.data(), logfmt::kCheckpointHeaderBytes - 4)) r.corrupt("header checksum mismatch");
+  if (cp.lsn > logfmt::kMaxLsn) r.corrupt("lsn " + std::to_string(cp.lsn) + " is past the largest, 2^62");
   std::uint32_t trailer_crc = 0, reserved = 0;
   std::memcpy(&trailer_crc, all.data() + all.size() - 8, 4);
   std::memcpy(&reserved, all.data() + all.size() - 4, 4);

@@ -363,6 +363,10 @@ std::uint64_t Log::append(std::vector<std::byte>& records, Lsn last_lsn, std::sp
                       tail.size() == sum_input_.size();
   if (!summed) finish_overlapped();
   check_usable();
+  // Only a crafted checkpoint brings a directory near the bound; refused before any byte is written.
+  if (last_lsn > logfmt::kMaxLsn) {
+    fail(ErrorCode::Durability, "the log of '", dir_, "' holds lsns up to 2^62; a commit to lsn ", last_lsn, " is refused");
+  }
   // Rotate before writing: a failure to start a segment must happen before this commit's record
   // exists anywhere. The old segment is synced first, so the durable prefix never has a hole;
   // with durability=none, what is buffered for it is written to it first (the index placed those

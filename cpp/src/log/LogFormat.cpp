@@ -114,6 +114,7 @@ SegmentHeader decode_segment_header(std::span<const std::byte> bytes, const std:
   r.u32();
   const std::uint32_t crc = r.u32();
   if (crc != crc32c(bytes.data(), kSegmentHeaderBytes - 4)) r.corrupt("header checksum mismatch");
+  if (h.first_lsn > kMaxLsn) r.corrupt("first lsn " + std::to_string(h.first_lsn) + " is past the largest, 2^62");
   return h;
 }
 

@@ -93,6 +93,10 @@ bool check_record_at(std::span<const std::byte> bytes, std::uint64_t pos, std::u
     why = "lsn " + std::to_string(h.first_lsn) + " where " + std::to_string(expected_lsn) + " was expected";
     return false;
   }
+  if (h.first_lsn > logfmt::kMaxLsn + 1 || h.lsn_count > logfmt::kMaxLsn + 1 - h.first_lsn) {
+    why = "lsns past the largest, 2^62";
+    return false;
+  }
   if (h.lsn_count == 0 && type != static_cast<std::uint8_t>(logfmt::RecordType::Transaction) &&
       type != static_cast<std::uint8_t>(logfmt::RecordType::SyncMark)) {
     why = "record takes no lsn";

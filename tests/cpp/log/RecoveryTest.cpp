@@ -854,6 +854,41 @@ TEST_F(CheckpointFallbackTest, CheckpointPagesChangedPastItsLsnAreCorrupt) {
 // The reader checks the file crc once and the entries' crcs only to name a damaged entry, so
 // every byte must still be covered: a flipped bit anywhere, in page bytes, framing, graph or
 // trailer, is LogCorrupt and never a checkpoint with wrong content.
+// A checkpoint crafted to claim an lsn near 2^64 would make the bus's lsn wrap: commits
+// acknowledged, then a log no open accepts. Lsns stop at 2^62: a checkpoint past it is damage
+// (named: the older log cannot reach the lsn it claims), and at it the bus opens but refuses the
+// next commit, changing nothing.
+TEST_F(CheckpointFallbackTest, ACheckpointPastTheLargestLsnIsDamageAndAtItCommitsAreRefused) {
+  for (const Lsn claimed : {logfmt::kMaxLsn + 1, logfmt::kMaxLsn}) {
+    SCOPED_TRACE("claimed lsn " + std::to_string(claimed));
+    const std::string path = dir_ / ("lsn-" + std::to_string(claimed));
+    test::copy_dir(pristine_, path);
+    const std::string from = path + "/" + logfmt::checkpoint_file_name(b_);
+    Bytes bytes = test::read_file(from);
+    std::memcpy(bytes.data() + 16, &claimed, 8);
+    const std::uint32_t header_crc = crc32c(bytes.data(), logfmt::kCheckpointHeaderBytes - 4);
+    std::memcpy(bytes.data() + logfmt::kCheckpointHeaderBytes - 4, &header_crc, 4);
+    const std::uint32_t file_crc = crc32c(bytes.data(), bytes.size() - 8);
+    std::memcpy(bytes.data() + bytes.size() - 8, &file_crc, 4);
+    std::filesystem::remove(from);
+    test::write_file(path + "/" + logfmt::checkpoint_file_name(claimed), bytes);
+    const BusOptions options = test::dir_options(path, Durability::Flush, true);
+    if (claimed > logfmt::kMaxLsn) {
+      const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { Bus bus(options); });
+      EXPECT_NE(msg.find("past the largest, 2^62"), std::string::npos) << msg;
+      continue;
+    }
+    Bus bus(options);
+    ASSERT_EQ(bus.lsn(), logfmt::kMaxLsn);
+    const DurableState before = test::durable_state(bus);
+    const PageId page = bus.page_ids().front();
+    const std::string msg = test::expect_error(ErrorCode::Durability, [&] { bus.write(page, 0, bytes_of("x")); });
+    EXPECT_NE(msg.find("2^62"), std::string::npos) << msg;
+    EXPECT_EQ(bus.lsn(), logfmt::kMaxLsn);
+    EXPECT_TRUE(test::same_durable(before, test::durable_state(bus)));
+  }
+}
+
 TEST(CheckpointDamageTest, EveryFlippedByteIsCaught) {
   test::TempDir dir;
   {

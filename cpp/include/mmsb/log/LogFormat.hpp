@@ -32,6 +32,10 @@ inline constexpr std::uint32_t kOldestFormatVersion = 1;
 inline constexpr char kSegmentMagic[8] = {'M', 'M', 'S', 'B', 'S', 'E', 'G', '\0'};
 inline constexpr char kCheckpointMagic[8] = {'M', 'M', 'S', 'B', 'C', 'K', 'P', '\0'};
 inline constexpr char kCheckpointEndMagic[8] = {'M', 'M', 'S', 'B', 'C', 'E', 'N', 'D'};
+/// The largest lsn a log holds. Far past any real log (2^62 commits), it keeps lsn arithmetic
+/// (first + count, next lsn) from wrapping: a crafted checkpoint or segment naming a larger one is
+/// corruption, and a commit that would pass it is refused.
+inline constexpr std::uint64_t kMaxLsn = std::uint64_t{1} << 62;
 inline constexpr std::size_t kSegmentHeaderBytes = 32;
 inline constexpr std::size_t kRecordHeaderBytes = 24;
 inline constexpr std::size_t kCheckpointHeaderBytes = 48;
