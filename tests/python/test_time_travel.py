@@ -68,6 +68,22 @@ def test_at_inside_a_batch_applies_its_first_rows(tmp_path):
                 assert old.page(p.id).epoch == lsn - 1
 
 
+@pytest.mark.parametrize("durability", ["none", "flush", "fsync"])
+def test_at_enters_a_transaction_holding_one_batch_row_by_row(tmp_path, durability):
+    # a transaction of one batch is logged as a transaction record, and its rows are still
+    # separate deltas: time travel lands between them as in a batch record
+    with mmsb.Bus(tmp_path / "b", durability=durability) as bus:
+        p = bus.create_page(12)
+        with bus.transaction():
+            bus.apply_batch(mmsb.DeltaBatch([p.id] * 3, [0, 4, 8], [4] * 3, bytes(range(1, 13))))
+        first = bus.lsn - 2
+    want = bytes(range(1, 13))
+    for k in range(3):
+        with mmsb.replay(tmp_path / "b", to=first + k) as old:
+            assert old.page(p.id).read(0, 12) == want[:4 * (k + 1)] + bytes(8 - 4 * k)
+            assert old.page(p.id).epoch == k + 1
+
+
 def test_at_never_splits_a_transaction_record(tmp_path):
     # create_page(data=) is one record (creation + content): lsn 1 alone does not exist on disk
     with mmsb.Bus(tmp_path / "b") as bus:

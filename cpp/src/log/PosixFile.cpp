@@ -214,6 +214,7 @@ void rename_file(const std::string& from, const std::string& to) {
 }
 
 void remove_file(const std::string& path) {
+  if (g_observer != nullptr) g_observer->before_remove(path);
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) io_fail("unlink", path, errno);
 }
 

@@ -203,6 +203,22 @@ TEST_F(SegmentScanTest, DamageASyncMarkVouchesForIsCorruption) {
   EXPECT_EQ(scan.valid_end, image_.size());
 }
 
+// Group commit writes a record with a mark saying "synced up to here", the record's own offset:
+// the mark does not vouch for the record after it. If a power loss keeps the mark and tears the
+// record, that is a torn tail, not damage the mark vouches for.
+TEST_F(SegmentScanTest, AMarkEndingWhereTheDamagedRecordStartsDoesNotVouchForIt) {
+  const Expected& last = expected_.back();
+  Bytes bad = image_;
+  logfmt::append_sync_mark(bad, last.first_lsn + op_lsn_count(last.op), /*synced_offset=*/last.offset);
+  test::flip_bit(bad, (last.offset + logfmt::kRecordHeaderBytes) * 8 + 1);
+  const std::string bad_path = dir_ / "bad.log";
+  test::write_file(bad_path, bad);
+  SegmentScan scan;
+  ASSERT_NO_THROW(scan = scan_segment(bad_path));
+  EXPECT_TRUE(scan.torn);
+  expect_records(scan, expected_.size() - 1, /*decode=*/false);
+}
+
 TEST_F(SegmentScanTest, UnsyncedDamageIsATornTailEvenBeforeValidRecords) {
   const std::string bad_path = dir_ / "bad.log";
   damage_each_record(image_, expected_, rng_, [&](std::size_t i, const Bytes& bad) {

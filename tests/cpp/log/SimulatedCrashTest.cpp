@@ -43,15 +43,22 @@ class CrashingDisk final : public FileObserver {
     files_[path].pending.push_back(Write{size, {}, true});
   }
   // Renames are followed by a directory sync before any further write, so at a crash (which
-  // happens at a write) a rename is either not made or durable.
+  // happens at a write) a rename is either not made or durable. The file keeps what it had: a
+  // rename makes its name durable, not its unsynced writes (a checkpoint renamed before its
+  // fdatasync may come back empty or torn).
   void before_rename(const std::string& from, const std::string& to) override {
     check_alive();
-    File f;
-    f.durable = test::read_file(from);
-    f.has_durable = true;
-    f.pending.clear();
+    auto it = files_.find(from);
+    File f = it != files_.end() ? std::move(it->second) : File{test::read_file(from), true, {}};
+    if (it != files_.end()) files_.erase(it);
     files_[to] = std::move(f);
-    files_.erase(from);
+  }
+
+  // The worst case for a crash right after: the file is gone at once (its directory entry need
+  // not wait for a directory sync to disappear).
+  void before_remove(const std::string& path) override {
+    check_alive();
+    files_.erase(path);
   }
 
   std::uint64_t writes() const noexcept { return writes_; }
@@ -134,11 +141,14 @@ struct CrashRun {
   Lsn checkpointed = 0;
   std::map<Lsn, DurableState> snapshots;
 };
-CrashRun run_until_crash(const std::string& dir, Durability durability, CrashingDisk& disk, int steps) {
+CrashRun run_until_crash(const std::string& dir, Durability durability, CrashingDisk& disk, int steps,
+                         std::optional<unsigned> retention) {
   CrashRun out;
   set_file_observer(&disk);
   try {
-    Bus bus(test::dir_options(dir, durability));
+    BusOptions options = test::dir_options(dir, durability);
+    options.retention = retention;
+    Bus bus(options);
     test::RandomWorkload work(bus, 99, "w", 0.08);
     for (int i = 0; i < steps; ++i) {
       work.step(bus);
@@ -158,18 +168,20 @@ CrashRun run_until_crash(const std::string& dir, Durability durability, Crashing
 // loses nothing (fate "all kept"), and power loss, whatever it does to the unsynced writes (lost
 // from the end, torn, kept out of order, garbled), still leaves a committed prefix reaching at
 // least the last checkpoint: damage past the last sync mark is a torn tail, not corruption.
-void crash_at_every_write(Durability durability, int fates) {
+// With a retention, the log a checkpoint covers is deleted: the checkpoint is then the only copy
+// of what it holds.
+void crash_at_every_write(Durability durability, int fates, std::optional<unsigned> retention = std::nullopt) {
   constexpr int kSteps = 30;
   test::TempDir tmp;
   CrashingDisk counter(~std::uint64_t{0});  // a crash-free run: reference states, write count
-  const CrashRun reference = run_until_crash(tmp.path() + "/reference", durability, counter, kSteps);
+  const CrashRun reference = run_until_crash(tmp.path() + "/reference", durability, counter, kSteps, retention);
   ASSERT_GT(counter.writes(), 30u);
   std::mt19937_64 rng(7);
   int recoveries = 0;
   for (std::uint64_t n = 1; n <= counter.writes(); ++n) {
     const std::string live = tmp.path() + "/live" + std::to_string(n);
     CrashingDisk disk(n);
-    const CrashRun run = run_until_crash(live, durability, disk, kSteps);
+    const CrashRun run = run_until_crash(live, durability, disk, kSteps, retention);
     ASSERT_TRUE(disk.crashed()) << "write " << n;
     for (int fate = 0; fate < fates; ++fate) {
       const std::string image = live + "-fate" + std::to_string(fate);
@@ -199,6 +211,13 @@ TEST(SimulatedCrash, FsyncEveryWriteEveryFateKeepsEveryAcknowledgedCommit) {
 
 TEST(SimulatedCrash, FlushEveryWriteEveryFateKeepsACommittedPrefixPastTheLastCheckpoint) {
   crash_at_every_write(Durability::Flush, 5);
+}
+
+TEST(SimulatedCrash, WithARetentionTheCheckpointThatReplacedTheLogSurvivesEveryFate) {
+  for (const Durability d : {Durability::Fsync, Durability::Flush}) {
+    SCOPED_TRACE(durability_name(d));
+    crash_at_every_write(d, 5, 1);
+  }
 }
 
 }  // namespace

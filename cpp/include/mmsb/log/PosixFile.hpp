@@ -21,6 +21,8 @@ class FileObserver {
   virtual void before_sync(const std::string& path) = 0;
   virtual void before_truncate(const std::string& path, std::uint64_t size) = 0;
   virtual void before_rename(const std::string& from, const std::string& to) = 0;
+  /// A file about to be unlinked (retention dropping what a checkpoint covers).
+  virtual void before_remove(const std::string& /*path*/) {}
 };
 /// Installs (or with nullptr removes) the observer for the whole process. Not thread safe: tests
 /// install it while no bus is writing.
