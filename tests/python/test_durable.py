@@ -530,6 +530,35 @@ def test_directory_is_created_owner_only(tmp_path):
         assert mode & 0o077 == 0, f"{name} is readable by others: {oct(mode)}"
 
 
+def test_links_planted_under_the_names_of_files_the_writer_makes_are_never_written_through(tmp_path):
+    # anyone who may write the directory could plant them: the checkpoint's temporary name, the
+    # next segment, the lock; the file they point at must stay as it was
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    path = tmp_path / "bus"
+    with mmsb.Bus(path) as bus:
+        p = bus.create_page(8)
+        p.write(0, b"x")
+        os.symlink(victim, path / f"ckpt-{bus.lsn:020d}.ckpt.tmp")
+        bus.checkpoint()  # the link is replaced by the checkpoint's own new file
+        assert not os.path.islink(path / f"ckpt-{bus.lsn:020d}.ckpt")
+        p.write(0, b"y")
+        os.symlink(victim, path / f"seg-{bus.lsn + 1:020d}.log")  # a checkpoint starts that segment
+        with pytest.raises(mmsb.DurabilityError, match="seg-.*symbolic link"):
+            bus.checkpoint()
+        p.write(0, b"z")  # the log goes on in the segment it had
+        lsn = bus.lsn
+    assert victim.read_bytes() == b"precious"
+    with mmsb.open(path) as again:
+        assert again.lsn == lsn and again.page(p.id).read(0, 1) == b"z"
+    elsewhere = tmp_path / "made-by-the-lock"
+    os.remove(path / "LOCK")
+    os.symlink(elsewhere, path / "LOCK")
+    with pytest.raises(mmsb.DurabilityError, match="LOCK"):
+        mmsb.open(path)
+    assert not elsewhere.exists()
+
+
 def test_nested_new_directory_path(tmp_path):
     path = tmp_path / "a" / "b"
     path.parent.mkdir()

@@ -175,7 +175,8 @@ std::string write_checkpoint(const std::string& dir, Lsn lsn, PageTable& table, 
   const std::string final_path = dir + "/" + logfmt::checkpoint_file_name(lsn);
   const std::string tmp_path = final_path + ".tmp";
   try {
-    PosixFile f(tmp_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    remove_file(tmp_path);  // a leftover, or a link planted to the name: the file must be new
+    PosixFile f(tmp_path, O_WRONLY | O_CREAT | O_EXCL, 0600);
     encode_checkpoint(lsn, table, graph, bytes_of, [&](std::span<const std::byte> bytes) { f.write_all(bytes); }, progress);
     f.datasync();
   } catch (...) {

@@ -38,6 +38,9 @@ void write_fully(const std::string& path, std::span<const std::byte> bytes, Put 
 void set_file_observer(FileObserver* observer) noexcept { g_observer = observer; }
 
 PosixFile::PosixFile(const std::string& path, int flags, unsigned mode) : path_(path) {
+  // A file opened to be written is one mmsb made: a symlink planted under its name (by anyone
+  // who may write the directory) must not redirect the write to a file elsewhere.
+  if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_CREAT) != 0) flags |= O_NOFOLLOW;
   do {
     fd_ = ::open(path.c_str(), flags | O_CLOEXEC, mode);
   } while (fd_ < 0 && errno == EINTR);

@@ -32,7 +32,8 @@ void set_file_observer(FileObserver* observer) noexcept;
 class PosixFile {
  public:
   PosixFile() = default;
-  /// Opens `path` with open(2) flags and mode; throws Error(Durability).
+  /// Opens `path` with open(2) flags and mode; throws Error(Durability). To write or create, the
+  /// last component must not be a symlink (O_NOFOLLOW).
   PosixFile(const std::string& path, int flags, unsigned mode = 0600);
   PosixFile(PosixFile&& o) noexcept : fd_(o.fd_), path_(std::move(o.path_)) { o.fd_ = -1; }
   PosixFile& operator=(PosixFile&& o) noexcept;
