@@ -8,6 +8,7 @@
 #include "Bindings.hpp"
 #include "Convert.hpp"
 #include "mmsb/core/Error.hpp"
+#include "mmsb/log/BesideWriter.hpp"
 #include "mmsb/log/Checkpoint.hpp"
 #include "mmsb/log/PosixFile.hpp"
 #include "mmsb/log/RecordCodec.hpp"
@@ -133,6 +134,66 @@ py::dict inspect_segment(const std::string& path, Lsn named, bool records, bool 
   return seg;
 }
 
+// One look at the directory: every file listed, read and described.
+py::dict inspect_dir(const std::string& dir, bool records) {
+  std::map<Lsn, std::string> segments, checkpoints;
+  py::list others;
+  for (const std::string& name : list_directory(dir)) {
+    std::uint64_t n = 0;
+    if (logfmt::parse_segment_file_name(name, n)) segments.emplace(n, name);
+    else if (logfmt::parse_checkpoint_file_name(name, n)) checkpoints.emplace(n, name);
+    else if (name != "LOCK") others.append(fs_str(name));
+  }
+  py::list cps;
+  Lsn newest_checkpoint = 0;  // of those that read back
+  for (const auto& [lsn, name] : checkpoints) {
+    py::dict cp;
+    cp["file"] = fs_str(dir + "/" + name);
+    try {
+      const CheckpointData data = read_checkpoint(dir + "/" + name);
+      cp["lsn"] = data.lsn;
+      cp["pages"] = data.pages.size();
+      cp["bytes"] = data.bytes.size();
+      newest_checkpoint = std::max(newest_checkpoint, data.lsn);
+    } catch (const Error& e) {
+      cp["error"] = lenient_str(e.what());
+    }
+    cps.append(cp);
+  }
+  // Lsns missing between segments (or before the first) are damage when recovery needs them,
+  // as it does all after the newest checkpoint: `gap_after` says where the log stops.
+  py::list segs;
+  Lsn next = 1;  // the lsn the log goes on at
+  for (auto it = segments.begin(); it != segments.end(); ++it) {
+    py::dict seg = inspect_segment(dir + "/" + it->second, it->first, records, std::next(it) != segments.end());
+    if (it->first > next && it->first - 1 > newest_checkpoint) {
+      seg["gap_after"] = next - 1;
+      if (!seg.contains("error")) {
+        seg["error"] = "segment starts at lsn " + std::to_string(it->first) + " but the log before it ends at lsn " +
+                       std::to_string(next - 1) + "; records in between are missing";
+      }
+    }
+    const Lsn last = seg.contains("last_lsn") ? seg["last_lsn"].cast<Lsn>() : 0;
+    next = std::max({next, it->first, last + 1});
+    segs.append(seg);
+  }
+  py::dict out;
+  out["path"] = fs_str(dir);
+  out["checkpoints"] = cps;
+  out["segments"] = segs;
+  out["other_files"] = others;
+  return out;
+}
+
+bool any_error(const py::dict& look) {
+  for (const char* files : {"checkpoints", "segments"}) {
+    for (const py::handle f : look[files]) {
+      if (f.cast<py::dict>().contains("error")) return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 void bind_inspect(py::module_& m) {
@@ -142,53 +203,9 @@ void bind_inspect(py::module_& m) {
       fail(ErrorCode::InvalidArgument, "no bus directory at '", dir, "'",
            path_exists(dir) ? " (that path is not a directory)" : "");
     }
-    std::map<Lsn, std::string> segments, checkpoints;
-    py::list others;
-    for (const std::string& name : list_directory(dir)) {
-      std::uint64_t n = 0;
-      if (logfmt::parse_segment_file_name(name, n)) segments.emplace(n, name);
-      else if (logfmt::parse_checkpoint_file_name(name, n)) checkpoints.emplace(n, name);
-      else if (name != "LOCK") others.append(fs_str(name));
-    }
-    py::list cps;
-    Lsn newest_checkpoint = 0;  // of those that read back
-    for (const auto& [lsn, name] : checkpoints) {
-      py::dict cp;
-      cp["file"] = fs_str(dir + "/" + name);
-      try {
-        const CheckpointData data = read_checkpoint(dir + "/" + name);
-        cp["lsn"] = data.lsn;
-        cp["pages"] = data.pages.size();
-        cp["bytes"] = data.bytes.size();
-        newest_checkpoint = std::max(newest_checkpoint, data.lsn);
-      } catch (const Error& e) {
-        cp["error"] = lenient_str(e.what());
-      }
-      cps.append(cp);
-    }
-    // Lsns missing between segments (or before the first) are damage when recovery needs them,
-    // as it does all after the newest checkpoint: `gap_after` says where the log stops.
-    py::list segs;
-    Lsn next = 1;  // the lsn the log goes on at
-    for (auto it = segments.begin(); it != segments.end(); ++it) {
-      py::dict seg = inspect_segment(dir + "/" + it->second, it->first, records, std::next(it) != segments.end());
-      if (it->first > next && it->first - 1 > newest_checkpoint) {
-        seg["gap_after"] = next - 1;
-        if (!seg.contains("error")) {
-          seg["error"] = "segment starts at lsn " + std::to_string(it->first) + " but the log before it ends at lsn " +
-                         std::to_string(next - 1) + "; records in between are missing";
-        }
-      }
-      const Lsn last = seg.contains("last_lsn") ? seg["last_lsn"].cast<Lsn>() : 0;
-      next = std::max({next, it->first, last + 1});
-      segs.append(seg);
-    }
-    py::dict out;
-    out["path"] = fs_str(dir);
-    out["checkpoints"] = cps;
-    out["segments"] = segs;
-    out["other_files"] = others;
-    return out;
+    // Damage is reported only when a second look sees it too (a writer may be at work: see
+    // BesideWriter.hpp).
+    return look_beside_writer(dir, [&] { return inspect_dir(dir, records); }, any_error);
   }, py::arg("path"), py::arg("records") = false,
      "Summary of a bus directory (checkpoints, segments, records when asked); never takes the lock.");
 }

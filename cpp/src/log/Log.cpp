@@ -5,10 +5,12 @@
 #include <fcntl.h>
 
 #include <algorithm>
+#include <exception>
 #include <map>
 
 #include "mmsb/core/Crc32c.hpp"
 #include "mmsb/core/Error.hpp"
+#include "mmsb/log/BesideWriter.hpp"
 
 namespace mmsb {
 
@@ -57,25 +59,23 @@ Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_l
   if (!read_only_) remove_unfinished_checkpoints();
 }
 
-// A read-only scan takes no lock: the writer's retention may delete a file it listed before it
-// opens it. A failure while the directory changed is a race, not damage: the scan starts over from
-// a new listing (a file gone for good fails the next one the same way, with the listing as it is).
+// A read-only scan takes no lock, so what it reads may be caught mid-change (see BesideWriter.hpp):
+// it looks again before it reports damage. The writer's own scan, under the lock, reports at once.
 void Log::scan_beside_writer(Lsn checkpoint_limit, const ProgressFn& progress) {
-  for (int attempt = 1;; ++attempt) {
-    std::vector<std::string> before = read_only_ ? list_directory(dir_) : std::vector<std::string>{};
+  auto attempt = [&]() -> std::exception_ptr {
+    recovered_ = RecoveredLog{};
+    indexed_from_ = 1;
     try {
       scan(checkpoint_limit, progress);
-      return;
+      return nullptr;
     } catch (const Error&) {
-      if (!read_only_ || attempt == 3) throw;
-      std::vector<std::string> now = list_directory(dir_);
-      std::sort(before.begin(), before.end());
-      std::sort(now.begin(), now.end());
-      if (now == before) throw;
-      recovered_ = RecoveredLog{};
-      indexed_from_ = 1;
+      return std::current_exception();
     }
-  }
+  };
+  const std::exception_ptr failed =
+      read_only_ ? look_beside_writer(dir_, attempt, [](const std::exception_ptr& e) { return e != nullptr; })
+                 : attempt();
+  if (failed) std::rethrow_exception(failed);
 }
 
 // Only the writer, who holds the lock, writes checkpoints: a temporary one found now is what a
