@@ -20,15 +20,22 @@ namespace py = pybind11;
 namespace {
 
 // A name or key from the log, quoted so that it cannot break or forge a line of the summary:
-// quotes, backslashes and control characters are escaped as Python writes them.
+// quotes, backslashes, control characters, C1 controls and the Unicode line separators and
+// direction overrides (which reorder what a terminal shows) are escaped as Python writes them.
 std::string quoted(const std::string& text) {
   static constexpr char kHex[] = "0123456789abcdef";
+  auto escape = [](std::string& out, char kind, unsigned code, int digits) {
+    out += '\\';
+    out += kind;
+    for (int shift = 4 * (digits - 1); shift >= 0; shift -= 4) out += kHex[(code >> shift) & 15];
+  };
   std::string out = "'";
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    const auto next = [&](std::size_t k) { return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0u; };
     if (c == '\\' || c == '\'') {
       out += '\\';
-      out += ch;
+      out += text[i];
     } else if (c == '\n') {
       out += "\\n";
     } else if (c == '\r') {
@@ -36,11 +43,18 @@ std::string quoted(const std::string& text) {
     } else if (c == '\t') {
       out += "\\t";
     } else if (c < 0x20 || c == 0x7f) {
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
+      escape(out, 'x', c, 2);
+    } else if (c == 0xC2 && next(1) >= 0x80 && next(1) <= 0x9F) {  // U+0080..U+009F
+      escape(out, 'x', next(1), 2);
+      i += 1;
+    } else if (const unsigned cp = c == 0xE2 && (next(1) & 0xC0) == 0x80 && (next(2) & 0xC0) == 0x80
+                                       ? 0x2000u | ((next(1) & 0x3Fu) << 6) | (next(2) & 0x3Fu)
+                                       : 0u;
+               cp == 0x200E || cp == 0x200F || (cp >= 0x2028 && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069)) {
+      escape(out, 'u', cp, 4);
+      i += 2;
     } else {
-      out += ch;
+      out += text[i];
     }
   }
   return out + "'";

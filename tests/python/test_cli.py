@@ -202,6 +202,16 @@ def test_inspect_quotes_names_so_that_they_cannot_break_a_line(tmp_path):
     assert [line for line in text.splitlines() if line.startswith("last lsn")] == ["last lsn in the log: 2"]
 
 
+@pytest.mark.parametrize("name", ["evil\u202egpj.exe", "a\u2028b", "x\u2066y\u2069", "c1\x85z", "\u200fr", "caf\u00e9 \u2603"])
+def test_inspect_quotes_names_as_python_does_bidi_overrides_and_line_separators_included(tmp_path, name):
+    # a direction override would make a terminal show the name reordered; Python's repr escapes it
+    path = str(tmp_path / "b")
+    with mmsb.Bus(path) as bus:
+        bus.create_page(8, name=name)
+    rc, text = run_cli("inspect", path, "--records")
+    assert rc == 0 and f"(8 B raw {name!r})" in text, text
+
+
 def test_inspect_quotes_paths_and_file_names_so_that_they_cannot_break_a_line(tmp_path):
     forged = "\nlast lsn in the log: 99"
     path = str(tmp_path / f"b{forged}")

@@ -469,6 +469,24 @@ def test_all_checkpoints_corrupt_falls_back_to_the_log(tmp_path):
         assert capture_full_state(bus) == ref.full_state()
 
 
+def test_a_damaged_checkpoint_the_retention_left_alone_is_named(tmp_path):
+    # retention=1 deleted the log it covers: the error names the checkpoint, not a missing segment
+    path = tmp_path / "bus"
+    with mmsb.Bus(path, retention=1) as bus:
+        p = bus.create_page(64)
+        for i, b in enumerate((b"x", b"y")):
+            p.write(i, b)
+            bus.checkpoint()
+        p.write(2, b"z")
+        newest = bus.lsn - 1
+    f = ckpt(path, newest)
+    raw = bytearray(f.read_bytes())
+    raw[100] ^= 1
+    f.write_bytes(bytes(raw))
+    with pytest.raises(mmsb.LogCorruptError, match=f"{f.name}.*no older checkpoint and log reach its lsn {newest}"):
+        mmsb.open(path)
+
+
 def test_leftover_temporary_checkpoint_is_ignored_and_removed_by_the_next_writer(tmp_path):
     # a crash while writing a checkpoint leaves its temporary file; it is never read, and the
     # next writer deletes it (readers leave the directory alone)

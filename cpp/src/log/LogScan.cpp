@@ -70,6 +70,10 @@ void Log::scan(Lsn checkpoint_limit, const ProgressFn& progress) {
            expected - 1, "; a segment is missing");
     }
     if (expected == 0 && first > base + 1) {
+      if (damaged_lsn != 0) {  // it would have bridged the gap (the retention counted on it)
+        fail(ErrorCode::LogCorrupt, damaged_why, "; no older checkpoint and log reach its lsn ", damaged_lsn,
+             " (the log kept starts at lsn ", first, ")");
+      }
       if (checkpoints.upper_bound(checkpoint_limit) != checkpoints.end()) {
         // Time travel before the oldest retained checkpoint: that history was dropped on purpose.
         fail(ErrorCode::HistoryUnavailable, "lsn ", checkpoint_limit, " is older than the history '", dir_,

@@ -85,8 +85,12 @@ bool check_record_at(std::span<const std::byte> bytes, std::uint64_t pos, std::u
     why = "checksum mismatch";
     return false;
   }
-  if (!logfmt::is_record_type(type) || flags != 0 || reserved != 0) {
+  if (!logfmt::is_record_type(type)) {
     why = "unknown record type " + std::to_string(type);
+    return false;
+  }
+  if (flags != 0 || reserved != 0) {
+    why = "nonzero flags or reserved bytes in a record header";
     return false;
   }
   if (h.first_lsn != expected_lsn) {
