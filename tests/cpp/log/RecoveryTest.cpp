@@ -552,6 +552,19 @@ TEST_F(RecoveryTest, CreationsFarAheadOfTheUsedIdsRecoverWithoutAllocatingTheGap
   }
 }
 
+// A bus directory holding pages 1 and 2 of 8 bytes and page 3 of 64; returns the next lsn.
+Lsn two_small_pages_and_a_large_one(const std::string& path) {
+  Bus bus(test::dir_options(path, Durability::Flush));
+  PageSpec small;
+  small.size = 8;
+  PageSpec large;
+  large.size = 64;
+  bus.create_page(small);
+  bus.create_page(small);
+  bus.create_page(large);
+  return bus.lsn() + 1;
+}
+
 // Graph records that bus.depend or add_edge would have refused (a crafted log): a built-in
 // recompute reads its parents as laid out like its child, so replay refuses them as corruption,
 // naming the record, instead of leaving a wave to read past a page.
@@ -572,18 +585,7 @@ TEST_F(RecoveryTest, GraphRecordsTheLiveCallsWouldRefuseAreCorrupt) {
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
     const std::string path = dir_ / c.name;
-    Lsn next = 0;
-    {
-      Bus bus(test::dir_options(path, Durability::Flush));
-      PageSpec small;
-      small.size = 8;
-      PageSpec large;
-      large.size = 64;
-      bus.create_page(small);
-      bus.create_page(small);
-      bus.create_page(large);
-      next = bus.lsn() + 1;
-    }
+    const Lsn next = two_small_pages_and_a_large_one(path);
     std::visit([&](const auto& op) { append_ops(path, next, op); }, c.op);
     const std::string msg =
         test::expect_error(ErrorCode::LogCorrupt, [&] { Bus bus(test::dir_options(path, Durability::Flush, true)); });
@@ -626,18 +628,7 @@ TEST_F(RecoveryTest, CraftedRecordsReplayWouldMisreadAreCorrupt) {
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
     const std::string path = dir_ / c.name;
-    Lsn next = 0;
-    {
-      Bus bus(test::dir_options(path, Durability::Flush));
-      PageSpec small;
-      small.size = 8;
-      PageSpec large;
-      large.size = 64;
-      bus.create_page(small);
-      bus.create_page(small);
-      bus.create_page(large);
-      next = bus.lsn() + 1;
-    }
+    Lsn next = two_small_pages_and_a_large_one(path);
     {
       Log log(path, Durability::Flush, Log::Access::Open);
       log.start_writing();
