@@ -80,7 +80,7 @@ def test_run_growth_rejects_bad_arguments(tmp_path):
 # ---- a wrong result anywhere fails the run ----------------------------------------------------
 
 def test_a_numpy_floor_that_skips_its_writes_fails_the_apply_curve(monkeypatch, tmp_path):
-    monkeypatch.setattr(growth, "numpy_slot_scatter", lambda state, b, size: None)
+    monkeypatch.setattr(growth, "scatter_slots", lambda state, slot, payload: None)
     with pytest.raises(VerificationError, match="apply_vs_pageset: .*NumPy state"):
         growth.run_growth(quick=True, workdir=str(tmp_path), progress=False)
 

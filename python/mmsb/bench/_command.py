@@ -2,8 +2,8 @@
 
 Exit status: 0 when every result verified (and, with --fail-on-regression, nothing regressed);
 1 when a variant produced a wrong result (or a category crashed); 2 on bad usage (an unknown
-category, an unreadable or malformed --compare file); 3 with --fail-on-regression when a figure
-regressed beyond its noise band.
+category, an unreadable or malformed --compare file, a --compare file of the other size: --quick
+against full); 3 with --fail-on-regression when an mmsb figure regressed beyond its noise band.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="results file (default: benchmarks/results/<YYYY-MM-DD>-<host>.json under the working directory)")
     p.add_argument("--compare", metavar="OLD.json", help="compare with an earlier run and flag regressions")
     p.add_argument("--noise-floor", type=float, default=None, metavar="FRACTION",
-                   help="smallest change flagged by --compare (default 0.10 = 10%%)")
+                   help="smallest noise band of --compare (default 0.10 = 10%%)")
     p.add_argument("--fail-on-regression", action="store_true", help=f"exit {EXIT_REGRESSION} when --compare flags one")
     p.add_argument("--plots", metavar="DIR", help="where the PNG plots go (default: next to the JSON)")
     p.add_argument("--no-plots", action="store_true", help="write no plots")
@@ -61,6 +61,8 @@ def bench_command(args: argparse.Namespace) -> int:
     try:
         only = parse_only(args.only)
         old = regress.load_results(args.compare) if args.compare else None
+        if old is not None:
+            regress.require_same_size(old, args.quick)  # refused now, not after minutes of benchmarks
         floor = regress.NOISE_FLOOR if args.noise_floor is None else args.noise_floor
         if not 0 <= floor < 10:
             raise InvalidArgumentError(f"--noise-floor {floor} is not a fraction in [0, 10) (0.10 means 10%)")

@@ -48,10 +48,11 @@ def find_binary(name: str) -> Path:
 
 
 def run_gbench(name: str, filter_regex: str, min_time: float, repetitions: int = 1,
-               timeout_s: float = 300) -> tuple[list[dict], Path]:
+               timeout_s: float = 300) -> tuple[list[dict], Path, dict]:
     """Runs benchmark binary `name` on the benchmarks matching `filter_regex`, returns (one dict
     per measured iteration run, from --benchmark_format=json; repetitions give several per
-    benchmark, aggregates are dropped) and the binary's path.
+    benchmark, aggregates are dropped), the binary's path and the JSON's context (host, caches,
+    and the library_version of Google Benchmark from 1.8 on).
 
     A benchmark that reports an error (its own check of the result failed) raises
     VerificationError; a binary that is missing, crashes or times out raises BinaryUnavailable."""
@@ -68,7 +69,8 @@ def run_gbench(name: str, filter_regex: str, min_time: float, repetitions: int =
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise BinaryUnavailable(f"{path} exited with status {proc.returncode}: {' | '.join(tail)}")
     try:
-        runs = json.loads(proc.stdout)["benchmarks"]
+        out = json.loads(proc.stdout)
+        runs, context = out["benchmarks"], out.get("context")
     except (ValueError, KeyError, TypeError) as e:
         raise BinaryUnavailable(f"{path} printed no benchmark JSON ({e})") from None
     bad = [r for r in runs if r.get("error_occurred")]
@@ -78,7 +80,7 @@ def run_gbench(name: str, filter_regex: str, min_time: float, repetitions: int =
     runs = [r for r in runs if r.get("run_type", "iteration") == "iteration"]
     if not runs:
         raise BinaryUnavailable(f"{path} ran no benchmark matching {filter_regex!r}")
-    return runs, path
+    return runs, path, context if isinstance(context, dict) else {}
 
 
 def real_time_ns(run: dict) -> float:
@@ -97,6 +99,12 @@ def group_runs(runs: list[dict]) -> dict[str, list[dict]]:
     for r in runs:
         out.setdefault(family(r), []).append(r)
     return out
+
+
+def note_version(versions: dict, context: dict) -> None:
+    """Records Google Benchmark's version in the results' `versions` when the binary reported it."""
+    if context.get("library_version"):
+        versions["google_benchmark"] = str(context["library_version"])
 
 
 def describe(path: Optional[Path]) -> dict:

@@ -2,10 +2,11 @@
 
 A figure is one measured quantity (a rate or a latency) with the value of every timed repeat, so
 its best value, its median and its spread (used by `--compare` for the noise band) all come from
-the same samples. A figure may name an anchor (the reference implementation it is compared with:
-NumPy, a memcpy floor, SQLite, LMDB, oneTBB, a plain loop) in the same category; its ratio is then
-computed when the category is finished, oriented so that > 1 always means "better than the anchor"
-(a higher rate, or a lower latency).
+the same samples. A reference figure measures what mmsb is compared with (NumPy, a memcpy floor,
+SQLite, LMDB, oneTBB, a plain loop), not mmsb. A figure may name an anchor (usually a reference,
+sometimes another mmsb figure) in the same category; its ratio is then computed when the category
+is finished, oriented so that > 1 always means "better than the anchor" (a higher rate, or a
+lower latency).
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ class Figure:
     ratio_to: Union[None, str, tuple[str, ...]] = None
     also: Sequence[Union[str, tuple[str, ...]]] = ()  # further anchors, reported beside the main one
     note: str = ""
+    # True for what mmsb is measured against (NumPy, SQLite, LMDB, oneTBB, a floor): `--compare`
+    # reads its change between runs as the machine's drift, never as an mmsb regression.
+    reference: bool = False
 
     @property
     def value(self) -> float:
@@ -145,7 +149,7 @@ class Section:
         for f in self.figures:
             d = {"name": f.name, "unit": f.unit, "value": f.value, "median": f.median,
                  "repeats": len(f.samples), "samples": list(f.samples),
-                 "higher_is_better": f.higher_is_better, "ratio_to": None, "ratio": None}
+                 "higher_is_better": f.higher_is_better, "reference": f.reference, "ratio_to": None, "ratio": None}
             anchors = [a for a in (self._present(f.ratio_to), *map(self._present, f.also)) if a]
             if self._present(f.ratio_to) and anchors:
                 d["ratio_to"], d["ratio"] = anchors[0], f.ratio(self.get(anchors[0]))
@@ -161,13 +165,15 @@ class Section:
 @dataclass
 class BenchContext:
     """What a category's run(ctx) gets: the size to run at, the thread counts of the sweep, a
-    scratch directory (removed afterwards), where its results go, and a progress callback."""
+    scratch directory (removed afterwards), where its results go, the results' library versions
+    (a category fills in one only it can tell), and a progress callback."""
 
     quick: bool
     threads: list[int]
     workdir: str
     section: Section
     bar: Any = None  # the run's tqdm bar when progress is shown
+    versions: dict = field(default_factory=dict)  # the results' library versions, for a category to complete
 
     def size(self, full: Any, quick: Any) -> Any:
         """The full-size value, or the quick one under --quick."""

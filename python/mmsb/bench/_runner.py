@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import importlib
+import importlib.metadata
 import os
 import platform
 import shutil
+import sqlite3
+import subprocess
 import tempfile
 import time
 import traceback
+from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
+
+import numpy as np
 
 from .. import _progress
 from .._reports import Report
 from ..errors import InvalidArgumentError
+from . import _stores
 from . import workloads as wl
 from ._measure import BenchContext, Section, VerificationError
 from ._stores import durable_base
+from .stress import SEED as STRESS_SEED
 
 SCHEMA = "mmsb-bench/1"
 # Report order; `growth` (cost-growth curves) runs in full mode only, unless asked for by name.
@@ -26,8 +35,10 @@ CATEGORIES = ("allocation", "delta", "gpu", "propagation", "replay", "persistenc
 
 class BenchResults(Report):
     """What mmsb.bench.run() returns and `mmsb bench` writes as JSON: schema, date, host,
-    machine, build_info, settings, categories ({name: {status, seconds, figures, skipped, series,
-    details[, error]}}), growth (curves, when run), verified, wall_seconds."""
+    git_commit (None outside a git checkout), machine, build_info, versions (NumPy, oneTBB,
+    pybind11, Google Benchmark, SQLite, LMDB; None where not known), settings (seeds included),
+    categories ({name: {status, seconds, figures, skipped, series, details[, error]}}), growth
+    (curves, when run), verified, wall_seconds."""
 
     def failures(self) -> list[tuple[str, str]]:
         """(category, error) for every category whose run failed (a wrong result or a crash)."""
@@ -81,6 +92,48 @@ def _machine() -> tuple[dict, dict]:
     return machine, build
 
 
+def git_commit(package_dir: Path = Path(__file__).resolve().parents[1]) -> Optional[str]:
+    """HEAD of the git checkout whose python/mmsb is `package_dir`; None without git, outside a
+    checkout (an installed wheel), or for a package installed into a checkout it does not come
+    from (a virtual environment inside another repository)."""
+    try:
+        out = subprocess.run(["git", "-C", str(package_dir), "rev-parse", "--show-toplevel", "HEAD"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.splitlines()
+    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() / "python" / "mmsb" != package_dir:
+        return None
+    return lines[1]
+
+
+def _loaded_tbb_version() -> Optional[str]:
+    """TBB_runtime_version() of the libtbb this process loaded (the extension's), or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            path = next((line.split()[-1] for line in f if "/libtbb.so" in line), None)
+        if path is None:
+            return None
+        fn = ctypes.CDLL(path).TBB_runtime_version
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_char_p
+    version = fn()
+    return version.decode() if version else None
+
+
+def _versions() -> dict:
+    """Versions of the libraries the figures depend on, where this process can tell them
+    (Google Benchmark's is filled in by a category that runs a binary reporting it)."""
+    try:
+        pybind11 = importlib.metadata.version("pybind11")  # the build requirement, when installed
+    except importlib.metadata.PackageNotFoundError:
+        pybind11 = None
+    return {"numpy": np.__version__, "onetbb": _loaded_tbb_version(), "pybind11": pybind11,
+            "google_benchmark": None, "sqlite": sqlite3.sqlite_version,
+            "lmdb": ".".join(map(str, _stores.lmdb.version())) if _stores.lmdb is not None else None}
+
+
 def _run_category(name: str, ctx: BenchContext) -> None:
     module = importlib.import_module(f"{__package__}.{name}")
     module.run(ctx)
@@ -116,16 +169,17 @@ def run(quick: bool = False, only: Union[None, str, Iterable[str]] = None, *, pl
     base, fs = durable_base()
     results = BenchResults(
         schema=SCHEMA, date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        host=platform.node(), machine=machine, build_info=build,
+        host=platform.node(), git_commit=git_commit(), machine=machine, build_info=build, versions=_versions(),
         settings={"quick": quick, "threads": sweep, "categories": selected, "seed": wl.SEED,
-                  "scratch_dir": base, "scratch_filesystem": fs},
+                  "stress_seed": STRESS_SEED, "scratch_dir": base, "scratch_filesystem": fs},
         categories={}, verified=True)
     start = time.perf_counter()
     bar = _progress.bar(len(selected), "mmsb bench", show)
     for name in selected:
         section = Section(name)
         workdir = tempfile.mkdtemp(prefix=f"mmsb-bench-{name}-", dir=base)
-        ctx = BenchContext(quick=quick, threads=sweep, workdir=workdir, section=section, bar=bar)
+        ctx = BenchContext(quick=quick, threads=sweep, workdir=workdir, section=section, bar=bar,
+                           versions=results["versions"])
         if bar is not None:
             bar.set_description(f"mmsb bench: {name}")
         t0, error = time.perf_counter(), None

@@ -3,10 +3,15 @@ mode and LMDB, each appending the same stream of 64-byte deltas, one transaction
 each able to prove after reopening that it holds exactly the rows it committed.
 
 Every system gets its input prepared in its own natural form outside the timed region (mmsb: the
-columns; SQLite: row tuples; LMDB: key/value bytes); slicing out one batch is timed, for all
-alike. Opening and closing stores is not timed. Like for like: mmsb fsync, SQLite
-synchronous=FULL and LMDB sync=True survive power loss; mmsb flush, SQLite NORMAL and LMDB
-sync=False survive the process being killed.
+columns; SQLite: row tuples; LMDB: key/value bytes; the one-value-per-batch stores: the stream's
+packed bytes); slicing out one batch is timed, for all alike. Opening and closing stores is not
+timed. Like for like: mmsb fsync, SQLite synchronous=FULL and LMDB sync=True survive power loss;
+mmsb flush, SQLite NORMAL and LMDB sync=False survive the process being killed.
+
+Granularity: mmsb logs one record per committed batch. SQLite and LMDB are measured both ways:
+one row (record) per delta, which a table of deltas a program could query would hold, and one
+value per committed batch (the batch's packed rows as one BLOB / one LMDB value, keyed by its first
+row), which is what mmsb's log record is.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import abc
 import functools
 import gc
+import itertools
 import os
 import sqlite3
 import statistics
@@ -110,8 +116,9 @@ class DurableStream:
         # append=True holds); the value is a PACKED row.
         packed = np.empty(rows, dtype=PACKED)
         packed["page"], packed["offset"], packed["data"] = d.page, d.offset, d.payload
+        self.packed = packed.tobytes()  # the stream as PACKED rows: a batch is one slice of it
         self.records = list(zip(fixed_width(np.arange(rows, dtype=">u8").tobytes(), 8),
-                                fixed_width(packed.tobytes(), packed.itemsize)))
+                                fixed_width(self.packed, PACKED.itemsize)))
         self.expected = functools.lru_cache(maxsize=2)(self._expected)
 
     def _expected(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,8 +151,9 @@ class DurableStore(abc.ABC):
     store and checks that it holds exactly the first `rows` rows."""
 
     system = ""
-    how = ""                         # the call that commits a batch
+    how = ""                         # the call that commits a batch (and what it stores per row or batch)
     MODES: dict[str, Any] = {}       # label -> the mode argument of __init__
+    reference = True                 # what mmsb is measured against (mmsb's own stores say False)
 
     def __init__(self, path: str, mode: Any, stream: DurableStream):
         self.path, self.mode, self.stream = path, mode, stream
@@ -171,6 +179,7 @@ class DurableStore(abc.ABC):
 class MmsbLog(DurableStore):
     system, how = "mmsb", "apply_batch"
     MODES = {"none": "none", "flush": "flush", "fsync": "fsync"}
+    reference = False
 
     def __init__(self, path: str, mode: str, stream: DurableStream):
         super().__init__(path, mode, stream)
@@ -208,8 +217,9 @@ class MmsbWrites(MmsbLog):
 
 
 class SqliteWal(DurableStore):
-    system, how = "SQLite", "executemany"
+    system, how = "SQLite", "executemany, a row per delta"
     MODES = {"WAL, synchronous=NORMAL": "NORMAL", "WAL, synchronous=FULL": "FULL"}
+    SCHEMA = "CREATE TABLE deltas (page INTEGER, offset INTEGER, data BLOB)"
     INSERT = "INSERT INTO deltas VALUES (?, ?, ?)"
 
     def __init__(self, path: str, mode: str, stream: DurableStream):
@@ -219,7 +229,7 @@ class SqliteWal(DurableStore):
         journal = self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         verify(journal == "wal", f"SQLite: journal_mode is {journal!r}, not 'wal'")
         self.db.execute(f"PRAGMA synchronous={mode}")
-        self.db.execute("CREATE TABLE deltas (page INTEGER, offset INTEGER, data BLOB)")
+        self.db.execute(self.SCHEMA)
 
     def commit(self, a: int, b: int) -> None:
         db = self.db
@@ -253,8 +263,65 @@ class SqliteWal(DurableStore):
         return wl.DeltaRows(np.asarray(page, dtype=np.int64), np.asarray(offset, dtype=np.int64), payload)
 
 
+def packed_rows(values: list[bytes], upto: int) -> wl.DeltaRows:
+    """The first `upto` PACKED rows of the concatenated `values`, as columns."""
+    packed = np.frombuffer(b"".join(values), dtype=PACKED)[:upto]
+    return wl.DeltaRows(packed["page"].astype(np.int64), packed["offset"].astype(np.int64),
+                        np.ascontiguousarray(packed["data"]))
+
+
+class BatchValues:
+    """Mixin of the one-value-per-batch stores: rows [a, b) are committed as the one value
+    stream.packed[a * w:b * w] (w = PACKED.itemsize) keyed by a, and after reopening, the values
+    in key order must concatenate to exactly the stream's first `rows` packed rows."""
+
+    stream: DurableStream
+    label: str
+
+    def batch(self, a: int, b: int) -> bytes:
+        return self.stream.packed[a * PACKED.itemsize:b * PACKED.itemsize]
+
+    def verify_values(self, values: list[bytes], rows: int) -> None:
+        got = b"".join(values)
+        verify(len(got) == rows * PACKED.itemsize,
+               f"{self.label}: {len(got) // PACKED.itemsize:,} rows after reopening, expected {rows:,}")
+        verify(got == self.stream.packed[:len(got)], f"{self.label}: the rows after reopening differ from the stream")
+
+
+class SqliteBlob(BatchValues, SqliteWal):
+    """SQLite WAL with one BLOB per committed batch (its packed rows), keyed by its first row."""
+    how = "insert, a blob per batch"
+    SCHEMA = "CREATE TABLE batches (first_row INTEGER PRIMARY KEY, data BLOB)"
+
+    def commit(self, a: int, b: int) -> None:
+        db = self.db
+        db.execute("BEGIN")
+        db.execute("INSERT INTO batches VALUES (?, ?)", (a, self.batch(a, b)))
+        db.execute("COMMIT")
+
+    def verify(self, rows: int) -> None:
+        db = sqlite3.connect(self.file)
+        try:
+            values = [v for (v,) in db.execute("SELECT data FROM batches ORDER BY first_row")]
+        finally:
+            db.close()
+        self.verify_values(values, rows)
+
+    @staticmethod
+    def read_rows(path: str, upto: int) -> wl.DeltaRows:
+        """The first `upto` rows of the store in `path`: the batches that begin before row
+        `upto`, in commit order, cut at `upto`."""
+        db = sqlite3.connect(os.path.join(path, "deltas.db"))
+        try:
+            values = [v for (v,) in db.execute("SELECT data FROM batches WHERE first_row < ? ORDER BY first_row",
+                                               (upto,))]
+        finally:
+            db.close()
+        return packed_rows(values, upto)
+
+
 class LmdbEnv(DurableStore):
-    system, how = "LMDB", "putmulti(append)"
+    system, how = "LMDB", "putmulti(append), a record per delta"
     MODES = {"sync=False": False, "sync=True": True}
 
     def __init__(self, path: str, mode: bool, stream: DurableStream):
@@ -290,9 +357,39 @@ class LmdbEnv(DurableStore):
                 values = [v for _, v in zip(range(upto), cursor.iternext(keys=False, values=True))]
         finally:
             env.close()
-        packed = np.frombuffer(b"".join(values), dtype=PACKED)
-        return wl.DeltaRows(packed["page"].astype(np.int64), packed["offset"].astype(np.int64),
-                            np.ascontiguousarray(packed["data"]))
+        return packed_rows(values, upto)
+
+
+class LmdbBlob(BatchValues, LmdbEnv):
+    """LMDB with one value per committed batch (its packed rows), keyed by its first row
+    (big-endian, so key order is commit order and append=True holds)."""
+    how = "put(append), a value per batch"
+
+    def commit(self, a: int, b: int) -> None:
+        with self.env.begin(write=True) as txn:
+            txn.put(a.to_bytes(8, "big"), self.batch(a, b), append=True)
+
+    def verify(self, rows: int) -> None:
+        env = lmdb.open(self.path, readonly=True, lock=False)
+        try:
+            with env.begin() as txn:
+                values = list(txn.cursor().iternext(keys=False, values=True))
+        finally:
+            env.close()
+        self.verify_values(values, rows)
+
+    @staticmethod
+    def read_rows(path: str, upto: int) -> wl.DeltaRows:
+        """The first `upto` rows of the store in `path`: the batches that begin before row
+        `upto`, in key (= commit) order, cut at `upto`."""
+        env = lmdb.open(path, readonly=True, lock=False)
+        end = upto.to_bytes(8, "big")
+        try:
+            with env.begin() as txn:
+                values = [v for _, v in itertools.takewhile(lambda kv: kv[0] < end, txn.cursor())]
+        finally:
+            env.close()
+        return packed_rows(values, upto)
 
 
 class NumpyScatter(DurableStore):
@@ -323,7 +420,7 @@ class NumpyScatter(DurableStore):
         check_state(self.state, None, self.stream, rows, self.label)
 
 
-DURABLE_STORES = (MmsbWrites, MmsbLog, SqliteWal, LmdbEnv, NumpyScatter)
+DURABLE_STORES = (MmsbWrites, MmsbLog, SqliteWal, LmdbEnv, SqliteBlob, LmdbBlob, NumpyScatter)
 
 
 def timed_append(store: DurableStore, n: int, batch: int, cap_s: float) -> tuple[int, int, float]:

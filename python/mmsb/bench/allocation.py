@@ -72,4 +72,5 @@ def run(ctx: BenchContext) -> None:
     ]
     for name, fn, check, anchor in variants:
         ctx.progress(name)
-        ctx.section.add(rate(name, UNIT, n, timed(fn, repeats, check=check), ratio_to=anchor))
+        ctx.section.add(rate(name, UNIT, n, timed(fn, repeats, check=check), ratio_to=anchor,
+                             reference=anchor is None))

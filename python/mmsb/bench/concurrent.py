@@ -135,19 +135,18 @@ def lmdb_run(path: str, stream: st.DurableStream, writers: int, cap_s: float) ->
 def run(ctx: BenchContext, stream: st.DurableStream, cap_s: float, rounds: int) -> None:
     """Adds commits/s of WRITERS concurrent writers (and of one, the group-commit baseline)."""
     systems = [("mmsb", mmsb_run)] + ([("LMDB", lmdb_run)] if st.lmdb is not None else [])
-    results: dict[str, list[float]] = {}
+    results: dict[tuple[str, int], list[float]] = {}
     for i in range(rounds):
         for system, fn in systems:
             for writers in (1, WRITERS):
-                name = figure_name(system, writers)
-                ctx.progress(f"round {i + 1}/{rounds}: {name}")
+                ctx.progress(f"round {i + 1}/{rounds}: {figure_name(system, writers)}")
                 path = os.path.join(ctx.workdir, f"concurrent-{system}-{writers}-{i}")
                 commits, seconds = fn(path, stream, writers, cap_s)
-                results.setdefault(name, []).append(commits / seconds)
+                results.setdefault((system, writers), []).append(commits / seconds)
     ctx.section.details["concurrent_writers"] = WRITERS
-    for name, rates in results.items():
+    for (system, writers), rates in results.items():
         anchors = ()
-        if name == figure_name("mmsb", WRITERS):
+        if (system, writers) == ("mmsb", WRITERS):
             anchors = (figure_name("mmsb", 1),) + ((figure_name("LMDB", WRITERS),) if st.lmdb else ())
-        ctx.section.add(Figure(name, UNIT, rates, True, ratio_to=anchors[0] if anchors else None,
-                               also=anchors[1:]))
+        ctx.section.add(Figure(figure_name(system, writers), UNIT, rates, True, ratio_to=anchors[0] if anchors else None,
+                               also=anchors[1:], reference=system != "mmsb"))

@@ -4,7 +4,8 @@
               count of the sweep, with history on (the default: the log kept in memory) and off
               (mmsb.Bus(history=False): the like-for-like comparison with a NumPy array)
   NumPy       the same deltas as vectorised scatters into one (16384, 4096) uint8 array, in
-              several forms; the fastest is the anchor of the mmsb figures
+              several forms, each given its index column built before the timed region (as
+              mmsb's columns are); the fastest is the anchor of the mmsb figures
   floors      libc memmove (through ctypes) of the same payload bytes, contiguously: the memory
               bandwidth bound, no page lookup; and, when the C++ benchmarks are built,
               bench_apply's BM_FloorMemcpyEpoch (find the page, memcpy 64 bytes, count the
@@ -34,36 +35,54 @@ CPP_FLOOR = "C++ floor BM_FloorMemcpyEpoch"
 
 
 # ---- NumPy scatters ------------------------------------------------------------------------------
-# Each takes the same columns mmsb gets (page index, offset, payload rows) and computes its own
-# indices inside the timed region, as mmsb does.
+# Each form takes its index column, computed from the batch before the timed region (as mmsb's
+# DeltaBatch columns are: page ids, offsets and lengths built once, untimed), and the payload rows.
+# What a form must still build from that column at every call (the 64 byte positions per delta of
+# the flat and 2-D forms) is its own cost and stays inside the timing.
 
-def scatter_flat(state: np.ndarray, b: wl.DeltaRows) -> None:
+def delta_start(b: wl.DeltaRows) -> np.ndarray:
+    """Flat byte index of each delta's first byte in the (PAGES * PAGE_SIZE) array."""
+    return b.page * wl.PAGE_SIZE + b.offset
+
+
+def page_and_offset(b: wl.DeltaRows) -> tuple[np.ndarray, np.ndarray]:
+    """Page row and byte offset of each delta, as columns for 2-D fancy indexing."""
+    return b.page[:, None], b.offset[:, None]
+
+
+def delta_slot(b: wl.DeltaRows) -> np.ndarray:
+    """Row of each delta in the (PAGES * SLOTS_PER_PAGE, 64) view of the array."""
+    return b.slot
+
+
+def scatter_flat(state: np.ndarray, start: np.ndarray, payload: np.ndarray) -> None:
     """The general form: one flat byte index per payload byte (works for any offset)."""
-    idx = (b.page * wl.PAGE_SIZE + b.offset)[:, None] + LANES
-    state.reshape(-1)[idx] = b.payload
+    state.reshape(-1)[start[:, None] + LANES] = payload
 
 
-def scatter_put(state: np.ndarray, b: wl.DeltaRows) -> None:
-    idx = (b.page * wl.PAGE_SIZE + b.offset)[:, None] + LANES
-    np.put(state.reshape(-1), idx, b.payload)
+def scatter_put(state: np.ndarray, start: np.ndarray, payload: np.ndarray) -> None:
+    np.put(state.reshape(-1), start[:, None] + LANES, payload)
 
 
-def scatter_2d(state: np.ndarray, b: wl.DeltaRows) -> None:
+def scatter_2d(state: np.ndarray, page_offset: tuple[np.ndarray, np.ndarray], payload: np.ndarray) -> None:
     """Row and column fancy indices on the 2-D page array (broadcast, not materialised)."""
-    state[b.page[:, None], b.offset[:, None] + LANES] = b.payload
+    page, offset = page_offset
+    state[page, offset + LANES] = payload
 
 
-def scatter_slots(state: np.ndarray, b: wl.DeltaRows) -> None:
-    """One index per delta into a (slots, 64) view: needs 64-aligned offsets (which this
-    workload has), so it is NumPy's best case rather than a general method."""
-    state.reshape(-1, wl.DELTA_BYTES)[b.slot] = b.payload
+def scatter_slots(state: np.ndarray, slot: np.ndarray, payload: np.ndarray) -> None:
+    """One index per delta into a (slots, width) view of `state`, width the payload rows' (64
+    here): needs width-aligned offsets (which this workload has), so it is NumPy's best case
+    rather than a general method."""
+    state.reshape(-1, payload.shape[1])[slot] = payload
 
 
+# name -> (the index column built untimed from a batch, the timed scatter taking it)
 NUMPY_SCATTERS = {
-    "numpy flat[idx] = payload": scatter_flat,
-    "numpy np.put(flat, idx, payload)": scatter_put,
-    "numpy 2-D fancy index": scatter_2d,
-    "numpy slot rows (64-aligned only)": scatter_slots,
+    "numpy flat[idx] = payload": (delta_start, scatter_flat),
+    "numpy np.put(flat, idx, payload)": (delta_start, scatter_put),
+    "numpy 2-D fancy index": (page_and_offset, scatter_2d),
+    "numpy slot rows (64-aligned only)": (delta_slot, scatter_slots),
 }
 
 
@@ -100,20 +119,21 @@ def _mmsb(batches, expected, counts, threads: int, history: bool, repeats: int):
 def _numpy(ctx: BenchContext, batches, expected, counts, repeats: int) -> np.ndarray:
     """Each NumPy form also counts epochs, the other half of a commit's effect."""
     state, runs, ops = None, 1 + repeats, sum(map(len, batches))
-    for name, scatter in NUMPY_SCATTERS.items():
+    for name, (index, scatter) in NUMPY_SCATTERS.items():
         ctx.progress(name)
         state = np.zeros((wl.PAGES, wl.PAGE_SIZE), dtype=np.uint8)
         epochs = np.zeros(wl.PAGES, dtype=np.int64)
+        columns = [(index(b), b.payload, b.page) for b in batches]
 
-        def apply_all(scatter=scatter, state=state, epochs=epochs) -> None:
-            for b in batches:
-                scatter(state, b)
-                epochs += np.bincount(b.page, minlength=wl.PAGES)
+        def apply_all(scatter=scatter, state=state, epochs=epochs, columns=columns) -> None:
+            for idx, payload, page in columns:
+                scatter(state, idx, payload)
+                epochs += np.bincount(page, minlength=wl.PAGES)
 
         seconds = timed(apply_all, repeats)
         verify_equal(state, expected, f"{name}: bytes differ from the expected state")
         verify(np.array_equal(epochs, counts * runs), f"{name}: epoch counts are wrong")
-        ctx.section.add(rate(name, UNIT, ops, seconds, ratio_to=(CPP_FLOOR, MEMMOVE)))
+        ctx.section.add(rate(name, UNIT, ops, seconds, ratio_to=(CPP_FLOOR, MEMMOVE), reference=True))
     return state
 
 
@@ -129,17 +149,18 @@ def _floors(ctx: BenchContext, batches, repeats: int) -> None:
     seconds = timed(copy_all, repeats)
     last = batches[-1].payload.reshape(-1)
     verify(np.array_equal(dst[:last.size], last), "memmove floor: the copied bytes differ from the payload")
-    ctx.section.add(rate(MEMMOVE, UNIT, sum(map(len, batches)), seconds))
+    ctx.section.add(rate(MEMMOVE, UNIT, sum(map(len, batches)), seconds, reference=True))
 
     rows = ctx.size(1 << 20, 1 << 16)
     ctx.progress(f"{CPP_FLOOR} (rows={rows})")
     try:
-        runs, path = _cpp.run_gbench("bench_apply", f"^BM_FloorMemcpyEpoch/rows:{rows}/", ctx.size(0.5, 0.05),
-                                     ctx.size(3, 1))
+        runs, path, context = _cpp.run_gbench("bench_apply", f"^BM_FloorMemcpyEpoch/rows:{rows}/",
+                                              ctx.size(0.5, 0.05), ctx.size(3, 1))
     except _cpp.BinaryUnavailable as e:
         ctx.section.skip(CPP_FLOOR, str(e))
         return
-    ctx.section.add(Figure(CPP_FLOOR, UNIT, [float(r["items_per_second"]) for r in runs],
+    _cpp.note_version(ctx.versions, context)
+    ctx.section.add(Figure(CPP_FLOOR, UNIT, [float(r["items_per_second"]) for r in runs], reference=True,
                            note=f"C++ generator, same layout; {rows:,} rows per iteration"))
     ctx.section.details["cpp_floor"] = {"rows": rows, **_cpp.describe(path)}
 
@@ -172,7 +193,7 @@ def _loops(ctx: BenchContext, b: wl.DeltaRows, pages, state: np.ndarray, repeats
     numpy_name = "loop: numpy view[off:off+64] = row"
     for name, fn in (("loop: mmsb p.write(off, ndarray row)", mmsb_loop),
                      ("loop: mmsb p.write(off, bytes)", mmsb_loop_bytes), (numpy_name, numpy_loop)):
-        ctx.section.add(rate(name, "writes/s", k, timed(fn, repeats),
+        ctx.section.add(rate(name, "writes/s", k, timed(fn, repeats), reference=fn is numpy_loop,
                              ratio_to=None if fn is numpy_loop else numpy_name))
     verify_equal(wl.page_bytes(pages), state, "loops: mmsb pages differ from the NumPy array")
 

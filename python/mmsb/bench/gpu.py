@@ -95,9 +95,10 @@ def _cupy(ctx: BenchContext, cupy, b: wl.DeltaRows, expected: np.ndarray, repeat
         return seconds
 
     ctx.progress(CUPY_HOST)
-    ctx.section.add(rate(CUPY_HOST, UNIT, gb, scatter(lambda: cupy.asarray(b.payload)), ratio_to=D2D))
+    ctx.section.add(rate(CUPY_HOST, UNIT, gb, scatter(lambda: cupy.asarray(b.payload)), ratio_to=D2D,
+                         reference=True))
     ctx.progress(CUPY_DEVICE)
-    ctx.section.add(rate(CUPY_DEVICE, UNIT, gb, scatter(lambda: on_device), ratio_to=D2D))
+    ctx.section.add(rate(CUPY_DEVICE, UNIT, gb, scatter(lambda: on_device), ratio_to=D2D, reference=True))
 
     ctx.progress(D2D)
     dst = cupy.empty_like(on_device)
@@ -108,7 +109,7 @@ def _cupy(ctx: BenchContext, cupy, b: wl.DeltaRows, expected: np.ndarray, repeat
 
     seconds = timed(copy, repeats)
     verify(bool((dst == on_device).all()), f"{D2D}: the copy differs from its source")
-    ctx.section.add(rate(D2D, UNIT, gb, seconds))
+    ctx.section.add(rate(D2D, UNIT, gb, seconds, reference=True))
 
 
 def _mirror(ctx: BenchContext, cupy, repeats: int) -> None:
@@ -149,7 +150,7 @@ def _mirror(ctx: BenchContext, cupy, repeats: int) -> None:
     if cupy is not None:
         ctx.progress(FULL_SYNC)
         whole = cupy.asarray(model)
-        ctx.section.add(latency(FULL_SYNC, timed(lambda: cupy.asnumpy(whole), repeats)))
+        ctx.section.add(latency(FULL_SYNC, timed(lambda: cupy.asnumpy(whole), repeats), reference=True))
 
 
 def _wave(ctx: BenchContext, cupy, repeats: int) -> None:
@@ -197,7 +198,7 @@ def _wave(ctx: BenchContext, cupy, repeats: int) -> None:
         cupy.add(out, on_device[3], out=out)
         return cupy.asnumpy(out)
 
-    ctx.section.add(latency(WAVE_CUPY, timed(by_hand, repeats)))
+    ctx.section.add(latency(WAVE_CUPY, timed(by_hand, repeats), reference=True))
 
 
 def run(ctx: BenchContext) -> None:

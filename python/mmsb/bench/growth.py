@@ -101,16 +101,6 @@ def _span(x: Sequence, series: dict[str, list], num: str, den: str, unit: str) -
 
 # ---- apply: page-set size and delta size ----------------------------------------------------------
 
-def numpy_slot_scatter(state: np.ndarray, b: wl.DeltaRows, size: int) -> None:
-    """NumPy's fastest form of a batch of `size`-byte deltas at size-aligned offsets into the
-    (pages, 4096) `state`: one row index per delta into a (slots, size) view. At 64 B it is the
-    bench's own delta.scatter_slots; other sizes use the same form with their own slot width."""
-    if size == wl.DELTA_BYTES:
-        scatter_slots(state, b)
-    else:
-        state.reshape(-1, size)[b.page * (PAGE // size) + b.offset // size] = b.payload
-
-
 def _check_pages(curve: str, label: str, pages: list, want: np.ndarray, epochs: np.ndarray) -> None:
     """Page bytes against the NumPy state (one row per page), in chunks so a 4 GiB page set is
     never copied whole, and epochs against the expected counts."""
@@ -139,9 +129,13 @@ def _apply_point(curve: str, pageset: int, size: int, n: int, repeats: int, rng:
     state = np.zeros((pages_n, PAGE), dtype=np.uint8)
     epochs = np.zeros(pages_n, dtype=np.int64)
 
+    # NumPy's fastest form (the bench's delta.scatter_slots): one row index per delta into a
+    # (slots, size) view, the indices computed before the timing as mmsb's columns are.
+    slot_chunks = [slot[a:a + BATCH] for a in range(0, n, BATCH)]
+
     def numpy_run() -> None:
-        for b in chunks:
-            numpy_slot_scatter(state, b, size)
+        for s, b in zip(slot_chunks, chunks):
+            scatter_slots(state, s, b.payload)
         # epochs are the other half of a commit's effect; one bincount per run is NumPy's best
         np.add(epochs, np.bincount(stream.page, minlength=pages_n), out=epochs)
 
@@ -151,7 +145,7 @@ def _apply_point(curve: str, pageset: int, size: int, n: int, repeats: int, rng:
     uniq, first_rev = np.unique(slot[::-1], return_index=True)
     _check(np.array_equal(state.reshape(-1, size)[uniq], payload[n - 1 - first_rev]), curve,
            f"{where}: the NumPy state does not hold the last writer of each slot")
-    del uniq, first_rev, slot
+    del uniq, first_rev, slot, slot_chunks
     want_epochs = np.bincount(stream.page, minlength=pages_n) * runs
     _check(np.array_equal(epochs, want_epochs), curve, f"{where}: NumPy epoch counts are wrong")
 
@@ -608,4 +602,4 @@ def plot_growth(curves: list[dict], out_dir: str) -> list[str]:
     return paths
 
 
-__all__ = ["PROFILES", "numpy_slot_scatter", "numpy_wave", "plot_growth", "run_growth"]
+__all__ = ["PROFILES", "numpy_wave", "plot_growth", "run_growth"]

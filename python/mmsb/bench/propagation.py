@@ -5,16 +5,19 @@
            topological loop (with and without change detection), on a hop (root -> 1 copy), a
            chain of 10 copies and a 10,000-page DAG of sum reductions; the same mmsb wave with
            history off (no record encoded or kept: what keeping the wave's record costs); and the
-           mmsb wave's scheduling alone (Wave batches, no recompute), whose ratio to oneTBB's
-           wave is the per-node scheduling overhead of the two on the same DAG. Run with
+           mmsb wave's scheduling alone (Wave batches, no recompute), set against the whole mmsb
+           wave on the same DAG (how many times faster than the wave it is: the inverse is the
+           share of a wave spent scheduling). It has no oneTBB ratio: every oneTBB row runs its
+           nodes' work, and no row times oneTBB's scheduling with empty bodies. Run with
            --benchmark_format=json when the binary is built (else skipped, with the reason); it
            checks its own results and reports an error row if a wave was wrong, which fails the
            run here. Figures: waves/s (one write + its whole wave per iteration).
   Python   in this process: the same hop and chain, each child a Python callable
            fn(out, x): np.copyto(out, x) or the built-in mmsb.ops.copy, against a plain Python
-           topological recompute (NumPy copies in a loop over the order): the floor for Python
-           callables. Checked: every write started one wave that recomputed every derived page
-           once (stats), and every page ends holding the last value written.
+           topological recompute written as tightly as NumPy allows (np.copyto over precomputed
+           (destination, source) pairs in topological order): the floor for Python callables.
+           Checked: every write started one wave that recomputed every derived page once
+           (stats), and every page ends holding the last value written.
 """
 
 from __future__ import annotations
@@ -54,25 +57,37 @@ def _cpp_name(run: dict) -> str:
     return f"{label}: plain topological loop"
 
 
+def _cpp_figure(run: dict, samples: list[float], names: list[str]) -> Figure:
+    """The figure of one C++ benchmark, anchored by what the benchmark does (never by a match on
+    its name): a whole mmsb wave (history on or off) to oneTBB and the plain loop with change
+    detection, which do the same work per node; the scheduling alone to the whole mmsb wave, as
+    no oneTBB row runs without node bodies; oneTBB and the plain loops are references."""
+    fam, label, name = _cpp.family(run), run.get("label", ""), _cpp_name(run)
+    if fam.startswith("MmsbWriteOnly"):
+        return Figure(name, "writes/s", samples)
+    if fam.startswith("MmsbSchedule/"):
+        return Figure(name, UNIT, samples, ratio_to=f"{label}: mmsb wave (C++)")
+    if fam.startswith(("Mmsb/", "MmsbNoHistory/")):
+        tbb = sorted(n for n in names if n.startswith(f"{label}: oneTBB"))
+        return Figure(name, UNIT, samples, ratio_to=tbb[0] if tbb else None,
+                      also=(*tbb[1:], f"{label}: plain loop + change detection"))
+    return Figure(name, UNIT, samples, reference=True)
+
+
 def _cpp_part(ctx: BenchContext) -> None:
     what = "mmsb vs oneTBB flow graph (bench_propagation)"
     ctx.progress(what)
     try:
-        runs, path = _cpp.run_gbench("bench_propagation", CPP_FILTER, ctx.size(0.2, 0.02), ctx.size(3, 1))
+        runs, path, context = _cpp.run_gbench("bench_propagation", CPP_FILTER, ctx.size(0.2, 0.02), ctx.size(3, 1))
     except _cpp.BinaryUnavailable as e:
         ctx.section.skip(what, str(e))
         return
-    figures: dict[str, list[float]] = {}
-    for fam, reps in _cpp.group_runs(runs).items():
-        figures.setdefault(_cpp_name(reps[0]), []).extend(1e9 / _cpp.real_time_ns(r) for r in reps)
-    for name, samples in figures.items():
-        ratio_to, also = None, ()
-        if ": mmsb wave" in name:
-            label = name.split(":")[0]
-            tbb = sorted(n for n in figures if n.startswith(f"{label}: oneTBB"))
-            ratio_to, also = (tbb[0] if tbb else None), (*tbb[1:], f"{label}: plain loop + change detection")
-        ctx.section.add(Figure(name, "writes/s" if "without dependents" in name else UNIT, samples,
-                               ratio_to=ratio_to, also=also))
+    _cpp.note_version(ctx.versions, context)
+    figures: dict[str, tuple[dict, list[float]]] = {}
+    for reps in _cpp.group_runs(runs).values():
+        figures.setdefault(_cpp_name(reps[0]), (reps[0], []))[1].extend(1e9 / _cpp.real_time_ns(r) for r in reps)
+    for run, samples in figures.values():
+        ctx.section.add(_cpp_figure(run, samples, list(figures)))
     ctx.section.details["cpp"] = _cpp.describe(path)
     if ctx.section.details["cpp"]["predates_extension"]:
         warnings.warn(f"{path} was built before the mmsb extension in use: its mmsb figures may measure an "
@@ -127,20 +142,20 @@ def _mmsb_chain(ops: int, repeats: int, hops: int, fn) -> list[float]:
 
 
 def _plain_chain(ops: int, repeats: int, hops: int) -> list[float]:
-    """The same waves as NumPy arrays: a write into the root and a topological loop of copies,
-    with nothing else (no diff, epochs or undo)."""
+    """The same waves as NumPy arrays, as a NumPy user would write them: a write into the root,
+    then np.copyto over (destination, source) pairs fixed beforehand in topological order, with
+    nothing else (no lookup, no diff, epochs or undo)."""
     arrays = [np.zeros(PAGE_SHAPE) for _ in range(hops + 1)]
-    order = list(range(1, hops + 1))
-    parents = {i: [i - 1] for i in order}
-    root = arrays[0]
+    pairs = list(zip(arrays[1:], arrays[:-1]))
+    root, copyto = arrays[0], np.copyto
     values = _values(ops, repeats)
     runs = iter(values)
 
     def waves() -> None:
         for value in next(runs):
             root[0] = value
-            for j in order:
-                _copy(arrays[j], *[arrays[p] for p in parents[j]])
+            for dst, src in pairs:
+                copyto(dst, src)
 
     seconds = timed(waves, repeats)
     want = np.zeros(8)
@@ -160,7 +175,7 @@ def _python_part(ctx: BenchContext) -> None:
         for fn, what in ((_copy, "callable np.copyto"), (mmsb.ops.copy, "ops.copy")):
             ctx.section.add(rate(f"python {label}: mmsb {what}", UNIT, ops, _mmsb_chain(ops, repeats, hops, fn),
                                  ratio_to=plain))
-        ctx.section.add(rate(plain, UNIT, ops, _plain_chain(ops, repeats, hops)))
+        ctx.section.add(rate(plain, UNIT, ops, _plain_chain(ops, repeats, hops), reference=True))
 
 
 def run(ctx: BenchContext) -> None:

@@ -72,11 +72,23 @@ def _machine_line(results: Mapping) -> str:
     return f"{'; '.join(parts)}; mmsb {build}{loadtxt}"
 
 
+def _versions_line(results: Mapping) -> str:
+    """'commit abc1234; NumPy 2.4.6, oneTBB 2021.8, ...' from what the results recorded."""
+    names = {"numpy": "NumPy", "onetbb": "oneTBB", "pybind11": "pybind11", "google_benchmark": "Google Benchmark",
+             "sqlite": "SQLite", "lmdb": "LMDB"}
+    v = results.get("versions", {})
+    known = ", ".join(f"{label} {v[k]}" for k, label in names.items() if v.get(k))
+    commit = results.get("git_commit")
+    return "; ".join(p for p in (f"commit {commit[:12]}" if commit else "", known) if p)
+
+
 def markdown(results: Mapping) -> str:
-    """The README performance table: date, machine, settings, then one row per figure."""
+    """The README performance table: date, machine, versions, settings, then one row per figure."""
     s = results.get("settings", {})
+    versions = _versions_line(results)
     lines = [
-        f"Measured {results.get('date', '?')} on `{results.get('host', '?')}`: {_machine_line(results)}.",
+        f"Measured {results.get('date', '?')} on `{results.get('host', '?')}`: {_machine_line(results)}"
+        + (f"; {versions}." if versions else "."),
         f"{'Quick' if s.get('quick') else 'Full'} run, thread sweep {s.get('threads')}; value = best of the "
         f"repeats; ratio > 1 means better than the anchor named (a higher rate or a lower latency).",
         "",
