@@ -54,7 +54,9 @@ void bind_events(py::class_<Bus, std::shared_ptr<Bus>>& cls) {
   cls.def("_set_event_sink", [](Bus& bus, py::object dispatch, const std::vector<std::string>& kinds) {
     std::uint32_t mask = 0;
     for (const std::string& k : kinds) mask |= 1u << static_cast<unsigned>(parse_event_kind(k));
-    if (dispatch.is_none() || mask == 0) {
+    // A sink that takes no kind (mask 0) stays: it keeps the Python hub, and the handler errors
+    // it counts, as long as the bus.
+    if (dispatch.is_none()) {
       bus.set_event_sink(nullptr, 0);
     } else {
       bus.set_event_sink(make_sink(dispatch.cast<py::function>()), mask);

@@ -128,8 +128,11 @@ class Subscription:
 
 
 class _EventHub:
-    """Per-bus subscriptions. Owned by the engine's event sink (so it lives exactly as long as the
-    bus); found again through a weak map keyed by the bus's instance id."""
+    """Per-bus subscriptions and the count of handler errors. Owned by the engine's event sink,
+    which stays installed (taking no event kind once no subscription is left), so it lives
+    exactly as long as the bus; found again through a weak map keyed by the bus's instance id.
+    It reaches the bus through the Python object that subscribed last (weakly: the engine owns
+    the hub), since another object for the same bus may have gone since."""
 
     def __init__(self, bus: "_core.Bus") -> None:
         self._bus_ref = weakref.ref(bus)
@@ -146,7 +149,7 @@ class _EventHub:
     def _rewire(self) -> None:
         bus = self._bus_ref()
         if bus is not None and not bus.closed:
-            bus._set_event_sink(self.dispatch if self.subs else None, self.kinds())
+            bus._set_event_sink(self.dispatch, self.kinds())
 
     def dispatch(self, batch: list) -> None:
         for kind, page, lsn, epoch in batch:
@@ -202,6 +205,7 @@ def subscribe(self: "_core.Bus", kind: str, fn: Callable[[Event], Any], pages: O
     ids = None if pages is None else frozenset(_subscribed_id(self, p) for p in pages)
     hub = _hub(self, create=True)
     assert hub is not None
+    hub._bus_ref = weakref.ref(self)
     sub = Subscription(hub, kind, fn, ids)
     hub.subs.append(sub)
     hub._rewire()

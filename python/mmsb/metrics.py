@@ -76,7 +76,8 @@ _COUNTERS: Tuple[Tuple[str, str, str], ...] = (
     ("mmsb_gc_freed_bytes", "gc_bytes_freed", "Bytes GC reclaimed."),
 )
 # MemoryReport keys whose sum is total_bytes, exported as mmsb_memory_bytes{kind=...}
-_MEMORY_KINDS: Tuple[str, ...] = ("data", "arena_slack", "metadata", "graph", "index", "cache", "log", "queue")
+_MEMORY_KINDS: Tuple[str, ...] = ("data", "arena_slack", "metadata", "graph", "index", "cache", "log", "queue",
+                                 "mirror")
 _PHASES: Tuple[str, ...] = ("drain", "apply", "propagate", "validate", "gc")
 
 

@@ -211,6 +211,44 @@ def test_a_raising_handler_is_logged_counted_and_isolated(bus, caplog):
     assert bus.stats()["handler_errors"] == 0
 
 
+def test_handler_errors_stay_counted_after_the_last_subscription_is_gone(bus, caplog):
+    # a counter since creation (or reset_stats), as the metrics endpoint exports it: never back
+    import gc
+
+    a = bus.create_page(8)
+
+    def bad(event):
+        raise RuntimeError("handler bug")
+    sub = bus.subscribe("delta_applied", bad)
+    with caplog.at_level(logging.CRITICAL, logger="mmsb"):
+        a.write(0, b"x")
+    sub.cancel()
+    del sub
+    gc.collect()
+    assert bus.stats()["handler_errors"] == 1
+
+
+def test_a_subscription_through_another_python_object_of_the_same_bus_is_delivered():
+    import gc
+
+    def make():
+        bus = mmsb.Bus()
+        p = bus.create_page(64)
+        bus.subscribe("delta_applied", lambda e: None)
+        return p  # the Bus object goes; the page keeps the bus itself
+
+    p = make()
+    gc.collect()
+    bus = p.bus  # another Python object for the same bus
+    seen = []
+    bus.subscribe("page_created", seen.append)
+    bus.subscribe("tick", seen.append)
+    q = bus.create_page(8)
+    bus.tick()
+    assert [(e.kind, e.page) for e in seen] == [("page_created", q.id), ("tick", 0)]
+    bus.close()
+
+
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
 def test_an_interrupt_in_a_handler_leaves_the_call_after_its_commit(bus, exc):
     # Ctrl-C is not a handler failure to count and log: it leaves the call that delivered (whose

@@ -20,7 +20,7 @@ import mmsb  # noqa: E402
 import mmsb.metrics  # noqa: E402
 from log_files import last_record  # noqa: E402
 
-MEMORY_KINDS = {"data", "arena_slack", "metadata", "graph", "index", "cache", "log", "queue"}
+MEMORY_KINDS = {"data", "arena_slack", "metadata", "graph", "index", "cache", "log", "queue", "mirror"}
 # metric (with _total) -> bus.stats() key: every counter an operator watches
 COUNTERS = {
     "mmsb_deltas_applied_total": "deltas_applied", "mmsb_applied_bytes_total": "bytes_applied",
@@ -192,6 +192,22 @@ def test_memory_kinds_are_all_present_and_sum_to_the_total(served):
     mem = bus.memory()
     assert sum(kinds.values()) == mem.total_bytes
     assert kinds["data"] == mem.data_bytes and kinds["log"] == mem.log_bytes
+
+
+def test_memory_kinds_sum_to_the_total_with_host_mirrors_of_device_pages(devices):
+    with mmsb.Bus() as bus:
+        p = bus.create_page(1 << 16, location="cuda:0")
+        p.write(0, b"x")
+        np.asarray(p)  # a host mirror of the device page
+        server = mmsb.metrics.serve(bus)
+        try:
+            samples, _ = scrape(server)
+        finally:
+            server.close()
+        kinds = {dict(lab)["kind"]: v for (n, lab), v in samples.items() if n == "mmsb_memory_bytes"}
+        mem = bus.memory()
+        assert kinds["mirror"] == mem.mirror_bytes > 0
+        assert sum(kinds.values()) == mem.total_bytes
 
 
 def segment_bytes(path) -> int:

@@ -197,6 +197,30 @@ def test_tick_runs_the_wave_in_deferred_mode_and_emits_a_tick_event(bus):
     assert [e.kind for e in ticks] == ["tick"] and ticks[0].lsn == r.last_lsn
 
 
+def test_a_tick_ends_alike_in_both_modes_and_its_history_agrees(tmp_path):
+    # a control child a submission reaches is acknowledged by that tick in either mode (in eager
+    # mode its wave used to mark it after the acknowledgement); derived pages are recomputed
+    results = {}
+    for mode in ("eager", "deferred"):
+        with mmsb.Bus(tmp_path / mode) as bus:
+            a, k, c = (bus.create_page(shape=4, dtype=np.int64, name=n) for n in "akc")
+            bus.add_edge(a, k, kind="control")
+            bus.depend(c, on=[a], fn=mmsb.ops.copy)
+            bus.propagation = mode
+            stale = []
+            bus.subscribe("page_stale", lambda e: stale.append(e.page))
+            bus.submit(mmsb.Delta.at(a, 0, np.int64(7).tobytes()))
+            r = bus.tick()
+            assert bus.stale_pages() == [] and c.view()[0] == 7 and r.recomputes == 1
+            assert bus.propagation == mode
+            with bus.at(bus.lsn) as old:
+                assert old.stale_pages() == []
+            results[mode] = (bus.lsn, sorted(stale), k.epoch, c.epoch)
+        with mmsb.open(tmp_path / mode) as again:
+            assert again.stale_pages() == []
+    assert results["eager"] == results["deferred"]
+
+
 def test_budgets_overruns_and_sampled_validation(bus):
     a = bus.create_page(shape=8, dtype=np.float64)
     c = bus.create_page(shape=8, dtype=np.float64)

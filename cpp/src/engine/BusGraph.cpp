@@ -15,7 +15,7 @@ namespace mmsb {
 // Called for each change to a page with children (has_dependents); the wave (or the stale
 // marking) follows. A batch touches a page many times: changed_ holds it once (changed_bits_).
 void Bus::note_changed_locked(PageId page) {
-  if (propagation_ == PropagationMode::Eager) {
+  if (commit_mode_locked() == PropagationMode::Eager) {
     const std::size_t word = page / 64;
     if (word >= changed_bits_.size()) changed_bits_.resize(std::max<std::size_t>(word + 1, 2 * changed_bits_.size()));
     const std::uint64_t bit = std::uint64_t{1} << (page % 64);
@@ -41,7 +41,7 @@ void Bus::mark_stale_locked(PageId page) {
 // A child whose definition changed is recomputed now (eager, with its descendants in the same
 // wave; replay runs that wave at its Wave op) or marked stale (deferred).
 void Bus::redefined_locked(PageId child) {
-  if (propagation_ == PropagationMode::Eager) {
+  if (commit_mode_locked() == PropagationMode::Eager) {
     forced_.insert(child);
     if (!replay_.active) run_wave_locked();
   } else {

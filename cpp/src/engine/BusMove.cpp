@@ -15,12 +15,14 @@ bool Bus::move_page(PageId id, const std::string& location) {
   auto lock = lock_turn();
   check_writable();
   PageRecord& r = live_locked(id);
-  const std::uint8_t place = devices_->place(location, false);  // may register the location
-  if (place == r.place) return false;
+  // Refused before the location is looked at: also a move to where the page is, or to a device
+  // this machine lacks, is a call a transaction does not take.
   if (txn_) {
     fail(ErrorCode::InvalidArgument, "page ", id, " cannot move to ", location,
          " inside a transaction: a rollback does not move it back; move it before or after the transaction");
   }
+  const std::uint8_t place = devices_->place(location, false);  // may register the location
+  if (place == r.place) return false;
   // Held through the swap: an export registered after this sees the new address.
   std::lock_guard exports(exports_mutex_);
   if (auto it = exports_.find(id); it != exports_.end()) {

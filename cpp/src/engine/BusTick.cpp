@@ -129,6 +129,15 @@ TickReport Bus::tick() {
     // submissions stay in carry_ for the next one.
     if (replication_) replication_begin_locked();
     atomically_locked([&] {
+      // In either mode the submissions mark what they reach stale and this tick's propagate()
+      // settles it, so both modes end alike: a control child a submission reaches is
+      // acknowledged by the tick that made it stale (in eager mode its wave would mark it after
+      // the acknowledgement). The log says deferred, so replay repeats it.
+      struct Ticking {
+        bool& on;
+        ~Ticking() { on = false; }
+      } ticking{ticking_};
+      ticking_ = true;
       tick_apply_locked(rep);
       t2 = monotonic_ns();
       propagate_locked();

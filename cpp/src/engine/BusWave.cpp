@@ -52,7 +52,7 @@ void Bus::run_wave_locked(bool propagating) {
   // (a callable re-attached after a reopen logs nothing) is not logged.
   const bool alone = txn_->ops.lsn_count() == 0;
   if (alone && !(propagating && stale_.size() != stale_before)) return;
-  txn_->ops.add(WaveOp{propagation_ == PropagationMode::Deferred, true, propagating, alone});
+  txn_->ops.add(WaveOp{commit_mode_locked() == PropagationMode::Deferred, true, propagating, alone});
   if (alone) lsn_.store(lsn() + 1, std::memory_order_release);
 }
 

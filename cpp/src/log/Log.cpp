@@ -5,8 +5,8 @@
 #include <fcntl.h>
 
 #include <algorithm>
-#include <exception>
 #include <map>
+#include <optional>
 
 #include "mmsb/core/Crc32c.hpp"
 #include "mmsb/core/Error.hpp"
@@ -62,20 +62,23 @@ Log::Log(std::string dir, Durability durability, Access access, Lsn checkpoint_l
 // A read-only scan takes no lock, so what it reads may be caught mid-change (see BesideWriter.hpp):
 // it looks again before it reports damage. The writer's own scan, under the lock, reports at once.
 void Log::scan_beside_writer(Lsn checkpoint_limit, const ProgressFn& progress) {
-  auto attempt = [&]() -> std::exception_ptr {
+  auto attempt = [&]() -> std::optional<Error> {
     recovered_ = RecoveredLog{};
     indexed_from_ = 1;
     try {
       scan(checkpoint_limit, progress);
-      return nullptr;
-    } catch (const Error&) {
-      return std::current_exception();
+      return std::nullopt;
+    } catch (const Error& e) {
+      return e;
     }
   };
-  const std::exception_ptr failed =
-      read_only_ ? look_beside_writer(dir_, attempt, [](const std::exception_ptr& e) { return e != nullptr; })
-                 : attempt();
-  if (failed) std::rethrow_exception(failed);
+  // Damage, or a file gone between the listing and its read; history the retention dropped
+  // and other refusals are answers.
+  const auto raced = [](const std::optional<Error>& e) {
+    return e && (e->code() == ErrorCode::LogCorrupt || e->code() == ErrorCode::Durability);
+  };
+  const std::optional<Error> failed = read_only_ ? look_beside_writer(dir_, attempt, raced) : attempt();
+  if (failed) throw *failed;
 }
 
 // Only the writer, who holds the lock, writes checkpoints: a temporary one found now is what a

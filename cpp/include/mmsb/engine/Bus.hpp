@@ -652,6 +652,12 @@ class Bus {
   DerivationTable derivations_;
   // Written under the commit lock, read by propagation() without it (any thread).
   std::atomic<PropagationMode> propagation_{PropagationMode::Eager};
+  // While a tick commits: its changes are noted and logged as deferred ones whatever the mode
+  // (tick()), without the setting users read changing.
+  bool ticking_ = false;
+  PropagationMode commit_mode_locked() const noexcept {
+    return ticking_ ? PropagationMode::Deferred : propagation_.load(std::memory_order_relaxed);
+  }
   std::vector<PageId> changed_;              // pages changed since the last wave (this commit), once each
   std::vector<std::uint64_t> changed_bits_;  // membership of changed_, by page id
   void clear_changed_locked() noexcept;
