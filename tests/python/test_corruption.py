@@ -528,9 +528,9 @@ def test_garbage_file_named_like_a_checkpoint_falls_back_to_the_log(small_log, t
 
 # ---- crafted records: a valid checksum over an impossible operation ----------------------------
 
-def frame(rtype, first_lsn, lsn_count, body):
+def frame(rtype, first_lsn, lsn_count, body, flags=0):
     """One framed record as the engine writes it: CRC over header bytes [0, 4) and [8, end)."""
-    head = struct.pack("<IIBBHIQ", len(body), 0, rtype, 0, 0, lsn_count, first_lsn)
+    head = struct.pack("<IIBBHIQ", len(body), 0, rtype, flags, 0, lsn_count, first_lsn)
     crc = crc32c(head[8:] + body, crc32c(head[:4]))
     rec = head[:4] + struct.pack("<I", crc) + head[8:] + body
     return rec + bytes(-len(rec) % 8)
@@ -561,6 +561,18 @@ def _create(pid, size, name=b"", location=b"cpu"):
 def _metadata(pid, key, value, is_bytes=0):
     return (struct.pack("<Q", pid) + struct.pack("<I", len(key)) + key + bytes([1, is_bytes])
             + struct.pack("<I", len(value)) + value)
+
+
+def test_a_record_whose_header_flags_are_set_is_no_record_and_the_tail_says_why(small_log, tmp_path):
+    # flags must be 0 (docs/format.md): a checksummed record with one set is not a record, so at
+    # the end of the log it is a torn tail, named for what is wrong with it
+    _, data, records, states = small_log
+    first = records[-1][2] + records[-1][3]
+    d = make_dir(tmp_path, "flags", data + frame(4, first, 1, _delta(1, [(0, b"x")]), flags=1))
+    with mmsb.open(d) as bus:
+        assert bus.recovery["truncated_tail"] is True
+        assert "nonzero flags" in bus.recovery["tail_reason"], bus.recovery["tail_reason"]
+        assert capture_full_state(bus) == states[max(states)]
 
 
 CRAFTED = {
