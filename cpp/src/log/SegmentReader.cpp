@@ -21,9 +21,14 @@ T load(std::span<const std::byte> b, std::uint64_t at) {
 
 // What lies after a bad record at `bad`, scanning 8-aligned offsets: the first record that
 // checks out with an lsn beyond `after_lsn`, and (with `want_mark`) the first SyncMark vouching
-// for bytes past `bad`. The header's cheap fields are checked before any checksum, and the bytes
-// checksummed are capped: a crafted file with a plausible header at every offset would otherwise
-// make the scan quadratic. Past the cap, `exhausted` says the answer is unknown.
+// for bytes past `bad`. The header's cheap fields are checked before any checksum. A file with a
+// plausible header at every offset (crafted, or ordinary page data: an array of small integers
+// passes the cheap checks almost everywhere) would make checksumming each claimed body
+// quadratic, so only the bodies checksummed in search of a record are capped. Sync marks (8-byte
+// bodies) are always checked: the scan stays linear, and since version 4 (`want_mark`) only a
+// mark decides torn from damaged, so there the cap only ends the search for a record (shown in
+// the message about the tail). Before version 4 any record decides: past the cap, `exhausted`
+// says the answer is unknown.
 struct AfterDamage {
   std::optional<std::uint64_t> record;
   std::optional<std::uint64_t> sync_mark;
@@ -33,7 +38,8 @@ struct AfterDamage {
 AfterDamage scan_after_damage(std::span<const std::byte> bytes, std::uint64_t bad, std::uint64_t after_lsn,
                               bool want_mark) {
   AfterDamage found;
-  std::uint64_t budget = 2 * bytes.size() + (std::uint64_t{1} << 20);
+  std::uint64_t budget = 2 * bytes.size() + (std::uint64_t{1} << 20);  // body bytes, records only
+  bool searching = true;  // for a record that is not a mark
   for (std::uint64_t q = logfmt::padded(bad + logfmt::kAlign); q + logfmt::kRecordHeaderBytes <= bytes.size();
        q += logfmt::kAlign) {
     const std::uint64_t lsn = load<std::uint64_t>(bytes, q + 16);
@@ -42,18 +48,25 @@ AfterDamage scan_after_damage(std::span<const std::byte> bytes, std::uint64_t ba
     const bool mark = type == static_cast<std::uint8_t>(logfmt::RecordType::SyncMark);
     if (lsn <= after_lsn || !logfmt::is_record_type(type) || load<std::uint8_t>(bytes, q + 9) != 0 ||
         load<std::uint16_t>(bytes, q + 10) != 0 || body > bytes.size() - q - logfmt::kRecordHeaderBytes ||
-        (mark && body != 8) || (found.record && !mark)) {
-      continue;  // cannot be a record (or, with one found, only a SyncMark still matters)
+        (mark && body != 8) || (!mark && !searching)) {
+      continue;  // cannot be a record (or only a SyncMark still matters)
     }
-    if (body + logfmt::kRecordHeaderBytes > budget) {
-      found.exhausted = true;
-      break;
+    if (!mark) {
+      if (body > budget) {
+        if (!want_mark) {
+          found.exhausted = true;
+          break;
+        }
+        searching = false;
+        continue;
+      }
+      budget -= body;
     }
-    budget -= body + logfmt::kRecordHeaderBytes;
     ScannedRecord rec;
     std::string why;
     if (!check_record_at(bytes, q, lsn, rec, why)) continue;
     if (!found.record) found.record = q;
+    searching = false;
     if (mark && load<std::uint64_t>(rec.body, 0) > bad) found.sync_mark = q;
     if (found.sync_mark || !want_mark) break;
   }

@@ -280,13 +280,17 @@ TEST_F(SegmentScanTest, GarbageTailIsTornAndZeroTailIsTheEnd) {
 
 // A tail crafted with a plausible record header every 24 bytes, each claiming a body that runs to
 // the end of the file with a wrong checksum: telling torn from damaged would checksum the rest
-// of the file at each header (quadratic). The checksummed bytes are capped: past the cap the scan
-// says it cannot tell, which is damage (nothing is cut), and a tail of headers that fail the
-// cheap checks (no record type there) is simply torn.
+// of the file at each header (quadratic). The bodies checksummed in search of a record are
+// capped; sync marks, which alone decide since version 4, are still looked for past the cap: the
+// tail is torn, or damage when a mark after it vouches for it. Before version 4 any record
+// decides, so past the cap the scan cannot tell, which is damage (nothing is cut).
 TEST_F(SegmentScanTest, ATailOfPlausibleHeadersIsCappedNotScannedQuadratically) {
-  for (const bool plausible : {true, false}) {
-    SCOPED_TRACE(plausible ? "plausible headers" : "headers of no record type");
+  const auto crafted = [&](bool plausible, bool marked, std::uint32_t version) {
     Bytes grown = image_;
+    if (version != logfmt::kFormatVersion) {
+      const Bytes header = logfmt::encode_segment_header(logfmt::SegmentHeader{expected_[0].first_lsn, version});
+      std::copy(header.begin(), header.end(), grown.begin());
+    }
     const std::uint64_t start = grown.size();
     grown.resize(start + (std::uint64_t{8} << 20));
     for (std::uint64_t q = start; q + logfmt::kRecordHeaderBytes <= grown.size(); q += 24) {
@@ -301,18 +305,45 @@ TEST_F(SegmentScanTest, ATailOfPlausibleHeadersIsCappedNotScannedQuadratically) 
       std::memcpy(grown.data() + q + 12, &lsn_count, 4);
       std::memcpy(grown.data() + q + 16, &lsn, 8);
     }
+    if (marked) logfmt::append_sync_mark(grown, std::uint64_t{1} << 41, /*synced_offset=*/grown.size());
     test::write_file(segment_, grown);
-    if (plausible) {
-      const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { scan_segment(segment_); });
-      EXPECT_NE(msg.find("too many record headers"), std::string::npos) << msg;
-      EXPECT_NE(msg.find("at byte " + std::to_string(start)), std::string::npos) << msg;
-    } else {
-      const SegmentScan scan = scan_segment(segment_);
-      EXPECT_TRUE(scan.torn);
-      EXPECT_FALSE(scan.unsynced_records_after);
-      expect_records(scan, kRecords, /*decode=*/true);
-    }
+    return start;
+  };
+  for (const bool plausible : {true, false}) {
+    SCOPED_TRACE(plausible ? "plausible headers" : "headers of no record type");
+    crafted(plausible, false, logfmt::kFormatVersion);
+    const SegmentScan scan = scan_segment(segment_);
+    EXPECT_TRUE(scan.torn);
+    EXPECT_FALSE(scan.unsynced_records_after);
+    expect_records(scan, kRecords, /*decode=*/true);
   }
+  const std::uint64_t start = crafted(true, true, logfmt::kFormatVersion);
+  std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { scan_segment(segment_); });
+  EXPECT_NE(msg.find("a sync mark follows"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("at byte " + std::to_string(start)), std::string::npos) << msg;
+  crafted(true, false, 3);
+  msg = test::expect_error(ErrorCode::LogCorrupt, [&] { scan_segment(segment_); });
+  EXPECT_NE(msg.find("too many record headers"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("at byte " + std::to_string(start)), std::string::npos) << msg;
+}
+
+// Ordinary page data can look like record headers almost everywhere: in an array of small int32
+// values the body length, type, flags and lsn fields pass the cheap checks at most offsets. A
+// crash that tears the record holding it is a torn tail, however large the array.
+TEST_F(SegmentScanTest, ATornRecordOfSmallIntegersIsATornTail) {
+  Bytes grown = image_;
+  const std::uint64_t start = grown.size();
+  grown.resize(start + (std::uint64_t{4} << 20));
+  for (std::uint64_t q = start, i = 0; q + 4 <= grown.size(); q += 4, ++i) {
+    const auto label = static_cast<std::uint32_t>(1 + i % 9);
+    std::memcpy(grown.data() + q, &label, 4);
+  }
+  test::write_file(segment_, grown);
+  SegmentScan scan;
+  ASSERT_NO_THROW(scan = scan_segment(segment_));
+  EXPECT_TRUE(scan.torn);
+  EXPECT_EQ(scan.valid_end, start);
+  expect_records(scan, kRecords, /*decode=*/true);
 }
 
 TEST_F(SegmentScanTest, ReaderResumesAtAnyRecordOffset) {
