@@ -181,7 +181,7 @@ def test_a_batch_is_entered_mid_way_in_fsync_mode_beside_device_pages(devices, t
 
 def test_a_device_has_one_spelling(devices, bus):
     p = bus.create_page(8, location="cuda:1")
-    for other in ("cuda:01", "cuda:001", "cuda:", "cuda:-1"):
+    for other in ("cuda:01", "cuda:001", "cuda:", "cuda:-1", "cuda:-0", "cuda:+1", "cuda: 1"):
         with pytest.raises(mmsb.InvalidArgumentError, match="unknown location"):
             bus.create_page(8, location=other)
         with pytest.raises(mmsb.InvalidArgumentError, match="unknown location"):
