@@ -92,7 +92,14 @@ std::string describe(const LogOp& op) {
   }
   const auto& w = std::get<WaveOp>(op);
   if (!w.wave) return std::string("propagation mode changes (after ") + (w.deferred ? "deferred" : "eager") + " changes)";
-  return std::string(w.propagate ? "propagate" : "wave") + " (" + (w.deferred ? "deferred" : "eager") + ")";
+  std::string text = std::string(w.propagate ? "propagate" : "wave") + " (" + (w.deferred ? "deferred" : "eager") + ")";
+  if (!w.skipped.empty()) {
+    text += ", " + std::to_string(w.skipped.size()) + " page(s) left stale for a missing Python function:";
+    constexpr std::size_t kShown = 8;  // a line per record, however many pages a wave skipped
+    for (std::size_t i = 0; i < std::min(w.skipped.size(), kShown); ++i) text += " " + std::to_string(w.skipped[i]);
+    if (w.skipped.size() > kShown) text += " ...";
+  }
+  return text;
 }
 
 // `sealed`: newer segments follow it, so a torn tail in it is corruption (as recovery says).

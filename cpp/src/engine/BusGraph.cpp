@@ -112,12 +112,23 @@ void Bus::depend(PageId child, std::span<const PageId> parents, const RecomputeS
       // Re-registration after a reopen: the log already says this; only the function was missing.
       Derivation& d = it->second;
       d.callable = std::move(callable);
+      const bool was_stale = stale_.count(child) != 0;
       stale_.insert(child);
       if (propagation_ == PropagationMode::Eager) {
         try {
           atomically_locked([&] {
+            const std::vector<Epoch> memo = d.memo;
+            const std::uint64_t lsns = txn_->ops.lsn_count();
             forced_.insert(child);
             run_wave_locked();
+            if (txn_->ops.lsn_count() == lsns && (was_stale || memo != d.memo)) {
+              // A recompute that changed no byte (a cutoff) still settled the page's memo and
+              // stale mark, which replay knows only from the log: logged as the definition it
+              // re-attached, whose replay repeats that wave.
+              txn_->ops.add(DependOp{child, fn, {parents.begin(), parents.end()}, {weights.begin(), weights.end()}});
+              txn_->ops.add(WaveOp{false, true, false, false, {}});
+              lsn_.store(lsn() + 1, std::memory_order_release);
+            }
           });
         } catch (...) {
           d.callable = nullptr;  // as before the call: still waiting for a working function

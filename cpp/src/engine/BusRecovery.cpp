@@ -26,6 +26,7 @@ void Bus::recover_locked(std::optional<Lsn> until, bool split_transactions, cons
   for (const SegmentScan& seg : rec.segments) {
     replay_.legacy = seg.header.version < logfmt::kStaleMarksVersion;
     replay_.unscoped_waves = seg.header.version < logfmt::kScopedWavesVersion;
+    replay_.skip_lists = seg.header.version >= logfmt::kSkippedWavesVersion;
     for (const ScannedRecord& r : seg.records) {
       if (!replay_record_locked(r, "segment '" + seg.path + "' record at byte " + std::to_string(r.offset), base,
                                 stop, split_transactions)) {
@@ -114,6 +115,7 @@ bool Bus::replay_record_locked(const ScannedRecord& r, const std::string& where,
       bus.propagation_ = mode;
       bus.replay_.active = false;
       bus.replay_.derived.clear();
+      bus.replay_.skipped.clear();
     }
   } replaying{*this, propagation_};
   replay_.active = true;
@@ -199,10 +201,34 @@ void Bus::replay_op_locked(const LogOp& op, Lsn lsn) {
     apply_batch_locked(b->view(), lsn, b->timestamp_ns, {}, false);
     if (replay_.legacy) clear_changed_locked();  // derived pages come from their logged deltas
   } else if (const auto* w = std::get_if<WaveOp>(&op)) {
-    if (w->wave && !replay_.legacy) run_wave_locked(w->propagate);  // marks and memos, no recompute
+    if (w->wave && !replay_.legacy) replay_wave_locked(*w, lsn);
     replay_.derived.clear();
   } else if (const PageId redefined = replay_graph_op_locked(op); redefined != 0 && !replay_.legacy) {
     redefined_locked(redefined);
+  }
+}
+
+// Marks and memos as the commit left them, no recompute. The pages the live wave could not
+// recompute (their Python function missing) are named, since replay has no callables at all:
+// each must be a derived page of a callable that the wave reaches without a Derived delta.
+void Bus::replay_wave_locked(const WaveOp& wave, Lsn lsn) {
+  const auto corrupt = [&](auto&&... why) {
+    fail(ErrorCode::LogCorrupt, "the wave at lsn ", lsn, " ", why...);
+  };
+  if (!wave.skipped.empty() && !replay_.skip_lists) corrupt("names skipped pages, which its format version cannot");
+  for (PageId id : wave.skipped) {
+    const Derivation* d = table_.find(id) != nullptr ? derivations_.get(id) : nullptr;
+    if (d == nullptr || d->fn.kind != RecomputeKind::Callable) {
+      corrupt("names page ", id, " as skipped for a missing Python function, which it does not recompute with one");
+    }
+    if (replay_.derived.count(id) != 0) corrupt("names page ", id, " as skipped, which it recomputed");
+  }
+  replay_.skipped.insert(wave.skipped.begin(), wave.skipped.end());
+  replay_.skipped_reached = 0;
+  run_wave_locked(wave.propagate);
+  replay_.skipped.clear();
+  if (replay_.skipped_reached != wave.skipped.size()) {
+    corrupt("names ", wave.skipped.size() - replay_.skipped_reached, " skipped page(s) that it does not reach");
   }
 }
 

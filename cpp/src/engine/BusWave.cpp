@@ -30,6 +30,7 @@ bool memo_matches(std::span<const std::pair<PageId, Epoch>> inputs, const std::v
 // commit left them.
 void Bus::run_wave_locked(bool propagating) {
   const std::size_t stale_before = stale_.size();
+  wave_skipped_.clear();
   if (propagating) {
     // Stale pages without a recompute (control children) count as notified once propagated.
     std::vector<PageId> notified;
@@ -52,7 +53,8 @@ void Bus::run_wave_locked(bool propagating) {
   // (a callable re-attached after a reopen logs nothing) is not logged.
   const bool alone = txn_->ops.lsn_count() == 0;
   if (alone && !(propagating && stale_.size() != stale_before)) return;
-  txn_->ops.add(WaveOp{commit_mode_locked() == PropagationMode::Deferred, true, propagating, alone});
+  std::sort(wave_skipped_.begin(), wave_skipped_.end());
+  txn_->ops.add(WaveOp{commit_mode_locked() == PropagationMode::Deferred, true, propagating, alone, wave_skipped_});
   if (alone) lsn_.store(lsn() + 1, std::memory_order_release);
 }
 
@@ -133,11 +135,18 @@ std::size_t Bus::recompute_batch_locked(std::span<const WaveNode> nodes) {
     if (!it.forced && memo_matches(it.parents.inputs(), it.d->memo)) {
       if (!replay_.active) bump(counters_.memo_skips, 1);
       it.d = nullptr;  // nothing to do
-    } else if (replay_.active) {
+    } else if (replay_.active && (replay_.skipped.empty() || replay_.skipped.count(id) == 0)) {
       it.computed = true;  // its delta, if the commit made one, was replayed already
       it.changed = logged;
-    } else if (it.d->missing_callable()) {
+    } else if (replay_.active || it.d->missing_callable()) {
+      // Stays stale, its memo unchanged, until its function is registered again; the Wave op
+      // names it, so that replay (which has no callables) leaves it so too.
       mark_stale_locked(id);
+      if (replay_.active) {
+        ++replay_.skipped_reached;
+      } else {
+        wave_skipped_.push_back(id);
+      }
       it.d = nullptr;
     } else if (devices_->active() && it.d->fn.kind != RecomputeKind::Callable &&
                devices_->computes_on_device(*it.out, it.parents.records())) {

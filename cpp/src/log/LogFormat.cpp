@@ -114,7 +114,11 @@ SegmentHeader decode_segment_header(std::span<const std::byte> bytes, const std:
   r.u32();
   const std::uint32_t crc = r.u32();
   if (crc != crc32c(bytes.data(), kSegmentHeaderBytes - 4)) r.corrupt("header checksum mismatch");
-  if (h.first_lsn > kMaxLsn) r.corrupt("first lsn " + std::to_string(h.first_lsn) + " is past the largest, 2^62");
+  // A log at the largest lsn starts its next segment at the lsn after it: one that can hold only
+  // records of no lsn, as a writer opening or checkpointing such a log makes.
+  if (h.first_lsn > kMaxLsn + 1) {
+    r.corrupt("first lsn " + std::to_string(h.first_lsn) + " is past the largest, 2^62, and the one after it");
+  }
   return h;
 }
 

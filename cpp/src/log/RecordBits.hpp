@@ -14,6 +14,6 @@ inline constexpr std::uint8_t kIds32 = 1;
 inline constexpr std::uint8_t kOffsets32 = 2;
 inline constexpr std::uint8_t kUniformLength = 4;
 // Wave op flags.
-inline constexpr std::uint8_t kWaveDeferred = 1, kWaveRan = 2, kWavePropagate = 4, kWaveLsn = 8;
+inline constexpr std::uint8_t kWaveDeferred = 1, kWaveRan = 2, kWavePropagate = 4, kWaveLsn = 8, kWaveSkipped = 16;
 
 }  // namespace mmsb::recordbits

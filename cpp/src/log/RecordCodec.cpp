@@ -190,8 +190,12 @@ void write_body(ByteWriter& w, const DerivedOp& op) {
 
 void write_body(ByteWriter& w, const WaveOp& op) {
   w.u8(static_cast<std::uint8_t>((op.deferred ? kWaveDeferred : 0) | (op.wave ? kWaveRan : 0) |
-                                 (op.propagate ? kWavePropagate : 0) | (op.takes_lsn ? kWaveLsn : 0)));
+                                 (op.propagate ? kWavePropagate : 0) | (op.takes_lsn ? kWaveLsn : 0) |
+                                 (op.skipped.empty() ? 0 : kWaveSkipped)));
   for (int i = 0; i < 7; ++i) w.u8(0);
+  if (op.skipped.empty()) return;
+  w.u64(op.skipped.size());
+  for (PageId id : op.skipped) w.u64(id);
 }
 
 template <class Op>

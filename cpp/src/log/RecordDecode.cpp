@@ -3,6 +3,7 @@
 // the input is untrusted.
 #include <algorithm>
 #include <cstring>
+#include <functional>
 
 #include "RecordBits.hpp"
 #include "mmsb/core/Error.hpp"
@@ -162,12 +163,23 @@ WaveOp read_wave(ByteReader& r) {
   for (int i = 0; i < 7; ++i) {
     if (r.u8() != 0) r.corrupt("reserved bytes of a wave op must be 0");
   }
-  if ((flags & ~(kWaveDeferred | kWaveRan | kWavePropagate | kWaveLsn)) != 0) {
+  if ((flags & ~(kWaveDeferred | kWaveRan | kWavePropagate | kWaveLsn | kWaveSkipped)) != 0) {
     r.corrupt("unknown wave flags " + std::to_string(flags));
   }
   WaveOp op{(flags & kWaveDeferred) != 0, (flags & kWaveRan) != 0, (flags & kWavePropagate) != 0,
-            (flags & kWaveLsn) != 0};
-  if (!op.wave && (op.propagate || op.takes_lsn)) r.corrupt("a mode change is not a wave");
+            (flags & kWaveLsn) != 0, {}};
+  if (!op.wave && (op.propagate || op.takes_lsn || (flags & kWaveSkipped) != 0)) {
+    r.corrupt("a mode change is not a wave");
+  }
+  if ((flags & kWaveSkipped) != 0) {
+    // One canonical form (the writer's): a list only when it names a page, ids ascending.
+    op.skipped = read_u64s(r, r.u64());
+    if (op.skipped.empty()) r.corrupt("an empty list of skipped pages is written as no list");
+    if (op.skipped.front() == 0 || std::adjacent_find(op.skipped.begin(), op.skipped.end(),
+                                                      std::greater_equal<>()) != op.skipped.end()) {
+      r.corrupt("the skipped pages of a wave must be page ids in ascending order");
+    }
+  }
   return op;
 }
 

@@ -3,6 +3,9 @@
 // (garbage and truncated bodies raise LogCorrupt, never crash or throw anything else).
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <functional>
+
 #include <string>
 #include <tuple>
 #include <vector>
@@ -307,7 +310,8 @@ TEST_F(LogCodecTest, WaveOpsRoundTripAndAreChecked) {
   EXPECT_TRUE(std::get<WaveOp>(decode_one(alone, "alone").ops.at(0)).takes_lsn);
   // The op's body starts after the record header, the op count and the op's own header.
   const std::size_t flags_at = logfmt::kRecordHeaderBytes + 8 + 8;
-  for (const auto& [at, value, what] : {std::tuple{flags_at, 0x10, "flags"}, std::tuple{flags_at, 0x0d, "mode change"},
+  for (const auto& [at, value, what] : {std::tuple{flags_at, 0x20, "flags"}, std::tuple{flags_at, 0x0d, "mode change"},
+                                        std::tuple{flags_at, 0x10, "mode change"},
                                         std::tuple{flags_at + 3, 0x01, "reserved"}}) {
     Bytes bad = alone;
     bad[at] = std::byte(value);
@@ -321,6 +325,43 @@ TEST_F(LogCodecTest, WaveOpsRoundTripAndAreChecked) {
   const Bytes body(8, std::byte{0x0a});
   const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { decode_record(h, body, "lone"); });
   EXPECT_NE(msg.find("outside a transaction"), std::string::npos) << msg;
+}
+
+// Since version 7 a wave names the pages it left stale for a missing Python function, in one
+// canonical form: a list only when it names a page, ids ascending, none 0.
+TEST_F(LogCodecTest, WaveOpsNameTheirSkippedPagesInOneForm) {
+  const auto encode = [](const WaveOp& w) {
+    TransactionBuilder tb;
+    tb.add(Delta::at(3, 0, std::vector<std::byte>(4, std::byte{1})));
+    tb.add(w);
+    Bytes rec;
+    tb.frame(rec, 5);
+    return rec;
+  };
+  const auto decode_one = [](const Bytes& rec) {
+    const logfmt::RecordHeader h = test::header_at(rec, 0);
+    return decode_record(h, std::span(rec).subspan(logfmt::kRecordHeaderBytes, h.body_bytes), "skips");
+  };
+  const std::vector<PageId> skipped{2, 7, 4096};
+  const Bytes rec = encode(WaveOp{false, true, true, false, skipped});
+  EXPECT_EQ(std::get<WaveOp>(decode_one(rec).ops.at(1)).skipped, skipped);
+  // Without skipped pages a wave is the 8 bytes of version 6.
+  EXPECT_EQ(encode(WaveOp{false, true, true, false, {}}).size() + 8 * (1 + skipped.size()), rec.size());
+  // The list is the record's last bytes: count, then ids.
+  const std::size_t list_at = rec.size() - 8 * (1 + skipped.size());
+  const auto put_u64 = [](Bytes& b, std::size_t at, std::uint64_t v) { std::memcpy(b.data() + at, &v, 8); };
+  const std::pair<std::function<void(Bytes&)>, const char*> cases[] = {
+      {[&](Bytes& b) { put_u64(b, list_at + 16, 2); }, "ascending"},  // 2, 2: not strictly ascending
+      {[&](Bytes& b) { put_u64(b, list_at + 8, 0); }, "ascending"},   // page id 0
+      {[&](Bytes& b) { put_u64(b, list_at, 4); }, "exceeds the record"},
+      {[&](Bytes& b) { put_u64(b, list_at, 0); }, "no list"},
+  };
+  for (const auto& [change, what] : cases) {
+    Bytes bad = rec;
+    change(bad);
+    const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { decode_one(bad); });
+    EXPECT_NE(msg.find(what), std::string::npos) << msg;
+  }
 }
 
 TEST_F(LogCodecTest, CrcCoversEveryBitOfHeaderAndBody) {

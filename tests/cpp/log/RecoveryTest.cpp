@@ -4,6 +4,8 @@
 // one writer per directory; must_exist refuses non-buses; a damaged newest checkpoint falls back.
 #include <gtest/gtest.h>
 
+#include <optional>
+
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -662,6 +664,73 @@ TEST_F(RecoveryTest, CraftedRecordsReplayWouldMisreadAreCorrupt) {
   }
 }
 
+// A Wave op names the pages its wave left stale for a missing Python function (since version 7),
+// and replay leaves them stale with their memos unchanged. It may name only pages the wave could
+// have skipped: a callable's page that the wave reaches and did not recompute, in a segment of a
+// version that has such lists. Anything else is corruption naming the wave's lsn.
+TEST_F(RecoveryTest, AWaveNamesOnlyPagesItCouldHaveSkipped) {
+  const RecomputeSpec callable{RecomputeKind::Callable, SemiringKind::SumProduct, "f"};
+  const RecomputeSpec copy{RecomputeKind::Copy, SemiringKind::SumProduct, ""};
+  Delta recomputed = Delta::at(2, 0, bytes_of("derived!"));
+  recomputed.source = Source::Propagation;
+  const struct {
+    const char* name;
+    RecomputeSpec fn;         // of page 2, from page 1
+    PageId written;           // by the wave's commit
+    std::vector<LogOp> more;  // between that write and the Wave op
+    std::uint32_t version;
+    const char* says;  // nullptr: replays, page 2 left stale with its memo
+  } cases[] = {
+      {"a skipped callable", callable, 1, {}, logfmt::kFormatVersion, nullptr},
+      {"a page of no recompute", callable, 3, {}, logfmt::kFormatVersion, "page 3 as skipped"},
+      {"a built-in recompute", copy, 1, {}, logfmt::kFormatVersion, "does not recompute with one"},
+      {"a page it recomputed", callable, 1, {DerivedOp{recomputed, {{1, 1}}}}, logfmt::kFormatVersion,
+       "which it recomputed"},
+      {"a page it does not reach", callable, 2, {}, logfmt::kFormatVersion, "does not reach"},
+      {"a version 6 segment", callable, 1, {}, 6, "format version cannot"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string path = dir_ / c.name;
+    const Lsn next = two_small_pages_and_a_large_one(path);
+    append_ops(path, next, DependOp{2, c.fn, {1}, {}});
+    {
+      std::vector<LogOp> ops{DeltaOp{Delta::at(c.written, 0, bytes_of("written!"))}};
+      ops.insert(ops.end(), c.more.begin(), c.more.end());
+      ops.push_back(WaveOp{false, true, false, false, {c.written == 3 ? PageId{3} : PageId{2}}});
+      Log log(path, Durability::Flush, Log::Access::Open);
+      log.start_writing();
+      Bytes record;
+      encode_transaction_record(record, next + 1, ops);
+      log.append(record, next + ops.size() - 1);
+    }
+    if (c.version != logfmt::kFormatVersion) {
+      for (const std::string& file : test::segment_files(path)) {
+        Bytes bytes = test::read_file(file);
+        std::memcpy(bytes.data() + 8, &c.version, 4);
+        const std::uint32_t crc = crc32c(bytes.data(), logfmt::kSegmentHeaderBytes - 4);
+        std::memcpy(bytes.data() + logfmt::kSegmentHeaderBytes - 4, &crc, 4);
+        test::write_file(file, bytes);
+      }
+    }
+    for (const bool history_view : {false, true}) {
+      BusOptions options = test::dir_options(path, Durability::Flush, true);
+      options.read_only = history_view;
+      if (c.says == nullptr) {
+        Bus bus(options);
+        EXPECT_EQ(bus.stale_pages(), std::vector<PageId>{2});
+        // Never computed (the Depend, one record alone, was committed in deferred mode): a wave
+        // taken as a recompute with a cutoff would have left page 1's epoch, 1.
+        EXPECT_EQ(bus.derivation(2).value().memo, std::vector<Epoch>{});
+        continue;
+      }
+      const std::string msg = test::expect_error(ErrorCode::LogCorrupt, [&] { Bus bus(options); });
+      EXPECT_NE(msg.find(c.says), std::string::npos) << msg;
+      EXPECT_NE(msg.find("wave at lsn"), std::string::npos) << msg;
+    }
+  }
+}
+
 // Two checkpoints A < B with log between and after them; the newest damaged in several ways.
 class CheckpointFallbackTest : public ::testing::Test {
  protected:
@@ -869,14 +938,21 @@ TEST_F(CheckpointFallbackTest, ACheckpointPastTheLargestLsnIsDamageAndAtItCommit
       EXPECT_NE(msg.find("past the largest, 2^62"), std::string::npos) << msg;
       continue;
     }
-    Bus bus(options);
-    ASSERT_EQ(bus.lsn(), logfmt::kMaxLsn);
-    const DurableState before = test::durable_state(bus);
-    const PageId page = bus.page_ids().front();
-    const std::string msg = test::expect_error(ErrorCode::Durability, [&] { bus.write(page, 0, bytes_of("x")); });
-    EXPECT_NE(msg.find("2^62"), std::string::npos) << msg;
-    EXPECT_EQ(bus.lsn(), logfmt::kMaxLsn);
-    EXPECT_TRUE(test::same_durable(before, test::durable_state(bus)));
+    std::optional<DurableState> before;
+    // Opened, refused, checkpointed (each open and checkpoint starts a segment at the lsn after
+    // the largest, holding nothing), and opened again, twice: the log stays openable.
+    for (int open = 0; open < 3; ++open) {
+      Bus bus(options);
+      ASSERT_EQ(bus.lsn(), logfmt::kMaxLsn);
+      if (!before) before = test::durable_state(bus);
+      EXPECT_TRUE(test::same_durable(*before, test::durable_state(bus)));
+      const PageId page = bus.page_ids().front();
+      const std::string msg = test::expect_error(ErrorCode::Durability, [&] { bus.write(page, 0, bytes_of("x")); });
+      EXPECT_NE(msg.find("2^62"), std::string::npos) << msg;
+      EXPECT_EQ(bus.lsn(), logfmt::kMaxLsn);
+      EXPECT_TRUE(test::same_durable(*before, test::durable_state(bus)));
+      if (open == 1) bus.checkpoint();
+    }
   }
 }
 

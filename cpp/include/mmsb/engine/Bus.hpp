@@ -449,6 +449,9 @@ class Bus {
   /// `propagating`: propagate() or a tick, which first count stale pages without a recompute as
   /// notified. Logs a Wave op after the wave's deltas (replay repeats it without recomputes).
   void run_wave_locked(bool propagating = false);
+  /// Repeats the bookkeeping of the wave a Wave op (at lsn `lsn`, in replay) names; throws
+  /// Error(LogCorrupt) when its skipped pages are not pages that wave could have skipped.
+  void replay_wave_locked(const WaveOp& wave, Lsn lsn);
   /// The wave itself: visits and recomputes (in replay: settles) the affected pages in order.
   void visit_wave_locked(bool sweep);
   std::size_t recompute_batch_locked(std::span<const WaveNode> nodes);
@@ -668,13 +671,19 @@ class Bus {
   // checkpoints hold no stale marks (`legacy`: the segment being replayed; `legacy_seen`: such
   // data was replayed, so mark_unsettled_stale_locked estimates them). Format 4 and 5 waves
   // (`unscoped_waves`) visited every stale derived page and did not recompute control children.
+  // `skipped`: the pages the wave being repeated left stale for a missing callable (its Wave op
+  // says, since format 7: `skip_lists`), and `skipped_reached` how many of them it reached.
   struct ReplayState {
     bool active = false;
     bool legacy = false;
     bool unscoped_waves = false;
+    bool skip_lists = false;
     bool legacy_seen = false;
     std::unordered_set<PageId> derived;
+    std::unordered_set<PageId> skipped;
+    std::size_t skipped_reached = 0;
   } replay_;
+  std::vector<PageId> wave_skipped_;  // pages the live wave left stale for a missing callable
   std::atomic<std::thread::id> wave_owner_{};  // thread running a wave (callables may not re-enter)
   std::atomic<std::thread::id> clock_owner_{};  // thread running BusOptions::clock (may not re-enter)
   std::vector<std::byte> scratch_;           // staging buffer of recomputes

@@ -15,6 +15,7 @@
 
 namespace mmsb::logfmt {
 
+/// Version 7 adds to a Wave op the pages it left stale because their Python function was missing.
 /// Version 6 changes what a wave visits, so that replay repeats it: only what the commit's
 /// changes reach (bus.propagate(): every stale page too), and the derived control children of
 /// pages changed in it (recomputed there, not only marked stale). Version 5 adds Location records (type 13: a page moved between host and device memory);
@@ -22,7 +23,10 @@ namespace mmsb::logfmt {
 /// replay reproduces stale marks; version 3 writes batches as PackedBatch records (type 10);
 /// versions 1 and 2 wrote Batch (5), which is still read. Version 1 lacks the graph records and
 /// the checkpoint graph section.
-inline constexpr std::uint32_t kFormatVersion = 6;
+inline constexpr std::uint32_t kFormatVersion = 7;
+/// First version whose Wave ops name the pages they skipped for a missing Python function (so
+/// replay leaves them stale, memos unchanged, as the live wave did).
+inline constexpr std::uint32_t kSkippedWavesVersion = 7;
 /// First version whose waves visit only what they reach (see kFormatVersion).
 inline constexpr std::uint32_t kScopedWavesVersion = 6;
 /// First version whose logs and checkpoints record stale marks.

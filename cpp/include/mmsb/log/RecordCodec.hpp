@@ -76,6 +76,9 @@ struct WaveOp {
   bool wave = true;        ///< a wave ran here; false: only the mode changed
   bool propagate = false;  ///< bus.propagate() or a tick: stale pages without a recompute were cleared first
   bool takes_lsn = false;  ///< the wave only cleared stale marks, in a record that takes no other lsn
+  /// Pages the wave reached but could not recompute, their Python function missing (after a
+  /// reopen): they stayed stale with their memos unchanged. Ascending ids; empty before version 7.
+  std::vector<PageId> skipped;
 };
 using LogOp = std::variant<PageCreateOp, PageDeleteOp, MetadataOp, DeltaOp, BatchOp, EdgeOp, DependOp, DerivedOp,
                            WaveOp, LocationOp>;
