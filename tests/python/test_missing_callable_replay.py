@@ -361,3 +361,36 @@ def test_inspect_names_the_pages_a_wave_skipped(tmp_path):
         dbl = bus.page("dbl").id
     records = repr(mmsb._core._inspect(str(path), True))
     assert f"1 page(s) left stale for a missing Python function: {dbl}" in records
+
+
+def test_a_registration_that_settles_only_the_memo_takes_an_lsn(tmp_path):
+    """In eager mode registering the function again recomputes the page; when that changes no
+    byte (a cutoff) but settles its memo, the change is logged (a Depend of the same definition
+    and its wave), so the memo is a function of the lsn: bus.at and a reopen agree with it."""
+
+    def sign(out, x):
+        out[:] = np.sign(x)
+
+    path = tmp_path / "bus"
+    with mmsb.Bus(path) as bus:
+        a = bus.create_page(shape=(2,), dtype=F64, name="a")
+        bus.depend(bus.create_page(shape=(2,), dtype=F64, name="b"), on=a, fn=sign)
+        a.write(0, value(1.0))
+    with mmsb.open(path) as bus:
+        bus.page("a").write(0, value(5.0))  # b skipped: same sign, memo behind
+        skipped_at, skipped_memo = bus.lsn, derived_state(bus)[1]
+        bus.depend("b", on="a", fn=sign)
+        assert bus.lsn == skipped_at + 1
+        settled = derived_state(bus)[1]
+        assert settled != skipped_memo and bus.stale_pages() == []
+        with bus.at(skipped_at) as past:
+            assert derived_state(past)[1] == skipped_memo
+        with bus.at(bus.lsn) as past:
+            assert derived_state(past)[1] == settled
+        bus.depend("b", on="a", fn=sign)  # already attached: a new definition, as any depend
+    with mmsb.open(path) as bus:
+        lsn = bus.lsn
+        bus.depend("b", on="a", fn=sign)  # nothing to settle: no lsn
+        assert bus.lsn == lsn and bus.stale_pages() == []
+        bus.depend("b", on="a", fn=sign)  # attached: a definition again, logged as any
+        assert bus.lsn == lsn + 1
