@@ -199,7 +199,8 @@ void Bus::release_durable_locked() noexcept {
 }
 
 void Bus::note_delivery_due_locked() noexcept {
-  delivery_due_.store(sink_ != nullptr || !parked_.empty(), std::memory_order_relaxed);
+  // A sink taking no event kind (kept while its owner lives, see set_event_sink) queues nothing.
+  delivery_due_.store((sink_ != nullptr && event_mask_ != 0) || !parked_.empty(), std::memory_order_relaxed);
 }
 
 void Bus::abandon_unsynced_locked() noexcept {

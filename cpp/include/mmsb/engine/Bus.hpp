@@ -522,8 +522,8 @@ class Bus {
   /// Group commit (durability=fsync): a logged transaction waits in parked_ until an fdatasync
   /// covers its ticket, keeping its undo in case that sync fails. Durable ones are retired here.
   void release_durable_locked() noexcept;
-  /// Keeps delivery_due_ equal to "a sink is set or a transaction is parked"; called wherever
-  /// either changes.
+  /// Keeps delivery_due_ equal to "a sink takes some event kind, or a transaction is parked";
+  /// called wherever either changes.
   void note_delivery_due_locked() noexcept;
   void retire_transaction_locked(std::unique_ptr<Transaction> t) noexcept;
   /// After a failed sync: cuts the log back to its durable end and undoes every parked commit,
@@ -688,11 +688,11 @@ class Bus {
   std::atomic<std::thread::id> clock_owner_{};  // thread running BusOptions::clock (may not re-enter)
   std::vector<std::byte> scratch_;           // staging buffer of recomputes
   EventSink sink_;
-  // Whether deliver_events() has anything to do besides await_durable(): without a sink and a
-  // parked transaction it has not, and every commit skips its two locks. Written under mutex_
-  // (note_delivery_due_locked), read without it: a commit reads it after its own unlock, so it
-  // sees every change made under the lock before; one it does not see was made later, by a
-  // thread that delivers for itself.
+  // Whether deliver_events() has anything to do besides await_durable(): without a sink taking
+  // some event kind and a parked transaction it has not, and every commit skips its two locks.
+  // Written under mutex_ (note_delivery_due_locked), read without it: a commit reads it after its
+  // own unlock, so it sees every change made under the lock before; one it does not see was made
+  // later, by a thread that delivers for itself.
   std::atomic<bool> delivery_due_{false};
   std::uint32_t event_mask_ = 0;
   std::vector<BusEvent> events_;             // queued under mutex_, delivered in order
