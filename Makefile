@@ -59,9 +59,9 @@ test-tsan:
 	cmake -S . -B $(TSAN_BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMMSB_BUILD_TESTS=ON \
 	  -DMMSB_WITH_CUDA=OFF -DMMSB_WITH_TBB=OFF -DMMSB_SANITIZE=thread >/dev/null
 	cmake --build $(TSAN_BUILD) -j $(JOBS) --target test_parallel test_delta test_engine test_core test_log \
-	  test_cuda
+	  test_cuda test_page
 	TSAN_OPTIONS=halt_on_error=1 ctest --test-dir $(TSAN_BUILD) --output-on-failure -j $(JOBS) \
-	  -R 'IngestRing|ThreadPool|BatchApplyTest|ParallelValidate|BusRandomTest|BusTickTest|BusEventsTest|GroupCommit|HelperThread|Overlapped|EmulatedReplicator|^Cuda\.' \
+	  -R 'IngestRing|ThreadPool|BatchApplyTest|ParallelValidate|BusRandomTest|BusTickTest|BusEventsTest|GroupCommit|HelperThread|Overlapped|EmulatedReplicator|PageTableConcurrent|^Cuda\.' \
 	  -E '^simd_scalar\.'
 
 # scripts/gpu-check.sh --fake: the GPU check's build, C++ and Python stages against the stand-in

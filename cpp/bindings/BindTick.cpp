@@ -22,6 +22,7 @@ py::dict gc_dict(const GcReport& g) {
   d["bytes_freed"] = g.bytes_freed;
   d["pause_ns"] = g.pause_ns;
   d["arena_bytes_released"] = g.arena_bytes_released;
+  d["record_bytes_freed"] = g.record_bytes_freed;
   d["cache_bytes_freed"] = g.cache_bytes_freed;
   d["index_bytes_freed"] = g.index_bytes_freed;
   d["log_files_removed"] = g.log_files_removed;

@@ -84,8 +84,8 @@ class TickReport(Report):
 
 
 class GcReport(Report):
-    """bus.gc(): bytes_freed, pause_ns, arena_bytes_released, cache_bytes_freed, index_bytes_freed,
-    log_files_removed, log_bytes_freed."""
+    """bus.gc(): bytes_freed, pause_ns, arena_bytes_released, record_bytes_freed, cache_bytes_freed,
+    index_bytes_freed, log_files_removed, log_bytes_freed."""
 
     _key_fields = ("bytes_freed", "pause_ns", "log_files_removed")
 

@@ -108,13 +108,13 @@ void apply_rows(const DeltaBatchView& b, PageTable& table, Lsn first_lsn, UndoSi
   Pending ring[kPrefetchAhead];
   std::size_t head = 0, tail = 0;
   for (std::size_t k = kPrefetchAhead; k < 2 * kPrefetchAhead; ++k) {
-    if (const std::size_t row = row_at(k); row != kNoRow) __builtin_prefetch(&table.record(b.page_ids[row]), 1);
+    if (const std::size_t row = row_at(k); row != kNoRow) table.prefetch<1>(b.page_ids[row]);
   }
   auto refill = [&] {
     RowRef ref;
     if (!next(ref)) return;
     if (const std::size_t row = row_at(tail + 2 * kPrefetchAhead); row != kNoRow) {
-      __builtin_prefetch(&table.record(b.page_ids[row]), 1);
+      table.prefetch<1>(b.page_ids[row]);  // any id: replay's rows are checked only when resolved
     }
     PageRecord* r = table.find(b.page_ids[ref.row]);
     if constexpr (kCheck) {

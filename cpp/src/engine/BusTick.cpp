@@ -291,6 +291,9 @@ GcReport Bus::gc_locked() {
   const std::uint64_t cache0 = cache_bytes_locked();
   const std::uint64_t index0 = index_bytes_locked();
   g.arena_bytes_released = table_.trim().bytes_released;
+  // Without history nothing reads a deleted page's record after its last pin: no provenance,
+  // time travel or diff looks at the pages a log says were deleted.
+  if (!logging() && !read_only_) g.record_bytes_freed = table_.release_dead_records();
   // Caches: each regrows on demand at the next commit that needs it. (`v = {}` would pick
   // vector's initializer_list assignment, which keeps the capacity: std::exchange frees it.)
   std::exchange(record_buf_, {});
@@ -319,7 +322,8 @@ GcReport Bus::gc_locked() {
   g.index_bytes_freed = index0 - std::min(index0, index_bytes_locked());
   // What gc changes, counted part by part: a memory() walk over a million typed pages' cold
   // info would be most of the pause.
-  g.bytes_freed = g.arena_bytes_released + g.cache_bytes_freed + g.index_bytes_freed + g.log_bytes_freed;
+  g.bytes_freed = g.arena_bytes_released + g.record_bytes_freed + g.cache_bytes_freed + g.index_bytes_freed +
+                  g.log_bytes_freed;
   g.pause_ns = monotonic_ns() - t0;
   bump(counters_.gc_runs, 1);
   bump(counters_.gc_bytes_freed, g.bytes_freed);

@@ -1,5 +1,6 @@
 #include "mmsb/page/PageTable.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 
@@ -147,7 +148,21 @@ PageRecord& PageTable::restore(PageId id, const PageSpec& spec, std::span<const 
 void PageTable::mark_skipped(PageRecord& r, PageId id) noexcept {
   // A used-and-deleted id: a slot that find() treats as deleted, never as empty.
   r.id = id;
-  r.refs.store(PageRecord::kDeletedBit, std::memory_order_relaxed);
+  r.refs.store(PageRecord::kDeletedBit | PageRecord::kFreedBit, std::memory_order_relaxed);
+}
+
+// dead_chunks_ has room for every chunk (reserved as chunks_ grows): once deduplicated, a full
+// list holds every chunk, `c` among them, so this never allocates.
+void PageTable::count_dead(std::size_t c, int n) noexcept {
+  dead_[c] = static_cast<std::uint16_t>(dead_[c] + n);
+  if (n <= 0 || dead_[c] != kChunkRecords) return;
+  if (dead_chunks_.size() == dead_chunks_.capacity()) dedupe_dead_chunks();
+  if (dead_chunks_.size() < dead_chunks_.capacity()) dead_chunks_.push_back(c);
+}
+
+void PageTable::dedupe_dead_chunks() noexcept {
+  std::sort(dead_chunks_.begin(), dead_chunks_.end());
+  dead_chunks_.erase(std::unique(dead_chunks_.begin(), dead_chunks_.end()), dead_chunks_.end());
 }
 
 void PageTable::ensure_next_chunk() {
@@ -155,12 +170,16 @@ void PageTable::ensure_next_chunk() {
   if (c < chunks_.size() && chunks_[c]) return;
   auto chunk = std::make_unique<PageRecord[]>(kChunkRecords);
   if (c == chunks_.size()) {
+    dead_.reserve(c + 1);  // both grow or neither
+    dead_chunks_.reserve(c + 1);
     chunks_.push_back(std::move(chunk));
+    dead_.push_back(0);
     return;
   }
   const PageId first = c * kChunkRecords + 1;
   for (PageId id = first; id < next_id_; ++id) mark_skipped(chunk[id - first], id);
   chunks_[c] = std::move(chunk);
+  count_dead(c, static_cast<int>(next_id_ - first));
   --skipped_chunks_;
 }
 
@@ -173,12 +192,16 @@ void PageTable::reserve_ids_below(PageId id) {
   // null. Room first, so that nothing changes if it cannot be had.
   const std::size_t last = (id - 2) / kChunkRecords;
   chunks_.reserve(last + 1);
+  dead_.reserve(last + 1);
+  dead_chunks_.reserve(last + 1);
   if (const std::size_t c = (next_id_ - 1) / kChunkRecords; c < chunks_.size() && chunks_[c]) {
     const PageId end = std::min<PageId>(id, (c + 1) * kChunkRecords + 1);
     for (PageId k = next_id_; k < end; ++k) mark_skipped(slot(k), k);
+    count_dead(c, static_cast<int>(end - next_id_));
   }
   while (chunks_.size() <= last) {
     chunks_.emplace_back();
+    dead_.push_back(0);
     ++skipped_chunks_;
   }
   next_id_ = id;
@@ -230,8 +253,12 @@ void PageTable::erase(PageId id) {
   infos_.erase(id);
   r.has_info = 0;
   --live_;
+  count_dead((id - 1) / kChunkRecords, 1);
   const std::uint32_t before = r.refs.fetch_or(PageRecord::kDeletedBit, std::memory_order_acq_rel);
-  if ((before & ~PageRecord::kDeletedBit) == 0) free_data(r);
+  if ((before & PageRecord::kPinMask) == 0) {
+    free_data(r);
+    r.refs.fetch_or(PageRecord::kFreedBit, std::memory_order_release);
+  }
 }
 
 void PageTable::relocate(PageRecord& r, std::uint8_t place, const std::function<void(std::byte*)>& fill) {
@@ -272,6 +299,7 @@ void PageTable::undelete(PageId id, std::optional<PageInfo> info) {
   cold_dirty_ = true;  // cold-info bytes are recounted by the next stats()
   PageRecord& r = slot(id);
   r.refs.fetch_and(~PageRecord::kDeletedBit, std::memory_order_acq_rel);
+  count_dead((id - 1) / kChunkRecords, -1);
   if (info) {
     if (!info->name.empty()) names_.emplace(info->name, id);
     infos_.emplace(id, std::move(*info));
@@ -283,10 +311,14 @@ void PageTable::undelete(PageId id, std::optional<PageInfo> info) {
 bool PageTable::unpin(PageRecord& r) noexcept {
   std::uint32_t before = r.refs.load(std::memory_order_relaxed);
   do {
-    if ((before & ~PageRecord::kDeletedBit) == 0) return false;
+    if ((before & PageRecord::kPinMask) == 0) return false;
   } while (!r.refs.compare_exchange_weak(before, before - 1, std::memory_order_acq_rel,
                                          std::memory_order_relaxed));
-  if (before == (PageRecord::kDeletedBit | 1u)) free_data(r);
+  if (before == (PageRecord::kDeletedBit | 1u)) {
+    free_data(r);
+    // The last touch of the record: release_dead_records may free it from here on.
+    r.refs.fetch_or(PageRecord::kFreedBit, std::memory_order_release);
+  }
   return true;
 }
 
@@ -316,6 +348,28 @@ std::uint8_t PageTable::add_placement(std::shared_ptr<Placement> placement) {
   placements_.reserve(255);
   placements_.push_back(std::move(placement));
   return static_cast<std::uint8_t>(placements_.size());
+}
+
+std::uint64_t PageTable::release_dead_records() noexcept {
+  dedupe_dead_chunks();  // a chunk undeleted and deleted again is listed twice
+  std::uint64_t released = 0;
+  std::size_t kept = 0;
+  for (const std::size_t c : dead_chunks_) {
+    if (!chunks_[c] || dead_[c] != kChunkRecords) continue;  // released already, or undeleted since
+    const PageRecord* chunk = chunks_[c].get();
+    const bool freed = std::all_of(chunk, chunk + kChunkRecords, [](const PageRecord& r) {
+      return r.refs.load(std::memory_order_acquire) == (PageRecord::kDeletedBit | PageRecord::kFreedBit);
+    });
+    if (!freed) {
+      dead_chunks_[kept++] = c;  // pinned: looked at again next time
+      continue;
+    }
+    chunks_[c].reset();
+    ++skipped_chunks_;
+    released += kChunkRecords * sizeof(PageRecord);
+  }
+  dead_chunks_.resize(kept);
+  return released;
 }
 
 ArenaTrim PageTable::trim() noexcept {

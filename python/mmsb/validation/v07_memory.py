@@ -20,16 +20,17 @@ the bus still has every live page with the bytes written to it (sampled).
 Metrics: total_bytes (the DESIGN workload, 1M live pages after the fill: the larger of
 memory().total_bytes and the RSS growth since the baseline, so that a memory() that
 under-reports cannot hide bytes; the same figure after the churn is noted, not judged: it also
-holds the 64-byte records the churn's deleted pages keep, whose count the churn's length sets,
-not the workload), metadata_bytes_per_page
+holds the 64-byte records of the randomly deleted pages, whose count the churn's length sets,
+not the workload: gc() releases records only 4,096 consecutive ids at a time, as it does the
+cohorts'), metadata_bytes_per_page
 (memory().metadata_bytes / pages after the fill, the DESIGN workload of 1M live pages: the page
 records the table holds, 64 bytes each, plus names and cold info, which these raw pages have
 none of; the record slots the table allocates ahead in chunks are counted in arena_slack_bytes),
 gc_pause_p99_ms (the p99 of each bus.gc() call's wall time as its caller sees it, perf_counter
 around the call). Noted: RSS growth and each part of memory() after the fill; after the churn
-the metadata per live page, the deleted pages and the bytes of their records (metadata beyond
-the live pages' own records: a deleted page keeps its 64-byte record for the bus's life), the
-total and RSS growth; the bytes gc freed; GcReport.pause_ns (the engine's own timing, under
+the metadata per live page, the deleted pages and the bytes of the records still held for them
+(metadata beyond the live pages' own records), the total and RSS growth; the bytes gc freed, and
+of those the deleted pages' records it released; GcReport.pause_ns (the engine's own timing, under
 its lock); and the fill at 50,000 pages with history on (cheap, so always measured first).
 """
 
@@ -164,7 +165,7 @@ def run(ctx: Context) -> dict:
     live = np.arange(first, first + pages - COHORT, dtype=np.int64)  # the long-lived pages
     cohort = first + pages - COHORT
     next_id = first + pages
-    walls, pauses, freed = [], [], 0
+    walls, pauses, freed, records_freed = [], [], 0, 0
     for r in ctx.progress(range(rounds), total=rounds, desc="memory: churn + gc"):
         doomed = rng.choice(len(live), size=replaced, replace=False)
         for pid in live[doomed].tolist():
@@ -181,6 +182,7 @@ def run(ctx: Context) -> dict:
                                f"a deleted cohort ({COHORT * SIZE} bytes) left slabs wholly free: {dict(report)}")
         pauses.append(report["pause_ns"])
         freed += report["bytes_freed"]
+        records_freed += report["record_bytes_freed"]
         cohort, next_id = next_id, _create_written(bus, rows, first, next_id, COHORT)
     if len(bus) != pages:
         raise RuntimeError(f"the bus has {len(bus)} pages after the churn, expected {pages}")
@@ -199,6 +201,7 @@ def run(ctx: Context) -> dict:
     ctx.note("after_churn_deleted_record_bytes", after["metadata_bytes"] - after["page_metadata_bytes"] * pages)
     ctx.note("after_churn_arena_slack_bytes", after["arena_slack_bytes"])
     ctx.note("gc_bytes_freed", freed)
+    ctx.note("gc_record_bytes_freed", records_freed)
     ctx.note("gc_pause_p50_ms", float(np.percentile(walls, 50)) * 1e3)
     ctx.note("gc_pause_max_ms", max(walls) * 1e3)
     ctx.note("gc_engine_pause_p99_ms", float(np.percentile(pauses, 99)) / 1e6)

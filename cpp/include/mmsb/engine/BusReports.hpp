@@ -61,6 +61,8 @@ struct GcReport {
   std::uint64_t bytes_freed = 0;         ///< drop of memory().total_bytes()
   std::uint64_t pause_ns = 0;            ///< time the commit lock was held
   std::uint64_t arena_bytes_released = 0;  ///< page memory (wholly free slabs) unmapped
+  /// records of deleted pages released (buses without history only), 4096 ids at a time
+  std::uint64_t record_bytes_freed = 0;
   std::uint64_t cache_bytes_freed = 0;   ///< staging buffers, spare transaction, tick buffers
   std::uint64_t index_bytes_freed = 0;   ///< provenance index entries older than the retained history
   std::uint64_t log_files_removed = 0;   ///< checkpoints and segments beyond the retention policy

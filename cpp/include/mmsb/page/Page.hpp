@@ -45,10 +45,13 @@ struct PageSpec {
 /// not host-accessible: then only that placement touches the bytes) and never moves while the page lives or is pinned;
 /// `size` never changes; `epoch` only grows. Writers hold the bus commit lock; `epoch` and
 /// `last_lsn` are atomics so readers on other threads (handles, views) see whole values.
-/// `refs` counts pins (Python handles, views, DLPack exports) in its low 31 bits; bit 31 marks the
-/// page deleted. Whoever brings it to "deleted and unpinned" frees the data (see PageTable).
+/// `refs` counts pins (Python handles, views, DLPack exports) in its low 30 bits; bit 31 marks the
+/// page deleted. Whoever brings it to "deleted and unpinned" frees the data, then sets bit 30: from
+/// then on nothing touches the record (see PageTable::release_dead_records).
 struct alignas(64) PageRecord {
   static constexpr std::uint32_t kDeletedBit = 0x8000'0000u;
+  static constexpr std::uint32_t kFreedBit = 0x4000'0000u;
+  static constexpr std::uint32_t kPinMask = kFreedBit - 1;
 
   std::byte* data = nullptr;
   std::uint64_t size = 0;

@@ -2,8 +2,8 @@
 /// PageTable: ids → records, names → ids, cold info, and the arena that holds page data.
 ///
 /// Invariants: ids are assigned from 1 upward and never reused; records live in fixed chunks and
-/// never move, so a PageRecord* stays valid for the table's lifetime; names are unique among live
-/// pages. Thread safety: create/erase/rename/lookup must be serialized by the owner (the bus
+/// never move, so a PageRecord* stays valid while its page is live or pinned, and for the table's
+/// lifetime unless release_dead_records() is used; names are unique among live pages. Thread safety: create/erase/rename/lookup must be serialized by the owner (the bus
 /// commit lock); pin/unpin and record atomics may be used from any thread.
 #include <algorithm>
 #include <cstdint>
@@ -80,8 +80,8 @@ class PageTable {
   /// Reverses erase() of a page that was pinned across it (a rolled-back transaction): live
   /// again with `info` (its name back in the index).
   void undelete(PageId id, std::optional<PageInfo> info);
-  /// The record of a page created (or restored) and not discarded: live or deleted, never an id
-  /// that reserve_ids_below() skipped.
+  /// The record of a page created (or restored) and not discarded: live, pinned, or deleted while
+  /// release_dead_records() is not used; never an id that reserve_ids_below() skipped.
   PageRecord& record(PageId id) noexcept { return slot(id); }
   /// Marks the page deleted, drops its name and info, and frees its data once unpinned.
   /// Throws Error(PageNotFound) if it is not live.
@@ -114,11 +114,13 @@ class PageTable {
     const PageRecord* r = chunk + (id - 1) % kChunkRecords;
     return r->size != 0 ? r : nullptr;  // every page has at least one byte
   }
-  /// Asks the CPU to fetch the record of `id` (any id: nothing happens for one with no slot).
+  /// Asks the CPU to fetch the record of `id` (any id: nothing happens for one with no slot), to
+  /// read it or, with kWrite 1, to write it.
+  template <int kWrite = 0>
   void prefetch(PageId id) const noexcept {
     if (id - 1 >= next_id_ - 1) return;  // 0 wraps around to the largest value
     if (const PageRecord* chunk = chunks_[(id - 1) / kChunkRecords].get()) {
-      __builtin_prefetch(chunk + (id - 1) % kChunkRecords);
+      __builtin_prefetch(chunk + (id - 1) % kChunkRecords, kWrite);
     }
   }
   /// Live record or Error(PageNotFound) naming the id. Inline: a wave looks up every parent.
@@ -142,7 +144,7 @@ class PageTable {
   PageId next_id() const noexcept { return next_id_; }
   std::uint64_t live_count() const noexcept { return live_; }
   /// Calls f(PageRecord&) for every live page in id order. O(live pages + allocated chunks'
-  /// slots + skipped chunks), not O(largest id).
+  /// slots + skipped or released chunks), not O(largest id).
   template <class F>
   void for_each_live(F&& f) {
     for_each_slot([&](PageRecord& r, PageId) {
@@ -153,8 +155,8 @@ class PageTable {
   /// free slabs (Arena::trim; a deleted page still pinned keeps its block and so its slab) and,
   /// when deletions left the name or info index using under a quarter of its hash buckets,
   /// shrinks that bucket array (shown by stats().name_index_bytes; the result counts only the
-  /// arena's bytes). Records are never released: a PageRecord* stays valid for the table's
-  /// lifetime and ids are never reused.
+  /// arena's bytes). Records are not released here (see release_dead_records); ids are never
+  /// reused.
   /// Invariant: no page data moves or changes, no live page loses its name or info, and PageInfo
   /// pointers stay valid (a rehash moves no element). Cost: O(1) when nothing is to be released;
   /// a shrink is O(live named pages) and happens only after at least three times as many
@@ -163,6 +165,17 @@ class PageTable {
   /// may run concurrently. Never throws: a shrink is skipped if its new bucket array cannot be
   /// allocated.
   ArenaTrim trim() noexcept;
+  /// Releases the records of deleted pages, a chunk of kChunkRecords ids at a time: a chunk whose
+  /// ids are all used, deleted and unpinned, their data freed (bit kFreedBit, set after the free
+  /// by whichever thread did it). Its ids then read as skipped ones: find() and slot_if_any()
+  /// return nullptr, get() says "deleted". Only for an owner that never reads a deleted page's
+  /// record after its last pin (the bus without history: no provenance or time travel looks at
+  /// deleted pages). Returns the bytes released. Random deletions leave chunks partly live; pages
+  /// created and deleted together (temporaries) free theirs.
+  /// Thread safety: as trim(); unpin may run concurrently (a record whose last unpin has not set
+  /// kFreedBit yet keeps its chunk). Cost: O(chunks that became wholly deleted since the last
+  /// call, times kChunkRecords). Never throws.
+  std::uint64_t release_dead_records() noexcept;
   /// O(1) unless the cold info changed since the last call (then one walk over it). Not
   /// thread-safe against itself (the bus calls it under its commit lock).
   PageTableStats stats() const;
@@ -191,11 +204,16 @@ class PageTable {
   /// std::bad_alloc, leaving the table unchanged.
   void ensure_next_chunk();
   static void mark_skipped(PageRecord& r, PageId id) noexcept;
+  /// Counts `n` more deleted ids in chunk `c` (negative: undeleted), noting a chunk wholly deleted.
+  void count_dead(std::size_t c, int n) noexcept;
+  void dedupe_dead_chunks() noexcept;
   void free_data(PageRecord& r) noexcept;
   void release_block(std::uint8_t place, const Arena::Block& block) noexcept;
 
-  std::vector<std::unique_ptr<PageRecord[]>> chunks_;  // null: a chunk of skipped ids only
+  std::vector<std::unique_ptr<PageRecord[]>> chunks_;  // null: skipped ids only, or released
   std::size_t skipped_chunks_ = 0;                      // the null ones
+  std::vector<std::uint16_t> dead_;                     // per chunk: deleted (or skipped) ids in it
+  std::vector<std::size_t> dead_chunks_;                // chunks whose count reached kChunkRecords
   PageId next_id_ = 1;
   std::uint64_t live_ = 0;
   std::unordered_map<std::string, PageId> names_;
