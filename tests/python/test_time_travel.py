@@ -155,6 +155,11 @@ def test_read_only_bus_refuses_every_change_and_stays_unchanged(tmp_path):
                 lambda: old.apply(mmsb.Delta.at(op, 0, b"x")),
                 lambda: old.apply_batch(mmsb.DeltaBatch([op.id], [0], [1], b"x")),
                 lambda: old.checkpoint(),
+                lambda: setattr(old, "propagation", "deferred"),
+                lambda: old.propagate(),
+                lambda: old.depend(old.create_page(32), on=op, fn=mmsb.ops.copy),
+                lambda: old.add_edge(op, op, kind="control"),
+                lambda: old.tick(),
             ]
             for attempt in attempts:
                 with pytest.raises(mmsb.ReadOnlyError):
@@ -162,7 +167,7 @@ def test_read_only_bus_refuses_every_change_and_stays_unchanged(tmp_path):
             with pytest.raises(mmsb.ReadOnlyError):
                 with op.edit() as a:
                     a[0] = 7
-            assert capture_state(old) == before
+            assert capture_state(old) == before and old.propagation == "eager"
             assert isinstance(mmsb.ReadOnlyError("x"), PermissionError)
         p.write(0, b"\x09")  # the owner still writes
 

@@ -387,6 +387,7 @@ void Bus::restore_graph_locked(const GraphImage& g) {
 void Bus::set_propagation(PropagationMode mode) {
   auto lock = lock_turn();
   check_open();
+  check_not_read_only();  // a view of the past shows the mode its lsn was in; it runs no wave
   // Replay must know the mode each change of a transaction was made in (its Wave ops say).
   if (txn_ && mode != propagation_ && txn_->ops.lsn_count() > 0) {
     txn_->ops.add(WaveOp{propagation_ == PropagationMode::Deferred, false, false, false});

@@ -327,6 +327,9 @@ class Bus {
   GraphReport validate_graph();
   /// A copy of the child's recompute, parents, weights and memo; nullopt if not derived.
   std::optional<Derivation> derivation(PageId id);
+  /// Eager: each commit runs its wave; deferred: commits mark stale, propagate() runs the wave.
+  /// Inside a transaction that changed something, logs where the mode changed (a Wave op).
+  /// Throws Error(Closed), Error(ReadOnly) on a read-only bus.
   void set_propagation(PropagationMode mode);
   PropagationMode propagation() const noexcept { return propagation_; }
   /// Runs one wave over every stale page (deferred mode, or after a reopen) as one atomic commit.
