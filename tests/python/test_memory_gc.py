@@ -131,6 +131,53 @@ def test_gc_releases_the_records_of_deleted_temporaries_without_history():
         bus.close()
 
 
+def provenance_of(bus, page, epoch=None):
+    return [(n.page, n.epoch, n.lsn, n.source, tuple(n.inputs)) for n in bus.provenance(page, epoch)]
+
+
+def test_provenance_answers_alike_after_gc_released_deleted_records():
+    """Provenance works without history and may ask about deleted pages (a deleted parent, a
+    deleted page itself): its answers are the same after gc() released their records, also for
+    deltas still queued for the index when gc() ran."""
+    chunk = 4096
+    bus = mmsb.Bus(history=False)
+    a = bus.create_page(shape=(1,), dtype="float64")  # id 1: its block is ids 1-4096
+    temps = [bus.create_page(8) for _ in range(chunk - 1)]
+    b = bus.create_page(shape=(1,), dtype="float64")  # id 4097
+    bus.depend(b, on=a, fn=mmsb.ops.copy)
+    for v in (1.0, 2.0, 3.0):
+        a.write(0, np.float64(v).tobytes())
+    for p in temps[: chunk // 2]:
+        p.write(0, b"x")  # queued for the index, and deleted before it folds them
+    unwritten, written = temps[-1].id, temps[0].id
+    asked = [(b.id, None), (b.id, 2), (a.id, None), (a.id, 1), (written, None), (unwritten, None)]
+    bus.remove_edge(a, b)
+    bus.delete_page(a)
+    for p in temps:
+        bus.delete_page(p)
+    del a, temps, p
+    pygc.collect()
+    before = [provenance_of(bus, page, epoch) for page, epoch in asked]
+    assert before[0][1][:2] == (1, 3) and before[4] and not before[5]  # the deleted parent, at epoch 3
+    assert bus.gc().record_bytes_freed == chunk * 64
+    assert [provenance_of(bus, page, epoch) for page, epoch in asked] == before
+    # deltas still queued when gc() released their pages' records
+    fresh = mmsb.Bus(history=False)
+    pages = [fresh.create_page(8) for _ in range(2 * chunk)]  # ids 1-8192: two blocks
+    keep = fresh.create_page(8)
+    for p in pages:
+        p.write(0, b"y")
+    ids = [pages[0].id, pages[-1].id]
+    for p in pages:
+        fresh.delete_page(p)
+    del pages, p
+    pygc.collect()
+    assert fresh.gc().record_bytes_freed == 2 * chunk * 64
+    assert provenance_of(fresh, keep) == []
+    for pid in ids:
+        assert [n[:2] for n in provenance_of(fresh, pid)] == [(pid, 1)]
+
+
 def vm_bytes() -> int:
     with open("/proc/self/status") as f:
         for line in f:

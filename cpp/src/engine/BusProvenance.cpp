@@ -129,13 +129,15 @@ const ParentLists::List* Bus::kept_parents_locked(Derivation* d, std::span<const
 
 // The index holds one entry per epoch of a page since it began (entries[i] made epoch
 // first_epoch + i), so the epoch before `lsn` counts the entries below it. A page with no entries
-// has not changed since: its epoch now. A page without a slot can only come from a crafted log
-// (recovery checks the inputs it replays): epoch 0, which provenance does not follow.
+// has not changed since: its epoch now. A page without a slot had its record released by gc()
+// (its entries, if any, tell its epochs; without any it was never written) or comes from a
+// crafted log (recovery checks the inputs it replays): epoch 0, which provenance does not follow.
 Epoch Bus::parent_epoch_locked(PageId page, Lsn lsn) {
-  const PageRecord* r = table_.slot_if_any(page);
-  if (r == nullptr) return 0;
   const auto h = index_.find(page);
-  if (h == index_.end()) return r->epoch.load(std::memory_order_relaxed);
+  if (h == index_.end()) {
+    const PageRecord* r = table_.slot_if_any(page);
+    return r == nullptr ? 0 : r->epoch.load(std::memory_order_relaxed);
+  }
   const std::vector<IndexEntry>& v = h->second.entries;
   const auto below = std::lower_bound(v.begin(), v.end(), lsn, [](const IndexEntry& e, Lsn l) { return e.lsn < l; });
   return h->second.first_epoch + static_cast<Epoch>(below - v.begin()) - 1;
@@ -160,7 +162,8 @@ std::vector<std::pair<PageId, Epoch>> Bus::derived_inputs_locked(Lsn lsn) {
 
 // Folds queued index entries into index_, in lsn order. A page first seen here started at the
 // epoch its record has now minus the entries it gets (pages restored from a checkpoint start
-// past epoch 0).
+// past epoch 0). A page without a record had it released by gc() (release_dead_records), which
+// only a bus without a log does: there every page began at epoch 0 and every delta was queued.
 void Bus::catch_up_index_locked() {
   if (pending_runs_.empty()) return;
   settle_locked();  // parked commits' undo marks point into the queues emptied here
@@ -181,7 +184,8 @@ void Bus::catch_up_index_locked() {
   }
   for (PageId page : fresh) {
     PageHistory& h = index_[page];
-    h.first_epoch = table_.record(page).epoch.load(std::memory_order_relaxed) + 1 - h.entries.size();
+    const PageRecord* r = table_.slot_if_any(page);
+    h.first_epoch = r == nullptr ? 1 : r->epoch.load(std::memory_order_relaxed) + 1 - h.entries.size();
   }
   pending_runs_.clear();
   pending_pages_.clear();
@@ -329,11 +333,12 @@ std::vector<ProvenanceStep> Bus::provenance(PageId id, std::optional<Epoch> epoc
   } else {
     index_older_log();
     const auto h = index_.find(id);
-    if (h == index_.end() || h->second.entries.empty()) {
+    if (h != index_.end() && !h->second.entries.empty()) {
+      now = h->second.first_epoch + h->second.entries.size() - 1;
+    } else if (logging()) {
       fail(ErrorCode::HistoryUnavailable, "page ", id, " was deleted before the checkpoint this bus was opened ",
            "from, and this bus holds no log before that checkpoint");
-    }
-    now = h->second.first_epoch + h->second.entries.size() - 1;
+    }  // else gc() released the record of a page never written: epoch 0
   }
   const Epoch root = epoch.value_or(now);
   if (root > now) fail(ErrorCode::InvalidArgument, "page ", id, " has not reached epoch ", root, " (it is at epoch ", now, ")");

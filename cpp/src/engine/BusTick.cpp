@@ -291,8 +291,8 @@ GcReport Bus::gc_locked() {
   const std::uint64_t cache0 = cache_bytes_locked();
   const std::uint64_t index0 = index_bytes_locked();
   g.arena_bytes_released = table_.trim().bytes_released;
-  // Without history nothing reads a deleted page's record after its last pin: no provenance,
-  // time travel or diff looks at the pages a log says were deleted.
+  // Without a log nothing reads a deleted page's record after its last pin: there is no time
+  // travel or diff, and provenance answers from its index, which holds every delta of such a bus.
   if (!logging() && !read_only_) g.record_bytes_freed = table_.release_dead_records();
   // Caches: each regrows on demand at the next commit that needs it. (`v = {}` would pick
   // vector's initializer_list assignment, which keeps the capacity: std::exchange frees it.)

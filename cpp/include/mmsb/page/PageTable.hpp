@@ -169,8 +169,8 @@ class PageTable {
   /// ids are all used, deleted and unpinned, their data freed (bit kFreedBit, set after the free
   /// by whichever thread did it). Its ids then read as skipped ones: find() and slot_if_any()
   /// return nullptr, get() says "deleted". Only for an owner that never reads a deleted page's
-  /// record after its last pin (the bus without history: no provenance or time travel looks at
-  /// deleted pages). Returns the bytes released. Random deletions leave chunks partly live; pages
+  /// record after its last pin (the bus without a log: no time travel, and provenance answers
+  /// from its index). Returns the bytes released. Random deletions leave chunks partly live; pages
   /// created and deleted together (temporaries) free theirs.
   /// Thread safety: as trim(); unpin may run concurrently (a record whose last unpin has not set
   /// kFreedBit yet keeps its chunk). Cost: O(chunks that became wholly deleted since the last
