@@ -77,10 +77,23 @@ void Bus::restore_checkpoint_locked(const CheckpointData& cp, const std::string&
 bool Bus::replay_record_locked(const ScannedRecord& r, const std::string& where, Lsn base, Lsn stop, bool split) {
   const Lsn first = r.header.first_lsn;
   const Lsn last = first + r.header.lsn_count - 1;
+  // A transaction's ops are decoded one at a time as they are applied (all of them decoded at
+  // once take about 10 times the record's bytes when they are small); a failure part way fails
+  // the replay, whose half-built bus is dropped. A record of one op is decoded whole.
+  const bool transaction = r.header.type == logfmt::RecordType::Transaction;
+  std::vector<OpFrame> frames;
+  LogRecord single;
+  if (transaction) {
+    frames = frame_record(r.header, r.body, where);
+  } else {
+    single = decode_record(r.header, r.body, where);
+  }
+  const std::size_t ops = transaction ? frames.size() : 1;
+  const auto decoded = [&](std::size_t k) { return transaction ? decode_op(frames[k], where) : std::move(single.ops[0]); };
   if (r.header.lsn_count == 0) {
     // Changes nothing the next record depends on (a mode change alone), but a malformed one is
     // damage here as it is to inspect and verify.
-    decode_record(r.header, r.body, where);
+    for (std::size_t k = 0; k < ops; ++k) decoded(k);
     return true;
   }
   if (last <= base) return true;  // covered by the checkpoint
@@ -88,22 +101,23 @@ bool Bus::replay_record_locked(const ScannedRecord& r, const std::string& where,
   if (first <= base) {
     fail(ErrorCode::LogCorrupt, where, " spans lsns ", first, "..", last, " across the checkpoint at lsn ", base);
   }
-  LogRecord decoded = decode_record(r.header, r.body, where);
   // A transaction holding one batch and nothing else is entered mid-way like a batch record: it
   // is how a batch is logged where its apply may fail after the record is written (device rows
   // under group commit), and its rows are separate deltas either way.
-  const bool lone_batch = decoded.ops.size() == 1 && std::holds_alternative<BatchOp>(decoded.ops.front());
-  if (last > stop && r.header.type == logfmt::RecordType::Transaction && !split && !lone_batch) return false;
+  const bool lone_batch = transaction && ops == 1 &&
+                          (frames[0].type == logfmt::RecordType::PackedBatch || frames[0].type == logfmt::RecordType::Batch);
+  if (last > stop && transaction && !split && !lone_batch) return false;
   replay_.legacy_seen |= replay_.legacy;
   // Each change replays in the propagation mode it was committed in, so that it marks or seeds
   // what the commit did: the mode the next Wave op of its record names (an eager change always
-  // has its wave after it), else deferred. Before format 4 the log holds no waves.
-  std::vector<PropagationMode> modes(decoded.ops.size(), PropagationMode::Eager);
+  // has its wave after it), else deferred. Before format 4 the log holds no waves. Only a
+  // transaction holds Wave ops.
+  std::vector<PropagationMode> modes(ops, PropagationMode::Eager);
   if (!replay_.legacy) {
     PropagationMode mode = PropagationMode::Deferred;
-    for (std::size_t i = decoded.ops.size(); i-- > 0;) {
-      if (const auto* w = std::get_if<WaveOp>(&decoded.ops[i])) {
-        mode = w->deferred ? PropagationMode::Deferred : PropagationMode::Eager;
+    for (std::size_t i = ops; i-- > 0;) {
+      if (transaction && frames[i].type == logfmt::RecordType::Wave) {
+        mode = std::get<WaveOp>(decode_op(frames[i], where)).deferred ? PropagationMode::Deferred : PropagationMode::Eager;
       }
       modes[i] = mode;
     }
@@ -121,8 +135,8 @@ bool Bus::replay_record_locked(const ScannedRecord& r, const std::string& where,
   replay_.active = true;
   Lsn lsn = first;
   try {
-    for (std::size_t k = 0; k < decoded.ops.size(); ++k) {
-      LogOp& op = decoded.ops[k];
+    for (std::size_t k = 0; k < ops; ++k) {
+      LogOp op = decoded(k);
       if (lsn > stop && op_lsn_count(op) != 0) break;  // a Wave op without an lsn goes with the change before it
       if (auto* batch = std::get_if<BatchOp>(&op); batch != nullptr && lsn + batch->page_ids.size() - 1 > stop) {
         const std::size_t keep = stop - lsn + 1;

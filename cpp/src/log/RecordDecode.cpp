@@ -370,23 +370,39 @@ LogOp decode_op(const OpFrame& op, const std::string& where) {
   return out;
 }
 
+namespace {
+void check_lsn_count(const logfmt::RecordHeader& h, std::uint64_t count, const std::string& where) {
+  if (count != h.lsn_count) {
+    fail(ErrorCode::LogCorrupt, where, ": record claims ", h.lsn_count, " lsns but holds ", count);
+  }
+}
+}  // namespace
+
+std::vector<OpFrame> frame_record(const logfmt::RecordHeader& h, std::span<const std::byte> body,
+                                  const std::string& where) {
+  if (h.type == RecordType::Wave) fail(ErrorCode::LogCorrupt, where, ": a wave op outside a transaction");
+  std::vector<OpFrame> frames = split_ops(h, body, where);
+  std::uint64_t count = 0;
+  for (const OpFrame& op : frames) count += op_lsn_count(op, where);
+  check_lsn_count(h, count, where);
+  return frames;
+}
+
 LogRecord decode_record(const logfmt::RecordHeader& h, std::span<const std::byte> body,
                         const std::string& where) {
   LogRecord rec;
   rec.type = h.type;
   rec.first_lsn = h.first_lsn;
   rec.lsn_count = h.lsn_count;
-  if (h.type == RecordType::Transaction) {
-    for (const OpFrame& op : split_ops(h, body, where)) rec.ops.push_back(decode_op(op, where));
-  } else {
-    if (h.type == RecordType::Wave) fail(ErrorCode::LogCorrupt, where, ": a wave op outside a transaction");
-    rec.ops.push_back(decode_op({h.type, body, 0, false}, where));  // no frame list per record in replay
+  if (h.type == RecordType::Transaction || h.type == RecordType::Wave) {
+    const std::vector<OpFrame> frames = frame_record(h, body, where);
+    rec.ops.reserve(frames.size());
+    for (const OpFrame& op : frames) rec.ops.push_back(decode_op(op, where));
+    return rec;
   }
-  std::uint64_t count = 0;
-  for (const LogOp& op : rec.ops) count += op_lsn_count(op);
-  if (count != h.lsn_count) {
-    fail(ErrorCode::LogCorrupt, where, ": record claims ", h.lsn_count, " lsns but holds ", count);
-  }
+  // One op, decoded once, without a frame list (replay's records are mostly such).
+  rec.ops.push_back(decode_op({h.type, body, 0, false}, where));
+  check_lsn_count(h, op_lsn_count(rec.ops.front()), where);
   return rec;
 }
 

@@ -192,6 +192,13 @@ std::vector<OpFrame> split_ops(const logfmt::RecordHeader& header, std::span<con
 LogOp decode_op(const OpFrame& op, const std::string& where);
 /// op_lsn_count of an op not decoded: a batch's row count read from its header, no copy.
 std::uint64_t op_lsn_count(const OpFrame& op, const std::string& where);
+/// split_ops, and the checks of the record as a whole that need no op decoded: a Wave op only
+/// inside a transaction, and the lsns its ops take equal to the header's. With decode_op on each
+/// frame, the checks decode_record makes, for a reader that wants one op at a time (replay of a
+/// transaction of millions of small ops would otherwise hold them all decoded, about 10 times
+/// the record's bytes). Throws Error(LogCorrupt).
+std::vector<OpFrame> frame_record(const logfmt::RecordHeader& header, std::span<const std::byte> body,
+                                  const std::string& where);
 
 /// The rows of a batch op (a Batch or PackedBatch body) read in place: header decoded, columns
 /// located and bounds-checked, nothing copied, so a few rows of a big batch cost a few reads.
