@@ -278,7 +278,8 @@ Bytes as_chunks(const mmsb::SegmentScan& scan) {
   return out;
 }
 
-// A small bus exercising every record kind, checkpointed midway, so both file kinds exist.
+// A small bus exercising every record kind, checkpointed midway, so both file kinds exist; then
+// reopened without its Python-style callable, so a wave skips that page (a Wave op's list).
 void make_bus(const std::string& dir) {
   mmsb::BusOptions o;
   o.threads = 1;
@@ -312,7 +313,27 @@ void make_bus(const std::string& dir) {
   bus.set_metadata(b, "unit", std::nullopt);
   const mmsb::PageId c = bus.create_page(raw).id;
   bus.delete_page(c);
+  // The graph: a copy, a callable, a control edge; a deferred write and its propagate().
+  const mmsb::PageId copy = bus.create_page(raw).id;
+  const mmsb::PageId called = bus.create_page(raw).id;
+  mmsb::RecomputeSpec copy_fn, callable_fn;
+  copy_fn.kind = mmsb::RecomputeKind::Copy;
+  callable_fn.kind = mmsb::RecomputeKind::Callable;
+  callable_fn.name = "seed.f";
+  bus.depend(copy, std::vector<mmsb::PageId>{a}, copy_fn, {});
+  bus.depend(called, std::vector<mmsb::PageId>{a}, callable_fn, {},
+             [](std::span<std::byte> out, std::span<const mmsb::PageRecord* const>,
+                std::span<const std::byte* const> in) { std::memcpy(out.data(), in[0], out.size()); });
+  bus.add_edge(b, copy, mmsb::EdgeKind::Control);
+  bus.set_propagation(mmsb::PropagationMode::Deferred);
+  bus.write(a, 0, hello);
+  bus.propagate();
+  bus.set_propagation(mmsb::PropagationMode::Eager);
   bus.close();
+  o.must_exist = true;
+  mmsb::Bus again(o);
+  again.write(a, 1, hello);  // `called` has no function here: the wave leaves it stale
+  again.close();
 }
 
 void make_seeds(const std::string& out_dir) {
