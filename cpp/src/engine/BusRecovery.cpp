@@ -77,10 +77,19 @@ void Bus::restore_checkpoint_locked(const CheckpointData& cp, const std::string&
 bool Bus::replay_record_locked(const ScannedRecord& r, const std::string& where, Lsn base, Lsn stop, bool split) {
   const Lsn first = r.header.first_lsn;
   const Lsn last = first + r.header.lsn_count - 1;
-  // A transaction's ops are decoded one at a time as they are applied (all of them decoded at
-  // once take about 10 times the record's bytes when they are small); a failure part way fails
-  // the replay, whose half-built bus is dropped. A record of one op is decoded whole.
   const bool transaction = r.header.type == logfmt::RecordType::Transaction;
+  // A record of no lsn changes nothing the next one depends on, but a malformed one is damage
+  // here as it is to inspect and verify: it is read like the others.
+  if (r.header.lsn_count != 0) {
+    if (last <= base) return true;  // covered by the checkpoint
+    if (first > stop) return false;
+    if (first <= base) {
+      fail(ErrorCode::LogCorrupt, where, " spans lsns ", first, "..", last, " across the checkpoint at lsn ", base);
+    }
+  }
+  // Every op of a record read is decoded and checked, a transaction's one at a time as they are
+  // applied (all of them decoded at once take about 10 times the record's bytes when they are
+  // small). A failure part way fails the replay, whose half-built bus is dropped.
   std::vector<OpFrame> frames;
   LogRecord single;
   if (transaction) {
@@ -90,23 +99,22 @@ bool Bus::replay_record_locked(const ScannedRecord& r, const std::string& where,
   }
   const std::size_t ops = transaction ? frames.size() : 1;
   const auto decoded = [&](std::size_t k) { return transaction ? decode_op(frames[k], where) : std::move(single.ops[0]); };
+  const auto check_rest = [&](std::size_t from) {
+    for (std::size_t k = from; transaction && k < ops; ++k) decoded(k);
+  };
   if (r.header.lsn_count == 0) {
-    // Changes nothing the next record depends on (a mode change alone), but a malformed one is
-    // damage here as it is to inspect and verify.
-    for (std::size_t k = 0; k < ops; ++k) decoded(k);
+    check_rest(0);
     return true;
-  }
-  if (last <= base) return true;  // covered by the checkpoint
-  if (first > stop) return false;
-  if (first <= base) {
-    fail(ErrorCode::LogCorrupt, where, " spans lsns ", first, "..", last, " across the checkpoint at lsn ", base);
   }
   // A transaction holding one batch and nothing else is entered mid-way like a batch record: it
   // is how a batch is logged where its apply may fail after the record is written (device rows
   // under group commit), and its rows are separate deltas either way.
   const bool lone_batch = transaction && ops == 1 &&
                           (frames[0].type == logfmt::RecordType::PackedBatch || frames[0].type == logfmt::RecordType::Batch);
-  if (last > stop && transaction && !split && !lone_batch) return false;
+  if (last > stop && transaction && !split && !lone_batch) {
+    check_rest(0);
+    return false;
+  }
   replay_.legacy_seen |= replay_.legacy;
   // Each change replays in the propagation mode it was committed in, so that it marks or seeds
   // what the commit did: the mode the next Wave op of its record names (an eager change always
@@ -134,29 +142,36 @@ bool Bus::replay_record_locked(const ScannedRecord& r, const std::string& where,
   } replaying{*this, propagation_};
   replay_.active = true;
   Lsn lsn = first;
-  try {
-    for (std::size_t k = 0; k < ops; ++k) {
-      LogOp op = decoded(k);
-      if (lsn > stop && op_lsn_count(op) != 0) break;  // a Wave op without an lsn goes with the change before it
-      if (auto* batch = std::get_if<BatchOp>(&op); batch != nullptr && lsn + batch->page_ids.size() - 1 > stop) {
-        const std::size_t keep = stop - lsn + 1;
-        std::uint64_t bytes = 0;
-        for (std::size_t i = 0; i < keep; ++i) bytes += batch->lengths[i];
-        batch->page_ids.resize(keep);
-        batch->offsets.resize(keep);
-        batch->lengths.resize(keep);
-        batch->payload = batch->payload.first(bytes);
-      }
-      propagation_ = modes[k];
-      replay_op_locked(op, lsn);
-      lsn += op_lsn_count(op);
+  // A decoding error names the op itself; one applying it is corruption at its lsn.
+  const auto apply = [&](auto&& step) {
+    try {
+      step();
+    } catch (const Error& e) {
+      // The log is fine; this machine lacks the device, or the memory its pages need.
+      if (e.code() == ErrorCode::DeviceUnavailable || e.code() == ErrorCode::OutOfMemory) throw;
+      fail(ErrorCode::LogCorrupt, where, " (lsn ", lsn, ") cannot be replayed: ", e.what());
     }
-    settle_cut_locked();
-  } catch (const Error& e) {
-    // The log is fine; this machine lacks the device, or the memory its pages need.
-    if (e.code() == ErrorCode::DeviceUnavailable || e.code() == ErrorCode::OutOfMemory) throw;
-    fail(ErrorCode::LogCorrupt, where, " (lsn ", lsn, ") cannot be replayed: ", e.what());
+  };
+  for (std::size_t k = 0; k < ops; ++k) {
+    LogOp op = decoded(k);
+    if (lsn > stop && op_lsn_count(op) != 0) {  // a Wave op without an lsn goes with the change before it
+      check_rest(k + 1);
+      break;
+    }
+    if (auto* batch = std::get_if<BatchOp>(&op); batch != nullptr && lsn + batch->page_ids.size() - 1 > stop) {
+      const std::size_t keep = stop - lsn + 1;
+      std::uint64_t bytes = 0;
+      for (std::size_t i = 0; i < keep; ++i) bytes += batch->lengths[i];
+      batch->page_ids.resize(keep);
+      batch->offsets.resize(keep);
+      batch->lengths.resize(keep);
+      batch->payload = batch->payload.first(bytes);
+    }
+    propagation_ = modes[k];
+    apply([&] { replay_op_locked(op, lsn); });
+    lsn += op_lsn_count(op);
   }
+  apply([&] { settle_cut_locked(); });
   lsn_.store(lsn - 1, std::memory_order_relaxed);
   ++recovery_.records_replayed;
   return true;

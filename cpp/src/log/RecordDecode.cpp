@@ -344,7 +344,7 @@ std::uint64_t op_lsn_count(const OpFrame& op, const std::string& where) {
   switch (op.type) {
     case RecordType::Batch:
     case RecordType::PackedBatch: {
-      ByteReader r(op.body, where);
+      ByteReader r(op.body, op_where(op, where));
       return BatchRows(op.type, r).rows();
     }
     case RecordType::PageCreate:
