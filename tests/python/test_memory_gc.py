@@ -279,3 +279,22 @@ def test_gc_never_grows_the_memory_it_reports():
         after = bus.memory()
         assert after["total_bytes"] <= before["total_bytes"], (before, after)
         assert after["index_bytes"] == before["index_bytes"]  # the index is kept whole
+
+
+def test_a_page_created_with_data_in_a_rolled_back_transaction_was_at_no_epoch():
+    """Its first delta was rolled back with it: provenance sees epoch 0 (no node), whether or not
+    gc() released its record."""
+    bus = mmsb.Bus(history=False)
+    with pytest.raises(RuntimeError):
+        with bus.transaction():
+            ids = [bus.create_page(data=b"12345678").id for _ in range(4096)]
+            raise RuntimeError("roll back")
+    keep = bus.create_page(8)
+    for released in (False, True):
+        for pid in (ids[0], ids[-1]):
+            assert provenance_of(bus, pid) == []
+            with pytest.raises(mmsb.InvalidArgumentError, match="has not reached epoch 1"):
+                bus.provenance(pid, 1)
+        if not released:
+            assert bus.gc().record_bytes_freed == 4096 * 64
+    assert keep.id == 4097

@@ -385,6 +385,11 @@ void Bus::undo_locked(Transaction& t, const TxnMark& m) noexcept {
     } else if (auto* h = std::get_if<UndoHeavy>(&*it)) {
       undo_heavy_locked(t, h->index);
     } else if (auto* c = std::get_if<UndoCreate>(&*it)) {
+      // Never committed, its first delta (create_page with data) included: nothing of it is at
+      // any epoch, so provenance and handles see epoch 0 whether or not gc() keeps the record.
+      PageRecord& r = table_.get(c->id);
+      r.epoch.store(0, std::memory_order_release);
+      r.last_lsn.store(0, std::memory_order_relaxed);
       table_.erase(c->id);
     } else if (auto* mm = std::get_if<UndoMemo>(&*it)) {
       if (auto found = derivations_.find(mm->child); found != derivations_.end()) {
