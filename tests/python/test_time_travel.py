@@ -444,3 +444,27 @@ def test_edit_of_a_read_only_bus_is_refused_on_entry(bus):
             with old.page(p.id).edit() as a:
                 ran.append(a)  # the block's work would be lost: it must not run
         assert ran == []
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_diff_reads_only_its_range_so_a_retention_keeps_recent_diffs(tmp_path, on_disk):
+    """diff(a, b) needs the log from a + 1 only: after a retention dropped the older log it still
+    answers for what was kept, and refuses what was dropped."""
+    bus = mmsb.Bus(tmp_path / "b", retention=1) if on_disk else mmsb.Bus(retention=1)
+    p = bus.create_page(64)
+    p.write(0, b"a")
+    first = bus.checkpoint()
+    p.write(8, b"bb")
+    kept = bus.checkpoint()
+    p.write(16, b"ccc")
+    q = bus.create_page(8)
+    q.write(1, b"d")
+    bus.gc()
+    assert bus.diff(kept, bus.lsn) == {p.id: [(16, 3)], q.id: [(1, 1)]}
+    assert bus.diff(kept + 1, bus.lsn - 1) == {}  # the creation of q changed no byte
+    assert bus.diff(bus.lsn, bus.lsn) == {}
+    with pytest.raises(mmsb.HistoryUnavailableError):
+        bus.diff(first, bus.lsn)
+    with pytest.raises(mmsb.HistoryUnavailableError):
+        bus.history(p)
+    bus.close()

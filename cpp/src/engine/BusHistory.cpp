@@ -144,42 +144,6 @@ void Bus::replay_memory_log_locked(Bus& into, Lsn stop, bool split, bool newest,
   into.mark_unsettled_stale_locked();
 }
 
-template <class Fn>
-void Bus::for_each_record_locked(Fn&& fn) {
-  if (mem_log_) {
-    if (mem_log_->first_lsn() > 1) {
-      fail(ErrorCode::HistoryUnavailable, "the in-memory log no longer starts at lsn 1: the retention dropped ",
-           "the records before the checkpoint at lsn ", mem_log_->retained_from());
-    }
-    mem_log_->for_each(fn);
-    return;
-  }
-  if (!log_) fail_no_log(read_only_);
-  log_->flush();
-  Log scan(path_, durability_, Log::Access::ReadOnly, 0);  // every segment, no checkpoint
-  const auto& segments = scan.recovered().segments;
-  if (segments.empty() || segments.front().header.first_lsn != 1) {
-    fail(ErrorCode::HistoryUnavailable, "the log of '", path_, "' no longer starts at lsn 1");
-  }
-  for (const SegmentScan& seg : segments) {
-    for (const ScannedRecord& r : seg.records) {
-      if (!fn(r, "segment '" + seg.path + "' record at byte " + std::to_string(r.offset))) return;
-    }
-  }
-}
-
-// Calls fn(lsn, page, source, timestamp_ns, runs, inputs) for every delta with lsn in [first,
-// last], in lsn order, reading the whole log from lsn 1.
-template <class Fn>
-void Bus::for_each_logged_delta_locked(Lsn first, Lsn last, Fn&& fn) {
-  for_each_record_locked([&](const ScannedRecord& r, const std::string& where) {
-    if (r.header.first_lsn > last) return false;
-    if (r.header.first_lsn + r.header.lsn_count <= first) return true;
-    for_each_delta(decode_record(r.header, r.body, where), first, last, fn);
-    return true;
-  });
-}
-
 // Needs catch_up_index_locked() first. Reads the whole log once: the record index then covers it
 // from lsn 1, and the provenance index gets the entries (and propagated inputs) of lsns up to
 // unindexed_through_ from it, replacing what it kept of them. Nothing changes if this throws.
@@ -253,12 +217,32 @@ std::map<PageId, std::vector<Run>> Bus::diff(Lsn a, Lsn b) {
   if (a > b || b > lsn()) {
     fail(ErrorCode::InvalidArgument, "diff needs lsn_a <= lsn_b <= the bus lsn ", lsn(), "; got ", a, " and ", b);
   }
+  if (!logging()) fail_no_log(read_only_);
   std::map<PageId, std::vector<Run>> written;
-  for_each_logged_delta_locked(a + 1, b, [&](Lsn, PageId page, Source, std::uint64_t, std::span<const Run> runs,
-                                             const std::vector<std::pair<PageId, Epoch>>*) {
-    auto& v = written[page];
-    v.insert(v.end(), runs.begin(), runs.end());
-  });
+  if (a == b) return written;
+  // Only the records holding lsns a + 1 .. b are read, through the record index (a bus reopened
+  // from a checkpoint indexes the older log first, as history() does).
+  if (log_ && log_->indexed_from() > a + 1) {
+    if (const Lsn kept = log_->retained_from(); kept != 0 && a < kept) {
+      fail(ErrorCode::HistoryUnavailable, "lsn ", a + 1, " is older than the history '", path_,
+           "' retains (the log after its oldest checkpoint, at lsn ", kept, ")");
+    }
+    catch_up_index_locked();
+    if (unindexed_through_ != 0 || !log_->indexed_from_start()) index_whole_log_locked();
+  }
+  const RecordIndex::Visit visit = [&](const ScannedRecord& r, std::span<const Lsn>, const std::string& where) {
+    for_each_delta(decode_record(r.header, r.body, where), a + 1, b,
+                   [&](Lsn, PageId page, Source, std::uint64_t, std::span<const Run> runs,
+                       const std::vector<std::pair<PageId, Epoch>>*) {
+                     auto& v = written[page];
+                     v.insert(v.end(), runs.begin(), runs.end());
+                   });
+  };
+  if (mem_log_) {
+    mem_log_->read_records(mem_log_->record_starts(a + 1, b), visit);
+  } else {
+    log_->read_records(log_->record_starts(a + 1, b), visit);
+  }
   for (auto& [page, runs] : written) {  // union: sorted, overlapping and touching runs merged
     std::sort(runs.begin(), runs.end(), [](const Run& x, const Run& y) { return x.offset < y.offset; });
     std::vector<Run> merged;

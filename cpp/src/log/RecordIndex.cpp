@@ -65,6 +65,16 @@ void RecordIndex::for_each_record(std::span<const Lsn> lsns,
   }
 }
 
+std::vector<Lsn> RecordIndex::record_starts(Lsn first, Lsn last) const {
+  std::vector<Lsn> out;
+  if (first > last) return out;
+  out.push_back(first);
+  for (auto it = std::upper_bound(lsns_.begin(), lsns_.end(), first); it != lsns_.end() && *it <= last; ++it) {
+    out.push_back(*it);
+  }
+  return out;
+}
+
 void RecordIndex::drop_before(Lsn lsn) {
   const auto cut = std::lower_bound(lsns_.begin(), lsns_.end(), lsn);
   if (cut == lsns_.begin()) return;

@@ -601,17 +601,11 @@ class Bus {
   bool replay_record_locked(const ScannedRecord& r, const std::string& where, Lsn base, Lsn stop, bool split);
   /// Whether commits are encoded and kept: a directory log, or the in-memory one.
   bool logging() const noexcept { return log_ != nullptr || mem_log_ != nullptr; }
-  /// Calls fn(record, where) for each logged record in lsn order (files or memory) until fn
-  /// returns false. Throws Error(HistoryUnavailable) when the log does not start at lsn 1.
-  template <class Fn>
-  void for_each_record_locked(Fn&& fn);
   void replay_op_locked(const LogOp& op, Lsn lsn);
   /// Throws Error(LogCorrupt) unless `child` has a recompute and each input is a parent of it at
   /// an epoch it has reached.
   void check_derived_inputs_locked(PageId child, const std::vector<std::pair<PageId, Epoch>>& inputs, Lsn lsn);
   /// Lines describing every difference between this bus's pages and `other`'s.
-  template <class Fn>
-  void for_each_logged_delta_locked(Lsn first, Lsn last, Fn&& fn);
   void compare_pages_locked(Bus& other, const std::string& what, std::vector<std::string>& problems);
   void count(std::uint64_t deltas, std::uint64_t bytes) noexcept;
 

@@ -178,6 +178,10 @@ class Log {
   /// Whether the record index covers the log from lsn 1. Recovery indexes the segments it reads,
   /// not those a checkpoint let it skip; the retention drops the entries of segments it removes.
   bool indexed_from_start() const noexcept { return indexed_from_ == 1; }
+  /// First lsn the record index covers (see indexed_from_start).
+  Lsn indexed_from() const noexcept { return indexed_from_; }
+  /// RecordIndex::record_starts of the log's index.
+  std::vector<Lsn> record_starts(Lsn first, Lsn last) const { return records_.record_starts(first, last); }
   /// Reads the whole log once (after flush()), so the record index covers it from lsn 1, and
   /// calls fn(record, where) for each record in lsn order. Throws Error(HistoryUnavailable) when
   /// the log no longer starts at lsn 1 (the retention removed its start), Error(LogCorrupt) for

@@ -66,6 +66,8 @@ class MemoryLog {
   /// logged), in lsn order, found through the record index: nothing else is read. Throws
   /// Error(Internal) if a record is not where the index says.
   void read_records(std::span<const Lsn> lsns, const RecordIndex::Visit& visit) const;
+  /// RecordIndex::record_starts of the log's index.
+  std::vector<Lsn> record_starts(Lsn first, Lsn last) const { return records_.record_starts(first, last); }
   Lsn last_lsn() const noexcept { return last_lsn_; }
   /// Bytes held (block capacities and checkpoint images).
   std::uint64_t bytes() const noexcept;

@@ -43,6 +43,10 @@ class RecordIndex {
   /// dropped with their segments, or never noted).
   void for_each_record(std::span<const Lsn> lsns,
                        const std::function<void(const Location&, std::span<const Lsn>)>& fn) const;
+  /// One lsn of each record holding an lsn in [first, last], ascending: `first`, then the first
+  /// lsn of each later record up to `last`; for for_each_record, so a range query reads only the
+  /// records in its range. Empty when first > last.
+  std::vector<Lsn> record_starts(Lsn first, Lsn last) const;
   /// Drops the entries of records that start before `lsn` (their segments were removed).
   void drop_before(Lsn lsn);
   bool empty() const noexcept { return lsns_.empty(); }
