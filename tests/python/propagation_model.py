@@ -14,6 +14,18 @@ F64 = np.dtype("float64")
 SEMIRINGS = mmsb.Semiring.NAMES
 
 
+def stale_state(bus):
+    """(stale page ids, {derived page id: memo}) as the bus reports them: the state a wave leaves
+    besides bytes, which replay must repeat."""
+    stale = tuple(p.id for p in bus.stale_pages())
+    memos = {}
+    for page in bus.pages():
+        d = bus.graph.derivation(page.id)
+        if d is not None:
+            memos[page.id] = tuple(d["memo"])
+    return stale, memos
+
+
 # ---- reference computations ----------------------------------------------------------------
 def int_mul(sname, w, p):
     """⊗ of the integer tropical semirings: + that wraps, but saturates at the absorbing zero."""

@@ -16,20 +16,10 @@ import numpy as np
 import pytest
 
 import mmsb
+from propagation_model import stale_state
 
 F64 = "float64"
 ELEMS = 2
-
-
-def derived_state(bus):
-    """(stale page ids, {derived page id: memo}) as the bus reports them."""
-    stale = tuple(p.id for p in bus.stale_pages())
-    memos = {}
-    for page in bus.pages():
-        d = bus.graph.derivation(page.id)
-        if d is not None:
-            memos[page.id] = tuple(d["memo"])
-    return stale, memos
 
 
 def python_derived(bus):
@@ -43,10 +33,10 @@ def python_derived(bus):
 
 
 def without_callables(bus):
-    """derived_state(bus) as a bus with the same log but no callable registered reports it: every
-    Python-derived page and everything below it stale as well. Equal to derived_state(bus) when
+    """stale_state(bus) as a bus with the same log but no callable registered reports it: every
+    Python-derived page and everything below it stale as well. Equal to stale_state(bus) when
     no callable is registered."""
-    stale, memos = derived_state(bus)
+    stale, memos = stale_state(bus)
     seen = set(stale)
     todo = [p for p in python_derived(bus) if p not in seen]
     seen.update(todo)
@@ -80,13 +70,13 @@ class Live:
 
     def record(self):
         bus, lsn = self.bus, self.bus.lsn
-        now = derived_state(bus)
+        now = stale_state(bus)
         # a propagate() that only skips pages changes nothing, and takes no lsn
         assert self.states.setdefault(lsn, now) == now, f"the state changed without an lsn at lsn {lsn}"
         with bus.at(lsn) as old:
-            assert derived_state(old) == now, f"bus.at({lsn}) differs from the live bus at lsn {lsn}"
+            assert stale_state(old) == now, f"bus.at({lsn}) differs from the live bus at lsn {lsn}"
         with mmsb.replay(self.path, to=lsn) as old:
-            assert derived_state(old) == now, f"mmsb.replay(to={lsn}) differs from the live bus at lsn {lsn}"
+            assert stale_state(old) == now, f"mmsb.replay(to={lsn}) differs from the live bus at lsn {lsn}"
 
     def commit(self, changes):
         """Writes (page name, offset, value) changes as the mode does, recording each lsn."""
@@ -115,16 +105,16 @@ class Live:
             self.record()
         else:
             assert self.bus.lsn == last
-            assert derived_state(self.bus) == self.states[last], f"mmsb.open differs from the live bus at lsn {last}"
+            assert stale_state(self.bus) == self.states[last], f"mmsb.open differs from the live bus at lsn {last}"
 
     def check_all(self):
         """Every recorded lsn again, from the bus as it is now (its log spans several opens)."""
         for lsn, want in self.states.items():
             with self.bus.at(lsn) as old:
-                assert derived_state(old) == want, f"bus.at({lsn}) differs from the live bus at lsn {lsn}"
+                assert stale_state(old) == want, f"bus.at({lsn}) differs from the live bus at lsn {lsn}"
         for lsn, want in self.states.items():
             with mmsb.replay(self.path, to=lsn) as old:
-                assert derived_state(old) == want, f"mmsb.replay(to={lsn}) differs from the live bus at lsn {lsn}"
+                assert stale_state(old) == want, f"mmsb.replay(to={lsn}) differs from the live bus at lsn {lsn}"
 
 
 MODES = ["eager", "deferred", "tick"]
@@ -308,7 +298,7 @@ class RandomRun:
         self.bus.propagation = mode
         assert self.bus.lsn == last
         assert no_callable_registered(self.bus)
-        assert derived_state(self.bus) == self.states[last], f"mmsb.open differs from the live bus at lsn {last}"
+        assert stale_state(self.bus) == self.states[last], f"mmsb.open differs from the live bus at lsn {last}"
 
     def step(self):
         r = int(self.rng.integers(100))
@@ -338,14 +328,14 @@ def test_random_runs_with_missing_callables_replay_as_they_ran(tmp_path, seed):
     assert len(run.states) > 20 and run.behind > 10, "too few skipped recomputes to prove much"
     for lsn, want in run.states.items():
         with run.bus.at(lsn) as old:
-            assert derived_state(old) == want, f"bus.at({lsn}) differs from the live bus at lsn {lsn}"
+            assert stale_state(old) == want, f"bus.at({lsn}) differs from the live bus at lsn {lsn}"
     last = run.bus.lsn
     run.bus.close()
     for lsn, want in run.states.items():
         with mmsb.replay(run.path, to=lsn) as old:
-            assert derived_state(old) == want, f"mmsb.replay(to={lsn}) differs from the live bus at lsn {lsn}"
+            assert stale_state(old) == want, f"mmsb.replay(to={lsn}) differs from the live bus at lsn {lsn}"
     with mmsb.open(run.path) as bus:
-        assert derived_state(bus) == run.states[last]
+        assert stale_state(bus) == run.states[last]
 
 
 def test_inspect_names_the_pages_a_wave_skipped(tmp_path):
@@ -378,15 +368,15 @@ def test_a_registration_that_settles_only_the_memo_takes_an_lsn(tmp_path):
         a.write(0, value(1.0))
     with mmsb.open(path) as bus:
         bus.page("a").write(0, value(5.0))  # b skipped: same sign, memo behind
-        skipped_at, skipped_memo = bus.lsn, derived_state(bus)[1]
+        skipped_at, skipped_memo = bus.lsn, stale_state(bus)[1]
         bus.depend("b", on="a", fn=sign)
         assert bus.lsn == skipped_at + 1
-        settled = derived_state(bus)[1]
+        settled = stale_state(bus)[1]
         assert settled != skipped_memo and bus.stale_pages() == []
         with bus.at(skipped_at) as past:
-            assert derived_state(past)[1] == skipped_memo
+            assert stale_state(past)[1] == skipped_memo
         with bus.at(bus.lsn) as past:
-            assert derived_state(past)[1] == settled
+            assert stale_state(past)[1] == settled
         bus.depend("b", on="a", fn=sign)  # already attached: a new definition, as any depend
     with mmsb.open(path) as bus:
         lsn = bus.lsn

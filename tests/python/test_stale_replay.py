@@ -13,20 +13,10 @@ import numpy as np
 import pytest
 
 import mmsb
+from propagation_model import stale_state
 
 F64 = "float64"
 ELEMS = 2
-
-
-def stale_state(bus):
-    """(stale page ids, {derived page id: memo}) as the bus reports them."""
-    stale = tuple(p.id for p in bus.stale_pages())
-    memos = {}
-    for page in bus.pages():
-        d = bus.graph.derivation(page.id)
-        if d is not None:
-            memos[page.id] = tuple(d["memo"])
-    return stale, memos
 
 
 class Run:
