@@ -468,3 +468,8 @@ def test_diff_reads_only_its_range_so_a_retention_keeps_recent_diffs(tmp_path, o
     with pytest.raises(mmsb.HistoryUnavailableError):
         bus.history(p)
     bus.close()
+    if on_disk:  # reopened from the checkpoint kept: its index starts there
+        with mmsb.open(tmp_path / "b") as again:
+            assert again.diff(kept, again.lsn) == {p.id: [(16, 3)], q.id: [(1, 1)]}
+            with pytest.raises(mmsb.HistoryUnavailableError, match="no longer starts at lsn 1"):
+                again.diff(first, again.lsn)

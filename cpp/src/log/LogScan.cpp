@@ -117,7 +117,8 @@ void Log::index_whole_log(const std::function<void(const ScannedRecord&, const s
   if (oldest != 1) {
     fail(ErrorCode::HistoryUnavailable, "the log of '", dir_,
          "' no longer starts at lsn 1 (its oldest segment starts at lsn ", oldest,
-         "; the retention removed the ones before), and history needs all of it");
+         "; the retention removed the ones before), and reading it before lsn ", indexed_from_,
+         " (where this bus began its index when it was opened) needs all of it");
   }
   Log all(dir_, durability_, Access::ReadOnly, 0);  // every segment, no checkpoint
   RecordIndex index;
