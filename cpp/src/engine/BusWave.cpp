@@ -49,8 +49,9 @@ void Bus::run_wave_locked(bool propagating) {
   }
   if (replay_.active) return;
   // The Wave op: takes no lsn in a record with other changes; a propagate() that only cleared
-  // stale marks takes one, so that the marks are a function of the lsn; nothing else to replay
-  // (a callable re-attached after a reopen logs nothing) is not logged.
+  // stale marks takes one, so that the marks are a function of the lsn; a wave that changed
+  // nothing else is not logged here (a callable re-attached after a reopen: depend logs a cutoff
+  // that settled its memo itself).
   const bool alone = txn_->ops.lsn_count() == 0;
   if (alone && !(propagating && stale_.size() != stale_before)) return;
   std::sort(wave_skipped_.begin(), wave_skipped_.end());
